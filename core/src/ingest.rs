@@ -1,0 +1,133 @@
+//! The ingest stage: batches of flows from a source (the eBPF capture, or a generator) are
+//! appended to the store as they come, flushed every interval, and retention runs beside it.
+
+use crate::flow::Flow;
+use crate::store::Store;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Ingest settings.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// How often appended flows are made durable and visible (the most a crash can lose).
+    pub flush_interval: Duration,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            flush_interval: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of the ingest stage.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub flows: AtomicU64,
+    pub batches: AtomicU64,
+    pub flushes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A snapshot of [`IngestStats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestSnapshot {
+    pub flows: u64,
+    pub batches: u64,
+    pub flushes: u64,
+    pub errors: u64,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            flows: self.flows.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Called with every batch after it was appended (live tailing).
+pub type Observer = Box<dyn Fn(&[Flow]) + Send>;
+
+/// Runs the ingest loop on its own thread until every sender is gone, then flushes.
+pub fn spawn(
+    store: Arc<Store>,
+    rx: Receiver<Vec<Flow>>,
+    cfg: IngestConfig,
+    stats: Arc<IngestStats>,
+    observer: Option<Observer>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("weir-ingest".into())
+        .spawn(move || run(&store, &rx, cfg, &stats, observer.as_ref()))
+}
+
+fn run(
+    store: &Store,
+    rx: &Receiver<Vec<Flow>>,
+    cfg: IngestConfig,
+    stats: &IngestStats,
+    observer: Option<&Observer>,
+) {
+    let mut next_flush = Instant::now() + cfg.flush_interval;
+    let mut next_retention = Instant::now();
+    loop {
+        let wait = next_flush.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(batch) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                match store.append(&batch) {
+                    Ok(()) => {
+                        stats.flows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if let Some(o) = observer {
+                            o(&batch);
+                        }
+                    }
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, flows = batch.len(), "append failed");
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                flush(store, stats);
+                return;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_flush {
+            flush(store, stats);
+            next_flush = now + cfg.flush_interval;
+        }
+        if now >= next_retention {
+            if let Err(e) = store.enforce_retention(crate::query::now_ms()) {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "retention failed");
+            }
+            next_retention = now + cfg.retention_interval;
+        }
+    }
+}
+
+fn flush(store: &Store, stats: &IngestStats) {
+    match store.flush() {
+        Ok(()) => {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "flush failed");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! weir core: the flow model, storage (sled + tantivy), the query language, aggregation and
+//! the ingest pipeline. Depends on none of aya, wasmtime or axum.
+
+pub mod aggregate;
+pub mod capture;
+pub mod flow;
+pub mod ingest;
+pub mod query;
+pub mod schema;
+pub mod store;
+
+pub use flow::Flow;
+pub use store::{Store, StoreConfig, StoreError};

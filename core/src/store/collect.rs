@@ -1,0 +1,183 @@
+//! Aggregation over fast fields: group by any set of fields (and optionally a time bucket),
+//! summing bytes and packets (scaled back by sampling) and counting flows.
+
+use crate::schema::{FieldDef, FieldKind, Value};
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
+
+/// Sums of one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Totals) {
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.packets = self.packets.saturating_add(o.packets);
+        self.flows = self.flows.saturating_add(o.flows);
+    }
+}
+
+/// A group key: the grouped values, then the bucket start (ms) when bucketing.
+pub type GroupKey = (Vec<Value>, Option<u64>);
+
+/// Time bucketing by TimeFlowEndMs.
+#[derive(Debug, Clone, Copy)]
+pub struct Buckets {
+    pub origin_ms: u64,
+    pub step_ms: u64,
+}
+
+/// Groups matching flows.
+pub struct GroupCollector {
+    pub fields: Vec<&'static FieldDef>,
+    pub buckets: Option<Buckets>,
+}
+
+enum Col {
+    U64(Column<u64>),
+    Ip(Column<Ipv6Addr>),
+    Str(Option<StrColumn>),
+}
+
+const MAX_KEY: usize = crate::query::MAX_GROUP_FIELDS;
+
+pub struct GroupSegment {
+    cols: Vec<Col>,
+    bytes: Column<u64>,
+    packets: Column<u64>,
+    sampling: Column<u64>,
+    end: Column<u64>,
+    buckets: Option<Buckets>,
+    /// Raw key: per field a u128 (numbers, addresses, or segment-local string ordinals).
+    groups: HashMap<([u128; MAX_KEY], u64), Totals>,
+}
+
+impl Collector for GroupCollector {
+    type Fruit = HashMap<GroupKey, Totals>;
+    type Child = GroupSegment;
+
+    fn for_segment(
+        &self,
+        _ord: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<GroupSegment> {
+        let ff = reader.fast_fields();
+        let cols = self
+            .fields
+            .iter()
+            .map(|f| {
+                Ok(match f.kind {
+                    FieldKind::U64 => Col::U64(ff.u64(f.name)?),
+                    FieldKind::Ip => Col::Ip(ff.ip_addr(f.name)?),
+                    FieldKind::Str => Col::Str(ff.str(f.name)?),
+                })
+            })
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        Ok(GroupSegment {
+            cols,
+            bytes: ff.u64("Bytes")?,
+            packets: ff.u64("Packets")?,
+            sampling: ff.u64("Sampling")?,
+            end: ff.u64("TimeFlowEndMs")?,
+            buckets: self.buckets,
+            groups: HashMap::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<HashMap<GroupKey, Totals>>) -> tantivy::Result<Self::Fruit> {
+        let mut it = fruits.into_iter();
+        let mut out = it.next().unwrap_or_default();
+        for f in it {
+            merge_into(&mut out, f);
+        }
+        Ok(out)
+    }
+}
+
+/// Adds every group of `from` into `into`.
+pub fn merge_into(into: &mut HashMap<GroupKey, Totals>, from: HashMap<GroupKey, Totals>) {
+    for (k, v) in from {
+        into.entry(k).or_default().add(&v);
+    }
+}
+
+impl SegmentCollector for GroupSegment {
+    type Fruit = HashMap<GroupKey, Totals>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let mut key = [0u128; MAX_KEY];
+        for (slot, col) in key.iter_mut().zip(&self.cols) {
+            *slot = match col {
+                Col::U64(c) => u128::from(c.first(doc).unwrap_or(0)),
+                Col::Ip(c) => c.first(doc).map(u128::from).unwrap_or(0),
+                Col::Str(Some(c)) => c
+                    .term_ords(doc)
+                    .next()
+                    .map(|o| u128::from(o) + 1)
+                    .unwrap_or(0),
+                Col::Str(None) => 0,
+            };
+        }
+        let bucket = match self.buckets {
+            Some(b) => {
+                let end = self.end.first(doc).unwrap_or(0);
+                let i = end.saturating_sub(b.origin_ms) / b.step_ms.max(1);
+                b.origin_ms + i * b.step_ms
+            }
+            None => 0,
+        };
+        let scale = self.sampling.first(doc).unwrap_or(0).max(1);
+        let t = self.groups.entry((key, bucket)).or_default();
+        t.bytes = t
+            .bytes
+            .saturating_add(self.bytes.first(doc).unwrap_or(0).saturating_mul(scale));
+        t.packets = t
+            .packets
+            .saturating_add(self.packets.first(doc).unwrap_or(0).saturating_mul(scale));
+        t.flows += 1;
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        for &d in docs {
+            self.collect(d, 0.0);
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let mut out: HashMap<GroupKey, Totals> = HashMap::with_capacity(self.groups.len());
+        let mut s = String::new();
+        for ((raw, bucket), totals) in self.groups {
+            let values = self
+                .cols
+                .iter()
+                .zip(raw.iter())
+                .map(|(col, r)| match col {
+                    Col::U64(_) => Value::U64(*r as u64),
+                    Col::Ip(_) => Value::Ip(Ipv6Addr::from(*r)),
+                    Col::Str(Some(c)) if *r > 0 => {
+                        s.clear();
+                        match c.ord_to_str((*r - 1) as u64, &mut s) {
+                            Ok(true) => Value::Str(s.clone()),
+                            _ => Value::Str(String::new()),
+                        }
+                    }
+                    Col::Str(_) => Value::Str(String::new()),
+                })
+                .collect();
+            let b = self.buckets.map(|_| bucket);
+            out.entry((values, b)).or_default().add(&totals);
+        }
+        out
+    }
+}

@@ -1,0 +1,525 @@
+//! Flow storage: time partitions of sled records indexed by tantivy. Ingest (append + flush)
+//! and query (list, aggregate) are kept apart; retention drops whole partitions.
+
+mod codec;
+pub mod collect;
+mod index;
+mod partition;
+
+pub use collect::{Buckets, GroupKey, Totals};
+pub use partition::{WriterConfig, dir_size};
+
+use crate::flow::Flow;
+use crate::query::{Expr, QueryError, SortBy, TimeRange};
+use crate::schema::FieldDef;
+use collect::GroupCollector;
+use index::IndexFields;
+use partition::Partition;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::{DocAddress, Order};
+
+/// What went wrong in the store, with the kind that decides the HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid query {0}")]
+    Query(#[from] QueryError),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("record store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("record encoding: {0}")]
+    Codec(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// Broad classes of errors, for mapping to HTTP statuses and exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong (400).
+    BadRequest,
+    /// Something failed on the server side (500).
+    Internal,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Query(_) | StoreError::BadRequest(_) => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<tantivy::directory::error::OpenReadError> for StoreError {
+    fn from(e: tantivy::directory::error::OpenReadError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory; created if missing.
+    pub dir: PathBuf,
+    /// Length of one time partition in ms.
+    pub partition_ms: u64,
+    /// Partitions whose newest possible flow is older than this are dropped (0: keep).
+    pub retention_age_ms: u64,
+    /// Oldest partitions are dropped while the store is larger than this (0: no limit).
+    pub retention_bytes: u64,
+    /// Partitions not written for this long release their index writer.
+    pub writer_idle_ms: u64,
+    pub writer: WriterConfig,
+}
+
+impl StoreConfig {
+    /// Defaults: 1 h partitions, 7 days, 10 GiB.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            partition_ms: 3_600_000,
+            retention_age_ms: 7 * 86_400_000,
+            retention_bytes: 10 * 1024 * 1024 * 1024,
+            writer_idle_ms: 60_000,
+            writer: WriterConfig {
+                threads: 1,
+                memory_per_thread: 40_000_000,
+            },
+        }
+    }
+}
+
+/// A listing request.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub filter: Expr,
+    pub range: TimeRange,
+    pub sort: SortBy,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// A page of flows and how many matched in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListResult {
+    pub total: u64,
+    pub flows: Vec<Flow>,
+}
+
+/// One partition as `weir status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub flows: u64,
+    pub bytes: u64,
+}
+
+/// The store as `weir status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    pub dir: String,
+    pub flows: u64,
+    pub bytes: u64,
+    pub partition_ms: u64,
+    pub retention_age_ms: u64,
+    pub retention_bytes: u64,
+    pub partitions: Vec<PartitionStatus>,
+    pub dropped_partitions: u64,
+}
+
+pub struct Store {
+    cfg: StoreConfig,
+    root: PathBuf,
+    fields: IndexFields,
+    partitions: RwLock<BTreeMap<u64, Arc<Partition>>>,
+    next_seq: AtomicU64,
+    /// Serializes appends so sequence numbers reach sled in order.
+    append_lock: Mutex<()>,
+    /// Partitions removed from the map whose files wait for their last reader.
+    graveyard: Mutex<Vec<Arc<Partition>>>,
+    dropped: AtomicU64,
+}
+
+impl Store {
+    /// Opens the store, repairing every partition's index from its records where needed.
+    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+        if cfg.partition_ms == 0 {
+            return Err(StoreError::BadRequest(
+                "partition length must be above 0".into(),
+            ));
+        }
+        let root = cfg.dir.join("partitions");
+        std::fs::create_dir_all(&root)?;
+        let fields = IndexFields::new();
+        let mut parts = BTreeMap::new();
+        let mut max_seq = 0;
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some((start, end)) = name.to_str().and_then(Partition::parse_dir_name) else {
+                tracing::warn!(path = %entry.path().display(), "ignoring unknown entry in data directory");
+                continue;
+            };
+            let p = Partition::open(&root, start, end, &fields, cfg.writer)?;
+            max_seq = max_seq.max(p.last_seq());
+            parts.insert(start, Arc::new(p));
+        }
+        tracing::info!(dir = %cfg.dir.display(), partitions = parts.len(), last_seq = max_seq, "store opened");
+        Ok(Store {
+            cfg,
+            root,
+            fields,
+            partitions: RwLock::new(parts),
+            next_seq: AtomicU64::new(max_seq + 1),
+            append_lock: Mutex::new(()),
+            graveyard: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    fn read_parts(&self) -> Vec<Arc<Partition>> {
+        match self.partitions.read() {
+            Ok(g) => g.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    /// The partition that holds flows ending at `end_ms`, created if needed.
+    fn partition_for(&self, end_ms: u64) -> Result<Arc<Partition>, StoreError> {
+        {
+            let g = self
+                .partitions
+                .read()
+                .map_err(|_| StoreError::Corrupt("partition lock poisoned".into()))?;
+            if let Some((_, p)) = g.range(..=end_ms).next_back() {
+                if end_ms < p.end_ms {
+                    return Ok(p.clone());
+                }
+            }
+        }
+        let mut g = self
+            .partitions
+            .write()
+            .map_err(|_| StoreError::Corrupt("partition lock poisoned".into()))?;
+        if let Some((_, p)) = g.range(..=end_ms).next_back() {
+            if end_ms < p.end_ms {
+                return Ok(p.clone());
+            }
+        }
+        let len = self.cfg.partition_ms;
+        let mut start = end_ms - end_ms % len;
+        let mut end = start.saturating_add(len);
+        // Partitions made under another length keep their ranges; fit the new one between.
+        if let Some((_, prev)) = g.range(..=end_ms).next_back() {
+            start = start.max(prev.end_ms);
+        }
+        if let Some((next_start, _)) = g.range(end_ms + 1..).next() {
+            end = end.min(*next_start);
+        }
+        let p = Arc::new(Partition::open(
+            &self.root,
+            start,
+            end,
+            &self.fields,
+            self.cfg.writer,
+        )?);
+        tracing::debug!(start_ms = start, end_ms = end, "partition created");
+        g.insert(start, p.clone());
+        Ok(p)
+    }
+
+    /// Stores flows: durable and visible after the next [`Store::flush`].
+    pub fn append(&self, flows: &[Flow]) -> Result<(), StoreError> {
+        let _order = self
+            .append_lock
+            .lock()
+            .map_err(|_| StoreError::Corrupt("append lock poisoned".into()))?;
+        let now = now_ms();
+        let mut by_part: HashMap<u64, (Arc<Partition>, Vec<(u64, &Flow)>)> = HashMap::new();
+        for f in flows {
+            let p = self.partition_for(f.time_flow_end_ms)?;
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            by_part
+                .entry(p.start_ms)
+                .or_insert_with(|| (p.clone(), Vec::new()))
+                .1
+                .push((seq, f));
+        }
+        for (p, items) in by_part.values() {
+            p.append(items, now)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended flow durable, then visible to queries; releases idle writers.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for p in self.read_parts() {
+            p.flush()?;
+            let idle = now.saturating_sub(p.last_write_ms.load(Ordering::Relaxed));
+            if p.has_writer() && idle > self.cfg.writer_idle_ms {
+                p.close_writer()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions that may hold flows overlapping the range, oldest first.
+    fn parts_for(&self, range: &TimeRange) -> Vec<Arc<Partition>> {
+        self.read_parts()
+            .into_iter()
+            .filter(|p| p.end_ms > range.from_ms)
+            .collect()
+    }
+
+    /// Lists matching flows, sorted, one page.
+    pub fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
+        let query = self.fields.compile(&req.filter, &req.range);
+        let want = req.offset.saturating_add(req.limit);
+        let order = if req.sort.descending {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        let mut total = 0u64;
+        let mut hits: Vec<(u64, usize, DocAddress)> = Vec::new();
+        let parts = self.parts_for(&req.range);
+        for (pi, p) in parts.iter().enumerate() {
+            let searcher = p.reader.searcher();
+            let (n, top) = searcher.search(
+                &query,
+                &(
+                    Count,
+                    TopDocs::with_limit(want.max(1)).order_by_u64_field(req.sort.field.name, order),
+                ),
+            )?;
+            total += n as u64;
+            hits.extend(top.into_iter().map(|(v, a)| (v.unwrap_or(0), pi, a)));
+        }
+        hits.sort_by(|a, b| {
+            let c = a.0.cmp(&b.0);
+            let c = if req.sort.descending { c.reverse() } else { c };
+            c.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        });
+        let mut flows = Vec::with_capacity(req.limit);
+        for (_, pi, addr) in hits.into_iter().skip(req.offset).take(req.limit) {
+            let p = &parts[pi];
+            let searcher = p.reader.searcher();
+            let seq = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64(p.seq_field())?
+                .first(addr.doc_id)
+                .ok_or_else(|| {
+                    StoreError::Corrupt("indexed flow without sequence number".into())
+                })?;
+            match p.get(seq)? {
+                Some(f) => flows.push(f),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "flow {seq} is indexed but not stored in {}",
+                        p.dir().display()
+                    )));
+                }
+            }
+        }
+        Ok(ListResult { total, flows })
+    }
+
+    /// Groups matching flows by the given fields (and time buckets), summing each group.
+    pub fn aggregate(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        buckets: Option<Buckets>,
+    ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
+        if group_by.len() > crate::query::MAX_GROUP_FIELDS {
+            return Err(StoreError::BadRequest(format!(
+                "at most {} group-by fields",
+                crate::query::MAX_GROUP_FIELDS
+            )));
+        }
+        let query = self.fields.compile(filter, range);
+        let collector = GroupCollector {
+            fields: group_by.to_vec(),
+            buckets,
+        };
+        let parts = self.parts_for(range);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(parts.len())
+            .max(1);
+        let next = AtomicU64::new(0);
+        let results: Vec<Result<HashMap<GroupKey, Totals>, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut acc = HashMap::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                            let Some(p) = parts.get(i) else { break };
+                            let got = p.reader.searcher().search(&query, &collector)?;
+                            collect::merge_into(&mut acc, got);
+                        }
+                        Ok(acc)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt("aggregation worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = HashMap::new();
+        for r in results {
+            collect::merge_into(&mut out, r?);
+        }
+        Ok(out)
+    }
+
+    /// Drops partitions past the age limit, then the oldest while over the size limit.
+    /// Returns how many were dropped.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        let doomed = self.retention_candidates(now_ms);
+        if doomed.is_empty() {
+            self.bury()?;
+            return Ok(0);
+        }
+        {
+            let mut g = self
+                .partitions
+                .write()
+                .map_err(|_| StoreError::Corrupt("partition lock poisoned".into()))?;
+            let mut grave = self
+                .graveyard
+                .lock()
+                .map_err(|_| StoreError::Corrupt("graveyard lock poisoned".into()))?;
+            for start in doomed {
+                if let Some(p) = g.remove(&start) {
+                    tracing::info!(
+                        start_ms = p.start_ms,
+                        end_ms = p.end_ms,
+                        "retention drops partition"
+                    );
+                    grave.push(p);
+                    dropped += 1;
+                }
+            }
+        }
+        self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.bury()?;
+        Ok(dropped)
+    }
+
+    /// Start times of the partitions retention would drop now.
+    fn retention_candidates(&self, now_ms: u64) -> Vec<u64> {
+        let parts = self.read_parts();
+        let newest = parts.last().map(|p| p.start_ms);
+        let mut doomed: Vec<u64> = Vec::new();
+        if self.cfg.retention_age_ms > 0 {
+            let cutoff = now_ms.saturating_sub(self.cfg.retention_age_ms);
+            doomed.extend(
+                parts
+                    .iter()
+                    .filter(|p| p.end_ms <= cutoff)
+                    .map(|p| p.start_ms),
+            );
+        }
+        if self.cfg.retention_bytes > 0 {
+            let mut sizes: Vec<(u64, u64)> = parts
+                .iter()
+                .filter(|p| !doomed.contains(&p.start_ms))
+                .map(|p| (p.start_ms, p.size_bytes()))
+                .collect();
+            let mut total: u64 = sizes.iter().map(|s| s.1).sum();
+            sizes.reverse();
+            while total > self.cfg.retention_bytes && sizes.len() > 1 {
+                if let Some((start, size)) = sizes.pop() {
+                    if Some(start) == newest {
+                        break;
+                    }
+                    doomed.push(start);
+                    total -= size;
+                }
+            }
+        }
+        doomed
+    }
+
+    /// Deletes the files of dropped partitions nobody reads any more.
+    fn bury(&self) -> Result<(), StoreError> {
+        let mut grave = self
+            .graveyard
+            .lock()
+            .map_err(|_| StoreError::Corrupt("graveyard lock poisoned".into()))?;
+        let pending = std::mem::take(&mut *grave);
+        for p in pending {
+            match Arc::try_unwrap(p) {
+                Ok(p) => {
+                    let dir = p.dir().to_path_buf();
+                    drop(p);
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                Err(p) => grave.push(p),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let partitions: Vec<PartitionStatus> = self
+            .read_parts()
+            .iter()
+            .map(|p| PartitionStatus {
+                start_ms: p.start_ms,
+                end_ms: p.end_ms,
+                flows: p.num_flows(),
+                bytes: p.size_bytes(),
+            })
+            .collect();
+        StoreStatus {
+            dir: self.cfg.dir.display().to_string(),
+            flows: partitions.iter().map(|p| p.flows).sum(),
+            bytes: partitions.iter().map(|p| p.bytes).sum(),
+            partition_ms: self.cfg.partition_ms,
+            retention_age_ms: self.cfg.retention_age_ms,
+            retention_bytes: self.cfg.retention_bytes,
+            partitions,
+            dropped_partitions: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::query::now_ms()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! One time partition: a sled tree of records keyed by sequence number, and the tantivy index
+//! over them. Dropped whole for retention.
+//!
+//! Crash safety: records reach sled first and are flushed to disk before the index commits, and
+//! each index commit carries the highest sequence number it covers. On open, records in sled
+//! beyond that number are indexed again, and indexed records beyond the last one in sled (which
+//! the write order should make impossible) are deleted. So index and store always agree.
+
+use super::StoreError;
+use super::codec;
+use super::index::{IndexFields, SEQ_FIELD};
+use crate::flow::Flow;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::IndexWriterOptions;
+use tantivy::query::RangeQuery;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
+
+/// Index writer sizing.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub threads: usize,
+    pub memory_per_thread: usize,
+}
+
+pub struct Partition {
+    pub start_ms: u64,
+    /// Exclusive.
+    pub end_ms: u64,
+    dir: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) index: Index,
+    pub(crate) reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+    fields: IndexFields,
+    writer_cfg: WriterConfig,
+    /// Highest sequence number appended (0: none).
+    appended_seq: AtomicU64,
+    dirty: AtomicBool,
+    /// Unix ms of the last append, to close idle writers.
+    pub(crate) last_write_ms: AtomicU64,
+}
+
+fn payload_seq(payload: Option<&str>) -> Option<u64> {
+    payload?.strip_prefix("seq=")?.parse().ok()
+}
+
+impl Partition {
+    pub fn dir_name(start_ms: u64, end_ms: u64) -> String {
+        format!("{start_ms}-{end_ms}")
+    }
+
+    /// Reads `<start>-<end>` back.
+    pub fn parse_dir_name(name: &str) -> Option<(u64, u64)> {
+        let (a, b) = name.split_once('-')?;
+        let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+        (a < b).then_some((a, b))
+    }
+
+    /// Opens (or creates) the partition and repairs its index from sled if they disagree.
+    pub fn open(
+        root: &Path,
+        start_ms: u64,
+        end_ms: u64,
+        fields: &IndexFields,
+        writer_cfg: WriterConfig,
+    ) -> Result<Self, StoreError> {
+        let dir = root.join(Self::dir_name(start_ms, end_ms));
+        let db = sled::Config::new()
+            .path(dir.join("records"))
+            .cache_capacity(8 * 1024 * 1024)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let index_dir = dir.join("index");
+        let index = match open_index(&index_dir, fields) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(partition = %dir.display(), error = %e, "index unreadable, rebuilding it from the record store");
+                std::fs::remove_dir_all(&index_dir)?;
+                open_index(&index_dir, fields)?
+            }
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let last_seq = match db.last()? {
+            Some((k, _)) => codec::seq_of(&k).ok_or_else(|| {
+                StoreError::Corrupt(format!("bad record key in {}", dir.display()))
+            })?,
+            None => 0,
+        };
+        let p = Partition {
+            start_ms,
+            end_ms,
+            dir,
+            db,
+            index,
+            reader,
+            writer: Mutex::new(None),
+            fields: fields.clone(),
+            writer_cfg,
+            appended_seq: AtomicU64::new(last_seq),
+            dirty: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(0),
+        };
+        p.repair(last_seq)?;
+        Ok(p)
+    }
+
+    fn repair(&self, last_seq: u64) -> Result<(), StoreError> {
+        let metas = self.index.load_metas()?;
+        let docs: u32 = metas.segments.iter().map(|s| s.num_docs()).sum();
+        let indexed = match payload_seq(metas.payload.as_deref()) {
+            Some(s) => s,
+            None if docs == 0 => 0,
+            None => u64::MAX, // unknown coverage: drop everything and index again
+        };
+        if indexed == last_seq {
+            return Ok(());
+        }
+        let mut guard = self.lock_writer()?;
+        let writer = self.writer_in(&mut guard)?;
+        let from = if indexed > last_seq {
+            // The index claims records sled does not have: remove them.
+            let lo = if indexed == u64::MAX { 0 } else { last_seq + 1 };
+            let field = self.fields.seq;
+            writer.delete_query(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_u64(field, lo)),
+                Bound::Unbounded,
+            )))?;
+            if indexed == u64::MAX { 0 } else { last_seq }
+        } else {
+            indexed
+        };
+        let mut n = 0u64;
+        for item in self.db.range(codec::key(from.saturating_add(1))..) {
+            let (k, v) = item?;
+            let seq = codec::seq_of(&k).ok_or_else(|| {
+                StoreError::Corrupt(format!("bad record key in {}", self.dir.display()))
+            })?;
+            let flow = codec::decode(&v)?;
+            writer.add_document(self.fields.document(seq, &flow))?;
+            n += 1;
+        }
+        commit(writer, last_seq)?;
+        self.reader.reload()?;
+        tracing::info!(partition = %self.dir.display(), reindexed = n, indexed_before = indexed, stored = last_seq, "repaired index from record store");
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, Option<IndexWriter>>, StoreError> {
+        self.writer
+            .lock()
+            .map_err(|_| StoreError::Corrupt("index writer lock poisoned".into()))
+    }
+
+    fn writer_in<'a>(
+        &self,
+        guard: &'a mut Option<IndexWriter>,
+    ) -> Result<&'a mut IndexWriter, StoreError> {
+        if guard.is_none() {
+            let opts = IndexWriterOptions::builder()
+                .num_worker_threads(self.writer_cfg.threads.max(1))
+                .memory_budget_per_thread(self.writer_cfg.memory_per_thread.max(15_000_000))
+                .num_merge_threads(1)
+                .build();
+            *guard = Some(self.index.writer_with_options(opts)?);
+        }
+        guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt("index writer missing".into()))
+    }
+
+    /// Writes records to sled and hands them to the index writer (visible after [`flush`]).
+    pub fn append(&self, items: &[(u64, &Flow)], now_ms: u64) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (seq, flow) in items {
+            batch.insert(&codec::key(*seq), codec::encode(flow)?);
+        }
+        self.db.apply_batch(batch)?;
+        let mut guard = self.lock_writer()?;
+        let writer = self.writer_in(&mut guard)?;
+        let mut max = 0;
+        for (seq, flow) in items {
+            writer.add_document(self.fields.document(*seq, flow))?;
+            max = max.max(*seq);
+        }
+        self.appended_seq.fetch_max(max, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+        self.last_write_ms.store(now_ms, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes appended records durable (sled first), then visible (index commit).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut guard = self.lock_writer()?;
+        self.db.flush()?;
+        let seq = self.appended_seq.load(Ordering::SeqCst);
+        if let Some(w) = guard.as_mut() {
+            commit(w, seq)?;
+        }
+        drop(guard);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Flushes and releases the index writer's memory (for partitions no longer written).
+    pub fn close_writer(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        let mut guard = self.lock_writer()?;
+        if let Some(w) = guard.take() {
+            w.wait_merging_threads()?;
+        }
+        Ok(())
+    }
+
+    pub fn has_writer(&self) -> bool {
+        self.writer.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// The stored record of a sequence number.
+    pub fn get(&self, seq: u64) -> Result<Option<Flow>, StoreError> {
+        match self.db.get(codec::key(seq))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Highest sequence number stored.
+    pub fn last_seq(&self) -> u64 {
+        self.appended_seq.load(Ordering::SeqCst)
+    }
+
+    /// Documents visible to queries.
+    pub fn num_flows(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Bytes on disk (records and index).
+    pub fn size_bytes(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn seq_field(&self) -> &'static str {
+        SEQ_FIELD
+    }
+}
+
+fn commit(writer: &mut IndexWriter, seq: u64) -> Result<(), StoreError> {
+    let mut prepared = writer.prepare_commit()?;
+    prepared.set_payload(&format!("seq={seq}"));
+    prepared.commit()?;
+    Ok(())
+}
+
+fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
+    std::fs::create_dir_all(dir)?;
+    let d = MmapDirectory::open(dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Index::open_or_create(d, fields.schema.clone())?)
+}
+
+/// Total size of the files below a directory.
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

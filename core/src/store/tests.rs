@@ -1,0 +1,241 @@
+use super::*;
+use crate::query::{Metric, SortBy, parse};
+use crate::schema::field;
+
+/// Deterministic synthetic flows spread over `span_ms` before `t0`.
+pub(crate) fn synth(n: usize, t0: u64, span_ms: u64) -> Vec<Flow> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut f = Flow::empty();
+            let end = t0 - (x % span_ms);
+            f.time_flow_end_ms = end;
+            f.time_flow_start_ms = end - (x >> 20) % 5000;
+            f.src_addr = if i % 7 == 0 {
+                format!("2001:db8::{:x}", x % 50).parse().unwrap()
+            } else {
+                format!("10.0.{}.{}", (x >> 8) % 4, x % 50).parse().unwrap()
+            };
+            f.dst_addr = format!("10.1.0.{}", (x >> 16) % 20).parse().unwrap();
+            f.src_port = (x >> 24) as u16;
+            f.dst_port = [80, 443, 53, 8080, 9000][(x >> 32) as usize % 5];
+            f.proto = [6, 17, 1][(x >> 40) as usize % 3];
+            f.flags = ((x >> 44) & 0x1ff) as u16;
+            f.bytes = 60 + (x >> 48) % 100_000;
+            f.packets = 1 + (x >> 50) % 100;
+            f.skbs = f.packets;
+            f.interface = format!("veth{}", (x >> 36) % 3);
+            f.if_direction = (i % 2) as u8;
+            f.sampling = if i % 11 == 0 { 10 } else { 0 };
+            f
+        })
+        .collect()
+}
+
+fn store(dir: &Path) -> Store {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.partition_ms = 600_000;
+    Store::open(cfg).unwrap()
+}
+
+const T0: u64 = 1_800_000_000_000;
+
+fn list_all(s: &Store, q: &str, range: TimeRange) -> ListResult {
+    s.list(&ListRequest {
+        filter: parse(q).unwrap(),
+        range,
+        sort: SortBy::parse("-TimeFlowEndMs").unwrap(),
+        limit: crate::query::MAX_LIMIT,
+        offset: 0,
+    })
+    .unwrap()
+}
+
+#[test]
+fn filters_agree_with_in_memory_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let flows = synth(3000, T0, 3_600_000);
+    s.append(&flows).unwrap();
+    s.flush().unwrap();
+    assert!(s.status().partitions.len() >= 6, "partitioned by time");
+    let queries = [
+        "",
+        "SrcAddr=10.0.0.0/16",
+        "Addr=10.1.0.3",
+        "SrcAddr=2001:db8::/64 and Proto=tcp",
+        "DstPort=80-443 and not Proto=udp",
+        "Port=53 or Interface=veth1",
+        "Flags=SYN,ACK",
+        "Bytes>50000 and Packets<=10",
+        "SrcAddr!=10.0.1.0/24 and IfDirection=egress",
+        "(DstPort=9000 or DstPort=8080) and Sampling>1",
+    ];
+    let range = TimeRange {
+        from_ms: T0 - 1_800_000,
+        to_ms: T0 - 600_000,
+    };
+    for q in queries {
+        let e = parse(q).unwrap();
+        let want: Vec<&Flow> = flows
+            .iter()
+            .filter(|f| range.overlaps(f.time_flow_start_ms, f.time_flow_end_ms) && e.matches(f))
+            .collect();
+        let got = list_all(&s, q, range);
+        assert_eq!(got.total as usize, want.len(), "count for {q:?}");
+        assert_eq!(got.flows.len(), want.len(), "rows for {q:?}");
+        assert!(
+            got.flows
+                .windows(2)
+                .all(|w| w[0].time_flow_end_ms >= w[1].time_flow_end_ms),
+            "sorted for {q:?}"
+        );
+        for f in &got.flows {
+            assert!(e.matches(f), "{q:?} returned a flow that does not match");
+        }
+    }
+}
+
+#[test]
+fn paging_and_aggregation_scale_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let flows = synth(2000, T0, 3_600_000);
+    s.append(&flows).unwrap();
+    s.flush().unwrap();
+    let sort = SortBy::parse("Bytes:desc").unwrap();
+    let page = |offset| {
+        s.list(&ListRequest {
+            filter: Expr::All,
+            range: TimeRange::ALL,
+            sort,
+            limit: 10,
+            offset,
+        })
+        .unwrap()
+    };
+    let (a, b) = (page(0), page(10));
+    assert_eq!(a.total, 2000);
+    let mut by_bytes: Vec<u64> = flows.iter().map(|f| f.bytes).collect();
+    by_bytes.sort_unstable_by(|x, y| y.cmp(x));
+    let got: Vec<u64> = a.flows.iter().chain(&b.flows).map(|f| f.bytes).collect();
+    assert_eq!(got, by_bytes[..20]);
+
+    let g = [field("SrcAddr").unwrap(), field("DstPort").unwrap()];
+    let groups = s.aggregate(&Expr::All, &TimeRange::ALL, &g, None).unwrap();
+    let mut want: HashMap<(String, u16), (u64, u64, u64)> = HashMap::new();
+    for f in &flows {
+        let e = want
+            .entry((f.src_addr.to_string(), f.dst_port))
+            .or_default();
+        e.0 += f.bytes * f.scale();
+        e.1 += f.packets * f.scale();
+        e.2 += 1;
+    }
+    assert_eq!(groups.len(), want.len());
+    let top = crate::aggregate::top_groups(groups, &g, Metric::Bytes, 5);
+    let mut ranked: Vec<_> = want.values().map(|v| v.0).collect();
+    ranked.sort_unstable_by(|a, b| b.cmp(a));
+    let top_bytes: Vec<u64> = top.groups.iter().map(|g| g.bytes).collect();
+    assert_eq!(top_bytes, ranked[..5]);
+    let total: u64 = want.values().map(|v| v.0).sum();
+    assert_eq!(top.total.bytes, total);
+    assert_eq!(top.others.bytes + top_bytes.iter().sum::<u64>(), total);
+    let k = &top.groups[0].key;
+    let (ip, port) = (
+        k["SrcAddr"].as_str().unwrap().to_string(),
+        k["DstPort"].as_u64().unwrap() as u16,
+    );
+    assert_eq!(want[&(ip, port)].0, top.groups[0].bytes);
+
+    // Time series: buckets add up to the total.
+    let step = 600_000;
+    let from = T0 - 3_600_000;
+    let groups = s
+        .aggregate(
+            &Expr::All,
+            &TimeRange::ALL,
+            &[],
+            Some(Buckets {
+                origin_ms: from,
+                step_ms: step,
+            }),
+        )
+        .unwrap();
+    let ts = crate::aggregate::time_series(groups, &[], Metric::Packets, 10, from, step, 7);
+    assert_eq!(ts.series.len(), 1);
+    let sum: u64 = ts.series[0].points.iter().map(|p| p.1).sum();
+    assert_eq!(sum, want.values().map(|v| v.1).sum::<u64>());
+}
+
+#[test]
+fn index_is_repaired_from_records_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = synth(500, T0, 60_000);
+    {
+        let s = store(dir.path());
+        s.append(&flows[..300]).unwrap();
+        s.flush().unwrap();
+        // Durable in sled, never committed to the index: as if killed between the two.
+        s.append(&flows[300..]).unwrap();
+        for p in s.read_parts() {
+            p.db.flush().unwrap();
+        }
+        drop(s); // an index writer dropped without commit loses its documents
+    }
+    let s = store(dir.path());
+    assert_eq!(list_all(&s, "", TimeRange::ALL).total, 500);
+    // And an index lost altogether is rebuilt.
+    let part_dir = s.read_parts()[0].dir().to_path_buf();
+    drop(s);
+    std::fs::remove_dir_all(part_dir.join("index")).unwrap();
+    std::fs::create_dir_all(part_dir.join("index")).unwrap();
+    std::fs::write(part_dir.join("index/meta.json"), b"{ not json").unwrap();
+    let s = store(dir.path());
+    assert_eq!(list_all(&s, "", TimeRange::ALL).total, 500);
+    // New records continue the sequence instead of overwriting old ones.
+    s.append(&flows[..10]).unwrap();
+    s.flush().unwrap();
+    assert_eq!(list_all(&s, "", TimeRange::ALL).total, 510);
+}
+
+#[test]
+fn retention_drops_whole_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.partition_ms = 600_000;
+    cfg.retention_age_ms = 1_800_000;
+    let s = Store::open(cfg).unwrap();
+    let flows = synth(1000, T0, 3_600_000);
+    s.append(&flows).unwrap();
+    s.flush().unwrap();
+    let before = s.status().partitions.len();
+    let dropped = s.enforce_retention(T0).unwrap();
+    assert!(dropped >= 2, "dropped {dropped} of {before}");
+    let left = list_all(&s, "", TimeRange::ALL);
+    let cutoff = T0 - 1_800_000;
+    assert!(
+        left.flows
+            .iter()
+            .all(|f| f.time_flow_end_ms >= cutoff - 600_000)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("partitions"))
+            .unwrap()
+            .count(),
+        before - dropped,
+        "files removed"
+    );
+    // Size limit: keeps only the newest partition when the limit is tiny.
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.partition_ms = 600_000;
+    cfg.retention_age_ms = 0;
+    cfg.retention_bytes = 1;
+    drop(s);
+    let s = Store::open(cfg).unwrap();
+    s.enforce_retention(T0).unwrap();
+    assert_eq!(s.status().partitions.len(), 1);
+}

@@ -1,0 +1,802 @@
+//! One loaded copy of the capture programs per network namespace, and the threads that keep
+//! it attached and drained.
+
+use crate::netlink::{self, LinkWatch};
+use crate::records::{self, Clock, FlowKey, FlowRecord, FlowValue, WeirConfig, counter};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::tc::{self, NlOptions, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::util::KernelVersion;
+use aya::{Ebpf, EbpfLoader};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use weir_core::capture::{AttachedInterface, CaptureSource, CaptureStatus, Feature};
+use weir_core::flow::Flow;
+
+static FLOWS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+
+/// How long user space waits after flipping the active map before draining the idle one, so
+/// that programs that read the old index have finished their update (they run in well under a
+/// microsecond, with preemption off).
+const FLIP_GRACE: Duration = Duration::from_millis(20);
+
+/// Capture settings.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Flows are evicted to user space at least this often.
+    pub active_timeout: Duration,
+    /// Flows each of the two per-CPU maps holds before new flows go through the ring buffer.
+    pub max_flows: u32,
+    /// 1-in-N packet sampling; 0 or 1 = every packet.
+    pub sampling: u32,
+    /// Capture in the agent's own network namespace.
+    pub root_netns: bool,
+    /// Other namespaces: names under /var/run/netns or paths like /proc/PID/ns/net.
+    pub netns: Vec<String>,
+    /// Interfaces to leave alone (exact names or `prefix*`); loopback is always left alone.
+    pub exclude: Vec<String>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            active_timeout: Duration::from_secs(5),
+            max_flows: 65_536,
+            sampling: 0,
+            root_netns: true,
+            netns: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "loading the capture programs failed (weir needs root or CAP_BPF + CAP_NET_ADMIN): {0}"
+    )]
+    Load(String),
+    #[error("capture setup: {0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> CaptureError + '_ {
+    move |e| CaptureError::Setup(format!("{what}: {e}"))
+}
+
+struct FlowMaps {
+    a: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    b: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    config: Array<MapData, WeirConfig>,
+    counters: PerCpuArray<MapData, u64>,
+    active: u32,
+}
+
+struct Attached {
+    name: String,
+    mode: &'static str,
+    ingress: aya::programs::tc::SchedClassifierLinkId,
+    egress: aya::programs::tc::SchedClassifierLinkId,
+}
+
+#[derive(Default)]
+struct Counters {
+    evictions_timer: AtomicU64,
+    evictions_full: AtomicU64,
+    evictions_requested: AtomicU64,
+    flows_evicted: AtomicU64,
+    ringbuf_flows: AtomicU64,
+    drain_errors: AtomicU64,
+}
+
+struct Instance {
+    netns: String,
+    ebpf: Mutex<Ebpf>,
+    maps: Mutex<FlowMaps>,
+    names: Mutex<HashMap<u32, String>>,
+    attached: Mutex<BTreeMap<u32, Attached>>,
+    errors: Mutex<BTreeMap<String, String>>,
+    flush_requested: AtomicBool,
+    counters: Counters,
+    clock: Clock,
+    sampling: u32,
+}
+
+/// A running capture in one or more network namespaces.
+pub struct Capture {
+    instances: Vec<Arc<Instance>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    features: Vec<Feature>,
+    cfg: CaptureConfig,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn probe_features() -> (Vec<Feature>, bool) {
+    let kv = KernelVersion::current().ok();
+    let tcx = kv.is_some_and(|k| k >= KernelVersion::new(6, 6, 0));
+    let tc_ok = aya::sys::is_program_supported(aya::programs::ProgramType::SchedClassifier)
+        .unwrap_or(false);
+    let rb_ok = aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false);
+    let kernel = kv
+        .map(|k| k.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let features = vec![
+        Feature {
+            name: "flows".into(),
+            enabled: tc_ok,
+            detail: if tc_ok {
+                format!("tc classifier on ingress and egress (kernel {kernel})")
+            } else {
+                "the kernel refuses tc classifier programs".into()
+            },
+        },
+        Feature {
+            name: "tcx".into(),
+            enabled: tcx,
+            detail: if tcx {
+                "tcx links (falls back to clsact per interface on error)".into()
+            } else {
+                "kernel older than 6.6: legacy clsact qdisc".into()
+            },
+        },
+        Feature {
+            name: "ringbuf-fallback".into(),
+            enabled: rb_ok,
+            detail: "flows that do not fit in the map are sent through a ring buffer".into(),
+        },
+    ];
+    (features, tcx)
+}
+
+impl Capture {
+    /// Loads the programs (one copy per namespace) and starts attaching and draining.
+    pub fn start(cfg: CaptureConfig, tx: SyncSender<Vec<Flow>>) -> Result<Capture, CaptureError> {
+        if cfg.active_timeout < Duration::from_millis(100) {
+            return Err(CaptureError::Setup(
+                "active timeout must be at least 100ms".into(),
+            ));
+        }
+        if cfg.max_flows == 0 {
+            return Err(CaptureError::Setup("max flows must be above 0".into()));
+        }
+        let (features, tcx) = probe_features();
+        let own_ns = std::fs::File::open("/proc/self/ns/net")
+            .map(OwnedFd::from)
+            .map_err(setup("opening the agent's network namespace"))?;
+        let own_ns = Arc::new(own_ns);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut namespaces: Vec<String> = Vec::new();
+        if cfg.root_netns {
+            namespaces.push(String::new());
+        }
+        namespaces.extend(cfg.netns.iter().cloned());
+        let mut instances = Vec::new();
+        let mut threads = Vec::new();
+        for ns in namespaces {
+            let (inst, ring) = Instance::load(&ns, &cfg)?;
+            let inst = Arc::new(inst);
+            threads.push(spawn("weir-attach", {
+                let (inst, stop, own_ns, exclude) = (
+                    inst.clone(),
+                    stop.clone(),
+                    own_ns.clone(),
+                    cfg.exclude.clone(),
+                );
+                move || inst.watch_interfaces(&stop, &own_ns, &exclude, tcx)
+            })?);
+            threads.push(spawn("weir-evict", {
+                let (inst, stop, tx, timeout) =
+                    (inst.clone(), stop.clone(), tx.clone(), cfg.active_timeout);
+                move || inst.evict_loop(&stop, &tx, timeout)
+            })?);
+            threads.push(spawn("weir-ringbuf", {
+                let (inst, stop, tx) = (inst.clone(), stop.clone(), tx.clone());
+                move || inst.ring_loop(ring, &stop, &tx)
+            })?);
+            instances.push(inst);
+        }
+        tracing::info!(
+            namespaces = instances.len(),
+            active_timeout_ms = cfg.active_timeout.as_millis() as u64,
+            max_flows = cfg.max_flows,
+            sampling = cfg.sampling,
+            "capture started"
+        );
+        Ok(Capture {
+            instances,
+            stop,
+            threads: Mutex::new(threads),
+            features,
+            cfg,
+        })
+    }
+
+    /// Detaches everything, drains what is left, and waits for the threads.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in lock(&self.threads).drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Sets 1-in-N sampling at run time, without reloading the programs.
+    pub fn set_sampling(&self, sampling: u32) -> Result<(), CaptureError> {
+        for inst in &self.instances {
+            let mut m = lock(&inst.maps);
+            let active = m.active;
+            m.config
+                .set(
+                    0,
+                    WeirConfig {
+                        active_map: active,
+                        sampling,
+                    },
+                    0,
+                )
+                .map_err(setup("setting sampling"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, CaptureError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(setup("spawning a capture thread"))
+}
+
+impl CaptureSource for Capture {
+    fn status(&self) -> CaptureStatus {
+        let mut st = CaptureStatus {
+            features: self.features.clone(),
+            active_timeout_ms: self.cfg.active_timeout.as_millis() as u64,
+            sampling: self.cfg.sampling,
+            max_flows: self.cfg.max_flows,
+            ..Default::default()
+        };
+        for inst in &self.instances {
+            for (ifindex, a) in lock(&inst.attached).iter() {
+                st.interfaces.push(AttachedInterface {
+                    netns: inst.netns.clone(),
+                    name: a.name.clone(),
+                    ifindex: *ifindex,
+                    mode: a.mode.into(),
+                });
+            }
+            for (k, v) in lock(&inst.errors).iter() {
+                st.attach_errors.insert(k.clone(), v.clone());
+            }
+            let kernel = inst.kernel_counters();
+            let c = &inst.counters;
+            let user = [
+                ("evictions_timer", c.evictions_timer.load(Ordering::Relaxed)),
+                (
+                    "evictions_map_full",
+                    c.evictions_full.load(Ordering::Relaxed),
+                ),
+                (
+                    "evictions_requested",
+                    c.evictions_requested.load(Ordering::Relaxed),
+                ),
+                ("flows_evicted", c.flows_evicted.load(Ordering::Relaxed)),
+                ("ringbuf_flows", c.ringbuf_flows.load(Ordering::Relaxed)),
+                ("drain_errors", c.drain_errors.load(Ordering::Relaxed)),
+            ];
+            for (k, v) in kernel.into_iter().chain(user) {
+                *st.counters.entry(k.to_string()).or_default() += v;
+            }
+        }
+        for ns in &self.cfg.netns {
+            let attached = st.interfaces.iter().any(|i| &i.netns == ns);
+            st.features.push(Feature {
+                name: format!("netns:{ns}"),
+                enabled: attached,
+                detail: if attached {
+                    "attached".into()
+                } else {
+                    "waiting for the namespace or its interfaces".into()
+                },
+            });
+        }
+        st
+    }
+
+    fn flush(&self) {
+        for inst in &self.instances {
+            inst.flush_requested.store(true, Ordering::SeqCst);
+        }
+        // Wait (bounded) until every instance has drained.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && self
+                .instances
+                .iter()
+                .any(|i| i.flush_requested.load(Ordering::SeqCst))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn excluded(name: &str, exclude: &[String]) -> bool {
+    name == "lo"
+        || exclude.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
+}
+
+impl Instance {
+    fn load(
+        netns: &str,
+        cfg: &CaptureConfig,
+    ) -> Result<(Instance, RingBuf<MapData>), CaptureError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("flows_a", cfg.max_flows)
+            .map_max_entries("flows_b", cfg.max_flows)
+            .load(FLOWS_OBJ)
+            .map_err(|e| CaptureError::Load(e.to_string()))?;
+        for prog in ["weir_ingress", "weir_egress"] {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| CaptureError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| CaptureError::Load(e.to_string()))?;
+            p.load()
+                .map_err(|e| CaptureError::Load(format!("{prog}: {e}")))?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| CaptureError::Load(format!("map {name} missing")))
+        };
+        let a = PerCpuHashMap::try_from(take(&mut ebpf, "flows_a")?).map_err(setup("flows_a"))?;
+        let b = PerCpuHashMap::try_from(take(&mut ebpf, "flows_b")?).map_err(setup("flows_b"))?;
+        let mut config: Array<MapData, WeirConfig> =
+            Array::try_from(take(&mut ebpf, "config")?).map_err(setup("config"))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(setup("counters"))?;
+        let ring =
+            RingBuf::try_from(take(&mut ebpf, "direct_flows")?).map_err(setup("direct_flows"))?;
+        config
+            .set(
+                0,
+                WeirConfig {
+                    active_map: 0,
+                    sampling: cfg.sampling,
+                },
+                0,
+            )
+            .map_err(setup("config"))?;
+        Ok((
+            Instance {
+                netns: netns.to_string(),
+                ebpf: Mutex::new(ebpf),
+                maps: Mutex::new(FlowMaps {
+                    a,
+                    b,
+                    config,
+                    counters,
+                    active: 0,
+                }),
+                names: Mutex::new(HashMap::new()),
+                attached: Mutex::new(BTreeMap::new()),
+                errors: Mutex::new(BTreeMap::new()),
+                flush_requested: AtomicBool::new(false),
+                counters: Counters::default(),
+                clock: Clock::new(),
+                sampling: cfg.sampling,
+            },
+            ring,
+        ))
+    }
+
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        let m = lock(&self.maps);
+        let names = [
+            (counter::SKBS, "kernel_skbs"),
+            (counter::SAMPLED_OUT, "kernel_sampled_out"),
+            (counter::MAP_FULL, "kernel_map_full"),
+            (counter::RINGBUF_LOST, "kernel_ringbuf_lost"),
+            (counter::TRUNCATED, "kernel_truncated"),
+        ];
+        names
+            .iter()
+            .map(|(i, n)| {
+                let v = m
+                    .counters
+                    .get(i, 0)
+                    .map(|per| per.iter().sum())
+                    .unwrap_or(0);
+                (*n, v)
+            })
+            .collect()
+    }
+
+    // ---- attaching -------------------------------------------------------------------------
+
+    /// Runs on its own thread: enters the namespace (if any), then keeps every interface
+    /// attached, following netlink link notifications.
+    fn watch_interfaces(&self, stop: &AtomicBool, own_ns: &OwnedFd, exclude: &[String], tcx: bool) {
+        let mut warned = false;
+        while !stop.load(Ordering::SeqCst) {
+            let entered = if self.netns.is_empty() {
+                None
+            } else {
+                match netlink::open_netns(&self.netns) {
+                    Ok((fd, ino)) => match netlink::enter_netns(&fd) {
+                        Ok(()) => Some(ino),
+                        Err(e) => {
+                            tracing::error!(netns = %self.netns, error = %e, "cannot enter network namespace");
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(netns = %self.netns, error = %e, "network namespace not there yet, waiting");
+                            warned = true;
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                        continue;
+                    }
+                }
+            };
+            warned = false;
+            let watch = match LinkWatch::new() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(netns = %self.netns, error = %e, "no netlink link notifications, polling instead");
+                    None
+                }
+            };
+            tracing::info!(netns = %self.netns, "watching interfaces");
+            loop {
+                self.sync_interfaces(exclude, tcx);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Some(ino) = entered {
+                    if netlink::netns_inode(&self.netns) != Some(ino) {
+                        tracing::info!(netns = %self.netns, "network namespace removed, releasing it");
+                        break;
+                    }
+                }
+                match &watch {
+                    Some(w) => {
+                        w.wait(Duration::from_millis(500));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(500)),
+                }
+            }
+            self.detach_all();
+            if entered.is_some() {
+                // Leave the namespace so that holding it does not keep it alive.
+                drop(watch);
+                if let Err(e) = netlink::enter_netns(own_ns) {
+                    tracing::error!(error = %e, fd = own_ns.as_raw_fd(), "cannot return to the agent's namespace");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sync_interfaces(&self, exclude: &[String], tcx: bool) {
+        let present = match netlink::interfaces() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(netns = %self.netns, error = %e, "cannot list interfaces");
+                return;
+            }
+        };
+        {
+            let mut names = lock(&self.names);
+            for (i, n) in &present {
+                names.insert(*i, n.clone());
+            }
+        }
+        let mut attached = lock(&self.attached);
+        let mut ebpf = lock(&self.ebpf);
+        // Interfaces gone (or renamed/replaced under the same index): drop their links.
+        let stale: Vec<u32> = attached
+            .iter()
+            .filter(|(i, a)| !present.iter().any(|(pi, pn)| pi == *i && *pn == a.name))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in stale {
+            if let Some(a) = attached.remove(&i) {
+                detach(&mut ebpf, a);
+            }
+        }
+        for (ifindex, name) in present {
+            if excluded(&name, exclude) || attached.contains_key(&ifindex) {
+                continue;
+            }
+            let key = format!("{}/{}", self.netns, name);
+            match attach(&mut ebpf, &name, tcx) {
+                Ok((mode, ingress, egress)) => {
+                    tracing::info!(netns = %self.netns, interface = %name, ifindex, mode, "attached");
+                    lock(&self.errors).remove(&key);
+                    attached.insert(
+                        ifindex,
+                        Attached {
+                            name,
+                            mode,
+                            ingress,
+                            egress,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let mut errors = lock(&self.errors);
+                    if errors.get(&key) != Some(&e) {
+                        tracing::warn!(netns = %self.netns, interface = %name, error = %e, "attach failed");
+                        errors.insert(key, e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn detach_all(&self) {
+        let mut attached = lock(&self.attached);
+        let mut ebpf = lock(&self.ebpf);
+        for (_, a) in std::mem::take(&mut *attached) {
+            detach(&mut ebpf, a);
+        }
+    }
+
+    // ---- draining --------------------------------------------------------------------------
+
+    fn evict_loop(&self, stop: &AtomicBool, tx: &SyncSender<Vec<Flow>>, timeout: Duration) {
+        let mut last = Instant::now();
+        let mut seen_full = 0u64;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let requested = self.flush_requested.load(Ordering::SeqCst);
+            let full = self
+                .kernel_counters()
+                .iter()
+                .find(|(n, _)| *n == "kernel_map_full")
+                .map(|(_, v)| *v)
+                .unwrap_or(0);
+            let why = if stopping || requested {
+                Some(&self.counters.evictions_requested)
+            } else if full > seen_full {
+                Some(&self.counters.evictions_full)
+            } else if last.elapsed() >= timeout {
+                Some(&self.counters.evictions_timer)
+            } else {
+                None
+            };
+            seen_full = full;
+            if let Some(c) = why {
+                c.fetch_add(1, Ordering::Relaxed);
+                last = Instant::now();
+                // Two rounds when asked to flush, so both maps are empty afterwards.
+                let rounds = if stopping || requested { 2 } else { 1 };
+                for _ in 0..rounds {
+                    let flows = self.evict();
+                    if !flows.is_empty() && tx.send(flows).is_err() {
+                        return;
+                    }
+                }
+                if requested {
+                    self.flush_requested.store(false, Ordering::SeqCst);
+                }
+            }
+            if stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Flips the active map, then drains the idle one with no program writing to it.
+    fn evict(&self) -> Vec<Flow> {
+        let mut m = lock(&self.maps);
+        let old = m.active;
+        let new = 1 - old;
+        let sampling = self.current_sampling(&m);
+        if let Err(e) = m.config.set(
+            0,
+            WeirConfig {
+                active_map: new,
+                sampling,
+            },
+            0,
+        ) {
+            self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot flip the active flow map");
+            return Vec::new();
+        }
+        m.active = new;
+        std::thread::sleep(FLIP_GRACE);
+        let names = lock(&self.names).clone();
+        let received = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let map = if old == 0 { &mut m.a } else { &mut m.b };
+        let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            match map.get(&k, 0) {
+                Ok(per_cpu) => {
+                    let mut v = FlowValue::default();
+                    for slot in per_cpu.iter() {
+                        v.merge(slot);
+                    }
+                    if v.skbs > 0 {
+                        out.push(self.flow(&k, &v, &names, received));
+                    }
+                }
+                Err(e) => {
+                    self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "reading a flow failed");
+                }
+            }
+            if let Err(e) = map.remove(&k) {
+                self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "removing a flow failed");
+            }
+        }
+        self.counters
+            .flows_evicted
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn current_sampling(&self, m: &FlowMaps) -> u32 {
+        m.config
+            .get(&0, 0)
+            .map(|c| c.sampling)
+            .unwrap_or(self.sampling)
+    }
+
+    fn flow(
+        &self,
+        k: &FlowKey,
+        v: &FlowValue,
+        names: &HashMap<u32, String>,
+        received: u64,
+    ) -> Flow {
+        let name = names
+            .get(&k.ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{}", k.ifindex));
+        records::to_flow(k, v, &self.clock, name, &self.netns, received)
+    }
+
+    fn ring_loop(&self, mut ring: RingBuf<MapData>, stop: &AtomicBool, tx: &SyncSender<Vec<Flow>>) {
+        let fd = ring.as_raw_fd();
+        while !stop.load(Ordering::SeqCst) {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+            let names = lock(&self.names).clone();
+            let received = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut batch = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() < std::mem::size_of::<FlowRecord>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote a struct flow_record; read it unaligned.
+                let r: FlowRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                batch.push(self.flow(&r.key, &r.value, &names, received));
+            }
+            if !batch.is_empty() {
+                self.counters
+                    .ringbuf_flows
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type LinkId = aya::programs::tc::SchedClassifierLinkId;
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
+}
+
+/// Attaches both programs to an interface of the calling thread's namespace: tcx where the
+/// kernel has it, else (or when tcx fails) a clsact qdisc.
+fn attach(
+    ebpf: &mut Ebpf,
+    ifname: &str,
+    tcx: bool,
+) -> Result<(&'static str, LinkId, LinkId), String> {
+    if tcx {
+        let r = (|| -> Result<(LinkId, LinkId), String> {
+            let i = program(ebpf, "weir_ingress")?
+                .attach_with_options(
+                    ifname,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|e| e.to_string())?;
+            let e = match program(ebpf, "weir_egress")?.attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            ) {
+                Ok(e) => e,
+                Err(err) => {
+                    let _ = program(ebpf, "weir_ingress").map(|p| p.detach(i));
+                    return Err(err.to_string());
+                }
+            };
+            Ok((i, e))
+        })();
+        match r {
+            Ok((i, e)) => return Ok(("tcx", i, e)),
+            Err(e) => {
+                tracing::debug!(interface = ifname, error = %e, "tcx attach failed, trying clsact")
+            }
+        }
+    }
+    match tc::qdisc_add_clsact(ifname) {
+        Ok(()) => {}
+        Err(tc::TcError::NetlinkError(n)) if n.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(format!("adding clsact qdisc: {e}")),
+    }
+    let i = program(ebpf, "weir_ingress")?
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|e| e.to_string())?;
+    let e = match program(ebpf, "weir_egress")?.attach_with_options(
+        ifname,
+        TcAttachType::Egress,
+        TcAttachOptions::Netlink(NlOptions::default()),
+    ) {
+        Ok(e) => e,
+        Err(err) => {
+            let _ = program(ebpf, "weir_ingress").map(|p| p.detach(i));
+            return Err(err.to_string());
+        }
+    };
+    Ok(("clsact", i, e))
+}
+
+fn detach(ebpf: &mut Ebpf, a: Attached) {
+    // Errors are expected when the interface is already gone (the kernel dropped the links).
+    if let Ok(p) = program(ebpf, "weir_ingress") {
+        let _ = p.detach(a.ingress);
+    }
+    if let Ok(p) = program(ebpf, "weir_egress") {
+        let _ = p.detach(a.egress);
+    }
+    tracing::info!(interface = %a.name, "detached");
+}

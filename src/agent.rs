@@ -1,0 +1,195 @@
+//! `weir agent`: store + ingest + capture + HTTP API in one process.
+
+use crate::units;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_core::capture::CaptureSource;
+use weir_core::ingest::{self, IngestConfig, IngestStats};
+use weir_core::store::WriterConfig;
+use weir_core::{Store, StoreConfig};
+use weir_ebpf::{Capture, CaptureConfig};
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Where flows are kept. Default: /var/lib/weir as root, else ~/.local/share/weir.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API. Listening beyond loopback is refused until access tokens land.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:9977")]
+    listen: SocketAddr,
+    /// Flows are evicted from the kernel to storage at least this often.
+    #[arg(long, default_value = "5s", value_parser = units::duration)]
+    active_timeout: Duration,
+    /// Appended flows are made durable and queryable this often (the most a crash loses).
+    #[arg(long, default_value = "1s", value_parser = units::duration)]
+    flush_interval: Duration,
+    /// Flows each kernel flow map holds; beyond it flows go through a ring buffer (counted).
+    #[arg(long, default_value_t = 65_536)]
+    max_flows: u32,
+    /// Keep 1 packet in N (0 or 1: every packet). Sums are scaled back in queries.
+    #[arg(long, default_value_t = 0)]
+    sampling: u32,
+    /// Also capture inside this network namespace (a name under /var/run/netns, or a path such
+    /// as /proc/PID/ns/net). Repeatable. The namespace may appear later.
+    #[arg(long = "netns", value_name = "NAME")]
+    netns: Vec<String>,
+    /// Do not capture in the agent's own network namespace (only in --netns ones).
+    #[arg(long)]
+    no_host_netns: bool,
+    /// Leave this interface alone (exact name, or prefix*). Repeatable. Loopback is always left alone.
+    #[arg(long = "exclude-interface", value_name = "NAME")]
+    exclude: Vec<String>,
+    /// Run without eBPF capture (serve stored flows only).
+    #[arg(long)]
+    no_capture: bool,
+    /// Drop stored flows older than this (0: keep).
+    #[arg(long, default_value = "7d", value_parser = retention_duration)]
+    retention_age: Duration,
+    /// Drop the oldest partitions while the store is larger than this (0: no limit).
+    #[arg(long, default_value = "10GiB", value_parser = units::size)]
+    retention_size: u64,
+    /// Length of one storage partition (the unit retention drops).
+    #[arg(long, default_value = "1h", value_parser = units::duration)]
+    partition: Duration,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn retention_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        units::duration(s)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/weir");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("weir"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/share/weir"),
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+pub fn run(a: AgentArgs) -> Result<()> {
+    init_logging(&a.log_format);
+    if !a.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: the API has no access control yet, so only loopback addresses are allowed",
+            a.listen
+        );
+    }
+    let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let mut cfg = StoreConfig::new(&dir);
+    cfg.partition_ms = a.partition.as_millis() as u64;
+    cfg.retention_age_ms = a.retention_age.as_millis() as u64;
+    cfg.retention_bytes = a.retention_size;
+    cfg.writer = WriterConfig {
+        threads: 1,
+        memory_per_thread: 40_000_000,
+    };
+    if cfg.partition_ms < 60_000 {
+        bail!("--partition must be at least 1m");
+    }
+    let store = Arc::new(
+        Store::open(cfg)
+            .with_context(|| format!("opening the data directory {}", dir.display()))?,
+    );
+    let stats = Arc::new(IngestStats::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(256);
+
+    let capture = if a.no_capture {
+        None
+    } else {
+        let cc = CaptureConfig {
+            active_timeout: a.active_timeout,
+            max_flows: a.max_flows,
+            sampling: a.sampling,
+            root_netns: !a.no_host_netns,
+            netns: a.netns.clone(),
+            exclude: a.exclude.clone(),
+        };
+        Some(Arc::new(
+            Capture::start(cc, tx.clone()).context("starting eBPF capture")?,
+        ))
+    };
+    drop(tx);
+    let state = weir_ui::AppState::new(
+        store.clone(),
+        capture.clone().map(|c| c as Arc<dyn CaptureSource>),
+        stats.clone(),
+    );
+    let live = state.live.clone();
+    let observer: ingest::Observer = Box::new(move |batch| {
+        if live.receiver_count() > 0 {
+            let _ = live.send(Arc::new(batch.to_vec()));
+        }
+    });
+    let ingest_cfg = IngestConfig {
+        flush_interval: a.flush_interval,
+        ..IngestConfig::default()
+    };
+    let ingest_thread = ingest::spawn(store.clone(), rx, ingest_cfg, stats, Some(observer))
+        .context("starting the ingest thread")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, data_dir = %dir.display(), "weir agent serving");
+        axum::serve(listener, weir_ui::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    })?;
+    tracing::info!("shutting down: draining kernel maps and flushing storage");
+    if let Some(c) = capture {
+        c.stop();
+    }
+    drop(rt);
+    let _ = ingest_thread.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,301 @@
+//! The query commands: they talk to a running agent over its HTTP API.
+
+use crate::output;
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+
+/// A request the agent refused as malformed (exit code 2).
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadRequest {}
+
+#[derive(Args, Debug, Clone)]
+pub struct Server {
+    /// The agent's API.
+    #[arg(
+        long,
+        env = "WEIR_SERVER",
+        default_value = "http://127.0.0.1:9977",
+        global = true
+    )]
+    server: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    /// Filter, e.g. 'SrcAddr=10.0.0.0/8 and DstPort=443'. See `weir fields`.
+    #[arg(default_value = "")]
+    filter: String,
+    /// Start of the time range: -15m, 2h, now, Unix time, or 2026-01-31T12:00:00Z.
+    #[arg(long, default_value = "-1h")]
+    from: String,
+    /// End of the time range (default: now).
+    #[arg(long)]
+    to: Option<String>,
+    /// Sort field, '-' prefix for descending (e.g. -Bytes).
+    #[arg(long, default_value = "-TimeFlowEndMs")]
+    sort: String,
+    /// Rows to show (at most 10000).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Rows to skip (paging).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Print JSON (one object with `total` and `flows`; with --follow, one flow per line).
+    #[arg(long)]
+    json: bool,
+    /// Keep printing new flows as they are stored, like `hubble observe -f`.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Fields to group by, comma-separated (e.g. SrcAddr,DstAddr or DstPort).
+    #[arg(long, short = 'g', default_value = "SrcAddr,DstAddr")]
+    group_by: String,
+    /// What to rank by: bytes, packets or flows.
+    #[arg(long, short = 'm', default_value = "bytes")]
+    metric: String,
+    /// How many groups.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    top: usize,
+    /// Filter, as for `weir flows`.
+    #[arg(default_value = "")]
+    filter: String,
+    #[arg(long, default_value = "-1h")]
+    from: String,
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(Args, Debug)]
+pub struct FieldsArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// GETs a JSON document; API errors become readable messages (with a caret for filters).
+fn get_json(
+    server: &Server,
+    path: &str,
+    query: &[(&str, &str)],
+    filter: Option<&str>,
+) -> Result<Value> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let mut req = agent().get(&url);
+    for (k, v) in query {
+        req = req.query(*k, *v);
+    }
+    let mut resp = req.call().with_context(|| {
+        format!(
+            "cannot reach the weir agent at {} (is `weir agent` running?)",
+            server.server
+        )
+    })?;
+    let status = resp.status();
+    let body: Value = resp
+        .body_mut()
+        .with_config()
+        .limit(512 * 1024 * 1024)
+        .read_json()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let err = &body["error"];
+    let msg = err["message"]
+        .as_str()
+        .unwrap_or("request failed")
+        .to_string();
+    if status.as_u16() == 400 {
+        let caret = match (err["parameter"].as_str(), err["position"].as_u64(), filter) {
+            (Some("filter"), Some(pos), Some(f)) => {
+                let col = f
+                    .get(..pos as usize)
+                    .map(|s| s.chars().count())
+                    .unwrap_or(0);
+                format!("\n  {f}\n  {}^", " ".repeat(col))
+            }
+            _ => String::new(),
+        };
+        return Err(BadRequest(format!("{msg}{caret}")).into());
+    }
+    Err(anyhow!("agent answered {status}: {msg}"))
+}
+
+pub fn flows(a: FlowsArgs) -> Result<()> {
+    if a.follow {
+        return follow(&a);
+    }
+    let (limit, offset) = (a.limit.to_string(), a.offset.to_string());
+    let mut q = vec![
+        ("filter", a.filter.as_str()),
+        ("from", a.from.as_str()),
+        ("sort", a.sort.as_str()),
+        ("limit", limit.as_str()),
+        ("offset", offset.as_str()),
+    ];
+    if let Some(t) = &a.to {
+        q.push(("to", t));
+    }
+    let v = get_json(&a.server, "/api/v1/flows", &q, Some(&a.filter))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        let flows = v["flows"].as_array().cloned().unwrap_or_default();
+        output::flow_table(&mut out, &flows, true)?;
+        writeln!(
+            out,
+            "{} of {} matching flows{}",
+            flows.len(),
+            v["total"].as_u64().unwrap_or(0),
+            if a.offset > 0 {
+                format!(" (from row {})", a.offset)
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn follow(a: &FlowsArgs) -> Result<()> {
+    // Check the filter first, so a typo is reported before waiting on the stream.
+    get_json(
+        &a.server,
+        "/api/v1/flows",
+        &[("filter", &a.filter), ("limit", "1")],
+        Some(&a.filter),
+    )?;
+    let url = format!(
+        "{}/api/v1/flows/follow",
+        a.server.server.trim_end_matches('/')
+    );
+    let resp = agent()
+        .get(&url)
+        .query("filter", &a.filter)
+        .call()
+        .with_context(|| format!("cannot reach the weir agent at {}", a.server.server))?;
+    if !resp.status().is_success() {
+        return Err(anyhow!("agent answered {}", resp.status()));
+    }
+    let reader = BufReader::new(resp.into_body().into_reader());
+    let mut out = std::io::stdout().lock();
+    let mut header = !a.json;
+    for line in reader.lines() {
+        let line = line.context("reading the flow stream")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if a.json {
+            writeln!(out, "{line}")?;
+        } else {
+            let v: Value = serde_json::from_str(&line).context("decoding a flow")?;
+            if let Some(n) = v.get("lagged") {
+                writeln!(out, "... {n} batches skipped (too slow to keep up)")?;
+                continue;
+            }
+            output::flow_table(&mut out, &[v], header)?;
+            header = false;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub fn top(a: TopArgs) -> Result<()> {
+    let top = a.top.to_string();
+    let mut q = vec![
+        ("group_by", a.group_by.as_str()),
+        ("metric", a.metric.as_str()),
+        ("top", top.as_str()),
+        ("filter", a.filter.as_str()),
+        ("from", a.from.as_str()),
+    ];
+    if let Some(t) = &a.to {
+        q.push(("to", t));
+    }
+    let v = get_json(&a.server, "/api/v1/flows/aggregate", &q, Some(&a.filter))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        output::top_table(&mut out, &v)?;
+    }
+    Ok(())
+}
+
+pub fn status(a: StatusArgs) -> Result<()> {
+    let v = get_json(&a.server, "/api/v1/status", &[], None)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        output::status(&mut out, &v)?;
+    }
+    Ok(())
+}
+
+pub fn fields(a: FieldsArgs) -> Result<()> {
+    // The schema is compiled in; no agent needed.
+    let _ = &a.server;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let list: Vec<Value> = weir_core::schema::FIELDS
+            .iter()
+            .map(|f| serde_json::json!({ "name": f.name, "doc": f.doc }))
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &list)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for f in weir_core::schema::FIELDS {
+        writeln!(out, "{:<16} {}", f.name, f.doc)?;
+    }
+    for (n, a, b) in weir_core::schema::EITHER_SIDE {
+        writeln!(out, "{n:<16} either {a} or {b} (filters only)")?;
+    }
+    writeln!(
+        out,
+        "\nfilters: Field=value, != < <= > >=, CIDRs (SrcAddr=10.0.0.0/8), ranges (DstPort=8000-9000),\n\
+         names (Proto=tcp, IfDirection=egress, Flags=SYN,ACK), and/or/not, parentheses"
+    )?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `weir`: the command line. Wiring only; the work lives in the workspace crates.
+
+mod agent;
+mod client;
+mod output;
+mod units;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Network flow observability on the node: eBPF capture, local flow history, queries.
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: capture flows with eBPF, store them, serve the API (needs root).
+    Agent(agent::AgentArgs),
+    /// Query stored flows (table by default, --json for scripts, --follow to tail).
+    Flows(client::FlowsArgs),
+    /// Top groups of flows: who talks to whom, top ports, top talkers.
+    Top(client::TopArgs),
+    /// Show capture features, attached interfaces, counters, storage and retention.
+    Status(client::StatusArgs),
+    /// List the flow fields the filter language and group-by accept.
+    Fields(client::FieldsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Agent(a) => agent::run(a),
+        Command::Flows(a) => client::flows(a),
+        Command::Top(a) => client::top(a),
+        Command::Status(a) => client::status(a),
+        Command::Fields(a) => client::fields(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir: {e:#}");
+            std::process::ExitCode::from(match e.downcast_ref::<client::BadRequest>() {
+                Some(_) => 2,
+                None => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! /api/v1/flows: listing, aggregation, time series and live tailing.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::Params;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use weir_core::aggregate::{self, TimeSeries, TopGroups};
+use weir_core::query::{self, MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT, parse_duration_ms};
+use weir_core::store::{Buckets, ListRequest, ListResult};
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("worker failed: {e}")))?
+}
+
+/// `GET /api/v1/flows?filter=&from=&to=&sort=&limit=&offset=`
+pub async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<ListResult>, ApiError> {
+    let p = Params::new(q, &["filter", "from", "to", "sort", "limit", "offset"])?;
+    let req = ListRequest {
+        filter: p.filter()?,
+        range: p.range()?,
+        sort: p.sort()?,
+        limit: p.usize_or("limit", 100, MAX_LIMIT)?,
+        offset: p.offset()?,
+    };
+    let store = st.store.clone();
+    Ok(Json(blocking(move || Ok(store.list(&req)?)).await?))
+}
+
+/// `GET /api/v1/flows/aggregate?group_by=SrcAddr,DstAddr&metric=bytes&top=10&filter=&from=&to=`
+pub async fn aggregate(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<TopGroups>, ApiError> {
+    let p = Params::new(q, &["filter", "from", "to", "group_by", "metric", "top"])?;
+    let (filter, range, group_by, metric) =
+        (p.filter()?, p.range()?, p.group_by(true)?, p.metric()?);
+    let top = p.usize_or("top", 10, MAX_GROUPS)?;
+    let store = st.store.clone();
+    Ok(Json(
+        blocking(move || {
+            let groups = store.aggregate(&filter, &range, &group_by, None)?;
+            Ok(aggregate::top_groups(groups, &group_by, metric, top))
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/v1/flows/timeseries?from=-1h&step=1m&metric=bytes&group_by=&top=5&filter=`
+pub async fn timeseries(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<TimeSeries>, ApiError> {
+    let p = Params::new(
+        q,
+        &["filter", "from", "to", "group_by", "metric", "top", "step"],
+    )?;
+    let (filter, mut range, group_by, metric) =
+        (p.filter()?, p.range()?, p.group_by(false)?, p.metric()?);
+    let top = p.usize_or("top", 5, MAX_GROUPS)?;
+    if p.get("from").is_none() {
+        range.from_ms = range.to_ms.min(query::now_ms()).saturating_sub(3_600_000);
+    }
+    if range.to_ms == u64::MAX {
+        range.to_ms = query::now_ms();
+    }
+    let span = range.to_ms.saturating_sub(range.from_ms).max(1);
+    let step = match p.get("step") {
+        Some(s) => parse_duration_ms(s).filter(|ms| *ms > 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "step",
+                format!("step must be a duration like 10s or 1m, got '{s}'"),
+            )
+        })?,
+        None => (span / 60).max(1000),
+    };
+    let buckets = span.div_ceil(step);
+    if buckets > MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "step",
+            format!("{buckets} buckets is above the maximum of {MAX_BUCKETS}; use a larger step"),
+        ));
+    }
+    let origin = range.from_ms;
+    let store = st.store.clone();
+    Ok(Json(
+        blocking(move || {
+            let groups = store.aggregate(
+                &filter,
+                &range,
+                &group_by,
+                Some(Buckets {
+                    origin_ms: origin,
+                    step_ms: step,
+                }),
+            )?;
+            Ok(aggregate::time_series(
+                groups, &group_by, metric, top, origin, step, buckets,
+            ))
+        })
+        .await?,
+    ))
+}
+
+/// `GET /api/v1/flows/follow?filter=`: new flows as newline-delimited JSON, until the client
+/// goes away.
+pub async fn follow(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let p = Params::new(q, &["filter"])?;
+    let filter = p.filter()?;
+    let stream = BroadcastStream::new(st.live.subscribe()).filter_map(move |batch| {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                let line = format!("{{\"lagged\":{n}}}\n");
+                return Some(Ok::<_, std::io::Error>(line));
+            }
+        };
+        let mut out = String::new();
+        for f in batch.iter().filter(|f| filter.matches(f)) {
+            if let Ok(s) = serde_json::to_string(f) {
+                out.push_str(&s);
+                out.push('\n');
+            }
+        }
+        (!out.is_empty()).then_some(Ok(out))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

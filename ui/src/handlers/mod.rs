@@ -1,0 +1,4 @@
+//! Request handlers, one module per area.
+
+pub mod flows;
+pub mod meta;

@@ -1,0 +1,66 @@
+//! weir's HTTP API (and, later, the web UI) on axum. Never sees wasmtime or aya types: it
+//! talks to the store and to the capture through `weir-core`.
+
+pub mod error;
+mod handlers;
+mod params;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::broadcast;
+use tower_http::trace::TraceLayer;
+use weir_core::capture::CaptureSource;
+use weir_core::ingest::IngestStats;
+use weir_core::{Flow, Store};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    /// None when the agent runs without capture (e.g. `--no-capture`).
+    pub capture: Option<Arc<dyn CaptureSource>>,
+    pub ingest: Arc<IngestStats>,
+    /// New flows as they are stored, for live tailing.
+    pub live: broadcast::Sender<Arc<Vec<Flow>>>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<Store>,
+        capture: Option<Arc<dyn CaptureSource>>,
+        ingest: Arc<IngestStats>,
+    ) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        AppState {
+            store,
+            capture,
+            ingest,
+            live,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/flows", get(handlers::flows::list))
+        .route("/flows/aggregate", get(handlers::flows::aggregate))
+        .route("/flows/timeseries", get(handlers::flows::timeseries))
+        .route("/flows/follow", get(handlers::flows::follow))
+        .route("/fields", get(handlers::meta::fields))
+        .route("/status", get(handlers::meta::status))
+        .route("/capture/flush", post(handlers::meta::flush));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(handlers::meta::healthz))
+        .route("/", get(handlers::meta::index))
+        .fallback(handlers::meta::not_found)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+}
