@@ -5,12 +5,15 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Kernel programs, each `src/bpf/<name>.bpf.c` built into `OUT_DIR/<name>.bpf.o`.
+const PROGRAMS: &[&str] = &["flows"];
+
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let clang = env::var("WEIR_CLANG").unwrap_or_else(|_| "clang-19".to_string());
     println!("cargo:rerun-if-env-changed=WEIR_CLANG");
     println!("cargo:rerun-if-changed=src/bpf");
-    for prog in ["flows"] {
+    for prog in PROGRAMS {
         let src = format!("src/bpf/{prog}.bpf.c");
         let obj = out.join(format!("{prog}.bpf.o"));
         let status = Command::new(&clang)

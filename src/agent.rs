@@ -135,12 +135,12 @@ pub fn run(a: AgentArgs) -> Result<()> {
             Capture::start(cc, tx.clone()).context("starting eBPF capture")?,
         ))
     };
-    drop(tx);
-    let state = weir_ui::AppState::new(
+    let mut state = weir_ui::AppState::new(
         store.clone(),
         capture.clone().map(|c| c as Arc<dyn CaptureSource>),
         stats.clone(),
     );
+    state.ingest_tx = Some(tx);
     let live = state.live.clone();
     let observer: ingest::Observer = Box::new(move |batch| {
         if live.receiver_count() > 0 {

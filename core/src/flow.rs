@@ -11,8 +11,10 @@ pub const DIR_INGRESS: u8 = 0;
 /// Packet direction relative to the interface (NetObserv `IfDirection`).
 pub const DIR_EGRESS: u8 = 1;
 
-/// One flow record.
+/// One flow record. In JSON, missing fields take their empty value and unknown fields are
+/// refused (a misspelt field should not vanish silently).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Flow {
     /// First packet of the flow in this record, Unix milliseconds.
     #[serde(rename = "TimeFlowStartMs")]
@@ -71,6 +73,12 @@ pub struct Flow {
     /// weir: the network namespace the interface lives in ("" for the agent's own).
     #[serde(rename = "NetNs")]
     pub netns: String,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Flow::empty()
+    }
 }
 
 impl Flow {

@@ -59,10 +59,25 @@ impl IngestStats {
 /// Called with every batch after it was appended (live tailing).
 pub type Observer = Box<dyn Fn(&[Flow]) + Send>;
 
+/// A batch of flows on its way to the store. With `ack`, the sender is told once the flows
+/// are durable and queryable (after the next flush), or why they are not.
+pub struct Batch {
+    pub flows: Vec<Flow>,
+    pub ack: Option<std::sync::mpsc::Sender<Result<(), String>>>,
+}
+
+impl From<Vec<Flow>> for Batch {
+    fn from(flows: Vec<Flow>) -> Self {
+        Batch { flows, ack: None }
+    }
+}
+
+type Ack = std::sync::mpsc::Sender<Result<(), String>>;
+
 /// Runs the ingest loop on its own thread until every sender is gone, then flushes.
 pub fn spawn(
     store: Arc<Store>,
-    rx: Receiver<Vec<Flow>>,
+    rx: Receiver<Batch>,
     cfg: IngestConfig,
     stats: Arc<IngestStats>,
     observer: Option<Observer>,
@@ -74,40 +89,45 @@ pub fn spawn(
 
 fn run(
     store: &Store,
-    rx: &Receiver<Vec<Flow>>,
+    rx: &Receiver<Batch>,
     cfg: IngestConfig,
     stats: &IngestStats,
     observer: Option<&Observer>,
 ) {
     let mut next_flush = Instant::now() + cfg.flush_interval;
     let mut next_retention = Instant::now();
+    let mut acks: Vec<Ack> = Vec::new();
     loop {
         let wait = next_flush.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(batch) => {
+            Ok(Batch { flows, ack }) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                match store.append(&batch) {
+                match store.append(&flows) {
                     Ok(()) => {
-                        stats.flows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        stats.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
                         if let Some(o) = observer {
-                            o(&batch);
+                            o(&flows);
                         }
+                        acks.extend(ack);
                     }
                     Err(e) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, flows = batch.len(), "append failed");
+                        tracing::error!(error = %e, flows = flows.len(), "append failed");
+                        if let Some(a) = ack {
+                            let _ = a.send(Err(e.to_string()));
+                        }
                     }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                flush(store, stats);
+                flush(store, stats, &mut acks);
                 return;
             }
         }
         let now = Instant::now();
         if now >= next_flush {
-            flush(store, stats);
+            flush(store, stats, &mut acks);
             next_flush = now + cfg.flush_interval;
         }
         if now >= next_retention {
@@ -120,8 +140,9 @@ fn run(
     }
 }
 
-fn flush(store: &Store, stats: &IngestStats) {
-    match store.flush() {
+fn flush(store: &Store, stats: &IngestStats, acks: &mut Vec<Ack>) {
+    let result = store.flush();
+    match &result {
         Ok(()) => {
             stats.flushes.fetch_add(1, Ordering::Relaxed);
         }
@@ -129,5 +150,8 @@ fn flush(store: &Store, stats: &IngestStats) {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "flush failed");
         }
+    }
+    for a in acks.drain(..) {
+        let _ = a.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     }
 }

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weir_core::capture::{AttachedInterface, CaptureSource, CaptureStatus, Feature};
 use weir_core::flow::Flow;
+use weir_core::ingest::Batch;
 
 static FLOWS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
 
@@ -159,7 +160,7 @@ fn probe_features() -> (Vec<Feature>, bool) {
 
 impl Capture {
     /// Loads the programs (one copy per namespace) and starts attaching and draining.
-    pub fn start(cfg: CaptureConfig, tx: SyncSender<Vec<Flow>>) -> Result<Capture, CaptureError> {
+    pub fn start(cfg: CaptureConfig, tx: SyncSender<Batch>) -> Result<Capture, CaptureError> {
         if cfg.active_timeout < Duration::from_millis(100) {
             return Err(CaptureError::Setup(
                 "active timeout must be at least 100ms".into(),
@@ -471,11 +472,11 @@ impl Instance {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Some(ino) = entered {
-                    if netlink::netns_inode(&self.netns) != Some(ino) {
-                        tracing::info!(netns = %self.netns, "network namespace removed, releasing it");
-                        break;
-                    }
+                if let Some(ino) = entered
+                    && netlink::netns_inode(&self.netns) != Some(ino)
+                {
+                    tracing::info!(netns = %self.netns, "network namespace removed, releasing it");
+                    break;
                 }
                 match &watch {
                     Some(w) => {
@@ -563,7 +564,7 @@ impl Instance {
 
     // ---- draining --------------------------------------------------------------------------
 
-    fn evict_loop(&self, stop: &AtomicBool, tx: &SyncSender<Vec<Flow>>, timeout: Duration) {
+    fn evict_loop(&self, stop: &AtomicBool, tx: &SyncSender<Batch>, timeout: Duration) {
         let mut last = Instant::now();
         let mut seen_full = 0u64;
         loop {
@@ -592,7 +593,7 @@ impl Instance {
                 let rounds = if stopping || requested { 2 } else { 1 };
                 for _ in 0..rounds {
                     let flows = self.evict();
-                    if !flows.is_empty() && tx.send(flows).is_err() {
+                    if !flows.is_empty() && tx.send(Batch::from(flows)).is_err() {
                         return;
                     }
                 }
@@ -683,7 +684,7 @@ impl Instance {
         records::to_flow(k, v, &self.clock, name, &self.netns, received)
     }
 
-    fn ring_loop(&self, mut ring: RingBuf<MapData>, stop: &AtomicBool, tx: &SyncSender<Vec<Flow>>) {
+    fn ring_loop(&self, mut ring: RingBuf<MapData>, stop: &AtomicBool, tx: &SyncSender<Batch>) {
         let fd = ring.as_raw_fd();
         while !stop.load(Ordering::SeqCst) {
             let mut pfd = libc::pollfd {
@@ -711,7 +712,7 @@ impl Instance {
                 self.counters
                     .ringbuf_flows
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                if tx.send(batch).is_err() {
+                if tx.send(Batch::from(batch)).is_err() {
                     return;
                 }
             }

@@ -10,11 +10,12 @@ pub use error::ApiError;
 use axum::Router;
 use axum::routing::{get, post};
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 use weir_core::capture::CaptureSource;
-use weir_core::ingest::IngestStats;
+use weir_core::ingest::{Batch, IngestStats};
 use weir_core::{Flow, Store};
 
 /// What every handler can reach.
@@ -26,6 +27,8 @@ pub struct AppState {
     pub ingest: Arc<IngestStats>,
     /// New flows as they are stored, for live tailing.
     pub live: broadcast::Sender<Arc<Vec<Flow>>>,
+    /// Where imported flows go (the ingest stage); None refuses imports.
+    pub ingest_tx: Option<SyncSender<Batch>>,
     pub started: Instant,
 }
 
@@ -41,15 +44,24 @@ impl AppState {
             capture,
             ingest,
             live,
+            ingest_tx: None,
             started: Instant::now(),
         }
     }
 }
 
+/// Largest accepted import body.
+pub const IMPORT_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/flows", get(handlers::flows::list))
+        .route(
+            "/flows",
+            get(handlers::flows::list)
+                .post(handlers::flows::import)
+                .layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .route("/flows/aggregate", get(handlers::flows::aggregate))
         .route("/flows/timeseries", get(handlers::flows::timeseries))
         .route("/flows/follow", get(handlers::flows::follow))

@@ -358,27 +358,27 @@ fn operand(
             Ok(Operand::Str(text.to_string()))
         }
         FieldKind::U64 => {
-            if field.name == "Flags" {
-                if let Some(mask) = parse_flag_names(text) {
-                    if op != Op::Eq {
-                        return Err(QueryError::new(op_pos, "flag names take = or != only"));
-                    }
-                    return Ok(Operand::FlagsAll(mask));
+            if field.name == "Flags"
+                && let Some(mask) = parse_flag_names(text)
+            {
+                if op != Op::Eq {
+                    return Err(QueryError::new(op_pos, "flag names take = or != only"));
                 }
+                return Ok(Operand::FlagsAll(mask));
             }
             if let Some(n) = parse_number(field, text) {
                 return Ok(Operand::U64(n));
             }
-            if let Some((a, b)) = text.split_once('-') {
-                if let (Some(lo), Some(hi)) = (parse_number(field, a), parse_number(field, b)) {
-                    if op != Op::Eq {
-                        return Err(QueryError::new(op_pos, "a range takes = or != only"));
-                    }
-                    if lo > hi {
-                        return Err(bad(format!("range {lo}-{hi} is reversed")));
-                    }
-                    return Ok(Operand::U64Range(lo, hi));
+            if let Some((a, b)) = text.split_once('-')
+                && let (Some(lo), Some(hi)) = (parse_number(field, a), parse_number(field, b))
+            {
+                if op != Op::Eq {
+                    return Err(QueryError::new(op_pos, "a range takes = or != only"));
                 }
+                if lo > hi {
+                    return Err(bad(format!("range {lo}-{hi} is reversed")));
+                }
+                return Ok(Operand::U64Range(lo, hi));
             }
             Err(bad(format!(
                 "{} expects {}, got '{text}'",

@@ -206,20 +206,20 @@ impl Store {
                 .partitions
                 .read()
                 .map_err(|_| StoreError::Corrupt("partition lock poisoned".into()))?;
-            if let Some((_, p)) = g.range(..=end_ms).next_back() {
-                if end_ms < p.end_ms {
-                    return Ok(p.clone());
-                }
+            if let Some((_, p)) = g.range(..=end_ms).next_back()
+                && end_ms < p.end_ms
+            {
+                return Ok(p.clone());
             }
         }
         let mut g = self
             .partitions
             .write()
             .map_err(|_| StoreError::Corrupt("partition lock poisoned".into()))?;
-        if let Some((_, p)) = g.range(..=end_ms).next_back() {
-            if end_ms < p.end_ms {
-                return Ok(p.clone());
-            }
+        if let Some((_, p)) = g.range(..=end_ms).next_back()
+            && end_ms < p.end_ms
+        {
+            return Ok(p.clone());
         }
         let len = self.cfg.partition_ms;
         let mut start = end_ms - end_ms % len;
@@ -250,7 +250,8 @@ impl Store {
             .lock()
             .map_err(|_| StoreError::Corrupt("append lock poisoned".into()))?;
         let now = now_ms();
-        let mut by_part: HashMap<u64, (Arc<Partition>, Vec<(u64, &Flow)>)> = HashMap::new();
+        type Items<'a> = (Arc<Partition>, Vec<(u64, &'a Flow)>);
+        let mut by_part: HashMap<u64, Items<'_>> = HashMap::new();
         for f in flows {
             let p = self.partition_for(f.time_flow_end_ms)?;
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);

@@ -41,6 +41,66 @@ pub async fn list(
     Ok(Json(blocking(move || Ok(store.list(&req)?)).await?))
 }
 
+/// `POST /api/v1/flows`: import flows, as a JSON array or newline-delimited JSON, into the
+/// store (the same path captured flows take). Answers once they are durable and queryable
+/// (after the next flush), so an acknowledged import survives a crash.
+pub async fn import(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(tx) = st.ingest_tx.clone() else {
+        return Err(ApiError::unavailable("this agent does not accept imports"));
+    };
+    let flows = parse_import(&body)?;
+    let n = flows.len();
+    blocking(move || {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        tx.send(weir_core::ingest::Batch {
+            flows,
+            ack: Some(ack_tx),
+        })
+        .map_err(|_| ApiError::unavailable("the ingest stage has stopped"))?;
+        match ack_rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::unavailable(format!(
+                "storing the flows failed: {e}"
+            ))),
+            Err(_) => Err(ApiError::unavailable(
+                "the ingest stage stopped before storing the flows",
+            )),
+        }
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "accepted": n })))
+}
+
+fn parse_import(body: &[u8]) -> Result<Vec<weir_core::Flow>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request("body", format!("body is not UTF-8: {e}")))?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str(trimmed).map_err(|e| {
+            ApiError::bad_request(
+                "body",
+                format!(
+                    "invalid flow array at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        });
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                ApiError::bad_request("body", format!("invalid flow on line {}: {e}", i + 1))
+            })
+        })
+        .collect()
+}
+
 /// `GET /api/v1/flows/aggregate?group_by=SrcAddr,DstAddr&metric=bytes&top=10&filter=&from=&to=`
 pub async fn aggregate(
     State(st): State<AppState>,

@@ -1,0 +1,419 @@
+//! Real traffic between two namespaces, counted by the agent and by the traffic tools and the
+//! interfaces themselves: the counts must be equal.
+
+use crate::util::{Agent, Pair, now_ms, require, sh};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// An agent watching both namespaces of a pair, with a 1 s active timeout.
+fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
+    let a = Agent::start(
+        dir,
+        &[
+            "--no-host-netns",
+            "--netns",
+            &pair.ns_a,
+            "--netns",
+            &pair.ns_b,
+            "--active-timeout",
+            "1s",
+        ],
+    );
+    // Wait until both ends are attached.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = a.ok("/api/v1/status", &[]);
+        let attached = st["capture"]["interfaces"]
+            .as_array()
+            .map(|v| v.len())
+            .unwrap_or(0);
+        if attached >= 2 {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interfaces not attached: {st}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Groups of flows since `from` matching `filter`, keyed by the group-by fields.
+fn groups(a: &Agent, filter: &str, group_by: &str, from: u64) -> Vec<Value> {
+    let from = from.to_string();
+    let v = a.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            ("filter", filter),
+            ("group_by", group_by),
+            ("from", &from),
+            ("top", "1000"),
+        ],
+    );
+    v["groups"].as_array().cloned().unwrap_or_default()
+}
+
+fn find<'a>(gs: &'a [Value], key: &[(&str, Value)]) -> &'a Value {
+    gs.iter()
+        .find(|g| key.iter().all(|(k, v)| g["key"][*k] == *v))
+        .unwrap_or_else(|| panic!("no group {key:?} in {gs:#?}"))
+}
+
+#[test]
+fn ping_v4_and_v6_counted_exactly_on_both_ends() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(1);
+    let a = agent_for(&pair, dir.path());
+    a.flush();
+    let t0 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 10 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    sh(&format!(
+        "ip netns exec {} ping -q -6 -c 7 -i 0.05 {}",
+        pair.ns_a, pair.b6
+    ));
+    a.flush();
+    let gs = groups(
+        &a,
+        "Proto=icmp or Proto=icmpv6",
+        "NetNs,Interface,IfDirection,IcmpType",
+        t0,
+    );
+    // IPv4 echo: 14 + 20 + 8 + 56 = 98 bytes a frame; IPv6: 14 + 40 + 8 + 56 = 118.
+    for (ns, ifname, dir, ty, n, size) in [
+        (&pair.ns_a, &pair.a_if, 1, 8, 10, 98),
+        (&pair.ns_b, &pair.b_if, 0, 8, 10, 98),
+        (&pair.ns_b, &pair.b_if, 1, 0, 10, 98),
+        (&pair.ns_a, &pair.a_if, 0, 0, 10, 98),
+        (&pair.ns_a, &pair.a_if, 1, 128, 7, 118),
+        (&pair.ns_b, &pair.b_if, 0, 128, 7, 118),
+        (&pair.ns_b, &pair.b_if, 1, 129, 7, 118),
+        (&pair.ns_a, &pair.a_if, 0, 129, 7, 118),
+    ] {
+        let g = find(
+            &gs,
+            &[
+                ("NetNs", Value::from(ns.as_str())),
+                ("Interface", Value::from(ifname.as_str())),
+                ("IfDirection", Value::from(dir)),
+                ("IcmpType", Value::from(ty)),
+            ],
+        );
+        assert_eq!(g["packets"], n, "{ns}/{ifname} dir {dir} type {ty}: {g}");
+        assert_eq!(
+            g["bytes"],
+            n * size,
+            "{ns}/{ifname} dir {dir} type {ty}: {g}"
+        );
+    }
+    // The listing shows the same flows with their addresses.
+    let from = t0.to_string();
+    let filter = format!("SrcAddr={} and IcmpType=8 and NetNs={}", pair.a4, pair.ns_a);
+    let v = a.ok("/api/v1/flows", &[("filter", &filter), ("from", &from)]);
+    let flows = v["flows"].as_array().expect("flows");
+    assert!(!flows.is_empty(), "{v}");
+    for f in flows {
+        assert_eq!(f["DstAddr"], pair.b4.as_str());
+        assert_eq!(f["Proto"], 1);
+        assert_eq!(f["Interface"], pair.a_if.as_str());
+    }
+    let total: u64 = flows
+        .iter()
+        .map(|f| f["Packets"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 10);
+}
+
+#[test]
+fn iperf3_udp_packets_counted_exactly() {
+    require(&["iperf3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(2);
+    let a = agent_for(&pair, dir.path());
+    let log = dir.path().join("iperf-udp.log");
+    let pid = dir.path().join("iperf-udp.pid");
+    sh(&format!(
+        "ip netns exec {} iperf3 -s -1 -D --logfile {} --pidfile {}",
+        pair.ns_b,
+        log.display(),
+        pid.display()
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    a.flush();
+    let t0 = now_ms();
+    let out = sh(&format!(
+        "ip netns exec {} iperf3 -c {} -u -l 64 -b 8M -t 2 -J",
+        pair.ns_a, pair.b4
+    ));
+    let j: Value = serde_json::from_str(&out).expect("iperf3 json");
+    let sent = j["end"]["sum"]["packets"].as_u64().expect("packets");
+    let lost = j["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
+    assert_eq!(lost, 0, "veth lost packets: {out}");
+    a.flush();
+    let gs = groups(
+        &a,
+        "Proto=udp and Port=5201",
+        "NetNs,IfDirection,DstPort",
+        t0,
+    );
+    let to_server = find(
+        &gs,
+        &[
+            ("NetNs", Value::from(pair.ns_a.as_str())),
+            ("IfDirection", Value::from(1)),
+            ("DstPort", Value::from(5201)),
+        ],
+    );
+    let at_server = find(
+        &gs,
+        &[
+            ("NetNs", Value::from(pair.ns_b.as_str())),
+            ("IfDirection", Value::from(0)),
+            ("DstPort", Value::from(5201)),
+        ],
+    );
+    // iperf3 opens the UDP test with one 4-byte datagram (its "cookie" handshake) before the
+    // `sent` data datagrams of 64 bytes: frames are 14 + 20 + 8 + payload.
+    let expected_packets = sent + 1;
+    let expected_bytes = sent * (64 + 42) + (4 + 42);
+    for g in [to_server, at_server] {
+        assert_eq!(g["packets"], expected_packets, "{g} vs iperf3 {sent}");
+        assert_eq!(g["bytes"], expected_bytes, "{g} vs iperf3 {sent}");
+    }
+}
+
+/// Payload carried by a TCP flow: every frame has 14 + 20 + 32 header bytes (timestamps on),
+/// the SYN or SYN-ACK 8 more for its options.
+fn tcp_payload(bytes: u64, skbs: u64) -> i64 {
+    bytes as i64 - 66 * skbs as i64 - 8
+}
+
+#[test]
+fn tcp_and_http_match_interface_statistics_and_tools() {
+    require(&["iperf3", "curl", "python3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(3);
+    let a = agent_for(&pair, dir.path());
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("blob"), &body).expect("blob");
+    let log = dir.path().join("iperf-tcp.log");
+    let pid = dir.path().join("iperf-tcp.pid");
+    sh(&format!(
+        "ip netns exec {} iperf3 -s -1 -D --logfile {} --pidfile {}",
+        pair.ns_b,
+        log.display(),
+        pid.display()
+    ));
+    let mut http = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.ns_b,
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            &pair.b4,
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("http server");
+    // Wait for the HTTP server, then let the link go quiet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh(&format!(
+        "ip netns exec {} ss -ltnH 'sport = :8080'",
+        pair.ns_b
+    ))
+    .trim()
+    .is_empty()
+    {
+        assert!(Instant::now() < deadline, "http server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    a.flush();
+    let t0 = now_ms();
+    let before = Pair::stats(&pair.ns_a, &pair.a_if);
+    let out = sh(&format!(
+        "ip netns exec {} iperf3 -c {} -t 2 -J",
+        pair.ns_a, pair.b4
+    ));
+    let curl = sh(&format!(
+        "ip netns exec {} curl -s -o /dev/null -w '%{{size_request}} %{{size_header}} %{{size_download}}' http://{}:8080/blob",
+        pair.ns_a, pair.b4
+    ));
+    let after = Pair::stats(&pair.ns_a, &pair.a_if);
+    let _ = http.kill();
+    let _ = http.wait();
+    a.flush();
+    let delta = after.delta(&before);
+
+    // 1. Everything on the interface, by direction, equals the interface's own counters.
+    let gs = groups(
+        &a,
+        &format!("NetNs={} and Interface={}", pair.ns_a, pair.a_if),
+        "IfDirection",
+        t0,
+    );
+    let tx = find(&gs, &[("IfDirection", Value::from(1))]);
+    let rx = find(&gs, &[("IfDirection", Value::from(0))]);
+    let skbs = |g: &Value, dir: u8| -> u64 {
+        let v = a.ok(
+            "/api/v1/flows",
+            &[
+                (
+                    "filter",
+                    &format!(
+                        "NetNs={} and Interface={} and IfDirection={dir}",
+                        pair.ns_a, pair.a_if
+                    ),
+                ),
+                ("from", &t0.to_string()),
+                ("limit", "10000"),
+            ],
+        );
+        let _ = g;
+        v["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .map(|f| f["Skbs"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(tx["bytes"], delta.tx_bytes, "tx bytes {tx} vs {delta:?}");
+    assert_eq!(rx["bytes"], delta.rx_bytes, "rx bytes {rx} vs {delta:?}");
+    assert_eq!(skbs(tx, 1), delta.tx_packets, "tx packets vs {delta:?}");
+    assert_eq!(skbs(rx, 0), delta.rx_packets, "rx packets vs {delta:?}");
+    // veth does TSO: segments counted are more than the skbs the interface counts.
+    assert!(
+        tx["packets"].as_u64() > Some(delta.tx_packets),
+        "GSO segments: {tx} vs {delta:?}"
+    );
+
+    // 2. The iperf3 data connection carries what iperf3 says it sent (+ its 37-byte cookie,
+    //    + retransmitted segments).
+    let j: Value = serde_json::from_str(&out).expect("iperf3 json");
+    let sent = j["end"]["sum_sent"]["bytes"]
+        .as_u64()
+        .expect("sum_sent.bytes") as i64;
+    let retrans = j["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0) as i64;
+    let by_port = a.ok(
+        "/api/v1/flows",
+        &[
+            (
+                "filter",
+                &format!(
+                    "NetNs={} and IfDirection=egress and DstPort=5201 and Proto=tcp",
+                    pair.ns_a
+                ),
+            ),
+            ("from", &t0.to_string()),
+            ("limit", "10000"),
+        ],
+    );
+    let mut conns: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for f in by_port["flows"].as_array().expect("flows") {
+        let e = conns.entry(f["SrcPort"].as_u64().unwrap_or(0)).or_default();
+        e.0 += f["Bytes"].as_u64().unwrap_or(0);
+        e.1 += f["Skbs"].as_u64().unwrap_or(0);
+    }
+    let (bytes, skbs) = conns
+        .values()
+        .copied()
+        .max()
+        .expect("iperf3 data connection");
+    let payload = tcp_payload(bytes, skbs);
+    let extra = payload - sent - 37;
+    assert!(
+        extra >= 0 && extra <= retrans * 1448,
+        "data connection payload {payload} vs iperf3 sent {sent} + 37 (retransmits {retrans})"
+    );
+
+    // 3. The HTTP exchange: request and response payloads equal curl's sizes.
+    let sizes: Vec<i64> = curl
+        .split_whitespace()
+        .map(|s| s.parse().expect("curl size"))
+        .collect();
+    assert_eq!(
+        sizes[2],
+        body.len() as i64,
+        "curl downloaded the whole file"
+    );
+    let flow_sum = |filter: String| -> (u64, u64) {
+        let v = a.ok(
+            "/api/v1/flows",
+            &[
+                ("filter", &filter),
+                ("from", &t0.to_string()),
+                ("limit", "10000"),
+            ],
+        );
+        v["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .fold((0, 0), |acc, f| {
+                (
+                    acc.0 + f["Bytes"].as_u64().unwrap_or(0),
+                    acc.1 + f["Skbs"].as_u64().unwrap_or(0),
+                )
+            })
+    };
+    let (req_b, req_s) = flow_sum(format!(
+        "NetNs={} and IfDirection=egress and DstPort=8080",
+        pair.ns_a
+    ));
+    let (resp_b, resp_s) = flow_sum(format!(
+        "NetNs={} and IfDirection=ingress and SrcPort=8080",
+        pair.ns_a
+    ));
+    assert_eq!(tcp_payload(req_b, req_s), sizes[0], "request payload");
+    assert_eq!(
+        tcp_payload(resp_b, resp_s),
+        sizes[1] + sizes[2],
+        "response payload"
+    );
+}
+
+#[test]
+fn interfaces_created_later_are_attached_and_removed_ones_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(4);
+    let a = agent_for(&pair, dir.path());
+    let extra = crate::util::unique("vx");
+    let peer = crate::util::unique("vy");
+    sh(&format!(
+        "ip -n {ns} link add {extra} type veth peer name {peer} && ip -n {ns} link set {extra} up && ip -n {ns} link set {peer} up",
+        ns = pair.ns_a
+    ));
+    let has = |name: &str| {
+        a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+            .as_array()
+            .map(|v| v.iter().any(|i| i["name"] == name))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(has(&extra) && has(&peer)) {
+        assert!(
+            Instant::now() < deadline,
+            "new interfaces not attached\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sh(&format!("ip -n {} link del {extra}", pair.ns_a));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while has(&extra) || has(&peer) {
+        assert!(Instant::now() < deadline, "removed interfaces still listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,346 @@
+//! Harness: an agent process, network namespaces, commands.
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A short name unique to this process and call, for namespaces and interfaces (<= 15 chars).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}{}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn require(tools: &[&str]) {
+    for t in tools {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "prerequisite missing: {t} (CI installs it in .ci/run)");
+    }
+}
+
+/// A running agent with its own data directory and port; killed on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, args: &[&str]) -> Agent {
+        let mut a = Agent {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: dir.join("agent.log"),
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(WEIR)
+            .arg("agent")
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weir agent");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("agent exited early ({st}):\n{}", self.log_text());
+            }
+            if self
+                .get_raw("/healthz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not come up:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    pub fn get_raw(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        let mut r = Self::agent().get(&self.url(path)).call()?;
+        let status = r.status().as_u16();
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()?;
+        Ok((status, body))
+    }
+
+    /// GET with query parameters; returns status and JSON.
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = Self::agent().get(&self.url(path));
+        for (k, v) in query {
+            req = req.query(*k, *v);
+        }
+        let mut r = req.call().expect("request");
+        let status = r.status().as_u16();
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .expect("body");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// GET that must succeed.
+    pub fn ok(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let (s, v) = self.get(path, query);
+        assert_eq!(s, 200, "{path} {query:?}: {v}");
+        v
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut r = Self::agent()
+            .post(&self.url(path))
+            .send(body.as_bytes())
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// Evicts every flow from the kernel now and waits until it is queryable.
+    pub fn flush(&self) {
+        let (s, v) = self.post("/api/v1/capture/flush", "");
+        assert_eq!(s, 200, "{v}");
+        // Ingest flushes every second (default flush interval).
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending SIGTERM to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("agent did not stop on SIGTERM:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop.
+///
+/// A: 198.18.<n>.1/24 and 2001:db8:<n>::1/64 on `a_if`; B: .2 and ::2 on `b_if`. Neighbours
+/// are static and IPv6 DAD and router solicitations are off, so the link stays quiet except
+/// for the traffic a test makes.
+pub struct Pair {
+    pub ns_a: String,
+    pub ns_b: String,
+    pub a_if: String,
+    pub b_if: String,
+    pub a4: String,
+    pub b4: String,
+    pub a6: String,
+    pub b6: String,
+}
+
+impl Pair {
+    pub fn new(subnet: u8) -> Pair {
+        require(&["ip"]);
+        let ns_a = unique("wa");
+        let ns_b = unique("wb");
+        let a_if = unique("va");
+        let b_if = unique("vb");
+        let p = Pair {
+            a4: format!("198.18.{subnet}.1"),
+            b4: format!("198.18.{subnet}.2"),
+            a6: format!("2001:db8:{subnet:x}::1"),
+            b6: format!("2001:db8:{subnet:x}::2"),
+            ns_a,
+            ns_b,
+            a_if,
+            b_if,
+        };
+        sh(&format!("ip netns add {}", p.ns_a));
+        sh(&format!("ip netns add {}", p.ns_b));
+        for (ns, ifname) in [(&p.ns_a, &p.a_if), (&p.ns_b, &p.b_if)] {
+            // Before the interface exists, so that it starts quiet.
+            sh(&format!(
+                "ip netns exec {ns} sh -c 'sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.router_solicitations=0 net.ipv6.conf.default.accept_ra=0 net.ipv6.conf.all.accept_dad=0' && ip -n {ns} link set lo up"
+            ));
+            let _ = ifname;
+        }
+        sh(&format!(
+            "ip link add {} netns {} type veth peer name {} netns {}",
+            p.a_if, p.ns_a, p.b_if, p.ns_b
+        ));
+        let mac = |ns: &str, ifname: &str| -> String {
+            sh(&format!(
+                "ip netns exec {ns} cat /sys/class/net/{ifname}/address"
+            ))
+            .trim()
+            .to_string()
+        };
+        let (mac_a, mac_b) = (mac(&p.ns_a, &p.a_if), mac(&p.ns_b, &p.b_if));
+        for (ns, ifname, v4, v6, peer4, peer6, peer_mac) in [
+            (&p.ns_a, &p.a_if, &p.a4, &p.a6, &p.b4, &p.b6, &mac_b),
+            (&p.ns_b, &p.b_if, &p.b4, &p.b6, &p.a4, &p.a6, &mac_a),
+        ] {
+            sh(&format!(
+                "ip -n {ns} addr add {v4}/24 dev {ifname} && ip -n {ns} addr add {v6}/64 dev {ifname} nodad && ip -n {ns} link set {ifname} up && ip -n {ns} neigh replace {peer4} lladdr {peer_mac} dev {ifname} nud permanent && ip -n {ns} neigh replace {peer6} lladdr {peer_mac} dev {ifname} nud permanent"
+            ));
+        }
+        p
+    }
+
+    /// Interface counters (rx/tx bytes and packets) of an interface in a namespace.
+    pub fn stats(ns: &str, ifname: &str) -> IfStats {
+        let read = |k: &str| -> u64 {
+            sh(&format!(
+                "ip netns exec {ns} cat /sys/class/net/{ifname}/statistics/{k}"
+            ))
+            .trim()
+            .parse()
+            .expect("counter")
+        };
+        IfStats {
+            rx_bytes: read("rx_bytes"),
+            rx_packets: read("rx_packets"),
+            tx_bytes: read("tx_bytes"),
+            tx_packets: read("tx_packets"),
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_a])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_b])
+            .status();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
+impl IfStats {
+    pub fn delta(&self, before: &IfStats) -> IfStats {
+        IfStats {
+            rx_bytes: self.rx_bytes - before.rx_bytes,
+            rx_packets: self.rx_packets - before.rx_packets,
+            tx_bytes: self.tx_bytes - before.tx_bytes,
+            tx_packets: self.tx_packets - before.tx_packets,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
