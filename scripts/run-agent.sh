@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to a running agent: installs the build dependencies,
+# builds weir and runs `weir agent` (API on http://127.0.0.1:9977). Extra arguments go to
+# `weir agent`, e.g. `scripts/run-agent.sh --netns myns`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh build
+cargo build --release --locked
+exec ./target/release/weir agent "$@"
