@@ -8,4 +8,4 @@ bash scripts/deps.sh test
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --lib --bins --tests

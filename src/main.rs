@@ -6,6 +6,10 @@ mod output;
 mod units;
 
 use anyhow::Result;
+
+/// glibc malloc serializes tantivy's indexing threads on its arena locks; mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 /// Network flow observability on the node: eBPF capture, local flow history, queries.

@@ -1,1 +1,269 @@
-fn main() {}
+//! Store benchmark: ingest throughput (with queries answering meanwhile), then query latency
+//! on the loaded store. Prints a table; see docs/PERFORMANCE.md.
+//!
+//! `WEIR_BENCH_FLOWS` (default 2,000,000) sets the size; the full run uses 10,000,000:
+//! `WEIR_BENCH_FLOWS=10000000 cargo bench -p weir-core --bench store`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use weir_core::query::{Metric, SortBy, TimeRange, parse};
+use weir_core::schema::field;
+use weir_core::store::{ListRequest, StoreConfig};
+use weir_core::{Flow, Store};
+
+/// The same allocator as the `weir` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const T0: u64 = 1_800_000_000_000;
+const SPAN_MS: u64 = 10 * 3_600_000;
+const BATCH: usize = 10_000;
+
+/// A realistic-ish mix: 5,000 sources, 2,000 destinations, a few ports, Zipf-like volumes.
+fn make_batch(start: usize, n: usize, total: usize) -> Vec<Flow> {
+    (start..start + n)
+        .map(|i| {
+            let mut x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 29;
+            let mut f = Flow::empty();
+            // Time advances with i, as arriving flows do.
+            let end = T0 - SPAN_MS + (i as u64 * SPAN_MS) / total as u64;
+            f.time_flow_end_ms = end;
+            f.time_flow_start_ms = end - x % 5000;
+            f.time_received = end / 1000;
+            let src = (x % 5000) as u32;
+            let dst = ((x >> 16) % 2000) as u32;
+            f.src_addr = std::net::Ipv4Addr::from(0x0a00_0000 | src).into();
+            f.dst_addr = std::net::Ipv4Addr::from(0x0a10_0000 | dst).into();
+            f.src_port = 1024 + (x >> 24) as u16 % 60_000;
+            f.dst_port = [80, 443, 53, 5432, 6379, 8080, 9090][(x >> 40) as usize % 7];
+            f.proto = if f.dst_port == 53 { 17 } else { 6 };
+            f.bytes = 64 + (1_000_000 / (1 + (x >> 44) % 1000));
+            f.packets = 1 + f.bytes / 1400;
+            f.skbs = f.packets;
+            f.flags = 0x18;
+            f.interface = format!("eth{}", x % 4);
+            f.if_direction = (x % 2) as u8;
+            f.etype = 0x0800;
+            f
+        })
+        .collect()
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn rss_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let total: usize = std::env::var("WEIR_BENCH_FLOWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    println!(
+        "store benchmark: {total} flows, {} partitions of 1 h, data in {}",
+        SPAN_MS / 3_600_000,
+        tmp.path().display()
+    );
+
+    let mut cfg = StoreConfig::new(tmp.path().join("store"));
+    if let Some(t) = std::env::var("WEIR_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        cfg.writer.threads = t;
+    }
+    println!("index writer threads: {}", cfg.writer.threads);
+    let store = Arc::new(Store::open(cfg).expect("open"));
+    // Queries while ingesting: a selective one every 100 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let during: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let q_thread = {
+        let (store, stop, during) = (store.clone(), stop.clone(), during.clone());
+        std::thread::spawn(move || {
+            let sort = SortBy::parse("-TimeFlowEndMs").expect("sort");
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let filter =
+                    parse(&format!("Addr=10.0.{}.{}", (i / 256) % 20, i % 256)).expect("filter");
+                let t = Instant::now();
+                let _ = store.list(&ListRequest {
+                    filter,
+                    range: TimeRange::ALL,
+                    sort,
+                    limit: 100,
+                    offset: 0,
+                });
+                during
+                    .lock()
+                    .expect("lock")
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+                i += 7;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // A producer thread stands in for the capture, as in the agent.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Flow>>(16);
+    let producer = std::thread::spawn(move || {
+        for start in (0..total).step_by(BATCH) {
+            if tx
+                .send(make_batch(start, BATCH.min(total - start), total))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut last_flush = Instant::now();
+    for batch in rx {
+        store.append(&batch).expect("append");
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            store.flush().expect("flush");
+            last_flush = Instant::now();
+        }
+    }
+    store.flush().expect("flush");
+    let ingest_s = t.elapsed().as_secs_f64();
+    producer.join().expect("producer");
+    stop.store(true, Ordering::SeqCst);
+    q_thread.join().expect("query thread");
+    let ingest_rate = total as f64 / ingest_s;
+    let mut during = during.lock().expect("lock").clone();
+    let rss_ingest = rss_kib("VmHWM:");
+
+    // Baseline in the same run: the naive design, one sled key per flow, no index.
+    let base_n = total.min(1_000_000);
+    let sled_db = sled::Config::new()
+        .path(tmp.path().join("baseline"))
+        .flush_every_ms(None)
+        .open()
+        .expect("sled");
+    let t = Instant::now();
+    let mut seq = 0u64;
+    for start in (0..base_n).step_by(BATCH) {
+        let mut b = sled::Batch::default();
+        for f in make_batch(start, BATCH.min(base_n - start), total) {
+            seq += 1;
+            b.insert(&seq.to_be_bytes(), bincode::serialize(&f).expect("encode"));
+        }
+        sled_db.apply_batch(b).expect("batch");
+    }
+    sled_db.flush().expect("flush");
+    let sled_rate = base_n as f64 / t.elapsed().as_secs_f64();
+    drop(sled_db);
+
+    // Queries on the loaded store.
+    let sort = SortBy::parse("-TimeFlowEndMs").expect("sort");
+    let mut sel = Vec::new();
+    for i in 0..60u32 {
+        let filter = parse(&format!(
+            "Addr=10.0.{}.{}",
+            (i * 13 / 256) % 20,
+            (i * 13) % 256
+        ))
+        .expect("filter");
+        let t = Instant::now();
+        let r = store
+            .list(&ListRequest {
+                filter,
+                range: TimeRange::ALL,
+                sort,
+                limit: 100,
+                offset: 0,
+            })
+            .expect("list");
+        sel.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(r.total > 0);
+    }
+    let g = [field("SrcAddr").expect("field")];
+    let mut top = Vec::new();
+    let mut top_first = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let groups = store
+            .aggregate(&parse("").expect("all"), &TimeRange::ALL, &g, None)
+            .expect("agg");
+        let res = weir_core::aggregate::top_groups(groups, &g, Metric::Bytes, 10);
+        top.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(res.total.flows as usize, total);
+        top_first.get_or_insert(res.groups[0].bytes);
+    }
+    // Baseline for the aggregation: summing Bytes over every flow with no grouping.
+    let mut scan = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let groups = store
+            .aggregate(&parse("").expect("all"), &TimeRange::ALL, &[], None)
+            .expect("agg");
+        scan.push(t.elapsed().as_secs_f64() * 1000.0);
+        let _: HashMap<_, _> = groups;
+    }
+    let status = store.status();
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| ingest into sled + tantivy | {:.0} flows/s | >= 300000 |",
+        ingest_rate
+    );
+    println!(
+        "| baseline: one sled key per flow, no index | {:.0} flows/s | |",
+        sled_rate
+    );
+    println!(
+        "| ratio ingest / baseline | {:.2} | |",
+        ingest_rate / sled_rate
+    );
+    println!(
+        "| selective query during ingest, p50 / p95 ({} queries) | {:.1} / {:.1} ms | answers |",
+        during.len(),
+        pct(&mut during, 0.5),
+        pct(&mut during, 0.95)
+    );
+    println!(
+        "| selective query (one host, 100 newest), p50 / p95 | {:.1} / {:.1} ms | p50 <= 50 ms |",
+        pct(&mut sel, 0.5),
+        pct(&mut sel, 0.95)
+    );
+    println!(
+        "| top-10 talkers over all {total} flows, median | {:.0} ms | <= 1000 ms |",
+        pct(&mut top, 0.5)
+    );
+    println!(
+        "| baseline: ungrouped sum over all flows, median | {:.0} ms | |",
+        pct(&mut scan, 0.5)
+    );
+    println!(
+        "| ratio top-10 / ungrouped sum | {:.2} | |",
+        pct(&mut top, 0.5) / pct(&mut scan, 0.5)
+    );
+    println!(
+        "| on disk | {:.1} bytes/flow ({} MiB) | |",
+        status.bytes as f64 / total as f64,
+        status.bytes >> 20
+    );
+    println!(
+        "| peak RSS of the process during ingest | {} MiB | |",
+        rss_ingest / 1024
+    );
+}

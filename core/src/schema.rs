@@ -104,12 +104,12 @@ macro_rules! u64_field {
 }
 
 macro_rules! str_field {
-    ($name:literal, $doc:literal, $f:ident) => {
+    ($name:literal, $doc:literal, $f:ident, $indexed:literal) => {
         FieldDef {
             name: $name,
             kind: FieldKind::Str,
             doc: $doc,
-            indexed: true,
+            indexed: $indexed,
             get: |fl: &Flow| Value::Str(fl.$f.clone()),
         }
     };
@@ -178,8 +178,8 @@ pub static FIELDS: &[FieldDef] = &[
         flags,
         true
     ),
-    str_field!("Interface", "interface name", interface),
-    u64_field!("IfDirection", "0 ingress, 1 egress", if_direction, true),
+    str_field!("Interface", "interface name", interface, false),
+    u64_field!("IfDirection", "0 ingress, 1 egress", if_direction, false),
     u64_field!(
         "Sampling",
         "1-in-N sampling (0 or 1: none)",
@@ -192,12 +192,13 @@ pub static FIELDS: &[FieldDef] = &[
         etype,
         true
     ),
-    str_field!("SrcMac", "source MAC address", src_mac),
-    str_field!("DstMac", "destination MAC address", dst_mac),
+    str_field!("SrcMac", "source MAC address", src_mac, false),
+    str_field!("DstMac", "destination MAC address", dst_mac, false),
     str_field!(
         "NetNs",
         "network namespace of the interface (\"\" for the agent's own)",
-        netns
+        netns,
+        true
     ),
 ];
 

@@ -26,6 +26,9 @@ static FLOWS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 /// microsecond, with preemption off).
 const FLIP_GRACE: Duration = Duration::from_millis(20);
 
+/// Flows handed to the ingest stage at a time while draining.
+const EVICT_CHUNK: usize = 8192;
+
 /// Capture settings.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
@@ -91,6 +94,7 @@ struct Counters {
     evictions_full: AtomicU64,
     evictions_requested: AtomicU64,
     flows_evicted: AtomicU64,
+    skbs_evicted: AtomicU64,
     ringbuf_flows: AtomicU64,
     drain_errors: AtomicU64,
 }
@@ -296,6 +300,7 @@ impl CaptureSource for Capture {
                     c.evictions_requested.load(Ordering::Relaxed),
                 ),
                 ("flows_evicted", c.flows_evicted.load(Ordering::Relaxed)),
+                ("skbs_evicted", c.skbs_evicted.load(Ordering::Relaxed)),
                 ("ringbuf_flows", c.ringbuf_flows.load(Ordering::Relaxed)),
                 ("drain_errors", c.drain_errors.load(Ordering::Relaxed)),
             ];
@@ -410,7 +415,6 @@ impl Instance {
     fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
         let m = lock(&self.maps);
         let names = [
-            (counter::SKBS, "kernel_skbs"),
             (counter::SAMPLED_OUT, "kernel_sampled_out"),
             (counter::MAP_FULL, "kernel_map_full"),
             (counter::RINGBUF_LOST, "kernel_ringbuf_lost"),
@@ -592,8 +596,7 @@ impl Instance {
                 // Two rounds when asked to flush, so both maps are empty afterwards.
                 let rounds = if stopping || requested { 2 } else { 1 };
                 for _ in 0..rounds {
-                    let flows = self.evict();
-                    if !flows.is_empty() && tx.send(Batch::from(flows)).is_err() {
+                    if !self.evict(tx) {
                         return;
                     }
                 }
@@ -608,8 +611,10 @@ impl Instance {
         }
     }
 
-    /// Flips the active map, then drains the idle one with no program writing to it.
-    fn evict(&self) -> Vec<Flow> {
+    /// Flips the active map, then drains the idle one with no program writing to it, sending
+    /// flows on in chunks (bounded memory however many flows there are). Returns false when the
+    /// receiving end is gone.
+    fn evict(&self, tx: &SyncSender<Batch>) -> bool {
         let mut m = lock(&self.maps);
         let old = m.active;
         let new = 1 - old;
@@ -624,7 +629,7 @@ impl Instance {
         ) {
             self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot flip the active flow map");
-            return Vec::new();
+            return true;
         }
         m.active = new;
         std::thread::sleep(FLIP_GRACE);
@@ -635,7 +640,8 @@ impl Instance {
             .unwrap_or(0);
         let map = if old == 0 { &mut m.a } else { &mut m.b };
         let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(keys.len().min(EVICT_CHUNK));
+        let mut sent = 0u64;
         for k in keys {
             match map.get(&k, 0) {
                 Ok(per_cpu) => {
@@ -644,6 +650,9 @@ impl Instance {
                         v.merge(slot);
                     }
                     if v.skbs > 0 {
+                        self.counters
+                            .skbs_evicted
+                            .fetch_add(v.skbs, Ordering::Relaxed);
                         out.push(self.flow(&k, &v, &names, received));
                     }
                 }
@@ -656,11 +665,16 @@ impl Instance {
                 self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "removing a flow failed");
             }
+            if out.len() >= EVICT_CHUNK {
+                sent += out.len() as u64;
+                if tx.send(Batch::from(std::mem::take(&mut out))).is_err() {
+                    return false;
+                }
+            }
         }
-        self.counters
-            .flows_evicted
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out
+        sent += out.len() as u64;
+        self.counters.flows_evicted.fetch_add(sent, Ordering::Relaxed);
+        out.is_empty() || tx.send(Batch::from(out)).is_ok()
     }
 
     fn current_sampling(&self, m: &FlowMaps) -> u32 {

@@ -10,8 +10,6 @@ use weir_core::flow::{Flow, format_mac};
 pub struct FlowKey {
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
     pub ifindex: u32,
     pub eth_type: u16,
     pub src_port: u16,
@@ -34,7 +32,10 @@ pub struct FlowValue {
     pub skbs: u64,
     pub sampling: u32,
     pub tcp_flags: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
     pub _pad: u16,
+    pub _pad2: u32,
 }
 
 /// Mirror of `struct flow_record` (ring buffer).
@@ -42,7 +43,6 @@ pub struct FlowValue {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlowRecord {
     pub key: FlowKey,
-    pub _pad: u32,
     pub value: FlowValue,
 }
 
@@ -56,7 +56,6 @@ pub struct WeirConfig {
 
 /// Index of each per-CPU counter (`enum weir_counter`).
 pub mod counter {
-    pub const SKBS: u32 = 0;
     pub const SAMPLED_OUT: u32 = 1;
     pub const MAP_FULL: u32 = 2;
     pub const RINGBUF_LOST: u32 = 3;
@@ -64,10 +63,11 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
-const _: () = assert!(std::mem::size_of::<FlowKey>() == 60);
-const _: () = assert!(std::mem::size_of::<FlowValue>() == 48);
+const _: () = assert!(std::mem::size_of::<FlowKey>() == 48);
+const _: () = assert!(std::mem::size_of::<FlowValue>() == 64);
+const _: () = assert!(std::mem::offset_of!(FlowValue, src_mac) == 46);
 const _: () = assert!(std::mem::size_of::<FlowRecord>() == 112);
-const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 64);
+const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 48);
 const _: () = assert!(std::mem::size_of::<WeirConfig>() == 8);
 
 // SAFETY: plain C structs of integers and byte arrays with explicit padding fields.
@@ -87,6 +87,8 @@ impl FlowValue {
         }
         if self.skbs == 0 || other.first_seen_ns < self.first_seen_ns {
             self.first_seen_ns = other.first_seen_ns;
+            self.src_mac = other.src_mac;
+            self.dst_mac = other.dst_mac;
         }
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         self.bytes += other.bytes;
@@ -158,8 +160,8 @@ pub fn to_flow(
         time_flow_end_ms: clock.to_unix_ms(value.last_seen_ns),
         time_received: received_s,
         etype: key.eth_type,
-        src_mac: format_mac(&key.src_mac),
-        dst_mac: format_mac(&key.dst_mac),
+        src_mac: format_mac(&value.src_mac),
+        dst_mac: format_mac(&value.dst_mac),
         src_addr: addr(key.src_addr),
         dst_addr: addr(key.dst_addr),
         src_port: key.src_port,
@@ -193,7 +195,8 @@ mod tests {
             skbs: 1,
             sampling: 0,
             tcp_flags: 0x2,
-            _pad: 0,
+            src_mac: [1; 6],
+            ..Default::default()
         };
         let c = FlowValue {
             first_seen_ns: 5,
@@ -203,7 +206,8 @@ mod tests {
             skbs: 1,
             sampling: 0,
             tcp_flags: 0x10,
-            _pad: 0,
+            src_mac: [2; 6],
+            ..Default::default()
         };
         a.merge(&FlowValue::default());
         a.merge(&b);
@@ -211,6 +215,7 @@ mod tests {
         a.merge(&c);
         assert_eq!((a.first_seen_ns, a.last_seen_ns), (5, 20));
         assert_eq!((a.bytes, a.packets, a.skbs, a.tcp_flags), (150, 3, 2, 0x12));
+        assert_eq!(a.src_mac, [2; 6], "MACs of the earliest packet");
     }
 
     #[test]

@@ -76,3 +76,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema,
+    FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema, TextOptions,
 };
 use tantivy::{TantivyDocument, Term};
 
@@ -45,7 +45,8 @@ impl IndexFields {
                     }
                     b.add_ip_addr_field(f.name, o)
                 }
-                FieldKind::Str => b.add_text_field(f.name, STRING | FAST),
+                FieldKind::Str if f.indexed => b.add_text_field(f.name, STRING | FAST),
+                FieldKind::Str => b.add_text_field(f.name, TextOptions::default().set_fast("raw")),
             })
             .collect();
         let seq = b.add_u64_field(SEQ_FIELD, FAST);

@@ -83,7 +83,7 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults: 1 h partitions, 7 days, 10 GiB.
+    /// Defaults: 1 h partitions, 7 days, 10 GiB, two indexing threads.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             dir: dir.into(),
@@ -92,7 +92,7 @@ impl StoreConfig {
             retention_bytes: 10 * 1024 * 1024 * 1024,
             writer_idle_ms: 60_000,
             writer: WriterConfig {
-                threads: 1,
+                threads: 2,
                 memory_per_thread: 40_000_000,
             },
         }
@@ -270,10 +270,13 @@ impl Store {
     /// Makes every appended flow durable, then visible to queries; releases idle writers.
     pub fn flush(&self) -> Result<(), StoreError> {
         let now = now_ms();
-        for p in self.read_parts() {
+        let parts = self.read_parts();
+        let newest = parts.len().saturating_sub(2);
+        for (i, p) in parts.iter().enumerate() {
             p.flush()?;
             let idle = now.saturating_sub(p.last_write_ms.load(Ordering::Relaxed));
-            if p.has_writer() && idle > self.cfg.writer_idle_ms {
+            // Only the two newest partitions keep a writer between bursts (late flows).
+            if p.has_writer() && (idle > self.cfg.writer_idle_ms || i < newest) {
                 p.close_writer()?;
             }
         }
@@ -317,24 +320,46 @@ impl Store {
             let c = if req.sort.descending { c.reverse() } else { c };
             c.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
         });
-        let mut flows = Vec::with_capacity(req.limit);
-        for (_, pi, addr) in hits.into_iter().skip(req.offset).take(req.limit) {
-            let p = &parts[pi];
-            let searcher = p.reader.searcher();
+        let page: Vec<(usize, DocAddress)> = hits
+            .into_iter()
+            .skip(req.offset)
+            .take(req.limit)
+            .map(|(_, pi, a)| (pi, a))
+            .collect();
+        // Sequence numbers from the index, then records from sled, a partition at a time.
+        let mut seqs: Vec<(usize, u64)> = Vec::with_capacity(page.len());
+        for (pi, addr) in &page {
+            let searcher = parts[*pi].reader.searcher();
             let seq = searcher
                 .segment_reader(addr.segment_ord)
                 .fast_fields()
-                .u64(p.seq_field())?
+                .u64(parts[*pi].seq_field())?
                 .first(addr.doc_id)
                 .ok_or_else(|| {
                     StoreError::Corrupt("indexed flow without sequence number".into())
                 })?;
-            match p.get(seq)? {
+            seqs.push((*pi, seq));
+        }
+        let mut records: HashMap<(usize, u64), Flow> = HashMap::with_capacity(seqs.len());
+        for (pi, p) in parts.iter().enumerate() {
+            let mine: Vec<u64> = seqs
+                .iter()
+                .filter(|(i, _)| *i == pi)
+                .map(|(_, s)| *s)
+                .collect();
+            if !mine.is_empty() {
+                records.extend(p.get_many(&mine)?.into_iter().map(|(s, f)| ((pi, s), f)));
+            }
+        }
+        let mut flows = Vec::with_capacity(seqs.len());
+        for key in &seqs {
+            match records.remove(key) {
                 Some(f) => flows.push(f),
                 None => {
                     return Err(StoreError::Corrupt(format!(
-                        "flow {seq} is indexed but not stored in {}",
-                        p.dir().display()
+                        "flow {} is indexed but not stored in {}",
+                        key.1,
+                        parts[key.0].dir().display()
                     )));
                 }
             }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tantivy::directory::MmapDirectory;
-use tantivy::indexer::IndexWriterOptions;
+use tantivy::indexer::{IndexWriterOptions, UserOperation};
 use tantivy::query::RangeQuery;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
 
@@ -89,9 +89,10 @@ impl Partition {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let last_seq = match db.last()? {
-            Some((k, _)) => codec::seq_of(&k).ok_or_else(|| {
-                StoreError::Corrupt(format!("bad record key in {}", dir.display()))
-            })?,
+            Some((_, v)) => codec::decode_block(&v)?
+                .last()
+                .map(|(s, _)| *s)
+                .unwrap_or(0),
             None => 0,
         };
         let p = Partition {
@@ -138,14 +139,23 @@ impl Partition {
             indexed
         };
         let mut n = 0u64;
-        for item in self.db.range(codec::key(from.saturating_add(1))..) {
-            let (k, v) = item?;
-            let seq = codec::seq_of(&k).ok_or_else(|| {
-                StoreError::Corrupt(format!("bad record key in {}", self.dir.display()))
-            })?;
-            let flow = codec::decode(&v)?;
-            writer.add_document(self.fields.document(seq, &flow))?;
-            n += 1;
+        // Start at the block holding `from + 1` (it may begin earlier).
+        let start = match self
+            .db
+            .range(..=codec::key(from.saturating_add(1)))
+            .next_back()
+        {
+            Some(item) => item?.0.to_vec(),
+            None => codec::key(0).to_vec(),
+        };
+        for item in self.db.range(start..) {
+            let (_, v) = item?;
+            for (seq, flow) in codec::decode_block(&v)? {
+                if seq > from {
+                    writer.add_document(self.fields.document(seq, &flow))?;
+                    n += 1;
+                }
+            }
         }
         commit(writer, last_seq)?;
         self.reader.reload()?;
@@ -182,17 +192,19 @@ impl Partition {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for (seq, flow) in items {
-            batch.insert(&codec::key(*seq), codec::encode(flow)?);
+        for block in items.chunks(codec::BLOCK_FLOWS) {
+            batch.insert(&codec::key(block[0].0), codec::encode_block(block)?);
         }
         self.db.apply_batch(batch)?;
         let mut guard = self.lock_writer()?;
         let writer = self.writer_in(&mut guard)?;
-        let mut max = 0;
-        for (seq, flow) in items {
-            writer.add_document(self.fields.document(*seq, flow))?;
-            max = max.max(*seq);
-        }
+        let max = items.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        // One batch per call: far fewer channel operations than a document at a time.
+        writer.run(
+            items
+                .iter()
+                .map(|(seq, flow)| UserOperation::Add(self.fields.document(*seq, flow))),
+        )?;
         self.appended_seq.fetch_max(max, Ordering::SeqCst);
         self.dirty.store(true, Ordering::SeqCst);
         self.last_write_ms.store(now_ms, Ordering::Relaxed);
@@ -229,12 +241,29 @@ impl Partition {
         self.writer.lock().map(|g| g.is_some()).unwrap_or(false)
     }
 
-    /// The stored record of a sequence number.
-    pub fn get(&self, seq: u64) -> Result<Option<Flow>, StoreError> {
-        match self.db.get(codec::key(seq))? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
-            None => Ok(None),
+    /// The stored records of some sequence numbers (each block decoded once).
+    pub fn get_many(
+        &self,
+        seqs: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Flow>, StoreError> {
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = std::collections::HashMap::with_capacity(sorted.len());
+        let mut block: Vec<(u64, Flow)> = Vec::new();
+        for seq in sorted {
+            let inside = matches!((block.first(), block.last()), (Some(a), Some(b)) if a.0 <= seq && seq <= b.0);
+            if !inside {
+                block = match self.db.range(..=codec::key(seq)).next_back() {
+                    Some(item) => codec::decode_block(&item?.1)?,
+                    None => Vec::new(),
+                };
+            }
+            if let Ok(i) = block.binary_search_by_key(&seq, |(s, _)| *s) {
+                out.insert(seq, block[i].1.clone());
+            }
         }
+        Ok(out)
     }
 
     /// Highest sequence number stored.

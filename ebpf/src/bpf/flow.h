@@ -14,7 +14,7 @@
 
 /* Index of each per-CPU counter in the `counters` map. */
 enum weir_counter {
-	WEIR_CNT_SKBS = 0,           /* skbs the programs looked at */
+	WEIR_CNT_UNUSED = 0,         /* reserved (skbs are counted per flow, not here: hot path) */
 	WEIR_CNT_SAMPLED_OUT = 1,    /* skbs skipped by 1-in-N sampling */
 	WEIR_CNT_MAP_FULL = 2,       /* skbs whose flow did not fit in the map (sent by ring buffer) */
 	WEIR_CNT_RINGBUF_LOST = 3,   /* skbs lost because the ring buffer was full too */
@@ -22,12 +22,10 @@ enum weir_counter {
 	WEIR_CNT_MAX = 5,
 };
 
-/* Key of one flow: zero-filled before use, no implicit padding (hashed byte by byte). */
+/* Key of one flow: zero-filled before use, no implicit padding (hashed byte by byte), 48 bytes. */
 struct flow_key {
 	__u8 src_addr[16]; /* IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d) */
 	__u8 dst_addr[16];
-	__u8 src_mac[6];
-	__u8 dst_mac[6];
 	__u32 ifindex;
 	__u16 eth_type; /* host byte order */
 	__u16 src_port; /* host byte order; 0 where the protocol has none */
@@ -39,7 +37,8 @@ struct flow_key {
 	__u16 _pad;
 };
 
-/* Per-CPU accumulated values of one flow. */
+/* Per-CPU accumulated values of one flow. MACs are kept here, from the first packet, rather
+ * than in the key: they rarely differ within a flow and a shorter key hashes faster. */
 struct flow_value {
 	__u64 first_seen_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u64 last_seen_ns;
@@ -48,13 +47,15 @@ struct flow_value {
 	__u64 skbs;    /* skbs, as the interface statistics count packets */
 	__u32 sampling; /* 1-in-N sampling in force when the flow was seen; 0 or 1 = none */
 	__u16 tcp_flags; /* OR of the TCP flags seen (FIN=0x1 ... CWR=0x80, NS=0x100) */
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
 	__u16 _pad;
+	__u32 _pad2;
 };
 
 /* A flow sent through the ring buffer when the map is full. */
 struct flow_record {
 	struct flow_key key;
-	__u32 _pad;
 	struct flow_value value;
 };
 

@@ -137,7 +137,8 @@ static __always_inline int try_parse_l4(struct __sk_buff *skb, __u32 off, struct
 }
 
 /* Fills the key from the frame's headers. Returns 0, or -1 when the headers are cut short. */
-static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, __u16 *flags)
+static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, __u16 *flags,
+				     struct l2 *macs)
 {
 	struct l2 eth;
 	__u32 off = sizeof(struct l2);
@@ -145,8 +146,7 @@ static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, 
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;
-	__builtin_memcpy(k->src_mac, eth.src, 6);
-	__builtin_memcpy(k->dst_mac, eth.dst, 6);
+	__builtin_memcpy(macs, &eth, 12);
 	proto = bpf_ntohs(eth.proto);
 	if (proto == ETH_P_8021Q_ || proto == ETH_P_8021AD_) {
 		__be16 inner[2];
@@ -206,6 +206,71 @@ static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, 
 	return 0;
 }
 
+/* Fast path: reads the headers straight from the linear packet data. Returns 0 when done,
+ * 1 when the slow path must parse (headers not linear, VLAN, IPv6 extension headers, IPv4
+ * options or fragments). */
+static __always_inline int try_parse_direct(struct __sk_buff *skb, struct flow_key *k, __u16 *flags,
+					    struct l2 *macs)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct l2 *eth = data;
+	__u8 *l4;
+
+	if ((void *)(eth + 1) > data_end)
+		return 1;
+	__u16 proto = bpf_ntohs(eth->proto);
+	if (proto == ETH_P_IP) {
+		struct ip4 *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end || ip->vihl != 0x45 || (bpf_ntohs(ip->frag_off) & 0x3fff))
+			return 1;
+		map_v4(k->src_addr, ip->saddr);
+		map_v4(k->dst_addr, ip->daddr);
+		k->proto = ip->protocol;
+		l4 = (__u8 *)(ip + 1);
+	} else if (proto == ETH_P_IPV6) {
+		struct ip6 *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end)
+			return 1;
+		if (ip->nexthdr == 0 || ip->nexthdr == 43 || ip->nexthdr == 60 || ip->nexthdr == 44)
+			return 1;
+		__builtin_memcpy(k->src_addr, ip->saddr, 16);
+		__builtin_memcpy(k->dst_addr, ip->daddr, 16);
+		k->proto = ip->nexthdr;
+		l4 = (__u8 *)(ip + 1);
+	} else {
+		return 1;
+	}
+	switch (k->proto) {
+	case IPPROTO_TCP:
+		if ((void *)(l4 + 14) > data_end)
+			return 1;
+		k->src_port = ((__u16)l4[0] << 8) | l4[1];
+		k->dst_port = ((__u16)l4[2] << 8) | l4[3];
+		*flags = l4[13] | ((__u16)(l4[12] & 1) << 8);
+		break;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP_:
+		if ((void *)(l4 + 4) > data_end)
+			return 1;
+		k->src_port = ((__u16)l4[0] << 8) | l4[1];
+		k->dst_port = ((__u16)l4[2] << 8) | l4[3];
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		if ((void *)(l4 + 2) > data_end)
+			return 1;
+		k->icmp_type = l4[0];
+		k->icmp_code = l4[1];
+		break;
+	default:
+		break;
+	}
+	__builtin_memcpy(macs, eth, 12);
+	k->eth_type = proto;
+	return 0;
+}
+
 static __always_inline void send_direct(struct flow_key *k, struct flow_value *v)
 {
 	struct flow_record *r = bpf_ringbuf_reserve(&direct_flows, sizeof(*r), 0);
@@ -214,7 +279,6 @@ static __always_inline void send_direct(struct flow_key *k, struct flow_value *v
 		return;
 	}
 	__builtin_memcpy(&r->key, k, sizeof(*k));
-	r->_pad = 0;
 	__builtin_memcpy(&r->value, v, sizeof(*v));
 	bpf_ringbuf_submit(r, 0);
 }
@@ -222,10 +286,13 @@ static __always_inline void send_direct(struct flow_key *k, struct flow_value *v
 /* Adds one skb to this CPU's slot of a flow. Slots of other CPUs start zeroed and no other CPU
  * writes this one, so no atomics are needed. */
 static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 len, __u64 segs,
-				       __u16 flags, __u32 sampling)
+				       __u16 flags, __u32 sampling, const struct l2 *macs)
 {
-	if (v->first_seen_ns == 0)
+	if (v->first_seen_ns == 0) {
 		v->first_seen_ns = now;
+		__builtin_memcpy(v->src_mac, macs->src, 6);
+		__builtin_memcpy(v->dst_mac, macs->dst, 6);
+	}
 	v->last_seen_ns = now;
 	v->bytes += len;
 	v->packets += segs;
@@ -234,18 +301,50 @@ static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 le
 	v->sampling = sampling;
 }
 
+/* Adds one skb to its flow in `map`, inserting the flow if new; the ring buffer takes it
+ * when the map is full. */
+static __always_inline void update_flow(void *map, struct flow_key *k, __u32 len, __u64 segs,
+					__u16 flags, __u32 sampling, const struct l2 *macs, __u64 now)
+{
+	struct flow_value *v = bpf_map_lookup_elem(map, k);
+	if (v) {
+		accumulate(v, now, len, segs, flags, sampling, macs);
+		return;
+	}
+	struct flow_value nv = {
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+		.bytes = len,
+		.packets = segs,
+		.skbs = 1,
+		.sampling = sampling,
+		.tcp_flags = flags,
+	};
+	__builtin_memcpy(nv.src_mac, macs->src, 6);
+	__builtin_memcpy(nv.dst_mac, macs->dst, 6);
+	long err = bpf_map_update_elem(map, k, &nv, BPF_NOEXIST);
+	if (err == 0)
+		return;
+	if (err == -17 /* EEXIST: another CPU inserted it meanwhile */) {
+		v = bpf_map_lookup_elem(map, k);
+		if (v) {
+			accumulate(v, now, len, segs, flags, sampling, macs);
+			return;
+		}
+	}
+	count(WEIR_CNT_MAP_FULL);
+	send_direct(k, &nv);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 {
 	struct flow_key k;
-	struct flow_value *v;
 	__u16 flags = 0;
 	__u32 zero = 0;
 	__u32 sampling = 0;
 	__u32 active = 0;
 	__u64 now, segs;
-	void *map;
 
-	count(WEIR_CNT_SKBS);
 	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (cfg) {
 		sampling = cfg->sampling;
@@ -256,9 +355,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 		return TC_ACT_UNSPEC;
 	}
 
+	struct l2 macs = {};
 	__builtin_memset(&k, 0, sizeof(k));
-	if (try_parse(skb, &k, &flags) < 0)
-		count(WEIR_CNT_TRUNCATED);
+	if (try_parse_direct(skb, &k, &flags, &macs) != 0) {
+		__builtin_memset(&k, 0, sizeof(k));
+		flags = 0;
+		if (try_parse(skb, &k, &flags, &macs) < 0)
+			count(WEIR_CNT_TRUNCATED);
+	}
 	k.ifindex = skb->ifindex;
 	k.direction = direction;
 
@@ -266,35 +370,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	segs = skb->gso_segs;
 	if (segs == 0)
 		segs = 1;
-	map = active ? (void *)&flows_b : (void *)&flows_a;
-
-	v = bpf_map_lookup_elem(map, &k);
-	if (v) {
-		accumulate(v, now, skb->len, segs, flags, sampling);
-		return TC_ACT_UNSPEC;
-	}
-
-	struct flow_value nv = {
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-		.bytes = skb->len,
-		.packets = segs,
-		.skbs = 1,
-		.sampling = sampling,
-		.tcp_flags = flags,
-	};
-	long err = bpf_map_update_elem(map, &k, &nv, BPF_NOEXIST);
-	if (err == 0)
-		return TC_ACT_UNSPEC;
-	if (err == -17 /* EEXIST: another CPU inserted it meanwhile */) {
-		v = bpf_map_lookup_elem(map, &k);
-		if (v) {
-			accumulate(v, now, skb->len, segs, flags, sampling);
-			return TC_ACT_UNSPEC;
-		}
-	}
-	count(WEIR_CNT_MAP_FULL);
-	send_direct(&k, &nv);
+	/* Two call sites with constant maps: the verifier inlines lookups only when it knows
+	 * the map, so no map pointer is chosen at run time. */
+	if (active)
+		update_flow(&flows_b, &k, skb->len, segs, flags, sampling, &macs, now);
+	else
+		update_flow(&flows_a, &k, skb->len, segs, flags, sampling, &macs, now);
 	return TC_ACT_UNSPEC;
 }
 

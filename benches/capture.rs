@@ -1,0 +1,429 @@
+//! Capture benchmark (needs root): what the agent costs the traffic it watches, measured on
+//! two network namespaces joined by a veth pair, with interleaved runs without and with the
+//! agent, and side by side with softflowd and pmacctd (libpcap flow exporters). Prints tables;
+//! see docs/PERFORMANCE.md. `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
+//!
+//! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+const NS_A: &str = "wbench-a";
+const NS_B: &str = "wbench-b";
+const IF_A: &str = "wbench0";
+const IF_B: &str = "wbench1";
+const A4: &str = "198.18.200.1";
+const B4: &str = "198.18.200.2";
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "failed: {cmd}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn quiet(cmd: &str) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn setup() {
+    teardown();
+    sh(&format!("ip netns add {NS_A} && ip netns add {NS_B}"));
+    sh(&format!(
+        "ip link add {IF_A} netns {NS_A} type veth peer name {IF_B} netns {NS_B}"
+    ));
+    sh(&format!(
+        "ip -n {NS_A} addr add {A4}/24 dev {IF_A} && ip -n {NS_A} link set {IF_A} up && ip -n {NS_A} link set lo up"
+    ));
+    sh(&format!(
+        "ip -n {NS_B} addr add {B4}/24 dev {IF_B} && ip -n {NS_B} link set {IF_B} up && ip -n {NS_B} link set lo up"
+    ));
+    sh(&format!(
+        "ip netns exec {NS_B} iperf3 -s -D --pidfile /tmp/wbench-iperf.pid --logfile /tmp/wbench-iperf.log"
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn teardown() {
+    quiet("kill $(cat /tmp/wbench-iperf.pid 2>/dev/null) 2>/dev/null");
+    quiet(&format!("ip netns del {NS_A}"));
+    quiet(&format!("ip netns del {NS_B}"));
+}
+
+fn iperf(args: &str) -> Value {
+    let out = sh(&format!("ip netns exec {NS_A} iperf3 -c {B4} -J {args}"));
+    serde_json::from_str(&out).expect("iperf3 json")
+}
+
+/// TCP throughput in Gbit/s.
+fn tcp_run() -> f64 {
+    let j = iperf("-t 3");
+    j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+/// 64-byte UDP at full speed: (packets/s received, packets sent).
+fn udp_run() -> (f64, u64) {
+    let j = iperf("-u -l 64 -b 0 -t 3");
+    let s = &j["end"]["sum"];
+    let pkts = s["packets"].as_u64().unwrap_or(0);
+    let lost = s["lost_packets"].as_u64().unwrap_or(0);
+    let secs = s["seconds"].as_f64().unwrap_or(3.0);
+    ((pkts - lost) as f64 / secs, pkts)
+}
+
+/// (user, system) CPU ticks of a process.
+fn cpu_ticks2(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based); after ")" they are 12 and 13.
+    (
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+    )
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let (u, s) = cpu_ticks2(pid);
+    u + s
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// (run time ns, run count) summed over weir's programs.
+fn bpf_stats() -> (u64, u64) {
+    let out = sh("bpftool prog show -j");
+    let v: Value = serde_json::from_str(&out).expect("bpftool json");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| matches!(p["name"].as_str(), Some("weir_ingress" | "weir_egress")))
+        .fold((0, 0), |acc, p| {
+            (
+                acc.0 + p["run_time_ns"].as_u64().unwrap_or(0),
+                acc.1 + p["run_cnt"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+struct Agent {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = Command::new(WEIR)
+            .args(["agent", "--no-host-netns", "--netns", NS_A, "--netns", NS_B])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent");
+        let a = Agent {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while a.attached() < 2 {
+            assert!(Instant::now() < deadline, "agent did not attach");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        a
+    }
+
+    fn status(&self) -> Value {
+        ureq::get(&format!("http://127.0.0.1:{}/api/v1/status", self.port))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json().ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn attached(&self) -> usize {
+        self.status()["capture"]["interfaces"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Runs a libpcap exporter on B's interface during a UDP run: (pps, cpu seconds, packets sent).
+fn exporter_run(cmd: &str) -> (f64, f64, u64) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec ip netns exec {NS_B} {cmd}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("exporter");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = child.id();
+    let c0 = cpu_ticks(pid);
+    let (pps, sent) = udp_run();
+    let cpu = (cpu_ticks(pid) - c0) as f64 / clk_tck();
+    let _ = child.kill();
+    let _ = child.wait();
+    (pps, cpu, sent)
+}
+
+fn main() {
+    let runs: usize = std::env::var("WEIR_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    setup();
+    let (mut tcp_off, mut tcp_on, mut udp_off, mut udp_on) = (vec![], vec![], vec![], vec![]);
+    let (mut ns_udp, mut ns_tcp, mut agent_cpu) = (vec![], vec![], vec![]);
+    for r in 0..runs {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for on in order {
+            if !on {
+                tcp_off.push(tcp_run());
+                udp_off.push(udp_run().0);
+                continue;
+            }
+            let agent = Agent::start(&[]);
+            tcp_on.push(tcp_run());
+            // User time only: softirq work done while an agent thread happens to be on the CPU
+            // is charged to it as system time, whoever's packets they are.
+            let c0 = cpu_ticks2(agent.child.id()).0;
+            let t = Instant::now();
+            let (pps, _) = udp_run();
+            let cpu = (cpu_ticks2(agent.child.id()).0 - c0) as f64
+                / clk_tck()
+                / t.elapsed().as_secs_f64();
+            udp_on.push(pps);
+            agent_cpu.push((cpu * 100.0, pps));
+        }
+    }
+    // Program run time, measured apart: kernel.bpf_stats_enabled itself slows every run.
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    {
+        let _agent = Agent::start(&[]);
+        for _ in 0..runs.min(3) {
+            let s0 = bpf_stats();
+            tcp_run();
+            let s1 = bpf_stats();
+            udp_run();
+            let s2 = bpf_stats();
+            ns_tcp.push((s1.0 - s0.0) as f64 / (s1.1 - s0.1).max(1) as f64);
+            ns_udp.push((s2.0 - s1.0) as f64 / (s2.1 - s1.1).max(1) as f64);
+        }
+    }
+    sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    let (to, tn, uo, un) = (
+        median(&mut tcp_off),
+        median(&mut tcp_on),
+        median(&mut udp_off),
+        median(&mut udp_on),
+    );
+    let mut cpu_pct: Vec<f64> = agent_cpu.iter().map(|c| c.0).collect();
+    let mut cpu_at_400k: Vec<f64> = agent_cpu
+        .iter()
+        .map(|c| c.0 * 400_000.0 / c.1.max(1.0))
+        .collect();
+    let (nu, nt) = (median(&mut ns_udp), median(&mut ns_tcp));
+    println!(
+        "capture benchmark: {runs} interleaved rounds without/with the agent (bpf_stats off), medians; program run time from a separate bpf_stats phase"
+    );
+    println!();
+    println!("| measure | without agent | with agent | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| iperf3 TCP throughput | {to:.2} Gbit/s | {tn:.2} Gbit/s | {:.3} | |",
+        tn / to
+    );
+    println!(
+        "| iperf3 64-byte UDP received | {:.0} pkt/s | {:.0} pkt/s | {:.3} | |",
+        uo,
+        un,
+        un / uo
+    );
+    println!("| program run time per 64-byte UDP packet | | {nu:.0} ns | | <= 150 ns |");
+    println!("| program run time per TCP skb (GSO) | | {nt:.0} ns | | |");
+    println!(
+        "| agent user-space CPU during the UDP run | | {:.2} % of a core | | |",
+        median(&mut cpu_pct)
+    );
+    println!(
+        "| agent user-space CPU scaled to 400 k pkt/s | | {:.2} % of a core | | < 2 % |",
+        median(&mut cpu_at_400k)
+    );
+
+    // 100 k active flows: RSS of the agent.
+    let agent = Agent::start(&["--max-flows", "131072"]);
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nend=time.time()+12\nwhile time.time()<end:\n    for p in range(1,50001):\n        s.sendto(b'x',('{B4}',p))\n"
+    );
+    let mut generator = Command::new("ip")
+        .args(["netns", "exec", NS_A, "python3", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("generator");
+    let mut rss_max = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(14) {
+        std::thread::sleep(Duration::from_millis(500));
+        rss_max = rss_max.max(status_kib(agent.child.id(), "VmRSS:"));
+    }
+    let _ = generator.wait();
+    let st = agent.status();
+    let ev = st["capture"]["counters"]["flows_evicted"]
+        .as_u64()
+        .unwrap_or(0);
+    let timer = st["capture"]["counters"]["evictions_timer"]
+        .as_u64()
+        .unwrap_or(1)
+        .max(1);
+    let per_eviction = ev / timer;
+    let hwm = status_kib(agent.child.id(), "VmHWM:");
+    let (anon, file) = (
+        status_kib(agent.child.id(), "RssAnon:"),
+        status_kib(agent.child.id(), "RssFile:"),
+    );
+    drop(agent);
+    println!();
+    println!("| 100 k active flows (50 k UDP ports each way, 12 s) | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| flows per eviction, per namespace (mean) | {per_eviction} | ~50000 (100 k active in all) |"
+    );
+    println!(
+        "| agent RSS, max sampled / peak (VmHWM) | {} MiB / {} MiB | <= 150 MB |",
+        rss_max / 1024,
+        hwm / 1024
+    );
+    println!(
+        "| of which at the end: anonymous / file-backed (mapped index files) | {} MiB / {} MiB | |",
+        anon / 1024,
+        file / 1024
+    );
+
+    // Side by side with libpcap exporters on the same traffic.
+    let have = |t: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    println!();
+    println!(
+        "| exporter (64-byte UDP, same runs) | received pkt/s | ratio to none | CPU s per M packets (process) |"
+    );
+    println!("|---|---|---|---|");
+    let weir_cpu_per_m = {
+        // kernel program time per packet (each packet runs the program twice: A egress and
+        // B ingress) plus the agent's own CPU, per million packets.
+        let agent_s_per_m = median(
+            &mut agent_cpu
+                .iter()
+                .map(|c| c.0 / 100.0 / c.1 * 1e6)
+                .collect::<Vec<_>>(),
+        );
+        nu * 2.0 / 1e3 + agent_s_per_m
+    };
+    println!(
+        "| weir (kernel programs + agent) | {un:.0} | {:.3} | {weir_cpu_per_m:.3} |",
+        un / uo
+    );
+    for (name, cmd) in [
+        (
+            "softflowd",
+            format!("softflowd -d -i {IF_B} -n 127.0.0.1:2055"),
+        ),
+        (
+            "pmacctd",
+            format!(
+                "pmacctd -i {IF_B} -P print -c src_host,dst_host,src_port,dst_port,proto -r 60"
+            ),
+        ),
+    ] {
+        let bin = cmd.split_whitespace().next().unwrap_or("");
+        if !have(bin) {
+            println!("| {name} | not installed (bash scripts/deps.sh bench) | | |");
+            continue;
+        }
+        let (mut pps, mut per_m) = (vec![], vec![]);
+        for _ in 0..runs.min(3) {
+            let (p, cpu, sent) = exporter_run(&cmd);
+            pps.push(p);
+            per_m.push(cpu / (sent as f64 / 1e6));
+        }
+        let p = median(&mut pps);
+        println!(
+            "| {name} | {p:.0} | {:.3} | {:.3} |",
+            p / uo,
+            median(&mut per_m)
+        );
+    }
+    println!();
+    println!(
+        "(weir's figure counts its program on both hooks a packet crosses, A egress and B ingress, where the exporters watch one interface; their process CPU leaves out the kernel's copy of each packet into their capture ring.)"
+    );
+    teardown();
+}
