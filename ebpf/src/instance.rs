@@ -673,7 +673,9 @@ impl Instance {
             }
         }
         sent += out.len() as u64;
-        self.counters.flows_evicted.fetch_add(sent, Ordering::Relaxed);
+        self.counters
+            .flows_evicted
+            .fetch_add(sent, Ordering::Relaxed);
         out.is_empty() || tx.send(Batch::from(out)).is_ok()
     }
 
