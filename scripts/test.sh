@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to a passing test suite: installs the build and test
-# dependencies, checks formatting and lints, and runs every test (unit, and end-to-end with
-# real eBPF on veths in network namespaces; needs root).
+# dependencies, builds the WebAssembly plugins, checks formatting and lints, and runs every
+# test (unit, the plugin sandbox against real components, and end-to-end with real eBPF on
+# veths in network namespaces; needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2 >/dev/null
+# Plugins (bundled ones and test fixtures) are WebAssembly components, built first.
+cargo build --release --locked --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace --lib --bins --tests

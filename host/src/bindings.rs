@@ -1,0 +1,57 @@
+//! Host bindings generated from `wit/`. The interfaces come from the `host-imports` world;
+//! each plugin world reuses them, so one implementation serves every world.
+
+pub mod imports {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "host-imports",
+    });
+}
+
+pub mod flow_processor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "flow-processor",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/metrics": super::imports::weir::plugin::metrics,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod visualization {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "visualization",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/flows": super::imports::weir::plugin::flows,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod alert_rule {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "alert-rule",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/metrics": super::imports::weir::plugin::metrics,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/flows": super::imports::weir::plugin::flows,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub use imports::weir::plugin::types;

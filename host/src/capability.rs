@@ -1,0 +1,55 @@
+//! Capabilities: the host interfaces of `weir:plugin`, each granted per plugin.
+
+use serde::{Deserialize, Serialize};
+
+/// One host interface a plugin may import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Log,
+    Metrics,
+    Kv,
+    Flows,
+    Clock,
+    Config,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 6] = [
+        Capability::Log,
+        Capability::Metrics,
+        Capability::Kv,
+        Capability::Flows,
+        Capability::Clock,
+        Capability::Config,
+    ];
+
+    /// The WIT interface name (the capability's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Metrics => "metrics",
+            Capability::Kv => "kv",
+            Capability::Flows => "flows",
+            Capability::Clock => "clock",
+            Capability::Config => "config",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// The capability behind an import name such as `weir:plugin/kv@0.1.0`.
+    pub fn of_import(import: &str) -> Option<Capability> {
+        let rest = import.strip_prefix("weir:plugin/")?;
+        let iface = rest.split('@').next()?;
+        Capability::parse(iface)
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

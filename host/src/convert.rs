@@ -1,0 +1,74 @@
+//! Conversions between weir-core values and the WIT types.
+
+use crate::bindings::types as wit;
+use std::net::{IpAddr, Ipv6Addr};
+use weir_core::Flow;
+use weir_core::schema::{Value, index_ip};
+
+pub fn ip_to_wit(ip: &IpAddr) -> wit::IpAddr {
+    let v = u128::from(index_ip(ip));
+    wit::IpAddr {
+        hi: (v >> 64) as u64,
+        lo: v as u64,
+    }
+}
+
+pub fn ip_from_wit(ip: &wit::IpAddr) -> Ipv6Addr {
+    Ipv6Addr::from((u128::from(ip.hi) << 64) | u128::from(ip.lo))
+}
+
+pub fn mac_to_u64(mac: &str) -> u64 {
+    mac.split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(b))
+}
+
+pub fn flow_to_wit(f: &Flow) -> wit::Flow {
+    wit::Flow {
+        time_flow_start_ms: f.time_flow_start_ms,
+        time_flow_end_ms: f.time_flow_end_ms,
+        time_received: f.time_received,
+        etype: f.etype,
+        src_mac: mac_to_u64(&f.src_mac),
+        dst_mac: mac_to_u64(&f.dst_mac),
+        src_addr: ip_to_wit(&f.src_addr),
+        dst_addr: ip_to_wit(&f.dst_addr),
+        src_port: f.src_port,
+        dst_port: f.dst_port,
+        proto: f.proto,
+        icmp_type: f.icmp_type,
+        icmp_code: f.icmp_code,
+        bytes: f.bytes,
+        packets: f.packets,
+        skbs: f.skbs,
+        flags: f.flags,
+        interface: f.interface.clone(),
+        if_direction: f.if_direction,
+        sampling: f.sampling,
+        netns: f.netns.clone(),
+    }
+}
+
+pub fn value_to_wit(v: &Value) -> wit::Value {
+    match v {
+        Value::U64(n) => wit::Value::Number(*n),
+        Value::Ip(ip) => wit::Value::Ip(ip_to_wit(&IpAddr::V6(*ip))),
+        Value::Str(s) => wit::Value::Text(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_macs() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        let w = ip_to_wit(&v4);
+        assert_eq!(
+            ip_from_wit(&w).to_ipv4_mapped(),
+            Some("198.18.0.1".parse().unwrap())
+        );
+        assert_eq!(mac_to_u64("02:00:00:00:00:ff"), 0x0200_0000_00ff);
+    }
+}

@@ -1,0 +1,54 @@
+//! weir's plugin host: WebAssembly components built against the `weir:plugin` WIT package
+//! (`wit/`), run in wasmtime with a sandbox per plugin (memory cap, CPU deadline per call, no
+//! files, sockets or environment), linked only with the capabilities the operator granted.
+
+mod bindings;
+pub mod capability;
+pub mod convert;
+pub mod manifest;
+pub mod plugin;
+pub mod runtime;
+mod state;
+
+pub use capability::Capability;
+pub use manifest::{Kind, Limits, Manifest};
+pub use plugin::{Plugin, PluginInfo, PluginState};
+pub use runtime::Runtime;
+
+/// What can go wrong loading or running a plugin; every message names the plugin or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    #[error("incompatible plugin: {0}")]
+    Incompatible(String),
+    #[error("malformed plugin file: {0}")]
+    Malformed(String),
+    #[error("cannot load plugin: {0}")]
+    Load(String),
+    #[error("capability not granted: {0}")]
+    Denied(String),
+    #[error("plugin {plugin} exceeded its CPU deadline of {timeout_ms} ms")]
+    Timeout { plugin: String, timeout_ms: u32 },
+    #[error("plugin {plugin} exceeded its memory limit of {memory_mb} MiB")]
+    Memory { plugin: String, memory_mb: u32 },
+    #[error("plugin {plugin} trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin {plugin} returned too much: {message}")]
+    Output { plugin: String, message: String },
+    #[error("plugin {plugin} reported an error: {message}")]
+    Plugin { plugin: String, message: String },
+    #[error("plugin {plugin} is disabled: {reason}")]
+    Disabled { plugin: String, reason: String },
+    #[error("plugin {plugin} is a {kind}, not a {wanted}")]
+    WrongKind {
+        plugin: String,
+        kind: &'static str,
+        wanted: &'static str,
+    },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The plugin manifest: from `plugin.toml` beside the component, or embedded in it as a
+//! top-level custom section named `weir-manifest` (so one file travels).
+
+use crate::HostError;
+use crate::capability::Capability;
+use serde::Deserialize;
+
+/// Name of the custom section holding an embedded manifest (TOML text).
+pub const SECTION: &str = "weir-manifest";
+
+/// The WIT package versions this host loads plugins of.
+pub const SUPPORTED_WIT: &[&str] = &["0.1"];
+
+/// A plugin kind: the world it is built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Visualization,
+    AlertRule,
+    FlowProcessor,
+    Correlator,
+    Decoder,
+    Summarizer,
+}
+
+impl Kind {
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Visualization => "visualization",
+            Kind::AlertRule => "alert-rule",
+            Kind::FlowProcessor => "flow-processor",
+            Kind::Correlator => "correlator",
+            Kind::Decoder => "decoder",
+            Kind::Summarizer => "summarizer",
+        }
+    }
+}
+
+/// Limits a plugin asks for (the operator may lower them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap in MiB.
+    pub memory_mb: u32,
+    /// CPU deadline per call in ms.
+    pub timeout_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 16,
+            timeout_ms: 1000,
+        }
+    }
+}
+
+/// What a plugin declares about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    /// The `weir:plugin` version it was built against, e.g. "0.1".
+    pub wit: String,
+    #[serde(default)]
+    pub description: String,
+    /// Capabilities it asks for.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest; errors name the field.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest, HostError> {
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| HostError::Manifest(format!("{origin}: {}", e.to_string().trim())))?;
+        let valid_name = !m.name.is_empty()
+            && m.name.len() <= 64
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(HostError::Manifest(format!(
+                "{origin}: name '{}' must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                m.name
+            )));
+        }
+        if !SUPPORTED_WIT.contains(&m.wit.as_str()) {
+            return Err(HostError::Incompatible(format!(
+                "{origin}: plugin '{}' is built against weir:plugin {}, this host supports {}",
+                m.name,
+                m.wit,
+                SUPPORTED_WIT.join(", ")
+            )));
+        }
+        if m.limits.memory_mb == 0 || m.limits.memory_mb > 4096 {
+            return Err(HostError::Manifest(format!(
+                "{origin}: limits.memory_mb must be 1-4096, got {}",
+                m.limits.memory_mb
+            )));
+        }
+        if m.limits.timeout_ms == 0 || m.limits.timeout_ms > 600_000 {
+            return Err(HostError::Manifest(format!(
+                "{origin}: limits.timeout_ms must be 1-600000, got {}",
+                m.limits.timeout_ms
+            )));
+        }
+        Ok(m)
+    }
+}
+
+fn uleb(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut out = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        out |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Whether the bytes look like a WebAssembly component (not a core module).
+pub fn is_component(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0] && wasm[4..6] != [1, 0]
+}
+
+/// The data of a top-level custom section, walking only the outer component's sections.
+pub fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, HostError> {
+    if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
+        return Err(HostError::Malformed(
+            "not a WebAssembly file (bad magic)".into(),
+        ));
+    }
+    let mut pos = 8;
+    while pos < wasm.len() {
+        let id = wasm[pos];
+        pos += 1;
+        let size = uleb(wasm, &mut pos).ok_or_else(|| {
+            HostError::Malformed(format!("truncated section header at byte {pos}"))
+        })? as usize;
+        let end = pos
+            .checked_add(size)
+            .filter(|e| *e <= wasm.len())
+            .ok_or_else(|| {
+                HostError::Malformed(format!("section at byte {pos} runs past the end"))
+            })?;
+        if id == 0 {
+            let mut p = pos;
+            let len = uleb(wasm, &mut p)
+                .ok_or_else(|| HostError::Malformed("bad custom section name".into()))?
+                as usize;
+            let name_end = p.checked_add(len).filter(|e| *e <= end);
+            if let Some(ne) = name_end
+                && &wasm[p..ne] == name.as_bytes()
+            {
+                return Ok(Some(&wasm[ne..end]));
+            }
+        }
+        pos = end;
+    }
+    Ok(None)
+}
+
+/// Appends a top-level custom section (how `weir plugin pack` embeds a manifest).
+pub fn append_custom_section(wasm: &mut Vec<u8>, name: &str, data: &[u8]) {
+    fn put_uleb(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut body = Vec::with_capacity(name.len() + data.len() + 5);
+    put_uleb(&mut body, name.len() as u64);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(data);
+    wasm.push(0);
+    put_uleb(wasm, body.len() as u64);
+    wasm.extend_from_slice(&body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "name = \"top-talkers\"\nversion = \"1.0.0\"\nkind = \"visualization\"\nwit = \"0.1\"\ncapabilities = [\"flows\", \"log\"]\n[limits]\nmemory_mb = 32\n";
+
+    #[test]
+    fn parses_and_checks() {
+        let m = Manifest::parse(GOOD, "plugin.toml").unwrap();
+        assert_eq!(m.kind, Kind::Visualization);
+        assert_eq!(m.capabilities, vec![Capability::Flows, Capability::Log]);
+        assert_eq!(m.limits.memory_mb, 32);
+        assert_eq!(m.limits.timeout_ms, 1000);
+        let e = Manifest::parse(&GOOD.replace("\"0.1\"", "\"1.0\""), "x").unwrap_err();
+        assert!(e.to_string().contains("this host supports 0.1"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("flows", "network"), "x").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `network`"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("top-talkers", "Top Talkers"), "x").unwrap_err();
+        assert!(e.to_string().contains("name 'Top Talkers'"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("memory_mb = 32", "memory_mb = 0"), "x").unwrap_err();
+        assert!(e.to_string().contains("limits.memory_mb"), "{e}");
+        let e = Manifest::parse("name = \"x\"", "plugin.toml").unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid manifest: plugin.toml:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn custom_sections_round_trip() {
+        let mut wasm = b"\0asm\x0d\x00\x01\x00".to_vec();
+        append_custom_section(&mut wasm, "other", b"zz");
+        append_custom_section(&mut wasm, SECTION, GOOD.as_bytes());
+        assert!(is_component(&wasm));
+        assert_eq!(
+            custom_section(&wasm, SECTION).unwrap(),
+            Some(GOOD.as_bytes())
+        );
+        assert_eq!(custom_section(&wasm, "nope").unwrap(), None);
+        assert!(custom_section(b"junk", SECTION).is_err());
+        let mut cut = wasm.clone();
+        cut.truncate(wasm.len() - 3);
+        assert!(custom_section(&cut, SECTION).is_err());
+    }
+}

@@ -1,0 +1,510 @@
+//! One loaded plugin: checked against its manifest and grants, pre-linked, and called in a
+//! fresh sandboxed store each time (a trap never poisons later calls). Repeated failures
+//! disable it; other plugins and the agent are never affected.
+
+use crate::HostError;
+use crate::bindings::{alert_rule, flow_processor, types as wit, visualization};
+use crate::capability::Capability;
+use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
+use crate::runtime::{Runtime, TICK_MS};
+use crate::state::{HostState, PluginCtx};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+/// Consecutive failed calls after which a plugin is disabled.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 3;
+/// Most items a plugin may return from one call (nodes + links, rows, samples, alerts...).
+pub const MAX_OUTPUT_ITEMS: usize = 200_000;
+/// Guest stdout/stderr kept per call; beyond it the stream closes.
+pub const STDIO_CAP: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum PluginState {
+    Enabled,
+    Disabled(String),
+}
+
+/// A plugin as the CLI and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    pub description: String,
+    pub sha256: String,
+    pub requested: Vec<Capability>,
+    pub granted: Vec<Capability>,
+    pub limits: Limits,
+    pub state: PluginState,
+    pub calls: u64,
+    pub failures: u64,
+    pub recent_errors: Vec<String>,
+}
+
+enum Pre {
+    FlowProcessor(flow_processor::FlowProcessorPre<HostState>),
+    Visualization(visualization::VisualizationPre<HostState>),
+    AlertRule(alert_rule::AlertRulePre<HostState>),
+    /// Kinds whose calls the host does not run yet (decoder, correlator, summarizer).
+    Unsupported,
+}
+
+#[derive(Default)]
+struct Health {
+    calls: u64,
+    failures: u64,
+    consecutive: u32,
+    disabled: Option<String>,
+    recent: VecDeque<String>,
+}
+
+pub struct Plugin {
+    manifest: Manifest,
+    sha256: String,
+    granted: BTreeSet<Capability>,
+    limits: Limits,
+    ctx: Arc<PluginCtx>,
+    engine: Engine,
+    pre: Pre,
+    health: Mutex<Health>,
+}
+
+/// Everything needed to load a plugin.
+pub struct LoadRequest<'a> {
+    pub wasm: &'a [u8],
+    /// A manifest given beside the file (plugin.toml); else the embedded one is used.
+    pub manifest: Option<Manifest>,
+    /// What the operator grants; only these interfaces are linked.
+    pub grants: &'a [Capability],
+    /// Operator limits, at most the ones the plugin asked for.
+    pub limits: Option<Limits>,
+    pub config: BTreeMap<String, String>,
+    pub flows: Option<Arc<weir_core::Store>>,
+}
+
+struct FixedWall;
+impl HostWallClock for FixedWall {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+struct FixedMono;
+impl HostMonotonicClock for FixedMono {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Plugin {
+    /// Checks, compiles (or loads from cache) and pre-links a plugin.
+    pub fn load(rt: &Runtime, req: LoadRequest<'_>) -> Result<Plugin, HostError> {
+        if !manifest::is_component(req.wasm) {
+            return Err(HostError::Malformed(if req.wasm.starts_with(b"\0asm") {
+                "a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it with `wasm-tools component new`".into()
+            } else {
+                "not a WebAssembly component (bad magic)".into()
+            }));
+        }
+        let manifest = match req.manifest {
+            Some(m) => m,
+            None => {
+                let text =
+                    manifest::custom_section(req.wasm, manifest::SECTION)?.ok_or_else(|| {
+                        HostError::Manifest(format!(
+                            "no plugin.toml given and no embedded '{}' section",
+                            manifest::SECTION
+                        ))
+                    })?;
+                let text = std::str::from_utf8(text)
+                    .map_err(|_| HostError::Manifest("embedded manifest is not UTF-8".into()))?;
+                Manifest::parse(text, "embedded manifest")?
+            }
+        };
+        let name = manifest.name.clone();
+        let sha256 = sha256_hex(req.wasm);
+        let component = rt.compile(req.wasm, &sha256)?;
+        let engine = rt.engine().clone();
+        let granted: BTreeSet<Capability> = req.grants.iter().copied().collect();
+
+        // Every weir import must be of a supported version and granted; WASI is sandboxed.
+        for (import, _) in component.component_type().imports(&engine) {
+            if let Some(rest) = import.strip_prefix("weir:plugin/") {
+                let version = rest.split('@').nth(1).unwrap_or("");
+                let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+                if !SUPPORTED_WIT.contains(&major_minor.as_str()) {
+                    return Err(HostError::Incompatible(format!(
+                        "plugin {name} imports {import}; this host supports weir:plugin {}",
+                        SUPPORTED_WIT.join(", ")
+                    )));
+                }
+                let iface = rest.split('@').next().unwrap_or("");
+                if iface == "types" {
+                    continue;
+                }
+                match Capability::parse(iface) {
+                    Some(c) if granted.contains(&c) => {}
+                    Some(c) => {
+                        return Err(HostError::Denied(format!(
+                            "plugin {name} imports {import} but the {c} capability is not granted (granted: {})",
+                            list(&granted)
+                        )));
+                    }
+                    None => {
+                        return Err(HostError::Load(format!(
+                            "plugin {name} imports unknown interface {import}"
+                        )));
+                    }
+                }
+            } else if !import.starts_with("wasi:") {
+                return Err(HostError::Load(format!(
+                    "plugin {name} imports {import}, which this host does not provide"
+                )));
+            }
+        }
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| HostError::Load(format!("{e:#}")))?;
+        link_granted(&mut linker, &granted).map_err(|e| HostError::Load(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| HostError::Load(format!("plugin {name}: {e:#}")))?;
+        let world_err = |e: wasmtime::Error| {
+            HostError::Load(format!(
+                "plugin {name} does not implement the {} world it declares: {e:#}",
+                manifest.kind.world()
+            ))
+        };
+        let pre = match manifest.kind {
+            Kind::FlowProcessor => {
+                Pre::FlowProcessor(flow_processor::FlowProcessorPre::new(pre).map_err(world_err)?)
+            }
+            Kind::Visualization => {
+                Pre::Visualization(visualization::VisualizationPre::new(pre).map_err(world_err)?)
+            }
+            Kind::AlertRule => {
+                Pre::AlertRule(alert_rule::AlertRulePre::new(pre).map_err(world_err)?)
+            }
+            Kind::Decoder | Kind::Correlator | Kind::Summarizer => Pre::Unsupported,
+        };
+        let asked = manifest.limits;
+        let limits = match req.limits {
+            Some(l) => Limits {
+                memory_mb: l.memory_mb.min(asked.memory_mb),
+                timeout_ms: l.timeout_ms.min(asked.timeout_ms),
+            },
+            None => asked,
+        };
+        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows));
+        tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
+        Ok(Plugin {
+            manifest,
+            sha256,
+            granted,
+            limits,
+            ctx,
+            engine,
+            pre,
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        let h = lock(&self.health);
+        PluginInfo {
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            kind: self.manifest.kind,
+            description: self.manifest.description.clone(),
+            sha256: self.sha256.clone(),
+            requested: self.manifest.capabilities.clone(),
+            granted: self.granted.iter().copied().collect(),
+            limits: self.limits,
+            state: match &h.disabled {
+                Some(r) => PluginState::Disabled(r.clone()),
+                None => PluginState::Enabled,
+            },
+            calls: h.calls,
+            failures: h.failures,
+            recent_errors: h.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Re-enables a plugin disabled by failures.
+    pub fn reset(&self) {
+        let mut h = lock(&self.health);
+        h.disabled = None;
+        h.consecutive = 0;
+    }
+
+    /// Metric samples emitted through the metrics capability since the last drain.
+    pub fn drain_metrics(&self) -> Vec<wit::MetricSample> {
+        std::mem::take(&mut *lock(&self.ctx.metrics))
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let stderr = MemoryOutputPipe::new(STDIO_CAP);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(MemoryOutputPipe::new(STDIO_CAP))
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        if !self.granted.contains(&Capability::Clock) {
+            wasi.wall_clock(FixedWall).monotonic_clock(FixedMono);
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_mb as usize * 1024 * 1024)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi: wasi.build(),
+                table: wasmtime::component::ResourceTable::new(),
+                limits,
+                ctx: self.ctx.clone(),
+                stderr,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(u64::from(self.limits.timeout_ms).div_ceil(TICK_MS) + 1);
+        store
+    }
+
+    /// Runs one call in a fresh store, classifying failures and keeping the plugin's health.
+    fn run<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
+    ) -> Result<R, HostError> {
+        let name = self.manifest.name.clone();
+        {
+            let h = lock(&self.health);
+            if let Some(reason) = &h.disabled {
+                return Err(HostError::Disabled {
+                    plugin: name,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let mut store = self.new_store();
+        let result = f(&mut store);
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
+            .trim()
+            .to_string();
+        let outcome = match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(wit::PluginError::InvalidInput(m))) | Ok(Err(wit::PluginError::Failed(m))) => {
+                Err(HostError::Plugin {
+                    plugin: name.clone(),
+                    message: m,
+                })
+            }
+            Err(e) => Err(self.classify(&e, &stderr)),
+        };
+        let mut h = lock(&self.health);
+        h.calls += 1;
+        match &outcome {
+            Ok(_) => h.consecutive = 0,
+            Err(e) => {
+                h.failures += 1;
+                h.consecutive += 1;
+                if h.recent.len() >= 10 {
+                    h.recent.pop_front();
+                }
+                h.recent.push_back(e.to_string());
+                tracing::warn!(plugin = %name, error = %e, "plugin call failed");
+                if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
+                    let reason = format!("{} consecutive failures, last: {e}", h.consecutive);
+                    tracing::error!(plugin = %name, reason = %reason, "plugin disabled");
+                    h.disabled = Some(reason);
+                }
+            }
+        }
+        outcome
+    }
+
+    fn classify(&self, e: &wasmtime::Error, stderr: &str) -> HostError {
+        let plugin = self.manifest.name.clone();
+        let debug = format!("{e:?}");
+        let with_stderr = |m: String| {
+            if stderr.is_empty() {
+                m
+            } else {
+                format!(
+                    "{m} (stderr: {})",
+                    stderr.chars().take(500).collect::<String>()
+                )
+            }
+        };
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => HostError::Timeout { plugin, timeout_ms: self.limits.timeout_ms },
+            Some(Trap::StackOverflow) => HostError::Trap { plugin, message: "stack overflow (recursion too deep)".into() },
+            // A Rust guest keeps its own stack in linear memory, below its data: recursing past
+            // it walks off the start of memory.
+            Some(Trap::MemoryOutOfBounds) => HostError::Trap {
+                plugin,
+                message: with_stderr("out of bounds memory access (often the guest's own stack overflowing: recursion too deep)".into()),
+            },
+            _ if debug.contains("forcing trap when growing memory") => {
+                HostError::Memory { plugin, memory_mb: self.limits.memory_mb }
+            }
+            _ if stderr.contains("memory allocation of") => HostError::Memory { plugin, memory_mb: self.limits.memory_mb },
+            Some(Trap::UnreachableCodeReached) => HostError::Trap { plugin, message: with_stderr("the plugin panicked or aborted".into()) },
+            Some(t) => HostError::Trap { plugin, message: with_stderr(t.to_string()) },
+            None => HostError::Trap { plugin, message: with_stderr(format!("{e:#}")) },
+        }
+    }
+
+    fn wrong_kind(&self, wanted: &'static str) -> HostError {
+        HostError::WrongKind {
+            plugin: self.manifest.name.clone(),
+            kind: self.manifest.kind.world(),
+            wanted,
+        }
+    }
+
+    fn too_big(&self, n: usize) -> Result<(), HostError> {
+        if n > MAX_OUTPUT_ITEMS {
+            let e = HostError::Output {
+                plugin: self.manifest.name.clone(),
+                message: format!("{n} items, the limit is {MAX_OUTPUT_ITEMS}"),
+            };
+            let mut h = lock(&self.health);
+            h.failures += 1;
+            h.consecutive += 1;
+            h.recent.push_back(e.to_string());
+            if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
+                h.disabled = Some(format!("{} consecutive failures, last: {e}", h.consecutive));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// flow-processor: derive values from a batch of flows.
+    pub fn process(
+        &self,
+        batch: &[weir_core::Flow],
+    ) -> Result<flow_processor::Processed, HostError> {
+        let Pre::FlowProcessor(pre) = &self.pre else {
+            return Err(self.wrong_kind("flow-processor"));
+        };
+        let flows: Vec<wit::Flow> = batch.iter().map(crate::convert::flow_to_wit).collect();
+        let out = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.call_process(&mut *store, &flows)
+        })?;
+        self.too_big(out.samples.len() + out.annotations.len())?;
+        Ok(out)
+    }
+
+    /// visualization: draw a view.
+    pub fn render(&self, req: &wit::RenderRequest) -> Result<wit::View, HostError> {
+        let Pre::Visualization(pre) = &self.pre else {
+            return Err(self.wrong_kind("visualization"));
+        };
+        let view = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.call_render(&mut *store, req)
+        })?;
+        let n = match &view {
+            wit::View::Sankey(s) => s.nodes.len() + s.links.len(),
+            wit::View::Chord(c) => c.labels.len() + c.matrix.iter().map(Vec::len).sum::<usize>(),
+            wit::View::Graph(g) => g.nodes.len() + g.edges.len(),
+            wit::View::Table(t) => t.rows.len(),
+            wit::View::Timeseries(t) => t.series.iter().map(|s| s.points.len()).sum(),
+            wit::View::Svg(s) => s.len() / 64,
+        };
+        self.too_big(n)?;
+        Ok(view)
+    }
+
+    /// alert-rule: evaluate over a window.
+    pub fn evaluate(&self, window: wit::TimeRange) -> Result<Vec<wit::Alert>, HostError> {
+        let Pre::AlertRule(pre) = &self.pre else {
+            return Err(self.wrong_kind("alert-rule"));
+        };
+        let alerts = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.call_evaluate(&mut *store, window)
+        })?;
+        self.too_big(alerts.len())?;
+        Ok(alerts)
+    }
+}
+
+fn list(caps: &BTreeSet<Capability>) -> String {
+    if caps.is_empty() {
+        return "none".into();
+    }
+    caps.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+}
+
+fn link_granted(
+    linker: &mut Linker<HostState>,
+    granted: &BTreeSet<Capability>,
+) -> wasmtime::Result<()> {
+    use crate::bindings::imports::weir::plugin as p;
+    for c in granted {
+        match c {
+            Capability::Log => {
+                p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Metrics => {
+                p::metrics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Kv => p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Flows => {
+                p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Clock => {
+                p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Config => {
+                p::config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The WIT types plugins exchange with the host.
+pub use crate::bindings::types as wit_types;

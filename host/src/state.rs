@@ -1,0 +1,297 @@
+//! What a plugin's store holds, and the host side of every capability.
+
+use crate::bindings::imports::weir::plugin::{clock, config, flows, kv, log, metrics};
+use crate::bindings::types as wit;
+use crate::convert::{flow_to_wit, value_to_wit};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_core::query::{self, Metric, SortBy, TimeRange};
+use weir_core::store::{Buckets, ListRequest, Totals};
+
+/// Most bytes a plugin's key-value store may hold.
+pub const KV_LIMIT: usize = 1 << 20;
+
+/// Per-plugin state that outlives a call: configuration, key-value data, emitted metrics.
+pub struct PluginCtx {
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+    pub kv: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub flows: Option<Arc<weir_core::Store>>,
+    pub metrics: Mutex<Vec<wit::MetricSample>>,
+}
+
+impl PluginCtx {
+    pub fn new(
+        name: &str,
+        config: BTreeMap<String, String>,
+        flows: Option<Arc<weir_core::Store>>,
+    ) -> Self {
+        PluginCtx {
+            name: name.to_string(),
+            config,
+            kv: Mutex::new(BTreeMap::new()),
+            flows,
+            metrics: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The data of one call's store.
+pub struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub ctx: Arc<PluginCtx>,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl crate::bindings::types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let plugin = self.ctx.name.as_str();
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl metrics::Host for HostState {
+    fn emit(&mut self, samples: Vec<wit::MetricSample>) {
+        let mut m = lock(&self.ctx.metrics);
+        let room = 100_000usize.saturating_sub(m.len());
+        m.extend(samples.into_iter().take(room));
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        lock(&self.ctx.kv).get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let mut kv = lock(&self.ctx.kv);
+        let used: usize = kv
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if used + key.len() + value.len() > KV_LIMIT {
+            return Err(format!("key-value store full ({KV_LIMIT} bytes)"));
+        }
+        kv.insert(key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        lock(&self.ctx.kv).remove(&key);
+    }
+
+    fn list_keys(&mut self, prefix: String) -> Vec<String> {
+        lock(&self.ctx.kv)
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> u64 {
+        query::now_ms()
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.ctx.config.get(&key).cloned()
+    }
+
+    fn all(&mut self) -> Vec<(String, String)> {
+        self.ctx
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn range_of(r: &wit::TimeRange) -> Result<TimeRange, String> {
+    if r.from_ms > r.to_ms {
+        return Err(format!("reversed time range: {} > {}", r.from_ms, r.to_ms));
+    }
+    Ok(TimeRange {
+        from_ms: r.from_ms,
+        to_ms: r.to_ms,
+    })
+}
+
+fn metric_of(m: wit::Metric) -> Metric {
+    match m {
+        wit::Metric::Bytes => Metric::Bytes,
+        wit::Metric::Packets => Metric::Packets,
+        wit::Metric::Flows => Metric::Flows,
+    }
+}
+
+fn pick(t: &Totals, m: Metric) -> u64 {
+    match m {
+        Metric::Bytes => t.bytes,
+        Metric::Packets => t.packets,
+        Metric::Flows => t.flows,
+    }
+}
+
+impl HostState {
+    fn store(&self) -> Result<&Arc<weir_core::Store>, String> {
+        self.ctx
+            .flows
+            .as_ref()
+            .ok_or_else(|| "no flow store in this host".to_string())
+    }
+}
+
+impl flows::Host for HostState {
+    fn query(
+        &mut self,
+        filter: String,
+        range: wit::TimeRange,
+        limit: u32,
+    ) -> Result<Vec<wit::Flow>, String> {
+        let req = ListRequest {
+            filter: query::parse(&filter).map_err(|e| e.to_string())?,
+            range: range_of(&range)?,
+            sort: SortBy::parse("-TimeFlowEndMs").map_err(|e| e.to_string())?,
+            limit: query::check_limit("limit", limit as usize, query::MAX_LIMIT)?,
+            offset: 0,
+        };
+        let res = self.store()?.list(&req).map_err(|e| e.to_string())?;
+        Ok(res.flows.iter().map(flow_to_wit).collect())
+    }
+
+    fn aggregate(
+        &mut self,
+        filter: String,
+        range: wit::TimeRange,
+        group_by: Vec<String>,
+        metric: wit::Metric,
+        top: u32,
+    ) -> Result<Vec<wit::Group>, String> {
+        let fields = query::parse_group_by(&group_by.join(",")).map_err(|e| e.to_string())?;
+        let expr = query::parse(&filter).map_err(|e| e.to_string())?;
+        let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
+        let m = metric_of(metric);
+        let groups = self
+            .store()?
+            .aggregate(&expr, &range_of(&range)?, &fields, None)
+            .map_err(|e| e.to_string())?;
+        let mut rows: Vec<_> = groups.into_iter().collect();
+        rows.sort_by(|a, b| {
+            pick(&b.1, m)
+                .cmp(&pick(&a.1, m))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        Ok(rows
+            .into_iter()
+            .take(top)
+            .map(|((key, _), t)| wit::Group {
+                key: key.iter().map(value_to_wit).collect(),
+                bytes: t.bytes,
+                packets: t.packets,
+                flows: t.flows,
+            })
+            .collect())
+    }
+
+    fn timeseries(
+        &mut self,
+        filter: String,
+        range: wit::TimeRange,
+        step_ms: u64,
+        group_by: Vec<String>,
+        metric: wit::Metric,
+        top: u32,
+    ) -> Result<Vec<wit::Series>, String> {
+        let fields = if group_by.is_empty() {
+            Vec::new()
+        } else {
+            query::parse_group_by(&group_by.join(",")).map_err(|e| e.to_string())?
+        };
+        let expr = query::parse(&filter).map_err(|e| e.to_string())?;
+        let r = range_of(&range)?;
+        if step_ms == 0 || r.to_ms.saturating_sub(r.from_ms) / step_ms > query::MAX_BUCKETS {
+            return Err(format!(
+                "step {step_ms} ms gives too many buckets (max {})",
+                query::MAX_BUCKETS
+            ));
+        }
+        let buckets = (r.to_ms - r.from_ms).div_ceil(step_ms).max(1);
+        let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
+        let groups = self
+            .store()?
+            .aggregate(
+                &expr,
+                &r,
+                &fields,
+                Some(Buckets {
+                    origin_ms: r.from_ms,
+                    step_ms,
+                }),
+            )
+            .map_err(|e| e.to_string())?;
+        let ts = weir_core::aggregate::time_series(
+            groups,
+            &fields,
+            metric_of(metric),
+            top,
+            r.from_ms,
+            step_ms,
+            buckets,
+        );
+        // Keys come back as JSON; re-read them per field kind.
+        Ok(ts
+            .series
+            .into_iter()
+            .map(|s| wit::Series {
+                key: fields
+                    .iter()
+                    .map(|f| match &s.key[f.name] {
+                        serde_json::Value::Number(n) => wit::Value::Number(n.as_u64().unwrap_or(0)),
+                        serde_json::Value::String(t) => {
+                            match (f.kind, t.parse::<std::net::IpAddr>()) {
+                                (weir_core::schema::FieldKind::Ip, Ok(ip)) => {
+                                    wit::Value::Ip(crate::convert::ip_to_wit(&ip))
+                                }
+                                _ => wit::Value::Text(t.clone()),
+                            }
+                        }
+                        _ => wit::Value::Text(String::new()),
+                    })
+                    .collect(),
+                points: s.points,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,336 @@
+//! The sandbox against real components built from `plugins/` (build them first:
+//! `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`).
+
+use crate::plugin::{LoadRequest, MAX_CONSECUTIVE_FAILURES, Plugin, PluginState};
+use crate::{Capability, HostError, Manifest, Runtime};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_core::Flow;
+
+fn plugins_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    let p = plugins_dir().join(format!(
+        "target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml",
+            p.display()
+        )
+    })
+}
+
+fn manifest(name: &str) -> Manifest {
+    let p = plugins_dir().join(name).join("plugin.toml");
+    Manifest::parse(
+        &std::fs::read_to_string(&p).expect("plugin.toml"),
+        "plugin.toml",
+    )
+    .expect("manifest")
+}
+
+fn runtime() -> Arc<Runtime> {
+    static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| Arc::new(Runtime::new(None).expect("runtime")))
+        .clone()
+}
+
+fn load(name: &str, grants: &[Capability], config: &[(&str, &str)]) -> Result<Plugin, HostError> {
+    let bytes = wasm(name);
+    Plugin::load(
+        &runtime(),
+        LoadRequest {
+            wasm: &bytes,
+            manifest: Some(manifest(name)),
+            grants,
+            limits: None,
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            flows: None,
+        },
+    )
+}
+
+fn hostile(mode: &str) -> Plugin {
+    load(
+        "hostile",
+        &[Capability::Config, Capability::Kv],
+        &[("mode", mode)],
+    )
+    .expect("load hostile")
+}
+
+fn flows(n: usize) -> Vec<Flow> {
+    (0..n)
+        .map(|i| {
+            let mut f = Flow::empty();
+            f.proto = if i % 4 == 0 { 17 } else { 6 };
+            f.bytes = 100;
+            f.packets = 2;
+            f.src_addr = "198.18.0.1".parse().expect("ip");
+            f.interface = "eth0".into();
+            f
+        })
+        .collect()
+}
+
+fn sample(out: &crate::bindings::flow_processor::Processed, name: &str, proto: &str) -> f64 {
+    out.samples
+        .iter()
+        .find(|s| s.name == name && s.labels.iter().any(|(k, v)| k == "proto" && v == proto))
+        .map(|s| s.value)
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn bundled_flow_processor_sums_a_batch() {
+    let p = load("flow-count", &[], &[]).expect("load");
+    let out = p.process(&flows(10_000)).expect("process");
+    assert_eq!(sample(&out, "weir_flows", "6"), 7500.0);
+    assert_eq!(sample(&out, "weir_flows", "17"), 2500.0);
+    assert_eq!(sample(&out, "weir_bytes", "6"), 750_000.0);
+    assert_eq!(sample(&out, "weir_packets", "17"), 5000.0);
+    let info = p.info();
+    assert_eq!(info.calls, 1);
+    assert_eq!(info.state, PluginState::Enabled);
+}
+
+#[test]
+fn hostile_plugins_are_contained_with_clear_errors() {
+    let good = load("flow-count", &[], &[]).expect("load");
+    type Check = fn(&HostError) -> bool;
+    let cases: [(&str, Check); 7] = [
+        ("loop", |e| {
+            matches!(
+                e,
+                HostError::Timeout {
+                    timeout_ms: 300,
+                    ..
+                }
+            )
+        }),
+        ("bomb", |e| {
+            matches!(e, HostError::Memory { memory_mb: 64, .. })
+        }),
+        (
+            "recurse",
+            |e| matches!(e, HostError::Trap { message, .. } if message.contains("stack overflow")),
+        ),
+        (
+            "panic",
+            |e| matches!(e, HostError::Trap { message, .. } if message.contains("panicked") && message.contains("on purpose")),
+        ),
+        ("huge", |e| matches!(e, HostError::Output { .. })),
+        (
+            "file",
+            |e| matches!(e, HostError::Plugin { message, .. } if message.starts_with("file denied")),
+        ),
+        (
+            "socket",
+            |e| matches!(e, HostError::Plugin { message, .. } if message.starts_with("socket denied")),
+        ),
+    ];
+    for (mode, ok) in cases {
+        let p = hostile(mode);
+        let t = Instant::now();
+        let e = p.process(&flows(10)).expect_err(mode);
+        assert!(ok(&e), "{mode}: unexpected error {e}");
+        assert!(
+            e.to_string().contains("hostile"),
+            "{mode}: error names the plugin: {e}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{mode} took {:?}",
+            t.elapsed()
+        );
+        // Others keep their results.
+        let out = good.process(&flows(100)).expect("good plugin still works");
+        assert_eq!(sample(&out, "weir_flows", "6"), 75.0);
+    }
+}
+
+#[test]
+fn a_stuck_plugin_does_not_block_others() {
+    let stuck = Arc::new(hostile("loop"));
+    let good = load("flow-count", &[], &[]).expect("load");
+    let h = {
+        let stuck = stuck.clone();
+        std::thread::spawn(move || stuck.process(&flows(1)))
+    };
+    let t = Instant::now();
+    for _ in 0..20 {
+        good.process(&flows(100)).expect("good plugin");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "others ran while one spun: {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(
+        h.join().expect("thread"),
+        Err(HostError::Timeout { .. })
+    ));
+}
+
+#[test]
+fn repeated_failures_disable_a_plugin_and_reset_enables_it() {
+    let p = hostile("panic");
+    for _ in 0..MAX_CONSECUTIVE_FAILURES {
+        assert!(matches!(p.process(&flows(1)), Err(HostError::Trap { .. })));
+    }
+    let e = p.process(&flows(1)).expect_err("disabled");
+    assert!(matches!(e, HostError::Disabled { .. }), "{e}");
+    let info = p.info();
+    assert!(
+        matches!(info.state, PluginState::Disabled(ref r) if r.contains("3 consecutive failures")),
+        "{info:?}"
+    );
+    assert_eq!(info.recent_errors.len(), 3);
+    p.reset();
+    assert!(matches!(p.process(&flows(1)), Err(HostError::Trap { .. })));
+}
+
+#[test]
+fn state_survives_calls_through_the_kv_capability() {
+    let p = hostile("kv");
+    for want in 1..=3 {
+        let out = p.process(&flows(1)).expect("kv mode");
+        assert_eq!(out.samples[0].value, f64::from(want));
+    }
+}
+
+#[test]
+fn ungranted_imports_fail_at_load() {
+    let e = load("hostile", &[Capability::Config], &[])
+        .err()
+        .expect("must not load");
+    assert!(matches!(e, HostError::Denied(_)), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("weir:plugin/kv@0.1.0")
+            && m.contains("kv capability is not granted")
+            && m.contains("granted: config"),
+        "{m}"
+    );
+}
+
+#[test]
+fn malformed_files_are_refused() {
+    let rt = runtime();
+    let try_load = |bytes: &[u8]| {
+        Plugin::load(
+            &rt,
+            LoadRequest {
+                wasm: bytes,
+                manifest: Some(manifest("flow-count")),
+                grants: &[],
+                limits: None,
+                config: BTreeMap::new(),
+                flows: None,
+            },
+        )
+        .err()
+        .expect("must fail")
+    };
+    let e = try_load(b"this is not wasm at all");
+    assert!(
+        matches!(e, HostError::Malformed(ref m) if m.contains("bad magic")),
+        "{e}"
+    );
+    let e = try_load(b"\0asm\x01\0\0\0");
+    assert!(
+        matches!(e, HostError::Malformed(ref m) if m.contains("core WebAssembly module")),
+        "{e}"
+    );
+    let good = wasm("flow-count");
+    let e = try_load(&good[..good.len() / 2]);
+    assert!(matches!(e, HostError::Malformed(_)), "{e}");
+    // No manifest at all.
+    let e = Plugin::load(
+        &rt,
+        LoadRequest {
+            wasm: &good,
+            manifest: None,
+            grants: &[],
+            limits: None,
+            config: BTreeMap::new(),
+            flows: None,
+        },
+    )
+    .err()
+    .expect("no manifest");
+    assert!(e.to_string().contains("no plugin.toml given"), "{e}");
+}
+
+#[test]
+fn a_newer_wit_major_is_refused_with_the_supported_version() {
+    let bytes = wasm("future-major");
+    let mut m = manifest("flow-count");
+    m.name = "future-major".into();
+    m.capabilities = vec![Capability::Log];
+    // Even with a manifest that claims 0.1, the imports tell the truth.
+    let e = Plugin::load(
+        &runtime(),
+        LoadRequest {
+            wasm: &bytes,
+            manifest: Some(m),
+            grants: &[Capability::Log],
+            limits: None,
+            config: BTreeMap::new(),
+            flows: None,
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(matches!(e, HostError::Incompatible(_)), "{e}");
+    assert!(
+        e.to_string().contains("@1.0.0") && e.to_string().contains("supports weir:plugin 0.1"),
+        "{e}"
+    );
+    let e = Manifest::parse(
+        "name = \"x\"\nversion = \"1\"\nkind = \"decoder\"\nwit = \"1.0\"\n",
+        "plugin.toml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("this host supports 0.1"), "{e}");
+}
+
+#[test]
+fn embedded_manifest_and_compiled_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("runtime");
+    let mut bytes = wasm("flow-count");
+    let text = std::fs::read_to_string(plugins_dir().join("flow-count/plugin.toml")).expect("toml");
+    crate::manifest::append_custom_section(&mut bytes, crate::manifest::SECTION, text.as_bytes());
+    let req = || LoadRequest {
+        wasm: &bytes,
+        manifest: None,
+        grants: &[],
+        limits: None,
+        config: BTreeMap::new(),
+        flows: None,
+    };
+    let t = Instant::now();
+    let p = Plugin::load(&rt, req()).expect("cold load");
+    let cold = t.elapsed();
+    assert_eq!(p.name(), "flow-count");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("cache").count(),
+        1,
+        "one compiled file"
+    );
+    let t = Instant::now();
+    let p2 = Plugin::load(&rt, req()).expect("cached load");
+    let warm = t.elapsed();
+    assert!(warm < cold, "cache hit {warm:?} vs cold {cold:?}");
+    assert!(p2.process(&flows(4)).is_ok());
+}
