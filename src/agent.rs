@@ -45,6 +45,9 @@ pub struct AgentArgs {
     /// Run without eBPF capture (serve stored flows only).
     #[arg(long)]
     no_capture: bool,
+    /// Run without plugins (none loaded, the plugin API answers 503).
+    #[arg(long)]
+    no_plugins: bool,
     /// Drop stored flows older than this (0: keep).
     #[arg(long, default_value = "7d", value_parser = retention_duration)]
     retention_age: Duration,
@@ -73,7 +76,7 @@ fn retention_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/weir");
@@ -152,10 +155,25 @@ pub fn run(a: AgentArgs) -> Result<()> {
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
+    let (registry, processors) = if a.no_plugins {
+        (None, None)
+    } else {
+        let (reg, proc_tx) = start_plugins(&dir, store.clone())?;
+        state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
+        (Some(reg), Some(proc_tx))
+    };
     let live = state.live.clone();
     let observer: ingest::Observer = Box::new(move |batch| {
-        if live.receiver_count() > 0 {
-            let _ = live.send(Arc::new(batch.to_vec()));
+        let shared =
+            (live.receiver_count() > 0 || processors.is_some()).then(|| Arc::new(batch.to_vec()));
+        if let Some(b) = &shared {
+            if live.receiver_count() > 0 {
+                let _ = live.send(b.clone());
+            }
+            if let Some(p) = &processors {
+                // Plugins never slow ingest down: a full queue skips them for this batch.
+                let _ = p.try_send(b.clone());
+            }
         }
     });
     let ingest_cfg = IngestConfig {
@@ -186,8 +204,54 @@ pub fn run(a: AgentArgs) -> Result<()> {
     }
     drop(rt);
     let _ = ingest_thread.join();
+    drop(registry);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stored batches on their way to flow-processor plugins.
+type ProcessorQueue = std::sync::mpsc::SyncSender<Arc<Vec<weir_core::Flow>>>;
+
+/// Opens the plugin registry, keeps it in sync with the disk (installs made by `weir plugin`
+/// take effect within two seconds), and runs flow-processor plugins on stored batches.
+fn start_plugins(
+    dir: &std::path::Path,
+    store: Arc<Store>,
+) -> Result<(Arc<weir_host::registry::Registry>, ProcessorQueue)> {
+    let rt = weir_host::Runtime::new(Some(dir.join("plugin-cache")))
+        .context("starting the plugin runtime")?;
+    let reg = Arc::new(
+        weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
+            .context("opening the plugin registry")?,
+    );
+    let weak = Arc::downgrade(&reg);
+    std::thread::Builder::new()
+        .name("weir-plugin-sync".into())
+        .spawn(move || {
+            while let Some(reg) = weak.upgrade() {
+                reg.sync();
+                drop(reg);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+        .context("starting the plugin sync thread")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<weir_core::Flow>>>(16);
+    let weak = Arc::downgrade(&reg);
+    std::thread::Builder::new()
+        .name("weir-processors".into())
+        .spawn(move || {
+            for batch in rx {
+                let Some(reg) = weak.upgrade() else { return };
+                for p in reg.of_kind(weir_host::Kind::FlowProcessor) {
+                    // Errors are recorded against the plugin (and may disable it).
+                    let _ = p.process(&batch);
+                }
+            }
+        })
+        .context("starting the flow-processor thread")?;
+    let n = reg.list().len();
+    tracing::info!(installed = n, "plugins ready");
+    Ok((reg, tx))
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod output;
+mod plugin_cmd;
 mod units;
 
 use anyhow::Result;
@@ -32,6 +33,8 @@ enum Command {
     Status(client::StatusArgs),
     /// List the flow fields the filter language and group-by accept.
     Fields(client::FieldsArgs),
+    /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
+    Plugin(plugin_cmd::PluginArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Top(a) => client::top(a),
         Command::Status(a) => client::status(a),
         Command::Fields(a) => client::fields(a),
+        Command::Plugin(a) => plugin_cmd::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod capture;
 pub mod flow;
 pub mod ingest;
+pub mod plugins;
 pub mod query;
 pub mod schema;
 pub mod store;

@@ -7,6 +7,7 @@ pub mod capability;
 pub mod convert;
 pub mod manifest;
 pub mod plugin;
+pub mod registry;
 pub mod runtime;
 mod state;
 

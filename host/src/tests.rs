@@ -334,3 +334,124 @@ fn embedded_manifest_and_compiled_cache() {
     assert!(warm < cold, "cache hit {warm:?} vs cold {cold:?}");
     assert!(p2.process(&flows(4)).is_ok());
 }
+
+mod registry {
+    use super::*;
+    use crate::plugin::sha256_hex;
+    use crate::registry::{InstallRequest, Registry};
+
+    fn staged(dir: &std::path::Path, name: &str) -> PathBuf {
+        let d = dir.join(format!("src-{name}"));
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("plugin.wasm"), wasm(name)).expect("wasm");
+        std::fs::copy(
+            plugins_dir().join(name).join("plugin.toml"),
+            d.join("plugin.toml"),
+        )
+        .expect("toml");
+        d
+    }
+
+    fn entries(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().to_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn install_verify_enable_disable_remove() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg_dir = tmp.path().join("plugins");
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("registry");
+        let src = staged(tmp.path(), "flow-count");
+
+        // A pinned sha256 that does not match: refused, nothing written.
+        let e = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                sha256: Some("00".repeat(32)),
+                ..Default::default()
+            })
+            .expect_err("tampered");
+        assert!(e.to_string().contains("sha256 mismatch"), "{e}");
+        assert!(entries(&reg_dir).is_empty());
+
+        let sha = sha256_hex(&wasm("flow-count"));
+        let meta = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                sha256: Some(sha),
+                ..Default::default()
+            })
+            .expect("install");
+        assert_eq!(meta.manifest.name, "flow-count");
+        assert_eq!(entries(&reg_dir), vec!["flow-count"]);
+        let p = reg.get("flow-count").expect("loaded");
+        assert!(p.process(&flows(3)).is_ok());
+        // The installed file carries its manifest.
+        let installed = std::fs::read(reg_dir.join("flow-count/plugin.wasm")).expect("file");
+        assert!(
+            crate::manifest::custom_section(&installed, crate::manifest::SECTION)
+                .expect("parse")
+                .is_some()
+        );
+
+        // Installing again needs upgrade.
+        let e = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                ..Default::default()
+            })
+            .expect_err("dup");
+        assert!(e.to_string().contains("use `weir plugin upgrade`"), "{e}");
+        reg.install(&InstallRequest {
+            source: src,
+            upgrade: true,
+            ..Default::default()
+        })
+        .expect("upgrade");
+
+        reg.set_enabled("flow-count", false).expect("disable");
+        assert!(reg.get("flow-count").is_none());
+        assert!(!reg.list()[0].installed.enabled);
+        reg.set_enabled("flow-count", true).expect("enable");
+        assert!(reg.get("flow-count").is_some());
+
+        // A second registry on the same directory (a restarted agent) sees the same.
+        let again = Registry::open(&reg_dir, runtime(), None).expect("reopen");
+        assert!(again.get("flow-count").is_some());
+
+        reg.remove("flow-count").expect("remove");
+        assert!(entries(&reg_dir).is_empty());
+        assert!(reg.remove("flow-count").is_err());
+    }
+
+    #[test]
+    fn refused_installs_leave_nothing_behind() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg_dir = tmp.path().join("plugins");
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("registry");
+        let src = staged(tmp.path(), "hostile");
+        let e = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                grants: Some(vec![Capability::Config]),
+                ..Default::default()
+            })
+            .expect_err("kv not granted");
+        assert!(matches!(e, HostError::Denied(_)), "{e}");
+        std::fs::write(src.join("plugin.wasm"), b"\0asm\x0d\0\x01\0garbage").expect("write");
+        let e = reg
+            .install(&InstallRequest {
+                source: src,
+                ..Default::default()
+            })
+            .expect_err("garbage");
+        assert!(matches!(e, HostError::Malformed(_)), "{e}");
+        assert!(entries(&reg_dir).is_empty(), "{:?}", entries(&reg_dir));
+        assert!(reg.list().is_empty());
+    }
+}

@@ -6,5 +6,6 @@
 
 mod api;
 mod capture;
+mod plugins;
 mod storage;
 mod util;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub ingest: Arc<IngestStats>,
     /// New flows as they are stored, for live tailing.
     pub live: broadcast::Sender<Arc<Vec<Flow>>>,
+    /// Plugin management; None when the agent runs without plugins.
+    pub plugins: Option<Arc<dyn weir_core::plugins::PluginAdmin>>,
     /// Where imported flows go (the ingest stage); None refuses imports.
     pub ingest_tx: Option<SyncSender<Batch>>,
     pub started: Instant,
@@ -45,6 +47,7 @@ impl AppState {
             ingest,
             live,
             ingest_tx: None,
+            plugins: None,
             started: Instant::now(),
         }
     }
@@ -65,6 +68,18 @@ pub fn router(state: AppState) -> Router {
         .route("/flows/aggregate", get(handlers::flows::aggregate))
         .route("/flows/timeseries", get(handlers::flows::timeseries))
         .route("/flows/follow", get(handlers::flows::follow))
+        .route(
+            "/plugins",
+            get(handlers::plugins::list)
+                .post(handlers::plugins::install)
+                .layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route(
+            "/plugins/{name}",
+            axum::routing::delete(handlers::plugins::remove),
+        )
+        .route("/plugins/{name}/enable", post(handlers::plugins::enable))
+        .route("/plugins/{name}/disable", post(handlers::plugins::disable))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush));

@@ -2,3 +2,4 @@
 
 pub mod flows;
 pub mod meta;
+pub mod plugins;

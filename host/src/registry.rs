@@ -1,0 +1,416 @@
+//! Installed plugins on disk, and the loaded ones in memory.
+//!
+//! Layout: `<dir>/<name>/plugin.wasm` (the manifest embedded as a custom section, so the file
+//! alone describes the plugin) and `<dir>/<name>/installed.json` (sha256, grants, enabled,
+//! config). Installs are staged in a temporary directory, test-loaded, then renamed into place,
+//! so a refused or interrupted install leaves nothing half-installed. The agent calls
+//! [`Registry::sync`] periodically: changes made by `weir plugin` take effect without a restart.
+
+use crate::HostError;
+use crate::capability::Capability;
+use crate::manifest::{self, Manifest};
+use crate::plugin::{LoadRequest, Plugin, PluginInfo, sha256_hex};
+use crate::runtime::Runtime;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// What `installed.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Installed {
+    pub manifest: Manifest,
+    pub sha256: String,
+    pub granted: Vec<Capability>,
+    pub enabled: bool,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub installed_ms: u64,
+    pub source: String,
+}
+
+/// An install (or upgrade) request.
+#[derive(Debug, Clone, Default)]
+pub struct InstallRequest {
+    /// A `.wasm` file (manifest embedded, or a `plugin.toml` beside it) or a directory with
+    /// `plugin.toml` and one `.wasm`.
+    pub source: PathBuf,
+    /// Refuse the file unless its sha256 is this (hex).
+    pub sha256: Option<String>,
+    /// Capabilities to grant; None grants what the manifest asks for.
+    pub grants: Option<Vec<Capability>>,
+    pub config: BTreeMap<String, String>,
+    /// Replace an installed plugin of the same name.
+    pub upgrade: bool,
+}
+
+/// One row of `weir plugin list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub installed: Installed,
+    /// Present when loaded (enabled and loadable).
+    pub loaded: Option<PluginInfo>,
+    /// Why an enabled plugin is not loaded.
+    pub load_error: Option<String>,
+}
+
+struct Entry {
+    installed: Installed,
+    plugin: Option<Arc<Plugin>>,
+    load_error: Option<String>,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    rt: Arc<Runtime>,
+    flows: Option<Arc<weir_core::Store>>,
+    entries: RwLock<BTreeMap<String, Entry>>,
+}
+
+fn now_ms() -> u64 {
+    weir_core::query::now_ms()
+}
+
+fn read_source(source: &Path) -> Result<(Vec<u8>, Option<Manifest>), HostError> {
+    let (wasm_path, toml_path) = if source.is_dir() {
+        let wasms: Vec<PathBuf> = std::fs::read_dir(source)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        match wasms.as_slice() {
+            [one] => (one.clone(), source.join("plugin.toml")),
+            [] => {
+                return Err(HostError::Load(format!(
+                    "{}: no .wasm file in the directory",
+                    source.display()
+                )));
+            }
+            _ => {
+                return Err(HostError::Load(format!(
+                    "{}: more than one .wasm file in the directory",
+                    source.display()
+                )));
+            }
+        }
+    } else {
+        let toml = source.with_file_name("plugin.toml");
+        (source.to_path_buf(), toml)
+    };
+    let wasm = std::fs::read(&wasm_path)
+        .map_err(|e| HostError::Load(format!("reading {}: {e}", wasm_path.display())))?;
+    let manifest = if manifest::custom_section(&wasm, manifest::SECTION)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        None
+    } else if toml_path.exists() {
+        let text = std::fs::read_to_string(&toml_path)?;
+        Some(Manifest::parse(&text, &toml_path.display().to_string())?)
+    } else {
+        None
+    };
+    Ok((wasm, manifest))
+}
+
+impl Registry {
+    /// Opens (creating) the registry and loads every enabled plugin. A plugin that fails to
+    /// load is kept with its error; it never stops the others.
+    pub fn open(
+        dir: &Path,
+        rt: Arc<Runtime>,
+        flows: Option<Arc<weir_core::Store>>,
+    ) -> Result<Registry, HostError> {
+        std::fs::create_dir_all(dir)?;
+        let reg = Registry {
+            dir: dir.to_path_buf(),
+            rt,
+            flows,
+            entries: RwLock::new(BTreeMap::new()),
+        };
+        reg.sync();
+        Ok(reg)
+    }
+
+    fn read_installed(&self, name: &str) -> Result<(Installed, Vec<u8>), HostError> {
+        let d = self.dir.join(name);
+        let meta: Installed = serde_json::from_slice(&std::fs::read(d.join("installed.json"))?)
+            .map_err(|e| HostError::Load(format!("{}/installed.json: {e}", d.display())))?;
+        let wasm = std::fs::read(d.join("plugin.wasm"))?;
+        if sha256_hex(&wasm) != meta.sha256 {
+            return Err(HostError::Load(format!(
+                "{}/plugin.wasm does not match its recorded sha256 (changed on disk?)",
+                d.display()
+            )));
+        }
+        Ok((meta, wasm))
+    }
+
+    fn load(&self, meta: &Installed, wasm: &[u8]) -> Result<Plugin, HostError> {
+        Plugin::load(
+            &self.rt,
+            LoadRequest {
+                wasm,
+                manifest: None,
+                grants: &meta.granted,
+                limits: None,
+                config: meta.config.clone(),
+                flows: self.flows.clone(),
+            },
+        )
+    }
+
+    /// Brings memory in line with the disk: new, changed, enabled, disabled, removed plugins.
+    pub fn sync(&self) {
+        let on_disk: BTreeMap<String, ()> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("installed.json").exists())
+                    .filter_map(|e| e.file_name().to_str().map(|s| (s.to_string(), ())))
+                    .filter(|(n, _)| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|name, _| {
+            let keep = on_disk.contains_key(name);
+            if !keep {
+                tracing::info!(plugin = %name, "plugin removed");
+            }
+            keep
+        });
+        for name in on_disk.keys() {
+            let meta = match self.read_installed(name) {
+                Ok((meta, wasm)) => (meta, wasm),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "installed plugin unreadable");
+                    continue;
+                }
+            };
+            let (meta, wasm) = meta;
+            if let Some(cur) = entries.get(name)
+                && cur.installed == meta
+            {
+                continue;
+            }
+            let (plugin, load_error) = if meta.enabled {
+                match self.load(&meta, &wasm) {
+                    Ok(p) => (Some(Arc::new(p)), None),
+                    Err(e) => {
+                        tracing::warn!(plugin = %name, error = %e, "plugin not loaded");
+                        (None, Some(e.to_string()))
+                    }
+                }
+            } else {
+                (None, None)
+            };
+            entries.insert(
+                name.clone(),
+                Entry {
+                    installed: meta,
+                    plugin,
+                    load_error,
+                },
+            );
+        }
+    }
+
+    /// Verifies, test-loads and installs a plugin; returns what was recorded.
+    pub fn install(&self, req: &InstallRequest) -> Result<Installed, HostError> {
+        let (mut wasm, given) = read_source(&req.source)?;
+        let sha256 = sha256_hex(&wasm);
+        if let Some(want) = &req.sha256
+            && !want.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(HostError::Load(format!(
+                "sha256 mismatch for {}: expected {want}, the file has {sha256}",
+                req.source.display()
+            )));
+        }
+        let manifest = match given {
+            Some(m) => {
+                // Embed it, so the installed file travels with its manifest.
+                let text = std::fs::read_to_string(if req.source.is_dir() {
+                    req.source.join("plugin.toml")
+                } else {
+                    req.source.with_file_name("plugin.toml")
+                })?;
+                manifest::append_custom_section(&mut wasm, manifest::SECTION, text.as_bytes());
+                m
+            }
+            None => {
+                let text =
+                    manifest::custom_section(&wasm, manifest::SECTION)?.ok_or_else(|| {
+                        HostError::Manifest(format!(
+                            "{}: no plugin.toml and no embedded manifest",
+                            req.source.display()
+                        ))
+                    })?;
+                Manifest::parse(&String::from_utf8_lossy(text), "embedded manifest")?
+            }
+        };
+        let name = manifest.name.clone();
+        let target = self.dir.join(&name);
+        if target.exists() && !req.upgrade {
+            return Err(HostError::Load(format!(
+                "plugin {name} is already installed; use `weir plugin upgrade` to replace it"
+            )));
+        }
+        if !target.exists() && req.upgrade {
+            return Err(HostError::Load(format!(
+                "plugin {name} is not installed, nothing to upgrade"
+            )));
+        }
+        let granted = req
+            .grants
+            .clone()
+            .unwrap_or_else(|| manifest.capabilities.clone());
+        let meta = Installed {
+            manifest,
+            sha256: sha256_hex(&wasm),
+            granted,
+            enabled: true,
+            config: req.config.clone(),
+            installed_ms: now_ms(),
+            source: req.source.display().to_string(),
+        };
+        // Refuse anything that would not load, before touching the registry.
+        self.load(&meta, &wasm)?;
+        let staging = self
+            .dir
+            .join(format!(".{name}.staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let result = (|| -> Result<(), HostError> {
+            std::fs::create_dir_all(&staging)?;
+            std::fs::write(staging.join("plugin.wasm"), &wasm)?;
+            let json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
+            std::fs::write(staging.join("installed.json"), json)?;
+            if target.exists() {
+                let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
+                std::fs::rename(&target, &old)?;
+                std::fs::rename(&staging, &target)?;
+                let _ = std::fs::remove_dir_all(&old);
+            } else {
+                std::fs::rename(&staging, &target)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result?;
+        tracing::info!(plugin = %name, sha256 = %meta.sha256, upgrade = req.upgrade, "plugin installed");
+        self.sync();
+        Ok(meta)
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut Installed)) -> Result<Installed, HostError> {
+        let (mut meta, _) = self
+            .read_installed(name)
+            .map_err(|_| HostError::Load(format!("no plugin named {name} is installed")))?;
+        f(&mut meta);
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
+        let path = self.dir.join(name).join("installed.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &path)?;
+        self.sync();
+        Ok(meta)
+    }
+
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Installed, HostError> {
+        let meta = self.update(name, |m| m.enabled = enabled)?;
+        if enabled && let Some(p) = self.get(name) {
+            p.reset();
+        }
+        Ok(meta)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), HostError> {
+        let d = self.dir.join(name);
+        if !d.join("installed.json").exists() {
+            return Err(HostError::Load(format!(
+                "no plugin named {name} is installed"
+            )));
+        }
+        std::fs::remove_dir_all(&d)?;
+        self.sync();
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<Listed> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .values()
+            .map(|e| Listed {
+                installed: e.installed.clone(),
+                loaded: e.plugin.as_ref().map(|p| p.info()),
+                load_error: e.load_error.clone(),
+            })
+            .collect()
+    }
+
+    /// A loaded plugin by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(name).and_then(|e| e.plugin.clone())
+    }
+
+    /// Loaded plugins of one kind.
+    pub fn of_kind(&self, kind: crate::Kind) -> Vec<Arc<Plugin>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .values()
+            .filter_map(|e| e.plugin.clone())
+            .filter(|p| p.manifest().kind == kind)
+            .collect()
+    }
+}
+
+impl weir_core::plugins::PluginAdmin for Registry {
+    fn list(&self) -> serde_json::Value {
+        serde_json::to_value(Registry::list(self)).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn install(
+        &self,
+        wasm: &[u8],
+        sha256: Option<&str>,
+        grants: Option<Vec<String>>,
+        upgrade: bool,
+    ) -> Result<serde_json::Value, String> {
+        let grants = match grants {
+            Some(g) => Some(
+                g.iter()
+                    .map(|s| Capability::parse(s).ok_or_else(|| format!("unknown capability '{s}' (known: log, metrics, kv, flows, clock, config)")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let tmp = self
+            .dir
+            .join(format!(".upload-{}-{}.wasm", std::process::id(), now_ms()));
+        std::fs::write(&tmp, wasm).map_err(|e| e.to_string())?;
+        let r = self.install(&InstallRequest {
+            source: tmp.clone(),
+            sha256: sha256.map(String::from),
+            grants,
+            config: BTreeMap::new(),
+            upgrade,
+        });
+        let _ = std::fs::remove_file(&tmp);
+        r.map(|m| serde_json::to_value(m).unwrap_or(serde_json::Value::Null))
+            .map_err(|e| e.to_string())
+    }
+
+    fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), String> {
+        Registry::set_enabled(self, name, enabled)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), String> {
+        Registry::remove(self, name).map_err(|e| e.to_string())
+    }
+}

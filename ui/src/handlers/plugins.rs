@@ -1,0 +1,82 @@
+//! /api/v1/plugins: list, install (upload), enable, disable, remove.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::Params;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use weir_core::plugins::PluginAdmin;
+
+fn admin(st: &AppState) -> Result<Arc<dyn PluginAdmin>, ApiError> {
+    st.plugins
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("plugins are off in this agent"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("worker failed: {e}")))?
+        .map_err(|m| ApiError::bad_request("plugin", m))
+}
+
+/// `GET /api/v1/plugins`
+pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    Ok(Json(
+        json!({ "plugins": blocking(move || Ok(a.list())).await? }),
+    ))
+}
+
+/// `POST /api/v1/plugins?sha256=&grant=flows,log&upgrade=true` with the `.wasm` as the body
+/// (manifest embedded).
+pub async fn install(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    let p = Params::new(q, &["sha256", "grant", "upgrade"])?;
+    let sha = p.get("sha256").map(String::from);
+    let grants = p.get("grant").map(|g| {
+        g.split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    });
+    let upgrade = matches!(p.get("upgrade"), Some("true" | "1"));
+    let installed = blocking(move || a.install(&body, sha.as_deref(), grants, upgrade)).await?;
+    Ok(Json(json!({ "installed": installed })))
+}
+
+pub async fn enable(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    blocking(move || a.set_enabled(&name, true)).await?;
+    Ok(Json(json!({ "enabled": true })))
+}
+
+pub async fn disable(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    blocking(move || a.set_enabled(&name, false)).await?;
+    Ok(Json(json!({ "enabled": false })))
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    blocking(move || a.remove(&name)).await?;
+    Ok(Json(json!({ "removed": true })))
+}
