@@ -60,6 +60,20 @@ enum PluginCommand {
     Disable { name: String },
     /// Remove a plugin.
     Remove { name: String },
+    /// Scaffold a buildable Rust plugin: `weir plugin new flow-processor my-plugin`.
+    New {
+        /// flow-processor, visualization or alert-rule.
+        kind: String,
+        /// Plugin name (a-z, 0-9, '-'); also the directory created.
+        name: String,
+        /// Where the guest SDK is (default: the one in the weir source tree this binary was
+        /// built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// Parent directory for the new plugin.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn registry(dir: Option<PathBuf>) -> Result<Registry> {
@@ -102,6 +116,15 @@ fn caps(c: &[Capability]) -> String {
 }
 
 pub fn run(a: PluginArgs) -> Result<()> {
+    if let PluginCommand::New {
+        kind,
+        name,
+        sdk,
+        dir,
+    } = &a.command
+    {
+        return scaffold(kind, name, sdk.clone(), dir);
+    }
     let reg = registry(a.data_dir)?;
     let mut out = std::io::stdout().lock();
     match a.command {
@@ -196,6 +219,7 @@ pub fn run(a: PluginArgs) -> Result<()> {
             reg.remove(&name)?;
             writeln!(out, "removed {name}")?;
         }
+        PluginCommand::New { .. } => {}
     }
     Ok(())
 }
@@ -220,5 +244,148 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
         caps(&m.manifest.capabilities),
         caps(&m.granted)
     )?;
+    Ok(())
+}
+
+const FLOW_PROCESSOR: &str = r#"//! A weir flow-processor: gets every stored batch of flows, returns metric samples.
+
+use weir_plugin_sdk::flow_processor::{self, Flow, Guest, MetricKind, MetricSample, PluginError, Processed};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn process(batch: Vec<Flow>) -> Result<Processed, PluginError> {
+        let bytes: u64 = batch.iter().map(|f| f.bytes * u64::from(f.sampling.max(1))).sum();
+        Ok(Processed {
+            samples: vec![MetricSample {
+                name: "NAME_bytes".into(),
+                kind: MetricKind::Counter,
+                labels: Vec::new(),
+                value: bytes as f64,
+            }],
+            annotations: Vec::new(),
+        })
+    }
+}
+
+flow_processor::export!(Plugin);
+"#;
+
+const VISUALIZATION: &str = r#"//! A weir visualization: draws a table of the top talkers.
+
+use weir_plugin_sdk::visualization::weir::plugin::flows;
+use weir_plugin_sdk::visualization::{self, Guest, Metric, PluginError, RenderRequest, Table, Value, View};
+
+struct Plugin;
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::Ip(ip) => weir_plugin_sdk::ip(ip.hi, ip.lo).to_string(),
+        Value::Text(t) => t.clone(),
+    }
+}
+
+impl Guest for Plugin {
+    fn render(req: RenderRequest) -> Result<View, PluginError> {
+        let groups = flows::aggregate(&req.filter, req.range, &["SrcAddr".to_string()], Metric::Bytes, 10)
+            .map_err(PluginError::InvalidInput)?;
+        let rows = groups.iter().map(|g| vec![g.key.iter().map(text).collect::<Vec<_>>().join(" "), g.bytes.to_string()]).collect();
+        Ok(View::Table(Table { columns: vec!["SrcAddr".into(), "Bytes".into()], rows }))
+    }
+}
+
+visualization::export!(Plugin);
+"#;
+
+const ALERT_RULE: &str = r#"//! A weir alert rule: fires when the window carries more bytes than `threshold` (config).
+
+use weir_plugin_sdk::alert_rule::weir::plugin::{config, flows};
+use weir_plugin_sdk::alert_rule::{self, Alert, Guest, Metric, PluginError, Severity, TimeRange};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn evaluate(window: TimeRange) -> Result<Vec<Alert>, PluginError> {
+        let threshold: u64 = config::get("threshold").and_then(|t| t.parse().ok()).unwrap_or(1_000_000_000);
+        let total: u64 = flows::aggregate("", window, &["Proto".to_string()], Metric::Bytes, 100)
+            .map_err(PluginError::Failed)?
+            .iter()
+            .map(|g| g.bytes)
+            .sum();
+        if total <= threshold {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Alert {
+            name: "NAME".into(),
+            severity: Severity::Warning,
+            summary: format!("{total} bytes in the window, above {threshold}"),
+            labels: Vec::new(),
+            time_ms: window.to_ms,
+        }])
+    }
+}
+
+alert_rule::export!(Plugin);
+"#;
+
+fn scaffold(kind: &str, name: &str, sdk: Option<PathBuf>, parent: &std::path::Path) -> Result<()> {
+    let (template, caps) = match kind {
+        "flow-processor" => (FLOW_PROCESSOR, "[]"),
+        "visualization" => (VISUALIZATION, "[\"flows\"]"),
+        "alert-rule" => (ALERT_RULE, "[\"flows\", \"config\"]"),
+        other => bail!(
+            "cannot scaffold a '{other}' plugin yet: use flow-processor, visualization or alert-rule"
+        ),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        bail!("plugin name '{name}' must be a-z, 0-9 and '-'");
+    }
+    let sdk = match sdk {
+        Some(p) => p,
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk"),
+    };
+    if !sdk.join("Cargo.toml").exists() {
+        bail!(
+            "no guest SDK at {} (give --sdk PATH to weir's plugins/sdk)",
+            sdk.display()
+        );
+    }
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("resolving {}", sdk.display()))?;
+    let root = parent.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    std::fs::create_dir_all(root.join("src"))?;
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nweir-plugin-sdk = {{ path = \"{}\" }}\n\n[profile.release]\nopt-level = \"s\"\nlto = true\npanic = \"abort\"\n\n[workspace]\n",
+            sdk.display()
+        ),
+    )?;
+    std::fs::write(
+        root.join("plugin.toml"),
+        format!(
+            "name = \"{name}\"\nversion = \"0.1.0\"\nkind = \"{kind}\"\nwit = \"0.1\"\ndescription = \"\"\ncapabilities = {caps}\n\n[limits]\nmemory_mb = 16\ntimeout_ms = 1000\n"
+        ),
+    )?;
+    std::fs::write(
+        root.join("src/lib.rs"),
+        template.replace("NAME", &name.replace('-', "_")),
+    )?;
+    println!(
+        "created {}\n  build:   cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml\n  install: weir plugin install {}/target/wasm32-wasip2/release/{}.wasm",
+        root.display(),
+        root.display(),
+        root.display(),
+        name.replace('-', "_")
+    );
     Ok(())
 }

@@ -339,26 +339,30 @@ impl Plugin {
             }
             Err(e) => Err(self.classify(&e, &stderr)),
         };
-        let mut h = lock(&self.health);
-        h.calls += 1;
+        lock(&self.health).calls += 1;
         match &outcome {
-            Ok(_) => h.consecutive = 0,
-            Err(e) => {
-                h.failures += 1;
-                h.consecutive += 1;
-                if h.recent.len() >= 10 {
-                    h.recent.pop_front();
-                }
-                h.recent.push_back(e.to_string());
-                tracing::warn!(plugin = %name, error = %e, "plugin call failed");
-                if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
-                    let reason = format!("{} consecutive failures, last: {e}", h.consecutive);
-                    tracing::error!(plugin = %name, reason = %reason, "plugin disabled");
-                    h.disabled = Some(reason);
-                }
-            }
+            Ok(_) => lock(&self.health).consecutive = 0,
+            Err(e) => self.record_failure(e),
         }
         outcome
+    }
+
+    /// Counts a failed call against the plugin; enough in a row disable it.
+    fn record_failure(&self, e: &HostError) {
+        let name = &self.manifest.name;
+        let mut h = lock(&self.health);
+        h.failures += 1;
+        h.consecutive += 1;
+        if h.recent.len() >= 10 {
+            h.recent.pop_front();
+        }
+        h.recent.push_back(e.to_string());
+        tracing::warn!(plugin = %name, error = %e, "plugin call failed");
+        if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
+            let reason = format!("{} consecutive failures, last: {e}", h.consecutive);
+            tracing::error!(plugin = %name, reason = %reason, "plugin disabled");
+            h.disabled = Some(reason);
+        }
     }
 
     fn classify(&self, e: &wasmtime::Error, stderr: &str) -> HostError {
@@ -407,13 +411,8 @@ impl Plugin {
                 plugin: self.manifest.name.clone(),
                 message: format!("{n} items, the limit is {MAX_OUTPUT_ITEMS}"),
             };
-            let mut h = lock(&self.health);
-            h.failures += 1;
-            h.consecutive += 1;
-            h.recent.push_back(e.to_string());
-            if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
-                h.disabled = Some(format!("{} consecutive failures, last: {e}", h.consecutive));
-            }
+            // The call itself counted as a success; this undoes that.
+            self.record_failure(&e);
             return Err(e);
         }
         Ok(())

@@ -71,7 +71,10 @@ fn now_ms() -> u64 {
     weir_core::query::now_ms()
 }
 
-fn read_source(source: &Path) -> Result<(Vec<u8>, Option<Manifest>), HostError> {
+/// A manifest read from a plugin.toml, with its text (embedded into the installed file).
+type GivenManifest = Option<(Manifest, String)>;
+
+fn read_source(source: &Path) -> Result<(Vec<u8>, GivenManifest), HostError> {
     let (wasm_path, toml_path) = if source.is_dir() {
         let wasms: Vec<PathBuf> = std::fs::read_dir(source)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -93,7 +96,15 @@ fn read_source(source: &Path) -> Result<(Vec<u8>, Option<Manifest>), HostError> 
             }
         }
     } else {
-        let toml = source.with_file_name("plugin.toml");
+        // plugin.toml beside the file, or up to four levels above it (a cargo build puts the
+        // component in target/wasm32-wasip2/release/ under the crate holding plugin.toml).
+        let toml = source
+            .ancestors()
+            .skip(1)
+            .take(5)
+            .map(|d| d.join("plugin.toml"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| source.with_file_name("plugin.toml"));
         (source.to_path_buf(), toml)
     };
     let wasm = std::fs::read(&wasm_path)
@@ -106,7 +117,8 @@ fn read_source(source: &Path) -> Result<(Vec<u8>, Option<Manifest>), HostError> 
         None
     } else if toml_path.exists() {
         let text = std::fs::read_to_string(&toml_path)?;
-        Some(Manifest::parse(&text, &toml_path.display().to_string())?)
+        let m = Manifest::parse(&text, &toml_path.display().to_string())?;
+        Some((m, text))
     } else {
         None
     };
@@ -228,13 +240,8 @@ impl Registry {
             )));
         }
         let manifest = match given {
-            Some(m) => {
+            Some((m, text)) => {
                 // Embed it, so the installed file travels with its manifest.
-                let text = std::fs::read_to_string(if req.source.is_dir() {
-                    req.source.join("plugin.toml")
-                } else {
-                    req.source.with_file_name("plugin.toml")
-                })?;
                 manifest::append_custom_section(&mut wasm, manifest::SECTION, text.as_bytes());
                 m
             }

@@ -44,6 +44,20 @@ fn weir(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Waits until the agent has called a flow-processor at least once, without failures.
+fn wait_called(a: &Agent, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = plugin(a, name).expect("listed");
+        if p["loaded"]["calls"].as_u64() >= Some(1) {
+            assert_eq!(p["loaded"]["failures"], 0, "{p}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never called: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn plugin(a: &Agent, name: &str) -> Option<Value> {
     a.ok("/api/v1/plugins", &[])["plugins"]
         .as_array()?
@@ -99,19 +113,7 @@ fn cli_installs_and_a_running_agent_hot_loads() {
         &serde_json::to_string(&vec![f; 50]).expect("json"),
     );
     assert_eq!(s, 200, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let p = plugin(&a, "flow-count").expect("listed");
-        if p["loaded"]["calls"].as_u64() >= Some(1) {
-            assert_eq!(p["loaded"]["failures"], 0);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "flow-processor never called: {p}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_called(&a, "flow-count");
 
     // List and info show what it asked for and got.
     let (code, out, _) = weir(&data, &["list"]);
@@ -186,4 +188,84 @@ fn api_upload_refuses_bad_plugins_and_installs_good_ones() {
     let p = plugin(&a, "flow-count").expect("installed");
     assert_eq!(p["installed"]["granted"], serde_json::json!(["log"]));
     assert_eq!(p["loaded"]["state"]["state"], "enabled");
+}
+
+#[test]
+fn scaffolded_plugin_builds_installs_and_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared_target = dir.path().join("target");
+    // Every kind the scaffold knows must build.
+    for (kind, name) in [
+        ("flow-processor", "my-proc"),
+        ("visualization", "my-view"),
+        ("alert-rule", "my-rule"),
+    ] {
+        let out = Command::new(WEIR)
+            .args(["plugin", "new", kind, name, "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("weir plugin new");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let build = Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(dir.path().join(name).join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &shared_target)
+            .output()
+            .expect("cargo");
+        assert!(
+            build.status.success(),
+            "{kind} scaffold does not build:\n{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+    }
+    let root = dir.path().join("my-proc");
+    std::fs::create_dir_all(root.join("target/wasm32-wasip2/release")).expect("dir");
+    std::fs::copy(
+        shared_target.join("wasm32-wasip2/release/my_proc.wasm"),
+        root.join("target/wasm32-wasip2/release/my_proc.wasm"),
+    )
+    .expect("copy");
+    let data = dir.path().join("data");
+    let wasm = root.join("target/wasm32-wasip2/release/my_proc.wasm");
+    let (code, out, err) = weir(&data, &["install", wasm.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("my-proc 0.1.0 (flow-processor) installed"),
+        "{out}"
+    );
+    // It runs in the agent on stored flows.
+    let a = Agent::start(dir.path(), &["--no-capture"]);
+    let mut f = weir_core::Flow::empty();
+    f.time_flow_end_ms = now_ms();
+    f.bytes = 10;
+    let (s, v) = a.post(
+        "/api/v1/flows",
+        &serde_json::to_string(&vec![f; 3]).expect("json"),
+    );
+    assert_eq!(s, 200, "{v}");
+    wait_called(&a, "my-proc");
+    // Refuses to overwrite, and unknown kinds are named.
+    let out = Command::new(WEIR)
+        .args(["plugin", "new", "flow-processor", "my-proc", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("weir");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = Command::new(WEIR)
+        .args(["plugin", "new", "teleporter", "x", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("weir");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot scaffold a 'teleporter' plugin"));
 }

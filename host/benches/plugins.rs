@@ -1,0 +1,188 @@
+//! Plugin benchmark: boundary cost per flow of 10 k-flow batches through trivial plugins
+//! against the same logic natively, load time cold and from the compiled cache, and memory per
+//! loaded plugin. Prints a table; see docs/PERFORMANCE.md. Needs the plugins built:
+//! `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`, then
+//! `cargo bench -p weir-host --bench plugins`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use weir_core::Flow;
+use weir_host::plugin::{LoadRequest, Plugin};
+use weir_host::{Capability, Manifest, Runtime};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(dir().join(format!(
+        "target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    )))
+    .expect("build the plugins first (see the header of this file)")
+}
+
+fn manifest(name: &str) -> Manifest {
+    Manifest::parse(
+        &std::fs::read_to_string(dir().join(name).join("plugin.toml")).expect("toml"),
+        "plugin.toml",
+    )
+    .expect("manifest")
+}
+
+fn load(rt: &Runtime, name: &str, grants: &[Capability]) -> Plugin {
+    let bytes = wasm(name);
+    Plugin::load(
+        rt,
+        LoadRequest {
+            wasm: &bytes,
+            manifest: Some(manifest(name)),
+            grants,
+            limits: None,
+            config: BTreeMap::new(),
+            flows: None,
+        },
+    )
+    .expect("load")
+}
+
+fn flows(n: usize) -> Vec<Flow> {
+    (0..n)
+        .map(|i| {
+            let mut f = Flow::empty();
+            f.proto = [6, 17, 1][i % 3];
+            f.bytes = 100 + i as u64;
+            f.packets = 1 + (i % 10) as u64;
+            f.src_addr = format!("10.0.{}.{}", (i / 250) % 250, i % 250)
+                .parse()
+                .expect("ip");
+            f.dst_addr = "10.1.0.1".parse().expect("ip");
+            f.src_mac = "02:00:00:00:00:01".into();
+            f.dst_mac = "02:00:00:00:00:02".into();
+            f.interface = "eth0".into();
+            f
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The flow-count logic, natively.
+fn native_flow_count(batch: &[Flow]) -> usize {
+    let mut per: BTreeMap<u8, (u64, u64, u64)> = BTreeMap::new();
+    for f in batch {
+        let s = u64::from(f.sampling.max(1));
+        let e = per.entry(f.proto).or_default();
+        e.0 += 1;
+        e.1 += f.bytes * s;
+        e.2 += f.packets * s;
+    }
+    std::hint::black_box(per).len()
+}
+
+fn main() {
+    let rt = Runtime::new(None).expect("runtime");
+    let batch = flows(10_000);
+    let counter = load(&rt, "flow-count", &[]);
+    let trivial = load(&rt, "hostile", &[Capability::Config, Capability::Kv]); // default mode: counts the batch
+    let runs = 30;
+    let time = |f: &dyn Fn()| -> f64 {
+        for _ in 0..3 {
+            f();
+        }
+        median(
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_nanos() as f64
+                })
+                .collect(),
+        )
+    };
+    let native_noop = time(&|| {
+        std::hint::black_box(batch.len());
+    });
+    let native_count = time(&|| {
+        native_flow_count(&batch);
+    });
+    let plugin_noop = time(&|| {
+        trivial.process(&batch).expect("trivial");
+    });
+    let plugin_count = time(&|| {
+        counter.process(&batch).expect("flow-count");
+    });
+    let n = batch.len() as f64;
+
+    // Load times: cold compile, and from the on-disk cache.
+    let cache = tempfile::tempdir().expect("tempdir");
+    let crt = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    let t = Instant::now();
+    let _ = load(&crt, "flow-count", &[]);
+    let cold = t.elapsed().as_secs_f64() * 1000.0;
+    let warm = median(
+        (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = load(&crt, "flow-count", &[]);
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect(),
+    );
+
+    // Memory per loaded plugin (pre-linked, ready to call).
+    let before = rss_kib();
+    let many: Vec<Plugin> = (0..50).map(|_| load(&crt, "flow-count", &[])).collect();
+    let per_plugin = (rss_kib().saturating_sub(before)) as f64 / 50.0;
+    drop(many);
+
+    println!("plugin benchmark: 10,000-flow batches, medians of {runs} calls");
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| trivial plugin (counts the batch), per flow | {:.1} ns | |",
+        plugin_noop / n
+    );
+    println!("| same natively, per flow | {:.2} ns | |", native_noop / n);
+    println!(
+        "| boundary cost per flow (difference) | {:.1} ns | <= 60 ns |",
+        (plugin_noop - native_noop) / n
+    );
+    println!(
+        "| flow-count plugin, per flow | {:.1} ns | |",
+        plugin_count / n
+    );
+    println!(
+        "| flow-count natively, per flow | {:.1} ns | |",
+        native_count / n
+    );
+    println!(
+        "| ratio flow-count plugin / native | {:.2} | <= 3 |",
+        plugin_count / native_count
+    );
+    println!("| load, cold (compile) | {cold:.1} ms | report |");
+    println!("| load from the compiled cache, median | {warm:.2} ms | <= 5 ms |");
+    println!(
+        "| memory per loaded plugin (RSS / 50 loaded) | {:.0} KiB | <= 2 MB above its heap |",
+        per_plugin
+    );
+}
