@@ -160,20 +160,25 @@ pub fn run(a: AgentArgs) -> Result<()> {
     } else {
         let (reg, proc_tx) = start_plugins(&dir, store.clone())?;
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
-        (Some(reg), Some(proc_tx))
+        (Some(reg.clone()), Some((reg, proc_tx)))
     };
     let live = state.live.clone();
     let observer: ingest::Observer = Box::new(move |batch| {
-        let shared =
-            (live.receiver_count() > 0 || processors.is_some()).then(|| Arc::new(batch.to_vec()));
-        if let Some(b) = &shared {
-            if live.receiver_count() > 0 {
-                let _ = live.send(b.clone());
-            }
-            if let Some(p) = &processors {
-                // Plugins never slow ingest down: a full queue skips them for this batch.
-                let _ = p.try_send(b.clone());
-            }
+        let tail = live.receiver_count() > 0;
+        // Copy the batch only for someone who reads it: a live tail or a loaded flow-processor.
+        let process = processors
+            .as_ref()
+            .filter(|(reg, _)| reg.has_kind(weir_host::Kind::FlowProcessor));
+        if !tail && process.is_none() {
+            return;
+        }
+        let shared = Arc::new(batch.to_vec());
+        if tail {
+            let _ = live.send(shared.clone());
+        }
+        if let Some((_, queue)) = process {
+            // Plugins never slow ingest down: a full queue skips them for this batch.
+            let _ = queue.try_send(shared);
         }
     });
     let ingest_cfg = IngestConfig {

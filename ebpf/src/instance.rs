@@ -412,25 +412,24 @@ impl Instance {
         ))
     }
 
+    fn kernel_counter(&self, idx: u32) -> u64 {
+        lock(&self.maps)
+            .counters
+            .get(&idx, 0)
+            .map(|per| per.iter().sum())
+            .unwrap_or(0)
+    }
+
     fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
-        let m = lock(&self.maps);
-        let names = [
+        [
             (counter::SAMPLED_OUT, "kernel_sampled_out"),
             (counter::MAP_FULL, "kernel_map_full"),
             (counter::RINGBUF_LOST, "kernel_ringbuf_lost"),
             (counter::TRUNCATED, "kernel_truncated"),
-        ];
-        names
-            .iter()
-            .map(|(i, n)| {
-                let v = m
-                    .counters
-                    .get(i, 0)
-                    .map(|per| per.iter().sum())
-                    .unwrap_or(0);
-                (*n, v)
-            })
-            .collect()
+        ]
+        .iter()
+        .map(|(i, n)| (*n, self.kernel_counter(*i)))
+        .collect()
     }
 
     // ---- attaching -------------------------------------------------------------------------
@@ -574,12 +573,7 @@ impl Instance {
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let requested = self.flush_requested.load(Ordering::SeqCst);
-            let full = self
-                .kernel_counters()
-                .iter()
-                .find(|(n, _)| *n == "kernel_map_full")
-                .map(|(_, v)| *v)
-                .unwrap_or(0);
+            let full = self.kernel_counter(counter::MAP_FULL);
             let why = if stopping || requested {
                 Some(&self.counters.evictions_requested)
             } else if full > seen_full {

@@ -16,6 +16,11 @@ pub use manifest::{Kind, Limits, Manifest};
 pub use plugin::{Plugin, PluginInfo, PluginState};
 pub use runtime::Runtime;
 
+/// Locks a mutex, carrying on past poisoning (a panicked holder leaves plain data behind).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What can go wrong loading or running a plugin; every message names the plugin or the file.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

@@ -2,12 +2,12 @@
 //! fresh sandboxed store each time (a trap never poisons later calls). Repeated failures
 //! disable it; other plugins and the agent are never affected.
 
-use crate::HostError;
 use crate::bindings::{alert_rule, flow_processor, types as wit, visualization};
 use crate::capability::Capability;
 use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
 use crate::runtime::{Runtime, TICK_MS};
 use crate::state::{HostState, PluginCtx};
+use crate::{HostError, lock};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -114,10 +114,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Plugin {

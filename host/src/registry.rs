@@ -364,6 +364,14 @@ impl Registry {
         entries.get(name).and_then(|e| e.plugin.clone())
     }
 
+    /// Whether any plugin of this kind is loaded (cheap: no plugin is cloned).
+    pub fn has_kind(&self, kind: crate::Kind) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .values()
+            .any(|e| e.plugin.as_ref().is_some_and(|p| p.manifest().kind == kind))
+    }
+
     /// Loaded plugins of one kind.
     pub fn of_kind(&self, kind: crate::Kind) -> Vec<Arc<Plugin>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());

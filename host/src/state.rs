@@ -3,6 +3,7 @@
 use crate::bindings::imports::weir::plugin::{clock, config, flows, kv, log, metrics};
 use crate::bindings::types as wit;
 use crate::convert::{flow_to_wit, value_to_wit};
+use crate::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use wasmtime::StoreLimits;
@@ -56,10 +57,6 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl crate::bindings::types::Host for HostState {}

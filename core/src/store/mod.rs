@@ -10,7 +10,7 @@ pub use collect::{Buckets, GroupKey, Totals};
 pub use partition::{WriterConfig, dir_size};
 
 use crate::flow::Flow;
-use crate::query::{Expr, QueryError, SortBy, TimeRange};
+use crate::query::{Expr, QueryError, SortBy, TimeRange, now_ms};
 use crate::schema::FieldDef;
 use collect::GroupCollector;
 use index::IndexFields;
@@ -541,10 +541,6 @@ impl Store {
     pub fn dir(&self) -> &Path {
         &self.cfg.dir
     }
-}
-
-fn now_ms() -> u64 {
-    crate::query::now_ms()
 }
 
 #[cfg(test)]

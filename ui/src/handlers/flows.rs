@@ -1,5 +1,6 @@
 //! /api/v1/flows: listing, aggregation, time series and live tailing.
 
+use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::params::Params;
@@ -14,15 +15,6 @@ use tokio_stream::wrappers::BroadcastStream;
 use weir_core::aggregate::{self, TimeSeries, TopGroups};
 use weir_core::query::{self, MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT, parse_duration_ms};
 use weir_core::store::{Buckets, ListRequest, ListResult};
-
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("worker failed: {e}")))?
-}
 
 /// `GET /api/v1/flows?filter=&from=&to=&sort=&limit=&offset=`
 pub async fn list(

@@ -3,3 +3,14 @@
 pub mod flows;
 pub mod meta;
 pub mod plugins;
+
+use crate::error::ApiError;
+
+/// Runs blocking store or plugin work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("worker failed: {e}")))?
+}

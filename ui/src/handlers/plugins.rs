@@ -16,21 +16,17 @@ fn admin(st: &AppState) -> Result<Arc<dyn PluginAdmin>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("plugins are off in this agent"))
 }
 
-async fn blocking<T: Send + 'static>(
+/// Plugin work off the async threads; its messages are the user's to read (400).
+async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("worker failed: {e}")))?
-        .map_err(|m| ApiError::bad_request("plugin", m))
+    super::blocking(move || f().map_err(|m| ApiError::bad_request("plugin", m))).await
 }
 
 /// `GET /api/v1/plugins`
 pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    Ok(Json(
-        json!({ "plugins": blocking(move || Ok(a.list())).await? }),
-    ))
+    Ok(Json(json!({ "plugins": run(move || Ok(a.list())).await? })))
 }
 
 /// `POST /api/v1/plugins?sha256=&grant=flows,log&upgrade=true` with the `.wasm` as the body
@@ -50,7 +46,7 @@ pub async fn install(
             .collect()
     });
     let upgrade = matches!(p.get("upgrade"), Some("true" | "1"));
-    let installed = blocking(move || a.install(&body, sha.as_deref(), grants, upgrade)).await?;
+    let installed = run(move || a.install(&body, sha.as_deref(), grants, upgrade)).await?;
     Ok(Json(json!({ "installed": installed })))
 }
 
@@ -59,7 +55,7 @@ pub async fn enable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    blocking(move || a.set_enabled(&name, true)).await?;
+    run(move || a.set_enabled(&name, true)).await?;
     Ok(Json(json!({ "enabled": true })))
 }
 
@@ -68,7 +64,7 @@ pub async fn disable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    blocking(move || a.set_enabled(&name, false)).await?;
+    run(move || a.set_enabled(&name, false)).await?;
     Ok(Json(json!({ "enabled": false })))
 }
 
@@ -77,6 +73,6 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    blocking(move || a.remove(&name)).await?;
+    run(move || a.remove(&name)).await?;
     Ok(Json(json!({ "removed": true })))
 }
