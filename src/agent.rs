@@ -165,10 +165,12 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let live = state.live.clone();
     let observer: ingest::Observer = Box::new(move |batch| {
         let tail = live.receiver_count() > 0;
-        // Copy the batch only for someone who reads it: a live tail or a loaded flow-processor.
-        let process = processors
-            .as_ref()
-            .filter(|(reg, _)| reg.has_kind(weir_host::Kind::FlowProcessor));
+        // Copy the batch only for someone who reads it: a live tail or a loaded plugin that
+        // takes batches (flow-processor, summarizer).
+        let process = processors.as_ref().filter(|(reg, _)| {
+            reg.has_kind(weir_host::Kind::FlowProcessor)
+                || reg.has_kind(weir_host::Kind::Summarizer)
+        });
         if !tail && process.is_none() {
             return;
         }
@@ -247,9 +249,14 @@ fn start_plugins(
         .spawn(move || {
             for batch in rx {
                 let Some(reg) = weak.upgrade() else { return };
+                // Columns built once, shared by every plugin that takes the batch.
+                let batch = weir_host::FlowBatch::new(&batch);
+                // Errors are recorded against the plugin (and may disable it).
                 for p in reg.of_kind(weir_host::Kind::FlowProcessor) {
-                    // Errors are recorded against the plugin (and may disable it).
                     let _ = p.process(&batch);
+                }
+                for p in reg.of_kind(weir_host::Kind::Summarizer) {
+                    let _ = p.summarize(&batch);
                 }
             }
         })

@@ -36,10 +36,10 @@ pub struct FlowsArgs {
     #[arg(default_value = "")]
     filter: String,
     /// Start of the time range: -15m, 2h, now, Unix time, or 2026-01-31T12:00:00Z.
-    #[arg(long, default_value = "-1h")]
+    #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
     from: String,
     /// End of the time range (default: now).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     to: Option<String>,
     /// Sort field, '-' prefix for descending (e.g. -Bytes).
     #[arg(long, default_value = "-TimeFlowEndMs")]
@@ -74,7 +74,7 @@ pub struct TopArgs {
     /// Filter, as for `weir flows`.
     #[arg(default_value = "")]
     filter: String,
-    #[arg(long, default_value = "-1h")]
+    #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
     from: String,
     #[arg(long)]
     to: Option<String>,
@@ -119,7 +119,29 @@ fn get_json(
     for (k, v) in query {
         req = req.query(*k, *v);
     }
-    let mut resp = req.call().with_context(|| {
+    answer(server, &url, req.call(), filter)
+}
+
+/// POSTs a JSON body and returns the JSON answer; API errors become readable messages
+/// (400: exit code 2).
+pub fn post_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let sent = agent()
+        .post(&url)
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body)?);
+    answer(server, &url, sent, None)
+}
+
+/// The JSON answer of a request; errors become readable messages (a caret under the filter
+/// position for bad filters; 400 is a [`BadRequest`], exit code 2).
+fn answer(
+    server: &Server,
+    url: &str,
+    sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    filter: Option<&str>,
+) -> Result<Value> {
+    let mut resp = sent.with_context(|| {
         format!(
             "cannot reach the weir agent at {} (is `weir agent` running?)",
             server.server

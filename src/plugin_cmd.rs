@@ -21,8 +21,8 @@ pub struct PluginArgs {
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// A .wasm component (manifest embedded, or plugin.toml beside it) or a directory with
-    /// plugin.toml and one .wasm.
+    /// A .wasm component (manifest embedded, or plugin.toml beside it), a directory with
+    /// plugin.toml and one .wasm, or oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST].
     source: PathBuf,
     /// Refuse the file unless its sha256 is this (hex).
     #[arg(long)]
@@ -34,6 +34,44 @@ pub struct InstallArgs {
     /// Plugin configuration, KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    name: String,
+    /// Window start: -15m, 2h, now, Unix time, or 2026-01-31T12:00:00Z.
+    #[arg(long, default_value = "-5m", allow_hyphen_values = true)]
+    from: String,
+    /// Window end (default: now).
+    #[arg(long, allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Flows the plugin gets (flow-processor, correlator, summarizer) or is asked to draw
+    /// (visualization), in the query language.
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// Visualization parameter KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Decoder input file ('-' for standard input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Decoder content type.
+    #[arg(long, default_value = "text/plain")]
+    content_type: String,
+    /// Correlator event as JSON: {"time_ms":..,"source":..,"text":..,"labels":{..}} (repeatable).
+    #[arg(long = "event", value_name = "JSON")]
+    events: Vec<String>,
+    /// Summarizer query.
+    #[arg(long, default_value = "")]
+    query: String,
+    /// Summarizer: fold the window's flows in before querying.
+    #[arg(long)]
+    update: bool,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: crate::client::Server,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,9 +98,42 @@ enum PluginCommand {
     Disable { name: String },
     /// Remove a plugin.
     Remove { name: String },
+    /// Run a loaded plugin once in the running agent and print what it returns: an alert
+    /// rule's alerts, a visualization's view, a flow-processor's samples over stored flows, a
+    /// decoder's records, a correlator's annotations, a summarizer's view.
+    Run(RunArgs),
+    /// Make an ed25519 key pair for signing plugins: NAME.key (secret, mode 0600) and
+    /// NAME.pub.
+    Keygen {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a plugin: embeds its manifest (plugin.toml beside or above the file) when it has
+    /// none, then an ed25519 signature, so one file travels.
+    Sign {
+        file: PathBuf,
+        /// Secret key file (from `weir plugin keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Output file (default: FILE with `.signed.wasm`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Trust a public key: from now on every install must be signed by a trusted key.
+    Trust {
+        /// Public key file (PEM, DER or raw 32 bytes).
+        key: PathBuf,
+        /// Name to keep it under (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Push a plugin to an OCI registry as a wasm artifact: `weir plugin push f.wasm
+    /// oci://127.0.0.1:5000/weir/my-plugin:0.1.0`. The manifest is embedded first if needed.
+    Push { file: PathBuf, reference: String },
     /// Scaffold a buildable Rust plugin: `weir plugin new flow-processor my-plugin`.
     New {
-        /// flow-processor, visualization or alert-rule.
+        /// flow-processor, visualization, alert-rule, correlator, decoder or summarizer.
         kind: String,
         /// Plugin name (a-z, 0-9, '-'); also the directory created.
         name: String,
@@ -124,6 +195,13 @@ pub fn run(a: PluginArgs) -> Result<()> {
     } = &a.command
     {
         return scaffold(kind, name, sdk.clone(), dir);
+    }
+    match a.command {
+        PluginCommand::Run(r) => return run_plugin(r),
+        PluginCommand::Keygen { name, dir } => return keygen(&name, &dir),
+        PluginCommand::Sign { file, key, output } => return sign(&file, &key, output),
+        PluginCommand::Push { file, reference } => return push(&file, &reference),
+        _ => {}
     }
     let reg = registry(a.data_dir)?;
     let mut out = std::io::stdout().lock();
@@ -219,7 +297,187 @@ pub fn run(a: PluginArgs) -> Result<()> {
             reg.remove(&name)?;
             writeln!(out, "removed {name}")?;
         }
-        PluginCommand::New { .. } => {}
+        PluginCommand::Trust { key, name } => {
+            let data = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+            let pk = weir_host::signing::parse_public(&data, &key.display().to_string())?;
+            let name = match name {
+                Some(n) => n,
+                None => key
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "key".into()),
+            };
+            let dir = reg.trusted_keys_dir();
+            std::fs::create_dir_all(&dir)?;
+            let dest = dir.join(format!("{name}.pub"));
+            std::fs::write(&dest, &data)?;
+            writeln!(
+                out,
+                "trusted {name} (key id {}) in {}\ninstalls now need a signature by a trusted key",
+                weir_host::signing::key_id(&pk),
+                dest.display()
+            )?;
+        }
+        PluginCommand::New { .. }
+        | PluginCommand::Run(_)
+        | PluginCommand::Keygen { .. }
+        | PluginCommand::Sign { .. }
+        | PluginCommand::Push { .. } => {}
+    }
+    Ok(())
+}
+
+fn keygen(name: &str, dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, public) = weir_host::signing::generate();
+    std::fs::create_dir_all(dir)?;
+    let sk = dir.join(format!("{name}.key"));
+    let pk = dir.join(format!("{name}.pub"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&sk)
+        .with_context(|| format!("creating {} (it must not exist yet)", sk.display()))?;
+    f.write_all(secret.as_bytes())?;
+    std::fs::write(&pk, public.as_bytes())?;
+    let key = weir_host::signing::parse_public(public.as_bytes(), "new key")?;
+    println!(
+        "secret key {}\npublic key {} (key id {})\nsign with:  weir plugin sign FILE.wasm --key {}\ntrust with: weir plugin trust {}",
+        sk.display(),
+        pk.display(),
+        weir_host::signing::key_id(&key),
+        sk.display(),
+        pk.display()
+    );
+    Ok(())
+}
+
+/// The component with its manifest embedded (from plugin.toml when it had none).
+fn with_manifest(file: &std::path::Path) -> Result<(Vec<u8>, weir_host::Manifest)> {
+    let (mut wasm, given) = weir_host::registry::read_source(file)?;
+    let manifest = match given {
+        Some((m, text)) => {
+            weir_host::manifest::append_custom_section(
+                &mut wasm,
+                weir_host::manifest::SECTION,
+                text.as_bytes(),
+            );
+            m
+        }
+        None => {
+            let text = weir_host::manifest::custom_section(&wasm, weir_host::manifest::SECTION)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: no embedded manifest and no plugin.toml beside or above it",
+                        file.display()
+                    )
+                })?;
+            weir_host::Manifest::parse(&String::from_utf8_lossy(text), "embedded manifest")?
+        }
+    };
+    Ok((wasm, manifest))
+}
+
+fn sign(file: &std::path::Path, key: &std::path::Path, output: Option<PathBuf>) -> Result<()> {
+    let (wasm, m) = with_manifest(file)?;
+    let secret = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+    let signed = weir_host::signing::sign(&wasm, &secret)?;
+    let out = output.unwrap_or_else(|| file.with_extension("signed.wasm"));
+    std::fs::write(&out, &signed).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "signed {} {} -> {}\n  sha256 {}",
+        m.name,
+        m.version,
+        out.display(),
+        weir_host::plugin::sha256_hex(&signed)
+    );
+    Ok(())
+}
+
+fn push(file: &std::path::Path, reference: &str) -> Result<()> {
+    let r = weir_host::oci::Reference::parse(reference)?;
+    let (wasm, m) = with_manifest(file)?;
+    let digest = weir_host::oci::push(&r, &wasm, &m.name, &m.version)?;
+    println!(
+        "pushed {} {} to {r}\n  manifest {digest}\n  layer    sha256:{}",
+        m.name,
+        m.version,
+        weir_host::plugin::sha256_hex(&wasm)
+    );
+    Ok(())
+}
+
+/// `weir plugin run`: through the agent, which holds the flow store.
+fn run_plugin(r: RunArgs) -> Result<()> {
+    use weir_core::query::{now_ms, parse_time};
+    let now = now_ms();
+    let from = parse_time(&r.from, now).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = match &r.to {
+        Some(t) => parse_time(t, now).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
+        None => now,
+    };
+    let params = parse_config(&r.params)?;
+    let mut events = Vec::new();
+    for (i, e) in r.events.iter().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(e).with_context(|| format!("--event #{}: not JSON", i + 1))?;
+        events.push(v);
+    }
+    let mut body = serde_json::json!({
+        "from_ms": from,
+        "to_ms": to,
+        "filter": r.filter,
+        "params": params,
+        "events": events,
+        "query": r.query,
+        "update": r.update,
+    });
+    if let Some(path) = &r.input {
+        let input = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        body["input"] = input.into();
+        body["content_type"] = r.content_type.clone().into();
+    }
+    let v = crate::client::post_json(&r.server, &format!("/api/v1/plugins/{}/run", r.name), &body)?;
+    let mut out = std::io::stdout().lock();
+    if r.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let res = &v["result"];
+    if let Some(alerts) = res["alerts"].as_array() {
+        if alerts.is_empty() {
+            writeln!(out, "no alerts")?;
+        }
+        for a in alerts {
+            writeln!(
+                out,
+                "{:<8} {}: {}",
+                a["severity"].as_str().unwrap_or(""),
+                a["name"].as_str().unwrap_or(""),
+                a["summary"].as_str().unwrap_or("")
+            )?;
+        }
+    } else if let Some(samples) = res["samples"].as_array() {
+        for s in samples {
+            writeln!(
+                out,
+                "{} {} {}",
+                s["name"].as_str().unwrap_or(""),
+                s["labels"],
+                s["value"]
+            )?;
+        }
+    } else {
+        serde_json::to_writer_pretty(&mut out, res)?;
+        writeln!(out)?;
     }
     Ok(())
 }
@@ -249,13 +507,15 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
 
 const FLOW_PROCESSOR: &str = r#"//! A weir flow-processor: gets every stored batch of flows, returns metric samples.
 
-use weir_plugin_sdk::flow_processor::{self, Flow, Guest, MetricKind, MetricSample, PluginError, Processed};
+use weir_plugin_sdk::flow_processor::{self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn process(batch: Vec<Flow>) -> Result<Processed, PluginError> {
-        let bytes: u64 = batch.iter().map(|f| f.bytes * u64::from(f.sampling.max(1))).sum();
+    fn process(batch: &FlowBatch) -> Result<Processed, PluginError> {
+        // Columns cross the boundary when first read; read only what you need.
+        let batch = Batch::new(batch);
+        let bytes: u64 = batch.bytes().iter().enumerate().map(|(i, b)| b * batch.scale(i)).sum();
         Ok(Processed {
             samples: vec![MetricSample {
                 name: "NAME_bytes".into(),
@@ -269,6 +529,117 @@ impl Guest for Plugin {
 }
 
 flow_processor::export!(Plugin);
+"#;
+
+const CORRELATOR: &str = r#"//! A weir correlator: annotates a batch of flows with the external events that fall in its
+//! time span.
+
+use weir_plugin_sdk::correlator::{self, Annotation, Batch, Event, FlowBatch, Guest, PluginError};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn correlate(batch: &FlowBatch, events: Vec<Event>) -> Result<Vec<Annotation>, PluginError> {
+        let batch = Batch::new(batch);
+        let (Some(from), Some(to)) = (batch.time_flow_start_ms().iter().min(), batch.time_flow_end_ms().iter().max()) else {
+            return Ok(Vec::new());
+        };
+        Ok(events
+            .into_iter()
+            .filter(|e| e.time_ms >= *from && e.time_ms <= *to)
+            .map(|e| Annotation {
+                time_ms: e.time_ms,
+                text: format!("{}: {}", e.source, e.text),
+                labels: e.labels,
+                flow_filter: None,
+            })
+            .collect())
+    }
+}
+
+correlator::export!(Plugin);
+"#;
+
+const DECODER: &str = r#"//! A weir decoder: turns `key=value` text, one record per line, into records.
+
+use weir_plugin_sdk::decoder::{self, Decoded, Guest, PluginError};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn decode(input: Vec<u8>, content_type: String) -> Result<Vec<Decoded>, PluginError> {
+        if !content_type.starts_with("text/") {
+            return Err(PluginError::InvalidInput(format!("expected text, got {content_type}")));
+        }
+        let text = String::from_utf8(input).map_err(|e| PluginError::InvalidInput(format!("not UTF-8: {e}")))?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let mut fields = Vec::new();
+            for word in line.split_whitespace() {
+                let Some((k, v)) = word.split_once('=') else {
+                    return Err(PluginError::InvalidInput(format!("line {}: '{word}' is not key=value", n + 1)));
+                };
+                fields.push((k.to_string(), v.to_string()));
+            }
+            out.push(Decoded { fields });
+        }
+        Ok(out)
+    }
+}
+
+decoder::export!(Plugin);
+"#;
+
+const SUMMARIZER: &str = r#"//! A weir summarizer: bytes per source address, mergeable across nodes. The snapshot is
+//! plain text, `address bytes` per line.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use weir_plugin_sdk::summarizer::{self, Batch, FlowBatch, Guest, PluginError, Table, View};
+
+thread_local! {
+    static SKETCH: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn update(batch: &FlowBatch) -> Result<(), PluginError> {
+        let batch = Batch::new(batch);
+        SKETCH.with_borrow_mut(|s| {
+            for (i, a) in batch.src_addr().iter().enumerate() {
+                let addr = weir_plugin_sdk::ip(a.hi, a.lo).to_string();
+                *s.entry(addr).or_default() += batch.bytes()[i] * batch.scale(i);
+            }
+        });
+        Ok(())
+    }
+
+    fn snapshot() -> Vec<u8> {
+        SKETCH.with_borrow(|s| s.iter().map(|(a, b)| format!("{a} {b}\n")).collect::<String>().into_bytes())
+    }
+
+    fn merge(snapshot: Vec<u8>) -> Result<(), PluginError> {
+        let text = String::from_utf8(snapshot).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+        SKETCH.with_borrow_mut(|s| {
+            for (n, line) in text.lines().enumerate() {
+                let (addr, bytes) = line
+                    .split_once(' ')
+                    .and_then(|(a, b)| Some((a, b.parse::<u64>().ok()?)))
+                    .ok_or_else(|| PluginError::InvalidInput(format!("snapshot line {}: '{line}'", n + 1)))?;
+                *s.entry(addr.to_string()).or_default() += bytes;
+            }
+            Ok(())
+        })
+    }
+
+    fn query(_request: String) -> Result<View, PluginError> {
+        let rows = SKETCH.with_borrow(|s| s.iter().map(|(a, b)| vec![a.clone(), b.to_string()]).collect());
+        Ok(View::Table(Table { columns: vec!["SrcAddr".into(), "Bytes".into()], rows }))
+    }
+}
+
+summarizer::export!(Plugin);
 "#;
 
 const VISUALIZATION: &str = r#"//! A weir visualization: draws a table of the top talkers.
@@ -334,8 +705,11 @@ fn scaffold(kind: &str, name: &str, sdk: Option<PathBuf>, parent: &std::path::Pa
         "flow-processor" => (FLOW_PROCESSOR, "[]"),
         "visualization" => (VISUALIZATION, "[\"flows\"]"),
         "alert-rule" => (ALERT_RULE, "[\"flows\", \"config\"]"),
+        "correlator" => (CORRELATOR, "[]"),
+        "decoder" => (DECODER, "[]"),
+        "summarizer" => (SUMMARIZER, "[]"),
         other => bail!(
-            "cannot scaffold a '{other}' plugin yet: use flow-processor, visualization or alert-rule"
+            "unknown plugin kind '{other}': use flow-processor, visualization, alert-rule, correlator, decoder or summarizer"
         ),
     };
     if name.is_empty()

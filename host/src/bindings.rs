@@ -5,6 +5,9 @@ pub mod imports {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "host-imports",
+        with: {
+            "weir:plugin/batch.flow-batch": crate::batch::FlowBatch,
+        },
     });
 }
 
@@ -14,6 +17,7 @@ pub mod flow_processor {
         world: "flow-processor",
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
@@ -48,6 +52,49 @@ pub mod alert_rule {
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
             "weir:plugin/flows": super::imports::weir::plugin::flows,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod correlator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "correlator",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/batch": super::imports::weir::plugin::batch,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/flows": super::imports::weir::plugin::flows,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod decoder {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "decoder",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod summarizer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "summarizer",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/batch": super::imports::weir::plugin::batch,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
             "weir:plugin/clock": super::imports::weir::plugin::clock,
             "weir:plugin/config": super::imports::weir::plugin::config,
         },

@@ -2,15 +2,20 @@
 //! (`wit/`), run in wasmtime with a sandbox per plugin (memory cap, CPU deadline per call, no
 //! files, sockets or environment), linked only with the capabilities the operator granted.
 
+pub mod batch;
 mod bindings;
 pub mod capability;
 pub mod convert;
 pub mod manifest;
+pub mod oci;
 pub mod plugin;
 pub mod registry;
+pub mod run;
 pub mod runtime;
+pub mod signing;
 mod state;
 
+pub use batch::FlowBatch;
 pub use capability::Capability;
 pub use manifest::{Kind, Limits, Manifest};
 pub use plugin::{Plugin, PluginInfo, PluginState};
@@ -52,6 +57,10 @@ pub enum HostError {
         kind: &'static str,
         wanted: &'static str,
     },
+    #[error("signature check failed: {0}")]
+    Signature(String),
+    #[error("registry: {0}")]
+    Oci(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

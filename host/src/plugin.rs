@@ -2,7 +2,10 @@
 //! fresh sandboxed store each time (a trap never poisons later calls). Repeated failures
 //! disable it; other plugins and the agent are never affected.
 
-use crate::bindings::{alert_rule, flow_processor, types as wit, visualization};
+use crate::batch::FlowBatch;
+use crate::bindings::{
+    alert_rule, correlator, decoder, flow_processor, summarizer, types as wit, visualization,
+};
 use crate::capability::Capability;
 use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
 use crate::runtime::{Runtime, TICK_MS};
@@ -52,8 +55,9 @@ enum Pre {
     FlowProcessor(flow_processor::FlowProcessorPre<HostState>),
     Visualization(visualization::VisualizationPre<HostState>),
     AlertRule(alert_rule::AlertRulePre<HostState>),
-    /// Kinds whose calls the host does not run yet (decoder, correlator, summarizer).
-    Unsupported,
+    Correlator(correlator::CorrelatorPre<HostState>),
+    Decoder(decoder::DecoderPre<HostState>),
+    Summarizer(summarizer::SummarizerPre<HostState>),
 }
 
 #[derive(Default)]
@@ -74,6 +78,11 @@ pub struct Plugin {
     engine: Engine,
     pre: Pre,
     health: Mutex<Health>,
+    /// A summarizer's state between calls: its last snapshot (each call starts a fresh
+    /// instance from it, so a trap never leaves half-updated sketches behind).
+    summary: Mutex<Option<Vec<u8>>>,
+    /// A flow-processor's instance, kept between calls while it behaves.
+    warm: Mutex<Option<(Store<HostState>, flow_processor::FlowProcessor)>>,
 }
 
 /// Everything needed to load a plugin.
@@ -148,7 +157,16 @@ impl Plugin {
         let granted: BTreeSet<Capability> = req.grants.iter().copied().collect();
 
         // Every weir import must be of a supported version and granted; WASI is sandboxed.
-        for (import, _) in component.component_type().imports(&engine) {
+        for (import, item) in component.component_type().imports(&engine) {
+            // A world's `use` of a resource shows up as a bare type import; the interface that
+            // defines it is checked on its own.
+            if matches!(
+                item.ty,
+                wasmtime::component::types::ComponentItem::Resource(_)
+                    | wasmtime::component::types::ComponentItem::Type(_)
+            ) {
+                continue;
+            }
             if let Some(rest) = import.strip_prefix("weir:plugin/") {
                 let version = rest.split('@').nth(1).unwrap_or("");
                 let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
@@ -159,7 +177,8 @@ impl Plugin {
                     )));
                 }
                 let iface = rest.split('@').next().unwrap_or("");
-                if iface == "types" {
+                // Shared types and the batch given to batch-taking worlds are not capabilities.
+                if iface == "types" || iface == "batch" {
                     continue;
                 }
                 match Capability::parse(iface) {
@@ -206,7 +225,13 @@ impl Plugin {
             Kind::AlertRule => {
                 Pre::AlertRule(alert_rule::AlertRulePre::new(pre).map_err(world_err)?)
             }
-            Kind::Decoder | Kind::Correlator | Kind::Summarizer => Pre::Unsupported,
+            Kind::Correlator => {
+                Pre::Correlator(correlator::CorrelatorPre::new(pre).map_err(world_err)?)
+            }
+            Kind::Decoder => Pre::Decoder(decoder::DecoderPre::new(pre).map_err(world_err)?),
+            Kind::Summarizer => {
+                Pre::Summarizer(summarizer::SummarizerPre::new(pre).map_err(world_err)?)
+            }
         };
         let asked = manifest.limits;
         let limits = match req.limits {
@@ -227,6 +252,8 @@ impl Plugin {
             engine,
             pre,
             health: Mutex::new(Health::default()),
+            summary: Mutex::new(None),
+            warm: Mutex::new(None),
         })
     }
 
@@ -272,9 +299,10 @@ impl Plugin {
     }
 
     fn new_store(&self) -> Store<HostState> {
+        let stdout = MemoryOutputPipe::new(STDIO_CAP);
         let stderr = MemoryOutputPipe::new(STDIO_CAP);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(MemoryOutputPipe::new(STDIO_CAP))
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -297,12 +325,28 @@ impl Plugin {
                 table: wasmtime::component::ResourceTable::new(),
                 limits,
                 ctx: self.ctx.clone(),
+                stdout,
                 stderr,
             },
         );
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(u64::from(self.limits.timeout_ms).div_ceil(TICK_MS) + 1);
+        self.arm(&mut store);
         store
+    }
+
+    /// Sets the CPU deadline of the next call (it counts from now).
+    fn arm(&self, store: &mut Store<HostState>) {
+        store.set_epoch_deadline(u64::from(self.limits.timeout_ms).div_ceil(TICK_MS) + 1);
+    }
+
+    fn check_enabled(&self) -> Result<(), HostError> {
+        match &lock(&self.health).disabled {
+            Some(reason) => Err(HostError::Disabled {
+                plugin: self.manifest.name.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Runs one call in a fresh store, classifying failures and keeping the plugin's health.
@@ -310,21 +354,21 @@ impl Plugin {
         &self,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
     ) -> Result<R, HostError> {
-        let name = self.manifest.name.clone();
-        {
-            let h = lock(&self.health);
-            if let Some(reason) = &h.disabled {
-                return Err(HostError::Disabled {
-                    plugin: name,
-                    reason: reason.clone(),
-                });
-            }
-        }
+        self.check_enabled()?;
         let mut store = self.new_store();
-        let result = f(&mut store);
-        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
-            .trim()
-            .to_string();
+        self.run_in(&mut store, f)
+    }
+
+    /// Runs one call in `store`, classifying failures and keeping the plugin's health. Only
+    /// an `Err` other than [`HostError::Plugin`] leaves the store unusable (a trap).
+    fn run_in<R>(
+        &self,
+        store: &mut Store<HostState>,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
+    ) -> Result<R, HostError> {
+        let name = self.manifest.name.clone();
+        let mark = store.data().stderr.contents().len();
+        let result = f(store);
         let outcome = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(wit::PluginError::InvalidInput(m))) | Ok(Err(wit::PluginError::Failed(m))) => {
@@ -333,7 +377,13 @@ impl Plugin {
                     message: m,
                 })
             }
-            Err(e) => Err(self.classify(&e, &stderr)),
+            Err(e) => {
+                let all = store.data().stderr.contents();
+                let stderr = String::from_utf8_lossy(all.get(mark..).unwrap_or_default())
+                    .trim()
+                    .to_string();
+                Err(self.classify(&e, &stderr))
+            }
         };
         lock(&self.health).calls += 1;
         match &outcome {
@@ -414,21 +464,143 @@ impl Plugin {
         Ok(())
     }
 
-    /// flow-processor: derive values from a batch of flows.
-    pub fn process(
-        &self,
-        batch: &[weir_core::Flow],
-    ) -> Result<flow_processor::Processed, HostError> {
+    /// flow-processor: derive values from a batch of flows (build the batch once with
+    /// [`FlowBatch::new`] and give it to every processor). The instance is kept warm between
+    /// calls while it behaves; a trap, or output piling up in its stdio, starts a fresh one.
+    pub fn process(&self, batch: &FlowBatch) -> Result<flow_processor::Processed, HostError> {
         let Pre::FlowProcessor(pre) = &self.pre else {
             return Err(self.wrong_kind("flow-processor"));
         };
-        let flows: Vec<wit::Flow> = batch.iter().map(crate::convert::flow_to_wit).collect();
-        let out = self.run(|store| {
-            let inst = pre.instantiate(&mut *store)?;
-            inst.call_process(&mut *store, &flows)
-        })?;
+        self.check_enabled()?;
+        let mut slot = lock(&self.warm);
+        let (mut store, mut inst) = match slot.take() {
+            Some((mut store, inst)) => {
+                self.arm(&mut store);
+                (store, Some(inst))
+            }
+            None => (self.new_store(), None),
+        };
+        let out = self.run_in(&mut store, |store| {
+            let i = match inst.take() {
+                Some(i) => inst.insert(i),
+                None => inst.insert(pre.instantiate(&mut *store)?),
+            };
+            let b = store.data_mut().table.push(batch.clone())?;
+            let rep = b.rep();
+            let out = i.call_process(&mut *store, b);
+            let _ = store
+                .data_mut()
+                .table
+                .delete(wasmtime::component::Resource::<FlowBatch>::new_own(rep));
+            out
+        });
+        let data = store.data();
+        let quiet = data.stdout.contents().len() < STDIO_CAP / 2
+            && data.stderr.contents().len() < STDIO_CAP / 2;
+        if let Some(inst) = inst
+            && quiet
+            && matches!(&out, Ok(_) | Err(HostError::Plugin { .. }))
+        {
+            *slot = Some((store, inst));
+        }
+        drop(slot);
+        let out = out?;
         self.too_big(out.samples.len() + out.annotations.len())?;
         Ok(out)
+    }
+
+    /// correlator: annotate flows with what external events explain.
+    pub fn correlate(
+        &self,
+        batch: &FlowBatch,
+        events: &[wit::Event],
+    ) -> Result<Vec<wit::Annotation>, HostError> {
+        let Pre::Correlator(pre) = &self.pre else {
+            return Err(self.wrong_kind("correlator"));
+        };
+        let out = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            let b = store.data_mut().table.push(batch.clone())?;
+            inst.call_correlate(&mut *store, b, events)
+        })?;
+        self.too_big(out.len())?;
+        Ok(out)
+    }
+
+    /// decoder: turn bytes or text (an OVS datapath dump, ...) into records.
+    pub fn decode(&self, input: &[u8], content_type: &str) -> Result<Vec<wit::Decoded>, HostError> {
+        let Pre::Decoder(pre) = &self.pre else {
+            return Err(self.wrong_kind("decoder"));
+        };
+        let out = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.call_decode(&mut *store, input, content_type)
+        })?;
+        self.too_big(out.len() + out.iter().map(|d| d.fields.len()).sum::<usize>())?;
+        Ok(out)
+    }
+
+    /// summarizer: runs `f` on a fresh instance restored from the last snapshot; when `keep`
+    /// is set, the instance's new snapshot becomes the state.
+    fn with_summary<R>(
+        &self,
+        keep: bool,
+        f: impl FnOnce(
+            &summarizer::Summarizer,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+    ) -> Result<R, HostError> {
+        let Pre::Summarizer(pre) = &self.pre else {
+            return Err(self.wrong_kind("summarizer"));
+        };
+        let saved = lock(&self.summary).clone();
+        let (out, snapshot) = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            if let Some(saved) = &saved
+                && let Err(e) = inst.call_merge(&mut *store, saved)?
+            {
+                return Ok(Err(e));
+            }
+            let out = match f(&inst, store)? {
+                Ok(out) => out,
+                Err(e) => return Ok(Err(e)),
+            };
+            let snapshot = if keep {
+                Some(inst.call_snapshot(&mut *store)?)
+            } else {
+                None
+            };
+            Ok(Ok((out, snapshot)))
+        })?;
+        if let Some(s) = snapshot {
+            *lock(&self.summary) = Some(s);
+        }
+        Ok(out)
+    }
+
+    /// summarizer: fold a batch into the sketches.
+    pub fn summarize(&self, batch: &FlowBatch) -> Result<(), HostError> {
+        self.with_summary(true, |inst, store| {
+            let b = store.data_mut().table.push(batch.clone())?;
+            inst.call_update(&mut *store, b)
+        })
+    }
+
+    /// summarizer: merge another node's snapshot into the sketches.
+    pub fn merge_summary(&self, snapshot: &[u8]) -> Result<(), HostError> {
+        self.with_summary(true, |inst, store| inst.call_merge(&mut *store, snapshot))
+    }
+
+    /// summarizer: the current state, to ship to another node (empty before any update).
+    pub fn summary_snapshot(&self) -> Vec<u8> {
+        lock(&self.summary).clone().unwrap_or_default()
+    }
+
+    /// summarizer: answer a query over the sketches as a view.
+    pub fn query_summary(&self, request: &str) -> Result<wit::View, HostError> {
+        let view = self.with_summary(false, |inst, store| inst.call_query(&mut *store, request))?;
+        self.too_big(view_items(&view))?;
+        Ok(view)
     }
 
     /// visualization: draw a view.
@@ -440,15 +612,7 @@ impl Plugin {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_render(&mut *store, req)
         })?;
-        let n = match &view {
-            wit::View::Sankey(s) => s.nodes.len() + s.links.len(),
-            wit::View::Chord(c) => c.labels.len() + c.matrix.iter().map(Vec::len).sum::<usize>(),
-            wit::View::Graph(g) => g.nodes.len() + g.edges.len(),
-            wit::View::Table(t) => t.rows.len(),
-            wit::View::Timeseries(t) => t.series.iter().map(|s| s.points.len()).sum(),
-            wit::View::Svg(s) => s.len() / 64,
-        };
-        self.too_big(n)?;
+        self.too_big(view_items(&view))?;
         Ok(view)
     }
 
@@ -466,6 +630,18 @@ impl Plugin {
     }
 }
 
+/// How many items a view holds, for the output limit.
+fn view_items(view: &wit::View) -> usize {
+    match view {
+        wit::View::Sankey(s) => s.nodes.len() + s.links.len(),
+        wit::View::Chord(c) => c.labels.len() + c.matrix.iter().map(Vec::len).sum::<usize>(),
+        wit::View::Graph(g) => g.nodes.len() + g.edges.len(),
+        wit::View::Table(t) => t.rows.len(),
+        wit::View::Timeseries(t) => t.series.iter().map(|s| s.points.len()).sum(),
+        wit::View::Svg(s) => s.len() / 64,
+    }
+}
+
 fn list(caps: &BTreeSet<Capability>) -> String {
     if caps.is_empty() {
         return "none".into();
@@ -478,6 +654,7 @@ fn link_granted(
     granted: &BTreeSet<Capability>,
 ) -> wasmtime::Result<()> {
     use crate::bindings::imports::weir::plugin as p;
+    p::batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     for c in granted {
         match c {
             Capability::Log => {

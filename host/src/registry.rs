@@ -27,6 +27,9 @@ pub struct Installed {
     pub config: BTreeMap<String, String>,
     pub installed_ms: u64,
     pub source: String,
+    /// The trusted key that signed the file (when signatures are required).
+    #[serde(default)]
+    pub signed_by: Option<String>,
 }
 
 /// An install (or upgrade) request.
@@ -72,9 +75,19 @@ fn now_ms() -> u64 {
 }
 
 /// A manifest read from a plugin.toml, with its text (embedded into the installed file).
-type GivenManifest = Option<(Manifest, String)>;
+pub type GivenManifest = Option<(Manifest, String)>;
 
-fn read_source(source: &Path) -> Result<(Vec<u8>, GivenManifest), HostError> {
+/// Reads a plugin source (a file, a directory, or an `oci://` reference): the component's
+/// bytes, and the manifest from a plugin.toml when the component has none embedded.
+pub fn read_source(source: &Path) -> Result<(Vec<u8>, GivenManifest), HostError> {
+    if let Some(s) = source.to_str()
+        && s.starts_with("oci://")
+    {
+        // An artifact is one file: its manifest is embedded.
+        let (wasm, digest) = crate::oci::pull(&crate::oci::Reference::parse(s)?)?;
+        tracing::info!(reference = s, digest = %digest, bytes = wasm.len(), "plugin pulled");
+        return Ok((wasm, None));
+    }
     let (wasm_path, toml_path) = if source.is_dir() {
         let wasms: Vec<PathBuf> = std::fs::read_dir(source)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -142,6 +155,12 @@ impl Registry {
         };
         reg.sync();
         Ok(reg)
+    }
+
+    /// Public keys (`*.pub`) whose signatures installs accept; when it holds any, every
+    /// install must be signed by one of them. `<data>/trusted-keys`, beside `plugins/`.
+    pub fn trusted_keys_dir(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join("trusted-keys")
     }
 
     fn read_installed(&self, name: &str) -> Result<(Installed, Vec<u8>), HostError> {
@@ -239,6 +258,11 @@ impl Registry {
                 req.source.display()
             )));
         }
+        // The signature covers the file as given, before a manifest is embedded.
+        let signed_by = crate::signing::verify(
+            &wasm,
+            &crate::signing::load_trusted(&self.trusted_keys_dir())?,
+        )?;
         let manifest = match given {
             Some((m, text)) => {
                 // Embed it, so the installed file travels with its manifest.
@@ -280,6 +304,7 @@ impl Registry {
             config: req.config.clone(),
             installed_ms: now_ms(),
             source: req.source.display().to_string(),
+            signed_by,
         };
         // Refuse anything that would not load, before touching the registry.
         self.load(&meta, &wasm)?;
@@ -359,6 +384,11 @@ impl Registry {
     }
 
     /// A loaded plugin by name.
+    /// The flow store plugins read (None in the CLI, which works without an agent).
+    pub fn flows(&self) -> Option<&Arc<weir_core::Store>> {
+        self.flows.as_ref()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries.get(name).and_then(|e| e.plugin.clone())

@@ -47,6 +47,7 @@ pub struct HostState {
     pub table: ResourceTable,
     pub limits: StoreLimits,
     pub ctx: Arc<PluginCtx>,
+    pub stdout: MemoryOutputPipe,
     pub stderr: MemoryOutputPipe,
 }
 

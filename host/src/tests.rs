@@ -2,7 +2,7 @@
 //! `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`).
 
 use crate::plugin::{LoadRequest, MAX_CONSECUTIVE_FAILURES, Plugin, PluginState};
-use crate::{Capability, HostError, Manifest, Runtime};
+use crate::{Capability, FlowBatch, HostError, Manifest, Runtime};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,8 +68,8 @@ fn hostile(mode: &str) -> Plugin {
     .expect("load hostile")
 }
 
-fn flows(n: usize) -> Vec<Flow> {
-    (0..n)
+fn flows(n: usize) -> FlowBatch {
+    let flows: Vec<Flow> = (0..n)
         .map(|i| {
             let mut f = Flow::empty();
             f.proto = if i % 4 == 0 { 17 } else { 6 };
@@ -79,7 +79,8 @@ fn flows(n: usize) -> Vec<Flow> {
             f.interface = "eth0".into();
             f
         })
-        .collect()
+        .collect();
+    FlowBatch::new(&flows)
 }
 
 fn sample(out: &crate::bindings::flow_processor::Processed, name: &str, proto: &str) -> f64 {

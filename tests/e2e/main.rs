@@ -6,6 +6,8 @@
 
 mod api;
 mod capture;
+mod distribution;
+mod guests;
 mod plugins;
 mod storage;
 mod util;

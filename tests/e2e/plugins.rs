@@ -18,7 +18,7 @@ fn built(name: &str) -> PathBuf {
     p
 }
 
-fn staged(dir: &std::path::Path, wasm: &str, toml: &str) -> PathBuf {
+pub fn staged(dir: &std::path::Path, wasm: &str, toml: &str) -> PathBuf {
     let d = dir.join(format!("src-{toml}"));
     std::fs::create_dir_all(&d).expect("dir");
     std::fs::copy(built(wasm), d.join("plugin.wasm")).expect("wasm");
@@ -30,7 +30,7 @@ fn staged(dir: &std::path::Path, wasm: &str, toml: &str) -> PathBuf {
     d
 }
 
-fn weir(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub fn weir(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(WEIR)
         .arg("plugin")
         .args(args)
@@ -191,15 +191,19 @@ fn api_upload_refuses_bad_plugins_and_installs_good_ones() {
 }
 
 #[test]
-fn scaffolded_plugin_builds_installs_and_runs() {
+fn scaffolded_plugins_of_every_kind_build_install_and_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared_target = dir.path().join("target");
-    // Every kind the scaffold knows must build.
-    for (kind, name) in [
+    let data = dir.path().join("data");
+    let kinds = [
         ("flow-processor", "my-proc"),
         ("visualization", "my-view"),
         ("alert-rule", "my-rule"),
-    ] {
+        ("correlator", "my-corr"),
+        ("decoder", "my-dec"),
+        ("summarizer", "my-sum"),
+    ];
+    for (kind, name) in kinds {
         let out = Command::new(WEIR)
             .args(["plugin", "new", kind, name, "--dir"])
             .arg(dir.path())
@@ -227,33 +231,135 @@ fn scaffolded_plugin_builds_installs_and_runs() {
             "{kind} scaffold does not build:\n{}",
             String::from_utf8_lossy(&build.stderr)
         );
+        // Where a plain `cargo build` in the crate would put it (plugin.toml is found above).
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let rel = dir.path().join(name).join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&rel).expect("dir");
+        std::fs::copy(
+            shared_target.join("wasm32-wasip2/release").join(&file),
+            rel.join(&file),
+        )
+        .expect("copy");
+        let (code, out, err) = weir(&data, &["install", rel.join(&file).to_str().expect("path")]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(&format!("{name} 0.1.0 ({kind}) installed")),
+            "{out}"
+        );
     }
-    let root = dir.path().join("my-proc");
-    std::fs::create_dir_all(root.join("target/wasm32-wasip2/release")).expect("dir");
-    std::fs::copy(
-        shared_target.join("wasm32-wasip2/release/my_proc.wasm"),
-        root.join("target/wasm32-wasip2/release/my_proc.wasm"),
-    )
-    .expect("copy");
-    let data = dir.path().join("data");
-    let wasm = root.join("target/wasm32-wasip2/release/my_proc.wasm");
-    let (code, out, err) = weir(&data, &["install", wasm.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("my-proc 0.1.0 (flow-processor) installed"),
-        "{out}"
-    );
-    // It runs in the agent on stored flows.
+    // They run in the agent: the flow-processor and summarizer on stored flows as they come.
     let a = Agent::start(dir.path(), &["--no-capture"]);
+    let now = now_ms();
     let mut f = weir_core::Flow::empty();
-    f.time_flow_end_ms = now_ms();
+    f.time_flow_start_ms = now - 1000;
+    f.time_flow_end_ms = now;
     f.bytes = 10;
+    f.src_addr = "198.18.0.1".parse().expect("ip");
     let (s, v) = a.post(
         "/api/v1/flows",
         &serde_json::to_string(&vec![f; 3]).expect("json"),
     );
     assert_eq!(s, 200, "{v}");
     wait_called(&a, "my-proc");
+    wait_called(&a, "my-sum");
+    let run = |name: &str, body: Value| {
+        let (s, v) = a.post(&format!("/api/v1/plugins/{name}/run"), &body.to_string());
+        (s, v)
+    };
+    // decoder: records, and a bad line named.
+    let (s, v) = run("my-dec", serde_json::json!({"input": "a=1 b=2\n\nc=3\n"}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["result"]["records"],
+        serde_json::json!([{"a": "1", "b": "2"}, {"c": "3"}])
+    );
+    let (s, v) = run("my-dec", serde_json::json!({"input": "a=1\noops"}));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("line 2: 'oops'"),
+        "{v}"
+    );
+    // correlator: only the event inside the flows' time span becomes an annotation.
+    let (s, v) = run(
+        "my-corr",
+        serde_json::json!({"events": [
+            {"time_ms": now - 500, "source": "k8s", "text": "pod restarted", "labels": {"pod": "web-1"}},
+            {"time_ms": now - 3_600_000, "source": "k8s", "text": "long ago"},
+        ]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["flows"], 3, "{v}");
+    let notes = v["result"]["annotations"].as_array().expect("annotations");
+    assert_eq!(notes.len(), 1, "{v}");
+    assert_eq!(notes[0]["text"], "k8s: pod restarted");
+    assert_eq!(notes[0]["labels"]["pod"], "web-1");
+    // summarizer: the agent already folded the stored batch in; a run with update adds the
+    // window's flows again, and the state survives between calls (kept as its snapshot).
+    let (s, v) = run("my-sum", serde_json::json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["result"]["view"]["rows"],
+        serde_json::json!([["198.18.0.1", "30"]]),
+        "{v}"
+    );
+    let (s, v) = run("my-sum", serde_json::json!({"update": true}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["result"]["view"]["rows"],
+        serde_json::json!([["198.18.0.1", "60"]]),
+        "{v}"
+    );
+    assert!(v["result"]["snapshot_bytes"].as_u64() > Some(0), "{v}");
+    // flow-processor over the window, visualization, alert-rule: all through the CLI too.
+    let server = a.url("");
+    for (name, want) in [
+        ("my-proc", "my_proc_bytes {} 30.0"),
+        ("my-rule", "no alerts"),
+    ] {
+        let out = Command::new(WEIR)
+            .args(["plugin", "run", name, "--server", &server])
+            .output()
+            .expect("weir plugin run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(want), "{name}: {text}");
+    }
+    let (s, v) = run("my-view", serde_json::json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["view"]["type"], "table", "{v}");
+    assert_eq!(
+        v["result"]["view"]["rows"][0],
+        serde_json::json!(["198.18.0.1", "30"]),
+        "{v}"
+    );
+    // Bad run requests name the problem; unknown plugins are 404.
+    let (s, v) = run("my-rule", serde_json::json!({"from_ms": 5, "to_ms": 1}));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("after to_ms"),
+        "{v}"
+    );
+    let (s, v) = run("my-rule", serde_json::json!({"window": 5}));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `window`"),
+        "{v}"
+    );
+    let (s, _) = run("nobody", serde_json::json!({}));
+    assert_eq!(s, 404);
     // Refuses to overwrite, and unknown kinds are named.
     let out = Command::new(WEIR)
         .args(["plugin", "new", "flow-processor", "my-proc", "--dir"])
@@ -267,5 +373,5 @@ fn scaffolded_plugin_builds_installs_and_runs() {
         .arg(dir.path())
         .output()
         .expect("weir");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot scaffold a 'teleporter' plugin"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown plugin kind 'teleporter'"));
 }

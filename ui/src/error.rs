@@ -48,6 +48,17 @@ impl ApiError {
         }
     }
 
+    /// A plugin failed while serving the request (trap, timeout, memory, its own error).
+    pub fn plugin_failed(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "plugin_failed",
+            message: message.into(),
+            parameter: None,
+            position: None,
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(handlers::plugins::remove),
         )
         .route("/plugins/{name}/enable", post(handlers::plugins::enable))
+        .route("/plugins/{name}/run", post(handlers::plugins::run_plugin))
         .route("/plugins/{name}/disable", post(handlers::plugins::disable))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))

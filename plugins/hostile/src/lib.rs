@@ -2,7 +2,7 @@
 
 use weir_plugin_sdk::flow_processor::weir::plugin::{config, kv};
 use weir_plugin_sdk::flow_processor::{
-    self, Flow, Guest, MetricKind, MetricSample, PluginError, Processed,
+    self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed,
 };
 
 struct Hostile;
@@ -16,8 +16,21 @@ fn recurse(n: u64, pad: &mut [u8; 256]) -> u64 {
     recurse(n + 1, &mut next) + u64::from(next[0])
 }
 
+fn count(name: &str, n: usize) -> Processed {
+    Processed {
+        samples: vec![MetricSample {
+            name: name.into(),
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: n as f64,
+        }],
+        annotations: Vec::new(),
+    }
+}
+
 impl Guest for Hostile {
-    fn process(batch: Vec<Flow>) -> Result<Processed, PluginError> {
+    fn process(batch: &FlowBatch) -> Result<Processed, PluginError> {
+        let batch = Batch::new(batch);
         let mode = config::get("mode").unwrap_or_default();
         match mode.as_str() {
             "loop" => {
@@ -77,15 +90,39 @@ impl Guest for Hostile {
                     annotations: Vec::new(),
                 })
             }
-            _ => Ok(Processed {
-                samples: vec![MetricSample {
-                    name: "flows".into(),
-                    kind: MetricKind::Counter,
-                    labels: Vec::new(),
-                    value: batch.len() as f64,
-                }],
-                annotations: Vec::new(),
-            }),
+            // Whole records: every field crosses the boundary.
+            "rows" => Ok(count("flows", batch.rows().len())),
+            // Default: pull every column across (the boundary benchmark's trivial plugin).
+            _ => {
+                let n = [
+                    batch.time_flow_start_ms().len(),
+                    batch.time_flow_end_ms().len(),
+                    batch.time_received().len(),
+                    batch.etype().len(),
+                    batch.src_mac().len(),
+                    batch.dst_mac().len(),
+                    batch.src_addr().len(),
+                    batch.dst_addr().len(),
+                    batch.src_port().len(),
+                    batch.dst_port().len(),
+                    batch.proto().len(),
+                    batch.icmp_type().len(),
+                    batch.icmp_code().len(),
+                    batch.bytes().len(),
+                    batch.packets().len(),
+                    batch.skbs().len(),
+                    batch.flags().len(),
+                    batch.if_direction().len(),
+                    batch.sampling().len(),
+                    batch.interface().len(),
+                    batch.netns().len(),
+                ];
+                batch.names();
+                if n.iter().any(|&c| c != batch.len()) {
+                    return Err(PluginError::Failed(format!("column lengths differ: {n:?}")));
+                }
+                Ok(count("flows", batch.len()))
+            }
         }
     }
 }

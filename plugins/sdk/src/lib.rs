@@ -1,15 +1,136 @@
 //! Guest SDK for weir plugins. Each world of `weir:plugin` (see `wit/`) is a module with its
-//! bindings and an `export!` macro; implement the module's `Guest` trait and export it:
+//! bindings, one `Guest` trait and an `export!` macro: implement the trait and export it.
 //!
 //! ```ignore
-//! use weir_plugin_sdk::flow_processor::{self, Guest, Processed};
+//! use weir_plugin_sdk::flow_processor::{self, Batch, FlowBatch, Guest, PluginError, Processed};
 //! struct MyPlugin;
 //! impl Guest for MyPlugin {
-//!     fn process(batch: Vec<flow_processor::Flow>) -> Result<Processed, flow_processor::PluginError> { .. }
+//!     fn process(batch: &FlowBatch) -> Result<Processed, PluginError> {
+//!         let batch = Batch::new(batch);
+//!         let total: u64 = batch.bytes().iter().sum();
+//!         ..
+//!     }
 //! }
 //! flow_processor::export!(MyPlugin);
 //! ```
+//! Batches arrive as a host resource; [`flow_processor::Batch`] pulls each column across the
+//! boundary the first time it is read, so a plugin pays only for the fields it uses.
 //! Build with `cargo build --release --target wasm32-wasip2`: the result is a component.
+
+/// Getters for the lazily fetched columns of a `Batch`.
+macro_rules! batch_columns {
+    ($($(#[$doc:meta])* $name:ident: $t:ty),* $(,)?) => {
+        $($(#[$doc])* pub fn $name(&self) -> &[$t] {
+            self.cols.$name.get_or_init(|| self.raw.$name())
+        })*
+    };
+}
+
+/// A lazily fetched view of a host `flow-batch`, generated into each world that takes batches.
+macro_rules! batch_view {
+    () => {
+        use std::cell::OnceCell;
+
+        /// A batch of flows: each column is fetched from the host once, when first read.
+        /// All columns have `len()` entries in the same order.
+        pub struct Batch<'a> {
+            raw: &'a FlowBatch,
+            len: usize,
+            cols: Cols,
+        }
+
+        #[derive(Default)]
+        struct Cols {
+            time_flow_start_ms: OnceCell<Vec<u64>>,
+            time_flow_end_ms: OnceCell<Vec<u64>>,
+            time_received: OnceCell<Vec<u64>>,
+            etype: OnceCell<Vec<u16>>,
+            src_mac: OnceCell<Vec<u64>>,
+            dst_mac: OnceCell<Vec<u64>>,
+            src_addr: OnceCell<Vec<IpAddr>>,
+            dst_addr: OnceCell<Vec<IpAddr>>,
+            src_port: OnceCell<Vec<u16>>,
+            dst_port: OnceCell<Vec<u16>>,
+            proto: OnceCell<Vec<u8>>,
+            icmp_type: OnceCell<Vec<u8>>,
+            icmp_code: OnceCell<Vec<u8>>,
+            bytes: OnceCell<Vec<u64>>,
+            packets: OnceCell<Vec<u64>>,
+            skbs: OnceCell<Vec<u64>>,
+            flags: OnceCell<Vec<u16>>,
+            if_direction: OnceCell<Vec<u8>>,
+            sampling: OnceCell<Vec<u32>>,
+            interface: OnceCell<Vec<u32>>,
+            netns: OnceCell<Vec<u32>>,
+            names: OnceCell<Vec<String>>,
+        }
+
+        impl<'a> Batch<'a> {
+            pub fn new(raw: &'a FlowBatch) -> Self {
+                Batch { raw, len: raw.len() as usize, cols: Cols::default() }
+            }
+
+            /// Number of flows.
+            pub fn len(&self) -> usize {
+                self.len
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+
+            batch_columns!(
+                time_flow_start_ms: u64,
+                time_flow_end_ms: u64,
+                time_received: u64,
+                etype: u16,
+                /// 48-bit MACs in the low bits.
+                src_mac: u64,
+                dst_mac: u64,
+                src_addr: IpAddr,
+                dst_addr: IpAddr,
+                src_port: u16,
+                dst_port: u16,
+                proto: u8,
+                icmp_type: u8,
+                icmp_code: u8,
+                /// As observed: multiply by `sampling` (see [`Batch::scale`]) for estimates.
+                bytes: u64,
+                packets: u64,
+                skbs: u64,
+                flags: u16,
+                if_direction: u8,
+                sampling: u32,
+                /// Indices into [`Batch::names`]; see [`Batch::interface_name`].
+                interface: u32,
+                netns: u32,
+                names: String,
+            );
+
+            /// Sampling multiplier of flow `i` (1 when unsampled).
+            pub fn scale(&self, i: usize) -> u64 {
+                u64::from(self.sampling()[i].max(1))
+            }
+
+            /// Interface name of flow `i`.
+            pub fn interface_name(&self, i: usize) -> &str {
+                let idx = self.interface()[i] as usize;
+                self.names().get(idx).map(String::as_str).unwrap_or("")
+            }
+
+            /// Network namespace of flow `i`.
+            pub fn netns_name(&self, i: usize) -> &str {
+                let idx = self.netns()[i] as usize;
+                self.names().get(idx).map(String::as_str).unwrap_or("")
+            }
+
+            /// Whole records (every field crosses the boundary: slower than columns).
+            pub fn rows(&self) -> Vec<Flow> {
+                self.raw.rows(0, self.len as u32)
+            }
+        }
+    };
+}
 
 /// The flow-processor world: batches of flows in, metric samples and annotations out.
 pub mod flow_processor {
@@ -20,6 +141,7 @@ pub mod flow_processor {
         default_bindings_module: "weir_plugin_sdk::flow_processor",
     });
     pub use self::weir::plugin::types::*;
+    batch_view!();
 }
 
 /// The visualization world: a render request in, a view out.
@@ -42,6 +164,43 @@ pub mod alert_rule {
         default_bindings_module: "weir_plugin_sdk::alert_rule",
     });
     pub use self::weir::plugin::types::*;
+}
+
+/// The correlator world: a batch of flows and external events in, annotations out.
+pub mod correlator {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "correlator",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin_sdk::correlator",
+    });
+    pub use self::weir::plugin::types::*;
+    batch_view!();
+}
+
+/// The decoder world: bytes or text in, records out.
+pub mod decoder {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "decoder",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin_sdk::decoder",
+    });
+    pub use self::weir::plugin::types::*;
+}
+
+/// The summarizer world: mergeable sketches updated with batches, snapshotted, merged and
+/// queried. The host keeps the state between calls as the last snapshot: every call starts a
+/// fresh instance, merges that snapshot into empty sketches, then runs.
+pub mod summarizer {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "summarizer",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin_sdk::summarizer",
+    });
+    pub use self::weir::plugin::types::*;
+    batch_view!();
 }
 
 /// An address from its WIT form (IPv4-mapped addresses become IPv4).

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use weir_core::plugins::PluginAdmin;
+use weir_core::plugins::{PluginAdmin, RunError};
 
 fn admin(st: &AppState) -> Result<Arc<dyn PluginAdmin>, ApiError> {
     st.plugins
@@ -66,6 +66,31 @@ pub async fn disable(
     let a = admin(&st)?;
     run(move || a.set_enabled(&name, false)).await?;
     Ok(Json(json!({ "enabled": false })))
+}
+
+/// `POST /api/v1/plugins/{name}/run` with a JSON body whose fields depend on the plugin's
+/// kind (window `from_ms`/`to_ms`, `filter`, `params`, `input`, `events`, `query`...).
+pub async fn run_plugin(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let a = admin(&st)?;
+    let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?
+    };
+    let out = super::blocking(move || {
+        a.run(&name, &request).map_err(|e| match e {
+            RunError::NotFound(m) => ApiError::not_found(m),
+            RunError::BadRequest(m) => ApiError::bad_request("body", m),
+            RunError::Failed(m) => ApiError::plugin_failed(m),
+        })
+    })
+    .await?;
+    Ok(Json(out))
 }
 
 pub async fn remove(

@@ -1,0 +1,245 @@
+//! Running an installed plugin on request, JSON in and out (the API's
+//! `POST /api/v1/plugins/{name}/run` and `weir plugin run`). The request's shape depends on the
+//! plugin's kind; every field has a default, unknown fields are refused by name.
+
+use crate::HostError;
+use crate::batch::FlowBatch;
+use crate::bindings::types as wit;
+use crate::manifest::Kind;
+use crate::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use weir_core::plugins::{PluginRunner, RunError};
+use weir_core::query::{self, SortBy, TimeRange, now_ms};
+use weir_core::store::ListRequest;
+
+/// Default window: the last five minutes.
+const DEFAULT_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Most flows a flow-processor, correlator or summarizer run reads from the store.
+const MAX_RUN_FLOWS: usize = 100_000;
+
+/// Everything a run request may carry; which fields matter depends on the kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RunRequest {
+    /// Window start and end, Unix ms (default: the last five minutes).
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    /// Filter (the query language) for the flows a batch-taking plugin gets, or the one a
+    /// visualization is asked to draw.
+    filter: String,
+    /// visualization parameters.
+    params: BTreeMap<String, String>,
+    /// decoder input (text) and its content type.
+    input: Option<String>,
+    content_type: Option<String>,
+    /// correlator events.
+    events: Vec<EventJson>,
+    /// summarizer: a query; when `update` is set the window's flows are folded in first.
+    query: String,
+    update: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventJson {
+    time_ms: u64,
+    #[serde(default)]
+    source: String,
+    text: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn pairs(m: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn labels_json(l: &[(String, String)]) -> Value {
+    Value::Object(
+        l.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// A view as the UI draws it: `{"type": "sankey" | "chord" | ..., ...}`.
+pub fn view_json(v: &wit::View) -> Value {
+    match v {
+        wit::View::Sankey(s) => json!({
+            "type": "sankey",
+            "unit": s.unit,
+            "nodes": s.nodes.iter().map(|n| json!({"id": n.id, "label": n.label, "column": n.column})).collect::<Vec<_>>(),
+            "links": s.links.iter().map(|l| json!({"source": l.source, "target": l.target, "value": l.value})).collect::<Vec<_>>(),
+        }),
+        wit::View::Chord(c) => {
+            json!({"type": "chord", "unit": c.unit, "labels": c.labels, "matrix": c.matrix})
+        }
+        wit::View::Graph(g) => json!({
+            "type": "graph",
+            "nodes": g.nodes.iter().map(|n| json!({"id": n.id, "label": n.label, "weight": n.weight, "attributes": labels_json(&n.attributes)})).collect::<Vec<_>>(),
+            "edges": g.edges.iter().map(|e| json!({"source": e.source, "target": e.target, "weight": e.weight, "attributes": labels_json(&e.attributes)})).collect::<Vec<_>>(),
+        }),
+        wit::View::Table(t) => json!({"type": "table", "columns": t.columns, "rows": t.rows}),
+        wit::View::Timeseries(t) => json!({
+            "type": "timeseries",
+            "unit": t.unit,
+            "series": t.series.iter().map(|s| json!({"name": s.name, "points": s.points})).collect::<Vec<_>>(),
+        }),
+        wit::View::Svg(s) => json!({"type": "svg", "svg": s}),
+    }
+}
+
+pub fn alert_json(a: &wit::Alert) -> Value {
+    let severity = match a.severity {
+        wit::Severity::Info => "info",
+        wit::Severity::Warning => "warning",
+        wit::Severity::Critical => "critical",
+    };
+    json!({"name": a.name, "severity": severity, "summary": a.summary, "labels": labels_json(&a.labels), "time_ms": a.time_ms})
+}
+
+pub fn sample_json(s: &wit::MetricSample) -> Value {
+    let kind = match s.kind {
+        wit::MetricKind::Counter => "counter",
+        wit::MetricKind::Gauge => "gauge",
+        wit::MetricKind::Histogram => "histogram",
+    };
+    json!({"name": s.name, "kind": kind, "labels": labels_json(&s.labels), "value": s.value})
+}
+
+pub fn annotation_json(a: &wit::Annotation) -> Value {
+    json!({"time_ms": a.time_ms, "text": a.text, "labels": labels_json(&a.labels), "flow_filter": a.flow_filter})
+}
+
+fn host_err(e: HostError) -> RunError {
+    match e {
+        HostError::Plugin { .. } | HostError::WrongKind { .. } => {
+            RunError::BadRequest(e.to_string())
+        }
+        e => RunError::Failed(e.to_string()),
+    }
+}
+
+impl RunRequest {
+    fn window(&self) -> Result<TimeRange, RunError> {
+        let to = self.to_ms.unwrap_or_else(now_ms);
+        let from = self
+            .from_ms
+            .unwrap_or_else(|| to.saturating_sub(DEFAULT_WINDOW_MS));
+        if from > to {
+            return Err(RunError::BadRequest(format!(
+                "from_ms {from} is after to_ms {to}"
+            )));
+        }
+        Ok(TimeRange {
+            from_ms: from,
+            to_ms: to,
+        })
+    }
+}
+
+impl Registry {
+    /// The window's flows (newest first, at most [`MAX_RUN_FLOWS`]) as a batch.
+    fn batch_of(&self, req: &RunRequest) -> Result<FlowBatch, RunError> {
+        let store = self.flows().ok_or_else(|| {
+            RunError::BadRequest("this plugin needs stored flows and the agent has none".into())
+        })?;
+        let filter =
+            query::parse(&req.filter).map_err(|e| RunError::BadRequest(format!("filter: {e}")))?;
+        let list = ListRequest {
+            filter,
+            range: req.window()?,
+            sort: SortBy::parse("-TimeFlowEndMs").map_err(|e| RunError::Failed(e.to_string()))?,
+            limit: MAX_RUN_FLOWS,
+            offset: 0,
+        };
+        let res = store
+            .list(&list)
+            .map_err(|e| RunError::Failed(e.to_string()))?;
+        Ok(FlowBatch::new(&res.flows))
+    }
+}
+
+impl PluginRunner for Registry {
+    fn run(&self, name: &str, request: &Value) -> Result<Value, RunError> {
+        let p = self.get(name).ok_or_else(|| {
+            RunError::NotFound(format!(
+                "no loaded plugin named '{name}' (see GET /api/v1/plugins)"
+            ))
+        })?;
+        let req: RunRequest = serde_json::from_value(request.clone())
+            .map_err(|e| RunError::BadRequest(format!("run request: {e}")))?;
+        let kind = p.manifest().kind;
+        let out = match kind {
+            Kind::AlertRule => {
+                let w = req.window()?;
+                let alerts = p
+                    .evaluate(wit::TimeRange {
+                        from_ms: w.from_ms,
+                        to_ms: w.to_ms,
+                    })
+                    .map_err(host_err)?;
+                json!({"alerts": alerts.iter().map(alert_json).collect::<Vec<_>>()})
+            }
+            Kind::Visualization => {
+                let w = req.window()?;
+                let view = p
+                    .render(&wit::RenderRequest {
+                        params: pairs(&req.params),
+                        filter: req.filter.clone(),
+                        range: wit::TimeRange {
+                            from_ms: w.from_ms,
+                            to_ms: w.to_ms,
+                        },
+                    })
+                    .map_err(host_err)?;
+                json!({"view": view_json(&view)})
+            }
+            Kind::FlowProcessor => {
+                let batch = self.batch_of(&req)?;
+                let out = p.process(&batch).map_err(host_err)?;
+                json!({
+                    "flows": batch.len(),
+                    "samples": out.samples.iter().map(sample_json).collect::<Vec<_>>(),
+                    "annotations": out.annotations.iter().map(annotation_json).collect::<Vec<_>>(),
+                })
+            }
+            Kind::Correlator => {
+                let batch = self.batch_of(&req)?;
+                let events: Vec<wit::Event> = req
+                    .events
+                    .iter()
+                    .map(|e| wit::Event {
+                        time_ms: e.time_ms,
+                        source: e.source.clone(),
+                        text: e.text.clone(),
+                        labels: pairs(&e.labels),
+                    })
+                    .collect();
+                let out = p.correlate(&batch, &events).map_err(host_err)?;
+                json!({"flows": batch.len(), "annotations": out.iter().map(annotation_json).collect::<Vec<_>>()})
+            }
+            Kind::Decoder => {
+                let input = req.input.as_deref().ok_or_else(|| {
+                    RunError::BadRequest("a decoder run needs \"input\" (text)".into())
+                })?;
+                let ct = req.content_type.as_deref().unwrap_or("text/plain");
+                let records = p.decode(input.as_bytes(), ct).map_err(host_err)?;
+                json!({"records": records.iter().map(|d| labels_json(&d.fields)).collect::<Vec<_>>()})
+            }
+            Kind::Summarizer => {
+                let mut flows = 0;
+                if req.update {
+                    let batch = self.batch_of(&req)?;
+                    flows = batch.len();
+                    p.summarize(&batch).map_err(host_err)?;
+                }
+                let view = p.query_summary(&req.query).map_err(host_err)?;
+                json!({"flows": flows, "snapshot_bytes": p.summary_snapshot().len(), "view": view_json(&view)})
+            }
+        };
+        Ok(json!({"plugin": name, "kind": kind.world(), "result": out}))
+    }
+}

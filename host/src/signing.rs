@@ -1,0 +1,146 @@
+//! ed25519 signatures embedded in the component (the wasm-signatures format wasmsign2 uses),
+//! so one file travels with its signature. Trusted public keys live in a directory; when it
+//! holds any, every install must be signed by one of them.
+
+use crate::HostError;
+use std::path::Path;
+use wasmsign2::{KeyPair, Module, PublicKey, PublicKeySet, SecretKey, WSError};
+
+/// A trusted key: its file name (without extension) and the key.
+#[derive(Clone)]
+pub struct TrustedKey {
+    pub name: String,
+    pub key: PublicKey,
+}
+
+/// The hex key id of a public key (what a signature records to name its signer).
+pub fn key_id(pk: &PublicKey) -> String {
+    pk.clone()
+        .attach_default_key_id()
+        .key_id()
+        .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
+
+/// A new key pair as (secret PEM, public PEM).
+pub fn generate() -> (String, String) {
+    let kp = KeyPair::generate();
+    (kp.sk.to_pem(), kp.pk.to_pem())
+}
+
+/// Parses a public key (PEM, DER or raw), naming the origin in errors.
+pub fn parse_public(data: &[u8], origin: &str) -> Result<PublicKey, HostError> {
+    PublicKey::from_any(data)
+        .map_err(|e| HostError::Signature(format!("{origin}: not an ed25519 public key ({e})")))
+}
+
+/// Keys in `dir` (`*.pub`); a missing directory trusts nothing (signatures not required).
+pub fn load_trusted(dir: &Path) -> Result<Vec<TrustedKey>, HostError> {
+    let mut keys = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(keys);
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "pub") {
+            continue;
+        }
+        let data = std::fs::read(&p)?;
+        keys.push(TrustedKey {
+            name: p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            key: parse_public(&data, &p.display().to_string())?,
+        });
+    }
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(keys)
+}
+
+/// Signs a component with a secret key (PEM, DER or raw), replacing any earlier signature.
+/// Embed the manifest first: a section added after signing breaks the signature.
+pub fn sign(wasm: &[u8], secret: &[u8]) -> Result<Vec<u8>, HostError> {
+    let sk = SecretKey::from_any(secret)
+        .map_err(|e| HostError::Signature(format!("not an ed25519 secret key ({e})")))?;
+    let pk = PublicKey {
+        pk: sk.sk.public_key(),
+        key_id: None,
+    }
+    .attach_default_key_id();
+    let module = Module::deserialize(&mut &wasm[..])
+        .map_err(|e| HostError::Malformed(format!("cannot read the component to sign: {e}")))?;
+    let signed = sk
+        .sign(module, pk.key_id())
+        .map_err(|e| HostError::Signature(format!("signing failed: {e}")))?;
+    let mut out = Vec::with_capacity(wasm.len() + 256);
+    signed
+        .serialize(&mut out)
+        .map_err(|e| HostError::Signature(format!("signing failed: {e}")))?;
+    Ok(out)
+}
+
+/// Checks the embedded signature against the trusted keys. With no trusted keys nothing is
+/// required and `Ok(None)` is returned; otherwise the signer's name, or an error saying
+/// whether the file is unsigned, signed by an unknown key, or changed after signing.
+pub fn verify(wasm: &[u8], trusted: &[TrustedKey]) -> Result<Option<String>, HostError> {
+    if trusted.is_empty() {
+        return Ok(None);
+    }
+    let names = || {
+        trusted
+            .iter()
+            .map(|k| format!("{} ({})", k.name, key_id(&k.key)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut set = PublicKeySet::empty();
+    for k in trusted {
+        // Two files holding the same key are one trusted key.
+        let _ = set.insert(k.key.clone());
+    }
+    match set.verify(&mut &wasm[..], None) {
+        Ok(valid) => {
+            let signer = trusted
+                .iter()
+                .find(|k| valid.iter().any(|v| v.pk == k.key.pk))
+                .map(|k| k.name.clone())
+                .unwrap_or_default();
+            Ok(Some(signer))
+        }
+        Err(WSError::NoSignatures) => Err(HostError::Signature(format!(
+            "the file is not signed, and this agent requires a signature by a trusted key ({})",
+            names()
+        ))),
+        Err(WSError::VerificationFailed) => {
+            let signed_by: Vec<String> =
+                wasmsign2::signature_info_from_reader(&mut &wasm[..], None)
+                    .map(|i| {
+                        i.key_ids()
+                            .iter()
+                            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            let known = trusted.iter().any(|k| signed_by.contains(&key_id(&k.key)));
+            if known {
+                Err(HostError::Signature(
+                    "bad signature: the file was changed after it was signed".into(),
+                ))
+            } else {
+                Err(HostError::Signature(format!(
+                    "signed by an unknown key ({}); trusted: {}",
+                    if signed_by.is_empty() {
+                        "no key id".to_string()
+                    } else {
+                        signed_by.join(", ")
+                    },
+                    names()
+                )))
+            }
+        }
+        Err(e) => Err(HostError::Signature(format!(
+            "cannot check the signature: {e}"
+        ))),
+    }
+}

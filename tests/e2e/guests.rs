@@ -1,0 +1,160 @@
+//! Alert scripts in Python (componentize-py) and JavaScript (jco, QuickJS), built by
+//! scripts/build-guest-plugins.sh (CI runs it before the tests), installed and evaluated in a
+//! real agent against stored flows.
+
+use crate::plugins::weir;
+use crate::util::{Agent, WEIR, now_ms};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn guest(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/target/guests")
+        .join(name);
+    assert!(
+        p.join("plugin.toml").exists(),
+        "{} missing: run scripts/build-guest-plugins.sh",
+        p.display()
+    );
+    p
+}
+
+fn flow(src: &str, dst: &str, bytes: u64, end_ms: u64) -> weir_core::Flow {
+    let mut f = weir_core::Flow::empty();
+    f.src_addr = src.parse().expect("ip");
+    f.dst_addr = dst.parse().expect("ip");
+    f.proto = 6;
+    f.bytes = bytes;
+    f.packets = bytes / 1000 + 1;
+    f.time_flow_start_ms = end_ms - 1000;
+    f.time_flow_end_ms = end_ms;
+    f
+}
+
+fn run(a: &Agent, name: &str, body: Value) -> (u16, Value) {
+    a.post(&format!("/api/v1/plugins/{name}/run"), &body.to_string())
+}
+
+#[test]
+fn python_and_javascript_alert_scripts_evaluate_stored_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (code, out, err) = weir(
+        &data,
+        &[
+            "install",
+            guest("heavy-talkers").to_str().expect("p"),
+            "--config",
+            "threshold_bytes=1000000",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("heavy-talkers 0.1.0 (alert-rule) installed"),
+        "{out}"
+    );
+    let (code, out, err) = weir(
+        &data,
+        &[
+            "install",
+            guest("quiet-network").to_str().expect("p"),
+            "--config",
+            "min_bytes=1000",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("quiet-network 0.1.0 (alert-rule) installed"),
+        "{out}"
+    );
+
+    let a = Agent::start(dir.path(), &["--no-capture"]);
+    let now = now_ms();
+    let flows = vec![
+        flow("198.18.0.1", "198.18.0.2", 3_000_000, now - 5000),
+        flow("198.18.0.1", "198.18.0.2", 2_000_000, now - 4000),
+        flow("198.18.0.3", "198.18.0.2", 400_000, now - 3000),
+        flow("2001:db8::1", "2001:db8::2", 1_500_000, now - 2000),
+    ];
+    let (s, v) = a.post(
+        "/api/v1/flows",
+        &serde_json::to_string(&flows).expect("json"),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let window = json!({"from_ms": now - 60_000, "to_ms": now});
+    // Python: the two pairs over 1 MB, largest first; the 400 kB pair stays quiet.
+    let (s, v) = run(&a, "heavy-talkers", window.clone());
+    assert_eq!(s, 200, "{v}");
+    let alerts = v["result"]["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 2, "{v}");
+    assert_eq!(alerts[0]["name"], "heavy-talker");
+    assert_eq!(alerts[0]["severity"], "warning");
+    assert_eq!(
+        alerts[0]["summary"], "198.18.0.1 -> 198.18.0.2 sent 5.0 MB in 60 s",
+        "{v}"
+    );
+    assert_eq!(alerts[0]["labels"]["bytes"], "5000000", "{v}");
+    assert_eq!(alerts[0]["time_ms"], now);
+    assert_eq!(alerts[1]["labels"]["src"], "2001:db8::1", "{v}");
+
+    // JavaScript: traffic in the window, so no alert; an empty earlier window is "quiet".
+    let (s, v) = run(&a, "quiet-network", window);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["alerts"], json!([]), "{v}");
+    let out = Command::new(WEIR)
+        .args([
+            "plugin",
+            "run",
+            "quiet-network",
+            "--from",
+            "-3h",
+            "--to",
+            "-2h",
+            "--server",
+        ])
+        .arg(a.url(""))
+        .output()
+        .expect("weir plugin run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("critical quiet-network:"), "{text}");
+    assert!(text.contains("1000"), "{text}");
+
+    // A bad config value is the script's invalid-input: a 400 naming the key (hot-reinstalled).
+    let (code, _, err) = weir(&data, &["remove", "heavy-talkers"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = weir(
+        &data,
+        &[
+            "install",
+            guest("heavy-talkers").to_str().expect("p"),
+            "--config",
+            "threshold_bytes=lots",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (s, v) = loop {
+        let (s, v) = run(&a, "heavy-talkers", json!({}));
+        if s == 400 || std::time::Instant::now() > deadline {
+            break (s, v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("threshold_bytes"),
+        "{v}"
+    );
+    // The agent kept serving throughout.
+    assert_eq!(a.get_raw("/healthz").expect("healthz").0, 200);
+}
