@@ -356,26 +356,7 @@ fn keygen(name: &str, dir: &std::path::Path) -> Result<()> {
 /// The component with its manifest embedded (from plugin.toml when it had none).
 fn with_manifest(file: &std::path::Path) -> Result<(Vec<u8>, weir_host::Manifest)> {
     let (mut wasm, given) = weir_host::registry::read_source(file)?;
-    let manifest = match given {
-        Some((m, text)) => {
-            weir_host::manifest::append_custom_section(
-                &mut wasm,
-                weir_host::manifest::SECTION,
-                text.as_bytes(),
-            );
-            m
-        }
-        None => {
-            let text = weir_host::manifest::custom_section(&wasm, weir_host::manifest::SECTION)?
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: no embedded manifest and no plugin.toml beside or above it",
-                        file.display()
-                    )
-                })?;
-            weir_host::Manifest::parse(&String::from_utf8_lossy(text), "embedded manifest")?
-        }
-    };
+    let manifest = weir_host::registry::embed_manifest(&mut wasm, given, file)?;
     Ok((wasm, manifest))
 }
 

@@ -73,16 +73,30 @@ impl Reference {
         })
     }
 
-    fn base(&self) -> String {
+    fn loopback(&self) -> bool {
         let name = self
             .host
             .rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or(&self.host);
-        let loopback =
-            matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.");
-        let scheme = if loopback { "http" } else { "https" };
+        matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.")
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.loopback() { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}", self.host, self.repo)
+    }
+
+    /// Refuses registries this build cannot speak to (HTTPS needs TLS, not built in yet).
+    fn reachable(&self, what: &str) -> Result<(), HostError> {
+        if self.loopback() {
+            return Ok(());
+        }
+        Err(err(
+            self,
+            what,
+            "HTTPS registries are not supported by this build yet (loopback registries use HTTP)",
+        ))
     }
 }
 
@@ -137,13 +151,7 @@ fn check_status(r: &Reference, what: &str, status: u16, body: &str) -> Result<()
 
 /// Pulls a component: returns its bytes and the layer digest (`sha256:HEX`), checked.
 pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
-    if r.base().starts_with("https") {
-        return Err(err(
-            r,
-            "pull",
-            "HTTPS registries are not supported by this build yet (loopback registries use HTTP)",
-        ));
-    }
+    r.reachable("pull")?;
     let a = agent();
     let url = format!("{}/manifests/{}", r.base(), r.reference);
     let mut resp = a
@@ -260,13 +268,7 @@ fn upload(a: &ureq::Agent, r: &Reference, data: &[u8]) -> Result<String, HostErr
 
 /// Pushes a component as a wasm OCI artifact under `r` (a tag); returns the manifest digest.
 pub fn push(r: &Reference, wasm: &[u8], title: &str, version: &str) -> Result<String, HostError> {
-    if r.base().starts_with("https") {
-        return Err(err(
-            r,
-            "push",
-            "HTTPS registries are not supported by this build yet (loopback registries use HTTP)",
-        ));
-    }
+    r.reachable("push")?;
     if r.reference.starts_with("sha256:") {
         return Err(err(r, "push", "push to a tag, not a digest"));
     }

@@ -481,9 +481,9 @@ impl Plugin {
             None => (self.new_store(), None),
         };
         let out = self.run_in(&mut store, |store| {
-            let i = match inst.take() {
-                Some(i) => inst.insert(i),
-                None => inst.insert(pre.instantiate(&mut *store)?),
+            let i = match &mut inst {
+                Some(i) => i,
+                empty => empty.insert(pre.instantiate(&mut *store)?),
             };
             let b = store.data_mut().table.push(batch.clone())?;
             let rep = b.rep();

@@ -138,6 +138,30 @@ pub fn read_source(source: &Path) -> Result<(Vec<u8>, GivenManifest), HostError>
     Ok((wasm, manifest))
 }
 
+/// The component's manifest: a given plugin.toml is embedded into `wasm` (so the file travels
+/// with it), else the embedded one is read.
+pub fn embed_manifest(
+    wasm: &mut Vec<u8>,
+    given: GivenManifest,
+    source: &Path,
+) -> Result<Manifest, HostError> {
+    match given {
+        Some((m, text)) => {
+            manifest::append_custom_section(wasm, manifest::SECTION, text.as_bytes());
+            Ok(m)
+        }
+        None => {
+            let text = manifest::custom_section(wasm, manifest::SECTION)?.ok_or_else(|| {
+                HostError::Manifest(format!(
+                    "{}: no plugin.toml and no embedded manifest",
+                    source.display()
+                ))
+            })?;
+            Manifest::parse(&String::from_utf8_lossy(text), "embedded manifest")
+        }
+    }
+}
+
 impl Registry {
     /// Opens (creating) the registry and loads every enabled plugin. A plugin that fails to
     /// load is kept with its error; it never stops the others.
@@ -263,23 +287,7 @@ impl Registry {
             &wasm,
             &crate::signing::load_trusted(&self.trusted_keys_dir())?,
         )?;
-        let manifest = match given {
-            Some((m, text)) => {
-                // Embed it, so the installed file travels with its manifest.
-                manifest::append_custom_section(&mut wasm, manifest::SECTION, text.as_bytes());
-                m
-            }
-            None => {
-                let text =
-                    manifest::custom_section(&wasm, manifest::SECTION)?.ok_or_else(|| {
-                        HostError::Manifest(format!(
-                            "{}: no plugin.toml and no embedded manifest",
-                            req.source.display()
-                        ))
-                    })?;
-                Manifest::parse(&String::from_utf8_lossy(text), "embedded manifest")?
-            }
-        };
+        let manifest = embed_manifest(&mut wasm, given, &req.source)?;
         let name = manifest.name.clone();
         let target = self.dir.join(&name);
         if target.exists() && !req.upgrade {

@@ -2,11 +2,10 @@
 //! scripts/build-guest-plugins.sh (CI runs it before the tests), installed and evaluated in a
 //! real agent against stored flows.
 
-use crate::plugins::weir;
-use crate::util::{Agent, WEIR, now_ms};
+use crate::plugins::{run_cli, weir};
+use crate::util::{Agent, now_ms};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::Command;
 
 fn guest(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -103,26 +102,7 @@ fn python_and_javascript_alert_scripts_evaluate_stored_flows() {
     let (s, v) = run(&a, "quiet-network", window);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["result"]["alerts"], json!([]), "{v}");
-    let out = Command::new(WEIR)
-        .args([
-            "plugin",
-            "run",
-            "quiet-network",
-            "--from",
-            "-3h",
-            "--to",
-            "-2h",
-            "--server",
-        ])
-        .arg(a.url(""))
-        .output()
-        .expect("weir plugin run");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_cli(&a, &["quiet-network", "--from", "-3h", "--to", "-2h"]);
     assert!(text.contains("critical quiet-network:"), "{text}");
     assert!(text.contains("1000"), "{text}");
 

@@ -44,6 +44,23 @@ pub fn weir(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `weir plugin run ARGS` against the agent; must succeed; returns its standard output.
+pub fn run_cli(a: &Agent, args: &[&str]) -> String {
+    let out = Command::new(WEIR)
+        .args(["plugin", "run"])
+        .args(args)
+        .arg("--server")
+        .arg(a.url(""))
+        .output()
+        .expect("weir plugin run");
+    assert!(
+        out.status.success(),
+        "weir plugin run {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits until the agent has called a flow-processor at least once, without failures.
 fn wait_called(a: &Agent, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -314,21 +331,11 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
     );
     assert!(v["result"]["snapshot_bytes"].as_u64() > Some(0), "{v}");
     // flow-processor over the window, visualization, alert-rule: all through the CLI too.
-    let server = a.url("");
     for (name, want) in [
         ("my-proc", "my_proc_bytes {} 30.0"),
         ("my-rule", "no alerts"),
     ] {
-        let out = Command::new(WEIR)
-            .args(["plugin", "run", name, "--server", &server])
-            .output()
-            .expect("weir plugin run");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = run_cli(&a, &[name]);
         assert!(text.contains(want), "{name}: {text}");
     }
     let (s, v) = run("my-view", serde_json::json!({}));
