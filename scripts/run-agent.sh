@@ -5,5 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh build
+rustup target add wasm32-wasip2 >/dev/null
+# Bundled plugins first: the binary carries them (`weir plugin install bundled:NAME`).
+cargo build --release --locked --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 cargo build --release --locked
 exec ./target/release/weir agent "$@"

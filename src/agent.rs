@@ -229,7 +229,8 @@ fn start_plugins(
         .context("starting the plugin runtime")?;
     let reg = Arc::new(
         weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
-            .context("opening the plugin registry")?,
+            .context("opening the plugin registry")?
+            .with_bundled(crate::bundled::BUNDLED),
     );
     let weak = Arc::downgrade(&reg);
     std::thread::Builder::new()

@@ -1,6 +1,7 @@
 //! `weir`: the command line. Wiring only; the work lives in the workspace crates.
 
 mod agent;
+mod bundled;
 mod client;
 mod output;
 mod plugin_cmd;

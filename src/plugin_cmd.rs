@@ -22,7 +22,8 @@ pub struct PluginArgs {
 #[derive(Args, Debug)]
 pub struct InstallArgs {
     /// A .wasm component (manifest embedded, or plugin.toml beside it), a directory with
-    /// plugin.toml and one .wasm, or oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST].
+    /// plugin.toml and one .wasm, oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST], or
+    /// bundled:NAME (a plugin shipped inside this binary, see `weir plugin list`).
     source: PathBuf,
     /// Refuse the file unless its sha256 is this (hex).
     #[arg(long)]
@@ -152,6 +153,7 @@ fn registry(dir: Option<PathBuf>) -> Result<Registry> {
     let rt = weir_host::Runtime::new(Some(data.join("plugin-cache")))
         .context("starting the plugin runtime")?;
     Registry::open(&data.join("plugins"), Arc::new(rt), None)
+        .map(|r| r.with_bundled(crate::bundled::BUNDLED))
         .with_context(|| format!("opening the plugin registry in {}", data.display()))
 }
 
@@ -242,6 +244,19 @@ pub fn run(a: PluginArgs) -> Result<()> {
                     )?;
                 }
                 writeln!(out, "{} plugins", list.len())?;
+                let available: Vec<&str> = reg
+                    .bundled()
+                    .iter()
+                    .map(|b| b.name)
+                    .filter(|n| !list.iter().any(|l| l.installed.manifest.name == *n))
+                    .collect();
+                if !available.is_empty() {
+                    writeln!(
+                        out,
+                        "bundled, not installed: {} (weir plugin install bundled:NAME)",
+                        available.join(", ")
+                    )?;
+                }
             }
         }
         PluginCommand::Info { name, json } => {
@@ -625,8 +640,7 @@ summarizer::export!(Plugin);
 
 const VISUALIZATION: &str = r#"//! A weir visualization: draws a table of the top talkers.
 
-use weir_plugin_sdk::visualization::weir::plugin::flows;
-use weir_plugin_sdk::visualization::{self, Guest, Metric, PluginError, RenderRequest, Table, Value, View};
+use weir_plugin_sdk::visualization::{self, flows, Guest, Metric, PluginError, RenderRequest, Table, Value, View};
 
 struct Plugin;
 
@@ -652,8 +666,7 @@ visualization::export!(Plugin);
 
 const ALERT_RULE: &str = r#"//! A weir alert rule: fires when the window carries more bytes than `threshold` (config).
 
-use weir_plugin_sdk::alert_rule::weir::plugin::{config, flows};
-use weir_plugin_sdk::alert_rule::{self, Alert, Guest, Metric, PluginError, Severity, TimeRange};
+use weir_plugin_sdk::alert_rule::{self, config, flows, Alert, Guest, Metric, PluginError, Severity, TimeRange};
 
 struct Plugin;
 

@@ -4,10 +4,14 @@
 pub trait PluginAdmin: PluginRunner + Send + Sync {
     /// Installed plugins with what they asked for and got, state and recent errors (JSON).
     fn list(&self) -> serde_json::Value;
-    /// Installs (or upgrades) a plugin from the bytes of a `.wasm` with an embedded manifest.
+    /// Names of the plugins built into the binary (installable as `bundled:NAME`).
+    fn bundled(&self) -> Vec<String>;
+    /// Installs (or upgrades) a plugin from the bytes of an uploaded `.wasm` with an embedded
+    /// manifest, or from a source (`oci://...` or `bundled:NAME`); exactly one of the two.
     fn install(
         &self,
-        wasm: &[u8],
+        upload: Option<&[u8]>,
+        source: Option<&str>,
         sha256: Option<&str>,
         grants: Option<Vec<String>>,
         upgrade: bool,

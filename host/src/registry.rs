@@ -63,11 +63,21 @@ struct Entry {
     load_error: Option<String>,
 }
 
+/// A plugin built into the binary, installed with `bundled:NAME` as the source.
+#[derive(Debug, Clone, Copy)]
+pub struct Bundled {
+    pub name: &'static str,
+    pub wasm: &'static [u8],
+    /// Its plugin.toml.
+    pub manifest: &'static str,
+}
+
 pub struct Registry {
     dir: PathBuf,
     rt: Arc<Runtime>,
     flows: Option<Arc<weir_core::Store>>,
     entries: RwLock<BTreeMap<String, Entry>>,
+    bundled: Vec<Bundled>,
 }
 
 fn now_ms() -> u64 {
@@ -176,9 +186,40 @@ impl Registry {
             rt,
             flows,
             entries: RwLock::new(BTreeMap::new()),
+            bundled: Vec::new(),
         };
         reg.sync();
         Ok(reg)
+    }
+
+    /// The plugins this binary carries (installable as `bundled:NAME`).
+    pub fn with_bundled(mut self, bundled: &[Bundled]) -> Registry {
+        self.bundled = bundled.to_vec();
+        self
+    }
+
+    pub fn bundled(&self) -> &[Bundled] {
+        &self.bundled
+    }
+
+    fn bundled_source(&self, name: &str) -> Result<(Vec<u8>, GivenManifest), HostError> {
+        let b = self
+            .bundled
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.bundled.iter().map(|b| b.name).collect();
+                HostError::Load(format!(
+                    "no bundled plugin named '{name}' (bundled: {})",
+                    if names.is_empty() {
+                        "none, this binary was built without them".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })?;
+        let m = Manifest::parse(b.manifest, &format!("plugin.toml of bundled {name}"))?;
+        Ok((b.wasm.to_vec(), Some((m, b.manifest.to_string()))))
     }
 
     /// Public keys (`*.pub`) whose signatures installs accept; when it holds any, every
@@ -271,8 +312,22 @@ impl Registry {
     }
 
     /// Verifies, test-loads and installs a plugin; returns what was recorded.
+    /// Installs from `req.source`: a file, a directory, `oci://...` or `bundled:NAME`.
     pub fn install(&self, req: &InstallRequest) -> Result<Installed, HostError> {
-        let (mut wasm, given) = read_source(&req.source)?;
+        let (wasm, given) = match req.source.to_str().and_then(|s| s.strip_prefix("bundled:")) {
+            Some(name) => self.bundled_source(name)?,
+            None => read_source(&req.source)?,
+        };
+        self.install_bytes(wasm, given, req)
+    }
+
+    /// Installs a component already read (`req.source` only labels it).
+    pub fn install_bytes(
+        &self,
+        mut wasm: Vec<u8>,
+        given: GivenManifest,
+        req: &InstallRequest,
+    ) -> Result<Installed, HostError> {
         let sha256 = sha256_hex(&wasm);
         if let Some(want) = &req.sha256
             && !want.eq_ignore_ascii_case(&sha256)
@@ -426,9 +481,14 @@ impl weir_core::plugins::PluginAdmin for Registry {
         serde_json::to_value(Registry::list(self)).unwrap_or(serde_json::Value::Null)
     }
 
+    fn bundled(&self) -> Vec<String> {
+        self.bundled.iter().map(|b| b.name.to_string()).collect()
+    }
+
     fn install(
         &self,
-        wasm: &[u8],
+        upload: Option<&[u8]>,
+        source: Option<&str>,
         sha256: Option<&str>,
         grants: Option<Vec<String>>,
         upgrade: bool,
@@ -441,18 +501,32 @@ impl weir_core::plugins::PluginAdmin for Registry {
             ),
             None => None,
         };
-        let tmp = self
-            .dir
-            .join(format!(".upload-{}-{}.wasm", std::process::id(), now_ms()));
-        std::fs::write(&tmp, wasm).map_err(|e| e.to_string())?;
-        let r = self.install(&InstallRequest {
-            source: tmp.clone(),
+        let req = |source: &str| InstallRequest {
+            source: PathBuf::from(source),
             sha256: sha256.map(String::from),
-            grants,
+            grants: grants.clone(),
             config: BTreeMap::new(),
             upgrade,
-        });
-        let _ = std::fs::remove_file(&tmp);
+        };
+        let r = match (upload, source) {
+            (Some(wasm), None) => self.install_bytes(wasm.to_vec(), None, &req("upload")),
+            (None, Some(s)) if s.starts_with("oci://") || s.starts_with("bundled:") => {
+                self.install(&req(s))
+            }
+            (None, Some(s)) => {
+                return Err(format!(
+                    "source '{s}': the API installs from oci://... or bundled:NAME (or an uploaded body); local paths are for `weir plugin install`"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err("give either a .wasm body or a source, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "nothing to install: send the .wasm as the body, or give source=oci://... or source=bundled:NAME".into(),
+                );
+            }
+        };
         r.map(|m| serde_json::to_value(m).unwrap_or(serde_json::Value::Null))
             .map_err(|e| e.to_string())
     }

@@ -2,7 +2,7 @@
 //! real registry (Debian's docker-registry) on loopback.
 
 use crate::plugins::{staged, weir};
-use crate::util::{free_port, require};
+use crate::util::{Agent, free_port, require};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -198,6 +198,15 @@ fn oci_push_and_install_from_a_real_registry() {
     );
     let (_, info, _) = weir(&data, &["info", "flow-count", "--json"]);
     assert!(info.contains(&reference), "{info}");
+    // The API installs from the registry too (the agent pulls it).
+    let a = Agent::start(&d.join("agent"), &["--no-capture"]);
+    let (s, v) = a.post(
+        &format!("/api/v1/plugins?source={reference}&sha256={layer}"),
+        "",
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["installed"]["source"], reference.as_str(), "{v}");
+    drop(a);
 
     // A blob changed in the registry's storage is caught by its digest.
     let blob = d

@@ -208,6 +208,67 @@ fn api_upload_refuses_bad_plugins_and_installs_good_ones() {
 }
 
 #[test]
+fn bundled_plugins_ship_inside_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("cli");
+    let (code, out, err) = weir(&data, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bundled, not installed: flow-count"), "{out}");
+    let (code, out, err) = weir(&data, &["install", "bundled:flow-count"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("flow-count 0.1.0 (flow-processor) installed"),
+        "{out}"
+    );
+    // The copy inside the binary is the one built from plugins/ (same bytes once installed).
+    let other = dir.path().join("from-source");
+    let src = staged(dir.path(), "flow_count", "flow-count");
+    let (code, _, err) = weir(&other, &["install", src.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    let sha = |d: &std::path::Path| {
+        let (_, info, _) = weir(d, &["info", "flow-count", "--json"]);
+        let v: Value = serde_json::from_str(&info).expect("json");
+        v["installed"]["sha256"]
+            .as_str()
+            .expect("sha256")
+            .to_string()
+    };
+    assert_eq!(sha(&data), sha(&other));
+    let (code, _, err) = weir(&data, &["install", "bundled:nope"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no bundled plugin named 'nope' (bundled: flow-count)"),
+        "{err}"
+    );
+
+    // Over the API: listed, installable by source; local paths and empty requests refused.
+    let a = Agent::start(dir.path(), &["--no-capture"]);
+    let v = a.ok("/api/v1/plugins", &[]);
+    assert_eq!(v["bundled"], serde_json::json!(["flow-count"]), "{v}");
+    let (s, v) = a.post("/api/v1/plugins?source=bundled:flow-count", "");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["installed"]["manifest"]["name"], "flow-count", "{v}");
+    let (s, v) = a.post("/api/v1/plugins?source=/etc/passwd", "");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("local paths"),
+        "{v}"
+    );
+    let (s, v) = a.post("/api/v1/plugins", "");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing to install"),
+        "{v}"
+    );
+}
+
+#[test]
 fn scaffolded_plugins_of_every_kind_build_install_and_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared_target = dir.path().join("target");

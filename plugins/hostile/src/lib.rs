@@ -1,8 +1,7 @@
 //! Test fixture: misbehaves in the way its `mode` config names, to show the sandbox holds.
 
-use weir_plugin_sdk::flow_processor::weir::plugin::{config, kv};
 use weir_plugin_sdk::flow_processor::{
-    self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed,
+    self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed, config, kv,
 };
 
 struct Hostile;

@@ -1,5 +1,6 @@
 //! Guest SDK for weir plugins. Each world of `weir:plugin` (see `wit/`) is a module with its
-//! bindings, one `Guest` trait and an `export!` macro: implement the trait and export it.
+//! bindings, one `Guest` trait, an `export!` macro and the host calls it may import (`log`,
+//! `flows`, `config`, ... as modules): implement the trait and export it.
 //!
 //! ```ignore
 //! use weir_plugin_sdk::flow_processor::{self, Batch, FlowBatch, Guest, PluginError, Processed};
@@ -141,6 +142,8 @@ pub mod flow_processor {
         default_bindings_module: "weir_plugin_sdk::flow_processor",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, kv, log, metrics};
     batch_view!();
 }
 
@@ -153,6 +156,8 @@ pub mod visualization {
         default_bindings_module: "weir_plugin_sdk::visualization",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, flows, kv, log};
 }
 
 /// The alert-rule world: a time window in, alerts out.
@@ -164,6 +169,8 @@ pub mod alert_rule {
         default_bindings_module: "weir_plugin_sdk::alert_rule",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, flows, kv, log, metrics};
 }
 
 /// The correlator world: a batch of flows and external events in, annotations out.
@@ -175,6 +182,8 @@ pub mod correlator {
         default_bindings_module: "weir_plugin_sdk::correlator",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, flows, kv, log};
     batch_view!();
 }
 
@@ -187,6 +196,8 @@ pub mod decoder {
         default_bindings_module: "weir_plugin_sdk::decoder",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{config, log};
 }
 
 /// The summarizer world: mergeable sketches updated with batches, snapshotted, merged and
@@ -200,6 +211,8 @@ pub mod summarizer {
         default_bindings_module: "weir_plugin_sdk::summarizer",
     });
     pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, kv, log};
     batch_view!();
 }
 

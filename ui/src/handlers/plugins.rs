@@ -26,18 +26,20 @@ async fn run<T: Send + 'static>(
 /// `GET /api/v1/plugins`
 pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    Ok(Json(json!({ "plugins": run(move || Ok(a.list())).await? })))
+    let (plugins, bundled) = run(move || Ok((a.list(), a.bundled()))).await?;
+    Ok(Json(json!({ "plugins": plugins, "bundled": bundled })))
 }
 
 /// `POST /api/v1/plugins?sha256=&grant=flows,log&upgrade=true` with the `.wasm` as the body
-/// (manifest embedded).
+/// (manifest embedded), or with an empty body and `source=oci://...` or `source=bundled:NAME`.
 pub async fn install(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let a = admin(&st)?;
-    let p = Params::new(q, &["sha256", "grant", "upgrade"])?;
+    let p = Params::new(q, &["sha256", "grant", "upgrade", "source"])?;
+    let source = p.get("source").map(String::from);
     let sha = p.get("sha256").map(String::from);
     let grants = p.get("grant").map(|g| {
         g.split(',')
@@ -46,7 +48,11 @@ pub async fn install(
             .collect()
     });
     let upgrade = matches!(p.get("upgrade"), Some("true" | "1"));
-    let installed = run(move || a.install(&body, sha.as_deref(), grants, upgrade)).await?;
+    let installed = run(move || {
+        let upload = (!body.is_empty()).then_some(&body[..]);
+        a.install(upload, source.as_deref(), sha.as_deref(), grants, upgrade)
+    })
+    .await?;
     Ok(Json(json!({ "installed": installed })))
 }
 
