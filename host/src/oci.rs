@@ -1,8 +1,15 @@
 //! Plugins from OCI registries, following the wasm OCI artifact convention: one layer of
 //! media type `application/wasm` (the component) and a config of media type
 //! `application/vnd.wasm.config.v0+json`. References: `oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX]`.
-//! Every blob is checked against its digest. Loopback registries are spoken to over plain
-//! HTTP; others over HTTPS (which this build does not include yet: see docs/PLUGINS.md).
+//! Every blob is checked against its digest.
+//!
+//! Registries are spoken to over HTTPS, except a loopback IP address (127.0.0.0/8, [::1]),
+//! which means a local development registry over plain HTTP. From the environment:
+//! `WEIR_OCI_CA_FILE` (PEM roots to trust instead of the public ones, for a private registry)
+//! and `WEIR_OCI_USERNAME` / `WEIR_OCI_PASSWORD` (credentials). A 401 is answered as the
+//! registry asks: `Basic` with the credentials, or `Bearer` with a token fetched from the
+//! registry's token service (anonymously when no credentials are set, as public registries
+//! allow for pulls).
 
 use crate::HostError;
 use crate::plugin::sha256_hex;
@@ -73,30 +80,23 @@ impl Reference {
         })
     }
 
-    fn loopback(&self) -> bool {
-        let name = self
-            .host
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&self.host);
-        matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.")
+    /// A loopback IP address: a local development registry over plain HTTP.
+    fn plain_http(&self) -> bool {
+        let host = match self.host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => self
+                .host
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(&self.host),
+        };
+        host.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
     }
 
     fn base(&self) -> String {
-        let scheme = if self.loopback() { "http" } else { "https" };
+        let scheme = if self.plain_http() { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}", self.host, self.repo)
-    }
-
-    /// Refuses registries this build cannot speak to (HTTPS needs TLS, not built in yet).
-    fn reachable(&self, what: &str) -> Result<(), HostError> {
-        if self.loopback() {
-            return Ok(());
-        }
-        Err(err(
-            self,
-            what,
-            "HTTPS registries are not supported by this build yet (loopback registries use HTTP)",
-        ))
     }
 }
 
@@ -115,27 +115,229 @@ impl std::fmt::Display for Reference {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
 fn err(r: &Reference, what: &str, e: impl std::fmt::Display) -> HostError {
     HostError::Oci(format!("{r}: {what}: {e}"))
 }
 
-fn check_status(r: &Reference, what: &str, status: u16, body: &str) -> Result<(), HostError> {
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `key="value"` pairs of a `WWW-Authenticate` challenge after its scheme.
+fn challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((k, v)) = rest.split_once('=') {
+        let key = k.trim().trim_start_matches(',').trim().to_string();
+        let v = v.trim_start();
+        let (value, after) = match v.strip_prefix('"') {
+            Some(q) => q.split_once('"').unwrap_or((q, "")),
+            None => v.split_once(',').unwrap_or((v, "")),
+        };
+        out.push((key, value.to_string()));
+        rest = after;
+    }
+    out
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+/// One conversation with a registry: TLS roots, credentials, and the authorization the
+/// registry asked for (kept for the following requests).
+struct Session<'a> {
+    r: &'a Reference,
+    agent: ureq::Agent,
+    credentials: Option<(String, String)>,
+    authorization: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    fn new(r: &'a Reference) -> Result<Session<'a>, HostError> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(120)));
+        if let Ok(path) = std::env::var("WEIR_OCI_CA_FILE") {
+            let pem = std::fs::read(&path)
+                .map_err(|e| err(r, "WEIR_OCI_CA_FILE", format!("reading {path}: {e}")))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(err(
+                    r,
+                    "WEIR_OCI_CA_FILE",
+                    format!("{path} holds no PEM certificate"),
+                ));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let credentials = match (
+            std::env::var("WEIR_OCI_USERNAME"),
+            std::env::var("WEIR_OCI_PASSWORD"),
+        ) {
+            (Ok(u), Ok(p)) => Some((u, p)),
+            _ => None,
+        };
+        Ok(Session {
+            r,
+            agent: config.build().into(),
+            credentials,
+            authorization: None,
+        })
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64(format!("{u}:{p}").as_bytes())))
+    }
+
+    /// Sends a request; on a 401, authorizes as the registry's challenge asks and sends it
+    /// once more.
+    fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, HostError> {
+        let mut resp = self.once(method, url, headers, body)?;
+        if resp.status().as_u16() == 401 {
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            self.authorize(&challenge)?;
+            resp = self.once(method, url, headers, body)?;
+        }
+        Ok(resp)
+    }
+
+    fn once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, HostError> {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = &self.authorization {
+            req = req.header("authorization", a.as_str());
+        }
+        let req = req
+            .body(body.to_vec())
+            .map_err(|e| err(self.r, "request", e))?;
+        self.agent
+            .run(req)
+            .map_err(|e| err(self.r, "cannot reach the registry", e))
+    }
+
+    fn authorize(&mut self, challenge: &str) -> Result<(), HostError> {
+        let r = self.r;
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            self.authorization = Some(self.basic().ok_or_else(|| {
+                err(
+                    r,
+                    "authentication",
+                    "the registry wants credentials: set WEIR_OCI_USERNAME and WEIR_OCI_PASSWORD",
+                )
+            })?);
+            return Ok(());
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(err(
+                r,
+                "authentication",
+                format!("unsupported challenge '{challenge}'"),
+            ));
+        }
+        let params = challenge_params(params);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let realm = get("realm")
+            .ok_or_else(|| err(r, "authentication", "bearer challenge without a realm"))?;
+        let mut url = format!("{realm}?");
+        for key in ["service", "scope"] {
+            if let Some(v) = get(key) {
+                url.push_str(&format!("{key}={}&", v.replace(' ', "%20")));
+            }
+        }
+        let mut req = self.agent.get(url.trim_end_matches(['&', '?']));
+        if let Some(b) = self.basic() {
+            req = req.header("authorization", b.as_str());
+        }
+        let mut resp = req
+            .call()
+            .map_err(|e| err(r, "cannot reach the token service", e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(err(
+                r,
+                "authentication",
+                format!(
+                    "the token service answered {status}{}",
+                    if self.credentials.is_some() {
+                        " (credentials refused?)"
+                    } else {
+                        " (set WEIR_OCI_USERNAME and WEIR_OCI_PASSWORD?)"
+                    }
+                ),
+            ));
+        }
+        let v: Value = resp
+            .body_mut()
+            .read_json()
+            .map_err(|e| err(r, "token service answer", e))?;
+        let token = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| err(r, "token service answer", "no token in it"))?;
+        self.authorization = Some(format!("Bearer {token}"));
+        Ok(())
+    }
+
+    fn read(&self, resp: &mut Response, limit: u64, what: &str) -> Result<Vec<u8>, HostError> {
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| err(self.r, what, e))
+    }
+}
+
+fn check_status(r: &Reference, what: &str, status: u16, body: &[u8]) -> Result<(), HostError> {
     match status {
         200..=299 => Ok(()),
         401 | 403 => Err(err(
             r,
             what,
-            format!(
-                "the registry wants credentials ({status}); authenticated registries are not supported yet"
-            ),
+            format!("access denied ({status}): check WEIR_OCI_USERNAME and WEIR_OCI_PASSWORD"),
         )),
         404 => Err(err(r, what, "not found in the registry")),
         _ => Err(err(
@@ -143,7 +345,10 @@ fn check_status(r: &Reference, what: &str, status: u16, body: &str) -> Result<()
             what,
             format!(
                 "the registry answered {status}: {}",
-                body.chars().take(300).collect::<String>()
+                String::from_utf8_lossy(body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             ),
         )),
     }
@@ -151,22 +356,11 @@ fn check_status(r: &Reference, what: &str, status: u16, body: &str) -> Result<()
 
 /// Pulls a component: returns its bytes and the layer digest (`sha256:HEX`), checked.
 pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
-    r.reachable("pull")?;
-    let a = agent();
+    let mut s = Session::new(r)?;
     let url = format!("{}/manifests/{}", r.base(), r.reference);
-    let mut resp = a
-        .get(&url)
-        .header("accept", MANIFEST)
-        .call()
-        .map_err(|e| err(r, "cannot reach the registry", e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(4 * 1024 * 1024)
-        .read_to_vec()
-        .map_err(|e| err(r, "reading the manifest", e))?;
-    check_status(r, "manifest", status, &String::from_utf8_lossy(&body))?;
+    let mut resp = s.send("GET", &url, &[("accept", MANIFEST)], &[])?;
+    let body = s.read(&mut resp, 4 * 1024 * 1024, "reading the manifest")?;
+    check_status(r, "manifest", resp.status().as_u16(), &body)?;
     if let Some(want) = r.reference.strip_prefix("sha256:")
         && sha256_hex(&body) != want
     {
@@ -206,18 +400,9 @@ pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
             format!("unsupported layer digest '{digest}'"),
         ));
     };
-    let mut resp = a
-        .get(&format!("{}/blobs/{digest}", r.base()))
-        .call()
-        .map_err(|e| err(r, "cannot reach the registry", e))?;
-    let status = resp.status().as_u16();
-    let blob = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_BLOB)
-        .read_to_vec()
-        .map_err(|e| err(r, "reading the component", e))?;
-    check_status(r, "component blob", status, "")?;
+    let mut resp = s.send("GET", &format!("{}/blobs/{digest}", r.base()), &[], &[])?;
+    let blob = s.read(&mut resp, MAX_BLOB, "reading the component")?;
+    check_status(r, "component blob", resp.status().as_u16(), &[])?;
     if sha256_hex(&blob) != hex {
         return Err(err(
             r,
@@ -228,19 +413,17 @@ pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
     Ok((blob, digest))
 }
 
-fn upload(a: &ureq::Agent, r: &Reference, data: &[u8]) -> Result<String, HostError> {
+fn upload(s: &mut Session<'_>, data: &[u8]) -> Result<String, HostError> {
+    let r = s.r;
     let digest = format!("sha256:{}", sha256_hex(data));
     // Already there (content-addressed): nothing to send.
-    if let Ok(resp) = a.head(&format!("{}/blobs/{digest}", r.base())).call()
-        && resp.status().is_success()
-    {
+    let resp = s.send("HEAD", &format!("{}/blobs/{digest}", r.base()), &[], &[])?;
+    if resp.status().is_success() {
         return Ok(digest);
     }
-    let resp = a
-        .post(&format!("{}/blobs/uploads/", r.base()))
-        .send_empty()
-        .map_err(|e| err(r, "cannot reach the registry", e))?;
-    check_status(r, "starting an upload", resp.status().as_u16(), "")?;
+    let mut resp = s.send("POST", &format!("{}/blobs/uploads/", r.base()), &[], &[])?;
+    let body = s.read(&mut resp, 64 * 1024, "starting an upload")?;
+    check_status(r, "starting an upload", resp.status().as_u16(), &body)?;
     let location = resp
         .headers()
         .get("location")
@@ -255,32 +438,31 @@ fn upload(a: &ureq::Agent, r: &Reference, data: &[u8]) -> Result<String, HostErr
         format!("{origin}{location}")
     };
     let sep = if location.contains('?') { '&' } else { '?' };
-    let mut resp = a
-        .put(&format!("{location}{sep}digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .send(data)
-        .map_err(|e| err(r, "uploading", e))?;
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    check_status(r, "uploading a blob", status, &body)?;
+    let mut resp = s.send(
+        "PUT",
+        &format!("{location}{sep}digest={digest}"),
+        &[("content-type", "application/octet-stream")],
+        data,
+    )?;
+    let body = s.read(&mut resp, 64 * 1024, "uploading")?;
+    check_status(r, "uploading a blob", resp.status().as_u16(), &body)?;
     Ok(digest)
 }
 
 /// Pushes a component as a wasm OCI artifact under `r` (a tag); returns the manifest digest.
 pub fn push(r: &Reference, wasm: &[u8], title: &str, version: &str) -> Result<String, HostError> {
-    r.reachable("push")?;
     if r.reference.starts_with("sha256:") {
         return Err(err(r, "push", "push to a tag, not a digest"));
     }
-    let a = agent();
-    let layer = upload(&a, r, wasm)?;
+    let mut s = Session::new(r)?;
+    let layer = upload(&mut s, wasm)?;
     let config = serde_json::to_vec(&json!({
         "architecture": "wasm",
         "os": "wasip2",
         "layerDigests": [layer],
     }))
     .map_err(|e| err(r, "config", e))?;
-    let config_digest = upload(&a, r, &config)?;
+    let config_digest = upload(&mut s, &config)?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -292,20 +474,41 @@ pub fn push(r: &Reference, wasm: &[u8], title: &str, version: &str) -> Result<St
         },
     }))
     .map_err(|e| err(r, "manifest", e))?;
-    let mut resp = a
-        .put(&format!("{}/manifests/{}", r.base(), r.reference))
-        .header("content-type", MANIFEST)
-        .send(&manifest[..])
-        .map_err(|e| err(r, "pushing the manifest", e))?;
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    check_status(r, "pushing the manifest", status, &body)?;
+    let mut resp = s.send(
+        "PUT",
+        &format!("{}/manifests/{}", r.base(), r.reference),
+        &[("content-type", MANIFEST)],
+        &manifest,
+    )?;
+    let body = s.read(&mut resp, 64 * 1024, "pushing the manifest")?;
+    check_status(r, "pushing the manifest", resp.status().as_u16(), &body)?;
     Ok(format!("sha256:{}", sha256_hex(&manifest)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_and_challenges() {
+        assert_eq!(base64(b"weir:s3cret"), "d2VpcjpzM2NyZXQ=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(
+            p,
+            vec![
+                (
+                    "realm".to_string(),
+                    "https://auth.example/token".to_string()
+                ),
+                ("service".to_string(), "registry.example".to_string()),
+                ("scope".to_string(), "repository:a/b:pull,push".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn references() {
@@ -320,6 +523,14 @@ mod tests {
         assert!(r.base().starts_with("https://"));
         let d = format!("oci://localhost:5000/p@sha256:{}", "a".repeat(64));
         assert_eq!(Reference::parse(&d).unwrap().to_string(), d);
+        // Only loopback IP addresses mean plain HTTP; a name (even localhost) gets TLS.
+        assert!(Reference::parse(&d).unwrap().base().starts_with("https://"));
+        assert!(
+            Reference::parse("oci://[::1]:5000/p")
+                .unwrap()
+                .base()
+                .starts_with("http://")
+        );
         for bad in [
             "oci://",
             "http://x/y",

@@ -2,8 +2,9 @@
 //! real registry (Debian's docker-registry) on loopback.
 
 use crate::plugins::{staged, weir};
-use crate::util::{Agent, free_port, require};
+use crate::util::{Agent, WEIR, free_port, require, sh};
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,11 @@ struct Registry {
 
 impl Registry {
     fn start(root: &Path) -> Registry {
+        Registry::start_with(root, "", "")
+    }
+
+    /// `http_extra` goes under `http:` (TLS), `top_extra` at the top level (auth).
+    fn start_with(root: &Path, http_extra: &str, top_extra: &str) -> Registry {
         require(&["docker-registry"]);
         let port = free_port();
         std::fs::create_dir_all(root).expect("registry dir");
@@ -110,7 +116,7 @@ impl Registry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{top_extra}",
                 root.join("store").display()
             ),
         )
@@ -226,4 +232,185 @@ fn oci_push_and_install_from_a_real_registry() {
     let (code, _, err) = weir(&data, &["install", "oci://127.0.0.1/Bad:tag"]);
     assert_ne!(code, 0);
     assert!(err.contains("expected oci://"), "{err}");
+}
+
+/// `weir plugin ARGS` with extra environment (registry CA and credentials).
+fn weir_env(data: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(WEIR)
+        .arg("plugin")
+        .args(args)
+        .env("WEIR_DATA_DIR", data)
+        .env_remove("WEIR_OCI_CA_FILE")
+        .env_remove("WEIR_OCI_USERNAME")
+        .env_remove("WEIR_OCI_PASSWORD")
+        .envs(env.iter().copied())
+        .output()
+        .expect("weir plugin");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn oci_over_tls_with_basic_auth() {
+    require(&["openssl", "htpasswd"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = |f: &str| d.join(f).display().to_string();
+    // A private CA and a server certificate for "localhost".
+    sh(&format!(
+        "cd {0} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -keyout ca.key -out ca.crt -days 2 -subj /CN=weir-test-ca 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
+         -out srv.csr -subj /CN=localhost 2>/dev/null && \
+         printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && \
+         openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt \
+         -days 2 -extfile ext 2>/dev/null && htpasswd -Bbn weir s3cret > htpasswd",
+        d.display()
+    ));
+    let reg = Registry::start_with(
+        &d.join("registry"),
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            p("srv.crt"),
+            p("srv.key")
+        ),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: weir-test\n    path: {}\n",
+            p("htpasswd")
+        ),
+    );
+    let src = staged(d, "flow_count", "flow-count");
+    let file = src.join("plugin.wasm");
+    let file = file.to_str().expect("p");
+    let data = d.join("data");
+    let reference = format!("oci://localhost:{}/weir/flow-count:tls", reg.port);
+    let ca = p("ca.crt");
+
+    // A certificate from an unknown CA is refused.
+    let (code, _, err) = weir_env(&data, &[], &["push", file, &reference]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach the registry"), "{err}");
+    // Trusted, but no credentials; then wrong ones.
+    let (code, _, err) = weir_env(
+        &data,
+        &[("WEIR_OCI_CA_FILE", &ca)],
+        &["push", file, &reference],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("set WEIR_OCI_USERNAME and WEIR_OCI_PASSWORD"),
+        "{err}"
+    );
+    let wrong = [
+        ("WEIR_OCI_CA_FILE", ca.as_str()),
+        ("WEIR_OCI_USERNAME", "weir"),
+        ("WEIR_OCI_PASSWORD", "nope"),
+    ];
+    let (code, _, err) = weir_env(&data, &wrong, &["push", file, &reference]);
+    assert_ne!(code, 0);
+    assert!(err.contains("access denied (401)"), "{err}");
+    // Right ones: push, then install over TLS.
+    let good = [
+        ("WEIR_OCI_CA_FILE", ca.as_str()),
+        ("WEIR_OCI_USERNAME", "weir"),
+        ("WEIR_OCI_PASSWORD", "s3cret"),
+    ];
+    let (code, out, err) = weir_env(&data, &good, &["push", file, &reference]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pushed flow-count 0.1.0"), "{out}");
+    let (code, out, err) = weir_env(&data, &good, &["install", &reference]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("flow-count 0.1.0 (flow-processor) installed"),
+        "{out}"
+    );
+}
+
+/// The token service (tests/e2e/token_server.py) on a loopback port, stopped on drop.
+struct TokenServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn oci_token_auth_anonymous_pull_and_credentialed_push() {
+    require(&["openssl", "python3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = |f: &str| d.join(f).display().to_string();
+    sh(&format!(
+        "cd {} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -keyout token.key -out token.crt -days 2 -subj /CN=weir-token-issuer 2>/dev/null",
+        d.display()
+    ));
+    let port = free_port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/token_server.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .args([
+            &port.to_string(),
+            &p("token.key"),
+            &p("token.crt"),
+            "weir-issuer",
+            "weir-test",
+            "weir",
+            "s3cret",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("token server");
+    let tokens = TokenServer { child, port };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", tokens.port)).is_err() {
+        assert!(Instant::now() < deadline, "token server did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reg = Registry::start_with(
+        &d.join("registry"),
+        "",
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: weir-test\n    issuer: weir-issuer\n    rootcertbundle: {}\n",
+            tokens.port,
+            p("token.crt")
+        ),
+    );
+    let src = staged(d, "flow_count", "flow-count");
+    let file = src.join("plugin.wasm");
+    let file = file.to_str().expect("p");
+    let data = d.join("data");
+    let reference = format!("oci://127.0.0.1:{}/weir/flow-count:token", reg.port);
+
+    // Anonymous tokens only pull: a push is denied; wrong credentials are refused.
+    let (code, _, err) = weir_env(&data, &[], &["push", file, &reference]);
+    assert_ne!(code, 0);
+    assert!(err.contains("access denied (401)"), "{err}");
+    let wrong = [("WEIR_OCI_USERNAME", "weir"), ("WEIR_OCI_PASSWORD", "nope")];
+    let (code, _, err) = weir_env(&data, &wrong, &["push", file, &reference]);
+    assert_ne!(code, 0);
+    assert!(err.contains("the token service answered 401"), "{err}");
+    let good = [
+        ("WEIR_OCI_USERNAME", "weir"),
+        ("WEIR_OCI_PASSWORD", "s3cret"),
+    ];
+    let (code, out, err) = weir_env(&data, &good, &["push", file, &reference]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pushed flow-count 0.1.0"), "{out}");
+    // Public pull: no credentials needed.
+    let (code, out, err) = weir_env(&data, &[], &["install", &reference]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("flow-count 0.1.0 (flow-processor) installed"),
+        "{out}"
+    );
 }
