@@ -11,3 +11,4 @@ mod guests;
 mod plugins;
 mod storage;
 mod util;
+mod visualizations;

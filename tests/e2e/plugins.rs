@@ -213,7 +213,10 @@ fn bundled_plugins_ship_inside_the_binary() {
     let data = dir.path().join("cli");
     let (code, out, err) = weir(&data, &["list"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("bundled, not installed: flow-count"), "{out}");
+    assert!(
+        out.contains("bundled, not installed: flow-count, sankey, chord, topology"),
+        "{out}"
+    );
     let (code, out, err) = weir(&data, &["install", "bundled:flow-count"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -237,14 +240,20 @@ fn bundled_plugins_ship_inside_the_binary() {
     let (code, _, err) = weir(&data, &["install", "bundled:nope"]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("no bundled plugin named 'nope' (bundled: flow-count)"),
+        err.contains(
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology)"
+        ),
         "{err}"
     );
 
     // Over the API: listed, installable by source; local paths and empty requests refused.
     let a = Agent::start(dir.path(), &["--no-capture"]);
     let v = a.ok("/api/v1/plugins", &[]);
-    assert_eq!(v["bundled"], serde_json::json!(["flow-count"]), "{v}");
+    assert_eq!(
+        v["bundled"],
+        serde_json::json!(["flow-count", "sankey", "chord", "topology"]),
+        "{v}"
+    );
     let (s, v) = a.post("/api/v1/plugins?source=bundled:flow-count", "");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["installed"]["manifest"]["name"], "flow-count", "{v}");

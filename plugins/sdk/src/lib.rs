@@ -158,6 +158,112 @@ pub mod visualization {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, flows, kv, log};
+
+    /// A request parameter.
+    pub fn param<'a>(req: &'a RenderRequest, key: &str) -> Option<&'a str> {
+        req.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `metric` parameter: bytes (default), packets or flows.
+    pub fn metric_param(req: &RenderRequest) -> Result<Metric, PluginError> {
+        match param(req, "metric").unwrap_or("bytes") {
+            "bytes" => Ok(Metric::Bytes),
+            "packets" => Ok(Metric::Packets),
+            "flows" => Ok(Metric::Flows),
+            other => Err(PluginError::InvalidInput(format!(
+                "metric '{other}': use bytes, packets or flows"
+            ))),
+        }
+    }
+
+    /// A whole-number parameter within `lo..=hi`.
+    pub fn number_param(
+        req: &RenderRequest,
+        key: &str,
+        default: u32,
+        lo: u32,
+        hi: u32,
+    ) -> Result<u32, PluginError> {
+        let Some(text) = param(req, key) else {
+            return Ok(default);
+        };
+        match text.trim().parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(PluginError::InvalidInput(format!(
+                "{key} '{text}': a whole number from {lo} to {hi}"
+            ))),
+        }
+    }
+
+    /// The `group_by` parameter as field names (comma-separated), or `default`.
+    pub fn group_by_param(req: &RenderRequest, default: &str) -> Vec<String> {
+        param(req, "group_by")
+            .unwrap_or(default)
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .collect()
+    }
+
+    /// The groups a view draws: `group_by` (default `default_group_by`; its field count within
+    /// `fields`, else `InvalidInput` saying `needs`), `metric` and `top` (default
+    /// `default_top`), aggregated over the request's filter and window.
+    pub struct Grouped {
+        pub fields: Vec<String>,
+        pub metric: Metric,
+        pub groups: Vec<Group>,
+    }
+
+    pub fn grouped(
+        req: &RenderRequest,
+        default_group_by: &str,
+        fields: std::ops::RangeInclusive<usize>,
+        needs: &str,
+        default_top: u32,
+    ) -> Result<Grouped, PluginError> {
+        let names = group_by_param(req, default_group_by);
+        if !fields.contains(&names.len()) {
+            return Err(PluginError::InvalidInput(format!("group_by needs {needs}")));
+        }
+        let metric = metric_param(req)?;
+        let top = number_param(req, "top", default_top, 1, 10_000)?;
+        let groups = flows::aggregate(&req.filter, req.range, &names, metric, top)
+            .map_err(PluginError::InvalidInput)?;
+        Ok(Grouped {
+            fields: names,
+            metric,
+            groups,
+        })
+    }
+
+    /// A group's value for a metric.
+    pub fn pick(g: &Group, m: Metric) -> u64 {
+        match m {
+            Metric::Bytes => g.bytes,
+            Metric::Packets => g.packets,
+            Metric::Flows => g.flows,
+        }
+    }
+
+    /// The unit a metric is drawn in.
+    pub fn unit(m: Metric) -> &'static str {
+        match m {
+            Metric::Bytes => "bytes",
+            Metric::Packets => "packets",
+            Metric::Flows => "flows",
+        }
+    }
+
+    /// A grouped value as text (addresses as the UI and the query language write them).
+    pub fn value_text(v: &Value) -> String {
+        match v {
+            Value::Number(n) => n.to_string(),
+            Value::Ip(ip) => crate::ip(ip.hi, ip.lo).to_string(),
+            Value::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// The alert-rule world: a time window in, alerts out.
