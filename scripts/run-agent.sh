@@ -8,5 +8,7 @@ bash scripts/deps.sh build
 rustup target add wasm32-wasip2 >/dev/null
 # Bundled plugins first: the binary carries them (`weir plugin install bundled:NAME`).
 cargo build --release --locked --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+# The web front end (npm tooling), embedded into the binary by ui/build.rs.
+bash scripts/build-ui.sh
 cargo build --release --locked
 exec ./target/release/weir agent "$@"

@@ -10,6 +10,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null
 # Plugins (bundled ones and test fixtures) are WebAssembly components, built first.
 cargo build --release --locked --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+# The web front end (npm tooling), embedded into the binary by ui/build.rs.
+bash scripts/build-ui.sh
 # Alert scripts in Python (componentize-py) and JavaScript (jco), built with pinned tools.
 bash scripts/build-guest-plugins.sh
 cargo fmt --all -- --check

@@ -219,6 +219,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
 /// Stored batches on their way to flow-processor plugins.
 type ProcessorQueue = std::sync::mpsc::SyncSender<Arc<Vec<weir_core::Flow>>>;
 
+/// Visualizations a new agent installs from the ones bundled in the binary.
+const BUNDLED_VIEWS: &[&str] = &["sankey", "chord", "topology"];
+
 /// Opens the plugin registry, keeps it in sync with the disk (installs made by `weir plugin`
 /// take effect within two seconds), and runs flow-processor plugins on stored batches.
 fn start_plugins(
@@ -227,11 +230,28 @@ fn start_plugins(
 ) -> Result<(Arc<weir_host::registry::Registry>, ProcessorQueue)> {
     let rt = weir_host::Runtime::new(Some(dir.join("plugin-cache")))
         .context("starting the plugin runtime")?;
+    let fresh = !dir.join("plugins").exists();
     let reg = Arc::new(
         weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
             .context("opening the plugin registry")?
             .with_bundled(crate::bundled::BUNDLED),
     );
+    if fresh {
+        // A new agent starts with the bundled visualizations, so the UI has views to show;
+        // they cost nothing until drawn and are removed like any plugin.
+        for name in BUNDLED_VIEWS {
+            let req = weir_host::registry::InstallRequest {
+                source: format!("bundled:{name}").into(),
+                ..Default::default()
+            };
+            match reg.install(&req) {
+                Ok(_) => tracing::info!(plugin = name, "bundled visualization installed"),
+                Err(e) => {
+                    tracing::warn!(plugin = name, error = %e, "bundled visualization not installed")
+                }
+            }
+        }
+    }
     let weak = Arc::downgrade(&reg);
     std::thread::Builder::new()
         .name("weir-plugin-sync".into())

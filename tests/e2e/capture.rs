@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// An agent watching both namespaces of a pair, with a 1 s active timeout.
-fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
+pub fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
     let a = Agent::start(
         dir,
         &[

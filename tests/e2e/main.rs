@@ -10,5 +10,6 @@ mod distribution;
 mod guests;
 mod plugins;
 mod storage;
+mod ui;
 mod util;
 mod visualizations;

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(handlers::meta::healthz))
         .route("/", get(handlers::meta::index))
+        .route("/assets/{file}", get(handlers::meta::asset))
         .fallback(handlers::meta::not_found)
         .with_state(state)
         .layer(TraceLayer::new_for_http())

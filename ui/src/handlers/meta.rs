@@ -3,8 +3,9 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::Json;
-use axum::extract::State;
-use axum::response::Html;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 use weir_core::schema::{EITHER_SIDE, FIELDS, FieldKind};
 
@@ -59,18 +60,43 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /`: a landing page until the web UI lands.
-pub async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html><head><meta charset=utf-8><title>weir</title></head><body>",
-        "<h1>weir</h1><p>Flow history on this node. API:</p><ul>",
-        "<li><a href=/api/v1/status>/api/v1/status</a></li>",
-        "<li><a href=/api/v1/flows>/api/v1/flows</a>?filter=&amp;from=&amp;to=&amp;sort=&amp;limit=&amp;offset=</li>",
-        "<li><a href=/api/v1/flows/aggregate?group_by=SrcAddr,DstAddr>/api/v1/flows/aggregate</a>?group_by=&amp;metric=&amp;top=</li>",
-        "<li><a href=/api/v1/flows/timeseries>/api/v1/flows/timeseries</a>?step=&amp;group_by=</li>",
-        "<li>/api/v1/flows/follow?filter= (newline-delimited JSON)</li>",
-        "<li><a href=/api/v1/fields>/api/v1/fields</a></li></ul></body></html>"
-    ))
+mod assets {
+    include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+}
+
+/// `GET /`: the web UI (embedded at build time), or how to build it.
+pub async fn index() -> Response {
+    match assets::INDEX_HTML {
+        Some(html) => Html(html).into_response(),
+        None => Html(concat!(
+            "<!doctype html><html><head><meta charset=utf-8><title>weir</title></head><body>",
+            "<h1>weir</h1><p>This binary was built without its web front end: run ",
+            "<code>cd ui/web &amp;&amp; npm ci &amp;&amp; npm run build</code>, then build weir again ",
+            "(scripts/run-agent.sh does both). The API is at <a href=/api/v1/status>/api/v1/status</a>.</p>",
+            "</body></html>"
+        ))
+        .into_response(),
+    }
+}
+
+/// `GET /assets/{file}`: the front end's script and style sheet.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "app.js" => (assets::APP_JS, "text/javascript; charset=utf-8"),
+        "app.css" => (assets::APP_CSS, "text/css; charset=utf-8"),
+        _ => (None, ""),
+    };
+    match body {
+        Some(b) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            b,
+        )
+            .into_response(),
+        None => ApiError::not_found(format!("no asset named {file}")).into_response(),
+    }
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,0 +1,100 @@
+//! The web UI in a real browser (Debian's chromium, driven by playwright-core from npm) against
+//! a real agent capturing real traffic between two network namespaces. The browser side is
+//! ui/web/test/browser.mjs; screenshots of every page stay in target/ui-screenshots/.
+
+use crate::capture::agent_for;
+use crate::plugins::{staged, weir};
+use crate::util::{Pair, now_ms, require, sh};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn every_page_loads_and_the_sankey_agrees_with_the_api() {
+    require(&["node", "chromium", "curl", "ping", "python3"]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("ui/web/node_modules/playwright-core").exists(),
+        "run `npm ci` in ui/web first (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(5);
+    let a = agent_for(&pair, dir.path());
+    // A traffic mix: pings both ways, a few HTTP fetches, and a UDP burst.
+    let from = now_ms() - 1000;
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("page"), vec![b'x'; 50_000]).expect("page");
+    sh(&format!(
+        "ip netns exec {} sh -c 'cd {} && exec python3 -m http.server 8080 --bind {} >/dev/null 2>&1' & echo $! > {}",
+        pair.ns_b,
+        www.display(),
+        pair.b4,
+        dir.path().join("http.pid").display()
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    sh(&format!(
+        "ip netns exec {} ping -q -c 5 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    sh(&format!(
+        "ip netns exec {} ping -q -c 3 -i 0.05 {}",
+        pair.ns_b, pair.a4
+    ));
+    for _ in 0..3 {
+        sh(&format!(
+            "ip netns exec {} curl -s -o /dev/null http://{}:8080/page",
+            pair.ns_a, pair.b4
+        ));
+    }
+    let _ = sh(&format!(
+        "kill $(cat {}) 2>/dev/null; true",
+        dir.path().join("http.pid").display()
+    ));
+    a.flush();
+    let to = now_ms() + 1000;
+
+    // A visualization to install through the UI: signed, so its manifest is embedded.
+    let src = staged(dir.path(), "top_ports", "top-ports");
+    let keys = dir.path().join("keys");
+    let (code, _, err) = weir(&keys, &["keygen", "ui", "--dir", keys.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    let signed = dir.path().join("top-ports.wasm");
+    let (code, _, err) = weir(
+        &keys,
+        &[
+            "sign",
+            src.join("plugin.wasm").to_str().expect("p"),
+            "--key",
+            keys.join("ui.key").to_str().expect("p"),
+            "-o",
+            signed.to_str().expect("p"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let out = Command::new("node")
+        .arg(root.join("ui/web/test/browser.mjs"))
+        .current_dir(root.join("ui/web"))
+        .env("WEIR_URL", a.url(""))
+        .env("WEIR_FROM_MS", from.to_string())
+        .env("WEIR_TO_MS", to.to_string())
+        .env("WEIR_PLUGIN", &signed)
+        .env("WEIR_SHOTS", root.join("target/ui-screenshots"))
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        a.log_text()
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ui browser test: ok"));
+}

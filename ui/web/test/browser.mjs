@@ -1,0 +1,116 @@
+// Browser test of the web UI: Debian's chromium driven by playwright-core (no browser
+// download), against a running agent. Run by the e2e suite (tests/e2e/ui.rs), which starts the
+// agent on real namespace traffic and passes:
+//   WEIR_URL      the agent's base URL
+//   WEIR_FROM_MS  WEIR_TO_MS   the window holding the test traffic
+//   WEIR_PLUGIN   a signed visualization .wasm (manifest embedded) to install through the UI
+//   WEIR_SHOTS    where screenshots go (kept as test artifacts)
+// Exits non-zero with a message on the first failed check.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const url = process.env.WEIR_URL;
+const from = process.env.WEIR_FROM_MS;
+const to = process.env.WEIR_TO_MS;
+const shots = process.env.WEIR_SHOTS;
+mkdirSync(shots, { recursive: true });
+
+function check(cond, msg) {
+  if (!cond) throw new Error("check failed: " + msg);
+}
+
+const api = async (path) => {
+  const r = await fetch(url + path);
+  check(r.ok, `${path} answered ${r.status}`);
+  return r.json();
+};
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const errors = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
+  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
+  const open = async (hash, name) => {
+    await page.goto(`${url}/${hash}`);
+    await page.waitForFunction((h) => document.body.dataset.ready === h, hash, { timeout: 20000 });
+    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  };
+  const win = `from=${from}&to=${to}`;
+
+  // Every page loads without console errors.
+  for (const [hash, name] of [
+    [`#/overview?${win}`, "overview"], [`#/flows?${win}`, "flows"], [`#/view/sankey?${win}`, "sankey"],
+    [`#/view/chord?${win}`, "chord"], [`#/view/topology?${win}`, "topology"], ["#/plugins", "plugins"], ["#/status", "status"],
+  ]) {
+    await open(hash, name);
+  }
+  check(errors.length === 0, "console errors:\n" + errors.join("\n"));
+
+  // The overview's totals are the aggregate API's.
+  const agg = await api(`/api/v1/flows/aggregate?group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=200&from=${from}&to=${to}`);
+  check(agg.total.bytes > 0, "no traffic in the window");
+
+  // Sankey: node and link totals equal the aggregate API's numbers for the same request.
+  await open(`#/view/sankey?${win}&group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=200`, "sankey-3col");
+  const drawn = await page.evaluate(() => {
+    const col = (id) => Number(id.slice(0, id.indexOf(":")));
+    const nodes = [...document.querySelectorAll("svg.sankey rect.node")];
+    const links = [...document.querySelectorAll("svg.sankey path.link")];
+    const sum = (xs) => xs.reduce((a, x) => a + Number(x), 0);
+    return {
+      nodes0: sum(nodes.filter((n) => col(n.dataset.id) === 0).map((n) => n.dataset.value)),
+      nodes2: sum(nodes.filter((n) => col(n.dataset.id) === 2).map((n) => n.dataset.value)),
+      links0: sum(links.filter((l) => col(l.dataset.source) === 0).map((l) => l.dataset.value)),
+      count: links.length,
+    };
+  });
+  const groupsTotal = agg.groups.reduce((a, g) => a + g.bytes, 0);
+  check(drawn.count > 0, "sankey drew no links");
+  check(drawn.nodes0 === groupsTotal, `sankey source nodes ${drawn.nodes0} != aggregate ${groupsTotal}`);
+  check(drawn.nodes2 === groupsTotal, `sankey destination nodes ${drawn.nodes2} != aggregate ${groupsTotal}`);
+  check(drawn.links0 === groupsTotal, `sankey links ${drawn.links0} != aggregate ${groupsTotal}`);
+
+  // Clicking a link filters the flows table to it.
+  const link = page.locator("svg.sankey path.link").first();
+  const src = (await link.getAttribute("data-source")).replace(/^0:/, "");
+  await link.dispatchEvent("click");
+  await page.waitForFunction(() => location.hash.startsWith("#/flows") && document.body.dataset.ready === location.hash, null, { timeout: 20000 });
+  await page.screenshot({ path: `${shots}/flows-from-sankey.png`, fullPage: true });
+  const hash = decodeURIComponent(await page.evaluate(() => location.hash));
+  check(hash.includes(`SrcAddr=${src}`), `flows filter ${hash} does not name ${src}`);
+  const srcs = await page.$$eval("#flows tbody tr td:nth-child(2)", (tds) => tds.map((t) => t.textContent));
+  check(srcs.length > 0, "filtered flows table is empty");
+  check(srcs.every((s) => s === src), `rows not all from ${src}: ${srcs.join(",")}`);
+
+  // A bad filter shows its error under the bar, with the position.
+  await open("#/flows?filter=" + encodeURIComponent("Bytez=1"), "flows-bad-filter");
+  const err = await page.textContent("#filter-error");
+  check(/Bytez/.test(err) && err.includes("^"), `no readable filter error: ${err}`);
+  // The browser logs the API's 400 for that filter; it is the expected answer, nothing else.
+  check(errors.length === 1 && errors[0].includes("400 (Bad Request)"), "console errors:\n" + errors.join("\n"));
+  errors.length = 0;
+
+  // Installing a visualization through the UI makes it appear, and it draws.
+  await open("#/plugins", "plugins-before");
+  await page.setInputFiles("#file", process.env.WEIR_PLUGIN);
+  await page.click("#upload");
+  await page.waitForSelector('#views-nav a[href="#/view/top-ports"]', { timeout: 20000 });
+  await page.waitForSelector('#list tr[data-name="top-ports"]', { timeout: 20000 });
+  await page.screenshot({ path: `${shots}/plugins-after.png`, fullPage: true });
+  await open(`#/view/top-ports?${win}`, "top-ports");
+  const cells = await page.$$eval("#view table tr td:first-child", (tds) => tds.map((t) => t.textContent));
+  const ports = await api(`/api/v1/flows/aggregate?group_by=DstPort&metric=bytes&top=20&from=${from}&to=${to}`);
+  check(cells.join(",") === ports.groups.map((g) => String(g.key.DstPort)).join(","), `top-ports table ${cells} != aggregate`);
+
+  // Live mode tails without errors.
+  await open(`#/flows?live=1&${win}`, "flows-live");
+  check(errors.length === 0, "console errors:\n" + errors.join("\n"));
+  console.log("ui browser test: ok");
+} finally {
+  await browser.close();
+}
