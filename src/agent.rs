@@ -17,9 +17,13 @@ pub struct AgentArgs {
     /// Where flows are kept. Default: /var/lib/weir as root, else ~/.local/share/weir.
     #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address of the HTTP API. Listening beyond loopback is refused until access tokens land.
+    /// Address of the web UI and API. Beyond loopback an access token is required.
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:9977")]
     listen: SocketAddr,
+    /// File holding the access token (at least 16 characters) that API clients must send as
+    /// `Authorization: Bearer <token>` and the web UI asks for in a login form.
+    #[arg(long, env = "WEIR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Flows are evicted from the kernel to storage at least this often.
     #[arg(long, default_value = "5s", value_parser = units::duration)]
     active_timeout: Duration,
@@ -107,9 +111,24 @@ pub fn run(a: AgentArgs) -> Result<()> {
     // from them.
     // SAFETY: prctl with integer arguments only affects this process.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if !a.listen.ip().is_loopback() {
+    let token = match &a.token_file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the access token from {}", path.display()))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!(
+                    "{}: the access token must be at least 16 characters, without spaces",
+                    path.display()
+                );
+            }
+            Some(Arc::<str>::from(t))
+        }
+        None => None,
+    };
+    if !a.listen.ip().is_loopback() && token.is_none() {
         bail!(
-            "refusing to listen on {}: the API has no access control yet, so only loopback addresses are allowed",
+            "refusing to listen on {} without an access token: give --token-file (clients then send it as a bearer token), or listen on 127.0.0.1",
             a.listen
         );
     }
@@ -155,6 +174,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
+    state.token = token;
     let (registry, processors) = if a.no_plugins {
         (None, None)
     } else {

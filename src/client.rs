@@ -28,6 +28,19 @@ pub struct Server {
         global = true
     )]
     server: String,
+    /// The agent's access token, when it has one.
+    #[arg(long, env = "WEIR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Server {
+    /// Adds the access token to a request.
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -115,7 +128,7 @@ fn get_json(
     filter: Option<&str>,
 ) -> Result<Value> {
     let url = format!("{}{}", server.server.trim_end_matches('/'), path);
-    let mut req = agent().get(&url);
+    let mut req = server.auth(agent().get(&url));
     for (k, v) in query {
         req = req.query(*k, *v);
     }
@@ -126,8 +139,8 @@ fn get_json(
 /// (400: exit code 2).
 pub fn post_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
     let url = format!("{}{}", server.server.trim_end_matches('/'), path);
-    let sent = agent()
-        .post(&url)
+    let sent = server
+        .auth(agent().post(&url))
         .header("content-type", "application/json")
         .send(serde_json::to_vec(body)?);
     answer(server, &url, sent, None)
@@ -228,8 +241,9 @@ fn follow(a: &FlowsArgs) -> Result<()> {
         "{}/api/v1/flows/follow",
         a.server.server.trim_end_matches('/')
     );
-    let resp = agent()
-        .get(&url)
+    let resp = a
+        .server
+        .auth(agent().get(&url))
         .query("filter", &a.filter)
         .call()
         .with_context(|| format!("cannot reach the weir agent at {}", a.server.server))?;

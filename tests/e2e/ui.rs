@@ -72,6 +72,20 @@ fn every_page_loads_and_the_sankey_agrees_with_the_api() {
     );
     assert_eq!(code, 0, "{err}");
 
+    // A second agent that wants an access token (API only; the page asks for it).
+    let token_dir = dir.path().join("token-agent");
+    std::fs::create_dir_all(&token_dir).expect("dir");
+    let token_file = token_dir.join("token");
+    std::fs::write(&token_file, "s3cret-token-for-the-ui-test\n").expect("token");
+    let guarded = crate::util::Agent::start(
+        &token_dir,
+        &[
+            "--no-capture",
+            "--token-file",
+            token_file.to_str().expect("p"),
+        ],
+    );
+
     let out = Command::new("node")
         .arg(root.join("ui/web/test/browser.mjs"))
         .current_dir(root.join("ui/web"))
@@ -79,6 +93,8 @@ fn every_page_loads_and_the_sankey_agrees_with_the_api() {
         .env("WEIR_FROM_MS", from.to_string())
         .env("WEIR_TO_MS", to.to_string())
         .env("WEIR_PLUGIN", &signed)
+        .env("WEIR_TOKEN_URL", guarded.url(""))
+        .env("WEIR_TOKEN", "s3cret-token-for-the-ui-test")
         .env("WEIR_SHOTS", root.join("target/ui-screenshots"))
         .output()
         .expect("node");
@@ -97,4 +113,70 @@ fn every_page_loads_and_the_sankey_agrees_with_the_api() {
             .collect::<String>()
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ui browser test: ok"));
+}
+
+#[test]
+fn an_access_token_is_required_beyond_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::util::WEIR)
+            .args(args)
+            .output()
+            .expect("weir");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let data = dir.path().join("refused");
+    let data = data.to_str().expect("p");
+    // Refused before anything is bound.
+    let (ok, _, err) = run(&[
+        "agent",
+        "--no-capture",
+        "--data-dir",
+        data,
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("without an access token"), "{err}");
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc").expect("token");
+    let (ok, _, err) = run(&[
+        "agent",
+        "--no-capture",
+        "--data-dir",
+        data,
+        "--token-file",
+        short.to_str().expect("p"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("at least 16 characters"), "{err}");
+
+    // With a token, the CLI must send it.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef-cli\n").expect("token");
+    let a = crate::util::Agent::start(
+        dir.path(),
+        &["--no-capture", "--token-file", token.to_str().expect("p")],
+    );
+    let server = a.url("");
+    let (ok, _, err) = run(&["status", "--server", &server]);
+    assert!(!ok);
+    assert!(err.contains("needs an access token"), "{err}");
+    let (ok, _, err) = run(&["status", "--server", &server, "--token", "nope"]);
+    assert!(!ok);
+    assert!(err.contains("the access token is wrong"), "{err}");
+    let (ok, out, err) = run(&[
+        "status",
+        "--server",
+        &server,
+        "--token",
+        "0123456789abcdef-cli",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("storage"), "{out}");
 }

@@ -48,6 +48,17 @@ impl ApiError {
         }
     }
 
+    /// No or a wrong access token.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthorized",
+            message: message.into(),
+            parameter: None,
+            position: None,
+        }
+    }
+
     /// A plugin failed while serving the request (trap, timeout, memory, its own error).
     pub fn plugin_failed(message: impl Into<String>) -> Self {
         ApiError {

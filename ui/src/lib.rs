@@ -32,6 +32,9 @@ pub struct AppState {
     /// Where imported flows go (the ingest stage); None refuses imports.
     pub ingest_tx: Option<SyncSender<Batch>>,
     pub started: Instant,
+    /// When set, every `/api/v1` request must carry `Authorization: Bearer <token>` (the web
+    /// page itself loads without it and asks for the token in a login form).
+    pub token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             ingest_tx: None,
             plugins: None,
             started: Instant::now(),
+            token: None,
         }
     }
 }
@@ -83,7 +87,11 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/disable", post(handlers::plugins::disable))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
-        .route("/capture/flush", post(handlers::meta::flush));
+        .route("/capture/flush", post(handlers::meta::flush))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::auth::require_token,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(handlers::meta::healthz))

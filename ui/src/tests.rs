@@ -102,3 +102,42 @@ async fn serves_on_a_real_listener() {
     assert!(buf.ends_with("ok\n"), "{buf}");
     server.abort();
 }
+
+#[tokio::test]
+async fn an_access_token_guards_the_api_not_the_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut st = state(dir.path());
+    st.token = Some(Arc::from("correct-horse-battery-staple"));
+    let app = router(st);
+    let call = |auth: Option<&'static str>, uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = app
+                .oneshot(req.body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            let www = resp.headers().get("www-authenticate").is_some();
+            (resp.status(), www)
+        }
+    };
+    let (s, www) = call(None, "/api/v1/status").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(www);
+    let (s, _) = call(Some("Bearer wrong"), "/api/v1/flows?from=0").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        Some("Bearer correct-horse-battery-staple"),
+        "/api/v1/flows?from=0",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // The page and health check load without it (the page asks for the token).
+    let (s, _) = call(None, "/").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(None, "/healthz").await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -80,7 +80,20 @@ function filterBar(q, fields, onApply) {
   return el;
 }
 
+/// The agent wants an access token: ask for it (kept for this browser tab only).
+function loginForm(message) {
+  main.innerHTML = `<h2>Sign in</h2><p class="muted">${esc(message)}</p>
+    <form id="login" class="bar"><input id="token" type="password" size="40" placeholder="access token" autocomplete="current-password">
+    <button class="primary">Sign in</button></form>`;
+  document.getElementById("login").onsubmit = (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("weir-token", document.getElementById("token").value.trim());
+    refreshViewsNav().then(render);
+  };
+}
+
 function showError(e) {
+  if (e.status === 401) return loginForm(e.message);
   const box = document.getElementById("filter-error");
   if (!box) { main.insertAdjacentHTML("beforeend", `<div class="error">${esc(e.message)}</div>`); return; }
   // A filter error with a position gets a caret under the offending character.

@@ -107,6 +107,24 @@ try {
   const ports = await api(`/api/v1/flows/aggregate?group_by=DstPort&metric=bytes&top=20&from=${from}&to=${to}`);
   check(cells.join(",") === ports.groups.map((g) => String(g.key.DstPort)).join(","), `top-ports table ${cells} != aggregate`);
 
+  // An agent with an access token: the page asks for it in a login form, then works.
+  if (process.env.WEIR_TOKEN_URL) {
+    const p2 = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errs2 = [];
+    p2.on("pageerror", (e) => errs2.push(e.message));
+    await p2.goto(`${process.env.WEIR_TOKEN_URL}/#/overview`);
+    await p2.waitForSelector("#login #token", { timeout: 20000 });
+    await p2.screenshot({ path: `${shots}/login.png`, fullPage: true });
+    await p2.fill("#token", "wrong-token-0000000");
+    await p2.click("#login button");
+    await p2.waitForFunction(() => document.querySelector("#login") && /wrong/.test(document.body.textContent), null, { timeout: 20000 });
+    await p2.fill("#token", process.env.WEIR_TOKEN);
+    await p2.click("#login button");
+    await p2.waitForSelector("#total-bytes", { timeout: 20000 });
+    await p2.screenshot({ path: `${shots}/after-login.png`, fullPage: true });
+    check(errs2.length === 0, "script errors on the token agent:\n" + errs2.join("\n"));
+  }
+
   // Live mode tails without errors.
   await open(`#/flows?live=1&${win}`, "flows-live");
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
