@@ -3,6 +3,7 @@
 mod agent;
 mod bundled;
 mod client;
+mod demo;
 mod output;
 mod plugin_cmd;
 mod units;
@@ -36,6 +37,9 @@ enum Command {
     Fields(client::FieldsArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
+    /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
+    /// an agent on them and its UI; removes everything on exit (needs root).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(a) => client::status(a),
         Command::Fields(a) => client::fields(a),
         Command::Plugin(a) => plugin_cmd::run(a),
+        Command::Demo(a) => demo::run_demo(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -180,3 +180,73 @@ fn an_access_token_is_required_beyond_loopback() {
     assert!(ok, "{err}");
     assert!(out.contains("storage"), "{out}");
 }
+
+#[test]
+fn demo_fills_every_view_and_cleans_up_on_ctrl_c() {
+    require(&["ip", "python3", "curl", "iperf3", "nft"]);
+    let port = crate::util::free_port();
+    let mut child = Command::new(crate::util::WEIR)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--duration",
+            "5m",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weir demo");
+    let prefix = format!("wd{}-", child.id() % 100_000);
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| -> Option<serde_json::Value> {
+        let mut r = ureq::get(&format!("{base}{path}")).call().ok()?;
+        r.body_mut().read_json().ok()
+    };
+    // Within a minute: web, DNS, bulk, the dropped port and a scan's spread of ports.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ports = loop {
+        let v =
+            get("/api/v1/flows/aggregate?group_by=DstPort&top=1000&from=-5m").unwrap_or_default();
+        let ports: Vec<u64> = v["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|x| x["key"]["DstPort"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if [80, 53, 5201, 8443].iter().all(|p| ports.contains(p)) && ports.len() > 100 {
+            break ports;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("demo traffic incomplete after a minute: ports {ports:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert!(ports.len() > 100);
+    // The bundled views are installed and draw the demo's traffic.
+    let run = ureq::post(&format!("{base}/api/v1/plugins/sankey/run"))
+        .send(r#"{"from_ms": 0}"#)
+        .expect("sankey run")
+        .body_mut()
+        .read_json::<serde_json::Value>()
+        .expect("json");
+    assert!(
+        run["result"]["view"]["links"].as_array().map(Vec::len) > Some(3),
+        "{run}"
+    );
+    assert!(sh("ip netns list").contains(&prefix));
+    // Ctrl-C: the demo stops and removes everything it made.
+    sh(&format!("kill -INT {}", child.id()));
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(status.success(), "demo exit {status}: {err}");
+    assert!(err.contains("removed its namespaces and data"), "{err}");
+    let left = sh("ip netns list");
+    assert!(!left.contains(&prefix), "namespaces left behind: {left}");
+}
