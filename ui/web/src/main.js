@@ -319,7 +319,7 @@ async function overviewPage(q) {
   main.appendChild(filterBar(q, fields, (n) => go("overview", n)));
   main.insertAdjacentHTML("beforeend", `<div class="cards" id="cards"></div>
     <div class="grid"><div class="chart" id="ts-bytes"></div><div class="chart" id="ts-packets"></div>
-    <div class="chart" id="talkers"></div><div class="chart" id="ports"></div></div>`);
+    <div class="chart" id="ts-flows"></div><div class="chart" id="talkers"></div><div class="chart" id="ports"></div></div>`);
   const base = { filter: q.get("filter") || "", from: q.get("from") || "-15m" };
   if (q.get("to")) base.to = q.get("to");
   try {
@@ -339,7 +339,7 @@ async function overviewPage(q) {
     const range = await resolveRange(base.from, base.to, Date.now());
     const span = Math.max(1, range.to_ms - range.from_ms);
     const step = Math.max(1000, Math.ceil(span / 60 / 1000) * 1000);
-    for (const metric of ["bytes", "packets"]) {
+    for (const metric of ["bytes", "packets", "flows"]) {
       const ts = await api("/api/v1/flows/timeseries", { ...base, metric, step: step + "ms", top: 1 });
       renderView(document.getElementById("ts-" + metric), {
         type: "timeseries",

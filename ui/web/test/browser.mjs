@@ -51,9 +51,15 @@ try {
   }
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
 
-  // The overview's totals are the aggregate API's.
+  // The overview's totals are the aggregate API's, with a time series per metric.
   const agg = await api(`/api/v1/flows/aggregate?group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=200&from=${from}&to=${to}`);
   check(agg.total.bytes > 0, "no traffic in the window");
+  await open(`#/overview?${win}`, "overview");
+  const shown = await page.textContent("#total-flows");
+  check(shown === agg.total.flows.toLocaleString("en-US"), `overview flows ${shown} != ${agg.total.flows}`);
+  for (const m of ["bytes", "packets", "flows"]) {
+    check(await page.$(`#ts-${m} svg.timeseries path`), `no ${m} time series drawn`);
+  }
 
   // Sankey: node and link totals equal the aggregate API's numbers for the same request.
   await open(`#/view/sankey?${win}&group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=200`, "sankey-3col");
