@@ -67,9 +67,32 @@ pub struct AgentArgs {
     /// Memory budget of each indexing thread before it writes a segment out.
     #[arg(long, default_value = "20MB", value_parser = units::size)]
     index_memory: u64,
+    /// Static inventory (TOML, `[[host]]` entries: cidr(s), name, namespace, workload, kind,
+    /// node, zone, labels) that names the ends of flows; reloaded when the file changes.
+    #[arg(long, env = "WEIR_INVENTORY", value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// In-kernel filter rule, tried in order (repeatable), e.g.
+    /// `accept cidr=10.0.0.0/8 proto=tcp ports=80-443`, `reject ports=22`,
+    /// `accept drops_only`; keys: cidr, peer_cidr, proto, ports, direction, tcp_flags,
+    /// drops_only, sampling. Change them at run time with `weir filter`.
+    #[arg(long = "filter", value_name = "RULE", value_parser = parse_rule)]
+    filters: Vec<weir_core::capture::FilterRule>,
+    /// Do not attach dropped packets and drop reasons to flows (kfree_skb tracepoint).
+    #[arg(long)]
+    no_drops: bool,
+    /// Do not attach TCP round-trip times to flows (tcp_probe tracepoint).
+    #[arg(long)]
+    no_rtt: bool,
+    /// Do not parse DNS (names, response codes, latency).
+    #[arg(long)]
+    no_dns: bool,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+fn parse_rule(s: &str) -> Result<weir_core::capture::FilterRule, String> {
+    weir_core::capture::FilterRule::parse(s)
 }
 
 fn retention_duration(s: &str) -> Result<Duration, String> {
@@ -150,6 +173,12 @@ pub fn run(a: AgentArgs) -> Result<()> {
         Store::open(cfg)
             .with_context(|| format!("opening the data directory {}", dir.display()))?,
     );
+    let enricher: Option<Arc<dyn weir_core::enrich::Enricher>> = match &a.inventory {
+        Some(p) => Some(Arc::new(
+            weir_core::enrich::Inventory::open(p).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
 
@@ -163,6 +192,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
             root_netns: !a.no_host_netns,
             netns: a.netns.clone(),
             exclude: a.exclude.clone(),
+            drops: !a.no_drops,
+            rtt: !a.no_rtt,
+            dns: !a.no_dns,
+            filters: a.filters.clone(),
         };
         Some(Arc::new(
             Capture::start(cc, tx.clone()).context("starting eBPF capture")?,
@@ -174,6 +207,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
+    state.enricher = enricher.clone();
     state.token = token;
     let (registry, processors) = if a.no_plugins {
         (None, None)
@@ -207,7 +241,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
         flush_interval: a.flush_interval,
         ..IngestConfig::default()
     };
-    let ingest_thread = ingest::spawn(store.clone(), rx, ingest_cfg, stats, Some(observer))
+    let stages = ingest::Stages {
+        enricher: enricher.clone(),
+        observer: Some(observer),
+    };
+    let ingest_thread = ingest::spawn(store.clone(), rx, ingest_cfg, stats, stages)
         .context("starting the ingest thread")?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -146,6 +146,16 @@ pub fn post_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
     answer(server, &url, sent, None)
 }
 
+/// PUTs a JSON body and returns the JSON answer (errors as for [`post_json`]).
+pub fn put_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let sent = server
+        .auth(agent().put(&url))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body)?);
+    answer(server, &url, sent, None)
+}
+
 /// The JSON answer of a request; errors become readable messages (a caret under the filter
 /// position for bad filters; 400 is a [`BadRequest`], exit code 2).
 fn answer(
@@ -305,6 +315,100 @@ pub fn status(a: StatusArgs) -> Result<()> {
         writeln!(out)?;
     } else {
         output::status(&mut out, &v)?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    #[command(subcommand)]
+    action: FilterAction,
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum FilterAction {
+    /// Show the rules in force, in the order they are tried.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the rules, e.g. `weir filter set "accept cidr=10.0.0.0/8" "reject ports=22"`.
+    /// Keys: cidr, peer_cidr, proto, ports (80 or 80-90), direction (ingress, egress),
+    /// tcp_flags (SYN,RST), drops_only, sampling. The first matching rule decides; with any
+    /// accept rule, traffic no rule matches is left out.
+    Set {
+        #[arg(required = true, value_name = "RULE")]
+        rules: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every rule (capture everything again).
+    Clear {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn rule_text(r: &Value) -> String {
+    let mut parts = vec![r["action"].as_str().unwrap_or("accept").to_string()];
+    for k in ["cidr", "peer_cidr", "proto", "ports", "tcp_flags"] {
+        if let Some(v) = r[k].as_str() {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(d) = r["direction"].as_str().filter(|d| *d != "any") {
+        parts.push(format!("direction={d}"));
+    }
+    if r["drops_only"].as_bool() == Some(true) {
+        parts.push("drops_only".into());
+    }
+    if let Some(n) = r["sampling"].as_u64().filter(|n| *n > 1) {
+        parts.push(format!("sampling={n}"));
+    }
+    parts.join(" ")
+}
+
+pub fn filter(a: FilterArgs) -> Result<()> {
+    let (v, json) = match &a.action {
+        FilterAction::List { json } => (
+            get_json(&a.server, "/api/v1/capture/filters", &[], None)?,
+            *json,
+        ),
+        FilterAction::Set { rules, json } => {
+            // Checked here first, so a typo is reported before anything is sent.
+            for (i, r) in rules.iter().enumerate() {
+                weir_core::capture::FilterRule::parse(r)
+                    .map_err(|e| BadRequest(format!("rule {}: {e}", i + 1)))?;
+            }
+            let body = serde_json::json!({ "rules": rules });
+            (
+                put_json(&a.server, "/api/v1/capture/filters", &body)?,
+                *json,
+            )
+        }
+        FilterAction::Clear { json } => (
+            put_json(
+                &a.server,
+                "/api/v1/capture/filters",
+                &serde_json::json!({ "rules": [] }),
+            )?,
+            *json,
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rules = v["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if rules.is_empty() {
+        writeln!(out, "no filter rules: every packet is captured")?;
+    }
+    for (i, r) in rules.iter().enumerate() {
+        writeln!(out, "{:>2}. {}", i + 1, rule_text(r))?;
     }
     Ok(())
 }

@@ -35,6 +35,8 @@ enum Command {
     Status(client::StatusArgs),
     /// List the flow fields the filter language and group-by accept.
     Fields(client::FieldsArgs),
+    /// Show or change the agent's in-kernel filter rules (on live traffic, no restart).
+    Filter(client::FilterArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Top(a) => client::top(a),
         Command::Status(a) => client::status(a),
         Command::Fields(a) => client::fields(a),
+        Command::Filter(a) => client::filter(a),
         Command::Plugin(a) => plugin_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
     };

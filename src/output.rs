@@ -165,6 +165,13 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
                     writeln!(out, "  {k}: {}", e.as_str().unwrap_or(""))?;
                 }
             }
+            if let Some(rules) = c["filters"].as_array().filter(|r| !r.is_empty()) {
+                writeln!(
+                    out,
+                    "\nfilter rules: {} (see `weir filter list`)",
+                    rules.len()
+                )?;
+            }
             writeln!(out, "\ncounters:")?;
             for (k, n) in c["counters"].as_object().into_iter().flatten() {
                 writeln!(out, "  {k:<24} {n}")?;
@@ -177,6 +184,24 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         "\ningest: {} flows in {} batches, {} flushes, {} errors",
         i["flows"], i["batches"], i["flushes"], i["errors"]
     )?;
+    match v.get("enrichment").filter(|e| !e.is_null()) {
+        None => writeln!(out, "\nenrichment: none (give --inventory FILE)")?,
+        Some(e) => {
+            writeln!(
+                out,
+                "\nenrichment: {} {} ({} entries)",
+                e["source"].as_str().unwrap_or("?"),
+                e["path"].as_str().unwrap_or(""),
+                e["entries"]
+            )?;
+            if let Some(err) = e["error"].as_str() {
+                writeln!(
+                    out,
+                    "  last reload failed (previous inventory in force): {err}"
+                )?;
+            }
+        }
+    }
     let s = &v["storage"];
     let age = s["retention_age_ms"].as_u64().unwrap_or(0);
     let size = s["retention_bytes"].as_u64().unwrap_or(0);

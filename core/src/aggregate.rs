@@ -14,6 +14,8 @@ pub struct Group {
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,
+    pub drop_bytes: u64,
+    pub drop_packets: u64,
 }
 
 /// Top groups, plus what the rest add up to.
@@ -35,6 +37,8 @@ fn metric_of(t: &Totals, m: Metric) -> u64 {
         Metric::Bytes => t.bytes,
         Metric::Packets => t.packets,
         Metric::Flows => t.flows,
+        Metric::DropBytes => t.drop_bytes,
+        Metric::DropPackets => t.drop_packets,
     }
 }
 
@@ -85,6 +89,8 @@ pub fn top_groups(
                 bytes: t.bytes,
                 packets: t.packets,
                 flows: t.flows,
+                drop_bytes: t.drop_bytes,
+                drop_packets: t.drop_packets,
             })
             .collect(),
         others,

@@ -73,6 +73,73 @@ pub struct Flow {
     /// weir: the network namespace the interface lives in ("" for the agent's own).
     #[serde(rename = "NetNs")]
     pub netns: String,
+    /// Bytes of this flow's packets the kernel dropped (kfree_skb with a reason).
+    #[serde(rename = "PktDropBytes")]
+    pub pkt_drop_bytes: u64,
+    /// Packets of this flow the kernel dropped.
+    #[serde(rename = "PktDropPackets")]
+    pub pkt_drop_packets: u64,
+    /// Reason of the latest drop, as the running kernel names it (`SKB_DROP_REASON_...`).
+    #[serde(rename = "PktDropLatestDropCause")]
+    pub pkt_drop_latest_drop_cause: String,
+    /// Smoothed round-trip time of the TCP connection, nanoseconds (0: not measured).
+    #[serde(rename = "TimeFlowRttNs")]
+    pub time_flow_rtt_ns: u64,
+    /// DNS transaction id of the latest DNS message in this flow.
+    #[serde(rename = "DnsId")]
+    pub dns_id: u16,
+    /// DNS header flags (QR, opcode, AA, TC, RD, RA, rcode) of the latest DNS message.
+    #[serde(rename = "DnsFlags")]
+    pub dns_flags: u16,
+    /// Response code by name (`NoError`, `NXDomain`, `ServFail`, ...); "" for queries.
+    #[serde(rename = "DnsFlagsResponseCode")]
+    pub dns_flags_response_code: String,
+    /// weir: time from the query to this response, microseconds (0: no matching query).
+    #[serde(rename = "DnsLatencyUs")]
+    pub dns_latency_us: u64,
+    /// weir: the queried name.
+    #[serde(rename = "DnsName")]
+    pub dns_name: String,
+    /// weir: the query type (1 A, 28 AAAA, 5 CNAME, 15 MX, 16 TXT, 33 SRV, ...).
+    #[serde(rename = "DnsQType")]
+    pub dns_qtype: u16,
+    /// Who the source is (inventory file or Kubernetes): name of the pod, host or service.
+    #[serde(rename = "SrcK8S_Name")]
+    pub src_k8s_name: String,
+    #[serde(rename = "SrcK8S_Namespace")]
+    pub src_k8s_namespace: String,
+    /// Owner workload (Deployment, StatefulSet, DaemonSet, ...) or the inventory's workload.
+    #[serde(rename = "SrcK8S_OwnerName")]
+    pub src_k8s_owner_name: String,
+    #[serde(rename = "SrcK8S_OwnerType")]
+    pub src_k8s_owner_type: String,
+    /// Kind of the named object (Pod, Service, Node, or the inventory's kind).
+    #[serde(rename = "SrcK8S_Type")]
+    pub src_k8s_type: String,
+    /// Node the source runs on.
+    #[serde(rename = "SrcK8S_HostName")]
+    pub src_k8s_host_name: String,
+    #[serde(rename = "SrcK8S_Zone")]
+    pub src_k8s_zone: String,
+    /// weir: labels as `key=value` pairs, sorted, comma-separated.
+    #[serde(rename = "SrcK8S_Labels")]
+    pub src_k8s_labels: String,
+    #[serde(rename = "DstK8S_Name")]
+    pub dst_k8s_name: String,
+    #[serde(rename = "DstK8S_Namespace")]
+    pub dst_k8s_namespace: String,
+    #[serde(rename = "DstK8S_OwnerName")]
+    pub dst_k8s_owner_name: String,
+    #[serde(rename = "DstK8S_OwnerType")]
+    pub dst_k8s_owner_type: String,
+    #[serde(rename = "DstK8S_Type")]
+    pub dst_k8s_type: String,
+    #[serde(rename = "DstK8S_HostName")]
+    pub dst_k8s_host_name: String,
+    #[serde(rename = "DstK8S_Zone")]
+    pub dst_k8s_zone: String,
+    #[serde(rename = "DstK8S_Labels")]
+    pub dst_k8s_labels: String,
 }
 
 impl Default for Flow {
@@ -111,7 +178,51 @@ impl Flow {
             if_direction: DIR_INGRESS,
             sampling: 0,
             netns: String::new(),
+            pkt_drop_bytes: 0,
+            pkt_drop_packets: 0,
+            pkt_drop_latest_drop_cause: String::new(),
+            time_flow_rtt_ns: 0,
+            dns_id: 0,
+            dns_flags: 0,
+            dns_flags_response_code: String::new(),
+            dns_latency_us: 0,
+            dns_name: String::new(),
+            dns_qtype: 0,
+            src_k8s_name: String::new(),
+            src_k8s_namespace: String::new(),
+            src_k8s_owner_name: String::new(),
+            src_k8s_owner_type: String::new(),
+            src_k8s_type: String::new(),
+            src_k8s_host_name: String::new(),
+            src_k8s_zone: String::new(),
+            src_k8s_labels: String::new(),
+            dst_k8s_name: String::new(),
+            dst_k8s_namespace: String::new(),
+            dst_k8s_owner_name: String::new(),
+            dst_k8s_owner_type: String::new(),
+            dst_k8s_type: String::new(),
+            dst_k8s_host_name: String::new(),
+            dst_k8s_zone: String::new(),
+            dst_k8s_labels: String::new(),
         }
+    }
+}
+
+/// Name of a DNS response code (RFC 1035, 2136), or its number.
+pub fn dns_rcode_name(rcode: u16) -> String {
+    match rcode {
+        0 => "NoError".into(),
+        1 => "FormErr".into(),
+        2 => "ServFail".into(),
+        3 => "NXDomain".into(),
+        4 => "NotImp".into(),
+        5 => "Refused".into(),
+        6 => "YXDomain".into(),
+        7 => "YXRRSet".into(),
+        8 => "NXRRSet".into(),
+        9 => "NotAuth".into(),
+        10 => "NotZone".into(),
+        n => format!("RCode{n}"),
     }
 }
 

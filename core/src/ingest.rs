@@ -1,6 +1,7 @@
 //! The ingest stage: batches of flows from a source (the eBPF capture, or a generator) are
 //! appended to the store as they come, flushed every interval, and retention runs beside it.
 
+use crate::enrich::Enricher;
 use crate::flow::Flow;
 use crate::store::Store;
 use serde::Serialize;
@@ -74,17 +75,26 @@ impl From<Vec<Flow>> for Batch {
 
 type Ack = std::sync::mpsc::Sender<Result<(), String>>;
 
+/// The stages a batch goes through besides the store: enrichment before, observers after.
+#[derive(Default)]
+pub struct Stages {
+    /// Fills identity fields (inventory, Kubernetes) before flows are stored.
+    pub enricher: Option<Arc<dyn Enricher>>,
+    /// Sees every appended batch (live tail, plugins).
+    pub observer: Option<Observer>,
+}
+
 /// Runs the ingest loop on its own thread until every sender is gone, then flushes.
 pub fn spawn(
     store: Arc<Store>,
     rx: Receiver<Batch>,
     cfg: IngestConfig,
     stats: Arc<IngestStats>,
-    observer: Option<Observer>,
+    stages: Stages,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("weir-ingest".into())
-        .spawn(move || run(&store, &rx, cfg, &stats, observer.as_ref()))
+        .spawn(move || run(&store, &rx, cfg, &stats, &stages))
 }
 
 fn run(
@@ -92,16 +102,20 @@ fn run(
     rx: &Receiver<Batch>,
     cfg: IngestConfig,
     stats: &IngestStats,
-    observer: Option<&Observer>,
+    stages: &Stages,
 ) {
+    let observer = stages.observer.as_ref();
     let mut next_flush = Instant::now() + cfg.flush_interval;
     let mut next_retention = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
     loop {
         let wait = next_flush.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Batch { flows, ack }) => {
+            Ok(Batch { mut flows, ack }) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = &stages.enricher {
+                    e.enrich(&mut flows);
+                }
                 match store.append(&flows) {
                     Ok(()) => {
                         stats.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);

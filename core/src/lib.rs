@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod capture;
+pub mod enrich;
 pub mod flow;
 pub mod ingest;
 pub mod plugins;

@@ -60,6 +60,43 @@ pub fn index_ip(ip: &IpAddr) -> Ipv6Addr {
     }
 }
 
+/// Parses an address or network (`10.0.0.0/8`, `2001:db8::/32`, `10.0.0.1`) into the index's
+/// address space: the network as a 128-bit number (IPv4 as IPv4-mapped IPv6) and its prefix
+/// length in those 128 bits. The network part is masked.
+pub fn parse_network(text: &str) -> Result<(u128, u32), String> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a.trim(), Some(p.trim())),
+        None => (text.trim(), None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an IP address"))?;
+    let (base, max) = match ip {
+        IpAddr::V4(_) => (96, 32),
+        IpAddr::V6(_) => (0, 128),
+    };
+    let p = match prefix {
+        Some(p) => p
+            .parse::<u32>()
+            .map_err(|_| format!("'{p}' is not a prefix length"))?,
+        None => max,
+    };
+    if p > max {
+        return Err(format!("prefix /{p} is longer than {max} bits"));
+    }
+    let bits = base + p;
+    Ok((u128::from(index_ip(&ip)) & prefix_mask(bits), bits))
+}
+
+/// The mask of a prefix of `bits` (0-128) in a 128-bit address.
+pub fn prefix_mask(bits: u32) -> u128 {
+    if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - bits.min(128))
+    }
+}
+
 /// One flow field.
 pub struct FieldDef {
     /// NetObserv name, as written in queries and JSON.
@@ -200,6 +237,132 @@ pub static FIELDS: &[FieldDef] = &[
         netns,
         true
     ),
+    u64_field!(
+        "PktDropBytes",
+        "bytes of the flow the kernel dropped",
+        pkt_drop_bytes,
+        false
+    ),
+    u64_field!(
+        "PktDropPackets",
+        "packets of the flow the kernel dropped",
+        pkt_drop_packets,
+        false
+    ),
+    str_field!(
+        "PktDropLatestDropCause",
+        "latest drop reason (SKB_DROP_REASON_...)",
+        pkt_drop_latest_drop_cause,
+        true
+    ),
+    u64_field!(
+        "TimeFlowRttNs",
+        "smoothed TCP round-trip time, ns (0: none)",
+        time_flow_rtt_ns,
+        false
+    ),
+    u64_field!("DnsId", "DNS transaction id", dns_id, false),
+    u64_field!("DnsFlags", "DNS header flags", dns_flags, false),
+    str_field!(
+        "DnsFlagsResponseCode",
+        "DNS response code (NoError, NXDomain, ServFail, ...)",
+        dns_flags_response_code,
+        true
+    ),
+    u64_field!(
+        "DnsLatencyUs",
+        "DNS query-to-response time, microseconds",
+        dns_latency_us,
+        false
+    ),
+    str_field!("DnsName", "queried DNS name", dns_name, true),
+    u64_field!(
+        "DnsQType",
+        "DNS query type (1 A, 28 AAAA, ...)",
+        dns_qtype,
+        false
+    ),
+    str_field!(
+        "SrcK8S_Name",
+        "source name (pod, host, service)",
+        src_k8s_name,
+        true
+    ),
+    str_field!(
+        "SrcK8S_Namespace",
+        "source namespace",
+        src_k8s_namespace,
+        true
+    ),
+    str_field!(
+        "SrcK8S_OwnerName",
+        "source workload",
+        src_k8s_owner_name,
+        true
+    ),
+    str_field!(
+        "SrcK8S_OwnerType",
+        "source workload kind",
+        src_k8s_owner_type,
+        false
+    ),
+    str_field!(
+        "SrcK8S_Type",
+        "source kind (Pod, Service, Node, ...)",
+        src_k8s_type,
+        false
+    ),
+    str_field!("SrcK8S_HostName", "source node", src_k8s_host_name, true),
+    str_field!("SrcK8S_Zone", "source zone", src_k8s_zone, false),
+    str_field!(
+        "SrcK8S_Labels",
+        "source labels, k=v sorted, comma-separated",
+        src_k8s_labels,
+        false
+    ),
+    str_field!(
+        "DstK8S_Name",
+        "destination name (pod, host, service)",
+        dst_k8s_name,
+        true
+    ),
+    str_field!(
+        "DstK8S_Namespace",
+        "destination namespace",
+        dst_k8s_namespace,
+        true
+    ),
+    str_field!(
+        "DstK8S_OwnerName",
+        "destination workload",
+        dst_k8s_owner_name,
+        true
+    ),
+    str_field!(
+        "DstK8S_OwnerType",
+        "destination workload kind",
+        dst_k8s_owner_type,
+        false
+    ),
+    str_field!(
+        "DstK8S_Type",
+        "destination kind (Pod, Service, Node, ...)",
+        dst_k8s_type,
+        false
+    ),
+    str_field!(
+        "DstK8S_HostName",
+        "destination node",
+        dst_k8s_host_name,
+        true
+    ),
+    str_field!("DstK8S_Zone", "destination zone", dst_k8s_zone, false),
+    str_field!(
+        "DstK8S_Labels",
+        "destination labels, k=v sorted, comma-separated",
+        dst_k8s_labels,
+        false
+    ),
 ];
 
 /// Query-only names that match either side of a flow: `Addr=10.0.0.1` is
@@ -208,6 +371,9 @@ pub static EITHER_SIDE: &[(&str, &str, &str)] = &[
     ("Addr", "SrcAddr", "DstAddr"),
     ("Port", "SrcPort", "DstPort"),
     ("Mac", "SrcMac", "DstMac"),
+    ("K8S_Name", "SrcK8S_Name", "DstK8S_Name"),
+    ("K8S_Namespace", "SrcK8S_Namespace", "DstK8S_Namespace"),
+    ("K8S_OwnerName", "SrcK8S_OwnerName", "DstK8S_OwnerName"),
 ];
 
 /// Looks a field up by name, case-insensitively.

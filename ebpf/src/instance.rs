@@ -1,13 +1,18 @@
 //! One loaded copy of the capture programs per network namespace, and the threads that keep
 //! it attached and drained.
 
+use crate::btf::EnumNames;
+use crate::dns::DnsTracker;
 use crate::netlink::{self, LinkWatch};
-use crate::records::{self, Clock, FlowKey, FlowRecord, FlowValue, WeirConfig, counter};
+use crate::records::{
+    self, Clock, DnsEvent, FILTER_ACCEPT, FILTER_REJECT, FilterRuleRecord, FlowKey, FlowRecord,
+    FlowValue, MAX_FILTERS, WeirConfig, counter,
+};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::tc::{self, NlOptions, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::{BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
-use aya::{Ebpf, EbpfLoader};
+use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +20,10 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use weir_core::capture::{AttachedInterface, CaptureSource, CaptureStatus, Feature};
+use weir_core::capture::{
+    AttachedInterface, CaptureSource, CaptureStatus, CompiledRule, Feature, FilterRule,
+    compile_rules,
+};
 use weir_core::flow::Flow;
 use weir_core::ingest::Batch;
 
@@ -44,6 +52,14 @@ pub struct CaptureConfig {
     pub netns: Vec<String>,
     /// Interfaces to leave alone (exact names or `prefix*`); loopback is always left alone.
     pub exclude: Vec<String>,
+    /// Attach dropped packets and their reason to flows (kfree_skb tracepoint).
+    pub drops: bool,
+    /// Attach the smoothed TCP RTT to flows (tcp_probe tracepoint).
+    pub rtt: bool,
+    /// Parse DNS (port 53) for names, response codes and latency.
+    pub dns: bool,
+    /// In-kernel filter rules in force at start (changeable at run time).
+    pub filters: Vec<FilterRule>,
 }
 
 impl Default for CaptureConfig {
@@ -55,6 +71,10 @@ impl Default for CaptureConfig {
             root_netns: true,
             netns: Vec::new(),
             exclude: Vec::new(),
+            drops: true,
+            rtt: true,
+            dns: true,
+            filters: Vec::new(),
         }
     }
 }
@@ -77,8 +97,71 @@ struct FlowMaps {
     a: PerCpuHashMap<MapData, FlowKey, FlowValue>,
     b: PerCpuHashMap<MapData, FlowKey, FlowValue>,
     config: Array<MapData, WeirConfig>,
+    filters: Array<MapData, FilterRuleRecord>,
     counters: PerCpuArray<MapData, u64>,
-    active: u32,
+    /// What `config` holds: every change goes through [`FlowMaps::set_config`].
+    cfg: WeirConfig,
+}
+
+impl FlowMaps {
+    /// Writes a changed configuration to the kernel; on error the old one stays in force.
+    fn set_config(&mut self, change: impl FnOnce(&mut WeirConfig)) -> Result<(), CaptureError> {
+        let mut next = self.cfg;
+        change(&mut next);
+        self.config
+            .set(0, next, 0)
+            .map_err(setup("writing config"))?;
+        self.cfg = next;
+        Ok(())
+    }
+
+    /// Writes filter rules, then the rule count: the kernel never reads a rule half written
+    /// beyond the count in force.
+    fn set_filters(&mut self, rules: &[CompiledRule]) -> Result<(), CaptureError> {
+        self.set_config(|c| c.filter_count = 0)?;
+        for (i, r) in rules.iter().enumerate().take(MAX_FILTERS) {
+            let rec = FilterRuleRecord {
+                cidr: r.cidr.0,
+                cidr_mask: r.cidr.1,
+                peer: r.peer.0,
+                peer_mask: r.peer.1,
+                port_min: r.port_min,
+                port_max: r.port_max,
+                tcp_flags: r.tcp_flags,
+                proto: r.proto,
+                direction: r.direction,
+                action: if r.reject {
+                    FILTER_REJECT
+                } else {
+                    FILTER_ACCEPT
+                },
+                drops_only: u8::from(r.drops_only),
+                _pad: 0,
+                sampling: r.sampling,
+            };
+            self.filters
+                .set(i as u32, rec, 0)
+                .map_err(setup("writing a filter rule"))?;
+        }
+        // An allow-list (any accept rule) leaves out what matches no rule.
+        let default = if rules.iter().any(|r| !r.reject) {
+            u32::from(FILTER_REJECT)
+        } else {
+            u32::from(FILTER_ACCEPT)
+        };
+        let n = rules.len().min(MAX_FILTERS) as u32;
+        self.set_config(|c| {
+            c.filter_default = default;
+            c.filter_count = n;
+        })
+    }
+}
+
+/// Optional kernel features, as probed when the programs of a namespace were loaded.
+#[derive(Debug, Clone)]
+struct Probed {
+    drops: Result<(), String>,
+    rtt: Result<(), String>,
 }
 
 struct Attached {
@@ -109,7 +192,10 @@ struct Instance {
     flush_requested: AtomicBool,
     counters: Counters,
     clock: Clock,
-    sampling: u32,
+    probed: Probed,
+    reasons: Arc<EnumNames>,
+    dns_ring: Mutex<Option<RingBuf<MapData>>>,
+    dns: Mutex<DnsTracker>,
 }
 
 /// A running capture in one or more network namespaces.
@@ -119,6 +205,7 @@ pub struct Capture {
     threads: Mutex<Vec<JoinHandle<()>>>,
     features: Vec<Feature>,
     cfg: CaptureConfig,
+    filters: Mutex<Vec<FilterRule>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -173,7 +260,13 @@ impl Capture {
         if cfg.max_flows == 0 {
             return Err(CaptureError::Setup("max flows must be above 0".into()));
         }
-        let (features, tcx) = probe_features();
+        let compiled = compile_rules(&cfg.filters)
+            .map_err(|e| CaptureError::Setup(format!("filter rules: {e}")))?;
+        let (mut features, tcx) = probe_features();
+        let (reasons, reasons_error) = match crate::btf::drop_reasons() {
+            Ok(r) => (Arc::new(r), None),
+            Err(e) => (Arc::new(EnumNames::default()), Some(e)),
+        };
         let own_ns = std::fs::File::open("/proc/self/ns/net")
             .map(OwnedFd::from)
             .map_err(setup("opening the agent's network namespace"))?;
@@ -187,7 +280,7 @@ impl Capture {
         let mut instances = Vec::new();
         let mut threads = Vec::new();
         for ns in namespaces {
-            let (inst, ring) = Instance::load(&ns, &cfg)?;
+            let (inst, ring) = Instance::load(&ns, &cfg, reasons.clone(), &compiled)?;
             let inst = Arc::new(inst);
             threads.push(spawn("weir-attach", {
                 let (inst, stop, own_ns, exclude) = (
@@ -207,8 +300,20 @@ impl Capture {
                 let (inst, stop, tx) = (inst.clone(), stop.clone(), tx.clone());
                 move || inst.ring_loop(ring, &stop, &tx)
             })?);
+            if cfg.dns {
+                threads.push(spawn("weir-dns", {
+                    let (inst, stop) = (inst.clone(), stop.clone());
+                    move || inst.dns_loop(&stop)
+                })?);
+            }
             instances.push(inst);
         }
+        features.extend(optional_features(
+            &cfg,
+            instances.first().map(|i| &i.probed),
+            reasons_error,
+            reasons.len(),
+        ));
         tracing::info!(
             namespaces = instances.len(),
             active_timeout_ms = cfg.active_timeout.as_millis() as u64,
@@ -221,6 +326,7 @@ impl Capture {
             stop,
             threads: Mutex::new(threads),
             features,
+            filters: Mutex::new(cfg.filters.clone()),
             cfg,
         })
     }
@@ -236,18 +342,7 @@ impl Capture {
     /// Sets 1-in-N sampling at run time, without reloading the programs.
     pub fn set_sampling(&self, sampling: u32) -> Result<(), CaptureError> {
         for inst in &self.instances {
-            let mut m = lock(&inst.maps);
-            let active = m.active;
-            m.config
-                .set(
-                    0,
-                    WeirConfig {
-                        active_map: active,
-                        sampling,
-                    },
-                    0,
-                )
-                .map_err(setup("setting sampling"))?;
+            lock(&inst.maps).set_config(|c| c.sampling = sampling)?;
         }
         Ok(())
     }
@@ -273,6 +368,7 @@ impl CaptureSource for Capture {
             active_timeout_ms: self.cfg.active_timeout.as_millis() as u64,
             sampling: self.cfg.sampling,
             max_flows: self.cfg.max_flows,
+            filters: self.filters(),
             ..Default::default()
         };
         for inst in &self.instances {
@@ -304,6 +400,15 @@ impl CaptureSource for Capture {
                 ("ringbuf_flows", c.ringbuf_flows.load(Ordering::Relaxed)),
                 ("drain_errors", c.drain_errors.load(Ordering::Relaxed)),
             ];
+            let dns = {
+                let d = lock(&inst.dns);
+                [
+                    ("dns_malformed", d.malformed),
+                    ("dns_matched", d.matched),
+                    ("dns_overflow", d.overflow),
+                ]
+            };
+            let user = user.into_iter().chain(dns);
             for (k, v) in kernel.into_iter().chain(user) {
                 *st.counters.entry(k.to_string()).or_default() += v;
             }
@@ -321,6 +426,23 @@ impl CaptureSource for Capture {
             });
         }
         st
+    }
+
+    fn filters(&self) -> Vec<FilterRule> {
+        lock(&self.filters).clone()
+    }
+
+    fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String> {
+        let compiled = compile_rules(&rules)?;
+        let mut current = lock(&self.filters);
+        for inst in &self.instances {
+            lock(&inst.maps)
+                .set_filters(&compiled)
+                .map_err(|e| e.to_string())?;
+        }
+        tracing::info!(rules = rules.len(), "filter rules replaced");
+        *current = rules;
+        Ok(())
     }
 
     fn flush(&self) {
@@ -352,6 +474,8 @@ impl Instance {
     fn load(
         netns: &str,
         cfg: &CaptureConfig,
+        reasons: Arc<EnumNames>,
+        filters: &[CompiledRule],
     ) -> Result<(Instance, RingBuf<MapData>), CaptureError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("flows_a", cfg.max_flows)
@@ -373,40 +497,80 @@ impl Instance {
         };
         let a = PerCpuHashMap::try_from(take(&mut ebpf, "flows_a")?).map_err(setup("flows_a"))?;
         let b = PerCpuHashMap::try_from(take(&mut ebpf, "flows_b")?).map_err(setup("flows_b"))?;
-        let mut config: Array<MapData, WeirConfig> =
+        let config: Array<MapData, WeirConfig> =
             Array::try_from(take(&mut ebpf, "config")?).map_err(setup("config"))?;
+        let filter_map: Array<MapData, FilterRuleRecord> =
+            Array::try_from(take(&mut ebpf, "filters")?).map_err(setup("filters"))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(setup("counters"))?;
         let ring =
             RingBuf::try_from(take(&mut ebpf, "direct_flows")?).map_err(setup("direct_flows"))?;
-        config
-            .set(
-                0,
-                WeirConfig {
-                    active_map: 0,
-                    sampling: cfg.sampling,
-                },
-                0,
-            )
-            .map_err(setup("config"))?;
+        let dns_ring =
+            RingBuf::try_from(take(&mut ebpf, "dns_events")?).map_err(setup("dns_events"))?;
+        let mut maps = FlowMaps {
+            a,
+            b,
+            config,
+            filters: filter_map,
+            counters,
+            cfg: WeirConfig::default(),
+        };
+        let consumed = reasons.value("SKB_CONSUMED").unwrap_or(1) as u32;
+        let netns_ino = if netns.is_empty() {
+            netlink::own_netns_inode().unwrap_or(0)
+        } else {
+            0 // set when the watcher enters the namespace
+        };
+        maps.set_config(|c| {
+            c.sampling = cfg.sampling;
+            c.netns_ino = netns_ino;
+            c.consumed_reason = consumed;
+            c.dns = u32::from(cfg.dns);
+        })?;
+        maps.set_filters(filters)?;
+        // The tracing programs are optional: a kernel without the hook (or without BTF)
+        // loses only that feature.
+        let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
+        let mut trace = |prog: &str, hook: &str, wanted: bool| -> Result<(), String> {
+            if !wanted {
+                return Err("turned off".into());
+            }
+            let btf = btf.as_ref().map_err(Clone::clone)?;
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            p.load(hook, btf)
+                .map_err(|e| format!("loading tp_btf/{hook}: {e}"))?;
+            p.attach()
+                .map_err(|e| format!("attaching tp_btf/{hook}: {e}"))?;
+            Ok(())
+        };
+        let probed = Probed {
+            drops: trace("weir_kfree_skb", "kfree_skb", cfg.drops),
+            rtt: trace("weir_tcp_probe", "tcp_probe", cfg.rtt),
+        };
+        for (what, r) in [("drops", &probed.drops), ("tcp-rtt", &probed.rtt)] {
+            if let Err(e) = r {
+                tracing::warn!(netns = %netns, feature = what, error = %e, "capture feature off");
+            }
+        }
         Ok((
             Instance {
                 netns: netns.to_string(),
                 ebpf: Mutex::new(ebpf),
-                maps: Mutex::new(FlowMaps {
-                    a,
-                    b,
-                    config,
-                    counters,
-                    active: 0,
-                }),
+                maps: Mutex::new(maps),
                 names: Mutex::new(HashMap::new()),
                 attached: Mutex::new(BTreeMap::new()),
                 errors: Mutex::new(BTreeMap::new()),
                 flush_requested: AtomicBool::new(false),
                 counters: Counters::default(),
                 clock: Clock::new(),
-                sampling: cfg.sampling,
+                probed,
+                reasons,
+                dns_ring: Mutex::new(Some(dns_ring)),
+                dns: Mutex::new(DnsTracker::default()),
             },
             ring,
         ))
@@ -426,6 +590,10 @@ impl Instance {
             (counter::MAP_FULL, "kernel_map_full"),
             (counter::RINGBUF_LOST, "kernel_ringbuf_lost"),
             (counter::TRUNCATED, "kernel_truncated"),
+            (counter::FILTERED, "kernel_filtered"),
+            (counter::DNS_LOST, "kernel_dns_lost"),
+            (counter::DROPS, "kernel_drops"),
+            (counter::RTT, "kernel_rtt_samples"),
         ]
         .iter()
         .map(|(i, n)| (*n, self.kernel_counter(*i)))
@@ -444,7 +612,15 @@ impl Instance {
             } else {
                 match netlink::open_netns(&self.netns) {
                     Ok((fd, ino)) => match netlink::enter_netns(&fd) {
-                        Ok(()) => Some(ino),
+                        Ok(()) => {
+                            // The tracing programs keep to this namespace from now on.
+                            if let Err(e) = lock(&self.maps)
+                                .set_config(|c| c.netns_ino = u32::try_from(ino).unwrap_or(0))
+                            {
+                                tracing::warn!(netns = %self.netns, error = %e, "cannot set the namespace of the tracing programs");
+                            }
+                            Some(ino)
+                        }
                         Err(e) => {
                             tracing::error!(netns = %self.netns, error = %e, "cannot enter network namespace");
                             std::thread::sleep(Duration::from_secs(1));
@@ -610,23 +786,16 @@ impl Instance {
     /// receiving end is gone.
     fn evict(&self, tx: &SyncSender<Batch>) -> bool {
         let mut m = lock(&self.maps);
-        let old = m.active;
-        let new = 1 - old;
-        let sampling = self.current_sampling(&m);
-        if let Err(e) = m.config.set(
-            0,
-            WeirConfig {
-                active_map: new,
-                sampling,
-            },
-            0,
-        ) {
+        let old = m.cfg.active_map;
+        if let Err(e) = m.set_config(|c| c.active_map = 1 - old) {
             self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot flip the active flow map");
             return true;
         }
-        m.active = new;
         std::thread::sleep(FLIP_GRACE);
+        // DNS payloads of packets counted in the idle map are all in the ring by now.
+        self.drain_dns();
+        let mut dns = lock(&self.dns);
         let names = lock(&self.names).clone();
         let received = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -643,11 +812,15 @@ impl Instance {
                     for slot in per_cpu.iter() {
                         v.merge(slot);
                     }
-                    if v.skbs > 0 {
+                    if v.touched() {
                         self.counters
                             .skbs_evicted
                             .fetch_add(v.skbs, Ordering::Relaxed);
-                        out.push(self.flow(&k, &v, &names, received));
+                        let mut f = self.flow(&k, &v, &names, received);
+                        if let Some(d) = dns.take(&k) {
+                            d.apply(&mut f);
+                        }
+                        out.push(f);
                     }
                 }
                 Err(e) => {
@@ -666,6 +839,9 @@ impl Instance {
                 }
             }
         }
+        // Facts of flows that were not in the map (sampled out, filtered) are not kept.
+        dns.clear_flows();
+        drop(dns);
         sent += out.len() as u64;
         self.counters
             .flows_evicted
@@ -673,11 +849,45 @@ impl Instance {
         out.is_empty() || tx.send(Batch::from(out)).is_ok()
     }
 
-    fn current_sampling(&self, m: &FlowMaps) -> u32 {
-        m.config
-            .get(&0, 0)
-            .map(|c| c.sampling)
-            .unwrap_or(self.sampling)
+    /// Reads every pending DNS payload into the tracker.
+    fn drain_dns(&self) {
+        let mut ring = lock(&self.dns_ring);
+        let Some(ring) = ring.as_mut() else {
+            return;
+        };
+        let mut dns = lock(&self.dns);
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<DnsEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a struct dns_event; read it unaligned.
+            let e: DnsEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            dns.add(&e);
+        }
+    }
+
+    /// Runs on its own thread: keeps the DNS ring buffer from filling between evictions.
+    fn dns_loop(&self, stop: &AtomicBool) {
+        let fd = match lock(&self.dns_ring).as_ref() {
+            Some(r) => r.as_raw_fd(),
+            None => return,
+        };
+        let mut last_expiry = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+            self.drain_dns();
+            if last_expiry.elapsed() > Duration::from_secs(5) {
+                last_expiry = Instant::now();
+                let now = records::clock_ns(libc::CLOCK_MONOTONIC);
+                lock(&self.dns).expire(now);
+            }
+        }
     }
 
     fn flow(
@@ -691,7 +901,13 @@ impl Instance {
             .get(&k.ifindex)
             .cloned()
             .unwrap_or_else(|| format!("if{}", k.ifindex));
-        records::to_flow(k, v, &self.clock, name, &self.netns, received)
+        let reasons = &self.reasons;
+        records::to_flow(k, v, &self.clock, name, &self.netns, received, &|n| {
+            reasons
+                .name(u64::from(n))
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("SKB_DROP_REASON_{n}"))
+        })
     }
 
     fn ring_loop(&self, mut ring: RingBuf<MapData>, stop: &AtomicBool, tx: &SyncSender<Batch>) {
@@ -810,4 +1026,55 @@ fn detach(ebpf: &mut Ebpf, a: Attached) {
         let _ = p.detach(a.egress);
     }
     tracing::info!(interface = %a.name, "detached");
+}
+
+/// The status lines of the optional features.
+fn optional_features(
+    cfg: &CaptureConfig,
+    probed: Option<&Probed>,
+    reasons_error: Option<String>,
+    reasons: usize,
+) -> Vec<Feature> {
+    let state = |r: Option<&Result<(), String>>, on: String| match r {
+        Some(Ok(())) => (true, on),
+        Some(Err(e)) => (false, e.clone()),
+        None => (false, "no namespace loaded".into()),
+    };
+    let (drops_on, mut drops_detail) = state(
+        probed.map(|p| &p.drops),
+        format!("tp_btf/kfree_skb; {reasons} drop reasons read from the kernel's BTF"),
+    );
+    if let Some(e) = reasons_error {
+        drops_detail.push_str(&format!(" (reasons shown as numbers: {e})"));
+    }
+    let (rtt_on, rtt_detail) = state(
+        probed.map(|p| &p.rtt),
+        "tp_btf/tcp_probe (smoothed RTT of the socket)".into(),
+    );
+    vec![
+        Feature {
+            name: "drops".into(),
+            enabled: drops_on,
+            detail: drops_detail,
+        },
+        Feature {
+            name: "tcp-rtt".into(),
+            enabled: rtt_on,
+            detail: rtt_detail,
+        },
+        Feature {
+            name: "dns".into(),
+            enabled: cfg.dns,
+            detail: if cfg.dns {
+                "port 53 (UDP and TCP) parsed: name, type, response code, latency".into()
+            } else {
+                "turned off".into()
+            },
+        },
+        Feature {
+            name: "filters".into(),
+            enabled: true,
+            detail: format!("in-kernel filter rules, up to {MAX_FILTERS}, changeable at run time"),
+        },
+    ]
 }

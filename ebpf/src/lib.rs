@@ -5,6 +5,8 @@
 //! its namespace, follows interfaces that come and go (netlink), drains its flow maps every
 //! active timeout, and reads the ring buffer that takes flows when the map is full.
 
+pub mod btf;
+pub mod dns;
 mod instance;
 mod netlink;
 pub mod records;

@@ -124,3 +124,10 @@ pub fn netns_inode(spec: &str) -> Option<u64> {
         .ok()
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
 }
+
+/// Inode of the calling thread's network namespace.
+pub fn own_netns_inode() -> Option<u32> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .and_then(|m| u32::try_from(std::os::unix::fs::MetadataExt::ino(&m)).ok())
+}

@@ -36,6 +36,13 @@ pub struct FlowValue {
     pub dst_mac: [u8; 6],
     pub _pad: u16,
     pub _pad2: u32,
+    pub drop_bytes: u64,
+    pub drop_ns: u64,
+    pub drop_packets: u32,
+    pub drop_reason: u32,
+    pub rtt_ns_at: u64,
+    pub rtt_us: u32,
+    pub _pad3: u32,
 }
 
 /// Mirror of `struct flow_record` (ring buffer).
@@ -48,10 +55,54 @@ pub struct FlowRecord {
 
 /// Mirror of `struct weir_config`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WeirConfig {
     pub active_map: u32,
     pub sampling: u32,
+    pub netns_ino: u32,
+    pub consumed_reason: u32,
+    pub filter_count: u32,
+    pub filter_default: u32,
+    pub dns: u32,
+    pub _pad: u32,
+}
+
+/// Mirror of `struct filter_rule`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterRuleRecord {
+    pub cidr: [u8; 16],
+    pub cidr_mask: [u8; 16],
+    pub peer: [u8; 16],
+    pub peer_mask: [u8; 16],
+    pub port_min: u16,
+    pub port_max: u16,
+    pub tcp_flags: u16,
+    pub proto: u8,
+    pub direction: u8,
+    pub action: u8,
+    pub drops_only: u8,
+    pub _pad: u16,
+    pub sampling: u32,
+}
+
+/// `WEIR_FILTER_ACCEPT` / `WEIR_FILTER_REJECT`.
+pub const FILTER_ACCEPT: u8 = 0;
+pub const FILTER_REJECT: u8 = 1;
+/// `WEIR_MAX_FILTERS`.
+pub const MAX_FILTERS: usize = 16;
+/// `WEIR_DNS_MAX`.
+pub const DNS_MAX: usize = 256;
+
+/// Mirror of `struct dns_event` (ring buffer).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DnsEvent {
+    pub key: FlowKey,
+    pub ts_ns: u64,
+    pub len: u16,
+    pub _pad: [u16; 3],
+    pub payload: [u8; DNS_MAX],
 }
 
 /// Index of each per-CPU counter (`enum weir_counter`).
@@ -60,15 +111,24 @@ pub mod counter {
     pub const MAP_FULL: u32 = 2;
     pub const RINGBUF_LOST: u32 = 3;
     pub const TRUNCATED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const FILTERED: u32 = 5;
+    pub const DNS_LOST: u32 = 6;
+    pub const DROPS: u32 = 7;
+    pub const RTT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 const _: () = assert!(std::mem::size_of::<FlowKey>() == 48);
-const _: () = assert!(std::mem::size_of::<FlowValue>() == 64);
+const _: () = assert!(std::mem::size_of::<FlowValue>() == 104);
 const _: () = assert!(std::mem::offset_of!(FlowValue, src_mac) == 46);
-const _: () = assert!(std::mem::size_of::<FlowRecord>() == 112);
+const _: () = assert!(std::mem::offset_of!(FlowValue, drop_bytes) == 64);
+const _: () = assert!(std::mem::offset_of!(FlowValue, rtt_us) == 96);
+const _: () = assert!(std::mem::size_of::<FlowRecord>() == 152);
 const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 48);
-const _: () = assert!(std::mem::size_of::<WeirConfig>() == 8);
+const _: () = assert!(std::mem::size_of::<WeirConfig>() == 32);
+const _: () = assert!(std::mem::size_of::<FilterRuleRecord>() == 80);
+const _: () = assert!(std::mem::offset_of!(FilterRuleRecord, sampling) == 76);
+const _: () = assert!(std::mem::size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);
 
 // SAFETY: plain C structs of integers and byte arrays with explicit padding fields.
 unsafe impl aya::Pod for FlowKey {}
@@ -78,24 +138,61 @@ unsafe impl aya::Pod for FlowValue {}
 unsafe impl aya::Pod for FlowRecord {}
 // SAFETY: as above.
 unsafe impl aya::Pod for WeirConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FilterRuleRecord {}
 
 impl FlowValue {
-    /// Folds another CPU's slot into this one. Slots a CPU never touched are all zero.
+    /// Whether anything was recorded in this slot (packets, drops or an RTT sample).
+    pub fn touched(&self) -> bool {
+        self.skbs > 0 || self.drop_packets > 0 || self.rtt_ns_at > 0
+    }
+
+    /// Folds another CPU's slot into this one. Slots a CPU never touched are all zero; a
+    /// slot may hold only drops or only an RTT sample (the tracing programs update the slot
+    /// of the CPU they run on).
     pub fn merge(&mut self, other: &FlowValue) {
-        if other.skbs == 0 {
+        if !other.touched() {
             return;
         }
-        if self.skbs == 0 || other.first_seen_ns < self.first_seen_ns {
-            self.first_seen_ns = other.first_seen_ns;
+        if other.skbs > 0 {
+            if self.skbs == 0 || other.first_seen_ns < self.first_seen_ns {
+                self.first_seen_ns = other.first_seen_ns;
+                self.src_mac = other.src_mac;
+                self.dst_mac = other.dst_mac;
+            }
+            self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+            self.bytes += other.bytes;
+            self.packets += other.packets;
+            self.skbs += other.skbs;
+            self.tcp_flags |= other.tcp_flags;
+        } else if self.skbs == 0 && self.src_mac == [0; 6] {
             self.src_mac = other.src_mac;
             self.dst_mac = other.dst_mac;
         }
-        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
-        self.bytes += other.bytes;
-        self.packets += other.packets;
-        self.skbs += other.skbs;
-        self.tcp_flags |= other.tcp_flags;
         self.sampling = self.sampling.max(other.sampling);
+        if other.drop_packets > 0 {
+            self.drop_bytes += other.drop_bytes;
+            self.drop_packets += other.drop_packets;
+            if other.drop_ns >= self.drop_ns {
+                self.drop_ns = other.drop_ns;
+                self.drop_reason = other.drop_reason;
+            }
+        }
+        if other.rtt_ns_at > self.rtt_ns_at {
+            self.rtt_ns_at = other.rtt_ns_at;
+            self.rtt_us = other.rtt_us;
+        }
+    }
+
+    /// First and last time of the record: its packets, or its drops when it has none.
+    fn span_ns(&self) -> (u64, u64) {
+        if self.skbs > 0 {
+            (self.first_seen_ns, self.last_seen_ns)
+        } else if self.drop_packets > 0 {
+            (self.drop_ns, self.drop_ns)
+        } else {
+            (self.rtt_ns_at, self.rtt_ns_at)
+        }
     }
 }
 
@@ -128,7 +225,8 @@ impl Default for Clock {
     }
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// Nanoseconds of a clock (CLOCK_MONOTONIC is what bpf_ktime_get_ns reads).
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -146,7 +244,8 @@ fn addr(bytes: [u8; 16]) -> IpAddr {
     }
 }
 
-/// Builds the stored record from a kernel key and its merged value.
+/// Builds the stored record from a kernel key and its merged value; `drop_reason` names a
+/// kernel drop reason number.
 pub fn to_flow(
     key: &FlowKey,
     value: &FlowValue,
@@ -154,10 +253,12 @@ pub fn to_flow(
     interface: String,
     netns: &str,
     received_s: u64,
+    drop_reason: &dyn Fn(u32) -> String,
 ) -> Flow {
+    let (first, last) = value.span_ns();
     Flow {
-        time_flow_start_ms: clock.to_unix_ms(value.first_seen_ns),
-        time_flow_end_ms: clock.to_unix_ms(value.last_seen_ns),
+        time_flow_start_ms: clock.to_unix_ms(first),
+        time_flow_end_ms: clock.to_unix_ms(last),
         time_received: received_s,
         etype: key.eth_type,
         src_mac: format_mac(&value.src_mac),
@@ -177,6 +278,15 @@ pub fn to_flow(
         if_direction: key.direction,
         sampling: value.sampling,
         netns: netns.to_string(),
+        pkt_drop_bytes: value.drop_bytes,
+        pkt_drop_packets: u64::from(value.drop_packets),
+        pkt_drop_latest_drop_cause: if value.drop_packets > 0 {
+            drop_reason(value.drop_reason)
+        } else {
+            String::new()
+        },
+        time_flow_rtt_ns: u64::from(value.rtt_us) * 1000,
+        ..Flow::empty()
     }
 }
 
@@ -219,12 +329,68 @@ mod tests {
     }
 
     #[test]
+    fn merge_keeps_drops_and_latest_rtt_from_any_slot() {
+        let mut a = FlowValue::default();
+        let pkts = FlowValue {
+            first_seen_ns: 10,
+            last_seen_ns: 20,
+            bytes: 100,
+            packets: 1,
+            skbs: 1,
+            rtt_us: 50,
+            rtt_ns_at: 15,
+            ..Default::default()
+        };
+        let drops_only = FlowValue {
+            drop_bytes: 60,
+            drop_packets: 1,
+            drop_reason: 7,
+            drop_ns: 30,
+            rtt_us: 70,
+            rtt_ns_at: 25,
+            ..Default::default()
+        };
+        let older_drop = FlowValue {
+            drop_bytes: 40,
+            drop_packets: 2,
+            drop_reason: 3,
+            drop_ns: 12,
+            ..Default::default()
+        };
+        a.merge(&drops_only);
+        a.merge(&pkts);
+        a.merge(&older_drop);
+        assert_eq!((a.bytes, a.skbs, a.first_seen_ns), (100, 1, 10));
+        assert_eq!((a.drop_bytes, a.drop_packets, a.drop_reason), (100, 3, 7));
+        assert_eq!(a.rtt_us, 70, "the latest RTT sample wins");
+        let f = to_flow(
+            &FlowKey::default(),
+            &a,
+            &Clock::new(),
+            "x".into(),
+            "",
+            0,
+            &|n| format!("R{n}"),
+        );
+        assert_eq!(f.pkt_drop_latest_drop_cause, "R7");
+        assert_eq!(f.time_flow_rtt_ns, 70_000);
+    }
+
+    #[test]
     fn v4_mapped_becomes_v4() {
         let mut k = FlowKey::default();
         k.src_addr[10] = 0xff;
         k.src_addr[11] = 0xff;
         k.src_addr[12..].copy_from_slice(&[198, 18, 0, 1]);
-        let f = to_flow(&k, &FlowValue::default(), &Clock::new(), "x".into(), "", 0);
+        let f = to_flow(
+            &k,
+            &FlowValue::default(),
+            &Clock::new(),
+            "x".into(),
+            "",
+            0,
+            &|n| n.to_string(),
+        );
         assert_eq!(f.src_addr, "198.18.0.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -159,6 +159,8 @@ fn pick(t: &Totals, m: Metric) -> u64 {
         Metric::Bytes => t.bytes,
         Metric::Packets => t.packets,
         Metric::Flows => t.flows,
+        Metric::DropBytes => t.drop_bytes,
+        Metric::DropPackets => t.drop_packets,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod capture;
+mod deep;
 mod distribution;
 mod guests;
 mod plugins;

@@ -35,6 +35,8 @@ pub struct AppState {
     /// When set, every `/api/v1` request must carry `Authorization: Bearer <token>` (the web
     /// page itself loads without it and asks for the token in a login form).
     pub token: Option<Arc<str>>,
+    /// The identity source (inventory file), shown by the status API.
+    pub enricher: Option<Arc<dyn weir_core::enrich::Enricher>>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             plugins: None,
             started: Instant::now(),
             token: None,
+            enricher: None,
         }
     }
 }
@@ -88,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))
+        .route(
+            "/capture/filters",
+            get(handlers::meta::filters).put(handlers::meta::set_filters),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             handlers::auth::require_token,

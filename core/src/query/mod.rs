@@ -98,11 +98,15 @@ pub(crate) fn unknown_field(name: &str, pos: usize) -> QueryError {
 
 /// Which measure an aggregation sums or ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Metric {
     Bytes,
     Packets,
     Flows,
+    /// Bytes the kernel dropped (PktDropBytes).
+    DropBytes,
+    /// Packets the kernel dropped (PktDropPackets).
+    DropPackets,
 }
 
 impl std::str::FromStr for Metric {
@@ -112,8 +116,10 @@ impl std::str::FromStr for Metric {
             "bytes" => Ok(Metric::Bytes),
             "packets" => Ok(Metric::Packets),
             "flows" | "count" => Ok(Metric::Flows),
+            "drop_bytes" | "dropbytes" => Ok(Metric::DropBytes),
+            "drop_packets" | "droppackets" | "drops" => Ok(Metric::DropPackets),
             other => Err(format!(
-                "unknown metric '{other}': use bytes, packets or flows"
+                "unknown metric '{other}': use bytes, packets, flows, drop_bytes or drop_packets"
             )),
         }
     }

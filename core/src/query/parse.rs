@@ -2,8 +2,8 @@
 
 use super::{QueryError, lookup_field, unknown_field};
 use crate::flow::flag_bit;
-use crate::schema::{self, EITHER_SIDE, FieldDef, FieldKind, index_ip};
-use std::net::{IpAddr, Ipv6Addr};
+use crate::schema::{self, EITHER_SIDE, FieldDef, FieldKind};
+use std::net::Ipv6Addr;
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -440,31 +440,8 @@ fn parse_flag_names(text: &str) -> Option<u16> {
 
 /// Parses an address or a CIDR into its inclusive range in index form.
 pub fn parse_ip_or_cidr(text: &str) -> Result<Operand, String> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text, None),
-    };
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("'{addr}' is not an IP address"))?;
-    let Some(p) = prefix else {
-        let v = index_ip(&ip);
-        return Ok(Operand::IpRange(v, v));
-    };
-    let p: u32 = p
-        .parse()
-        .map_err(|_| format!("'{p}' is not a prefix length"))?;
-    let (bits, max) = match ip {
-        IpAddr::V4(_) => (p + 96, 32),
-        IpAddr::V6(_) => (p, 128),
-    };
-    if p > max {
-        return Err(format!("prefix /{p} is longer than {max} bits"));
-    }
-    let base = u128::from(index_ip(&ip));
-    let host_mask = if bits >= 128 { 0 } else { u128::MAX >> bits };
-    let lo = base & !host_mask;
-    let hi = lo | host_mask;
+    let (lo, bits) = schema::parse_network(text)?;
+    let hi = lo | !schema::prefix_mask(bits);
     Ok(Operand::IpRange(Ipv6Addr::from(lo), Ipv6Addr::from(hi)))
 }
 

@@ -14,6 +14,9 @@ pub struct Totals {
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,
+    /// Dropped bytes and packets (PktDropBytes, PktDropPackets), scaled like the others.
+    pub drop_bytes: u64,
+    pub drop_packets: u64,
 }
 
 impl Totals {
@@ -21,6 +24,8 @@ impl Totals {
         self.bytes = self.bytes.saturating_add(o.bytes);
         self.packets = self.packets.saturating_add(o.packets);
         self.flows = self.flows.saturating_add(o.flows);
+        self.drop_bytes = self.drop_bytes.saturating_add(o.drop_bytes);
+        self.drop_packets = self.drop_packets.saturating_add(o.drop_packets);
     }
 }
 
@@ -52,6 +57,8 @@ pub struct GroupSegment {
     cols: Vec<Col>,
     bytes: Column<u64>,
     packets: Column<u64>,
+    drop_bytes: Column<u64>,
+    drop_packets: Column<u64>,
     sampling: Column<u64>,
     end: Column<u64>,
     buckets: Option<Buckets>,
@@ -84,6 +91,8 @@ impl Collector for GroupCollector {
             cols,
             bytes: ff.u64("Bytes")?,
             packets: ff.u64("Packets")?,
+            drop_bytes: ff.u64("PktDropBytes")?,
+            drop_packets: ff.u64("PktDropPackets")?,
             sampling: ff.u64("Sampling")?,
             end: ff.u64("TimeFlowEndMs")?,
             buckets: self.buckets,
@@ -145,6 +154,18 @@ impl SegmentCollector for GroupSegment {
         t.packets = t
             .packets
             .saturating_add(self.packets.first(doc).unwrap_or(0).saturating_mul(scale));
+        t.drop_bytes = t.drop_bytes.saturating_add(
+            self.drop_bytes
+                .first(doc)
+                .unwrap_or(0)
+                .saturating_mul(scale),
+        );
+        t.drop_packets = t.drop_packets.saturating_add(
+            self.drop_packets
+                .first(doc)
+                .unwrap_or(0)
+                .saturating_mul(scale),
+        );
         t.flows += 1;
     }
 

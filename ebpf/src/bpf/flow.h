@@ -19,7 +19,11 @@ enum weir_counter {
 	WEIR_CNT_MAP_FULL = 2,       /* skbs whose flow did not fit in the map (sent by ring buffer) */
 	WEIR_CNT_RINGBUF_LOST = 3,   /* skbs lost because the ring buffer was full too */
 	WEIR_CNT_TRUNCATED = 4,      /* skbs whose headers could not be read completely */
-	WEIR_CNT_MAX = 5,
+	WEIR_CNT_FILTERED = 5,       /* skbs (or drops) a filter rule rejected */
+	WEIR_CNT_DNS_LOST = 6,       /* DNS payloads lost because their ring buffer was full */
+	WEIR_CNT_DROPS = 7,          /* drops (kfree_skb with a reason) attached to flows */
+	WEIR_CNT_RTT = 8,            /* RTT samples (tcp_probe) attached to flows */
+	WEIR_CNT_MAX = 9,
 };
 
 /* Key of one flow: zero-filled before use, no implicit padding (hashed byte by byte), 48 bytes. */
@@ -51,6 +55,15 @@ struct flow_value {
 	__u8 dst_mac[6];
 	__u16 _pad;
 	__u32 _pad2;
+	/* Drops (kfree_skb tracepoint) of this flow's packets; a flow may hold only drops. */
+	__u64 drop_bytes;
+	__u64 drop_ns;      /* time of the latest drop (picks the latest reason across CPUs) */
+	__u32 drop_packets;
+	__u32 drop_reason;  /* enum skb_drop_reason of the running kernel; named in user space */
+	/* Smoothed RTT (tcp_probe tracepoint) of the socket the flow belongs to. */
+	__u64 rtt_ns_at;    /* when it was sampled (picks the latest across CPUs) */
+	__u32 rtt_us;
+	__u32 _pad3;
 };
 
 /* A flow sent through the ring buffer when the map is full. */
@@ -63,6 +76,46 @@ struct flow_record {
 struct weir_config {
 	__u32 active_map; /* 0: flows_a, 1: flows_b; user space flips it, then drains the other */
 	__u32 sampling;   /* 1-in-N; 0 or 1 = every packet */
+	__u32 netns_ino;  /* namespace this copy watches: the tracing programs skip other ones */
+	__u32 consumed_reason; /* SKB_CONSUMED on the running kernel (a free, not a drop) */
+	__u32 filter_count;   /* rules of `filters` in force; 0 = no filtering */
+	__u32 filter_default; /* WEIR_FILTER_* when no rule matches */
+	__u32 dns;            /* 1: DNS payloads (port 53) are sent to user space */
+	__u32 _pad;
+};
+
+#define WEIR_FILTER_ACCEPT 0
+#define WEIR_FILTER_REJECT 1
+#define WEIR_MAX_FILTERS 16
+
+/* One in-kernel filter rule (`filters` array). Rules are tried in order; the first that
+ * matches decides. Addresses are IPv6 or IPv4-mapped, masks precomputed by user space. */
+struct filter_rule {
+	__u8 cidr[16];      /* matches when either address is in it */
+	__u8 cidr_mask[16]; /* all zero: any address */
+	__u8 peer[16];      /* with cidr: the other address must be in it */
+	__u8 peer_mask[16];
+	__u16 port_min;     /* either port within [min, max]; 0-0 = any */
+	__u16 port_max;
+	__u16 tcp_flags;    /* any of these flags in the packet; 0 = any */
+	__u8 proto;         /* 0 = any */
+	__u8 direction;     /* 0 any, 1 ingress, 2 egress */
+	__u8 action;        /* WEIR_FILTER_* */
+	__u8 drops_only;    /* 1: matches dropped packets only (kfree_skb), never at TC */
+	__u16 _pad;
+	__u32 sampling;     /* 1-in-N for what this rule accepts; 0 = the global sampling */
+};
+
+/* Most DNS payload bytes sent to user space per packet. */
+#define WEIR_DNS_MAX 256
+
+/* A DNS packet (port 53, UDP or TCP) seen at TC, parsed and matched in user space. */
+struct dns_event {
+	struct flow_key key;
+	__u64 ts_ns;
+	__u16 len; /* payload bytes in `payload` */
+	__u16 _pad[3];
+	__u8 payload[WEIR_DNS_MAX];
 };
 
 #endif

@@ -5,6 +5,13 @@
  * programs in flight to finish, and drains the idle map with no writer racing it, so no packet
  * is lost between lookup and delete. When the active map is full, the packet is sent as a
  * one-packet flow through the ring buffer; every such case is counted.
+ *
+ * Optional parts, each loaded (or left out) on its own by user space:
+ * - tp_btf/kfree_skb adds dropped packets, bytes and the latest drop reason to the flow;
+ * - tp_btf/tcp_probe adds the socket's smoothed RTT to the flow;
+ * - DNS payloads (port 53) go to user space through `dns_events`;
+ * - filter rules (`filters`) accept or reject packets before they are counted.
+ * The tracing programs see every namespace: each copy keeps to the one in `config.netns_ino`.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -12,6 +19,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "flow.h"
 
@@ -44,6 +52,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct weir_config);
 } config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WEIR_MAX_FILTERS);
+	__type(key, __u32);
+	__type(value, struct filter_rule);
+} filters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} dns_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -102,32 +122,41 @@ static __always_inline void map_v4(__u8 *dst, const __u8 *src)
 	dst[15] = src[3];
 }
 
-/* Reads the transport ports (or ICMP type/code) and TCP flags at offset `off`.
- * Returns 0, or -1 when the headers are cut short. */
-static __always_inline int try_parse_l4(struct __sk_buff *skb, __u32 off, struct flow_key *k,
-					__u16 *flags)
+/* Transport header bytes the key needs: ports and flags (TCP), ports (UDP, SCTP), type and
+ * code (ICMP); 0 for other protocols. */
+static __always_inline __u32 l4_len(__u8 proto)
 {
-	__u8 b[14];
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 14;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP_:
+		return 4;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		return 2;
+	default:
+		return 0;
+	}
+}
 
+/* Fills ports (or ICMP type/code) and TCP flags from the first l4_len() bytes of the
+ * transport header; returns the offset of the payload from that header (0 when unknown). */
+static __always_inline __u32 l4_fields(struct flow_key *k, const __u8 *b, __u16 *flags)
+{
 	switch (k->proto) {
 	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, b, 14) < 0)
-			return -1;
 		k->src_port = ((__u16)b[0] << 8) | b[1];
 		k->dst_port = ((__u16)b[2] << 8) | b[3];
 		*flags = b[13] | ((__u16)(b[12] & 1) << 8);
-		return 0;
+		return (b[12] >> 4) * 4;
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP_:
-		if (bpf_skb_load_bytes(skb, off, b, 4) < 0)
-			return -1;
 		k->src_port = ((__u16)b[0] << 8) | b[1];
 		k->dst_port = ((__u16)b[2] << 8) | b[3];
-		return 0;
+		return 8;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6_:
-		if (bpf_skb_load_bytes(skb, off, b, 2) < 0)
-			return -1;
 		k->icmp_type = b[0];
 		k->icmp_code = b[1];
 		return 0;
@@ -136,9 +165,40 @@ static __always_inline int try_parse_l4(struct __sk_buff *skb, __u32 off, struct
 	}
 }
 
+/* Reads the transport ports (or ICMP type/code) and TCP flags at offset `off`.
+ * Returns 0, or -1 when the headers are cut short. */
+static __always_inline int try_parse_l4(struct __sk_buff *skb, __u32 off, struct flow_key *k,
+					__u16 *flags, __u32 *l7off)
+{
+	__u8 b[14];
+
+	switch (k->proto) {
+	case IPPROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, b, 14) < 0)
+			return -1;
+		break;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP_:
+		if (bpf_skb_load_bytes(skb, off, b, 4) < 0)
+			return -1;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		if (bpf_skb_load_bytes(skb, off, b, 2) < 0)
+			return -1;
+		break;
+	default:
+		return 0;
+	}
+	__u32 l7 = l4_fields(k, b, flags);
+	if (l7)
+		*l7off = off + l7;
+	return 0;
+}
+
 /* Fills the key from the frame's headers. Returns 0, or -1 when the headers are cut short. */
 static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, __u16 *flags,
-				     struct l2 *macs)
+				     struct l2 *macs, __u32 *l7off)
 {
 	struct l2 eth;
 	__u32 off = sizeof(struct l2);
@@ -168,7 +228,7 @@ static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, 
 		if (bpf_ntohs(ip.frag_off) & 0x1fff)
 			return 0;
 		off += (ip.vihl & 0x0f) * 4;
-		return try_parse_l4(skb, off, k, flags);
+		return try_parse_l4(skb, off, k, flags, l7off);
 	}
 	if (proto == ETH_P_IPV6) {
 		struct ip6 ip;
@@ -201,7 +261,7 @@ static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, 
 			next = ext[0];
 		}
 		k->proto = next;
-		return try_parse_l4(skb, off, k, flags);
+		return try_parse_l4(skb, off, k, flags, l7off);
 	}
 	return 0;
 }
@@ -210,7 +270,7 @@ static __always_inline int try_parse(struct __sk_buff *skb, struct flow_key *k, 
  * 1 when the slow path must parse (headers not linear, VLAN, IPv6 extension headers, IPv4
  * options or fragments). */
 static __always_inline int try_parse_direct(struct __sk_buff *skb, struct flow_key *k, __u16 *flags,
-					    struct l2 *macs)
+					    struct l2 *macs, __u32 *l7off)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -248,6 +308,7 @@ static __always_inline int try_parse_direct(struct __sk_buff *skb, struct flow_k
 		k->src_port = ((__u16)l4[0] << 8) | l4[1];
 		k->dst_port = ((__u16)l4[2] << 8) | l4[3];
 		*flags = l4[13] | ((__u16)(l4[12] & 1) << 8);
+		*l7off = (__u32)(l4 - (__u8 *)data) + (l4[12] >> 4) * 4;
 		break;
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP_:
@@ -255,6 +316,7 @@ static __always_inline int try_parse_direct(struct __sk_buff *skb, struct flow_k
 			return 1;
 		k->src_port = ((__u16)l4[0] << 8) | l4[1];
 		k->dst_port = ((__u16)l4[2] << 8) | l4[3];
+		*l7off = (__u32)(l4 - (__u8 *)data) + 8;
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6_:
@@ -336,6 +398,91 @@ static __always_inline void update_flow(void *map, struct flow_key *k, __u32 len
 	send_direct(k, &nv);
 }
 
+/* Whether `addr` is in the network `net`/`mask` (a zero mask matches every address). */
+static __always_inline int in_net(const __u8 *addr, const __u8 *net, const __u8 *mask)
+{
+	const __u32 *a = (const __u32 *)addr;
+	const __u32 *n = (const __u32 *)net;
+	const __u32 *m = (const __u32 *)mask;
+	return (a[0] & m[0]) == n[0] && (a[1] & m[1]) == n[1] && (a[2] & m[2]) == n[2] &&
+	       (a[3] & m[3]) == n[3];
+}
+
+static __always_inline int in_range(__u16 port, const struct filter_rule *r)
+{
+	return port >= r->port_min && port <= r->port_max;
+}
+
+static __always_inline int rule_matches(const struct filter_rule *r, const struct flow_key *k,
+					__u16 flags, int is_drop)
+{
+	if (r->drops_only && !is_drop)
+		return 0;
+	if (r->proto && r->proto != k->proto)
+		return 0;
+	if (r->direction && r->direction != k->direction + 1)
+		return 0;
+	if (r->port_max && !in_range(k->src_port, r) && !in_range(k->dst_port, r))
+		return 0;
+	if (r->tcp_flags && !(flags & r->tcp_flags))
+		return 0;
+	int s = in_net(k->src_addr, r->cidr, r->cidr_mask);
+	int d = in_net(k->dst_addr, r->cidr, r->cidr_mask);
+	if (s && in_net(k->dst_addr, r->peer, r->peer_mask))
+		return 1;
+	if (d && in_net(k->src_addr, r->peer, r->peer_mask))
+		return 1;
+	return 0;
+}
+
+/* Applies the filter rules: returns 1 to keep the packet (with `*sampling` set to the rule's
+ * sampling when it has one), 0 to leave it out. */
+static __always_inline int try_filter(const struct weir_config *cfg, const struct flow_key *k,
+				      __u16 flags, int is_drop, __u32 *sampling)
+{
+	__u32 n = cfg->filter_count;
+	for (__u32 i = 0; i < WEIR_MAX_FILTERS; i++) {
+		if (i >= n)
+			break;
+		__u32 idx = i;
+		struct filter_rule *r = bpf_map_lookup_elem(&filters, &idx);
+		if (!r)
+			break;
+		if (rule_matches(r, k, flags, is_drop)) {
+			if (r->action == WEIR_FILTER_REJECT)
+				return 0;
+			if (r->sampling > 1)
+				*sampling = r->sampling;
+			return 1;
+		}
+	}
+	return cfg->filter_default == WEIR_FILTER_ACCEPT;
+}
+
+/* Sends the payload of a DNS packet (port 53) to user space, which parses and matches it. */
+static __always_inline void send_dns(struct __sk_buff *skb, const struct flow_key *k, __u32 l7off,
+				     __u64 now)
+{
+	if (l7off == 0 || skb->len <= l7off)
+		return;
+	__u32 avail = skb->len - l7off;
+	/* A provable bound of 1..WEIR_DNS_MAX for the verifier. */
+	__u32 n = ((avail - 1) & (WEIR_DNS_MAX - 1)) + 1;
+	if (avail > WEIR_DNS_MAX)
+		n = WEIR_DNS_MAX;
+	struct dns_event *e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
+	if (!e) {
+		count(WEIR_CNT_DNS_LOST);
+		return;
+	}
+	__builtin_memcpy(&e->key, k, sizeof(*k));
+	e->ts_ns = now;
+	e->len = 0;
+	if (bpf_skb_load_bytes(skb, l7off, e->payload, n) == 0)
+		e->len = n;
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 {
 	struct flow_key k;
@@ -343,30 +490,47 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	__u32 zero = 0;
 	__u32 sampling = 0;
 	__u32 active = 0;
+	__u32 l7off = 0;
 	__u64 now, segs;
 
 	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (cfg) {
-		sampling = cfg->sampling;
-		active = cfg->active_map;
-	}
-	if (sampling > 1 && (bpf_get_prandom_u32() % sampling) != 0) {
+	if (!cfg)
+		return TC_ACT_UNSPEC;
+	sampling = cfg->sampling;
+	active = cfg->active_map;
+	/* Without filter rules, sampling is decided before any parsing. */
+	if (cfg->filter_count == 0 && sampling > 1 && (bpf_get_prandom_u32() % sampling) != 0) {
 		count(WEIR_CNT_SAMPLED_OUT);
 		return TC_ACT_UNSPEC;
 	}
 
 	struct l2 macs = {};
 	__builtin_memset(&k, 0, sizeof(k));
-	if (try_parse_direct(skb, &k, &flags, &macs) != 0) {
+	if (try_parse_direct(skb, &k, &flags, &macs, &l7off) != 0) {
 		__builtin_memset(&k, 0, sizeof(k));
 		flags = 0;
-		if (try_parse(skb, &k, &flags, &macs) < 0)
+		l7off = 0;
+		if (try_parse(skb, &k, &flags, &macs, &l7off) < 0)
 			count(WEIR_CNT_TRUNCATED);
 	}
 	k.ifindex = skb->ifindex;
 	k.direction = direction;
 
+	if (cfg->filter_count != 0) {
+		if (!try_filter(cfg, &k, flags, 0, &sampling)) {
+			count(WEIR_CNT_FILTERED);
+			return TC_ACT_UNSPEC;
+		}
+		if (sampling > 1 && (bpf_get_prandom_u32() % sampling) != 0) {
+			count(WEIR_CNT_SAMPLED_OUT);
+			return TC_ACT_UNSPEC;
+		}
+	}
+
 	now = bpf_ktime_get_ns();
+	if (cfg->dns && (k.proto == IPPROTO_UDP || k.proto == IPPROTO_TCP) &&
+	    (k.src_port == 53 || k.dst_port == 53))
+		send_dns(skb, &k, l7off, now);
 	segs = skb->gso_segs;
 	if (segs == 0)
 		segs = 1;
@@ -389,4 +553,270 @@ SEC("classifier")
 int weir_egress(struct __sk_buff *skb)
 {
 	return handle(skb, WEIR_DIR_EGRESS);
+}
+
+/* ---- tracing programs: drops and RTT ------------------------------------------------------ */
+
+/* Local views of kernel types: CO-RE relocates every field by name against the running
+ * kernel's BTF, so the layout here does not matter. */
+struct ns_common___weir {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net___weir {
+	struct ns_common___weir ns;
+} __attribute__((preserve_access_index));
+
+struct net_device___weir {
+	int ifindex;
+	struct {
+		struct net___weir *net;
+	} nd_net;
+} __attribute__((preserve_access_index));
+
+struct sk_buff___weir {
+	struct net_device___weir *dev;
+	unsigned int len;
+	int skb_iif;
+	__be16 protocol;
+	__u16 network_header;
+	__u16 mac_header;
+	unsigned char *head;
+	unsigned char *data;
+} __attribute__((preserve_access_index));
+
+struct in6_addr___weir {
+	__u8 u6_addr8[16];
+} __attribute__((preserve_access_index));
+
+struct sock_common___weir {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct {
+		struct net___weir *net;
+	} skc_net;
+	struct in6_addr___weir skc_v6_daddr;
+	struct in6_addr___weir skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock___weir {
+	struct sock_common___weir __sk_common;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock___weir {
+	__u32 srtt_us;
+} __attribute__((preserve_access_index));
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define NO_HEADER 0xffff
+
+/* Fills the key's addresses, protocol, ports and flags from the headers at `nh` (kernel
+ * memory). Returns 0, or -1 when they cannot be read. */
+static __always_inline int try_parse_kernel(const unsigned char *nh, __u16 proto,
+					    struct flow_key *k, __u16 *flags)
+{
+	const unsigned char *l4;
+	__u8 b[16]; /* l4_len() masked to 15 for the verifier */
+
+	if (proto == ETH_P_IP) {
+		struct ip4 ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) < 0)
+			return -1;
+		map_v4(k->src_addr, ip.saddr);
+		map_v4(k->dst_addr, ip.daddr);
+		k->proto = ip.protocol;
+		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+			return 0;
+		l4 = nh + (ip.vihl & 0x0f) * 4;
+	} else {
+		struct ip6 ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) < 0)
+			return -1;
+		__builtin_memcpy(k->src_addr, ip.saddr, 16);
+		__builtin_memcpy(k->dst_addr, ip.daddr, 16);
+		k->proto = ip.nexthdr;
+		l4 = nh + sizeof(ip);
+	}
+	__u32 n = l4_len(k->proto);
+	if (n == 0)
+		return 0;
+	if (bpf_probe_read_kernel(b, n & 15, l4) < 0)
+		return -1;
+	l4_fields(k, b, flags);
+	return 0;
+}
+
+/* Adds one dropped skb to its flow, creating a drops-only flow when none is there. */
+static __always_inline void add_drop(void *map, struct flow_key *k, __u32 len, __u32 reason,
+				     __u32 sampling, const struct l2 *macs, __u64 now)
+{
+	struct flow_value *v = bpf_map_lookup_elem(map, k);
+	if (!v) {
+		struct flow_value nv = {
+			.drop_bytes = len,
+			.drop_packets = 1,
+			.drop_reason = reason,
+			.drop_ns = now,
+			.sampling = sampling,
+		};
+		__builtin_memcpy(nv.src_mac, macs->src, 6);
+		__builtin_memcpy(nv.dst_mac, macs->dst, 6);
+		long err = bpf_map_update_elem(map, k, &nv, BPF_NOEXIST);
+		if (err == 0)
+			return;
+		v = bpf_map_lookup_elem(map, k);
+		if (!v) {
+			count(WEIR_CNT_MAP_FULL);
+			send_direct(k, &nv);
+			return;
+		}
+	}
+	v->drop_bytes += len;
+	v->drop_packets += 1;
+	v->drop_reason = reason;
+	v->drop_ns = now;
+}
+
+SEC("tp_btf/kfree_skb")
+int weir_kfree_skb(unsigned long long *ctx)
+{
+	struct sk_buff___weir *skb = (void *)ctx[0];
+	__u32 reason = (__u32)ctx[2];
+	__u32 zero = 0;
+	__u16 flags = 0;
+	struct flow_key k;
+	struct l2 macs = {};
+
+	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || reason == 0 || reason == cfg->consumed_reason)
+		return 0;
+	struct net_device___weir *dev = BPF_CORE_READ(skb, dev);
+	if (!dev || BPF_CORE_READ(dev, nd_net.net, ns.inum) != cfg->netns_ino)
+		return 0;
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return 0;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	unsigned long data = (unsigned long)BPF_CORE_READ(skb, data);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 mh = BPF_CORE_READ(skb, mac_header);
+	__u32 len = BPF_CORE_READ(skb, len);
+	if (nh == NO_HEADER)
+		return 0;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	if (try_parse_kernel(head + nh, proto, &k, &flags) < 0)
+		return 0;
+	k.eth_type = proto;
+	k.ifindex = BPF_CORE_READ(dev, ifindex);
+	k.direction = BPF_CORE_READ(skb, skb_iif) == (int)k.ifindex ? WEIR_DIR_INGRESS
+								   : WEIR_DIR_EGRESS;
+	/* Count the frame as the interface does: with its link-layer header. */
+	if (mh != NO_HEADER && mh < nh) {
+		unsigned long mac = (unsigned long)head + mh;
+		if (data > mac)
+			len += data - mac;
+		bpf_probe_read_kernel(&macs, 12, head + mh);
+	}
+	__u32 sampling = 0;
+	if (cfg->filter_count != 0) {
+		if (!try_filter(cfg, &k, flags, 1, &sampling)) {
+			count(WEIR_CNT_FILTERED);
+			return 0;
+		}
+		if (sampling > 1 && (bpf_get_prandom_u32() % sampling) != 0)
+			return 0;
+	}
+	count(WEIR_CNT_DROPS);
+	__u64 now = bpf_ktime_get_ns();
+	if (cfg->active_map)
+		add_drop(&flows_b, &k, len, reason, sampling, &macs, now);
+	else
+		add_drop(&flows_a, &k, len, reason, sampling, &macs, now);
+	return 0;
+}
+
+/* Sets the RTT of a flow. With `create`, a flow not in the map yet gets an RTT-only entry
+ * that its packets then fill in (the outgoing direction of a connection whose last packet left
+ * before the map was drained); otherwise only existing flows are updated (a flow sampled out
+ * or filtered stays without). */
+static __always_inline int set_rtt(void *map, struct flow_key *k, __u32 rtt_us, __u64 now,
+				   int create)
+{
+	struct flow_value *v = bpf_map_lookup_elem(map, k);
+	if (!v) {
+		if (!create)
+			return 0;
+		struct flow_value nv = {
+			.rtt_us = rtt_us,
+			.rtt_ns_at = now,
+		};
+		return bpf_map_update_elem(map, k, &nv, BPF_NOEXIST) == 0;
+	}
+	v->rtt_us = rtt_us;
+	v->rtt_ns_at = now;
+	return 1;
+}
+
+static __always_inline int is_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+SEC("tp_btf/tcp_probe")
+int weir_tcp_probe(unsigned long long *ctx)
+{
+	struct sock___weir *sk = (void *)ctx[0];
+	struct sk_buff___weir *skb = (void *)ctx[1];
+	__u32 zero = 0;
+	struct flow_key k;
+	__u32 srtt = 0;
+
+	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != cfg->netns_ino)
+		return 0;
+	__builtin_memset(&k, 0, sizeof(k));
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET_) {
+		__be32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		map_v4(k.src_addr, (const __u8 *)&remote);
+		map_v4(k.dst_addr, (const __u8 *)&local);
+	} else if (family == AF_INET6_) {
+		bpf_core_read(k.src_addr, 16, &sk->__sk_common.skc_v6_daddr);
+		bpf_core_read(k.dst_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	} else {
+		return 0;
+	}
+	k.eth_type = is_v4_mapped(k.src_addr) ? ETH_P_IP : ETH_P_IPV6;
+	k.src_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	k.dst_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k.proto = IPPROTO_TCP;
+	k.ifindex = BPF_CORE_READ(skb, skb_iif);
+	k.direction = WEIR_DIR_INGRESS;
+	bpf_core_read(&srtt, sizeof(srtt), &((struct tcp_sock___weir *)sk)->srtt_us);
+	srtt >>= 3;
+	if (srtt == 0)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	void *map = cfg->active_map ? (void *)&flows_b : (void *)&flows_a;
+	int n = set_rtt(map, &k, srtt, now, 0);
+	/* The same connection's other direction, leaving through the same interface. */
+	struct flow_key r = k;
+	__builtin_memcpy(r.src_addr, k.dst_addr, 16);
+	__builtin_memcpy(r.dst_addr, k.src_addr, 16);
+	r.src_port = k.dst_port;
+	r.dst_port = k.src_port;
+	r.direction = WEIR_DIR_EGRESS;
+	/* Only when the arriving segment itself was counted (not filtered or sampled out). */
+	if (n)
+		n += set_rtt(map, &r, srtt, now, 1);
+	if (n)
+		count(WEIR_CNT_RTT);
+	return 0;
 }

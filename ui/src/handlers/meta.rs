@@ -21,6 +21,7 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
         "capture": st.capture.as_ref().map(|c| c.status()),
         "ingest": st.ingest.snapshot(),
         "storage": storage,
+        "enrichment": st.enricher.as_ref().map(|e| e.status()),
     }))
 }
 
@@ -53,6 +54,53 @@ pub async fn flush(State(st): State<AppState>) -> Result<Json<Value>, ApiError> 
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(Json(json!({ "flushed": true })))
+}
+
+/// `GET /api/v1/capture/filters`: the in-kernel filter rules in force.
+pub async fn filters(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let Some(cap) = st.capture.clone() else {
+        return Err(ApiError::unavailable("capture is off in this agent"));
+    };
+    Ok(Json(json!({ "rules": cap.filters() })))
+}
+
+/// `PUT /api/v1/capture/filters` with `{"rules": [...]}` (or a bare list): replaces the
+/// in-kernel filter rules on live traffic, without reloading programs. A bad rule is refused
+/// with its number and the bad part; the rules in force stay.
+pub async fn set_filters(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(cap) = st.capture.clone() else {
+        return Err(ApiError::unavailable("capture is off in this agent"));
+    };
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("body", format!("body is not JSON: {e}")))?;
+    let list = match v {
+        Value::Object(mut o) => o.remove("rules").ok_or_else(|| {
+            ApiError::bad_request("body", "expected {\"rules\": [...]} or a list of rules")
+        })?,
+        other => other,
+    };
+    let Value::Array(items) = list else {
+        return Err(ApiError::bad_request("rules", "rules must be a list"));
+    };
+    let mut rules = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let r: weir_core::capture::FilterRule = match item {
+            Value::String(text) => weir_core::capture::FilterRule::parse(&text)
+                .map_err(|e| ApiError::bad_request("rules", format!("rule {}: {e}", i + 1)))?,
+            other => serde_json::from_value(other)
+                .map_err(|e| ApiError::bad_request("rules", format!("rule {}: {e}", i + 1)))?,
+        };
+        rules.push(r);
+    }
+    let applied = rules.clone();
+    tokio::task::spawn_blocking(move || cap.set_filters(rules))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::bad_request("rules", e))?;
+    Ok(Json(json!({ "rules": applied })))
 }
 
 /// `GET /healthz`

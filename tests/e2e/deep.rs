@@ -1,0 +1,589 @@
+//! Deeper capture on real traffic: drops with the kernel's reasons, TCP RTT against `ss -ti`,
+//! DNS names, response codes and latency from a DNS server in a namespace, filter rules
+//! changed on live traffic, and enrichment from an inventory file.
+
+use crate::capture::agent_for;
+use crate::util::{Agent, Pair, WEIR, now_ms, require, sh};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
+
+/// A background process in a namespace, killed on drop.
+struct Bg(Child);
+
+impl Bg {
+    /// Starts `python3 script args` in `ns` and waits for its "ready" line.
+    fn python(ns: &str, script: &str, args: &[&str]) -> Bg {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", &format!("{PY}/{script}")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python3");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("ready line");
+        assert_eq!(line.trim(), "ready", "{script} did not start");
+        Bg(child)
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn py(ns: &str, script: &str, args: &[&str]) -> String {
+    sh(&format!(
+        "ip netns exec {ns} python3 {PY}/{script} {}",
+        args.join(" ")
+    ))
+}
+
+fn flows(a: &Agent, filter: &str, from: u64) -> Vec<Value> {
+    let from = from.to_string();
+    let v = a.ok(
+        "/api/v1/flows",
+        &[("filter", filter), ("from", &from), ("limit", "1000")],
+    );
+    v["flows"].as_array().cloned().unwrap_or_default()
+}
+
+fn sum(fs: &[Value], field: &str) -> u64 {
+    fs.iter().map(|f| f[field].as_u64().unwrap_or(0)).sum()
+}
+
+#[test]
+fn drops_carry_the_kernels_reason_and_exact_counts() {
+    require(&["nft", "python3", "tc"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(60);
+    let a = agent_for(&pair, dir.path());
+    let st = a.ok("/api/v1/status", &[]);
+    let drops = st["capture"]["features"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "drops"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(drops["enabled"], true, "{st}");
+
+    // 1. A firewall drop: nftables in B drops UDP to port 9999.
+    sh(&format!(
+        "ip netns exec {} nft 'add table inet t; add chain inet t input {{ type filter hook input priority 0; }}; add rule inet t input udp dport 9999 drop'",
+        pair.ns_b
+    ));
+    let t0 = now_ms();
+    let port = py(&pair.ns_a, "udp_send.py", &[&pair.b4, "9999", "25", "100"]);
+    // 2. A closed port: UDP to 9998 with nothing listening.
+    let port2 = py(&pair.ns_a, "udp_send.py", &[&pair.b4, "9998", "7", "50"]);
+    a.flush();
+    let f = flows(
+        &a,
+        &format!(
+            "NetNs={} and DstPort=9999 and SrcPort={}",
+            pair.ns_b,
+            port.trim()
+        ),
+        t0,
+    );
+    assert_eq!(sum(&f, "PktDropPackets"), 25, "{f:#?}");
+    // Frames as the interface counts them: 14 + 20 + 8 + 100.
+    assert_eq!(sum(&f, "PktDropBytes"), 25 * 142, "{f:#?}");
+    assert_eq!(sum(&f, "Packets"), 25, "the same flow holds the packets");
+    assert!(
+        f.iter()
+            .any(|x| x["PktDropLatestDropCause"] == "SKB_DROP_REASON_NETFILTER_DROP"),
+        "{f:#?}"
+    );
+    let f = flows(
+        &a,
+        &format!(
+            "NetNs={} and DstPort=9998 and SrcPort={}",
+            pair.ns_b,
+            port2.trim()
+        ),
+        t0,
+    );
+    assert_eq!(sum(&f, "PktDropPackets"), 7, "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|x| x["PktDropLatestDropCause"] == "SKB_DROP_REASON_NO_SOCKET"),
+        "{f:#?}"
+    );
+    // Drops are queryable by reason and aggregate as a metric.
+    let from = t0.to_string();
+    let g = a.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            (
+                "filter",
+                &format!(
+                    "PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP and NetNs={}",
+                    pair.ns_b
+                ),
+            ),
+            ("group_by", "DstPort"),
+            ("metric", "drop_packets"),
+            ("from", &from),
+        ],
+    );
+    assert_eq!(g["groups"][0]["key"]["DstPort"], 9999, "{g}");
+    assert_eq!(g["groups"][0]["drop_packets"], 25, "{g}");
+
+    // 3. A full queue: a tiny tbf on A's egress drops part of a burst. What left TC egress
+    // minus what B received is exactly what the qdisc dropped.
+    sh(&format!(
+        "tc -n {} qdisc add dev {} root tbf rate 1mbit burst 3000 limit 3000",
+        pair.ns_a, pair.a_if
+    ));
+    let t1 = now_ms();
+    let port3 = py(
+        &pair.ns_a,
+        "udp_send.py",
+        &[&pair.b4, "7777", "400", "1000"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    a.flush();
+    let key = format!("DstPort=7777 and SrcPort={}", port3.trim());
+    let sent = flows(&a, &format!("{key} and NetNs={}", pair.ns_a), t1);
+    let recv = flows(&a, &format!("{key} and NetNs={}", pair.ns_b), t1);
+    let (tx, rx, dropped) = (
+        sum(&sent, "Packets"),
+        sum(&recv, "Packets"),
+        sum(&sent, "PktDropPackets"),
+    );
+    assert_eq!(tx, 400, "{sent:#?}");
+    assert!(dropped > 0 && rx < 400, "tx {tx} rx {rx} dropped {dropped}");
+    assert_eq!(tx - rx, dropped, "tx {tx} rx {rx} dropped {dropped}");
+    assert!(
+        sent.iter().any(|x| x["PktDropLatestDropCause"]
+            .as_str()
+            .is_some_and(|c| c.contains("QDISC"))),
+        "{sent:#?}"
+    );
+}
+
+/// `rtt:<ms>/<var>` of the one TCP socket to `dst:port` in `ns`, in ms.
+fn ss_rtt_ms(ns: &str, dst: &str, port: &str) -> f64 {
+    let out = sh(&format!(
+        "ip netns exec {ns} ss -tin state established dst {dst}:{port}"
+    ));
+    let rtt = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rtt:"))
+        .unwrap_or_else(|| panic!("no rtt in ss output:\n{out}"));
+    rtt.split('/')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("bad rtt `{rtt}`"))
+}
+
+/// The RTT the agent attached to the data flow, in ms (latest record that has one).
+fn flow_rtt_ms(a: &Agent, pair: &Pair, sport: &str, port: &str, from: u64) -> f64 {
+    let f = flows(
+        a,
+        &format!(
+            "NetNs={} and SrcAddr={} and SrcPort={sport} and DstPort={port} and TimeFlowRttNs>0",
+            pair.ns_a, pair.a4
+        ),
+        from,
+    );
+    let latest = f
+        .iter()
+        .max_by_key(|x| x["TimeFlowEndMs"].as_u64().unwrap_or(0))
+        .unwrap_or_else(|| panic!("no flow with an RTT"));
+    latest["TimeFlowRttNs"].as_u64().unwrap_or(0) as f64 / 1e6
+}
+
+#[test]
+fn tcp_rtt_matches_the_kernels_own_figure() {
+    require(&["ss", "python3", "tc"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(61);
+    let a = agent_for(&pair, dir.path());
+    let _server = Bg::python(&pair.ns_b, "tcp_idle.py", &["serve", "5301"]);
+    for (shaped, bytes) in [(false, "4000000"), (true, "2000000")] {
+        if shaped {
+            // A slow link with a queue: the RTT grows to milliseconds.
+            sh(&format!(
+                "tc -n {} qdisc add dev {} root tbf rate 40mbit burst 20kb latency 30ms",
+                pair.ns_a, pair.a_if
+            ));
+        }
+        let t0 = now_ms();
+        let mut client = Command::new("ip")
+            .args(["netns", "exec", &pair.ns_a, "python3"])
+            .arg(format!("{PY}/tcp_idle.py"))
+            .args(["send", &pair.b4, "5301", bytes, "4"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client");
+        let mut sport = String::new();
+        BufReader::new(client.stdout.take().expect("stdout"))
+            .read_line(&mut sport)
+            .expect("port");
+        // Data sent and acknowledged, "bye" received; the connection idles and its RTT no
+        // longer moves (see py/tcp_idle.py).
+        std::thread::sleep(Duration::from_millis(2000));
+        let kernel = ss_rtt_ms(&pair.ns_a, &pair.b4, "5301");
+        a.flush();
+        let ours = flow_rtt_ms(&a, &pair, sport.trim(), "5301", t0);
+        let _ = client.wait();
+        let err = (ours - kernel).abs() / kernel;
+        eprintln!("rtt shaped={shaped}: flow {ours} ms, ss {kernel} ms");
+        assert!(
+            err <= 0.2,
+            "shaped={shaped}: flow RTT {ours} ms vs ss {kernel} ms ({:.0} %)",
+            err * 100.0
+        );
+        if shaped {
+            assert!(
+                kernel > 1.0,
+                "shaping should make the RTT ms-scale: {kernel}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dns_names_codes_and_latency() {
+    require(&["python3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(62);
+    let a = agent_for(&pair, dir.path());
+    let _server = Bg::python(&pair.ns_b, "dns_server.py", &["20"]);
+    let t0 = now_ms();
+    let out = py(
+        &pair.ns_a,
+        "dns_client.py",
+        &[
+            &pair.b4,
+            "slow.test",
+            "nx.test",
+            "fail.test",
+            "ok.test",
+            "tcp:nx.test",
+        ],
+    );
+    a.flush();
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    // Responses seen entering A carry the name, the code and the latency.
+    for (i, (name, proto, code)) in [
+        ("slow.test", "udp", "NoError"),
+        ("nx.test", "udp", "NXDomain"),
+        ("fail.test", "udp", "ServFail"),
+        ("ok.test", "udp", "NoError"),
+        ("nx.test", "tcp", "NXDomain"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let port = lines[i][1];
+        let f = flows(
+            &a,
+            &format!(
+                "NetNs={} and SrcPort=53 and DstPort={port} and Proto={proto} and DnsName=\"{name}\"",
+                pair.ns_a
+            ),
+            t0,
+        );
+        let resp = f
+            .iter()
+            .find(|x| x["DnsFlagsResponseCode"] == *code)
+            .unwrap_or_else(|| panic!("{name} over {proto}: no {code} response in {f:#?}"));
+        assert_eq!(resp["DnsQType"], 1, "{resp}");
+        let lat = resp["DnsLatencyUs"].as_u64().unwrap_or(0) as f64 / 1000.0;
+        let client_ms: f64 = lines[i][2].parse().expect("client latency");
+        assert!(lat > 0.0, "{name}: no latency");
+        // Within 1 ms of what the client itself measured (the server's delay plus the
+        // path and the Python interpreters on both ends).
+        assert!(
+            (lat - client_ms).abs() <= 1.0,
+            "{name}: the client measured {client_ms} ms, the flow says {lat} ms"
+        );
+        if *name == "slow.test" {
+            assert!(
+                lat >= 20.0,
+                "slow.test: the server adds 20 ms, the flow says {lat} ms"
+            );
+        }
+    }
+    // NXDOMAIN and SERVFAIL are queryable.
+    let nx = flows(
+        &a,
+        &format!("NetNs={} and DnsFlagsResponseCode=NXDomain", pair.ns_a),
+        t0,
+    );
+    assert_eq!(nx.len(), 2, "{nx:#?}");
+    let fail = flows(&a, "DnsFlagsResponseCode=ServFail", t0);
+    assert!(fail.iter().all(|x| x["DnsName"] == "fail.test") && !fail.is_empty());
+}
+
+fn status_counter(a: &Agent, name: &str) -> u64 {
+    a.ok("/api/v1/status", &[])["capture"]["counters"][name]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn filter_cli(a: &Agent, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(WEIR)
+        .arg("filter")
+        .args(args)
+        .arg("--server")
+        .arg(a.url(""))
+        .output()
+        .expect("weir filter");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn filter_rules_change_on_live_traffic() {
+    require(&["python3", "ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(63);
+    let a = agent_for(&pair, dir.path());
+    let send = |port: &str, n: &str| py(&pair.ns_a, "udp_send.py", &[&pair.b4, port, n, "20"]);
+    let ping = || {
+        sh(&format!(
+            "ip netns exec {} ping -q -c 4 -i 0.05 {}",
+            pair.ns_a, pair.b4
+        ))
+    };
+    let count = |filter: &str, from: u64| sum(&flows(&a, filter, from), "Packets");
+    let ns = format!("NetNs={}", pair.ns_a);
+    // Echo requests and replies only (UDP to closed ports draws ICMP errors too).
+    let echo = format!("{ns} and Proto=icmp and (IcmpType=8 or IcmpType=0)");
+
+    // No rules: everything is counted.
+    let t0 = now_ms();
+    ping();
+    send("7000", "10");
+    a.flush();
+    assert_eq!(count(&echo, t0), 8);
+
+    // A deny rule: ICMP leaves, UDP stays.
+    let (code, out, err) = filter_cli(&a, &["set", "reject proto=icmp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1. reject proto=icmp"), "{out}");
+    let filtered_before = status_counter(&a, "kernel_filtered");
+    let t1 = now_ms();
+    ping();
+    send("7000", "10");
+    a.flush();
+    assert_eq!(count(&format!("{ns} and Proto=icmp"), t1), 0);
+    assert_eq!(count(&format!("{ns} and DstPort=7000"), t1), 10);
+    assert!(status_counter(&a, "kernel_filtered") >= filtered_before + 8);
+
+    // An allow-list with a port range and direction: only UDP 7000-7001 leaving A.
+    let (code, _, err) = filter_cli(
+        &a,
+        &["set", "accept proto=udp ports=7000-7001 direction=egress"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let t2 = now_ms();
+    send("7001", "6");
+    send("7002", "5");
+    ping();
+    a.flush();
+    assert_eq!(count(&format!("{ns} and DstPort=7001"), t2), 6);
+    assert_eq!(count(&format!("{ns} and DstPort=7002"), t2), 0);
+    assert_eq!(count("Proto=icmp", t2), 0);
+    assert_eq!(
+        count(&format!("NetNs={} and DstPort=7001", pair.ns_b), t2),
+        0,
+        "ingress in B is not in the allow-list"
+    );
+
+    // A bad rule is refused with its number and part; the rules in force stay.
+    let (code, _, err) = filter_cli(&a, &["set", "accept ports=7000", "accept cidr=10.0.0.0/99"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rule 2: cidr: prefix /99"), "{err}");
+    let (s, v) = put(&a, r#"{"rules":[{"action":"accept","ports":"9-1"}]}"#);
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rule 1: ports"),
+        "{v}"
+    );
+    let (code, out, _) = filter_cli(&a, &["list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(listed["rules"][0]["ports"], "7000-7001", "{listed}");
+
+    // Cleared: everything again.
+    let (code, out, _) = filter_cli(&a, &["clear"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no filter rules"), "{out}");
+    let t3 = now_ms();
+    ping();
+    a.flush();
+    assert_eq!(count(&echo, t3), 8);
+}
+
+fn put(a: &Agent, body: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .put(&a.url("/api/v1/capture/filters"))
+        .send(body.as_bytes())
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn inventory_names_both_ends_and_reloads() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(64);
+    let inv = dir.path().join("inventory.toml");
+    let write = |name: &str| {
+        std::fs::write(
+            &inv,
+            format!(
+                r#"
+[[host]]
+cidr = "{a}"
+name = "{name}"
+namespace = "shop"
+workload = "frontend"
+workload_kind = "Deployment"
+kind = "Pod"
+node = "node-a"
+zone = "zone-1"
+labels = {{ app = "web" }}
+
+[[host]]
+cidr = "198.18.64.0/24"
+name = "lab-net"
+kind = "Network"
+"#,
+                a = pair.a4
+            ),
+        )
+        .expect("write inventory");
+    };
+    write("client-a");
+    let a = Agent::start(
+        dir.path(),
+        &[
+            "--no-host-netns",
+            "--netns",
+            &pair.ns_a,
+            "--active-timeout",
+            "1s",
+            "--inventory",
+            inv.to_str().expect("path"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "not attached");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 3 -i 0.05 {} && ip netns exec {} ping -6 -q -c 2 -i 0.05 {}",
+        pair.ns_a, pair.b4, pair.ns_a, pair.b6
+    ));
+    a.flush();
+    let f = flows(&a, &format!("SrcAddr={} and Proto=icmp", pair.a4), t0);
+    assert!(!f.is_empty());
+    for x in &f {
+        assert_eq!(x["SrcK8S_Name"], "client-a", "{x}");
+        assert_eq!(x["SrcK8S_Namespace"], "shop");
+        assert_eq!(x["SrcK8S_OwnerName"], "frontend");
+        assert_eq!(x["SrcK8S_OwnerType"], "Deployment");
+        assert_eq!(x["SrcK8S_HostName"], "node-a");
+        assert_eq!(x["SrcK8S_Zone"], "zone-1");
+        assert_eq!(x["SrcK8S_Labels"], "app=web");
+        assert_eq!(x["DstK8S_Name"], "lab-net", "B is only in the /24: {x}");
+    }
+    // IPv6 addresses are in no entry: both ends stay empty.
+    let f6 = flows(&a, &format!("SrcAddr={}", pair.a6), t0);
+    assert!(!f6.is_empty());
+    assert!(
+        f6.iter()
+            .all(|x| x["SrcK8S_Name"] == "" && x["DstK8S_Name"] == "")
+    );
+    // Enriched fields filter, group and count like any other.
+    let from = t0.to_string();
+    let g = a.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            ("filter", "K8S_Namespace=shop"),
+            ("group_by", "SrcK8S_Name,DstK8S_Name"),
+            ("from", &from),
+        ],
+    );
+    let names: Vec<(String, String)> = g["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["key"]["SrcK8S_Name"].as_str().unwrap_or("").to_string(),
+                g["key"]["DstK8S_Name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&("client-a".into(), "lab-net".into())),
+        "{g}"
+    );
+    assert!(
+        names.contains(&("lab-net".into(), "client-a".into())),
+        "{g}"
+    );
+
+    // The file changes: new flows get the new name; a broken file keeps the last good one.
+    write("client-renamed");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t1 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 2 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let f = flows(&a, &format!("SrcAddr={} and Proto=icmp", pair.a4), t1);
+    assert!(!f.is_empty() && f.iter().all(|x| x["SrcK8S_Name"] == "client-renamed"));
+    std::fs::write(&inv, "[[host]]\ncidr = \"not-an-address\"\n").expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t2 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 2 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let f = flows(&a, &format!("SrcAddr={} and Proto=icmp", pair.a4), t2);
+    assert!(!f.is_empty() && f.iter().all(|x| x["SrcK8S_Name"] == "client-renamed"));
+    let st = a.ok("/api/v1/status", &[]);
+    assert!(
+        st["enrichment"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("host 1: cidr")),
+        "{st}"
+    );
+}
