@@ -71,6 +71,13 @@ pub struct AgentArgs {
     /// node, zone, labels) that names the ends of flows; reloaded when the file changes.
     #[arg(long, env = "WEIR_INVENTORY", value_name = "FILE")]
     inventory: Option<PathBuf>,
+    /// Name the ends of flows from Kubernetes (pods, services, nodes watched through the API),
+    /// with the kubeconfig from KUBECONFIG, ~/.kube/config or the pod's service account.
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubeconfig file for --kubernetes (implies it).
+    #[arg(long, env = "WEIR_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// In-kernel filter rule, tried in order (repeatable), e.g.
     /// `accept cidr=10.0.0.0/8 proto=tcp ports=80-443`, `reject ports=22`,
     /// `accept drops_only`; keys: cidr, peer_cidr, proto, ports, direction, tcp_flags,
@@ -89,6 +96,26 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+/// The identity sources asked for: Kubernetes first, then the inventory file.
+fn enrichers(a: &AgentArgs) -> Result<Option<Arc<dyn weir_core::enrich::Enricher>>> {
+    use weir_core::enrich::{Chain, Enricher, Inventory};
+    let mut list: Vec<Arc<dyn Enricher>> = Vec::new();
+    if a.kubernetes || a.kubeconfig.is_some() {
+        list.push(Arc::new(
+            weir_k8s::KubeEnricher::start(a.kubeconfig.clone())
+                .context("starting kubernetes enrichment")?,
+        ));
+    }
+    if let Some(p) = &a.inventory {
+        list.push(Arc::new(Inventory::open(p).map_err(anyhow::Error::msg)?));
+    }
+    Ok(match list.len() {
+        0 => None,
+        1 => list.pop(),
+        _ => Some(Arc::new(Chain(list))),
+    })
 }
 
 fn parse_rule(s: &str) -> Result<weir_core::capture::FilterRule, String> {
@@ -173,12 +200,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         Store::open(cfg)
             .with_context(|| format!("opening the data directory {}", dir.display()))?,
     );
-    let enricher: Option<Arc<dyn weir_core::enrich::Enricher>> = match &a.inventory {
-        Some(p) => Some(Arc::new(
-            weir_core::enrich::Inventory::open(p).map_err(anyhow::Error::msg)?,
-        )),
-        None => None,
-    };
+    let enricher = enrichers(&a)?;
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
 

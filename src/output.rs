@@ -184,22 +184,27 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         "\ningest: {} flows in {} batches, {} flushes, {} errors",
         i["flows"], i["batches"], i["flushes"], i["errors"]
     )?;
-    match v.get("enrichment").filter(|e| !e.is_null()) {
-        None => writeln!(out, "\nenrichment: none (give --inventory FILE)")?,
-        Some(e) => {
-            writeln!(
-                out,
-                "\nenrichment: {} {} ({} entries)",
-                e["source"].as_str().unwrap_or("?"),
-                e["path"].as_str().unwrap_or(""),
-                e["entries"]
-            )?;
-            if let Some(err) = e["error"].as_str() {
-                writeln!(
-                    out,
-                    "  last reload failed (previous inventory in force): {err}"
-                )?;
-            }
+    let sources: Vec<&Value> = match v.get("enrichment") {
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(e) if !e.is_null() => vec![e],
+        _ => Vec::new(),
+    };
+    if sources.is_empty() {
+        writeln!(
+            out,
+            "\nenrichment: none (give --inventory FILE or --kubernetes)"
+        )?;
+    }
+    for e in sources {
+        writeln!(
+            out,
+            "\nenrichment: {} {} ({} entries)",
+            e["source"].as_str().unwrap_or("?"),
+            e["path"].as_str().unwrap_or(""),
+            e["entries"]
+        )?;
+        if let Some(err) = e["error"].as_str() {
+            writeln!(out, "  last error: {err}")?;
         }
     }
     let s = &v["storage"];

@@ -75,6 +75,22 @@ pub trait Enricher: Send + Sync {
     fn status(&self) -> serde_json::Value;
 }
 
+/// Several sources tried in order (Kubernetes, then the inventory): an identity an earlier
+/// source set is kept.
+pub struct Chain(pub Vec<Arc<dyn Enricher>>);
+
+impl Enricher for Chain {
+    fn enrich(&self, flows: &mut [Flow]) {
+        for e in &self.0 {
+            e.enrich(flows);
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.0.iter().map(|e| e.status()).collect())
+    }
+}
+
 /// Identities by network, longest prefix first.
 #[derive(Debug, Default, Clone)]
 pub struct IdentityTable {

@@ -587,3 +587,227 @@ kind = "Network"
         "{st}"
     );
 }
+
+/// The objects a real API server returned for a small cluster (trimmed of managedFields),
+/// with the pair's addresses put in.
+fn recorded_cluster(dir: &std::path::Path, pair: &Pair) {
+    let pods = serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": "4711"},
+        "items": [
+            {
+                "metadata": {
+                    "name": "web-7d9f8b6c5d-x2kqp", "namespace": "shop",
+                    "uid": "0b6f5a0e-4c1e-4d6c-9a51-1f0c8c0d1a01", "resourceVersion": "4700",
+                    "creationTimestamp": "2026-11-20T09:00:00Z",
+                    "labels": {"app": "web", "pod-template-hash": "7d9f8b6c5d"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "web-7d9f8b6c5d", "uid": "5d1c2b3a-0000-4000-8000-000000000001",
+                        "controller": true, "blockOwnerDeletion": true}]
+                },
+                "spec": {"nodeName": "node-a", "containers": [{"name": "web", "image": "nginx:1.27"}]},
+                "status": {"phase": "Running", "hostIP": "192.0.2.10",
+                    "podIP": pair.a4, "podIPs": [{"ip": pair.a4}]}
+            },
+            {
+                "metadata": {
+                    "name": "kube-proxy-8xv2n", "namespace": "kube-system",
+                    "uid": "0b6f5a0e-4c1e-4d6c-9a51-1f0c8c0d1a02", "resourceVersion": "120",
+                    "labels": {"k8s-app": "kube-proxy"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                        "name": "kube-proxy", "uid": "5d1c2b3a-0000-4000-8000-000000000002",
+                        "controller": true}]
+                },
+                "spec": {"nodeName": "node-a", "hostNetwork": true,
+                    "containers": [{"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.33.0"}]},
+                "status": {"phase": "Running", "hostIP": "192.0.2.10", "podIP": "192.0.2.10",
+                    "podIPs": [{"ip": "192.0.2.10"}]}
+            }
+        ]
+    });
+    let services = serde_json::json!({
+        "kind": "ServiceList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": "4711"},
+        "items": [{
+            "metadata": {"name": "api", "namespace": "shop",
+                "uid": "7e3a9c1d-0000-4000-8000-000000000003", "resourceVersion": "900",
+                "labels": {"app": "api"}},
+            "spec": {"type": "ClusterIP", "clusterIP": pair.b6, "clusterIPs": [pair.b6],
+                "ipFamilies": ["IPv6"], "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}],
+                "selector": {"app": "api"}},
+            "status": {"loadBalancer": {}}
+        }]
+    });
+    let nodes = serde_json::json!({
+        "kind": "NodeList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": "4711"},
+        "items": [{
+            "metadata": {"name": "node-a", "uid": "9a8b7c6d-0000-4000-8000-000000000004",
+                "resourceVersion": "4600",
+                "labels": {"kubernetes.io/hostname": "node-a",
+                    "topology.kubernetes.io/zone": "zone-1"}},
+            "spec": {"podCIDR": "198.18.65.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"},
+                {"type": "Hostname", "address": "node-a"}]}
+        }]
+    });
+    for (name, v) in [("pods", pods), ("services", services), ("nodes", nodes)] {
+        std::fs::write(dir.join(format!("{name}.json")), v.to_string()).expect("write");
+    }
+}
+
+#[test]
+fn kubernetes_pods_services_and_nodes_from_a_recorded_api() {
+    require(&["python3", "ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(65);
+    let api_dir = dir.path().join("api");
+    std::fs::create_dir_all(&api_dir).expect("mkdir");
+    recorded_cluster(&api_dir, &pair);
+    let port = crate::util::free_port().to_string();
+    let mut server = Command::new("python3")
+        .arg(format!("{PY}/kube_api.py"))
+        .arg(&port)
+        .arg(&api_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kube_api.py");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready");
+    let _server = Bg(server);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: recorded\ncurrent-context: recorded\nusers:\n- name: recorded\n  user:\n    token: recorded-token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let a = Agent::start(
+        dir.path(),
+        &[
+            "--no-host-netns",
+            "--netns",
+            &pair.ns_a,
+            "--active-timeout",
+            "1s",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+        ],
+    );
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = a.ok("/api/v1/status", &[]);
+            if ok(&st) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {st}\n{}", a.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("listed and attached", &|st| {
+        let e = &st["enrichment"];
+        e["synced"]["pods"] == true
+            && e["synced"]["services"] == true
+            && e["synced"]["nodes"] == true
+            && st["capture"]["interfaces"].as_array().map_or(0, Vec::len) > 0
+    });
+    let ping = |dst: &str| {
+        let six = if dst.contains(':') { "-6" } else { "" };
+        sh(&format!(
+            "ip netns exec {} ping {six} -q -c 2 -i 0.05 {dst}",
+            pair.ns_a
+        ));
+    };
+    let t0 = now_ms();
+    ping(&pair.b4);
+    ping(&pair.b6);
+    a.flush();
+    let to_b4 = flows(
+        &a,
+        &format!("SrcAddr={} and DstAddr={}", pair.a4, pair.b4),
+        t0,
+    );
+    assert!(!to_b4.is_empty());
+    for x in &to_b4 {
+        assert_eq!(x["SrcK8S_Name"], "web-7d9f8b6c5d-x2kqp", "{x}");
+        assert_eq!(x["SrcK8S_Namespace"], "shop");
+        assert_eq!(x["SrcK8S_OwnerName"], "web", "the ReplicaSet's Deployment");
+        assert_eq!(x["SrcK8S_OwnerType"], "Deployment");
+        assert_eq!(x["SrcK8S_Type"], "Pod");
+        assert_eq!(x["SrcK8S_HostName"], "node-a");
+        assert_eq!(x["SrcK8S_Zone"], "zone-1", "the node's zone");
+        assert_eq!(x["SrcK8S_Labels"], "app=web,pod-template-hash=7d9f8b6c5d");
+        assert_eq!(x["DstK8S_Name"], "", "no object has B's address yet");
+    }
+    let to_svc = flows(&a, &format!("DstAddr={}", pair.b6), t0);
+    assert!(!to_svc.is_empty());
+    for x in &to_svc {
+        assert_eq!(x["DstK8S_Name"], "api", "{x}");
+        assert_eq!(x["DstK8S_Type"], "Service");
+        assert_eq!(x["DstK8S_Namespace"], "shop");
+        assert_eq!(x["SrcK8S_Name"], "", "A's IPv6 address is no pod's");
+    }
+
+    // A pod appears through the watch: new flows name it.
+    let added = serde_json::json!({"type": "ADDED", "object": {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "shop",
+            "uid": "0b6f5a0e-4c1e-4d6c-9a51-1f0c8c0d1a09", "resourceVersion": "4712",
+            "labels": {"app": "db"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                "uid": "5d1c2b3a-0000-4000-8000-000000000009", "controller": true}]},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "db", "image": "postgres:17"}]},
+        "status": {"phase": "Running", "podIP": pair.b4, "podIPs": [{"ip": pair.b4}]}
+    }});
+    std::fs::write(api_dir.join("pods.watch.jsonl"), format!("{added}\n")).expect("watch");
+    wait_for("watched pod", &|st| st["enrichment"]["pods"] == 2);
+    let t1 = now_ms();
+    ping(&pair.b4);
+    a.flush();
+    let f = flows(
+        &a,
+        &format!("SrcAddr={} and DstAddr={}", pair.a4, pair.b4),
+        t1,
+    );
+    assert!(!f.is_empty());
+    for x in &f {
+        assert_eq!(x["DstK8S_Name"], "db-0", "{x}");
+        assert_eq!(x["DstK8S_OwnerName"], "db");
+        assert_eq!(x["DstK8S_OwnerType"], "StatefulSet");
+    }
+    let g = a.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            ("filter", "SrcK8S_Namespace=shop and DstK8S_Namespace=shop"),
+            ("group_by", "SrcK8S_OwnerName,DstK8S_OwnerName"),
+            ("from", &t1.to_string()),
+        ],
+    );
+    let pairs: Vec<(&str, &str)> = g["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|x| {
+            (
+                x["key"]["SrcK8S_OwnerName"].as_str().unwrap_or(""),
+                x["key"]["DstK8S_OwnerName"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        pairs.contains(&("web", "db")) && pairs.contains(&("db", "web")),
+        "{g}"
+    );
+    let log = std::fs::read_to_string(api_dir.join("requests.log")).unwrap_or_default();
+    for kind in ["pods", "services", "nodes"] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("/api/v1/{kind}?")) && l.contains("watch=")),
+            "no watch of {kind}:\n{log}"
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! Enrichment from Kubernetes: pods, services and nodes are watched through the API server
+//! (kube-rs watchers, with backoff and re-list on errors) and mapped by IP to the fields
+//! NetObserv uses (`SrcK8S_Namespace`, `DstK8S_OwnerName`, ...).
+//!
+//! - a pod's IPs (`status.podIPs`) -> name, namespace, kind `Pod`, owner workload (a
+//!   ReplicaSet made by a Deployment is shown as the Deployment), node, the node's zone,
+//!   labels; host-network pods are left to their node;
+//! - a service's cluster IPs -> name, namespace, kind `Service`, owner `Service`;
+//! - a node's internal and external addresses -> name, kind `Node`, zone, labels.
+//!
+//! The watchers run on their own thread with a small tokio runtime; the lookup table is
+//! rebuilt lazily (at most once per batch) after something changed.
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use weir_core::Flow;
+use weir_core::enrich::{Enricher, Identity, IdentityTable};
+
+/// Label that names a node's zone.
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("kubernetes client: {0}")]
+    Client(String),
+    #[error("starting the kubernetes watcher thread: {0}")]
+    Thread(String),
+}
+
+/// What one object contributes: its addresses and who they are.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    ips: Vec<IpAddr>,
+    identity: Identity,
+}
+
+#[derive(Debug, Default)]
+struct Objects {
+    pods: HashMap<String, Entry>,
+    services: HashMap<String, Entry>,
+    nodes: HashMap<String, Entry>,
+}
+
+impl Objects {
+    /// The objects of one watched kind.
+    fn map(&mut self, kind: &str) -> &mut HashMap<String, Entry> {
+        match kind {
+            "pods" => &mut self.pods,
+            "services" => &mut self.services,
+            _ => &mut self.nodes,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Status {
+    /// Resource kind -> whether its first full list has arrived.
+    synced: BTreeMap<String, bool>,
+    /// The last watch error (the watcher retries with backoff).
+    error: Option<String>,
+    events: u64,
+}
+
+struct Shared {
+    objects: Mutex<Objects>,
+    table: RwLock<Arc<IdentityTable>>,
+    dirty: AtomicBool,
+    status: Mutex<Status>,
+    server: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The Kubernetes enricher: start it once, hand it to the ingest stage.
+pub struct KubeEnricher {
+    shared: Arc<Shared>,
+}
+
+fn parse_ips<'a>(list: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
+    list.into_iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// The workload behind a pod: its controller owner, with a Deployment's ReplicaSet shown as
+/// the Deployment (the ReplicaSet's name is the Deployment's plus `-<pod-template-hash>`).
+fn owner(pod: &Pod) -> (String, String) {
+    let refs = pod.owner_references();
+    let Some(o) = refs
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or(refs.first())
+    else {
+        return (pod.name_any(), "Pod".into());
+    };
+    if o.kind == "ReplicaSet"
+        && let Some(hash) = pod.labels().get("pod-template-hash")
+        && let Some(dep) = o.name.strip_suffix(&format!("-{hash}"))
+    {
+        return (dep.to_string(), "Deployment".into());
+    }
+    (o.name.clone(), o.kind.clone())
+}
+
+fn pod_entry(pod: &Pod) -> Option<Entry> {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network) == Some(true) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let mut ips = parse_ips(status.pod_ips.iter().flatten().map(|p| p.ip.as_str()));
+    if ips.is_empty() {
+        ips = parse_ips(status.pod_ip.as_deref());
+    }
+    if ips.is_empty() {
+        return None;
+    }
+    let (workload, workload_kind) = owner(pod);
+    Some(Entry {
+        ips,
+        identity: Identity {
+            name: pod.name_any(),
+            namespace: pod.namespace().unwrap_or_default(),
+            workload,
+            workload_kind,
+            kind: "Pod".into(),
+            node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            zone: String::new(), // from the node, when the table is built
+            labels: pod.labels().clone(),
+        },
+    })
+}
+
+fn service_entry(svc: &Service) -> Option<Entry> {
+    let spec = svc.spec.as_ref()?;
+    let mut ips = parse_ips(spec.cluster_ips.iter().flatten().map(String::as_str));
+    if ips.is_empty() {
+        ips = parse_ips(spec.cluster_ip.as_deref());
+    }
+    if ips.is_empty() {
+        return None;
+    }
+    Some(Entry {
+        ips,
+        identity: Identity {
+            name: svc.name_any(),
+            namespace: svc.namespace().unwrap_or_default(),
+            workload: svc.name_any(),
+            workload_kind: "Service".into(),
+            kind: "Service".into(),
+            node: String::new(),
+            zone: String::new(),
+            labels: svc.labels().clone(),
+        },
+    })
+}
+
+fn node_entry(node: &Node) -> Option<Entry> {
+    let addrs = node.status.as_ref()?.addresses.as_ref()?;
+    let ips = parse_ips(
+        addrs
+            .iter()
+            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .map(|a| a.address.as_str()),
+    );
+    if ips.is_empty() {
+        return None;
+    }
+    Some(Entry {
+        ips,
+        identity: Identity {
+            name: node.name_any(),
+            namespace: String::new(),
+            workload: node.name_any(),
+            workload_kind: "Node".into(),
+            kind: "Node".into(),
+            node: node.name_any(),
+            zone: node.labels().get(ZONE_LABEL).cloned().unwrap_or_default(),
+            labels: node.labels().clone(),
+        },
+    })
+}
+
+fn key_of<K: Resource>(o: &K) -> String {
+    let m = o.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Builds the lookup table from the current objects: nodes, then services, then pods.
+fn build_table(o: &Objects) -> IdentityTable {
+    let zones: HashMap<&str, &str> = o
+        .nodes
+        .values()
+        .map(|e| (e.identity.name.as_str(), e.identity.zone.as_str()))
+        .collect();
+    let mut t = IdentityTable::default();
+    let mut add = |e: &Entry, id: Identity| {
+        for ip in &e.ips {
+            let (net, bits) = match ip {
+                IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 128),
+                IpAddr::V6(v6) => (u128::from(*v6), 128),
+            };
+            t.insert((net, bits), id.clone());
+        }
+    };
+    for e in o.nodes.values() {
+        add(e, e.identity.clone());
+    }
+    for e in o.services.values() {
+        add(e, e.identity.clone());
+    }
+    for e in o.pods.values() {
+        let mut id = e.identity.clone();
+        id.zone = zones
+            .get(id.node.as_str())
+            .map(|z| z.to_string())
+            .unwrap_or_default();
+        add(e, id);
+    }
+    t
+}
+
+impl Shared {
+    fn set<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Objects),
+    {
+        f(&mut lock(&self.objects));
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Keeps one kind of object in step with the API server.
+async fn watch<K, F>(shared: Arc<Shared>, api: Api<K>, kind: &'static str, entry: F)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(&K) -> Option<Entry>,
+    K::DynamicType: Default,
+{
+    let mut buffer: HashMap<String, Entry> = HashMap::new();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        let ev = match stream.try_next().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "kubernetes watch failed, retrying");
+                lock(&shared.status).error = Some(format!("{kind}: {e}"));
+                continue;
+            }
+        };
+        lock(&shared.status).events += 1;
+        match ev {
+            Event::Init => buffer.clear(),
+            Event::InitApply(o) => {
+                if let Some(e) = entry(&o) {
+                    buffer.insert(key_of(&o), e);
+                }
+            }
+            Event::InitDone => {
+                let all = std::mem::take(&mut buffer);
+                let n = all.len();
+                shared.set(|o| *o.map(kind) = all);
+                let mut st = lock(&shared.status);
+                st.synced.insert(kind.into(), true);
+                st.error = None;
+                tracing::info!(kind, objects = n, "kubernetes objects listed");
+            }
+            Event::Apply(o) => {
+                let k = key_of(&o);
+                let e = entry(&o);
+                shared.set(|objs| match e {
+                    Some(e) => {
+                        objs.map(kind).insert(k, e);
+                    }
+                    None => {
+                        objs.map(kind).remove(&k);
+                    }
+                });
+            }
+            Event::Delete(o) => {
+                let k = key_of(&o);
+                shared.set(|objs| {
+                    objs.map(kind).remove(&k);
+                });
+            }
+        }
+    }
+}
+
+impl KubeEnricher {
+    /// Connects with a kubeconfig file (or, without one, `KUBECONFIG`, `~/.kube/config` or
+    /// the in-cluster service account) and starts watching. A bad kubeconfig is an error
+    /// here; an unreachable API server is not (the watchers retry and `status` says so).
+    pub fn start(kubeconfig: Option<PathBuf>) -> Result<Self, K8sError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| K8sError::Thread(e.to_string()))?;
+        let config = rt.block_on(async {
+            match &kubeconfig {
+                Some(path) => {
+                    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                        K8sError::Kubeconfig {
+                            path: path.display().to_string(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                        .await
+                        .map_err(|e| K8sError::Kubeconfig {
+                            path: path.display().to_string(),
+                            message: e.to_string(),
+                        })
+                }
+                None => Config::infer()
+                    .await
+                    .map_err(|e| K8sError::Client(e.to_string())),
+            }
+        })?;
+        let server = config.cluster_url.to_string();
+        let client = {
+            let _guard = rt.enter();
+            Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))?
+        };
+        let shared = Arc::new(Shared {
+            objects: Mutex::new(Objects::default()),
+            table: RwLock::new(Arc::new(IdentityTable::default())),
+            dirty: AtomicBool::new(false),
+            status: Mutex::new(Status::default()),
+            server: server.clone(),
+        });
+        {
+            let mut st = lock(&shared.status);
+            for k in ["pods", "services", "nodes"] {
+                st.synced.insert(k.into(), false);
+            }
+        }
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("weir-k8s".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let pods = watch(
+                        s.clone(),
+                        Api::<Pod>::all(client.clone()),
+                        "pods",
+                        pod_entry,
+                    );
+                    let svcs = watch(
+                        s.clone(),
+                        Api::<Service>::all(client.clone()),
+                        "services",
+                        service_entry,
+                    );
+                    let nodes = watch(s.clone(), Api::<Node>::all(client), "nodes", node_entry);
+                    futures::join!(pods, svcs, nodes);
+                })
+            })
+            .map_err(|e| K8sError::Thread(e.to_string()))?;
+        tracing::info!(server = %server, "watching kubernetes pods, services and nodes");
+        Ok(KubeEnricher { shared })
+    }
+
+    fn table(&self) -> Arc<IdentityTable> {
+        if self.shared.dirty.swap(false, Ordering::SeqCst) {
+            let t = Arc::new(build_table(&lock(&self.shared.objects)));
+            if let Ok(mut w) = self.shared.table.write() {
+                *w = t.clone();
+            }
+            return t;
+        }
+        self.shared
+            .table
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether every kind has been listed once.
+    pub fn synced(&self) -> bool {
+        lock(&self.shared.status).synced.values().all(|s| *s)
+    }
+}
+
+impl Enricher for KubeEnricher {
+    fn enrich(&self, flows: &mut [Flow]) {
+        self.table().apply(flows);
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let st = lock(&self.shared.status).clone();
+        let o = lock(&self.shared.objects);
+        serde_json::json!({
+            "source": "kubernetes",
+            "path": self.shared.server,
+            "entries": o.pods.len() + o.services.len() + o.nodes.len(),
+            "pods": o.pods.len(),
+            "services": o.services.len(),
+            "nodes": o.nodes.len(),
+            "synced": st.synced,
+            "events": st.events,
+            "error": st.error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn pods_map_to_their_deployment_and_zone() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "web-7d9f-abcde", "namespace": "shop",
+                "labels": {"app": "web", "pod-template-hash": "7d9f"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "1", "controller": true}]},
+            "spec": {"nodeName": "node-a", "containers": []},
+            "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}]}
+        }));
+        let e = pod_entry(&p).unwrap();
+        assert_eq!(e.identity.workload, "web");
+        assert_eq!(e.identity.workload_kind, "Deployment");
+        assert_eq!(e.ips.len(), 2);
+        let host = pod(serde_json::json!({
+            "metadata": {"name": "kube-proxy-x", "namespace": "kube-system"},
+            "spec": {"hostNetwork": true, "containers": []},
+            "status": {"podIP": "192.168.1.10"}
+        }));
+        assert!(
+            pod_entry(&host).is_none(),
+            "host-network pods are their node"
+        );
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-a", "labels": {ZONE_LABEL: "zone-1"}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}, {"type": "Hostname", "address": "node-a"}]}
+        }))
+        .unwrap();
+        let mut o = Objects::default();
+        o.pods.insert("shop/web".into(), e);
+        o.nodes.insert("/node-a".into(), node_entry(&node).unwrap());
+        let t = build_table(&o);
+        let id = t.lookup(&"10.0.0.5".parse().unwrap()).unwrap();
+        assert_eq!((id.zone.as_str(), id.node.as_str()), ("zone-1", "node-a"));
+        assert_eq!(
+            t.lookup(&"192.168.1.10".parse().unwrap()).unwrap().kind,
+            "Node"
+        );
+        assert!(t.lookup(&"10.0.0.6".parse().unwrap()).is_none());
+    }
+}
