@@ -93,6 +93,10 @@ pub struct AgentArgs {
     /// Do not parse DNS (names, response codes, latency).
     #[arg(long)]
     no_dns: bool,
+    /// Keep every sighting of a flow as its own record (by default a flow seen on several
+    /// interfaces, such as both ends of a veth, is stored once, listing the interfaces).
+    #[arg(long)]
+    no_dedup: bool,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -218,6 +222,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             rtt: !a.no_rtt,
             dns: !a.no_dns,
             filters: a.filters.clone(),
+            dedup: !a.no_dedup,
         };
         Some(Arc::new(
             Capture::start(cc, tx.clone()).context("starting eBPF capture")?,

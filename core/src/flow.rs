@@ -73,6 +73,14 @@ pub struct Flow {
     /// weir: the network namespace the interface lives in ("" for the agent's own).
     #[serde(rename = "NetNs")]
     pub netns: String,
+    /// weir: every interface the flow was seen on when sightings were deduplicated, as
+    /// `netns/interface` (or `interface` in the agent's namespace), the kept one first,
+    /// comma-separated; "" when it was seen once.
+    #[serde(rename = "Interfaces")]
+    pub interfaces: String,
+    /// weir: the direction on each of `Interfaces` (0 ingress, 1 egress), comma-separated.
+    #[serde(rename = "IfDirections")]
+    pub if_directions: String,
     /// Bytes of this flow's packets the kernel dropped (kfree_skb with a reason).
     #[serde(rename = "PktDropBytes")]
     pub pkt_drop_bytes: u64,
@@ -178,6 +186,8 @@ impl Flow {
             if_direction: DIR_INGRESS,
             sampling: 0,
             netns: String::new(),
+            interfaces: String::new(),
+            if_directions: String::new(),
             pkt_drop_bytes: 0,
             pkt_drop_packets: 0,
             pkt_drop_latest_drop_cause: String::new(),

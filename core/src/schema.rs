@@ -237,6 +237,18 @@ pub static FIELDS: &[FieldDef] = &[
         netns,
         true
     ),
+    str_field!(
+        "Interfaces",
+        "every interface a deduplicated flow was seen on (netns/interface, kept one first)",
+        interfaces,
+        false
+    ),
+    str_field!(
+        "IfDirections",
+        "the direction on each of Interfaces (0 ingress, 1 egress)",
+        if_directions,
+        false
+    ),
     u64_field!(
         "PktDropBytes",
         "bytes of the flow the kernel dropped",

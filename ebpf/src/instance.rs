@@ -2,6 +2,7 @@
 //! it attached and drained.
 
 use crate::btf::EnumNames;
+use crate::dedup::{self, Merged, Raw};
 use crate::dns::DnsTracker;
 use crate::netlink::{self, LinkWatch};
 use crate::records::{
@@ -60,6 +61,9 @@ pub struct CaptureConfig {
     pub dns: bool,
     /// In-kernel filter rules in force at start (changeable at run time).
     pub filters: Vec<FilterRule>,
+    /// Merge the sightings of one flow on several interfaces (both ends of a veth, a path
+    /// through a bridge) into one record that lists them.
+    pub dedup: bool,
 }
 
 impl Default for CaptureConfig {
@@ -75,6 +79,7 @@ impl Default for CaptureConfig {
             rtt: true,
             dns: true,
             filters: Vec::new(),
+            dedup: true,
         }
     }
 }
@@ -171,11 +176,18 @@ struct Attached {
     egress: aya::programs::tc::SchedClassifierLinkId,
 }
 
+/// Counters of the evictor (one for every namespace).
 #[derive(Default)]
-struct Counters {
+struct EvictStats {
     evictions_timer: AtomicU64,
     evictions_full: AtomicU64,
     evictions_requested: AtomicU64,
+    /// Records folded into another sighting of the same flow.
+    duplicates_merged: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counters {
     flows_evicted: AtomicU64,
     skbs_evicted: AtomicU64,
     ringbuf_flows: AtomicU64,
@@ -189,7 +201,6 @@ struct Instance {
     names: Mutex<HashMap<u32, String>>,
     attached: Mutex<BTreeMap<u32, Attached>>,
     errors: Mutex<BTreeMap<String, String>>,
-    flush_requested: AtomicBool,
     counters: Counters,
     clock: Clock,
     probed: Probed,
@@ -201,6 +212,7 @@ struct Instance {
 /// A running capture in one or more network namespaces.
 pub struct Capture {
     instances: Vec<Arc<Instance>>,
+    evictor: Arc<Evictor>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     features: Vec<Feature>,
@@ -291,11 +303,6 @@ impl Capture {
                 );
                 move || inst.watch_interfaces(&stop, &own_ns, &exclude, tcx)
             })?);
-            threads.push(spawn("weir-evict", {
-                let (inst, stop, tx, timeout) =
-                    (inst.clone(), stop.clone(), tx.clone(), cfg.active_timeout);
-                move || inst.evict_loop(&stop, &tx, timeout)
-            })?);
             threads.push(spawn("weir-ringbuf", {
                 let (inst, stop, tx) = (inst.clone(), stop.clone(), tx.clone());
                 move || inst.ring_loop(ring, &stop, &tx)
@@ -308,6 +315,21 @@ impl Capture {
             }
             instances.push(inst);
         }
+        let evictor = Arc::new(Evictor {
+            instances: instances.clone(),
+            stats: EvictStats::default(),
+            dedup: cfg.dedup,
+            flush_requested: AtomicBool::new(false),
+        });
+        threads.push(spawn("weir-evict", {
+            let (ev, stop, tx, timeout) = (
+                evictor.clone(),
+                stop.clone(),
+                tx.clone(),
+                cfg.active_timeout,
+            );
+            move || ev.run(&stop, &tx, timeout)
+        })?);
         features.extend(optional_features(
             &cfg,
             instances.first().map(|i| &i.probed),
@@ -323,6 +345,7 @@ impl Capture {
         );
         Ok(Capture {
             instances,
+            evictor,
             stop,
             threads: Mutex::new(threads),
             features,
@@ -386,15 +409,6 @@ impl CaptureSource for Capture {
             let kernel = inst.kernel_counters();
             let c = &inst.counters;
             let user = [
-                ("evictions_timer", c.evictions_timer.load(Ordering::Relaxed)),
-                (
-                    "evictions_map_full",
-                    c.evictions_full.load(Ordering::Relaxed),
-                ),
-                (
-                    "evictions_requested",
-                    c.evictions_requested.load(Ordering::Relaxed),
-                ),
                 ("flows_evicted", c.flows_evicted.load(Ordering::Relaxed)),
                 ("skbs_evicted", c.skbs_evicted.load(Ordering::Relaxed)),
                 ("ringbuf_flows", c.ringbuf_flows.load(Ordering::Relaxed)),
@@ -412,6 +426,15 @@ impl CaptureSource for Capture {
             for (k, v) in kernel.into_iter().chain(user) {
                 *st.counters.entry(k.to_string()).or_default() += v;
             }
+        }
+        let e = &self.evictor.stats;
+        for (k, v) in [
+            ("evictions_timer", &e.evictions_timer),
+            ("evictions_map_full", &e.evictions_full),
+            ("evictions_requested", &e.evictions_requested),
+            ("duplicates_merged", &e.duplicates_merged),
+        ] {
+            st.counters.insert(k.into(), v.load(Ordering::Relaxed));
         }
         for ns in &self.cfg.netns {
             let attached = st.interfaces.iter().any(|i| &i.netns == ns);
@@ -446,17 +469,10 @@ impl CaptureSource for Capture {
     }
 
     fn flush(&self) {
-        for inst in &self.instances {
-            inst.flush_requested.store(true, Ordering::SeqCst);
-        }
-        // Wait (bounded) until every instance has drained.
+        self.evictor.flush_requested.store(true, Ordering::SeqCst);
+        // Wait (bounded) until every namespace has been drained.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline
-            && self
-                .instances
-                .iter()
-                .any(|i| i.flush_requested.load(Ordering::SeqCst))
-        {
+        while Instant::now() < deadline && self.evictor.flush_requested.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -564,7 +580,6 @@ impl Instance {
                 names: Mutex::new(HashMap::new()),
                 attached: Mutex::new(BTreeMap::new()),
                 errors: Mutex::new(BTreeMap::new()),
-                flush_requested: AtomicBool::new(false),
                 counters: Counters::default(),
                 clock: Clock::new(),
                 probed,
@@ -743,68 +758,28 @@ impl Instance {
 
     // ---- draining --------------------------------------------------------------------------
 
-    fn evict_loop(&self, stop: &AtomicBool, tx: &SyncSender<Batch>, timeout: Duration) {
-        let mut last = Instant::now();
-        let mut seen_full = 0u64;
-        loop {
-            let stopping = stop.load(Ordering::SeqCst);
-            let requested = self.flush_requested.load(Ordering::SeqCst);
-            let full = self.kernel_counter(counter::MAP_FULL);
-            let why = if stopping || requested {
-                Some(&self.counters.evictions_requested)
-            } else if full > seen_full {
-                Some(&self.counters.evictions_full)
-            } else if last.elapsed() >= timeout {
-                Some(&self.counters.evictions_timer)
-            } else {
+    /// Flips the active map; returns the one now idle (None when the flip failed).
+    fn flip(&self) -> Option<u32> {
+        let mut m = lock(&self.maps);
+        let old = m.cfg.active_map;
+        match m.set_config(|c| c.active_map = 1 - old) {
+            Ok(()) => Some(old),
+            Err(e) => {
+                self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(netns = %self.netns, error = %e, "cannot flip the active flow map");
                 None
-            };
-            seen_full = full;
-            if let Some(c) = why {
-                c.fetch_add(1, Ordering::Relaxed);
-                last = Instant::now();
-                // Two rounds when asked to flush, so both maps are empty afterwards.
-                let rounds = if stopping || requested { 2 } else { 1 };
-                for _ in 0..rounds {
-                    if !self.evict(tx) {
-                        return;
-                    }
-                }
-                if requested {
-                    self.flush_requested.store(false, Ordering::SeqCst);
-                }
             }
-            if stopping {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Flips the active map, then drains the idle one with no program writing to it, sending
-    /// flows on in chunks (bounded memory however many flows there are). Returns false when the
-    /// receiving end is gone.
-    fn evict(&self, tx: &SyncSender<Batch>) -> bool {
-        let mut m = lock(&self.maps);
-        let old = m.cfg.active_map;
-        if let Err(e) = m.set_config(|c| c.active_map = 1 - old) {
-            self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "cannot flip the active flow map");
-            return true;
-        }
-        std::thread::sleep(FLIP_GRACE);
+    /// Drains the idle map `old` (no program writes to it any more) into `out`.
+    fn drain(&self, old: u32, inst: usize, out: &mut Vec<Raw>) {
         // DNS payloads of packets counted in the idle map are all in the ring by now.
         self.drain_dns();
-        let mut dns = lock(&self.dns);
-        let names = lock(&self.names).clone();
-        let received = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let mut m = lock(&self.maps);
         let map = if old == 0 { &mut m.a } else { &mut m.b };
         let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
-        let mut out = Vec::with_capacity(keys.len().min(EVICT_CHUNK));
-        let mut sent = 0u64;
+        let (mut flows, mut skbs) = (0u64, 0u64);
         for k in keys {
             match map.get(&k, 0) {
                 Ok(per_cpu) => {
@@ -813,14 +788,13 @@ impl Instance {
                         v.merge(slot);
                     }
                     if v.touched() {
-                        self.counters
-                            .skbs_evicted
-                            .fetch_add(v.skbs, Ordering::Relaxed);
-                        let mut f = self.flow(&k, &v, &names, received);
-                        if let Some(d) = dns.take(&k) {
-                            d.apply(&mut f);
-                        }
-                        out.push(f);
+                        flows += 1;
+                        skbs += v.skbs;
+                        out.push(Raw {
+                            key: k,
+                            value: v,
+                            inst,
+                        });
                     }
                 }
                 Err(e) => {
@@ -832,21 +806,13 @@ impl Instance {
                 self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "removing a flow failed");
             }
-            if out.len() >= EVICT_CHUNK {
-                sent += out.len() as u64;
-                if tx.send(Batch::from(std::mem::take(&mut out))).is_err() {
-                    return false;
-                }
-            }
         }
-        // Facts of flows that were not in the map (sampled out, filtered) are not kept.
-        dns.clear_flows();
-        drop(dns);
-        sent += out.len() as u64;
         self.counters
             .flows_evicted
-            .fetch_add(sent, Ordering::Relaxed);
-        out.is_empty() || tx.send(Batch::from(out)).is_ok()
+            .fetch_add(flows, Ordering::Relaxed);
+        self.counters
+            .skbs_evicted
+            .fetch_add(skbs, Ordering::Relaxed);
     }
 
     /// Reads every pending DNS payload into the tracker.
@@ -943,6 +909,150 @@ impl Instance {
                 }
             }
         }
+    }
+}
+
+/// Drains every namespace in the same rounds, so that the sightings of a flow on several
+/// interfaces (in one namespace or across them) meet and can be merged.
+struct Evictor {
+    instances: Vec<Arc<Instance>>,
+    stats: EvictStats,
+    dedup: bool,
+    flush_requested: AtomicBool,
+}
+
+impl Evictor {
+    fn run(&self, stop: &AtomicBool, tx: &SyncSender<Batch>, timeout: Duration) {
+        let mut last = Instant::now();
+        let mut seen_full = 0u64;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let requested = self.flush_requested.load(Ordering::SeqCst);
+            let full: u64 = self
+                .instances
+                .iter()
+                .map(|i| i.kernel_counter(counter::MAP_FULL))
+                .sum();
+            let why = if stopping || requested {
+                Some(&self.stats.evictions_requested)
+            } else if full > seen_full {
+                Some(&self.stats.evictions_full)
+            } else if last.elapsed() >= timeout {
+                Some(&self.stats.evictions_timer)
+            } else {
+                None
+            };
+            seen_full = full;
+            if let Some(c) = why {
+                c.fetch_add(1, Ordering::Relaxed);
+                last = Instant::now();
+                // Two rounds when asked to flush, so both maps are empty afterwards.
+                let rounds = if stopping || requested { 2 } else { 1 };
+                for _ in 0..rounds {
+                    if !self.round(tx) {
+                        return;
+                    }
+                }
+                if requested {
+                    self.flush_requested.store(false, Ordering::SeqCst);
+                }
+            }
+            if stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One round: flip every namespace's map, wait for programs in flight, drain them all,
+    /// merge duplicates, and send the flows on in chunks. False when the receiver is gone.
+    fn round(&self, tx: &SyncSender<Batch>) -> bool {
+        let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
+        std::thread::sleep(FLIP_GRACE);
+        let mut raw = Vec::new();
+        for (idx, (inst, old)) in self.instances.iter().zip(&flipped).enumerate() {
+            if let Some(old) = old {
+                inst.drain(*old, idx, &mut raw);
+            }
+        }
+        let n = raw.len();
+        let merged = if self.dedup {
+            dedup::dedup(raw)
+        } else {
+            dedup::keep_all(raw)
+        };
+        self.stats
+            .duplicates_merged
+            .fetch_add((n - merged.len()) as u64, Ordering::Relaxed);
+        let received = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let names: Vec<HashMap<u32, String>> = self
+            .instances
+            .iter()
+            .map(|i| lock(&i.names).clone())
+            .collect();
+        let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
+        let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
+        let mut ok = true;
+        for m in merged {
+            let f = self.to_flow(&m, &names, &mut dns, received);
+            out.push(f);
+            if out.len() >= EVICT_CHUNK && tx.send(Batch::from(std::mem::take(&mut out))).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        // Facts of flows that were not in the maps (sampled out, filtered) are not kept.
+        for d in dns.iter_mut() {
+            d.clear_flows();
+        }
+        drop(dns);
+        ok && (out.is_empty() || tx.send(Batch::from(out)).is_ok())
+    }
+
+    fn to_flow(
+        &self,
+        m: &Merged,
+        names: &[HashMap<u32, String>],
+        dns: &mut [std::sync::MutexGuard<'_, DnsTracker>],
+        received: u64,
+    ) -> Flow {
+        let inst = &self.instances[m.inst];
+        let mut f = inst.flow(&m.key, &m.value, &names[m.inst], received);
+        // DNS facts: the kept record's, else those of another sighting.
+        let mut info = None;
+        for (i, k) in &m.members {
+            if let Some(d) = dns.get_mut(*i).and_then(|d| d.take(k))
+                && info.is_none()
+            {
+                info = Some(d);
+            }
+        }
+        if let Some(d) = info {
+            d.apply(&mut f);
+        }
+        if m.members.len() > 1 {
+            let mut ifs = Vec::with_capacity(m.members.len());
+            let mut dirs = Vec::with_capacity(m.members.len());
+            for (i, k) in &m.members {
+                let ns = &self.instances[*i].netns;
+                let name = names[*i]
+                    .get(&k.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{}", k.ifindex));
+                ifs.push(if ns.is_empty() {
+                    name
+                } else {
+                    format!("{ns}/{name}")
+                });
+                dirs.push(k.direction.to_string());
+            }
+            f.interfaces = ifs.join(",");
+            f.if_directions = dirs.join(",");
+        }
+        f
     }
 }
 

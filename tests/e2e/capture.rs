@@ -5,20 +5,25 @@ use crate::util::{Agent, Pair, now_ms, require, sh};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// An agent watching both namespaces of a pair, with a 1 s active timeout.
+/// An agent watching both namespaces of a pair, with a 1 s active timeout, keeping every
+/// sighting of a flow as its own record (the tests check each interface's counts).
 pub fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
-    let a = Agent::start(
-        dir,
-        &[
-            "--no-host-netns",
-            "--netns",
-            &pair.ns_a,
-            "--netns",
-            &pair.ns_b,
-            "--active-timeout",
-            "1s",
-        ],
-    );
+    agent_with(pair, dir, &["--no-dedup"])
+}
+
+/// Like [`agent_for`], with other options.
+pub fn agent_with(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
+    let mut args = vec![
+        "--no-host-netns",
+        "--netns",
+        &pair.ns_a,
+        "--netns",
+        &pair.ns_b,
+        "--active-timeout",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let a = Agent::start(dir, &args);
     // Wait until both ends are attached.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

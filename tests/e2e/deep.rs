@@ -811,3 +811,59 @@ fn kubernetes_pods_services_and_nodes_from_a_recorded_api() {
         );
     }
 }
+
+#[test]
+fn both_ends_of_a_veth_are_one_flow_listing_the_interfaces() {
+    require(&["python3", "ping", "nft"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(66);
+    let a = crate::capture::agent_with(&pair, dir.path(), &[]);
+    sh(&format!(
+        "ip netns exec {} nft 'add table inet t; add chain inet t input {{ type filter hook input priority 0; }}; add rule inet t input udp dport 9999 drop'",
+        pair.ns_b
+    ));
+    let t0 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 10 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    let port = py(&pair.ns_a, "udp_send.py", &[&pair.b4, "9999", "12", "100"]);
+    a.flush();
+    let req = flows(&a, &format!("SrcAddr={} and IcmpType=8", pair.a4), t0);
+    assert_eq!(req.len(), 1, "one record for both ends: {req:#?}");
+    let r = &req[0];
+    assert_eq!(r["Packets"], 10, "counted once: {r}");
+    assert_eq!(r["Bytes"], 980);
+    assert_eq!(
+        (r["NetNs"].as_str(), r["Interface"].as_str()),
+        (Some(pair.ns_a.as_str()), Some(pair.a_if.as_str())),
+        "the first sighting (A's egress) is kept"
+    );
+    assert_eq!(
+        r["Interfaces"],
+        format!("{}/{},{}/{}", pair.ns_a, pair.a_if, pair.ns_b, pair.b_if)
+    );
+    assert_eq!(r["IfDirections"], "1,0");
+    let rep = flows(&a, &format!("SrcAddr={} and IcmpType=0", pair.b4), t0);
+    assert_eq!(rep.len(), 1, "{rep:#?}");
+    assert_eq!(rep[0]["Interface"], pair.b_if.as_str());
+    assert_eq!(rep[0]["IfDirections"], "1,0");
+    // A drop at B's end lands on the one record kept at A's end.
+    let udp = flows(&a, &format!("DstPort=9999 and SrcPort={}", port.trim()), t0);
+    assert_eq!(udp.len(), 1, "{udp:#?}");
+    assert_eq!(udp[0]["Packets"], 12);
+    assert_eq!(udp[0]["PktDropPackets"], 12);
+    assert_eq!(
+        udp[0]["PktDropLatestDropCause"],
+        "SKB_DROP_REASON_NETFILTER_DROP"
+    );
+    assert_eq!(udp[0]["NetNs"], pair.ns_a.as_str());
+    let st = a.ok("/api/v1/status", &[]);
+    assert!(
+        st["capture"]["counters"]["duplicates_merged"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3,
+        "{st}"
+    );
+}
