@@ -81,6 +81,14 @@ pub struct Flow {
     /// weir: the direction on each of `Interfaces` (0 ingress, 1 egress), comma-separated.
     #[serde(rename = "IfDirections")]
     pub if_directions: String,
+    /// weir: cgroup (v2, path below the cgroup root) of the socket that sent the flow, where
+    /// the kernel gives it (egress of locally sent traffic); "" otherwise.
+    #[serde(rename = "Cgroup")]
+    pub cgroup: String,
+    /// weir: container id (64 hex digits) found in the cgroup path (docker, containerd,
+    /// CRI-O, podman, Kubernetes pods); "" when none.
+    #[serde(rename = "ContainerId")]
+    pub container_id: String,
     /// Bytes of this flow's packets the kernel dropped (kfree_skb with a reason).
     #[serde(rename = "PktDropBytes")]
     pub pkt_drop_bytes: u64,
@@ -188,6 +196,8 @@ impl Flow {
             netns: String::new(),
             interfaces: String::new(),
             if_directions: String::new(),
+            cgroup: String::new(),
+            container_id: String::new(),
             pkt_drop_bytes: 0,
             pkt_drop_packets: 0,
             pkt_drop_latest_drop_cause: String::new(),

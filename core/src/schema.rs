@@ -249,6 +249,18 @@ pub static FIELDS: &[FieldDef] = &[
         if_directions,
         false
     ),
+    str_field!(
+        "Cgroup",
+        "cgroup of the sending socket (egress of local traffic)",
+        cgroup,
+        true
+    ),
+    str_field!(
+        "ContainerId",
+        "container id from the cgroup path",
+        container_id,
+        true
+    ),
     u64_field!(
         "PktDropBytes",
         "bytes of the flow the kernel dropped",

@@ -86,6 +86,9 @@ pub fn dedup(records: Vec<Raw>) -> Vec<Merged> {
                     value.rtt_ns_at = o.rtt_ns_at;
                     value.rtt_us = o.rtt_us;
                 }
+                if value.cgroup_id == 0 {
+                    value.cgroup_id = o.cgroup_id;
+                }
                 if value.skbs == 0 && o.skbs > 0 {
                     // Only drops or an RTT in the primary: take the packets of the first
                     // record that has them (cannot happen with the order above; kept safe).

@@ -320,6 +320,7 @@ impl Capture {
             stats: EvictStats::default(),
             dedup: cfg.dedup,
             flush_requested: AtomicBool::new(false),
+            cgroups: Mutex::new(crate::cgroup::CgroupNames::new()),
         });
         threads.push(spawn("weir-evict", {
             let (ev, stop, tx, timeout) = (
@@ -919,6 +920,7 @@ struct Evictor {
     stats: EvictStats,
     dedup: bool,
     flush_requested: AtomicBool,
+    cgroups: Mutex<crate::cgroup::CgroupNames>,
 }
 
 impl Evictor {
@@ -1032,6 +1034,9 @@ impl Evictor {
         }
         if let Some(d) = info {
             d.apply(&mut f);
+        }
+        if m.value.cgroup_id != 0 {
+            (f.cgroup, f.container_id) = lock(&self.cgroups).lookup(m.value.cgroup_id);
         }
         if m.members.len() > 1 {
             let mut ifs = Vec::with_capacity(m.members.len());

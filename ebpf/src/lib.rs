@@ -6,6 +6,7 @@
 //! active timeout, and reads the ring buffer that takes flows when the map is full.
 
 pub mod btf;
+pub mod cgroup;
 pub mod dedup;
 pub mod dns;
 mod instance;

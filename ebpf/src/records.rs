@@ -43,6 +43,7 @@ pub struct FlowValue {
     pub rtt_ns_at: u64,
     pub rtt_us: u32,
     pub _pad3: u32,
+    pub cgroup_id: u64,
 }
 
 /// Mirror of `struct flow_record` (ring buffer).
@@ -119,11 +120,12 @@ pub mod counter {
 }
 
 const _: () = assert!(std::mem::size_of::<FlowKey>() == 48);
-const _: () = assert!(std::mem::size_of::<FlowValue>() == 104);
+const _: () = assert!(std::mem::size_of::<FlowValue>() == 112);
+const _: () = assert!(std::mem::offset_of!(FlowValue, cgroup_id) == 104);
 const _: () = assert!(std::mem::offset_of!(FlowValue, src_mac) == 46);
 const _: () = assert!(std::mem::offset_of!(FlowValue, drop_bytes) == 64);
 const _: () = assert!(std::mem::offset_of!(FlowValue, rtt_us) == 96);
-const _: () = assert!(std::mem::size_of::<FlowRecord>() == 152);
+const _: () = assert!(std::mem::size_of::<FlowRecord>() == 160);
 const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 48);
 const _: () = assert!(std::mem::size_of::<WeirConfig>() == 32);
 const _: () = assert!(std::mem::size_of::<FilterRuleRecord>() == 80);
@@ -181,6 +183,9 @@ impl FlowValue {
         if other.rtt_ns_at > self.rtt_ns_at {
             self.rtt_ns_at = other.rtt_ns_at;
             self.rtt_us = other.rtt_us;
+        }
+        if self.cgroup_id == 0 {
+            self.cgroup_id = other.cgroup_id;
         }
     }
 

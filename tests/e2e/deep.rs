@@ -259,7 +259,12 @@ fn dns_names_codes_and_latency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(62);
     let a = agent_for(&pair, dir.path());
-    let _server = Bg::python(&pair.ns_b, "dns_server.py", &["20"]);
+    let added_log = dir.path().join("dns-added.log");
+    let _server = Bg::python(
+        &pair.ns_b,
+        "dns_server.py",
+        &["20", added_log.to_str().expect("path")],
+    );
     let t0 = now_ms();
     let out = py(
         &pair.ns_a,
@@ -866,4 +871,64 @@ fn both_ends_of_a_veth_are_one_flow_listing_the_interfaces() {
             >= 3,
         "{st}"
     );
+}
+
+/// A cgroup (v2) made for a test, removed on drop.
+struct TestCgroup {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn egress_flows_name_the_senders_cgroup_and_container() {
+    require(&["python3"]);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = info
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))
+                .flatten()
+        })
+        .expect("a cgroup2 mount (prerequisite)");
+    let id = "0123456789abcdef".repeat(4);
+    let top = format!("weir-e2e-{}", std::process::id());
+    let rel = format!("/{top}/docker-{id}.scope");
+    let cg = TestCgroup {
+        dirs: vec![
+            std::path::PathBuf::from(format!("{root}/{top}")),
+            std::path::PathBuf::from(format!("{root}{rel}")),
+        ],
+    };
+    for d in &cg.dirs {
+        std::fs::create_dir_all(d).expect("create cgroup");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(67);
+    let a = agent_for(&pair, dir.path());
+    let t0 = now_ms();
+    let port = sh(&format!(
+        "sh -c 'echo $$ > {root}{rel}/cgroup.procs && exec ip netns exec {} python3 {PY}/udp_send.py {} 7100 5 10'",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let key = format!("DstPort=7100 and SrcPort={}", port.trim());
+    let out = flows(&a, &format!("{key} and NetNs={}", pair.ns_a), t0);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0]["Cgroup"], rel.as_str(), "{}", out[0]);
+    assert_eq!(out[0]["ContainerId"], id.as_str());
+    // Filterable like any field; the receiving end has no socket at TC ingress.
+    assert_eq!(flows(&a, &format!("ContainerId={id}"), t0).len(), 1);
+    let inb = flows(&a, &format!("{key} and NetNs={}", pair.ns_b), t0);
+    assert_eq!(inb.len(), 1);
+    assert_eq!(inb[0]["Cgroup"], "");
+    drop(cg);
 }

@@ -64,6 +64,8 @@ struct flow_value {
 	__u64 rtt_ns_at;    /* when it was sampled (picks the latest across CPUs) */
 	__u32 rtt_us;
 	__u32 _pad3;
+	/* cgroup v2 id of the sending socket (egress, where the kernel has one); 0 = unknown. */
+	__u64 cgroup_id;
 };
 
 /* A flow sent through the ring buffer when the map is full. */

@@ -347,6 +347,14 @@ static __always_inline void send_direct(struct flow_key *k, struct flow_value *v
 
 /* Adds one skb to this CPU's slot of a flow. Slots of other CPUs start zeroed and no other CPU
  * writes this one, so no atomics are needed. */
+/* The cgroup of the socket that sent an egress packet (0 on ingress, where the skb has no
+ * socket yet). Read once per flow, when it is created (by the CPU that creates it; other
+ * CPUs' slots stay 0 and user space takes the one that is set). */
+static __always_inline __u64 sender_cgroup(struct __sk_buff *skb, const struct flow_key *k)
+{
+	return k->direction == WEIR_DIR_EGRESS ? bpf_skb_cgroup_id(skb) : 0;
+}
+
 static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 len, __u64 segs,
 				       __u16 flags, __u32 sampling, const struct l2 *macs)
 {
@@ -365,8 +373,9 @@ static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 le
 
 /* Adds one skb to its flow in `map`, inserting the flow if new; the ring buffer takes it
  * when the map is full. */
-static __always_inline void update_flow(void *map, struct flow_key *k, __u32 len, __u64 segs,
-					__u16 flags, __u32 sampling, const struct l2 *macs, __u64 now)
+static __always_inline void update_flow(struct __sk_buff *skb, void *map, struct flow_key *k,
+					__u32 len, __u64 segs, __u16 flags, __u32 sampling,
+					const struct l2 *macs, __u64 now)
 {
 	struct flow_value *v = bpf_map_lookup_elem(map, k);
 	if (v) {
@@ -381,6 +390,7 @@ static __always_inline void update_flow(void *map, struct flow_key *k, __u32 len
 		.skbs = 1,
 		.sampling = sampling,
 		.tcp_flags = flags,
+		.cgroup_id = sender_cgroup(skb, k),
 	};
 	__builtin_memcpy(nv.src_mac, macs->src, 6);
 	__builtin_memcpy(nv.dst_mac, macs->dst, 6);
@@ -436,13 +446,18 @@ static __always_inline int rule_matches(const struct filter_rule *r, const struc
 }
 
 /* Applies the filter rules: returns 1 to keep the packet (with `*sampling` set to the rule's
- * sampling when it has one), 0 to leave it out. */
-static __always_inline int try_filter(const struct weir_config *cfg, const struct flow_key *k,
-				      __u16 flags, int is_drop, __u32 *sampling)
+ * sampling when it has one), 0 to leave it out. A global function: the verifier checks it once,
+ * on its own, instead of once per path into it (the rule loop would otherwise multiply the
+ * paths through every program). `flags_drop` is the TCP flags, plus bit 16 for a drop. */
+__attribute__((noinline)) int weir_filter(const struct flow_key *k, __u32 flags_drop, __u32 count,
+					  __u32 fallback, __u32 *sampling)
 {
-	__u32 n = cfg->filter_count;
+	if (!k || !sampling)
+		return 1;
+	__u16 flags = flags_drop & 0xffff;
+	int is_drop = (flags_drop >> 16) & 1;
 	for (__u32 i = 0; i < WEIR_MAX_FILTERS; i++) {
-		if (i >= n)
+		if (i >= count)
 			break;
 		__u32 idx = i;
 		struct filter_rule *r = bpf_map_lookup_elem(&filters, &idx);
@@ -456,7 +471,14 @@ static __always_inline int try_filter(const struct weir_config *cfg, const struc
 			return 1;
 		}
 	}
-	return cfg->filter_default == WEIR_FILTER_ACCEPT;
+	return fallback == WEIR_FILTER_ACCEPT;
+}
+
+static __always_inline int try_filter(const struct weir_config *cfg, const struct flow_key *k,
+				      __u16 flags, int is_drop, __u32 *sampling)
+{
+	return weir_filter(k, (__u32)flags | ((__u32)is_drop << 16), cfg->filter_count,
+			   cfg->filter_default, sampling);
 }
 
 /* Sends the payload of a DNS packet (port 53) to user space, which parses and matches it. */
@@ -537,9 +559,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	/* Two call sites with constant maps: the verifier inlines lookups only when it knows
 	 * the map, so no map pointer is chosen at run time. */
 	if (active)
-		update_flow(&flows_b, &k, skb->len, segs, flags, sampling, &macs, now);
+		update_flow(skb, &flows_b, &k, skb->len, segs, flags, sampling, &macs, now);
 	else
-		update_flow(&flows_a, &k, skb->len, segs, flags, sampling, &macs, now);
+		update_flow(skb, &flows_a, &k, skb->len, segs, flags, sampling, &macs, now);
 	return TC_ACT_UNSPEC;
 }
 

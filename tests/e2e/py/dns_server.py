@@ -2,6 +2,8 @@
 
 Answers by name: slow.test after a delay (argv[1] ms) with an A record, nx.test with NXDOMAIN,
 fail.test with SERVFAIL, anything else with an A record at once. Prints "ready" when bound.
+With argv[2], appends `name added_ms` for every UDP answer to that file: the time from
+receiving the query to sending the answer, as the server measured it.
 """
 import socket
 import struct
@@ -10,6 +12,7 @@ import threading
 import time
 
 DELAY = float(sys.argv[1]) / 1000.0 if len(sys.argv) > 1 else 0.02
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
 
 
 def qname(msg):
@@ -57,4 +60,9 @@ threading.Thread(target=serve_tcp, args=(t,), daemon=True).start()
 print("ready", flush=True)
 while True:
     msg, peer = u.recvfrom(512)
+    t0 = time.perf_counter()
     u.sendto(answer(msg), peer)
+    added = (time.perf_counter() - t0) * 1000
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write("%s %.3f\n" % (qname(msg)[0], added))
