@@ -4,6 +4,8 @@
 //! see docs/PERFORMANCE.md. `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
 //!
 //! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
+//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, features; default all)
+//! picks the tables.
 
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
@@ -95,6 +97,21 @@ fn cpu_ticks2(pid: u32) -> (u64, u64) {
     )
 }
 
+/// CPU time of all threads of a process, ns (sum of /proc/PID/task/*/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let (u, s) = cpu_ticks2(pid);
     u + s
@@ -117,20 +134,105 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// (run time ns, run count) summed over weir's programs.
+/// (run time ns, run count) summed over weir's TC programs.
 fn bpf_stats() -> (u64, u64) {
+    bpf_stats_of(&["weir_ingress", "weir_egress"])
+}
+
+/// (run time ns, run count) summed over the named programs.
+fn bpf_stats_of(names: &[&str]) -> (u64, u64) {
     let out = sh("bpftool prog show -j");
     let v: Value = serde_json::from_str(&out).expect("bpftool json");
     v.as_array()
         .into_iter()
         .flatten()
-        .filter(|p| matches!(p["name"].as_str(), Some("weir_ingress" | "weir_egress")))
+        .filter(|p| p["name"].as_str().is_some_and(|n| names.contains(&n)))
         .fold((0, 0), |acc, p| {
             (
                 acc.0 + p["run_time_ns"].as_u64().unwrap_or(0),
                 acc.1 + p["run_cnt"].as_u64().unwrap_or(0),
             )
         })
+}
+
+/// Flags of the "flows only" agent: every optional capture feature off.
+const FLOWS_ONLY: &[&str] = &["--no-drops", "--no-rtt", "--no-dns"];
+
+/// Eight filter rules of which the last accepts everything: each packet walks all of them.
+fn eight_rules() -> Vec<String> {
+    let mut v: Vec<String> = (1..=7)
+        .map(|i| format!("--filter=reject cidr=10.{i}.0.0/16 proto=tcp ports=1-1024"))
+        .collect();
+    v.push("--filter=accept".into());
+    v
+}
+
+/// Per-packet program time with every feature on versus flows only (bpf_stats), and the
+/// agent's CPU at 400 k packets/s in both setups.
+fn features_section(runs: usize) {
+    let all_on: Vec<String> = eight_rules();
+    let all_on: Vec<&str> = all_on.iter().map(String::as_str).collect();
+    let tracing = ["weir_kfree_skb", "weir_tcp_probe"];
+    // [setup][measure]: per-packet ns for UDP and TCP (TC + tracing), agent CPU at 400 k.
+    let mut m: [[Vec<f64>; 5]; 2] = Default::default();
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    for r in 0..runs {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let args: &[&str] = if which == 0 { FLOWS_ONLY } else { &all_on };
+            let agent = Agent::start(args);
+            // UDP: ns of every weir program per packet sent (each crosses two TC hooks).
+            let (t0, r0) = (bpf_stats(), bpf_stats_of(&tracing));
+            // CPU time of every agent thread in ns (schedstat), finer than clock ticks.
+            let c0 = cpu_ns(agent.child.id());
+            let t = Instant::now();
+            let (pps, sent) = udp_run();
+            let cpu = (cpu_ns(agent.child.id()) - c0) as f64 / 1e9 / t.elapsed().as_secs_f64();
+            let (t1, r1) = (bpf_stats(), bpf_stats_of(&tracing));
+            let ns = (t1.0 - t0.0 + r1.0 - r0.0) as f64 / ((t1.1 - t0.1).max(1) as f64 / 2.0);
+            m[which][0].push(ns);
+            m[which][2].push(cpu * 100.0 * 400_000.0 / pps.max(1.0));
+            let _ = sent;
+            // TCP: per skb crossing both hooks, tcp_probe included.
+            let (t0, r0) = (bpf_stats(), bpf_stats_of(&tracing));
+            tcp_run();
+            let (t1, r1) = (bpf_stats(), bpf_stats_of(&tracing));
+            let skbs = (t1.1 - t0.1).max(1) as f64 / 2.0;
+            m[which][1].push((t1.0 - t0.0 + r1.0 - r0.0) as f64 / skbs);
+            m[which][3].push((r1.0 - r0.0) as f64 / skbs);
+            m[which][4].push((r1.1 - r0.1) as f64 / skbs);
+        }
+    }
+    sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    let med = |v: &Vec<f64>| median(&mut v.clone());
+    println!();
+    println!(
+        "features: {runs} interleaved rounds, medians; ns of all weir programs per packet crossing the veth (egress + ingress TC, plus kfree_skb and tcp_probe when on); bpf_stats on"
+    );
+    println!();
+    println!("| measure | flows only | all features + 8 filter rules | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for (i, what) in [
+        "64-byte UDP packet (both hooks)",
+        "TCP skb (both hooks + tcp_probe)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (a, b) = (med(&m[0][i]), med(&m[1][i]));
+        println!("| {what} | {a:.0} ns | {b:.0} ns | {:.2} | <= 1.5 |", b / a);
+    }
+    println!(
+        "| of which tracing programs, per TCP skb | {:.0} ns | {:.0} ns ({:.2} runs) | | |",
+        med(&m[0][3]),
+        med(&m[1][3]),
+        med(&m[1][4])
+    );
+    let (a, b) = (med(&m[0][2]), med(&m[1][2]));
+    println!(
+        "| agent CPU (all threads) scaled to 400 k pkt/s | {a:.2} % | {b:.2} % | {:.2} | |",
+        b / a.max(1e-9)
+    );
 }
 
 struct Agent {
@@ -228,7 +330,15 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let sections = std::env::var("WEIR_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "overhead,rss,exporters,features".into());
+    let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
+    if want("features") && !want("overhead") {
+        features_section(runs);
+        teardown();
+        return;
+    }
     let (mut tcp_off, mut tcp_on, mut udp_off, mut udp_on) = (vec![], vec![], vec![], vec![]);
     let (mut ns_udp, mut ns_tcp, mut agent_cpu) = (vec![], vec![], vec![]);
     for r in 0..runs {
@@ -425,5 +535,8 @@ fn main() {
     println!(
         "(weir's figure counts its program on both hooks a packet crosses, A egress and B ingress, where the exporters watch one interface; their process CPU leaves out the kernel's copy of each packet into their capture ring.)"
     );
+    if want("features") {
+        features_section(runs);
+    }
     teardown();
 }

@@ -65,6 +65,17 @@ struct {
 	__uint(max_entries, 1 << 18);
 } dns_events SEC(".maps");
 
+/* When each socket's RTT was last copied to its flows: at most one copy per socket every
+ * RTT_MIN_GAP_NS (a bulk transfer gets tcp_probe for every segment it receives). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} rtt_last SEC(".maps");
+
+#define RTT_MIN_GAP_NS 1000000ULL
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, WEIR_CNT_MAX);
@@ -580,7 +591,9 @@ int weir_egress(struct __sk_buff *skb)
 /* ---- tracing programs: drops and RTT ------------------------------------------------------ */
 
 /* Local views of kernel types: CO-RE relocates every field by name against the running
- * kernel's BTF, so the layout here does not matter. */
+ * kernel's BTF, so the layout here does not matter. The tracing programs read them with plain
+ * loads: tp_btf arguments are typed pointers the verifier checks against the kernel's BTF,
+ * far cheaper than a bpf_probe_read_kernel call per field. */
 struct ns_common___weir {
 	unsigned int inum;
 } __attribute__((preserve_access_index));
@@ -716,17 +729,20 @@ int weir_kfree_skb(unsigned long long *ctx)
 	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || reason == 0 || reason == cfg->consumed_reason)
 		return 0;
-	struct net_device___weir *dev = BPF_CORE_READ(skb, dev);
-	if (!dev || BPF_CORE_READ(dev, nd_net.net, ns.inum) != cfg->netns_ino)
+	struct net_device___weir *dev = skb->dev;
+	if (!dev)
 		return 0;
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	struct net___weir *net = dev->nd_net.net;
+	if (!net || net->ns.inum != cfg->netns_ino)
+		return 0;
+	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 		return 0;
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	unsigned long data = (unsigned long)BPF_CORE_READ(skb, data);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 mh = BPF_CORE_READ(skb, mac_header);
-	__u32 len = BPF_CORE_READ(skb, len);
+	unsigned char *head = skb->head;
+	unsigned long data = (unsigned long)skb->data;
+	__u16 nh = skb->network_header;
+	__u16 mh = skb->mac_header;
+	__u32 len = skb->len;
 	if (nh == NO_HEADER)
 		return 0;
 
@@ -734,9 +750,8 @@ int weir_kfree_skb(unsigned long long *ctx)
 	if (try_parse_kernel(head + nh, proto, &k, &flags) < 0)
 		return 0;
 	k.eth_type = proto;
-	k.ifindex = BPF_CORE_READ(dev, ifindex);
-	k.direction = BPF_CORE_READ(skb, skb_iif) == (int)k.ifindex ? WEIR_DIR_INGRESS
-								   : WEIR_DIR_EGRESS;
+	k.ifindex = dev->ifindex;
+	k.direction = skb->skb_iif == (int)k.ifindex ? WEIR_DIR_INGRESS : WEIR_DIR_EGRESS;
 	/* Count the frame as the interface does: with its link-layer header. */
 	if (mh != NO_HEADER && mh < nh) {
 		unsigned long mac = (unsigned long)head + mh;
@@ -800,13 +815,29 @@ int weir_tcp_probe(unsigned long long *ctx)
 	__u32 srtt = 0;
 
 	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != cfg->netns_ino)
+	if (!cfg)
+		return 0;
+	struct net___weir *net = sk->__sk_common.skc_net.net;
+	if (!net || net->ns.inum != cfg->netns_ino)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = bpf_sk_storage_get(&rtt_last, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (last) {
+		if (now - *last < RTT_MIN_GAP_NS)
+			return 0;
+		*last = now;
+	}
+	struct tcp_sock___weir *tp = (void *)bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	srtt = tp->srtt_us >> 3;
+	if (srtt == 0)
 		return 0;
 	__builtin_memset(&k, 0, sizeof(k));
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family == AF_INET_) {
-		__be32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		__be32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 remote = sk->__sk_common.skc_daddr;
+		__be32 local = sk->__sk_common.skc_rcv_saddr;
 		map_v4(k.src_addr, (const __u8 *)&remote);
 		map_v4(k.dst_addr, (const __u8 *)&local);
 	} else if (family == AF_INET6_) {
@@ -816,16 +847,11 @@ int weir_tcp_probe(unsigned long long *ctx)
 		return 0;
 	}
 	k.eth_type = is_v4_mapped(k.src_addr) ? ETH_P_IP : ETH_P_IPV6;
-	k.src_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	k.dst_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k.src_port = bpf_ntohs(sk->__sk_common.skc_dport);
+	k.dst_port = sk->__sk_common.skc_num;
 	k.proto = IPPROTO_TCP;
-	k.ifindex = BPF_CORE_READ(skb, skb_iif);
+	k.ifindex = skb->skb_iif;
 	k.direction = WEIR_DIR_INGRESS;
-	bpf_core_read(&srtt, sizeof(srtt), &((struct tcp_sock___weir *)sk)->srtt_us);
-	srtt >>= 3;
-	if (srtt == 0)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
 	void *map = cfg->active_map ? (void *)&flows_b : (void *)&flows_a;
 	int n = set_rtt(map, &k, srtt, now, 0);
 	/* The same connection's other direction, leaving through the same interface. */
