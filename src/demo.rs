@@ -102,11 +102,12 @@ impl Lab {
             self.ns("web")
         );
         let _ = run("sh", &["-c", &nft]);
-        // A DNS-like UDP responder.
+        // A DNS responder: NXDOMAIN for names starting with "nope", else NOERROR (the query
+        // echoed back as the answer, with no records).
         self.spawn(
             "dns",
             &format!(
-                "exec python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{NET}.53',53))\nwhile True:\n d,a=s.recvfrom(512)\n s.sendto(d+b'\\\\x00'*64,a)\""
+                "exec python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{NET}.53',53))\nwhile True:\n d,a=s.recvfrom(512)\n rc=3 if b'nope' in d else 0\n s.sendto(d[:2]+bytes([0x81,0x80|rc])+d[4:],a)\""
             ),
         )?;
         self.spawn("bulk", "exec iperf3 -s -B 198.18.100.20")?;
@@ -116,7 +117,7 @@ impl Lab {
             &format!(
                 "while true; do \
                    curl -s -o /dev/null http://{NET}.10/index.html; \
-                   python3 -c \"import socket,random\nfor _ in range(3):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(0.2); s.sendto(random.randbytes(40),('{NET}.53',53))\n try: s.recv(512)\n except Exception: pass\"; \
+                   python3 -c \"import socket,random\nfor n in ['web','api','nope']:\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(0.2)\n q=random.randbytes(2)+bytes([1,0,0,1,0,0,0,0,0,0,len(n)])+n.encode()+bytes([4])+b'demo'+bytes([0,0,1,0,1])\n s.sendto(q,('{NET}.53',53))\n try: s.recv(512)\n except Exception: pass\"; \
                    curl -s -o /dev/null http://{NET}.10/big.bin; \
                    curl -s -o /dev/null --max-time 1 http://{NET}.10:8443/ ; \
                    sleep 1; \

@@ -226,6 +226,31 @@ fn demo_fills_every_view_and_cleans_up_on_ctrl_c() {
         std::thread::sleep(std::time::Duration::from_secs(2));
     };
     assert!(ports.len() > 100);
+    // The dropped port shows the firewall's drops; DNS lookups carry names and codes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let drops = get("/api/v1/flows/aggregate?group_by=DstPort,PktDropLatestDropCause&metric=drop_packets&filter=DstPort%3D8443&from=-5m")
+            .unwrap_or_default();
+        let nx = get("/api/v1/flows?filter=DnsFlagsResponseCode%3DNXDomain&from=-5m&limit=5")
+            .unwrap_or_default();
+        let dropped = drops["groups"].as_array().is_some_and(|g| {
+            g.iter().any(|x| {
+                x["key"]["PktDropLatestDropCause"] == "SKB_DROP_REASON_NETFILTER_DROP"
+                    && x["drop_packets"].as_u64() > Some(0)
+            })
+        });
+        let named = nx["flows"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["DnsName"] == "nope.demo"));
+        if dropped && named {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("demo: no drops or DNS names: {drops}\n{nx}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     // The bundled views are installed and draw the demo's traffic.
     let run = ureq::post(&format!("{base}/api/v1/plugins/sankey/run"))
         .send(r#"{"from_ms": 0}"#)

@@ -122,6 +122,29 @@ const COLUMNS = [
 ];
 let liveAbort = null;
 
+// Labels and formats of the optional columns (drops, RTT, DNS, who, dedup, cgroup); a column
+// is shown when a flow on the page has a value for it.
+const EXTRA = {
+  PktDropPackets: ["drops"], PktDropBytes: ["drop bytes"],
+  PktDropLatestDropCause: ["drop cause", (v) => String(v).replace(/^SKB_DROP_REASON_/, "")],
+  TimeFlowRttNs: ["rtt", (v) => (v / 1e6).toFixed(3) + " ms"],
+  DnsName: ["dns name"], DnsQType: ["qtype"], DnsFlagsResponseCode: ["rcode"],
+  DnsLatencyUs: ["dns latency", (v) => (v / 1e3).toFixed(3) + " ms"],
+  SrcK8S_Name: ["src name"], SrcK8S_Namespace: ["src namespace"], SrcK8S_OwnerName: ["src workload"],
+  DstK8S_Name: ["dst name"], DstK8S_Namespace: ["dst namespace"], DstK8S_OwnerName: ["dst workload"],
+  Interfaces: ["seen on"], Cgroup: ["cgroup"], ContainerId: ["container", (v) => String(v).slice(0, 12)],
+};
+const HIDDEN = /^(TimeFlowStartMs|TimeReceived|Etype|SrcMac|DstMac|IcmpType|IcmpCode|Skbs|Sampling|NetNs|Addr|Port|Mac|DnsId|DnsFlags|IfDirections|K8S_.*|.*K8S_(OwnerType|Type|HostName|Zone|Labels))$/;
+
+function extraLabel(k) {
+  return EXTRA[k] ? EXTRA[k][0] : k;
+}
+
+function extraValue(k, v) {
+  const fmt = EXTRA[k] && EXTRA[k][1];
+  return fmt && v ? fmt(v) : v;
+}
+
 function flowRow(f, extra) {
   const cells = COLUMNS.map(([k]) => {
     let v = f[k];
@@ -131,7 +154,7 @@ function flowRow(f, extra) {
     const cls = typeof f[k] === "number" && k !== "TimeFlowEndMs" ? "num" : "";
     return `<td class="${cls}">${esc(v ?? "")}</td>`;
   }).join("");
-  const extras = extra.map((k) => `<td>${esc(f[k] ?? "")}</td>`).join("");
+  const extras = extra.map((k) => `<td class="${typeof f[k] === "number" ? "num" : ""}">${esc(f[k] ? extraValue(k, f[k]) : "")}</td>`).join("");
   return `<tr class="flow">${cells}${extras}</tr>`;
 }
 
@@ -147,21 +170,25 @@ async function flowsPage(q) {
     <span id="count" class="muted"></span>
     <button id="prev">&lt; prev</button><button id="next">next &gt;</button></div>
     <table id="flows"><thead></thead><tbody></tbody></table><pre class="detail" id="detail" hidden></pre>`);
-  // Enrichment fields (anything beyond the standard columns) get columns of their own.
-  const extra = fields.filter((f) => !COLUMNS.some(([k]) => k === f) && !/^(TimeFlowStartMs|TimeReceived|Etype|SrcMac|DstMac|IcmpType|IcmpCode|Skbs|Sampling|NetNs|Addr|Port|Mac)$/.test(f));
-  const head = [...COLUMNS.map(([k, l]) => [k, l]), ...extra.map((k) => [k, k])];
-  main.querySelector("#flows thead").innerHTML = "<tr>" + head.map(([k, l]) => {
-    const mark = sort === k ? " ▲" : sort === "-" + k ? " ▼" : "";
-    return `<th data-k="${k}">${esc(l)}${mark}</th>`;
-  }).join("") + "</tr>";
-  main.querySelectorAll("th").forEach((th) => {
-    th.onclick = () => {
-      const k = th.dataset.k;
-      const n = new URLSearchParams(q);
-      n.set("sort", sort === "-" + k ? k : "-" + k);
-      go("flows", n);
-    };
-  });
+  // Optional fields (drops, RTT, DNS, enrichment, ...) get a column when a flow has them.
+  const candidates = fields.filter((f) => !COLUMNS.some(([k]) => k === f) && !HIDDEN.test(f));
+  const extra = [];
+  const header = () => {
+    const head = [...COLUMNS.map(([k, l]) => [k, l]), ...extra.map((k) => [k, extraLabel(k)])];
+    main.querySelector("#flows thead").innerHTML = "<tr>" + head.map(([k, l]) => {
+      const mark = sort === k ? " ▲" : sort === "-" + k ? " ▼" : "";
+      return `<th data-k="${k}" title="${esc(k)}">${esc(l)}${mark}</th>`;
+    }).join("") + "</tr>";
+    main.querySelectorAll("th").forEach((th) => {
+      th.onclick = () => {
+        const k = th.dataset.k;
+        const n = new URLSearchParams(q);
+        n.set("sort", sort === "-" + k ? k : "-" + k);
+        go("flows", n);
+      };
+    });
+  };
+  header();
   const body = main.querySelector("#flows tbody");
   const rows = [];
   const detail = main.querySelector("#detail");
@@ -177,6 +204,8 @@ async function flowsPage(q) {
   try {
     const v = await api("/api/v1/flows", params);
     rows.push(...v.flows);
+    extra.push(...candidates.filter((k) => v.flows.some((f) => f[k])));
+    header();
     body.innerHTML = v.flows.map((f) => flowRow(f, extra)).join("");
     main.querySelector("#count").textContent = `${num(offset + 1)}–${num(offset + v.flows.length)} of ${num(v.total)}`;
     main.querySelector("#prev").disabled = offset === 0;
@@ -403,8 +432,17 @@ async function pluginsPage() {
 // ---- status ----------------------------------------------------------------------------------
 
 async function statusPage() {
-  main.innerHTML = `<h2>Status</h2><div id="status"></div>`;
+  main.innerHTML = `<h2>Status</h2><div id="features"></div><div id="status"></div>`;
   const v = await api("/api/v1/status");
+  const cap = v.capture;
+  if (cap) {
+    // Capture features first: which kernel hooks are on, and why one is off.
+    document.getElementById("features").innerHTML = `<h3>capture features</h3><table id="feature-table">${
+      (cap.features || []).map((f) => `<tr class="${f.enabled ? "on" : "off"}"><td>${f.enabled ? "on" : "off"}</td><td>${esc(f.name)}</td><td>${esc(f.detail)}</td></tr>`).join("")
+    }</table><h3>filter rules</h3><p class="muted">${(cap.filters || []).length ? "" : "none: every packet is captured (weir filter set ...)"}</p><table>${
+      (cap.filters || []).map((r, i) => `<tr><td>${i + 1}</td><td>${esc(JSON.stringify(r))}</td></tr>`).join("")
+    }</table>`;
+  }
   const section = (title, obj) => `<h3>${esc(title)}</h3><table>${Object.entries(obj || {}).map(([k, x]) =>
     `<tr><td>${esc(k)}</td><td>${esc(typeof x === "object" ? JSON.stringify(x) : x)}</td></tr>`).join("")}</table>`;
   document.getElementById("status").innerHTML = Object.entries(v)

@@ -51,6 +51,16 @@ try {
   }
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
 
+  // The status page lists the capture features the agent probed, with their state.
+  await open("#/status", "status");
+  const feats = await page.$$eval("#feature-table tr", (trs) => trs.map((t) => [...t.children].map((c) => c.textContent)));
+  const st = await api("/api/v1/status");
+  for (const f of st.capture.features) {
+    const row = feats.find((r) => r[1] === f.name);
+    check(row && row[0] === (f.enabled ? "on" : "off"), `status page feature ${f.name}: ${JSON.stringify(row)}`);
+  }
+  check(feats.some((r) => r[1] === "drops") && feats.some((r) => r[1] === "dns"), "drops and dns features listed");
+
   // The overview's totals are the aggregate API's, with a time series per metric.
   const agg = await api(`/api/v1/flows/aggregate?group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=200&from=${from}&to=${to}`);
   check(agg.total.bytes > 0, "no traffic in the window");
