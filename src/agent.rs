@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_core::alerts::AlertStore;
 use weir_core::capture::CaptureSource;
 use weir_core::ingest::{self, IngestConfig, IngestStats};
+use weir_core::notify::{AlertingConfig, Sink};
 use weir_core::{Store, StoreConfig};
 use weir_ebpf::{Capture, CaptureConfig};
 
@@ -97,6 +99,31 @@ pub struct AgentArgs {
     /// interfaces, such as both ends of a veth, is stored once, listing the interfaces).
     #[arg(long)]
     no_dedup: bool,
+    /// Most series each flow metric keeps on /metrics; beyond it new series fold into one
+    /// labelled `other` (counted by weir_metrics_folded_series_total).
+    #[arg(long, default_value_t = 10_000)]
+    metrics_max_series: usize,
+    /// Flow-metric series not updated for this long leave /metrics.
+    #[arg(long, default_value = "5m", value_parser = units::duration)]
+    metrics_stale: Duration,
+    /// Send alert notifications to this Prometheus Alertmanager (its base URL, e.g.
+    /// http://127.0.0.1:9093). Repeatable.
+    #[arg(long = "alertmanager", value_name = "URL")]
+    alertmanagers: Vec<String>,
+    /// POST every alert notification (firing, resolved) as JSON to this URL. Repeatable.
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    alert_webhooks: Vec<String>,
+    /// How often the alert-rule plugins are evaluated.
+    #[arg(long, default_value = "30s", value_parser = units::duration)]
+    alert_interval: Duration,
+    /// The flows a rule looks at: this much before each evaluation (a rule's `window` config
+    /// overrides it).
+    #[arg(long, default_value = "5m", value_parser = units::duration)]
+    alert_window: Duration,
+    /// How long a rule must keep reporting an alert before it fires (a rule's `for` config
+    /// overrides it; 0: at once).
+    #[arg(long, default_value = "0", value_parser = retention_duration)]
+    alert_for: Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -243,8 +270,49 @@ pub fn run(a: AgentArgs) -> Result<()> {
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
         (Some(reg.clone()), Some((reg, proc_tx)))
     };
+    let metrics = Arc::new(weir_core::metrics::FlowMetrics::new(
+        weir_core::metrics::MetricsConfig {
+            max_series: a.metrics_max_series.max(1),
+            stale_after: a.metrics_stale,
+        },
+    ));
+    state.metrics = Some(metrics.clone());
+    let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let alerts_thread = match &registry {
+        Some(reg) => {
+            let sinks: Vec<Sink> = a
+                .alertmanagers
+                .iter()
+                .map(|u| Sink::Alertmanager(u.clone()))
+                .chain(a.alert_webhooks.iter().map(|u| Sink::Webhook(u.clone())))
+                .collect();
+            let store = Arc::new(
+                AlertStore::open(&dir.join("alerts"), sinks.iter().map(Sink::name).collect())
+                    .context("opening the alert store")?,
+            );
+            let cfg = AlertingConfig {
+                interval: a.alert_interval,
+                window: a.alert_window,
+                for_: a.alert_for,
+                sinks,
+                generator_url: format!("http://{}/#/alerts", a.listen),
+            };
+            state.alerts = Some(store.clone());
+            state.alerting = Some(cfg.clone());
+            let admin = reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>;
+            let stop = alerts_stop.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("weir-alerts".into())
+                    .spawn(move || weir_core::notify::run(admin, store, cfg, stop))
+                    .context("starting the alert thread")?,
+            )
+        }
+        None => None,
+    };
     let live = state.live.clone();
     let observer: ingest::Observer = Box::new(move |batch| {
+        metrics.observe(batch);
         let tail = live.receiver_count() > 0;
         // Copy the batch only for someone who reads it: a live tail or a loaded plugin that
         // takes batches (flow-processor, summarizer).
@@ -291,6 +359,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
             .context("serving HTTP")
     })?;
     tracing::info!("shutting down: draining kernel maps and flushing storage");
+    alerts_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(t) = alerts_thread {
+        let _ = t.join();
+    }
     if let Some(c) = capture {
         c.stop();
     }

@@ -156,6 +156,13 @@ pub fn put_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
     answer(server, &url, sent, None)
 }
 
+/// DELETEs a resource and returns the JSON answer (errors as for [`post_json`]).
+pub fn delete_json(server: &Server, path: &str) -> Result<Value> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let sent = server.auth(agent().delete(&url)).call();
+    answer(server, &url, sent, None)
+}
+
 /// The JSON answer of a request; errors become readable messages (a caret under the filter
 /// position for bad filters; 400 is a [`BadRequest`], exit code 2).
 fn answer(
@@ -409,6 +416,153 @@ pub fn filter(a: FilterArgs) -> Result<()> {
     }
     for (i, r) in rules.iter().enumerate() {
         writeln!(out, "{:>2}. {}", i + 1, rule_text(r))?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    action: Option<AlertsAction>,
+    /// JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AlertsAction {
+    /// Pending and firing alerts, and the silences (the default).
+    List,
+    /// State changes (pending, firing, resolved), newest first.
+    History {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Mute notifications of alerts whose labels match, e.g.
+    /// `weir alerts silence interface=eth0 alertname=PacketDrops --for 2h`.
+    Silence {
+        #[arg(required = true, value_name = "LABEL=VALUE")]
+        matchers: Vec<String>,
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove a silence by id.
+    Unsilence { id: u64 },
+    /// Run every alert rule now (instead of at the next interval).
+    Evaluate,
+}
+
+fn alert_row(a: &Value) -> String {
+    let labels: Vec<String> = a["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    let t = match a["state"].as_str() {
+        Some("resolved") => a["resolved_ms"].as_u64(),
+        Some("firing") => a["fired_ms"].as_u64(),
+        _ => a["since_ms"].as_u64(),
+    }
+    .unwrap_or(0);
+    format!(
+        "{:<24} {:<9} {:<9} {:<22} {:<18} {}{}  {}",
+        weir_core::query::format_ms(t),
+        a["state"].as_str().unwrap_or(""),
+        a["severity"].as_str().unwrap_or(""),
+        a["name"].as_str().unwrap_or(""),
+        a["rule"].as_str().unwrap_or(""),
+        labels.join(","),
+        if a["silenced"] == true {
+            " (silenced)"
+        } else {
+            ""
+        },
+        a["summary"].as_str().unwrap_or("")
+    )
+}
+
+pub fn alerts(a: AlertsArgs) -> Result<()> {
+    let v = match &a.action {
+        None | Some(AlertsAction::List) => get_json(&a.server, "/api/v1/alerts", &[], None)?,
+        Some(AlertsAction::History { limit }) => get_json(
+            &a.server,
+            "/api/v1/alerts/history",
+            &[("limit", &limit.to_string())],
+            None,
+        )?,
+        Some(AlertsAction::Silence {
+            matchers,
+            duration,
+            comment,
+        }) => {
+            let mut m = serde_json::Map::new();
+            for x in matchers {
+                let (k, v) = x
+                    .split_once('=')
+                    .ok_or_else(|| BadRequest(format!("matcher '{x}': write it as label=value")))?;
+                m.insert(k.to_string(), Value::from(v));
+            }
+            post_json(
+                &a.server,
+                "/api/v1/alerts/silences",
+                &serde_json::json!({"matchers": m, "duration": duration, "comment": comment}),
+            )?
+        }
+        Some(AlertsAction::Unsilence { id }) => {
+            delete_json(&a.server, &format!("/api/v1/alerts/silences/{id}"))?
+        }
+        Some(AlertsAction::Evaluate) => {
+            post_json(&a.server, "/api/v1/alerts/evaluate", &serde_json::json!({}))?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    match &a.action {
+        None | Some(AlertsAction::List) => {
+            let active = rows("active");
+            if active.is_empty() {
+                writeln!(out, "no pending or firing alerts")?;
+            }
+            for x in &active {
+                writeln!(out, "{}", alert_row(x))?;
+            }
+            for s in rows("silences") {
+                writeln!(
+                    out,
+                    "silence {} until {}: {} {}",
+                    s["id"],
+                    weir_core::query::format_ms(s["ends_ms"].as_u64().unwrap_or(0)),
+                    s["matchers"],
+                    s["comment"].as_str().unwrap_or("")
+                )?;
+            }
+        }
+        Some(AlertsAction::History { .. }) => {
+            for x in rows("history") {
+                writeln!(out, "{}", alert_row(&x))?;
+            }
+        }
+        Some(AlertsAction::Evaluate) => {
+            let changed = rows("changed");
+            writeln!(out, "{} alert(s) changed state", changed.len())?;
+            for x in &changed {
+                writeln!(out, "{}", alert_row(x))?;
+            }
+        }
+        Some(AlertsAction::Silence { .. }) => {
+            writeln!(out, "silence {} added", v["silence"]["id"])?;
+        }
+        Some(AlertsAction::Unsilence { id }) => writeln!(out, "silence {id} removed")?,
     }
     Ok(())
 }

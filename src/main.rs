@@ -37,6 +37,8 @@ enum Command {
     Fields(client::FieldsArgs),
     /// Show or change the agent's in-kernel filter rules (on live traffic, no restart).
     Filter(client::FilterArgs),
+    /// Alerts: pending and firing, history, silences; run the rules now.
+    Alerts(client::AlertsArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(a) => client::status(a),
         Command::Fields(a) => client::fields(a),
         Command::Filter(a) => client::filter(a),
+        Command::Alerts(a) => client::alerts(a),
         Command::Plugin(a) => plugin_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
     };

@@ -2,10 +2,13 @@
 //! the ingest pipeline. Depends on none of aya, wasmtime or axum.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod capture;
 pub mod enrich;
 pub mod flow;
 pub mod ingest;
+pub mod metrics;
+pub mod notify;
 pub mod plugins;
 pub mod query;
 pub mod schema;

@@ -3,42 +3,30 @@
 //! changed on live traffic, and enrichment from an inventory file.
 
 use crate::capture::agent_for;
-use crate::util::{Agent, Pair, WEIR, now_ms, require, sh};
+use crate::util::{Agent, KillOnDrop, Pair, WEIR, now_ms, require, sh};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
 
-/// A background process in a namespace, killed on drop.
-struct Bg(Child);
-
-impl Bg {
-    /// Starts `python3 script args` in `ns` and waits for its "ready" line.
-    fn python(ns: &str, script: &str, args: &[&str]) -> Bg {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", &format!("{PY}/{script}")])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("ready line");
-        assert_eq!(line.trim(), "ready", "{script} did not start");
-        Bg(child)
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `python3 script args` in `ns` in the background and waits for its "ready" line.
+fn python_bg(ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", &format!("{PY}/{script}")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python3");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "{script} did not start");
+    KillOnDrop(child)
 }
 
 fn py(ns: &str, script: &str, args: &[&str]) -> String {
@@ -209,7 +197,7 @@ fn tcp_rtt_matches_the_kernels_own_figure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(61);
     let a = agent_for(&pair, dir.path());
-    let _server = Bg::python(&pair.ns_b, "tcp_idle.py", &["serve", "5301"]);
+    let _server = python_bg(&pair.ns_b, "tcp_idle.py", &["serve", "5301"]);
     for (shaped, bytes) in [(false, "4000000"), (true, "2000000")] {
         if shaped {
             // A slow link with a queue: the RTT grows to milliseconds.
@@ -260,7 +248,7 @@ fn dns_names_codes_and_latency() {
     let pair = Pair::new(62);
     let a = agent_for(&pair, dir.path());
     let added_log = dir.path().join("dns-added.log");
-    let _server = Bg::python(
+    let _server = python_bg(
         &pair.ns_b,
         "dns_server.py",
         &["20", added_log.to_str().expect("path")],
@@ -681,7 +669,7 @@ fn kubernetes_pods_services_and_nodes_from_a_recorded_api() {
     BufReader::new(server.stdout.take().expect("stdout"))
         .read_line(&mut ready)
         .expect("ready");
-    let _server = Bg(server);
+    let _server = KillOnDrop(server);
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,

@@ -4,11 +4,13 @@
 //! These need root (CAP_BPF, CAP_NET_ADMIN), iproute2, iperf3, ping, curl and python3, as on
 //! CI. A missing prerequisite fails the test with the reason; nothing is skipped quietly.
 
+mod alerting;
 mod api;
 mod capture;
 mod deep;
 mod distribution;
 mod guests;
+mod metrics;
 mod plugins;
 mod storage;
 mod ui;

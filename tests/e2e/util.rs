@@ -344,3 +344,13 @@ pub fn now_ms() -> u64 {
         .expect("clock")
         .as_millis() as u64
 }
+
+/// A helper process (a server the test talks to), killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -37,6 +37,11 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// The identity source (inventory file), shown by the status API.
     pub enricher: Option<Arc<dyn weir_core::enrich::Enricher>>,
+    /// Flow metrics served on `/metrics`; None answers 503.
+    pub metrics: Option<Arc<weir_core::metrics::FlowMetrics>>,
+    /// Alert state (None: alerting off).
+    pub alerts: Option<Arc<weir_core::alerts::AlertStore>>,
+    pub alerting: Option<weir_core::notify::AlertingConfig>,
 }
 
 impl AppState {
@@ -56,6 +61,9 @@ impl AppState {
             started: Instant::now(),
             token: None,
             enricher: None,
+            metrics: None,
+            alerts: None,
+            alerting: None,
         }
     }
 }
@@ -88,6 +96,14 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/enable", post(handlers::plugins::enable))
         .route("/plugins/{name}/run", post(handlers::plugins::run_plugin))
         .route("/plugins/{name}/disable", post(handlers::plugins::disable))
+        .route("/alerts", get(handlers::alerts::list))
+        .route("/alerts/history", get(handlers::alerts::history))
+        .route("/alerts/evaluate", post(handlers::alerts::evaluate))
+        .route("/alerts/silences", post(handlers::alerts::silence))
+        .route(
+            "/alerts/silences/{id}",
+            axum::routing::delete(handlers::alerts::unsilence),
+        )
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))
@@ -99,8 +115,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             handlers::auth::require_token,
         ));
+    // Prometheus' conventional path; behind the token when the agent has one (scrape with
+    // `authorization: {credentials: ...}`).
+    let metrics = Router::new()
+        .route("/metrics", get(handlers::meta::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::auth::require_token,
+        ));
     Router::new()
         .nest("/api/v1", api)
+        .merge(metrics)
         .route("/healthz", get(handlers::meta::healthz))
         .route("/", get(handlers::meta::index))
         .route("/assets/{file}", get(handlers::meta::asset))

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
+use weir_core::metrics::Sample;
 use weir_core::schema::{EITHER_SIDE, FIELDS, FieldKind};
 
 /// `GET /api/v1/status`
@@ -101,6 +102,119 @@ pub async fn set_filters(
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .map_err(|e| ApiError::bad_request("rules", e))?;
     Ok(Json(json!({ "rules": applied })))
+}
+
+/// `GET /metrics`: flow metrics and the agent's health in the Prometheus text format, or
+/// OpenMetrics when the scraper asks for it (`Accept: application/openmetrics-text`).
+pub async fn metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(m) = st.metrics.clone() else {
+        return Err(ApiError::unavailable("metrics are off in this agent"));
+    };
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let text = super::blocking(move || {
+        let extra = health_samples(&st);
+        Ok(m.render(openmetrics, &extra))
+    })
+    .await?;
+    let ctype = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
+}
+
+/// The agent's own health, computed at scrape time.
+fn health_samples(st: &AppState) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let counter = |name, help, labels, value: u64| Sample {
+        name,
+        help,
+        counter: true,
+        labels,
+        value: value as f64,
+    };
+    if let Some(cap) = &st.capture {
+        for (k, v) in cap.status().counters {
+            out.push(counter(
+                "weir_capture_events",
+                "Capture events: flows evicted, skbs sampled out, map full, ring buffer losses, drops and RTT samples attached, DNS payloads, duplicates merged (see docs/ARCHITECTURE.md).",
+                vec![("event", k)],
+                v,
+            ));
+        }
+    }
+    let i = st.ingest.snapshot();
+    for (k, v) in [
+        ("flows", i.flows),
+        ("batches", i.batches),
+        ("flushes", i.flushes),
+        ("errors", i.errors),
+    ] {
+        out.push(counter(
+            "weir_ingest",
+            "Ingest stage: flows and batches stored, flushes, errors.",
+            vec![("what", k.to_string())],
+            v,
+        ));
+    }
+    let s = st.store.status();
+    for (name, help, v) in [
+        (
+            "weir_store_bytes",
+            "Bytes the store takes on disk.",
+            s.bytes,
+        ),
+        ("weir_store_flows", "Flows held by the store.", s.flows),
+        (
+            "weir_store_partitions",
+            "Time partitions held by the store.",
+            s.partitions.len() as u64,
+        ),
+    ] {
+        out.push(Sample {
+            name,
+            help,
+            counter: false,
+            labels: Vec::new(),
+            value: v as f64,
+        });
+    }
+    if let Some(p) = &st.plugins {
+        for entry in p.list().as_array().into_iter().flatten() {
+            let name = entry["installed"]["manifest"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let info = &entry["loaded"];
+            out.push(counter(
+                "weir_plugin_calls",
+                "Calls into a plugin.",
+                vec![("plugin", name.clone())],
+                info["calls"].as_u64().unwrap_or(0),
+            ));
+            out.push(counter(
+                "weir_plugin_failures",
+                "Plugin calls that failed (trap, timeout, memory, error).",
+                vec![("plugin", name)],
+                info["failures"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out.push(Sample {
+        name: "weir_uptime_seconds",
+        help: "Seconds since the agent started.",
+        counter: false,
+        labels: Vec::new(),
+        value: st.started.elapsed().as_secs_f64().floor(),
+    });
+    out
 }
 
 /// `GET /healthz`

@@ -1,5 +1,6 @@
 //! Request handlers, one module per area.
 
+pub mod alerts;
 pub mod auth;
 pub mod flows;
 pub mod meta;

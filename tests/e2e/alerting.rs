@@ -1,0 +1,282 @@
+//! Alerting end to end: custom alert scripts (Python, JavaScript) evaluated by the agent on
+//! real namespace traffic, the pending -> firing -> resolved lifecycle with history, silences,
+//! notifications to a real Prometheus Alertmanager (Debian's) and to a JSON webhook, and a
+//! notification queued while the webhook is down that survives an agent restart.
+
+use crate::plugins::weir;
+use crate::util::{Agent, KillOnDrop, Pair, free_port, require, sh};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
+
+fn guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/target/guests")
+        .join(name)
+}
+
+fn webhook(port: u16, log: &Path) -> KillOnDrop {
+    let mut c = Command::new("python3")
+        .arg(format!("{PY}/webhook.py"))
+        .arg(port.to_string())
+        .arg(log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("webhook.py");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    KillOnDrop(c)
+}
+
+fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn hook_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
+    require(&["prometheus-alertmanager", "python3"]);
+    for g in ["heavy-talkers", "quiet-network"] {
+        assert!(
+            guest(g).join("plugin.toml").exists(),
+            "{g} missing: run scripts/build-guest-plugins.sh"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let pair = Pair::new(69);
+    // Alertmanager on loopback, one receiver, no clustering.
+    let am_port = free_port();
+    let am_cfg = dir.path().join("am.yml");
+    std::fs::write(
+        &am_cfg,
+        "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n",
+    )
+    .expect("am config");
+    let am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", am_cfg.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager");
+    let _am = KillOnDrop(am);
+    let am_alerts = || -> Vec<Value> {
+        ureq::get(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_until("alertmanager up", 20, || {
+        ureq::get(&format!("http://127.0.0.1:{am_port}/-/ready"))
+            .call()
+            .is_ok()
+    });
+    // The alert scripts: Python fires on a heavy pair, JavaScript on a quiet port.
+    for (g, cfg) in [
+        ("heavy-talkers", "threshold_bytes=100000"),
+        ("quiet-network", "min_bytes=1000"),
+    ] {
+        // heavy-talkers: a pair moving 100 kB in the window; quiet-network: under 1000 bytes
+        // in the window.
+        let (code, _, err) = weir(
+            &data,
+            &["install", guest(g).to_str().expect("p"), "--config", cfg],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let hook_port = free_port();
+    let hook_log = dir.path().join("hook.log");
+    let args: Vec<String> = [
+        "--no-host-netns",
+        "--netns",
+        &pair.ns_a,
+        "--active-timeout",
+        "1s",
+        "--alert-interval",
+        "1h",
+        "--alert-window",
+        "4s",
+        "--alertmanager",
+        &format!("http://127.0.0.1:{am_port}"),
+        "--alert-webhook",
+        &format!("http://127.0.0.1:{hook_port}/hook"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Agent::start(dir.path(), &argv);
+    wait_until("attached", 20, || {
+        a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+            .as_array()
+            .map_or(0, Vec::len)
+            > 0
+    });
+
+    // Real traffic: 200 datagrams of 1000 bytes from A to B.
+    sh(&format!(
+        "ip netns exec {} python3 {PY}/udp_send.py {} 7300 200 1000",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    // The webhook is down: notifications queue.
+    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert_eq!(s, 200, "{v}");
+    let changed = v["changed"].as_array().cloned().unwrap_or_default();
+    let firing: Vec<&str> = changed
+        .iter()
+        .filter(|x| x["state"] == "firing")
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(firing.contains(&"heavy-talker"), "{v}");
+    let active = a.ok("/api/v1/alerts", &[]);
+    assert!(
+        active["queued_notifications"].as_u64() > Some(0),
+        "{active}"
+    );
+    // Alertmanager got the firing alert.
+    wait_until("alert in alertmanager", 20, || {
+        am_alerts().iter().any(|x| {
+            x["labels"]["alertname"] == "heavy-talker"
+                && x["labels"]["weir_rule"] == "heavy-talkers"
+        })
+    });
+
+    // Restart the agent with the webhook still down, then bring the webhook up: the queued
+    // notification arrives (retries with backoff, kept on disk).
+    a.stop();
+    a.spawn();
+    let _hook = webhook(hook_port, &hook_log);
+    wait_until(
+        "queued webhook notification delivered after restart",
+        60,
+        || {
+            hook_lines(&hook_log)
+                .iter()
+                .any(|x| x["status"] == "firing" && x["alert"]["name"] == "heavy-talker")
+        },
+    );
+
+    // No more traffic: after the window the rule stops reporting it and it resolves (at
+    // this evaluation, or already at the one the restarted agent ran first).
+    std::thread::sleep(Duration::from_secs(5));
+    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert_eq!(s, 200, "{v}");
+    wait_until("resolved notification", 30, || {
+        hook_lines(&hook_log)
+            .iter()
+            .any(|x| x["status"] == "resolved" && x["alert"]["name"] == "heavy-talker")
+    });
+    wait_until("resolved in alertmanager", 30, || {
+        am_alerts()
+            .iter()
+            .filter(|x| x["labels"]["alertname"] == "heavy-talker")
+            .all(|x| x["status"]["state"] != "active")
+    });
+    // The quiet JavaScript rule fires on the quiet window; silenced, it does not notify.
+    let quiet_notified = || {
+        hook_lines(&hook_log)
+            .iter()
+            .filter(|x| x["alert"]["rule"] == "quiet-network")
+            .count()
+    };
+    let history = a.ok("/api/v1/alerts/history", &[("limit", "100")]);
+    let states: Vec<(String, String)> = history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap_or("").to_string(),
+                x["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("heavy-talker".into(), "firing".into())),
+        "{history}"
+    );
+    assert!(
+        states.contains(&("heavy-talker".into(), "resolved".into())),
+        "{history}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|(n, s)| n == "quiet-network" && s == "firing"),
+        "the JavaScript rule fired on a quiet window: {history}"
+    );
+    wait_until("quiet-network notified", 30, || quiet_notified() > 0);
+    let (s, v) = a.post(
+        "/api/v1/alerts/silences",
+        r#"{"matchers": {"rule": "heavy-talkers"}, "duration": "1h", "comment": "e2e"}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.post(
+        "/api/v1/alerts/silences",
+        r#"{"matchers": {}, "duration": "1h"}"#,
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("matcher")
+    );
+    // New traffic would fire heavy-talker again, silenced: no new notification for it.
+    let before = hook_lines(&hook_log).len();
+    sh(&format!(
+        "ip netns exec {} python3 {PY}/udp_send.py {} 7300 200 1000",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let (_, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert!(
+        v["changed"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|x| x["name"] == "heavy-talker" && x["silenced"] == true)),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !hook_lines(&hook_log)[before..]
+            .iter()
+            .any(|x| x["alert"]["name"] == "heavy-talker"),
+        "a silenced alert was notified"
+    );
+    // The CLI lists active alerts and silences.
+    let out = Command::new(crate::util::WEIR)
+        .args(["alerts", "--server", &a.url("")])
+        .output()
+        .expect("weir alerts");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("heavy-talker") && text.contains("silence"),
+        "{text}"
+    );
+}
