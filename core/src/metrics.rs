@@ -220,47 +220,79 @@ impl FlowMetrics {
         }
     }
 
-    /// Counts a batch of stored flows.
+    /// Counts a batch of stored flows. The batch is summed per label set first (borrowed
+    /// strings, no allocation per flow), then each distinct series is updated once.
     pub fn observe(&self, flows: &[Flow]) {
+        type IfKey<'a> = (&'a str, &'a str, u8);
+        let mut per_if: HashMap<IfKey, [f64; 3]> = HashMap::new();
+        let mut drops: HashMap<(IfKey, &str), [f64; 2]> = HashMap::new();
+        let mut workloads: HashMap<[&str; 4], [f64; 2]> = HashMap::new();
+        let mut rtt: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
+        let mut dns: HashMap<&str, Vec<f64>> = HashMap::new();
+        for f in flows {
+            let scale = f.scale() as f64;
+            let k = (f.netns.as_str(), f.interface.as_str(), f.if_direction);
+            let e = per_if.entry(k).or_default();
+            e[0] += f.bytes as f64 * scale;
+            e[1] += f.packets as f64 * scale;
+            e[2] += 1.0;
+            if f.pkt_drop_packets > 0 {
+                let d = drops
+                    .entry((k, f.pkt_drop_latest_drop_cause.as_str()))
+                    .or_default();
+                d[0] += f.pkt_drop_packets as f64 * scale;
+                d[1] += f.pkt_drop_bytes as f64 * scale;
+            }
+            let w = [
+                f.src_k8s_namespace.as_str(),
+                f.src_k8s_owner_name.as_str(),
+                f.dst_k8s_namespace.as_str(),
+                f.dst_k8s_owner_name.as_str(),
+            ];
+            if w.iter().any(|x| !x.is_empty()) {
+                let e = workloads.entry(w).or_default();
+                e[0] += f.bytes as f64 * scale;
+                e[1] += f.packets as f64 * scale;
+            }
+            if f.time_flow_rtt_ns > 0 {
+                rtt.entry((f.netns.as_str(), f.interface.as_str()))
+                    .or_default()
+                    .push(f.time_flow_rtt_ns as f64 / 1e9);
+            }
+            if f.dns_latency_us > 0 {
+                dns.entry(f.dns_flags_response_code.as_str())
+                    .or_default()
+                    .push(f.dns_latency_us as f64 / 1e6);
+            }
+        }
         let now = Instant::now();
         let max = self.cfg.max_series;
         let mut fam = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        for f in flows {
-            let scale = f.scale() as f64;
-            let ifl = || {
-                vec![
-                    f.netns.clone(),
-                    f.interface.clone(),
-                    direction(f.if_direction).to_string(),
-                ]
-            };
-            fam[BYTES].add(ifl(), f.bytes as f64 * scale, max, now);
-            fam[PACKETS].add(ifl(), f.packets as f64 * scale, max, now);
-            fam[FLOWS].add(ifl(), 1.0, max, now);
-            if f.pkt_drop_packets > 0 {
-                let mut l = ifl();
-                l.push(f.pkt_drop_latest_drop_cause.clone());
-                fam[DROP_PACKETS].add(l.clone(), f.pkt_drop_packets as f64 * scale, max, now);
-                fam[DROP_BYTES].add(l, f.pkt_drop_bytes as f64 * scale, max, now);
+        let owned = |k: &IfKey| vec![k.0.to_string(), k.1.to_string(), direction(k.2).to_string()];
+        for (k, v) in &per_if {
+            fam[BYTES].add(owned(k), v[0], max, now);
+            fam[PACKETS].add(owned(k), v[1], max, now);
+            fam[FLOWS].add(owned(k), v[2], max, now);
+        }
+        for ((k, cause), v) in &drops {
+            let mut l = owned(k);
+            l.push(cause.to_string());
+            fam[DROP_PACKETS].add(l.clone(), v[0], max, now);
+            fam[DROP_BYTES].add(l, v[1], max, now);
+        }
+        for (w, v) in &workloads {
+            let l: Vec<String> = w.iter().map(|x| x.to_string()).collect();
+            fam[WL_BYTES].add(l.clone(), v[0], max, now);
+            fam[WL_PACKETS].add(l, v[1], max, now);
+        }
+        for ((ns, ifn), values) in &rtt {
+            for v in values {
+                fam[RTT].observe(vec![ns.to_string(), ifn.to_string()], *v, max, now);
             }
-            let workloads = [
-                &f.src_k8s_namespace,
-                &f.src_k8s_owner_name,
-                &f.dst_k8s_namespace,
-                &f.dst_k8s_owner_name,
-            ];
-            if workloads.iter().any(|w| !w.is_empty()) {
-                let l: Vec<String> = workloads.iter().map(|w| w.to_string()).collect();
-                fam[WL_BYTES].add(l.clone(), f.bytes as f64 * scale, max, now);
-                fam[WL_PACKETS].add(l, f.packets as f64 * scale, max, now);
-            }
-            if f.time_flow_rtt_ns > 0 {
-                let l = vec![f.netns.clone(), f.interface.clone()];
-                fam[RTT].observe(l, f.time_flow_rtt_ns as f64 / 1e9, max, now);
-            }
-            if f.dns_latency_us > 0 {
-                let l = vec![f.dns_flags_response_code.clone()];
-                fam[DNS].observe(l, f.dns_latency_us as f64 / 1e6, max, now);
+        }
+        for (code, values) in &dns {
+            for v in values {
+                fam[DNS].observe(vec![code.to_string()], *v, max, now);
             }
         }
     }

@@ -368,17 +368,81 @@ async function overviewPage(q) {
     const range = await resolveRange(base.from, base.to, Date.now());
     const span = Math.max(1, range.to_ms - range.from_ms);
     const step = Math.max(1000, Math.ceil(span / 60 / 1000) * 1000);
+    // Alert state changes in the range mark the charts (no alerting: no marks).
+    const history = await api("/api/v1/alerts/history", { limit: 500 }).catch(() => ({ history: [] }));
+    const marks = (history.history || [])
+      .filter((a) => a.state !== "pending")
+      .map((a) => {
+        const t = a.state === "resolved" ? a.resolved_ms : a.fired_ms;
+        return { time_ms: t, color: a.state === "resolved" ? "#16a34a" : "#dc2626", label: `${a.name} ${a.state} ${new Date(t).toISOString()}` };
+      })
+      .filter((m) => m.time_ms >= range.from_ms && m.time_ms <= range.to_ms);
     for (const metric of ["bytes", "packets", "flows"]) {
       const ts = await api("/api/v1/flows/timeseries", { ...base, metric, step: step + "ms", top: 1 });
       renderView(document.getElementById("ts-" + metric), {
         type: "timeseries",
         unit: metric,
         series: (ts.series || []).map((s) => ({ name: metric, points: s.points.map((p) => [p[0], p[1]]) })),
+        marks,
       }, {});
     }
   } catch (e) {
     showError(e);
   }
+}
+
+// ---- alerts ----------------------------------------------------------------------------------
+
+function alertRows(list, withState) {
+  return list.map((a) => {
+    const t = a.state === "resolved" ? a.resolved_ms : a.state === "firing" ? a.fired_ms : a.since_ms;
+    const labels = Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    return `<tr class="alert ${esc(a.state)}">${withState ? `<td>${esc(a.state)}</td>` : ""}<td>${esc(new Date(t).toISOString().replace("T", " ").slice(0, 19))}</td>
+      <td>${esc(a.severity)}</td><td>${esc(a.name)}</td><td>${esc(a.rule)}</td><td>${esc(labels)}</td>
+      <td>${esc(a.summary)}${a.silenced ? ' <span class="muted">(silenced)</span>' : ""}</td></tr>`;
+  }).join("");
+}
+
+async function alertsPage() {
+  main.innerHTML = `<h2>Alerts</h2>
+    <div class="bar"><button id="evaluate">Evaluate rules now</button><span id="queued" class="muted"></span></div>
+    <div class="error" id="filter-error"></div>
+    <h3>Firing</h3><table id="firing"><tr><th>since</th><th>severity</th><th>alert</th><th>rule</th><th>labels</th><th>summary</th></tr></table>
+    <h3>Pending</h3><table id="pending"><tr><th>since</th><th>severity</th><th>alert</th><th>rule</th><th>labels</th><th>summary</th></tr></table>
+    <h3>Silences</h3>
+    <div class="bar"><input id="matchers" size="40" placeholder="label=value, alertname=..., rule=..."><input id="duration" size="6" value="1h"><input id="comment" size="24" placeholder="comment"><button id="silence">Silence</button></div>
+    <table id="silences"><tr><th>id</th><th>matchers</th><th>until</th><th>comment</th><th></th></tr></table>
+    <h3>History</h3><table id="history"><tr><th>state</th><th>at</th><th>severity</th><th>alert</th><th>rule</th><th>labels</th><th>summary</th></tr></table>`;
+  const refresh = async () => {
+    const [v, h] = await Promise.all([api("/api/v1/alerts"), api("/api/v1/alerts/history", { limit: 200 })]);
+    const head = (id) => main.querySelector(`#${id} tr`).outerHTML;
+    main.querySelector("#firing").innerHTML = head("firing") + alertRows(v.active.filter((a) => a.state === "firing"), false);
+    main.querySelector("#pending").innerHTML = head("pending") + alertRows(v.active.filter((a) => a.state === "pending"), false);
+    main.querySelector("#history").innerHTML = head("history") + alertRows(h.history, true);
+    main.querySelector("#silences").innerHTML = head("silences") + v.silences.map((s) => `<tr><td>${s.id}</td>
+      <td>${esc(Object.entries(s.matchers).map(([k, x]) => `${k}=${x}`).join(", "))}</td>
+      <td>${esc(new Date(s.ends_ms).toISOString())}</td><td>${esc(s.comment)}</td>
+      <td><button data-unsilence="${s.id}">remove</button></td></tr>`).join("");
+    main.querySelector("#queued").textContent = `${v.queued_notifications} notification(s) waiting for delivery`;
+    main.querySelectorAll("[data-unsilence]").forEach((b) => {
+      b.onclick = async () => { await api(`/api/v1/alerts/silences/${b.dataset.unsilence}`, null, null, "DELETE"); await refresh(); };
+    });
+  };
+  main.querySelector("#evaluate").onclick = async () => {
+    try { await api("/api/v1/alerts/evaluate", null, {}); await refresh(); } catch (e) { showError(e); }
+  };
+  main.querySelector("#silence").onclick = async () => {
+    const matchers = {};
+    for (const part of main.querySelector("#matchers").value.split(",").map((x) => x.trim()).filter(Boolean)) {
+      const i = part.indexOf("=");
+      if (i > 0) matchers[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    }
+    try {
+      await api("/api/v1/alerts/silences", null, { matchers, duration: main.querySelector("#duration").value, comment: main.querySelector("#comment").value });
+      await refresh();
+    } catch (e) { showError(e); }
+  };
+  try { await refresh(); } catch (e) { showError(e); }
 }
 
 // ---- plugins ---------------------------------------------------------------------------------
@@ -462,6 +526,7 @@ async function render() {
     if (page === "flows") await flowsPage(q);
     else if (page === "view") await viewPage(decodeURIComponent(parts[1] || ""), q);
     else if (page === "plugins") await pluginsPage();
+    else if (page === "alerts") await alertsPage();
     else if (page === "status") await statusPage();
     else await overviewPage(q);
   } catch (e) {

@@ -178,4 +178,12 @@ function renderTimeseries(el, view) {
     svgEl("path", { d: line().x((p) => x(p[0])).y((p) => y(p[1]))(s.points), fill: "none", stroke: schemeTableau10[i % 10], "stroke-width": 2 }, svg);
   });
   svgEl("line", { x1: pad, x2: width - pad, y1: height - pad, y2: height - pad, stroke: "#94a3b8" }, svg);
+  // Alert times (firing in red, resolved in green) as vertical marks with their name.
+  for (const m of view.marks || []) {
+    if (m.time_ms < x0 || m.time_ms > x1) continue;
+    const mx = x(m.time_ms);
+    const mark = svgEl("line", { x1: mx, x2: mx, y1: 20, y2: height - pad, stroke: m.color || "#dc2626", "stroke-dasharray": "4 3", class: "alert-mark" }, svg);
+    const t = svgEl("title", {}, mark);
+    t.textContent = m.label;
+  }
 }

@@ -46,10 +46,18 @@ try {
   for (const [hash, name] of [
     [`#/overview?${win}`, "overview"], [`#/flows?${win}`, "flows"], [`#/view/sankey?${win}`, "sankey"],
     [`#/view/chord?${win}`, "chord"], [`#/view/topology?${win}`, "topology"], ["#/plugins", "plugins"], ["#/status", "status"],
+    ["#/alerts", "alerts"],
   ]) {
     await open(hash, name);
   }
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
+
+  // The alerts page shows the agent's alert state: its queue line and tables.
+  await open("#/alerts", "alerts");
+  const queued = await page.textContent("#queued");
+  const al = await api("/api/v1/alerts");
+  check(queued.startsWith(`${al.queued_notifications} notification`), `alerts page queue line: ${queued}`);
+  check((await page.$$("#firing tr")).length === 1 + al.active.filter((a) => a.state === "firing").length, "firing rows");
 
   // The status page lists the capture features the agent probed, with their state.
   await open("#/status", "status");
