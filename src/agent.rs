@@ -103,6 +103,11 @@ pub struct AgentArgs {
     /// labelled `other` (counted by weir_metrics_folded_series_total).
     #[arg(long, default_value_t = 10_000)]
     metrics_max_series: usize,
+    /// User-defined flow metrics (TOML `[[metric]]`: name, type counter|gauge|histogram,
+    /// value field, labels, buckets, `[[metric.filter]]` with field, match
+    /// equal|not_equal|presence|absence|regex, value), served on /metrics beside the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    metrics_config: Option<PathBuf>,
     /// Flow-metric series not updated for this long leave /metrics.
     #[arg(long, default_value = "5m", value_parser = units::duration)]
     metrics_stale: Duration,
@@ -270,12 +275,22 @@ pub fn run(a: AgentArgs) -> Result<()> {
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
         (Some(reg.clone()), Some((reg, proc_tx)))
     };
-    let metrics = Arc::new(weir_core::metrics::FlowMetrics::new(
-        weir_core::metrics::MetricsConfig {
+    let user_metrics = match &a.metrics_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the metrics config {}", p.display()))?;
+            weir_core::metrics::parse_user_metrics(&text)
+                .map_err(|e| anyhow::anyhow!("metrics config {}: {e}", p.display()))?
+        }
+        None => Vec::new(),
+    };
+    let metrics = Arc::new(
+        weir_core::metrics::FlowMetrics::new(weir_core::metrics::MetricsConfig {
             max_series: a.metrics_max_series.max(1),
             stale_after: a.metrics_stale,
-        },
-    ));
+        })
+        .with_user(user_metrics),
+    );
     state.metrics = Some(metrics.clone());
     let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let alerts_thread = match &registry {

@@ -5,6 +5,7 @@
 //! Rendered as the Prometheus text format, or OpenMetrics when asked.
 
 use crate::flow::Flow;
+use crate::schema::{FieldDef, FieldKind, Value as SchemaValue};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -51,28 +52,26 @@ struct Series {
 #[derive(Debug)]
 struct Family {
     /// Name without the `_total` of counters.
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    /// Upper bounds of a histogram's buckets; None for a counter.
-    buckets: Option<&'static [f64]>,
+    name: String,
+    help: String,
+    labels: Vec<String>,
+    /// Upper bounds of a histogram's buckets; None for a counter or gauge.
+    buckets: Option<Vec<f64>>,
+    /// A gauge (user metrics): the latest value, not a sum.
+    gauge: bool,
     series: HashMap<Vec<String>, Series>,
     /// New series refused by the budget (folded into `other`).
     folded: u64,
 }
 
 impl Family {
-    fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-        buckets: Option<&'static [f64]>,
-    ) -> Self {
+    fn new(name: &str, help: &str, labels: &[&str], buckets: Option<&[f64]>) -> Self {
         Family {
-            name,
-            help,
-            labels,
-            buckets,
+            name: name.to_string(),
+            help: help.to_string(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            buckets: buckets.map(<[f64]>::to_vec),
+            gauge: false,
             series: HashMap::new(),
             folded: 0,
         }
@@ -85,7 +84,7 @@ impl Family {
             self.folded += 1;
             vec![OTHER.to_string(); self.labels.len()]
         };
-        let buckets = self.buckets;
+        let buckets = &self.buckets;
         let s = self.series.entry(key).or_insert_with(|| Series {
             value: match buckets {
                 Some(b) => Value::Histogram {
@@ -107,10 +106,16 @@ impl Family {
         }
     }
 
+    fn set(&mut self, labels: Vec<String>, v: f64, max: usize, now: Instant) {
+        if let Value::Counter(c) = &mut self.entry(labels, max, now).value {
+            *c = v;
+        }
+    }
+
     fn observe(&mut self, labels: Vec<String>, v: f64, max: usize, now: Instant) {
-        let bounds = self.buckets.unwrap_or(&[]);
+        let bounds = self.buckets.clone().unwrap_or_default();
         if let Value::Histogram { counts, sum, count } = &mut self.entry(labels, max, now).value {
-            for (c, b) in counts.iter_mut().zip(bounds) {
+            for (c, b) in counts.iter_mut().zip(&bounds) {
                 if v <= *b {
                     *c += 1;
                 }
@@ -151,7 +156,12 @@ const DNS: usize = 8;
 pub struct FlowMetrics {
     cfg: MetricsConfig,
     families: Mutex<Vec<Family>>,
+    /// User-defined metrics, each with its family at `PREDEFINED + index`.
+    user: Vec<UserMetric>,
 }
+
+/// Number of predefined families (user families come after them).
+const PREDEFINED: usize = 9;
 
 fn direction(d: u8) -> &'static str {
     if d == crate::flow::DIR_EGRESS {
@@ -217,6 +227,42 @@ impl FlowMetrics {
         FlowMetrics {
             cfg,
             families: Mutex::new(families),
+            user: Vec::new(),
+        }
+    }
+
+    /// Adds user-defined metrics (see [`parse_user_metrics`]).
+    pub fn with_user(mut self, user: Vec<UserMetric>) -> Self {
+        let fam = self.families.get_mut().unwrap_or_else(|p| p.into_inner());
+        for u in &user {
+            // Label names as Prometheus writes them: DstPort -> dst_port.
+            let names: Vec<String> = u.labels.iter().map(|l| snake_case(l.name)).collect();
+            let labels: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut f = Family::new(&u.name, &u.help, &labels, u.buckets.as_deref());
+            f.gauge = u.kind == UserKind::Gauge;
+            fam.push(f);
+        }
+        self.user = user;
+        self
+    }
+
+    fn observe_user(&self, fam: &mut [Family], flows: &[Flow], now: Instant) {
+        let max = self.cfg.max_series;
+        for (i, u) in self.user.iter().enumerate() {
+            let f = &mut fam[PREDEFINED + i];
+            for flow in flows {
+                if !u.matches(flow) {
+                    continue;
+                }
+                let labels: Vec<String> =
+                    u.labels.iter().map(|d| (d.get)(flow).to_string()).collect();
+                let v = u.value_of(flow);
+                match u.kind {
+                    UserKind::Counter => f.add(labels, v, max, now),
+                    UserKind::Gauge => f.set(labels, v, max, now),
+                    UserKind::Histogram => f.observe(labels, v, max, now),
+                }
+            }
         }
     }
 
@@ -268,6 +314,9 @@ impl FlowMetrics {
         let now = Instant::now();
         let max = self.cfg.max_series;
         let mut fam = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.user.is_empty() {
+            self.observe_user(&mut fam, flows, now);
+        }
         let owned = |k: &IfKey| vec![k.0.to_string(), k.1.to_string(), direction(k.2).to_string()];
         for (k, v) in &per_if {
             fam[BYTES].add(owned(k), v[0], max, now);
@@ -320,7 +369,14 @@ impl FlowMetrics {
         let mut out =
             String::with_capacity(4096 + fam.iter().map(|f| f.series.len()).sum::<usize>() * 96);
         for f in fam.iter() {
-            let is_counter = f.buckets.is_none();
+            let is_counter = f.buckets.is_none() && !f.gauge;
+            let kind = if f.gauge {
+                "gauge"
+            } else if is_counter {
+                "counter"
+            } else {
+                "histogram"
+            };
             let _ = writeln!(
                 out,
                 "# HELP {}{} {}",
@@ -330,26 +386,27 @@ impl FlowMetrics {
             );
             let _ = writeln!(
                 out,
-                "# TYPE {}{} {}",
+                "# TYPE {}{} {kind}",
                 f.name,
-                suffix(is_counter, openmetrics),
-                if is_counter { "counter" } else { "histogram" }
+                suffix(is_counter, openmetrics)
             );
+            let names: Vec<&str> = f.labels.iter().map(String::as_str).collect();
             let mut keys: Vec<&Vec<String>> = f.series.keys().collect();
             keys.sort();
             for k in keys {
                 let Some(s) = f.series.get(k) else { continue };
-                let labels = label_text(f.labels, k, None);
+                let labels = label_text(&names, k, None);
                 match &s.value {
                     Value::Counter(v) => {
-                        let _ = writeln!(out, "{}_total{labels} {}", f.name, num(*v));
+                        let total = if f.gauge { "" } else { "_total" };
+                        let _ = writeln!(out, "{}{total}{labels} {}", f.name, num(*v));
                     }
                     Value::Histogram { counts, sum, count } => {
-                        for (c, b) in counts.iter().zip(f.buckets.unwrap_or(&[])) {
-                            let l = label_text(f.labels, k, Some(&num(*b)));
+                        for (c, b) in counts.iter().zip(f.buckets.as_deref().unwrap_or(&[])) {
+                            let l = label_text(&names, k, Some(&num(*b)));
                             let _ = writeln!(out, "{}_bucket{l} {c}", f.name);
                         }
-                        let l = label_text(f.labels, k, Some("+Inf"));
+                        let l = label_text(&names, k, Some("+Inf"));
                         let _ = writeln!(out, "{}_bucket{l} {count}", f.name);
                         let _ = writeln!(out, "{}_sum{labels} {}", f.name, num(*sum));
                         let _ = writeln!(out, "{}_count{labels} {count}", f.name);
@@ -363,7 +420,7 @@ impl FlowMetrics {
                 name: "weir_metrics_folded_series",
                 help: "New series a metric's cardinality budget folded into its `other` series.",
                 counter: true,
-                labels: vec![("metric", f.name.to_string())],
+                labels: vec![("metric", f.name.clone())],
                 value: f.folded as f64,
             })
             .collect();
@@ -463,6 +520,251 @@ fn num(v: f64) -> String {
     }
 }
 
+/// What a user metric does with the values it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// How a filter compares a flow field.
+#[derive(Debug, Clone)]
+enum Match {
+    Equal(String),
+    NotEqual(String),
+    /// The field is set: a non-empty string, a non-zero number or address.
+    Presence,
+    Absence,
+    /// The whole value matches the expression.
+    Regex(regex::Regex),
+}
+
+/// A user-defined metric, in the spirit of NetObserv's FlowMetric.
+#[derive(Debug)]
+pub struct UserMetric {
+    name: String,
+    help: String,
+    kind: UserKind,
+    /// A numeric field to sum or observe; None counts flows.
+    value: Option<&'static FieldDef>,
+    /// Divides the value (e.g. 1e9 to turn TimeFlowRttNs into seconds).
+    divider: f64,
+    labels: Vec<&'static FieldDef>,
+    filters: Vec<(&'static FieldDef, Match)>,
+    buckets: Option<Vec<f64>>,
+}
+
+impl UserMetric {
+    fn matches(&self, f: &Flow) -> bool {
+        self.filters.iter().all(|(d, m)| {
+            let v = (d.get)(f);
+            let set = match &v {
+                SchemaValue::U64(n) => *n != 0,
+                SchemaValue::Str(s) => !s.is_empty(),
+                SchemaValue::Ip(ip) => {
+                    !ip.is_unspecified()
+                        && ip.to_ipv4_mapped() != Some(std::net::Ipv4Addr::UNSPECIFIED)
+                }
+            };
+            match m {
+                Match::Equal(x) => v.to_string() == *x,
+                Match::NotEqual(x) => v.to_string() != *x,
+                Match::Presence => set,
+                Match::Absence => !set,
+                Match::Regex(r) => r.is_match(&v.to_string()),
+            }
+        })
+    }
+
+    fn value_of(&self, f: &Flow) -> f64 {
+        let raw = match self.value {
+            None => 1.0,
+            Some(d) => match (d.get)(f) {
+                SchemaValue::U64(n) => n as f64,
+                _ => 0.0,
+            },
+        };
+        // Sums of packets and bytes are scaled back by sampling, as the API does.
+        let scaled = match self.value.map(|d| d.name) {
+            Some("Bytes" | "Packets" | "PktDropBytes" | "PktDropPackets") => raw * f.scale() as f64,
+            _ => raw,
+        };
+        scaled / self.divider
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    #[serde(default)]
+    metric: Vec<UserDef>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserDef {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    help: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    divider: Option<f64>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    buckets: Option<Vec<f64>>,
+    #[serde(default)]
+    filter: Vec<FilterDef>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterDef {
+    field: String,
+    #[serde(rename = "match", default = "default_match")]
+    how: String,
+    #[serde(default)]
+    value: String,
+}
+
+fn default_match() -> String {
+    "equal".into()
+}
+
+/// A flow field name as a Prometheus label name: `SrcK8S_Namespace` -> `src_k8s_namespace`.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase();
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Parses user metrics: TOML `[[metric]]` tables with `name`, `type` (counter, gauge,
+/// histogram), `help`, `value` (a numeric flow field; omitted: count flows), `divider`,
+/// `labels` (flow fields), `buckets` (histograms), and `[[metric.filter]]` tables with
+/// `field`, `match` (equal, not_equal, presence, absence, regex) and `value`. Errors name the
+/// metric and the key.
+pub fn parse_user_metrics(text: &str) -> Result<Vec<UserMetric>, String> {
+    let file: UserFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, d) in file.metric.into_iter().enumerate() {
+        let at = |m: String| format!("metric {} ({}): {m}", i + 1, d.name);
+        if !valid_name(&d.name) || d.name.ends_with("_total") {
+            return Err(at(
+                "name must match [a-zA-Z_:][a-zA-Z0-9_:]* and not end in _total (added for counters)"
+                    .into(),
+            ));
+        }
+        if !names.insert(d.name.clone()) {
+            return Err(at("a metric of this name is already defined".into()));
+        }
+        let kind = match d.kind.as_str() {
+            "counter" => UserKind::Counter,
+            "gauge" => UserKind::Gauge,
+            "histogram" => UserKind::Histogram,
+            k => return Err(at(format!("type '{k}': counter, gauge or histogram"))),
+        };
+        let field = |n: &str, what: &str| {
+            crate::schema::field(n).ok_or_else(|| {
+                at(format!(
+                    "{what}: unknown flow field '{n}'{}",
+                    crate::schema::suggest(n)
+                        .map(|s| format!(" (did you mean {s}?)"))
+                        .unwrap_or_default()
+                ))
+            })
+        };
+        let value = match &d.value {
+            Some(v) => {
+                let def = field(v, "value")?;
+                if def.kind != FieldKind::U64 {
+                    return Err(at(format!("value: {v} is not a number field")));
+                }
+                Some(def)
+            }
+            None => None,
+        };
+        let labels = d
+            .labels
+            .iter()
+            .map(|l| field(l, "labels"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let buckets = match (kind, d.buckets) {
+            (UserKind::Histogram, Some(b))
+                if !b.is_empty() && b.windows(2).all(|w| w[0] < w[1]) =>
+            {
+                Some(b)
+            }
+            (UserKind::Histogram, _) => {
+                return Err(at(
+                    "buckets: a histogram needs increasing bucket bounds".into()
+                ));
+            }
+            (_, Some(_)) => return Err(at("buckets: only histograms have buckets".into())),
+            (_, None) => None,
+        };
+        let divider = d.divider.unwrap_or(1.0);
+        if divider <= 0.0 {
+            return Err(at("divider must be above 0".into()));
+        }
+        let mut filters = Vec::new();
+        for (j, fd) in d.filter.iter().enumerate() {
+            let def = field(&fd.field, &format!("filter {}", j + 1))?;
+            let m = match fd.how.as_str() {
+                "equal" => Match::Equal(fd.value.clone()),
+                "not_equal" => Match::NotEqual(fd.value.clone()),
+                "presence" => Match::Presence,
+                "absence" => Match::Absence,
+                "regex" => Match::Regex(
+                    regex::Regex::new(&format!("^(?:{})$", fd.value))
+                        .map_err(|e| at(format!("filter {}: regex: {e}", j + 1)))?,
+                ),
+                other => {
+                    return Err(at(format!(
+                        "filter {}: match '{other}': equal, not_equal, presence, absence or regex",
+                        j + 1
+                    )));
+                }
+            };
+            filters.push((def, m));
+        }
+        out.push(UserMetric {
+            help: if d.help.is_empty() {
+                format!("User metric {}.", d.name)
+            } else {
+                d.help
+            },
+            name: d.name,
+            kind,
+            value,
+            divider,
+            labels,
+            filters,
+            buckets,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +817,89 @@ mod tests {
         assert!(o.contains("# TYPE weir_flow_bytes counter"), "{o}");
         assert!(o.contains("weir_flow_bytes_total{"), "{o}");
         assert!(o.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn user_metrics_count_filter_and_observe() {
+        let user = parse_user_metrics(
+            r#"
+[[metric]]
+name = "udp_bytes"
+type = "counter"
+value = "Bytes"
+labels = ["DstPort", "Interface"]
+[[metric.filter]]
+field = "Proto"
+value = "17"
+[[metric.filter]]
+field = "Interface"
+match = "regex"
+value = "veth.*"
+
+[[metric.filter]]
+field = "SrcK8S_Name"
+match = "absence"
+
+[[metric]]
+name = "flow_size_bytes"
+type = "histogram"
+value = "Bytes"
+buckets = [100, 1000]
+
+[[metric]]
+name = "last_rtt_seconds"
+type = "gauge"
+value = "TimeFlowRttNs"
+divider = 1e9
+"#,
+        )
+        .unwrap();
+        let m = FlowMetrics::new(MetricsConfig::default()).with_user(user);
+        let mut a = flow("n", "veth0", 500);
+        a.proto = 17;
+        a.dst_port = 53;
+        a.time_flow_rtt_ns = 2_000_000;
+        let mut b = a.clone();
+        b.interface = "eth0".into();
+        let mut c = a.clone();
+        c.proto = 6;
+        m.observe(&[a.clone(), a, b, c]);
+        let t = m.render(false, &[]);
+        assert!(
+            t.contains("udp_bytes_total{dst_port=\"53\",interface=\"veth0\"} 1000"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("udp_bytes_total{dst_port=\"53\",interface=\"eth0\"}"),
+            "regex filter: {t}"
+        );
+        assert_eq!(snake_case("SrcK8S_Namespace"), "src_k8s_namespace");
+        assert_eq!(snake_case("TimeFlowRttNs"), "time_flow_rtt_ns");
+        assert!(t.contains("flow_size_bytes_bucket{le=\"1000\"} 4"), "{t}");
+        assert!(t.contains("flow_size_bytes_bucket{le=\"100\"} 0"), "{t}");
+        assert!(t.contains("# TYPE last_rtt_seconds gauge"), "{t}");
+        assert!(t.contains("last_rtt_seconds 0.002"), "{t}");
+    }
+
+    #[test]
+    fn bad_user_metrics_name_the_problem() {
+        let e = |t: &str| parse_user_metrics(t).unwrap_err();
+        assert!(
+            e("[[metric]]\nname = \"x\"\ntype = \"summary\"\n")
+                .contains("metric 1 (x): type 'summary'")
+        );
+        assert!(
+            e("[[metric]]\nname = \"x\"\ntype = \"counter\"\nvalue = \"Byts\"\n")
+                .contains("did you mean Bytes")
+        );
+        assert!(
+            e("[[metric]]\nname = \"x\"\ntype = \"counter\"\nvalue = \"Interface\"\n")
+                .contains("not a number")
+        );
+        assert!(e("[[metric]]\nname = \"x\"\ntype = \"histogram\"\n").contains("buckets"));
+        assert!(e("[[metric]]\nname = \"x_total\"\ntype = \"counter\"\n").contains("_total"));
+        assert!(e("[[metric]]\nname = \"x\"\ntype = \"counter\"\n[[metric.filter]]\nfield = \"Proto\"\nmatch = \"regex\"\nvalue = \"(\"\n").contains("filter 1: regex"));
+        assert!(e("[[metric]]\nname = \"x\"\ntype = \"counter\"\n[[metric]]\nname = \"x\"\ntype = \"gauge\"\n").contains("already defined"));
     }
 
     #[test]

@@ -30,7 +30,15 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
     require(&["prometheus", "promtool", "python3", "ping"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(68);
-    let a = agent_with(&pair, dir.path(), &[]);
+    // A user-defined metric: UDP bytes by destination port.
+    let user = dir.path().join("metrics.toml");
+    std::fs::write(
+        &user,
+        "[[metric]]\nname = \"weir_udp_port_bytes\"\ntype = \"counter\"\nvalue = \"Bytes\"\nlabels = [\"DstPort\"]\n[[metric.filter]]\nfield = \"Proto\"\nvalue = \"17\"\n",
+    )
+    .expect("metrics config");
+    let user_arg = format!("--metrics-config={}", user.display());
+    let a = agent_with(&pair, dir.path(), &[&user_arg]);
     let t0 = now_ms();
     sh(&format!(
         "ip netns exec {} python3 {PY}/udp_send.py {} 7200 50 200 && ip netns exec {} ping -q -c 5 -i 0.05 {}",
@@ -134,6 +142,11 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The user-defined metric counts the UDP flows' bytes by port.
+    assert_eq!(
+        query("sum(weir_udp_port_bytes_total{dst_port=\"7200\"})"),
+        Some((50 * 242) as f64)
+    );
     // The scrape target is up and the agent's health is there too.
     assert_eq!(query("up{job=\"weir\"}"), Some(1.0));
     assert!(query("weir_store_flows").unwrap_or(0.0) > 0.0);
