@@ -7,7 +7,15 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 /// Plugins shipped with the binary.
-const BUNDLED: &[&str] = &["flow-count", "sankey", "chord", "topology"];
+const BUNDLED: &[&str] = &[
+    "flow-count",
+    "sankey",
+    "chord",
+    "topology",
+    "drops",
+    "dns-errors",
+    "no-flows",
+];
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());

@@ -280,3 +280,92 @@ fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
         "{text}"
     );
 }
+
+#[test]
+fn bundled_rules_fire_on_drops_dns_errors_and_no_flows_then_resolve() {
+    require(&["python3", "nft"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let pair = Pair::new(70);
+    for (rule, cfg) in [
+        ("drops", vec!["flows_warning=1", "flows_critical=1000"]),
+        ("dns-errors", vec!["errors_warning=2"]),
+        ("no-flows", vec!["filter=DstPort=7777"]),
+    ] {
+        let mut args = vec!["install".to_string(), format!("bundled:{rule}")];
+        for c in cfg {
+            args.push("--config".into());
+            args.push(c.into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = weir(&data, &argv);
+        assert_eq!(code, 0, "{err}");
+    }
+    sh(&format!(
+        "ip netns exec {} nft 'add table inet t; add chain inet t input {{ type filter hook input priority 0; }}; add rule inet t input udp dport 9999 drop'",
+        pair.ns_b
+    ));
+    let _dns = crate::deep::python_bg(&pair.ns_b, "dns_server.py", &["1"]);
+    let a = crate::capture::agent_with(
+        &pair,
+        dir.path(),
+        &["--alert-interval", "1h", "--alert-window", "6s"],
+    );
+    // Drops, three NXDOMAIN answers, nothing to port 7777.
+    sh(&format!(
+        "ip netns exec {ns} python3 {PY}/udp_send.py {b} 9999 5 100 && ip netns exec {ns} python3 {PY}/dns_client.py {b} nx.test nx.test nx.test ok.test",
+        ns = pair.ns_a,
+        b = pair.b4
+    ));
+    a.flush();
+    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert_eq!(s, 200, "{v}");
+    let active = a.ok("/api/v1/alerts", &[]);
+    let find = |name: &str| -> Option<Value> {
+        active["active"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["name"] == name).cloned())
+    };
+    let drops = find("PacketDrops").unwrap_or_else(|| panic!("no PacketDrops: {active}"));
+    assert_eq!(drops["state"], "firing");
+    assert_eq!(drops["severity"], "warning");
+    assert_eq!(
+        drops["labels"]["reason"], "SKB_DROP_REASON_NETFILTER_DROP",
+        "{drops}"
+    );
+    let dnsa = find("DnsErrors").unwrap_or_else(|| panic!("no DnsErrors: {active}"));
+    assert_eq!(dnsa["labels"]["DnsFlagsResponseCode"], "NXDomain", "{dnsa}");
+    assert_eq!(dnsa["labels"]["DnsName"], "nx.test");
+    assert_eq!(
+        dnsa["severity"], "warning",
+        "three errors >= errors_warning=2"
+    );
+    let quiet = find("NoFlows").unwrap_or_else(|| panic!("no NoFlows: {active}"));
+    assert_eq!(quiet["severity"], "critical");
+    // Traffic to 7777 resolves the self-alert; the window passing resolves the others.
+    sh(&format!(
+        "ip netns exec {} python3 {PY}/udp_send.py {} 7777 3 10",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let (_, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert!(
+        v["changed"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|x| x["name"] == "NoFlows" && x["state"] == "resolved")),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    let (_, v) = a.post("/api/v1/alerts/evaluate", "");
+    let resolved: Vec<&str> = v["changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["state"] == "resolved")
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(
+        resolved.contains(&"PacketDrops") && resolved.contains(&"DnsErrors"),
+        "{v}"
+    );
+}

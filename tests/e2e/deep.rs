@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
 
 /// Starts `python3 script args` in `ns` in the background and waits for its "ready" line.
-fn python_bg(ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
+pub fn python_bg(ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "python3", &format!("{PY}/{script}")])
         .args(args)

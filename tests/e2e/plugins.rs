@@ -214,7 +214,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     let (code, out, err) = weir(&data, &["list"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("bundled, not installed: flow-count, sankey, chord, topology"),
+        out.contains("bundled, not installed: flow-count, sankey, chord, topology, drops, dns-errors, no-flows"),
         "{out}"
     );
     let (code, out, err) = weir(&data, &["install", "bundled:flow-count"]);
@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows)"
         ),
         "{err}"
     );
@@ -251,7 +251,15 @@ fn bundled_plugins_ship_inside_the_binary() {
     let v = a.ok("/api/v1/plugins", &[]);
     assert_eq!(
         v["bundled"],
-        serde_json::json!(["flow-count", "sankey", "chord", "topology"]),
+        serde_json::json!([
+            "flow-count",
+            "sankey",
+            "chord",
+            "topology",
+            "drops",
+            "dns-errors",
+            "no-flows"
+        ]),
         "{v}"
     );
     let (s, v) = a.post("/api/v1/plugins?source=bundled:flow-count", "");

@@ -277,6 +277,115 @@ pub mod alert_rule {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, flows, kv, log, metrics};
+
+    /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
+    /// is invalid input naming the key.
+    pub fn config_u64(key: &str, default: u64) -> Result<u64, PluginError> {
+        match config::get(key) {
+            None => Ok(default),
+            Some(raw) => raw.trim().replace('_', "").parse().map_err(|_| {
+                PluginError::InvalidInput(format!(
+                    "config {key}: expected a whole number, got {raw:?}"
+                ))
+            }),
+        }
+    }
+
+    /// Info, warning and critical thresholds from `<prefix>_info`, `_warning`, `_critical`
+    /// (each a whole number), checked to be in order.
+    pub fn thresholds(prefix: &str, defaults: [u64; 3]) -> Result<[u64; 3], PluginError> {
+        let t = [
+            config_u64(&format!("{prefix}_info"), defaults[0])?,
+            config_u64(&format!("{prefix}_warning"), defaults[1])?,
+            config_u64(&format!("{prefix}_critical"), defaults[2])?,
+        ];
+        if t[0] > t[1] || t[1] > t[2] {
+            return Err(PluginError::InvalidInput(format!(
+                "config {prefix}_info <= {prefix}_warning <= {prefix}_critical is required, got {} {} {}",
+                t[0], t[1], t[2]
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The severity a value reaches, if any.
+    pub fn severity_of(value: u64, t: [u64; 3]) -> Option<Severity> {
+        if value >= t[2] {
+            Some(Severity::Critical)
+        } else if value >= t[1] {
+            Some(Severity::Warning)
+        } else if value >= t[0] && t[0] > 0 {
+            Some(Severity::Info)
+        } else {
+            None
+        }
+    }
+
+    /// A group key value as text.
+    pub fn text(v: &Value) -> String {
+        match v {
+            Value::Number(n) => n.to_string(),
+            Value::Ip(ip) => crate::ip(ip.hi, ip.lo).to_string(),
+            Value::Text(t) => t.clone(),
+        }
+    }
+
+    /// `base` and the operator's `filter` config, both applied.
+    pub fn with_filter(base: &str) -> String {
+        match config::get("filter").filter(|f| !f.trim().is_empty()) {
+            Some(f) if base.is_empty() => f,
+            Some(f) => format!("({base}) and ({f})"),
+            None => base.to_string(),
+        }
+    }
+
+    /// One alert per group of matching flows whose flow count reaches a threshold: the
+    /// shape of the bundled rules. `label` renames a group field for the alert's labels;
+    /// `what` names what the count counts in the summary.
+    pub fn alerts_per_group(
+        window: TimeRange,
+        name: &str,
+        filter: &str,
+        fields: &[String],
+        t: [u64; 3],
+        label: impl Fn(&str) -> String,
+        what: &str,
+    ) -> Result<Vec<Alert>, PluginError> {
+        let groups = flows::aggregate(filter, window, fields, Metric::Flows, 1000)
+            .map_err(PluginError::InvalidInput)?;
+        let secs = (window.to_ms.saturating_sub(window.from_ms) / 1000).max(1);
+        Ok(groups
+            .iter()
+            .filter_map(|g| {
+                let severity = severity_of(g.flows, t)?;
+                let labels: Vec<(String, String)> = fields
+                    .iter()
+                    .zip(&g.key)
+                    .map(|(f, v)| (label(f), text(v)))
+                    .collect();
+                let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                Some(Alert {
+                    name: name.into(),
+                    severity,
+                    summary: format!("{} {what} in {secs} s ({})", g.flows, shown.join(", ")),
+                    labels,
+                    time_ms: window.to_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Group-by fields from the `group_by` config (comma-separated), or the default.
+    pub fn group_by(default: &[&str]) -> Vec<String> {
+        match config::get("group_by").filter(|g| !g.trim().is_empty()) {
+            Some(g) => g
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => default.iter().map(|s| s.to_string()).collect(),
+        }
+    }
 }
 
 /// The correlator world: a batch of flows and external events in, annotations out.
