@@ -71,33 +71,11 @@ pub fn dedup(records: Vec<Raw>) -> Vec<Merged> {
             let p =
                 (0..g.len()).reduce(|best, i| if earlier(&g[i], &g[best]) { i } else { best })?;
             g.swap(0, p);
+            // The primary has packets whenever any sighting has (see `earlier`); the others
+            // add only their drops, RTT and cgroup.
             let mut value = g[0].value;
             for other in &g[1..] {
-                let o = &other.value;
-                if o.drop_packets > 0 {
-                    value.drop_bytes += o.drop_bytes;
-                    value.drop_packets += o.drop_packets;
-                    if o.drop_ns >= value.drop_ns {
-                        value.drop_ns = o.drop_ns;
-                        value.drop_reason = o.drop_reason;
-                    }
-                }
-                if o.rtt_ns_at > value.rtt_ns_at {
-                    value.rtt_ns_at = o.rtt_ns_at;
-                    value.rtt_us = o.rtt_us;
-                }
-                if value.cgroup_id == 0 {
-                    value.cgroup_id = o.cgroup_id;
-                }
-                if value.skbs == 0 && o.skbs > 0 {
-                    // Only drops or an RTT in the primary: take the packets of the first
-                    // record that has them (cannot happen with the order above; kept safe).
-                    value.first_seen_ns = o.first_seen_ns;
-                    value.last_seen_ns = o.last_seen_ns;
-                    value.bytes = o.bytes;
-                    value.packets = o.packets;
-                    value.skbs = o.skbs;
-                }
+                value.merge_facts(&other.value);
             }
             Some(Merged {
                 key: g[0].key,

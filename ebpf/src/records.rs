@@ -172,6 +172,13 @@ impl FlowValue {
             self.dst_mac = other.dst_mac;
         }
         self.sampling = self.sampling.max(other.sampling);
+        self.merge_facts(other);
+    }
+
+    /// Folds in what the tracing programs and the sender's socket add: drops (summed, the
+    /// latest reason kept), the latest RTT sample, and the cgroup when this has none. Used
+    /// for other CPUs' slots and for other sightings of the same flow (deduplication).
+    pub fn merge_facts(&mut self, other: &FlowValue) {
         if other.drop_packets > 0 {
             self.drop_bytes += other.drop_bytes;
             self.drop_packets += other.drop_packets;
