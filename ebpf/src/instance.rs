@@ -841,13 +841,7 @@ impl Instance {
         };
         let mut last_expiry = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 200) };
+            wait_readable(fd, 200);
             self.drain_dns();
             if last_expiry.elapsed() > Duration::from_secs(5) {
                 last_expiry = Instant::now();
@@ -864,10 +858,7 @@ impl Instance {
         names: &HashMap<u32, String>,
         received: u64,
     ) -> Flow {
-        let name = names
-            .get(&k.ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("if{}", k.ifindex));
+        let name = if_name(names, k.ifindex);
         let reasons = &self.reasons;
         records::to_flow(k, v, &self.clock, name, &self.netns, received, &|n| {
             reasons
@@ -880,18 +871,9 @@ impl Instance {
     fn ring_loop(&self, mut ring: RingBuf<MapData>, stop: &AtomicBool, tx: &SyncSender<Batch>) {
         let fd = ring.as_raw_fd();
         while !stop.load(Ordering::SeqCst) {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 200) };
+            wait_readable(fd, 200);
             let names = lock(&self.names).clone();
-            let received = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let received = unix_now_s();
             let mut batch = Vec::new();
             while let Some(item) = ring.next() {
                 if item.len() < std::mem::size_of::<FlowRecord>() {
@@ -986,10 +968,7 @@ impl Evictor {
         self.stats
             .duplicates_merged
             .fetch_add((n - merged.len()) as u64, Ordering::Relaxed);
-        let received = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let received = unix_now_s();
         let names: Vec<HashMap<u32, String>> = self
             .instances
             .iter()
@@ -1043,10 +1022,7 @@ impl Evictor {
             let mut dirs = Vec::with_capacity(m.members.len());
             for (i, k) in &m.members {
                 let ns = &self.instances[*i].netns;
-                let name = names[*i]
-                    .get(&k.ifindex)
-                    .cloned()
-                    .unwrap_or_else(|| format!("if{}", k.ifindex));
+                let name = if_name(&names[*i], k.ifindex);
                 ifs.push(if ns.is_empty() {
                     name
                 } else {
@@ -1059,6 +1035,33 @@ impl Evictor {
         }
         f
     }
+}
+
+/// Waits up to `ms` for `fd` to become readable (a ring buffer with records).
+fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// Unix seconds now (a record's TimeReceived).
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An interface's name, or `if<index>` when it is gone.
+fn if_name(names: &HashMap<u32, String>, ifindex: u32) -> String {
+    names
+        .get(&ifindex)
+        .cloned()
+        .unwrap_or_else(|| format!("if{ifindex}"))
 }
 
 type LinkId = aya::programs::tc::SchedClassifierLinkId;
