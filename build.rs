@@ -15,6 +15,9 @@ const BUNDLED: &[&str] = &[
     "drops",
     "dns-errors",
     "no-flows",
+    "saturation",
+    "quiet",
+    "latency",
 ];
 
 fn main() {

@@ -272,6 +272,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
         (None, None)
     } else {
         let (reg, proc_tx) = start_plugins(&dir, store.clone())?;
+        if let Some(c) = &capture {
+            reg.set_capture(c.clone());
+        }
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
         (Some(reg.clone()), Some((reg, proc_tx)))
     };

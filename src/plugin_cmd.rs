@@ -28,7 +28,7 @@ pub struct InstallArgs {
     /// Refuse the file unless its sha256 is this (hex).
     #[arg(long)]
     sha256: Option<String>,
-    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, clock, config).
+    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, flow-stats, clock, config).
     /// Default: what the plugin asks for. `--grant ''` grants none.
     #[arg(long)]
     grant: Option<String>,
@@ -164,7 +164,7 @@ fn parse_grants(g: &Option<String>) -> Result<Option<Vec<Capability>>> {
         match Capability::parse(s) {
             Some(c) => out.push(c),
             None => {
-                bail!("unknown capability '{s}' (known: log, metrics, kv, flows, clock, config)")
+                bail!("unknown capability '{s}' (known: {})", Capability::known())
             }
         }
     }

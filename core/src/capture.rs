@@ -22,6 +22,10 @@ pub struct AttachedInterface {
     pub ifindex: u32,
     /// `tcx` or `clsact`.
     pub mode: String,
+    /// Link speed in bits/s as the driver reports it (absent for loopback and links without
+    /// one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_bps: Option<u64>,
 }
 
 /// A snapshot of the capture layer.
@@ -51,6 +55,14 @@ pub trait CaptureSource: Send + Sync {
     /// Replaces the filter rules at run time (no program is reloaded). The error names the
     /// bad rule; on error the rules in force stay.
     fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String>;
+    /// The link speed of an attached interface in bits/s, when its driver reports one.
+    fn link_speed(&self, netns: &str, name: &str) -> Option<u64> {
+        self.status()
+            .interfaces
+            .into_iter()
+            .find(|i| i.netns == netns && i.name == name)
+            .and_then(|i| i.speed_bps)
+    }
 }
 
 /// What a filter rule does with what it matches.

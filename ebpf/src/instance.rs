@@ -172,6 +172,7 @@ struct Probed {
 struct Attached {
     name: String,
     mode: &'static str,
+    speed_bps: Option<u64>,
     ingress: aya::programs::tc::SchedClassifierLinkId,
     egress: aya::programs::tc::SchedClassifierLinkId,
 }
@@ -402,6 +403,7 @@ impl CaptureSource for Capture {
                     name: a.name.clone(),
                     ifindex: *ifindex,
                     mode: a.mode.into(),
+                    speed_bps: a.speed_bps,
                 });
             }
             for (k, v) in lock(&inst.errors).iter() {
@@ -731,6 +733,7 @@ impl Instance {
                     attached.insert(
                         ifindex,
                         Attached {
+                            speed_bps: crate::netlink::link_speed_bps(&name),
                             name,
                             mode,
                             ingress,

@@ -98,6 +98,7 @@ fn sankey_over_stored_flows(rt: &Runtime) -> (usize, f64, f64, usize, usize) {
             limits: None,
             config: BTreeMap::new(),
             flows: Some(store.clone()),
+            links: Default::default(),
         },
     )
     .expect("sankey");
@@ -142,6 +143,7 @@ fn load_with(
             limits: None,
             config,
             flows: None,
+            links: Default::default(),
         },
     )
     .expect("load")

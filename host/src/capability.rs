@@ -4,22 +4,24 @@ use serde::{Deserialize, Serialize};
 
 /// One host interface a plugin may import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Log,
     Metrics,
     Kv,
     Flows,
+    FlowStats,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
         Capability::Flows,
+        Capability::FlowStats,
         Capability::Clock,
         Capability::Config,
     ];
@@ -31,6 +33,7 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::Kv => "kv",
             Capability::Flows => "flows",
+            Capability::FlowStats => "flow-stats",
             Capability::Clock => "clock",
             Capability::Config => "config",
         }
@@ -38,6 +41,11 @@ impl Capability {
 
     pub fn parse(s: &str) -> Option<Capability> {
         Capability::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Every capability's name, comma-separated (for messages).
+    pub fn known() -> String {
+        Capability::ALL.map(Capability::name).join(", ")
     }
 
     /// The capability behind an import name such as `weir:plugin/kv@0.1.0`.

@@ -96,6 +96,8 @@ pub struct LoadRequest<'a> {
     pub limits: Option<Limits>,
     pub config: BTreeMap<String, String>,
     pub flows: Option<Arc<weir_core::Store>>,
+    /// Link speeds for the `flow-stats` capability.
+    pub links: crate::state::Links,
 }
 
 struct FixedWall;
@@ -241,7 +243,7 @@ impl Plugin {
             },
             None => asked,
         };
-        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows));
+        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.links));
         tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
         Ok(Plugin {
             manifest,
@@ -666,6 +668,9 @@ fn link_granted(
             Capability::Kv => p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Flows => {
                 p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::FlowStats => {
+                p::flow_stats::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
             Capability::Clock => {
                 p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?

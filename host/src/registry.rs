@@ -76,6 +76,7 @@ pub struct Registry {
     dir: PathBuf,
     rt: Arc<Runtime>,
     flows: Option<Arc<weir_core::Store>>,
+    links: crate::state::Links,
     entries: RwLock<BTreeMap<String, Entry>>,
     bundled: Vec<Bundled>,
 }
@@ -185,11 +186,18 @@ impl Registry {
             dir: dir.to_path_buf(),
             rt,
             flows,
+            links: Default::default(),
             entries: RwLock::new(BTreeMap::new()),
             bundled: Vec::new(),
         };
         reg.sync();
         Ok(reg)
+    }
+
+    /// Gives plugins with the `flow-stats` capability the link speeds of a capture (set once;
+    /// plugins loaded before see it too).
+    pub fn set_capture(&self, capture: Arc<dyn weir_core::capture::CaptureSource>) {
+        let _ = self.links.set(capture);
     }
 
     /// The plugins this binary carries (installable as `bundled:NAME`).
@@ -252,6 +260,7 @@ impl Registry {
                 limits: None,
                 config: meta.config.clone(),
                 flows: self.flows.clone(),
+                links: self.links.clone(),
             },
         )
     }
@@ -496,7 +505,11 @@ impl weir_core::plugins::PluginAdmin for Registry {
         let grants = match grants {
             Some(g) => Some(
                 g.iter()
-                    .map(|s| Capability::parse(s).ok_or_else(|| format!("unknown capability '{s}' (known: log, metrics, kv, flows, clock, config)")))
+                    .map(|s| {
+                        Capability::parse(s).ok_or_else(|| {
+                            format!("unknown capability '{s}' (known: {})", Capability::known())
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             None => None,

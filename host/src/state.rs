@@ -1,6 +1,6 @@
 //! What a plugin's store holds, and the host side of every capability.
 
-use crate::bindings::imports::weir::plugin::{clock, config, flows, kv, log, metrics};
+use crate::bindings::imports::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics};
 use crate::bindings::types as wit;
 use crate::convert::{flow_to_wit, value_to_wit};
 use crate::lock;
@@ -16,12 +16,17 @@ use weir_core::store::{Buckets, ListRequest, Totals};
 /// Most bytes a plugin's key-value store may hold.
 pub const KV_LIMIT: usize = 1 << 20;
 
+/// Where the `flow-stats` capability reads link speeds: the running capture, once started
+/// (empty in hosts without one).
+pub type Links = Arc<std::sync::OnceLock<Arc<dyn weir_core::capture::CaptureSource>>>;
+
 /// Per-plugin state that outlives a call: configuration, key-value data, emitted metrics.
 pub struct PluginCtx {
     pub name: String,
     pub config: BTreeMap<String, String>,
     pub kv: Mutex<BTreeMap<String, Vec<u8>>>,
     pub flows: Option<Arc<weir_core::Store>>,
+    pub links: Links,
     pub metrics: Mutex<Vec<wit::MetricSample>>,
 }
 
@@ -30,12 +35,14 @@ impl PluginCtx {
         name: &str,
         config: BTreeMap<String, String>,
         flows: Option<Arc<weir_core::Store>>,
+        links: Links,
     ) -> Self {
         PluginCtx {
             name: name.to_string(),
             config,
             kv: Mutex::new(BTreeMap::new()),
             flows,
+            links,
             metrics: Mutex::new(Vec::new()),
         }
     }
@@ -293,5 +300,99 @@ impl flows::Host for HostState {
                 points: s.points,
             })
             .collect())
+    }
+}
+
+/// Group-by fields; none is one group of everything.
+fn group_fields(group_by: &[String]) -> Result<Vec<&'static weir_core::schema::FieldDef>, String> {
+    if group_by.is_empty() {
+        return Ok(Vec::new());
+    }
+    query::parse_group_by(&group_by.join(",")).map_err(|e| e.to_string())
+}
+
+impl flow_stats::Host for HostState {
+    fn aggregate(
+        &mut self,
+        filter: String,
+        range: wit::TimeRange,
+        group_by: Vec<String>,
+        measure: Option<flow_stats::Measure>,
+        rank: flow_stats::Rank,
+        top: u32,
+    ) -> Result<Vec<flow_stats::GroupStats>, String> {
+        use flow_stats::Rank;
+        let fields = group_fields(&group_by)?;
+        let expr = query::parse(&filter).map_err(|e| e.to_string())?;
+        let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
+        let r = range_of(&range)?;
+        let measured = match &measure {
+            Some(m) => {
+                if m.quantiles.is_empty() || m.quantiles.len() > 16 {
+                    return Err("measure: give 1 to 16 quantiles".into());
+                }
+                if let Some(q) = m.quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+                    return Err(format!("measure: quantile {q} is outside 0..=1"));
+                }
+                let f = query::parse_group_by(&m.field).map_err(|e| format!("measure: {e}"))?;
+                let [f] = f[..] else {
+                    return Err("measure: one field".into());
+                };
+                let values = self
+                    .store()?
+                    .group_values(&expr, &r, &fields, f)
+                    .map_err(|e| format!("measure: {e}"))?;
+                Some((values, m.quantiles.clone()))
+            }
+            None => None,
+        };
+        let groups = self
+            .store()?
+            .aggregate(&expr, &r, &fields, None)
+            .map_err(|e| e.to_string())?;
+        let mut values = measured
+            .as_ref()
+            .map(|(v, _)| v.clone())
+            .unwrap_or_default();
+        let mut rows: Vec<flow_stats::GroupStats> = groups
+            .into_iter()
+            .map(|((key, _), t)| {
+                let (measured_n, q) = match (values.get_mut(&key), &measured) {
+                    (Some(v), Some((_, qs))) => {
+                        (v.len() as u64, weir_core::store::collect::quantiles(v, qs))
+                    }
+                    _ => (0, Vec::new()),
+                };
+                flow_stats::GroupStats {
+                    key: key.iter().map(value_to_wit).collect(),
+                    bytes: t.bytes,
+                    packets: t.packets,
+                    flows: t.flows,
+                    drop_bytes: t.drop_bytes,
+                    drop_packets: t.drop_packets,
+                    measured: measured_n,
+                    quantiles: q,
+                }
+            })
+            .collect();
+        let score = |g: &flow_stats::GroupStats| match rank {
+            Rank::Bytes => g.bytes,
+            Rank::Packets => g.packets,
+            Rank::Flows => g.flows,
+            Rank::DropBytes => g.drop_bytes,
+            Rank::DropPackets => g.drop_packets,
+            Rank::Quantile => g.quantiles.iter().copied().max().unwrap_or(0),
+        };
+        rows.sort_by(|a, b| {
+            score(b)
+                .cmp(&score(a))
+                .then_with(|| a.bytes.cmp(&b.bytes).reverse())
+        });
+        rows.truncate(top);
+        Ok(rows)
+    }
+
+    fn link_speed(&mut self, netns: String, interface: String) -> Option<u64> {
+        self.ctx.links.get()?.link_speed(&netns, &interface)
     }
 }

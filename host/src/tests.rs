@@ -55,6 +55,7 @@ fn load(name: &str, grants: &[Capability], config: &[(&str, &str)]) -> Result<Pl
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             flows: None,
+            links: Default::default(),
         },
     )
 }
@@ -217,7 +218,7 @@ fn ungranted_imports_fail_at_load() {
     assert!(matches!(e, HostError::Denied(_)), "{e}");
     let m = e.to_string();
     assert!(
-        m.contains("weir:plugin/kv@0.1.0")
+        m.contains("weir:plugin/kv@0.1.1")
             && m.contains("kv capability is not granted")
             && m.contains("granted: config"),
         "{m}"
@@ -237,6 +238,7 @@ fn malformed_files_are_refused() {
                 limits: None,
                 config: BTreeMap::new(),
                 flows: None,
+                links: Default::default(),
             },
         )
         .err()
@@ -265,6 +267,7 @@ fn malformed_files_are_refused() {
             limits: None,
             config: BTreeMap::new(),
             flows: None,
+            links: Default::default(),
         },
     )
     .err()
@@ -288,6 +291,7 @@ fn a_newer_wit_major_is_refused_with_the_supported_version() {
             limits: None,
             config: BTreeMap::new(),
             flows: None,
+            links: Default::default(),
         },
     )
     .err()
@@ -319,6 +323,7 @@ fn embedded_manifest_and_compiled_cache() {
         limits: None,
         config: BTreeMap::new(),
         flows: None,
+        links: Default::default(),
     };
     let t = Instant::now();
     let p = Plugin::load(&rt, req()).expect("cold load");
@@ -454,5 +459,251 @@ mod registry {
         assert!(matches!(e, HostError::Malformed(_)), "{e}");
         assert!(entries(&reg_dir).is_empty(), "{:?}", entries(&reg_dir));
         assert!(reg.list().is_empty());
+    }
+}
+
+/// Alert rules against a real store: the bundled rules, and a rule built against 0.1.0.
+mod rules {
+    use super::*;
+    use crate::bindings::types::{Alert, Severity, TimeRange};
+
+    const MIN: u64 = 60_000;
+
+    fn store(flows: &[Flow]) -> (tempfile::TempDir, Arc<weir_core::Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s =
+            weir_core::Store::open(weir_core::store::StoreConfig::new(dir.path())).expect("store");
+        s.append(flows).expect("append");
+        s.flush().expect("flush");
+        (dir, Arc::new(s))
+    }
+
+    fn rule_from(
+        wasm: &[u8],
+        manifest: Manifest,
+        store: &Arc<weir_core::Store>,
+        config: &[(&str, &str)],
+    ) -> Plugin {
+        let grants = manifest.capabilities.clone();
+        Plugin::load(
+            &runtime(),
+            LoadRequest {
+                wasm,
+                manifest: Some(manifest),
+                grants: &grants,
+                limits: None,
+                config: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                flows: Some(store.clone()),
+                links: Default::default(),
+            },
+        )
+        .expect("load rule")
+    }
+
+    fn rule(name: &str, store: &Arc<weir_core::Store>, config: &[(&str, &str)]) -> Plugin {
+        rule_from(&wasm(name), manifest(name), store, config)
+    }
+
+    /// A flow on an interface of namespace `ns1`, ending inside the minute starting at `t`.
+    fn flow(t: u64, iface: &str, bytes: u64) -> Flow {
+        let mut f = Flow::empty();
+        f.time_flow_start_ms = t + 1000;
+        f.time_flow_end_ms = t + 2000;
+        f.src_addr = "10.0.0.1".parse().expect("addr");
+        f.dst_addr = "10.0.0.2".parse().expect("addr");
+        f.proto = 6;
+        f.bytes = bytes;
+        f.packets = 1 + bytes / 1000;
+        f.interface = iface.into();
+        f.netns = "ns1".into();
+        f.if_direction = 1;
+        f
+    }
+
+    fn label<'a>(a: &'a Alert, k: &str) -> &'a str {
+        a.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    fn named<'a>(alerts: &'a [Alert], name: &str, iface: &str) -> Vec<&'a Alert> {
+        alerts
+            .iter()
+            .filter(|a| a.name == name && label(a, "interface") == iface)
+            .collect()
+    }
+
+    #[test]
+    fn bundled_rules_fire_on_what_they_watch_and_nothing_else() {
+        let t = weir_core::query::now_ms() / MIN * MIN - 10 * MIN;
+        let window = TimeRange {
+            from_ms: t,
+            to_ms: t + MIN,
+        };
+        let mut flows = Vec::new();
+        // 90 % of a configured 1 Mb/s over the minute; an idle link beside it.
+        flows.push(flow(t, "veth-sat", 6_750_000));
+        flows.push(flow(t, "veth-idle", 1000));
+        // 150 dropped packets, one reason.
+        for _ in 0..3 {
+            let mut f = flow(t, "veth-drop", 5000);
+            f.pkt_drop_packets = 50;
+            f.pkt_drop_bytes = 50 * 1500;
+            f.pkt_drop_latest_drop_cause = "SKB_DROP_REASON_NETFILTER_DROP".into();
+            flows.push(f);
+        }
+        // Slow and fast TCP, slow DNS.
+        for i in 0..10 {
+            let mut f = flow(t, "veth-slow", 1000);
+            f.time_flow_rtt_ns = 300_000_000 + i;
+            flows.push(f);
+            let mut f = flow(t, "veth-fast", 1000);
+            f.time_flow_rtt_ns = 1_000_000;
+            flows.push(f);
+        }
+        for _ in 0..6 {
+            let mut f = flow(t, "veth-dns", 100);
+            f.proto = 17;
+            f.dns_latency_us = 600_000;
+            flows.push(f);
+        }
+        // Outside the window: ignored.
+        let mut late = flow(t + 5 * MIN, "veth-drop", 1);
+        late.pkt_drop_packets = 10_000;
+        flows.push(late);
+        let (_dir, s) = store(&flows);
+
+        let sat = rule("saturation", &s, &[("capacity_bps.veth-sat", "1_000_000")])
+            .evaluate(window)
+            .expect("saturation");
+        assert_eq!(sat.len(), 1, "{sat:?}");
+        assert_eq!(sat[0].name, "LinkSaturation");
+        assert_eq!(sat[0].severity, Severity::Warning, "{sat:?}");
+        assert_eq!(label(&sat[0], "netns"), "ns1");
+        assert_eq!(label(&sat[0], "direction"), "egress");
+        assert!(sat[0].summary.contains("90%"), "{}", sat[0].summary);
+        // A capacity for every link: the idle one is far below.
+        let all = rule("saturation", &s, &[("capacity_bps", "1000000")])
+            .evaluate(window)
+            .expect("saturation");
+        assert_eq!(named(&all, "LinkSaturation", "veth-sat").len(), 1);
+        assert!(named(&all, "LinkSaturation", "veth-idle").is_empty());
+
+        let drops = rule("drops", &s, &[]).evaluate(window).expect("drops");
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        assert_eq!(drops[0].severity, Severity::Warning);
+        assert_eq!(label(&drops[0], "reason"), "SKB_DROP_REASON_NETFILTER_DROP");
+        assert!(
+            drops[0].summary.starts_with("150 packets"),
+            "{}",
+            drops[0].summary
+        );
+
+        let lat = rule("latency", &s, &[]).evaluate(window).expect("latency");
+        let rtt = named(&lat, "HighRtt", "veth-slow");
+        assert_eq!(rtt.len(), 1, "{lat:?}");
+        assert_eq!(rtt[0].severity, Severity::Warning);
+        assert_eq!(label(rtt[0], "quantile"), "p95");
+        assert!(named(&lat, "HighRtt", "veth-fast").is_empty(), "{lat:?}");
+        let dns = named(&lat, "SlowDns", "veth-dns");
+        assert_eq!(dns.len(), 1, "{lat:?}");
+        assert_eq!(dns[0].severity, Severity::Warning);
+        // Too few samples: not judged.
+        let few = rule("latency", &s, &[("min_samples", "11")])
+            .evaluate(window)
+            .expect("latency");
+        assert!(few.is_empty(), "{few:?}");
+
+        // Bad config names the key.
+        for (name, cfg) in [
+            ("saturation", ("percent_info", "90x")),
+            ("latency", ("quantile", "1.5")),
+            ("latency", ("check", "jitter")),
+            ("drops", ("packets_warning", "0")),
+            ("quiet", ("seasonality", "monthly")),
+        ] {
+            let e = rule(name, &s, &[cfg]).evaluate(window).unwrap_err();
+            assert!(e.to_string().contains(cfg.0), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn quiet_learns_a_baseline_and_fires_when_traffic_falls_or_stops() {
+        let t0 = weir_core::query::now_ms() / MIN * MIN - 20 * MIN;
+        // Minutes 0-2: 10 kB; 3: 1 kB (10 %); 4: nothing; 5: 10 kB again.
+        let per_minute = [10_000, 10_000, 10_000, 1_000, 0, 10_000];
+        let mut flows = Vec::new();
+        for (i, b) in per_minute.iter().enumerate() {
+            if *b > 0 {
+                flows.push(flow(t0 + i as u64 * MIN, "veth-q", *b));
+            }
+        }
+        let (_dir, s) = store(&flows);
+        let quiet = rule(
+            "quiet",
+            &s,
+            &[
+                ("seasonality", "none"),
+                ("learn_windows", "3"),
+                ("min_baseline_bytes", "100"),
+            ],
+        );
+        let mut got = Vec::new();
+        for i in 0..per_minute.len() as u64 {
+            let w = TimeRange {
+                from_ms: t0 + i * MIN,
+                to_ms: t0 + (i + 1) * MIN - 1,
+            };
+            got.push(quiet.evaluate(w).expect("quiet"));
+        }
+        for a in &got[..3] {
+            assert!(a.is_empty(), "learning: {a:?}");
+        }
+        assert_eq!(got[3].len(), 1, "{got:?}");
+        assert_eq!(got[3][0].name, "TrafficQuiet");
+        assert_eq!(
+            got[3][0].severity,
+            Severity::Warning,
+            "10 % of the baseline"
+        );
+        assert_eq!(label(&got[3][0], "interface"), "veth-q");
+        assert_eq!(got[4].len(), 1, "zero traffic is still judged: {got:?}");
+        assert_eq!(got[4][0].severity, Severity::Critical);
+        assert!(got[4][0].summary.contains("0%"), "{}", got[4][0].summary);
+        // The quiet minutes did not lower the baseline: back to normal, no alert.
+        assert!(got[5].is_empty(), "{:?}", got[5]);
+    }
+
+    #[test]
+    fn a_rule_built_against_wit_0_1_0_keeps_loading() {
+        let wasm = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-flows-0.1.0.wasm"),
+        )
+        .expect("fixture");
+        let m = Manifest::parse(
+            "name = \"no-flows\"\nversion = \"0.1.0\"\nkind = \"alert-rule\"\nwit = \"0.1\"\ncapabilities = [\"flows\", \"config\"]\n",
+            "fixture",
+        )
+        .expect("manifest");
+        let t = weir_core::query::now_ms() / MIN * MIN - 10 * MIN;
+        let (_dir, s) = store(&[flow(t, "veth0", 100)]);
+        let p = rule_from(&wasm, m, &s, &[]);
+        let busy = TimeRange {
+            from_ms: t,
+            to_ms: t + MIN,
+        };
+        assert!(p.evaluate(busy).expect("evaluate").is_empty());
+        let empty = TimeRange {
+            from_ms: t + 2 * MIN,
+            to_ms: t + 3 * MIN,
+        };
+        let fired = p.evaluate(empty).expect("evaluate");
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].name, "NoFlows");
     }
 }

@@ -50,6 +50,43 @@ fn hook_lines(log: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A real Alertmanager on loopback (one receiver, no clustering), ready; and its port.
+fn alertmanager(dir: &Path) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let cfg = dir.join("am.yml");
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n",
+    )
+    .expect("am config");
+    let am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager");
+    let am = KillOnDrop(am);
+    wait_until("alertmanager up", 20, || {
+        ureq::get(&format!("http://127.0.0.1:{port}/-/ready"))
+            .call()
+            .is_ok()
+    });
+    (am, port)
+}
+
+/// The alerts Alertmanager holds (active ones).
+fn am_alerts(port: u16) -> Vec<Value> {
+    ureq::get(&format!("http://127.0.0.1:{port}/api/v2/alerts"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
     require(&["prometheus-alertmanager", "python3"]);
@@ -62,40 +99,8 @@ fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let pair = Pair::new(69);
-    // Alertmanager on loopback, one receiver, no clustering.
-    let am_port = free_port();
-    let am_cfg = dir.path().join("am.yml");
-    std::fs::write(
-        &am_cfg,
-        "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n",
-    )
-    .expect("am config");
-    let am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", am_cfg.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("am").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("alertmanager");
-    let _am = KillOnDrop(am);
-    let am_alerts = || -> Vec<Value> {
-        ureq::get(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    };
-    wait_until("alertmanager up", 20, || {
-        ureq::get(&format!("http://127.0.0.1:{am_port}/-/ready"))
-            .call()
-            .is_ok()
-    });
+    let (_am, am_port) = alertmanager(dir.path());
+    let am_alerts = || am_alerts(am_port);
     // The alert scripts: Python fires on a heavy pair, JavaScript on a quiet port.
     for (g, cfg) in [
         ("heavy-talkers", "threshold_bytes=100000"),
@@ -281,16 +286,94 @@ fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
     );
 }
 
+/// Alert names (with severity) among the agent's active alerts.
+fn active_alerts(a: &Agent) -> Vec<(String, String)> {
+    a.ok("/api/v1/alerts", &[])["active"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["state"] == "firing")
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap_or("").to_string(),
+                x["severity"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn evaluate(a: &Agent) -> Value {
+    a.flush();
+    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn changed(v: &Value, state: &str) -> Vec<String> {
+    v["changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["state"] == state)
+        .filter_map(|x| x["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// Every bundled rule on traffic made for it in namespaces: drops (nftables), DNS errors and
+/// slow DNS (a real resolver), saturation (iperf3 against the veth's own link speed), high
+/// RTT (iperf3 through a token-bucket queue), quiet (a steady ping that stops) and the
+/// no-flows self-alert; each fires, reaches a real Alertmanager, and resolves.
 #[test]
-fn bundled_rules_fire_on_drops_dns_errors_and_no_flows_then_resolve() {
-    require(&["python3", "nft"]);
+fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
+    require(&["python3", "nft", "iperf3", "prometheus-alertmanager", "tc"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let pair = Pair::new(70);
+    let (_am, am_port) = alertmanager(dir.path());
     for (rule, cfg) in [
-        ("drops", vec!["flows_warning=1", "flows_critical=1000"]),
+        // Only UDP: ping's echo replies count as NO_SOCKET drops (the raw socket got a
+        // copy); the three packets to 7777 (no listener) stay under packets_info.
+        (
+            "drops",
+            vec![
+                "packets_info=4",
+                "packets_warning=5",
+                "packets_critical=1000",
+                "filter=Proto=udp",
+            ],
+        ),
         ("dns-errors", vec!["errors_warning=2"]),
         ("no-flows", vec!["filter=DstPort=7777"]),
+        // Shares of the veth's reported 10 Gb/s that iperf3 passes easily.
+        (
+            "saturation",
+            vec![
+                "percent_info=1",
+                "percent_warning=2",
+                "percent_critical=3",
+                "filter=Port=5201",
+            ],
+        ),
+        (
+            "latency",
+            vec![
+                "rtt_ms_info=50",
+                "rtt_ms_warning=100",
+                "rtt_ms_critical=100000",
+                "dns_ms_warning=200",
+                "dns_ms_critical=100000",
+                "min_samples=2",
+            ],
+        ),
+        (
+            "quiet",
+            vec![
+                "seasonality=none",
+                "learn_windows=2",
+                "min_baseline_bytes=500",
+                "filter=Proto=icmp",
+            ],
+        ),
     ] {
         let mut args = vec!["install".to_string(), format!("bundled:{rule}")];
         for c in cfg {
@@ -299,73 +382,195 @@ fn bundled_rules_fire_on_drops_dns_errors_and_no_flows_then_resolve() {
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, _, err) = weir(&data, &argv);
-        assert_eq!(code, 0, "{err}");
+        assert_eq!(code, 0, "{rule}: {err}");
     }
     sh(&format!(
         "ip netns exec {} nft 'add table inet t; add chain inet t input {{ type filter hook input priority 0; }}; add rule inet t input udp dport 9999 drop'",
         pair.ns_b
     ));
-    let _dns = crate::deep::python_bg(&pair.ns_b, "dns_server.py", &["1"]);
+    // slow.test answers after 300 ms.
+    let _dns = crate::deep::python_bg(&pair.ns_b, "dns_server.py", &["300"]);
+    let am_url = format!("http://127.0.0.1:{am_port}");
     let a = crate::capture::agent_with(
         &pair,
         dir.path(),
-        &["--alert-interval", "1h", "--alert-window", "6s"],
+        &[
+            "--alert-interval",
+            "1h",
+            "--alert-window",
+            "6s",
+            "--alertmanager",
+            &am_url,
+        ],
     );
-    // Drops, three NXDOMAIN answers, nothing to port 7777.
+    // The capture read the veth's link speed, which saturation uses.
+    let st = a.ok("/api/v1/status", &[]);
+    assert!(
+        st["capture"]["interfaces"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|i| i["speed_bps"] == 10_000_000_000u64)),
+        "veth speed: {st}"
+    );
+    let ping = |_: ()| {
+        KillOnDrop(
+            Command::new("ip")
+                .args(["netns", "exec", &pair.ns_a, "ping", "-q", "-i", "0.2"])
+                .arg(&pair.b4)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("ping"),
+        )
+    };
+    let iperf = |secs: u32| {
+        sh(&format!(
+            "ip netns exec {b} iperf3 -s -1 -D && sleep 0.5 && ip netns exec {a} iperf3 -c {ip} -t {secs} >/dev/null",
+            a = pair.ns_a,
+            b = pair.ns_b,
+            ip = pair.b4
+        ));
+    };
+
+    // A steady ping teaches quiet its baseline (two windows).
+    let pinger = ping(());
+    std::thread::sleep(Duration::from_secs(3));
+    evaluate(&a);
+    // A bulk transfer, drops, three NXDOMAIN and four slow answers, nothing to port 7777.
+    iperf(3);
     sh(&format!(
-        "ip netns exec {ns} python3 {PY}/udp_send.py {b} 9999 5 100 && ip netns exec {ns} python3 {PY}/dns_client.py {b} nx.test nx.test nx.test ok.test",
+        "ip netns exec {ns} python3 {PY}/udp_send.py {b} 9999 5 100 && ip netns exec {ns} python3 {PY}/dns_client.py {b} nx.test nx.test nx.test slow.test slow.test slow.test slow.test",
         ns = pair.ns_a,
         b = pair.b4
     ));
-    a.flush();
-    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
-    assert_eq!(s, 200, "{v}");
-    let active = a.ok("/api/v1/alerts", &[]);
-    let find = |name: &str| -> Option<Value> {
-        active["active"]
-            .as_array()
-            .and_then(|l| l.iter().find(|x| x["name"] == name).cloned())
-    };
-    let drops = find("PacketDrops").unwrap_or_else(|| panic!("no PacketDrops: {active}"));
-    assert_eq!(drops["state"], "firing");
-    assert_eq!(drops["severity"], "warning");
+    evaluate(&a);
+    let active = active_alerts(&a);
+    let has = |name: &str, sev: &str| active.iter().any(|(n, s)| n == name && s == sev);
+    for (name, sev) in [
+        ("PacketDrops", "warning"),
+        ("DnsErrors", "warning"),
+        ("NoFlows", "critical"),
+        ("LinkSaturation", "critical"),
+        ("SlowDns", "warning"),
+    ] {
+        assert!(
+            has(name, sev),
+            "{name} {sev} not firing: {active:?}\n{}\n{}",
+            a.ok(
+                "/api/v1/flows",
+                &[("filter", "Port=53 or PktDropPackets>0"), ("limit", "40")]
+            ),
+            a.log_text()
+        );
+    }
+    assert!(
+        !active.iter().any(|(n, _)| n == "TrafficQuiet"),
+        "{active:?}"
+    );
+    let full = a.ok("/api/v1/alerts", &[]);
+    let drops = full["active"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["name"] == "PacketDrops").cloned())
+        .expect("drops");
     assert_eq!(
         drops["labels"]["reason"], "SKB_DROP_REASON_NETFILTER_DROP",
         "{drops}"
     );
-    let dnsa = find("DnsErrors").unwrap_or_else(|| panic!("no DnsErrors: {active}"));
-    assert_eq!(dnsa["labels"]["DnsFlagsResponseCode"], "NXDomain", "{dnsa}");
-    assert_eq!(dnsa["labels"]["DnsName"], "nx.test");
-    assert_eq!(
-        dnsa["severity"], "warning",
-        "three errors >= errors_warning=2"
+    assert!(
+        drops["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("5 packets")),
+        "{drops}"
     );
-    let quiet = find("NoFlows").unwrap_or_else(|| panic!("no NoFlows: {active}"));
-    assert_eq!(quiet["severity"], "critical");
-    // Traffic to 7777 resolves the self-alert; the window passing resolves the others.
+    let in_am = |names: &[&str]| {
+        let got = am_alerts(am_port);
+        names
+            .iter()
+            .all(|n| got.iter().any(|x| x["labels"]["alertname"] == *n))
+    };
+    wait_until("bundled alerts in alertmanager", 30, || {
+        in_am(&[
+            "PacketDrops",
+            "DnsErrors",
+            "NoFlows",
+            "LinkSaturation",
+            "SlowDns",
+        ])
+    });
+
+    // A congested link: a token bucket queue on a's side makes TCP's RTT climb.
+    sh(&format!(
+        "ip netns exec {} tc qdisc add dev {} root tbf rate 4mbit burst 32kb latency 800ms",
+        pair.ns_a, pair.a_if
+    ));
+    iperf(4);
+    sh(&format!(
+        "ip netns exec {} tc qdisc del dev {} root",
+        pair.ns_a, pair.a_if
+    ));
+    evaluate(&a);
+    let active = active_alerts(&a);
+    assert!(
+        active.iter().any(|(n, s)| n == "HighRtt" && s == "warning"),
+        "HighRtt not firing: {active:?}\n{}",
+        a.ok(
+            "/api/v1/flows",
+            &[("filter", "TimeFlowRttNs>0"), ("limit", "20")]
+        )
+    );
+    wait_until("HighRtt in alertmanager", 30, || in_am(&["HighRtt"]));
+
+    // The ping stops: quiet fires (zero where there was traffic). Traffic to 7777 resolves
+    // the self-alert, and the window passing resolves the others.
+    drop(pinger);
+    std::thread::sleep(Duration::from_secs(7));
     sh(&format!(
         "ip netns exec {} python3 {PY}/udp_send.py {} 7777 3 10",
         pair.ns_a, pair.b4
     ));
-    a.flush();
-    let (_, v) = a.post("/api/v1/alerts/evaluate", "");
+    let v = evaluate(&a);
+    let history = a.ok("/api/v1/alerts/history", &[("limit", "500")]);
+    let active = active_alerts(&a);
+    for name in [
+        "PacketDrops",
+        "DnsErrors",
+        "NoFlows",
+        "LinkSaturation",
+        "SlowDns",
+        "HighRtt",
+    ] {
+        assert!(
+            !active.iter().any(|(n, _)| n == name),
+            "{name} still firing: {active:?}"
+        );
+        assert!(
+            history["history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["state"] == "resolved" && x["name"] == name),
+            "{name} never resolved: {history}"
+        );
+    }
+    let active = active_alerts(&a);
     assert!(
-        v["changed"].as_array().is_some_and(|c| c
+        active
             .iter()
-            .any(|x| x["name"] == "NoFlows" && x["state"] == "resolved")),
-        "{v}"
+            .any(|(n, s)| n == "TrafficQuiet" && s == "critical"),
+        "TrafficQuiet not firing: {active:?} {v}"
     );
-    std::thread::sleep(Duration::from_secs(7));
-    let (_, v) = a.post("/api/v1/alerts/evaluate", "");
-    let resolved: Vec<&str> = v["changed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| x["state"] == "resolved")
-        .filter_map(|x| x["name"].as_str())
-        .collect();
+    wait_until("quiet in alertmanager, the rest resolved there", 30, || {
+        let got = am_alerts(am_port);
+        got.iter()
+            .any(|x| x["labels"]["alertname"] == "TrafficQuiet")
+            && !got
+                .iter()
+                .any(|x| x["labels"]["alertname"] == "LinkSaturation")
+    });
+    // The ping comes back: quiet resolves.
+    let _pinger = ping(());
+    std::thread::sleep(Duration::from_secs(4));
+    let v = evaluate(&a);
     assert!(
-        resolved.contains(&"PacketDrops") && resolved.contains(&"DnsErrors"),
+        changed(&v, "resolved").iter().any(|n| n == "TrafficQuiet"),
         "{v}"
     );
 }

@@ -386,6 +386,52 @@ impl Store {
             fields: group_by.to_vec(),
             buckets,
         };
+        self.search_parts(range, &*query, &collector, collect::merge_into)
+    }
+
+    /// One numeric field's non-zero values per group of matching flows (`value` must be a
+    /// number field), for quantiles: see [`collect::quantiles`].
+    pub fn group_values(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        value: &'static FieldDef,
+    ) -> Result<collect::GroupValues, StoreError> {
+        if group_by.len() > crate::query::MAX_GROUP_FIELDS {
+            return Err(StoreError::BadRequest(format!(
+                "at most {} group-by fields",
+                crate::query::MAX_GROUP_FIELDS
+            )));
+        }
+        if value.kind != crate::schema::FieldKind::U64 {
+            return Err(StoreError::BadRequest(format!(
+                "{} is not a number field",
+                value.name
+            )));
+        }
+        let query = self.fields.compile(filter, range);
+        let collector = collect::ValuesCollector {
+            fields: group_by.to_vec(),
+            value,
+        };
+        self.search_parts(range, &*query, &collector, collect::merge_values)
+    }
+
+    /// Runs a collector over every partition overlapping `range`, partitions spread over the
+    /// cores, and merges the fruits.
+    fn search_parts<C, F>(
+        &self,
+        range: &TimeRange,
+        query: &dyn tantivy::query::Query,
+        collector: &C,
+        merge: F,
+    ) -> Result<C::Fruit, StoreError>
+    where
+        C: tantivy::collector::Collector,
+        C::Fruit: Default + Send,
+        F: Fn(&mut C::Fruit, C::Fruit) + Sync,
+    {
         let parts = self.parts_for(range);
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -393,16 +439,16 @@ impl Store {
             .min(parts.len())
             .max(1);
         let next = AtomicU64::new(0);
-        let results: Vec<Result<HashMap<GroupKey, Totals>, StoreError>> = std::thread::scope(|s| {
+        let results: Vec<Result<C::Fruit, StoreError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     s.spawn(|| {
-                        let mut acc = HashMap::new();
+                        let mut acc = C::Fruit::default();
                         loop {
                             let i = next.fetch_add(1, Ordering::SeqCst) as usize;
                             let Some(p) = parts.get(i) else { break };
-                            let got = p.reader.searcher().search(&query, &collector)?;
-                            collect::merge_into(&mut acc, got);
+                            let got = p.reader.searcher().search(query, collector)?;
+                            merge(&mut acc, got);
                         }
                         Ok(acc)
                     })
@@ -417,9 +463,9 @@ impl Store {
                 })
                 .collect()
         });
-        let mut out = HashMap::new();
+        let mut out = C::Fruit::default();
         for r in results {
-            collect::merge_into(&mut out, r?);
+            merge(&mut out, r?);
         }
         Ok(out)
     }

@@ -239,3 +239,49 @@ fn retention_drops_whole_partitions() {
     s.enforce_retention(T0).unwrap();
     assert_eq!(s.status().partitions.len(), 1);
 }
+
+#[test]
+fn group_values_give_exact_quantiles_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut flows = synth(3000, T0, 3_600_000);
+    for (i, f) in flows.iter_mut().enumerate() {
+        // Every third flow has no RTT (0): left out of the quantiles.
+        f.time_flow_rtt_ns = if i % 3 == 0 {
+            0
+        } else {
+            1000 * (i as u64 % 997)
+        };
+    }
+    s.append(&flows).unwrap();
+    s.flush().unwrap();
+    let g = [field("Interface").unwrap()];
+    let rtt = field("TimeFlowRttNs").unwrap();
+    let filter = parse("Proto=tcp").unwrap();
+    let mut got = s.group_values(&filter, &TimeRange::ALL, &g, rtt).unwrap();
+    let mut want: HashMap<String, Vec<u64>> = HashMap::new();
+    for f in flows
+        .iter()
+        .filter(|f| f.proto == 6 && f.time_flow_rtt_ns > 0)
+    {
+        want.entry(f.interface.clone())
+            .or_default()
+            .push(f.time_flow_rtt_ns);
+    }
+    assert_eq!(got.len(), want.len());
+    for (iface, mut w) in want {
+        let v = got
+            .get_mut(&vec![crate::schema::Value::Str(iface.clone())])
+            .unwrap();
+        assert_eq!(v.len(), w.len(), "{iface}");
+        w.sort_unstable();
+        let q = collect::quantiles(v, &[0.5, 0.9, 1.0]);
+        let nearest = |p: f64| w[((p * w.len() as f64).ceil() as usize).max(1) - 1];
+        assert_eq!(q, vec![nearest(0.5), nearest(0.9), nearest(1.0)], "{iface}");
+    }
+    assert!(collect::quantiles(&mut [], &[0.5]).is_empty());
+    let e = s
+        .group_values(&filter, &TimeRange::ALL, &g, field("Interface").unwrap())
+        .unwrap_err();
+    assert!(e.to_string().contains("not a number field"), "{e}");
+}

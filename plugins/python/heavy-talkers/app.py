@@ -115,7 +115,7 @@ def evaluate(window: TimeRange):
                 name="heavy-talker",
                 severity=Severity.WARNING,
                 summary=f"{src} -> {dst} sent {format_bytes(g.bytes)} in {span}",
-                labels=[("src", src), ("dst", dst), ("bytes", str(g.bytes))],
+                labels=[("src", src), ("dst", dst)],
                 time_ms=window.to_ms,
             )
         )

@@ -157,7 +157,7 @@ pub mod visualization {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log};
+    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log};
 
     /// A request parameter.
     pub fn param<'a>(req: &'a RenderRequest, key: &str) -> Option<&'a str> {
@@ -274,9 +274,10 @@ pub mod alert_rule {
         pub_export_macro: true,
         default_bindings_module: "weir_plugin_sdk::alert_rule",
     });
+    pub use self::weir::plugin::flow_stats::{GroupStats, Measure, Rank};
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log, metrics};
+    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics};
 
     /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
     /// is invalid input naming the key.
@@ -373,6 +374,146 @@ pub mod alert_rule {
                 })
             })
             .collect())
+    }
+
+    /// A decimal config value, or the default; a bad value is invalid input naming the key.
+    pub fn config_f64(key: &str, default: f64) -> Result<f64, PluginError> {
+        match config::get(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .replace('_', "")
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    PluginError::InvalidInput(format!(
+                        "config {key}: expected a number, got {raw:?}"
+                    ))
+                }),
+        }
+    }
+
+    /// Thresholds for "lower is worse" values (`<prefix>_info` >= `_warning` >= `_critical`).
+    pub fn thresholds_below(prefix: &str, defaults: [u64; 3]) -> Result<[u64; 3], PluginError> {
+        let t = [
+            config_u64(&format!("{prefix}_info"), defaults[0])?,
+            config_u64(&format!("{prefix}_warning"), defaults[1])?,
+            config_u64(&format!("{prefix}_critical"), defaults[2])?,
+        ];
+        if t[0] < t[1] || t[1] < t[2] {
+            return Err(PluginError::InvalidInput(format!(
+                "config {prefix}_info >= {prefix}_warning >= {prefix}_critical is required, got {} {} {}",
+                t[0], t[1], t[2]
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The severity a "lower is worse" value reaches, if any.
+    pub fn severity_below(value: u64, t: [u64; 3]) -> Option<Severity> {
+        if value <= t[2] {
+            Some(Severity::Critical)
+        } else if value <= t[1] {
+            Some(Severity::Warning)
+        } else if value <= t[0] {
+            Some(Severity::Info)
+        } else {
+            None
+        }
+    }
+
+    /// The window's length in seconds (at least 1).
+    pub fn window_secs(window: &TimeRange) -> u64 {
+        (window.to_ms.saturating_sub(window.from_ms) / 1000).max(1)
+    }
+
+    /// A group's labels: each group-by field (named by `label`) with its value as text;
+    /// `IfDirection` reads `ingress` / `egress`.
+    pub fn labels_of(
+        fields: &[String],
+        key: &[Value],
+        label: impl Fn(&str) -> String,
+    ) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .zip(key)
+            .map(|(f, v)| {
+                let text = match (f.as_str(), v) {
+                    ("IfDirection", Value::Number(0)) => "ingress".to_string(),
+                    ("IfDirection", Value::Number(1)) => "egress".to_string(),
+                    _ => text(v),
+                };
+                (label(f), text)
+            })
+            .collect()
+    }
+
+    /// The usual label names: `NetNs` -> `netns`, `IfDirection` -> `direction`, others in
+    /// snake case (`DstPort` -> `dst_port`).
+    pub fn label_name(field: &str) -> String {
+        match field {
+            "NetNs" => "netns".into(),
+            "IfDirection" => "direction".into(),
+            "PktDropLatestDropCause" => "reason".into(),
+            _ => {
+                let mut out = String::new();
+                let mut prev_lower = false;
+                for c in field.chars() {
+                    if c.is_ascii_uppercase() && prev_lower {
+                        out.push('_');
+                    }
+                    prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+                    out.push(c.to_ascii_lowercase());
+                }
+                out
+            }
+        }
+    }
+
+    /// `k=v, k=v` for summaries.
+    pub fn shown(labels: &[(String, String)]) -> String {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Groups with every total (and quantiles when `measure` is given), through the
+    /// `flow-stats` capability.
+    pub fn group_stats(
+        window: TimeRange,
+        filter: &str,
+        fields: &[String],
+        measure: Option<&Measure>,
+        rank: Rank,
+    ) -> Result<Vec<GroupStats>, PluginError> {
+        flow_stats::aggregate(filter, window, fields, measure, rank, 1000)
+            .map_err(PluginError::InvalidInput)
+    }
+
+    /// Bits per second, readable (`8.4 Mb/s`).
+    pub fn bits_per_second(bps: u64) -> String {
+        human(bps as f64, "b/s")
+    }
+
+    /// Bytes, readable (`1.2 MB`).
+    pub fn bytes(n: u64) -> String {
+        human(n as f64, "B")
+    }
+
+    fn human(v: f64, unit: &str) -> String {
+        let (v, p) = if v >= 1e9 {
+            (v / 1e9, "G")
+        } else if v >= 1e6 {
+            (v / 1e6, "M")
+        } else if v >= 1e3 {
+            (v / 1e3, "k")
+        } else {
+            return format!("{v:.0} {unit}");
+        };
+        format!("{v:.1} {p}{unit}")
     }
 
     /// Group-by fields from the `group_by` config (comma-separated), or the default.
