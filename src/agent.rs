@@ -111,6 +111,10 @@ pub struct AgentArgs {
     /// Flow-metric series not updated for this long leave /metrics.
     #[arg(long, default_value = "5m", value_parser = units::duration)]
     metrics_stale: Duration,
+    /// Most series all the metrics one plugin defines may keep together (metrics plugins,
+    /// the metrics capability); beyond it new series fold into `other`.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    metrics_plugin_max_series: usize,
     /// Send alert notifications to this Prometheus Alertmanager (its base URL, e.g.
     /// http://127.0.0.1:9093). Repeatable.
     #[arg(long = "alertmanager", value_name = "URL")]
@@ -268,16 +272,6 @@ pub fn run(a: AgentArgs) -> Result<()> {
     state.ingest_tx = Some(tx);
     state.enricher = enricher.clone();
     state.token = token;
-    let (registry, processors) = if a.no_plugins {
-        (None, None)
-    } else {
-        let (reg, proc_tx) = start_plugins(&dir, store.clone())?;
-        if let Some(c) = &capture {
-            reg.set_capture(c.clone());
-        }
-        state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
-        (Some(reg.clone()), Some((reg, proc_tx)))
-    };
     let user_metrics = match &a.metrics_config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -291,10 +285,21 @@ pub fn run(a: AgentArgs) -> Result<()> {
         weir_core::metrics::FlowMetrics::new(weir_core::metrics::MetricsConfig {
             max_series: a.metrics_max_series.max(1),
             stale_after: a.metrics_stale,
+            plugin_max_series: a.metrics_plugin_max_series.max(1),
         })
         .with_user(user_metrics),
     );
     state.metrics = Some(metrics.clone());
+    let (registry, processors) = if a.no_plugins {
+        (None, None)
+    } else {
+        let (reg, proc_tx) = start_plugins(&dir, store.clone(), metrics.clone())?;
+        if let Some(c) = &capture {
+            reg.set_capture(c.clone());
+        }
+        state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
+        (Some(reg.clone()), Some((reg, proc_tx)))
+    };
     let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let alerts_thread = match &registry {
         Some(reg) => {
@@ -402,6 +407,7 @@ const BUNDLED_VIEWS: &[&str] = &["sankey", "chord", "topology"];
 fn start_plugins(
     dir: &std::path::Path,
     store: Arc<Store>,
+    metrics: Arc<weir_core::metrics::FlowMetrics>,
 ) -> Result<(Arc<weir_host::registry::Registry>, ProcessorQueue)> {
     let rt = weir_host::Runtime::new(Some(dir.join("plugin-cache")))
         .context("starting the plugin runtime")?;
@@ -428,11 +434,16 @@ fn start_plugins(
         }
     }
     let weak = Arc::downgrade(&reg);
+    let emitted = metrics.clone();
     std::thread::Builder::new()
         .name("weir-plugin-sync".into())
         .spawn(move || {
             while let Some(reg) = weak.upgrade() {
                 reg.sync();
+                // What plugins emitted through the metrics capability reaches /metrics.
+                for p in reg.loaded() {
+                    emitted.record_plugin(&p.manifest().name, &p.drain_samples());
+                }
                 drop(reg);
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -449,7 +460,10 @@ fn start_plugins(
                 let batch = weir_host::FlowBatch::new(&batch);
                 // Errors are recorded against the plugin (and may disable it).
                 for p in reg.of_kind(weir_host::Kind::FlowProcessor) {
-                    let _ = p.process(&batch);
+                    if let Ok(out) = p.process(&batch) {
+                        let samples = weir_host::convert::samples_of(&out.samples);
+                        metrics.record_plugin(&p.manifest().name, &samples);
+                    }
                 }
                 for p in reg.of_kind(weir_host::Kind::Summarizer) {
                     let _ = p.summarize(&batch);

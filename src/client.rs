@@ -546,6 +546,17 @@ pub fn alerts(a: AlertsArgs) -> Result<()> {
                     s["comment"].as_str().unwrap_or("")
                 )?;
             }
+            for (rule, e) in v["rule_errors"].as_object().into_iter().flatten() {
+                writeln!(out, "rule {rule} failing: {}", e.as_str().unwrap_or(""))?;
+            }
+            let queued = v["queued_notifications"].as_u64().unwrap_or(0);
+            let given_up = v["given_up_notifications"].as_u64().unwrap_or(0);
+            if queued + given_up > 0 {
+                writeln!(
+                    out,
+                    "notifications: {queued} waiting for delivery, {given_up} given up"
+                )?;
+            }
         }
         Some(AlertsAction::History { .. }) => {
             for x in rows("history") {

@@ -56,8 +56,13 @@ pub struct Alert {
     pub resolved_ms: u64,
     /// Last evaluation that reported it.
     pub seen_ms: u64,
-    /// Whether a silence covered it when it changed state.
+    /// Whether a silence covers it (checked at each state change, and whenever silences
+    /// change or an evaluation pass ends).
     pub silenced: bool,
+    /// Whether its firing was notified: then its resolve is notified too, silenced or not,
+    /// so a receiver that saw it fire sees it end.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 /// A silence: alerts whose labels (and `alertname`, `rule`, `severity`) include every
@@ -93,7 +98,17 @@ pub struct Notification {
     pub attempts: u32,
     /// Not before this time (backoff), Unix ms.
     pub due_ms: u64,
+    /// When it was queued (0 in records written before this field existed).
+    #[serde(default)]
+    pub queued_ms: u64,
 }
+
+/// Most history entries kept; older ones are dropped first.
+pub const HISTORY_MAX: usize = 10_000;
+/// A notification still undelivered this long after it was queued is given up.
+pub const GIVE_UP_AFTER_MS: u64 = 24 * 3_600_000;
+/// Attempts after which a notification the sink refuses outright (a 4xx) is given up.
+pub const GIVE_UP_REFUSED_AFTER: u32 = 5;
 
 /// Alert state on disk: `active` (fingerprint -> Alert), `history` (seq -> Alert),
 /// `silences` (id -> Silence), `outbox` (seq -> Notification).
@@ -105,6 +120,10 @@ pub struct AlertStore {
     outbox: sled::Tree,
     /// Sinks notifications are queued for (their names).
     sinks: Vec<String>,
+    /// Notifications given up (too old, or refused again and again).
+    given_up: std::sync::atomic::AtomicU64,
+    /// The last error of each rule that failed at its last evaluation.
+    rule_errors: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 fn fingerprint(rule: &str, o: &Observed) -> String {
@@ -123,7 +142,35 @@ impl AlertStore {
             outbox: db.open_tree("outbox")?,
             db,
             sinks,
+            given_up: Default::default(),
+            rule_errors: Default::default(),
         })
+    }
+
+    /// Records how a rule's last evaluation went (`None`: fine).
+    pub fn set_rule_error(&self, rule: &str, error: Option<String>) {
+        let mut m = self.rule_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => {
+                m.insert(rule.to_string(), e);
+            }
+            None => {
+                m.remove(rule);
+            }
+        }
+    }
+
+    /// Rules whose last evaluation failed, with the error.
+    pub fn rule_errors(&self) -> BTreeMap<String, String> {
+        self.rule_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notifications given up since the agent started.
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn record(&self, a: &Alert) -> Result<(), AlertError> {
@@ -141,6 +188,7 @@ impl AlertStore {
                 alert: a.clone(),
                 attempts: 0,
                 due_ms: now_ms,
+                queued_ms: now_ms,
             };
             self.outbox
                 .insert(seq.to_be_bytes(), serde_json::to_vec(&n)?)?;
@@ -148,7 +196,8 @@ impl AlertStore {
         Ok(())
     }
 
-    fn silenced(&self, a: &Alert, now_ms: u64) -> bool {
+    /// Whether a silence covers `a` now.
+    pub fn silenced(&self, a: &Alert, now_ms: u64) -> bool {
         self.silences().iter().any(|s| s.covers(a, now_ms))
     }
 
@@ -187,6 +236,7 @@ impl AlertStore {
                 resolved_ms: 0,
                 seen_ms: now_ms,
                 silenced: false,
+                notified: false,
             });
             a.seen_ms = now_ms;
             a.severity = o.severity.clone();
@@ -198,10 +248,11 @@ impl AlertStore {
             }
             if was != Some(a.state) {
                 a.silenced = self.silenced(&a, now_ms);
-                self.record(&a)?;
                 if a.state == AlertState::Firing && !a.silenced {
+                    a.notified = true;
                     self.notify(&a, now_ms)?;
                 }
+                self.record(&a)?;
                 changed.push(a.clone());
             }
             self.active.insert(fp.as_bytes(), serde_json::to_vec(&a)?)?;
@@ -218,7 +269,7 @@ impl AlertStore {
                 a.resolved_ms = now_ms;
                 a.silenced = self.silenced(&a, now_ms);
                 self.record(&a)?;
-                if !a.silenced {
+                if a.notified {
                     self.notify(&a, now_ms)?;
                 }
                 changed.push(a);
@@ -226,6 +277,56 @@ impl AlertStore {
         }
         self.db.flush()?;
         Ok(changed)
+    }
+
+    /// Brings active alerts in line with the silences in force: a firing alert no silence
+    /// covers any more, whose firing was never notified, is notified now. Run after silences
+    /// change and at the end of every evaluation pass (silences also expire).
+    pub fn reconcile_silences(&self, now_ms: u64) -> Result<(), AlertError> {
+        let silences = self.silences();
+        for mut a in self.active() {
+            let silenced = silences.iter().any(|s| s.covers(&a, now_ms));
+            let notify = a.state == AlertState::Firing && !silenced && !a.notified;
+            if silenced == a.silenced && !notify {
+                continue;
+            }
+            a.silenced = silenced;
+            if notify {
+                a.notified = true;
+                self.notify(&a, now_ms)?;
+            }
+            self.active
+                .insert(a.fingerprint.as_bytes(), serde_json::to_vec(&a)?)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drops silences that have ended and history beyond [`HISTORY_MAX`] entries. Returns
+    /// (silences, history entries) removed.
+    pub fn prune(&self, now_ms: u64) -> Result<(usize, usize), AlertError> {
+        let mut silences = 0;
+        for s in self.silences() {
+            if s.ends_ms <= now_ms && self.silences.remove(s.id.to_be_bytes())?.is_some() {
+                silences += 1;
+            }
+        }
+        let over = self.history.len().saturating_sub(HISTORY_MAX);
+        let mut history = 0;
+        for item in self.history.iter().take(over) {
+            let (k, _) = item?;
+            self.history.remove(k)?;
+            history += 1;
+        }
+        if silences + history > 0 {
+            self.db.flush()?;
+        }
+        Ok((silences, history))
+    }
+
+    /// The rules that have active alerts.
+    pub fn rules(&self) -> std::collections::BTreeSet<String> {
+        self.active().into_iter().map(|a| a.rule).collect()
     }
 
     /// Alerts pending or firing.
@@ -284,14 +385,14 @@ impl AlertStore {
         };
         self.silences
             .insert(s.id.to_be_bytes(), serde_json::to_vec(&s)?)?;
-        self.db.flush()?;
+        self.reconcile_silences(crate::query::now_ms())?;
         Ok(s)
     }
 
     /// Removes a silence; false when there was none with that id.
     pub fn unsilence(&self, id: u64) -> Result<bool, AlertError> {
         let had = self.silences.remove(id.to_be_bytes())?.is_some();
-        self.db.flush()?;
+        self.reconcile_silences(crate::query::now_ms())?;
         Ok(had)
     }
 
@@ -316,15 +417,35 @@ impl AlertStore {
         Ok(())
     }
 
-    /// A delivery failed: retried with exponential backoff (1 s doubling, at most 5 min).
-    pub fn failed(&self, seq: u64, mut n: Notification, now_ms: u64) -> Result<(), AlertError> {
+    /// A delivery failed: retried with exponential backoff (2 s doubling, at most 5 min),
+    /// unless it is given up: queued more than [`GIVE_UP_AFTER_MS`] ago, or `refused` (the
+    /// sink answered 4xx) for the [`GIVE_UP_REFUSED_AFTER`]th time. Returns whether it was
+    /// given up (then it left the outbox).
+    pub fn failed(
+        &self,
+        seq: u64,
+        mut n: Notification,
+        now_ms: u64,
+        refused: bool,
+    ) -> Result<bool, AlertError> {
         n.attempts += 1;
+        if n.queued_ms == 0 {
+            n.queued_ms = now_ms;
+        }
+        let too_old = now_ms.saturating_sub(n.queued_ms) > GIVE_UP_AFTER_MS;
+        if too_old || (refused && n.attempts >= GIVE_UP_REFUSED_AFTER) {
+            self.outbox.remove(seq.to_be_bytes())?;
+            self.db.flush()?;
+            self.given_up
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(true);
+        }
         let backoff = 1000u64 << n.attempts.min(9);
         n.due_ms = now_ms + backoff.min(300_000);
         self.outbox
             .insert(seq.to_be_bytes(), serde_json::to_vec(&n)?)?;
         self.db.flush()?;
-        Ok(())
+        Ok(false)
     }
 
     /// Notifications waiting for delivery.
@@ -399,7 +520,7 @@ mod tests {
         let due = s.due(2_000, 10);
         assert_eq!(due.len(), 2);
         let (seq, n) = due[0].clone();
-        s.failed(seq, n, 2_000).unwrap();
+        assert!(!s.failed(seq, n, 2_000, false).unwrap());
         assert_eq!(
             s.due(2_500, 10).len(),
             1,
@@ -408,5 +529,90 @@ mod tests {
         assert_eq!(s.due(10_000, 10).len(), 2);
         s.delivered(seq).unwrap();
         assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn silences_follow_firing_alerts_and_receivers_always_see_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AlertStore::open(dir.path(), vec!["hook".into()]).unwrap();
+        let now = crate::query::now_ms();
+        let drain = |s: &AlertStore| -> Vec<(String, AlertState)> {
+            s.due(u64::MAX, 100)
+                .into_iter()
+                .map(|(seq, n)| {
+                    s.delivered(seq).unwrap();
+                    (n.alert.labels["host"].clone(), n.alert.state)
+                })
+                .collect()
+        };
+        // a fires and is notified, then a silence covers it: its resolve is still sent.
+        s.evaluate("r", &[obs("a")], 0, now).unwrap();
+        assert_eq!(drain(&s), vec![("a".into(), AlertState::Firing)]);
+        let m = BTreeMap::from([("host".to_string(), "a".to_string())]);
+        let sil = s
+            .silence(m, now - 1, now + 3_600_000, String::new())
+            .unwrap();
+        assert!(
+            s.active()[0].silenced,
+            "a silence added later covers it at once"
+        );
+        s.evaluate("r", &[], 0, now + 1).unwrap();
+        assert_eq!(drain(&s), vec![("a".into(), AlertState::Resolved)]);
+        // a fires again under the silence: nothing sent; the silence is lifted: sent then.
+        s.evaluate("r", &[obs("a")], 0, now + 2).unwrap();
+        assert!(drain(&s).is_empty());
+        assert!(s.unsilence(sil.id).unwrap());
+        assert_eq!(drain(&s), vec![("a".into(), AlertState::Firing)]);
+        assert!(!s.active()[0].silenced);
+        // Never notified as firing: its resolve is not sent either.
+        let m = BTreeMap::from([("host".to_string(), "b".to_string())]);
+        s.silence(m, now - 1, now + 3_600_000, String::new())
+            .unwrap();
+        s.evaluate("r", &[obs("a"), obs("b")], 0, now + 3).unwrap();
+        s.evaluate("r", &[obs("a")], 0, now + 4).unwrap();
+        assert!(
+            drain(&s).is_empty(),
+            "b fired and resolved under its silence"
+        );
+    }
+
+    #[test]
+    fn refused_or_stale_notifications_are_given_up_and_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AlertStore::open(dir.path(), vec!["hook".into()]).unwrap();
+        s.evaluate("r", &[obs("a")], 0, 1_000).unwrap();
+        let (seq, mut n) = s.due(1_000, 1)[0].clone();
+        for i in 1..GIVE_UP_REFUSED_AFTER {
+            assert!(
+                !s.failed(seq, n.clone(), 1_000, true).unwrap(),
+                "attempt {i}"
+            );
+            n.attempts += 1;
+        }
+        assert!(s.failed(seq, n, 1_000, true).unwrap(), "refused 5 times");
+        assert_eq!((s.queued(), s.given_up()), (0, 1));
+        // A sink that is down (not refusing) is retried for a day.
+        s.evaluate("r", &[], 0, 2_000).unwrap();
+        let (seq, n) = s.due(2_000, 1)[0].clone();
+        assert!(
+            !s.failed(seq, n.clone(), 2_000 + GIVE_UP_AFTER_MS, false)
+                .unwrap()
+        );
+        assert!(s.failed(seq, n, 3_000 + GIVE_UP_AFTER_MS, false).unwrap());
+        assert_eq!((s.queued(), s.given_up()), (0, 2));
+        // Ended silences and history past the cap are pruned, oldest first.
+        let m = BTreeMap::from([("host".to_string(), "x".to_string())]);
+        s.silence(m, 0, 10, String::new()).unwrap();
+        let mut a = s.history(1)[0].clone();
+        for i in 0..HISTORY_MAX as u64 + 5 {
+            a.resolved_ms = i;
+            s.record(&a).unwrap();
+        }
+        let before = s.history.len();
+        assert_eq!(s.prune(100).unwrap(), (1, before - HISTORY_MAX));
+        assert_eq!(s.history.len(), HISTORY_MAX);
+        assert!(s.silences().is_empty());
+        let newest = &s.history(1)[0];
+        assert_eq!(newest.resolved_ms, HISTORY_MAX as u64 + 4);
     }
 }

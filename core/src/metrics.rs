@@ -18,6 +18,8 @@ pub struct MetricsConfig {
     pub max_series: usize,
     /// Series not updated for this long are dropped.
     pub stale_after: Duration,
+    /// Most series all the metrics of one plugin keep together; more fold into `other`.
+    pub plugin_max_series: usize,
 }
 
 impl Default for MetricsConfig {
@@ -25,8 +27,33 @@ impl Default for MetricsConfig {
         MetricsConfig {
             max_series: 10_000,
             stale_after: Duration::from_secs(300),
+            plugin_max_series: 1_000,
         }
     }
+}
+
+/// A sample a plugin emitted: through the `metrics` capability, or in a flow-processor's
+/// result. Counters add `value`, gauges set it, histograms observe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSample {
+    pub name: String,
+    pub kind: UserKind,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Buckets of plugin histograms (Prometheus' defaults).
+const PLUGIN_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Whether `s` is a valid Prometheus metric (`colon`) or label name.
+fn valid_name(s: &str, colon: bool) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
 }
 
 /// Label value a folded series carries in every label.
@@ -59,6 +86,8 @@ struct Family {
     buckets: Option<Vec<f64>>,
     /// A gauge (user metrics): the latest value, not a sum.
     gauge: bool,
+    /// The plugin that defined it (plugin metrics).
+    owner: Option<String>,
     series: HashMap<Vec<String>, Series>,
     /// New series refused by the budget (folded into `other`).
     folded: u64,
@@ -72,6 +101,7 @@ impl Family {
             labels: labels.iter().map(|l| l.to_string()).collect(),
             buckets: buckets.map(<[f64]>::to_vec),
             gauge: false,
+            owner: None,
             series: HashMap::new(),
             folded: 0,
         }
@@ -156,6 +186,8 @@ const DNS: usize = 8;
 pub struct FlowMetrics {
     cfg: MetricsConfig,
     families: Mutex<Vec<Family>>,
+    /// Plugin samples refused (bad name or labels, a name taken), per plugin.
+    rejected: Mutex<std::collections::BTreeMap<String, u64>>,
     /// User-defined metrics, each with its family at `PREDEFINED + index`.
     user: Vec<UserMetric>,
 }
@@ -227,6 +259,7 @@ impl FlowMetrics {
         FlowMetrics {
             cfg,
             families: Mutex::new(families),
+            rejected: Mutex::new(Default::default()),
             user: Vec::new(),
         }
     }
@@ -346,6 +379,92 @@ impl FlowMetrics {
         }
     }
 
+    /// Records what a plugin emitted. Each metric name belongs to the plugin that first
+    /// emitted it, with the label names and kind of that first sample; a sample that does not
+    /// fit (an invalid name, a `weir_` name, another plugin's metric, other labels or kind)
+    /// is refused and counted. All the plugin's metrics share one series budget
+    /// (`plugin_max_series`): beyond it new series fold into their metric's `other` series.
+    /// Returns how many samples were refused.
+    pub fn record_plugin(&self, plugin: &str, samples: &[PluginSample]) -> usize {
+        if samples.is_empty() {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut fam = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refused = 0;
+        for s in samples {
+            let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+            let valid = valid_name(&s.name, true)
+                && !s.name.starts_with("weir_")
+                && !(s.kind == UserKind::Counter && s.name.ends_with("_total"))
+                && s.value.is_finite()
+                && !(s.kind == UserKind::Counter && s.value < 0.0)
+                && names.iter().all(|n| valid_name(n, false) && *n != "le")
+                && names
+                    .iter()
+                    .enumerate()
+                    .all(|(i, n)| !names[..i].contains(n));
+            let at = fam.iter().position(|f| f.name == s.name);
+            let fits = match at {
+                Some(i) => {
+                    let f = &fam[i];
+                    f.owner.as_deref() == Some(plugin)
+                        && f.labels == names
+                        && f.gauge == (s.kind == UserKind::Gauge)
+                        && f.buckets.is_some() == (s.kind == UserKind::Histogram)
+                }
+                None => true,
+            };
+            if !valid || !fits {
+                refused += 1;
+                continue;
+            }
+            let i = at.unwrap_or_else(|| {
+                let buckets = (s.kind == UserKind::Histogram).then_some(PLUGIN_BUCKETS);
+                let mut f = Family::new(
+                    &s.name,
+                    &format!("Emitted by plugin {plugin}."),
+                    &names,
+                    buckets,
+                );
+                f.gauge = s.kind == UserKind::Gauge;
+                f.owner = Some(plugin.to_string());
+                fam.push(f);
+                fam.len() - 1
+            });
+            // The plugin's budget left for this metric: what its other metrics do not use.
+            let used_elsewhere: usize = fam
+                .iter()
+                .enumerate()
+                .filter(|(j, f)| *j != i && f.owner.as_deref() == Some(plugin))
+                .map(|(_, f)| f.series.len())
+                .sum();
+            let max = self
+                .cfg
+                .plugin_max_series
+                .saturating_sub(used_elsewhere)
+                .max(1);
+            let labels: Vec<String> = s.labels.iter().map(|(_, v)| v.clone()).collect();
+            let f = &mut fam[i];
+            match s.kind {
+                UserKind::Counter => f.add(labels, s.value, max, now),
+                UserKind::Gauge => f.set(labels, s.value, max, now),
+                UserKind::Histogram => f.observe(labels, s.value, max, now),
+            }
+        }
+        drop(fam);
+        if refused > 0 {
+            *self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(plugin.to_string())
+                .or_default() += refused as u64;
+            tracing::debug!(plugin, refused, "plugin metric samples refused");
+        }
+        refused
+    }
+
     /// Drops series that stopped changing.
     pub fn expire(&self) {
         let stale = self.cfg.stale_after;
@@ -425,7 +544,24 @@ impl FlowMetrics {
             })
             .collect();
         drop(fam);
-        render_samples(&mut out, folded.iter().chain(extra), openmetrics);
+        let rejected: Vec<Sample> = self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, n)| Sample {
+                name: "weir_plugin_metric_samples_refused",
+                help: "Metric samples a plugin emitted that were refused (invalid or reserved name, another plugin's metric, other labels or kind).",
+                counter: true,
+                labels: vec![("plugin", p.clone())],
+                value: *n as f64,
+            })
+            .collect();
+        render_samples(
+            &mut out,
+            folded.iter().chain(&rejected).chain(extra),
+            openmetrics,
+        );
         if openmetrics {
             out.push_str("# EOF\n");
         }
@@ -649,14 +785,6 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
-fn valid_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
 /// Parses user metrics: TOML `[[metric]]` tables with `name`, `type` (counter, gauge,
 /// histogram), `help`, `value` (a numeric flow field; omitted: count flows), `divider`,
 /// `labels` (flow fields), `buckets` (histograms), and `[[metric.filter]]` tables with
@@ -668,7 +796,7 @@ pub fn parse_user_metrics(text: &str) -> Result<Vec<UserMetric>, String> {
     let mut names = std::collections::HashSet::new();
     for (i, d) in file.metric.into_iter().enumerate() {
         let at = |m: String| format!("metric {} ({}): {m}", i + 1, d.name);
-        if !valid_name(&d.name) || d.name.ends_with("_total") {
+        if !valid_name(&d.name, true) || d.name.ends_with("_total") {
             return Err(at(
                 "name must match [a-zA-Z_:][a-zA-Z0-9_:]* and not end in _total (added for counters)"
                     .into(),
@@ -907,6 +1035,7 @@ divider = 1e9
         let m = FlowMetrics::new(MetricsConfig {
             max_series: 2,
             stale_after: Duration::from_millis(50),
+            ..Default::default()
         });
         m.observe(&[
             flow("a", "x", 1),
@@ -928,5 +1057,75 @@ divider = 1e9
         std::thread::sleep(Duration::from_millis(80));
         m.expire();
         assert_eq!(m.series(), 0);
+    }
+
+    #[test]
+    fn plugin_metrics_have_owners_a_shared_budget_and_refusals_counted() {
+        let m = FlowMetrics::new(MetricsConfig {
+            plugin_max_series: 3,
+            ..Default::default()
+        });
+        let sample = |name: &str, kind, labels: &[(&str, &str)], value| PluginSample {
+            name: name.into(),
+            kind,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        };
+        use UserKind::*;
+        let refused = m.record_plugin(
+            "p",
+            &[
+                sample("app_requests", Counter, &[("port", "80")], 2.0),
+                sample("app_requests", Counter, &[("port", "80")], 3.0),
+                sample("app_requests", Counter, &[("port", "443")], 1.0),
+                sample("app_queue", Gauge, &[], 7.0),
+                sample("app_queue", Gauge, &[], 4.0),
+                // Budget of 3 series for the plugin: this one folds into `other`.
+                sample("app_requests", Counter, &[("port", "22")], 5.0),
+                sample("app_latency_seconds", Histogram, &[], 0.2),
+                // Refused: reserved, invalid, other labels, other kind, bad value, _total.
+                sample("weir_flows", Counter, &[], 1.0),
+                sample("9bad", Counter, &[], 1.0),
+                sample("app_requests", Counter, &[("host", "x")], 1.0),
+                sample("app_requests", Gauge, &[("port", "80")], 1.0),
+                sample("app_neg", Counter, &[], -1.0),
+                sample("app_x_total", Counter, &[], 1.0),
+                sample("app_dup", Counter, &[("a", "1"), ("a", "2")], 1.0),
+            ],
+        );
+        assert_eq!(refused, 7);
+        // Another plugin cannot write into p's metric.
+        assert_eq!(
+            m.record_plugin("q", &[sample("app_queue", Gauge, &[], 1.0)]),
+            1
+        );
+        let text = m.render(false, &[]);
+        assert!(
+            text.contains("app_requests_total{port=\"80\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app_requests_total{port=\"443\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app_requests_total{port=\"other\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("app_queue 4\n"), "{text}");
+        assert!(
+            text.contains("# TYPE app_latency_seconds histogram"),
+            "{text}"
+        );
+        assert!(text.contains("weir_metrics_folded_series_total{metric=\"app_requests\"} 1"));
+        assert!(text.contains("weir_plugin_metric_samples_refused_total{plugin=\"p\"} 7"));
+        assert!(text.contains("weir_plugin_metric_samples_refused_total{plugin=\"q\"} 1"));
+        assert!(
+            text.contains("# HELP app_queue Emitted by plugin p."),
+            "{text}"
+        );
     }
 }

@@ -77,15 +77,23 @@ pub fn observed_of(result: &Value) -> Vec<Observed> {
         .collect()
 }
 
-fn duration_of(entry: &Value, key: &str, default: Duration) -> Duration {
-    entry["installed"]["config"][key]
-        .as_str()
-        .and_then(crate::query::parse_duration_ms)
-        .map(Duration::from_millis)
-        .unwrap_or(default)
+/// A rule's `window` or `for` config (a bare `0` allowed), or the default; a value that does
+/// not parse is an error naming the key.
+fn duration_of(entry: &Value, key: &str, default: Duration) -> Result<Duration, String> {
+    match entry["installed"]["config"][key].as_str() {
+        None => Ok(default),
+        Some(raw) if raw.trim() == "0" => Ok(Duration::ZERO),
+        Some(raw) => crate::query::parse_duration_ms(raw.trim())
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                format!("config {key}: expected a duration such as 30s, 5m or 1h, got {raw:?}")
+            }),
+    }
 }
 
-/// Runs every enabled alert-rule plugin once; returns the state changes.
+/// Runs every enabled alert-rule plugin once; returns the state changes. Alerts of rules
+/// that were removed or disabled resolve; a rule that fails keeps its alerts as they are (no
+/// flapping to resolved) and its error is kept for the alerts API.
 pub fn evaluate_all(
     plugins: &dyn PluginAdmin,
     store: &AlertStore,
@@ -93,41 +101,90 @@ pub fn evaluate_all(
 ) -> Vec<Alert> {
     let mut changed = Vec::new();
     let list = plugins.list();
+    let mut installed = std::collections::BTreeSet::new();
     // Entries as `GET /api/v1/plugins` lists them: installed (manifest, enabled, config) and
     // loaded (state, calls, ...).
     for entry in list.as_array().into_iter().flatten() {
         let manifest = &entry["installed"]["manifest"];
-        if manifest["kind"] != "alert-rule"
-            || entry["installed"]["enabled"] != true
-            || entry["loaded"]["state"]["state"] != "enabled"
-        {
-            continue;
-        }
         let Some(name) = manifest["name"].as_str() else {
             continue;
         };
-        let window = duration_of(entry, "window", cfg.window);
-        let for_ = duration_of(entry, "for", cfg.for_);
+        if manifest["kind"] != "alert-rule" || entry["installed"]["enabled"] != true {
+            continue;
+        }
+        installed.insert(name.to_string());
+        if entry["loaded"]["state"]["state"] != "enabled" {
+            let why = entry["load_error"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("plugin is {}", entry["loaded"]["state"]["state"]));
+            store.set_rule_error(name, Some(why));
+            continue;
+        }
+        let durations = duration_of(entry, "window", cfg.window)
+            .and_then(|w| Ok((w, duration_of(entry, "for", cfg.for_)?)));
+        let (window, for_) = match durations {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(rule = name, error = %e, "alert rule skipped");
+                store.set_rule_error(name, Some(e));
+                continue;
+            }
+        };
         let to = now_ms();
         let req = json!({"from_ms": to.saturating_sub(window.as_millis() as u64), "to_ms": to});
         match plugins.run(name, &req) {
             Ok(result) => {
+                store.set_rule_error(name, None);
                 let observed = observed_of(&result);
-                match store.evaluate(name, &observed, for_.as_millis() as u64, now_ms()) {
-                    Ok(c) => {
-                        for a in &c {
-                            tracing::info!(rule = name, alert = %a.name, state = ?a.state, silenced = a.silenced, labels = ?a.labels, "alert state changed");
-                        }
-                        changed.extend(c);
-                    }
-                    Err(e) => tracing::error!(rule = name, error = %e, "alert store failed"),
-                }
+                changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
             }
-            // A failing rule keeps its alerts as they are (no flapping to resolved).
-            Err(e) => tracing::warn!(rule = name, error = %e, "alert rule failed"),
+            Err(e) => {
+                tracing::warn!(rule = name, error = %e, "alert rule failed");
+                store.set_rule_error(name, Some(e.to_string()));
+            }
         }
     }
+    // Rules removed or disabled: nothing will report their alerts again.
+    for rule in store.rules() {
+        if !installed.contains(&rule) {
+            tracing::info!(rule = %rule, "alerts of a removed or disabled rule resolved");
+            store.set_rule_error(&rule, None);
+            changed.extend(apply(store, &rule, &[], 0));
+        }
+    }
+    let now = now_ms();
+    if let Err(e) = store.reconcile_silences(now) {
+        tracing::error!(error = %e, "alert store failed applying silences");
+    }
+    match store.prune(now) {
+        Ok((0, 0)) => {}
+        Ok((silences, history)) => {
+            tracing::info!(
+                silences,
+                history,
+                "ended silences and old alert history pruned"
+            )
+        }
+        Err(e) => tracing::error!(error = %e, "alert store failed pruning"),
+    }
     changed
+}
+
+/// One rule's evaluation into the store; returns the state changes, logged.
+fn apply(store: &AlertStore, rule: &str, observed: &[Observed], for_ms: u64) -> Vec<Alert> {
+    match store.evaluate(rule, observed, for_ms, now_ms()) {
+        Ok(c) => {
+            for a in &c {
+                tracing::info!(rule, alert = %a.name, state = ?a.state, silenced = a.silenced, labels = ?a.labels, "alert state changed");
+            }
+            c
+        }
+        Err(e) => {
+            tracing::error!(rule, error = %e, "alert store failed");
+            Vec::new()
+        }
+    }
 }
 
 fn alertmanager_body(a: &Alert, generator: &str) -> Value {
@@ -150,7 +207,28 @@ fn alertmanager_body(a: &Alert, generator: &str) -> Value {
     json!([alert])
 }
 
-fn post(url: &str, body: &Value) -> Result<(), String> {
+/// Why a delivery failed.
+#[derive(Debug)]
+struct DeliveryError {
+    /// The sink answered that it will not take it (4xx other than 408 and 429).
+    refused: bool,
+    message: String,
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError {
+        refused: false,
+        message: e.to_string(),
+    }
+}
+
+fn post(url: &str, body: &Value) -> Result<(), DeliveryError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -159,16 +237,27 @@ fn post(url: &str, body: &Value) -> Result<(), String> {
     let resp = agent
         .post(url)
         .header("content-type", "application/json")
-        .send(serde_json::to_vec(body).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {}", resp.status()))
+        .send(serde_json::to_vec(body).map_err(unreachable)?)
+        .map_err(unreachable)?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
     }
+    let code = status.as_u16();
+    let detail = resp
+        .into_body()
+        .read_to_string()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect::<String>();
+    Err(DeliveryError {
+        refused: (400..500).contains(&code) && code != 408 && code != 429,
+        message: format!("{url} answered {status}: {}", detail.trim()),
+    })
 }
 
-fn deliver(sink: &Sink, a: &Alert, generator: &str) -> Result<(), String> {
+fn deliver(sink: &Sink, a: &Alert, generator: &str) -> Result<(), DeliveryError> {
     match sink {
         Sink::Alertmanager(base) => post(
             &format!("{}/api/v2/alerts", base.trim_end_matches('/')),
@@ -204,9 +293,16 @@ pub fn deliver_due(store: &AlertStore, cfg: &AlertingConfig) {
                 }
             }
             Err(e) => {
-                tracing::warn!(sink = %n.sink, attempts = n.attempts + 1, error = %e, "notification failed, will retry");
-                if let Err(e) = store.failed(seq, n, now) {
-                    tracing::error!(error = %e, "cannot requeue a notification");
+                let (sink, alert, attempts) =
+                    (n.sink.clone(), n.alert.name.clone(), n.attempts + 1);
+                match store.failed(seq, n, now, e.refused) {
+                    Ok(true) => {
+                        tracing::error!(sink = %sink, alert = %alert, attempts, error = %e, "notification given up")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(sink = %sink, alert = %alert, attempts, error = %e, "notification failed, will retry")
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot requeue a notification"),
                 }
             }
         }
@@ -273,6 +369,7 @@ mod tests {
             resolved_ms: 3_000,
             seen_ms: 2_000,
             silenced: false,
+            notified: true,
         };
         let b = alertmanager_body(&a, "http://x");
         assert_eq!(b[0]["labels"]["alertname"], "PacketDrops");

@@ -57,6 +57,23 @@ pub fn value_to_wit(v: &Value) -> wit::Value {
     }
 }
 
+/// Metric samples as the agent's /metrics records them.
+pub fn samples_of(v: &[wit::MetricSample]) -> Vec<weir_core::metrics::PluginSample> {
+    use weir_core::metrics::UserKind;
+    v.iter()
+        .map(|s| weir_core::metrics::PluginSample {
+            name: s.name.clone(),
+            kind: match s.kind {
+                wit::MetricKind::Counter => UserKind::Counter,
+                wit::MetricKind::Gauge => UserKind::Gauge,
+                wit::MetricKind::Histogram => UserKind::Histogram,
+            },
+            labels: s.labels.clone(),
+            value: s.value,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,9 @@ pub struct PluginInfo {
     pub state: PluginState,
     pub calls: u64,
     pub failures: u64,
+    /// Time spent in calls (seconds) and the longest call (seconds).
+    pub busy_seconds: f64,
+    pub max_call_seconds: f64,
     pub recent_errors: Vec<String>,
 }
 
@@ -64,6 +67,9 @@ enum Pre {
 struct Health {
     calls: u64,
     failures: u64,
+    /// Time spent in calls, microseconds, and the longest call.
+    busy_us: u64,
+    max_us: u64,
     consecutive: u32,
     disabled: Option<String>,
     recent: VecDeque<String>,
@@ -284,6 +290,8 @@ impl Plugin {
             },
             calls: h.calls,
             failures: h.failures,
+            busy_seconds: h.busy_us as f64 / 1e6,
+            max_call_seconds: h.max_us as f64 / 1e6,
             recent_errors: h.recent.iter().cloned().collect(),
         }
     }
@@ -293,6 +301,12 @@ impl Plugin {
         let mut h = lock(&self.health);
         h.disabled = None;
         h.consecutive = 0;
+    }
+
+    /// Samples emitted through the metrics capability since the last drain, in the form the
+    /// agent's /metrics records them.
+    pub fn drain_samples(&self) -> Vec<weir_core::metrics::PluginSample> {
+        crate::convert::samples_of(&self.drain_metrics())
     }
 
     /// Metric samples emitted through the metrics capability since the last drain.
@@ -370,7 +384,9 @@ impl Plugin {
     ) -> Result<R, HostError> {
         let name = self.manifest.name.clone();
         let mark = store.data().stderr.contents().len();
+        let started = std::time::Instant::now();
         let result = f(store);
+        let took = started.elapsed().as_micros() as u64;
         let outcome = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(wit::PluginError::InvalidInput(m))) | Ok(Err(wit::PluginError::Failed(m))) => {
@@ -387,7 +403,12 @@ impl Plugin {
                 Err(self.classify(&e, &stderr))
             }
         };
-        lock(&self.health).calls += 1;
+        {
+            let mut h = lock(&self.health);
+            h.calls += 1;
+            h.busy_us = h.busy_us.saturating_add(took);
+            h.max_us = h.max_us.max(took);
+        }
         match &outcome {
             Ok(_) => lock(&self.health).consecutive = 0,
             Err(e) => self.record_failure(e),

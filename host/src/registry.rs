@@ -26,6 +26,10 @@ pub struct Installed {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     pub installed_ms: u64,
+    /// When it was last enabled: an enable always changes the file, so a running agent
+    /// reloads the plugin (clearing a `failing` state) even if it was already enabled.
+    #[serde(default)]
+    pub enabled_ms: u64,
     pub source: String,
     /// The trusted key that signed the file (when signatures are required).
     #[serde(default)]
@@ -375,6 +379,7 @@ impl Registry {
             enabled: true,
             config: req.config.clone(),
             installed_ms: now_ms(),
+            enabled_ms: now_ms(),
             source: req.source.display().to_string(),
             signed_by,
         };
@@ -424,7 +429,12 @@ impl Registry {
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Installed, HostError> {
-        let meta = self.update(name, |m| m.enabled = enabled)?;
+        let meta = self.update(name, |m| {
+            m.enabled = enabled;
+            if enabled {
+                m.enabled_ms = now_ms();
+            }
+        })?;
         if enabled && let Some(p) = self.get(name) {
             p.reset();
         }
@@ -475,6 +485,12 @@ impl Registry {
     }
 
     /// Loaded plugins of one kind.
+    /// Every loaded plugin.
+    pub fn loaded(&self) -> Vec<Arc<Plugin>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.values().filter_map(|e| e.plugin.clone()).collect()
+    }
+
     pub fn of_kind(&self, kind: crate::Kind) -> Vec<Arc<Plugin>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries

@@ -96,10 +96,10 @@ fn sample(out: &crate::bindings::flow_processor::Processed, name: &str, proto: &
 fn bundled_flow_processor_sums_a_batch() {
     let p = load("flow-count", &[], &[]).expect("load");
     let out = p.process(&flows(10_000)).expect("process");
-    assert_eq!(sample(&out, "weir_flows", "6"), 7500.0);
-    assert_eq!(sample(&out, "weir_flows", "17"), 2500.0);
-    assert_eq!(sample(&out, "weir_bytes", "6"), 750_000.0);
-    assert_eq!(sample(&out, "weir_packets", "17"), 5000.0);
+    assert_eq!(sample(&out, "flow_count_flows", "6"), 7500.0);
+    assert_eq!(sample(&out, "flow_count_flows", "17"), 2500.0);
+    assert_eq!(sample(&out, "flow_count_bytes", "6"), 750_000.0);
+    assert_eq!(sample(&out, "flow_count_packets", "17"), 5000.0);
     let info = p.info();
     assert_eq!(info.calls, 1);
     assert_eq!(info.state, PluginState::Enabled);
@@ -156,7 +156,7 @@ fn hostile_plugins_are_contained_with_clear_errors() {
         );
         // Others keep their results.
         let out = good.process(&flows(100)).expect("good plugin still works");
-        assert_eq!(sample(&out, "weir_flows", "6"), 75.0);
+        assert_eq!(sample(&out, "flow_count_flows", "6"), 75.0);
     }
 }
 

@@ -275,15 +275,21 @@ fn custom_alerts_fire_resolve_and_reach_alertmanager_and_a_webhook() {
         "a silenced alert was notified"
     );
     // The CLI lists active alerts and silences.
+    let text = alerts_cli(&a);
+    assert!(
+        text.contains("heavy-talker") && text.contains("silence"),
+        "{text}"
+    );
+}
+
+/// `weir alerts` against the agent: must succeed; its output.
+fn alerts_cli(a: &Agent) -> String {
     let out = Command::new(crate::util::WEIR)
         .args(["alerts", "--server", &a.url("")])
         .output()
         .expect("weir alerts");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("heavy-talker") && text.contains("silence"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Alert names (with severity) among the agent's active alerts.
@@ -573,4 +579,101 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
         changed(&v, "resolved").iter().any(|n| n == "TrafficQuiet"),
         "{v}"
     );
+}
+
+/// Rules that cannot run say why (CLI, API, /metrics); a rule's alerts resolve when it is
+/// disabled; a `failing` rule comes back with `weir plugin enable`; plugin health and alert
+/// metrics are on /metrics.
+#[test]
+fn rule_errors_are_shown_and_disabled_rules_resolve_their_alerts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let a = Agent::start(dir.path(), &["--no-capture", "--alert-interval", "1h"]);
+    for (rule, cfg) in [
+        // Nothing is captured: the self-alert fires at once.
+        ("no-flows", "for=0"),
+        ("latency", "window=5 minutes"),
+        ("saturation", "percent_info=lots"),
+    ] {
+        let (code, _, err) = weir(
+            &data,
+            &["install", &format!("bundled:{rule}"), "--config", cfg],
+        );
+        assert_eq!(code, 0, "{rule}: {err}");
+    }
+    let loaded = |n: usize| {
+        a.ok("/api/v1/plugins", &[])["plugins"]
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .filter(|p| p["installed"]["manifest"]["kind"] == "alert-rule")
+                    .filter(|p| p["loaded"]["state"]["state"] == "enabled")
+                    .count()
+                    == n
+            })
+    };
+    wait_until("three rules loaded", 20, || loaded(3));
+    // No capture here, so nothing to flush first.
+    let evaluate = |a: &Agent| {
+        let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let v = evaluate(&a);
+    assert!(
+        changed(&v, "firing").contains(&"NoFlows".to_string()),
+        "{v}"
+    );
+    let al = a.ok("/api/v1/alerts", &[]);
+    let errors = &al["rule_errors"];
+    assert!(
+        errors["latency"]
+            .as_str()
+            .is_some_and(|e| e.contains("config window") && e.contains("5 minutes")),
+        "{al}"
+    );
+    assert!(
+        errors["saturation"]
+            .as_str()
+            .is_some_and(|e| e.contains("percent_info")),
+        "{al}"
+    );
+    let text = alerts_cli(&a);
+    assert!(
+        text.contains("NoFlows") && text.contains("rule latency failing: config window"),
+        "{text}"
+    );
+    let (_, metrics) = a
+        .get_raw("/metrics")
+        .map_err(|e| e.to_string())
+        .expect("metrics");
+    for line in [
+        "weir_alerts{state=\"firing\",severity=\"critical\"} 1",
+        "weir_alert_rules_failing 2",
+        "weir_alert_notifications_queued 0",
+        "weir_plugin_call_seconds_total{plugin=\"no-flows\"}",
+        "weir_plugin_max_call_seconds{plugin=\"no-flows\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+
+    // Three failed evaluations disable saturation (`failing`); fixed and enabled from the
+    // CLI, it runs again.
+    evaluate(&a);
+    evaluate(&a);
+    wait_until("saturation failing", 10, || loaded(2));
+    let (code, _, err) = weir(&data, &["enable", "saturation"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("saturation enabled again", 10, || loaded(3));
+
+    // Disabling the rule resolves its alert.
+    let (code, _, err) = weir(&data, &["disable", "no-flows"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("no-flows disabled", 10, || loaded(2));
+    let v = evaluate(&a);
+    assert!(
+        changed(&v, "resolved").contains(&"NoFlows".to_string()),
+        "{v}"
+    );
+    assert!(active_alerts(&a).is_empty());
 }

@@ -38,6 +38,10 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
     )
     .expect("metrics config");
     let user_arg = format!("--metrics-config={}", user.display());
+    // A metrics plugin (flow-processor) defining its own metrics in code.
+    let (code, _, err) =
+        crate::plugins::weir(&dir.path().join("data"), &["install", "bundled:flow-count"]);
+    assert_eq!(code, 0, "{err}");
     let a = agent_with(&pair, dir.path(), &[&user_arg]);
     let t0 = now_ms();
     sh(&format!(
@@ -45,6 +49,32 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
         pair.ns_a, pair.b4, pair.ns_a, pair.b4
     ));
     a.flush();
+
+    // The plugin's counters reach /metrics and agree with the store: UDP bytes by protocol.
+    let udp_bytes = a.ok(
+        "/api/v1/flows/aggregate",
+        &[("filter", "Proto=17"), ("group_by", "Proto"), ("from", "0")],
+    )["total"]["bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(udp_bytes > 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (text, _) = get_text(&a.url("/metrics"), "text/plain");
+        let got = text
+            .lines()
+            .find_map(|l| l.strip_prefix("flow_count_bytes_total{proto=\"17\"} "))
+            .and_then(|v| v.parse::<f64>().ok());
+        if got == Some(udp_bytes as f64) {
+            assert!(text.contains("# HELP flow_count_bytes_total Emitted by plugin flow-count."));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flow_count_bytes_total{{proto=\"17\"}} {got:?} != {udp_bytes}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // The exposition passes promtool's checks, in both formats.
     let (text, ctype) = get_text(&a.url("/metrics"), "text/plain");

@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency)"
         ),
         "{err}"
     );
@@ -258,7 +258,10 @@ fn bundled_plugins_ship_inside_the_binary() {
             "topology",
             "drops",
             "dns-errors",
-            "no-flows"
+            "no-flows",
+            "saturation",
+            "quiet",
+            "latency"
         ]),
         "{v}"
     );

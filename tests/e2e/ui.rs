@@ -51,6 +51,34 @@ fn every_page_loads_and_the_sankey_agrees_with_the_api() {
         dir.path().join("http.pid").display()
     ));
     a.flush();
+    // A live alert for the Alerts page and the overview marks: the no-flows self-alert on a
+    // port nothing talks to fires (critical) at the first evaluation after it loads.
+    let (code, _, err) = weir(
+        &dir.path().join("data"),
+        &[
+            "install",
+            "bundled:no-flows",
+            "--config",
+            "filter=DstPort=7777",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = a.post("/api/v1/alerts/evaluate", "");
+        let active = a.ok("/api/v1/alerts", &[]);
+        if active["active"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|x| x["name"] == "NoFlows" && x["state"] == "firing")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "NoFlows never fired: {v} {active}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let to = now_ms() + 1000;
 
     // A visualization to install through the UI: signed, so its manifest is embedded.

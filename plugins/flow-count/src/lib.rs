@@ -32,9 +32,9 @@ impl Guest for FlowCount {
             }
             let labels = vec![("proto".to_string(), proto.to_string())];
             for (name, value) in [
-                ("weir_flows", flows),
-                ("weir_bytes", bytes),
-                ("weir_packets", packets),
+                ("flow_count_flows", flows),
+                ("flow_count_bytes", bytes),
+                ("flow_count_packets", packets),
             ] {
                 samples.push(MetricSample {
                     name: name.into(),

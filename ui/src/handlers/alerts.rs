@@ -32,6 +32,8 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
             "active": s.active(),
             "silences": s.silences(),
             "queued_notifications": s.queued(),
+            "given_up_notifications": s.given_up(),
+            "rule_errors": s.rule_errors(),
         })))
     })
     .await

@@ -202,10 +202,63 @@ fn health_samples(st: &AppState) -> Vec<Sample> {
             out.push(counter(
                 "weir_plugin_failures",
                 "Plugin calls that failed (trap, timeout, memory, error).",
-                vec![("plugin", name)],
+                vec![("plugin", name.clone())],
                 info["failures"].as_u64().unwrap_or(0),
             ));
+            out.push(Sample {
+                name: "weir_plugin_call_seconds",
+                help: "Time spent in a plugin's calls (divide its rate by the calls' rate for the mean latency).",
+                counter: true,
+                labels: vec![("plugin", name.clone())],
+                value: info["busy_seconds"].as_f64().unwrap_or(0.0),
+            });
+            out.push(Sample {
+                name: "weir_plugin_max_call_seconds",
+                help: "The longest call into a plugin since it was loaded.",
+                counter: false,
+                labels: vec![("plugin", name)],
+                value: info["max_call_seconds"].as_f64().unwrap_or(0.0),
+            });
         }
+    }
+    if let Some(a) = &st.alerts {
+        let mut by: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for al in a.active() {
+            let state = serde_json::to_value(al.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            *by.entry((state, al.severity)).or_default() += 1;
+        }
+        for ((state, severity), n) in by {
+            out.push(Sample {
+                name: "weir_alerts",
+                help: "Active alerts by state (pending, firing) and severity.",
+                counter: false,
+                labels: vec![("state", state), ("severity", severity)],
+                value: n as f64,
+            });
+        }
+        out.push(Sample {
+            name: "weir_alert_notifications_queued",
+            help: "Alert notifications waiting for delivery.",
+            counter: false,
+            labels: Vec::new(),
+            value: a.queued() as f64,
+        });
+        out.push(counter(
+            "weir_alert_notifications_given_up",
+            "Alert notifications given up (undelivered for a day, or refused 5 times).",
+            Vec::new(),
+            a.given_up(),
+        ));
+        out.push(Sample {
+            name: "weir_alert_rules_failing",
+            help: "Alert rules whose last evaluation failed.",
+            counter: false,
+            labels: Vec::new(),
+            value: a.rule_errors().len() as f64,
+        });
     }
     out.push(Sample {
         name: "weir_uptime_seconds",

@@ -383,6 +383,7 @@ async function overviewPage(q) {
         type: "timeseries",
         unit: metric,
         series: (ts.series || []).map((s) => ({ name: metric, points: s.points.map((p) => [p[0], p[1]]) })),
+        range: [range.from_ms, range.to_ms],
         marks,
       }, {});
     }
@@ -407,6 +408,7 @@ async function alertsPage() {
   main.innerHTML = `<h2>Alerts</h2>
     <div class="bar"><button id="evaluate">Evaluate rules now</button><span id="queued" class="muted"></span></div>
     <div class="error" id="filter-error"></div>
+    <div class="error" id="rule-errors"></div>
     <h3>Firing</h3><table id="firing"><tr><th>since</th><th>severity</th><th>alert</th><th>rule</th><th>labels</th><th>summary</th></tr></table>
     <h3>Pending</h3><table id="pending"><tr><th>since</th><th>severity</th><th>alert</th><th>rule</th><th>labels</th><th>summary</th></tr></table>
     <h3>Silences</h3>
@@ -423,7 +425,10 @@ async function alertsPage() {
       <td>${esc(Object.entries(s.matchers).map(([k, x]) => `${k}=${x}`).join(", "))}</td>
       <td>${esc(new Date(s.ends_ms).toISOString())}</td><td>${esc(s.comment)}</td>
       <td><button data-unsilence="${s.id}">remove</button></td></tr>`).join("");
-    main.querySelector("#queued").textContent = `${v.queued_notifications} notification(s) waiting for delivery`;
+    main.querySelector("#queued").textContent = `${v.queued_notifications} notification(s) waiting for delivery`
+      + (v.given_up_notifications ? `, ${v.given_up_notifications} given up` : "");
+    main.querySelector("#rule-errors").innerHTML = Object.entries(v.rule_errors || {})
+      .map(([rule, e]) => `<div>rule ${esc(rule)} failing: ${esc(e)}</div>`).join("");
     main.querySelectorAll("[data-unsilence]").forEach((b) => {
       b.onclick = async () => { await api(`/api/v1/alerts/silences/${b.dataset.unsilence}`, null, null, "DELETE"); await refresh(); };
     });

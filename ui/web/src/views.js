@@ -167,7 +167,8 @@ function renderTimeseries(el, view) {
   const width = Math.max(400, el.clientWidth - 20), height = 220, pad = 40;
   const pts = view.series.flatMap((s) => s.points);
   if (!pts.length) { el.textContent = "no data in this range"; return; }
-  const [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
+  // The requested range when given (so marks anywhere in it show), else the data's extent.
+  const [x0, x1] = view.range || [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
   const y1 = Math.max(...pts.map((p) => p[1]), 1);
   const x = (t) => pad + ((t - x0) / Math.max(1, x1 - x0)) * (width - 2 * pad);
   const y = (v) => height - pad + -((v / y1) * (height - 2 * pad));

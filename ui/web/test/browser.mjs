@@ -58,6 +58,21 @@ try {
   const al = await api("/api/v1/alerts");
   check(queued.startsWith(`${al.queued_notifications} notification`), `alerts page queue line: ${queued}`);
   check((await page.$$("#firing tr")).length === 1 + al.active.filter((a) => a.state === "firing").length, "firing rows");
+  // The live NoFlows alert is in the firing table and the history, with its severity.
+  const firing = await page.$$eval("#firing tr", (trs) => trs.slice(1).map((t) => [...t.children].map((c) => c.textContent)));
+  check(firing.some((r) => r[1] === "critical" && r[2] === "NoFlows" && r[3] === "no-flows"), `firing table: ${JSON.stringify(firing)}`);
+  const hist = await page.$$eval("#history tr", (trs) => trs.slice(1).map((t) => [...t.children].map((c) => c.textContent)));
+  check(hist.some((r) => r[0] === "firing" && r[3] === "NoFlows"), `history table: ${JSON.stringify(hist)}`);
+  // Silencing it from the page: the silence is listed, the API has it, the alert shows it.
+  await page.fill("#matchers", "alertname=NoFlows");
+  await page.fill("#duration", "30m");
+  await page.fill("#comment", "browser test");
+  await page.click("#silence");
+  await page.waitForFunction(() => document.querySelectorAll("#silences tr").length > 1, null, { timeout: 10000 });
+  const sil = (await api("/api/v1/alerts")).silences;
+  check(sil.some((s) => s.matchers.alertname === "NoFlows" && s.comment === "browser test"), `silences: ${JSON.stringify(sil)}`);
+  await page.waitForFunction(() => [...document.querySelectorAll("#firing tr")].some((t) => t.textContent.includes("(silenced)")), null, { timeout: 10000 });
+  await page.screenshot({ path: `${shots}/alerts-live.png`, fullPage: true });
 
   // The status page lists the capture features the agent probed, with their state.
   await open("#/status", "status");
@@ -77,6 +92,9 @@ try {
   check(shown === agg.total.flows.toLocaleString("en-US"), `overview flows ${shown} != ${agg.total.flows}`);
   for (const m of ["bytes", "packets", "flows"]) {
     check(await page.$(`#ts-${m} svg.timeseries path`), `no ${m} time series drawn`);
+    // The firing alert is marked on each chart, named in its tooltip.
+    const marks = await page.$$eval(`#ts-${m} line.alert-mark title`, (ts) => ts.map((t) => t.textContent));
+    check(marks.some((t) => t.startsWith("NoFlows firing")), `${m} chart alert marks: ${JSON.stringify(marks)}`);
   }
 
   // Sankey: node and link totals equal the aggregate API's numbers for the same request.
