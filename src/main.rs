@@ -5,6 +5,7 @@ mod bundled;
 mod client;
 mod demo;
 mod output;
+mod plugin_build;
 mod plugin_cmd;
 mod units;
 

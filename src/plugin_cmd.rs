@@ -132,19 +132,43 @@ enum PluginCommand {
     /// Push a plugin to an OCI registry as a wasm artifact: `weir plugin push f.wasm
     /// oci://127.0.0.1:5000/weir/my-plugin:0.1.0`. The manifest is embedded first if needed.
     Push { file: PathBuf, reference: String },
-    /// Scaffold a buildable Rust plugin: `weir plugin new flow-processor my-plugin`.
+    /// Scaffold a buildable plugin: `weir plugin new flow-processor my-plugin` (Rust), or an
+    /// alert rule in Python or JavaScript: `weir plugin new alert-rule my-rule --lang python`.
+    /// Then `weir plugin build my-rule --install`.
     New {
         /// flow-processor, visualization, alert-rule, correlator, decoder or summarizer.
         kind: String,
         /// Plugin name (a-z, 0-9, '-'); also the directory created.
         name: String,
-        /// Where the guest SDK is (default: the one in the weir source tree this binary was
-        /// built from).
+        /// The language: rust, python (componentize-py) or javascript (jco); scripts are
+        /// alert rules.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::plugin_build::Lang,
+        /// Where the guest SDK is (Rust; default: the one in the weir source tree this binary
+        /// was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
         /// Parent directory for the new plugin.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+    /// Build a plugin project into an installable directory, DIR/dist (plugin.toml + one
+    /// component): Rust with cargo for wasm32-wasip2, Python (app.py) with componentize-py,
+    /// JavaScript (package.json) with jco (installed with npm when the project has none).
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Install the result into the agent's data directory too (upgrading an installed
+        /// plugin of the same name); a running agent picks it up within two seconds.
+        #[arg(long)]
+        install: bool,
+        /// With --install: capabilities to grant (default: what plugin.toml asks for).
+        #[arg(long)]
+        grant: Option<String>,
+        /// With --install: plugin configuration, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
     },
 }
 
@@ -192,11 +216,46 @@ pub fn run(a: PluginArgs) -> Result<()> {
     if let PluginCommand::New {
         kind,
         name,
+        lang,
         sdk,
         dir,
     } = &a.command
     {
-        return scaffold(kind, name, sdk.clone(), dir);
+        return scaffold(kind, name, *lang, sdk.clone(), dir);
+    }
+    if let PluginCommand::Build {
+        dir,
+        install: and_install,
+        grant,
+        config,
+    } = &a.command
+    {
+        let dist = crate::plugin_build::build(dir)?;
+        if !and_install {
+            println!(
+                "{}
+  install: weir plugin install {}",
+                dist.display(),
+                dist.display()
+            );
+            return Ok(());
+        }
+        let reg = registry(a.data_dir.clone())?;
+        let (_, given) = weir_host::registry::read_source(&dist)?;
+        let installed = given
+            .map(|(m, _)| {
+                reg.list()
+                    .iter()
+                    .any(|l| l.installed.manifest.name == m.name)
+            })
+            .unwrap_or(false);
+        let args = InstallArgs {
+            source: dist,
+            sha256: None,
+            grant: grant.clone(),
+            config: config.clone(),
+        };
+        return install(&reg, args, installed, &mut std::io::stdout().lock());
     }
     match a.command {
         PluginCommand::Run(r) => return run_plugin(r),
@@ -334,6 +393,7 @@ pub fn run(a: PluginArgs) -> Result<()> {
             )?;
         }
         PluginCommand::New { .. }
+        | PluginCommand::Build { .. }
         | PluginCommand::Run(_)
         | PluginCommand::Keygen { .. }
         | PluginCommand::Sign { .. }
@@ -664,37 +724,16 @@ impl Guest for Plugin {
 visualization::export!(Plugin);
 "#;
 
-const ALERT_RULE: &str = r#"//! A weir alert rule: fires when the window carries more bytes than `threshold` (config).
+/// The alert-rule scaffold is the example of docs/ALERTS.md (bytes per destination port).
+const ALERT_RULE: &str = include_str!("../plugins/examples/rust-alert/src/lib.rs");
 
-use weir_plugin_sdk::alert_rule::{self, config, flows, Alert, Guest, Metric, PluginError, Severity, TimeRange};
-
-struct Plugin;
-
-impl Guest for Plugin {
-    fn evaluate(window: TimeRange) -> Result<Vec<Alert>, PluginError> {
-        let threshold: u64 = config::get("threshold").and_then(|t| t.parse().ok()).unwrap_or(1_000_000_000);
-        let total: u64 = flows::aggregate("", window, &["Proto".to_string()], Metric::Bytes, 100)
-            .map_err(PluginError::Failed)?
-            .iter()
-            .map(|g| g.bytes)
-            .sum();
-        if total <= threshold {
-            return Ok(Vec::new());
-        }
-        Ok(vec![Alert {
-            name: "NAME".into(),
-            severity: Severity::Warning,
-            summary: format!("{total} bytes in the window, above {threshold}"),
-            labels: Vec::new(),
-            time_ms: window.to_ms,
-        }])
-    }
-}
-
-alert_rule::export!(Plugin);
-"#;
-
-fn scaffold(kind: &str, name: &str, sdk: Option<PathBuf>, parent: &std::path::Path) -> Result<()> {
+fn scaffold(
+    kind: &str,
+    name: &str,
+    lang: crate::plugin_build::Lang,
+    sdk: Option<PathBuf>,
+    parent: &std::path::Path,
+) -> Result<()> {
     let (template, caps) = match kind {
         "flow-processor" => (FLOW_PROCESSOR, "[]"),
         "visualization" => (VISUALIZATION, "[\"flows\"]"),
@@ -712,6 +751,19 @@ fn scaffold(kind: &str, name: &str, sdk: Option<PathBuf>, parent: &std::path::Pa
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
         bail!("plugin name '{name}' must be a-z, 0-9 and '-'");
+    }
+    if lang != crate::plugin_build::Lang::Rust {
+        let root = parent.join(name);
+        if root.exists() {
+            bail!("{} already exists", root.display());
+        }
+        crate::plugin_build::scaffold_script(kind, name, lang, &root)?;
+        println!(
+            "created {}\n  build and install: weir plugin build {} --install",
+            root.display(),
+            root.display()
+        );
+        return Ok(());
     }
     let sdk = match sdk {
         Some(p) => p,
@@ -749,11 +801,9 @@ fn scaffold(kind: &str, name: &str, sdk: Option<PathBuf>, parent: &std::path::Pa
         template.replace("NAME", &name.replace('-', "_")),
     )?;
     println!(
-        "created {}\n  build:   cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml\n  install: weir plugin install {}/target/wasm32-wasip2/release/{}.wasm",
+        "created {}\n  build and install: weir plugin build {} --install",
         root.display(),
-        root.display(),
-        root.display(),
-        name.replace('-', "_")
+        root.display()
     );
     Ok(())
 }

@@ -142,3 +142,88 @@ fn python_and_javascript_alert_scripts_evaluate_stored_flows() {
     // The agent kept serving throughout.
     assert_eq!(a.get_raw("/healthz").expect("healthz").0, 200);
 }
+
+/// The five-minute path of docs/ALERTS.md, as a user walks it: `weir plugin new alert-rule
+/// NAME --lang python|javascript`, `weir plugin build DIR --install --config ...`, and the
+/// agent's next evaluation fires both rules on the traffic they watch.
+#[test]
+fn scaffolded_python_and_javascript_rules_build_install_and_fire() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The toolchains scripts/build-guest-plugins.sh installed (jco from the example project,
+    // so no download here).
+    let jco = root.join("plugins/js/quiet-network/node_modules/.bin/jco");
+    assert!(jco.exists(), "run scripts/build-guest-plugins.sh first");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::WEIR)
+            .arg("plugin")
+            .args(args)
+            .env("WEIR_DATA_DIR", &data)
+            .env("WEIR_JCO", &jco)
+            .output()
+            .expect("weir plugin");
+        assert!(
+            out.status.success(),
+            "weir plugin {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parent = dir.path().to_str().expect("p");
+    for (name, lang) in [("py-hot", "python"), ("js-hot", "javascript")] {
+        let out = cli(&["new", "alert-rule", name, "--lang", lang, "--dir", parent]);
+        assert!(out.contains("weir plugin build"), "{out}");
+        let project = dir.path().join(name);
+        let out = cli(&[
+            "build",
+            project.to_str().expect("p"),
+            "--install",
+            "--config",
+            "bytes_warning=200000",
+        ]);
+        assert!(
+            out.contains(&format!("{name} 0.1.0 (alert-rule) installed")),
+            "{out}"
+        );
+        assert!(project.join(format!("dist/{name}.wasm")).exists());
+    }
+    // Building again upgrades in place.
+    let out = cli(&[
+        "build",
+        dir.path().join("py-hot").to_str().expect("p"),
+        "--install",
+        "--config",
+        "bytes_warning=200000",
+    ]);
+    assert!(out.contains("py-hot 0.1.0 (alert-rule) upgraded"), "{out}");
+
+    let a = Agent::start(dir.path(), &["--no-capture", "--alert-interval", "1h"]);
+    let now = now_ms();
+    let mut hot = flow("198.18.0.1", "198.18.0.2", 300_000, now - 2000);
+    hot.dst_port = 5201;
+    let mut cool = flow("198.18.0.1", "198.18.0.2", 1_000, now - 2000);
+    cool.dst_port = 22;
+    let (s, v) = a.post(
+        "/api/v1/flows",
+        &serde_json::to_string(&[hot, cool]).expect("json"),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.post("/api/v1/alerts/evaluate", "");
+    assert_eq!(s, 200, "{v}");
+    let active = a.ok("/api/v1/alerts", &[]);
+    for rule in ["py-hot", "js-hot"] {
+        let fired: Vec<&Value> = active["active"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["rule"] == rule)
+            .collect();
+        assert_eq!(fired.len(), 1, "{rule}: {active}");
+        assert_eq!(fired[0]["name"], "PortHot");
+        assert_eq!(fired[0]["state"], "firing");
+        assert_eq!(fired[0]["severity"], "warning");
+        assert_eq!(fired[0]["labels"]["dst_port"], "5201", "{rule}");
+    }
+}

@@ -312,34 +312,21 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let build = Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(dir.path().join(name).join("Cargo.toml"))
+        // Built and installed as a user would: `weir plugin build DIR --install` (one
+        // target directory for all six, so the SDK compiles once).
+        let build = Command::new(WEIR)
+            .args(["plugin", "build", "--install"])
+            .arg(dir.path().join(name))
+            .env("WEIR_DATA_DIR", &data)
             .env("CARGO_TARGET_DIR", &shared_target)
             .output()
-            .expect("cargo");
+            .expect("weir plugin build");
+        let out = String::from_utf8_lossy(&build.stdout);
         assert!(
             build.status.success(),
             "{kind} scaffold does not build:\n{}",
             String::from_utf8_lossy(&build.stderr)
         );
-        // Where a plain `cargo build` in the crate would put it (plugin.toml is found above).
-        let file = format!("{}.wasm", name.replace('-', "_"));
-        let rel = dir.path().join(name).join("target/wasm32-wasip2/release");
-        std::fs::create_dir_all(&rel).expect("dir");
-        std::fs::copy(
-            shared_target.join("wasm32-wasip2/release").join(&file),
-            rel.join(&file),
-        )
-        .expect("copy");
-        let (code, out, err) = weir(&data, &["install", rel.join(&file).to_str().expect("path")]);
-        assert_eq!(code, 0, "{err}");
         assert!(
             out.contains(&format!("{name} 0.1.0 ({kind}) installed")),
             "{out}"
