@@ -94,7 +94,7 @@ fn sankey_over_stored_flows(rt: &Runtime) -> (usize, f64, f64, usize, usize) {
         LoadRequest {
             wasm: &bytes,
             manifest: Some(manifest("sankey")),
-            grants: &[Capability::Flows],
+            grants: &[Capability::Flows, Capability::FlowStats],
             limits: None,
             config: BTreeMap::new(),
             flows: Some(store.clone()),

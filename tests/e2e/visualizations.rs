@@ -112,6 +112,36 @@ fn bundled_visualizations_match_the_aggregate_api() {
     }
     // Two-way traffic stays acyclic: 198.18.0.1 is a source node and a destination node.
     assert!(column.contains_key("0:198.18.0.1") && column.contains_key("2:198.18.0.1"));
+    // The top group only: the rest is an `other` node per column carrying what is left, so
+    // each column still sums to the total; others=false leaves it out.
+    let v = render(
+        &a,
+        "sankey",
+        window(json!({"group_by": "SrcAddr,DstPort,DstAddr", "top": "1"})),
+    );
+    let links = v["links"].as_array().expect("links");
+    let other: Vec<&Value> = links.iter().filter(|l| l["source"] == "0:*").collect();
+    assert_eq!(other.len(), 1, "{v}");
+    assert_eq!(other[0]["target"], "1:*");
+    let first: f64 = links
+        .iter()
+        .filter(|l| l["source"].as_str().is_some_and(|s| s.starts_with("0:")))
+        .map(|l| l["value"].as_f64().expect("v"))
+        .sum();
+    assert_eq!(first, total as f64, "{v}");
+    let v = render(
+        &a,
+        "sankey",
+        window(json!({"group_by": "SrcAddr,DstPort,DstAddr", "top": "1", "others": "false"})),
+    );
+    assert!(
+        !v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["id"] == "0:*"),
+        "{v}"
+    );
 
     // Chord: the matrix holds every pair; in and out are told apart.
     let v = render(&a, "chord", window(json!({})));

@@ -3,12 +3,32 @@
 //! columns, so two-way traffic stays acyclic. Each of the `top` largest groups (by `metric`)
 //! adds its value to the links between its consecutive columns, so every column's nodes sum to
 //! the same total: the sum of the groups the aggregate API returns for the same request.
+//! What the top groups leave out is drawn as an `other` node in every column (id `COL:*`),
+//! so each column sums to the window's whole traffic (`others=false` leaves it out).
 
 use std::collections::BTreeMap;
 use weir_plugin_sdk::visualization::{
-    self, Grouped, Guest, PluginError, RenderRequest, Sankey, SankeyLink, SankeyNode, View,
-    grouped, pick, unit, value_text,
+    self, Grouped, Guest, Metric, PluginError, RenderRequest, Sankey, SankeyLink, SankeyNode, View,
+    flow_stats, grouped, param, pick, unit, value_text,
 };
+
+/// The window's whole traffic by `metric` (one group of everything).
+fn total(req: &RenderRequest, metric: Metric) -> Result<u64, PluginError> {
+    let all = flow_stats::aggregate(
+        &req.filter,
+        req.range,
+        &[],
+        None,
+        flow_stats::Rank::Bytes,
+        1,
+    )
+    .map_err(PluginError::InvalidInput)?;
+    Ok(all.first().map_or(0, |g| match metric {
+        Metric::Bytes => g.bytes,
+        Metric::Packets => g.packets,
+        Metric::Flows => g.flows,
+    }))
+}
 
 struct Plugin;
 
@@ -27,6 +47,7 @@ impl Guest for Plugin {
         )?;
         let mut nodes: BTreeMap<String, SankeyNode> = BTreeMap::new();
         let mut links: BTreeMap<(String, String), f64> = BTreeMap::new();
+        let shown: u64 = groups.iter().map(|g| pick(g, metric)).sum();
         for g in &groups {
             let value = pick(g, metric) as f64;
             let ids: Vec<String> = g
@@ -46,6 +67,36 @@ impl Guest for Plugin {
                 .collect();
             for pair in ids.windows(2) {
                 *links.entry((pair[0].clone(), pair[1].clone())).or_default() += value;
+            }
+        }
+        let others = match param(&req, "others") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(PluginError::InvalidInput(format!(
+                    "others: expected true or false, got {other:?}"
+                )));
+            }
+        };
+        let rest = if others {
+            total(&req, metric)?.saturating_sub(shown)
+        } else {
+            0
+        };
+        if rest > 0 {
+            let ids: Vec<String> = (0..fields.len()).map(|col| format!("{col}:*")).collect();
+            for (col, id) in ids.iter().enumerate() {
+                nodes.insert(
+                    id.clone(),
+                    SankeyNode {
+                        id: id.clone(),
+                        label: format!("{}=other", fields[col]),
+                        column: col as u32,
+                    },
+                );
+            }
+            for pair in ids.windows(2) {
+                links.insert((pair[0].clone(), pair[1].clone()), rest as f64);
             }
         }
         Ok(View::Sankey(Sankey {

@@ -61,6 +61,9 @@ function renderSankey(el, view, { fields = [], onSelect }) {
   const svg = svgEl("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "sankey" }, el);
   const value = (id) => id.slice(id.indexOf(":") + 1);
   const field = (n) => fields[n.column] || "";
+  // The `other` node (id COL:*) stands for every group beyond the top: it filters nothing.
+  const pick = (...ns) => ns.filter((n) => value(n.id) !== "*").map((n) => term(field(n), value(n.id)));
+  const select = (...ns) => { const t = pick(...ns); if (onSelect && t.length) onSelect(t.join(" and ")); };
   const links = svgEl("g", { fill: "none", "stroke-opacity": 0.35 }, svg);
   for (const l of graph.links) {
     const p = svgEl("path", {
@@ -74,7 +77,7 @@ function renderSankey(el, view, { fields = [], onSelect }) {
     }, links);
     p.addEventListener("mousemove", (ev) => tooltip.show(ev, `${l.source.label} → ${l.target.label}: ${fmt(view.unit, l.value)}`));
     p.addEventListener("mouseleave", () => tooltip.hide());
-    p.addEventListener("click", () => onSelect && onSelect(`${term(field(l.source), value(l.source.id))} and ${term(field(l.target), value(l.target.id))}`));
+    p.addEventListener("click", () => select(l.source, l.target));
   }
   for (const n of graph.nodes) {
     const g = svgEl("g", {}, svg);
@@ -84,7 +87,7 @@ function renderSankey(el, view, { fields = [], onSelect }) {
     }, g);
     r.addEventListener("mousemove", (ev) => tooltip.show(ev, `${n.label}: ${fmt(view.unit, n.value)}`));
     r.addEventListener("mouseleave", () => tooltip.hide());
-    r.addEventListener("click", () => onSelect && onSelect(term(field(n), value(n.id))));
+    r.addEventListener("click", () => select(n));
     const t = svgEl("text", { x: n.x1 + 4, y: (n.y0 + n.y1) / 2, dy: "0.35em", "font-size": 11 }, g);
     t.textContent = n.label;
   }

@@ -129,6 +129,18 @@ try {
   check(srcs.length > 0, "filtered flows table is empty");
   check(srcs.every((s) => s === src), `rows not all from ${src}: ${srcs.join(",")}`);
 
+  // With only the top 2 groups drawn, the rest is one `other` node per column: every column
+  // still sums to the window's whole traffic.
+  await open(`#/view/sankey?${win}&group_by=SrcAddr,DstPort,DstAddr&metric=bytes&top=2`, "sankey-top2");
+  const top2 = await page.evaluate(() => {
+    const nodes = [...document.querySelectorAll("svg.sankey rect.node")];
+    const col0 = nodes.filter((n) => n.dataset.id.startsWith("0:"));
+    return { sum: col0.reduce((a, n) => a + Number(n.dataset.value), 0), other: nodes.filter((n) => n.dataset.id.endsWith(":*")).length };
+  });
+  check(agg.groups.length > 2, "the test traffic has more than two groups");
+  check(top2.other === 3, `other nodes: ${top2.other}`);
+  check(top2.sum === agg.total.bytes, `top-2 sankey column ${top2.sum} != total ${agg.total.bytes}`);
+
   // A bad filter shows its error under the bar, with the position.
   await open("#/flows?filter=" + encodeURIComponent("Bytez=1"), "flows-bad-filter");
   const err = await page.textContent("#filter-error");
