@@ -76,6 +76,9 @@ impl FlowBatch {
                 names.len() as u32 - 1
             })
         }
+        // Flows of a batch mostly repeat the previous interface and namespace: compare with
+        // the last one before hashing.
+        let (mut last_if, mut last_ns): ((&str, u32), (&str, u32)) = (("\0", 0), ("\0", 0));
         for f in flows {
             c.time_flow_start_ms.push(f.time_flow_start_ms);
             c.time_flow_end_ms.push(f.time_flow_end_ms);
@@ -96,10 +99,14 @@ impl FlowBatch {
             c.flags.push(f.flags);
             c.if_direction.push(f.if_direction);
             c.sampling.push(f.sampling);
-            let i = intern(&mut ids, &mut c.names, &f.interface);
-            c.interface.push(i);
-            let n = intern(&mut ids, &mut c.names, &f.netns);
-            c.netns.push(n);
+            if last_if.0 != f.interface {
+                last_if = (&f.interface, intern(&mut ids, &mut c.names, &f.interface));
+            }
+            c.interface.push(last_if.1);
+            if last_ns.0 != f.netns {
+                last_ns = (&f.netns, intern(&mut ids, &mut c.names, &f.netns));
+            }
+            c.netns.push(last_ns.1);
         }
         FlowBatch(Arc::new(c))
     }

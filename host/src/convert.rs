@@ -17,7 +17,34 @@ pub fn ip_from_wit(ip: &wit::IpAddr) -> Ipv6Addr {
     Ipv6Addr::from((u128::from(ip.hi) << 64) | u128::from(ip.lo))
 }
 
+/// A MAC as stored (`aa:bb:cc:dd:ee:ff`) as 48 bits; the canonical form is read byte by byte
+/// (this runs for every flow of every batch), anything else the slow way, skipping bad parts.
 pub fn mac_to_u64(mac: &str) -> u64 {
+    fn hex(c: u8) -> Option<u64> {
+        match c {
+            b'0'..=b'9' => Some(u64::from(c - b'0')),
+            b'a'..=b'f' => Some(u64::from(c - b'a' + 10)),
+            b'A'..=b'F' => Some(u64::from(c - b'A' + 10)),
+            _ => None,
+        }
+    }
+    let b = mac.as_bytes();
+    if b.len() == 17 {
+        let mut v = 0u64;
+        let mut ok = true;
+        for chunk in b.chunks(3) {
+            match (hex(chunk[0]), hex(chunk[1]), chunk.get(2)) {
+                (Some(h), Some(l), Some(b':') | None) => v = (v << 8) | (h << 4) | l,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            return v;
+        }
+    }
     mac.split(':')
         .filter_map(|h| u8::from_str_radix(h, 16).ok())
         .fold(0u64, |acc, b| (acc << 8) | u64::from(b))
@@ -87,5 +114,11 @@ mod tests {
             Some("198.18.0.1".parse().unwrap())
         );
         assert_eq!(mac_to_u64("02:00:00:00:00:ff"), 0x0200_0000_00ff);
+        assert_eq!(mac_to_u64("DE:AD:be:ef:00:01"), 0xdead_beef_0001);
+        assert_eq!(mac_to_u64(""), 0);
+        // Not the canonical form: parsed part by part, bad parts skipped (as before).
+        assert_eq!(mac_to_u64("2:0:0:0:0:1"), 0x0200_0000_0001);
+        assert_eq!(mac_to_u64("02:00:00:00:00:zz"), 0x02_0000_0000);
+        assert_eq!(mac_to_u64("02-00-00-00-00-01x"), 0);
     }
 }
