@@ -7,6 +7,8 @@
 //! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, features; default all)
 //! picks the tables.
 
+#[path = "support/proc_status.rs"]
+mod proc_status;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,15 +125,7 @@ fn clk_tck() -> f64 {
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status::status_kib(&pid.to_string(), key)
 }
 
 /// (run time ns, run count) summed over weir's TC programs.

@@ -4,6 +4,8 @@
 //! `WEIR_BENCH_FLOWS` (default 2,000,000) sets the size; the full run uses 10,000,000:
 //! `WEIR_BENCH_FLOWS=10000000 cargo bench -p weir-core --bench store`.
 
+#[path = "../../benches/support/proc_status.rs"]
+mod proc_status;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,15 +63,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn rss_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status::status_kib("self", key)
 }
 
 fn main() {

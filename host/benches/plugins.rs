@@ -4,6 +4,8 @@
 //! `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`, then
 //! `cargo bench -p weir-host --bench plugins`.
 
+#[path = "../../benches/support/proc_status.rs"]
+mod proc_status;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -174,17 +176,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    proc_status::status_kib("self", "VmRSS:")
 }
 
 /// The flow-count logic, natively, over the agent's own flow records.
