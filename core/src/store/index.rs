@@ -6,7 +6,8 @@ use crate::query::{Cmp, Expr, Op, Operand, TimeRange};
 use crate::schema::{FIELDS, FieldDef, FieldKind, Value};
 use std::ops::Bound;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, Query, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema, TextOptions,
@@ -23,6 +24,9 @@ pub struct IndexFields {
     pub fields: Vec<Field>,
     pub seq: Field,
 }
+
+/// Fields every document carries even when zero (the time range is a query on them).
+const ALWAYS_WRITTEN: [&str; 2] = ["TimeFlowStartMs", "TimeFlowEndMs"];
 
 impl IndexFields {
     /// Builds the schema from the declarative field list.
@@ -65,11 +69,17 @@ impl IndexFields {
         self.fields[i]
     }
 
-    /// The document indexed for one stored flow.
+    /// The document indexed for one stored flow. Zero numbers and empty strings are left out
+    /// (most flows carry no drops, RTT, DNS or Kubernetes names, and every value costs the
+    /// indexer): readers take a missing value as 0 or "", and [`IndexFields::compile`] matches
+    /// missing values wherever 0 or "" would match. The time fields are always written.
     pub fn document(&self, seq: u64, flow: &Flow) -> TantivyDocument {
         let mut d = TantivyDocument::default();
         for (def, field) in FIELDS.iter().zip(&self.fields) {
+            let always = ALWAYS_WRITTEN.contains(&def.name);
             match (def.get)(flow) {
+                Value::U64(0) if !always => {}
+                Value::Str(s) if s.is_empty() && !always => {}
                 Value::U64(n) => d.add_u64(*field, n),
                 Value::Ip(ip) => d.add_ip_addr(*field, ip),
                 Value::Str(s) => d.add_text(*field, s),
@@ -141,7 +151,38 @@ impl IndexFields {
         }
     }
 
+    /// A comparison; where 0 or "" satisfies it, documents without the field (see
+    /// [`IndexFields::document`]) match too.
     fn compile_cmp(&self, c: &Cmp) -> Box<dyn Query> {
+        let q = self.compile_present(c);
+        let zero_matches = match (&c.operand, c.op) {
+            (Operand::U64(n), Op::Eq | Op::Ge) => *n == 0,
+            (Operand::U64(n), Op::Lt) => *n > 0,
+            (Operand::U64(_), Op::Le) => true,
+            (Operand::U64(_), Op::Gt) => false,
+            (Operand::U64Range(lo, _), _) => *lo == 0,
+            (Operand::Str(s), _) => s.is_empty(),
+            (Operand::FlagsAll(mask), _) => *mask == 0,
+            (Operand::IpRange(..), _) => false,
+        };
+        if !zero_matches || ALWAYS_WRITTEN.contains(&c.field.name) {
+            return q;
+        }
+        let missing: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+            (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+            (
+                Occur::MustNot,
+                Box::new(ExistsQuery::new(c.field.name.to_string(), false)),
+            ),
+        ]));
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Should, q),
+            (Occur::Should, missing),
+        ]))
+    }
+
+    /// A comparison over the values documents carry.
+    fn compile_present(&self, c: &Cmp) -> Box<dyn Query> {
         let f = self.field_of(c.field);
         let term = |v: &Value| -> Term {
             match v {

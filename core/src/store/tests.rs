@@ -58,7 +58,20 @@ fn list_all(s: &Store, q: &str, range: TimeRange) -> ListResult {
 fn filters_agree_with_in_memory_evaluation() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    let flows = synth(3000, T0, 3_600_000);
+    let mut flows = synth(3000, T0, 3_600_000);
+    // Zeros and empty strings are left out of the index: filters that 0 or "" satisfies must
+    // still find those flows.
+    for (i, f) in flows.iter_mut().enumerate() {
+        if i % 4 == 0 {
+            f.interface.clear();
+        }
+        f.pkt_drop_packets = [0, 0, 1, 2, 5][i % 5];
+        f.dns_name = if i % 3 == 0 {
+            "a.test".into()
+        } else {
+            String::new()
+        };
+    }
     s.append(&flows).unwrap();
     s.flush().unwrap();
     assert!(s.status().partitions.len() >= 6, "partitioned by time");
@@ -73,6 +86,21 @@ fn filters_agree_with_in_memory_evaluation() {
         "Bytes>50000 and Packets<=10",
         "SrcAddr!=10.0.1.0/24 and IfDirection=egress",
         "(DstPort=9000 or DstPort=8080) and Sampling>1",
+        "Sampling=0",
+        "Sampling<=1",
+        "PktDropPackets=0",
+        "PktDropPackets<2",
+        "PktDropPackets<=0",
+        "PktDropPackets>=0",
+        "PktDropPackets>0",
+        "PktDropPackets=0-1",
+        "PktDropPackets=1-2",
+        "not PktDropPackets=0",
+        "PktDropPackets!=0",
+        "Interface=\"\"",
+        "Interface!=\"\" and DnsName=a.test",
+        "DnsName=\"\" or PktDropPackets=5",
+        "Flags=0",
     ];
     let range = TimeRange {
         from_ms: T0 - 1_800_000,
