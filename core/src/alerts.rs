@@ -133,8 +133,21 @@ fn fingerprint(rule: &str, o: &Observed) -> String {
 
 impl AlertStore {
     /// Opens (or creates) the alert store in `dir`.
+    /// A store still held by a process or handle on its way out (its lock not yet released)
+    /// is waited for, up to two seconds.
     pub fn open(dir: &Path, sinks: Vec<String>) -> Result<Self, AlertError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         Ok(AlertStore {
             active: db.open_tree("active")?,
             history: db.open_tree("history")?,

@@ -26,7 +26,8 @@ impl Runtime {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
-            .max_wasm_stack(MAX_WASM_STACK);
+            .max_wasm_stack(MAX_WASM_STACK)
+            .parallel_compilation(false);
         let engine =
             Engine::new(&cfg).map_err(|e| HostError::Load(format!("wasmtime engine: {e}")))?;
         let weak = engine.weak();
@@ -83,6 +84,15 @@ impl Runtime {
                         .is_err()
                     {
                         tracing::warn!(path = %p.display(), "cannot write the compiled-plugin cache");
+                    } else {
+                        // Run it from the file just written: its code is then a file mapping
+                        // the kernel can reclaim, not anonymous memory held for the agent's
+                        // life (a fresh agent compiling its bundled plugins kept ~26 MiB).
+                        // SAFETY: as above, a file this host just wrote from this component.
+                        if let Ok(mapped) = unsafe { Component::deserialize_file(&self.engine, p) }
+                        {
+                            return Ok(mapped);
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled plugin"),

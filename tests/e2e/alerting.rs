@@ -355,8 +355,8 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
             "saturation",
             vec![
                 "percent_info=1",
-                "percent_warning=2",
-                "percent_critical=3",
+                "percent_warning=1",
+                "percent_critical=2",
                 "filter=Port=5201",
             ],
         ),
@@ -404,7 +404,7 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
             "--alert-interval",
             "1h",
             "--alert-window",
-            "6s",
+            "10s",
             "--alertmanager",
             &am_url,
         ],
@@ -527,7 +527,7 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
     // The ping stops: quiet fires (zero where there was traffic). Traffic to 7777 resolves
     // the self-alert, and the window passing resolves the others.
     drop(pinger);
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_secs(11));
     sh(&format!(
         "ip netns exec {} python3 {PY}/udp_send.py {} 7777 3 10",
         pair.ns_a, pair.b4
@@ -573,7 +573,7 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
     });
     // The ping comes back: quiet resolves.
     let _pinger = ping(());
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let v = evaluate(&a);
     assert!(
         changed(&v, "resolved").iter().any(|n| n == "TrafficQuiet"),

@@ -297,10 +297,13 @@ fn dns_names_codes_and_latency() {
         let lat = resp["DnsLatencyUs"].as_u64().unwrap_or(0) as f64 / 1000.0;
         let client_ms: f64 = lines[i][2].parse().expect("client latency");
         assert!(lat > 0.0, "{name}: no latency");
-        // Within 1 ms of what the client itself measured (the server's delay plus the
-        // path and the Python interpreters on both ends).
+        // The kernel sees the query leave after the client started its clock and the answer
+        // arrive before the client reads it: never longer than what the client measured
+        // (1 ms of slack for clock granularity). On a quiet machine the two agree within 1 ms;
+        // tests running beside this one only widen the gap on the client's side, so the lower
+        // bound is the server's own delay (slow.test, below).
         assert!(
-            (lat - client_ms).abs() <= 1.0,
+            lat <= client_ms + 1.0,
             "{name}: the client measured {client_ms} ms, the flow says {lat} ms"
         );
         if *name == "slow.test" {
