@@ -114,10 +114,16 @@ pub fn evaluate_all(
         }
         installed.insert(name.to_string());
         if entry["loaded"]["state"]["state"] != "enabled" {
-            let why = entry["load_error"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| format!("plugin is {}", entry["loaded"]["state"]["state"]));
+            // Not loaded (its load error), or disabled after repeated failures (the reason).
+            let state = &entry["loaded"]["state"];
+            let why = match (entry["load_error"].as_str(), state["reason"].as_str()) {
+                (Some(e), _) => format!("not loaded: {e}"),
+                (None, Some(r)) => format!("disabled by the agent: {r}"),
+                (None, None) => format!(
+                    "plugin is {}",
+                    state["state"].as_str().unwrap_or("not loaded")
+                ),
+            };
             store.set_rule_error(name, Some(why));
             continue;
         }

@@ -662,6 +662,13 @@ fn rule_errors_are_shown_and_disabled_rules_resolve_their_alerts() {
     evaluate(&a);
     evaluate(&a);
     wait_until("saturation failing", 10, || loaded(2));
+    evaluate(&a);
+    let why = a.ok("/api/v1/alerts", &[])["rule_errors"]["saturation"].clone();
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.starts_with("disabled by the agent: 3 consecutive failures")),
+        "{why}"
+    );
     let (code, _, err) = weir(&data, &["enable", "saturation"]);
     assert_eq!(code, 0, "{err}");
     wait_until("saturation enabled again", 10, || loaded(3));
