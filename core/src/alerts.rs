@@ -139,8 +139,10 @@ impl AlertStore {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
             match sled::Config::new().path(dir).open() {
+                // sled wraps the lock's EWOULDBLOCK as ErrorKind::Other with this text.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -627,5 +629,18 @@ mod tests {
         assert!(s.silences().is_empty());
         let newest = &s.history(1)[0];
         assert_eq!(newest.resolved_ms, HISTORY_MAX as u64 + 4);
+    }
+
+    #[test]
+    fn reopening_waits_for_a_lock_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AlertStore::open(dir.path(), vec![]).unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = AlertStore::open(dir.path(), vec![]);
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 }
