@@ -3,6 +3,7 @@
 use crate::units;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AgentArgs {
     /// Run without plugins (none loaded, the plugin API answers 503).
     #[arg(long)]
     no_plugins: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Drop stored flows older than this (0: keep).
     #[arg(long, default_value = "7d", value_parser = retention_duration)]
     retention_age: Duration,
@@ -170,6 +173,51 @@ fn retention_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The operator's ceilings over plugins (the same variables set them for `weir plugin`, so
+/// an install shows what the agent will grant).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Most memory one plugin call may use, MiB; manifests asking more get this.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_MEMORY_MB", default_value_t = 256)]
+    pub plugin_max_memory_mb: u32,
+    /// Longest deadline one plugin call may have, ms; manifests asking more get this.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_TIMEOUT_MS", default_value_t = 10_000)]
+    pub plugin_max_timeout_ms: u32,
+    /// Memory all plugin calls running at once may use together, MiB (a call that does not
+    /// fit is refused as busy: 429 on the API, a skipped batch for processors).
+    #[arg(long, env = "WEIR_PLUGIN_MEMORY_BUDGET_MB", default_value_t = 1024)]
+    pub plugin_memory_budget_mb: u32,
+    /// Calls one plugin may have running at once.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_CALLS", default_value_t = 4)]
+    pub plugin_max_calls: u32,
+    /// Refuse to install plugins asking above the ceilings (default: lower their asks).
+    #[arg(long, env = "WEIR_PLUGIN_REFUSE_OVER_CEILING")]
+    pub plugin_refuse_over_ceiling: bool,
+}
+
+impl SandboxArgs {
+    /// The ceilings from the environment alone (for `weir plugin`).
+    pub fn from_env() -> Result<SandboxArgs> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: SandboxArgs,
+        }
+        use clap::Parser;
+        Ok(Only::try_parse_from(["weir"])?.s)
+    }
+
+    pub fn policy(&self) -> weir_host::SandboxPolicy {
+        weir_host::SandboxPolicy {
+            max_memory_mb: self.plugin_max_memory_mb.max(1),
+            max_timeout_ms: self.plugin_max_timeout_ms.max(1),
+            total_memory_mb: self.plugin_memory_budget_mb.max(1),
+            max_calls_per_plugin: self.plugin_max_calls.max(1),
+            refuse_over_ceiling: self.plugin_refuse_over_ceiling,
+        }
+    }
+}
+
 pub fn default_data_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -185,8 +233,11 @@ pub fn default_data_dir() -> PathBuf {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file or a pipe gets plain text.
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -293,7 +344,8 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let (registry, processors) = if a.no_plugins {
         (None, None)
     } else {
-        let (reg, proc_tx) = start_plugins(&dir, store.clone(), metrics.clone())?;
+        let (reg, proc_tx) =
+            start_plugins(&dir, store.clone(), metrics.clone(), a.sandbox.policy())?;
         if let Some(c) = &capture {
             reg.set_capture(c.clone());
         }
@@ -376,25 +428,55 @@ pub fn run(a: AgentArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         tracing::info!(listen = %listener.local_addr()?, data_dir = %dir.display(), "weir agent serving");
-        axum::serve(listener, weir_ui::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")
+        // Open connections (a live tail, a plugin run) get a short grace after the signal,
+        // then are cut: shutdown never waits on a client or a plugin.
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let notify = signalled.clone();
+        let serve = axum::serve(listener, weir_ui::router(state))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                notify.notify_one();
+            })
+            .into_future();
+        tokio::select! {
+            r = serve => r.context("serving HTTP"),
+            _ = async {
+                signalled.notified().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace period: closing them");
+                Ok(())
+            }
+        }
     })?;
     tracing::info!("shutting down: draining kernel maps and flushing storage");
     alerts_stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    if let Some(t) = alerts_thread {
-        let _ = t.join();
-    }
+    // Flows first: the alert thread may be inside a rule's call, which ends at its deadline;
+    // nothing it does holds up the flush.
     if let Some(c) = capture {
         c.stop();
     }
-    drop(rt);
+    rt.shutdown_timeout(Duration::from_millis(500));
     let _ = ingest_thread.join();
+    if let Some(t) = alerts_thread {
+        let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            tracing::warn!("the alert thread is still in a plugin call: leaving it");
+        }
+    }
     drop(registry);
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long open connections and a running alert pass get after SIGTERM before the agent
+/// exits regardless.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Stored batches on their way to flow-processor plugins.
 type ProcessorQueue = std::sync::mpsc::SyncSender<Arc<Vec<weir_core::Flow>>>;
@@ -408,9 +490,18 @@ fn start_plugins(
     dir: &std::path::Path,
     store: Arc<Store>,
     metrics: Arc<weir_core::metrics::FlowMetrics>,
+    policy: weir_host::SandboxPolicy,
 ) -> Result<(Arc<weir_host::registry::Registry>, ProcessorQueue)> {
     let rt = weir_host::Runtime::new(Some(dir.join("plugin-cache")))
-        .context("starting the plugin runtime")?;
+        .context("starting the plugin runtime")?
+        .with_policy(policy);
+    tracing::info!(
+        max_memory_mb = policy.max_memory_mb,
+        max_timeout_ms = policy.max_timeout_ms,
+        memory_budget_mb = policy.total_memory_mb,
+        max_calls = policy.max_calls_per_plugin,
+        "plugin ceilings"
+    );
     let fresh = !dir.join("plugins").exists();
     let reg = Arc::new(
         weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
@@ -440,10 +531,14 @@ fn start_plugins(
         .spawn(move || {
             while let Some(reg) = weak.upgrade() {
                 reg.sync();
-                // What plugins emitted through the metrics capability reaches /metrics.
-                for p in reg.loaded() {
+                // What plugins emitted through the metrics capability reaches /metrics; the
+                // metrics of plugins no longer loaded leave it.
+                let loaded = reg.loaded();
+                for p in &loaded {
                     emitted.record_plugin(&p.manifest().name, &p.drain_samples());
                 }
+                let names: Vec<&str> = loaded.iter().map(|p| p.name()).collect();
+                emitted.retain_plugins(&names);
                 drop(reg);
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -451,23 +546,19 @@ fn start_plugins(
         .context("starting the plugin sync thread")?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<weir_core::Flow>>>(16);
     let weak = Arc::downgrade(&reg);
+    let sink: weir_host::workers::SampleSink = Arc::new(move |name, samples| {
+        metrics.record_plugin(name, samples);
+    });
     std::thread::Builder::new()
         .name("weir-processors".into())
         .spawn(move || {
+            // Each batch-taking plugin on its own worker: one that blocks delays only itself.
+            let mut workers = weir_host::workers::Workers::new(sink);
             for batch in rx {
                 let Some(reg) = weak.upgrade() else { return };
                 // Columns built once, shared by every plugin that takes the batch.
                 let batch = weir_host::FlowBatch::new(&batch);
-                // Errors are recorded against the plugin (and may disable it).
-                for p in reg.of_kind(weir_host::Kind::FlowProcessor) {
-                    if let Ok(out) = p.process(&batch) {
-                        let samples = weir_host::convert::samples_of(&out.samples);
-                        metrics.record_plugin(&p.manifest().name, &samples);
-                    }
-                }
-                for p in reg.of_kind(weir_host::Kind::Summarizer) {
-                    let _ = p.summarize(&batch);
-                }
+                workers.dispatch(&reg, &batch);
             }
         })
         .context("starting the flow-processor thread")?;

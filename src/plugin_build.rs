@@ -101,6 +101,10 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 /// Builds the project in `dir` into `dir/dist/` (plugin.toml + NAME.wasm); returns `dist`.
 pub fn build(dir: &Path) -> Result<PathBuf> {
     let started = Instant::now();
+    // Absolute from here on: the toolchains run with the project as their working directory,
+    // so a relative `./my-rule` (as `weir plugin new` prints it) must not be resolved twice.
+    let dir = &std::fs::canonicalize(dir)
+        .with_context(|| format!("no plugin project at {}", dir.display()))?;
     let lang = detect(dir)?;
     let toml_path = dir.join("plugin.toml");
     let toml = std::fs::read_to_string(&toml_path)

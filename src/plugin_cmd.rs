@@ -175,7 +175,8 @@ enum PluginCommand {
 fn registry(dir: Option<PathBuf>) -> Result<Registry> {
     let data = dir.unwrap_or_else(crate::agent::default_data_dir);
     let rt = weir_host::Runtime::new(Some(data.join("plugin-cache")))
-        .context("starting the plugin runtime")?;
+        .context("starting the plugin runtime")?
+        .with_policy(crate::agent::SandboxArgs::from_env()?.policy());
     Registry::open(&data.join("plugins"), Arc::new(rt), None)
         .map(|r| r.with_bundled(crate::bundled::BUNDLED))
         .with_context(|| format!("opening the plugin registry in {}", data.display()))
@@ -557,6 +558,21 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
         m.sha256,
         caps(&m.manifest.capabilities),
         caps(&m.granted)
+    )?;
+    let asked = m.manifest.limits;
+    let got = m.granted_limits.unwrap_or(asked);
+    writeln!(
+        out,
+        "  limits    asked {} MiB, {} ms per call; granted {} MiB, {} ms{}",
+        asked.memory_mb,
+        asked.timeout_ms,
+        got.memory_mb,
+        got.timeout_ms,
+        if got != asked {
+            " (lowered to the agent's ceilings)"
+        } else {
+            ""
+        }
     )?;
     Ok(())
 }

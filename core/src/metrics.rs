@@ -56,6 +56,52 @@ fn valid_name(s: &str, colon: bool) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
 }
 
+/// Most metric families one plugin may own; samples naming more are refused (counted).
+pub const PLUGIN_MAX_FAMILIES: usize = 100;
+/// Longest metric or label name, and longest label value, a plugin sample may carry (bytes).
+pub const PLUGIN_MAX_NAME_BYTES: usize = 128;
+pub const PLUGIN_MAX_LABEL_VALUE_BYTES: usize = 256;
+/// Endings the text format adds to family names: a plugin family ending in one could collide
+/// with another family's samples (a counter `x` is exposed as `x_total`, a histogram `h` as
+/// `h_bucket`, `h_sum`, `h_count`), so plugin names may not end in them.
+pub const EXPOSITION_SUFFIXES: [&str; 6] =
+    ["_total", "_count", "_sum", "_bucket", "_created", "_info"];
+/// Label names the exposition reserves.
+pub const RESERVED_LABELS: [&str; 3] = ["__name__", "le", "quantile"];
+
+/// Whether a plugin sample's names and values are ones the exposition can always carry.
+fn plugin_sample_ok(s: &PluginSample) -> bool {
+    valid_name(&s.name, true)
+        && s.name.len() <= PLUGIN_MAX_NAME_BYTES
+        && !s.name.starts_with("weir_")
+        && !s.name.starts_with("__")
+        && !EXPOSITION_SUFFIXES.iter().any(|x| s.name.ends_with(x))
+        && s.value.is_finite()
+        && !(s.kind == UserKind::Counter && s.value < 0.0)
+        && s.labels.iter().all(|(k, v)| {
+            valid_name(k, false)
+                && k.len() <= PLUGIN_MAX_NAME_BYTES
+                && !k.starts_with("__")
+                && !RESERVED_LABELS.contains(&k.as_str())
+                && v.len() <= PLUGIN_MAX_LABEL_VALUE_BYTES
+        })
+        && s.labels
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| !s.labels[..i].iter().any(|(j, _)| j == k))
+}
+
+/// Whether any family already exposes a sample named `name` (or would, with a suffix).
+fn exposed_by_any(fam: &[Family], name: &str) -> bool {
+    fam.iter().any(|f| {
+        f.name == name
+            || EXPOSITION_SUFFIXES.iter().any(|x| {
+                name.strip_suffix(x) == Some(f.name.as_str())
+                    || f.name.strip_suffix(x) == Some(name)
+            })
+    })
+}
+
 /// Label value a folded series carries in every label.
 pub const OTHER: &str = "other";
 
@@ -392,18 +438,13 @@ impl FlowMetrics {
         let now = Instant::now();
         let mut fam = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut refused = 0;
+        let mut owned = fam
+            .iter()
+            .filter(|f| f.owner.as_deref() == Some(plugin))
+            .count();
         for s in samples {
             let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
-            let valid = valid_name(&s.name, true)
-                && !s.name.starts_with("weir_")
-                && !(s.kind == UserKind::Counter && s.name.ends_with("_total"))
-                && s.value.is_finite()
-                && !(s.kind == UserKind::Counter && s.value < 0.0)
-                && names.iter().all(|n| valid_name(n, false) && *n != "le")
-                && names
-                    .iter()
-                    .enumerate()
-                    .all(|(i, n)| !names[..i].contains(n));
+            let valid = plugin_sample_ok(s);
             let at = fam.iter().position(|f| f.name == s.name);
             let fits = match at {
                 Some(i) => {
@@ -413,7 +454,9 @@ impl FlowMetrics {
                         && f.gauge == (s.kind == UserKind::Gauge)
                         && f.buckets.is_some() == (s.kind == UserKind::Histogram)
                 }
-                None => true,
+                // A new family: within the plugin's family budget, and no family of anyone
+                // may already expose a sample of that name.
+                None => owned < PLUGIN_MAX_FAMILIES && !exposed_by_any(&fam, &s.name),
             };
             if !valid || !fits {
                 refused += 1;
@@ -430,6 +473,7 @@ impl FlowMetrics {
                 f.gauge = s.kind == UserKind::Gauge;
                 f.owner = Some(plugin.to_string());
                 fam.push(f);
+                owned += 1;
                 fam.len() - 1
             });
             // The plugin's budget left for this metric: what its other metrics do not use.
@@ -463,6 +507,18 @@ impl FlowMetrics {
             tracing::debug!(plugin, refused, "plugin metric samples refused");
         }
         refused
+    }
+
+    /// Forgets the metrics of plugins no longer loaded (removed or disabled): their families
+    /// and refusal counts leave /metrics with them.
+    pub fn retain_plugins(&self, loaded: &[&str]) {
+        let mut fam = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        fam.retain(|f| f.owner.as_deref().is_none_or(|o| loaded.contains(&o)));
+        drop(fam);
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p, _| loaded.contains(&p.as_str()));
     }
 
     /// Drops series that stopped changing.
@@ -1059,13 +1115,13 @@ divider = 1e9
         assert_eq!(m.series(), 0);
     }
 
-    #[test]
-    fn plugin_metrics_have_owners_a_shared_budget_and_refusals_counted() {
-        let m = FlowMetrics::new(MetricsConfig {
-            plugin_max_series: 3,
-            ..Default::default()
-        });
-        let sample = |name: &str, kind, labels: &[(&str, &str)], value| PluginSample {
+    fn plugin_sample(
+        name: &str,
+        kind: UserKind,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> PluginSample {
+        PluginSample {
             name: name.into(),
             kind,
             labels: labels
@@ -1073,7 +1129,16 @@ divider = 1e9
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             value,
-        };
+        }
+    }
+
+    #[test]
+    fn plugin_metrics_have_owners_a_shared_budget_and_refusals_counted() {
+        let m = FlowMetrics::new(MetricsConfig {
+            plugin_max_series: 3,
+            ..Default::default()
+        });
+        let sample = plugin_sample;
         use UserKind::*;
         let refused = m.record_plugin(
             "p",
@@ -1127,5 +1192,54 @@ divider = 1e9
             text.contains("# HELP app_queue Emitted by plugin p."),
             "{text}"
         );
+    }
+
+    #[test]
+    fn plugin_families_cannot_collide_in_the_exposition_and_leave_with_their_plugin() {
+        let m = FlowMetrics::new(MetricsConfig::default());
+        let sample =
+            |name: &str, kind, labels: &[(&str, &str)]| plugin_sample(name, kind, labels, 1.0);
+        use UserKind::*;
+        let long = "v".repeat(PLUGIN_MAX_LABEL_VALUE_BYTES + 1);
+        let refused = m.record_plugin(
+            "p",
+            &[
+                sample("x", Counter, &[]),
+                sample("h", Histogram, &[]),
+                // Would expose x_total next to x's, h_count next to h's.
+                sample("x_total", Gauge, &[]),
+                sample("h_count", Gauge, &[]),
+                sample("g_sum", Gauge, &[]),
+                // Reserved labels, an oversized value.
+                sample("y", Gauge, &[("le", "1")]),
+                sample("y", Gauge, &[("quantile", "1")]),
+                sample("y", Gauge, &[("__name__", "z")]),
+                sample("y", Gauge, &[("k", &long)]),
+            ],
+        );
+        assert_eq!(refused, 7);
+        // Another plugin cannot shadow them either.
+        assert_eq!(m.record_plugin("q", &[sample("x_total", Gauge, &[])]), 1);
+        // A plugin's families are bounded.
+        let many: Vec<PluginSample> = (0..PLUGIN_MAX_FAMILIES + 50)
+            .map(|i| sample(&format!("m{i}"), Gauge, &[]))
+            .collect();
+        assert_eq!(m.record_plugin("r", &many), 50);
+        let text = m.render(false, &[]);
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            let ty = text.lines().find(|t| {
+                t.starts_with("# TYPE ") && name.starts_with(t.split(' ').nth(2).unwrap_or("-"))
+            });
+            assert!(ty.is_some(), "no TYPE for {name}");
+            seen.insert(name.to_string());
+        }
+        assert!(seen.contains("x_total") && seen.contains("h_count"));
+        // Removed plugins take their families along.
+        m.retain_plugins(&["q"]);
+        let text = m.render(false, &[]);
+        assert!(!text.contains("x_total") && !text.contains("m1 "), "{text}");
+        assert!(!text.contains("plugin=\"p\""), "{text}");
     }
 }

@@ -20,6 +20,29 @@ pub trait PluginAdmin: PluginRunner + Send + Sync {
     fn remove(&self, name: &str) -> Result<(), String>;
 }
 
+/// The rule every plugin name follows. Names become directory names under the data dir, so
+/// every route and the registry check it before a name touches the file system.
+pub const PLUGIN_NAME_RULE: &str = "1-64 characters of a-z, 0-9, '-' or '_'";
+
+/// A plugin name that breaks [`PLUGIN_NAME_RULE`] (a path, `..`, a slash, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid plugin name '{}': a name is {PLUGIN_NAME_RULE}", .0.escape_debug())]
+pub struct InvalidName(pub String);
+
+/// Checks a plugin name against [`PLUGIN_NAME_RULE`]; nothing else may become a path.
+pub fn check_plugin_name(name: &str) -> Result<(), InvalidName> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName(name.chars().take(200).collect()))
+    }
+}
+
 /// Why running a plugin on request failed; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -33,10 +56,45 @@ pub enum RunError {
     /// disabled (422).
     #[error("{0}")]
     Failed(String),
+    /// The plugin already runs as many calls as it may, or the agent's plugin memory budget
+    /// is spoken for: try again later (429).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Running installed plugins on request (`POST /api/v1/plugins/{name}/run`). The request and
 /// the result are JSON whose shape depends on the plugin's kind (see docs/PLUGINS.md).
 pub trait PluginRunner: Send + Sync {
     fn run(&self, name: &str, request: &serde_json::Value) -> Result<serde_json::Value, RunError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_become_paths_are_refused() {
+        for ok in ["sankey", "top-ports", "a_b", "x1", &"a".repeat(64)] {
+            assert_eq!(check_plugin_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../victim",
+            "../../victim",
+            "/tmp/victim",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "A",
+            "a b",
+            "a\nb",
+            "é",
+            &"a".repeat(65),
+        ] {
+            let e = check_plugin_name(bad).expect_err(bad);
+            assert!(e.to_string().contains("invalid plugin name"), "{e}");
+            assert!(!e.to_string().contains('\n'), "escaped: {e}");
+        }
+    }
 }

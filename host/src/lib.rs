@@ -6,6 +6,7 @@ pub mod batch;
 mod bindings;
 pub mod capability;
 pub mod convert;
+mod deadline;
 pub mod manifest;
 pub mod oci;
 pub mod plugin;
@@ -14,12 +15,13 @@ pub mod run;
 pub mod runtime;
 pub mod signing;
 mod state;
+pub mod workers;
 
 pub use batch::FlowBatch;
 pub use capability::Capability;
 pub use manifest::{Kind, Limits, Manifest};
 pub use plugin::{Plugin, PluginInfo, PluginState};
-pub use runtime::Runtime;
+pub use runtime::{Runtime, SandboxPolicy};
 
 /// Locks a mutex, carrying on past poisoning (a panicked holder leaves plain data behind).
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,6 +59,10 @@ pub enum HostError {
         kind: &'static str,
         wanted: &'static str,
     },
+    #[error("plugin {plugin} is busy: {reason}")]
+    Busy { plugin: String, reason: String },
+    #[error(transparent)]
+    Name(#[from] weir_core::plugins::InvalidName),
     #[error("signature check failed: {0}")]
     Signature(String),
     #[error("registry: {0}")]

@@ -78,15 +78,11 @@ impl Manifest {
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, HostError> {
         let m: Manifest = toml::from_str(text)
             .map_err(|e| HostError::Manifest(format!("{origin}: {}", e.to_string().trim())))?;
-        let valid_name = !m.name.is_empty()
-            && m.name.len() <= 64
-            && m.name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !valid_name {
+        if weir_core::plugins::check_plugin_name(&m.name).is_err() {
             return Err(HostError::Manifest(format!(
-                "{origin}: name '{}' must be 1-64 characters of a-z, 0-9, '-' or '_'",
-                m.name
+                "{origin}: name '{}' must be {}",
+                m.name.escape_debug(),
+                weir_core::plugins::PLUGIN_NAME_RULE
             )));
         }
         if !SUPPORTED_WIT.contains(&m.wit.as_str()) {

@@ -22,6 +22,12 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 /// Consecutive failed calls after which a plugin is disabled.
 pub const MAX_CONSECUTIVE_FAILURES: u32 = 3;
+/// Calls in the failure-rate window: a plugin whose failures reach [`MAX_FAILURE_RATE`] of
+/// its last this-many calls is disabled, however it spaces them (failing every other call
+/// never trips the consecutive count).
+pub const FAILURE_WINDOW: usize = 20;
+/// Share of failed calls in the window that disables a plugin.
+pub const MAX_FAILURE_RATE: f64 = 0.5;
 /// Most items a plugin may return from one call (nodes + links, rows, samples, alerts...).
 pub const MAX_OUTPUT_ITEMS: usize = 200_000;
 /// Guest stdout/stderr kept per call; beyond it the stream closes.
@@ -52,6 +58,14 @@ pub struct PluginInfo {
     pub busy_seconds: f64,
     pub max_call_seconds: f64,
     pub recent_errors: Vec<String>,
+    /// Batches this plugin did not get because its queue was full or it was busy.
+    pub skipped_batches: u64,
+    /// Calls refused because the plugin (or the agent's plugin budget) was busy.
+    pub busy_refusals: u64,
+    /// Log lines dropped by the plugin's log rate limit.
+    pub log_dropped: u64,
+    /// What the manifest asked for (`limits` is what it got).
+    pub asked_limits: Limits,
 }
 
 enum Pre {
@@ -71,8 +85,11 @@ struct Health {
     busy_us: u64,
     max_us: u64,
     consecutive: u32,
+    /// Outcomes of the last [`FAILURE_WINDOW`] calls (true: failed).
+    window: VecDeque<bool>,
     disabled: Option<String>,
     recent: VecDeque<String>,
+    busy_refusals: u64,
 }
 
 pub struct Plugin {
@@ -89,6 +106,25 @@ pub struct Plugin {
     summary: Mutex<Option<Vec<u8>>>,
     /// A flow-processor's instance, kept between calls while it behaves.
     warm: Mutex<Option<(Store<HostState>, flow_processor::FlowProcessor)>>,
+    policy: crate::runtime::SandboxPolicy,
+    budget: Arc<crate::runtime::Budget>,
+    /// Calls running now.
+    inflight: std::sync::atomic::AtomicU32,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// A call's admission: its slot among the plugin's concurrent calls and its share of the
+/// agent's memory budget, both given back when dropped.
+struct Admission<'a> {
+    inflight: &'a std::sync::atomic::AtomicU32,
+    _memory: crate::runtime::Reservation,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Everything needed to load a plugin.
@@ -213,6 +249,8 @@ impl Plugin {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| HostError::Load(format!("{e:#}")))?;
+        crate::deadline::link_bounded_clock(&mut linker)
+            .map_err(|e| HostError::Load(format!("{e:#}")))?;
         link_granted(&mut linker, &granted).map_err(|e| HostError::Load(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
@@ -242,13 +280,15 @@ impl Plugin {
             }
         };
         let asked = manifest.limits;
-        let limits = match req.limits {
+        let policy = rt.policy();
+        // The operator's ceilings win over what the manifest asks.
+        let limits = policy.grant(match req.limits {
             Some(l) => Limits {
                 memory_mb: l.memory_mb.min(asked.memory_mb),
                 timeout_ms: l.timeout_ms.min(asked.timeout_ms),
             },
             None => asked,
-        };
+        });
         let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.links));
         tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
         Ok(Plugin {
@@ -262,6 +302,10 @@ impl Plugin {
             health: Mutex::new(Health::default()),
             summary: Mutex::new(None),
             warm: Mutex::new(None),
+            policy,
+            budget: rt.budget().clone(),
+            inflight: Default::default(),
+            skipped: Default::default(),
         })
     }
 
@@ -293,6 +337,55 @@ impl Plugin {
             busy_seconds: h.busy_us as f64 / 1e6,
             max_call_seconds: h.max_us as f64 / 1e6,
             recent_errors: h.recent.iter().cloned().collect(),
+            skipped_batches: self.skipped.load(std::sync::atomic::Ordering::Relaxed),
+            busy_refusals: h.busy_refusals,
+            log_dropped: self
+                .ctx
+                .log_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            asked_limits: self.manifest.limits,
+        }
+    }
+
+    /// Counts a batch this plugin did not get (its queue was full, or it was busy).
+    pub fn note_skipped(&self) {
+        self.skipped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Admits one call: at most [`crate::SandboxPolicy::max_calls_per_plugin`] at once, and
+    /// the plugin's memory cap reserved from the agent's budget while it runs.
+    fn admit(&self) -> Result<Admission<'_>, HostError> {
+        use std::sync::atomic::Ordering;
+        let busy = |reason: String| {
+            lock(&self.health).busy_refusals += 1;
+            HostError::Busy {
+                plugin: self.manifest.name.clone(),
+                reason,
+            }
+        };
+        let max = self.policy.max_calls_per_plugin.max(1);
+        if self.inflight.fetch_add(1, Ordering::SeqCst) >= max {
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(busy(format!(
+                "{max} calls are running, the most it may have"
+            )));
+        }
+        match self
+            .budget
+            .reserve(self.limits.memory_mb, self.policy.total_memory_mb)
+        {
+            Ok(r) => Ok(Admission {
+                inflight: &self.inflight,
+                _memory: r,
+            }),
+            Err(used) => {
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                Err(busy(format!(
+                    "its {} MiB do not fit in the agent's plugin memory budget ({used} of {} MiB in use)",
+                    self.limits.memory_mb, self.policy.total_memory_mb
+                )))
+            }
         }
     }
 
@@ -301,6 +394,7 @@ impl Plugin {
         let mut h = lock(&self.health);
         h.disabled = None;
         h.consecutive = 0;
+        h.window.clear();
     }
 
     /// Samples emitted through the metrics capability since the last drain, in the form the
@@ -343,6 +437,8 @@ impl Plugin {
                 ctx: self.ctx.clone(),
                 stdout,
                 stderr,
+                deadline: None,
+                overran: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -353,6 +449,15 @@ impl Plugin {
     /// Sets the CPU deadline of the next call (it counts from now).
     fn arm(&self, store: &mut Store<HostState>) {
         store.set_epoch_deadline(u64::from(self.limits.timeout_ms).div_ceil(TICK_MS) + 1);
+        // The same deadline for time spent outside wasm: WASI waits and host calls.
+        store.data_mut().deadline = Some(
+            std::time::Instant::now()
+                + std::time::Duration::from_millis(u64::from(self.limits.timeout_ms)),
+        );
+        store
+            .data_mut()
+            .overran
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn check_enabled(&self) -> Result<(), HostError> {
@@ -383,11 +488,22 @@ impl Plugin {
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
     ) -> Result<R, HostError> {
         let name = self.manifest.name.clone();
+        let _admitted = self.admit()?;
         let mark = store.data().stderr.contents().len();
         let started = std::time::Instant::now();
         let result = f(store);
         let took = started.elapsed().as_micros() as u64;
+        // A wait or host call cut at the deadline: the call timed out, whatever the guest
+        // made of the error it got.
+        let overran = store
+            .data()
+            .overran
+            .load(std::sync::atomic::Ordering::SeqCst);
         let outcome = match result {
+            _ if overran => Err(HostError::Timeout {
+                plugin: name.clone(),
+                timeout_ms: self.limits.timeout_ms,
+            }),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(wit::PluginError::InvalidInput(m))) | Ok(Err(wit::PluginError::Failed(m))) => {
                 Err(HostError::Plugin {
@@ -410,25 +526,50 @@ impl Plugin {
             h.max_us = h.max_us.max(took);
         }
         match &outcome {
-            Ok(_) => lock(&self.health).consecutive = 0,
+            Ok(_) => {
+                let mut h = lock(&self.health);
+                h.consecutive = 0;
+                push_outcome(&mut h.window, false);
+            }
             Err(e) => self.record_failure(e),
         }
         outcome
     }
 
-    /// Counts a failed call against the plugin; enough in a row disable it.
+    /// Counts a failed call against the plugin; enough in a row, or too large a share of
+    /// its recent calls, disable it.
     fn record_failure(&self, e: &HostError) {
         let name = &self.manifest.name;
         let mut h = lock(&self.health);
         h.failures += 1;
         h.consecutive += 1;
+        // A call counted as a success and then undone (output too large) is one outcome.
+        if matches!(e, HostError::Output { .. }) {
+            h.window.pop_back();
+        }
+        push_outcome(&mut h.window, true);
         if h.recent.len() >= 10 {
             h.recent.pop_front();
         }
         h.recent.push_back(e.to_string());
         tracing::warn!(plugin = %name, error = %e, "plugin call failed");
-        if h.consecutive >= MAX_CONSECUTIVE_FAILURES && h.disabled.is_none() {
-            let reason = format!("{} consecutive failures, last: {e}", h.consecutive);
+        if h.disabled.is_some() {
+            return;
+        }
+        let failed = h.window.iter().filter(|f| **f).count();
+        let reason = if h.consecutive >= MAX_CONSECUTIVE_FAILURES {
+            Some(format!("{} consecutive failures, last: {e}", h.consecutive))
+        } else if h.window.len() >= FAILURE_WINDOW / 2
+            && failed as f64 >= MAX_FAILURE_RATE * h.window.len() as f64
+        {
+            Some(format!(
+                "{failed} of its last {} calls failed, last: {e}",
+                h.window.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             tracing::error!(plugin = %name, reason = %reason, "plugin disabled");
             h.disabled = Some(reason);
         }
@@ -654,6 +795,14 @@ impl Plugin {
 }
 
 /// How many items a view holds, for the output limit.
+/// Keeps the last [`FAILURE_WINDOW`] outcomes.
+fn push_outcome(window: &mut VecDeque<bool>, failed: bool) {
+    if window.len() >= FAILURE_WINDOW {
+        window.pop_front();
+    }
+    window.push_back(failed);
+}
+
 fn view_items(view: &wit::View) -> usize {
     match view {
         wit::View::Sankey(s) => s.nodes.len() + s.links.len(),

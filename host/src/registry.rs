@@ -34,6 +34,10 @@ pub struct Installed {
     /// The trusted key that signed the file (when signatures are required).
     #[serde(default)]
     pub signed_by: Option<String>,
+    /// The limits granted at install: the manifest's asks (`manifest.limits`) lowered to the
+    /// installing host's ceilings. The agent applies its own ceilings again when it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_limits: Option<crate::Limits>,
 }
 
 /// An install (or upgrade) request.
@@ -240,8 +244,15 @@ impl Registry {
         self.dir.parent().unwrap_or(&self.dir).join("trusted-keys")
     }
 
+    /// The directory of the plugin `name`: only names that pass
+    /// [`weir_core::plugins::check_plugin_name`] become paths, whoever asks (API, CLI, sync).
+    fn plugin_dir(&self, name: &str) -> Result<PathBuf, HostError> {
+        weir_core::plugins::check_plugin_name(name)?;
+        Ok(self.dir.join(name))
+    }
+
     fn read_installed(&self, name: &str) -> Result<(Installed, Vec<u8>), HostError> {
-        let d = self.dir.join(name);
+        let d = self.plugin_dir(name)?;
         let meta: Installed = serde_json::from_slice(&std::fs::read(d.join("installed.json"))?)
             .map_err(|e| HostError::Load(format!("{}/installed.json: {e}", d.display())))?;
         let wasm = std::fs::read(d.join("plugin.wasm"))?;
@@ -357,7 +368,14 @@ impl Registry {
         )?;
         let manifest = embed_manifest(&mut wasm, given, &req.source)?;
         let name = manifest.name.clone();
-        let target = self.dir.join(&name);
+        let target = self.plugin_dir(&name)?;
+        if let Some(over) = self.rt.policy().over_ceiling(manifest.limits)
+            && self.rt.policy().refuse_over_ceiling
+        {
+            return Err(HostError::Load(format!(
+                "plugin {name} asks for {over}; this agent refuses plugins over its ceilings"
+            )));
+        }
         if target.exists() && !req.upgrade {
             return Err(HostError::Load(format!(
                 "plugin {name} is already installed; use `weir plugin upgrade` to replace it"
@@ -372,6 +390,7 @@ impl Registry {
             .grants
             .clone()
             .unwrap_or_else(|| manifest.capabilities.clone());
+        let manifest_limits = manifest.limits;
         let meta = Installed {
             manifest,
             sha256: sha256_hex(&wasm),
@@ -382,6 +401,7 @@ impl Registry {
             enabled_ms: now_ms(),
             source: req.source.display().to_string(),
             signed_by,
+            granted_limits: Some(self.rt.policy().grant(manifest_limits)),
         };
         // Refuse anything that would not load, before touching the registry.
         self.load(&meta, &wasm)?;
@@ -415,12 +435,13 @@ impl Registry {
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut Installed)) -> Result<Installed, HostError> {
+        let dir = self.plugin_dir(name)?;
         let (mut meta, _) = self
             .read_installed(name)
             .map_err(|_| HostError::Load(format!("no plugin named {name} is installed")))?;
         f(&mut meta);
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
-        let path = self.dir.join(name).join("installed.json");
+        let path = dir.join("installed.json");
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json)?;
         std::fs::rename(&tmp, &path)?;
@@ -442,7 +463,7 @@ impl Registry {
     }
 
     pub fn remove(&self, name: &str) -> Result<(), HostError> {
-        let d = self.dir.join(name);
+        let d = self.plugin_dir(name)?;
         if !d.join("installed.json").exists() {
             return Err(HostError::Load(format!(
                 "no plugin named {name} is installed"

@@ -118,6 +118,8 @@ fn host_err(e: HostError) -> RunError {
         HostError::Plugin { .. } | HostError::WrongKind { .. } => {
             RunError::BadRequest(e.to_string())
         }
+        HostError::Busy { .. } => RunError::Busy(e.to_string()),
+        HostError::Name(_) => RunError::BadRequest(e.to_string()),
         e => RunError::Failed(e.to_string()),
     }
 }
@@ -164,6 +166,8 @@ impl Registry {
 
 impl PluginRunner for Registry {
     fn run(&self, name: &str, request: &Value) -> Result<Value, RunError> {
+        weir_core::plugins::check_plugin_name(name)
+            .map_err(|e| RunError::BadRequest(e.to_string()))?;
         let p = self.get(name).ok_or_else(|| {
             RunError::NotFound(format!(
                 "no loaded plugin named '{name}' (see GET /api/v1/plugins)"

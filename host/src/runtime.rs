@@ -15,9 +15,108 @@ pub const TICK_MS: u64 = 10;
 /// Wasm stack limit per call (deep recursion traps instead of crashing the agent).
 pub const MAX_WASM_STACK: usize = 512 * 1024;
 
+/// The operator's ceilings over what any plugin may ask for, and the agent-wide budget all
+/// plugin calls share. A manifest's asks above a ceiling are lowered to it (or refused at
+/// install when [`SandboxPolicy::refuse_over_ceiling`] is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxPolicy {
+    /// Most linear memory one plugin call may use, MiB.
+    pub max_memory_mb: u32,
+    /// Longest deadline one plugin call may have, ms.
+    pub max_timeout_ms: u32,
+    /// Memory all plugin calls running at once may reserve together, MiB (each call reserves
+    /// its plugin's memory cap while it runs; a call that does not fit is refused as busy).
+    pub total_memory_mb: u32,
+    /// Calls one plugin may have running at once; more are refused as busy.
+    pub max_calls_per_plugin: u32,
+    /// Refuse installs whose manifest asks above a ceiling, instead of lowering the asks.
+    pub refuse_over_ceiling: bool,
+}
+
+impl Default for SandboxPolicy {
+    fn default() -> Self {
+        SandboxPolicy {
+            max_memory_mb: 256,
+            max_timeout_ms: 10_000,
+            total_memory_mb: 1024,
+            max_calls_per_plugin: 4,
+            refuse_over_ceiling: false,
+        }
+    }
+}
+
+impl SandboxPolicy {
+    /// What a plugin asking for `asked` gets.
+    pub fn grant(&self, asked: crate::Limits) -> crate::Limits {
+        crate::Limits {
+            memory_mb: asked.memory_mb.min(self.max_memory_mb),
+            timeout_ms: asked.timeout_ms.min(self.max_timeout_ms),
+        }
+    }
+
+    /// Why `asked` is over a ceiling (None when it fits).
+    pub fn over_ceiling(&self, asked: crate::Limits) -> Option<String> {
+        let mut over = Vec::new();
+        if asked.memory_mb > self.max_memory_mb {
+            over.push(format!(
+                "memory_mb {} (the agent allows {})",
+                asked.memory_mb, self.max_memory_mb
+            ));
+        }
+        if asked.timeout_ms > self.max_timeout_ms {
+            over.push(format!(
+                "timeout_ms {} (the agent allows {})",
+                asked.timeout_ms, self.max_timeout_ms
+            ));
+        }
+        (!over.is_empty()).then(|| over.join(", "))
+    }
+}
+
+/// Memory reserved by plugin calls running now, against [`SandboxPolicy::total_memory_mb`].
+#[derive(Debug, Default)]
+pub struct Budget {
+    reserved_mb: std::sync::Mutex<u64>,
+}
+
+/// A call's share of the budget, given back when dropped.
+pub struct Reservation {
+    budget: std::sync::Arc<Budget>,
+    mb: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = crate::lock(&self.budget.reserved_mb);
+        *r = r.saturating_sub(self.mb);
+    }
+}
+
+impl Budget {
+    /// Reserves `mb` of `total`, or says how much is in use.
+    pub fn reserve(self: &std::sync::Arc<Self>, mb: u32, total: u32) -> Result<Reservation, u64> {
+        let mut r = crate::lock(&self.reserved_mb);
+        if *r + u64::from(mb) > u64::from(total) {
+            return Err(*r);
+        }
+        *r += u64::from(mb);
+        Ok(Reservation {
+            budget: self.clone(),
+            mb: u64::from(mb),
+        })
+    }
+
+    /// MiB reserved by calls running now.
+    pub fn reserved_mb(&self) -> u64 {
+        *crate::lock(&self.reserved_mb)
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    policy: SandboxPolicy,
+    budget: std::sync::Arc<Budget>,
 }
 
 impl Runtime {
@@ -43,7 +142,26 @@ impl Runtime {
         if let Some(d) = &cache_dir {
             std::fs::create_dir_all(d)?;
         }
-        Ok(Runtime { engine, cache_dir })
+        Ok(Runtime {
+            engine,
+            cache_dir,
+            policy: SandboxPolicy::default(),
+            budget: Default::default(),
+        })
+    }
+
+    /// The same runtime under the operator's ceilings and budget.
+    pub fn with_policy(mut self, policy: SandboxPolicy) -> Runtime {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> SandboxPolicy {
+        self.policy
+    }
+
+    pub fn budget(&self) -> &std::sync::Arc<Budget> {
+        &self.budget
     }
 
     pub fn engine(&self) -> &Engine {

@@ -3,6 +3,7 @@
 use crate::bindings::imports::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics};
 use crate::bindings::types as wit;
 use crate::convert::{flow_to_wit, value_to_wit};
+use crate::deadline::within;
 use crate::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,13 @@ use weir_core::store::{Buckets, ListRequest, Totals};
 
 /// Most bytes a plugin's key-value store may hold.
 pub const KV_LIMIT: usize = 1 << 20;
+/// Log lines a plugin may write per second on average, and in a burst.
+pub const LOG_LINES_PER_SEC: f64 = 20.0;
+pub const LOG_BURST: f64 = 100.0;
+/// Characters of one plugin log message kept (the rest is cut, with a note).
+pub const LOG_MESSAGE_CHARS: usize = 1024;
+/// Points (series x buckets) one time-series host call may return.
+pub const MAX_SERIES_POINTS: usize = 1_000_000;
 
 /// Where the `flow-stats` capability reads link speeds: the running capture, once started
 /// (empty in hosts without one).
@@ -28,6 +36,10 @@ pub struct PluginCtx {
     pub flows: Option<Arc<weir_core::Store>>,
     pub links: Links,
     pub metrics: Mutex<Vec<wit::MetricSample>>,
+    /// Log rate limit: tokens left and when they were last topped up.
+    pub log_bucket: Mutex<(f64, std::time::Instant)>,
+    /// Log lines the rate limit dropped.
+    pub log_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl PluginCtx {
@@ -44,6 +56,29 @@ impl PluginCtx {
             flows,
             links,
             metrics: Mutex::new(Vec::new()),
+            log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
+            log_dropped: Default::default(),
+        }
+    }
+
+    /// Takes one log line's token; false when the plugin is over its log rate.
+    fn log_allowed(&self) -> bool {
+        let mut b = lock(&self.log_bucket);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * LOG_LINES_PER_SEC;
+        *b = ((b.0 + refill).min(LOG_BURST), now);
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            let dropped = self
+                .log_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Say so once per burst of drops, not once per line.
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(plugin = %self.name, dropped = dropped + 1, "plugin log lines dropped (rate limit)");
+            }
+            false
         }
     }
 }
@@ -56,6 +91,10 @@ pub struct HostState {
     pub ctx: Arc<PluginCtx>,
     pub stdout: MemoryOutputPipe,
     pub stderr: MemoryOutputPipe,
+    /// When the running call's budget ends (WASI waits and host calls are cut there).
+    pub deadline: Option<std::time::Instant>,
+    /// Set when a wait or host call ran into the deadline: the call is then a timeout.
+    pub overran: std::sync::atomic::AtomicBool,
 }
 
 impl WasiView for HostState {
@@ -70,17 +109,35 @@ impl WasiView for HostState {
 impl crate::bindings::types::Host for HostState {}
 
 impl log::Host for HostState {
+    /// A plugin's words are data: always attributed, escaped (a newline or an escape
+    /// sequence cannot start a line that reads as the agent's own), cut to
+    /// [`LOG_MESSAGE_CHARS`] and rate-limited per plugin.
     fn log(&mut self, level: log::Level, message: String) {
+        if !self.ctx.log_allowed() {
+            return;
+        }
         let plugin = self.ctx.name.as_str();
-        let message: String = message.chars().take(4096).collect();
+        let text = plugin_text(&message);
         match level {
-            log::Level::Trace => tracing::trace!(plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin, "{message}"),
-            log::Level::Info => tracing::info!(plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin, "{message}"),
-            log::Level::Error => tracing::error!(plugin, "{message}"),
+            log::Level::Trace => tracing::trace!(plugin, text = %text, "plugin log"),
+            log::Level::Debug => tracing::debug!(plugin, text = %text, "plugin log"),
+            log::Level::Info => tracing::info!(plugin, text = %text, "plugin log"),
+            log::Level::Warn => tracing::warn!(plugin, text = %text, "plugin log"),
+            log::Level::Error => tracing::error!(plugin, text = %text, "plugin log"),
         }
     }
+}
+
+/// A plugin's text as one quoted, escaped line: control characters (newlines, escape
+/// sequences), quotes and backslashes escaped, cut to [`LOG_MESSAGE_CHARS`].
+pub fn plugin_text(message: &str) -> String {
+    let total = message.chars().count();
+    let kept: String = message.chars().take(LOG_MESSAGE_CHARS).collect();
+    let mut out = format!("\"{}\"", kept.escape_debug());
+    if total > LOG_MESSAGE_CHARS {
+        out.push_str(&format!(" (+{} characters cut)", total - LOG_MESSAGE_CHARS));
+    }
+    out
 }
 
 impl metrics::Host for HostState {
@@ -194,7 +251,10 @@ impl flows::Host for HostState {
             limit: query::check_limit("limit", limit as usize, query::MAX_LIMIT)?,
             offset: 0,
         };
-        let res = self.store()?.list(&req).map_err(|e| e.to_string())?;
+        let store = self.store()?.clone();
+        let res = within(self.deadline, &self.overran, "flows.query", move || {
+            store.list(&req).map_err(|e| e.to_string())
+        })?;
         Ok(res.flows.iter().map(flow_to_wit).collect())
     }
 
@@ -210,10 +270,13 @@ impl flows::Host for HostState {
         let expr = query::parse(&filter).map_err(|e| e.to_string())?;
         let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
         let m = metric_of(metric);
-        let groups = self
-            .store()?
-            .aggregate(&expr, &range_of(&range)?, &fields, None)
-            .map_err(|e| e.to_string())?;
+        let store = self.store()?.clone();
+        let r = range_of(&range)?;
+        let groups = within(self.deadline, &self.overran, "flows.aggregate", move || {
+            store
+                .aggregate(&expr, &r, &fields, None)
+                .map_err(|e| e.to_string())
+        })?;
         let mut rows: Vec<_> = groups.into_iter().collect();
         rows.sort_by(|a, b| {
             pick(&b.1, m)
@@ -256,18 +319,25 @@ impl flows::Host for HostState {
         }
         let buckets = (r.to_ms - r.from_ms).div_ceil(step_ms).max(1);
         let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
-        let groups = self
-            .store()?
-            .aggregate(
-                &expr,
-                &r,
-                &fields,
-                Some(Buckets {
-                    origin_ms: r.from_ms,
-                    step_ms,
-                }),
-            )
-            .map_err(|e| e.to_string())?;
+        // Bytes, not only items: series x buckets is what the answer holds.
+        let points = (top.max(1) as u64).saturating_mul(buckets);
+        if points > MAX_SERIES_POINTS as u64 {
+            return Err(format!(
+                "{top} series x {buckets} buckets is {points} points, the most one call returns is {MAX_SERIES_POINTS}: fewer series or a longer step"
+            ));
+        }
+        let store = self.store()?.clone();
+        let (fields_q, origin_ms) = (fields.clone(), r.from_ms);
+        let groups = within(
+            self.deadline,
+            &self.overran,
+            "flows.timeseries",
+            move || {
+                store
+                    .aggregate(&expr, &r, &fields_q, Some(Buckets { origin_ms, step_ms }))
+                    .map_err(|e| e.to_string())
+            },
+        )?;
         let ts = weir_core::aggregate::time_series(
             groups,
             &fields,
@@ -338,18 +408,32 @@ impl flow_stats::Host for HostState {
                 let [f] = f[..] else {
                     return Err("measure: one field".into());
                 };
-                let values = self
-                    .store()?
-                    .group_values(&expr, &r, &fields, f)
-                    .map_err(|e| format!("measure: {e}"))?;
-                Some((values, m.quantiles.clone()))
+                Some((f, m.quantiles.clone()))
             }
             None => None,
         };
-        let groups = self
-            .store()?
-            .aggregate(&expr, &r, &fields, None)
-            .map_err(|e| e.to_string())?;
+        let store = self.store()?.clone();
+        let (expr_q, fields_q) = (expr.clone(), fields.clone());
+        let (measured, groups) = within(
+            self.deadline,
+            &self.overran,
+            "flow-stats.aggregate",
+            move || {
+                let measured = match measured {
+                    Some((f, qs)) => Some((
+                        store
+                            .group_values(&expr_q, &r, &fields_q, f)
+                            .map_err(|e| format!("measure: {e}"))?,
+                        qs,
+                    )),
+                    None => None,
+                };
+                let groups = store
+                    .aggregate(&expr_q, &r, &fields_q, None)
+                    .map_err(|e| e.to_string())?;
+                Ok((measured, groups))
+            },
+        )?;
         let mut values = measured
             .as_ref()
             .map(|(v, _)| v.clone())

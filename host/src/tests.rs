@@ -42,9 +42,18 @@ fn runtime() -> Arc<Runtime> {
 }
 
 fn load(name: &str, grants: &[Capability], config: &[(&str, &str)]) -> Result<Plugin, HostError> {
+    load_in(&runtime(), name, grants, config)
+}
+
+fn load_in(
+    rt: &Runtime,
+    name: &str,
+    grants: &[Capability],
+    config: &[(&str, &str)],
+) -> Result<Plugin, HostError> {
     let bytes = wasm(name);
     Plugin::load(
-        &runtime(),
+        rt,
         LoadRequest {
             wasm: &bytes,
             manifest: Some(manifest(name)),
@@ -63,10 +72,200 @@ fn load(name: &str, grants: &[Capability], config: &[(&str, &str)]) -> Result<Pl
 fn hostile(mode: &str) -> Plugin {
     load(
         "hostile",
-        &[Capability::Config, Capability::Kv],
+        &[Capability::Config, Capability::Kv, Capability::Log],
         &[("mode", mode)],
     )
     .expect("load hostile")
+}
+
+/// A plugin loaded in a runtime of its own, under `policy`.
+fn load_with(
+    policy: crate::SandboxPolicy,
+    name: &str,
+    grants: &[Capability],
+    config: &[(&str, &str)],
+) -> Plugin {
+    let rt = Runtime::new(None).expect("runtime").with_policy(policy);
+    load_in(&rt, name, grants, config).expect("load")
+}
+
+const RULE_GRANTS: &[Capability] = &[Capability::Config, Capability::Flows, Capability::FlowStats];
+
+fn window() -> crate::bindings::types::TimeRange {
+    crate::bindings::types::TimeRange {
+        from_ms: 0,
+        to_ms: 1000,
+    }
+}
+
+#[test]
+fn a_plugin_asleep_in_wasi_ends_at_its_deadline() {
+    // std::thread::sleep(20 s) in a 300 ms processor.
+    let p = hostile("sleep");
+    let t = Instant::now();
+    let e = p.process(&flows(1)).expect_err("sleep");
+    let took = t.elapsed();
+    assert!(
+        matches!(
+            e,
+            HostError::Timeout {
+                timeout_ms: 300,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        took < Duration::from_millis(800),
+        "300 ms deadline, took {took:?}"
+    );
+    // A rule asking 600 s and sleeping 60 s, under a 400 ms ceiling.
+    let policy = crate::SandboxPolicy {
+        max_timeout_ms: 400,
+        ..Default::default()
+    };
+    let r = load_with(policy, "hostile-rule", RULE_GRANTS, &[("mode", "sleep")]);
+    let t = Instant::now();
+    let e = r.evaluate(window()).expect_err("sleep");
+    assert!(
+        matches!(
+            e,
+            HostError::Timeout {
+                timeout_ms: 400,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn operator_ceilings_win_over_the_manifest() {
+    let r = load_with(Default::default(), "hostile-rule", RULE_GRANTS, &[]);
+    let info = r.info();
+    assert_eq!(info.asked_limits.memory_mb, 4096);
+    assert_eq!(info.asked_limits.timeout_ms, 600_000);
+    assert_eq!(info.limits.memory_mb, 256, "default ceiling");
+    assert_eq!(info.limits.timeout_ms, 10_000, "default ceiling");
+    // A memory bomb stops at the ceiling, not at the 4 GiB the manifest asked for.
+    let policy = crate::SandboxPolicy {
+        max_memory_mb: 32,
+        ..Default::default()
+    };
+    let bomb = load_with(
+        policy,
+        "hostile",
+        &[Capability::Config, Capability::Kv, Capability::Log],
+        &[("mode", "bomb")],
+    );
+    let e = bomb.process(&flows(1)).expect_err("bomb");
+    assert!(matches!(e, HostError::Memory { memory_mb: 32, .. }), "{e}");
+}
+
+/// `n` evaluations started at once: their results and how long each took.
+fn evaluate_at_once(r: &Arc<Plugin>, n: usize) -> Vec<(Result<usize, HostError>, Duration)> {
+    (0..n)
+        .map(|_| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (r.evaluate(window()).map(|a| a.len()), t.elapsed())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
+#[test]
+fn concurrent_calls_are_bounded_per_plugin_and_by_the_memory_budget() {
+    // Four at once per plugin: the rest are refused at once, not queued.
+    let policy = crate::SandboxPolicy {
+        max_timeout_ms: 300,
+        max_memory_mb: 16,
+        ..Default::default()
+    };
+    let r = Arc::new(load_with(
+        policy,
+        "hostile-rule",
+        RULE_GRANTS,
+        &[("mode", "sleep")],
+    ));
+    let results = evaluate_at_once(&r, 10);
+    let busy: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| matches!(r, Err(HostError::Busy { .. })))
+        .collect();
+    assert!(busy.len() >= 6, "at most 4 run at once: {results:?}");
+    assert!(
+        busy.iter().all(|(_, t)| *t < Duration::from_millis(50)),
+        "{busy:?}"
+    );
+    assert!(r.info().busy_refusals >= 6);
+    // The agent-wide budget: 40 MiB holds two 16 MiB calls, not three.
+    let policy = crate::SandboxPolicy {
+        max_timeout_ms: 300,
+        max_memory_mb: 16,
+        total_memory_mb: 40,
+        ..Default::default()
+    };
+    let r = Arc::new(load_with(
+        policy,
+        "hostile-rule",
+        RULE_GRANTS,
+        &[("mode", "sleep")],
+    ));
+    let results: Vec<_> = evaluate_at_once(&r, 3)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(HostError::Busy { reason, .. }) if reason.contains("memory budget")))
+        .count();
+    assert_eq!(refused, 1, "{results:?}");
+}
+
+#[test]
+fn failing_every_other_call_disables_a_plugin() {
+    let p = hostile("flaky");
+    let mut calls = 0;
+    while !matches!(p.info().state, PluginState::Disabled(_)) {
+        let _ = p.process(&flows(1));
+        calls += 1;
+        assert!(calls <= 20, "never disabled: {:?}", p.info());
+    }
+    let info = p.info();
+    assert!(
+        matches!(info.state, PluginState::Disabled(ref r) if r.contains("of its last")),
+        "{info:?}"
+    );
+    assert_eq!(calls, 10, "disabled once half of ten calls failed");
+}
+
+#[test]
+fn plugin_log_text_is_escaped_and_rate_limited() {
+    let t = crate::state::plugin_text(
+        "ok\n2026-12-03T00:00:00Z ERROR weir_host: plugin disabled\x1b[31m \"q\"",
+    );
+    assert!(!t.contains('\n') && !t.contains('\x1b'), "{t}");
+    assert!(
+        t.starts_with('"') && t.contains("ok\\n2026") && t.contains("\\u{1b}"),
+        "{t}"
+    );
+    let long = crate::state::plugin_text(&"x".repeat(5000));
+    assert!(long.ends_with("(+3976 characters cut)"), "{long}");
+    let p = hostile("forge");
+    p.process(&flows(1)).expect("forge mode returns");
+    let dropped = p.info().log_dropped;
+    // 10,001 lines in well under a second: the burst passes, the rest is counted.
+    assert!((9_800..=9_901).contains(&dropped), "{dropped}");
 }
 
 fn flows(n: usize) -> FlowBatch {
@@ -212,7 +411,7 @@ fn state_survives_calls_through_the_kv_capability() {
 
 #[test]
 fn ungranted_imports_fail_at_load() {
-    let e = load("hostile", &[Capability::Config], &[])
+    let e = load("hostile", &[Capability::Config, Capability::Log], &[])
         .err()
         .expect("must not load");
     assert!(matches!(e, HostError::Denied(_)), "{e}");
@@ -220,7 +419,7 @@ fn ungranted_imports_fail_at_load() {
     assert!(
         m.contains("weir:plugin/kv@0.1.1")
             && m.contains("kv capability is not granted")
-            && m.contains("granted: config"),
+            && m.contains("granted: log, config"),
         "{m}"
     );
 }

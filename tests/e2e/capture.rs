@@ -19,9 +19,12 @@ pub fn agent_with(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
         &pair.ns_a,
         "--netns",
         &pair.ns_b,
-        "--active-timeout",
-        "1s",
     ];
+    // 1 s unless the caller picks its own (tests that expect one record per conversation
+    // pick a long one and flush, so no timer eviction splits a conversation in two).
+    if !extra.contains(&"--active-timeout") {
+        args.extend_from_slice(&["--active-timeout", "1s"]);
+    }
     args.extend_from_slice(extra);
     let a = Agent::start(dir, &args);
     // Wait until both ends are attached.

@@ -813,7 +813,9 @@ fn both_ends_of_a_veth_are_one_flow_listing_the_interfaces() {
     require(&["python3", "ping", "nft"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(66);
-    let a = crate::capture::agent_with(&pair, dir.path(), &[]);
+    // No timer eviction inside the conversation: only the flush below drains the maps, so
+    // the 10 pings are one record (a timer round falling inside them would split them 6 + 4).
+    let a = crate::capture::agent_with(&pair, dir.path(), &["--active-timeout", "10m"]);
     sh(&format!(
         "ip netns exec {} nft 'add table inet t; add chain inet t input {{ type filter hook input priority 0; }}; add rule inet t input udp dport 9999 drop'",
         pair.ns_b
@@ -904,7 +906,12 @@ fn egress_flows_name_the_senders_cgroup_and_container() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(67);
-    let a = agent_for(&pair, dir.path());
+    // One record per sighting is asserted below: only the flush drains the maps.
+    let a = crate::capture::agent_with(
+        &pair,
+        dir.path(),
+        &["--no-dedup", "--active-timeout", "10m"],
+    );
     let t0 = now_ms();
     let port = sh(&format!(
         "sh -c 'echo $$ > {root}{rel}/cgroup.procs && exec ip netns exec {} python3 {PY}/udp_send.py {} 7100 5 10'",

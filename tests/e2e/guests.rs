@@ -155,10 +155,13 @@ fn scaffolded_python_and_javascript_rules_build_install_and_fire() {
     assert!(jco.exists(), "run scripts/build-guest-plugins.sh first");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Run where the user stands: in the folder the projects are made in, so the printed
+    // build command's relative path is what the build gets.
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(crate::util::WEIR)
             .arg("plugin")
             .args(args)
+            .current_dir(dir.path())
             .env("WEIR_DATA_DIR", &data)
             .env("WEIR_JCO", &jco)
             .output()
@@ -171,18 +174,20 @@ fn scaffolded_python_and_javascript_rules_build_install_and_fire() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let parent = dir.path().to_str().expect("p");
     for (name, lang) in [("py-hot", "python"), ("js-hot", "javascript")] {
-        let out = cli(&["new", "alert-rule", name, "--lang", lang, "--dir", parent]);
-        assert!(out.contains("weir plugin build"), "{out}");
+        let out = cli(&["new", "alert-rule", name, "--lang", lang]);
+        // The command exactly as printed (`weir plugin build ./NAME --install`), relative
+        // path and all, plus the rule's config.
+        let printed = out
+            .lines()
+            .find_map(|l| l.split_once("build and install: weir plugin "))
+            .map(|(_, cmd)| cmd.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("no build command printed: {out}"));
+        assert_eq!(printed, ["build", &format!("./{name}"), "--install"]);
         let project = dir.path().join(name);
-        let out = cli(&[
-            "build",
-            project.to_str().expect("p"),
-            "--install",
-            "--config",
-            "bytes_warning=200000",
-        ]);
+        let mut args = printed.clone();
+        args.extend(["--config", "bytes_warning=200000"]);
+        let out = cli(&args);
         assert!(
             out.contains(&format!("{name} 0.1.0 (alert-rule) installed")),
             "{out}"
@@ -192,7 +197,7 @@ fn scaffolded_python_and_javascript_rules_build_install_and_fire() {
     // Building again upgrades in place.
     let out = cli(&[
         "build",
-        dir.path().join("py-hot").to_str().expect("p"),
+        "py-hot",
         "--install",
         "--config",
         "bytes_warning=200000",

@@ -12,6 +12,7 @@ mod distribution;
 mod guests;
 mod metrics;
 mod plugins;
+mod sandbox;
 mod storage;
 mod ui;
 mod util;

@@ -175,6 +175,17 @@ impl Agent {
         v
     }
 
+    /// DELETE; returns status and JSON (Null when the body is not JSON).
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        let mut r = Self::agent()
+            .delete(&self.url(path))
+            .call()
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         let mut r = Self::agent()
             .post(&self.url(path))

@@ -70,6 +70,17 @@ impl ApiError {
         }
     }
 
+    /// Too many calls at once (a plugin's concurrency or the agent's plugin budget).
+    pub fn busy(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "busy",
+            message: message.into(),
+            parameter: None,
+            position: None,
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 
 use weir_plugin_sdk::flow_processor::{
     self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed, config, kv,
+    log,
 };
 
 struct Hostile;
@@ -51,6 +52,37 @@ impl Guest for Hostile {
                 Err(PluginError::Failed(format!("recursion ended at {n}")))
             }
             "panic" => panic!("hostile plugin panics on purpose"),
+            // Waits in WASI (clocks + poll), not in wasm: no capability needed.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(20));
+                Err(PluginError::Failed("woke after 20 s".into()))
+            }
+            // Slow but within its deadline: 250 ms a batch.
+            "slow" => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                Ok(count("slow", batch.rows().len()))
+            }
+            // Fails every other call (never three in a row).
+            "flaky" => {
+                let n = kv::get("n").map(|v| v[0]).unwrap_or(0).wrapping_add(1);
+                kv::set("n", &[n]).map_err(PluginError::Failed)?;
+                if n % 2 == 0 {
+                    Err(PluginError::Failed(format!("call {n} fails on purpose")))
+                } else {
+                    Ok(count("calls", usize::from(n)))
+                }
+            }
+            // A log line that tries to read as the agent's own, then a flood.
+            "forge" => {
+                log::log(
+                    log::Level::Info,
+                    "ok\n2026-12-03T00:00:00.000000Z ERROR weir_host::plugin: plugin disabled plugin=flow-count reason=\"forged\"\x1b[31m",
+                );
+                for i in 0..10_000 {
+                    log::log(log::Level::Info, &format!("flood {i}"));
+                }
+                Ok(count("forged", 1))
+            }
             "huge" => {
                 let samples = (0..300_000)
                     .map(|i| MetricSample {

@@ -16,6 +16,15 @@ fn admin(st: &AppState) -> Result<Arc<dyn PluginAdmin>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("plugins are off in this agent"))
 }
 
+/// The `{name}` of a plugin route, checked before anything else sees it: a name becomes a
+/// directory under the data dir, so `..%2F..%2Fx` or an absolute path is refused here (and
+/// again by the registry).
+fn plugin_name(name: String) -> Result<String, ApiError> {
+    weir_core::plugins::check_plugin_name(&name)
+        .map(|()| name)
+        .map_err(|e| ApiError::bad_request("name", e.to_string()))
+}
+
 /// Plugin work off the async threads; its messages are the user's to read (400).
 async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
@@ -60,6 +69,7 @@ pub async fn enable(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
     let a = admin(&st)?;
     run(move || a.set_enabled(&name, true)).await?;
     Ok(Json(json!({ "enabled": true })))
@@ -69,6 +79,7 @@ pub async fn disable(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
     let a = admin(&st)?;
     run(move || a.set_enabled(&name, false)).await?;
     Ok(Json(json!({ "enabled": false })))
@@ -81,6 +92,7 @@ pub async fn run_plugin(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
     let a = admin(&st)?;
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -93,6 +105,7 @@ pub async fn run_plugin(
             RunError::NotFound(m) => ApiError::not_found(m),
             RunError::BadRequest(m) => ApiError::bad_request("body", m),
             RunError::Failed(m) => ApiError::plugin_failed(m),
+            RunError::Busy(m) => ApiError::busy(m),
         })
     })
     .await?;
@@ -103,6 +116,7 @@ pub async fn remove(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
     let a = admin(&st)?;
     run(move || a.remove(&name)).await?;
     Ok(Json(json!({ "removed": true })))

@@ -23,9 +23,33 @@ function term(field, value) {
   return `${field}=${plain ? value : JSON.stringify(value)}`;
 }
 
+// Largest of a list without spreading it into arguments (a spread of 150 k values throws).
+const maxOf = (xs, init) => xs.reduce((m, v) => (v > m ? v : m), init);
+const minOf = (xs, init) => xs.reduce((m, v) => (v < m ? v : m), init);
+
+/// Most items each kind of view is drawn with; beyond it the page says so instead of
+/// freezing or throwing. Tables show their first rows.
+export const DRAW_LIMITS = { sankey: 20000, chord: 400, graph: 20000, table: 5000, timeseries: 500000 };
+
+function itemsOf(view) {
+  switch (view.type) {
+    case "sankey": return (view.nodes || []).length + (view.links || []).length;
+    case "chord": return (view.labels || []).length;
+    case "graph": return (view.nodes || []).length + (view.edges || []).length;
+    case "timeseries": return (view.series || []).reduce((n, s) => n + s.points.length, 0);
+    default: return 0;
+  }
+}
+
 export function renderView(el, view, opts) {
   el.innerHTML = "";
   el.dataset.type = view.type;
+  const items = itemsOf(view), limit = DRAW_LIMITS[view.type];
+  if (limit && view.type !== "table" && items > limit) {
+    el.className = (el.className || "") + " too-big";
+    el.textContent = `This ${view.type} has ${items.toLocaleString()} items, more than the ${limit.toLocaleString()} this page draws: narrow the filter, shorten the range or ask for fewer groups.`;
+    return;
+  }
   switch (view.type) {
     case "sankey": return renderSankey(el, view, opts);
     case "chord": return renderChord(el, view, opts);
@@ -138,8 +162,8 @@ function renderGraph(el, view, { fields = [], layout, onLayout, onSelect }) {
   const box = document.createElement("div");
   box.className = "cy";
   el.appendChild(box);
-  const maxN = Math.max(...view.nodes.map((n) => n.weight), 1);
-  const maxE = Math.max(...view.edges.map((e) => e.weight), 1);
+  const maxN = maxOf(view.nodes.map((n) => n.weight), 1);
+  const maxE = maxOf(view.edges.map((e) => e.weight), 1);
   const cy = cytoscape({
     container: box,
     elements: [
@@ -162,8 +186,11 @@ function renderGraph(el, view, { fields = [], layout, onLayout, onSelect }) {
 }
 
 function renderTable(el, view) {
-  el.innerHTML = `<table><tr>${view.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${view.rows
-    .map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</table>`;
+  const shown = view.rows.slice(0, DRAW_LIMITS.table);
+  const more = view.rows.length - shown.length;
+  el.innerHTML = `<table><tr>${view.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${shown
+    .map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</table>${
+    more > 0 ? `<p class="muted too-big">${more.toLocaleString()} more rows not shown (first ${DRAW_LIMITS.table.toLocaleString()} of ${view.rows.length.toLocaleString()})</p>` : ""}`;
 }
 
 function renderTimeseries(el, view) {
@@ -171,8 +198,8 @@ function renderTimeseries(el, view) {
   const pts = view.series.flatMap((s) => s.points);
   if (!pts.length) { el.textContent = "no data in this range"; return; }
   // The requested range when given (so marks anywhere in it show), else the data's extent.
-  const [x0, x1] = view.range || [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
-  const y1 = Math.max(...pts.map((p) => p[1]), 1);
+  const [x0, x1] = view.range || [minOf(pts.map((p) => p[0]), Infinity), maxOf(pts.map((p) => p[0]), -Infinity)];
+  const y1 = maxOf(pts.map((p) => p[1]), 1);
   const x = (t) => pad + ((t - x0) / Math.max(1, x1 - x0)) * (width - 2 * pad);
   const y = (v) => height - pad + -((v / y1) * (height - 2 * pad));
   const svg = svgEl("svg", { width, height, class: "timeseries" }, el);

@@ -1,0 +1,112 @@
+//! Batch-taking plugins (flow-processors and summarizers) each on a worker of their own.
+//!
+//! Every stored batch is offered to each such plugin's bounded queue; a full queue skips that
+//! plugin for that batch (counted per plugin: `skipped_batches`), never slowing ingest or any
+//! other plugin. A plugin that blocks or runs to its deadline delays only its own queue. A
+//! worker ends when its plugin is unloaded (removed, disabled, replaced), after its call in
+//! progress.
+
+use crate::batch::FlowBatch;
+use crate::plugin::Plugin;
+use crate::registry::Registry;
+use crate::{HostError, Kind};
+use std::collections::HashMap;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Weak};
+use weir_core::metrics::PluginSample;
+
+/// Batches waiting per plugin before the next ones are skipped.
+pub const QUEUE_BATCHES: usize = 16;
+
+/// Where a flow-processor's samples go (the agent's /metrics).
+pub type SampleSink = Arc<dyn Fn(&str, &[PluginSample]) + Send + Sync>;
+
+struct Worker {
+    plugin: Weak<Plugin>,
+    tx: SyncSender<FlowBatch>,
+}
+
+/// Hands batches to the workers of the loaded batch-taking plugins.
+pub struct Workers {
+    workers: HashMap<String, Worker>,
+    samples: SampleSink,
+}
+
+impl Workers {
+    pub fn new(samples: SampleSink) -> Workers {
+        Workers {
+            workers: HashMap::new(),
+            samples,
+        }
+    }
+
+    /// Offers `batch` to every loaded flow-processor and summarizer.
+    pub fn dispatch(&mut self, reg: &Registry, batch: &FlowBatch) {
+        let plugins: Vec<Arc<Plugin>> = reg
+            .of_kind(Kind::FlowProcessor)
+            .into_iter()
+            .chain(reg.of_kind(Kind::Summarizer))
+            .collect();
+        // Workers of unloaded (or replaced) plugins: dropping the sender ends them.
+        self.workers.retain(|name, w| {
+            plugins
+                .iter()
+                .any(|p| p.name() == name && w.plugin.upgrade().is_some_and(|q| Arc::ptr_eq(p, &q)))
+        });
+        for p in plugins {
+            let name = p.name().to_string();
+            if !self.workers.contains_key(&name) {
+                match self.spawn(&p) {
+                    Ok(w) => {
+                        self.workers.insert(name.clone(), w);
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %name, error = %e, "cannot start the plugin's worker");
+                        p.note_skipped();
+                        continue;
+                    }
+                }
+            }
+            let Some(w) = self.workers.get(&name) else {
+                continue;
+            };
+            match w.tx.try_send(batch.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => p.note_skipped(),
+                Err(TrySendError::Disconnected(_)) => {
+                    p.note_skipped();
+                    self.workers.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, p: &Arc<Plugin>) -> std::io::Result<Worker> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FlowBatch>(QUEUE_BATCHES);
+        let weak = Arc::downgrade(p);
+        let samples = self.samples.clone();
+        let kind = p.manifest().kind;
+        std::thread::Builder::new()
+            .name(format!("weir-plugin-{}", p.name()))
+            .spawn(move || {
+                for batch in rx {
+                    let Some(p) = weak.upgrade() else { return };
+                    let result = match kind {
+                        Kind::Summarizer => p.summarize(&batch),
+                        _ => p.process(&batch).map(|out| {
+                            samples(p.name(), &crate::convert::samples_of(&out.samples));
+                        }),
+                    };
+                    // Failures are recorded against the plugin (and may disable it); a busy
+                    // plugin did not get the batch.
+                    if let Err(HostError::Busy { .. } | HostError::Disabled { .. }) = result {
+                        p.note_skipped();
+                    }
+                }
+            })?;
+        Ok(Worker {
+            plugin: Arc::downgrade(p),
+            tx,
+        })
+    }
+}
