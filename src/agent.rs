@@ -469,6 +469,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
             tracing::warn!("the alert thread is still in a plugin call: leaving it");
         }
     }
+    if let Some(reg) = &registry {
+        reg.persist_state();
+    }
     drop(registry);
     tracing::info!("stopped");
     Ok(())
@@ -539,6 +542,8 @@ fn start_plugins(
                 }
                 let names: Vec<&str> = loaded.iter().map(|p| p.name()).collect();
                 emitted.retain_plugins(&names);
+                // Plugins' kv reaches the disk (a crash loses at most this interval).
+                reg.persist_state();
                 drop(reg);
                 std::thread::sleep(Duration::from_secs(2));
             }

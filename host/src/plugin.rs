@@ -30,6 +30,8 @@ pub const FAILURE_WINDOW: usize = 20;
 pub const MAX_FAILURE_RATE: f64 = 0.5;
 /// Most items a plugin may return from one call (nodes + links, rows, samples, alerts...).
 pub const MAX_OUTPUT_ITEMS: usize = 200_000;
+/// The file in a plugin's directory that keeps its kv.
+pub const KV_FILE: &str = "kv.json";
 /// Guest stdout/stderr kept per call; beyond it the stream closes.
 pub const STDIO_CAP: usize = 64 * 1024;
 
@@ -345,6 +347,20 @@ impl Plugin {
                 .load(std::sync::atomic::Ordering::Relaxed),
             asked_limits: self.manifest.limits,
         }
+    }
+
+    /// Keeps the plugin's kv in `dir/kv.json` across restarts, reloads and upgrades (the
+    /// registry gives each plugin its own directory). Call right after [`Plugin::load`].
+    pub fn with_state_dir(mut self, dir: &std::path::Path) -> Plugin {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.keep_kv_in(dir.join(KV_FILE));
+        }
+        self
+    }
+
+    /// Writes the plugin's durable state (kv) when it changed.
+    pub fn persist_state(&self) -> std::io::Result<bool> {
+        self.ctx.persist_kv()
     }
 
     /// Counts a batch this plugin did not get (its queue was full, or it was busy).

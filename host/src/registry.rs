@@ -265,7 +265,14 @@ impl Registry {
         Ok((meta, wasm))
     }
 
+    /// Loads an installed plugin, its kv kept in its directory.
     fn load(&self, meta: &Installed, wasm: &[u8]) -> Result<Plugin, HostError> {
+        let dir = self.plugin_dir(&meta.manifest.name)?;
+        self.load_only(meta, wasm).map(|p| p.with_state_dir(&dir))
+    }
+
+    /// Loads a plugin with no durable state (the test-load of an install).
+    fn load_only(&self, meta: &Installed, wasm: &[u8]) -> Result<Plugin, HostError> {
         Plugin::load(
             &self.rt,
             LoadRequest {
@@ -299,6 +306,11 @@ impl Registry {
             }
             keep
         });
+        // Skip plugin directories whose names are not plugin names (nothing to load there).
+        let on_disk: BTreeMap<String, ()> = on_disk
+            .into_iter()
+            .filter(|(n, _)| weir_core::plugins::check_plugin_name(n).is_ok())
+            .collect();
         for name in on_disk.keys() {
             let meta = match self.read_installed(name) {
                 Ok((meta, wasm)) => (meta, wasm),
@@ -308,10 +320,17 @@ impl Registry {
                 }
             };
             let (meta, wasm) = meta;
-            if let Some(cur) = entries.get(name)
-                && cur.installed == meta
-            {
-                continue;
+            if let Some(cur) = entries.get(name) {
+                if cur.installed == meta {
+                    continue;
+                }
+                // Reloaded (enabled again, reconfigured, upgraded): its state is written
+                // before the new instance reads it.
+                if let Some(p) = &cur.plugin
+                    && let Err(e) = p.persist_state()
+                {
+                    tracing::warn!(plugin = %name, error = %e, "cannot write plugin state");
+                }
             }
             let (plugin, load_error) = if meta.enabled {
                 match self.load(&meta, &wasm) {
@@ -404,7 +423,7 @@ impl Registry {
             granted_limits: Some(self.rt.policy().grant(manifest_limits)),
         };
         // Refuse anything that would not load, before touching the registry.
-        self.load(&meta, &wasm)?;
+        self.load_only(&meta, &wasm)?;
         let staging = self
             .dir
             .join(format!(".{name}.staging-{}", std::process::id()));
@@ -416,6 +435,17 @@ impl Registry {
                 serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
             std::fs::write(staging.join("installed.json"), json)?;
             if target.exists() {
+                // An upgrade keeps the plugin's state: what the running one holds is written
+                // first, then carried over.
+                if let Some(p) = self.get(&name)
+                    && let Err(e) = p.persist_state()
+                {
+                    tracing::warn!(plugin = %name, error = %e, "cannot write plugin state");
+                }
+                let kv = target.join(crate::plugin::KV_FILE);
+                if kv.exists() {
+                    std::fs::copy(&kv, staging.join(crate::plugin::KV_FILE))?;
+                }
                 let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
                 std::fs::rename(&target, &old)?;
                 std::fs::rename(&staging, &target)?;
@@ -472,6 +502,16 @@ impl Registry {
         std::fs::remove_dir_all(&d)?;
         self.sync();
         Ok(())
+    }
+
+    /// Writes every loaded plugin's changed state (kv); the agent calls it every sync and at
+    /// shutdown, so a crash loses at most the last interval's changes.
+    pub fn persist_state(&self) {
+        for p in self.loaded() {
+            if let Err(e) = p.persist_state() {
+                tracing::warn!(plugin = %p.name(), error = %e, "cannot write plugin state");
+            }
+        }
     }
 
     pub fn list(&self) -> Vec<Listed> {

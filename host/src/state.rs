@@ -40,6 +40,10 @@ pub struct PluginCtx {
     pub log_bucket: Mutex<(f64, std::time::Instant)>,
     /// Log lines the rate limit dropped.
     pub log_dropped: std::sync::atomic::AtomicU64,
+    /// Where kv is kept across restarts (`<plugin dir>/kv.json`); None keeps it in memory.
+    pub kv_path: Option<std::path::PathBuf>,
+    /// kv changed since it was last written.
+    pub kv_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl PluginCtx {
@@ -58,7 +62,48 @@ impl PluginCtx {
             metrics: Mutex::new(Vec::new()),
             log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
             log_dropped: Default::default(),
+            kv_path: None,
+            kv_dirty: Default::default(),
         }
+    }
+
+    /// Keeps kv in `path` from now on, starting from what it holds. A file that does not
+    /// parse is set aside (`kv.json.unreadable-<ms>`), never overwritten, and kv starts empty.
+    pub fn keep_kv_in(&mut self, path: std::path::PathBuf) {
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, Vec<u8>>>(&bytes) {
+                Ok(kv) => *lock(&self.kv) = kv,
+                Err(e) => {
+                    let aside = path.with_extension(format!("json.unreadable-{}", query::now_ms()));
+                    tracing::warn!(plugin = %self.name, path = %path.display(), error = %e, aside = %aside.display(), "plugin kv unreadable: set aside, starting empty");
+                    let _ = std::fs::rename(&path, &aside);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(plugin = %self.name, path = %path.display(), error = %e, "plugin kv unreadable");
+            }
+        }
+        self.kv_path = Some(path);
+    }
+
+    /// Writes kv to its file when it changed (temporary file, then rename: a crash leaves the
+    /// old or the new state, never half of one). Returns whether it wrote.
+    pub fn persist_kv(&self) -> std::io::Result<bool> {
+        use std::sync::atomic::Ordering;
+        let Some(path) = &self.kv_path else {
+            return Ok(false);
+        };
+        if !self.kv_dirty.swap(false, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let json = serde_json::to_vec(&*lock(&self.kv)).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            self.kv_dirty.store(true, Ordering::SeqCst);
+        }
+        written.map(|()| true)
     }
 
     /// Takes one log line's token; false when the plugin is over its log rate.
@@ -164,11 +209,18 @@ impl kv::Host for HostState {
             return Err(format!("key-value store full ({KV_LIMIT} bytes)"));
         }
         kv.insert(key, value);
+        self.ctx
+            .kv_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
     fn delete(&mut self, key: String) {
-        lock(&self.ctx.kv).remove(&key);
+        if lock(&self.ctx.kv).remove(&key).is_some() {
+            self.ctx
+                .kv_dirty
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     fn list_keys(&mut self, prefix: String) -> Vec<String> {

@@ -566,6 +566,70 @@ mod registry {
         v
     }
 
+    /// The `calls` sample of hostile's kv mode: its counter kept in kv.
+    fn kv_count(reg: &Registry) -> f64 {
+        let p = reg.get("hostile").expect("loaded");
+        p.process(&flows(1)).expect("kv mode").samples[0].value
+    }
+
+    #[test]
+    fn kv_survives_restart_disable_enable_and_upgrade_and_no_name_escapes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg_dir = tmp.path().join("plugins");
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("registry");
+        let mut config = BTreeMap::new();
+        config.insert("mode".to_string(), "kv".to_string());
+        let req = InstallRequest {
+            source: staged(tmp.path(), "hostile"),
+            config,
+            ..Default::default()
+        };
+        reg.install(&req).expect("install");
+        for want in 1..=3 {
+            assert_eq!(kv_count(&reg), f64::from(want));
+        }
+        // Written by the agent's periodic persist; a new registry (a restart) reads it.
+        reg.persist_state();
+        assert!(reg_dir.join("hostile/kv.json").exists());
+        drop(reg);
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("reopen");
+        assert_eq!(kv_count(&reg), 4.0, "after a restart");
+        // Disable and enable: the reload writes state first, then reads it.
+        reg.set_enabled("hostile", false).expect("disable");
+        reg.set_enabled("hostile", true).expect("enable");
+        assert_eq!(kv_count(&reg), 5.0, "after disable/enable");
+        // An upgrade carries it over.
+        reg.install(&InstallRequest {
+            upgrade: true,
+            ..req.clone()
+        })
+        .expect("upgrade");
+        assert_eq!(kv_count(&reg), 6.0, "after an upgrade");
+        // An unreadable kv file is set aside, not overwritten.
+        reg.persist_state();
+        drop(reg);
+        std::fs::write(reg_dir.join("hostile/kv.json"), b"{not json").expect("corrupt");
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("reopen");
+        assert_eq!(kv_count(&reg), 1.0);
+        assert!(
+            entries(&reg_dir.join("hostile"))
+                .iter()
+                .any(|f| f.starts_with("kv.json.unreadable-")),
+            "{:?}",
+            entries(&reg_dir.join("hostile"))
+        );
+        // Names that would be paths never reach the file system.
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir_all(&victim).expect("victim");
+        std::fs::write(victim.join("installed.json"), "{}").expect("victim");
+        for bad in ["../victim", victim.to_str().expect("p"), "..", ""] {
+            let e = reg.remove(bad).expect_err(bad);
+            assert!(matches!(e, HostError::Name(_)), "{bad}: {e}");
+            assert!(reg.set_enabled(bad, false).is_err());
+        }
+        assert!(victim.join("installed.json").exists());
+    }
+
     #[test]
     fn install_verify_enable_disable_remove() {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -409,3 +409,33 @@ fn plugin_log_lines_cannot_be_forged_or_flood_the_log() {
     assert!(flood <= 120, "{flood} flood lines logged");
     assert!(log.contains("plugin log lines dropped"));
 }
+
+#[test]
+fn plugin_kv_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("agent");
+    let data = root.join("data");
+    install(
+        &data,
+        &dir.path().join("src"),
+        "hostile",
+        "hostile",
+        &["mode=kv"],
+    );
+    let mut a = Agent::start(&root, &["--no-capture"]);
+    let count = |a: &Agent| {
+        let (s, v) = a.post("/api/v1/plugins/hostile/run", "{}");
+        assert_eq!(s, 200, "{v}");
+        v["result"]["samples"][0]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no kv count: {v}"))
+    };
+    for want in 1..=3 {
+        assert_eq!(count(&a), f64::from(want));
+    }
+    // The agent writes plugin state every 2 s; then the hardest stop there is.
+    std::thread::sleep(Duration::from_millis(2500));
+    a.kill9();
+    a.spawn();
+    assert_eq!(count(&a), 4.0, "kv after kill -9 and restart");
+}
