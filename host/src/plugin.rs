@@ -28,8 +28,13 @@ pub const MAX_CONSECUTIVE_FAILURES: u32 = 3;
 pub const FAILURE_WINDOW: usize = 20;
 /// Share of failed calls in the window that disables a plugin.
 pub const MAX_FAILURE_RATE: f64 = 0.5;
-/// Most items a plugin may return from one call (nodes + links, rows, samples, alerts...).
+/// Most items a plugin may return from one call (nodes, links, cells, points, samples,
+/// alerts, and every label or attribute of them).
 pub const MAX_OUTPUT_ITEMS: usize = 200_000;
+/// Most bytes of text one call may return (ids, labels, cells, summaries...).
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// Most alerts one rule evaluation may return.
+pub const MAX_ALERTS: usize = 5_000;
 /// The file in a plugin's directory that keeps its kv.
 pub const KV_FILE: &str = "kv.json";
 /// Guest stdout/stderr kept per call; beyond it the stream closes.
@@ -631,11 +636,21 @@ impl Plugin {
         }
     }
 
-    fn too_big(&self, n: usize) -> Result<(), HostError> {
-        if n > MAX_OUTPUT_ITEMS {
+    fn too_big(&self, size: Size) -> Result<(), HostError> {
+        let Size { items, bytes } = size;
+        let message = if items > MAX_OUTPUT_ITEMS {
+            Some(format!("{items} items, the limit is {MAX_OUTPUT_ITEMS}"))
+        } else if bytes > MAX_OUTPUT_BYTES {
+            Some(format!(
+                "{bytes} bytes of text, the limit is {MAX_OUTPUT_BYTES}"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
             let e = HostError::Output {
                 plugin: self.manifest.name.clone(),
-                message: format!("{n} items, the limit is {MAX_OUTPUT_ITEMS}"),
+                message,
             };
             // The call itself counted as a success; this undoes that.
             self.record_failure(&e);
@@ -685,7 +700,13 @@ impl Plugin {
         }
         drop(slot);
         let out = out?;
-        self.too_big(out.samples.len() + out.annotations.len())?;
+        self.too_big(
+            out.samples
+                .iter()
+                .map(|s| Size::labels(&s.labels).plus(Size::text(&s.name)))
+                .chain(out.annotations.iter().map(annotation_size))
+                .fold(Size::default(), Size::plus),
+        )?;
         Ok(out)
     }
 
@@ -703,7 +724,11 @@ impl Plugin {
             let b = store.data_mut().table.push(batch.clone())?;
             inst.call_correlate(&mut *store, b, events)
         })?;
-        self.too_big(out.len())?;
+        self.too_big(
+            out.iter()
+                .map(annotation_size)
+                .fold(Size::default(), Size::plus),
+        )?;
         Ok(out)
     }
 
@@ -716,7 +741,11 @@ impl Plugin {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_decode(&mut *store, input, content_type)
         })?;
-        self.too_big(out.len() + out.iter().map(|d| d.fields.len()).sum::<usize>())?;
+        self.too_big(
+            out.iter()
+                .map(|d| Size::labels(&d.fields))
+                .fold(Size::default(), Size::plus),
+        )?;
         Ok(out)
     }
 
@@ -779,7 +808,7 @@ impl Plugin {
     /// summarizer: answer a query over the sketches as a view.
     pub fn query_summary(&self, request: &str) -> Result<wit::View, HostError> {
         let view = self.with_summary(false, |inst, store| inst.call_query(&mut *store, request))?;
-        self.too_big(view_items(&view))?;
+        self.too_big(view_size(&view))?;
         Ok(view)
     }
 
@@ -792,7 +821,7 @@ impl Plugin {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_render(&mut *store, req)
         })?;
-        self.too_big(view_items(&view))?;
+        self.too_big(view_size(&view))?;
         Ok(view)
     }
 
@@ -805,12 +834,32 @@ impl Plugin {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_evaluate(&mut *store, window)
         })?;
-        self.too_big(alerts.len())?;
+        if alerts.len() > MAX_ALERTS {
+            let e = HostError::Output {
+                plugin: self.manifest.name.clone(),
+                message: format!(
+                    "{} alerts in one evaluation, the limit is {MAX_ALERTS}",
+                    alerts.len()
+                ),
+            };
+            // The call itself counted as a success; this undoes that.
+            self.record_failure(&e);
+            return Err(e);
+        }
+        self.too_big(
+            alerts
+                .iter()
+                .map(|a| {
+                    Size::labels(&a.labels)
+                        .plus(Size::text(&a.name))
+                        .plus(Size::text(&a.summary))
+                })
+                .fold(Size::default(), Size::plus),
+        )?;
         Ok(alerts)
     }
 }
 
-/// How many items a view holds, for the output limit.
 /// Keeps the last [`FAILURE_WINDOW`] outcomes.
 fn push_outcome(window: &mut VecDeque<bool>, failed: bool) {
     if window.len() >= FAILURE_WINDOW {
@@ -819,14 +868,99 @@ fn push_outcome(window: &mut VecDeque<bool>, failed: bool) {
     window.push_back(failed);
 }
 
-fn view_items(view: &wit::View) -> usize {
+/// What one call returned, counted for the output limits: items (every node, link, cell,
+/// point, label...) and bytes of text. Bytes count what the host holds after lifting, which
+/// a plugin can make far larger than its own memory (one string returned many times).
+#[derive(Debug, Default, Clone, Copy)]
+struct Size {
+    items: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn text(s: &str) -> Size {
+        Size {
+            items: 0,
+            bytes: s.len(),
+        }
+    }
+
+    fn items(n: usize) -> Size {
+        Size { items: n, bytes: 0 }
+    }
+
+    fn labels(l: &[(String, String)]) -> Size {
+        Size {
+            items: 1 + l.len(),
+            bytes: l.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+
+    fn plus(self, o: Size) -> Size {
+        Size {
+            items: self.items.saturating_add(o.items),
+            bytes: self.bytes.saturating_add(o.bytes),
+        }
+    }
+}
+
+fn annotation_size(a: &wit::Annotation) -> Size {
+    Size::labels(&a.labels)
+        .plus(Size::text(&a.text))
+        .plus(Size::text(a.flow_filter.as_deref().unwrap_or("")))
+}
+
+/// How much a view holds, for the output limits.
+fn view_size(view: &wit::View) -> Size {
+    let sum = |it: &mut dyn Iterator<Item = Size>| it.fold(Size::default(), Size::plus);
     match view {
-        wit::View::Sankey(s) => s.nodes.len() + s.links.len(),
-        wit::View::Chord(c) => c.labels.len() + c.matrix.iter().map(Vec::len).sum::<usize>(),
-        wit::View::Graph(g) => g.nodes.len() + g.edges.len(),
-        wit::View::Table(t) => t.rows.len(),
-        wit::View::Timeseries(t) => t.series.iter().map(|s| s.points.len()).sum(),
-        wit::View::Svg(s) => s.len() / 64,
+        wit::View::Sankey(s) => sum(&mut s
+            .nodes
+            .iter()
+            .map(|n| {
+                Size::items(1)
+                    .plus(Size::text(&n.id))
+                    .plus(Size::text(&n.label))
+            })
+            .chain(s.links.iter().map(|l| {
+                Size::items(1)
+                    .plus(Size::text(&l.source))
+                    .plus(Size::text(&l.target))
+            }))),
+        wit::View::Chord(c) => sum(&mut c
+            .labels
+            .iter()
+            .map(|l| Size::items(1).plus(Size::text(l)))
+            .chain(c.matrix.iter().map(|r| Size {
+                items: r.len(),
+                bytes: r.len() * 8,
+            }))),
+        wit::View::Graph(g) => sum(&mut g
+            .nodes
+            .iter()
+            .map(|n| {
+                Size::labels(&n.attributes)
+                    .plus(Size::text(&n.id))
+                    .plus(Size::text(&n.label))
+            })
+            .chain(g.edges.iter().map(|e| {
+                Size::labels(&e.attributes)
+                    .plus(Size::text(&e.source))
+                    .plus(Size::text(&e.target))
+            }))),
+        wit::View::Table(t) => sum(&mut t
+            .columns
+            .iter()
+            .chain(t.rows.iter().flatten())
+            .map(|c| Size::items(1).plus(Size::text(c)))),
+        wit::View::Timeseries(t) => sum(&mut t.series.iter().map(|s| Size {
+            items: 1 + s.points.len(),
+            bytes: s.name.len() + s.points.len() * 16,
+        })),
+        wit::View::Svg(s) => Size {
+            items: s.len() / 64,
+            bytes: s.len(),
+        },
     }
 }
 

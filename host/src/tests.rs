@@ -233,6 +233,21 @@ fn concurrent_calls_are_bounded_per_plugin_and_by_the_memory_budget() {
 }
 
 #[test]
+fn too_many_alerts_in_one_evaluation_are_refused() {
+    let r = load_with(
+        Default::default(),
+        "hostile-rule",
+        RULE_GRANTS,
+        &[("mode", "alerts")],
+    );
+    let e = r.evaluate(window()).expect_err("6000 alerts");
+    assert!(
+        matches!(e, HostError::Output { ref message, .. } if message.contains("6000 alerts")),
+        "{e}"
+    );
+}
+
+#[test]
 fn failing_every_other_call_disables_a_plugin() {
     let p = hostile("flaky");
     let mut calls = 0;
@@ -308,7 +323,7 @@ fn bundled_flow_processor_sums_a_batch() {
 fn hostile_plugins_are_contained_with_clear_errors() {
     let good = load("flow-count", &[], &[]).expect("load");
     type Check = fn(&HostError) -> bool;
-    let cases: [(&str, Check); 7] = [
+    let cases: [(&str, Check); 8] = [
         ("loop", |e| {
             matches!(
                 e,
@@ -330,6 +345,10 @@ fn hostile_plugins_are_contained_with_clear_errors() {
             |e| matches!(e, HostError::Trap { message, .. } if message.contains("panicked") && message.contains("on purpose")),
         ),
         ("huge", |e| matches!(e, HostError::Output { .. })),
+        (
+            "labels",
+            |e| matches!(e, HostError::Output { message, .. } if message.contains("bytes of text")),
+        ),
         (
             "file",
             |e| matches!(e, HostError::Plugin { message, .. } if message.starts_with("file denied")),

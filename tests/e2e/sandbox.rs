@@ -60,6 +60,21 @@ fn install(
     text
 }
 
+/// A fresh data dir (`<tmp>/agent/data`) with one fixture installed; the temp dir and the
+/// agent's root.
+fn with_plugin(wasm: &str, toml: &str, config: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("agent");
+    install(
+        &root.join("data"),
+        &dir.path().join("src"),
+        wasm,
+        toml,
+        &[config],
+    );
+    (dir, root)
+}
+
 /// Waits until `name` is loaded with `mode`.
 fn wait_loaded(a: &Agent, name: &str, mode: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -344,16 +359,7 @@ fn hostile_plugins_meet_their_deadlines_and_starve_nobody() {
 
 #[test]
 fn sigterm_exits_promptly_with_a_rule_asleep_in_a_call() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("agent");
-    let data = root.join("data");
-    install(
-        &data,
-        &dir.path().join("src"),
-        "hostile_rule",
-        "hostile-rule",
-        &["mode=sleep"],
-    );
+    let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=sleep");
     // A 10 s deadline (the default ceiling), evaluated every second.
     let mut a = Agent::start(&root, &["--no-capture", "--alert-interval", "1s"]);
     // Wait until the alert thread is inside the rule's call.
@@ -412,16 +418,7 @@ fn plugin_log_lines_cannot_be_forged_or_flood_the_log() {
 
 #[test]
 fn plugin_kv_survives_kill_9() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("agent");
-    let data = root.join("data");
-    install(
-        &data,
-        &dir.path().join("src"),
-        "hostile",
-        "hostile",
-        &["mode=kv"],
-    );
+    let (_dir, root) = with_plugin("hostile", "hostile", "mode=kv");
     let mut a = Agent::start(&root, &["--no-capture"]);
     let count = |a: &Agent| {
         let (s, v) = a.post("/api/v1/plugins/hostile/run", "{}");

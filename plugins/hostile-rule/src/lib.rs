@@ -32,6 +32,16 @@ impl Guest for Plugin {
                     std::hint::black_box(calls);
                 }
             }
+            // More alerts than one evaluation may return.
+            "alerts" => Ok((0..6000)
+                .map(|i| Alert {
+                    name: "Many".into(),
+                    severity: alert_rule::Severity::Info,
+                    summary: String::new(),
+                    labels: vec![("i".into(), i.to_string())],
+                    time_ms: window.to_ms,
+                })
+                .collect()),
             // Behaves: one alert, so a test can see it ran.
             _ => Ok(vec![Alert {
                 name: "HostileRuleRan".into(),

@@ -57,6 +57,22 @@ impl Guest for Hostile {
                 std::thread::sleep(std::time::Duration::from_secs(20));
                 Err(PluginError::Failed("woke after 20 s".into()))
             }
+            // 40 samples each labelled with 512 KiB: 20 MiB of text, few items.
+            "labels" => {
+                let big = "x".repeat(512 << 10);
+                let samples = (0..40)
+                    .map(|i| MetricSample {
+                        name: "big".into(),
+                        kind: MetricKind::Gauge,
+                        labels: vec![("k".into(), big.clone())],
+                        value: f64::from(i),
+                    })
+                    .collect();
+                Ok(Processed {
+                    samples,
+                    annotations: Vec::new(),
+                })
+            }
             // Slow but within its deadline: 250 ms a batch.
             "slow" => {
                 std::thread::sleep(std::time::Duration::from_millis(250));
