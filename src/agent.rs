@@ -451,6 +451,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
     })?;
     tracing::info!("shutting down: draining kernel maps and flushing storage");
     alerts_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Plugin calls in progress end now (a rule asleep in a call included).
+    if let Some(reg) = &registry {
+        reg.cancel_all();
+    }
     // Flows first: the alert thread may be inside a rule's call, which ends at its deadline;
     // nothing it does holds up the flush.
     if let Some(c) = capture {

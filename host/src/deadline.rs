@@ -7,6 +7,11 @@
 //! once it passes, the guest's next wasm instruction traps as interrupted. Host calls that do
 //! real work (flow queries and aggregates) run through [`within`], which refuses them once the
 //! deadline passed and stops waiting for them when it passes.
+//!
+//! Calls can also be cancelled (the plugin disabled or removed, the agent shutting down):
+//! each plugin has a cancel generation ([`Cancel`]); a call remembers the one it started
+//! under, and its wasm (at the next epoch tick), its waits and its host calls end as soon as
+//! the generation moves on.
 
 use crate::state::HostState;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +26,58 @@ use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 pub const MAX_HOST_WORKERS: usize = 4;
 static HOST_WORKERS: AtomicUsize = AtomicUsize::new(0);
 
+/// A plugin's cancel generation: bumping it cancels every call started before.
+#[derive(Debug, Default, Clone)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Cancel {
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Cancels every call running now.
+    pub fn cancel(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether calls started under `generation` are cancelled.
+    pub fn cancelled(&self, generation: u64) -> bool {
+        self.generation() != generation
+    }
+}
+
+/// The error a cancelled call ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was cancelled (plugin disabled or removed, or the agent stopping)")]
+pub struct Cancelled;
+
+/// A wait that ends at its time or when its call is cancelled, whichever comes first.
+struct CancellableSleep {
+    until: tokio::time::Instant,
+    cancel: Cancel,
+    generation: u64,
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for CancellableSleep {
+    async fn ready(&mut self) {
+        const SLICE: Duration = Duration::from_millis(crate::runtime::TICK_MS);
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= self.until || self.cancel.cancelled(self.generation) {
+                return;
+            }
+            tokio::time::sleep((self.until - now).min(SLICE)).await;
+        }
+    }
+}
+
 /// The monotonic clock a plugin sees, with its waits cut at the call's deadline.
 pub struct BoundedClock<'a> {
     inner: WasiClocksCtxView<'a>,
     deadline: Option<Instant>,
+    cancel: Cancel,
+    generation: u64,
     /// Set when a wait was cut: the call then ends as timed out whatever it returns.
     overran: &'a std::sync::atomic::AtomicBool,
 }
@@ -70,7 +123,7 @@ impl monotonic_clock::Host for BoundedClock<'_> {
     ) -> wasmtime::Result<Resource<DynPollable>> {
         let now = monotonic_clock::Host::now(&mut self.inner)?;
         let wait = self.cut(Duration::from_nanos(when.saturating_sub(now)));
-        monotonic_clock::Host::subscribe_duration(&mut self.inner, nanos(wait))
+        self.sleep(wait)
     }
 
     fn subscribe_duration(
@@ -78,12 +131,23 @@ impl monotonic_clock::Host for BoundedClock<'_> {
         duration: monotonic_clock::Duration,
     ) -> wasmtime::Result<Resource<DynPollable>> {
         let wait = self.cut(Duration::from_nanos(duration));
-        monotonic_clock::Host::subscribe_duration(&mut self.inner, nanos(wait))
+        self.sleep(wait)
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+impl BoundedClock<'_> {
+    /// A pollable ready after `wait`, or at once when the call is cancelled.
+    fn sleep(&mut self, wait: Duration) -> wasmtime::Result<Resource<DynPollable>> {
+        let until = tokio::time::Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        let r = self.inner.table.push(CancellableSleep {
+            until,
+            cancel: self.cancel.clone(),
+            generation: self.generation,
+        })?;
+        wasmtime_wasi::p2::subscribe(self.inner.table, r)
+    }
 }
 
 /// Replaces WASI's monotonic clock (already linked) with the deadline-bounded one.
@@ -95,6 +159,8 @@ pub fn link_bounded_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             table,
             deadline,
             overran,
+            cancel,
+            generation,
             ..
         } = s;
         BoundedClock {
@@ -104,6 +170,8 @@ pub fn link_bounded_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             },
             deadline: *deadline,
             overran,
+            cancel: cancel.clone(),
+            generation: *generation,
         }
     });
     linker.allow_shadowing(false);
@@ -114,12 +182,15 @@ pub fn link_bounded_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()
 /// or when [`MAX_HOST_WORKERS`] are busy, abandoned (its result dropped) when the deadline
 /// passes first. The plugin then gets an error, and its next wasm instruction traps.
 pub fn within<T: Send + 'static>(
-    deadline: Option<Instant>,
-    overran: &std::sync::atomic::AtomicBool,
+    st: &HostState,
     what: &str,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let Some(deadline) = deadline else {
+    let (overran, cancel, generation) = (&st.overran, &st.cancel, st.generation);
+    if cancel.cancelled(generation) {
+        return Err(format!("{what} refused: {Cancelled}"));
+    }
+    let Some(deadline) = st.deadline else {
         return f();
     };
     let left = deadline.saturating_duration_since(Instant::now());
@@ -145,14 +216,26 @@ pub fn within<T: Send + 'static>(
         HOST_WORKERS.fetch_sub(1, Ordering::SeqCst);
         return Err(format!("{what} refused: cannot start a worker: {e}"));
     }
-    match rx.recv_timeout(left) {
-        Ok(r) => r,
-        Err(_) => {
+    // Waited for in ticks, so a cancelled call stops waiting at once.
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
             overran.store(true, Ordering::SeqCst);
-            Err(format!(
+            return Err(format!(
                 "{what} did not finish within the call's remaining budget ({} ms)",
                 left.as_millis()
-            ))
+            ));
+        }
+        if cancel.cancelled(generation) {
+            return Err(format!("{what} abandoned: {Cancelled}"));
+        }
+        let slice = (deadline - now).min(Duration::from_millis(crate::runtime::TICK_MS));
+        match rx.recv_timeout(slice) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("{what} failed: its worker stopped"));
+            }
         }
     }
 }

@@ -59,6 +59,8 @@ pub enum HostError {
         kind: &'static str,
         wanted: &'static str,
     },
+    #[error("plugin {plugin}: the call was cancelled (disabled, removed, or the agent stopping)")]
+    Cancelled { plugin: String },
     #[error("plugin {plugin} is busy: {reason}")]
     Busy { plugin: String, reason: String },
     #[error(transparent)]

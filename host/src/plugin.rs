@@ -8,7 +8,7 @@ use crate::bindings::{
 };
 use crate::capability::Capability;
 use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
-use crate::runtime::{Runtime, TICK_MS};
+use crate::runtime::Runtime;
 use crate::state::{HostState, PluginCtx};
 use crate::{HostError, lock};
 use serde::Serialize;
@@ -117,6 +117,7 @@ pub struct Plugin {
     budget: Arc<crate::runtime::Budget>,
     /// Calls running now.
     inflight: std::sync::atomic::AtomicU32,
+    cancel: crate::deadline::Cancel,
     skipped: std::sync::atomic::AtomicU64,
 }
 
@@ -313,6 +314,7 @@ impl Plugin {
             budget: rt.budget().clone(),
             inflight: Default::default(),
             skipped: Default::default(),
+            cancel: Default::default(),
         })
     }
 
@@ -361,6 +363,12 @@ impl Plugin {
             ctx.keep_kv_in(dir.join(KV_FILE));
         }
         self
+    }
+
+    /// Cancels every call of this plugin running now: wasm stops at the next tick, waits
+    /// and host calls at once. Cancelled calls are not failures.
+    pub fn cancel_calls(&self) {
+        self.cancel.cancel();
     }
 
     /// Writes the plugin's durable state (kv) when it changed.
@@ -460,16 +468,31 @@ impl Plugin {
                 stderr,
                 deadline: None,
                 overran: Default::default(),
+                cancel: self.cancel.clone(),
+                generation: self.cancel.generation(),
             },
         );
         store.limiter(|s| &mut s.limits);
+        // Every tick: a cancelled call ends now, one past its deadline is interrupted.
+        store.epoch_deadline_callback(|ctx| {
+            let d = ctx.data();
+            if d.cancel.cancelled(d.generation) {
+                return Err(crate::deadline::Cancelled.into());
+            }
+            Ok(match d.deadline {
+                Some(t) if std::time::Instant::now() >= t => wasmtime::UpdateDeadline::Interrupt,
+                _ => wasmtime::UpdateDeadline::Continue(1),
+            })
+        });
         self.arm(&mut store);
         store
     }
 
     /// Sets the CPU deadline of the next call (it counts from now).
     fn arm(&self, store: &mut Store<HostState>) {
-        store.set_epoch_deadline(u64::from(self.limits.timeout_ms).div_ceil(TICK_MS) + 1);
+        // Checked every tick by the callback set in `new_store` (cancel, then deadline).
+        store.set_epoch_deadline(1);
+        store.data_mut().generation = self.cancel.generation();
         // The same deadline for time spent outside wasm: WASI waits and host calls.
         store.data_mut().deadline = Some(
             std::time::Instant::now()
@@ -520,7 +543,11 @@ impl Plugin {
             .data()
             .overran
             .load(std::sync::atomic::Ordering::SeqCst);
+        let cancelled = store.data().cancel.cancelled(store.data().generation);
         let outcome = match result {
+            Err(_) | Ok(Err(_)) if cancelled => Err(HostError::Cancelled {
+                plugin: name.clone(),
+            }),
             _ if overran => Err(HostError::Timeout {
                 plugin: name.clone(),
                 timeout_ms: self.limits.timeout_ms,
@@ -547,6 +574,7 @@ impl Plugin {
             h.max_us = h.max_us.max(took);
         }
         match &outcome {
+            Err(HostError::Cancelled { .. }) => {}
             Ok(_) => {
                 let mut h = lock(&self.health);
                 h.consecutive = 0;

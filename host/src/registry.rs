@@ -480,6 +480,10 @@ impl Registry {
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Installed, HostError> {
+        // A disabled plugin's calls in progress end now, not at their deadlines.
+        if !enabled && let Some(p) = self.get(name) {
+            p.cancel_calls();
+        }
         let meta = self.update(name, |m| {
             m.enabled = enabled;
             if enabled {
@@ -494,6 +498,9 @@ impl Registry {
 
     pub fn remove(&self, name: &str) -> Result<(), HostError> {
         let d = self.plugin_dir(name)?;
+        if let Some(p) = self.get(name) {
+            p.cancel_calls();
+        }
         if !d.join("installed.json").exists() {
             return Err(HostError::Load(format!(
                 "no plugin named {name} is installed"
@@ -502,6 +509,13 @@ impl Registry {
         std::fs::remove_dir_all(&d)?;
         self.sync();
         Ok(())
+    }
+
+    /// Cancels every plugin call running now (the agent stopping).
+    pub fn cancel_all(&self) {
+        for p in self.loaded() {
+            p.cancel_calls();
+        }
     }
 
     /// Writes every loaded plugin's changed state (kv); the agent calls it every sync and at

@@ -140,6 +140,9 @@ pub struct HostState {
     pub deadline: Option<std::time::Instant>,
     /// Set when a wait or host call ran into the deadline: the call is then a timeout.
     pub overran: std::sync::atomic::AtomicBool,
+    /// The plugin's cancel generation, and the one the running call started under.
+    pub cancel: crate::deadline::Cancel,
+    pub generation: u64,
 }
 
 impl WasiView for HostState {
@@ -304,7 +307,7 @@ impl flows::Host for HostState {
             offset: 0,
         };
         let store = self.store()?.clone();
-        let res = within(self.deadline, &self.overran, "flows.query", move || {
+        let res = within(self, "flows.query", move || {
             store.list(&req).map_err(|e| e.to_string())
         })?;
         Ok(res.flows.iter().map(flow_to_wit).collect())
@@ -324,7 +327,7 @@ impl flows::Host for HostState {
         let m = metric_of(metric);
         let store = self.store()?.clone();
         let r = range_of(&range)?;
-        let groups = within(self.deadline, &self.overran, "flows.aggregate", move || {
+        let groups = within(self, "flows.aggregate", move || {
             store
                 .aggregate(&expr, &r, &fields, None)
                 .map_err(|e| e.to_string())
@@ -380,16 +383,11 @@ impl flows::Host for HostState {
         }
         let store = self.store()?.clone();
         let (fields_q, origin_ms) = (fields.clone(), r.from_ms);
-        let groups = within(
-            self.deadline,
-            &self.overran,
-            "flows.timeseries",
-            move || {
-                store
-                    .aggregate(&expr, &r, &fields_q, Some(Buckets { origin_ms, step_ms }))
-                    .map_err(|e| e.to_string())
-            },
-        )?;
+        let groups = within(self, "flows.timeseries", move || {
+            store
+                .aggregate(&expr, &r, &fields_q, Some(Buckets { origin_ms, step_ms }))
+                .map_err(|e| e.to_string())
+        })?;
         let ts = weir_core::aggregate::time_series(
             groups,
             &fields,
@@ -466,26 +464,21 @@ impl flow_stats::Host for HostState {
         };
         let store = self.store()?.clone();
         let (expr_q, fields_q) = (expr.clone(), fields.clone());
-        let (measured, groups) = within(
-            self.deadline,
-            &self.overran,
-            "flow-stats.aggregate",
-            move || {
-                let measured = match measured {
-                    Some((f, qs)) => Some((
-                        store
-                            .group_values(&expr_q, &r, &fields_q, f)
-                            .map_err(|e| format!("measure: {e}"))?,
-                        qs,
-                    )),
-                    None => None,
-                };
-                let groups = store
-                    .aggregate(&expr_q, &r, &fields_q, None)
-                    .map_err(|e| e.to_string())?;
-                Ok((measured, groups))
-            },
-        )?;
+        let (measured, groups) = within(self, "flow-stats.aggregate", move || {
+            let measured = match measured {
+                Some((f, qs)) => Some((
+                    store
+                        .group_values(&expr_q, &r, &fields_q, f)
+                        .map_err(|e| format!("measure: {e}"))?,
+                    qs,
+                )),
+                None => None,
+            };
+            let groups = store
+                .aggregate(&expr_q, &r, &fields_q, None)
+                .map_err(|e| e.to_string())?;
+            Ok((measured, groups))
+        })?;
         let mut values = measured
             .as_ref()
             .map(|(v, _)| v.clone())

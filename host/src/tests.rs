@@ -233,6 +233,43 @@ fn concurrent_calls_are_bounded_per_plugin_and_by_the_memory_budget() {
 }
 
 #[test]
+fn calls_are_cancelled_at_once_asleep_or_spinning() {
+    // A 10 s deadline (the default ceiling): only cancelling ends these early.
+    for mode in ["sleep", "hostcall"] {
+        let r = Arc::new(load_with(
+            Default::default(),
+            "hostile-rule",
+            RULE_GRANTS,
+            &[("mode", mode)],
+        ));
+        let call = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (r.evaluate(window()), t.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        r.cancel_calls();
+        let (out, took) = call.join().expect("thread");
+        let after = t.elapsed();
+        assert!(
+            matches!(out, Err(HostError::Cancelled { .. })),
+            "{mode}: {out:?}"
+        );
+        assert!(
+            after < Duration::from_millis(200),
+            "{mode}: ended {after:?} after cancel"
+        );
+        assert!(took < Duration::from_secs(1), "{mode}: {took:?}");
+        // Not a failure, and the next call runs normally (here: to its own end).
+        assert_eq!(r.info().failures, 0, "{mode}");
+        assert_eq!(r.info().state, PluginState::Enabled);
+    }
+}
+
+#[test]
 fn too_many_alerts_in_one_evaluation_are_refused() {
     let r = load_with(
         Default::default(),
