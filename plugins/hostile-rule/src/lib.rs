@@ -1,7 +1,9 @@
 //! Test fixture: an alert rule that misbehaves in the way its `mode` config names, to show
 //! that deadlines cover waits and host calls too, and that one rule cannot hold up others.
 
-use weir_plugin_sdk::alert_rule::{self, Alert, Guest, Metric, PluginError, TimeRange, config, flows};
+use weir_plugin_sdk::alert_rule::{
+    self, Alert, Guest, Metric, PluginError, TimeRange, config, flows,
+};
 
 struct Plugin;
 
@@ -24,7 +26,12 @@ impl Guest for Plugin {
                     let _ = flows::aggregate(
                         "",
                         all,
-                        &["SrcAddr".into(), "DstAddr".into(), "SrcPort".into(), "DstPort".into()],
+                        &[
+                            "SrcAddr".into(),
+                            "DstAddr".into(),
+                            "SrcPort".into(),
+                            "DstPort".into(),
+                        ],
                         Metric::Bytes,
                         1000,
                     );
