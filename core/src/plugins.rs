@@ -66,6 +66,18 @@ pub enum RunError {
 /// the result are JSON whose shape depends on the plugin's kind (see docs/PLUGINS.md).
 pub trait PluginRunner: Send + Sync {
     fn run(&self, name: &str, request: &serde_json::Value) -> Result<serde_json::Value, RunError>;
+
+    /// [`PluginRunner::run`], ended early (as [`RunError::Failed`], "cancelled") once `cancel`
+    /// is set: the API sets it when the client goes away. The default ignores it.
+    fn run_cancellable(
+        &self,
+        name: &str,
+        request: &serde_json::Value,
+        cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<serde_json::Value, RunError> {
+        let _ = cancel;
+        self.run(name, request)
+    }
 }
 
 #[cfg(test)]

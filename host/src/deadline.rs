@@ -26,11 +26,37 @@ use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 pub const MAX_HOST_WORKERS: usize = 4;
 static HOST_WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// A plugin's cancel generation: bumping it cancels every call started before.
+/// A plugin's cancel generation (bumping it cancels every call started before), and the
+/// running call's own flag, when its caller can give up (an HTTP client going away).
 #[derive(Debug, Default, Clone)]
-pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub struct Cancel(
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+);
+
+thread_local! {
+    /// The flag of the call this thread is making on someone's behalf (see [`on_behalf`]).
+    static CALLER: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (plugin calls made on this thread) so that setting `flag` cancels them.
+pub fn on_behalf<R>(
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let before = CALLER.with(|c| c.replace(Some(flag)));
+    let r = f();
+    CALLER.with(|c| *c.borrow_mut() = before);
+    r
+}
 
 impl Cancel {
+    /// This plugin's generation, with the current thread's caller flag (for a new call).
+    pub fn for_call(&self) -> Cancel {
+        Cancel(self.0.clone(), CALLER.with(|c| c.borrow().clone()))
+    }
+
     pub fn generation(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
@@ -42,7 +68,7 @@ impl Cancel {
 
     /// Whether calls started under `generation` are cancelled.
     pub fn cancelled(&self, generation: u64) -> bool {
-        self.generation() != generation
+        self.generation() != generation || self.1.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
     }
 }
 

@@ -35,6 +35,10 @@ pub const MAX_OUTPUT_ITEMS: usize = 200_000;
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 /// Most alerts one rule evaluation may return.
 pub const MAX_ALERTS: usize = 5_000;
+/// Most labels one alert may carry, and longest label name, value or alert name (bytes;
+/// a summary may be four times this).
+pub const MAX_ALERT_LABELS: usize = 32;
+pub const MAX_ALERT_TEXT: usize = 512;
 /// The file in a plugin's directory that keeps its kv.
 pub const KV_FILE: &str = "kv.json";
 /// Guest stdout/stderr kept per call; beyond it the stream closes.
@@ -468,7 +472,7 @@ impl Plugin {
                 stderr,
                 deadline: None,
                 overran: Default::default(),
-                cancel: self.cancel.clone(),
+                cancel: self.cancel.for_call(),
                 generation: self.cancel.generation(),
             },
         );
@@ -493,6 +497,7 @@ impl Plugin {
         // Checked every tick by the callback set in `new_store` (cancel, then deadline).
         store.set_epoch_deadline(1);
         store.data_mut().generation = self.cancel.generation();
+        store.data_mut().cancel = self.cancel.for_call();
         // The same deadline for time spent outside wasm: WASI waits and host calls.
         store.data_mut().deadline = Some(
             std::time::Instant::now()
@@ -810,6 +815,12 @@ impl Plugin {
             Ok(Ok((out, snapshot)))
         })?;
         if let Some(s) = snapshot {
+            // The snapshot is kept between calls: bounded in bytes like any output, and an
+            // oversized one leaves the last good state in place.
+            self.too_big(Size {
+                items: 0,
+                bytes: s.len(),
+            })?;
             *lock(&self.summary) = Some(s);
         }
         Ok(out)
@@ -862,13 +873,41 @@ impl Plugin {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_evaluate(&mut *store, window)
         })?;
-        if alerts.len() > MAX_ALERTS {
+        // Alerts are kept (active, history, outbox): each one bounded, so history is too.
+        let oversized = alerts.iter().find_map(|a| {
+            let why = if a.labels.len() > MAX_ALERT_LABELS {
+                format!("{} labels (at most {MAX_ALERT_LABELS})", a.labels.len())
+            } else if let Some((k, _)) = a
+                .labels
+                .iter()
+                .find(|(k, v)| k.len() > MAX_ALERT_TEXT || v.len() > MAX_ALERT_TEXT)
+            {
+                format!(
+                    "label {} longer than {MAX_ALERT_TEXT} bytes",
+                    k.chars().take(64).collect::<String>().escape_debug()
+                )
+            } else if a.name.len() > MAX_ALERT_TEXT || a.summary.len() > 4 * MAX_ALERT_TEXT {
+                format!(
+                    "name over {MAX_ALERT_TEXT} or summary over {} bytes",
+                    4 * MAX_ALERT_TEXT
+                )
+            } else {
+                return None;
+            };
+            Some(format!(
+                "alert {} has {why}",
+                a.name.chars().take(64).collect::<String>().escape_debug()
+            ))
+        });
+        if alerts.len() > MAX_ALERTS || oversized.is_some() {
             let e = HostError::Output {
                 plugin: self.manifest.name.clone(),
-                message: format!(
-                    "{} alerts in one evaluation, the limit is {MAX_ALERTS}",
-                    alerts.len()
-                ),
+                message: oversized.unwrap_or_else(|| {
+                    format!(
+                        "{} alerts in one evaluation, the limit is {MAX_ALERTS}",
+                        alerts.len()
+                    )
+                }),
             };
             // The call itself counted as a success; this undoes that.
             self.record_failure(&e);

@@ -165,6 +165,15 @@ impl Registry {
 }
 
 impl PluginRunner for Registry {
+    fn run_cancellable(
+        &self,
+        name: &str,
+        request: &Value,
+        cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Value, RunError> {
+        crate::deadline::on_behalf(cancel, || self.run(name, request))
+    }
+
     fn run(&self, name: &str, request: &Value) -> Result<Value, RunError> {
         weir_core::plugins::check_plugin_name(name)
             .map_err(|e| RunError::BadRequest(e.to_string()))?;

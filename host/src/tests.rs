@@ -282,6 +282,17 @@ fn too_many_alerts_in_one_evaluation_are_refused() {
         matches!(e, HostError::Output { ref message, .. } if message.contains("6000 alerts")),
         "{e}"
     );
+    let r = load_with(
+        Default::default(),
+        "hostile-rule",
+        RULE_GRANTS,
+        &[("mode", "labels")],
+    );
+    let e = r.evaluate(window()).expect_err("600 labels");
+    assert!(
+        matches!(e, HostError::Output { ref message, .. } if message.contains("alert Wide has 600 labels")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -85,26 +85,7 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
         "{text}"
     );
     assert!(text.contains("weir_store_flows "), "{text}");
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = check.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text);
     let (om, ctype) = get_text(
         &a.url("/metrics"),
         "application/openmetrics-text;version=1.0.0",
@@ -181,4 +162,28 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
     assert_eq!(query("up{job=\"weir\"}"), Some(1.0));
     assert!(query("weir_store_flows").unwrap_or(0.0) > 0.0);
     let _ = t0;
+}
+
+/// `promtool check metrics` must pass on `text`.
+pub fn promtool_check(text: &str) {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

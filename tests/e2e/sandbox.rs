@@ -417,6 +417,40 @@ fn plugin_log_lines_cannot_be_forged_or_flood_the_log() {
 }
 
 #[test]
+fn a_run_whose_client_goes_away_is_cancelled() {
+    // A 10 s deadline (the default ceiling); the client gives up after 300 ms.
+    let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=sleep");
+    let a = Agent::start(&root, &["--no-capture", "--alert-interval", "1h"]);
+    let impatient: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(300)))
+        .build()
+        .into();
+    let t = Instant::now();
+    let r = impatient
+        .post(&a.url("/api/v1/plugins/hostile-rule/run"))
+        .send("{}".as_bytes());
+    assert!(r.is_err(), "the client timed out");
+    // The call ended soon after, not at its 10 s deadline, and is not counted as a failure.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = plugin(&a, "hostile-rule");
+        if p["loaded"]["calls"].as_u64() == Some(1) {
+            let took = p["loaded"]["max_call_seconds"].as_f64().unwrap_or(99.0);
+            eprintln!("run cancelled {took:.3} s after it started (client gave up at 0.3 s)");
+            assert!(took < 1.5, "{p}");
+            assert_eq!(p["loaded"]["failures"], 0, "{p}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call still running after {:?}: {p}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn plugin_kv_survives_kill_9() {
     let (_dir, root) = with_plugin("hostile", "hostile", "mode=kv");
     let mut a = Agent::start(&root, &["--no-capture"]);
@@ -435,4 +469,117 @@ fn plugin_kv_survives_kill_9() {
     a.kill9();
     a.spawn();
     assert_eq!(count(&a), 4.0, "kv after kill -9 and restart");
+}
+
+#[test]
+fn plugin_metrics_keep_the_scrape_valid_and_leave_with_the_plugin() {
+    crate::util::require(&["promtool"]);
+    let (_dir, root) = with_plugin("hostile", "hostile", "mode=metrics");
+    let a = Agent::start(&root, &["--no-capture"]);
+    let now = now_ms();
+    for i in 0..3u64 {
+        let flow = json!([{"SrcAddr": "198.18.0.1", "DstAddr": "198.18.0.2", "Proto": 6, "Bytes": 1,
+                           "DstPort": 1000 + i, "Packets": 1, "TimeFlowStartMs": now - 2000,
+                           "TimeFlowEndMs": now - 1000}]);
+        let (s, v) = a.post("/api/v1/flows", &flow.to_string());
+        assert_eq!(s, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plugin(&a, "hostile")["loaded"]["calls"]
+        .as_u64()
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "not called");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scrape = || a.get_raw("/metrics").expect("scrape").1;
+    let text = scrape();
+    crate::metrics::promtool_check(&text);
+    // x (a counter) is there as x_total once; the colliding gauge and reserved labels not.
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("x_total ")).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("h_count ")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains("y{le=") && !text.contains("z{quantile="),
+        "{text}"
+    );
+    // 100 families at most (x and h among them), however many new names each call brings.
+    let families = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP ") && l.ends_with("Emitted by plugin hostile."))
+        .count();
+    assert_eq!(families, 100, "{text}");
+    // Removed: its families leave /metrics with it.
+    let (s, v) = a.delete("/api/v1/plugins/hostile");
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape().contains("Emitted by plugin hostile.") {
+        assert!(Instant::now() < deadline, "families stayed after removal");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    crate::metrics::promtool_check(&scrape());
+}
+
+/// Peak resident memory of a process so far (VmHWM), MiB.
+fn peak_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        / 1024
+}
+
+#[test]
+fn memory_stays_bounded_under_concurrent_memory_bombs() {
+    // A rule asking 4 GiB that grabs memory until stopped, run 16 at a time, three rounds,
+    // under a 64 MiB ceiling: at most 4 calls run, so at most 4 x 64 MiB of plugin memory.
+    let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=bomb");
+    let mut args = vec!["--no-capture", "--alert-interval", "1h"];
+    args.extend(CEILINGS);
+    let a = Agent::start(&root, &args);
+    let pid = a.child.as_ref().expect("running").id();
+    // Warm: one run compiles and instantiates, so the baseline includes that.
+    let (s, v) = a.post("/api/v1/plugins/hostile-rule/run", "{}");
+    assert_eq!(s, 422, "{v}");
+    let before = peak_mib(pid);
+    let url = a.url("/api/v1/plugins/hostile-rule/run");
+    let mut refused = 0;
+    for _ in 0..3 {
+        // Re-enabled each round: three memory failures in a row disable it.
+        let (s, _) = a.post("/api/v1/plugins/hostile-rule/enable", "");
+        assert_eq!(s, 200);
+        let runs: Vec<_> = (0..16)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let r = client().post(&url).send("{}".as_bytes()).expect("run");
+                    r.status().as_u16()
+                })
+            })
+            .collect();
+        for r in runs {
+            let s = r.join().expect("thread");
+            assert!(s == 422 || s == 429, "{s}");
+            refused += usize::from(s == 429);
+        }
+    }
+    let after = peak_mib(pid);
+    eprintln!(
+        "agent peak RSS {before} MiB before, {after} MiB after 48 memory bombs ({refused} refused as busy)"
+    );
+    assert!(
+        after.saturating_sub(before) <= 4 * 64 + 64,
+        "peak grew {before} -> {after} MiB"
+    );
+    assert!(refused > 0);
 }

@@ -39,6 +39,14 @@ impl Guest for Plugin {
                     std::hint::black_box(calls);
                 }
             }
+            // Grabs memory until the sandbox stops it.
+            "bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
             // More alerts than one evaluation may return.
             "alerts" => Ok((0..6000)
                 .map(|i| Alert {
@@ -49,6 +57,16 @@ impl Guest for Plugin {
                     time_ms: window.to_ms,
                 })
                 .collect()),
+            // One alert with 600 changing labels.
+            "labels" => Ok(vec![Alert {
+                name: "Wide".into(),
+                severity: alert_rule::Severity::Info,
+                summary: String::new(),
+                labels: (0..600)
+                    .map(|i| (format!("l{i}"), format!("{}", window.to_ms + i)))
+                    .collect(),
+                time_ms: window.to_ms,
+            }]),
             // Behaves: one alert, so a test can see it ran.
             _ => Ok(vec![Alert {
                 name: "HostileRuleRan".into(),

@@ -73,6 +73,33 @@ impl Guest for Hostile {
                     annotations: Vec::new(),
                 })
             }
+            // Names that collide in the exposition, reserved labels, 150 new families a call.
+            "metrics" => {
+                let s = |name: &str, kind, labels: &[(&str, &str)]| MetricSample {
+                    name: name.into(),
+                    kind,
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    value: 1.0,
+                };
+                let n = kv::get("n").map(|v| v[0]).unwrap_or(0).wrapping_add(1);
+                kv::set("n", &[n]).map_err(PluginError::Failed)?;
+                let mut samples = vec![
+                    s("x", MetricKind::Counter, &[]),
+                    s("x_total", MetricKind::Gauge, &[]),
+                    s("h", MetricKind::Histogram, &[]),
+                    s("h_count", MetricKind::Gauge, &[]),
+                    s("y", MetricKind::Gauge, &[("le", "1")]),
+                    s("z", MetricKind::Gauge, &[("quantile", "0.5")]),
+                ];
+                samples.extend((0..150).map(|i| s(&format!("m{n}_{i}"), MetricKind::Gauge, &[])));
+                Ok(Processed {
+                    samples,
+                    annotations: Vec::new(),
+                })
+            }
             // Slow but within its deadline: 250 ms a batch.
             "slow" => {
                 std::thread::sleep(std::time::Duration::from_millis(250));

@@ -100,16 +100,39 @@ pub async fn run_plugin(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?
     };
+    // Set when this handler is dropped before the run ends (the client went away): the
+    // plugin's call is then cancelled instead of running on to its deadline.
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guard = SetOnDrop(Some(gone.clone()));
     let out = super::blocking(move || {
-        a.run(&name, &request).map_err(|e| match e {
-            RunError::NotFound(m) => ApiError::not_found(m),
-            RunError::BadRequest(m) => ApiError::bad_request("body", m),
-            RunError::Failed(m) => ApiError::plugin_failed(m),
-            RunError::Busy(m) => ApiError::busy(m),
-        })
+        a.run_cancellable(&name, &request, gone)
+            .map_err(|e| match e {
+                RunError::NotFound(m) => ApiError::not_found(m),
+                RunError::BadRequest(m) => ApiError::bad_request("body", m),
+                RunError::Failed(m) => ApiError::plugin_failed(m),
+                RunError::Busy(m) => ApiError::busy(m),
+            })
     })
-    .await?;
-    Ok(Json(out))
+    .await;
+    guard.disarm();
+    Ok(Json(out?))
+}
+
+/// Sets its flag when dropped, unless disarmed first.
+struct SetOnDrop(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl SetOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 pub async fn remove(
