@@ -334,7 +334,7 @@ fn bundled_rules_fire_on_real_traffic_reach_alertmanager_and_resolve() {
     require(&["python3", "nft", "iperf3", "prometheus-alertmanager", "tc"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let pair = Pair::new(70);
+    let pair = Pair::alone(70);
     let (_am, am_port) = alertmanager(dir.path());
     for (rule, cfg) in [
         // Only UDP: ping's echo replies count as NO_SOCKET drops (the raw socket got a

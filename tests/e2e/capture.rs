@@ -204,7 +204,7 @@ fn tcp_payload(bytes: u64, skbs: u64) -> i64 {
 fn tcp_and_http_match_interface_statistics_and_tools() {
     require(&["iperf3", "curl", "python3"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let pair = Pair::new(3);
+    let pair = Pair::alone(3);
     let a = agent_for(&pair, dir.path());
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).expect("www");

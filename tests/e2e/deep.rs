@@ -245,7 +245,7 @@ fn tcp_rtt_matches_the_kernels_own_figure() {
 fn dns_names_codes_and_latency() {
     require(&["python3"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let pair = Pair::new(62);
+    let pair = Pair::alone(62);
     let a = agent_for(&pair, dir.path());
     let added_log = dir.path().join("dns-added.log");
     let _server = python_bg(

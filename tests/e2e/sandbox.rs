@@ -106,6 +106,7 @@ fn status_ms(a: &Agent) -> u128 {
 
 #[test]
 fn no_plugin_route_reaches_outside_the_data_dir() {
+    let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("agent");
     // The plugins live in root/data/plugins: a victim at every depth a traversal could reach,
@@ -165,6 +166,7 @@ fn no_plugin_route_reaches_outside_the_data_dir() {
 
 #[test]
 fn hostile_plugins_meet_their_deadlines_and_starve_nobody() {
+    let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("agent");
     let data = root.join("data");
@@ -359,6 +361,7 @@ fn hostile_plugins_meet_their_deadlines_and_starve_nobody() {
 
 #[test]
 fn sigterm_exits_promptly_with_a_rule_asleep_in_a_call() {
+    let _heavy = crate::util::heavy();
     let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=sleep");
     // A 10 s deadline (the default ceiling), evaluated every second.
     let mut a = Agent::start(&root, &["--no-capture", "--alert-interval", "1s"]);
@@ -383,6 +386,7 @@ fn sigterm_exits_promptly_with_a_rule_asleep_in_a_call() {
 
 #[test]
 fn plugin_log_lines_cannot_be_forged_or_flood_the_log() {
+    let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("agent");
     let data = root.join("data");
@@ -418,6 +422,7 @@ fn plugin_log_lines_cannot_be_forged_or_flood_the_log() {
 
 #[test]
 fn a_run_whose_client_goes_away_is_cancelled() {
+    let _heavy = crate::util::heavy();
     // A 10 s deadline (the default ceiling); the client gives up after 300 ms.
     let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=sleep");
     let a = Agent::start(&root, &["--no-capture", "--alert-interval", "1h"]);
@@ -452,6 +457,7 @@ fn a_run_whose_client_goes_away_is_cancelled() {
 
 #[test]
 fn plugin_kv_survives_kill_9() {
+    let _heavy = crate::util::heavy();
     let (_dir, root) = with_plugin("hostile", "hostile", "mode=kv");
     let mut a = Agent::start(&root, &["--no-capture"]);
     let count = |a: &Agent| {
@@ -473,6 +479,7 @@ fn plugin_kv_survives_kill_9() {
 
 #[test]
 fn plugin_metrics_keep_the_scrape_valid_and_leave_with_the_plugin() {
+    let _heavy = crate::util::heavy();
     crate::util::require(&["promtool"]);
     let (_dir, root) = with_plugin("hostile", "hostile", "mode=metrics");
     let a = Agent::start(&root, &["--no-capture"]);
@@ -541,6 +548,7 @@ fn peak_mib(pid: u32) -> u64 {
 
 #[test]
 fn memory_stays_bounded_under_concurrent_memory_bombs() {
+    let _heavy = crate::util::heavy();
     // A rule asking 4 GiB that grabs memory until stopped, run 16 at a time, three rounds,
     // under a 64 MiB ceiling: at most 4 calls run, so at most 4 x 64 MiB of plugin memory.
     let (_dir, root) = with_plugin("hostile_rule", "hostile-rule", "mode=bomb");

@@ -81,6 +81,14 @@ fn every_page_loads_and_the_sankey_agrees_with_the_api() {
     }
     let to = now_ms() + 1000;
 
+    // A visualization that returns views as big as asked (the page must cope).
+    let big = staged(dir.path(), "big_view", "big-view");
+    let (code, _, err) = weir(
+        &dir.path().join("data"),
+        &["install", big.to_str().expect("p")],
+    );
+    assert_eq!(code, 0, "{err}");
+
     // A visualization to install through the UI: signed, so its manifest is embedded.
     let src = staged(dir.path(), "top_ports", "top-ports");
     let keys = dir.path().join("keys");

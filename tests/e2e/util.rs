@@ -240,7 +240,26 @@ impl Drop for Agent {
 /// A: 198.18.<n>.1/24 and 2001:db8:<n>::1/64 on `a_if`; B: .2 and ::2 on `b_if`. Neighbours
 /// are static and IPv6 DAD and router solicitations are off, so the link stays quiet except
 /// for the traffic a test makes.
+/// Tests that measure real traffic (every [`Pair`]) share this lock; tests that load the
+/// machine on purpose (hostile plugins spinning, bombing memory, flooding) take it alone, so
+/// their load never makes a capture test lose packets to a starved ring reader.
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// How a [`Pair`] holds [`LOAD`]: shared with other traffic tests, or alone.
+#[allow(dead_code)]
+enum Quiet {
+    Shared(std::sync::RwLockReadGuard<'static, ()>),
+    Alone(std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// Held by a test that loads the machine on purpose: no real-traffic test runs meanwhile.
+pub fn heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct Pair {
+    /// Real traffic is counted exactly: no CPU-heavy hostile-plugin test runs meanwhile.
+    _quiet: Quiet,
     pub ns_a: String,
     pub ns_b: String,
     pub a_if: String,
@@ -253,12 +272,26 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(subnet: u8) -> Pair {
+        Pair::with(
+            subnet,
+            Quiet::Shared(LOAD.read().unwrap_or_else(|p| p.into_inner())),
+        )
+    }
+
+    /// A pair for a test whose counts or timings (line-rate TCP against iperf3's own, DNS
+    /// latency and facts matched within an eviction round) need the machine to itself.
+    pub fn alone(subnet: u8) -> Pair {
+        Pair::with(subnet, Quiet::Alone(heavy()))
+    }
+
+    fn with(subnet: u8, quiet: Quiet) -> Pair {
         require(&["ip"]);
         let ns_a = unique("wa");
         let ns_b = unique("wb");
         let a_if = unique("va");
         let b_if = unique("vb");
         let p = Pair {
+            _quiet: quiet,
             a4: format!("198.18.{subnet}.1"),
             b4: format!("198.18.{subnet}.2"),
             a6: format!("2001:db8:{subnet:x}::1"),

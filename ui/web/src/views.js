@@ -45,9 +45,10 @@ export function renderView(el, view, opts) {
   el.innerHTML = "";
   el.dataset.type = view.type;
   const items = itemsOf(view), limit = DRAW_LIMITS[view.type];
+  el.classList.remove("too-big");
   if (limit && view.type !== "table" && items > limit) {
-    el.className = (el.className || "") + " too-big";
-    el.textContent = `This ${view.type} has ${items.toLocaleString()} items, more than the ${limit.toLocaleString()} this page draws: narrow the filter, shorten the range or ask for fewer groups.`;
+    el.classList.add("too-big");
+    el.textContent = `This ${view.type} has ${num(items)} items, more than the ${num(limit)} this page draws: narrow the filter, shorten the range or ask for fewer groups.`;
     return;
   }
   switch (view.type) {
@@ -190,7 +191,7 @@ function renderTable(el, view) {
   const more = view.rows.length - shown.length;
   el.innerHTML = `<table><tr>${view.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${shown
     .map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</table>${
-    more > 0 ? `<p class="muted too-big">${more.toLocaleString()} more rows not shown (first ${DRAW_LIMITS.table.toLocaleString()} of ${view.rows.length.toLocaleString()})</p>` : ""}`;
+    more > 0 ? `<p class="muted too-big">${num(more)} more rows not shown (first ${num(DRAW_LIMITS.table)} of ${num(view.rows.length)})</p>` : ""}`;
 }
 
 function renderTimeseries(el, view) {

@@ -161,6 +161,22 @@ try {
   const ports = await api(`/api/v1/flows/aggregate?group_by=DstPort&metric=bytes&top=20&from=${from}&to=${to}`);
   check(cells.join(",") === ports.groups.map((g) => String(g.key.DstPort)).join(","), `top-ports table ${cells} != aggregate`);
 
+  // Views too big to draw: a 150 k-node graph says so; a 150 k-row table shows its first
+  // rows and counts the rest. Neither throws.
+  errors.length = 0;
+  await page.waitForSelector('#views-nav a[href="#/view/big-view"]', { timeout: 20000 });
+  await open(`#/view/big-view?${win}`, "big-graph");
+  const big = await page.textContent("#view");
+  check(/150,000 items, more than the 20,000/.test(big), `big graph: ${big.slice(0, 200)}`);
+  await open(`#/view/big-view?${win}&group_by=table&top=150000`, "big-table");
+  const rows = await page.$$eval("#view table tr", (trs) => trs.length);
+  check(rows === 5001, `big table rows: ${rows}`);
+  const more = await page.textContent("#view .too-big");
+  check(/145,000 more rows not shown/.test(more), `big table note: ${more}`);
+  await open(`#/view/big-view?${win}&top=50`, "small-graph");
+  check(!(await page.$("#view.too-big")), "a small view after a big one draws");
+  check(errors.length === 0, "console errors on big views:\n" + errors.join("\n"));
+
   // An agent with an access token: the page asks for it in a login form, then works.
   if (process.env.WEIR_TOKEN_URL) {
     const p2 = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
