@@ -183,8 +183,9 @@ pub struct SandboxArgs {
     /// Longest deadline one plugin call may have, ms; manifests asking more get this.
     #[arg(long, env = "WEIR_PLUGIN_MAX_TIMEOUT_MS", default_value_t = 10_000)]
     pub plugin_max_timeout_ms: u32,
-    /// Memory all plugin calls running at once may use together, MiB (a call that does not
-    /// fit is refused as busy: 429 on the API, a skipped batch for processors).
+    /// Memory all plugin calls running at once may use together, MiB: each reserves its
+    /// memory cap plus 32 MiB for copying its result (a call that does not fit is refused as
+    /// busy: 429 on the API, a skipped batch for processors).
     #[arg(long, env = "WEIR_PLUGIN_MEMORY_BUDGET_MB", default_value_t = 1024)]
     pub plugin_memory_budget_mb: u32,
     /// Calls one plugin may have running at once.

@@ -43,6 +43,12 @@ pub const MAX_ALERT_TEXT: usize = 512;
 pub const KV_FILE: &str = "kv.json";
 /// Guest stdout/stderr kept per call; beyond it the stream closes.
 pub const STDIO_CAP: usize = 64 * 1024;
+/// Most the host copies out of a plugin in one lift (a call's result, or the arguments of
+/// one host call), MiB: strings and lists counted as the host holds them. A plugin can make
+/// this far larger than its own memory (one string returned many times), so it is capped
+/// while lifting (wasmtime's hostcall fuel), not after, and every call reserves it from the
+/// agent's memory budget next to the plugin's own memory.
+pub const LIFT_MB: u32 = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", content = "reason", rename_all = "lowercase")]
@@ -404,10 +410,10 @@ impl Plugin {
                 "{max} calls are running, the most it may have"
             )));
         }
-        match self
-            .budget
-            .reserve(self.limits.memory_mb, self.policy.total_memory_mb)
-        {
+        match self.budget.reserve(
+            self.limits.memory_mb.saturating_add(LIFT_MB),
+            self.policy.total_memory_mb,
+        ) {
             Ok(r) => Ok(Admission {
                 inflight: &self.inflight,
                 _memory: r,
@@ -415,7 +421,7 @@ impl Plugin {
             Err(used) => {
                 self.inflight.fetch_sub(1, Ordering::SeqCst);
                 Err(busy(format!(
-                    "its {} MiB do not fit in the agent's plugin memory budget ({used} of {} MiB in use)",
+                    "its {} MiB (memory) + {LIFT_MB} MiB (results) do not fit in the agent's plugin memory budget ({used} of {} MiB in use)",
                     self.limits.memory_mb, self.policy.total_memory_mb
                 )))
             }
@@ -438,7 +444,7 @@ impl Plugin {
 
     /// Metric samples emitted through the metrics capability since the last drain.
     pub fn drain_metrics(&self) -> Vec<wit::MetricSample> {
-        std::mem::take(&mut *lock(&self.ctx.metrics))
+        std::mem::take(&mut *lock(&self.ctx.metrics)).samples
     }
 
     fn new_store(&self) -> Store<HostState> {
@@ -477,6 +483,7 @@ impl Plugin {
             },
         );
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel((LIFT_MB as usize) << 20);
         // Every tick: a cancelled call ends now, one past its deadline is interrupted.
         store.epoch_deadline_callback(|ctx| {
             let d = ctx.data();
@@ -585,20 +592,21 @@ impl Plugin {
                 h.consecutive = 0;
                 push_outcome(&mut h.window, false);
             }
-            Err(e) => self.record_failure(e),
+            Err(e) => self.record_failure(e, false),
         }
         outcome
     }
 
     /// Counts a failed call against the plugin; enough in a row, or too large a share of
     /// its recent calls, disable it.
-    fn record_failure(&self, e: &HostError) {
+    /// `undo_success`: the call was counted as a success and then refused (its output too
+    /// large), so it stays one outcome.
+    fn record_failure(&self, e: &HostError, undo_success: bool) {
         let name = &self.manifest.name;
         let mut h = lock(&self.health);
         h.failures += 1;
         h.consecutive += 1;
-        // A call counted as a success and then undone (output too large) is one outcome.
-        if matches!(e, HostError::Output { .. }) {
+        if undo_success {
             h.window.pop_back();
         }
         push_outcome(&mut h.window, true);
@@ -642,6 +650,14 @@ impl Plugin {
                 )
             }
         };
+        if debug.contains("fuel allocated for hostcalls has been exhausted") {
+            return HostError::Output {
+                plugin,
+                message: format!(
+                    "more than {LIFT_MB} MiB to copy into the agent in one call (refused while copying)"
+                ),
+            };
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => HostError::Timeout { plugin, timeout_ms: self.limits.timeout_ms },
             Some(Trap::StackOverflow) => HostError::Trap { plugin, message: "stack overflow (recursion too deep)".into() },
@@ -686,7 +702,7 @@ impl Plugin {
                 message,
             };
             // The call itself counted as a success; this undoes that.
-            self.record_failure(&e);
+            self.record_failure(&e, true);
             return Err(e);
         }
         Ok(())
@@ -910,7 +926,7 @@ impl Plugin {
                 }),
             };
             // The call itself counted as a success; this undoes that.
-            self.record_failure(&e);
+            self.record_failure(&e, true);
             return Err(e);
         }
         self.too_big(
@@ -936,8 +952,7 @@ fn push_outcome(window: &mut VecDeque<bool>, failed: bool) {
 }
 
 /// What one call returned, counted for the output limits: items (every node, link, cell,
-/// point, label...) and bytes of text. Bytes count what the host holds after lifting, which
-/// a plugin can make far larger than its own memory (one string returned many times).
+/// point, label...) and bytes of text, checked after lifting (which [`LIFT_MB`] bounds).
 #[derive(Debug, Default, Clone, Copy)]
 struct Size {
     items: usize,

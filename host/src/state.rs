@@ -23,6 +23,25 @@ pub const LOG_BURST: f64 = 100.0;
 pub const LOG_MESSAGE_CHARS: usize = 1024;
 /// Points (series x buckets) one time-series host call may return.
 pub const MAX_SERIES_POINTS: usize = 1_000_000;
+/// Metric samples a plugin may have waiting for the agent's next sync, and their bytes
+/// (names and labels); beyond either, new samples are dropped.
+pub const METRIC_BUFFER_SAMPLES: usize = 100_000;
+pub const METRIC_BUFFER_BYTES: usize = 8 << 20;
+
+/// Samples emitted through `metrics` since the agent last took them, and their bytes.
+#[derive(Default)]
+pub struct MetricBuffer {
+    pub samples: Vec<wit::MetricSample>,
+    pub bytes: usize,
+}
+
+fn sample_bytes(s: &wit::MetricSample) -> usize {
+    s.name.len()
+        + s.labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
 
 /// Where the `flow-stats` capability reads link speeds: the running capture, once started
 /// (empty in hosts without one).
@@ -35,7 +54,7 @@ pub struct PluginCtx {
     pub kv: Mutex<BTreeMap<String, Vec<u8>>>,
     pub flows: Option<Arc<weir_core::Store>>,
     pub links: Links,
-    pub metrics: Mutex<Vec<wit::MetricSample>>,
+    pub metrics: Mutex<MetricBuffer>,
     /// Log rate limit: tokens left and when they were last topped up.
     pub log_bucket: Mutex<(f64, std::time::Instant)>,
     /// Log lines the rate limit dropped.
@@ -59,7 +78,7 @@ impl PluginCtx {
             kv: Mutex::new(BTreeMap::new()),
             flows,
             links,
-            metrics: Mutex::new(Vec::new()),
+            metrics: Mutex::new(MetricBuffer::default()),
             log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
             log_dropped: Default::default(),
             kv_path: None,
@@ -190,9 +209,16 @@ pub fn plugin_text(message: &str) -> String {
 
 impl metrics::Host for HostState {
     fn emit(&mut self, samples: Vec<wit::MetricSample>) {
+        // Held until the agent's next sync: bounded in samples and in bytes.
         let mut m = lock(&self.ctx.metrics);
-        let room = 100_000usize.saturating_sub(m.len());
-        m.extend(samples.into_iter().take(room));
+        for s in samples {
+            let b = sample_bytes(&s);
+            if m.samples.len() >= METRIC_BUFFER_SAMPLES || m.bytes + b > METRIC_BUFFER_BYTES {
+                break;
+            }
+            m.bytes += b;
+            m.samples.push(s);
+        }
     }
 }
 

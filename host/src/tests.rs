@@ -208,11 +208,12 @@ fn concurrent_calls_are_bounded_per_plugin_and_by_the_memory_budget() {
         "{busy:?}"
     );
     assert!(r.info().busy_refusals >= 6);
-    // The agent-wide budget: 40 MiB holds two 16 MiB calls, not three.
+    // The agent-wide budget: each call reserves its 16 MiB and 32 MiB to lift its result,
+    // so 100 MiB holds two calls, not three.
     let policy = crate::SandboxPolicy {
         max_timeout_ms: 300,
         max_memory_mb: 16,
-        total_memory_mb: 40,
+        total_memory_mb: 100,
         ..Default::default()
     };
     let r = Arc::new(load_with(
@@ -371,7 +372,7 @@ fn bundled_flow_processor_sums_a_batch() {
 fn hostile_plugins_are_contained_with_clear_errors() {
     let good = load("flow-count", &[], &[]).expect("load");
     type Check = fn(&HostError) -> bool;
-    let cases: [(&str, Check); 8] = [
+    let cases: [(&str, Check); 9] = [
         ("loop", |e| {
             matches!(
                 e,
@@ -393,6 +394,10 @@ fn hostile_plugins_are_contained_with_clear_errors() {
             |e| matches!(e, HostError::Trap { message, .. } if message.contains("panicked") && message.contains("on purpose")),
         ),
         ("huge", |e| matches!(e, HostError::Output { .. })),
+        (
+            "alias",
+            |e| matches!(e, HostError::Output { message, .. } if message.contains("more than 32 MiB to copy")),
+        ),
         (
             "labels",
             |e| matches!(e, HostError::Output { message, .. } if message.contains("bytes of text")),

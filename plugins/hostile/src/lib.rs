@@ -126,6 +126,27 @@ impl Guest for Hostile {
                 }
                 Ok(count("forged", 1))
             }
+            // 200,000 sample names that all point at one 1 MiB string: 1.2 MB of guest
+            // memory that would lift as 200 GB if the host copied it all.
+            "alias" => {
+                let mut big = std::mem::ManuallyDrop::new("x".repeat(1 << 20));
+                let (ptr, len) = (big.as_mut_ptr(), big.len());
+                let samples = (0..200_000)
+                    .map(|i| MetricSample {
+                        // SAFETY: none of these is ever dropped by the guest in a way that
+                        // matters: the call fails while the host copies the result, and the
+                        // instance is thrown away.
+                        name: unsafe { String::from_raw_parts(ptr, len, len) },
+                        kind: MetricKind::Gauge,
+                        labels: Vec::new(),
+                        value: f64::from(i),
+                    })
+                    .collect();
+                Ok(Processed {
+                    samples,
+                    annotations: Vec::new(),
+                })
+            }
             "huge" => {
                 let samples = (0..300_000)
                     .map(|i| MetricSample {
