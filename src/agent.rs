@@ -567,7 +567,7 @@ fn start_plugins(
             for batch in rx {
                 let Some(reg) = weak.upgrade() else { return };
                 // Columns built once, shared by every plugin that takes the batch.
-                let batch = weir_host::FlowBatch::new(&batch);
+                let batch = weir_host::FlowBatch::shared(batch);
                 workers.dispatch(&reg, &batch);
             }
         })

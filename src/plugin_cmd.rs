@@ -28,7 +28,7 @@ pub struct InstallArgs {
     /// Refuse the file unless its sha256 is this (hex).
     #[arg(long)]
     sha256: Option<String>,
-    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, flow-stats, clock, config).
+    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, flow-stats, flow-fields, clock, config).
     /// Default: what the plugin asks for. `--grant ''` grants none.
     #[arg(long)]
     grant: Option<String>,

@@ -109,6 +109,16 @@ pub struct FieldDef {
     pub indexed: bool,
     /// Reads the field from a flow.
     pub get: fn(&Flow) -> Value,
+    /// Reads the field without allocating (columns for plugins).
+    pub read: Reader,
+}
+
+/// A field's value borrowed from a flow, by kind: what a column reader needs.
+#[derive(Clone, Copy)]
+pub enum Reader {
+    Number(fn(&Flow) -> u64),
+    Addr(fn(&Flow) -> IpAddr),
+    Text(fn(&Flow) -> &str),
 }
 
 impl std::fmt::Debug for FieldDef {
@@ -136,6 +146,7 @@ macro_rules! u64_field {
             doc: $doc,
             indexed: $indexed,
             get: |fl: &Flow| Value::U64(u64::from(fl.$f)),
+            read: Reader::Number(|fl: &Flow| u64::from(fl.$f)),
         }
     };
 }
@@ -148,6 +159,7 @@ macro_rules! str_field {
             doc: $doc,
             indexed: $indexed,
             get: |fl: &Flow| Value::Str(fl.$f.clone()),
+            read: Reader::Text(|fl: &Flow| fl.$f.as_str()),
         }
     };
 }
@@ -160,6 +172,7 @@ macro_rules! ip_field {
             doc: $doc,
             indexed: true,
             get: |fl: &Flow| Value::Ip(index_ip(&fl.$f)),
+            read: Reader::Addr(|fl: &Flow| fl.$f),
         }
     };
 }
@@ -405,6 +418,17 @@ pub fn field(name: &str) -> Option<&'static FieldDef> {
     FIELDS.iter().find(|f| f.name.eq_ignore_ascii_case(name))
 }
 
+/// Why `name` is not a field, with the closest one when there is one.
+pub fn unknown_field(name: &str) -> String {
+    let shown: String = name.chars().take(64).collect();
+    match suggest(name) {
+        Some(s) => {
+            format!("no field named {shown:?}: did you mean {s}? (`weir fields` lists them)")
+        }
+        None => format!("no field named {shown:?} (`weir fields` lists them)"),
+    }
+}
+
 /// The field names a user could have meant by `name` (for "did you mean" hints).
 pub fn suggest(name: &str) -> Option<&'static str> {
     let all = FIELDS
@@ -451,6 +475,34 @@ mod tests {
             );
             assert!(std::ptr::eq(field(&f.name.to_lowercase()).unwrap(), f));
         }
+    }
+
+    #[test]
+    fn read_agrees_with_get_on_every_field() {
+        let mut f = Flow::empty();
+        f.src_addr = "198.18.0.1".parse().unwrap();
+        f.dst_addr = "2001:db8::7".parse().unwrap();
+        f.src_port = 40000;
+        f.bytes = 1234;
+        f.time_flow_rtt_ns = 250_000;
+        f.dns_name = "example.test".into();
+        f.src_k8s_namespace = "shop".into();
+        f.interfaces = "veth0,veth1".into();
+        for d in FIELDS {
+            let read = match d.read {
+                Reader::Number(r) => Value::U64(r(&f)),
+                Reader::Addr(r) => Value::Ip(index_ip(&r(&f))),
+                Reader::Text(r) => Value::Str(r(&f).to_string()),
+            };
+            assert_eq!(read, (d.get)(&f), "{}", d.name);
+            let kind = match d.read {
+                Reader::Number(_) => FieldKind::U64,
+                Reader::Addr(_) => FieldKind::Ip,
+                Reader::Text(_) => FieldKind::Str,
+            };
+            assert_eq!(kind, d.kind, "{}", d.name);
+        }
+        assert!(unknown_field("SrcAdr").contains("did you mean SrcAddr"));
     }
 
     #[test]

@@ -36,14 +36,23 @@ pub struct Columns {
     pub interface: Vec<u32>,
     pub netns: Vec<u32>,
     pub names: Vec<String>,
+    /// The records themselves, for any other field by name (`flow-fields`).
+    pub flows: Arc<Vec<Flow>>,
 }
 
-/// A batch ready to give to plugins: build it once per batch with [`FlowBatch::new`].
+/// A batch ready to give to plugins: build it once per batch with [`FlowBatch::shared`].
 #[derive(Debug, Clone, Default)]
 pub struct FlowBatch(Arc<Columns>);
 
 impl FlowBatch {
+    /// A batch of copies of `flows`.
     pub fn new(flows: &[Flow]) -> FlowBatch {
+        FlowBatch::shared(Arc::new(flows.to_vec()))
+    }
+
+    /// A batch over flows the caller already shares (no copy of the records).
+    pub fn shared(records: Arc<Vec<Flow>>) -> FlowBatch {
+        let flows: &[Flow] = &records;
         let n = flows.len();
         let mut c = Columns {
             time_flow_start_ms: Vec::with_capacity(n),
@@ -68,6 +77,7 @@ impl FlowBatch {
             interface: Vec::with_capacity(n),
             netns: Vec::with_capacity(n),
             names: Vec::new(),
+            flows: records.clone(),
         };
         let mut ids: HashMap<&str, u32> = HashMap::new();
         fn intern<'a>(ids: &mut HashMap<&'a str, u32>, names: &mut Vec<String>, s: &'a str) -> u32 {
@@ -161,7 +171,7 @@ impl FlowBatch {
 static EMPTY: std::sync::LazyLock<FlowBatch> = std::sync::LazyLock::new(FlowBatch::default);
 
 impl HostState {
-    fn batch(&self, r: &Resource<FlowBatch>) -> &FlowBatch {
+    pub(crate) fn batch(&self, r: &Resource<FlowBatch>) -> &FlowBatch {
         self.table.get(r).unwrap_or(&EMPTY)
     }
 }

@@ -11,17 +11,19 @@ pub enum Capability {
     Kv,
     Flows,
     FlowStats,
+    FlowFields,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
         Capability::Flows,
         Capability::FlowStats,
+        Capability::FlowFields,
         Capability::Clock,
         Capability::Config,
     ];
@@ -34,6 +36,7 @@ impl Capability {
             Capability::Kv => "kv",
             Capability::Flows => "flows",
             Capability::FlowStats => "flow-stats",
+            Capability::FlowFields => "flow-fields",
             Capability::Clock => "clock",
             Capability::Config => "config",
         }

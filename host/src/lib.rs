@@ -7,6 +7,7 @@ mod bindings;
 pub mod capability;
 pub mod convert;
 mod deadline;
+pub mod fields;
 pub mod manifest;
 pub mod oci;
 pub mod plugin;

@@ -1071,6 +1071,9 @@ fn link_granted(
             Capability::Flows => {
                 p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
+            Capability::FlowFields => {
+                p::flow_fields::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
             Capability::FlowStats => {
                 p::flow_stats::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }

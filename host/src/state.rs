@@ -281,7 +281,7 @@ impl config::Host for HostState {
     }
 }
 
-fn range_of(r: &wit::TimeRange) -> Result<TimeRange, String> {
+pub(crate) fn range_of(r: &wit::TimeRange) -> Result<TimeRange, String> {
     if r.from_ms > r.to_ms {
         return Err(format!("reversed time range: {} > {}", r.from_ms, r.to_ms));
     }
@@ -310,7 +310,7 @@ fn pick(t: &Totals, m: Metric) -> u64 {
 }
 
 impl HostState {
-    fn store(&self) -> Result<&Arc<weir_core::Store>, String> {
+    pub(crate) fn store(&self) -> Result<&Arc<weir_core::Store>, String> {
         self.ctx
             .flows
             .as_ref()

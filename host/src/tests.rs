@@ -51,19 +51,30 @@ fn load_in(
     grants: &[Capability],
     config: &[(&str, &str)],
 ) -> Result<Plugin, HostError> {
-    let bytes = wasm(name);
+    load_wasm(rt, &wasm(name), manifest(name), grants, config, None)
+}
+
+/// Loads `bytes` as the plugin `manifest` describes, with these grants, config and store.
+fn load_wasm(
+    rt: &Runtime,
+    bytes: &[u8],
+    manifest: Manifest,
+    grants: &[Capability],
+    config: &[(&str, &str)],
+    flows: Option<Arc<weir_core::Store>>,
+) -> Result<Plugin, HostError> {
     Plugin::load(
         rt,
         LoadRequest {
-            wasm: &bytes,
-            manifest: Some(manifest(name)),
+            wasm: bytes,
+            manifest: Some(manifest),
             grants,
             limits: None,
             config: config
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            flows: None,
+            flows,
             links: Default::default(),
         },
     )
@@ -489,7 +500,7 @@ fn ungranted_imports_fail_at_load() {
     assert!(matches!(e, HostError::Denied(_)), "{e}");
     let m = e.to_string();
     assert!(
-        m.contains("weir:plugin/kv@0.1.1")
+        m.contains("weir:plugin/kv@0.1.2")
             && m.contains("kv capability is not granted")
             && m.contains("granted: log, config"),
         "{m}"
@@ -802,9 +813,9 @@ mod rules {
     use super::*;
     use crate::bindings::types::{Alert, Severity, TimeRange};
 
-    const MIN: u64 = 60_000;
+    pub(super) const MIN: u64 = 60_000;
 
-    fn store(flows: &[Flow]) -> (tempfile::TempDir, Arc<weir_core::Store>) {
+    pub(super) fn store(flows: &[Flow]) -> (tempfile::TempDir, Arc<weir_core::Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let s =
             weir_core::Store::open(weir_core::store::StoreConfig::new(dir.path())).expect("store");
@@ -813,27 +824,20 @@ mod rules {
         (dir, Arc::new(s))
     }
 
-    fn rule_from(
+    pub(super) fn rule_from(
         wasm: &[u8],
         manifest: Manifest,
         store: &Arc<weir_core::Store>,
         config: &[(&str, &str)],
     ) -> Plugin {
         let grants = manifest.capabilities.clone();
-        Plugin::load(
+        load_wasm(
             &runtime(),
-            LoadRequest {
-                wasm,
-                manifest: Some(manifest),
-                grants: &grants,
-                limits: None,
-                config: config
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                flows: Some(store.clone()),
-                links: Default::default(),
-            },
+            wasm,
+            manifest,
+            &grants,
+            config,
+            Some(store.clone()),
         )
         .expect("load rule")
     }
@@ -843,7 +847,7 @@ mod rules {
     }
 
     /// A flow on an interface of namespace `ns1`, ending inside the minute starting at `t`.
-    fn flow(t: u64, iface: &str, bytes: u64) -> Flow {
+    pub(super) fn flow(t: u64, iface: &str, bytes: u64) -> Flow {
         let mut f = Flow::empty();
         f.time_flow_start_ms = t + 1000;
         f.time_flow_end_ms = t + 2000;
@@ -1040,5 +1044,206 @@ mod rules {
         let fired = p.evaluate(empty).expect("evaluate");
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].name, "NoFlows");
+    }
+}
+
+/// Plugin contract 0.1.2: fields by name, selects over history, and plugins built against
+/// older versions giving the same results.
+mod contract {
+    use super::rules::{MIN, flow, rule_from, store};
+    use super::*;
+    use crate::bindings::flow_processor::Processed;
+    use crate::bindings::types::TimeRange;
+
+    const PROBE_GRANTS: &[Capability] = &[Capability::Config, Capability::FlowFields];
+
+    fn probe(
+        policy: crate::SandboxPolicy,
+        store: Option<&Arc<weir_core::Store>>,
+        config: &[(&str, &str)],
+    ) -> Plugin {
+        let rt = Runtime::new(None).expect("runtime").with_policy(policy);
+        let m = manifest("fields-probe");
+        load_wasm(
+            &rt,
+            &wasm("fields-probe"),
+            m,
+            PROBE_GRANTS,
+            config,
+            store.cloned(),
+        )
+        .expect("load fields-probe")
+    }
+
+    fn value(out: &Processed, name: &str, field: &str) -> f64 {
+        out.samples
+            .iter()
+            .find(|s| s.name == name && s.labels.iter().any(|(k, v)| k == "field" && v == field))
+            .map(|s| s.value)
+            .unwrap_or_else(|| panic!("no {name} for {field}: {:?}", out.samples))
+    }
+
+    /// Flows carrying the fields a 0.1.1 plugin could not see.
+    fn rich(n: usize, t: u64) -> Vec<Flow> {
+        (0..n)
+            .map(|i| {
+                let mut f = flow(t, "veth0", 100);
+                f.time_flow_rtt_ns = 1000 * (i as u64 % 10);
+                f.dns_latency_us = if i % 4 == 0 { 250 } else { 0 };
+                f.pkt_drop_packets = u64::from(i % 3 == 0);
+                f.src_k8s_namespace = ["shop", "db", "web"][i % 3].into();
+                f.dst_k8s_namespace = "kube-system".into();
+                f.dst_port = if i % 2 == 0 { 443 } else { 53 };
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fields_by_name_reach_a_plugin_and_unknown_names_are_refused() {
+        let flows = rich(1000, 1_800_000_000_000);
+        let p = probe(Default::default(), None, &[]);
+        let out = p.process(&FlowBatch::new(&flows)).expect("process");
+        let rtt: u64 = flows.iter().map(|f| f.time_flow_rtt_ns).sum();
+        assert_eq!(value(&out, "field_sum", "TimeFlowRttNs"), rtt as f64);
+        assert_eq!(value(&out, "field_sum", "DnsLatencyUs"), 250.0 * 250.0);
+        assert_eq!(value(&out, "field_sum", "PktDropPackets"), 334.0);
+        assert_eq!(value(&out, "field_distinct", "SrcK8S_Namespace"), 3.0);
+        assert_eq!(value(&out, "field_distinct", "DstK8S_Namespace"), 1.0);
+        // An address field, and the schema listed whole.
+        let p = probe(Default::default(), None, &[("fields", "DstAddr")]);
+        let out = p.process(&FlowBatch::new(&flows)).expect("process");
+        assert_eq!(value(&out, "field_count", "DstAddr"), 1000.0);
+        let p = probe(Default::default(), None, &[("mode", "schema")]);
+        let out = p.process(&FlowBatch::new(&flows)).expect("schema");
+        assert_eq!(
+            value(&out, "schema_fields", ""),
+            weir_core::schema::FIELDS.len() as f64
+        );
+        // A field that does not exist: refused, naming the closest one.
+        let p = probe(Default::default(), None, &[("fields", "SrcK8S_Namspace")]);
+        let e = p
+            .process(&FlowBatch::new(&flows))
+            .expect_err("unknown field");
+        assert!(
+            matches!(&e, HostError::Plugin { message, .. } if message.contains("no field named \"SrcK8S_Namspace\"") && message.contains("did you mean SrcK8S_Namespace")),
+            "{e}"
+        );
+        // Not granted: the plugin does not load, and the message names the import.
+        let m = manifest("fields-probe");
+        let e = load_wasm(
+            &runtime(),
+            &wasm("fields-probe"),
+            m,
+            &[Capability::Config],
+            &[],
+            None,
+        )
+        .err()
+        .expect("refused without the grant");
+        assert!(e.to_string().contains("flow-fields"), "{e}");
+    }
+
+    #[test]
+    fn select_pages_through_stored_history_and_refuses_bad_asks() {
+        let t = weir_core::query::now_ms() / MIN * MIN - 10 * MIN;
+        let flows = rich(2500, t);
+        let (_dir, s) = store(&flows);
+        let p = probe(
+            Default::default(),
+            Some(&s),
+            &[
+                ("mode", "select"),
+                ("filter", "DstPort=443"),
+                ("page", "97"),
+                ("fields", "TimeFlowRttNs,SrcK8S_Namespace"),
+            ],
+        );
+        let out = p.process(&FlowBatch::new(&[])).expect("select");
+        let want: Vec<&Flow> = flows.iter().filter(|f| f.dst_port == 443).collect();
+        assert_eq!(
+            value(&out, "select_rows", "TimeFlowRttNs"),
+            want.len() as f64
+        );
+        assert_eq!(
+            value(&out, "select_pages", "TimeFlowRttNs"),
+            want.len().div_ceil(97) as f64
+        );
+        let rtt: u64 = want.iter().map(|f| f.time_flow_rtt_ns).sum();
+        assert_eq!(value(&out, "select_sum", "TimeFlowRttNs"), rtt as f64);
+        for (config, says) in [
+            (("filter", "DstPrt=443"), "DstPort"),
+            (("fields", "Nope"), "no field named"),
+            (("page", "20000"), "limit"),
+        ] {
+            let mut c = vec![("mode", "select")];
+            c.push(config);
+            let p = probe(Default::default(), Some(&s), &c);
+            let e = p.process(&FlowBatch::new(&[])).expect_err("refused");
+            assert!(e.to_string().contains(says), "{config:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_plugin_looping_on_selects_is_stopped_at_its_deadline() {
+        let t = weir_core::query::now_ms() / MIN * MIN - 10 * MIN;
+        let (_dir, s) = store(&rich(20_000, t));
+        let policy = crate::SandboxPolicy {
+            max_timeout_ms: 300,
+            ..Default::default()
+        };
+        let p = probe(
+            policy,
+            Some(&s),
+            &[("mode", "select-loop"), ("page", "10000")],
+        );
+        let started = Instant::now();
+        let e = p.process(&FlowBatch::new(&[])).expect_err("deadline");
+        let took = started.elapsed();
+        assert!(matches!(e, HostError::Timeout { .. }), "{e}");
+        assert!(took < Duration::from_millis(900), "{took:?}");
+    }
+
+    #[test]
+    fn plugins_built_against_0_1_1_load_and_give_the_same_results() {
+        let fixture = |name: &str| {
+            std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("tests/fixtures/{name}-0.1.1.wasm")),
+            )
+            .expect("fixture")
+        };
+        // A flow-processor (the batch resource).
+        let batch = super::flows(5000);
+        let now = load("flow-count", &[], &[]).expect("load").process(&batch);
+        let m = manifest("flow-count");
+        let old = load_wasm(&runtime(), &fixture("flow-count"), m, &[], &[], None)
+            .expect("0.1.1 flow-count loads")
+            .process(&batch);
+        let (now, old) = (now.expect("now"), old.expect("0.1.1"));
+        assert!(!old.samples.is_empty());
+        assert_eq!(format!("{:?}", old.samples), format!("{:?}", now.samples));
+        // An alert rule (flow-stats, since 0.1.1).
+        let t = weir_core::query::now_ms() / MIN * MIN - 10 * MIN;
+        let mut flows = Vec::new();
+        for _ in 0..3 {
+            let mut f = flow(t, "veth-drop", 5000);
+            f.pkt_drop_packets = 50;
+            f.pkt_drop_latest_drop_cause = "SKB_DROP_REASON_NETFILTER_DROP".into();
+            flows.push(f);
+        }
+        let (_dir, s) = store(&flows);
+        let window = TimeRange {
+            from_ms: t,
+            to_ms: t + MIN,
+        };
+        let old = rule_from(&fixture("drops"), manifest("drops"), &s, &[])
+            .evaluate(window)
+            .expect("0.1.1 drops");
+        let now = rule_from(&wasm("drops"), manifest("drops"), &s, &[])
+            .evaluate(window)
+            .expect("drops");
+        assert_eq!(old.len(), 1, "{old:?}");
+        assert_eq!(format!("{old:?}"), format!("{now:?}"));
     }
 }

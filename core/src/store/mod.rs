@@ -367,6 +367,58 @@ impl Store {
         Ok(ListResult { total, flows })
     }
 
+    /// Stored flows matching `filter` in `range` whose sequence number is above `after_seq`,
+    /// in ascending sequence order, at most `limit`: a cursor over history that resumes
+    /// where it stopped. Returns `(seq, flow)` pairs.
+    pub fn select(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Flow)>, StoreError> {
+        use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
+        let matching = self.fields.compile(filter, range);
+        let after: Box<dyn Query> = Box::new(RangeQuery::new(
+            std::ops::Bound::Excluded(tantivy::Term::from_field_u64(self.fields.seq, after_seq)),
+            std::ops::Bound::Unbounded,
+        ));
+        let query = BooleanQuery::new(vec![(Occur::Must, matching), (Occur::Must, after)]);
+        let parts = self.parts_for(range);
+        let mut hits: Vec<(u64, usize)> = Vec::new();
+        for (pi, p) in parts.iter().enumerate() {
+            let searcher = p.reader.searcher();
+            let top = searcher.search(
+                &query,
+                &TopDocs::with_limit(limit.max(1)).order_by_u64_field(p.seq_field(), Order::Asc),
+            )?;
+            hits.extend(top.into_iter().filter_map(|(v, _)| v.map(|seq| (seq, pi))));
+        }
+        hits.sort_unstable();
+        hits.truncate(limit);
+        let mut out = Vec::with_capacity(hits.len());
+        for (pi, p) in parts.iter().enumerate() {
+            let mine: Vec<u64> = hits.iter().filter(|h| h.1 == pi).map(|h| h.0).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut got = p.get_many(&mine)?;
+            for seq in mine {
+                match got.remove(&seq) {
+                    Some(f) => out.push((seq, f)),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "flow {seq} is indexed but not stored in {}",
+                            p.dir().display()
+                        )));
+                    }
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(out)
+    }
+
     /// Groups matching flows by the given fields (and time buckets), summing each group.
     pub fn aggregate(
         &self,

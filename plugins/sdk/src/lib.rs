@@ -27,6 +27,81 @@ macro_rules! batch_columns {
     };
 }
 
+/// Typed access to `flow-fields` columns, generated into each world that imports it.
+macro_rules! field_helpers {
+    () => {
+        pub use self::weir::plugin::flow_fields::{
+            self, Column, FieldInfo, FieldKind, Selection, TextColumn,
+        };
+
+        impl Column {
+            /// The values of a number field (`None` for another kind).
+            pub fn numbers(&self) -> Option<&[u64]> {
+                match self {
+                    Column::Numbers(v) => Some(v),
+                    _ => None,
+                }
+            }
+
+            /// The values of an address field (`None` for another kind).
+            pub fn addrs(&self) -> Option<&[IpAddr]> {
+                match self {
+                    Column::Addrs(v) => Some(v),
+                    _ => None,
+                }
+            }
+
+            /// Value `i` of a text field (`None` for another kind or out of range).
+            pub fn text(&self, i: usize) -> Option<&str> {
+                match self {
+                    Column::Texts(t) => t
+                        .index
+                        .get(i)
+                        .and_then(|&k| t.values.get(k as usize))
+                        .map(String::as_str),
+                    _ => None,
+                }
+            }
+
+            /// Number of values.
+            pub fn len(&self) -> usize {
+                match self {
+                    Column::Numbers(v) => v.len(),
+                    Column::Addrs(v) => v.len(),
+                    Column::Texts(t) => t.index.len(),
+                }
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        /// Every stored flow matching `filter` in `range`, `page` at a time (lowest sequence
+        /// first), each page given to `each`; returns the last sequence seen (0 when none),
+        /// to resume from with `after_seq` later.
+        pub fn select_all(
+            filter: &str,
+            range: TimeRange,
+            fields: &[&str],
+            page: u32,
+            after_seq: u64,
+            mut each: impl FnMut(&Selection),
+        ) -> Result<u64, String> {
+            let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            let mut after = after_seq;
+            loop {
+                let sel = flow_fields::select(filter, range, &fields, page, after)?;
+                let Some(&last) = sel.seqs.last() else {
+                    return Ok(after);
+                };
+                each(&sel);
+                after = last;
+            }
+        }
+    };
+}
+
 /// A lazily fetched view of a host `flow-batch`, generated into each world that takes batches.
 macro_rules! batch_view {
     () => {
@@ -125,6 +200,12 @@ macro_rules! batch_view {
                 self.names().get(idx).map(String::as_str).unwrap_or("")
             }
 
+            /// Any field of the schema by name (`TimeFlowRttNs`, `SrcK8S_Namespace`, ...):
+            /// needs the `flow-fields` capability. An unknown name is invalid input.
+            pub fn field(&self, name: &str) -> Result<Column, PluginError> {
+                weir::plugin::flow_fields::read(self.raw, name).map_err(PluginError::InvalidInput)
+            }
+
             /// Whole records (every field crosses the boundary: slower than columns).
             pub fn rows(&self) -> Vec<Flow> {
                 self.raw.rows(0, self.len as u32)
@@ -144,6 +225,7 @@ pub mod flow_processor {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, kv, log, metrics};
+    field_helpers!();
     batch_view!();
 }
 
@@ -158,6 +240,7 @@ pub mod visualization {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log};
+    field_helpers!();
 
     /// A request parameter.
     pub fn param<'a>(req: &'a RenderRequest, key: &str) -> Option<&'a str> {
@@ -278,6 +361,7 @@ pub mod alert_rule {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics};
+    field_helpers!();
 
     /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
     /// is invalid input naming the key.
@@ -540,6 +624,7 @@ pub mod correlator {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, flows, kv, log};
+    field_helpers!();
     batch_view!();
 }
 
@@ -569,6 +654,7 @@ pub mod summarizer {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{clock, config, kv, log};
+    field_helpers!();
     batch_view!();
 }
 
