@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// Drop the oldest partitions while the store is larger than this (0: no limit).
     #[arg(long, default_value = "10GiB", value_parser = units::size)]
     retention_size: u64,
+    /// Most records (decoded records, events, annotations) kept; the oldest go first. They
+    /// are also dropped past --retention-age.
+    #[arg(long, default_value_t = 1_000_000)]
+    records_max: usize,
     /// Length of one storage partition (the unit retention drops).
     #[arg(long, default_value = "1h", value_parser = units::duration)]
     partition: Duration,
@@ -292,6 +296,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
         Store::open(cfg)
             .with_context(|| format!("opening the data directory {}", dir.display()))?,
     );
+    let records = Arc::new(
+        weir_core::records::RecordStore::open(&dir.join("records"))
+            .with_context(|| format!("opening the records store in {}", dir.display()))?,
+    );
+    spawn_records_retention(records.clone(), a.retention_age, a.records_max)?;
     let enricher = enrichers(&a)?;
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
@@ -322,6 +331,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
+    state.records = Some(records.clone());
     state.enricher = enricher.clone();
     state.token = token;
     let user_metrics = match &a.metrics_config {
@@ -350,6 +360,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         if let Some(c) = &capture {
             reg.set_capture(c.clone());
         }
+        reg.set_records(records.clone());
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
         (Some(reg.clone()), Some((reg, proc_tx)))
     };
@@ -485,6 +496,34 @@ pub fn run(a: AgentArgs) -> Result<()> {
 /// How long open connections and a running alert pass get after SIGTERM before the agent
 /// exits regardless.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Drops records older than the flows' retention age, and the oldest past `max` entries,
+/// once a minute.
+fn spawn_records_retention(
+    records: Arc<weir_core::records::RecordStore>,
+    age: Duration,
+    max: usize,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("weir-records".into())
+        .spawn(move || {
+            loop {
+                let before = if age.is_zero() {
+                    0
+                } else {
+                    weir_core::query::now_ms().saturating_sub(age.as_millis() as u64)
+                };
+                match records.enforce_retention(before, max) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dropped = n, "records retention"),
+                    Err(e) => tracing::warn!(error = %e, "records retention failed"),
+                }
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        })
+        .context("starting the records retention thread")?;
+    Ok(())
+}
 
 /// Stored batches on their way to flow-processor plugins.
 type ProcessorQueue = std::sync::mpsc::SyncSender<Arc<Vec<weir_core::Flow>>>;

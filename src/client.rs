@@ -578,6 +578,99 @@ pub fn alerts(a: AlertsArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct RecordsArgs {
+    /// Only these kinds, comma-separated (annotation, ovs-flow, k8s-event, ...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only records written by this source (a plugin name, or `agent`).
+    #[arg(long)]
+    source: Option<String>,
+    /// Only records carrying these labels: name=value, comma-separated (all must match).
+    #[arg(long)]
+    label: Option<String>,
+    /// Start of the time range: -15m, 2h, now, Unix time, or 2026-01-31T12:00:00Z.
+    #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+    from: String,
+    /// End of the time range (default: now).
+    #[arg(long, allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Records after this sequence number (paging: pass the last one shown).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Records to show (at most 10000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON (`records`, and `next_after` when there may be more).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+/// `weir records`: what the records store keeps (decoded records, events, annotations).
+pub fn records(a: RecordsArgs) -> Result<()> {
+    let mut q: Vec<(&str, String)> = vec![
+        ("from", a.from.clone()),
+        ("after", a.after.to_string()),
+        ("limit", a.limit.to_string()),
+    ];
+    for (k, v) in [
+        ("to", &a.to),
+        ("kind", &a.kind),
+        ("source", &a.source),
+        ("label", &a.label),
+    ] {
+        if let Some(v) = v {
+            q.push((k, v.clone()));
+        }
+    }
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let v = get_json(&a.server, "/api/v1/records", &q, None)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rows = v["records"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        writeln!(out, "no records")?;
+    }
+    for r in &rows {
+        let labels: Vec<String> = r["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                format!(
+                    "{}={}",
+                    l[0].as_str().unwrap_or(""),
+                    l[1].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:>8} {} {:<12} {:<16} {}{}",
+            r["seq"],
+            weir_core::query::format_ms(r["time_ms"].as_u64().unwrap_or(0)),
+            r["kind"].as_str().unwrap_or(""),
+            r["source"].as_str().unwrap_or(""),
+            r["text"].as_str().unwrap_or("").escape_debug(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" {{{}}}", labels.join(", "))
+            }
+        )?;
+    }
+    if let Some(n) = v["next_after"].as_u64() {
+        writeln!(out, "more: weir records --after {n}")?;
+    }
+    Ok(())
+}
+
 pub fn fields(a: FieldsArgs) -> Result<()> {
     // The schema is compiled in; no agent needed.
     let _ = &a.server;

@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent: capture flows with eBPF, store them, serve the API (needs root).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Query stored flows (table by default, --json for scripts, --follow to tail).
     Flows(client::FlowsArgs),
     /// Top groups of flows: who talks to whom, top ports, top talkers.
@@ -60,6 +60,8 @@ enum Command {
     Filter(client::FilterArgs),
     /// Alerts: pending and firing, history, silences; run the rules now.
     Alerts(client::AlertsArgs),
+    /// Records the agent keeps beside flows: decoded records, events, plugin annotations.
+    Records(client::RecordsArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
@@ -72,7 +74,7 @@ fn main() -> std::process::ExitCode {
     let result: Result<()> = match cli.command {
         Command::Agent(a) => {
             purge_freed_memory_at_once();
-            agent::run(a)
+            agent::run(*a)
         }
         Command::Flows(a) => client::flows(a),
         Command::Top(a) => client::top(a),
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Fields(a) => client::fields(a),
         Command::Filter(a) => client::filter(a),
         Command::Alerts(a) => client::alerts(a),
+        Command::Records(a) => client::records(a),
         Command::Plugin(a) => plugin_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
     };

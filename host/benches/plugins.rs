@@ -100,7 +100,7 @@ fn sankey_over_stored_flows(rt: &Runtime) -> (usize, f64, f64, usize, usize) {
             limits: None,
             config: BTreeMap::new(),
             flows: Some(store.clone()),
-            links: Default::default(),
+            services: Default::default(),
         },
     )
     .expect("sankey");
@@ -145,7 +145,7 @@ fn load_with(
             limits: None,
             config,
             flows: None,
-            links: Default::default(),
+            services: Default::default(),
         },
     )
     .expect("load")
@@ -258,8 +258,12 @@ fn main() {
     let probe = |mode: &str| {
         load_with(
             &rt,
-            "fields-probe",
-            &[Capability::Config, Capability::FlowFields],
+            "contract-probe",
+            &[
+                Capability::Config,
+                Capability::FlowFields,
+                Capability::Records,
+            ],
             BTreeMap::from([("mode".to_string(), mode.to_string())]),
         )
     };

@@ -161,7 +161,7 @@ fn main() {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<BTreeMap<_, _>>(),
                 flows: Some(store.clone()),
-                links: Default::default(),
+                services: Default::default(),
             },
         )
         .expect("load");

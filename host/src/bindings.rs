@@ -19,6 +19,7 @@ pub mod flow_processor {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
@@ -35,6 +36,7 @@ pub mod visualization {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
             "weir:plugin/flows": super::imports::weir::plugin::flows,
@@ -52,6 +54,7 @@ pub mod alert_rule {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
@@ -71,6 +74,7 @@ pub mod correlator {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/flows": super::imports::weir::plugin::flows,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
@@ -87,6 +91,7 @@ pub mod decoder {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/config": super::imports::weir::plugin::config,
         },
     });
@@ -100,6 +105,7 @@ pub mod summarizer {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
             "weir:plugin/clock": super::imports::weir::plugin::clock,

@@ -12,18 +12,20 @@ pub enum Capability {
     Flows,
     FlowStats,
     FlowFields,
+    Records,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
         Capability::Flows,
         Capability::FlowStats,
         Capability::FlowFields,
+        Capability::Records,
         Capability::Clock,
         Capability::Config,
     ];
@@ -37,6 +39,7 @@ impl Capability {
             Capability::Flows => "flows",
             Capability::FlowStats => "flow-stats",
             Capability::FlowFields => "flow-fields",
+            Capability::Records => "records",
             Capability::Clock => "clock",
             Capability::Config => "config",
         }

@@ -11,6 +11,7 @@ pub mod fields;
 pub mod manifest;
 pub mod oci;
 pub mod plugin;
+mod records;
 pub mod registry;
 pub mod run;
 pub mod runtime;

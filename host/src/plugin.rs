@@ -156,8 +156,8 @@ pub struct LoadRequest<'a> {
     pub limits: Option<Limits>,
     pub config: BTreeMap<String, String>,
     pub flows: Option<Arc<weir_core::Store>>,
-    /// Link speeds for the `flow-stats` capability.
-    pub links: crate::state::Links,
+    /// Agent services (link speeds, the records store) for the capabilities that use them.
+    pub services: crate::state::Services,
 }
 
 struct FixedWall;
@@ -307,7 +307,7 @@ impl Plugin {
             },
             None => asked,
         });
-        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.links));
+        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.services));
         tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
         Ok(Plugin {
             manifest,
@@ -759,6 +759,39 @@ impl Plugin {
         Ok(out)
     }
 
+    /// Keeps a processor's or correlator's annotations in the records store (kind
+    /// `annotation`, under the plugin's name) when the host has one. Annotations the store
+    /// refuses (a bad filter, oversized text) are logged with the reason and dropped.
+    pub fn keep_annotations(&self, annotations: &[wit::Annotation]) {
+        let Some(store) = self.ctx.services.records.get() else {
+            return;
+        };
+        let mut entries = Vec::with_capacity(annotations.len());
+        for (i, a) in annotations.iter().enumerate() {
+            let e = weir_core::records::Entry {
+                time_ms: a.time_ms,
+                end_ms: None,
+                kind: "annotation".into(),
+                text: a.text.clone(),
+                labels: a.labels.clone(),
+                flow_filter: a.flow_filter.clone(),
+            };
+            match e.check(&format!("annotation {i}")) {
+                Ok(()) => entries.push(e),
+                Err(e) => {
+                    tracing::warn!(plugin = %self.manifest.name, error = %e, "annotation not kept")
+                }
+            }
+        }
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(weir_core::records::MAX_WRITE));
+            let chunk = std::mem::replace(&mut entries, rest);
+            if let Err(e) = store.write(&self.manifest.name, chunk) {
+                tracing::warn!(plugin = %self.manifest.name, error = %e, "annotations not kept");
+            }
+        }
+    }
+
     /// correlator: annotate flows with what external events explain.
     pub fn correlate(
         &self,
@@ -1070,6 +1103,9 @@ fn link_granted(
             Capability::Kv => p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Flows => {
                 p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Records => {
+                p::records::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
             Capability::FlowFields => {
                 p::flow_fields::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?

@@ -84,7 +84,7 @@ pub struct Registry {
     dir: PathBuf,
     rt: Arc<Runtime>,
     flows: Option<Arc<weir_core::Store>>,
-    links: crate::state::Links,
+    services: crate::state::Services,
     entries: RwLock<BTreeMap<String, Entry>>,
     bundled: Vec<Bundled>,
 }
@@ -194,7 +194,7 @@ impl Registry {
             dir: dir.to_path_buf(),
             rt,
             flows,
-            links: Default::default(),
+            services: Default::default(),
             entries: RwLock::new(BTreeMap::new()),
             bundled: Vec::new(),
         };
@@ -205,7 +205,12 @@ impl Registry {
     /// Gives plugins with the `flow-stats` capability the link speeds of a capture (set once;
     /// plugins loaded before see it too).
     pub fn set_capture(&self, capture: Arc<dyn weir_core::capture::CaptureSource>) {
-        let _ = self.links.set(capture);
+        let _ = self.services.links.set(capture);
+    }
+
+    /// Gives plugins with the `records` capability the agent's records store (set once).
+    pub fn set_records(&self, records: Arc<weir_core::records::RecordStore>) {
+        let _ = self.services.records.set(records);
     }
 
     /// The plugins this binary carries (installable as `bundled:NAME`).
@@ -282,7 +287,7 @@ impl Registry {
                 limits: None,
                 config: meta.config.clone(),
                 flows: self.flows.clone(),
-                links: self.links.clone(),
+                services: self.services.clone(),
             },
         )
     }

@@ -47,13 +47,23 @@ fn sample_bytes(s: &wit::MetricSample) -> usize {
 /// (empty in hosts without one).
 pub type Links = Arc<std::sync::OnceLock<Arc<dyn weir_core::capture::CaptureSource>>>;
 
+/// Agent services plugins reach through capabilities, set once when the agent has them
+/// (plugins loaded before see them too); empty in hosts without them.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Link speeds (`flow-stats`).
+    pub links: Links,
+    /// The records store (`records`).
+    pub records: Arc<std::sync::OnceLock<Arc<weir_core::records::RecordStore>>>,
+}
+
 /// Per-plugin state that outlives a call: configuration, key-value data, emitted metrics.
 pub struct PluginCtx {
     pub name: String,
     pub config: BTreeMap<String, String>,
     pub kv: Mutex<BTreeMap<String, Vec<u8>>>,
     pub flows: Option<Arc<weir_core::Store>>,
-    pub links: Links,
+    pub services: Services,
     pub metrics: Mutex<MetricBuffer>,
     /// Log rate limit: tokens left and when they were last topped up.
     pub log_bucket: Mutex<(f64, std::time::Instant)>,
@@ -70,14 +80,14 @@ impl PluginCtx {
         name: &str,
         config: BTreeMap<String, String>,
         flows: Option<Arc<weir_core::Store>>,
-        links: Links,
+        services: Services,
     ) -> Self {
         PluginCtx {
             name: name.to_string(),
             config,
             kv: Mutex::new(BTreeMap::new()),
             flows,
-            links,
+            services,
             metrics: Mutex::new(MetricBuffer::default()),
             log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
             log_dropped: Default::default(),
@@ -548,6 +558,10 @@ impl flow_stats::Host for HostState {
     }
 
     fn link_speed(&mut self, netns: String, interface: String) -> Option<u64> {
-        self.ctx.links.get()?.link_speed(&netns, &interface)
+        self.ctx
+            .services
+            .links
+            .get()?
+            .link_speed(&netns, &interface)
     }
 }

@@ -63,6 +63,27 @@ fn load_wasm(
     config: &[(&str, &str)],
     flows: Option<Arc<weir_core::Store>>,
 ) -> Result<Plugin, HostError> {
+    load_served(
+        rt,
+        bytes,
+        manifest,
+        grants,
+        config,
+        flows,
+        Default::default(),
+    )
+}
+
+/// [`load_wasm`] with agent services (the records store...).
+fn load_served(
+    rt: &Runtime,
+    bytes: &[u8],
+    manifest: Manifest,
+    grants: &[Capability],
+    config: &[(&str, &str)],
+    flows: Option<Arc<weir_core::Store>>,
+    services: crate::state::Services,
+) -> Result<Plugin, HostError> {
     Plugin::load(
         rt,
         LoadRequest {
@@ -75,7 +96,7 @@ fn load_wasm(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             flows,
-            links: Default::default(),
+            services,
         },
     )
 }
@@ -520,7 +541,7 @@ fn malformed_files_are_refused() {
                 limits: None,
                 config: BTreeMap::new(),
                 flows: None,
-                links: Default::default(),
+                services: Default::default(),
             },
         )
         .err()
@@ -549,7 +570,7 @@ fn malformed_files_are_refused() {
             limits: None,
             config: BTreeMap::new(),
             flows: None,
-            links: Default::default(),
+            services: Default::default(),
         },
     )
     .err()
@@ -573,7 +594,7 @@ fn a_newer_wit_major_is_refused_with_the_supported_version() {
             limits: None,
             config: BTreeMap::new(),
             flows: None,
-            links: Default::default(),
+            services: Default::default(),
         },
     )
     .err()
@@ -605,7 +626,7 @@ fn embedded_manifest_and_compiled_cache() {
         limits: None,
         config: BTreeMap::new(),
         flows: None,
-        links: Default::default(),
+        services: Default::default(),
     };
     let t = Instant::now();
     let p = Plugin::load(&rt, req()).expect("cold load");
@@ -1055,7 +1076,11 @@ mod contract {
     use crate::bindings::flow_processor::Processed;
     use crate::bindings::types::TimeRange;
 
-    const PROBE_GRANTS: &[Capability] = &[Capability::Config, Capability::FlowFields];
+    const PROBE_GRANTS: &[Capability] = &[
+        Capability::Config,
+        Capability::FlowFields,
+        Capability::Records,
+    ];
 
     fn probe(
         policy: crate::SandboxPolicy,
@@ -1063,16 +1088,16 @@ mod contract {
         config: &[(&str, &str)],
     ) -> Plugin {
         let rt = Runtime::new(None).expect("runtime").with_policy(policy);
-        let m = manifest("fields-probe");
+        let m = manifest("contract-probe");
         load_wasm(
             &rt,
-            &wasm("fields-probe"),
+            &wasm("contract-probe"),
             m,
             PROBE_GRANTS,
             config,
             store.cloned(),
         )
-        .expect("load fields-probe")
+        .expect("load contract-probe")
     }
 
     fn value(out: &Processed, name: &str, field: &str) -> f64 {
@@ -1130,12 +1155,12 @@ mod contract {
             "{e}"
         );
         // Not granted: the plugin does not load, and the message names the import.
-        let m = manifest("fields-probe");
+        let m = manifest("contract-probe");
         let e = load_wasm(
             &runtime(),
-            &wasm("fields-probe"),
+            &wasm("contract-probe"),
             m,
-            &[Capability::Config],
+            &[Capability::Config, Capability::Records],
             &[],
             None,
         )
@@ -1202,6 +1227,90 @@ mod contract {
         let took = started.elapsed();
         assert!(matches!(e, HostError::Timeout { .. }), "{e}");
         assert!(took < Duration::from_millis(900), "{took:?}");
+    }
+
+    #[test]
+    fn records_written_by_a_plugin_are_kept_paged_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records = Arc::new(
+            weir_core::records::RecordStore::open(&dir.path().join("records")).expect("records"),
+        );
+        let services = crate::state::Services::default();
+        let _ = services.records.set(records.clone());
+        let load = |config: &[(&str, &str)]| {
+            let m = manifest("contract-probe");
+            let bytes = wasm("contract-probe");
+            load_served(
+                &runtime(),
+                &bytes,
+                m,
+                PROBE_GRANTS,
+                config,
+                None,
+                services.clone(),
+            )
+            .expect("load")
+        };
+        let p = load(&[("mode", "records"), ("count", "2500"), ("page", "300")]);
+        let out = p.process(&FlowBatch::new(&[])).expect("records");
+        assert_eq!(value(&out, "records_written", "probe"), 2500.0);
+        assert_eq!(value(&out, "records_read", "probe"), 2500.0);
+        let kept = records
+            .query(&weir_core::records::RecordQuery {
+                to_ms: u64::MAX,
+                limit: 10,
+                ..Default::default()
+            })
+            .expect("query");
+        assert_eq!(
+            kept[0].source, "contract-probe",
+            "written under the plugin's name"
+        );
+        assert_eq!(kept[0].entry.end_ms, Some(kept[0].entry.time_ms + 5));
+        // A bad kind: refused naming it, nothing of that write kept.
+        let p = load(&[("mode", "records"), ("kind", "Bad Kind")]);
+        let e = p.process(&FlowBatch::new(&[])).expect_err("bad kind");
+        assert!(e.to_string().contains("kind \"Bad Kind\""), "{e}");
+        assert_eq!(records.len(), 2500);
+        // Annotations a processor returns are kept as records; a bad filter is dropped.
+        let p = load(&[
+            ("mode", "annotate"),
+            ("text", "deploy"),
+            ("filter", "DstPort=80"),
+        ]);
+        let out = p.process(&super::flows(7)).expect("annotate");
+        p.keep_annotations(&out.annotations);
+        let p = load(&[("mode", "annotate"), ("filter", "DstPrt=80")]);
+        let out = p.process(&super::flows(7)).expect("annotate");
+        p.keep_annotations(&out.annotations);
+        let ann = records
+            .query(&weir_core::records::RecordQuery {
+                to_ms: u64::MAX,
+                kinds: vec!["annotation".into()],
+                limit: 10,
+                ..Default::default()
+            })
+            .expect("query");
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann[0].entry.text, "deploy");
+        assert_eq!(ann[0].entry.flow_filter.as_deref(), Some("DstPort=80"));
+        assert_eq!(
+            ann[0].entry.labels,
+            vec![("flows".to_string(), "7".to_string())]
+        );
+        // Without a store in the host, a clear refusal.
+        let m = manifest("contract-probe");
+        let p = load_wasm(
+            &runtime(),
+            &wasm("contract-probe"),
+            m,
+            PROBE_GRANTS,
+            &[("mode", "records")],
+            None,
+        )
+        .expect("load");
+        let e = p.process(&FlowBatch::new(&[])).expect_err("no store");
+        assert!(e.to_string().contains("no records store"), "{e}");
     }
 
     #[test]

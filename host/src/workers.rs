@@ -1,5 +1,8 @@
 //! Batch-taking plugins (flow-processors and summarizers) each on a worker of their own.
 //!
+//! What a processor returns goes on: samples to the agent's /metrics, annotations to the
+//! records store (kind `annotation`, under the plugin's name).
+//!
 //! Every stored batch is offered to each such plugin's bounded queue; a full queue skips that
 //! plugin for that batch (counted per plugin: `skipped_batches`), never slowing ingest or any
 //! other plugin. A plugin that blocks or runs to its deadline delays only its own queue. A
@@ -95,6 +98,7 @@ impl Workers {
                         Kind::Summarizer => p.summarize(&batch),
                         _ => p.process(&batch).map(|out| {
                             samples(p.name(), &crate::convert::samples_of(&out.samples));
+                            p.keep_annotations(&out.annotations);
                         }),
                     };
                     // Failures are recorded against the plugin (and may disable it); a busy

@@ -7,6 +7,7 @@
 mod alerting;
 mod api;
 mod capture;
+mod contract;
 mod deep;
 mod distribution;
 mod guests;

@@ -62,7 +62,11 @@ fn install(
 
 /// A fresh data dir (`<tmp>/agent/data`) with one fixture installed; the temp dir and the
 /// agent's root.
-fn with_plugin(wasm: &str, toml: &str, config: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn with_plugin(
+    wasm: &str,
+    toml: &str,
+    config: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("agent");
     install(

@@ -42,6 +42,8 @@ pub struct AppState {
     /// Alert state (None: alerting off).
     pub alerts: Option<Arc<weir_core::alerts::AlertStore>>,
     pub alerting: Option<weir_core::notify::AlertingConfig>,
+    /// The records store (None: the agent keeps none).
+    pub records: Option<Arc<weir_core::records::RecordStore>>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             metrics: None,
             alerts: None,
             alerting: None,
+            records: None,
         }
     }
 }
@@ -104,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             "/alerts/silences/{id}",
             axum::routing::delete(handlers::alerts::unsilence),
         )
+        .route("/records", get(handlers::records::list))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))

@@ -224,7 +224,7 @@ pub mod flow_processor {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, kv, log, metrics};
+    pub use self::weir::plugin::{clock, config, kv, log, metrics, records};
     field_helpers!();
     batch_view!();
 }
@@ -239,7 +239,7 @@ pub mod visualization {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log};
+    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, records};
     field_helpers!();
 
     /// A request parameter.
@@ -360,7 +360,7 @@ pub mod alert_rule {
     pub use self::weir::plugin::flow_stats::{GroupStats, Measure, Rank};
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics};
+    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics, records};
     field_helpers!();
 
     /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
@@ -623,7 +623,7 @@ pub mod correlator {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log};
+    pub use self::weir::plugin::{clock, config, flows, kv, log, records};
     field_helpers!();
     batch_view!();
 }
@@ -638,7 +638,7 @@ pub mod decoder {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{config, log};
+    pub use self::weir::plugin::{config, log, records};
 }
 
 /// The summarizer world: mergeable sketches updated with batches, snapshotted, merged and
@@ -653,7 +653,7 @@ pub mod summarizer {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, kv, log};
+    pub use self::weir::plugin::{clock, config, kv, log, records};
     field_helpers!();
     batch_view!();
 }

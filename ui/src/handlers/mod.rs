@@ -5,6 +5,7 @@ pub mod auth;
 pub mod flows;
 pub mod meta;
 pub mod plugins;
+pub mod records;
 
 use crate::error::ApiError;
 

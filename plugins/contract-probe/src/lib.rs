@@ -1,14 +1,20 @@
-//! Test fixture and benchmark plugin for the `flow-fields` capability. Config `mode`:
+//! Test fixture and benchmark plugin for the contract's newer capabilities (`flow-fields`,
+//! `records`). Config `mode`:
 //! - `by-name` (default): reads each field of `fields` from the batch by name and emits
 //!   `field_sum` (numbers), `field_distinct` (texts) or `field_count` (addresses) per field;
 //! - `columns`: reads five built-in columns instead (the benchmark's baseline);
 //! - `select`: pages through stored history matching `filter` with `select` (`page` rows a
 //!   call) and emits `select_rows`, `select_pages` and `select_sum` of the first field;
-//! - `select-loop`: selects the widest range forever (the deadline must stop it).
+//! - `select-loop`: selects the widest range forever (the deadline must stop it);
+//! - `annotate`: returns one annotation per batch at its newest flow's end (`text` from
+//!   config, the batch's size as a label, `filter` as its flow filter), which the host keeps
+//!   as a record;
+//! - `records`: writes `count` entries of kind `kind` through `records`, reads back every
+//!   entry of that kind page by page (`page`), and emits `records_written`/`records_read`.
 
 use weir_plugin_sdk::flow_processor::{
-    self, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed,
-    TimeRange, config, flow_fields,
+    self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
+    Processed, TimeRange, config, flow_fields, records,
 };
 
 struct Probe;
@@ -46,7 +52,59 @@ impl Guest for Probe {
         let batch = Batch::new(batch);
         let mode = config::get("mode").unwrap_or_else(|| "by-name".into());
         let mut samples = Vec::new();
+        let mut annotations = Vec::new();
+        let number = |key: &str, default: u64| {
+            config::get(key)
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
         match mode.as_str() {
+            "annotate" => annotations.push(Annotation {
+                time_ms: batch.time_flow_end_ms().iter().copied().max().unwrap_or(0),
+                text: config::get("text").unwrap_or_else(|| "probe".into()),
+                labels: vec![("flows".into(), batch.len().to_string())],
+                flow_filter: config::get("filter"),
+            }),
+            "records" => {
+                let kind = config::get("kind").unwrap_or_else(|| "probe".into());
+                let count = number("count", 10);
+                let entries: Vec<records::Entry> = (0..count)
+                    .map(|i| records::Entry {
+                        time_ms: 1_800_000_000_000 + i,
+                        end_ms: Some(1_800_000_000_000 + i + 5),
+                        kind: kind.clone(),
+                        text: format!("entry {i}"),
+                        labels: vec![("i".into(), i.to_string())],
+                        flow_filter: Some("DstPort=443".into()),
+                    })
+                    .collect();
+                let mut written = 0usize;
+                for chunk in entries.chunks(1000) {
+                    written += records::write(chunk)
+                        .map_err(PluginError::InvalidInput)?
+                        .len();
+                }
+                let (mut after, mut read) = (0u64, 0usize);
+                loop {
+                    let page = records::query(&records::RecordQuery {
+                        range: TimeRange {
+                            from_ms: 0,
+                            to_ms: u64::MAX,
+                        },
+                        kinds: vec![kind.clone()],
+                        source: None,
+                        labels: Vec::new(),
+                        after_seq: after,
+                        limit: number("page", 100) as u32,
+                    })
+                    .map_err(PluginError::InvalidInput)?;
+                    let Some(last) = page.last() else { break };
+                    after = last.seq;
+                    read += page.len();
+                }
+                samples.push(sample("records_written", &kind, written as f64));
+                samples.push(sample("records_read", &kind, read as f64));
+            }
             "by-name" => {
                 for f in fields() {
                     let c = batch.field(&f)?;
@@ -116,7 +174,7 @@ impl Guest for Probe {
         }
         Ok(Processed {
             samples,
-            annotations: Vec::new(),
+            annotations,
         })
     }
 }

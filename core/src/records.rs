@@ -1,0 +1,360 @@
+//! The records store: time-indexed entries that are not flows, kept on the node beside them
+//! and retained like them. Decoded records (OVS datapath dumps), events (Kubernetes events,
+//! logs, spans) and annotations from flow-processors and correlators land here; plugins read
+//! and write it through the `records` capability, users through `/api/v1/records` and
+//! `weir records`.
+//!
+//! On disk: one sled database with `entries` (seq -> JSON record) and `by_time`
+//! (time ms ++ seq -> nothing). Sequence numbers only grow, so a reader pages with
+//! `after_seq` and resumes where it stopped. Every write is flushed before it returns, so a
+//! record acknowledged to a plugin survives kill -9.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Most entries one write may carry.
+pub const MAX_WRITE: usize = 1000;
+/// Longest text of one entry, bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Most labels one entry may carry, and the longest label name or value, bytes.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_BYTES: usize = 512;
+/// Most entries one query returns.
+pub const MAX_QUERY: usize = 10_000;
+
+/// What can go wrong with the records store.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The entry or query is wrong (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("records store: {0}")]
+    Db(#[from] sled::Error),
+    #[error("records store: corrupt entry: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// One entry as written: when, what kind, its text and labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When it happened (Unix ms); the start when it spans time.
+    pub time_ms: u64,
+    /// When it ended, for entries that span time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<u64>,
+    /// What it is: `annotation`, `ovs-flow`, `k8s-event`... (lowercase letters, digits, `-`,
+    /// `.`, at most 64 bytes).
+    pub kind: String,
+    pub text: String,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    /// A filter in the query language selecting the flows it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_filter: Option<String>,
+}
+
+/// An entry as stored: its sequence number and who wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub seq: u64,
+    /// The plugin that wrote it (`agent` for the agent's own entries).
+    pub source: String,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// Which entries a query wants; every condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    /// Entries with `time_ms` in `[from_ms, to_ms]`.
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// Any of these kinds (empty: any kind).
+    pub kinds: Vec<String>,
+    /// Written by this source.
+    pub source: Option<String>,
+    /// Carrying every one of these labels.
+    pub labels: Vec<(String, String)>,
+    /// Only entries with a higher sequence number.
+    pub after_seq: u64,
+    pub limit: usize,
+}
+
+/// Checks a kind name.
+pub fn check_kind(kind: &str) -> Result<(), RecordError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(RecordError::Invalid(format!(
+            "kind {:?}: lowercase letters, digits, '-' and '.', 1 to 64 bytes",
+            kind.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+impl Entry {
+    /// Checks the entry's bounds; `at` names it in the message (`entry 3`).
+    pub fn check(&self, at: &str) -> Result<(), RecordError> {
+        let bad = |m: String| Err(RecordError::Invalid(format!("{at}: {m}")));
+        check_kind(&self.kind).or_else(|e| bad(e.to_string()))?;
+        if self.text.len() > MAX_TEXT {
+            return bad(format!(
+                "text of {} bytes, at most {MAX_TEXT}",
+                self.text.len()
+            ));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return bad(format!(
+                "{} labels, at most {MAX_LABELS}",
+                self.labels.len()
+            ));
+        }
+        if let Some((k, _)) = self
+            .labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+        {
+            return bad(format!(
+                "label {:?}: names 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}",
+                k.chars().take(64).collect::<String>()
+            ));
+        }
+        if let Some(end) = self.end_ms
+            && end < self.time_ms
+        {
+            return bad(format!("ends ({end}) before it starts ({})", self.time_ms));
+        }
+        if let Some(f) = &self.flow_filter
+            && let Err(e) = crate::query::parse(f)
+        {
+            return bad(format!("flow filter: {e}"));
+        }
+        Ok(())
+    }
+}
+
+/// The records store.
+pub struct RecordStore {
+    db: sled::Db,
+    entries: sled::Tree,
+    by_time: sled::Tree,
+}
+
+fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&time_ms.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl RecordStore {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<RecordStore, RecordError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(RecordStore {
+            entries: db.open_tree("entries")?,
+            by_time: db.open_tree("by_time")?,
+            db,
+        })
+    }
+
+    /// Writes entries for `source`, all or none (every entry is checked first), and flushes
+    /// them to disk. Returns their sequence numbers.
+    pub fn write(&self, source: &str, entries: Vec<Entry>) -> Result<Vec<u64>, RecordError> {
+        if entries.len() > MAX_WRITE {
+            return Err(RecordError::Invalid(format!(
+                "{} entries in one write, at most {MAX_WRITE}",
+                entries.len()
+            )));
+        }
+        for (i, e) in entries.iter().enumerate() {
+            e.check(&format!("entry {i}"))?;
+        }
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut batch = sled::Batch::default();
+        let mut times = sled::Batch::default();
+        for entry in entries {
+            // generate_id starts at 0; sequence numbers start at 1 so 0 means "from the start".
+            let seq = self.db.generate_id()? + 1;
+            times.insert(&time_key(entry.time_ms, seq), &[]);
+            let stored = Stored {
+                seq,
+                source: source.to_string(),
+                entry,
+            };
+            batch.insert(&seq.to_be_bytes(), serde_json::to_vec(&stored)?);
+            seqs.push(seq);
+        }
+        self.entries.apply_batch(batch)?;
+        self.by_time.apply_batch(times)?;
+        self.db.flush()?;
+        Ok(seqs)
+    }
+
+    /// Entries matching `q`, lowest sequence first.
+    pub fn query(&self, q: &RecordQuery) -> Result<Vec<Stored>, RecordError> {
+        if q.limit > MAX_QUERY {
+            return Err(RecordError::Invalid(format!(
+                "limit {} is above the most one query returns ({MAX_QUERY})",
+                q.limit
+            )));
+        }
+        for k in &q.kinds {
+            check_kind(k)?;
+        }
+        let keep = |s: &Stored| {
+            s.entry.time_ms >= q.from_ms
+                && s.entry.time_ms <= q.to_ms
+                && (q.kinds.is_empty() || q.kinds.contains(&s.entry.kind))
+                && q.source.as_ref().is_none_or(|src| *src == s.source)
+                && q.labels.iter().all(|l| s.entry.labels.contains(l))
+        };
+        let mut out = Vec::new();
+        for item in self
+            .entries
+            .range((q.after_seq.saturating_add(1)).to_be_bytes()..)
+        {
+            if out.len() >= q.limit {
+                break;
+            }
+            let (_, v) = item?;
+            let s: Stored = serde_json::from_slice(&v)?;
+            if keep(&s) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops entries older than `before_ms` and, past `max_entries`, the oldest. Returns how
+    /// many went.
+    pub fn enforce_retention(
+        &self,
+        before_ms: u64,
+        max_entries: usize,
+    ) -> Result<usize, RecordError> {
+        let mut dropped = 0;
+        let mut drop_key = |k: &[u8]| -> Result<(), RecordError> {
+            if k.len() == 16 {
+                self.entries.remove(&k[8..])?;
+            }
+            self.by_time.remove(k)?;
+            dropped += 1;
+            Ok(())
+        };
+        for item in self.by_time.range(..time_key(before_ms, 0)) {
+            let (k, _) = item?;
+            drop_key(&k)?;
+        }
+        let over = self.by_time.len().saturating_sub(max_entries);
+        let oldest: Vec<sled::IVec> = self
+            .by_time
+            .iter()
+            .take(over)
+            .map(|i| i.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        for k in oldest {
+            drop_key(&k)?;
+        }
+        if dropped > 0 {
+            self.db.flush()?;
+        }
+        Ok(dropped)
+    }
+
+    /// Entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(t: u64, kind: &str, text: &str) -> Entry {
+        Entry {
+            time_ms: t,
+            end_ms: None,
+            kind: kind.into(),
+            text: text.into(),
+            labels: vec![("node".into(), "n1".into())],
+            flow_filter: Some("DstPort=443".into()),
+        }
+    }
+
+    #[test]
+    fn write_query_page_and_retain() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RecordStore::open(dir.path()).unwrap();
+        let seqs = s
+            .write(
+                "ovs",
+                (0..50).map(|i| entry(1000 + i, "ovs-flow", "x")).collect(),
+            )
+            .unwrap();
+        assert_eq!(seqs.first(), Some(&1));
+        s.write("corr", vec![entry(1010, "annotation", "restart")])
+            .unwrap();
+        let all = RecordQuery {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(s.query(&all).unwrap().len(), 51);
+        let ann = s
+            .query(&RecordQuery {
+                kinds: vec!["annotation".into()],
+                ..all.clone()
+            })
+            .unwrap();
+        assert_eq!(ann.len(), 1);
+        assert_eq!(ann[0].source, "corr");
+        assert_eq!(ann[0].entry.text, "restart");
+        // Paging by sequence: no gaps, no repeats.
+        let (mut after, mut n) = (0, 0);
+        loop {
+            let page = s
+                .query(&RecordQuery {
+                    after_seq: after,
+                    limit: 7,
+                    ..all.clone()
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            n += page.len();
+        }
+        assert_eq!(n, 51);
+        // Bad entries: refused whole, naming the entry and the field.
+        let mut bad = entry(1, "Bad Kind", "x");
+        let e = s
+            .write("p", vec![entry(1, "ok", "x"), bad.clone()])
+            .unwrap_err();
+        assert!(e.to_string().contains("entry 1: kind \"Bad Kind\""), "{e}");
+        bad.kind = "ok".into();
+        bad.flow_filter = Some("DstPrt=1".into());
+        let e = s.write("p", vec![bad]).unwrap_err();
+        assert!(e.to_string().contains("flow filter"), "{e}");
+        assert_eq!(s.len(), 51, "nothing of a refused write kept");
+        // Retention: by age, then by count.
+        assert_eq!(s.enforce_retention(1010, usize::MAX).unwrap(), 10);
+        assert_eq!(s.enforce_retention(0, 30).unwrap(), 11);
+        assert_eq!(s.len(), 30);
+        drop(s);
+        let s = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(s.query(&all).unwrap().len(), 30, "kept across reopen");
+        let next = s.write("p", vec![entry(5000, "ok", "y")]).unwrap();
+        assert!(next[0] > 51, "sequence numbers keep growing: {next:?}");
+    }
+}
