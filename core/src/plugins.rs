@@ -78,6 +78,14 @@ pub trait PluginRunner: Send + Sync {
         let _ = cancel;
         self.run(name, request)
     }
+
+    /// A summarizer's state as one snapshot (every kept window merged), to merge into
+    /// another agent's (`GET /api/v1/plugins/{name}/snapshot`).
+    fn summary_snapshot(&self, name: &str) -> Result<Vec<u8>, RunError>;
+
+    /// Merges another agent's snapshot into a summarizer's current window
+    /// (`POST /api/v1/plugins/{name}/merge`).
+    fn merge_summary(&self, name: &str, snapshot: &[u8]) -> Result<(), RunError>;
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod run;
 pub mod runtime;
 pub mod signing;
 mod state;
+pub mod summary;
 pub mod workers;
 
 pub use batch::FlowBatch;

@@ -71,7 +71,37 @@ pub struct Manifest {
     pub capabilities: Vec<Capability>,
     #[serde(default)]
     pub limits: Limits,
+    /// A summarizer's time windows (ignored for other kinds).
+    #[serde(default)]
+    pub summarizer: Windowing,
 }
+
+/// How a summarizer's state is cut in time: a new window every `window_secs` (0: one window
+/// forever), the last `windows` kept; queries and snapshots cover every kept window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Windowing {
+    #[serde(default)]
+    pub window_secs: u64,
+    #[serde(default = "one")]
+    pub windows: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Windowing {
+    fn default() -> Self {
+        Windowing {
+            window_secs: 0,
+            windows: 1,
+        }
+    }
+}
+
+/// Most windows a summarizer may keep.
+pub const MAX_WINDOWS: u32 = 1440;
 
 impl Manifest {
     /// Parses and checks a manifest; errors name the field.
@@ -103,6 +133,19 @@ impl Manifest {
             return Err(HostError::Manifest(format!(
                 "{origin}: limits.timeout_ms must be 1-600000, got {}",
                 m.limits.timeout_ms
+            )));
+        }
+        let w = m.summarizer;
+        if w.windows == 0 || w.windows > MAX_WINDOWS {
+            return Err(HostError::Manifest(format!(
+                "{origin}: summarizer.windows must be 1-{MAX_WINDOWS}, got {}",
+                w.windows
+            )));
+        }
+        if w.window_secs > 7 * 86_400 || (w.window_secs > 0 && w.window_secs < 10) {
+            return Err(HostError::Manifest(format!(
+                "{origin}: summarizer.window_secs must be 0 (one window) or 10-604800, got {}",
+                w.window_secs
             )));
         }
         Ok(m)

@@ -118,9 +118,10 @@ pub struct Plugin {
     engine: Engine,
     pre: Pre,
     health: Mutex<Health>,
-    /// A summarizer's state between calls: its last snapshot (each call starts a fresh
-    /// instance from it, so a trap never leaves half-updated sketches behind).
-    summary: Mutex<Option<Vec<u8>>>,
+    /// A summarizer's state between calls: a snapshot per time window (`summary.rs`).
+    summary: Mutex<crate::summary::Windows>,
+    /// Held by a call that updates the summary, so concurrent updates never lose one.
+    summary_update: Mutex<()>,
     /// A flow-processor's instance, kept between calls while it behaves.
     warm: Mutex<Option<(Store<HostState>, flow_processor::FlowProcessor)>>,
     policy: crate::runtime::SandboxPolicy,
@@ -308,6 +309,7 @@ impl Plugin {
             None => asked,
         });
         let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.services));
+        let windowing = manifest.summarizer;
         tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
         Ok(Plugin {
             manifest,
@@ -318,7 +320,8 @@ impl Plugin {
             engine,
             pre,
             health: Mutex::new(Health::default()),
-            summary: Mutex::new(None),
+            summary: Mutex::new(crate::summary::Windows::new(windowing)),
+            summary_update: Mutex::new(()),
             warm: Mutex::new(None),
             policy,
             budget: rt.budget().clone(),
@@ -366,11 +369,16 @@ impl Plugin {
         }
     }
 
-    /// Keeps the plugin's kv in `dir/kv.json` across restarts, reloads and upgrades (the
-    /// registry gives each plugin its own directory). Call right after [`Plugin::load`].
+    /// Keeps the plugin's kv in `dir/kv.json` (and a summarizer's windows in
+    /// `dir/summary.bin`) across restarts, reloads and upgrades (the registry gives each
+    /// plugin its own directory). Call right after [`Plugin::load`].
     pub fn with_state_dir(mut self, dir: &std::path::Path) -> Plugin {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.keep_kv_in(dir.join(KV_FILE));
+        }
+        if self.manifest.kind == Kind::Summarizer {
+            lock(&self.summary)
+                .keep_in(dir.join(crate::summary::SUMMARY_FILE), &self.manifest.name);
         }
         self
     }
@@ -381,9 +389,11 @@ impl Plugin {
         self.cancel.cancel();
     }
 
-    /// Writes the plugin's durable state (kv) when it changed.
+    /// Writes the plugin's durable state (kv, a summarizer's windows) when it changed.
     pub fn persist_state(&self) -> std::io::Result<bool> {
-        self.ctx.persist_kv()
+        let kv = self.ctx.persist_kv()?;
+        let summary = lock(&self.summary).persist()?;
+        Ok(kv || summary)
     }
 
     /// Counts a batch this plugin did not get (its queue was full, or it was busy).
@@ -831,26 +841,26 @@ impl Plugin {
         Ok(out)
     }
 
-    /// summarizer: runs `f` on a fresh instance restored from the last snapshot; when `keep`
-    /// is set, the instance's new snapshot becomes the state.
-    fn with_summary<R>(
+    /// summarizer: runs `f` on a fresh instance restored from `saved` (each merged in
+    /// order); when `keep` is set, returns the instance's snapshot afterwards too.
+    fn with_restored<R>(
         &self,
+        saved: &[Vec<u8>],
         keep: bool,
         f: impl FnOnce(
             &summarizer::Summarizer,
             &mut Store<HostState>,
         ) -> wasmtime::Result<Result<R, wit::PluginError>>,
-    ) -> Result<R, HostError> {
+    ) -> Result<(R, Option<Vec<u8>>), HostError> {
         let Pre::Summarizer(pre) = &self.pre else {
             return Err(self.wrong_kind("summarizer"));
         };
-        let saved = lock(&self.summary).clone();
-        let (out, snapshot) = self.run(|store| {
+        self.run(|store| {
             let inst = pre.instantiate(&mut *store)?;
-            if let Some(saved) = &saved
-                && let Err(e) = inst.call_merge(&mut *store, saved)?
-            {
-                return Ok(Err(e));
+            for s in saved {
+                if let Err(e) = inst.call_merge(&mut *store, s)? {
+                    return Ok(Err(e));
+                }
             }
             let out = match f(&inst, store)? {
                 Ok(out) => out,
@@ -862,7 +872,26 @@ impl Plugin {
                 None
             };
             Ok(Ok((out, snapshot)))
-        })?;
+        })
+    }
+
+    /// summarizer: runs `f` on the current window's state (rotating windows first) and keeps
+    /// the snapshot it ends with. One such call at a time, so none loses another's update.
+    fn update_summary(
+        &self,
+        now_ms: u64,
+        f: impl FnOnce(
+            &summarizer::Summarizer,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<(), wit::PluginError>>,
+    ) -> Result<(), HostError> {
+        let _one = lock(&self.summary_update);
+        let saved = {
+            let mut w = lock(&self.summary);
+            w.rotate(now_ms);
+            w.current()
+        };
+        let (_, snapshot) = self.with_restored(saved.as_slice(), true, f)?;
         if let Some(s) = snapshot {
             // The snapshot is kept between calls: bounded in bytes like any output, and an
             // oversized one leaves the last good state in place.
@@ -870,32 +899,56 @@ impl Plugin {
                 items: 0,
                 bytes: s.len(),
             })?;
-            *lock(&self.summary) = Some(s);
+            lock(&self.summary).set_current(s);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// summarizer: fold a batch into the sketches.
     pub fn summarize(&self, batch: &FlowBatch) -> Result<(), HostError> {
-        self.with_summary(true, |inst, store| {
+        self.summarize_at(batch, weir_core::query::now_ms())
+    }
+
+    /// [`Plugin::summarize`] as if the time were `now_ms` (windows rotate by it).
+    pub fn summarize_at(&self, batch: &FlowBatch, now_ms: u64) -> Result<(), HostError> {
+        self.update_summary(now_ms, |inst, store| {
             let b = store.data_mut().table.push(batch.clone())?;
             inst.call_update(&mut *store, b)
         })
     }
 
-    /// summarizer: merge another node's snapshot into the sketches.
+    /// summarizer: merge another node's snapshot into the current window.
     pub fn merge_summary(&self, snapshot: &[u8]) -> Result<(), HostError> {
-        self.with_summary(true, |inst, store| inst.call_merge(&mut *store, snapshot))
+        self.update_summary(weir_core::query::now_ms(), |inst, store| {
+            inst.call_merge(&mut *store, snapshot)
+        })
     }
 
-    /// summarizer: the current state, to ship to another node (empty before any update).
-    pub fn summary_snapshot(&self) -> Vec<u8> {
-        lock(&self.summary).clone().unwrap_or_default()
+    /// summarizer: one snapshot of every kept window merged, to ship to another node (empty
+    /// before any update).
+    pub fn summary_snapshot(&self) -> Result<Vec<u8>, HostError> {
+        let all = lock(&self.summary).all();
+        match all.len() {
+            0 => Ok(Vec::new()),
+            1 => Ok(all.into_iter().next().unwrap_or_default()),
+            _ => {
+                let (_, s) = self.with_restored(&all, true, |_, _| Ok(Ok(())))?;
+                Ok(s.unwrap_or_default())
+            }
+        }
     }
 
-    /// summarizer: answer a query over the sketches as a view.
+    /// summarizer: the kept windows, oldest first: (start ms, snapshot bytes).
+    pub fn summary_windows(&self) -> Vec<(u64, usize)> {
+        lock(&self.summary).list()
+    }
+
+    /// summarizer: answer a query over every kept window as a view.
     pub fn query_summary(&self, request: &str) -> Result<wit::View, HostError> {
-        let view = self.with_summary(false, |inst, store| inst.call_query(&mut *store, request))?;
+        let all = lock(&self.summary).all();
+        let (view, _) = self.with_restored(&all, false, |inst, store| {
+            inst.call_query(&mut *store, request)
+        })?;
         self.too_big(view_size(&view))?;
         Ok(view)
     }

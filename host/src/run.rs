@@ -164,7 +164,42 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The loaded summarizer `name`, or why not.
+    /// The loaded plugin `name`, or why not.
+    fn loaded_named(&self, name: &str) -> Result<std::sync::Arc<crate::Plugin>, RunError> {
+        weir_core::plugins::check_plugin_name(name)
+            .map_err(|e| RunError::BadRequest(e.to_string()))?;
+        self.get(name).ok_or_else(|| {
+            RunError::NotFound(format!(
+                "no loaded plugin named '{name}' (see GET /api/v1/plugins)"
+            ))
+        })
+    }
+
+    fn summarizer(&self, name: &str) -> Result<std::sync::Arc<crate::Plugin>, RunError> {
+        let p = self.loaded_named(name)?;
+        if p.manifest().kind != Kind::Summarizer {
+            return Err(RunError::BadRequest(format!(
+                "plugin '{name}' is a {}, not a summarizer: only summarizers have snapshots",
+                p.manifest().kind.world()
+            )));
+        }
+        Ok(p)
+    }
+}
+
 impl PluginRunner for Registry {
+    fn summary_snapshot(&self, name: &str) -> Result<Vec<u8>, RunError> {
+        self.summarizer(name)?.summary_snapshot().map_err(host_err)
+    }
+
+    fn merge_summary(&self, name: &str, snapshot: &[u8]) -> Result<(), RunError> {
+        self.summarizer(name)?
+            .merge_summary(snapshot)
+            .map_err(host_err)
+    }
+
     fn run_cancellable(
         &self,
         name: &str,
@@ -175,13 +210,7 @@ impl PluginRunner for Registry {
     }
 
     fn run(&self, name: &str, request: &Value) -> Result<Value, RunError> {
-        weir_core::plugins::check_plugin_name(name)
-            .map_err(|e| RunError::BadRequest(e.to_string()))?;
-        let p = self.get(name).ok_or_else(|| {
-            RunError::NotFound(format!(
-                "no loaded plugin named '{name}' (see GET /api/v1/plugins)"
-            ))
-        })?;
+        let p = self.loaded_named(name)?;
         let req: RunRequest = serde_json::from_value(request.clone())
             .map_err(|e| RunError::BadRequest(format!("run request: {e}")))?;
         let kind = p.manifest().kind;
@@ -250,7 +279,7 @@ impl PluginRunner for Registry {
                     p.summarize(&batch).map_err(host_err)?;
                 }
                 let view = p.query_summary(&req.query).map_err(host_err)?;
-                json!({"flows": flows, "snapshot_bytes": p.summary_snapshot().len(), "view": view_json(&view)})
+                json!({"flows": flows, "snapshot_bytes": p.summary_snapshot().map_err(host_err)?.len(), "windows": p.summary_windows().len(), "view": view_json(&view)})
             }
         };
         Ok(json!({"plugin": name, "kind": kind.world(), "result": out}))

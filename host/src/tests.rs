@@ -1313,6 +1313,106 @@ mod contract {
         assert!(e.to_string().contains("no records store"), "{e}");
     }
 
+    fn talkers(n: usize, seed: u64) -> Vec<Flow> {
+        (0..n)
+            .map(|i| {
+                let mut f = Flow::empty();
+                let x = (i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                f.src_addr = format!("10.0.{}.{}", x % 3, (x >> 8) % 40)
+                    .parse()
+                    .expect("ip");
+                f.bytes = 100 + x % 9000;
+                f.sampling = if i % 5 == 0 { 10 } else { 0 };
+                f
+            })
+            .collect()
+    }
+
+    fn table(v: &crate::bindings::types::View) -> Vec<Vec<String>> {
+        match v {
+            crate::bindings::types::View::Table(t) => t.rows.clone(),
+            other => panic!("not a table: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn summarizer_snapshots_merge_like_one_agent_persist_and_keep_windows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let summarizer = |state: &str, windowing: Option<crate::manifest::Windowing>| {
+            let mut m = manifest("src-bytes");
+            if let Some(w) = windowing {
+                m.summarizer = w;
+            }
+            let p = load_wasm(&runtime(), &wasm("src-bytes"), m, &[], &[], None).expect("load");
+            let d = dir.path().join(state);
+            std::fs::create_dir_all(&d).expect("dir");
+            p.with_state_dir(&d)
+        };
+        let (one, two) = (talkers(3000, 1), talkers(2000, 7));
+        let (a, b, all) = (
+            summarizer("a", None),
+            summarizer("b", None),
+            summarizer("all", None),
+        );
+        for batch in one.chunks(500) {
+            a.summarize(&FlowBatch::new(batch)).expect("a");
+            all.summarize(&FlowBatch::new(batch)).expect("all");
+        }
+        for batch in two.chunks(500) {
+            b.summarize(&FlowBatch::new(batch)).expect("b");
+            all.summarize(&FlowBatch::new(batch)).expect("all");
+        }
+        let snapshot = b.summary_snapshot().expect("snapshot");
+        assert!(!snapshot.is_empty());
+        a.merge_summary(&snapshot).expect("merge");
+        let merged = table(&a.query_summary("").expect("query a"));
+        assert!(merged.len() > 50, "{}", merged.len());
+        assert_eq!(merged, table(&all.query_summary("").expect("query all")));
+        // A snapshot the plugin cannot read: refused, the state unchanged.
+        let e = a.merge_summary(b"not a snapshot").expect_err("garbage");
+        assert!(matches!(e, HostError::Plugin { .. }), "{e}");
+        assert_eq!(merged, table(&a.query_summary("").expect("query a")));
+        // Durable: written by persist_state, read back by a new load of the same directory.
+        assert!(a.persist_state().expect("persist"));
+        drop(a);
+        let again = summarizer("a", None);
+        assert_eq!(merged, table(&again.query_summary("").expect("query")));
+        // Windows: a new one a minute, three kept; queries cover what is kept.
+        let w = crate::manifest::Windowing {
+            window_secs: 60,
+            windows: 3,
+        };
+        let windowed = summarizer("w", Some(w));
+        let t0 = 1_800_000_000_000u64;
+        for minute in 0..5u64 {
+            let batch = talkers(100, minute);
+            windowed
+                .summarize_at(&FlowBatch::new(&batch), t0 + minute * 60_000)
+                .expect("update");
+        }
+        assert_eq!(windowed.summary_windows().len(), 3);
+        let last3 = summarizer("last3", None);
+        for minute in 2..5u64 {
+            last3
+                .summarize(&FlowBatch::new(&talkers(100, minute)))
+                .expect("update");
+        }
+        assert_eq!(
+            table(&windowed.query_summary("").expect("windowed")),
+            table(&last3.query_summary("").expect("last3")),
+            "the kept windows and nothing older"
+        );
+        // Its exported snapshot is every kept window merged.
+        let fresh = summarizer("fresh", None);
+        fresh
+            .merge_summary(&windowed.summary_snapshot().expect("snapshot"))
+            .expect("merge");
+        assert_eq!(
+            table(&fresh.query_summary("").expect("fresh")),
+            table(&last3.query_summary("").expect("last3"))
+        );
+    }
+
     #[test]
     fn plugins_built_against_0_1_1_load_and_give_the_same_results() {
         let fixture = |name: &str| {

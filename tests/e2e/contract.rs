@@ -3,7 +3,7 @@
 
 use crate::sandbox::with_plugin;
 use crate::util::{Agent, WEIR, now_ms};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -84,5 +84,136 @@ fn annotations_become_records_listed_by_api_and_cli_and_survive_kill_9() {
         v["records"],
         json!(records),
         "records after kill -9 and restart"
+    );
+}
+
+/// The rows of a summarizer's table view, through the run API.
+fn summary_rows(a: &Agent, name: &str) -> Value {
+    let (s, v) = a.post(&format!("/api/v1/plugins/{name}/run"), r#"{"query": ""}"#);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["view"]["type"], "table", "{v}");
+    v["result"]["view"]["rows"].clone()
+}
+
+/// Imports `flows` (SrcAddr, Bytes) ending a second ago.
+fn import(a: &Agent, flows: &[(String, u64)]) {
+    let now = now_ms();
+    let body: Vec<Value> = flows
+        .iter()
+        .map(|(src, bytes)| {
+            json!({"SrcAddr": src, "DstAddr": "198.18.0.9", "Proto": 17, "Bytes": bytes, "Packets": 1,
+                   "TimeFlowStartMs": now - 2000, "TimeFlowEndMs": now - 1000})
+        })
+        .collect();
+    for chunk in body.chunks(200) {
+        let (s, v) = a.post("/api/v1/flows", &Value::from(chunk.to_vec()).to_string());
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+/// Waits until the summarizer has seen `bytes` in all.
+fn wait_total(a: &Agent, name: &str, bytes: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = summary_rows(a, name);
+        let total: u64 = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                r[1].as_str()
+                    .and_then(|b| b.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if total == bytes {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} saw {total} of {bytes} bytes: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_agents_summaries_merged_answer_like_one_agent_and_survive_kill_9() {
+    let flows = |n: usize, seed: u64| -> Vec<(String, u64)> {
+        (0..n as u64)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (format!("10.9.{}.{}", x % 4, (x >> 8) % 30), 100 + x % 5000)
+            })
+            .collect()
+    };
+    let (one, two) = (flows(600, 3), flows(400, 11));
+    let sum = |f: &[(String, u64)]| f.iter().map(|(_, b)| b).sum::<u64>();
+    let start = || {
+        let (dir, root) = with_plugin("src_bytes", "src-bytes", "unused=1");
+        let a = Agent::start(&root, &["--no-capture"]);
+        (dir, a)
+    };
+    let ((_da, mut a), (_db, b), (_dc, c)) = (start(), start(), start());
+    import(&a, &one);
+    import(&b, &two);
+    import(&c, &one);
+    import(&c, &two);
+    wait_total(&a, "src-bytes", sum(&one));
+    wait_total(&b, "src-bytes", sum(&two));
+    let whole = wait_total(&c, "src-bytes", sum(&one) + sum(&two));
+    // B's state, shipped to A over HTTP.
+    let snapshot = ureq::get(&b.url("/api/v1/plugins/src-bytes/snapshot"))
+        .call()
+        .expect("snapshot")
+        .body_mut()
+        .read_to_vec()
+        .expect("bytes");
+    assert!(!snapshot.is_empty());
+    let merged = ureq::post(&a.url("/api/v1/plugins/src-bytes/merge"))
+        .send(&snapshot[..])
+        .expect("merge")
+        .body_mut()
+        .read_json::<Value>()
+        .expect("json");
+    assert_eq!(merged["merged"], true, "{merged}");
+    assert_eq!(
+        summary_rows(&a, "src-bytes"),
+        whole,
+        "A + B merged = C, row for row"
+    );
+    // Refusals: garbage (the plugin's own message, 400), not a summarizer, a bad name.
+    let (s, v) = a.post("/api/v1/plugins/src-bytes/merge", "garbage");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("snapshot line 1"),
+        "{v}"
+    );
+    let (s, v) = a.get("/api/v1/plugins/nosuch/snapshot", &[]);
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = a.post("/api/v1/plugins?source=bundled:sankey", "");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.get("/api/v1/plugins/sankey/snapshot", &[]);
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a summarizer"),
+        "{v}"
+    );
+    let (s, _) = a.get("/api/v1/plugins/..%2Fx/snapshot", &[]);
+    assert_eq!(s, 400);
+    // The agent writes plugin state every 2 s; then the hardest stop there is.
+    std::thread::sleep(Duration::from_millis(2500));
+    a.kill9();
+    a.spawn();
+    assert_eq!(
+        summary_rows(&a, "src-bytes"),
+        whole,
+        "summary after kill -9 and restart"
     );
 }

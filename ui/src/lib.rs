@@ -98,6 +98,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/plugins/{name}/enable", post(handlers::plugins::enable))
         .route("/plugins/{name}/run", post(handlers::plugins::run_plugin))
+        .route("/plugins/{name}/snapshot", get(handlers::plugins::snapshot))
+        .route(
+            "/plugins/{name}/merge",
+            // A summarizer keeps at most 16 MiB per window; a merged snapshot may be larger.
+            post(handlers::plugins::merge)
+                .layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .route("/plugins/{name}/disable", post(handlers::plugins::disable))
         .route("/alerts", get(handlers::alerts::list))
         .route("/alerts/history", get(handlers::alerts::history))

@@ -106,16 +106,57 @@ pub async fn run_plugin(
     let guard = SetOnDrop(Some(gone.clone()));
     let out = super::blocking(move || {
         a.run_cancellable(&name, &request, gone)
-            .map_err(|e| match e {
-                RunError::NotFound(m) => ApiError::not_found(m),
-                RunError::BadRequest(m) => ApiError::bad_request("body", m),
-                RunError::Failed(m) => ApiError::plugin_failed(m),
-                RunError::Busy(m) => ApiError::busy(m),
-            })
+            .map_err(|e| run_error(e, "body"))
     })
     .await;
     guard.disarm();
     Ok(Json(out?))
+}
+
+fn run_error(e: RunError, parameter: &str) -> ApiError {
+    match e {
+        RunError::NotFound(m) => ApiError::not_found(m),
+        RunError::BadRequest(m) => ApiError::bad_request(parameter, m),
+        RunError::Failed(m) => ApiError::plugin_failed(m),
+        RunError::Busy(m) => ApiError::busy(m),
+    }
+}
+
+/// `GET /api/v1/plugins/{name}/snapshot`: a summarizer's state (every kept window merged) as
+/// bytes, for `POST .../merge` on another agent.
+pub async fn snapshot(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let name = plugin_name(name)?;
+    let a = admin(&st)?;
+    let bytes =
+        super::blocking(move || a.summary_snapshot(&name).map_err(|e| run_error(e, "name")))
+            .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/plugins/{name}/merge` with another agent's snapshot as the body: merged into
+/// the summarizer's current window (the plugin refuses a snapshot it cannot read: 400).
+pub async fn merge(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
+    let a = admin(&st)?;
+    let n = body.len();
+    super::blocking(move || {
+        a.merge_summary(&name, &body)
+            .map_err(|e| run_error(e, "body"))
+    })
+    .await?;
+    Ok(Json(json!({ "merged": true, "bytes": n })))
 }
 
 /// Sets its flag when dropped, unless disarmed first.
