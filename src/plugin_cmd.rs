@@ -28,10 +28,16 @@ pub struct InstallArgs {
     /// Refuse the file unless its sha256 is this (hex).
     #[arg(long)]
     sha256: Option<String>,
-    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, flow-stats, flow-fields, clock, config).
-    /// Default: what the plugin asks for. `--grant ''` grants none.
+    /// Capabilities to grant, comma-separated (log, metrics, kv, flows, flow-stats,
+    /// flow-fields, records, outbound-http, clock, config). Default: what the plugin asks for.
+    /// `--grant ''` grants none.
     #[arg(long)]
     grant: Option<String>,
+    /// What a scoped capability may reach, CAPABILITY=ENTRY (repeatable), replacing what the
+    /// plugin asks for it: `--scope outbound-http=prometheus.monitoring:9090`
+    /// (`host:port`, or `host:*` for any port).
+    #[arg(long = "scope", value_name = "CAPABILITY=ENTRY")]
+    scope: Vec<String>,
     /// Plugin configuration, KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
@@ -95,6 +101,18 @@ enum PluginCommand {
     },
     /// Enable a plugin (also clears a disable caused by repeated failures).
     Enable { name: String },
+    /// Grant a capability to an installed plugin without reinstalling (a running agent
+    /// reloads it): `weir plugin grant my-corr outbound-http --scope prom.monitoring:9090`.
+    Grant {
+        name: String,
+        capability: String,
+        /// What it may reach (scoped capabilities; repeatable), replacing the current scope.
+        #[arg(long = "scope", value_name = "ENTRY")]
+        scope: Vec<String>,
+    },
+    /// Revoke a capability (and its scope) from an installed plugin; one that imports it
+    /// then stays installed but does not load, saying which capability it misses.
+    Revoke { name: String, capability: String },
     /// Disable a plugin without removing it.
     Disable { name: String },
     /// Remove a plugin.
@@ -182,6 +200,39 @@ fn registry(dir: Option<PathBuf>) -> Result<Registry> {
         .with_context(|| format!("opening the plugin registry in {}", data.display()))
 }
 
+fn parse_capability(s: &str) -> Result<Capability> {
+    Capability::parse(s.trim())
+        .with_context(|| format!("unknown capability '{s}' (known: {})", Capability::known()))
+}
+
+/// `--scope CAPABILITY=ENTRY` flags, gathered per capability.
+fn parse_scopes(flags: &[String]) -> Result<weir_host::scope::Scopes> {
+    let mut out = weir_host::scope::Scopes::new();
+    for f in flags {
+        let Some((cap, entry)) = f.split_once('=') else {
+            bail!("--scope takes CAPABILITY=ENTRY (e.g. outbound-http=prom:9090), got '{f}'");
+        };
+        out.entry(parse_capability(cap)?)
+            .or_default()
+            .push(entry.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// What an installed plugin holds: `granted a,b; scopes: ...`.
+fn holds(m: &weir_host::registry::Installed) -> String {
+    format!("granted {}{}", caps(&m.granted), scopes_line(&m.scopes))
+}
+
+/// `; scopes: outbound-http: a:80` after a capability list, or nothing.
+fn scopes_line(s: &weir_host::scope::Scopes) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; scopes: {}", weir_host::scope::describe(s))
+    }
+}
+
 fn parse_grants(g: &Option<String>) -> Result<Option<Vec<Capability>>> {
     let Some(g) = g else { return Ok(None) };
     let mut out = Vec::new();
@@ -254,6 +305,7 @@ pub fn run(a: PluginArgs) -> Result<()> {
             source: dist,
             sha256: None,
             grant: grant.clone(),
+            scope: Vec::new(),
             config: config.clone(),
         };
         return install(&reg, args, installed, &mut std::io::stdout().lock());
@@ -363,6 +415,20 @@ pub fn run(a: PluginArgs) -> Result<()> {
         PluginCommand::Enable { name } => {
             reg.set_enabled(&name, true)?;
             writeln!(out, "enabled {name}")?;
+        }
+        PluginCommand::Grant {
+            name,
+            capability,
+            scope,
+        } => {
+            let cap = parse_capability(&capability)?;
+            let scope = (cap.scoped() || !scope.is_empty()).then_some(scope);
+            let m = reg.set_grant(&name, cap, true, scope)?;
+            writeln!(out, "{name}: {}", holds(&m))?;
+        }
+        PluginCommand::Revoke { name, capability } => {
+            let m = reg.set_grant(&name, parse_capability(&capability)?, false, None)?;
+            writeln!(out, "{name}: {}", holds(&m))?;
         }
         PluginCommand::Disable { name } => {
             reg.set_enabled(&name, false)?;
@@ -544,20 +610,23 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
         source: i.source.clone(),
         sha256: i.sha256.clone(),
         grants: parse_grants(&i.grant)?,
+        scopes: parse_scopes(&i.scope)?,
         config: parse_config(&i.config)?,
         upgrade,
     };
     let m = reg.install(&req)?;
     writeln!(
         out,
-        "{} {} ({}) {}\n  sha256    {}\n  requested {}\n  granted   {}",
+        "{} {} ({}) {}\n  sha256    {}\n  requested {}{}\n  granted   {}{}",
         m.manifest.name,
         m.manifest.version,
         m.manifest.kind.world(),
         if upgrade { "upgraded" } else { "installed" },
         m.sha256,
         caps(&m.manifest.capabilities),
-        caps(&m.granted)
+        scopes_line(&m.manifest.scopes),
+        caps(&m.granted),
+        scopes_line(&m.scopes)
     )?;
     let asked = m.manifest.limits;
     let got = m.granted_limits.unwrap_or(asked);

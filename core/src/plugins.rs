@@ -17,6 +17,15 @@ pub trait PluginAdmin: PluginRunner + Send + Sync {
         upgrade: bool,
     ) -> Result<serde_json::Value, String>;
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), String>;
+    /// Grants a capability (with its scope, for a scoped one) or revokes it, without
+    /// reinstalling; answers what the plugin now holds.
+    fn set_grant(
+        &self,
+        name: &str,
+        capability: &str,
+        grant: bool,
+        scope: Option<Vec<String>>,
+    ) -> Result<serde_json::Value, String>;
     fn remove(&self, name: &str) -> Result<(), String>;
 }
 

@@ -101,6 +101,7 @@ fn sankey_over_stored_flows(rt: &Runtime) -> (usize, f64, f64, usize, usize) {
             config: BTreeMap::new(),
             flows: Some(store.clone()),
             services: Default::default(),
+            scopes: Default::default(),
         },
     )
     .expect("sankey");
@@ -146,6 +147,7 @@ fn load_with(
             config,
             flows: None,
             services: Default::default(),
+            scopes: Default::default(),
         },
     )
     .expect("load")

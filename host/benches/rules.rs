@@ -162,6 +162,7 @@ fn main() {
                     .collect::<BTreeMap<_, _>>(),
                 flows: Some(store.clone()),
                 services: Default::default(),
+                scopes: Default::default(),
             },
         )
         .expect("load");

@@ -19,6 +19,7 @@ pub mod flow_processor {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
@@ -36,6 +37,7 @@ pub mod visualization {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
@@ -54,6 +56,7 @@ pub mod alert_rule {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,
@@ -74,6 +77,7 @@ pub mod correlator {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/flows": super::imports::weir::plugin::flows,

@@ -13,12 +13,13 @@ pub enum Capability {
     FlowStats,
     FlowFields,
     Records,
+    OutboundHttp,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -26,6 +27,7 @@ impl Capability {
         Capability::FlowStats,
         Capability::FlowFields,
         Capability::Records,
+        Capability::OutboundHttp,
         Capability::Clock,
         Capability::Config,
     ];
@@ -40,6 +42,7 @@ impl Capability {
             Capability::FlowStats => "flow-stats",
             Capability::FlowFields => "flow-fields",
             Capability::Records => "records",
+            Capability::OutboundHttp => "outbound-http",
             Capability::Clock => "clock",
             Capability::Config => "config",
         }
@@ -52,6 +55,12 @@ impl Capability {
     /// Every capability's name, comma-separated (for messages).
     pub fn known() -> String {
         Capability::ALL.map(Capability::name).join(", ")
+    }
+
+    /// Whether a grant of it carries a scope (what it may reach); granted without one, it
+    /// reaches nothing.
+    pub fn scoped(self) -> bool {
+        matches!(self, Capability::OutboundHttp)
     }
 
     /// The capability behind an import name such as `weir:plugin/kv@0.1.0`.

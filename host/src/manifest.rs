@@ -74,6 +74,10 @@ pub struct Manifest {
     /// A summarizer's time windows (ignored for other kinds).
     #[serde(default)]
     pub summarizer: Windowing,
+    /// What the scoped capabilities it asks for should reach (`[scopes]`, e.g.
+    /// `outbound-http = ["prometheus.monitoring:9090"]`); the operator grants them or not.
+    #[serde(default)]
+    pub scopes: crate::scope::Scopes,
 }
 
 /// How a summarizer's state is cut in time: a new window every `window_secs` (0: one window
@@ -133,6 +137,12 @@ impl Manifest {
             return Err(HostError::Manifest(format!(
                 "{origin}: limits.timeout_ms must be 1-600000, got {}",
                 m.limits.timeout_ms
+            )));
+        }
+        crate::scope::check(&m.scopes, origin)?;
+        if let Some(c) = m.scopes.keys().find(|c| !m.capabilities.contains(c)) {
+            return Err(HostError::Manifest(format!(
+                "{origin}: [scopes] names {c}, which `capabilities` does not ask for"
             )));
         }
         let w = m.summarizer;

@@ -159,6 +159,8 @@ pub struct LoadRequest<'a> {
     pub flows: Option<Arc<weir_core::Store>>,
     /// Agent services (link speeds, the records store) for the capabilities that use them.
     pub services: crate::state::Services,
+    /// What each scoped capability granted may reach (`outbound-http` hosts...).
+    pub scopes: crate::scope::Scopes,
 }
 
 struct FixedWall;
@@ -308,7 +310,14 @@ impl Plugin {
             },
             None => asked,
         });
-        let ctx = Arc::new(PluginCtx::new(&name, req.config, req.flows, req.services));
+        crate::scope::check(&req.scopes, &format!("plugin {name}"))?;
+        let mut ctx = PluginCtx::new(&name, req.config, req.flows, req.services);
+        ctx.scopes = req
+            .scopes
+            .into_iter()
+            .filter(|(c, _)| granted.contains(c))
+            .collect();
+        let ctx = Arc::new(ctx);
         let windowing = manifest.summarizer;
         tracing::info!(plugin = %name, kind = manifest.kind.world(), sha256 = %sha256, granted = %list(&granted), "plugin loaded");
         Ok(Plugin {
@@ -1156,6 +1165,9 @@ fn link_granted(
             Capability::Kv => p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Flows => {
                 p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::OutboundHttp => {
+                p::outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
             Capability::Records => {
                 p::records::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?

@@ -38,6 +38,10 @@ pub struct Installed {
     /// installing host's ceilings. The agent applies its own ceilings again when it loads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_limits: Option<crate::Limits>,
+    /// What each scoped capability granted may reach (`outbound-http` hosts...); a scoped
+    /// capability granted without an entry here reaches nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scopes: crate::scope::Scopes,
 }
 
 /// An install (or upgrade) request.
@@ -50,6 +54,8 @@ pub struct InstallRequest {
     pub sha256: Option<String>,
     /// Capabilities to grant; None grants what the manifest asks for.
     pub grants: Option<Vec<Capability>>,
+    /// Scopes of scoped capabilities granted, replacing what the manifest asks for them.
+    pub scopes: crate::scope::Scopes,
     pub config: BTreeMap<String, String>,
     /// Replace an installed plugin of the same name.
     pub upgrade: bool,
@@ -288,6 +294,7 @@ impl Registry {
                 config: meta.config.clone(),
                 flows: self.flows.clone(),
                 services: self.services.clone(),
+                scopes: meta.scopes.clone(),
             },
         )
     }
@@ -414,6 +421,21 @@ impl Registry {
             .grants
             .clone()
             .unwrap_or_else(|| manifest.capabilities.clone());
+        // Scopes: what the manifest asks for the granted capabilities, unless the operator
+        // gave one; a scope for a capability not granted is an error, not silently dropped.
+        if let Some(c) = req.scopes.keys().find(|c| !granted.contains(c)) {
+            return Err(HostError::Load(format!(
+                "a scope for {c} was given, but {c} is not granted"
+            )));
+        }
+        let mut scopes: crate::scope::Scopes = manifest
+            .scopes
+            .iter()
+            .filter(|(c, _)| granted.contains(c))
+            .map(|(c, e)| (*c, e.clone()))
+            .collect();
+        scopes.extend(req.scopes.clone());
+        crate::scope::check(&scopes, "install")?;
         let manifest_limits = manifest.limits;
         let meta = Installed {
             manifest,
@@ -426,6 +448,7 @@ impl Registry {
             source: req.source.display().to_string(),
             signed_by,
             granted_limits: Some(self.rt.policy().grant(manifest_limits)),
+            scopes,
         };
         // Refuse anything that would not load, before touching the registry.
         self.load_only(&meta, &wasm)?;
@@ -447,9 +470,11 @@ impl Registry {
                 {
                     tracing::warn!(plugin = %name, error = %e, "cannot write plugin state");
                 }
-                let kv = target.join(crate::plugin::KV_FILE);
-                if kv.exists() {
-                    std::fs::copy(&kv, staging.join(crate::plugin::KV_FILE))?;
+                for file in [crate::plugin::KV_FILE, crate::summary::SUMMARY_FILE] {
+                    let state = target.join(file);
+                    if state.exists() {
+                        std::fs::copy(&state, staging.join(file))?;
+                    }
                 }
                 let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
                 std::fs::rename(&target, &old)?;
@@ -482,6 +507,44 @@ impl Registry {
         std::fs::rename(&tmp, &path)?;
         self.sync();
         Ok(meta)
+    }
+
+    /// Grants `cap` to an installed plugin (with `scope` for a scoped capability, replacing
+    /// the one it had), or revokes it. The running agent reloads the plugin with the change;
+    /// a plugin importing a capability it no longer has stays installed but fails to load,
+    /// saying which.
+    pub fn set_grant(
+        &self,
+        name: &str,
+        cap: Capability,
+        grant: bool,
+        scope: Option<Vec<String>>,
+    ) -> Result<Installed, HostError> {
+        if let Some(entries) = &scope {
+            if !grant {
+                return Err(HostError::Load(format!(
+                    "a scope is given when granting, not when revoking {cap}"
+                )));
+            }
+            let one: crate::scope::Scopes = [(cap, entries.clone())].into();
+            crate::scope::check(&one, "grant")?;
+        }
+        if let Some(p) = self.get(name) {
+            p.cancel_calls();
+        }
+        self.update(name, |m| {
+            if grant {
+                if !m.granted.contains(&cap) {
+                    m.granted.push(cap);
+                }
+                if let Some(entries) = scope {
+                    m.scopes.insert(cap, entries);
+                }
+            } else {
+                m.granted.retain(|c| *c != cap);
+                m.scopes.remove(&cap);
+            }
+        })
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Installed, HostError> {
@@ -586,6 +649,27 @@ impl weir_core::plugins::PluginAdmin for Registry {
         serde_json::to_value(Registry::list(self)).unwrap_or(serde_json::Value::Null)
     }
 
+    fn set_grant(
+        &self,
+        name: &str,
+        capability: &str,
+        grant: bool,
+        scope: Option<Vec<String>>,
+    ) -> Result<serde_json::Value, String> {
+        let cap = Capability::parse(capability).ok_or_else(|| {
+            format!(
+                "unknown capability '{capability}' (known: {})",
+                Capability::known()
+            )
+        })?;
+        let meta = Registry::set_grant(self, name, cap, grant, scope).map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({
+            "name": name,
+            "granted": meta.granted,
+            "scopes": meta.scopes,
+        }))
+    }
+
     fn bundled(&self) -> Vec<String> {
         self.bundled.iter().map(|b| b.name.to_string()).collect()
     }
@@ -614,6 +698,7 @@ impl weir_core::plugins::PluginAdmin for Registry {
             source: PathBuf::from(source),
             sha256: sha256.map(String::from),
             grants: grants.clone(),
+            scopes: Default::default(),
             config: BTreeMap::new(),
             upgrade,
         };

@@ -64,6 +64,8 @@ pub struct PluginCtx {
     pub kv: Mutex<BTreeMap<String, Vec<u8>>>,
     pub flows: Option<Arc<weir_core::Store>>,
     pub services: Services,
+    /// What each scoped capability granted may reach.
+    pub scopes: crate::scope::Scopes,
     pub metrics: Mutex<MetricBuffer>,
     /// Log rate limit: tokens left and when they were last topped up.
     pub log_bucket: Mutex<(f64, std::time::Instant)>,
@@ -88,6 +90,7 @@ impl PluginCtx {
             kv: Mutex::new(BTreeMap::new()),
             flows,
             services,
+            scopes: Default::default(),
             metrics: Mutex::new(MetricBuffer::default()),
             log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
             log_dropped: Default::default(),

@@ -84,6 +84,8 @@ fn load_served(
     flows: Option<Arc<weir_core::Store>>,
     services: crate::state::Services,
 ) -> Result<Plugin, HostError> {
+    // Scopes as an install grants them by default: what the manifest asks.
+    let scopes = manifest.scopes.clone();
     Plugin::load(
         rt,
         LoadRequest {
@@ -97,6 +99,7 @@ fn load_served(
                 .collect::<BTreeMap<_, _>>(),
             flows,
             services,
+            scopes,
         },
     )
 }
@@ -542,6 +545,7 @@ fn malformed_files_are_refused() {
                 config: BTreeMap::new(),
                 flows: None,
                 services: Default::default(),
+                scopes: Default::default(),
             },
         )
         .err()
@@ -571,6 +575,7 @@ fn malformed_files_are_refused() {
             config: BTreeMap::new(),
             flows: None,
             services: Default::default(),
+            scopes: Default::default(),
         },
     )
     .err()
@@ -595,6 +600,7 @@ fn a_newer_wit_major_is_refused_with_the_supported_version() {
             config: BTreeMap::new(),
             flows: None,
             services: Default::default(),
+            scopes: Default::default(),
         },
     )
     .err()
@@ -627,6 +633,7 @@ fn embedded_manifest_and_compiled_cache() {
         config: BTreeMap::new(),
         flows: None,
         services: Default::default(),
+        scopes: Default::default(),
     };
     let t = Instant::now();
     let p = Plugin::load(&rt, req()).expect("cold load");
@@ -732,6 +739,93 @@ mod registry {
             assert!(reg.set_enabled(bad, false).is_err());
         }
         assert!(victim.join("installed.json").exists());
+    }
+
+    #[test]
+    fn scopes_are_granted_at_install_and_changed_without_reinstalling() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open(&tmp.path().join("plugins"), runtime(), None).expect("registry");
+        let src = staged(tmp.path(), "contract-probe");
+        // A scope for a capability not granted: refused, naming it.
+        let e = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                grants: Some(vec![Capability::Config]),
+                scopes: [(Capability::OutboundHttp, vec!["a:80".to_string()])].into(),
+                ..Default::default()
+            })
+            .expect_err("scope without grant");
+        assert!(
+            e.to_string().contains("outbound-http is not granted"),
+            "{e}"
+        );
+        // Default: what the manifest asks; an explicit scope replaces it.
+        let m = reg
+            .install(&InstallRequest {
+                source: src.clone(),
+                scopes: [(
+                    Capability::OutboundHttp,
+                    vec!["prom.example:9090".to_string()],
+                )]
+                .into(),
+                ..Default::default()
+            })
+            .expect("install");
+        assert_eq!(
+            m.manifest.scopes[&Capability::OutboundHttp],
+            vec!["127.0.0.1:*"]
+        );
+        assert_eq!(
+            m.scopes[&Capability::OutboundHttp],
+            vec!["prom.example:9090"]
+        );
+        assert!(reg.get("contract-probe").is_some());
+        // Revoked: stays installed, does not load, and says why.
+        let m = reg
+            .set_grant("contract-probe", Capability::OutboundHttp, false, None)
+            .expect("revoke");
+        assert!(!m.granted.contains(&Capability::OutboundHttp) && m.scopes.is_empty());
+        assert!(reg.get("contract-probe").is_none());
+        let listed = reg.list();
+        let err = listed[0].load_error.clone().unwrap_or_default();
+        assert!(
+            err.contains("outbound-http capability is not granted"),
+            "{err}"
+        );
+        // Granted again with a new scope: loads, with that scope.
+        let m = reg
+            .set_grant(
+                "contract-probe",
+                Capability::OutboundHttp,
+                true,
+                Some(vec!["127.0.0.1:8080".into()]),
+            )
+            .expect("grant");
+        assert_eq!(m.scopes[&Capability::OutboundHttp], vec!["127.0.0.1:8080"]);
+        assert!(reg.get("contract-probe").is_some());
+        // A bad scope entry, or a scope on an unscoped capability: refused, nothing changed.
+        let e = reg
+            .set_grant(
+                "contract-probe",
+                Capability::OutboundHttp,
+                true,
+                Some(vec!["a/b".into()]),
+            )
+            .expect_err("bad entry");
+        assert!(e.to_string().contains("a/b"), "{e}");
+        let e = reg
+            .set_grant(
+                "contract-probe",
+                Capability::Kv,
+                true,
+                Some(vec!["x:1".into()]),
+            )
+            .expect_err("kv takes none");
+        assert!(e.to_string().contains("kv takes no scope"), "{e}");
+        let e = reg
+            .set_grant("../x", Capability::Kv, true, None)
+            .expect_err("bad name");
+        assert!(matches!(e, HostError::Name(_)), "{e}");
     }
 
     #[test]
@@ -1080,6 +1174,7 @@ mod contract {
         Capability::Config,
         Capability::FlowFields,
         Capability::Records,
+        Capability::OutboundHttp,
     ];
 
     fn probe(
@@ -1160,7 +1255,11 @@ mod contract {
             &runtime(),
             &wasm("contract-probe"),
             m,
-            &[Capability::Config, Capability::Records],
+            &[
+                Capability::Config,
+                Capability::Records,
+                Capability::OutboundHttp,
+            ],
             &[],
             None,
         )
@@ -1411,6 +1510,124 @@ mod contract {
             table(&fresh.query_summary("").expect("fresh")),
             table(&last3.query_summary("").expect("last3"))
         );
+    }
+
+    /// A loopback HTTP server answering every request with `answer(request text)` after
+    /// `delay`; returns its port. Lives as long as the test process.
+    fn serve(delay: Duration, answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = vec![0u8; 65536];
+                    let n = conn.read(&mut buf).unwrap_or(0);
+                    std::thread::sleep(delay);
+                    let _ = conn.write_all(&answer(&String::from_utf8_lossy(&buf[..n])));
+                });
+            }
+        });
+        port
+    }
+
+    fn http_ok(body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn outbound_http_reaches_only_the_granted_hosts_within_the_deadline() {
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let s2 = seen.clone();
+        let port = serve(Duration::ZERO, move |req| {
+            *s2.lock().expect("lock") = req.to_string();
+            http_ok(b"hello from loopback")
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v1/query?q=up");
+        let load = |scope: Option<&str>, config: &[(&str, &str)], policy: crate::SandboxPolicy| {
+            let mut m = manifest("contract-probe");
+            if let Some(s) = scope {
+                m.scopes
+                    .insert(Capability::OutboundHttp, vec![s.to_string()]);
+            }
+            let rt = Runtime::new(None).expect("runtime").with_policy(policy);
+            load_wasm(&rt, &wasm("contract-probe"), m, PROBE_GRANTS, config, None).expect("load")
+        };
+        // In scope (the manifest asks 127.0.0.1:*): the request reaches the server.
+        let p = load(None, &[("mode", "http"), ("url", &url)], Default::default());
+        let out = p.process(&FlowBatch::new(&[])).expect("http");
+        assert_eq!(value(&out, "http_status", &url), 200.0);
+        assert_eq!(value(&out, "http_body_bytes", &url), 19.0);
+        let req = seen.lock().expect("lock").clone();
+        assert!(req.starts_with("GET /api/v1/query?q=up HTTP/1.1"), "{req}");
+        assert!(req.to_ascii_lowercase().contains("x-probe: 1"), "{req}");
+        // Outside the scope: refused before any connection, naming the scope.
+        let p = load(
+            Some("127.0.0.1:1"),
+            &[("mode", "http"), ("url", &url)],
+            Default::default(),
+        );
+        let e = p.process(&FlowBatch::new(&[])).expect_err("out of scope");
+        assert!(
+            e.to_string().contains(&format!(
+                "127.0.0.1:{port} is outside this plugin's scope (granted hosts: 127.0.0.1:1)"
+            )),
+            "{e}"
+        );
+        for bad in ["file:///etc/passwd", "ftp://127.0.0.1/", "not a url"] {
+            let p = load(None, &[("mode", "http"), ("url", bad)], Default::default());
+            let e = p.process(&FlowBatch::new(&[])).expect_err(bad);
+            assert!(e.to_string().contains("url"), "{bad}: {e}");
+        }
+        // Redirects are answers, not followed (a redirect could leave the scope).
+        let redirect = serve(Duration::ZERO, |_| {
+            b"HTTP/1.1 302 Found\r\nlocation: http://192.0.2.1/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+        });
+        let r = format!("http://127.0.0.1:{redirect}/");
+        let out = load(None, &[("mode", "http"), ("url", &r)], Default::default())
+            .process(&FlowBatch::new(&[]))
+            .expect("302");
+        assert_eq!(value(&out, "http_status", &r), 302.0);
+        // Bodies are capped.
+        let big = serve(Duration::ZERO, |_| http_ok(&vec![b'x'; 5 << 20]));
+        let b = format!("http://127.0.0.1:{big}/");
+        let e = load(None, &[("mode", "http"), ("url", &b)], Default::default())
+            .process(&FlowBatch::new(&[]))
+            .expect_err("too big");
+        assert!(e.to_string().contains("at most 4194304 bytes"), "{e}");
+        // The deadline bounds the time spent: one request to a server that answers after
+        // 30 s, and a loop of requests to one that answers after 50 ms, under 300 ms.
+        let policy = crate::SandboxPolicy {
+            max_timeout_ms: 300,
+            ..Default::default()
+        };
+        let stuck = serve(Duration::from_secs(30), |_| http_ok(b"late"));
+        let slow = serve(Duration::from_millis(50), |_| http_ok(b"ok"));
+        for (mode, port) in [("http", stuck), ("http-loop", slow)] {
+            let u = format!("http://127.0.0.1:{port}/");
+            let p = load(
+                None,
+                &[("mode", mode), ("url", &u), ("timeout_ms", "60000")],
+                policy,
+            );
+            let t = Instant::now();
+            let e = p.process(&FlowBatch::new(&[])).expect_err("deadline");
+            assert!(matches!(e, HostError::Timeout { .. }), "{mode}: {e}");
+            assert!(
+                t.elapsed() < Duration::from_millis(900),
+                "{mode}: {:?}",
+                t.elapsed()
+            );
+        }
     }
 
     #[test]

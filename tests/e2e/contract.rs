@@ -1,7 +1,7 @@
 //! Plugin contract 0.1.2 against a real agent: annotations a flow-processor returns are kept
 //! in the records store, listed by `/api/v1/records` and `weir records`, and survive kill -9.
 
-use crate::sandbox::with_plugin;
+use crate::sandbox::{plugin, with_plugin};
 use crate::util::{Agent, WEIR, now_ms};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -216,4 +216,78 @@ fn two_agents_summaries_merged_answer_like_one_agent_and_survive_kill_9() {
         whole,
         "summary after kill -9 and restart"
     );
+}
+
+#[test]
+fn grants_and_scopes_change_without_reinstalling_through_api_and_cli() {
+    let (_dir, root) = with_plugin("contract_probe", "contract-probe", "mode=schema");
+    let a = Agent::start(&root, &["--no-capture"]);
+    let p = plugin(&a, "contract-probe");
+    assert_eq!(
+        p["installed"]["scopes"]["outbound-http"],
+        json!(["127.0.0.1:*"]),
+        "{p}"
+    );
+    assert!(p["loaded"].is_object(), "{p}");
+    // Revoked over the API: still installed, not loaded, saying which capability it misses.
+    let (s, v) = a.post(
+        "/api/v1/plugins/contract-probe/grants",
+        r#"{"revoke": "outbound-http"}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["scopes"].as_object().is_none_or(|o| o.is_empty()), "{v}");
+    let p = plugin(&a, "contract-probe");
+    assert!(p["loaded"].is_null(), "{p}");
+    assert!(
+        p["load_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("outbound-http capability is not granted"),
+        "{p}"
+    );
+    // Granted again with the CLI, a narrower scope: loaded again (the agent syncs in 2 s).
+    let (code, out, err) = crate::plugins::weir(
+        &root.join("data"),
+        &[
+            "grant",
+            "contract-probe",
+            "outbound-http",
+            "--scope",
+            "127.0.0.1:9090",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("scopes: outbound-http: 127.0.0.1:9090"),
+        "{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = plugin(&a, "contract-probe");
+        if p["loaded"].is_object() {
+            assert_eq!(
+                p["installed"]["scopes"]["outbound-http"],
+                json!(["127.0.0.1:9090"])
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reloaded: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Refusals: a bad entry, a scope on an unscoped capability, an unknown capability,
+    // neither or both of grant/revoke.
+    for (body, says) in [
+        (r#"{"grant": "outbound-http", "scope": ["a/b"]}"#, "a/b"),
+        (r#"{"grant": "kv", "scope": ["x:1"]}"#, "kv takes no scope"),
+        (r#"{"grant": "teleport"}"#, "unknown capability 'teleport'"),
+        (r#"{}"#, "exactly one"),
+        (r#"{"grant": "kv", "revoke": "kv"}"#, "exactly one"),
+    ] {
+        let (s, v) = a.post("/api/v1/plugins/contract-probe/grants", body);
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains(says),
+            "{body}: {v}"
+        );
+    }
 }

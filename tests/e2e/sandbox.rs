@@ -10,7 +10,7 @@ use crate::util::{Agent, now_ms};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-fn listed(a: &Agent, name: &str) -> Option<Value> {
+pub(crate) fn listed(a: &Agent, name: &str) -> Option<Value> {
     a.ok("/api/v1/plugins", &[])["plugins"]
         .as_array()
         .and_then(|v| {
@@ -20,7 +20,7 @@ fn listed(a: &Agent, name: &str) -> Option<Value> {
         })
 }
 
-fn plugin(a: &Agent, name: &str) -> Value {
+pub(crate) fn plugin(a: &Agent, name: &str) -> Value {
     listed(a, name).unwrap_or_else(|| panic!("{name} not listed"))
 }
 
@@ -148,10 +148,17 @@ fn no_plugin_route_reaches_outside_the_data_dir() {
                 .is_some_and(|m| m.contains("invalid plugin name")),
             "{v}"
         );
-        for action in ["enable", "disable", "run"] {
+        for action in ["enable", "disable", "run", "merge"] {
             let (s, v) = a.post(&format!("/api/v1/plugins/{n}/{action}"), "{}");
             assert_eq!(s, 400, "POST {n}/{action}: {v}");
         }
+        let (s, v) = a.post(
+            &format!("/api/v1/plugins/{n}/grants"),
+            r#"{"revoke": "kv"}"#,
+        );
+        assert_eq!(s, 400, "POST {n}/grants: {v}");
+        let (s, v) = a.get(&format!("/api/v1/plugins/{n}/snapshot"), &[]);
+        assert_eq!(s, 400, "GET {n}/snapshot: {v}");
     }
     // `..` as a bare path segment is resolved by the client or routed nowhere: never 200.
     let (s, v) = a.delete("/api/v1/plugins/../../victim");

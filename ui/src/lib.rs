@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/enable", post(handlers::plugins::enable))
         .route("/plugins/{name}/run", post(handlers::plugins::run_plugin))
         .route("/plugins/{name}/snapshot", get(handlers::plugins::snapshot))
+        .route("/plugins/{name}/grants", post(handlers::plugins::grants))
         .route(
             "/plugins/{name}/merge",
             // A summarizer keeps at most 16 MiB per window; a merged snapshot may be larger.

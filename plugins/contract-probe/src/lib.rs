@@ -9,12 +9,14 @@
 //! - `annotate`: returns one annotation per batch at its newest flow's end (`text` from
 //!   config, the batch's size as a label, `filter` as its flow filter), which the host keeps
 //!   as a record;
+//! - `http`: sends `method` (GET) to `url` through `outbound-http` and emits `http_status`
+//!   and `http_body_bytes`; `http-loop` sends forever (the deadline must stop it);
 //! - `records`: writes `count` entries of kind `kind` through `records`, reads back every
 //!   entry of that kind page by page (`page`), and emits `records_written`/`records_read`.
 
 use weir_plugin_sdk::flow_processor::{
     self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
-    Processed, TimeRange, config, flow_fields, records,
+    Processed, TimeRange, config, flow_fields, outbound_http, records,
 };
 
 struct Probe;
@@ -65,6 +67,24 @@ impl Guest for Probe {
                 labels: vec![("flows".into(), batch.len().to_string())],
                 flow_filter: config::get("filter"),
             }),
+            "http" | "http-loop" => {
+                let url = config::get("url").unwrap_or_default();
+                let req = outbound_http::Request {
+                    method: config::get("method").unwrap_or_else(|| "GET".into()),
+                    url: url.clone(),
+                    headers: vec![("x-probe".into(), "1".into())],
+                    body: config::get("body").unwrap_or_default().into_bytes(),
+                };
+                loop {
+                    let resp = outbound_http::send(&req, number("timeout_ms", 5000) as u32)
+                        .map_err(PluginError::InvalidInput)?;
+                    if mode == "http" {
+                        samples.push(sample("http_status", &url, f64::from(resp.status)));
+                        samples.push(sample("http_body_bytes", &url, resp.body.len() as f64));
+                        break;
+                    }
+                }
+            }
             "records" => {
                 let kind = config::get("kind").unwrap_or_else(|| "probe".into());
                 let count = number("count", 10);

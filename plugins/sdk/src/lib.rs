@@ -224,7 +224,7 @@ pub mod flow_processor {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, kv, log, metrics, records};
+    pub use self::weir::plugin::{clock, config, kv, log, metrics, outbound_http, records};
     field_helpers!();
     batch_view!();
 }
@@ -239,7 +239,9 @@ pub mod visualization {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, records};
+    pub use self::weir::plugin::{
+        clock, config, flow_stats, flows, kv, log, outbound_http, records,
+    };
     field_helpers!();
 
     /// A request parameter.
@@ -360,7 +362,9 @@ pub mod alert_rule {
     pub use self::weir::plugin::flow_stats::{GroupStats, Measure, Rank};
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flow_stats, flows, kv, log, metrics, records};
+    pub use self::weir::plugin::{
+        clock, config, flow_stats, flows, kv, log, metrics, outbound_http, records,
+    };
     field_helpers!();
 
     /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
@@ -623,7 +627,7 @@ pub mod correlator {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log, records};
+    pub use self::weir::plugin::{clock, config, flows, kv, log, outbound_http, records};
     field_helpers!();
     batch_view!();
 }

@@ -113,6 +113,43 @@ pub async fn run_plugin(
     Ok(Json(out?))
 }
 
+/// The body of `POST /api/v1/plugins/{name}/grants`: one of `grant` (with `scope` for a
+/// scoped capability) or `revoke`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    grant: Option<String>,
+    revoke: Option<String>,
+    scope: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/plugins/{name}/grants` with `{"grant": "outbound-http", "scope":
+/// ["prom:9090"]}` or `{"revoke": "outbound-http"}`: changes what an installed plugin holds
+/// without reinstalling it; answers what it now holds.
+pub async fn grants(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(name)?;
+    let a = admin(&st)?;
+    let b: GrantBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("body", format!("grants: {e}")))?;
+    let (cap, grant) = match (b.grant, b.revoke) {
+        (Some(c), None) => (c, true),
+        (None, Some(c)) => (c, false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "body",
+                "give exactly one of \"grant\" or \"revoke\"",
+            ));
+        }
+    };
+    run(move || a.set_grant(&name, &cap, grant, b.scope))
+        .await
+        .map(Json)
+}
+
 fn run_error(e: RunError, parameter: &str) -> ApiError {
     match e {
         RunError::NotFound(m) => ApiError::not_found(m),

@@ -452,6 +452,20 @@ async function alertsPage() {
 
 // ---- plugins ---------------------------------------------------------------------------------
 
+/** A capability list with each scoped one's scope: "outbound-http (prom:9090), config". */
+function withScopes(caps, scopes) {
+  return caps.map((c) => (scopes && scopes[c] ? `${c} (${scopes[c].join(", ") || "nothing"})` : c)).join(", ") || "-";
+}
+
+/** Like a phone's permission list: each capability asked, granted or not, with a button to change it. */
+function grantButtons(p) {
+  const m = p.installed.manifest;
+  const asked = [...new Set([...m.capabilities, ...p.installed.granted])];
+  return asked.map((c) => p.installed.granted.includes(c)
+    ? `<button class="grant" data-a="revoke" data-cap="${esc(c)}" title="revoke ${esc(c)}">${esc(c)} ✕</button>`
+    : `<button class="grant" data-a="grant" data-cap="${esc(c)}" title="grant ${esc(c)}">+ ${esc(c)}</button>`).join(" ");
+}
+
 async function pluginsPage() {
   main.innerHTML = `<h2>Plugins</h2>
     <div class="bar"><input type="file" id="file" accept=".wasm"><button id="upload">Install file</button>
@@ -464,7 +478,7 @@ async function pluginsPage() {
       const state = !p.installed.enabled ? "disabled" : p.loaded ? (p.loaded.state.state === "enabled" ? "enabled" : "failing") : "error";
       const errors = [...(p.loaded ? p.loaded.recent_errors : []), ...(p.load_error ? [p.load_error] : [])];
       return `<tr data-name="${esc(m.name)}"><td>${esc(m.name)}</td><td>${esc(m.version)}</td><td>${esc(m.kind)}</td>
-        <td class="state-${state}">${state}</td><td>${esc(m.capabilities.join(", ") || "-")}</td><td>${esc(p.installed.granted.join(", ") || "-")}</td>
+        <td class="state-${state}">${state}</td><td>${esc(withScopes(m.capabilities, m.scopes))}</td><td>${esc(withScopes(p.installed.granted, p.installed.scopes))}<br>${grantButtons(p)}</td>
         <td>${m.limits.memory_mb} MiB, ${m.limits.timeout_ms} ms</td><td>${p.loaded ? num(p.loaded.calls) + " / " + num(p.loaded.failures) : "-"}</td>
         <td class="muted">${esc(errors.slice(-1)[0] || "")}</td>
         <td><button data-a="${p.installed.enabled ? "disable" : "enable"}">${p.installed.enabled ? "disable" : "enable"}</button> <button data-a="remove">remove</button></td></tr>`;
@@ -476,7 +490,17 @@ async function pluginsPage() {
         const name = b.closest("tr").dataset.name;
         try {
           if (b.dataset.a === "remove") await api(`/api/v1/plugins/${encodeURIComponent(name)}`, null, null, "DELETE");
-          else await api(`/api/v1/plugins/${encodeURIComponent(name)}/${b.dataset.a}`, null, {});
+          else if (b.dataset.a === "revoke") await api(`/api/v1/plugins/${encodeURIComponent(name)}/grants`, null, { revoke: b.dataset.cap });
+          else if (b.dataset.a === "grant") {
+            const body = { grant: b.dataset.cap };
+            if (b.dataset.cap === "outbound-http") {
+              const asked = (v.plugins.find((x) => x.installed.manifest.name === name).installed.manifest.scopes || {})[b.dataset.cap] || [];
+              const answer = window.prompt(`Hosts ${name} may reach (host:port or host:*, comma-separated)`, asked.join(", "));
+              if (answer === null) return;
+              body.scope = answer.split(",").map((x) => x.trim()).filter((x) => x);
+            }
+            await api(`/api/v1/plugins/${encodeURIComponent(name)}/grants`, null, body);
+          } else await api(`/api/v1/plugins/${encodeURIComponent(name)}/${b.dataset.a}`, null, {});
           await refresh();
           await refreshViewsNav();
         } catch (e) { showError(e); }

@@ -161,6 +161,19 @@ try {
   const ports = await api(`/api/v1/flows/aggregate?group_by=DstPort&metric=bytes&top=20&from=${from}&to=${to}`);
   check(cells.join(",") === ports.groups.map((g) => String(g.key.DstPort)).join(","), `top-ports table ${cells} != aggregate`);
 
+  // Permissions change in place, like a phone's: revoke a capability, then grant it back.
+  await open("#/plugins", "plugins-grants");
+  const row = '#list tr[data-name="top-ports"]';
+  await page.click(`${row} button[data-a="revoke"][data-cap="flows"]`);
+  await page.waitForSelector(`${row} button[data-a="grant"][data-cap="flows"]`, { timeout: 10000 });
+  const held = async () => (await api("/api/v1/plugins")).plugins.find((p) => p.installed.manifest.name === "top-ports");
+  const revoked = await held();
+  check(!revoked.installed.granted.includes("flows") && !revoked.loaded, `revoke: ${JSON.stringify(revoked.installed.granted)}`);
+  await page.click(`${row} button[data-a="grant"][data-cap="flows"]`);
+  await page.waitForSelector(`${row} button[data-a="revoke"][data-cap="flows"]`, { timeout: 10000 });
+  const granted = await held();
+  check(granted.installed.granted.includes("flows") && granted.loaded, `grant: ${JSON.stringify(granted.installed.granted)}`);
+
   // Views too big to draw: a 150 k-node graph says so; a 150 k-row table shows its first
   // rows and counts the rest. Neither throws.
   errors.length = 0;

@@ -1,0 +1,101 @@
+//! The `outbound-http` capability: requests to the hosts in the plugin's granted scope only,
+//! redirects not followed, the time bounded by the call's deadline, bodies capped.
+
+use crate::bindings::imports::weir::plugin::outbound_http::{Host, Request, Response};
+use crate::deadline::within;
+use crate::state::HostState;
+use std::time::{Duration, Instant};
+
+/// Largest response body a plugin gets; a longer one is refused.
+pub const MAX_RESPONSE_BYTES: u64 = 4 << 20;
+/// Largest request body a plugin may send.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Most headers in a request.
+pub const MAX_HEADERS: usize = 64;
+
+fn send(req: Request, timeout: Duration) -> Result<Response, String> {
+    let method = ureq::http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("method {:?} is not an HTTP method", req.method))?;
+    let mut b = ureq::http::Request::builder().method(method).uri(&req.url);
+    for (k, v) in &req.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    let request = b.body(req.body).map_err(|e| format!("request: {e}"))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut resp = agent
+        .run(request)
+        .map_err(|e| format!("{}: {e}", req.url))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| {
+            format!(
+                "{}: reading the body (at most {MAX_RESPONSE_BYTES} bytes): {e}",
+                req.url
+            )
+        })?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl Host for HostState {
+    fn send(&mut self, req: Request, timeout_ms: u32) -> Result<Response, String> {
+        let uri: ureq::http::Uri = req.url.parse().map_err(|e| {
+            format!(
+                "url {:?}: {e}",
+                req.url.chars().take(200).collect::<String>()
+            )
+        })?;
+        let default_port = match uri.scheme_str() {
+            Some("http") => 80,
+            Some("https") => 443,
+            _ => return Err(format!("url {:?}: only http:// and https://", req.url)),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("url {:?}: no host", req.url))?;
+        let port = uri.port_u16().unwrap_or(default_port);
+        let scope = self
+            .ctx
+            .scopes
+            .get(&crate::Capability::OutboundHttp)
+            .cloned()
+            .unwrap_or_default();
+        crate::scope::allow_http(&scope, host, port)?;
+        if req.body.len() > MAX_REQUEST_BYTES || req.headers.len() > MAX_HEADERS {
+            return Err(format!(
+                "request too large: at most {MAX_REQUEST_BYTES} bytes of body and {MAX_HEADERS} headers"
+            ));
+        }
+        // Never past the call's deadline: the request's own timeout ends it there.
+        let mut timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
+        if let Some(d) = self.deadline {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        if timeout.is_zero() {
+            return Err("outbound-http refused: the call's deadline has passed".into());
+        }
+        within(self, "outbound-http.send", move || send(req, timeout))
+    }
+}

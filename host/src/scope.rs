@@ -1,0 +1,161 @@
+//! Scoped grants: what a granted capability may reach. A scope is a list of entries whose
+//! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`). A scoped
+//! capability granted with an empty scope reaches nothing; anything outside the scope is
+//! refused with a message naming it.
+
+use crate::{Capability, HostError};
+use std::collections::BTreeMap;
+
+/// The scope of each scoped capability granted (or asked for, in a manifest).
+pub type Scopes = BTreeMap<Capability, Vec<String>>;
+
+/// Most entries one scope may have.
+pub const MAX_SCOPE_ENTRIES: usize = 64;
+
+/// One `outbound-http` scope entry: a host (lowercase) and a port (None: any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// Parses `host:port`, `host:*` or `[v6]:port`.
+    pub fn parse(entry: &str) -> Result<HostPort, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "scope entry {:?}: {why} (write host:port or host:*)",
+                entry.chars().take(100).collect::<String>()
+            ))
+        };
+        let Some((host, port)) = entry.trim().rsplit_once(':') else {
+            return bad("no port");
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty()
+            || host.len() > 253
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        {
+            return bad("not a host name or address");
+        }
+        let port = match port {
+            "*" => None,
+            p => match p.parse::<u16>() {
+                Ok(p) if p > 0 => Some(p),
+                _ => return bad("port must be 1-65535 or *"),
+            },
+        };
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.host == host && self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// Checks every entry of `scopes`: only scoped capabilities, each entry valid for its
+/// capability. `origin` names where they came from in the message.
+pub fn check(scopes: &Scopes, origin: &str) -> Result<(), HostError> {
+    for (cap, entries) in scopes {
+        if !cap.scoped() {
+            return Err(HostError::Manifest(format!(
+                "{origin}: capability {cap} takes no scope"
+            )));
+        }
+        if entries.len() > MAX_SCOPE_ENTRIES {
+            return Err(HostError::Manifest(format!(
+                "{origin}: {} scope entries for {cap}, at most {MAX_SCOPE_ENTRIES}",
+                entries.len()
+            )));
+        }
+        for e in entries {
+            if *cap == Capability::OutboundHttp {
+                HostPort::parse(e)
+                    .map_err(|m| HostError::Manifest(format!("{origin}: {cap}: {m}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `outbound-http` granted with `scope` may reach `host:port`; the refusal names the
+/// scope.
+pub fn allow_http(scope: &[String], host: &str, port: u16) -> Result<(), String> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if scope
+        .iter()
+        .filter_map(|e| HostPort::parse(e).ok())
+        .any(|hp| hp.allows(&host, port))
+    {
+        return Ok(());
+    }
+    let granted = if scope.is_empty() {
+        "none".to_string()
+    } else {
+        scope.join(", ")
+    };
+    Err(format!(
+        "outbound-http: {host}:{port} is outside this plugin's scope (granted hosts: {granted}); the operator can widen it with `weir plugin grant NAME outbound-http --scope {host}:{port}`"
+    ))
+}
+
+/// A scope as one line for people (`outbound-http: a:80, b:*`).
+pub fn describe(scopes: &Scopes) -> String {
+    scopes
+        .iter()
+        .map(|(c, e)| {
+            if e.is_empty() {
+                format!("{c}: (nothing)")
+            } else {
+                format!("{c}: {}", e.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_match_and_refuse_with_the_scope_named() {
+        let scope = vec!["127.0.0.1:9090".to_string(), "Prom.Example:*".to_string()];
+        assert!(allow_http(&scope, "127.0.0.1", 9090).is_ok());
+        assert!(allow_http(&scope, "prom.example", 443).is_ok());
+        let e = allow_http(&scope, "127.0.0.1", 9091).unwrap_err();
+        assert!(e.contains("127.0.0.1:9091 is outside"), "{e}");
+        assert!(
+            e.contains("granted hosts: 127.0.0.1:9090, Prom.Example:*"),
+            "{e}"
+        );
+        assert!(
+            allow_http(&[], "a", 80)
+                .unwrap_err()
+                .contains("granted hosts: none")
+        );
+        assert!(allow_http(&["[::1]:80".into()], "[::1]", 80).is_ok());
+        for bad in ["nohost", "a:0", "a:x", ":80", "a/b:80", "user@a:80"] {
+            assert!(HostPort::parse(bad).is_err(), "{bad}");
+        }
+        let mut s = Scopes::new();
+        s.insert(Capability::Kv, vec!["x".into()]);
+        assert!(
+            check(&s, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("kv takes no scope")
+        );
+        s.clear();
+        s.insert(Capability::OutboundHttp, vec!["a/b:80".into()]);
+        assert!(check(&s, "t").unwrap_err().to_string().contains("a/b:80"));
+    }
+}
