@@ -153,6 +153,145 @@ fn load_with(
     .expect("load")
 }
 
+/// The host-call benchmark: a kv get, a records query of 100 rows and an HTTP GET to a
+/// loopback server, each through `contract-probe` (per call: the time of 200 calls less that
+/// of none, over 200) against the same work done natively in this process. Returns rows of
+/// (what, plugin us per call, native us per call).
+fn host_calls() -> Vec<(&'static str, f64, f64)> {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let records = std::sync::Arc::new(
+        weir_core::records::RecordStore::open(&tmp.path().join("records")).expect("records"),
+    );
+    let entries: Vec<weir_core::records::Entry> = (0..1000u64)
+        .map(|i| weir_core::records::Entry {
+            time_ms: 1_800_000_000_000 + i,
+            end_ms: None,
+            kind: "bench".into(),
+            text: format!("entry {i}"),
+            labels: vec![("i".into(), i.to_string())],
+            flow_filter: None,
+        })
+        .collect();
+    records.write("bench", entries).expect("write");
+    // A keep-alive loopback HTTP server answering every request with 2 bytes.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if conn.write_all(r).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let services = weir_host::Services::default();
+    let _ = services.records.set(records.clone());
+    let rt = Runtime::new(None).expect("runtime");
+    let probe = |mode: &str, repeat: u32| {
+        let bytes = wasm("contract-probe");
+        let m = manifest("contract-probe");
+        let scopes = m.scopes.clone();
+        Plugin::load(
+            &rt,
+            LoadRequest {
+                wasm: &bytes,
+                manifest: Some(m),
+                grants: &[
+                    Capability::Config,
+                    Capability::FlowFields,
+                    Capability::Records,
+                    Capability::OutboundHttp,
+                    Capability::Kv,
+                ],
+                limits: None,
+                config: BTreeMap::from([
+                    ("mode".to_string(), mode.to_string()),
+                    ("repeat".to_string(), repeat.to_string()),
+                    ("url".to_string(), url.clone()),
+                ]),
+                flows: None,
+                services: services.clone(),
+                scopes,
+            },
+        )
+        .expect("load")
+    };
+    let per_call = |mode: &str| {
+        let (none, many) = (probe(mode, 0), probe(mode, 200));
+        let empty = FlowBatch::new(&[]);
+        let t = |p: &Plugin| {
+            median(
+                (0..7)
+                    .map(|_| {
+                        let s = Instant::now();
+                        p.process(&empty).expect("probe");
+                        s.elapsed().as_secs_f64() * 1e6
+                    })
+                    .collect(),
+            )
+        };
+        (t(&many) - t(&none)) / 200.0
+    };
+    let native = |f: &dyn Fn()| {
+        median(
+            (0..7)
+                .map(|_| {
+                    let s = Instant::now();
+                    for _ in 0..200 {
+                        f();
+                    }
+                    s.elapsed().as_secs_f64() * 1e6 / 200.0
+                })
+                .collect(),
+        )
+    };
+    let kv: BTreeMap<String, Vec<u8>> = BTreeMap::from([("key".to_string(), vec![1u8; 64])]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .build()
+        .into();
+    let q = weir_core::records::RecordQuery {
+        to_ms: u64::MAX,
+        limit: 100,
+        ..Default::default()
+    };
+    vec![
+        (
+            "kv get (64 bytes)",
+            per_call("kv-get"),
+            native(&|| {
+                std::hint::black_box(kv.get("key").cloned());
+            }),
+        ),
+        (
+            "records query, 100 rows",
+            per_call("records-query"),
+            native(&|| {
+                std::hint::black_box(records.query(&q).expect("query"));
+            }),
+        ),
+        (
+            "outbound HTTP GET to a loopback server",
+            per_call("http-get"),
+            native(&|| {
+                let mut r = agent.get(&url).call().expect("get");
+                std::hint::black_box(r.body_mut().read_to_vec().expect("body"));
+            }),
+        ),
+    ]
+}
+
 fn flows(n: usize) -> Vec<Flow> {
     (0..n)
         .map(|i| {
@@ -265,6 +404,8 @@ fn main() {
                 Capability::Config,
                 Capability::FlowFields,
                 Capability::Records,
+                Capability::OutboundHttp,
+                Capability::Kv,
             ],
             BTreeMap::from([("mode".to_string(), mode.to_string())]),
         )
@@ -367,4 +508,15 @@ fn main() {
         "| ratio sankey / aggregation alone | {:.2} | |",
         sankey_ms / agg_ms
     );
+    println!();
+    println!("host calls from a plugin against the same work natively, medians of 7 x 200 calls");
+    println!();
+    println!("| host call | from the plugin, per call | natively, per call | ratio |");
+    println!("|---|---|---|---|");
+    for (what, plugin, native) in host_calls() {
+        println!(
+            "| {what} | {plugin:.1} us | {native:.1} us | {:.2} |",
+            plugin / native
+        );
+    }
 }

@@ -13,6 +13,19 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Most headers in a request.
 pub const MAX_HEADERS: usize = 64;
 
+/// One client for every plugin: connections to a granted host are reused between requests
+/// (keep-alive), never followed through a redirect.
+fn client() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .into()
+    })
+}
+
 fn send(req: Request, timeout: Duration) -> Result<Response, String> {
     let method = ureq::http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("method {:?} is not an HTTP method", req.method))?;

@@ -27,6 +27,7 @@ pub use capability::Capability;
 pub use manifest::{Kind, Limits, Manifest};
 pub use plugin::{Plugin, PluginInfo, PluginState};
 pub use runtime::{Runtime, SandboxPolicy};
+pub use state::Services;
 
 /// Locks a mutex, carrying on past poisoning (a panicked holder leaves plain data behind).
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

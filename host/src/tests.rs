@@ -1175,6 +1175,7 @@ mod contract {
         Capability::FlowFields,
         Capability::Records,
         Capability::OutboundHttp,
+        Capability::Kv,
     ];
 
     fn probe(
@@ -1259,6 +1260,7 @@ mod contract {
                 Capability::Config,
                 Capability::Records,
                 Capability::OutboundHttp,
+                Capability::Kv,
             ],
             &[],
             None,

@@ -11,12 +11,14 @@
 //!   as a record;
 //! - `http`: sends `method` (GET) to `url` through `outbound-http` and emits `http_status`
 //!   and `http_body_bytes`; `http-loop` sends forever (the deadline must stop it);
+//! - `kv-get`, `records-query`, `http-get`: `repeat` host calls of one kind (a kv get, a
+//!   records query of `page` rows, a GET of `url`), for the host-call benchmark;
 //! - `records`: writes `count` entries of kind `kind` through `records`, reads back every
 //!   entry of that kind page by page (`page`), and emits `records_written`/`records_read`.
 
 use weir_plugin_sdk::flow_processor::{
     self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
-    Processed, TimeRange, config, flow_fields, outbound_http, records,
+    Processed, TimeRange, config, flow_fields, kv, outbound_http, records,
 };
 
 struct Probe;
@@ -84,6 +86,42 @@ impl Guest for Probe {
                         break;
                     }
                 }
+            }
+            "kv-get" | "records-query" | "http-get" => {
+                let (repeat, page) = (number("repeat", 1), number("page", 100) as u32);
+                let url = config::get("url").unwrap_or_default();
+                let mut got = 0usize;
+                for _ in 0..repeat {
+                    got += match mode.as_str() {
+                        "kv-get" => kv::get("key").map_or(0, |v| v.len()),
+                        "records-query" => records::query(&records::RecordQuery {
+                            range: TimeRange {
+                                from_ms: 0,
+                                to_ms: u64::MAX,
+                            },
+                            kinds: Vec::new(),
+                            source: None,
+                            labels: Vec::new(),
+                            after_seq: 0,
+                            limit: page,
+                        })
+                        .map_err(PluginError::InvalidInput)?
+                        .len(),
+                        _ => {
+                            let req = outbound_http::Request {
+                                method: "GET".into(),
+                                url: url.clone(),
+                                headers: Vec::new(),
+                                body: Vec::new(),
+                            };
+                            outbound_http::send(&req, 5000)
+                                .map_err(PluginError::InvalidInput)?
+                                .body
+                                .len()
+                        }
+                    };
+                }
+                samples.push(sample("host_calls", &mode, got as f64));
             }
             "records" => {
                 let kind = config::get("kind").unwrap_or_else(|| "probe".into());
