@@ -5,7 +5,7 @@
 //! expects from a client.
 
 use crate::alerts::{Alert, AlertState, AlertStore, Observed};
-use crate::plugins::PluginAdmin;
+use crate::plugins::{PluginAdmin, RuleEvaluator};
 use crate::query::format_ms;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -49,38 +49,14 @@ fn now_ms() -> u64 {
     crate::query::now_ms()
 }
 
-/// Parses a rule's alert list as a run returns it (`{"result": {"alerts": [...]}}`, or the
-/// bare `{"alerts": [...]}`).
-pub fn observed_of(result: &Value) -> Vec<Observed> {
-    let alerts = if result["result"].is_object() {
-        &result["result"]["alerts"]
-    } else {
-        &result["alerts"]
-    };
-    alerts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| Observed {
-            name: a["name"].as_str().unwrap_or("alert").to_string(),
-            severity: a["severity"].as_str().unwrap_or("warning").to_string(),
-            summary: a["summary"].as_str().unwrap_or("").to_string(),
-            labels: a["labels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
 /// A rule's `window` or `for` config (a bare `0` allowed), or the default; a value that does
 /// not parse is an error naming the key.
-fn duration_of(entry: &Value, key: &str, default: Duration) -> Result<Duration, String> {
-    match entry["installed"]["config"][key].as_str() {
+fn duration_of(
+    config: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match config.get(key) {
         None => Ok(default),
         Some(raw) if raw.trim() == "0" => Ok(Duration::ZERO),
         Some(raw) => crate::query::parse_duration_ms(raw.trim())
@@ -95,40 +71,21 @@ fn duration_of(entry: &Value, key: &str, default: Duration) -> Result<Duration, 
 /// that were removed or disabled resolve; a rule that fails keeps its alerts as they are (no
 /// flapping to resolved) and its error is kept for the alerts API.
 pub fn evaluate_all(
-    plugins: &dyn PluginAdmin,
+    plugins: &dyn RuleEvaluator,
     store: &AlertStore,
     cfg: &AlertingConfig,
 ) -> Vec<Alert> {
     let mut changed = Vec::new();
-    let list = plugins.list();
     let mut installed = std::collections::BTreeSet::new();
-    // Entries as `GET /api/v1/plugins` lists them: installed (manifest, enabled, config) and
-    // loaded (state, calls, ...).
-    for entry in list.as_array().into_iter().flatten() {
-        let manifest = &entry["installed"]["manifest"];
-        let Some(name) = manifest["name"].as_str() else {
-            continue;
-        };
-        if manifest["kind"] != "alert-rule" || entry["installed"]["enabled"] != true {
-            continue;
-        }
-        installed.insert(name.to_string());
-        if entry["loaded"]["state"]["state"] != "enabled" {
-            // Not loaded (its load error), or disabled after repeated failures (the reason).
-            let state = &entry["loaded"]["state"];
-            let why = match (entry["load_error"].as_str(), state["reason"].as_str()) {
-                (Some(e), _) => format!("not loaded: {e}"),
-                (None, Some(r)) => format!("disabled by the agent: {r}"),
-                (None, None) => format!(
-                    "plugin is {}",
-                    state["state"].as_str().unwrap_or("not loaded")
-                ),
-            };
+    for rule in plugins.alert_rules() {
+        let name = rule.name.as_str();
+        installed.insert(rule.name.clone());
+        if let Some(why) = rule.unavailable {
             store.set_rule_error(name, Some(why));
             continue;
         }
-        let durations = duration_of(entry, "window", cfg.window)
-            .and_then(|w| Ok((w, duration_of(entry, "for", cfg.for_)?)));
+        let durations = duration_of(&rule.config, "window", cfg.window)
+            .and_then(|w| Ok((w, duration_of(&rule.config, "for", cfg.for_)?)));
         let (window, for_) = match durations {
             Ok(d) => d,
             Err(e) => {
@@ -138,11 +95,9 @@ pub fn evaluate_all(
             }
         };
         let to = now_ms();
-        let req = json!({"from_ms": to.saturating_sub(window.as_millis() as u64), "to_ms": to});
-        match plugins.run(name, &req) {
-            Ok(result) => {
+        match plugins.evaluate_rule(name, to.saturating_sub(window.as_millis() as u64), to) {
+            Ok(observed) => {
                 store.set_rule_error(name, None);
-                let observed = observed_of(&result);
                 changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
             }
             Err(e) => {
@@ -382,17 +337,5 @@ mod tests {
         assert_eq!(b[0]["labels"]["interface"], "eth0");
         assert_eq!(b[0]["startsAt"], "1970-01-01T00:00:02.000Z");
         assert_eq!(b[0]["endsAt"], "1970-01-01T00:00:03.000Z");
-        let o = observed_of(
-            &json!({"alerts": [{"name": "n", "severity": "info", "summary": "x", "labels": {"a": "b"}}]}),
-        );
-        assert_eq!(o[0].labels["a"], "b");
-        // As the plugin runner answers: wrapped in "result".
-        let w = observed_of(
-            &json!({"plugin": "p", "kind": "alert-rule", "result": {"alerts": [{"name": "m"}]}}),
-        );
-        assert_eq!(
-            (w.len(), w[0].name.as_str(), w[0].severity.as_str()),
-            (1, "m", "warning")
-        );
     }
 }

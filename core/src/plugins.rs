@@ -1,7 +1,31 @@
 //! What the plugin host offers the API, without the API seeing wasmtime types.
 
+/// An installed, enabled alert rule as alerting sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleInfo {
+    pub name: String,
+    /// The operator's config of the rule (`window`, `for`, thresholds...).
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Why it cannot be evaluated now (not loaded, or disabled by the agent); None: ready.
+    pub unavailable: Option<String>,
+}
+
+/// The plugin port alerting uses: typed rules and results and typed errors, so no caller
+/// walks the JSON the HTTP API returns (JSON stays at the HTTP edge).
+pub trait RuleEvaluator: Send + Sync {
+    /// Every installed, enabled alert rule.
+    fn alert_rules(&self) -> Vec<RuleInfo>;
+    /// Evaluates rule `name` over `[from_ms, to_ms]`.
+    fn evaluate_rule(
+        &self,
+        name: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::alerts::Observed>, RunError>;
+}
+
 /// Plugin management, as the HTTP API uses it. Errors are user-facing messages.
-pub trait PluginAdmin: PluginRunner + Send + Sync {
+pub trait PluginAdmin: PluginRunner + RuleEvaluator + Send + Sync {
     /// Installed plugins with what they asked for and got, state and recent errors (JSON).
     fn list(&self) -> serde_json::Value;
     /// Names of the plugins built into the binary (installable as `bundled:NAME`).

@@ -34,13 +34,11 @@ fn send(req: Request, timeout: Duration) -> Result<Response, String> {
         b = b.header(k.as_str(), v.as_str());
     }
     let request = b.body(req.body).map_err(|e| format!("request: {e}"))?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
+    let request = client()
+        .configure_request(request)
         .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut resp = agent
+        .build();
+    let mut resp = client()
         .run(request)
         .map_err(|e| format!("{}: {e}", req.url))?;
     let status = resp.status().as_u16();

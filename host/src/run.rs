@@ -92,11 +92,7 @@ pub fn view_json(v: &wit::View) -> Value {
 }
 
 pub fn alert_json(a: &wit::Alert) -> Value {
-    let severity = match a.severity {
-        wit::Severity::Info => "info",
-        wit::Severity::Warning => "warning",
-        wit::Severity::Critical => "critical",
-    };
+    let severity = severity_name(a.severity);
     json!({"name": a.name, "severity": severity, "summary": a.summary, "labels": labels_json(&a.labels), "time_ms": a.time_ms})
 }
 
@@ -186,6 +182,67 @@ impl Registry {
             )));
         }
         Ok(p)
+    }
+}
+
+impl weir_core::plugins::RuleEvaluator for Registry {
+    fn alert_rules(&self) -> Vec<weir_core::plugins::RuleInfo> {
+        self.list()
+            .into_iter()
+            .filter(|l| l.installed.manifest.kind == Kind::AlertRule && l.installed.enabled)
+            .map(|l| {
+                let unavailable = match (&l.load_error, &l.loaded) {
+                    (Some(e), _) => Some(format!("not loaded: {e}")),
+                    (None, Some(info)) => match &info.state {
+                        crate::PluginState::Enabled => None,
+                        crate::PluginState::Disabled(r) => {
+                            Some(format!("disabled by the agent: {r}"))
+                        }
+                    },
+                    (None, None) => Some("plugin is not loaded".to_string()),
+                };
+                weir_core::plugins::RuleInfo {
+                    name: l.installed.manifest.name.clone(),
+                    config: l.installed.config.clone(),
+                    unavailable,
+                }
+            })
+            .collect()
+    }
+
+    fn evaluate_rule(
+        &self,
+        name: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<weir_core::alerts::Observed>, RunError> {
+        let p = self.loaded_named(name)?;
+        if p.manifest().kind != Kind::AlertRule {
+            return Err(RunError::BadRequest(format!(
+                "plugin '{name}' is a {}, not an alert rule",
+                p.manifest().kind.world()
+            )));
+        }
+        let alerts = p
+            .evaluate(wit::TimeRange { from_ms, to_ms })
+            .map_err(host_err)?;
+        Ok(alerts
+            .into_iter()
+            .map(|a| weir_core::alerts::Observed {
+                severity: severity_name(a.severity).to_string(),
+                name: a.name,
+                summary: a.summary,
+                labels: a.labels.into_iter().collect(),
+            })
+            .collect())
+    }
+}
+
+fn severity_name(s: wit::Severity) -> &'static str {
+    match s {
+        wit::Severity::Info => "info",
+        wit::Severity::Warning => "warning",
+        wit::Severity::Critical => "critical",
     }
 }
 
