@@ -1,6 +1,6 @@
 //! A weir summarizer: bytes per source address (sampling scaled back), exact and mergeable
 //! across nodes. The snapshot is plain text, `address bytes` per line; `query` answers a
-//! table sorted by address. (`weir plugin new --kind summarizer` starts from this file; weir
+//! table sorted by address. (`weir plugin new summarizer NAME` starts from this file; weir
 //! builds it as its `src-bytes` test fixture.)
 
 use std::cell::RefCell;
