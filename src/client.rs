@@ -579,6 +579,85 @@ pub fn alerts(a: AlertsArgs) -> Result<()> {
 }
 
 #[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The check plugin to run (installed, kind `check`).
+    name: String,
+    /// Start of the window: -15m, 2h, now, Unix time, or 2026-01-31T12:00:00Z.
+    #[arg(long, default_value = "-5m", allow_hyphen_values = true)]
+    from: String,
+    /// End of the window (default: now).
+    #[arg(long, allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Print the verdict as JSON (`pass`, `summary`, `table`).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+/// `weir check NAME`: runs a check plugin over a window. Ok(true) when it passes; the exit
+/// code is 0 on pass, 1 on fail, 2 when the check could not run.
+pub fn check(a: CheckArgs) -> Result<bool> {
+    use weir_core::query::{now_ms, parse_time};
+    let now = now_ms();
+    let from = parse_time(&a.from, now).map_err(|e| BadRequest(format!("--from: {e}")))?;
+    let to = match &a.to {
+        Some(t) => parse_time(t, now).map_err(|e| BadRequest(format!("--to: {e}")))?,
+        None => now,
+    };
+    let v = post_json(
+        &a.server,
+        &format!("/api/v1/plugins/{}/run", a.name),
+        &serde_json::json!({"from_ms": from, "to_ms": to}),
+    )?;
+    if v["kind"] != "check" {
+        return Err(BadRequest(format!(
+            "{} is not a check (its kind: {})",
+            a.name,
+            v["kind"].as_str().unwrap_or("unknown")
+        ))
+        .into());
+    }
+    let r = &v["result"];
+    let pass = r["pass"]
+        .as_bool()
+        .context("the check answered no verdict")?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, r)?;
+        writeln!(out)?;
+        return Ok(pass);
+    }
+    writeln!(
+        out,
+        "{} {}: {}",
+        if pass { "PASS" } else { "FAIL" },
+        a.name,
+        r["summary"].as_str().unwrap_or("")
+    )?;
+    let columns: Vec<String> = r["table"]["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c.as_str().unwrap_or("").to_string())
+        .collect();
+    let rows = r["table"]["rows"].as_array().cloned().unwrap_or_default();
+    if !rows.is_empty() {
+        writeln!(out, "{}", columns.join("\t"))?;
+        for row in rows {
+            let cells: Vec<String> = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or("").escape_debug().to_string())
+                .collect();
+            writeln!(out, "{}", cells.join("\t"))?;
+        }
+    }
+    Ok(pass)
+}
+
+#[derive(Args, Debug)]
 pub struct RecordsArgs {
     /// Only these kinds, comma-separated (annotation, ovs-flow, k8s-event, ...).
     #[arg(long)]

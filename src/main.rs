@@ -62,6 +62,9 @@ enum Command {
     Alerts(client::AlertsArgs),
     /// Records the agent keeps beside flows: decoded records, events, plugin annotations.
     Records(client::RecordsArgs),
+    /// Run a check plugin over a window: exit 0 on pass, 1 on fail, 2 when it cannot run
+    /// (for CI: `weir check port-allowlist --from -1h || exit 1`).
+    Check(client::CheckArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
@@ -72,6 +75,17 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
+        // A verdict is an exit code: 0 pass, 1 fail, 2 could not run.
+        Command::Check(a) => {
+            return match client::check(a) {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("weir: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         Command::Agent(a) => {
             purge_freed_memory_at_once();
             agent::run(*a)

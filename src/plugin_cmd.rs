@@ -154,7 +154,7 @@ enum PluginCommand {
     /// alert rule in Python or JavaScript: `weir plugin new alert-rule my-rule --lang python`.
     /// Then `weir plugin build my-rule --install`.
     New {
-        /// flow-processor, visualization, alert-rule, correlator, decoder or summarizer.
+        /// flow-processor, visualization, alert-rule, correlator, decoder, summarizer or check.
         kind: String,
         /// Plugin name (a-z, 0-9, '-'); also the directory created.
         name: String,
@@ -731,6 +731,9 @@ impl Guest for Plugin {
 decoder::export!(Plugin);
 "#;
 
+/// The check scaffold is the `port-allowlist` check itself, so the tests build and run it.
+const CHECK: &str = include_str!("../plugins/port-allowlist/src/lib.rs");
+
 /// The summarizer scaffold is the `src-bytes` fixture itself, so the tests build and run it.
 const SUMMARIZER: &str = include_str!("../plugins/src-bytes/src/lib.rs");
 
@@ -777,8 +780,9 @@ fn scaffold(
         "correlator" => (CORRELATOR, "[]"),
         "decoder" => (DECODER, "[]"),
         "summarizer" => (SUMMARIZER, "[]"),
+        "check" => (CHECK, "[\"flows\", \"timeline\", \"config\"]"),
         other => bail!(
-            "unknown plugin kind '{other}': use flow-processor, visualization, alert-rule, correlator, decoder or summarizer"
+            "unknown plugin kind '{other}': use flow-processor, visualization, alert-rule, correlator, decoder, summarizer or check"
         ),
     };
     if name.is_empty()

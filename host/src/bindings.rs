@@ -19,6 +19,7 @@ pub mod flow_processor {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
             "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
@@ -37,6 +38,7 @@ pub mod visualization {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
             "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
@@ -56,6 +58,7 @@ pub mod alert_rule {
         with: {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
             "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
@@ -77,6 +80,7 @@ pub mod correlator {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
             "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
@@ -109,11 +113,32 @@ pub mod summarizer {
             "weir:plugin/types": super::imports::weir::plugin::types,
             "weir:plugin/batch": super::imports::weir::plugin::batch,
             "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/kv": super::imports::weir::plugin::kv,
             "weir:plugin/clock": super::imports::weir::plugin::clock,
             "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
+pub mod check {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "check",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/timeline": super::imports::weir::plugin::timeline,
+            "weir:plugin/flows": super::imports::weir::plugin::flows,
+            "weir:plugin/flow-stats": super::imports::weir::plugin::flow_stats,
+            "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
+            "weir:plugin/records": super::imports::weir::plugin::records,
+            "weir:plugin/outbound-http": super::imports::weir::plugin::outbound_http,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
         },
     });
 }

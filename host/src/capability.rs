@@ -14,12 +14,13 @@ pub enum Capability {
     FlowFields,
     Records,
     OutboundHttp,
+    Timeline,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -28,6 +29,7 @@ impl Capability {
         Capability::FlowFields,
         Capability::Records,
         Capability::OutboundHttp,
+        Capability::Timeline,
         Capability::Clock,
         Capability::Config,
     ];
@@ -43,6 +45,7 @@ impl Capability {
             Capability::FlowFields => "flow-fields",
             Capability::Records => "records",
             Capability::OutboundHttp => "outbound-http",
+            Capability::Timeline => "timeline",
             Capability::Clock => "clock",
             Capability::Config => "config",
         }

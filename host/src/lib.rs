@@ -20,6 +20,7 @@ pub mod scope;
 pub mod signing;
 mod state;
 pub mod summary;
+mod timeline;
 pub mod workers;
 
 pub use batch::FlowBatch;

@@ -21,6 +21,7 @@ pub enum Kind {
     Correlator,
     Decoder,
     Summarizer,
+    Check,
 }
 
 impl Kind {
@@ -32,6 +33,7 @@ impl Kind {
             Kind::Correlator => "correlator",
             Kind::Decoder => "decoder",
             Kind::Summarizer => "summarizer",
+            Kind::Check => "check",
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::batch::FlowBatch;
 use crate::bindings::{
-    alert_rule, correlator, decoder, flow_processor, summarizer, types as wit, visualization,
+    alert_rule, check, correlator, decoder, flow_processor, summarizer, types as wit, visualization,
 };
 use crate::capability::Capability;
 use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
@@ -92,6 +92,7 @@ enum Pre {
     Correlator(correlator::CorrelatorPre<HostState>),
     Decoder(decoder::DecoderPre<HostState>),
     Summarizer(summarizer::SummarizerPre<HostState>),
+    Check(check::CheckPre<HostState>),
 }
 
 #[derive(Default)]
@@ -296,6 +297,7 @@ impl Plugin {
                 Pre::Correlator(correlator::CorrelatorPre::new(pre).map_err(world_err)?)
             }
             Kind::Decoder => Pre::Decoder(decoder::DecoderPre::new(pre).map_err(world_err)?),
+            Kind::Check => Pre::Check(check::CheckPre::new(pre).map_err(world_err)?),
             Kind::Summarizer => {
                 Pre::Summarizer(summarizer::SummarizerPre::new(pre).map_err(world_err)?)
             }
@@ -962,6 +964,21 @@ impl Plugin {
         Ok(view)
     }
 
+    /// check: a verdict over a window (pass or fail, a summary, the evidence as a table).
+    pub fn check(&self, window: wit::TimeRange) -> Result<check::Verdict, HostError> {
+        let Pre::Check(pre) = &self.pre else {
+            return Err(self.wrong_kind("check"));
+        };
+        let verdict = self.run(|store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.call_check(&mut *store, window)
+        })?;
+        self.too_big(
+            view_size(&wit::View::Table(verdict.table.clone())).plus(Size::text(&verdict.summary)),
+        )?;
+        Ok(verdict)
+    }
+
     /// visualization: draw a view.
     pub fn render(&self, req: &wit::RenderRequest) -> Result<wit::View, HostError> {
         let Pre::Visualization(pre) = &self.pre else {
@@ -1165,6 +1182,9 @@ fn link_granted(
             Capability::Kv => p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Flows => {
                 p::flows::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Timeline => {
+                p::timeline::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
             Capability::OutboundHttp => {
                 p::outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?

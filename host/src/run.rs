@@ -282,6 +282,20 @@ impl PluginRunner for Registry {
                     .map_err(host_err)?;
                 json!({"alerts": alerts.iter().map(alert_json).collect::<Vec<_>>()})
             }
+            Kind::Check => {
+                let w = req.window()?;
+                let v = p
+                    .check(wit::TimeRange {
+                        from_ms: w.from_ms,
+                        to_ms: w.to_ms,
+                    })
+                    .map_err(host_err)?;
+                json!({
+                    "pass": v.pass,
+                    "summary": v.summary,
+                    "table": {"columns": v.table.columns, "rows": v.table.rows},
+                })
+            }
             Kind::Visualization => {
                 let w = req.window()?;
                 let view = p

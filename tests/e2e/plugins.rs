@@ -300,6 +300,7 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
         ("correlator", "my-corr"),
         ("decoder", "my-dec"),
         ("summarizer", "my-sum"),
+        ("check", "my-check"),
     ];
     for (kind, name) in kinds {
         let out = Command::new(WEIR)
@@ -398,6 +399,57 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
         "{v}"
     );
     assert!(v["result"]["snapshot_bytes"].as_u64() > Some(0), "{v}");
+    // check: a verdict as an exit code. The flows went to port 0, which the scaffold's
+    // allow-list (53, 80, 443) does not have: fail (1), with the port in the table and on the
+    // timeline; an empty window passes (0); a plugin of another kind cannot be checked (2).
+    let check = |args: &[&str]| {
+        let out = Command::new(WEIR)
+            .arg("check")
+            .args(args)
+            .env("WEIR_SERVER", a.url(""))
+            .output()
+            .expect("weir check");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = check(&["my-check", "--from", "-10m"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("FAIL my-check: 1 ports not allowed"),
+        "{out}"
+    );
+    assert!(out.contains("DstPort\tBytes\tFlows\n0\t30\t3"), "{out}");
+    let (code, out, err) = check(&[
+        "my-check",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2020-01-01T01:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["pass"], true, "{v}");
+    let (code, _, err) = check(&["my-rule"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("my-rule is not a check (its kind: alert-rule)"),
+        "{err}"
+    );
+    let marks = a.ok("/api/v1/records", &[("kind", "timeline"), ("from", "-1h")]);
+    let marks = marks["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0]["source"], "my-check");
+    assert_eq!(marks[0]["flow_filter"], "DstPort=0");
+    assert!(
+        marks[0]["labels"]
+            .to_string()
+            .contains(r#"["lane","port-allowlist"]"#),
+        "{marks:?}"
+    );
     // flow-processor over the window, visualization, alert-rule: all through the CLI too.
     for (name, want) in [
         ("my-proc", "my_proc_bytes {} 30.0"),

@@ -224,7 +224,9 @@ pub mod flow_processor {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, kv, log, metrics, outbound_http, records};
+    pub use self::weir::plugin::{
+        clock, config, kv, log, metrics, outbound_http, records, timeline,
+    };
     field_helpers!();
     batch_view!();
 }
@@ -240,7 +242,7 @@ pub mod visualization {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, kv, log, outbound_http, records,
+        clock, config, flow_stats, flows, kv, log, outbound_http, records, timeline,
     };
     field_helpers!();
 
@@ -363,7 +365,7 @@ pub mod alert_rule {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, kv, log, metrics, outbound_http, records,
+        clock, config, flow_stats, flows, kv, log, metrics, outbound_http, records, timeline,
     };
     field_helpers!();
 
@@ -627,7 +629,7 @@ pub mod correlator {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log, outbound_http, records};
+    pub use self::weir::plugin::{clock, config, flows, kv, log, outbound_http, records, timeline};
     field_helpers!();
     batch_view!();
 }
@@ -657,9 +659,27 @@ pub mod summarizer {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, kv, log, records};
+    pub use self::weir::plugin::{clock, config, kv, log, records, timeline};
     field_helpers!();
     batch_view!();
+}
+
+/// The check world: a window in, a verdict out (pass or fail, a summary, the evidence as a
+/// table); `weir check NAME` turns it into an exit code for CI.
+pub mod check {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "check",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin_sdk::check",
+    });
+    pub use self::weir::plugin::flow_stats::{GroupStats, Measure, Rank};
+    pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{
+        clock, config, flow_stats, flows, kv, log, outbound_http, records, timeline,
+    };
+    field_helpers!();
 }
 
 /// An address from its WIT form (IPv4-mapped addresses become IPv4).
