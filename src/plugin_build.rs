@@ -67,14 +67,69 @@ fn world_of(dir: &Path) -> Result<String> {
 }
 
 /// Makes sure the project sees weir's WIT package (written when missing; a copy already there
-/// is the version the project was written against and is left alone).
+/// is the version the project was written against and is left alone). A project written
+/// against an earlier compatible version (`weir:plugin@0.1.x` in wit/world.wit) gets this
+/// version's package under the name it uses: compatible versions only add, so every
+/// interface it names is there, unchanged, and the host links its imports by semver.
 fn ensure_wit(dir: &Path) -> Result<()> {
     let p = dir.join("wit/deps/weir-plugin/plugin.wit");
-    if !p.exists() {
-        std::fs::create_dir_all(p.parent().unwrap_or(dir))?;
-        std::fs::write(&p, WIT).with_context(|| format!("writing {}", p.display()))?;
+    if p.exists() {
+        return Ok(());
     }
+    let world = dir.join("wit/world.wit");
+    let text = std::fs::read_to_string(&world).unwrap_or_default();
+    let current = wit_version();
+    let wanted = wit_version_used(&text).unwrap_or_else(|| current.to_string());
+    let wit = if wanted == current {
+        WIT.to_string()
+    } else if compatible(&wanted, current) {
+        WIT.replacen(
+            &format!("package weir:plugin@{current};"),
+            &format!("package weir:plugin@{wanted};"),
+            1,
+        )
+    } else {
+        bail!(
+            "{} uses weir:plugin@{wanted}; this weir builds against {current} and versions compatible with it (the same 0.x minor, not newer)",
+            world.display()
+        );
+    };
+    std::fs::create_dir_all(p.parent().unwrap_or(dir))?;
+    std::fs::write(&p, wit).with_context(|| format!("writing {}", p.display()))?;
     Ok(())
+}
+
+/// The `weir:plugin` version a world file names (`weir:plugin/log@0.1.1` -> `0.1.1`).
+fn wit_version_used(world: &str) -> Option<String> {
+    let at = world.find("weir:plugin/")?;
+    let rest = &world[at..];
+    let v = rest.split('@').nth(1)?;
+    let v: String = v
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let v = v.trim_end_matches('.').to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+/// Whether a project written against `old` builds against `new`: same 0.x minor (or same
+/// major from 1.0), and not newer.
+fn compatible(old: &str, new: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut it = v.split('.').map(|x| x.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    };
+    match (parse(old), parse(new)) {
+        (Some(o), Some(n)) => {
+            let same_line = if o.0 == 0 {
+                o.0 == n.0 && o.1 == n.1
+            } else {
+                o.0 == n.0
+            };
+            same_line && o <= n
+        }
+        _ => false,
+    }
 }
 
 /// A tool from an environment variable, else from PATH; the error says how to get it.
@@ -414,6 +469,40 @@ pub fn scaffold_script(kind: &str, name: &str, lang: Lang, root: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn projects_of_an_earlier_compatible_wit_get_it_under_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = |v: &str| {
+            format!(
+                "package local:x;\nworld alert-rule {{\n    import weir:plugin/flows@{v};\n}}\n"
+            )
+        };
+        std::fs::create_dir_all(dir.path().join("wit")).unwrap();
+        std::fs::write(dir.path().join("wit/world.wit"), world("0.1.1")).unwrap();
+        ensure_wit(dir.path()).unwrap();
+        let got =
+            std::fs::read_to_string(dir.path().join("wit/deps/weir-plugin/plugin.wit")).unwrap();
+        assert!(
+            got.contains("package weir:plugin@0.1.1;"),
+            "{}",
+            &got[..400]
+        );
+        assert!(got.contains("interface flows"));
+        // Newer, or another 0.x minor: refused with both versions named.
+        for v in ["0.2.0", "9.9.9"] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(d.path().join("wit")).unwrap();
+            std::fs::write(d.path().join("wit/world.wit"), world(v)).unwrap();
+            let e = ensure_wit(d.path()).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("weir:plugin@{v}")) && e.contains(wit_version()),
+                "{e}"
+            );
+        }
+        assert!(compatible("0.1.0", "0.1.2") && !compatible("0.1.3", "0.1.2"));
+        assert!(!compatible("0.1.0", "0.2.0") && compatible("1.0.0", "1.4.0"));
+    }
 
     #[test]
     fn scaffolds_name_their_world_and_projects_are_detected() {

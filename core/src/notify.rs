@@ -49,6 +49,9 @@ fn now_ms() -> u64 {
     crate::query::now_ms()
 }
 
+/// Rules evaluated at once, each on its own thread.
+pub const MAX_PARALLEL_RULES: usize = 16;
+
 /// A rule's `window` or `for` config (a bare `0` allowed), or the default; a value that does
 /// not parse is an error naming the key.
 fn duration_of(
@@ -77,6 +80,8 @@ pub fn evaluate_all(
 ) -> Vec<Alert> {
     let mut changed = Vec::new();
     let mut installed = std::collections::BTreeSet::new();
+    // (rule, window, for) of the rules that can run now.
+    let mut ready = Vec::new();
     for rule in plugins.alert_rules() {
         let name = rule.name.as_str();
         installed.insert(rule.name.clone());
@@ -86,26 +91,44 @@ pub fn evaluate_all(
         }
         let durations = duration_of(&rule.config, "window", cfg.window)
             .and_then(|w| Ok((w, duration_of(&rule.config, "for", cfg.for_)?)));
-        let (window, for_) = match durations {
-            Ok(d) => d,
+        match durations {
+            Ok((window, for_)) => ready.push((rule.name, window, for_)),
             Err(e) => {
                 tracing::warn!(rule = name, error = %e, "alert rule skipped");
                 store.set_rule_error(name, Some(e));
-                continue;
-            }
-        };
-        let to = now_ms();
-        match plugins.evaluate_rule(name, to.saturating_sub(window.as_millis() as u64), to) {
-            Ok(observed) => {
-                store.set_rule_error(name, None);
-                changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
-            }
-            Err(e) => {
-                tracing::warn!(rule = name, error = %e, "alert rule failed");
-                store.set_rule_error(name, Some(e.to_string()));
             }
         }
     }
+    // Every rule on a thread of its own, its alerts applied as soon as it answers: a rule
+    // that runs to its deadline delays no other rule's alerts.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for chunk in ready.chunks(MAX_PARALLEL_RULES) {
+            for (name, window, for_) in chunk {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let to = now_ms();
+                    let from = to.saturating_sub(window.as_millis() as u64);
+                    let _ = tx.send((name, *for_, plugins.evaluate_rule(name, from, to)));
+                });
+            }
+            for _ in 0..chunk.len() {
+                let Ok((name, for_, result)) = rx.recv() else {
+                    break;
+                };
+                match result {
+                    Ok(observed) => {
+                        store.set_rule_error(name, None);
+                        changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
+                    }
+                    Err(e) => {
+                        tracing::warn!(rule = %name, error = %e, "alert rule failed");
+                        store.set_rule_error(name, Some(e.to_string()));
+                    }
+                }
+            }
+        }
+    });
     // Rules removed or disabled: nothing will report their alerts again.
     for rule in store.rules() {
         if !installed.contains(&rule) {
@@ -314,6 +337,58 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::Observed;
+    use crate::plugins::{RuleInfo, RunError};
+
+    /// Rules named `slow-*` answer after 1 s, the others at once; each reports one alert.
+    struct Rules(Vec<&'static str>);
+
+    impl RuleEvaluator for Rules {
+        fn alert_rules(&self) -> Vec<RuleInfo> {
+            self.0
+                .iter()
+                .map(|n| RuleInfo {
+                    name: n.to_string(),
+                    config: [("for".to_string(), "0".to_string())].into(),
+                    unavailable: None,
+                })
+                .collect()
+        }
+
+        fn evaluate_rule(&self, name: &str, _: u64, _: u64) -> Result<Vec<Observed>, RunError> {
+            if name.starts_with("slow") {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(vec![Observed {
+                name: format!("{name}-alert"),
+                severity: "warning".into(),
+                summary: String::new(),
+                labels: Default::default(),
+            }])
+        }
+    }
+
+    #[test]
+    fn rules_are_evaluated_side_by_side_so_a_slow_one_delays_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AlertStore::open(dir.path(), Vec::new()).unwrap();
+        let cfg = AlertingConfig {
+            interval: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+            for_: Duration::ZERO,
+            sinks: Vec::new(),
+            generator_url: String::new(),
+        };
+        let rules = Rules(vec!["slow-a", "slow-b", "slow-c", "fast"]);
+        let t = std::time::Instant::now();
+        let changed = evaluate_all(&rules, &store, &cfg);
+        let took = t.elapsed();
+        // One after another this took over 3 s; side by side, about the slowest one.
+        assert!(took < Duration::from_millis(1900), "{took:?}");
+        assert_eq!(changed.len(), 4, "{changed:?}");
+        // The fast rule's alert was applied first, not after the slow ones.
+        assert_eq!(changed[0].rule, "fast", "{changed:?}");
+    }
 
     #[test]
     fn alertmanager_body_has_labels_and_times() {
