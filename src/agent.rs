@@ -63,8 +63,8 @@ pub struct AgentArgs {
     /// Drop the oldest partitions while the store is larger than this (0: no limit).
     #[arg(long, default_value = "10GiB", value_parser = units::size)]
     retention_size: u64,
-    /// Most records (decoded records, events, annotations) kept; the oldest go first. They
-    /// are also dropped past --retention-age.
+    /// Most records (decoded records, events, annotations) kept; the oldest go first (0: no
+    /// limit). They are also dropped past --retention-age.
     #[arg(long, default_value_t = 1_000_000)]
     records_max: usize,
     /// Length of one storage partition (the unit retention drops).

@@ -49,8 +49,9 @@ fn now_ms() -> u64 {
     crate::query::now_ms()
 }
 
-/// Rules evaluated at once, each on its own thread.
-pub const MAX_PARALLEL_RULES: usize = 16;
+/// Rules evaluated at once (each a worker thread); rules reach the store through the host's
+/// few query workers, so more would only wait there.
+pub const MAX_PARALLEL_RULES: usize = 4;
 
 /// A rule's `window` or `for` config (a bare `0` allowed), or the default; a value that does
 /// not parse is an error naming the key.
@@ -99,32 +100,45 @@ pub fn evaluate_all(
             }
         }
     }
-    // Every rule on a thread of its own, its alerts applied as soon as it answers: a rule
-    // that runs to its deadline delays no other rule's alerts.
+    // Rules side by side on a few workers, each rule's alerts applied as soon as it answers:
+    // a rule that runs to its deadline holds one worker, not the other rules. A rule that
+    // panics is a failed evaluation, never a stuck loop.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();
-        for chunk in ready.chunks(MAX_PARALLEL_RULES) {
-            for (name, window, for_) in chunk {
-                let tx = tx.clone();
-                scope.spawn(move || {
+        for _ in 0..ready.len().min(MAX_PARALLEL_RULES) {
+            let (tx, ready, next) = (tx.clone(), &ready, &next);
+            scope.spawn(move || {
+                while let Some((name, window, for_)) =
+                    ready.get(next.fetch_add(1, Ordering::SeqCst))
+                {
                     let to = now_ms();
                     let from = to.saturating_sub(window.as_millis() as u64);
-                    let _ = tx.send((name, *for_, plugins.evaluate_rule(name, from, to)));
-                });
-            }
-            for _ in 0..chunk.len() {
-                let Ok((name, for_, result)) = rx.recv() else {
-                    break;
-                };
-                match result {
-                    Ok(observed) => {
-                        store.set_rule_error(name, None);
-                        changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        plugins.evaluate_rule(name, from, to)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(crate::plugins::RunError::Failed(format!(
+                            "evaluating rule {name} panicked in the host"
+                        )))
+                    });
+                    if tx.send((name, *for_, result)).is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        tracing::warn!(rule = %name, error = %e, "alert rule failed");
-                        store.set_rule_error(name, Some(e.to_string()));
-                    }
+                }
+            });
+        }
+        // Every worker holds a sender; when all are done, the loop ends.
+        drop(tx);
+        for (name, for_, result) in rx {
+            match result {
+                Ok(observed) => {
+                    store.set_rule_error(name, None);
+                    changed.extend(apply(store, name, &observed, for_.as_millis() as u64));
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %name, error = %e, "alert rule failed");
+                    store.set_rule_error(name, Some(e.to_string()));
                 }
             }
         }
@@ -359,6 +373,9 @@ mod tests {
             if name.starts_with("slow") {
                 std::thread::sleep(Duration::from_secs(1));
             }
+            if name == "panics" {
+                panic!("a rule adapter bug");
+            }
             Ok(vec![Observed {
                 name: format!("{name}-alert"),
                 severity: "warning".into(),
@@ -379,15 +396,27 @@ mod tests {
             sinks: Vec::new(),
             generator_url: String::new(),
         };
-        let rules = Rules(vec!["slow-a", "slow-b", "slow-c", "fast"]);
+        let rules = Rules(vec![
+            "slow-a", "slow-b", "slow-c", "fast", "panics", "fast-2",
+        ]);
         let t = std::time::Instant::now();
         let changed = evaluate_all(&rules, &store, &cfg);
         let took = t.elapsed();
         // One after another this took over 3 s; side by side, about the slowest one.
         assert!(took < Duration::from_millis(1900), "{took:?}");
-        assert_eq!(changed.len(), 4, "{changed:?}");
-        // The fast rule's alert was applied first, not after the slow ones.
-        assert_eq!(changed[0].rule, "fast", "{changed:?}");
+        assert_eq!(changed.len(), 5, "{changed:?}");
+        // The fast rules' alerts were applied first, not after the slow ones.
+        let first: Vec<&str> = changed[..2].iter().map(|a| a.rule.as_str()).collect();
+        assert!(
+            first.contains(&"fast") && first.contains(&"fast-2"),
+            "{changed:?}"
+        );
+        // A panicking rule is a failed evaluation with its error kept, and the loop went on.
+        assert!(
+            store.rule_errors()["panics"].contains("panicked"),
+            "{:?}",
+            store.rule_errors()
+        );
     }
 
     #[test]

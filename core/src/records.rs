@@ -143,6 +143,9 @@ pub struct RecordStore {
     db: sled::Db,
     entries: sled::Tree,
     by_time: sled::Tree,
+    /// One write at a time: sequence numbers reach the disk in the order they are handed
+    /// out, so a reader paging by sequence never skips one written late.
+    writing: std::sync::Mutex<()>,
 }
 
 fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
@@ -160,6 +163,7 @@ impl RecordStore {
             entries: db.open_tree("entries")?,
             by_time: db.open_tree("by_time")?,
             db,
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -175,6 +179,7 @@ impl RecordStore {
         for (i, e) in entries.iter().enumerate() {
             e.check(&format!("entry {i}"))?;
         }
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut seqs = Vec::with_capacity(entries.len());
         let mut batch = sled::Batch::default();
         let mut times = sled::Batch::default();
@@ -190,8 +195,10 @@ impl RecordStore {
             batch.insert(&seq.to_be_bytes(), serde_json::to_vec(&stored)?);
             seqs.push(seq);
         }
-        self.entries.apply_batch(batch)?;
+        // The time index first: a crash between the two leaves index keys without entries
+        // (invisible to queries, dropped by retention), never entries retention cannot find.
         self.by_time.apply_batch(times)?;
+        self.entries.apply_batch(batch)?;
         self.db.flush()?;
         Ok(seqs)
     }
@@ -231,8 +238,8 @@ impl RecordStore {
         Ok(out)
     }
 
-    /// Drops entries older than `before_ms` and, past `max_entries`, the oldest. Returns how
-    /// many went.
+    /// Drops entries older than `before_ms` and, past `max_entries` (0: no limit), the oldest.
+    /// Returns how many went.
     pub fn enforce_retention(
         &self,
         before_ms: u64,
@@ -251,7 +258,10 @@ impl RecordStore {
             let (k, _) = item?;
             drop_key(&k)?;
         }
-        let over = self.by_time.len().saturating_sub(max_entries);
+        let over = match max_entries {
+            0 => 0,
+            max => self.by_time.len().saturating_sub(max),
+        };
         let oldest: Vec<sled::IVec> = self
             .by_time
             .iter()

@@ -24,7 +24,39 @@ use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 /// Host-call workers running at once, across every plugin: an abandoned query keeps its
 /// worker until it finishes, so this bounds what deadline-passing plugins can leave behind.
 pub const MAX_HOST_WORKERS: usize = 4;
-static HOST_WORKERS: AtomicUsize = AtomicUsize::new(0);
+static HOST_WORKERS: Pool = Pool::new(MAX_HOST_WORKERS);
+/// Outbound HTTP requests running at once, agent-wide: a pool of their own, so a plugin
+/// waiting on a slow (granted) server never holds up other plugins' store queries.
+pub const MAX_HTTP_WORKERS: usize = 8;
+pub(crate) static HTTP_WORKERS: Pool = Pool::new(MAX_HTTP_WORKERS);
+
+/// A bounded set of host-call workers: a call waits (in ticks, within its deadline) for a
+/// free one rather than being refused.
+pub(crate) struct Pool {
+    busy: AtomicUsize,
+    max: usize,
+}
+
+impl Pool {
+    const fn new(max: usize) -> Pool {
+        Pool {
+            busy: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        if self.busy.fetch_add(1, Ordering::SeqCst) >= self.max {
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A plugin's cancel generation (bumping it cancels every call started before), and the
 /// running call's own flag, when its caller can give up (an HTTP client going away).
@@ -204,12 +236,23 @@ pub fn link_bounded_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     r
 }
 
-/// Runs host work `f` within what is left of the call's budget: refused when nothing is left
-/// or when [`MAX_HOST_WORKERS`] are busy, abandoned (its result dropped) when the deadline
+/// Runs host work `f` within what is left of the call's budget on one of the
+/// [`MAX_HOST_WORKERS`] store workers: refused when nothing is left, waiting (within the
+/// deadline) while every worker is busy, abandoned (its result dropped) when the deadline
 /// passes first. The plugin then gets an error, and its next wasm instruction traps.
 pub fn within<T: Send + 'static>(
     st: &HostState,
     what: &str,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    within_pool(st, what, &HOST_WORKERS, f)
+}
+
+/// [`within`] on the workers of `pool`.
+pub(crate) fn within_pool<T: Send + 'static>(
+    st: &HostState,
+    what: &str,
+    pool: &'static Pool,
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     let (overran, cancel, generation) = (&st.overran, &st.cancel, st.generation);
@@ -224,22 +267,31 @@ pub fn within<T: Send + 'static>(
         overran.store(true, Ordering::SeqCst);
         return Err(format!("{what} refused: the call's deadline has passed"));
     }
-    if HOST_WORKERS.fetch_add(1, Ordering::SeqCst) >= MAX_HOST_WORKERS {
-        HOST_WORKERS.fetch_sub(1, Ordering::SeqCst);
-        return Err(format!(
-            "{what} refused: the host is busy with {MAX_HOST_WORKERS} plugin queries"
-        ));
+    // A free worker, waited for in ticks: the deadline or a cancel ends the wait.
+    while !pool.try_take() {
+        let now = Instant::now();
+        if now >= deadline {
+            overran.store(true, Ordering::SeqCst);
+            return Err(format!(
+                "{what} waited its whole budget for one of the host's {} workers",
+                pool.max
+            ));
+        }
+        if cancel.cancelled(generation) {
+            return Err(format!("{what} abandoned: {Cancelled}"));
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(crate::runtime::TICK_MS)));
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("weir-host-call".into())
         .spawn(move || {
             let r = f();
-            HOST_WORKERS.fetch_sub(1, Ordering::SeqCst);
+            pool.give_back();
             let _ = tx.send(r);
         });
     if let Err(e) = spawned {
-        HOST_WORKERS.fetch_sub(1, Ordering::SeqCst);
+        pool.give_back();
         return Err(format!("{what} refused: cannot start a worker: {e}"));
     }
     // Waited for in ticks, so a cancelled call stops waiting at once.

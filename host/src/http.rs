@@ -2,7 +2,7 @@
 //! redirects not followed, the time bounded by the call's deadline, bodies capped.
 
 use crate::bindings::imports::weir::plugin::outbound_http::{Host, Request, Response};
-use crate::deadline::within;
+use crate::deadline::{HTTP_WORKERS, within_pool};
 use crate::state::HostState;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,15 @@ impl Host for HostState {
             .cloned()
             .unwrap_or_default();
         crate::scope::allow_http(&scope, host, port)?;
+        if let Some((k, _)) = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            return Err(format!(
+                "header {k:?}: the host comes from the url, which the scope checks"
+            ));
+        }
         if req.body.len() > MAX_REQUEST_BYTES || req.headers.len() > MAX_HEADERS {
             return Err(format!(
                 "request too large: at most {MAX_REQUEST_BYTES} bytes of body and {MAX_HEADERS} headers"
@@ -107,6 +116,8 @@ impl Host for HostState {
         if timeout.is_zero() {
             return Err("outbound-http refused: the call's deadline has passed".into());
         }
-        within(self, "outbound-http.send", move || send(req, timeout))
+        within_pool(self, "outbound-http.send", &HTTP_WORKERS, move || {
+            send(req, timeout)
+        })
     }
 }

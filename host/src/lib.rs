@@ -57,7 +57,12 @@ pub enum HostError {
     #[error("plugin {plugin} returned too much: {message}")]
     Output { plugin: String, message: String },
     #[error("plugin {plugin} reported an error: {message}")]
-    Plugin { plugin: String, message: String },
+    Plugin {
+        plugin: String,
+        message: String,
+        /// The plugin called its input invalid (the caller's fault, not a plugin failure).
+        invalid_input: bool,
+    },
     #[error("plugin {plugin} is disabled: {reason}")]
     Disabled { plugin: String, reason: String },
     #[error("plugin {plugin} is a {kind}, not a {wanted}")]

@@ -548,13 +548,17 @@ impl Plugin {
     }
 
     /// Runs one call in a fresh store, classifying failures and keeping the plugin's health.
+    /// `user`: the input is a caller's (a user's parameters, another node's snapshot), so a
+    /// plugin calling it invalid is not failing; for input the host makes (batches, windows)
+    /// it is.
     fn run<R>(
         &self,
+        user: bool,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
     ) -> Result<R, HostError> {
         self.check_enabled()?;
         let mut store = self.new_store();
-        self.run_in(&mut store, f)
+        self.run_in(&mut store, user, f)
     }
 
     /// Runs one call in `store`, classifying failures and keeping the plugin's health. Only
@@ -562,6 +566,7 @@ impl Plugin {
     fn run_in<R>(
         &self,
         store: &mut Store<HostState>,
+        user: bool,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PluginError>>,
     ) -> Result<R, HostError> {
         let name = self.manifest.name.clone();
@@ -586,12 +591,16 @@ impl Plugin {
                 timeout_ms: self.limits.timeout_ms,
             }),
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(wit::PluginError::InvalidInput(m))) | Ok(Err(wit::PluginError::Failed(m))) => {
-                Err(HostError::Plugin {
-                    plugin: name.clone(),
-                    message: m,
-                })
-            }
+            Ok(Err(wit::PluginError::InvalidInput(m))) => Err(HostError::Plugin {
+                plugin: name.clone(),
+                message: m,
+                invalid_input: user,
+            }),
+            Ok(Err(wit::PluginError::Failed(m))) => Err(HostError::Plugin {
+                plugin: name.clone(),
+                message: m,
+                invalid_input: false,
+            }),
             Err(e) => {
                 let all = store.data().stderr.contents();
                 let stderr = String::from_utf8_lossy(all.get(mark..).unwrap_or_default())
@@ -607,7 +616,13 @@ impl Plugin {
             h.max_us = h.max_us.max(took);
         }
         match &outcome {
-            Err(HostError::Cancelled { .. }) => {}
+            // Neither counts against the plugin: it was stopped, or the caller's input (a
+            // user's parameters, another node's snapshot) was wrong.
+            Err(HostError::Cancelled { .. })
+            | Err(HostError::Plugin {
+                invalid_input: true,
+                ..
+            }) => {}
             Ok(_) => {
                 let mut h = lock(&self.health);
                 h.consecutive = 0;
@@ -745,7 +760,7 @@ impl Plugin {
             }
             None => (self.new_store(), None),
         };
-        let out = self.run_in(&mut store, |store| {
+        let out = self.run_in(&mut store, false, |store| {
             let i = match &mut inst {
                 Some(i) => i,
                 empty => empty.insert(pre.instantiate(&mut *store)?),
@@ -822,7 +837,7 @@ impl Plugin {
         let Pre::Correlator(pre) = &self.pre else {
             return Err(self.wrong_kind("correlator"));
         };
-        let out = self.run(|store| {
+        let out = self.run(false, |store| {
             let inst = pre.instantiate(&mut *store)?;
             let b = store.data_mut().table.push(batch.clone())?;
             inst.call_correlate(&mut *store, b, events)
@@ -840,7 +855,7 @@ impl Plugin {
         let Pre::Decoder(pre) = &self.pre else {
             return Err(self.wrong_kind("decoder"));
         };
-        let out = self.run(|store| {
+        let out = self.run(true, |store| {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_decode(&mut *store, input, content_type)
         })?;
@@ -858,6 +873,7 @@ impl Plugin {
         &self,
         saved: &[Vec<u8>],
         keep: bool,
+        user: bool,
         f: impl FnOnce(
             &summarizer::Summarizer,
             &mut Store<HostState>,
@@ -866,7 +882,7 @@ impl Plugin {
         let Pre::Summarizer(pre) = &self.pre else {
             return Err(self.wrong_kind("summarizer"));
         };
-        self.run(|store| {
+        self.run(user, |store| {
             let inst = pre.instantiate(&mut *store)?;
             for s in saved {
                 if let Err(e) = inst.call_merge(&mut *store, s)? {
@@ -891,6 +907,7 @@ impl Plugin {
     fn update_summary(
         &self,
         now_ms: u64,
+        user: bool,
         f: impl FnOnce(
             &summarizer::Summarizer,
             &mut Store<HostState>,
@@ -902,7 +919,7 @@ impl Plugin {
             w.rotate(now_ms);
             w.current()
         };
-        let (_, snapshot) = self.with_restored(saved.as_slice(), true, f)?;
+        let (_, snapshot) = self.with_restored(saved.as_slice(), true, user, f)?;
         if let Some(s) = snapshot {
             // The snapshot is kept between calls: bounded in bytes like any output, and an
             // oversized one leaves the last good state in place.
@@ -922,7 +939,7 @@ impl Plugin {
 
     /// [`Plugin::summarize`] as if the time were `now_ms` (windows rotate by it).
     pub fn summarize_at(&self, batch: &FlowBatch, now_ms: u64) -> Result<(), HostError> {
-        self.update_summary(now_ms, |inst, store| {
+        self.update_summary(now_ms, false, |inst, store| {
             let b = store.data_mut().table.push(batch.clone())?;
             inst.call_update(&mut *store, b)
         })
@@ -930,7 +947,7 @@ impl Plugin {
 
     /// summarizer: merge another node's snapshot into the current window.
     pub fn merge_summary(&self, snapshot: &[u8]) -> Result<(), HostError> {
-        self.update_summary(weir_core::query::now_ms(), |inst, store| {
+        self.update_summary(weir_core::query::now_ms(), true, |inst, store| {
             inst.call_merge(&mut *store, snapshot)
         })
     }
@@ -943,7 +960,7 @@ impl Plugin {
             0 => Ok(Vec::new()),
             1 => Ok(all.into_iter().next().unwrap_or_default()),
             _ => {
-                let (_, s) = self.with_restored(&all, true, |_, _| Ok(Ok(())))?;
+                let (_, s) = self.with_restored(&all, true, false, |_, _| Ok(Ok(())))?;
                 Ok(s.unwrap_or_default())
             }
         }
@@ -957,7 +974,7 @@ impl Plugin {
     /// summarizer: answer a query over every kept window as a view.
     pub fn query_summary(&self, request: &str) -> Result<wit::View, HostError> {
         let all = lock(&self.summary).all();
-        let (view, _) = self.with_restored(&all, false, |inst, store| {
+        let (view, _) = self.with_restored(&all, false, true, |inst, store| {
             inst.call_query(&mut *store, request)
         })?;
         self.too_big(view_size(&view))?;
@@ -969,7 +986,7 @@ impl Plugin {
         let Pre::Check(pre) = &self.pre else {
             return Err(self.wrong_kind("check"));
         };
-        let verdict = self.run(|store| {
+        let verdict = self.run(false, |store| {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_check(&mut *store, window)
         })?;
@@ -984,7 +1001,7 @@ impl Plugin {
         let Pre::Visualization(pre) = &self.pre else {
             return Err(self.wrong_kind("visualization"));
         };
-        let view = self.run(|store| {
+        let view = self.run(true, |store| {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_render(&mut *store, req)
         })?;
@@ -997,7 +1014,7 @@ impl Plugin {
         let Pre::AlertRule(pre) = &self.pre else {
             return Err(self.wrong_kind("alert-rule"));
         };
-        let alerts = self.run(|store| {
+        let alerts = self.run(false, |store| {
             let inst = pre.instantiate(&mut *store)?;
             inst.call_evaluate(&mut *store, window)
         })?;

@@ -434,6 +434,17 @@ impl Registry {
             .filter(|(c, _)| granted.contains(c))
             .map(|(c, e)| (*c, e.clone()))
             .collect();
+        // An upgrade keeps the scopes the operator holds it to (a new version asking for
+        // more hosts gets them only by an explicit --scope or grant).
+        if req.upgrade
+            && let Ok((old, _)) = self.read_installed(&name)
+        {
+            for (c, e) in old.scopes {
+                if granted.contains(&c) {
+                    scopes.insert(c, e);
+                }
+            }
+        }
         scopes.extend(req.scopes.clone());
         crate::scope::check(&scopes, "install")?;
         let manifest_limits = manifest.limits;

@@ -1473,6 +1473,11 @@ mod contract {
         let e = a.merge_summary(b"not a snapshot").expect_err("garbage");
         assert!(matches!(e, HostError::Plugin { .. }), "{e}");
         assert_eq!(merged, table(&a.query_summary("").expect("query a")));
+        // Another node's bad snapshots are the caller's fault: they never disable the plugin.
+        for _ in 0..5 {
+            let _ = a.merge_summary(b"garbage");
+        }
+        assert_eq!(a.info().state, PluginState::Enabled, "{:?}", a.info());
         // Durable: written by persist_state, read back by a new load of the same directory.
         assert!(a.persist_state().expect("persist"));
         drop(a);
