@@ -955,6 +955,9 @@ impl Plugin {
     /// summarizer: one snapshot of every kept window merged, to ship to another node (empty
     /// before any update).
     pub fn summary_snapshot(&self) -> Result<Vec<u8>, HostError> {
+        if self.manifest.kind != Kind::Summarizer {
+            return Err(self.wrong_kind("summarizer"));
+        }
         let all = lock(&self.summary).all();
         match all.len() {
             0 => Ok(Vec::new()),

@@ -158,10 +158,7 @@ impl Registry {
             .map_err(|e| RunError::Failed(e.to_string()))?;
         Ok(FlowBatch::new(&res.flows))
     }
-}
 
-impl Registry {
-    /// The loaded summarizer `name`, or why not.
     /// The loaded plugin `name`, or why not.
     fn loaded_named(&self, name: &str) -> Result<std::sync::Arc<crate::Plugin>, RunError> {
         weir_core::plugins::check_plugin_name(name)
@@ -171,17 +168,6 @@ impl Registry {
                 "no loaded plugin named '{name}' (see GET /api/v1/plugins)"
             ))
         })
-    }
-
-    fn summarizer(&self, name: &str) -> Result<std::sync::Arc<crate::Plugin>, RunError> {
-        let p = self.loaded_named(name)?;
-        if p.manifest().kind != Kind::Summarizer {
-            return Err(RunError::BadRequest(format!(
-                "plugin '{name}' is a {}, not a summarizer: only summarizers have snapshots",
-                p.manifest().kind.world()
-            )));
-        }
-        Ok(p)
     }
 }
 
@@ -216,14 +202,9 @@ impl weir_core::plugins::RuleEvaluator for Registry {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<weir_core::alerts::Observed>, RunError> {
-        let p = self.loaded_named(name)?;
-        if p.manifest().kind != Kind::AlertRule {
-            return Err(RunError::BadRequest(format!(
-                "plugin '{name}' is a {}, not an alert rule",
-                p.manifest().kind.world()
-            )));
-        }
-        let alerts = p
+        // A plugin of another kind answers `WrongKind` (a bad request) itself.
+        let alerts = self
+            .loaded_named(name)?
             .evaluate(wit::TimeRange { from_ms, to_ms })
             .map_err(host_err)?;
         Ok(alerts
@@ -248,11 +229,13 @@ fn severity_name(s: wit::Severity) -> &'static str {
 
 impl PluginRunner for Registry {
     fn summary_snapshot(&self, name: &str) -> Result<Vec<u8>, RunError> {
-        self.summarizer(name)?.summary_snapshot().map_err(host_err)
+        self.loaded_named(name)?
+            .summary_snapshot()
+            .map_err(host_err)
     }
 
     fn merge_summary(&self, name: &str, snapshot: &[u8]) -> Result<(), RunError> {
-        self.summarizer(name)?
+        self.loaded_named(name)?
             .merge_summary(snapshot)
             .map_err(host_err)
     }

@@ -2,7 +2,7 @@
 //! in the records store, listed by `/api/v1/records` and `weir records`, and survive kill -9.
 
 use crate::sandbox::{plugin, with_plugin};
-use crate::util::{Agent, WEIR, now_ms};
+use crate::util::{Agent, now_ms};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -57,18 +57,9 @@ fn annotations_become_records_listed_by_api_and_cli_and_survive_kill_9() {
     }
     // The CLI, as a script would use it, and as a table.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(WEIR)
-            .arg("records")
-            .args(args)
-            .env("WEIR_SERVER", a.url(""))
-            .output()
-            .expect("weir records");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (code, out, err) = a.cli(&[&["records"], args].concat());
+        assert_eq!(code, 0, "{err}");
+        out
     };
     let v: serde_json::Value =
         serde_json::from_str(&cli(&["--kind", "annotation", "--json"])).expect("json");

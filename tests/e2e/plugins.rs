@@ -402,19 +402,7 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
     // check: a verdict as an exit code. The flows went to port 0, which the scaffold's
     // allow-list (53, 80, 443) does not have: fail (1), with the port in the table and on the
     // timeline; an empty window passes (0); a plugin of another kind cannot be checked (2).
-    let check = |args: &[&str]| {
-        let out = Command::new(WEIR)
-            .arg("check")
-            .args(args)
-            .env("WEIR_SERVER", a.url(""))
-            .output()
-            .expect("weir check");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = |args: &[&str]| a.cli(&[&["check"], args].concat());
     let (code, out, err) = check(&["my-check", "--from", "-10m"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(

@@ -131,6 +131,21 @@ impl Agent {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// Runs `weir ARGS` against this agent (through `WEIR_SERVER`): exit code, stdout,
+    /// stderr.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(WEIR)
+            .args(args)
+            .env("WEIR_SERVER", self.url(""))
+            .output()
+            .expect("weir");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -66,6 +66,33 @@ impl From<tantivy::directory::error::OpenReadError> for StoreError {
     }
 }
 
+/// The stored records of `seqs` (partition index into `parts`, sequence number), in that
+/// order, read from sled a partition at a time; one indexed but not stored is corruption.
+fn fetch(parts: &[Arc<Partition>], seqs: &[(usize, u64)]) -> Result<Vec<Flow>, StoreError> {
+    let mut records: HashMap<(usize, u64), Flow> = HashMap::with_capacity(seqs.len());
+    for (pi, p) in parts.iter().enumerate() {
+        let mine: Vec<u64> = seqs
+            .iter()
+            .filter(|(i, _)| *i == pi)
+            .map(|(_, s)| *s)
+            .collect();
+        if !mine.is_empty() {
+            records.extend(p.get_many(&mine)?.into_iter().map(|(s, f)| ((pi, s), f)));
+        }
+    }
+    seqs.iter()
+        .map(|key| {
+            records.remove(key).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "flow {} is indexed but not stored in {}",
+                    key.1,
+                    parts[key.0].dir().display()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Storage settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -340,30 +367,7 @@ impl Store {
                 })?;
             seqs.push((*pi, seq));
         }
-        let mut records: HashMap<(usize, u64), Flow> = HashMap::with_capacity(seqs.len());
-        for (pi, p) in parts.iter().enumerate() {
-            let mine: Vec<u64> = seqs
-                .iter()
-                .filter(|(i, _)| *i == pi)
-                .map(|(_, s)| *s)
-                .collect();
-            if !mine.is_empty() {
-                records.extend(p.get_many(&mine)?.into_iter().map(|(s, f)| ((pi, s), f)));
-            }
-        }
-        let mut flows = Vec::with_capacity(seqs.len());
-        for key in &seqs {
-            match records.remove(key) {
-                Some(f) => flows.push(f),
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "flow {} is indexed but not stored in {}",
-                        key.1,
-                        parts[key.0].dir().display()
-                    )));
-                }
-            }
-        }
+        let flows = fetch(&parts, &seqs)?;
         Ok(ListResult { total, flows })
     }
 
@@ -385,38 +389,20 @@ impl Store {
         ));
         let query = BooleanQuery::new(vec![(Occur::Must, matching), (Occur::Must, after)]);
         let parts = self.parts_for(range);
-        let mut hits: Vec<(u64, usize)> = Vec::new();
+        // (partition, seq), lowest sequence first across partitions.
+        let mut hits: Vec<(usize, u64)> = Vec::new();
         for (pi, p) in parts.iter().enumerate() {
             let searcher = p.reader.searcher();
             let top = searcher.search(
                 &query,
                 &TopDocs::with_limit(limit.max(1)).order_by_u64_field(p.seq_field(), Order::Asc),
             )?;
-            hits.extend(top.into_iter().filter_map(|(v, _)| v.map(|seq| (seq, pi))));
+            hits.extend(top.into_iter().filter_map(|(v, _)| v.map(|seq| (pi, seq))));
         }
-        hits.sort_unstable();
+        hits.sort_unstable_by_key(|(_, seq)| *seq);
         hits.truncate(limit);
-        let mut out = Vec::with_capacity(hits.len());
-        for (pi, p) in parts.iter().enumerate() {
-            let mine: Vec<u64> = hits.iter().filter(|h| h.1 == pi).map(|h| h.0).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let mut got = p.get_many(&mine)?;
-            for seq in mine {
-                match got.remove(&seq) {
-                    Some(f) => out.push((seq, f)),
-                    None => {
-                        return Err(StoreError::Corrupt(format!(
-                            "flow {seq} is indexed but not stored in {}",
-                            p.dir().display()
-                        )));
-                    }
-                }
-            }
-        }
-        out.sort_unstable_by_key(|(seq, _)| *seq);
-        Ok(out)
+        let flows = fetch(&parts, &hits)?;
+        Ok(hits.into_iter().map(|(_, seq)| seq).zip(flows).collect())
     }
 
     /// Groups matching flows by the given fields (and time buckets), summing each group.

@@ -196,9 +196,7 @@ impl Guest for Probe {
             }
             "select" | "select-loop" => {
                 let filter = config::get("filter").unwrap_or_default();
-                let page = config::get("page")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(1000);
+                let page = number("page", 1000) as u32;
                 let fields = fields();
                 let names: Vec<&str> = fields.iter().map(String::as_str).collect();
                 let all = TimeRange {
