@@ -80,7 +80,9 @@ pub struct AgentArgs {
     /// node, zone, labels) that names the ends of flows; reloaded when the file changes.
     #[arg(long, env = "WEIR_INVENTORY", value_name = "FILE")]
     inventory: Option<PathBuf>,
-    /// Name the ends of flows from Kubernetes (pods, services, nodes watched through the API),
+    /// Name the ends of flows from Kubernetes (pods, services, nodes and namespaces watched
+    /// through the API; network policies and events are watched too, for plugins granted
+    /// `k8s-objects`),
     /// with the kubeconfig from KUBECONFIG, ~/.kube/config or the pod's service account.
     #[arg(long)]
     kubernetes: bool,
@@ -145,24 +147,32 @@ pub struct AgentArgs {
     log_format: String,
 }
 
-/// The identity sources asked for: Kubernetes first, then the inventory file.
-fn enrichers(a: &AgentArgs) -> Result<Option<Arc<dyn weir_core::enrich::Enricher>>> {
+/// The cluster objects plugins may read (`k8s-objects`), when Kubernetes is watched.
+type Objects = Option<Arc<dyn weir_core::objects::ObjectSource>>;
+
+/// The identity sources asked for: Kubernetes first, then the inventory file; and the
+/// Kubernetes watcher's objects.
+fn enrichers(a: &AgentArgs) -> Result<(Option<Arc<dyn weir_core::enrich::Enricher>>, Objects)> {
     use weir_core::enrich::{Chain, Enricher, Inventory};
     let mut list: Vec<Arc<dyn Enricher>> = Vec::new();
+    let mut objects: Objects = None;
     if a.kubernetes || a.kubeconfig.is_some() {
-        list.push(Arc::new(
+        let kube = Arc::new(
             weir_k8s::KubeEnricher::start(a.kubeconfig.clone())
                 .context("starting kubernetes enrichment")?,
-        ));
+        );
+        objects = Some(kube.clone());
+        list.push(kube);
     }
     if let Some(p) = &a.inventory {
         list.push(Arc::new(Inventory::open(p).map_err(anyhow::Error::msg)?));
     }
-    Ok(match list.len() {
+    let chain: Option<Arc<dyn Enricher>> = match list.len() {
         0 => None,
         1 => list.pop(),
         _ => Some(Arc::new(Chain(list))),
-    })
+    };
+    Ok((chain, objects))
 }
 
 fn parse_rule(s: &str) -> Result<weir_core::capture::FilterRule, String> {
@@ -301,7 +311,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             .with_context(|| format!("opening the records store in {}", dir.display()))?,
     );
     spawn_records_retention(records.clone(), a.retention_age, a.records_max)?;
-    let enricher = enrichers(&a)?;
+    let (enricher, objects) = enrichers(&a)?;
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
 
@@ -361,6 +371,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
             reg.set_capture(c.clone());
         }
         reg.set_records(records.clone());
+        if let Some(o) = &objects {
+            reg.set_objects(o.clone());
+        }
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
         (Some(reg.clone()), Some((reg, proc_tx)))
     };

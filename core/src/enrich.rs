@@ -27,16 +27,19 @@ pub struct Identity {
     pub node: String,
     pub zone: String,
     pub labels: BTreeMap<String, String>,
+    /// Labels of its namespace (Kubernetes: the Namespace object's).
+    pub namespace_labels: BTreeMap<String, String>,
+}
+
+/// Labels as `k=v` pairs, sorted, comma-separated.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(",")
 }
 
 impl Identity {
     fn labels_text(&self) -> String {
-        let parts: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        parts.join(",")
+        labels_text(&self.labels)
     }
 
     fn apply_src(&self, f: &mut Flow) {
@@ -51,6 +54,7 @@ impl Identity {
         f.src_k8s_host_name = self.node.clone();
         f.src_k8s_zone = self.zone.clone();
         f.src_k8s_labels = self.labels_text();
+        f.src_k8s_namespace_labels = labels_text(&self.namespace_labels);
     }
 
     fn apply_dst(&self, f: &mut Flow) {
@@ -65,6 +69,7 @@ impl Identity {
         f.dst_k8s_host_name = self.node.clone();
         f.dst_k8s_zone = self.zone.clone();
         f.dst_k8s_labels = self.labels_text();
+        f.dst_k8s_namespace_labels = labels_text(&self.namespace_labels);
     }
 }
 
@@ -177,6 +182,8 @@ struct InventoryEntry {
     zone: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    namespace_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +213,7 @@ pub fn parse_inventory(text: &str) -> Result<IdentityTable, String> {
             node: e.node,
             zone: e.zone,
             labels: e.labels,
+            namespace_labels: e.namespace_labels,
         };
         for n in nets {
             let net = parse_network(&n).map_err(|e| format!("host {}: cidr: {e}", i + 1))?;

@@ -156,6 +156,12 @@ pub struct Flow {
     pub dst_k8s_zone: String,
     #[serde(rename = "DstK8S_Labels")]
     pub dst_k8s_labels: String,
+    /// weir: labels of the source's namespace, `key=value` sorted, comma-separated.
+    #[serde(rename = "SrcK8S_NamespaceLabels")]
+    pub src_k8s_namespace_labels: String,
+    /// weir: labels of the destination's namespace, `key=value` sorted, comma-separated.
+    #[serde(rename = "DstK8S_NamespaceLabels")]
+    pub dst_k8s_namespace_labels: String,
 }
 
 impl Default for Flow {
@@ -216,6 +222,7 @@ impl Flow {
             src_k8s_host_name: String::new(),
             src_k8s_zone: String::new(),
             src_k8s_labels: String::new(),
+            src_k8s_namespace_labels: String::new(),
             dst_k8s_name: String::new(),
             dst_k8s_namespace: String::new(),
             dst_k8s_owner_name: String::new(),
@@ -224,6 +231,7 @@ impl Flow {
             dst_k8s_host_name: String::new(),
             dst_k8s_zone: String::new(),
             dst_k8s_labels: String::new(),
+            dst_k8s_namespace_labels: String::new(),
         }
     }
 }

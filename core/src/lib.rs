@@ -9,6 +9,7 @@ pub mod flow;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod objects;
 pub mod plugins;
 pub mod query;
 pub mod records;

@@ -358,6 +358,12 @@ pub static FIELDS: &[FieldDef] = &[
         false
     ),
     str_field!(
+        "SrcK8S_NamespaceLabels",
+        "labels of the source's namespace, k=v sorted, comma-separated",
+        src_k8s_namespace_labels,
+        false
+    ),
+    str_field!(
         "DstK8S_Name",
         "destination name (pod, host, service)",
         dst_k8s_name,
@@ -398,6 +404,12 @@ pub static FIELDS: &[FieldDef] = &[
         "DstK8S_Labels",
         "destination labels, k=v sorted, comma-separated",
         dst_k8s_labels,
+        false
+    ),
+    str_field!(
+        "DstK8S_NamespaceLabels",
+        "labels of the destination's namespace, k=v sorted, comma-separated",
+        dst_k8s_namespace_labels,
         false
     ),
 ];

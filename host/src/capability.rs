@@ -14,13 +14,14 @@ pub enum Capability {
     FlowFields,
     Records,
     OutboundHttp,
+    K8sObjects,
     Timeline,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -29,6 +30,7 @@ impl Capability {
         Capability::FlowFields,
         Capability::Records,
         Capability::OutboundHttp,
+        Capability::K8sObjects,
         Capability::Timeline,
         Capability::Clock,
         Capability::Config,
@@ -45,6 +47,7 @@ impl Capability {
             Capability::FlowFields => "flow-fields",
             Capability::Records => "records",
             Capability::OutboundHttp => "outbound-http",
+            Capability::K8sObjects => "k8s-objects",
             Capability::Timeline => "timeline",
             Capability::Clock => "clock",
             Capability::Config => "config",
@@ -63,7 +66,7 @@ impl Capability {
     /// Whether a grant of it carries a scope (what it may reach); granted without one, it
     /// reaches nothing.
     pub fn scoped(self) -> bool {
-        matches!(self, Capability::OutboundHttp)
+        matches!(self, Capability::OutboundHttp | Capability::K8sObjects)
     }
 
     /// The capability behind an import name such as `weir:plugin/kv@0.1.0`.

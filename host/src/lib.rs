@@ -10,6 +10,7 @@ mod deadline;
 pub mod fields;
 mod http;
 pub mod manifest;
+mod objects;
 pub mod oci;
 pub mod plugin;
 mod records;

@@ -219,6 +219,12 @@ impl Registry {
         let _ = self.services.records.set(records);
     }
 
+    /// Gives plugins with the `k8s-objects` capability the cluster objects the agent watches
+    /// (set once).
+    pub fn set_objects(&self, objects: Arc<dyn weir_core::objects::ObjectSource>) {
+        let _ = self.services.objects.set(objects);
+    }
+
     /// The plugins this binary carries (installable as `bundled:NAME`).
     pub fn with_bundled(mut self, bundled: &[Bundled]) -> Registry {
         self.bundled = bundled.to_vec();

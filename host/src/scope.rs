@@ -1,5 +1,6 @@
 //! Scoped grants: what a granted capability may reach. A scope is a list of entries whose
-//! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`). A scoped
+//! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`; for
+//! `k8s-objects`: a Kubernetes kind such as `NetworkPolicy`, or `*`, never `Secret`). A scoped
 //! capability granted with an empty scope reaches nothing; anything outside the scope is
 //! refused with a message naming it.
 
@@ -74,10 +75,12 @@ pub fn check(scopes: &Scopes, origin: &str) -> Result<(), HostError> {
             )));
         }
         for e in entries {
-            if *cap == Capability::OutboundHttp {
-                HostPort::parse(e)
-                    .map_err(|m| HostError::Manifest(format!("{origin}: {cap}: {m}")))?;
-            }
+            let checked = match cap {
+                Capability::OutboundHttp => HostPort::parse(e).map(|_| ()),
+                Capability::K8sObjects => check_kind(e),
+                _ => Ok(()),
+            };
+            checked.map_err(|m| HostError::Manifest(format!("{origin}: {cap}: {m}")))?;
         }
     }
     Ok(())
@@ -97,14 +100,54 @@ pub fn allow_http(scope: &[String], host: &str, port: u16) -> Result<(), String>
     {
         return Ok(());
     }
-    let granted = if scope.is_empty() {
-        "none".to_string()
-    } else {
-        scope.join(", ")
-    };
+    let granted = granted(scope);
     Err(format!(
         "outbound-http: {host}:{port} is outside this plugin's scope (granted hosts: {granted}); the operator can widen it with `weir plugin grant NAME outbound-http --scope {host}:{port}`"
     ))
+}
+
+/// One `k8s-objects` scope entry: `*` or a kind name (`NetworkPolicy`), never `Secret`.
+pub fn check_kind(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    if entry.eq_ignore_ascii_case(weir_core::objects::SECRET) {
+        return Err("Secrets are never readable by plugins; the scope cannot name them".into());
+    }
+    let ok = entry.len() <= 63
+        && entry.starts_with(|c: char| c.is_ascii_uppercase())
+        && entry.chars().all(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "scope entry {:?}: not a Kubernetes kind (write it as the API does: Pod, Namespace, NetworkPolicy, or *)",
+            entry.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
+/// Whether `k8s-objects` granted with `scope` may read `kind`; the refusal names the scope.
+pub fn allow_kind(scope: &[String], kind: &str) -> Result<(), String> {
+    if kind.eq_ignore_ascii_case(weir_core::objects::SECRET) {
+        return Err("k8s-objects: kind Secret is never readable by plugins".into());
+    }
+    if scope.iter().any(|e| e == "*" || e == kind) {
+        return Ok(());
+    }
+    let granted = granted(scope);
+    Err(format!(
+        "k8s-objects: kind {kind} is outside this plugin's scope (granted kinds: {granted}); the operator can widen it with `weir plugin grant NAME k8s-objects --scope {kind}`"
+    ))
+}
+
+/// What a scope grants, for a refusal: its entries, or `none`.
+fn granted(scope: &[String]) -> String {
+    if scope.is_empty() {
+        "none".to_string()
+    } else {
+        scope.join(", ")
+    }
 }
 
 /// A scope as one line for people (`outbound-http: a:80, b:*`).
@@ -125,6 +168,31 @@ pub fn describe(scopes: &Scopes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_scoped_and_secrets_never_granted() {
+        let scope = vec!["NetworkPolicy".to_string(), "Namespace".to_string()];
+        assert!(allow_kind(&scope, "NetworkPolicy").is_ok());
+        let e = allow_kind(&scope, "Pod").unwrap_err();
+        assert!(
+            e.contains("kind Pod is outside")
+                && e.contains("granted kinds: NetworkPolicy, Namespace"),
+            "{e}"
+        );
+        assert!(allow_kind(&["*".into()], "Event").is_ok());
+        assert!(
+            allow_kind(&["*".into()], "Secret")
+                .unwrap_err()
+                .contains("never")
+        );
+        for bad in ["Secret", "secret", "pods", "Net-Policy", ""] {
+            assert!(check_kind(bad).is_err(), "{bad}");
+        }
+        let mut s = Scopes::new();
+        s.insert(Capability::K8sObjects, vec!["Secret".into()]);
+        let e = check(&s, "manifest").unwrap_err().to_string();
+        assert!(e.contains("k8s-objects") && e.contains("never"), "{e}");
+    }
 
     #[test]
     fn entries_parse_match_and_refuse_with_the_scope_named() {

@@ -784,7 +784,12 @@ mod registry {
         let m = reg
             .set_grant("contract-probe", Capability::OutboundHttp, false, None)
             .expect("revoke");
-        assert!(!m.granted.contains(&Capability::OutboundHttp) && m.scopes.is_empty());
+        assert!(!m.granted.contains(&Capability::OutboundHttp));
+        assert!(
+            !m.scopes.contains_key(&Capability::OutboundHttp),
+            "{:?}",
+            m.scopes
+        );
         assert!(reg.get("contract-probe").is_none());
         let listed = reg.list();
         let err = listed[0].load_error.clone().unwrap_or_default();
@@ -1175,6 +1180,7 @@ mod contract {
         Capability::FlowFields,
         Capability::Records,
         Capability::OutboundHttp,
+        Capability::K8sObjects,
         Capability::Kv,
     ];
 
@@ -1260,6 +1266,7 @@ mod contract {
                 Capability::Config,
                 Capability::Records,
                 Capability::OutboundHttp,
+                Capability::K8sObjects,
                 Capability::Kv,
             ],
             &[],

@@ -8,11 +8,20 @@
 //! - a service's cluster IPs -> name, namespace, kind `Service`, owner `Service`;
 //! - a node's internal and external addresses -> name, kind `Node`, zone, labels.
 //!
+//! Beside those, Namespaces (their labels also enrich flows: `SrcK8S_NamespaceLabels`),
+//! NetworkPolicies, AdminNetworkPolicies and BaselineAdminNetworkPolicies (where the API server
+//! serves them) and Events are watched. Every watched object is kept as JSON (without
+//! `managedFields`) for plugins granted `k8s-objects` ([`ObjectSource`]); Secrets are never
+//! watched. A kind the server does not serve (404) or does not let the agent read (403) is
+//! reported in the status and not retried; pods, services and nodes always are.
+//!
 //! The watchers run on their own thread with a small tokio runtime; the lookup table is
 //! rebuilt lazily (at most once per batch) after something changed.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Event as KubeEvent, Namespace, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Config, Resource, ResourceExt};
@@ -23,9 +32,57 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use weir_core::Flow;
 use weir_core::enrich::{Enricher, Identity, IdentityTable};
+use weir_core::objects::{Object, ObjectSource, ObjectsError, SECRET, Selector};
 
 /// Label that names a node's zone.
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Most objects kept of one kind; beyond it new ones are counted and dropped (Events are the
+/// kind that could grow this far; the API server expires them after an hour).
+pub const MAX_OBJECTS_PER_KIND: usize = 50_000;
+
+/// One watched kind: its resource (plural, the status key), its Kubernetes kind, and whether
+/// a 404/403 ends its watch (optional kinds) instead of being retried.
+#[derive(Debug, Clone, Copy)]
+struct KindSpec {
+    resource: &'static str,
+    kind: &'static str,
+    optional: bool,
+}
+
+const fn spec(resource: &'static str, kind: &'static str, optional: bool) -> KindSpec {
+    KindSpec {
+        resource,
+        kind,
+        optional,
+    }
+}
+
+const PODS: KindSpec = spec("pods", "Pod", false);
+const SERVICES: KindSpec = spec("services", "Service", false);
+const NODES: KindSpec = spec("nodes", "Node", false);
+const NAMESPACES: KindSpec = spec("namespaces", "Namespace", true);
+const NETWORK_POLICIES: KindSpec = spec("networkpolicies", "NetworkPolicy", true);
+const ADMIN_POLICIES: KindSpec = spec("adminnetworkpolicies", "AdminNetworkPolicy", true);
+const BASELINE_POLICIES: KindSpec = spec(
+    "baselineadminnetworkpolicies",
+    "BaselineAdminNetworkPolicy",
+    true,
+);
+const EVENTS: KindSpec = spec("events", "Event", true);
+const ALL_KINDS: [KindSpec; 8] = [
+    PODS,
+    SERVICES,
+    NODES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    ADMIN_POLICIES,
+    BASELINE_POLICIES,
+    EVENTS,
+];
+
+/// The group and version AdminNetworkPolicy and BaselineAdminNetworkPolicy are served at.
+const POLICY_GROUP: (&str, &str) = ("policy.networking.k8s.io", "v1alpha1");
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
@@ -49,26 +106,37 @@ struct Objects {
     pods: HashMap<String, Entry>,
     services: HashMap<String, Entry>,
     nodes: HashMap<String, Entry>,
+    /// Every watched object by Kubernetes kind, then `namespace/name`.
+    raw: HashMap<&'static str, BTreeMap<String, Arc<Object>>>,
 }
 
 impl Objects {
-    /// The objects of one watched kind.
-    fn map(&mut self, kind: &str) -> &mut HashMap<String, Entry> {
-        match kind {
-            "pods" => &mut self.pods,
-            "services" => &mut self.services,
-            _ => &mut self.nodes,
+    /// The identity entries of one watched resource (only pods, services and nodes have them).
+    fn map(&mut self, resource: &str) -> Option<&mut HashMap<String, Entry>> {
+        match resource {
+            "pods" => Some(&mut self.pods),
+            "services" => Some(&mut self.services),
+            "nodes" => Some(&mut self.nodes),
+            _ => None,
         }
+    }
+
+    fn raw(&mut self, kind: &'static str) -> &mut BTreeMap<String, Arc<Object>> {
+        self.raw.entry(kind).or_default()
     }
 }
 
 #[derive(Debug, Default, Clone)]
 struct Status {
-    /// Resource kind -> whether its first full list has arrived.
+    /// Resource -> whether its first full list has arrived.
     synced: BTreeMap<String, bool>,
+    /// Optional resources the server does not serve or lets us read, with why.
+    unavailable: BTreeMap<String, String>,
     /// The last watch error (the watcher retries with backoff).
     error: Option<String>,
     events: u64,
+    /// Objects not kept because their kind held [`MAX_OBJECTS_PER_KIND`].
+    dropped: u64,
 }
 
 struct Shared {
@@ -137,6 +205,7 @@ fn pod_entry(pod: &Pod) -> Option<Entry> {
             node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
             zone: String::new(), // from the node, when the table is built
             labels: pod.labels().clone(),
+            namespace_labels: BTreeMap::new(),
         },
     })
 }
@@ -161,6 +230,7 @@ fn service_entry(svc: &Service) -> Option<Entry> {
             node: String::new(),
             zone: String::new(),
             labels: svc.labels().clone(),
+            namespace_labels: BTreeMap::new(),
         },
     })
 }
@@ -187,6 +257,7 @@ fn node_entry(node: &Node) -> Option<Entry> {
             node: node.name_any(),
             zone: node.labels().get(ZONE_LABEL).cloned().unwrap_or_default(),
             labels: node.labels().clone(),
+            namespace_labels: BTreeMap::new(),
         },
     })
 }
@@ -200,15 +271,24 @@ fn key_of<K: Resource>(o: &K) -> String {
     )
 }
 
-/// Builds the lookup table from the current objects: nodes, then services, then pods.
+/// Builds the lookup table from the current objects: nodes, then services, then pods, each
+/// with its namespace's labels.
 fn build_table(o: &Objects) -> IdentityTable {
     let zones: HashMap<&str, &str> = o
         .nodes
         .values()
         .map(|e| (e.identity.name.as_str(), e.identity.zone.as_str()))
         .collect();
+    let ns_labels: HashMap<&str, &BTreeMap<String, String>> = o
+        .raw
+        .get(NAMESPACES.kind)
+        .map(|m| m.values().map(|n| (n.name.as_str(), &n.labels)).collect())
+        .unwrap_or_default();
     let mut t = IdentityTable::default();
-    let mut add = |e: &Entry, id: Identity| {
+    let mut add = |e: &Entry, mut id: Identity| {
+        if let Some(l) = ns_labels.get(id.namespace.as_str()) {
+            id.namespace_labels = (*l).clone();
+        }
         for ip in &e.ips {
             let (net, bits) = match ip {
                 IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 128),
@@ -234,6 +314,26 @@ fn build_table(o: &Objects) -> IdentityTable {
     t
 }
 
+/// An object as kept for plugins: its JSON without `metadata.managedFields`.
+fn object_of<K: Resource + serde::Serialize>(o: &K, kind: &str) -> Option<Object> {
+    let mut v = serde_json::to_value(o).ok()?;
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.remove("managedFields");
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("kind")
+            .or_insert_with(|| serde_json::Value::String(kind.to_string()));
+    }
+    let m = o.meta();
+    Some(Object {
+        kind: kind.to_string(),
+        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        labels: m.labels.clone().unwrap_or_default(),
+        json: v.to_string(),
+    })
+}
+
 impl Shared {
     fn set<F>(&self, f: F)
     where
@@ -244,14 +344,29 @@ impl Shared {
     }
 }
 
-/// Keeps one kind of object in step with the API server.
-async fn watch<K, F>(shared: Arc<Shared>, api: Api<K>, kind: &'static str, entry: F)
+/// Whether a watch error says the kind is not served (404) or not ours to read (403).
+fn unavailable(e: &watcher::Error) -> Option<u16> {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        watcher::Error::WatchError(s) => s,
+        _ => return None,
+    };
+    matches!(status.code, 403 | 404).then_some(status.code)
+}
+
+/// Keeps one kind of object in step with the API server: its identity entries (when `entry`
+/// gives them) and its JSON for plugins.
+async fn watch<K, F>(shared: Arc<Shared>, api: Api<K>, spec: KindSpec, entry: F)
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + 'static,
     F: Fn(&K) -> Option<Entry>,
-    K::DynamicType: Default,
 {
+    let (resource, kind) = (spec.resource, spec.kind);
     let mut buffer: HashMap<String, Entry> = HashMap::new();
+    let mut raw_buffer: BTreeMap<String, Arc<Object>> = BTreeMap::new();
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -260,48 +375,108 @@ where
             Ok(Some(ev)) => ev,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(kind, error = %e, "kubernetes watch failed, retrying");
-                lock(&shared.status).error = Some(format!("{kind}: {e}"));
+                if spec.optional
+                    && let Some(code) = unavailable(&e)
+                {
+                    let why = if code == 404 {
+                        "not served by the API server"
+                    } else {
+                        "not readable with these credentials (403)"
+                    };
+                    tracing::info!(resource, why, "kubernetes kind not watched");
+                    let mut st = lock(&shared.status);
+                    st.synced.remove(resource);
+                    st.unavailable.insert(resource.into(), why.into());
+                    return;
+                }
+                tracing::warn!(resource, error = %e, "kubernetes watch failed, retrying");
+                lock(&shared.status).error = Some(format!("{resource}: {e}"));
                 continue;
             }
         };
         lock(&shared.status).events += 1;
         match ev {
-            Event::Init => buffer.clear(),
+            Event::Init => {
+                buffer.clear();
+                raw_buffer.clear();
+            }
             Event::InitApply(o) => {
                 if let Some(e) = entry(&o) {
                     buffer.insert(key_of(&o), e);
                 }
+                if raw_buffer.len() < MAX_OBJECTS_PER_KIND
+                    && let Some(obj) = object_of(&o, kind)
+                {
+                    raw_buffer.insert(key_of(&o), Arc::new(obj));
+                }
             }
             Event::InitDone => {
                 let all = std::mem::take(&mut buffer);
-                let n = all.len();
-                shared.set(|o| *o.map(kind) = all);
+                let raw = std::mem::take(&mut raw_buffer);
+                let n = raw.len();
+                shared.set(|o| {
+                    if let Some(m) = o.map(resource) {
+                        *m = all;
+                    }
+                    *o.raw(kind) = raw;
+                });
                 let mut st = lock(&shared.status);
-                st.synced.insert(kind.into(), true);
+                st.synced.insert(resource.into(), true);
                 st.error = None;
-                tracing::info!(kind, objects = n, "kubernetes objects listed");
+                tracing::info!(resource, objects = n, "kubernetes objects listed");
             }
             Event::Apply(o) => {
                 let k = key_of(&o);
                 let e = entry(&o);
-                shared.set(|objs| match e {
-                    Some(e) => {
-                        objs.map(kind).insert(k, e);
+                let obj = object_of(&o, kind).map(Arc::new);
+                let mut dropped = false;
+                shared.set(|objs| {
+                    if let Some(m) = objs.map(resource) {
+                        match e {
+                            Some(e) => {
+                                m.insert(k.clone(), e);
+                            }
+                            None => {
+                                m.remove(&k);
+                            }
+                        }
                     }
-                    None => {
-                        objs.map(kind).remove(&k);
+                    let raw = objs.raw(kind);
+                    match obj {
+                        Some(obj) if raw.len() < MAX_OBJECTS_PER_KIND || raw.contains_key(&k) => {
+                            raw.insert(k, obj);
+                        }
+                        Some(_) => dropped = true,
+                        None => {
+                            raw.remove(&k);
+                        }
                     }
                 });
+                if dropped {
+                    lock(&shared.status).dropped += 1;
+                }
             }
             Event::Delete(o) => {
                 let k = key_of(&o);
                 shared.set(|objs| {
-                    objs.map(kind).remove(&k);
+                    if let Some(m) = objs.map(resource) {
+                        m.remove(&k);
+                    }
+                    objs.raw(kind).remove(&k);
                 });
             }
         }
     }
+}
+
+/// The Api of an AdminNetworkPolicy-like kind (served only where the CRDs are installed).
+fn policy_api(client: Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(POLICY_GROUP.0, POLICY_GROUP.1, kind);
+    Api::all_with(client, &ApiResource::from_gvk(&gvk))
+}
+
+fn no_entry<K>(_: &K) -> Option<Entry> {
+    None
 }
 
 impl KubeEnricher {
@@ -348,8 +523,8 @@ impl KubeEnricher {
         });
         {
             let mut st = lock(&shared.status);
-            for k in ["pods", "services", "nodes"] {
-                st.synced.insert(k.into(), false);
+            for k in ALL_KINDS {
+                st.synced.insert(k.resource.into(), false);
             }
         }
         let s = shared.clone();
@@ -357,24 +532,46 @@ impl KubeEnricher {
             .name("weir-k8s".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let pods = watch(
-                        s.clone(),
-                        Api::<Pod>::all(client.clone()),
-                        "pods",
-                        pod_entry,
+                    let c = client;
+                    futures::join!(
+                        watch(s.clone(), Api::<Pod>::all(c.clone()), PODS, pod_entry),
+                        watch(
+                            s.clone(),
+                            Api::<Service>::all(c.clone()),
+                            SERVICES,
+                            service_entry
+                        ),
+                        watch(s.clone(), Api::<Node>::all(c.clone()), NODES, node_entry),
+                        watch(
+                            s.clone(),
+                            Api::<Namespace>::all(c.clone()),
+                            NAMESPACES,
+                            no_entry
+                        ),
+                        watch(
+                            s.clone(),
+                            Api::<NetworkPolicy>::all(c.clone()),
+                            NETWORK_POLICIES,
+                            no_entry
+                        ),
+                        watch(
+                            s.clone(),
+                            policy_api(c.clone(), ADMIN_POLICIES.kind),
+                            ADMIN_POLICIES,
+                            no_entry
+                        ),
+                        watch(
+                            s.clone(),
+                            policy_api(c.clone(), BASELINE_POLICIES.kind),
+                            BASELINE_POLICIES,
+                            no_entry
+                        ),
+                        watch(s.clone(), Api::<KubeEvent>::all(c), EVENTS, no_entry),
                     );
-                    let svcs = watch(
-                        s.clone(),
-                        Api::<Service>::all(client.clone()),
-                        "services",
-                        service_entry,
-                    );
-                    let nodes = watch(s.clone(), Api::<Node>::all(client), "nodes", node_entry);
-                    futures::join!(pods, svcs, nodes);
                 })
             })
             .map_err(|e| K8sError::Thread(e.to_string()))?;
-        tracing::info!(server = %server, "watching kubernetes pods, services and nodes");
+        tracing::info!(server = %server, "watching kubernetes pods, services, nodes, namespaces, network policies and events");
         Ok(KubeEnricher { shared })
     }
 
@@ -393,9 +590,53 @@ impl KubeEnricher {
             .unwrap_or_default()
     }
 
-    /// Whether every kind has been listed once.
+    /// Whether every kind watched has been listed once.
     pub fn synced(&self) -> bool {
         lock(&self.shared.status).synced.values().all(|s| *s)
+    }
+}
+
+impl ObjectSource for KubeEnricher {
+    fn kinds(&self) -> Vec<String> {
+        let st = lock(&self.shared.status);
+        let mut kinds: Vec<String> = ALL_KINDS
+            .iter()
+            .filter(|k| !st.unavailable.contains_key(k.resource))
+            .map(|k| k.kind.to_string())
+            .collect();
+        kinds.sort();
+        kinds
+    }
+
+    fn list(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Result<Vec<Object>, ObjectsError> {
+        if kind.eq_ignore_ascii_case(SECRET) {
+            return Err(ObjectsError::Secret);
+        }
+        let watched = self.kinds();
+        let Some(spec) = ALL_KINDS
+            .iter()
+            .find(|k| k.kind == kind && watched.iter().any(|w| w == kind))
+        else {
+            return Err(ObjectsError::NotWatched {
+                kind: kind.to_string(),
+                watched: watched.join(", "),
+            });
+        };
+        let objects = lock(&self.shared.objects);
+        let Some(all) = objects.raw.get(spec.kind) else {
+            return Ok(Vec::new());
+        };
+        Ok(all
+            .values()
+            .filter(|o| namespace.is_none_or(|n| o.namespace == n))
+            .filter(|o| selector.matches(&o.labels))
+            .map(|o| (**o).clone())
+            .collect())
     }
 }
 
@@ -414,7 +655,10 @@ impl Enricher for KubeEnricher {
             "pods": o.pods.len(),
             "services": o.services.len(),
             "nodes": o.nodes.len(),
+            "objects": o.raw.iter().map(|(k, m)| (k.to_string(), m.len())).collect::<BTreeMap<_, _>>(),
             "synced": st.synced,
+            "unavailable": st.unavailable,
+            "dropped": st.dropped,
             "events": st.events,
             "error": st.error,
         })

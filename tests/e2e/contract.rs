@@ -1,8 +1,8 @@
 //! Plugin contract 0.1.2 against a real agent: annotations a flow-processor returns are kept
 //! in the records store, listed by `/api/v1/records` and `weir records`, and survive kill -9.
 
-use crate::sandbox::{plugin, with_plugin};
-use crate::util::{Agent, now_ms};
+use crate::sandbox::{install, plugin, with_plugin};
+use crate::util::{Agent, KubeApi, now_ms};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -280,5 +280,240 @@ fn grants_and_scopes_change_without_reinstalling_through_api_and_cli() {
             v["error"]["message"].as_str().unwrap_or("").contains(says),
             "{body}: {v}"
         );
+    }
+}
+
+/// A recorded cluster: one pod in namespace `shop` (labelled), a NetworkPolicy there, an
+/// Event; AdminNetworkPolicies not served (404), BaselineAdminNetworkPolicies forbidden (403).
+fn recorded_cluster(dir: &std::path::Path) {
+    let list = |kind: &str, items: Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items});
+    let files = [
+        (
+            "pods",
+            list(
+                "PodList",
+                json!([{
+            "metadata": {"name": "web-0", "namespace": "shop", "uid": "u1", "resourceVersion": "5",
+                "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "web", "image": "nginx"}]},
+            "status": {"podIP": "198.18.70.1", "podIPs": [{"ip": "198.18.70.1"}]}}]),
+            ),
+        ),
+        ("services", list("ServiceList", json!([]))),
+        ("nodes", list("NodeList", json!([]))),
+        (
+            "namespaces",
+            list(
+                "NamespaceList",
+                json!([
+            {"metadata": {"name": "shop", "uid": "n1", "resourceVersion": "2",
+                "labels": {"kubernetes.io/metadata.name": "shop", "team": "payments"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]}},
+            {"metadata": {"name": "kube-system", "uid": "n2", "resourceVersion": "3",
+                "labels": {"kubernetes.io/metadata.name": "kube-system"}}}]),
+            ),
+        ),
+        (
+            "networkpolicies",
+            list(
+                "NetworkPolicyList",
+                json!([{
+            "metadata": {"name": "deny-ingress", "namespace": "shop", "uid": "p1", "resourceVersion": "7"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}]),
+            ),
+        ),
+        (
+            "events",
+            list(
+                "EventList",
+                json!([{
+            "metadata": {"name": "web-0.1", "namespace": "shop", "uid": "e1", "resourceVersion": "8"},
+            "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "web-0"},
+            "reason": "Started", "message": "Started container web", "type": "Normal"}]),
+            ),
+        ),
+    ];
+    for (name, v) in files {
+        std::fs::write(dir.join(format!("{name}.json")), v.to_string()).expect("write");
+    }
+    std::fs::write(dir.join("baselineadminnetworkpolicies.forbidden"), "").expect("write");
+}
+
+#[test]
+fn kubernetes_objects_reach_plugins_by_scoped_kind_and_namespace_labels_reach_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_dir = dir.path().join("api");
+    std::fs::create_dir_all(&api_dir).expect("mkdir");
+    recorded_cluster(&api_dir);
+    let api = KubeApi::start(&api_dir);
+    let root = dir.path().join("agent");
+    install(
+        &root.join("data"),
+        &dir.path().join("src"),
+        "contract_probe",
+        "contract-probe",
+        &[
+            "mode=k8s",
+            "kinds=NetworkPolicy,Namespace,Pod,Secret",
+            "json_has=podSelector",
+        ],
+    );
+    let a = Agent::start(
+        &root,
+        &[
+            "--no-capture",
+            "--kubeconfig",
+            api.kubeconfig.to_str().expect("path"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = a.ok("/api/v1/status", &[]);
+        let e = &st["enrichment"];
+        if ["pods", "namespaces", "networkpolicies", "events"]
+            .iter()
+            .all(|k| e["synced"][k] == true)
+            && e["unavailable"].as_object().map_or(0, |o| o.len()) == 2
+        {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "not synced: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let e = &st["enrichment"];
+    assert_eq!(
+        e["unavailable"]["adminnetworkpolicies"], "not served by the API server",
+        "{e}"
+    );
+    assert!(
+        e["unavailable"]["baselineadminnetworkpolicies"]
+            .as_str()
+            .unwrap_or("")
+            .contains("403"),
+        "{e}"
+    );
+    assert_eq!(e["objects"]["NetworkPolicy"], 1, "{e}");
+    assert_eq!(e["objects"]["Event"], 1, "{e}");
+
+    // A flow from the pod: its namespace's labels are on it; the probe runs on the batch.
+    let post = |port: u64| {
+        let now = now_ms();
+        let flow = json!([{"SrcAddr": "198.18.70.1", "DstAddr": "198.18.70.2", "Proto": 6,
+            "Bytes": 1, "Packets": 1, "DstPort": port, "TimeFlowStartMs": now - 2000,
+            "TimeFlowEndMs": now - 1000}]);
+        let (s, v) = a.post("/api/v1/flows", &flow.to_string());
+        assert_eq!(s, 200, "{v}");
+    };
+    post(80);
+    let v = a.ok(
+        "/api/v1/flows",
+        &[("filter", "DstPort=80"), ("from", "-1h")],
+    );
+    let f = &v["flows"][0];
+    assert_eq!(f["SrcK8S_Namespace"], "shop", "{v}");
+    assert_eq!(
+        f["SrcK8S_NamespaceLabels"], "kubernetes.io/metadata.name=shop,team=payments",
+        "{f}"
+    );
+    assert_eq!(f["DstK8S_NamespaceLabels"], "", "{f}");
+    let records = |kind: &str, n: usize| -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = a.ok("/api/v1/records", &[("kind", kind), ("from", "-1h")]);
+            let r = v["records"].as_array().cloned().unwrap_or_default();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{kind}: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let got: Vec<(String, Value)> = records("k8s-probe", 3)
+        .iter()
+        .map(|r| {
+            (
+                r["text"].as_str().unwrap_or("").to_string(),
+                r["labels"].clone(),
+            )
+        })
+        .collect();
+    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "NetworkPolicy shop/deny-ingress",
+            "Namespace /kube-system",
+            "Namespace /shop"
+        ],
+        "in scope: listed, sorted; {got:?}"
+    );
+    assert_eq!(got[0].1, json!([["json_has", "true"]]), "the object's JSON");
+    assert!(
+        got[2]
+            .1
+            .as_array()
+            .expect("labels")
+            .contains(&json!(["team", "payments"])),
+        "{got:?}"
+    );
+    let errors = records("k8s-probe-error", 2);
+    let says = |kind: &str| {
+        errors
+            .iter()
+            .find(|r| r["labels"] == json!([["kind", kind]]))
+            .and_then(|r| r["text"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        says("Pod").contains(
+            "kind Pod is outside this plugin's scope (granted kinds: NetworkPolicy, Namespace)"
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        says("Secret").contains("Secret is never readable"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        records("k8s-probe-kinds", 1)[0]["text"],
+        "Namespace,NetworkPolicy",
+        "kinds() lists what is watched and in scope"
+    );
+
+    // Widened with the CLI: pods readable after the reload. Secrets cannot be granted.
+    let data = root.join("data");
+    let (code, out, err) = crate::plugins::weir(
+        &data,
+        &["grant", "contract-probe", "k8s-objects", "--scope", "*"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = crate::plugins::weir(
+        &data,
+        &[
+            "grant",
+            "contract-probe",
+            "k8s-objects",
+            "--scope",
+            "Secret",
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("Secrets are never readable"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        post(81);
+        let v = a.ok("/api/v1/records", &[("kind", "k8s-probe"), ("from", "-1h")]);
+        let pods = v["records"].as_array().map_or(0, |r| {
+            r.iter().filter(|r| r["text"] == "Pod shop/web-0").count()
+        });
+        if pods > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods not listed after the grant: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }

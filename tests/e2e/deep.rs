@@ -660,27 +660,8 @@ fn kubernetes_pods_services_and_nodes_from_a_recorded_api() {
     let api_dir = dir.path().join("api");
     std::fs::create_dir_all(&api_dir).expect("mkdir");
     recorded_cluster(&api_dir, &pair);
-    let port = crate::util::free_port().to_string();
-    let mut server = Command::new("python3")
-        .arg(format!("{PY}/kube_api.py"))
-        .arg(&port)
-        .arg(&api_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("kube_api.py");
-    let mut ready = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready");
-    let _server = KillOnDrop(server);
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: recorded\ncurrent-context: recorded\nusers:\n- name: recorded\n  user:\n    token: recorded-token\n"
-        ),
-    )
-    .expect("kubeconfig");
+    let api = crate::util::KubeApi::start(&api_dir);
+    let kubeconfig = api.kubeconfig.clone();
     let a = Agent::start(
         dir.path(),
         &[

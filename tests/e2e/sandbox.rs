@@ -34,7 +34,7 @@ const CEILINGS: [&str; 4] = [
 ];
 
 /// Installs a fixture with the CLI into `data` (before the agent starts, or hot-loaded).
-fn install(
+pub(crate) fn install(
     data: &std::path::Path,
     tmp: &std::path::Path,
     wasm: &str,

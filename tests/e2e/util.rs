@@ -413,3 +413,43 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The recorded Kubernetes API (`py/kube_api.py`, a stand-in: no API server runs on the test
+/// machines) serving the lists and watch files in `dir`, and a kubeconfig that points at it.
+pub struct KubeApi {
+    _server: KillOnDrop,
+    pub kubeconfig: PathBuf,
+}
+
+impl KubeApi {
+    pub fn start(dir: &Path) -> KubeApi {
+        use std::io::BufRead;
+        let port = free_port().to_string();
+        let mut server = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/e2e/py/kube_api.py"
+            ))
+            .arg(&port)
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("kube_api.py");
+        let mut ready = String::new();
+        std::io::BufReader::new(server.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("ready");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: recorded\ncurrent-context: recorded\nusers:\n- name: recorded\n  user:\n    token: recorded-token\n"
+            ),
+        )
+        .expect("kubeconfig");
+        KubeApi {
+            _server: KillOnDrop(server),
+            kubeconfig,
+        }
+    }
+}

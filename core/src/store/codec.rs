@@ -3,15 +3,16 @@
 //! version byte, then lz4-compressed bincode of `(seq, flow)` pairs in ascending seq order.
 //! Blocks make ingest a few large sled writes instead of one per flow.
 //!
-//! Version 2 blocks (flows before drops, RTT, DNS and enrichment fields) are still read; new
-//! blocks are written as version 3.
+//! Older blocks are still read: version 2 (flows before drops, RTT, DNS and enrichment fields)
+//! and version 3 (before namespace labels); new blocks are written as version 4.
 
 use super::StoreError;
 use crate::flow::Flow;
 use serde::Deserialize;
 use std::net::IpAddr;
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+const VERSION_3: u8 = 3;
 const VERSION_2: u8 = 2;
 
 /// The flow record as version 2 blocks hold it (bincode is positional: fields in order).
@@ -69,6 +70,121 @@ impl From<FlowV2> for Flow {
     }
 }
 
+/// The flow record as version 3 blocks hold it (before namespace labels).
+#[derive(Deserialize)]
+struct FlowV3 {
+    time_flow_start_ms: u64,
+    time_flow_end_ms: u64,
+    time_received: u64,
+    etype: u16,
+    src_mac: String,
+    dst_mac: String,
+    src_addr: IpAddr,
+    dst_addr: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    bytes: u64,
+    packets: u64,
+    skbs: u64,
+    flags: u16,
+    interface: String,
+    if_direction: u8,
+    sampling: u32,
+    netns: String,
+    interfaces: String,
+    if_directions: String,
+    cgroup: String,
+    container_id: String,
+    pkt_drop_bytes: u64,
+    pkt_drop_packets: u64,
+    pkt_drop_latest_drop_cause: String,
+    time_flow_rtt_ns: u64,
+    dns_id: u16,
+    dns_flags: u16,
+    dns_flags_response_code: String,
+    dns_latency_us: u64,
+    dns_name: String,
+    dns_qtype: u16,
+    src_k8s_name: String,
+    src_k8s_namespace: String,
+    src_k8s_owner_name: String,
+    src_k8s_owner_type: String,
+    src_k8s_type: String,
+    src_k8s_host_name: String,
+    src_k8s_zone: String,
+    src_k8s_labels: String,
+    dst_k8s_name: String,
+    dst_k8s_namespace: String,
+    dst_k8s_owner_name: String,
+    dst_k8s_owner_type: String,
+    dst_k8s_type: String,
+    dst_k8s_host_name: String,
+    dst_k8s_zone: String,
+    dst_k8s_labels: String,
+}
+
+impl From<FlowV3> for Flow {
+    fn from(o: FlowV3) -> Flow {
+        Flow {
+            time_flow_start_ms: o.time_flow_start_ms,
+            time_flow_end_ms: o.time_flow_end_ms,
+            time_received: o.time_received,
+            etype: o.etype,
+            src_mac: o.src_mac,
+            dst_mac: o.dst_mac,
+            src_addr: o.src_addr,
+            dst_addr: o.dst_addr,
+            src_port: o.src_port,
+            dst_port: o.dst_port,
+            proto: o.proto,
+            icmp_type: o.icmp_type,
+            icmp_code: o.icmp_code,
+            bytes: o.bytes,
+            packets: o.packets,
+            skbs: o.skbs,
+            flags: o.flags,
+            interface: o.interface,
+            if_direction: o.if_direction,
+            sampling: o.sampling,
+            netns: o.netns,
+            interfaces: o.interfaces,
+            if_directions: o.if_directions,
+            cgroup: o.cgroup,
+            container_id: o.container_id,
+            pkt_drop_bytes: o.pkt_drop_bytes,
+            pkt_drop_packets: o.pkt_drop_packets,
+            pkt_drop_latest_drop_cause: o.pkt_drop_latest_drop_cause,
+            time_flow_rtt_ns: o.time_flow_rtt_ns,
+            dns_id: o.dns_id,
+            dns_flags: o.dns_flags,
+            dns_flags_response_code: o.dns_flags_response_code,
+            dns_latency_us: o.dns_latency_us,
+            dns_name: o.dns_name,
+            dns_qtype: o.dns_qtype,
+            src_k8s_name: o.src_k8s_name,
+            src_k8s_namespace: o.src_k8s_namespace,
+            src_k8s_owner_name: o.src_k8s_owner_name,
+            src_k8s_owner_type: o.src_k8s_owner_type,
+            src_k8s_type: o.src_k8s_type,
+            src_k8s_host_name: o.src_k8s_host_name,
+            src_k8s_zone: o.src_k8s_zone,
+            src_k8s_labels: o.src_k8s_labels,
+            dst_k8s_name: o.dst_k8s_name,
+            dst_k8s_namespace: o.dst_k8s_namespace,
+            dst_k8s_owner_name: o.dst_k8s_owner_name,
+            dst_k8s_owner_type: o.dst_k8s_owner_type,
+            dst_k8s_type: o.dst_k8s_type,
+            dst_k8s_host_name: o.dst_k8s_host_name,
+            dst_k8s_zone: o.dst_k8s_zone,
+            dst_k8s_labels: o.dst_k8s_labels,
+            ..Flow::empty()
+        }
+    }
+}
+
 /// Most records in one block: small enough that fetching one record decodes little.
 pub const BLOCK_FLOWS: usize = 64;
 
@@ -87,16 +203,23 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError> {
                 .map_err(|e| StoreError::Codec(format!("block decompression: {e}")))?;
             bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))
         }
-        Some((&VERSION_2, rest)) => {
-            let raw = lz4_flex::decompress_size_prepended(rest)
-                .map_err(|e| StoreError::Codec(format!("block decompression: {e}")))?;
-            let old: Vec<(u64, FlowV2)> =
-                bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))?;
-            Ok(old.into_iter().map(|(s, f)| (s, Flow::from(f))).collect())
-        }
+        Some((&VERSION_3, rest)) => decode_old::<FlowV3>(rest),
+        Some((&VERSION_2, rest)) => decode_old::<FlowV2>(rest),
         Some((v, _)) => Err(StoreError::Codec(format!("unknown block version {v}"))),
         None => Err(StoreError::Codec("empty block".into())),
     }
+}
+
+/// A block of an older version: its records as they were, then as today's.
+fn decode_old<T>(rest: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Into<Flow>,
+{
+    let raw = lz4_flex::decompress_size_prepended(rest)
+        .map_err(|e| StoreError::Codec(format!("block decompression: {e}")))?;
+    let old: Vec<(u64, T)> =
+        bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(old.into_iter().map(|(s, f)| (s, f.into())).collect())
 }
 
 pub fn key(seq: u64) -> [u8; 8] {
@@ -127,6 +250,23 @@ mod tests {
         assert!(decode_block(&[]).is_err());
         assert!(decode_block(&[VERSION, 1, 2]).is_err());
         assert_eq!(key(77), 77u64.to_be_bytes());
+    }
+
+    #[test]
+    fn reads_version_3_blocks() {
+        // A version 3 record is today's without its two trailing namespace-label strings (in
+        // bincode, an empty string is its 8-byte zero length).
+        let mut f = Flow::empty();
+        f.src_addr = "10.0.0.1".parse().unwrap();
+        f.dns_name = "example.org".into();
+        f.src_k8s_labels = "app=web".into();
+        f.dst_k8s_labels = "app=db".into();
+        f.time_flow_rtt_ns = 1234;
+        let raw = bincode::serialize(&vec![(9u64, &f)]).unwrap();
+        assert!(raw.ends_with(&[0; 16]));
+        let mut block = vec![VERSION_3];
+        block.extend_from_slice(&lz4_flex::compress_prepend_size(&raw[..raw.len() - 16]));
+        assert_eq!(decode_block(&block).unwrap(), vec![(9, f)]);
     }
 
     #[test]

@@ -14,11 +14,16 @@
 //! - `kv-get`, `records-query`, `http-get`: `repeat` host calls of one kind (a kv get, a
 //!   records query of `page` rows, a GET of `url`), for the host-call benchmark;
 //! - `records`: writes `count` entries of kind `kind` through `records`, reads back every
-//!   entry of that kind page by page (`page`), and emits `records_written`/`records_read`.
+//!   entry of that kind page by page (`page`), and emits `records_written`/`records_read`;
+//! - `k8s`: lists each kind of `kinds` through `k8s-objects` (in `namespace`, matching
+//!   `selector`, when given) and writes what it got as records: one `k8s-probe` entry per
+//!   object (text `Kind namespace/name`, its labels, and `json_has` = whether its JSON contains
+//!   the config's `json_has`), one `k8s-probe-error` entry per refused kind (the refusal as
+//!   text), and one `k8s-probe-kinds` entry listing `kinds()`.
 
 use weir_plugin_sdk::flow_processor::{
     self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
-    Processed, TimeRange, config, flow_fields, kv, outbound_http, records,
+    Processed, TimeRange, config, flow_fields, k8s_objects, kv, outbound_http, records,
 };
 
 struct Probe;
@@ -162,6 +167,48 @@ impl Guest for Probe {
                 }
                 samples.push(sample("records_written", &kind, written as f64));
                 samples.push(sample("records_read", &kind, read as f64));
+            }
+            "k8s" => {
+                let now = batch.time_flow_end_ms().iter().copied().max().unwrap_or(0);
+                let entry =
+                    |kind: &str, text: String, labels: Vec<(String, String)>| records::Entry {
+                        time_ms: now,
+                        end_ms: None,
+                        kind: kind.into(),
+                        text: text.chars().take(4000).collect(),
+                        labels,
+                        flow_filter: None,
+                    };
+                let needle = config::get("json_has").unwrap_or_default();
+                let mut out = vec![entry(
+                    "k8s-probe-kinds",
+                    k8s_objects::kinds().join(","),
+                    Vec::new(),
+                )];
+                let (ns, sel) = (config::get("namespace"), config::get("selector"));
+                for kind in config::get("kinds").unwrap_or_default().split(',') {
+                    match k8s_objects::list(kind, ns.as_deref(), sel.as_deref()) {
+                        Ok(objects) => out.extend(objects.into_iter().take(100).map(|o| {
+                            let mut labels = o.labels;
+                            labels.truncate(30);
+                            labels.push((
+                                "json_has".into(),
+                                (!needle.is_empty() && o.json.contains(&needle)).to_string(),
+                            ));
+                            entry(
+                                "k8s-probe",
+                                format!("{} {}/{}", o.kind, o.namespace, o.name),
+                                labels,
+                            )
+                        })),
+                        Err(e) => out.push(entry(
+                            "k8s-probe-error",
+                            e,
+                            vec![("kind".into(), kind.into())],
+                        )),
+                    }
+                }
+                records::write(&out).map_err(PluginError::InvalidInput)?;
             }
             "by-name" => {
                 for f in fields() {

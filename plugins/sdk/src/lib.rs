@@ -225,7 +225,7 @@ pub mod flow_processor {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, kv, log, metrics, outbound_http, records, timeline,
+        clock, config, k8s_objects, kv, log, metrics, outbound_http, records, timeline,
     };
     field_helpers!();
     batch_view!();
@@ -242,7 +242,7 @@ pub mod visualization {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, kv, log, outbound_http, records, timeline,
+        clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http, records, timeline,
     };
     field_helpers!();
 
@@ -365,7 +365,8 @@ pub mod alert_rule {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, kv, log, metrics, outbound_http, records, timeline,
+        clock, config, flow_stats, flows, k8s_objects, kv, log, metrics, outbound_http, records,
+        timeline,
     };
     field_helpers!();
 
@@ -629,7 +630,9 @@ pub mod correlator {
     });
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
-    pub use self::weir::plugin::{clock, config, flows, kv, log, outbound_http, records, timeline};
+    pub use self::weir::plugin::{
+        clock, config, flows, k8s_objects, kv, log, outbound_http, records, timeline,
+    };
     field_helpers!();
     batch_view!();
 }
@@ -677,7 +680,7 @@ pub mod check {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, kv, log, outbound_http, records, timeline,
+        clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http, records, timeline,
     };
     field_helpers!();
 }

@@ -1,12 +1,12 @@
 """A recorded Kubernetes API server for the e2e tests (no API server can run on the test
 machines). Serves, from the directory in argv[2], on 127.0.0.1:argv[1]:
 
-  GET /api/v1/{pods,services,nodes}            the list in {kind}.json (as a real server
-                                               answers a list: kind, metadata.resourceVersion,
-                                               items)
-  GET /api/v1/{kind}?watch=true|1              a chunked stream of the watch events in
-                                               {kind}.watch.jsonl, following the file as lines
-                                               are appended (like `tail -f`)
+  GET /api/v1/{res}, /apis/{group}/{version}/{res}
+                                the list in {res}.json (as a real server answers a list:
+                                kind, metadata.resourceVersion, items); 404 (a kind the
+                                server does not serve) when there is no such file
+  GET ...?watch=true|1          a chunked stream of the watch events in {res}.watch.jsonl,
+                                following the file as lines are appended (like `tail -f`)
 Prints "ready" when listening. Every request is logged to requests.log in the directory.
 """
 import http.server
@@ -18,7 +18,6 @@ import urllib.parse
 
 PORT = int(sys.argv[1])
 DIR = sys.argv[2]
-KINDS = {"pods", "services", "nodes"}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -40,13 +39,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlparse(self.path)
         q = urllib.parse.parse_qs(url.query)
         parts = url.path.strip("/").split("/")
-        if len(parts) != 3 or parts[:2] != ["api", "v1"] or parts[2] not in KINDS:
+        cluster_wide = (len(parts) == 3 and parts[:2] == ["api", "v1"]) or \
+            (len(parts) == 4 and parts[0] == "apis")
+        recorded = any(os.path.exists(os.path.join(DIR, parts[-1] + ext))
+                       for ext in (".json", ".forbidden"))
+        if not cluster_wide or not recorded:
             self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                  "reason": "NotFound", "code": 404, "message": "not recorded"})
             self.log_message("")
             return
-        kind = parts[2]
+        kind = parts[-1]
         self.log_message("")
+        if os.path.exists(os.path.join(DIR, kind + ".forbidden")):
+            self.send_json(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "reason": "Forbidden", "code": 403, "message": "forbidden"})
+            return
         if q.get("watch", ["false"])[0] in ("true", "1"):
             self.watch(kind, float(q.get("timeoutSeconds", ["290"])[0]))
             return

@@ -452,6 +452,12 @@ async function alertsPage() {
 
 // ---- plugins ---------------------------------------------------------------------------------
 
+/** What the grant prompt asks for each scoped capability. */
+const SCOPE_PROMPTS = {
+  "outbound-http": "Hosts NAME may reach (host:port or host:*)",
+  "k8s-objects": "Kubernetes kinds NAME may read (NetworkPolicy, Namespace, ... or *; never Secret)",
+};
+
 /** A capability list with each scoped one's scope: "outbound-http (prom:9090), config". */
 function withScopes(caps, scopes) {
   return caps.map((c) => (scopes && scopes[c] ? `${c} (${scopes[c].join(", ") || "nothing"})` : c)).join(", ") || "-";
@@ -493,9 +499,10 @@ async function pluginsPage() {
           else if (b.dataset.a === "revoke") await api(`/api/v1/plugins/${encodeURIComponent(name)}/grants`, null, { revoke: b.dataset.cap });
           else if (b.dataset.a === "grant") {
             const body = { grant: b.dataset.cap };
-            if (b.dataset.cap === "outbound-http") {
+            const ask = SCOPE_PROMPTS[b.dataset.cap];
+            if (ask) {
               const asked = (v.plugins.find((x) => x.installed.manifest.name === name).installed.manifest.scopes || {})[b.dataset.cap] || [];
-              const answer = window.prompt(`Hosts ${name} may reach (host:port or host:*, comma-separated)`, asked.join(", "));
+              const answer = window.prompt(`${ask.replace("NAME", name)}, comma-separated`, asked.join(", "));
               if (answer === null) return;
               body.scope = answer.split(",").map((x) => x.trim()).filter((x) => x);
             }
