@@ -371,6 +371,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             reg.set_capture(c.clone());
         }
         reg.set_records(records.clone());
+        reg.set_prober(Arc::new(weir_ebpf::probe::NetnsProber));
         if let Some(o) = &objects {
             reg.set_objects(o.clone());
         }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod objects;
 pub mod plugins;
+pub mod probe;
 pub mod query;
 pub mod records;
 pub mod schema;

@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod dns;
 mod instance;
 mod netlink;
+pub mod probe;
 pub mod records;
 
 pub use instance::{Capture, CaptureConfig, CaptureError};

@@ -15,13 +15,14 @@ pub enum Capability {
     Records,
     OutboundHttp,
     K8sObjects,
+    Probe,
     Timeline,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -31,6 +32,7 @@ impl Capability {
         Capability::Records,
         Capability::OutboundHttp,
         Capability::K8sObjects,
+        Capability::Probe,
         Capability::Timeline,
         Capability::Clock,
         Capability::Config,
@@ -48,6 +50,7 @@ impl Capability {
             Capability::Records => "records",
             Capability::OutboundHttp => "outbound-http",
             Capability::K8sObjects => "k8s-objects",
+            Capability::Probe => "probe",
             Capability::Timeline => "timeline",
             Capability::Clock => "clock",
             Capability::Config => "config",
@@ -66,7 +69,10 @@ impl Capability {
     /// Whether a grant of it carries a scope (what it may reach); granted without one, it
     /// reaches nothing.
     pub fn scoped(self) -> bool {
-        matches!(self, Capability::OutboundHttp | Capability::K8sObjects)
+        matches!(
+            self,
+            Capability::OutboundHttp | Capability::K8sObjects | Capability::Probe
+        )
     }
 
     /// The capability behind an import name such as `weir:plugin/kv@0.1.0`.

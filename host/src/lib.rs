@@ -13,6 +13,7 @@ pub mod manifest;
 mod objects;
 pub mod oci;
 pub mod plugin;
+mod probe;
 mod records;
 pub mod registry;
 pub mod run;

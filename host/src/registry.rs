@@ -219,6 +219,11 @@ impl Registry {
         let _ = self.services.records.set(records);
     }
 
+    /// Gives plugins with the `probe` capability a prober (set once).
+    pub fn set_prober(&self, prober: Arc<dyn weir_core::probe::Prober>) {
+        let _ = self.services.prober.set(prober);
+    }
+
     /// Gives plugins with the `k8s-objects` capability the cluster objects the agent watches
     /// (set once).
     pub fn set_objects(&self, objects: Arc<dyn weir_core::objects::ObjectSource>) {

@@ -1181,6 +1181,7 @@ mod contract {
         Capability::Records,
         Capability::OutboundHttp,
         Capability::K8sObjects,
+        Capability::Probe,
         Capability::Kv,
     ];
 
@@ -1267,6 +1268,7 @@ mod contract {
                 Capability::Records,
                 Capability::OutboundHttp,
                 Capability::K8sObjects,
+                Capability::Probe,
                 Capability::Kv,
             ],
             &[],

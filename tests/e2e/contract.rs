@@ -2,7 +2,7 @@
 //! in the records store, listed by `/api/v1/records` and `weir records`, and survive kill -9.
 
 use crate::sandbox::{install, plugin, with_plugin};
-use crate::util::{Agent, KubeApi, now_ms};
+use crate::util::{Agent, KubeApi, Pair, now_ms, sh};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -516,4 +516,91 @@ fn kubernetes_objects_reach_plugins_by_scoped_kind_and_namespace_labels_reach_fl
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn probes_connect_from_a_namespace_and_report_what_the_kernel_answered() {
+    let pair = Pair::new(70);
+    let _listener = crate::deep::python_bg(&pair.ns_b, "listen.py", &["7070"]);
+    // In B: port 7071 dropped, 7072 rejected as administratively prohibited, 7073 closed.
+    sh(&format!(
+        "printf 'table inet probe {{\\n chain input {{\\n  type filter hook input priority 0;\\n  tcp dport 7071 drop\\n  tcp dport 7072 reject with icmpx admin-prohibited\\n }}\\n}}\\n' | ip netns exec {} nft -f -",
+        pair.ns_b
+    ));
+    let (a, b) = (&pair.ns_a, &pair.b4);
+    let targets = [
+        format!("{a}/{b}/7070/tcp/1000"),
+        format!("{a}/{}/7070/tcp/1000", pair.b6),
+        format!("{a}/{b}/7071/tcp/300"),
+        format!("{a}/{b}/7072/tcp/1000"),
+        format!("{a}/{b}/7073/tcp/1000"),
+        format!("{a}/{b}/7070/udp/1000"),
+        format!("{a}/{b}/7073/udp/1000"),
+        format!("{a}/10.0.0.1/7070/tcp/100"),
+        format!("weir-no-such-ns/{b}/7070/tcp/100"),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("agent");
+    let config = format!("targets={}", targets.join(";"));
+    install(
+        &root.join("data"),
+        &dir.path().join("src"),
+        "contract_probe",
+        "contract-probe",
+        &["mode=probe", &config],
+    );
+    let a = Agent::start(&root, &["--no-capture"]);
+    let now = now_ms();
+    let flow = json!([{"SrcAddr": "198.18.70.1", "DstAddr": "198.18.70.2", "Proto": 6,
+        "Bytes": 1, "Packets": 1, "TimeFlowStartMs": now - 2000, "TimeFlowEndMs": now - 1000}]);
+    let (s, v) = a.post("/api/v1/flows", &flow.to_string());
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        let v = a.ok(
+            "/api/v1/records",
+            &[("kind", "probe-result"), ("from", "-1h")],
+        );
+        let r = v["records"].as_array().cloned().unwrap_or_default();
+        if r.len() >= targets.len() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no probe results: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let texts: Vec<&str> = got
+        .iter()
+        .map(|r| r["text"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        &texts[..7],
+        [
+            "connected",
+            "connected",
+            "timed-out",
+            "unreachable",
+            "refused",
+            "answered",
+            "refused"
+        ],
+        "{got:?}"
+    );
+    assert!(
+        got[3]["labels"][1][1]
+            .as_str()
+            .unwrap_or("")
+            .contains("No route to host"),
+        "the system's words: {}",
+        got[3]
+    );
+    assert!(
+        texts[7].contains("address 10.0.0.1 is outside this plugin's scope (granted: from:*, to:198.18.0.0/15, to:2001:db8::/32)"),
+        "{}",
+        texts[7]
+    );
+    assert!(
+        texts[8].contains("network namespace weir-no-such-ns"),
+        "{}",
+        texts[8]
+    );
 }

@@ -19,11 +19,14 @@
 //!   `selector`, when given) and writes what it got as records: one `k8s-probe` entry per
 //!   object (text `Kind namespace/name`, its labels, and `json_has` = whether its JSON contains
 //!   the config's `json_has`), one `k8s-probe-error` entry per refused kind (the refusal as
-//!   text), and one `k8s-probe-kinds` entry listing `kinds()`.
+//!   text), and one `k8s-probe-kinds` entry listing `kinds()`;
+//! - `probe`: tries each of `targets` (`netns/addr/port/tcp|udp/timeout_ms`, `;`-separated;
+//!   netns `-` for the agent's own) through `probe` and writes one `probe-result` record per
+//!   target (text: the outcome, or the refusal; labels `target`, `detail`).
 
 use weir_plugin_sdk::flow_processor::{
     self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
-    Processed, TimeRange, config, flow_fields, k8s_objects, kv, outbound_http, records,
+    Processed, TimeRange, config, flow_fields, k8s_objects, kv, outbound_http, probe, records,
 };
 
 struct Probe;
@@ -54,6 +57,52 @@ fn summary(field: &str, c: &Column) -> MetricSample {
         Column::Addrs(v) => sample("field_count", field, v.len() as f64),
         Column::Texts(t) => sample("field_distinct", field, t.values.len() as f64),
     }
+}
+
+fn outcome_name(o: probe::Outcome) -> &'static str {
+    match o {
+        probe::Outcome::Connected => "connected",
+        probe::Outcome::Answered => "answered",
+        probe::Outcome::Refused => "refused",
+        probe::Outcome::Unreachable => "unreachable",
+        probe::Outcome::TimedOut => "timed-out",
+        probe::Outcome::NoAnswer => "no-answer",
+    }
+}
+
+/// `netns/addr/port/tcp|udp/timeout_ms` as a probe target.
+fn parse_target(spec: &str) -> Result<probe::Target, String> {
+    let parts: Vec<&str> = spec.split('/').collect();
+    let [netns, addr, port, proto, timeout] = parts[..] else {
+        return Err(format!("target {spec:?}: netns/addr/port/proto/timeout_ms"));
+    };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?}: not an address"))?;
+    let v = u128::from(match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    });
+    Ok(probe::Target {
+        netns: if netns == "-" {
+            String::new()
+        } else {
+            netns.into()
+        },
+        addr: probe::IpAddr {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        },
+        port: port.parse().map_err(|_| format!("{port:?}: not a port"))?,
+        protocol: if proto == "udp" {
+            probe::Protocol::Udp
+        } else {
+            probe::Protocol::Tcp
+        },
+        timeout_ms: timeout
+            .parse()
+            .map_err(|_| format!("{timeout:?}: not ms"))?,
+    })
 }
 
 impl Guest for Probe {
@@ -207,6 +256,28 @@ impl Guest for Probe {
                             vec![("kind".into(), kind.into())],
                         )),
                     }
+                }
+                records::write(&out).map_err(PluginError::InvalidInput)?;
+            }
+            "probe" => {
+                let now = batch.time_flow_end_ms().iter().copied().max().unwrap_or(0);
+                let mut out = Vec::new();
+                for spec in config::get("targets").unwrap_or_default().split(';') {
+                    let (text, detail) = match parse_target(spec) {
+                        Ok(t) => match probe::connect(&t) {
+                            Ok(r) => (outcome_name(r.outcome).to_string(), r.detail),
+                            Err(e) => (format!("error: {e}"), String::new()),
+                        },
+                        Err(e) => (format!("error: {e}"), String::new()),
+                    };
+                    out.push(records::Entry {
+                        time_ms: now,
+                        end_ms: None,
+                        kind: "probe-result".into(),
+                        text,
+                        labels: vec![("target".into(), spec.into()), ("detail".into(), detail)],
+                        flow_filter: None,
+                    });
                 }
                 records::write(&out).map_err(PluginError::InvalidInput)?;
             }

@@ -1,0 +1,154 @@
+//! Probes from a network namespace ([`weir_core::probe::Prober`]): each probe runs on a fresh
+//! thread that enters the namespace (setns affects only the calling thread, and that thread
+//! ends with the probe), makes one TCP connection or one UDP exchange, and reports what the
+//! kernel answered.
+
+use crate::netlink::{enter_netns, open_netns};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+use weir_core::probe::{Outcome, ProbeError, Prober, Protocol, Target};
+
+/// The payload of a UDP probe.
+const UDP_PAYLOAD: &[u8] = b"weir-probe\n";
+
+/// Probes from network namespaces under /var/run/netns (or the agent's own).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetnsProber;
+
+fn outcome_of(e: &std::io::Error, silent: Outcome) -> Result<Outcome, ProbeError> {
+    Ok(match e.kind() {
+        ErrorKind::ConnectionRefused => Outcome::Refused,
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => silent,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+            Outcome::Unreachable(e.to_string())
+        }
+        _ if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EPERM) => {
+            Outcome::Unreachable(e.to_string())
+        }
+        _ => {
+            return Err(ProbeError::Socket(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            )));
+        }
+    })
+}
+
+fn try_tcp(addr: SocketAddr, timeout: Duration) -> Result<Outcome, ProbeError> {
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(_) => Ok(Outcome::Connected),
+        Err(e) => outcome_of(&e, Outcome::TimedOut),
+    }
+}
+
+fn try_udp(addr: SocketAddr, timeout: Duration) -> Result<Outcome, ProbeError> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let sock = UdpSocket::bind(local).map_err(ProbeError::Socket)?;
+    sock.connect(addr).map_err(ProbeError::Socket)?;
+    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(ProbeError::Socket)?;
+    if let Err(e) = sock.send(UDP_PAYLOAD) {
+        return outcome_of(&e, Outcome::NoAnswer);
+    }
+    let mut buf = [0u8; 512];
+    match sock.recv(&mut buf) {
+        Ok(_) => Ok(Outcome::Answered),
+        Err(e) => outcome_of(&e, Outcome::NoAnswer),
+    }
+}
+
+fn try_probe(t: &Target) -> Result<(Outcome, Duration), ProbeError> {
+    if !t.netns.is_empty() {
+        let (fd, _) = open_netns(&t.netns).map_err(|source| ProbeError::Netns {
+            netns: t.netns.clone(),
+            source,
+        })?;
+        enter_netns(&fd).map_err(|source| ProbeError::Netns {
+            netns: t.netns.clone(),
+            source,
+        })?;
+    }
+    let addr = SocketAddr::new(t.addr, t.port);
+    let start = Instant::now();
+    let outcome = match t.protocol {
+        Protocol::Tcp => try_tcp(addr, t.timeout)?,
+        Protocol::Udp => try_udp(addr, t.timeout)?,
+    };
+    Ok((outcome, start.elapsed()))
+}
+
+impl Prober for NetnsProber {
+    fn probe(&self, target: &Target) -> Result<(Outcome, Duration), ProbeError> {
+        let t = target.clone();
+        std::thread::Builder::new()
+            .name("weir-probe".into())
+            .spawn(move || try_probe(&t))
+            .map_err(ProbeError::Socket)?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(ProbeError::Socket(std::io::Error::other(
+                    "the probe thread panicked",
+                )))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(port: u16, protocol: Protocol) -> Target {
+        Target {
+            netns: String::new(),
+            addr: "127.0.0.1".parse().expect("addr"),
+            port,
+            protocol,
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn loopback_probes_tell_open_from_closed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open = listener.local_addr().expect("addr").port();
+        let p = NetnsProber;
+        assert_eq!(
+            p.probe(&target(open, Protocol::Tcp)).expect("tcp").0,
+            Outcome::Connected
+        );
+        drop(listener);
+        assert_eq!(
+            p.probe(&target(open, Protocol::Tcp)).expect("tcp").0,
+            Outcome::Refused
+        );
+        let echo = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = echo.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        assert_eq!(
+            p.probe(&target(port, Protocol::Udp)).expect("udp").0,
+            Outcome::Answered
+        );
+        server.join().expect("echo");
+        assert_eq!(
+            p.probe(&target(port, Protocol::Udp)).expect("udp").0,
+            Outcome::Refused
+        );
+        let e = p
+            .probe(&Target {
+                netns: "weir-no-such-netns".into(),
+                ..target(open, Protocol::Tcp)
+            })
+            .expect_err("no namespace");
+        assert!(e.to_string().contains("weir-no-such-netns"), "{e}");
+    }
+}
