@@ -335,9 +335,17 @@ pub fn run(a: AgentArgs) -> Result<()> {
             Capture::start(cc, tx.clone()).context("starting eBPF capture")?,
         ))
     };
+    // The API and plugins see the capture through the guard (operator's rules first, plugins'
+    // changes bounded, logged, and withdrawn when they stop controlling).
+    let guarded = capture.clone().map(|c| {
+        Arc::new(weir_core::control::GuardedCapture::new(
+            c as Arc<dyn CaptureSource>,
+            Some(records.clone()),
+        ))
+    });
     let mut state = weir_ui::AppState::new(
         store.clone(),
-        capture.clone().map(|c| c as Arc<dyn CaptureSource>),
+        guarded.clone().map(|c| c as Arc<dyn CaptureSource>),
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
@@ -367,8 +375,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
     } else {
         let (reg, proc_tx) =
             start_plugins(&dir, store.clone(), metrics.clone(), a.sandbox.policy())?;
-        if let Some(c) = &capture {
-            reg.set_capture(c.clone());
+        if let Some(g) = &guarded {
+            reg.set_capture(g.clone());
+            reg.set_control(g.clone());
         }
         reg.set_records(records.clone());
         reg.set_prober(Arc::new(weir_ebpf::probe::NetnsProber));

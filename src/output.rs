@@ -172,6 +172,40 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
                     rules.len()
                 )?;
             }
+            if let Some(ctl) = c["control"]
+                .as_object()
+                .filter(|o| o["controllers"].as_array().is_some_and(|l| !l.is_empty()))
+            {
+                writeln!(
+                    out,
+                    "\ncapture control (plugins; the operator's rules come first):"
+                )?;
+                for p in ctl["controllers"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    writeln!(
+                        out,
+                        "  {:<20} rules {}, sampling {}, {} changes, {} refused",
+                        p["plugin"].as_str().unwrap_or(""),
+                        p["rules"].as_array().map_or(0, Vec::len),
+                        p["sampling"]
+                            .as_u64()
+                            .map_or("-".to_string(), |n| format!("1 in {n}")),
+                        p["changes"],
+                        p["refused"]
+                    )?;
+                }
+                if let Some(last) = ctl["changes"].as_array().and_then(|l| l.last()) {
+                    writeln!(
+                        out,
+                        "  last change by {}: {}",
+                        last["by"].as_str().unwrap_or(""),
+                        last["what"].as_str().unwrap_or("")
+                    )?;
+                }
+            }
             writeln!(out, "\ncounters:")?;
             for (k, n) in c["counters"].as_object().into_iter().flatten() {
                 writeln!(out, "  {k:<24} {n}")?;

@@ -42,6 +42,9 @@ pub struct CaptureStatus {
     pub max_flows: u32,
     /// In-kernel filter rules in force.
     pub filters: Vec<FilterRule>,
+    /// Plugins controlling the capture (`capture-control`) and the last changes they made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::ControlStatus>,
 }
 
 /// A running capture, as the API sees it.
@@ -55,6 +58,8 @@ pub trait CaptureSource: Send + Sync {
     /// Replaces the filter rules at run time (no program is reloaded). The error names the
     /// bad rule; on error the rules in force stay.
     fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String>;
+    /// Sets 1-in-N packet sampling on live traffic (0 or 1: every packet).
+    fn set_sampling(&self, one_in: u32) -> Result<(), String>;
     /// The link speed of an attached interface in bits/s, when its driver reports one.
     fn link_speed(&self, netns: &str, name: &str) -> Option<u64> {
         self.status()
@@ -269,6 +274,40 @@ impl FilterRule {
     }
 }
 
+impl FilterRule {
+    /// The command-line form [`FilterRule::parse`] reads back.
+    pub fn text(&self) -> String {
+        let mut w = vec![match self.action {
+            FilterAction::Accept => "accept".to_string(),
+            FilterAction::Reject => "reject".to_string(),
+        }];
+        let pairs = [
+            ("cidr", &self.cidr),
+            ("peer_cidr", &self.peer_cidr),
+            ("proto", &self.proto),
+            ("ports", &self.ports),
+            ("tcp_flags", &self.tcp_flags),
+        ];
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                w.push(format!("{k}={v}"));
+            }
+        }
+        match self.direction {
+            FilterDirection::Any => {}
+            FilterDirection::Ingress => w.push("direction=ingress".into()),
+            FilterDirection::Egress => w.push("direction=egress".into()),
+        }
+        if self.drops_only {
+            w.push("drops_only".into());
+        }
+        if self.sampling != 0 {
+            w.push(format!("sampling={}", self.sampling));
+        }
+        w.join(" ")
+    }
+}
+
 /// Checks a whole rule list; errors name the rule (1-based) and the part.
 pub fn compile_rules(rules: &[FilterRule]) -> Result<Vec<CompiledRule>, String> {
     if rules.len() > MAX_FILTER_RULES {
@@ -287,6 +326,18 @@ pub fn compile_rules(rules: &[FilterRule]) -> Result<Vec<CompiledRule>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_print_as_they_parse() {
+        for text in [
+            "accept cidr=10.1.0.0/16 peer_cidr=10.2.0.1 proto=tcp ports=80-90 tcp_flags=SYN direction=ingress sampling=10",
+            "reject ports=22",
+            "accept drops_only",
+        ] {
+            let r = FilterRule::parse(text).unwrap();
+            assert_eq!(FilterRule::parse(&r.text()).unwrap(), r, "{text}");
+        }
+    }
 
     #[test]
     fn parses_and_compiles_rules() {

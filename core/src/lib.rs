@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod capture;
+pub mod control;
 pub mod enrich;
 pub mod flow;
 pub mod ingest;

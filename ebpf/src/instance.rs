@@ -219,6 +219,8 @@ pub struct Capture {
     features: Vec<Feature>,
     cfg: CaptureConfig,
     filters: Mutex<Vec<FilterRule>>,
+    /// 1-in-N sampling in force (set at start, changed by `set_sampling`).
+    sampling: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -352,6 +354,7 @@ impl Capture {
             threads: Mutex::new(threads),
             features,
             filters: Mutex::new(cfg.filters.clone()),
+            sampling: std::sync::atomic::AtomicU32::new(cfg.sampling),
             cfg,
         })
     }
@@ -369,6 +372,8 @@ impl Capture {
         for inst in &self.instances {
             lock(&inst.maps).set_config(|c| c.sampling = sampling)?;
         }
+        self.sampling.store(sampling, Ordering::SeqCst);
+        tracing::info!(sampling, "sampling changed");
         Ok(())
     }
 }
@@ -391,7 +396,7 @@ impl CaptureSource for Capture {
         let mut st = CaptureStatus {
             features: self.features.clone(),
             active_timeout_ms: self.cfg.active_timeout.as_millis() as u64,
-            sampling: self.cfg.sampling,
+            sampling: self.sampling.load(Ordering::SeqCst),
             max_flows: self.cfg.max_flows,
             filters: self.filters(),
             ..Default::default()
@@ -469,6 +474,10 @@ impl CaptureSource for Capture {
         tracing::info!(rules = rules.len(), "filter rules replaced");
         *current = rules;
         Ok(())
+    }
+
+    fn set_sampling(&self, one_in: u32) -> Result<(), String> {
+        Capture::set_sampling(self, one_in).map_err(|e| e.to_string())
     }
 
     fn flush(&self) {

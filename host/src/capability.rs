@@ -16,13 +16,14 @@ pub enum Capability {
     OutboundHttp,
     K8sObjects,
     Probe,
+    CaptureControl,
     Timeline,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 13] = [
+    pub const ALL: [Capability; 14] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -33,6 +34,7 @@ impl Capability {
         Capability::OutboundHttp,
         Capability::K8sObjects,
         Capability::Probe,
+        Capability::CaptureControl,
         Capability::Timeline,
         Capability::Clock,
         Capability::Config,
@@ -51,6 +53,7 @@ impl Capability {
             Capability::OutboundHttp => "outbound-http",
             Capability::K8sObjects => "k8s-objects",
             Capability::Probe => "probe",
+            Capability::CaptureControl => "capture-control",
             Capability::Timeline => "timeline",
             Capability::Clock => "clock",
             Capability::Config => "config",
@@ -71,7 +74,10 @@ impl Capability {
     pub fn scoped(self) -> bool {
         matches!(
             self,
-            Capability::OutboundHttp | Capability::K8sObjects | Capability::Probe
+            Capability::OutboundHttp
+                | Capability::K8sObjects
+                | Capability::Probe
+                | Capability::CaptureControl
         )
     }
 

@@ -5,6 +5,7 @@
 pub mod batch;
 mod bindings;
 pub mod capability;
+mod control;
 pub mod convert;
 mod deadline;
 pub mod fields;

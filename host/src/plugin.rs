@@ -1209,6 +1209,9 @@ fn link_granted(
             Capability::OutboundHttp => {
                 p::outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
+            Capability::CaptureControl => {
+                p::capture_control::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
             Capability::Probe => {
                 p::probe::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }

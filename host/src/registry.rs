@@ -219,6 +219,12 @@ impl Registry {
         let _ = self.services.records.set(records);
     }
 
+    /// Gives plugins with the `capture-control` capability the guarded capture (set once);
+    /// each sync withdraws the plugins that no longer control it.
+    pub fn set_control(&self, control: Arc<weir_core::control::GuardedCapture>) {
+        let _ = self.services.control.set(control);
+    }
+
     /// Gives plugins with the `probe` capability a prober (set once).
     pub fn set_prober(&self, prober: Arc<dyn weir_core::probe::Prober>) {
         let _ = self.services.prober.set(prober);
@@ -374,6 +380,15 @@ impl Registry {
                     load_error,
                 },
             );
+        }
+        if let Some(c) = self.services.control.get() {
+            c.retain(&|name| {
+                entries.get(name).is_some_and(|e| {
+                    e.plugin.is_some()
+                        && e.installed.enabled
+                        && e.installed.granted.contains(&Capability::CaptureControl)
+                })
+            });
         }
     }
 

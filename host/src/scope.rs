@@ -1,7 +1,8 @@
 //! Scoped grants: what a granted capability may reach. A scope is a list of entries whose
 //! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`; for
 //! `k8s-objects`: a Kubernetes kind such as `NetworkPolicy`, or `*`, never `Secret`; for
-//! `probe`: `from:NETNS` / `from:host` / `from:*` and `to:CIDR` / `to:*`). A scoped
+//! `probe`: `from:NETNS` / `from:host` / `from:*` and `to:CIDR` / `to:*`; for `capture-control`:
+//! bounds, `rules=N`, `action=accept|reject`, `cidr=NET`, `sampling=MIN-MAX`). A scoped
 //! capability granted with an empty scope reaches nothing; anything outside the scope is
 //! refused with a message naming it.
 
@@ -80,6 +81,7 @@ pub fn check(scopes: &Scopes, origin: &str) -> Result<(), HostError> {
                 Capability::OutboundHttp => HostPort::parse(e).map(|_| ()),
                 Capability::K8sObjects => check_kind(e),
                 Capability::Probe => weir_core::probe::ScopeEntry::parse(e).map(|_| ()),
+                Capability::CaptureControl => weir_core::control::Bounds::check_entry(e),
                 _ => Ok(()),
             };
             checked.map_err(|m| HostError::Manifest(format!("{origin}: {cap}: {m}")))?;

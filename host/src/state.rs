@@ -55,6 +55,8 @@ pub struct Services {
     pub links: Links,
     /// The records store (`records`).
     pub records: Arc<std::sync::OnceLock<Arc<weir_core::records::RecordStore>>>,
+    /// The guarded capture (`capture-control`).
+    pub control: Arc<std::sync::OnceLock<Arc<weir_core::control::GuardedCapture>>>,
     /// Connection attempts from network namespaces (`probe`).
     pub prober: Arc<std::sync::OnceLock<Arc<dyn weir_core::probe::Prober>>>,
     /// Cluster objects (`k8s-objects`).

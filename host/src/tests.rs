@@ -1182,6 +1182,7 @@ mod contract {
         Capability::OutboundHttp,
         Capability::K8sObjects,
         Capability::Probe,
+        Capability::CaptureControl,
         Capability::Kv,
     ];
 
@@ -1269,6 +1270,7 @@ mod contract {
                 Capability::OutboundHttp,
                 Capability::K8sObjects,
                 Capability::Probe,
+                Capability::CaptureControl,
                 Capability::Kv,
             ],
             &[],

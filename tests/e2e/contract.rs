@@ -604,3 +604,245 @@ fn probes_connect_from_a_namespace_and_report_what_the_kernel_answered() {
         texts[8]
     );
 }
+
+/// Records of `kind` once there are at least `n`.
+fn records_of(a: &Agent, kind: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = a.ok(
+            "/api/v1/records",
+            &[("kind", kind), ("from", "-1h"), ("limit", "10000")],
+        );
+        let r = v["records"].as_array().cloned().unwrap_or_default();
+        if r.len() >= n {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{kind}: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn capture_control_keeps_the_operators_rules_first_bounds_plugins_and_restores() {
+    let pair = Pair::new(71);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("agent");
+    let data = root.join("data");
+    let src = dir.path().join("src");
+    let plugin_rule = format!("reject cidr={} proto=udp ports=7001", pair.b4);
+    let install_probe =
+        |config: &[&str]| install(&data, &src, "contract_probe", "contract-probe", config);
+    install_probe(&[
+        "mode=capture",
+        &format!("rules={plugin_rule}"),
+        "sampling=10",
+        "repeat=5",
+    ]);
+    let a = Agent::start(
+        &root,
+        &[
+            "--no-host-netns",
+            "--netns",
+            &pair.ns_a,
+            "--active-timeout",
+            "1s",
+            "--filter",
+            "reject ports=9",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "capture not attached");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let trigger = || {
+        let now = now_ms();
+        let flow = json!([{"SrcAddr": "198.18.0.1", "DstAddr": "198.18.0.2", "Proto": 6, "Bytes": 1,
+            "Packets": 1, "TimeFlowStartMs": now - 2000, "TimeFlowEndMs": now - 1000}]);
+        let (s, v) = a.post("/api/v1/flows", &flow.to_string());
+        assert_eq!(s, 200, "{v}");
+    };
+    trigger();
+    let results = records_of(&a, "capture-result", 6);
+    let said: Vec<(&str, &str)> = results[..6]
+        .iter()
+        .map(|r| {
+            (
+                r["labels"][0][1].as_str().unwrap_or(""),
+                r["text"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(said[0], ("sampling", "ok"), "{said:?}");
+    for (i, (call, text)) in said[1..5].iter().enumerate() {
+        assert_eq!(
+            (*call, *text),
+            (format!("rules-{i}").as_str(), "ok"),
+            "{said:?}"
+        );
+    }
+    assert_eq!(said[5].0, "rules-4");
+    assert!(
+        said[5].1.contains("rate limit: at most 5 changes at once"),
+        "{said:?}"
+    );
+    // In force: the operator's rule first, then the plugin's; the plugin's sampling.
+    let v = a.ok("/api/v1/capture/filters", &[]);
+    let texts: Vec<String> = v["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            serde_json::from_value::<weir_core::capture::FilterRule>(r.clone())
+                .expect("rule")
+                .text()
+        })
+        .collect();
+    assert_eq!(texts, ["reject ports=9".to_string(), plugin_rule.clone()]);
+    let st = a.ok("/api/v1/status", &[]);
+    let c = &st["capture"];
+    assert_eq!(c["sampling"], 10, "{c}");
+    assert_eq!(
+        c["control"]["operator_rules"],
+        json!(["reject ports=9"]),
+        "{c}"
+    );
+    assert_eq!(
+        c["control"]["controllers"][0]["plugin"], "contract-probe",
+        "{c}"
+    );
+    assert_eq!(c["control"]["controllers"][0]["sampling"], 10, "{c}");
+    let (code, out, err) = a.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("capture control (plugins; the operator's rules come first):")
+            && out.contains("contract-probe")
+            && out.contains("sampling 1 in 10"),
+        "{out}"
+    );
+    assert!(
+        records_of(&a, "capture-change", 2)
+            .iter()
+            .any(|r| r["labels"] == json!([["by", "contract-probe"]]))
+    );
+    // The kernel does it: UDP to 7001 is not captured, UDP to 7002 is, 1 in 10.
+    let t0 = now_ms();
+    let py = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/udp_send.py");
+    sh(&format!(
+        "ip netns exec {} python3 {py} {} 7001 50 100",
+        pair.ns_a, pair.b4
+    ));
+    sh(&format!(
+        "ip netns exec {} python3 {py} {} 7002 300 100",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let flows = |filter: &str| {
+        let v = a.ok(
+            "/api/v1/flows",
+            &[
+                ("filter", filter),
+                ("from", &t0.to_string()),
+                ("limit", "1000"),
+            ],
+        );
+        v["flows"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(
+        flows("Proto=17 and DstPort=7001").is_empty(),
+        "rejected in the kernel"
+    );
+    let sampled = flows("Proto=17 and DstPort=7002");
+    assert!(!sampled.is_empty(), "captured");
+    assert!(sampled.iter().all(|f| f["Sampling"] == 10), "{sampled:?}");
+    let packets: u64 = sampled
+        .iter()
+        .map(|f| f["Packets"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(packets < 150, "1 in 10 of 300 packets, not {packets}");
+
+    // Disabled: its rules and sampling withdrawn, the operator's restored.
+    let (s, v) = a.post("/api/v1/plugins/contract-probe/disable", "{}");
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = a.ok("/api/v1/status", &[])["capture"].clone();
+        if c["control"]["controllers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            assert_eq!(c["sampling"], 0, "{c}");
+            assert_eq!(c["filters"].as_array().map(Vec::len), Some(1), "{c}");
+            let last = c["control"]["changes"]
+                .as_array()
+                .and_then(|l| l.last().cloned());
+            assert!(
+                last.as_ref()
+                    .is_some_and(|l| l["what"].as_str().unwrap_or("").contains("withdrawn")),
+                "{last:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not withdrawn: {c}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Outside the bounds (rules inside 198.18.0.0/15, reject only, sampling 1-100): refused,
+    // naming the bound; nothing changes.
+    let (s, v) = a.delete("/api/v1/plugins/contract-probe");
+    assert_eq!(s, 200, "{v}");
+    install_probe(&[
+        "mode=capture",
+        "rules=reject cidr=10.0.0.0/8",
+        "sampling=1000",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        trigger();
+        let v = a.ok(
+            "/api/v1/records",
+            &[
+                ("kind", "capture-result"),
+                ("from", "-1h"),
+                ("limit", "10000"),
+            ],
+        );
+        let r: Vec<String> = v["records"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|r| r["text"].as_str())
+                    .filter(|t| t.contains("bounds") || t.contains("grant's networks"))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if r.len() >= 2 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no refusals: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        refused.iter().any(
+            |t| t.contains("sampling 1 in 1000 is outside the grant's bounds (sampling=1-100)")
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|t| t.contains("its cidr must lie inside the grant's networks")),
+        "{refused:?}"
+    );
+    let c = a.ok("/api/v1/status", &[])["capture"].clone();
+    assert_eq!(
+        (c["sampling"].clone(), c["filters"].as_array().map(Vec::len)),
+        (json!(0), Some(1)),
+        "{c}"
+    );
+}

@@ -22,11 +22,15 @@
 //!   text), and one `k8s-probe-kinds` entry listing `kinds()`;
 //! - `probe`: tries each of `targets` (`netns/addr/port/tcp|udp/timeout_ms`, `;`-separated;
 //!   netns `-` for the agent's own) through `probe` and writes one `probe-result` record per
-//!   target (text: the outcome, or the refusal; labels `target`, `detail`).
+//!   target (text: the outcome, or the refusal; labels `target`, `detail`);
+//! - `capture`: sets `sampling` when given through `capture-control`, then `repeat` times (1)
+//!   sets `rules` (`;`-separated), writing one `capture-result` record per call (text `ok` or
+//!   the refusal; label `call`) and one `capture-state` record with `rules()` and `sampling()`.
 
 use weir_plugin_sdk::flow_processor::{
     self, Annotation, Batch, Column, FlowBatch, Guest, MetricKind, MetricSample, PluginError,
-    Processed, TimeRange, config, flow_fields, k8s_objects, kv, outbound_http, probe, records,
+    Processed, TimeRange, capture_control, config, flow_fields, k8s_objects, kv, outbound_http,
+    probe, records,
 };
 
 struct Probe;
@@ -257,6 +261,50 @@ impl Guest for Probe {
                         )),
                     }
                 }
+                records::write(&out).map_err(PluginError::InvalidInput)?;
+            }
+            "capture" => {
+                let now = batch.time_flow_end_ms().iter().copied().max().unwrap_or(0);
+                let entry = |kind: &str, text: String, call: String| records::Entry {
+                    time_ms: now,
+                    end_ms: None,
+                    kind: kind.into(),
+                    text,
+                    labels: vec![("call".into(), call)],
+                    flow_filter: None,
+                };
+                let rules: Vec<String> = config::get("rules")
+                    .unwrap_or_default()
+                    .split(';')
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                let mut out = Vec::new();
+                if let Some(n) = config::get("sampling").and_then(|s| s.parse::<u32>().ok()) {
+                    let r = capture_control::set_sampling(n);
+                    out.push(entry(
+                        "capture-result",
+                        r.err().unwrap_or("ok".into()),
+                        "sampling".into(),
+                    ));
+                }
+                for i in 0..number("repeat", 1) {
+                    let r = capture_control::set_rules(&rules);
+                    out.push(entry(
+                        "capture-result",
+                        r.err().unwrap_or("ok".into()),
+                        format!("rules-{i}"),
+                    ));
+                }
+                out.push(entry(
+                    "capture-state",
+                    format!(
+                        "rules: [{}] sampling: {}",
+                        capture_control::rules().join("; "),
+                        capture_control::sampling()
+                    ),
+                    "state".into(),
+                ));
                 records::write(&out).map_err(PluginError::InvalidInput)?;
             }
             "probe" => {

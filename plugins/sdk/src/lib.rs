@@ -225,7 +225,8 @@ pub mod flow_processor {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, k8s_objects, kv, log, metrics, outbound_http, probe, records, timeline,
+        capture_control, clock, config, k8s_objects, kv, log, metrics, outbound_http, probe,
+        records, timeline,
     };
     field_helpers!();
     batch_view!();
@@ -242,8 +243,8 @@ pub mod visualization {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http, probe, records,
-        timeline,
+        capture_control, clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http,
+        probe, records, timeline,
     };
     field_helpers!();
 
@@ -366,8 +367,8 @@ pub mod alert_rule {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, k8s_objects, kv, log, metrics, outbound_http, probe,
-        records, timeline,
+        capture_control, clock, config, flow_stats, flows, k8s_objects, kv, log, metrics,
+        outbound_http, probe, records, timeline,
     };
     field_helpers!();
 
@@ -632,7 +633,8 @@ pub mod correlator {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flows, k8s_objects, kv, log, outbound_http, probe, records, timeline,
+        capture_control, clock, config, flows, k8s_objects, kv, log, outbound_http, probe, records,
+        timeline,
     };
     field_helpers!();
     batch_view!();
@@ -681,8 +683,8 @@ pub mod check {
     pub use self::weir::plugin::types::*;
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
-        clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http, probe, records,
-        timeline,
+        capture_control, clock, config, flow_stats, flows, k8s_objects, kv, log, outbound_http,
+        probe, records, timeline,
     };
     field_helpers!();
 }
