@@ -18,6 +18,7 @@ const BUNDLED: &[&str] = &[
     "saturation",
     "quiet",
     "latency",
+    "ndjson-export",
 ];
 
 fn main() {

@@ -2,14 +2,14 @@
 # Installs what building and testing weir needs on a fresh Debian 12 machine (run as root).
 #   deps.sh build   clang-19 + libbpf-dev (the kernel programs are C built by build.rs)
 #   deps.sh test    the above + the real peers the tests use (iperf3, ping, curl, docker-registry,
-#                   pip for the Python plugin; node comes with the machine, ...)
+#                   nats-server, pip for the Python plugin; node comes with the machine, ...)
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
 pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager) ;;
+  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server) ;;
   bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

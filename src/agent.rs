@@ -131,6 +131,11 @@ pub struct AgentArgs {
     /// POST every alert notification (firing, resolved) as JSON to this URL. Repeatable.
     #[arg(long = "alert-webhook", value_name = "URL")]
     alert_webhooks: Vec<String>,
+    /// A destination exporter plugins may send to (capability `sink`), NAME=URL with URL
+    /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://..., or nats://HOST:PORT/SUBJECT.
+    /// Repeatable; e.g. `--sink bus=nats://127.0.0.1:4222/weir.flows`.
+    #[arg(long = "sink", value_name = "NAME=URL", value_parser = parse_sink)]
+    sinks: Vec<weir_core::sink::Destination>,
     /// How often the alert-rule plugins are evaluated.
     #[arg(long, default_value = "30s", value_parser = units::duration)]
     alert_interval: Duration,
@@ -173,6 +178,10 @@ fn enrichers(a: &AgentArgs) -> Result<(Option<Arc<dyn weir_core::enrich::Enriche
         _ => Some(Arc::new(Chain(list))),
     };
     Ok((chain, objects))
+}
+
+fn parse_sink(s: &str) -> Result<weir_core::sink::Destination, String> {
+    weir_core::sink::Destination::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_rule(s: &str) -> Result<weir_core::capture::FilterRule, String> {
@@ -381,6 +390,15 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         reg.set_records(records.clone());
         reg.set_prober(Arc::new(weir_ebpf::probe::NetnsProber));
+        let mut sinks = weir_core::sink::Sinks::default();
+        for d in &a.sinks {
+            if sinks.get(&d.name).is_some() {
+                anyhow::bail!("--sink {}: the name is given twice", d.name);
+            }
+            tracing::info!(sink = %d.name, url = %d.url, "sink named");
+            sinks.insert(d.clone(), weir_sinks::open(d));
+        }
+        reg.set_sinks(sinks);
         if let Some(o) = &objects {
             reg.set_objects(o.clone());
         }
@@ -388,6 +406,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
         (Some(reg.clone()), Some((reg, proc_tx)))
     };
     let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Exporters: each loaded one fed from the store by sequence number (weir_host::export).
+    if let Some(reg) = &registry {
+        weir_host::export::spawn(reg.clone(), alerts_stop.clone())
+            .context("starting the exporter feeds")?;
+    }
     let alerts_thread = match &registry {
         Some(reg) => {
             let sinks: Vec<Sink> = a

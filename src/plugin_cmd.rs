@@ -154,7 +154,8 @@ enum PluginCommand {
     /// alert rule in Python or JavaScript: `weir plugin new alert-rule my-rule --lang python`.
     /// Then `weir plugin build my-rule --install`.
     New {
-        /// flow-processor, visualization, alert-rule, correlator, decoder, summarizer or check.
+        /// flow-processor, visualization, alert-rule, correlator, decoder, summarizer, check or
+        /// exporter.
         kind: String,
         /// Plugin name (a-z, 0-9, '-'); also the directory created.
         name: String,
@@ -734,6 +735,9 @@ decoder::export!(Plugin);
 /// The check scaffold is the `port-allowlist` check itself, so the tests build and run it.
 const CHECK: &str = include_str!("../plugins/port-allowlist/src/lib.rs");
 
+/// The exporter scaffold is the bundled `ndjson-export` itself.
+const EXPORTER: &str = include_str!("../plugins/ndjson-export/src/lib.rs");
+
 /// The summarizer scaffold is the `src-bytes` fixture itself, so the tests build and run it.
 const SUMMARIZER: &str = include_str!("../plugins/src-bytes/src/lib.rs");
 
@@ -781,8 +785,12 @@ fn scaffold(
         "decoder" => (DECODER, "[]"),
         "summarizer" => (SUMMARIZER, "[]"),
         "check" => (CHECK, "[\"flows\", \"timeline\", \"config\"]"),
+        "exporter" => (
+            EXPORTER,
+            "[\"sink\", \"flow-fields\", \"config\"]\n\n[scopes]\nsink = [\"*\"]",
+        ),
         other => bail!(
-            "unknown plugin kind '{other}': use flow-processor, visualization, alert-rule, correlator, decoder, summarizer or check"
+            "unknown plugin kind '{other}': use flow-processor, visualization, alert-rule, correlator, decoder, summarizer, check or exporter"
         ),
     };
     if name.is_empty()

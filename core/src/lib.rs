@@ -16,6 +16,7 @@ pub mod probe;
 pub mod query;
 pub mod records;
 pub mod schema;
+pub mod sink;
 pub mod store;
 
 pub use flow::Flow;

@@ -158,4 +158,23 @@ pub mod check {
     });
 }
 
+pub mod exporter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "exporter",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/batch": super::imports::weir::plugin::batch,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/sink": super::imports::weir::plugin::sink,
+            "weir:plugin/records": super::imports::weir::plugin::records,
+            "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
+            "weir:plugin/metrics": super::imports::weir::plugin::metrics,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/clock": super::imports::weir::plugin::clock,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+        },
+    });
+}
+
 pub use imports::weir::plugin::types;

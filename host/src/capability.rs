@@ -17,13 +17,14 @@ pub enum Capability {
     K8sObjects,
     Probe,
     CaptureControl,
+    Sink,
     Timeline,
     Clock,
     Config,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 14] = [
+    pub const ALL: [Capability; 15] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -35,6 +36,7 @@ impl Capability {
         Capability::K8sObjects,
         Capability::Probe,
         Capability::CaptureControl,
+        Capability::Sink,
         Capability::Timeline,
         Capability::Clock,
         Capability::Config,
@@ -54,6 +56,7 @@ impl Capability {
             Capability::K8sObjects => "k8s-objects",
             Capability::Probe => "probe",
             Capability::CaptureControl => "capture-control",
+            Capability::Sink => "sink",
             Capability::Timeline => "timeline",
             Capability::Clock => "clock",
             Capability::Config => "config",
@@ -78,6 +81,7 @@ impl Capability {
                 | Capability::K8sObjects
                 | Capability::Probe
                 | Capability::CaptureControl
+                | Capability::Sink
         )
     }
 

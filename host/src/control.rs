@@ -15,13 +15,8 @@ impl HostState {
         let guard = self.ctx.services.control.get().cloned().ok_or_else(|| {
             "capture-control: this agent captures nothing (started with --no-capture?)".to_string()
         })?;
-        let scope = self
-            .ctx
-            .scopes
-            .get(&Capability::CaptureControl)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let bounds = Bounds::parse(scope).map_err(|e| format!("capture-control: {e}"))?;
+        let bounds = Bounds::parse(self.scope_of(Capability::CaptureControl))
+            .map_err(|e| format!("capture-control: {e}"))?;
         Ok((guard, bounds))
     }
 }

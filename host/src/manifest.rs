@@ -22,6 +22,7 @@ pub enum Kind {
     Decoder,
     Summarizer,
     Check,
+    Exporter,
 }
 
 impl Kind {
@@ -34,6 +35,7 @@ impl Kind {
             Kind::Decoder => "decoder",
             Kind::Summarizer => "summarizer",
             Kind::Check => "check",
+            Kind::Exporter => "exporter",
         }
     }
 }
@@ -76,6 +78,9 @@ pub struct Manifest {
     /// A summarizer's time windows (ignored for other kinds).
     #[serde(default)]
     pub summarizer: Windowing,
+    /// An exporter's feed (ignored for other kinds).
+    #[serde(default)]
+    pub exporter: ExporterFeed,
     /// What the scoped capabilities it asks for should reach (`[scopes]`, e.g.
     /// `outbound-http = ["prometheus.monitoring:9090"]`); the operator grants them or not.
     #[serde(default)]
@@ -102,6 +107,29 @@ impl Default for Windowing {
         Windowing {
             window_secs: 0,
             windows: 1,
+        }
+    }
+}
+
+/// What the host feeds an exporter (`[exporter]` in plugin.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterFeed {
+    /// Only flows matching this filter (the query language); empty: every flow.
+    pub filter: String,
+    /// Flows per `export` call, 1-10000.
+    pub batch_flows: u32,
+    /// Where a new install starts: `now` (flows stored from then on) or `oldest` (all history
+    /// the store still holds).
+    pub start: String,
+}
+
+impl Default for ExporterFeed {
+    fn default() -> Self {
+        ExporterFeed {
+            filter: String::new(),
+            batch_flows: 1000,
+            start: "now".into(),
         }
     }
 }
@@ -158,6 +186,24 @@ impl Manifest {
             return Err(HostError::Manifest(format!(
                 "{origin}: summarizer.window_secs must be 0 (one window) or 10-604800, got {}",
                 w.window_secs
+            )));
+        }
+        let e = &m.exporter;
+        if e.batch_flows == 0 || e.batch_flows > 10_000 {
+            return Err(HostError::Manifest(format!(
+                "{origin}: exporter.batch_flows must be 1-10000, got {}",
+                e.batch_flows
+            )));
+        }
+        if e.start != "now" && e.start != "oldest" {
+            return Err(HostError::Manifest(format!(
+                "{origin}: exporter.start must be \"now\" or \"oldest\", got {:?}",
+                e.start
+            )));
+        }
+        if let Err(err) = weir_core::query::parse(&e.filter) {
+            return Err(HostError::Manifest(format!(
+                "{origin}: exporter.filter: {err}"
             )));
         }
         Ok(m)

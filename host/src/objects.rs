@@ -14,22 +14,12 @@ pub const MAX_OBJECTS: usize = 10_000;
 /// Most bytes of JSON one call returns.
 pub const MAX_JSON_BYTES: usize = 16 << 20;
 
-impl HostState {
-    fn kind_scope(&self) -> &[String] {
-        self.ctx
-            .scopes
-            .get(&Capability::K8sObjects)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-    }
-}
-
 impl Host for HostState {
     fn kinds(&mut self) -> Vec<String> {
         let Some(src) = self.ctx.services.objects.get() else {
             return Vec::new();
         };
-        let scope = self.kind_scope();
+        let scope = self.scope_of(Capability::K8sObjects);
         src.kinds()
             .into_iter()
             .filter(|k| allow_kind(scope, k).is_ok())
@@ -42,7 +32,7 @@ impl Host for HostState {
         namespace: Option<String>,
         selector: Option<String>,
     ) -> Result<Vec<Object>, String> {
-        allow_kind(self.kind_scope(), &kind)?;
+        allow_kind(self.scope_of(Capability::K8sObjects), &kind)?;
         let src = self.ctx.services.objects.get().cloned().ok_or_else(|| {
             "k8s-objects: this agent watches no cluster (start it with --kubernetes or --kubeconfig)"
                 .to_string()

@@ -4,7 +4,8 @@
 
 use crate::batch::FlowBatch;
 use crate::bindings::{
-    alert_rule, check, correlator, decoder, flow_processor, summarizer, types as wit, visualization,
+    alert_rule, check, correlator, decoder, exporter, flow_processor, summarizer, types as wit,
+    visualization,
 };
 use crate::capability::Capability;
 use crate::manifest::{self, Kind, Limits, Manifest, SUPPORTED_WIT};
@@ -93,6 +94,7 @@ enum Pre {
     Decoder(decoder::DecoderPre<HostState>),
     Summarizer(summarizer::SummarizerPre<HostState>),
     Check(check::CheckPre<HostState>),
+    Exporter(exporter::ExporterPre<HostState>),
 }
 
 #[derive(Default)]
@@ -298,6 +300,7 @@ impl Plugin {
             }
             Kind::Decoder => Pre::Decoder(decoder::DecoderPre::new(pre).map_err(world_err)?),
             Kind::Check => Pre::Check(check::CheckPre::new(pre).map_err(world_err)?),
+            Kind::Exporter => Pre::Exporter(exporter::ExporterPre::new(pre).map_err(world_err)?),
             Kind::Summarizer => {
                 Pre::Summarizer(summarizer::SummarizerPre::new(pre).map_err(world_err)?)
             }
@@ -572,6 +575,9 @@ impl Plugin {
         let name = self.manifest.name.clone();
         let _admitted = self.admit()?;
         let mark = store.data().stderr.contents().len();
+        self.ctx
+            .destination_failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let started = std::time::Instant::now();
         let result = f(store);
         let took = started.elapsed().as_micros() as u64;
@@ -615,7 +621,14 @@ impl Plugin {
             h.busy_us = h.busy_us.saturating_add(took);
             h.max_us = h.max_us.max(took);
         }
+        let destination_failed = self
+            .ctx
+            .destination_failed
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         match &outcome {
+            // A destination that failed (a sink down) is not the plugin's fault: an exporter
+            // is retried, never disabled, for an outage.
+            Err(HostError::Plugin { .. }) if destination_failed => {}
             // Neither counts against the plugin: it was stopped, or the caller's input (a
             // user's parameters, another node's snapshot) was wrong.
             Err(HostError::Cancelled { .. })
@@ -829,6 +842,19 @@ impl Plugin {
     }
 
     /// correlator: annotate flows with what external events explain.
+    /// exporter: sends a batch out (through the `sink` capability). Ok means the plugin has
+    /// handed every flow of it to its destinations; the caller moves its cursor then.
+    pub fn export(&self, batch: &FlowBatch) -> Result<(), HostError> {
+        let Pre::Exporter(pre) = &self.pre else {
+            return Err(self.wrong_kind("exporter"));
+        };
+        self.run(false, |store| {
+            let inst = pre.instantiate(&mut *store)?;
+            let b = store.data_mut().table.push(batch.clone())?;
+            inst.call_export(&mut *store, b)
+        })
+    }
+
     pub fn correlate(
         &self,
         batch: &FlowBatch,
@@ -1208,6 +1234,9 @@ fn link_granted(
             }
             Capability::OutboundHttp => {
                 p::outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Sink => {
+                p::sink::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
             Capability::CaptureControl => {
                 p::capture_control::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?

@@ -22,13 +22,7 @@ impl Host for HostState {
                 t.netns
             ));
         }
-        let scope = self
-            .ctx
-            .scopes
-            .get(&Capability::Probe)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        core::allowed(scope, &t.netns, &addr)?;
+        core::allowed(self.scope_of(Capability::Probe), &t.netns, &addr)?;
         if t.port == 0 {
             return Err("probe: port 0".into());
         }

@@ -69,6 +69,9 @@ pub struct Listed {
     pub loaded: Option<PluginInfo>,
     /// Why an enabled plugin is not loaded.
     pub load_error: Option<String>,
+    /// An exporter's feed: its cursor, what it exported, its failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<crate::export::FeedStatus>,
 }
 
 struct Entry {
@@ -93,6 +96,8 @@ pub struct Registry {
     services: crate::state::Services,
     entries: RwLock<BTreeMap<String, Entry>>,
     bundled: Vec<Bundled>,
+    /// Exporters' feeds (`crate::export`), by plugin name.
+    feeds: crate::export::Feeds,
 }
 
 fn now_ms() -> u64 {
@@ -203,6 +208,7 @@ impl Registry {
             services: Default::default(),
             entries: RwLock::new(BTreeMap::new()),
             bundled: Vec::new(),
+            feeds: Default::default(),
         };
         reg.sync();
         Ok(reg)
@@ -217,6 +223,11 @@ impl Registry {
     /// Gives plugins with the `records` capability the agent's records store (set once).
     pub fn set_records(&self, records: Arc<weir_core::records::RecordStore>) {
         let _ = self.services.records.set(records);
+    }
+
+    /// Gives plugins with the `sink` capability the operator's named destinations (set once).
+    pub fn set_sinks(&self, sinks: weir_core::sink::Sinks) {
+        let _ = self.services.sinks.set(sinks);
     }
 
     /// Gives plugins with the `capture-control` capability the guarded capture (set once);
@@ -635,14 +646,26 @@ impl Registry {
 
     pub fn list(&self) -> Vec<Listed> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let feeds = crate::lock(&self.feeds).clone();
         entries
             .values()
             .map(|e| Listed {
                 installed: e.installed.clone(),
                 loaded: e.plugin.as_ref().map(|p| p.info()),
                 load_error: e.load_error.clone(),
+                export: feeds.get(&e.installed.manifest.name).cloned(),
             })
             .collect()
+    }
+
+    /// Exporters' feed status, shared with the feed threads.
+    pub(crate) fn feeds(&self) -> crate::export::Feeds {
+        self.feeds.clone()
+    }
+
+    /// The directory of an installed plugin (its kv, summary and export cursor live there).
+    pub(crate) fn dir_of(&self, name: &str) -> Result<PathBuf, HostError> {
+        self.plugin_dir(name)
     }
 
     /// A loaded plugin by name.

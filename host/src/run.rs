@@ -325,6 +325,11 @@ impl PluginRunner for Registry {
                 let records = p.decode(input.as_bytes(), ct).map_err(host_err)?;
                 json!({"records": records.iter().map(|d| labels_json(&d.fields)).collect::<Vec<_>>()})
             }
+            Kind::Exporter => {
+                let batch = self.batch_of(&req)?;
+                p.export(&batch).map_err(host_err)?;
+                json!({"flows": batch.len(), "exported": true})
+            }
             Kind::Summarizer => {
                 let mut flows = 0;
                 if req.update {

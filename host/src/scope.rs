@@ -2,7 +2,8 @@
 //! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`; for
 //! `k8s-objects`: a Kubernetes kind such as `NetworkPolicy`, or `*`, never `Secret`; for
 //! `probe`: `from:NETNS` / `from:host` / `from:*` and `to:CIDR` / `to:*`; for `capture-control`:
-//! bounds, `rules=N`, `action=accept|reject`, `cidr=NET`, `sampling=MIN-MAX`). A scoped
+//! bounds, `rules=N`, `action=accept|reject`, `cidr=NET`, `sampling=MIN-MAX`; for `sink`:
+//! destination names the operator gave with `--sink`, or `*`). A scoped
 //! capability granted with an empty scope reaches nothing; anything outside the scope is
 //! refused with a message naming it.
 
@@ -82,6 +83,7 @@ pub fn check(scopes: &Scopes, origin: &str) -> Result<(), HostError> {
                 Capability::K8sObjects => check_kind(e),
                 Capability::Probe => weir_core::probe::ScopeEntry::parse(e).map(|_| ()),
                 Capability::CaptureControl => weir_core::control::Bounds::check_entry(e),
+                Capability::Sink => check_sink_name(e),
                 _ => Ok(()),
             };
             checked.map_err(|m| HostError::Manifest(format!("{origin}: {cap}: {m}")))?;
@@ -142,6 +144,46 @@ pub fn allow_kind(scope: &[String], kind: &str) -> Result<(), String> {
     let granted = granted(scope);
     Err(format!(
         "k8s-objects: kind {kind} is outside this plugin's scope (granted kinds: {granted}); the operator can widen it with `weir plugin grant NAME k8s-objects --scope {kind}`"
+    ))
+}
+
+/// One `sink` scope entry: a destination name (`--sink NAME=...`) or `*`.
+pub fn check_sink_name(entry: &str) -> Result<(), String> {
+    let ok = entry == "*"
+        || (!entry.is_empty()
+            && entry.len() <= 64
+            && entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "scope entry {:?}: not a sink name (the NAME of a --sink NAME=URL, or *)",
+            entry.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
+/// Whether `sink` granted with `scope` may send to `name`, which the operator must have
+/// named; the refusal names the scope or the destinations there are.
+pub fn allow_sink(scope: &[String], name: &str, named: &[String]) -> Result<(), String> {
+    if !named.iter().any(|n| n == name) {
+        let there = if named.is_empty() {
+            "none; the operator names them with `weir agent --sink NAME=URL`".to_string()
+        } else {
+            named.join(", ")
+        };
+        return Err(format!(
+            "sink: {name:?} is not a destination the operator named (named: {there})"
+        ));
+    }
+    if scope.iter().any(|e| e == "*" || e == name) {
+        return Ok(());
+    }
+    Err(format!(
+        "sink: {name} is outside this plugin's scope (granted sinks: {}); the operator can widen it with `weir plugin grant NAME sink --scope {name}`",
+        granted(scope)
     ))
 }
 

@@ -55,6 +55,8 @@ pub struct Services {
     pub links: Links,
     /// The records store (`records`).
     pub records: Arc<std::sync::OnceLock<Arc<weir_core::records::RecordStore>>>,
+    /// The operator's named destinations (`sink`).
+    pub sinks: Arc<std::sync::OnceLock<weir_core::sink::Sinks>>,
     /// The guarded capture (`capture-control`).
     pub control: Arc<std::sync::OnceLock<Arc<weir_core::control::GuardedCapture>>>,
     /// Connection attempts from network namespaces (`probe`).
@@ -81,6 +83,16 @@ pub struct PluginCtx {
     pub kv_path: Option<std::path::PathBuf>,
     /// kv changed since it was last written.
     pub kv_dirty: std::sync::atomic::AtomicBool,
+    /// A `sink` send failed during the current call (the call's failure is then the
+    /// destination's, not counted against the plugin).
+    pub destination_failed: std::sync::atomic::AtomicBool,
+}
+
+impl HostState {
+    /// What the plugin's grant of scoped capability `cap` reaches (empty: nothing).
+    pub(crate) fn scope_of(&self, cap: crate::Capability) -> &[String] {
+        self.ctx.scopes.get(&cap).map(Vec::as_slice).unwrap_or(&[])
+    }
 }
 
 impl PluginCtx {
@@ -102,6 +114,7 @@ impl PluginCtx {
             log_dropped: Default::default(),
             kv_path: None,
             kv_dirty: Default::default(),
+            destination_failed: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod capture;
 mod contract;
 mod deep;
 mod distribution;
+mod export;
 mod guests;
 mod metrics;
 mod plugins;

@@ -301,6 +301,7 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
         ("decoder", "my-dec"),
         ("summarizer", "my-sum"),
         ("check", "my-check"),
+        ("exporter", "my-export"),
     ];
     for (kind, name) in kinds {
         let out = Command::new(WEIR)
@@ -333,8 +334,24 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
             "{out}"
         );
     }
-    // They run in the agent: the flow-processor and summarizer on stored flows as they come.
-    let a = Agent::start(dir.path(), &["--no-capture"]);
+    // They run in the agent: the flow-processor and summarizer on stored flows as they come,
+    // the exporter sending them to the sink the operator names.
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    let sink = format!(
+        "out=udp://127.0.0.1:{}",
+        rx.local_addr().expect("addr").port()
+    );
+    let a = Agent::start(dir.path(), &["--no-capture", "--sink", &sink]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !a.ok("/api/v1/plugins", &[])["plugins"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|p| p["export"].is_object()))
+    {
+        assert!(std::time::Instant::now() < deadline, "no exporter feed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let now = now_ms();
     let mut f = weir_core::Flow::empty();
     f.time_flow_start_ms = now - 1000;
@@ -348,6 +365,11 @@ fn scaffolded_plugins_of_every_kind_build_install_and_run() {
     assert_eq!(s, 200, "{v}");
     wait_called(&a, "my-proc");
     wait_called(&a, "my-sum");
+    let mut buf = vec![0u8; 65536];
+    let n = rx.recv(&mut buf).expect("the exporter's datagram");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("\"SrcAddr\":\"198.18.0.1\""), "{text}");
     let run = |name: &str, body: Value| {
         let (s, v) = a.post(&format!("/api/v1/plugins/{name}/run"), &body.to_string());
         (s, v)

@@ -171,6 +171,9 @@ pub struct Store {
     fields: IndexFields,
     partitions: RwLock<BTreeMap<u64, Arc<Partition>>>,
     next_seq: AtomicU64,
+    /// Every flow with a sequence number up to this one is durable and visible (set by
+    /// [`Store::flush`]): the point a cursor over the store may safely reach.
+    durable_seq: AtomicU64,
     /// Serializes appends so sequence numbers reach sled in order.
     append_lock: Mutex<()>,
     /// Partitions removed from the map whose files wait for their last reader.
@@ -209,6 +212,7 @@ impl Store {
             fields,
             partitions: RwLock::new(parts),
             next_seq: AtomicU64::new(max_seq + 1),
+            durable_seq: AtomicU64::new(max_seq),
             append_lock: Mutex::new(()),
             graveyard: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
@@ -296,6 +300,15 @@ impl Store {
 
     /// Makes every appended flow durable, then visible to queries; releases idle writers.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Under the append lock no append is half done: every number below `next_seq` has
+        // reached its partition, so this flush makes them all durable.
+        let upto = {
+            let _order = self
+                .append_lock
+                .lock()
+                .map_err(|_| StoreError::Corrupt("append lock poisoned".into()))?;
+            self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
+        };
         let now = now_ms();
         let parts = self.read_parts();
         let newest = parts.len().saturating_sub(2);
@@ -307,7 +320,14 @@ impl Store {
                 p.close_writer()?;
             }
         }
+        self.durable_seq.fetch_max(upto, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The highest sequence number up to which every flow is durable and visible: a cursor
+    /// (an exporter's) that stops here never skips a flow a later flush would reveal.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::SeqCst)
     }
 
     /// Partitions that may hold flows overlapping the range, oldest first.

@@ -689,6 +689,23 @@ pub mod check {
     field_helpers!();
 }
 
+/// The exporter world: the host feeds every stored flow (matching the manifest's `[exporter]
+/// filter) once, in order, batch by batch; `export` sends it out through `sink`. Returning an
+/// error makes the host retry the same batch later (at-least-once).
+pub mod exporter {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "exporter",
+        pub_export_macro: true,
+        default_bindings_module: "weir_plugin_sdk::exporter",
+    });
+    pub use self::weir::plugin::types::*;
+    /// The host calls this world may import (each a capability the operator grants).
+    pub use self::weir::plugin::{clock, config, kv, log, metrics, records, sink};
+    field_helpers!();
+    batch_view!();
+}
+
 /// An address from its WIT form (IPv4-mapped addresses become IPv4).
 pub fn ip(hi: u64, lo: u64) -> std::net::IpAddr {
     let v6 = std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo));

@@ -457,6 +457,7 @@ const SCOPE_PROMPTS = {
   "outbound-http": "Hosts NAME may reach (host:port or host:*)",
   "k8s-objects": "Kubernetes kinds NAME may read (NetworkPolicy, Namespace, ... or *; never Secret)",
   probe: "Where NAME may probe from and to (from:NETNS, from:host, from:*, to:CIDR, to:*)",
+  sink: "Destinations NAME may send to (names given with weir agent --sink NAME=URL, or *)",
   "capture-control": "Bounds for NAME's capture changes (rules=N, action=reject, cidr=NET, sampling=MIN-MAX)",
 };
 

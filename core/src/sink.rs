@@ -1,0 +1,205 @@
+//! Sinks: destinations outside the agent that the operator names (`--sink NAME=URL`) and
+//! plugins send to through the `sink` capability (exporters above all). Core defines the
+//! destination, its URL forms and the [`Transport`] port; the adapters in `sinks/` carry the
+//! bytes (UDP, TCP, HTTP(S), NATS).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a sink sends, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `udp://host:port`: one datagram per payload.
+    Udp { host: String, port: u16 },
+    /// `tcp://host:port`: one connection, payloads written back to back.
+    Tcp { host: String, port: u16 },
+    /// `http://...` or `https://...`: one POST per payload.
+    Http { url: String },
+    /// `nats://host:port/subject`: one message per payload, confirmed by a round trip.
+    Nats {
+        host: String,
+        port: u16,
+        subject: String,
+    },
+}
+
+/// A destination the operator named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub name: String,
+    /// As given (shown in status).
+    pub url: String,
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A `--sink` that does not parse; the message names the part.
+    #[error("sink {given:?}: {message}")]
+    Config { given: String, message: String },
+    /// The destination did not take the payload (down, refused, timed out, answered an error).
+    #[error("sink {name}: {message}")]
+    Send { name: String, message: String },
+}
+
+/// Carries payloads to one destination. Implementations reconnect on their own.
+pub trait Transport: Send + Sync {
+    /// Sends one payload and returns once the destination has it as far as the protocol can
+    /// say (UDP: sent; TCP: written; HTTP: a 2xx answer; NATS: the server's PONG after it).
+    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError>;
+}
+
+/// Parses `host:port` (`[v6]:port` for IPv6).
+fn host_port(given: &str, rest: &str) -> Result<(String, u16), SinkError> {
+    let bad = |m: &str| SinkError::Config {
+        given: given.to_string(),
+        message: m.to_string(),
+    };
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad("port must be 1-65535"))?;
+    Ok((host.to_string(), port))
+}
+
+impl Destination {
+    /// Parses `NAME=URL` as `--sink` takes it.
+    pub fn parse(given: &str) -> Result<Destination, SinkError> {
+        let bad = |m: &str| SinkError::Config {
+            given: given.to_string(),
+            message: m.to_string(),
+        };
+        let (name, url) = given
+            .split_once('=')
+            .ok_or_else(|| bad("write NAME=URL, e.g. collector=udp://127.0.0.1:9995"))?;
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(bad(
+                "the name must be 1-64 characters of a-z, 0-9, '-', '_'",
+            ));
+        }
+        let url = url.trim();
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://")
+        })?;
+        let endpoint = match scheme {
+            "udp" => {
+                let (host, port) = host_port(given, rest)?;
+                Endpoint::Udp { host, port }
+            }
+            "tcp" => {
+                let (host, port) = host_port(given, rest)?;
+                Endpoint::Tcp { host, port }
+            }
+            "http" | "https" => Endpoint::Http {
+                url: url.to_string(),
+            },
+            "nats" => {
+                let (hp, subject) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("nats://host:port/subject: no subject"))?;
+                let (host, port) = host_port(given, hp)?;
+                if subject.is_empty()
+                    || subject.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                {
+                    return Err(bad(
+                        "the NATS subject must be non-empty, without spaces or wildcards",
+                    ));
+                }
+                Endpoint::Nats {
+                    host,
+                    port,
+                    subject: subject.to_string(),
+                }
+            }
+            other => {
+                return Err(bad(&format!(
+                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats)"
+                )));
+            }
+        };
+        Ok(Destination {
+            name: name.to_string(),
+            url: url.to_string(),
+            endpoint,
+        })
+    }
+}
+
+/// The operator's named destinations with their transports.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    by_name: BTreeMap<String, (Destination, Arc<dyn Transport>)>,
+}
+
+impl Sinks {
+    pub fn insert(&mut self, d: Destination, t: Arc<dyn Transport>) {
+        self.by_name.insert(d.name.clone(), (d, t));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&(Destination, Arc<dyn Transport>)> {
+        self.by_name.get(name)
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.by_name.values().map(|(d, _)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_and_bad_ones_say_why() {
+        let d = Destination::parse("bus=nats://127.0.0.1:4222/weir.flows").unwrap();
+        assert_eq!(
+            d.endpoint,
+            Endpoint::Nats {
+                host: "127.0.0.1".into(),
+                port: 4222,
+                subject: "weir.flows".into()
+            }
+        );
+        assert!(matches!(
+            Destination::parse("c=udp://[::1]:9995").unwrap().endpoint,
+            Endpoint::Udp { ref host, port: 9995 } if host == "::1"
+        ));
+        assert!(matches!(
+            Destination::parse("h=https://collector.example/ingest")
+                .unwrap()
+                .endpoint,
+            Endpoint::Http { .. }
+        ));
+        for (bad, says) in [
+            ("nourl", "NAME=URL"),
+            ("a b=udp://h:1", "the name"),
+            ("x=udp://h", "no port"),
+            ("x=tcp://h:0", "1-65535"),
+            ("x=kafka://h:9092/t", "kafka:// is not a sink"),
+            ("x=nats://h:4222", "no subject"),
+            ("x=nats://h:4222/a.*", "wildcards"),
+            ("x=h:1", "scheme"),
+        ] {
+            let e = Destination::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Exporters' feed: every loaded exporter gets a thread of its own that reads the store by
+//! sequence number, after its cursor and up to what the store has made durable, in batches of
+//! the manifest's `batch_flows` matching its `filter`, and calls `export` on each. Ok moves
+//! the cursor past the batch and writes it to `<plugin dir>/export-cursor` (temporary file,
+//! then rename) before the next batch; an error leaves the cursor and retries the same batch
+//! after a backoff (0.5 s doubling to 30 s). So a restart, a crash or a destination outage
+//! loses nothing the store still holds, and repeats at most the batch in flight
+//! (at-least-once). A new install starts at the store's durable end (`start = "now"`) or at
+//! its beginning (`start = "oldest"`). A slow or failing exporter delays only itself; its
+//! thread ends when the plugin is unloaded.
+
+use crate::batch::FlowBatch;
+use crate::lock;
+use crate::plugin::Plugin;
+use crate::registry::Registry;
+use crate::{HostError, Kind};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use weir_core::query::{self, TimeRange};
+
+/// How often the feed looks for new flows when it has caught up, and for new exporters.
+pub const POLL: Duration = Duration::from_millis(250);
+/// The first retry after a failure, doubled per failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What `GET /api/v1/plugins` shows of an exporter's feed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// The last sequence number exported (on disk).
+    pub cursor: u64,
+    /// Flows stored and durable but not yet exported (matching or not).
+    pub behind: u64,
+    pub exported_flows: u64,
+    pub exported_batches: u64,
+    /// Failed `export` calls in a row (0 when the last one succeeded), and in all.
+    pub failing: u32,
+    pub failures: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The feeds' status, by plugin name.
+pub type Feeds = Arc<Mutex<BTreeMap<String, FeedStatus>>>;
+
+fn cursor_path(dir: &Path) -> PathBuf {
+    dir.join("export-cursor")
+}
+
+fn read_cursor(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(cursor_path(dir))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Writes the cursor durably: a temporary file, synced, renamed over the old one.
+fn write_cursor(dir: &Path, seq: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("export-cursor.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(seq.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, cursor_path(dir))
+}
+
+struct Feed {
+    plugin: Weak<Plugin>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Starts the supervisor: a thread that gives each loaded exporter its feed thread and
+/// stops the feeds of unloaded ones. Ends when `stop` is set.
+pub fn spawn(
+    reg: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("weir-exporters".into())
+        .spawn(move || {
+            let mut feeds: HashMap<String, Feed> = HashMap::new();
+            while !stop.load(Ordering::SeqCst) {
+                let loaded = reg.of_kind(Kind::Exporter);
+                feeds.retain(|name, f| {
+                    let live = loaded.iter().any(|p| {
+                        p.name() == name && f.plugin.upgrade().is_some_and(|q| Arc::ptr_eq(p, &q))
+                    });
+                    if !live {
+                        f.stop.store(true, Ordering::SeqCst);
+                    }
+                    live
+                });
+                for p in loaded {
+                    if feeds.contains_key(p.name()) {
+                        continue;
+                    }
+                    let feed_stop = Arc::new(AtomicBool::new(false));
+                    let (r, s, plugin) = (reg.clone(), feed_stop.clone(), Arc::downgrade(&p));
+                    let name = p.name().to_string();
+                    let started = std::thread::Builder::new()
+                        .name(format!("weir-export-{name}"))
+                        .spawn(move || run_feed(&r, plugin, &s));
+                    match started {
+                        Ok(_) => {
+                            feeds.insert(
+                                name,
+                                Feed {
+                                    plugin: Arc::downgrade(&p),
+                                    stop: feed_stop,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(plugin = %name, error = %e, "exporter feed not started")
+                        }
+                    }
+                }
+                std::thread::sleep(POLL);
+            }
+            for f in feeds.values() {
+                f.stop.store(true, Ordering::SeqCst);
+            }
+        })
+}
+
+/// One exporter's feed, until it is unloaded or stopped.
+fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
+    let Some(p) = plugin.upgrade() else { return };
+    let name = p.name().to_string();
+    let feed = p.manifest().exporter.clone();
+    drop(p);
+    let (Some(store), Ok(dir)) = (reg.flows().cloned(), reg.dir_of(&name)) else {
+        return;
+    };
+    let filter = match query::parse(&feed.filter) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(plugin = %name, error = %e, "exporter filter does not parse");
+            return;
+        }
+    };
+    let mut cursor = match read_cursor(&dir) {
+        Some(c) => c,
+        None => {
+            let start = if feed.start == "oldest" {
+                0
+            } else {
+                store.durable_seq()
+            };
+            if let Err(e) = write_cursor(&dir, start) {
+                tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+            }
+            start
+        }
+    };
+    let all = TimeRange {
+        from_ms: 0,
+        to_ms: u64::MAX,
+    };
+    let set = |f: &dyn Fn(&mut FeedStatus)| {
+        let feeds = reg.feeds();
+        let mut g = lock(&feeds);
+        f(g.entry(name.clone()).or_default());
+    };
+    let mut backoff = Duration::ZERO;
+    tracing::info!(plugin = %name, cursor, "exporter feed started");
+    while !stop.load(Ordering::SeqCst) {
+        let Some(p) = plugin.upgrade() else { break };
+        let durable = store.durable_seq();
+        set(&|s| {
+            s.cursor = cursor;
+            s.behind = durable.saturating_sub(cursor);
+        });
+        if cursor >= durable || !backoff.is_zero() {
+            let wait = if backoff.is_zero() { POLL } else { backoff };
+            drop(p);
+            sleep_unless(stop, wait);
+            backoff = Duration::ZERO;
+            continue;
+        }
+        let rows = match store.select(&filter, &all, cursor, feed.batch_flows as usize) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "exporter: reading the store failed");
+                drop(p);
+                sleep_unless(stop, FIRST_BACKOFF);
+                continue;
+            }
+        };
+        let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= durable).collect();
+        let Some(last) = rows.last().map(|(s, _)| *s) else {
+            // Nothing matching up to what is durable: skip to there.
+            cursor = durable;
+            if let Err(e) = write_cursor(&dir, cursor) {
+                tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+            }
+            continue;
+        };
+        let flows: Vec<weir_core::Flow> = rows.into_iter().map(|(_, f)| f).collect();
+        let n = flows.len() as u64;
+        match p.export(&FlowBatch::new(&flows)) {
+            Ok(()) => {
+                cursor = last;
+                if let Err(e) = write_cursor(&dir, cursor) {
+                    tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+                }
+                set(&|s| {
+                    s.cursor = cursor;
+                    s.exported_flows += n;
+                    s.exported_batches += 1;
+                    s.failing = 0;
+                });
+            }
+            Err(e) => {
+                let failing = {
+                    let feeds = reg.feeds();
+                    let mut g = lock(&feeds);
+                    let s = g.entry(name.clone()).or_default();
+                    s.failing += 1;
+                    s.failures += 1;
+                    s.last_error = Some(e.to_string());
+                    s.failing
+                };
+                backoff = (FIRST_BACKOFF * 2u32.saturating_pow(failing.saturating_sub(1).min(8)))
+                    .min(MAX_BACKOFF);
+                log_failure(&name, &e, failing, backoff);
+            }
+        }
+    }
+    tracing::info!(plugin = %name, cursor, "exporter feed stopped");
+}
+
+fn log_failure(name: &str, e: &HostError, failing: u32, backoff: Duration) {
+    if failing <= 3 || failing.is_power_of_two() {
+        tracing::warn!(plugin = %name, error = %e, failing, retry_ms = backoff.as_millis() as u64, "export failed; the batch will be retried");
+    }
+}
+
+/// Sleeps `d`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,50 @@
+//! `http://...` / `https://...`: one POST per payload (`Content-Type: application/x-ndjson`);
+//! anything but a 2xx answer is a failed send (the exporter retries it). Redirects are not
+//! followed: the operator named this URL.
+
+use std::time::Duration;
+use weir_core::sink::{SinkError, Transport};
+
+pub struct Http {
+    name: String,
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    pub fn new(name: String, url: &str) -> Http {
+        Http {
+            name,
+            url: url.to_string(),
+            agent: ureq::Agent::config_builder()
+                .max_redirects(0)
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+}
+
+impl Transport for Http {
+    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
+        let fail = |message: String| SinkError::Send {
+            name: self.name.clone(),
+            message,
+        };
+        let resp = self
+            .agent
+            .post(&self.url)
+            .config()
+            .timeout_global(Some(timeout.max(Duration::from_millis(1))))
+            .build()
+            .header("content-type", "application/x-ndjson")
+            .send(payload)
+            .map_err(|e| fail(format!("POST {}: {e}", self.url)))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(fail(format!("POST {}: answered {status}", self.url)))
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! weir's sinks: one module per transport, each implementing `weir_core::sink::Transport` for
+//! one kind of [`Endpoint`]. [`open`] picks the transport for a destination. Transports hold at
+//! most one connection, open it on first use, and open a fresh one after an error, so a
+//! destination that comes back is reached again without a restart.
+
+mod http;
+mod nats;
+mod tcp;
+mod udp;
+
+use std::sync::Arc;
+use weir_core::sink::{Destination, Endpoint, Transport};
+
+/// The transport for `d`. Nothing is connected until the first send.
+pub fn open(d: &Destination) -> Arc<dyn Transport> {
+    let name = d.name.clone();
+    match &d.endpoint {
+        Endpoint::Udp { host, port } => Arc::new(udp::Udp::new(name, host, *port)),
+        Endpoint::Tcp { host, port } => Arc::new(tcp::Tcp::new(name, host, *port)),
+        Endpoint::Http { url } => Arc::new(http::Http::new(name, url)),
+        Endpoint::Nats {
+            host,
+            port,
+            subject,
+        } => Arc::new(nats::Nats::new(name, host, *port, subject)),
+    }
+}
+
+/// Resolves `host:port` to the first address, with a readable error.
+pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    })
+}
+
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::Duration;
+
+    fn dest(url: &str) -> Arc<dyn Transport> {
+        open(&Destination::parse(&format!("t={url}")).expect("destination"))
+    }
+
+    #[test]
+    fn udp_tcp_and_http_carry_payloads_and_say_when_they_cannot() {
+        let t = Duration::from_secs(2);
+        // UDP: one datagram per payload.
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = rx.local_addr().expect("addr").port();
+        let udp = dest(&format!("udp://127.0.0.1:{port}"));
+        udp.send(b"one", t).expect("udp");
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"one");
+        let e = udp.send(&vec![0u8; 70_000], t).unwrap_err();
+        assert!(e.to_string().contains("do not fit one datagram"), "{e}");
+        // TCP: written back to back on one connection; a listener gone is an error, and a
+        // new one is reached again.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let tcp = dest(&format!("tcp://127.0.0.1:{port}"));
+        tcp.send(b"a\n", t).expect("tcp");
+        tcp.send(b"b\n", t).expect("tcp");
+        let (c, _) = l.accept().expect("accept");
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        r.read_line(&mut line).expect("line");
+        r.read_line(&mut line).expect("line");
+        assert_eq!(line, "a\nb\n");
+        drop((r, l));
+        let mut failed = false;
+        for _ in 0..5 {
+            if tcp.send(b"c\n", t).is_err() {
+                failed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(failed, "a closed peer makes sends fail");
+        // HTTP: a 2xx is a send, anything else an error naming the status.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut c, _) = l.accept().expect("accept");
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = c.read(&mut buf).expect("read");
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let head = text.find("\r\n\r\n").map_or(0, |i| i + 4);
+                while req.len() < head + len {
+                    let n = c.read(&mut buf).expect("read");
+                    req.extend_from_slice(&buf[..n]);
+                }
+                bodies.push(String::from_utf8_lossy(&req[head..]).to_string());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+            bodies
+        });
+        let http = dest(&format!("http://127.0.0.1:{port}/ingest"));
+        http.send(b"{\"x\":1}\n", t).expect("200");
+        let e = http.send(b"{\"x\":2}\n", t).unwrap_err();
+        assert!(e.to_string().contains("answered 503"), "{e}");
+        assert_eq!(
+            server.join().expect("server"),
+            ["{\"x\":1}\n", "{\"x\":2}\n"]
+        );
+    }
+}

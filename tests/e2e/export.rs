@@ -1,0 +1,242 @@
+//! Exporters against a real destination: `ndjson-export` feeds a real nats-server (Debian's
+//! 2.9) through `--sink`, resumes after the server stalls and after the agent is killed with
+//! -9 without losing a stored flow, and is refused a sink outside its scope or not named.
+
+use crate::sandbox::install;
+use crate::util::{Agent, KillOnDrop, free_port, now_ms};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A nats-server on loopback, up when this returns.
+fn nats_server(port: u16) -> KillOnDrop {
+    let child = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server (scripts/deps.sh test installs it)");
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "nats-server not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    KillOnDrop(child)
+}
+
+/// A subscriber on the raw NATS protocol collecting the DstPort of every JSON line received.
+fn subscribe(port: u16, subject: &str) -> Arc<Mutex<Vec<u64>>> {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("subscriber");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).expect("INFO");
+    write!(
+        w,
+        "CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\nPING\r\n"
+    )
+    .expect("SUB");
+    line.clear();
+    r.read_line(&mut line).expect("PONG");
+    assert_eq!(line.trim(), "PONG");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l == "PING" {
+                let _ = w.write_all(b"PONG\r\n");
+                continue;
+            }
+            let Some(len) = l
+                .strip_prefix("MSG ")
+                .and_then(|m| m.rsplit(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let mut payload = vec![0u8; len + 2];
+            if std::io::Read::read_exact(&mut r, &mut payload).is_err() {
+                return;
+            }
+            let text = String::from_utf8_lossy(&payload[..len]).to_string();
+            let mut got = out.lock().unwrap_or_else(|p| p.into_inner());
+            for l in text.lines() {
+                let v: Value = serde_json::from_str(l).expect("one JSON object per line");
+                got.push(v["DstPort"].as_u64().expect("DstPort"));
+            }
+        }
+    });
+    seen
+}
+
+fn post_ports(a: &Agent, ports: std::ops::RangeInclusive<u64>) {
+    let now = now_ms();
+    let flows: Vec<Value> = ports
+        .map(|p| {
+            json!({"SrcAddr": "198.18.72.1", "DstAddr": "198.18.72.2", "Proto": 17,
+                   "SrcPort": 5000, "DstPort": p, "Bytes": 100 + p, "Packets": 1,
+                   "TimeFlowStartMs": now - 2000, "TimeFlowEndMs": now - 1000})
+        })
+        .collect();
+    let (s, v) = a.post("/api/v1/flows", &Value::Array(flows).to_string());
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Waits until every port of `want` was received.
+fn wait_received(seen: &Arc<Mutex<Vec<u64>>>, want: &BTreeSet<u64>, a: &Agent, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got: BTreeSet<u64> = seen.lock().expect("lock").iter().copied().collect();
+        if want.is_subset(&got) {
+            return;
+        }
+        let missing: Vec<_> = want.difference(&got).take(10).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: missing {missing:?}; exporter: {}\n{}",
+            exporter(a),
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn exporter(a: &Agent) -> Value {
+    a.ok("/api/v1/plugins", &[])["plugins"]
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|p| p["installed"]["manifest"]["name"] == "ndjson-export")
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn wait_error(a: &Agent, says: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = exporter(a);
+        if p["export"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(says))
+        {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no error saying {says:?}: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sinks() {
+    let port = free_port();
+    let server = nats_server(port);
+    let seen = subscribe(port, "weir.flows");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("agent");
+    let (data, src) = (root.join("data"), dir.path().join("src"));
+    install(
+        &data,
+        &src,
+        "ndjson_export",
+        "ndjson-export",
+        &["sink=bus", "fields=DstPort,SrcAddr,Bytes,SrcK8S_Namespace"],
+    );
+    let sink = format!("bus=nats://127.0.0.1:{port}/weir.flows");
+    let mut a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
+    // The feed starts at the store's end: wait for its cursor before storing anything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exporter(&a)["export"].is_null() {
+        assert!(Instant::now() < deadline, "no feed: {}", exporter(&a));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    post_ports(&a, 1..=30);
+    wait_received(&seen, &(1..=30).collect(), &a, "first flows");
+
+    // The server stalls (SIGSTOP): sends time out, the batch is retried, the plugin is not
+    // disabled; when it resumes, everything arrives.
+    let pid = server.0.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    post_ports(&a, 31..=50);
+    let p = wait_error(&a, "sink bus: nats 127.0.0.1");
+    assert!(p["export"]["failing"].as_u64().unwrap_or(0) >= 1, "{p}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_received(&seen, &(1..=50).collect(), &a, "after the stall");
+    let p = exporter(&a);
+    assert!(
+        p["loaded"].is_object(),
+        "an outage does not disable the exporter: {p}"
+    );
+    assert!(p["loaded"]["disabled"].is_null(), "{p}");
+
+    // kill -9 right after storing more: after the restart, every stored flow goes out.
+    post_ports(&a, 51..=70);
+    a.kill9();
+    a.spawn();
+    post_ports(&a, 71..=80);
+    let stored: BTreeSet<u64> = a.ok(
+        "/api/v1/flows",
+        &[
+            ("filter", "SrcAddr=198.18.72.1"),
+            ("from", "-1h"),
+            ("limit", "1000"),
+        ],
+    )["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .filter_map(|f| f["DstPort"].as_u64())
+        .collect();
+    assert!(stored.contains(&80) && stored.len() >= 60, "{stored:?}");
+    wait_received(&seen, &stored, &a, "after kill -9");
+    let got = seen.lock().expect("lock").clone();
+    let distinct: BTreeSet<u64> = got.iter().copied().collect();
+    assert!(
+        distinct.iter().all(|p| stored.contains(p)),
+        "only stored flows go out"
+    );
+    assert!(
+        got.len() <= stored.len() + 60,
+        "at-least-once repeats at most the batches in flight: {} sent for {} stored",
+        got.len(),
+        stored.len()
+    );
+
+    // A sink outside the scope, then one the operator did not name: refused, saying so.
+    let (code, out, err) = crate::plugins::weir(
+        &data,
+        &["grant", "ndjson-export", "sink", "--scope", "archive"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    post_ports(&a, 81..=81);
+    wait_error(
+        &a,
+        "sink: bus is outside this plugin's scope (granted sinks: archive)",
+    );
+    let (s, v) = a.delete("/api/v1/plugins/ndjson-export");
+    assert_eq!(s, 200, "{v}");
+    install(
+        &data,
+        &src,
+        "ndjson_export",
+        "ndjson-export",
+        &["sink=nope"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    post_ports(&a, 82..=82);
+    wait_error(
+        &a,
+        "\"nope\" is not a destination the operator named (named: bus)",
+    );
+}
