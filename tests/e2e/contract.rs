@@ -226,7 +226,12 @@ fn grants_and_scopes_change_without_reinstalling_through_api_and_cli() {
         r#"{"revoke": "outbound-http"}"#,
     );
     assert_eq!(s, 200, "{v}");
-    assert!(v["scopes"].as_object().is_none_or(|o| o.is_empty()), "{v}");
+    assert!(v["scopes"].get("outbound-http").is_none(), "{v}");
+    assert_eq!(
+        v["scopes"]["k8s-objects"],
+        json!(["NetworkPolicy", "Namespace"]),
+        "the others stay: {v}"
+    );
     let p = plugin(&a, "contract-probe");
     assert!(p["loaded"].is_null(), "{p}");
     assert!(
