@@ -382,7 +382,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let (registry, processors) = if a.no_plugins {
         (None, None)
     } else {
-        let (reg, proc_tx) =
+        let (reg, queues) =
             start_plugins(&dir, store.clone(), metrics.clone(), a.sandbox.policy())?;
         if let Some(g) = &guarded {
             reg.set_capture(g.clone());
@@ -403,7 +403,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             reg.set_objects(o.clone());
         }
         state.plugins = Some(reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>);
-        (Some(reg.clone()), Some((reg, proc_tx)))
+        (Some(reg), Some(queues))
     };
     let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Exporters: each loaded one fed from the store by sequence number (weir_host::export).
@@ -443,35 +443,21 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         None => None,
     };
-    let live = state.live.clone();
-    let observer: ingest::Observer = Box::new(move |batch| {
-        metrics.observe(batch);
-        let tail = live.receiver_count() > 0;
-        // Copy the batch only for someone who reads it: a live tail or a loaded plugin that
-        // takes batches (flow-processor, summarizer).
-        let process = processors.as_ref().filter(|(reg, _)| {
-            reg.has_kind(weir_host::Kind::FlowProcessor)
-                || reg.has_kind(weir_host::Kind::Summarizer)
-        });
-        if !tail && process.is_none() {
-            return;
-        }
-        let shared = Arc::new(batch.to_vec());
-        if tail {
-            let _ = live.send(shared.clone());
-        }
-        if let Some((_, queue)) = process {
-            // Plugins never slow ingest down: a full queue skips them for this batch.
-            let _ = queue.try_send(shared);
-        }
-    });
+    // The stages after the store, in order (weir_core::ingest has the map).
+    let mut after: Vec<Arc<dyn ingest::StoredStage>> = vec![
+        metrics.clone(),
+        Arc::new(weir_ui::LiveTail(state.live.clone())),
+    ];
+    if let Some(q) = processors {
+        after.push(Arc::new(q));
+    }
     let ingest_cfg = IngestConfig {
         flush_interval: a.flush_interval,
         ..IngestConfig::default()
     };
     let stages = ingest::Stages {
         enricher: enricher.clone(),
-        observer: Some(observer),
+        after,
     };
     let ingest_thread = ingest::spawn(store.clone(), rx, ingest_cfg, stats, stages)
         .context("starting the ingest thread")?;
@@ -571,9 +557,6 @@ fn spawn_records_retention(
     Ok(())
 }
 
-/// Stored batches on their way to flow-processor plugins.
-type ProcessorQueue = std::sync::mpsc::SyncSender<Arc<Vec<weir_core::Flow>>>;
-
 /// Visualizations a new agent installs from the ones bundled in the binary.
 const BUNDLED_VIEWS: &[&str] = &["sankey", "chord", "topology"];
 
@@ -584,7 +567,10 @@ fn start_plugins(
     store: Arc<Store>,
     metrics: Arc<weir_core::metrics::FlowMetrics>,
     policy: weir_host::SandboxPolicy,
-) -> Result<(Arc<weir_host::registry::Registry>, ProcessorQueue)> {
+) -> Result<(
+    Arc<weir_host::registry::Registry>,
+    weir_host::workers::PluginQueues,
+)> {
     let rt = weir_host::Runtime::new(Some(dir.join("plugin-cache")))
         .context("starting the plugin runtime")?
         .with_policy(policy);
@@ -617,49 +603,17 @@ fn start_plugins(
             }
         }
     }
-    let weak = Arc::downgrade(&reg);
-    let emitted = metrics.clone();
-    std::thread::Builder::new()
-        .name("weir-plugin-sync".into())
-        .spawn(move || {
-            while let Some(reg) = weak.upgrade() {
-                reg.sync();
-                // What plugins emitted through the metrics capability reaches /metrics; the
-                // metrics of plugins no longer loaded leave it.
-                let loaded = reg.loaded();
-                for p in &loaded {
-                    emitted.record_plugin(&p.manifest().name, &p.drain_samples());
-                }
-                let names: Vec<&str> = loaded.iter().map(|p| p.name()).collect();
-                emitted.retain_plugins(&names);
-                // Plugins' kv reaches the disk (a crash loses at most this interval).
-                reg.persist_state();
-                drop(reg);
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        })
+    weir_host::registry::Registry::start_sync(&reg, metrics.clone())
         .context("starting the plugin sync thread")?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<weir_core::Flow>>>(16);
-    let weak = Arc::downgrade(&reg);
-    let sink: weir_host::workers::SampleSink = Arc::new(move |name, samples| {
+    let samples: weir_host::workers::SampleSink = Arc::new(move |name, samples| {
         metrics.record_plugin(name, samples);
     });
-    std::thread::Builder::new()
-        .name("weir-processors".into())
-        .spawn(move || {
-            // Each batch-taking plugin on its own worker: one that blocks delays only itself.
-            let mut workers = weir_host::workers::Workers::new(sink);
-            for batch in rx {
-                let Some(reg) = weak.upgrade() else { return };
-                // Columns built once, shared by every plugin that takes the batch.
-                let batch = weir_host::FlowBatch::shared(batch);
-                workers.dispatch(&reg, &batch);
-            }
-        })
+    // Each batch-taking plugin on its own worker: one that blocks delays only itself.
+    let queues = weir_host::workers::PluginQueues::start(&reg, samples)
         .context("starting the flow-processor thread")?;
     let n = reg.list().len();
     tracing::info!(installed = n, "plugins ready");
-    Ok((reg, tx))
+    Ok((reg, queues))
 }
 
 async fn shutdown_signal() {

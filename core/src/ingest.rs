@@ -1,5 +1,22 @@
 //! The ingest stage: batches of flows from a source (the eBPF capture, or a generator) are
 //! appended to the store as they come, flushed every interval, and retention runs beside it.
+//!
+//! The pipeline, as named stages:
+//!
+//! ```text
+//! source (capture, import) ─► enrich (Enricher) ─► store (append, flush, retention)
+//!                                                     │ every stored batch, in order
+//!                                                     ├─► metrics     (weir_core::metrics::FlowMetrics)
+//!                                                     ├─► live tail   (weir_ui::LiveTail)
+//!                                                     └─► plugins     (weir_host::workers::PluginQueues:
+//!                                                                      one worker per flow-processor
+//!                                                                      and summarizer)
+//!                        store ─► exporters (weir_host::export: each reads the store by
+//!                                 sequence number from its own cursor; not a stage)
+//! ```
+//!
+//! A [`StoredStage`] runs on the ingest thread and must not block: one with real work hands
+//! the batch to its own queue (and drops it when the queue is full, counting).
 
 use crate::enrich::Enricher;
 use crate::flow::Flow;
@@ -57,8 +74,41 @@ impl IngestStats {
     }
 }
 
-/// Called with every batch after it was appended (live tailing).
-pub type Observer = Box<dyn Fn(&[Flow]) + Send>;
+/// A batch just stored, as the stages after the store see it: the flows, and one shared
+/// copy made only if a stage asks for it (to keep it beyond the call).
+pub struct Stored<'a> {
+    flows: &'a [Flow],
+    shared: std::cell::OnceCell<Arc<Vec<Flow>>>,
+}
+
+impl<'a> Stored<'a> {
+    pub fn new(flows: &'a [Flow]) -> Self {
+        Stored {
+            flows,
+            shared: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn flows(&self) -> &'a [Flow] {
+        self.flows
+    }
+
+    /// The batch to keep: copied once for every stage that asks.
+    pub fn shared(&self) -> Arc<Vec<Flow>> {
+        self.shared
+            .get_or_init(|| Arc::new(self.flows.to_vec()))
+            .clone()
+    }
+}
+
+/// A stage after the store: sees every stored batch, in order, on the ingest thread. It must
+/// not block; real work goes to a queue of its own.
+pub trait StoredStage: Send + Sync {
+    /// Its name, for logs and the pipeline map.
+    fn name(&self) -> &'static str;
+    /// Takes one stored batch.
+    fn accept(&self, batch: &Stored<'_>);
+}
 
 /// A batch of flows on its way to the store. With `ack`, the sender is told once the flows
 /// are durable and queryable (after the next flush), or why they are not.
@@ -75,13 +125,14 @@ impl From<Vec<Flow>> for Batch {
 
 type Ack = std::sync::mpsc::Sender<Result<(), String>>;
 
-/// The stages a batch goes through besides the store: enrichment before, observers after.
+/// The stages a batch goes through besides the store: enrichment before, the stored-batch
+/// stages after (in this order).
 #[derive(Default)]
 pub struct Stages {
     /// Fills identity fields (inventory, Kubernetes) before flows are stored.
     pub enricher: Option<Arc<dyn Enricher>>,
-    /// Sees every appended batch (live tail, plugins).
-    pub observer: Option<Observer>,
+    /// Each sees every appended batch (metrics, live tail, plugin queues).
+    pub after: Vec<Arc<dyn StoredStage>>,
 }
 
 /// Runs the ingest loop on its own thread until every sender is gone, then flushes.
@@ -104,7 +155,10 @@ fn run(
     stats: &IngestStats,
     stages: &Stages,
 ) {
-    let observer = stages.observer.as_ref();
+    if !stages.after.is_empty() {
+        let names: Vec<&str> = stages.after.iter().map(|s| s.name()).collect();
+        tracing::info!(stages = ?names, "stages after the store");
+    }
     let mut next_flush = Instant::now() + cfg.flush_interval;
     let mut next_retention = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
@@ -119,8 +173,9 @@ fn run(
                 match store.append(&flows) {
                     Ok(()) => {
                         stats.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
-                        if let Some(o) = observer {
-                            o(&flows);
+                        let stored = Stored::new(&flows);
+                        for s in &stages.after {
+                            s.accept(&stored);
                         }
                         acks.extend(ack);
                     }

@@ -949,6 +949,16 @@ pub fn parse_user_metrics(text: &str) -> Result<Vec<UserMetric>, String> {
     Ok(out)
 }
 
+impl crate::ingest::StoredStage for FlowMetrics {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn accept(&self, batch: &crate::ingest::Stored<'_>) {
+        self.observe(batch.flows());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,7 @@ pub struct Manifest {
     #[serde(default)]
     pub summarizer: Windowing,
     /// An exporter's feed (ignored for other kinds).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExporterFeed::is_default")]
     pub exporter: ExporterFeed,
     /// What the scoped capabilities it asks for should reach (`[scopes]`, e.g.
     /// `outbound-http = ["prometheus.monitoring:9090"]`); the operator grants them or not.
@@ -122,6 +122,12 @@ pub struct ExporterFeed {
     /// Where a new install starts: `now` (flows stored from then on) or `oldest` (all history
     /// the store still holds).
     pub start: String,
+}
+
+impl ExporterFeed {
+    fn is_default(&self) -> bool {
+        *self == ExporterFeed::default()
+    }
 }
 
 impl Default for ExporterFeed {

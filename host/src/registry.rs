@@ -100,6 +100,9 @@ pub struct Registry {
     feeds: crate::export::Feeds,
 }
 
+/// How often the agent's sync thread runs ([`Registry::start_sync`]).
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn now_ms() -> u64 {
     weir_core::query::now_ms()
 }
@@ -656,6 +659,34 @@ impl Registry {
                 export: feeds.get(&e.installed.manifest.name).cloned(),
             })
             .collect()
+    }
+
+    /// Starts the agent's sync thread: every [`SYNC_INTERVAL`] it loads what changed on disk
+    /// (hot load), moves what plugins emitted through `metrics` to the agent's /metrics (and
+    /// drops the metrics of plugins no longer loaded), and writes plugins' state (kv,
+    /// summaries) to disk, so a crash loses at most one interval. Ends with the registry.
+    pub fn start_sync(
+        reg: &Arc<Registry>,
+        emitted: Arc<weir_core::metrics::FlowMetrics>,
+    ) -> std::io::Result<()> {
+        let weak = Arc::downgrade(reg);
+        std::thread::Builder::new()
+            .name("weir-plugin-sync".into())
+            .spawn(move || {
+                while let Some(reg) = weak.upgrade() {
+                    reg.sync();
+                    let loaded = reg.loaded();
+                    for p in &loaded {
+                        emitted.record_plugin(&p.manifest().name, &p.drain_samples());
+                    }
+                    let names: Vec<&str> = loaded.iter().map(|p| p.name()).collect();
+                    emitted.retain_plugins(&names);
+                    reg.persist_state();
+                    drop(reg);
+                    std::thread::sleep(SYNC_INTERVAL);
+                }
+            })?;
+        Ok(())
     }
 
     /// Exporters' feed status, shared with the feed threads.

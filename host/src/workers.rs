@@ -1,4 +1,5 @@
-//! Batch-taking plugins (flow-processors and summarizers) each on a worker of their own.
+//! Batch-taking plugins (flow-processors and summarizers) each on a worker of their own, fed
+//! by [`PluginQueues`], the "plugins" stage after the store (`weir_core::ingest`).
 //!
 //! What a processor returns goes on: samples to the agent's /metrics, annotations to the
 //! records store (kind `annotation`, under the plugin's name).
@@ -16,6 +17,8 @@ use crate::{HostError, Kind};
 use std::collections::HashMap;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
+use weir_core::Flow;
+use weir_core::ingest::{Stored, StoredStage};
 use weir_core::metrics::PluginSample;
 
 /// Batches waiting per plugin before the next ones are skipped.
@@ -112,5 +115,55 @@ impl Workers {
             plugin: Arc::downgrade(p),
             tx,
         })
+    }
+}
+
+/// Stored batches waiting for the dispatcher before the next ones are skipped.
+pub const DISPATCH_BATCHES: usize = 16;
+
+/// The "plugins" stage after the store: every stored batch, when a flow-processor or
+/// summarizer is loaded, goes to a dispatcher thread that builds its columns once and offers
+/// it to each such plugin's worker ([`Workers`]). Never blocks ingest: a full queue skips the
+/// batch.
+pub struct PluginQueues {
+    reg: Weak<Registry>,
+    tx: SyncSender<Arc<Vec<Flow>>>,
+}
+
+impl PluginQueues {
+    /// Starts the dispatcher; it ends when the registry is dropped or this stage is.
+    pub fn start(reg: &Arc<Registry>, samples: SampleSink) -> std::io::Result<PluginQueues> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<Flow>>>(DISPATCH_BATCHES);
+        let weak = Arc::downgrade(reg);
+        std::thread::Builder::new()
+            .name("weir-processors".into())
+            .spawn(move || {
+                let mut workers = Workers::new(samples);
+                for batch in rx {
+                    let Some(reg) = weak.upgrade() else { return };
+                    // Columns built once, shared by every plugin that takes the batch.
+                    workers.dispatch(&reg, &FlowBatch::shared(batch));
+                }
+            })?;
+        Ok(PluginQueues {
+            reg: Arc::downgrade(reg),
+            tx,
+        })
+    }
+}
+
+impl StoredStage for PluginQueues {
+    fn name(&self) -> &'static str {
+        "plugins"
+    }
+
+    fn accept(&self, batch: &Stored<'_>) {
+        let Some(reg) = self.reg.upgrade() else {
+            return;
+        };
+        if reg.has_kind(Kind::FlowProcessor) || reg.has_kind(Kind::Summarizer) {
+            // Plugins never slow ingest down: a full queue skips them for this batch.
+            let _ = self.tx.try_send(batch.shared());
+        }
     }
 }

@@ -286,6 +286,23 @@ fn grants_and_scopes_change_without_reinstalling_through_api_and_cli() {
             "{body}: {v}"
         );
     }
+    // A plugin that is not installed is not found (404), whatever the route.
+    for (path, body) in [
+        ("/api/v1/plugins/nope/grants", r#"{"grant": "kv"}"#),
+        ("/api/v1/plugins/nope/disable", "{}"),
+    ] {
+        let (s, v) = a.post(path, body);
+        assert_eq!(s, 404, "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("plugin nope is not installed"),
+            "{v}"
+        );
+    }
+    let (s, v) = a.delete("/api/v1/plugins/nope");
+    assert_eq!(s, 404, "{v}");
 }
 
 /// A recorded cluster: one pod in namespace `shop` (labelled), a NetworkPolicy there, an

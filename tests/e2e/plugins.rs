@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export)"
         ),
         "{err}"
     );
@@ -261,7 +261,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "no-flows",
             "saturation",
             "quiet",
-            "latency"
+            "latency",
+            "ndjson-export"
         ]),
         "{v}"
     );

@@ -18,6 +18,22 @@ use weir_core::capture::CaptureSource;
 use weir_core::ingest::{Batch, IngestStats};
 use weir_core::{Flow, Store};
 
+/// The "live tail" stage after the store (`weir_core::ingest`): stored batches to the
+/// clients following them (`weir flows --follow`, the UI), copied only while someone is.
+pub struct LiveTail(pub broadcast::Sender<Arc<Vec<Flow>>>);
+
+impl weir_core::ingest::StoredStage for LiveTail {
+    fn name(&self) -> &'static str {
+        "live-tail"
+    }
+
+    fn accept(&self, batch: &weir_core::ingest::Stored<'_>) {
+        if self.0.receiver_count() > 0 {
+            let _ = self.0.send(batch.shared());
+        }
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {

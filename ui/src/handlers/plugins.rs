@@ -25,6 +25,21 @@ fn plugin_name(name: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::bad_request("name", e.to_string()))
 }
 
+/// 404 unless `name` is installed (so a typo is "not found", not a bad request).
+fn installed(a: &Arc<dyn PluginAdmin>, name: &str) -> Result<(), ApiError> {
+    let listed = a.list();
+    let known = listed
+        .as_array()
+        .is_some_and(|l| l.iter().any(|p| p["installed"]["manifest"]["name"] == name));
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "plugin {name} is not installed"
+        )))
+    }
+}
+
 /// Plugin work off the async threads; its messages are the user's to read (400).
 async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
@@ -71,6 +86,7 @@ pub async fn enable(
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(name)?;
     let a = admin(&st)?;
+    installed(&a, &name)?;
     run(move || a.set_enabled(&name, true)).await?;
     Ok(Json(json!({ "enabled": true })))
 }
@@ -81,6 +97,7 @@ pub async fn disable(
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(name)?;
     let a = admin(&st)?;
+    installed(&a, &name)?;
     run(move || a.set_enabled(&name, false)).await?;
     Ok(Json(json!({ "enabled": false })))
 }
@@ -133,6 +150,7 @@ pub async fn grants(
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(name)?;
     let a = admin(&st)?;
+    installed(&a, &name)?;
     let b: GrantBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("grants: {e}")))?;
     let (cap, grant) = match (b.grant, b.revoke) {
@@ -219,6 +237,7 @@ pub async fn remove(
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(name)?;
     let a = admin(&st)?;
+    installed(&a, &name)?;
     run(move || a.remove(&name)).await?;
     Ok(Json(json!({ "removed": true })))
 }
