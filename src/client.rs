@@ -336,7 +336,8 @@ pub struct FilterArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum FilterAction {
-    /// Show the rules in force, in the order they are tried.
+    /// Show the operator's rules, in the order they are tried (plugins granted
+    /// capture-control add theirs after them: `weir status` lists every rule in force).
     List {
         #[arg(long)]
         json: bool,

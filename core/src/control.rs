@@ -8,7 +8,8 @@
 //! - a plugin acts only within the bounds of its grant ([`Bounds`]: how many rules, which
 //!   actions, inside which networks, which sampling range), and at most [`BURST`] changes at
 //!   once, then one every [`REFILL`];
-//! - sampling in force is the operator's, or the highest 1-in-N any controlling plugin asks;
+//! - sampling in force is the highest 1-in-N any controlling plugin asks (within its bounds),
+//!   or the operator's when none asks;
 //! - when a plugin stops controlling (disabled, removed, its grant revoked) its rules and
 //!   sampling are withdrawn and the operator's restored;
 //! - every change is logged, kept in the status (the last [`KEEP_CHANGES`]) and, when a
@@ -352,10 +353,30 @@ impl GuardedCapture {
         bounds: &Bounds,
     ) -> Result<(), ControlError> {
         let mut st = lock(&self.state);
+        let operator_allows = st
+            .operator_rules
+            .iter()
+            .any(|r| r.action == FilterAction::Accept);
         let hold = st.holds.entry(plugin.to_string()).or_insert_with(Hold::new);
         if let Err(e) = bounds.check_rules(&rules) {
             hold.refused += 1;
             return Err(ControlError::Bounds(e));
+        }
+        // With any accept rule the kernel keeps only what some rule accepts: a plugin's accept
+        // rule would turn the whole capture into its allow-list. Only an operator who made the
+        // capture an allow-list already lets plugins widen it.
+        if !operator_allows
+            && let Some((i, r)) = rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.action == FilterAction::Accept)
+        {
+            hold.refused += 1;
+            return Err(ControlError::Bounds(format!(
+                "rule {} ({}): an accept rule would make the capture an allow-list of the plugin's; plugins may add accept rules only when the operator's rules are an allow-list already (they have none)",
+                i + 1,
+                r.text()
+            )));
         }
         hold.take()?;
         let before = std::mem::replace(&mut hold.rules, rules.clone());
@@ -424,13 +445,22 @@ impl GuardedCapture {
 
     /// Withdraws every plugin not in `controlling` (disabled, removed, its grant revoked),
     /// restoring what was in force without it.
-    pub fn retain(&self, controlling: &dyn Fn(&str) -> bool) {
+    /// `controlling` gives each plugin's current bounds, or None when it no longer controls
+    /// (disabled, removed, unhealthy, grant revoked); a plugin whose changes are now outside
+    /// its (narrowed) bounds is withdrawn too.
+    pub fn retain(&self, controlling: &dyn Fn(&str) -> Option<Bounds>) {
         let mut st = lock(&self.state);
         let gone: Vec<String> = st
             .holds
-            .keys()
-            .filter(|p| !controlling(p))
-            .cloned()
+            .iter()
+            .filter(|(p, h)| match controlling(p) {
+                None => true,
+                Some(b) => {
+                    b.check_rules(&h.rules).is_err()
+                        || h.sampling.is_some_and(|n| b.check_sampling(n).is_err())
+                }
+            })
+            .map(|(p, _)| p.clone())
             .collect();
         for p in gone {
             let Some(h) = st.holds.remove(&p) else {
@@ -446,7 +476,7 @@ impl GuardedCapture {
             self.note(
                 &mut st,
                 &p,
-                "withdrawn (no longer controlling): its rules and sampling removed".into(),
+                "withdrawn (no longer controlling, or outside its narrowed bounds): its rules and sampling removed".into(),
             );
         }
     }
@@ -479,13 +509,33 @@ impl CaptureSource for GuardedCapture {
         self.inner.flush()
     }
 
+    /// The operator's rules (what `set_filters` replaces); the status lists all in force.
     fn filters(&self) -> Vec<FilterRule> {
-        self.inner.filters()
+        lock(&self.state).operator_rules.clone()
     }
 
-    /// The operator's rules: replaced, then the plugins' appended again.
+    /// The operator's rules: replaced, then the plugins' appended again. When they no longer
+    /// fit beside the operator's (the kernel holds [`MAX_FILTER_RULES`]), or when the
+    /// operator's are no longer an allow-list that plugin accept rules may widen, the plugins'
+    /// rules are withdrawn: the operator's always win.
     fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String> {
+        crate::capture::compile_rules(&rules)?;
         let mut st = lock(&self.state);
+        let allows = rules.iter().any(|r| r.action == FilterAction::Accept);
+        let plugin_rules: usize = st.holds.values().map(|h| h.rules.len()).sum();
+        let plugin_accepts = st
+            .holds
+            .values()
+            .any(|h| h.rules.iter().any(|r| r.action == FilterAction::Accept));
+        let mut evicted = Vec::new();
+        if rules.len() + plugin_rules > MAX_FILTER_RULES || (plugin_accepts && !allows) {
+            for (name, h) in st.holds.iter_mut() {
+                if !h.rules.is_empty() {
+                    h.rules.clear();
+                    evicted.push(name.clone());
+                }
+            }
+        }
         let before = std::mem::replace(&mut st.operator_rules, rules.clone());
         if let Err(e) = self.apply(&st, true, false) {
             st.operator_rules = before;
@@ -493,10 +543,18 @@ impl CaptureSource for GuardedCapture {
         }
         let text: Vec<String> = rules.iter().map(FilterRule::text).collect();
         self.note(&mut st, "operator", format!("rules: [{}]", text.join("; ")));
+        for name in evicted {
+            self.note(
+                &mut st,
+                &name,
+                "rules withdrawn: the operator's new rules need the room or are not an allow-list"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
-    /// The operator's sampling (plugins' asks above it still win).
+    /// The operator's sampling, in force while no plugin asks one (a plugin's ask wins).
     fn set_sampling(&self, one_in: u32) -> Result<(), String> {
         let mut st = lock(&self.state);
         let before = std::mem::replace(&mut st.operator_sampling, one_in);
@@ -516,6 +574,91 @@ impl CaptureSource for GuardedCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A capture that only records what it is told (the e2e test drives the real one).
+    #[derive(Default)]
+    struct Recorder {
+        rules: Mutex<Vec<FilterRule>>,
+        sampling: Mutex<u32>,
+    }
+
+    impl CaptureSource for Recorder {
+        fn status(&self) -> CaptureStatus {
+            CaptureStatus {
+                sampling: *lock(&self.sampling),
+                filters: lock(&self.rules).clone(),
+                ..Default::default()
+            }
+        }
+        fn flush(&self) {}
+        fn filters(&self) -> Vec<FilterRule> {
+            lock(&self.rules).clone()
+        }
+        fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String> {
+            crate::capture::compile_rules(&rules)?;
+            *lock(&self.rules) = rules;
+            Ok(())
+        }
+        fn set_sampling(&self, one_in: u32) -> Result<(), String> {
+            *lock(&self.sampling) = one_in;
+            Ok(())
+        }
+    }
+
+    fn texts(c: &Recorder) -> Vec<String> {
+        lock(&c.rules).iter().map(FilterRule::text).collect()
+    }
+
+    #[test]
+    fn the_guard_keeps_the_operator_first_and_plugins_within_bounds() {
+        let cap = Arc::new(Recorder::default());
+        let g = GuardedCapture::new(cap.clone(), None);
+        let wide = Bounds::parse(&["rules=16", "sampling=1-1000"].map(String::from)).unwrap();
+        // An accept rule from a plugin would make everything else invisible: refused while
+        // the operator's rules are no allow-list.
+        let e = g
+            .set_plugin_rules("p", rules(&["accept cidr=10.0.0.0/8"]), &wide)
+            .unwrap_err();
+        assert!(e.to_string().contains("allow-list"), "{e}");
+        assert!(lock(&cap.rules).is_empty());
+        g.set_plugin_rules("p", rules(&["reject ports=22"]), &wide)
+            .unwrap();
+        g.set_filters(rules(&["reject ports=9"])).unwrap();
+        assert_eq!(texts(&cap), ["reject ports=9", "reject ports=22"]);
+        assert_eq!(
+            g.filters().iter().map(FilterRule::text).collect::<Vec<_>>(),
+            ["reject ports=9"],
+            "the API's rules are the operator's"
+        );
+        // The operator needs the room: the plugins' rules go.
+        let many: Vec<String> = (1..=16).map(|p| format!("reject ports={p}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        g.set_filters(rules(&many)).unwrap();
+        assert_eq!(lock(&cap.rules).len(), 16);
+        assert!(texts(&cap).iter().all(|t| t != "reject ports=22"));
+        g.set_filters(rules(&["accept cidr=10.0.0.0/8"])).unwrap();
+        g.set_plugin_rules("p", rules(&["accept cidr=10.1.0.0/16"]), &wide)
+            .unwrap();
+        // A narrowed grant withdraws what no longer fits; a plugin gone withdraws all.
+        g.set_plugin_sampling("p", 100, &wide).unwrap();
+        assert_eq!(*lock(&cap.sampling), 100);
+        let narrow = Bounds::parse(&["rules=1", "sampling=1-10"].map(String::from)).unwrap();
+        g.retain(&|_| Some(narrow.clone()));
+        assert_eq!(*lock(&cap.sampling), 0, "the operator's again");
+        assert_eq!(texts(&cap), ["accept cidr=10.0.0.0/8"]);
+        let st = g.status().control.unwrap();
+        assert!(st.controllers.is_empty());
+        assert!(st.changes.last().unwrap().what.contains("withdrawn"));
+        // The rate limit: 5 at once, then one every 2 s.
+        for _ in 0..5 {
+            g.set_plugin_rules("q", rules(&["reject ports=1"]), &wide)
+                .unwrap();
+        }
+        let e = g
+            .set_plugin_rules("q", rules(&["reject ports=1"]), &wide)
+            .unwrap_err();
+        assert!(matches!(e, ControlError::RateLimited { .. }), "{e}");
+    }
 
     fn rules(texts: &[&str]) -> Vec<FilterRule> {
         texts

@@ -28,7 +28,7 @@ pub enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub name: String,
-    /// As given (shown in status).
+    /// As given, without credentials or query (shown in logs and status).
     pub url: String,
     pub endpoint: Endpoint,
 }
@@ -38,9 +38,21 @@ pub enum SinkError {
     /// A `--sink` that does not parse; the message names the part.
     #[error("sink {given:?}: {message}")]
     Config { given: String, message: String },
-    /// The destination did not take the payload (down, refused, timed out, answered an error).
+    /// The destination did not take the payload this time (down, refused the connection,
+    /// timed out, a 5xx): worth retrying.
     #[error("sink {name}: {message}")]
     Send { name: String, message: String },
+    /// The destination (or the transport) refuses this payload for good (too large for a
+    /// datagram or a message, a 4xx, a protocol error): retrying it cannot help.
+    #[error("sink {name}: {message}")]
+    Rejected { name: String, message: String },
+}
+
+impl SinkError {
+    /// Whether a retry may succeed (the destination is down, not the payload wrong).
+    pub fn transient(&self) -> bool {
+        matches!(self, SinkError::Send { .. })
+    }
 }
 
 /// Carries payloads to one destination. Implementations reconnect on their own.
@@ -48,6 +60,28 @@ pub trait Transport: Send + Sync {
     /// Sends one payload and returns once the destination has it as far as the protocol can
     /// say (UDP: sent; TCP: written; HTTP: a 2xx answer; NATS: the server's PONG after it).
     fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError>;
+}
+
+/// A URL as shown in logs, status and errors: without credentials (`user:pass@`) or a query
+/// string (which may carry a token).
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let redacted = if authority.contains('@') || url.contains('?') {
+        "(redacted)"
+    } else {
+        ""
+    };
+    if scheme.is_empty() {
+        format!("{host}{path}{redacted}")
+    } else {
+        format!("{scheme}://{host}{path}{redacted}")
+    }
 }
 
 /// Parses `host:port` (`[v6]:port` for IPv6).
@@ -132,7 +166,7 @@ impl Destination {
         };
         Ok(Destination {
             name: name.to_string(),
-            url: url.to_string(),
+            url: redact(url),
             endpoint,
         })
     }
@@ -188,6 +222,13 @@ mod tests {
                 .endpoint,
             Endpoint::Http { .. }
         ));
+        assert_eq!(
+            redact("https://user:secret@collector.example:8443/ingest?token=abc"),
+            "https://collector.example:8443/ingest(redacted)"
+        );
+        assert_eq!(redact("udp://127.0.0.1:9995"), "udp://127.0.0.1:9995");
+        let d = Destination::parse("h=https://u:p@c.example/x").unwrap();
+        assert!(!d.url.contains("u:p"), "{}", d.url);
         for (bad, says) in [
             ("nourl", "NAME=URL"),
             ("a b=udp://h:1", "the name"),

@@ -4,7 +4,6 @@
 
 use crate::Capability;
 use crate::bindings::imports::weir::plugin::capture_control::Host;
-use crate::deadline::within;
 use crate::state::HostState;
 use std::sync::Arc;
 use weir_core::capture::FilterRule;
@@ -40,12 +39,11 @@ impl Host for HostState {
                 FilterRule::parse(r).map_err(|e| format!("capture-control: rule {}: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let name = self.ctx.name.clone();
-        within(self, "capture-control.set-rules", move || {
-            guard
-                .set_plugin_rules(&name, parsed, &bounds)
-                .map_err(|e| e.to_string())
-        })
+        // Map updates only (no program reload): done here, so a change is never applied
+        // after the call's deadline has passed and the plugin was told it failed.
+        guard
+            .set_plugin_rules(&self.ctx.name, parsed, &bounds)
+            .map_err(|e| e.to_string())
     }
 
     fn sampling(&mut self) -> u32 {
@@ -59,11 +57,8 @@ impl Host for HostState {
 
     fn set_sampling(&mut self, one_in: u32) -> Result<(), String> {
         let (guard, bounds) = self.control()?;
-        let name = self.ctx.name.clone();
-        within(self, "capture-control.set-sampling", move || {
-            guard
-                .set_plugin_sampling(&name, one_in, &bounds)
-                .map_err(|e| e.to_string())
-        })
+        guard
+            .set_plugin_sampling(&self.ctx.name, one_in, &bounds)
+            .map_err(|e| e.to_string())
     }
 }

@@ -5,7 +5,8 @@
 //! then rename) before the next batch; an error leaves the cursor and retries the same batch
 //! after a backoff (0.5 s doubling to 30 s). So a restart, a crash or a destination outage
 //! loses nothing the store still holds, and repeats at most the batch in flight
-//! (at-least-once). A new install starts at the store's durable end (`start = "now"`) or at
+//! (at-least-once, as far as the transport confirms delivery: HTTP and NATS do, UDP and TCP
+//! only say the kernel took the bytes). A new install starts at the store's durable end (`start = "now"`) or at
 //! its beginning (`start = "oldest"`). A slow or failing exporter delays only itself; its
 //! thread ends when the plugin is unloaded.
 
@@ -51,10 +52,21 @@ fn cursor_path(dir: &Path) -> PathBuf {
     dir.join("export-cursor")
 }
 
-fn read_cursor(dir: &Path) -> Option<u64> {
-    std::fs::read_to_string(cursor_path(dir))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+/// The cursor on disk: None before the first one is written; an error when the file exists
+/// but cannot be read or parsed (the feed then waits: guessing could skip or repeat flows).
+fn read_cursor(dir: &Path) -> Result<Option<u64>, String> {
+    let path = cursor_path(dir);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "{}: not a sequence number ({:?}); fix it or remove it to start at the store's end",
+                path.display(),
+                s.chars().take(40).collect::<String>()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Writes the cursor durably: a temporary file, synced, renamed over the old one.
@@ -70,6 +82,7 @@ fn write_cursor(dir: &Path, seq: u64) -> std::io::Result<()> {
 struct Feed {
     plugin: Weak<Plugin>,
     stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Starts the supervisor: a thread that gives each loaded exporter its feed thread and
@@ -84,15 +97,25 @@ pub fn spawn(
             let mut feeds: HashMap<String, Feed> = HashMap::new();
             while !stop.load(Ordering::SeqCst) {
                 let loaded = reg.of_kind(Kind::Exporter);
-                feeds.retain(|name, f| {
-                    let live = loaded.iter().any(|p| {
-                        p.name() == name && f.plugin.upgrade().is_some_and(|q| Arc::ptr_eq(p, &q))
-                    });
-                    if !live {
+                // Feeds of unloaded or replaced plugins stop, and are waited for (an export in
+                // flight ends at its deadline) before a new feed of the same plugin starts:
+                // one feed per cursor file.
+                let gone: Vec<String> = feeds
+                    .iter()
+                    .filter(|(name, f)| {
+                        !loaded.iter().any(|p| {
+                            p.name() == name.as_str()
+                                && f.plugin.upgrade().is_some_and(|q| Arc::ptr_eq(p, &q))
+                        })
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in gone {
+                    if let Some(f) = feeds.remove(&name) {
                         f.stop.store(true, Ordering::SeqCst);
+                        let _ = f.thread.join();
                     }
-                    live
-                });
+                }
                 for p in loaded {
                     if feeds.contains_key(p.name()) {
                         continue;
@@ -104,12 +127,13 @@ pub fn spawn(
                         .name(format!("weir-export-{name}"))
                         .spawn(move || run_feed(&r, plugin, &s));
                     match started {
-                        Ok(_) => {
+                        Ok(thread) => {
                             feeds.insert(
                                 name,
                                 Feed {
                                     plugin: Arc::downgrade(&p),
                                     stop: feed_stop,
+                                    thread,
                                 },
                             );
                         }
@@ -122,6 +146,9 @@ pub fn spawn(
             }
             for f in feeds.values() {
                 f.stop.store(true, Ordering::SeqCst);
+            }
+            for (_, f) in feeds.drain() {
+                let _ = f.thread.join();
             }
         })
 }
@@ -142,7 +169,35 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
             return;
         }
     };
-    let mut cursor = match read_cursor(&dir) {
+    let set = |f: &dyn Fn(&mut FeedStatus)| {
+        let feeds = reg.feeds();
+        let mut g = lock(&feeds);
+        f(g.entry(name.clone()).or_default());
+    };
+    let stored = loop {
+        match read_cursor(&dir) {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "exporter cursor unreadable; waiting");
+                set(&|s| s.last_error = Some(e.clone()));
+                sleep_unless(stop, MAX_BACKOFF);
+                if stop.load(Ordering::SeqCst) || plugin.upgrade().is_none() {
+                    return;
+                }
+            }
+        }
+    };
+    let mut cursor = match stored {
+        // A cursor past the store's end: the store was emptied (wiped, or everything expired
+        // before a restart, and numbering began again). Start at its end, saying so.
+        Some(c) if c > store.durable_seq() => {
+            let end = store.durable_seq();
+            tracing::warn!(plugin = %name, cursor = c, store_end = end, "exporter cursor past the store's end (store emptied?): starting at the end");
+            if let Err(e) = write_cursor(&dir, end) {
+                tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+            }
+            end
+        }
         Some(c) => c,
         None => {
             let start = if feed.start == "oldest" {
@@ -159,11 +214,6 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
     let all = TimeRange {
         from_ms: 0,
         to_ms: u64::MAX,
-    };
-    let set = |f: &dyn Fn(&mut FeedStatus)| {
-        let feeds = reg.feeds();
-        let mut g = lock(&feeds);
-        f(g.entry(name.clone()).or_default());
     };
     let mut backoff = Duration::ZERO;
     tracing::info!(plugin = %name, cursor, "exporter feed started");

@@ -504,6 +504,7 @@ impl Plugin {
                 overran: Default::default(),
                 cancel: self.cancel.for_call(),
                 generation: self.cancel.generation(),
+                destination_failed: false,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -538,6 +539,11 @@ impl Plugin {
             .data_mut()
             .overran
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether its health checks disabled it (too many failures).
+    pub fn is_disabled(&self) -> bool {
+        lock(&self.health).disabled.is_some()
     }
 
     fn check_enabled(&self) -> Result<(), HostError> {
@@ -575,9 +581,7 @@ impl Plugin {
         let name = self.manifest.name.clone();
         let _admitted = self.admit()?;
         let mark = store.data().stderr.contents().len();
-        self.ctx
-            .destination_failed
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        store.data_mut().destination_failed = false;
         let started = std::time::Instant::now();
         let result = f(store);
         let took = started.elapsed().as_micros() as u64;
@@ -621,10 +625,7 @@ impl Plugin {
             h.busy_us = h.busy_us.saturating_add(took);
             h.max_us = h.max_us.max(took);
         }
-        let destination_failed = self
-            .ctx
-            .destination_failed
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let destination_failed = std::mem::take(&mut store.data_mut().destination_failed);
         match &outcome {
             // A destination that failed (a sink down) is not the plugin's fault: an exporter
             // is retried, never disabled, for an outage.
@@ -841,7 +842,6 @@ impl Plugin {
         }
     }
 
-    /// correlator: annotate flows with what external events explain.
     /// exporter: sends a batch out (through the `sink` capability). Ok means the plugin has
     /// handed every flow of it to its destinations; the caller moves its cursor then.
     pub fn export(&self, batch: &FlowBatch) -> Result<(), HostError> {
@@ -855,6 +855,7 @@ impl Plugin {
         })
     }
 
+    /// correlator: annotate flows with what external events explain.
     pub fn correlate(
         &self,
         batch: &FlowBatch,

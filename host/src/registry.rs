@@ -397,11 +397,20 @@ impl Registry {
         }
         if let Some(c) = self.services.control.get() {
             c.retain(&|name| {
-                entries.get(name).is_some_and(|e| {
-                    e.plugin.is_some()
-                        && e.installed.enabled
-                        && e.installed.granted.contains(&Capability::CaptureControl)
-                })
+                let e = entries.get(name)?;
+                let live = e.plugin.as_ref().is_some_and(|p| !p.is_disabled())
+                    && e.installed.enabled
+                    && e.installed.granted.contains(&Capability::CaptureControl);
+                if !live {
+                    return None;
+                }
+                let scope = e
+                    .installed
+                    .scopes
+                    .get(&Capability::CaptureControl)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                Some(weir_core::control::Bounds::parse(scope).unwrap_or_default())
             });
         }
     }

@@ -54,13 +54,14 @@ impl Host for HostState {
             return Err("sink refused: the call's deadline has passed".into());
         }
         let sent = within_pool(self, "sink.send", &HTTP_WORKERS, move || {
-            transport.send(&payload, timeout).map_err(|e| e.to_string())
-        });
-        if sent.is_err() {
-            self.ctx
-                .destination_failed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        sent
+            Ok(transport.send(&payload, timeout))
+        })?;
+        // An outage is the destination's fault; a payload refused for good is the plugin's.
+        sent.map_err(|e| {
+            if e.transient() {
+                self.destination_failed = true;
+            }
+            e.to_string()
+        })
     }
 }

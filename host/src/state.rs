@@ -83,9 +83,6 @@ pub struct PluginCtx {
     pub kv_path: Option<std::path::PathBuf>,
     /// kv changed since it was last written.
     pub kv_dirty: std::sync::atomic::AtomicBool,
-    /// A `sink` send failed during the current call (the call's failure is then the
-    /// destination's, not counted against the plugin).
-    pub destination_failed: std::sync::atomic::AtomicBool,
 }
 
 impl HostState {
@@ -114,7 +111,6 @@ impl PluginCtx {
             log_dropped: Default::default(),
             kv_path: None,
             kv_dirty: Default::default(),
-            destination_failed: Default::default(),
         }
     }
 
@@ -194,6 +190,9 @@ pub struct HostState {
     /// The plugin's cancel generation, and the one the running call started under.
     pub cancel: crate::deadline::Cancel,
     pub generation: u64,
+    /// A `sink` send of this call failed transiently (the destination down): the call's
+    /// failure is then the destination's, not counted against the plugin.
+    pub destination_failed: bool,
 }
 
 impl WasiView for HostState {

@@ -48,13 +48,19 @@ struct KindSpec {
     resource: &'static str,
     kind: &'static str,
     optional: bool,
+    /// Whether it feeds the identity table (a change rebuilds it).
+    identity: bool,
 }
 
 const fn spec(resource: &'static str, kind: &'static str, optional: bool) -> KindSpec {
+    let r = resource.as_bytes();
+    // pods, services, nodes and namespaces name flows; the rest are kept for plugins only.
+    let identity = matches!(r, b"pods" | b"services" | b"nodes" | b"namespaces");
     KindSpec {
         resource,
         kind,
         optional,
+        identity,
     }
 }
 
@@ -314,11 +320,19 @@ fn build_table(o: &Objects) -> IdentityTable {
     t
 }
 
-/// An object as kept for plugins: its JSON without `metadata.managedFields`.
+/// The annotation kubectl keeps a whole copy of the applied object in (large, and it may
+/// hold what the live object no longer shows).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An object as kept for plugins: its JSON without `metadata.managedFields` and without
+/// kubectl's last-applied copy.
 fn object_of<K: Resource + serde::Serialize>(o: &K, kind: &str) -> Option<Object> {
     let mut v = serde_json::to_value(o).ok()?;
     if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         m.remove("managedFields");
+        if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            a.remove(LAST_APPLIED);
+        }
     }
     if let Some(obj) = v.as_object_mut() {
         obj.entry("kind")
@@ -335,12 +349,16 @@ fn object_of<K: Resource + serde::Serialize>(o: &K, kind: &str) -> Option<Object
 }
 
 impl Shared {
-    fn set<F>(&self, f: F)
+    /// Changes the objects; the lookup table is rebuilt only when `spec` feeds it (pods,
+    /// services, nodes, namespaces), not for every Event or policy.
+    fn set<F>(&self, spec: KindSpec, f: F)
     where
         F: FnOnce(&mut Objects),
     {
         f(&mut lock(&self.objects));
-        self.dirty.store(true, Ordering::SeqCst);
+        if spec.identity {
+            self.dirty.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -414,7 +432,7 @@ where
                 let all = std::mem::take(&mut buffer);
                 let raw = std::mem::take(&mut raw_buffer);
                 let n = raw.len();
-                shared.set(|o| {
+                shared.set(spec, |o| {
                     if let Some(m) = o.map(resource) {
                         *m = all;
                     }
@@ -430,7 +448,7 @@ where
                 let e = entry(&o);
                 let obj = object_of(&o, kind).map(Arc::new);
                 let mut dropped = false;
-                shared.set(|objs| {
+                shared.set(spec, |objs| {
                     if let Some(m) = objs.map(resource) {
                         match e {
                             Some(e) => {
@@ -458,7 +476,7 @@ where
             }
             Event::Delete(o) => {
                 let k = key_of(&o);
-                shared.set(|objs| {
+                shared.set(spec, |objs| {
                     if let Some(m) = objs.map(resource) {
                         m.remove(&k);
                     }

@@ -31,6 +31,7 @@ impl Transport for Http {
             name: self.name.clone(),
             message,
         };
+        let url = weir_core::sink::redact(&self.url);
         let resp = self
             .agent
             .post(&self.url)
@@ -39,12 +40,16 @@ impl Transport for Http {
             .build()
             .header("content-type", "application/x-ndjson")
             .send(payload)
-            .map_err(|e| fail(format!("POST {}: {e}", self.url)))?;
+            .map_err(|e| fail(format!("POST {url}: {e}")))?;
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(fail(format!("POST {}: answered {status}", self.url)))
+        match status {
+            200..=299 => Ok(()),
+            // 408 and 429 say "later"; other 4xx refuse this payload for good.
+            400..=499 if status != 408 && status != 429 => Err(SinkError::Rejected {
+                name: self.name.clone(),
+                message: format!("POST {url}: answered {status}"),
+            }),
+            _ => Err(fail(format!("POST {url}: answered {status}"))),
         }
     }
 }

@@ -92,7 +92,7 @@ mod tests {
         let port = l.local_addr().expect("addr").port();
         let server = std::thread::spawn(move || {
             let mut bodies = Vec::new();
-            for status in ["200 OK", "503 Service Unavailable"] {
+            for status in ["200 OK", "503 Service Unavailable", "413 Payload Too Large"] {
                 let (mut c, _) = l.accept().expect("accept");
                 let mut req = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -125,10 +125,18 @@ mod tests {
         let http = dest(&format!("http://127.0.0.1:{port}/ingest"));
         http.send(b"{\"x\":1}\n", t).expect("200");
         let e = http.send(b"{\"x\":2}\n", t).unwrap_err();
-        assert!(e.to_string().contains("answered 503"), "{e}");
+        assert!(
+            e.to_string().contains("answered 503") && e.transient(),
+            "{e}"
+        );
+        let e = http.send(b"{\"x\":3}\n", t).unwrap_err();
+        assert!(
+            e.to_string().contains("answered 413") && !e.transient(),
+            "a 4xx is for good: {e}"
+        );
         assert_eq!(
             server.join().expect("server"),
-            ["{\"x\":1}\n", "{\"x\":2}\n"]
+            ["{\"x\":1}\n", "{\"x\":2}\n", "{\"x\":3}\n"]
         );
     }
 }

@@ -98,7 +98,10 @@ impl Nats {
                     "PING" => c.writer.write_all(b"PONG\r\n")?,
                     "+OK" => {}
                     l if l.starts_with("-ERR") => {
-                        return Err(std::io::Error::other(format!("server: {l}")));
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("server: {l}"),
+                        ));
                     }
                     _ => {} // INFO updates and the like
                 }
@@ -114,16 +117,22 @@ impl Nats {
 impl Transport for Nats {
     fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
         if payload.len() > MAX_PAYLOAD {
-            return Err(SinkError::Send {
+            return Err(SinkError::Rejected {
                 name: self.name.clone(),
                 message: format!("{} bytes, at most {MAX_PAYLOAD} a message", payload.len()),
             });
         }
-        self.try_send(payload, timeout)
-            .map_err(|e| SinkError::Send {
-                name: self.name.clone(),
-                message: format!("nats {}:{} {}: {e}", self.host, self.port, self.subject),
-            })
+        self.try_send(payload, timeout).map_err(|e| {
+            let message = format!("nats {}:{} {}: {e}", self.host, self.port, self.subject);
+            let name = self.name.clone();
+            // The server's -ERR (a payload over its limit, a permission violation) is an
+            // answer about this message, not an outage.
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                SinkError::Rejected { name, message }
+            } else {
+                SinkError::Send { name, message }
+            }
+        })
     }
 }
 

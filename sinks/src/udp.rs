@@ -51,7 +51,7 @@ impl Udp {
 impl Transport for Udp {
     fn send(&self, payload: &[u8], _timeout: Duration) -> Result<(), SinkError> {
         if payload.len() > MAX_DATAGRAM {
-            return Err(SinkError::Send {
+            return Err(SinkError::Rejected {
                 name: self.name.clone(),
                 message: format!(
                     "{} bytes do not fit one datagram (at most {MAX_DATAGRAM})",

@@ -712,19 +712,26 @@ fn capture_control_keeps_the_operators_rules_first_bounds_plugins_and_restores()
         said[5].1.contains("rate limit: at most 5 changes at once"),
         "{said:?}"
     );
-    // In force: the operator's rule first, then the plugin's; the plugin's sampling.
+    // In force: the operator's rule first, then the plugin's; the plugin's sampling. The
+    // filters API answers the operator's own (what its PUT replaces).
+    let rule_texts = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| {
+                serde_json::from_value::<weir_core::capture::FilterRule>(r.clone())
+                    .expect("rule")
+                    .text()
+            })
+            .collect()
+    };
     let v = a.ok("/api/v1/capture/filters", &[]);
-    let texts: Vec<String> = v["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .map(|r| {
-            serde_json::from_value::<weir_core::capture::FilterRule>(r.clone())
-                .expect("rule")
-                .text()
-        })
-        .collect();
-    assert_eq!(texts, ["reject ports=9".to_string(), plugin_rule.clone()]);
+    assert_eq!(rule_texts(&v["rules"]), ["reject ports=9".to_string()]);
+    let st = a.ok("/api/v1/status", &[]);
+    assert_eq!(
+        rule_texts(&st["capture"]["filters"]),
+        ["reject ports=9".to_string(), plugin_rule.clone()]
+    );
     let st = a.ok("/api/v1/status", &[]);
     let c = &st["capture"];
     assert_eq!(c["sampling"], 10, "{c}");

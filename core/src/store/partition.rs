@@ -212,10 +212,20 @@ impl Partition {
     }
 
     /// Makes appended records durable (sled first), then visible (index commit).
+    /// A flush that fails leaves the partition dirty, so the next one tries again (and the
+    /// store's durable point does not move past what this one did not commit).
     pub fn flush(&self) -> Result<(), StoreError> {
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
+        let result = self.try_flush();
+        if result.is_err() {
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn try_flush(&self) -> Result<(), StoreError> {
         let mut guard = self.lock_writer()?;
         self.db.flush()?;
         let seq = self.appended_seq.load(Ordering::SeqCst);

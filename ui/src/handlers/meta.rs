@@ -57,7 +57,8 @@ pub async fn flush(State(st): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "flushed": true })))
 }
 
-/// `GET /api/v1/capture/filters`: the in-kernel filter rules in force.
+/// `GET /api/v1/capture/filters`: the operator's in-kernel filter rules (what PUT replaces);
+/// plugins' rules follow them, and the status lists all in force.
 pub async fn filters(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let Some(cap) = st.capture.clone() else {
         return Err(ApiError::unavailable("capture is off in this agent"));
