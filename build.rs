@@ -19,6 +19,7 @@ const BUNDLED: &[&str] = &[
     "quiet",
     "latency",
     "ndjson-export",
+    "ovs-decoder",
 ];
 
 fn main() {

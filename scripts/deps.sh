@@ -2,15 +2,17 @@
 # Installs what building and testing weir needs on a fresh Debian 12 machine (run as root).
 #   deps.sh build   clang-19 + libbpf-dev (the kernel programs are C built by build.rs)
 #   deps.sh test    the above + the real peers the tests use (iperf3, ping, curl, docker-registry,
-#                   nats-server, pip for the Python plugin; node comes with the machine, ...)
+#                   nats-server, Open vSwitch, pip for the Python plugin; node comes with the
+#                   machine, ...) and the OVS project's own flow parser (PyPI ovs[flowviz],
+#                   the reference the OVS tests compare with) in a venv at /opt/weir-ovsref
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
 pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server) ;;
-  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct) ;;
+  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool) ;;
+  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()
@@ -22,5 +24,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [[ "$what" != build ]] && ! /opt/weir-ovsref/bin/python -c 'import ovs.flow.odp, ovs.flowviz' 2>/dev/null; then
+  # Debian's python3-openvswitch (3.1) has no ovs-flowviz and cannot read dp-extra-info:
+  # the reference is PyPI's ovs 3.6.1.
+  echo "installing the OVS reference parser (PyPI ovs[flowviz]==3.6.1) in /opt/weir-ovsref" >&2
+  /usr/bin/python3 -m venv /opt/weir-ovsref
+  /opt/weir-ovsref/bin/pip install -q "ovs[flowviz]==3.6.1" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

@@ -67,6 +67,17 @@ pub struct AgentArgs {
     /// limit). They are also dropped past --retention-age.
     #[arg(long, default_value_t = 1_000_000)]
     records_max: usize,
+    /// Collect Open vSwitch datapath and OpenFlow dumps from the local switch this often
+    /// (e.g. `--ovs 10s`; off by default). Dumps can also be imported: `weir ovs import`.
+    #[arg(long, value_name = "INTERVAL", value_parser = units::duration)]
+    ovs: Option<Duration>,
+    /// The switch's run directory (OVS_RUNDIR: its control socket and bridge `.mgmt`
+    /// sockets), when not the tools' default.
+    #[arg(long, value_name = "DIR")]
+    ovs_rundir: Option<PathBuf>,
+    /// Most OVS collections kept (the oldest go first; also dropped past --retention-age).
+    #[arg(long, default_value_t = 360)]
+    ovs_keep: usize,
     /// Length of one storage partition (the unit retention drops).
     #[arg(long, default_value = "1h", value_parser = units::duration)]
     partition: Duration,
@@ -359,6 +370,14 @@ pub fn run(a: AgentArgs) -> Result<()> {
     );
     state.ingest_tx = Some(tx);
     state.records = Some(records.clone());
+    state.ovs = crate::ovs_cmd::start(
+        &dir,
+        records.clone(),
+        a.ovs,
+        a.ovs_rundir.clone(),
+        a.ovs_keep,
+        a.retention_age,
+    )?;
     state.enricher = enricher.clone();
     state.token = token;
     let user_metrics = match &a.metrics_config {

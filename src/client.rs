@@ -121,7 +121,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// GETs a JSON document; API errors become readable messages (with a caret for filters).
-fn get_json(
+pub fn get_json(
     server: &Server,
     path: &str,
     query: &[(&str, &str)],

@@ -5,6 +5,7 @@ mod bundled;
 mod client;
 mod demo;
 mod output;
+mod ovs_cmd;
 mod plugin_build;
 mod plugin_cmd;
 mod units;
@@ -67,6 +68,9 @@ enum Command {
     Check(client::CheckArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
+    /// Open vSwitch datapath and OpenFlow flows: decode a dump file here (`-i FILE`, no agent
+    /// needed) or read the agent's collections; tree, graph, OpenFlow tables; import dumps.
+    Ovs(ovs_cmd::OvsArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
     /// an agent on them and its UI; removes everything on exit (needs root).
     Demo(demo::DemoArgs),
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Alerts(a) => client::alerts(a),
         Command::Records(a) => client::records(a),
         Command::Plugin(a) => plugin_cmd::run(a),
+        Command::Ovs(a) => ovs_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
     };
     match result {

@@ -241,6 +241,24 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
             writeln!(out, "  last error: {err}")?;
         }
     }
+    let o = &v["ovs"];
+    if o.is_object() {
+        let every = o["every_s"].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "\novs: {}{}, {} collections kept",
+            o["state"].as_str().unwrap_or("?"),
+            if every > 0 {
+                format!(" (collecting every {every} s)")
+            } else {
+                " (live collection off: --ovs INTERVAL)".to_string()
+            },
+            o["collections"]
+        )?;
+        if let Some(err) = o["error"].as_str() {
+            writeln!(out, "  last error: {err}")?;
+        }
+    }
     let s = &v["storage"];
     let age = s["retention_age_ms"].as_u64().unwrap_or(0);
     let size = s["retention_bytes"].as_u64().unwrap_or(0);

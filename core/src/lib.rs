@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod notify;
 pub mod objects;
+pub mod ovs;
 pub mod plugins;
 pub mod probe;
 pub mod query;

@@ -126,7 +126,8 @@ const MAX_ENTRIES: usize = 65_536;
 pub struct DnsTracker {
     /// First time each query was seen (kernel monotonic ns).
     queries: HashMap<TxKey, u64>,
-    per_flow: HashMap<FlowKey, DnsInfo>,
+    /// Facts per flow key, with the kernel time of the event that last set them.
+    per_flow: HashMap<FlowKey, (DnsInfo, u64)>,
     /// Messages that could not be parsed.
     pub malformed: u64,
     /// Responses matched to a query.
@@ -198,7 +199,7 @@ impl DnsTracker {
             self.overflow += 1;
             return;
         }
-        self.per_flow.insert(*k, info);
+        self.per_flow.insert(*k, (info, e.ts_ns));
     }
 
     /// Forgets queries that never got an answer.
@@ -209,12 +210,14 @@ impl DnsTracker {
 
     /// Takes the facts for an evicted flow.
     pub fn take(&mut self, k: &FlowKey) -> Option<DnsInfo> {
-        self.per_flow.remove(k)
+        self.per_flow.remove(k).map(|(info, _)| info)
     }
 
-    /// Drops per-flow facts whose flow was never evicted (sampled out or gone).
-    pub fn clear_flows(&mut self) {
-        self.per_flow.clear();
+    /// Drops per-flow facts from events before `before_ns` (kernel monotonic) whose flow was
+    /// not evicted (sampled out or filtered). Later facts stay: their packets were counted in
+    /// the map that is active now, and the next round takes them.
+    pub fn clear_flows(&mut self, before_ns: u64) {
+        self.per_flow.retain(|_, (_, ts)| *ts >= before_ns);
     }
 }
 
@@ -248,6 +251,33 @@ mod tests {
         };
         e.payload[..payload.len()].copy_from_slice(payload);
         e
+    }
+
+    #[test]
+    fn a_round_keeps_the_facts_of_packets_counted_after_its_flip() {
+        let mut t = DnsTracker::default();
+        let mut before = FlowKey {
+            src_port: 40001,
+            dst_port: 53,
+            proto: 17,
+            ..Default::default()
+        };
+        before.src_addr[15] = 1;
+        let mut after = before;
+        after.src_port = 40002;
+        t.add(&event(before, 1_000, &query(1, 0x0100, "a.test", 1)));
+        t.add(&event(after, 3_000, &query(2, 0x0100, "b.test", 1)));
+        // A round flipped at 2_000 and evicted neither flow (the first was filtered out).
+        t.clear_flows(2_000);
+        assert!(
+            t.take(&before).is_none(),
+            "a fact of the drained maps' time goes"
+        );
+        assert_eq!(
+            t.take(&after).map(|i| i.name),
+            Some("b.test".to_string()),
+            "the next round's fact stays"
+        );
     }
 
     #[test]

@@ -963,6 +963,11 @@ impl Evictor {
     /// One round: flip every namespace's map, wait for programs in flight, drain them all,
     /// merge duplicates, and send the flows on in chunks. False when the receiver is gone.
     fn round(&self, tx: &SyncSender<Batch>) -> bool {
+        // DNS facts from events after this moment may belong to flows of the maps that become
+        // active now: the clean-up at the end of the round keeps them (a little margin for
+        // programs that read the map index just before the flip).
+        let flipped_at =
+            records::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(FLIP_GRACE.as_nanos() as u64);
         let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
         std::thread::sleep(FLIP_GRACE);
         let mut raw = Vec::new();
@@ -997,9 +1002,10 @@ impl Evictor {
                 break;
             }
         }
-        // Facts of flows that were not in the maps (sampled out, filtered) are not kept.
+        // Facts of flows that were not in the drained maps (sampled out, filtered) are not
+        // kept; facts of packets counted in the maps active now are.
         for d in dns.iter_mut() {
-            d.clear_flows();
+            d.clear_flows(flipped_at);
         }
         drop(dns);
         ok && (out.is_empty() || tx.send(Batch::from(out)).is_ok())

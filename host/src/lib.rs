@@ -14,6 +14,7 @@ mod http;
 pub mod manifest;
 mod objects;
 pub mod oci;
+pub mod ovs;
 pub mod plugin;
 mod probe;
 mod records;

@@ -60,6 +60,8 @@ pub struct AppState {
     pub alerting: Option<weir_core::notify::AlertingConfig>,
     /// The records store (None: the agent keeps none).
     pub records: Option<Arc<weir_core::records::RecordStore>>,
+    /// OVS collections and their decoder (None: no OVS support).
+    pub ovs: Option<Arc<weir_core::ovs::OvsService>>,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             alerts: None,
             alerting: None,
             records: None,
+            ovs: None,
         }
     }
 }
@@ -132,6 +135,18 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(handlers::alerts::unsilence),
         )
         .route("/records", get(handlers::records::list))
+        .route("/ovs", get(handlers::ovs::status))
+        .route(
+            "/ovs/import",
+            post(handlers::ovs::import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route("/ovs/flows", get(handlers::ovs::flows))
+        .route("/ovs/tree", get(handlers::ovs::tree_view))
+        .route("/ovs/graph", get(handlers::ovs::graph_view))
+        .route("/ovs/openflow", get(handlers::ovs::openflow))
+        .route("/ovs/churn", get(handlers::ovs::churn_view))
+        .route("/ovs/conversations", get(handlers::ovs::conversations))
+        .route("/ovs/path", get(handlers::ovs::path))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))

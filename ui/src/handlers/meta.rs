@@ -23,6 +23,7 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
         "ingest": st.ingest.snapshot(),
         "storage": storage,
         "enrichment": st.enricher.as_ref().map(|e| e.status()),
+        "ovs": st.ovs.as_ref().map(|o| o.status()),
     }))
 }
 

@@ -1,6 +1,7 @@
 // weir's web front end: a hash-routed single page on the /api/v1 API. Every chart is a view a
 // visualization plugin returned; installed visualizations appear in the navigation by themselves.
 import { renderView } from "./views.js";
+import { ovsPage } from "./ovs.js";
 import { api, bytes, esc, num, tooltip } from "./util.js";
 
 const main = document.getElementById("main");
@@ -198,6 +199,13 @@ async function flowsPage(q) {
     const i = [...body.children].indexOf(tr);
     detail.hidden = false;
     detail.textContent = JSON.stringify(rows[i], null, 2);
+    // From a captured conversation to the datapath flows that carried it (when OVS is there).
+    const f = rows[i];
+    const link = document.createElement("a");
+    link.id = "ovs-path-link";
+    link.textContent = "datapath path in OVS →";
+    link.href = "#/ovs?" + new URLSearchParams({ tab: "path", SrcAddr: f.SrcAddr, DstAddr: f.DstAddr, Proto: f.Proto, SrcPort: f.SrcPort, DstPort: f.DstPort, Interface: f.Interface }).toString();
+    detail.prepend(link, document.createElement("br"));
   };
   const params = { filter: q.get("filter") || "", from: q.get("from") || "-15m", sort, limit, offset };
   if (q.get("to")) params.to = q.get("to");
@@ -567,6 +575,7 @@ async function render() {
     else if (page === "plugins") await pluginsPage();
     else if (page === "alerts") await alertsPage();
     else if (page === "status") await statusPage();
+    else if (page === "ovs") await ovsPage(main, q, go);
     else await overviewPage(q);
   } catch (e) {
     showError(e);

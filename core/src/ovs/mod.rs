@@ -1,0 +1,129 @@
+//! Open vSwitch datapath flows: what the agent collects from the local switch, how dumps are
+//! decoded, kept, drawn and joined to the conversations the capture saw.
+//!
+//! - [`OvsSource`] is the port an adapter implements (the `weir-ovs` crate runs
+//!   `ovs-appctl`/`ovs-ofctl`); it returns a [`Collection`]: the raw dump texts of one moment.
+//! - [`DumpDecoder`] is the port for the decoder (the bundled `ovs-decoder` plugin run in the
+//!   sandbox by weir-host); [`decode_dump`] feeds it a dump in chunks of lines and gathers
+//!   [`DpFlow`]s, [`OfFlow`]s and per-line [`LineError`]s.
+//! - [`CollectionStore`] keeps collections on disk (one compressed file each) and drops the
+//!   oldest past a count or an age.
+//! - [`views`]: the datapath tree (in_port, then recirculation), the recirculation graph, the
+//!   OpenFlow tables, churn between collections.
+//! - [`join`]: which stored conversations a datapath flow covered, and which datapath flows
+//!   carried a conversation.
+
+pub mod join;
+mod model;
+mod service;
+mod store;
+pub mod views;
+
+pub use model::*;
+pub use service::{DecodedCollection, OvsService, OvsStatus, decode_collection};
+pub use store::{CollectionInfo, CollectionStore};
+
+/// What can go wrong with OVS collection, decoding and storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OvsError {
+    /// The switch could not be reached or a command failed (the message names the command).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The decoder failed or answered something unusable.
+    #[error("decoder: {0}")]
+    Decoder(String),
+    /// Input the caller gave is wrong (the message names the place).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such collection.
+    #[error("no OVS collection {0}")]
+    NotFound(String),
+    #[error("OVS collections: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("OVS collections: corrupt file: {0}")]
+    Corrupt(String),
+}
+
+/// Gets one collection from a running switch.
+pub trait OvsSource: Send + Sync {
+    /// Runs the dump commands now. A switch that is not running is [`OvsError::Unavailable`].
+    fn collect(&self) -> Result<Collection, OvsError>;
+}
+
+/// The syntax of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Syntax {
+    /// `ovs-appctl dpctl/dump-flows -m` (ODP).
+    Dpctl,
+    /// `ovs-ofctl dump-flows`.
+    Ofctl,
+}
+
+impl Syntax {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Syntax::Dpctl => "ovs/dpctl",
+            Syntax::Ofctl => "ovs/ofctl",
+        }
+    }
+
+    /// Tells a dump's syntax by its first flow line (`actions=` is OpenFlow).
+    pub fn detect(text: &str) -> Syntax {
+        for line in text.lines().map(str::trim) {
+            if line.contains(" actions=") || line.starts_with("actions=") {
+                return Syntax::Ofctl;
+            }
+            if line.contains("actions:") {
+                return Syntax::Dpctl;
+            }
+        }
+        Syntax::Dpctl
+    }
+}
+
+/// One record as the decoder returns it: its fields by name.
+pub type DecodedFields = Vec<(String, String)>;
+
+/// Runs the decoder on some lines of a dump.
+pub trait DumpDecoder: Send + Sync {
+    /// Decodes `text` (whole lines) in `syntax`; its first line is line `first_line` of the
+    /// dump.
+    fn decode(
+        &self,
+        text: &str,
+        syntax: Syntax,
+        first_line: u64,
+    ) -> Result<Vec<DecodedFields>, OvsError>;
+}
+
+/// Lines handed to the decoder in one call: keeps each answer well under the sandbox's
+/// output limit.
+pub const CHUNK_LINES: usize = 2000;
+
+/// Decodes a whole dump through `decoder`, in chunks of [`CHUNK_LINES`] lines. `progress`
+/// is told the lines done and the total after each chunk.
+pub fn decode_dump(
+    decoder: &dyn DumpDecoder,
+    text: &str,
+    syntax: Syntax,
+    datapath: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Decoded, OvsError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Decoded::default();
+    let mut done = 0;
+    for chunk in lines.chunks(CHUNK_LINES) {
+        let joined = chunk.join("\n");
+        let records = decoder.decode(&joined, syntax, done as u64 + 1)?;
+        for fields in records {
+            out.add(fields, &lines, datapath)?;
+        }
+        done += chunk.len();
+        progress(done, lines.len());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! The OVS dump decoder port ([`weir_core::ovs::DumpDecoder`]) served by a decoder plugin in
+//! the sandbox: the agent and `weir ovs` load the bundled `ovs-decoder` with its own limits
+//! and only the `log` capability, so a hostile dump meets the same walls as any plugin input.
+
+use crate::plugin::LoadRequest;
+use crate::{Capability, Manifest, Plugin, Runtime};
+use weir_core::ovs::{DecodedFields, DumpDecoder, OvsError, Syntax};
+
+/// A decoder plugin loaded for decoding dumps.
+pub struct SandboxDecoder {
+    plugin: Plugin,
+}
+
+impl SandboxDecoder {
+    /// Loads `wasm` (a `decoder` world component) with `manifest` (its plugin.toml).
+    pub fn load(rt: &Runtime, wasm: &[u8], manifest: &str) -> Result<SandboxDecoder, OvsError> {
+        let manifest = Manifest::parse(manifest, "ovs decoder plugin.toml")
+            .map_err(|e| OvsError::Decoder(e.to_string()))?;
+        if manifest.kind != crate::Kind::Decoder {
+            return Err(OvsError::Decoder(format!(
+                "{} is a {} plugin, not a decoder",
+                manifest.name,
+                manifest.kind.world()
+            )));
+        }
+        let plugin = Plugin::load(
+            rt,
+            LoadRequest {
+                wasm,
+                manifest: Some(manifest),
+                grants: &[Capability::Log],
+                limits: None,
+                config: Default::default(),
+                flows: None,
+                services: Default::default(),
+                scopes: Default::default(),
+            },
+        )
+        .map_err(|e| OvsError::Decoder(e.to_string()))?;
+        Ok(SandboxDecoder { plugin })
+    }
+}
+
+impl DumpDecoder for SandboxDecoder {
+    fn decode(
+        &self,
+        text: &str,
+        syntax: Syntax,
+        first_line: u64,
+    ) -> Result<Vec<DecodedFields>, OvsError> {
+        let ct = format!("{}; line={first_line}", syntax.content_type());
+        let out = self
+            .plugin
+            .decode(text.as_bytes(), &ct)
+            .map_err(|e| OvsError::Decoder(e.to_string()))?;
+        Ok(out.into_iter().map(|d| d.fields).collect())
+    }
+}

@@ -1,0 +1,442 @@
+//! /api/v1/ovs: Open vSwitch collections (live or imported), decoded into datapath flows,
+//! the recirculation tree and graph, OpenFlow tables, churn, and the join to stored flows.
+//!
+//! Every view picks its collection with `collection=ID`, or `at=TIME` (the newest taken at or
+//! before it), else the newest.
+
+use super::blocking;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::Params;
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use weir_core::ovs::views::{FlowFilter, churn, graph, tables, tree};
+use weir_core::ovs::{DecodedCollection, DpFlow, OvsError, OvsService, Syntax, join};
+use weir_core::query::{Expr, TimeRange, now_ms, parse_time};
+
+impl From<OvsError> for ApiError {
+    fn from(e: OvsError) -> Self {
+        match e {
+            OvsError::Invalid(m) => ApiError::bad_request("body", m),
+            OvsError::NotFound(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+fn service(st: &AppState) -> Result<Arc<OvsService>, ApiError> {
+    st.ovs
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("this agent has no OVS support"))
+}
+
+/// The collection a request names (`collection`, `at`) or the newest.
+fn pick(svc: &OvsService, p: &Params) -> Result<Arc<DecodedCollection>, ApiError> {
+    let id = match (p.get("collection"), p.get("at")) {
+        (Some(id), _) => id.to_string(),
+        (None, at) => {
+            let t = match at {
+                Some(a) => Some(
+                    parse_time(a, now_ms())
+                        .map_err(|e| ApiError::bad_request("at", e.to_string()))?,
+                ),
+                None => None,
+            };
+            svc.store.at(t)?.ok_or_else(|| {
+                ApiError::not_found(
+                    "no OVS collection yet: run the agent with --ovs, or import a dump (weir ovs import)",
+                )
+            })?
+        }
+    };
+    svc.decoded(&id).map_err(|e| match e {
+        OvsError::Invalid(m) => ApiError::bad_request("collection", m),
+        other => other.into(),
+    })
+}
+
+fn filter(p: &Params) -> Result<FlowFilter, ApiError> {
+    FlowFilter::parse(p.get("filter").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("filter", e.to_string()))
+}
+
+fn head(d: &DecodedCollection) -> Value {
+    json!({"id": d.id, "time_ms": d.time_ms, "origin": d.origin, "problems": d.problems,
+           "ports": d.ports, "conntrack": d.conntrack, "errors": d.decoded.errors})
+}
+
+/// `GET /api/v1/ovs`: live collection status and the collections kept.
+pub async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    blocking(move || {
+        Ok(Json(json!({
+            "status": svc.status(),
+            "collections": svc.store.list()?,
+        })))
+    })
+    .await
+}
+
+/// `POST /api/v1/ovs/import`: `{"text": DUMP, "syntax": "dpctl"|"ofctl" (told from the text
+/// when absent), "name": datapath or bridge name, "time": when it was taken (default now)}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    text: String,
+    #[serde(default)]
+    syntax: Option<Syntax>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+}
+
+pub async fn import(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let b: ImportBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "body",
+            format!("line {} column {}: {e}", e.line(), e.column()),
+        )
+    })?;
+    let time_ms = match &b.time {
+        None => now_ms(),
+        Some(t) => {
+            parse_time(t, now_ms()).map_err(|e| ApiError::bad_request("time", e.to_string()))?
+        }
+    };
+    let name = b.name.clone().unwrap_or_else(|| "imported".into());
+    blocking(move || {
+        let d = svc.import(&b.text, b.syntax, &name, time_ms)?;
+        Ok(Json(json!({
+            "id": d.id,
+            "time_ms": d.time_ms,
+            "flows": d.decoded.flows.len(),
+            "openflow": d.decoded.openflow.len(),
+            "errors": d.decoded.errors,
+        })))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/flows?collection=&at=&filter=&limit=`: datapath flows (OVS's own names).
+pub async fn flows(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at", "filter", "limit"])?;
+    let f = filter(&p)?;
+    let limit = p.usize_or("limit", 10_000, 200_000)?;
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        let mut matched = 0usize;
+        let flows: Vec<Value> = d
+            .decoded
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| f.matches(x))
+            .inspect(|_| matched += 1)
+            .take(limit)
+            .map(|(i, x)| {
+                let mut v = x.to_json();
+                v["index"] = json!(i);
+                v
+            })
+            .collect();
+        Ok(Json(
+            json!({"collection": head(&d), "total": matched, "flows": flows}),
+        ))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/tree`: the datapath tree (in_port, then recirculation).
+pub async fn tree_view(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at", "filter"])?;
+    let f = filter(&p)?;
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        let t = tree(&d.decoded.flows, &f);
+        let summaries: Vec<Value> = d
+            .decoded
+            .flows
+            .iter()
+            .map(|x| json!({"ufid": x.ufid, "text": x.text, "actions": x.text.split_once("actions:").map(|(_, a)| a.split(", dp-extra-info:").next().unwrap_or(a).trim()).unwrap_or("")}))
+            .collect();
+        Ok(Json(json!({"collection": {"id": d.id, "time_ms": d.time_ms}, "tree": t, "flows": summaries})))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/graph`: recirculation ids, outputs and conntrack zones as nodes.
+pub async fn graph_view(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at", "filter"])?;
+    let f = filter(&p)?;
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        let g = graph(&d.decoded.flows, &f);
+        Ok(Json(
+            json!({"collection": {"id": d.id, "time_ms": d.time_ms}, "graph": g}),
+        ))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/openflow`: OpenFlow tables and their flows.
+pub async fn openflow(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at"])?;
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        Ok(Json(json!({
+            "collection": {"id": d.id, "time_ms": d.time_ms},
+            "tables": tables(&d.decoded.openflow),
+            "flows": d.decoded.openflow,
+        })))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/churn?collection=&before=&top=`: megaflows added and removed between
+/// `before` (default: the collection taken just before) and `collection`, and the busiest.
+pub async fn churn_view(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at", "before", "top"])?;
+    let top = p.usize_or("top", 10, 1000)?;
+    blocking(move || {
+        let after = pick(&svc, &p)?;
+        let before_id = match p.get("before") {
+            Some(b) => Some(b.to_string()),
+            None => svc
+                .store
+                .list()?
+                .into_iter()
+                .filter(|c| c.id < after.id)
+                .map(|c| c.id)
+                .next_back(),
+        };
+        let Some(before_id) = before_id else {
+            return Err(ApiError::not_found("no earlier collection to compare with"));
+        };
+        let before = svc.decoded(&before_id)?;
+        let c = churn(
+            &before.decoded.flows,
+            before.time_ms,
+            &after.decoded.flows,
+            after.time_ms,
+            top,
+        );
+        let top: Vec<Value> = c
+            .top
+            .iter()
+            .map(|(i, p)| {
+                let mut v = after.decoded.flows[*i].to_json();
+                v["packets_between"] = json!(p);
+                v
+            })
+            .collect();
+        Ok(Json(
+            json!({"before": before_id, "collection": after.id, "churn": c, "top": top}),
+        ))
+    })
+    .await
+}
+
+/// Stored flows in the window a datapath flow's counters cover: from the previous
+/// collection (or `window_ms` before this one) to this collection.
+fn stored_flows(st: &AppState, from_ms: u64, to_ms: u64) -> Result<Vec<weir_core::Flow>, ApiError> {
+    let range = TimeRange {
+        from_ms: from_ms.saturating_sub(join::SLACK_MS),
+        to_ms: to_ms + join::SLACK_MS,
+    };
+    let rows = st
+        .store
+        .select(&Expr::All, &range, 0, 10_000)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(rows.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Earlier collections a window looks back through.
+const LOOK_BACK: usize = 10;
+
+/// When a collection's window starts: the collection before it (or a minute before).
+fn window_start(svc: &OvsService, d: &DecodedCollection) -> Result<u64, ApiError> {
+    Ok(svc
+        .store
+        .list()?
+        .into_iter()
+        .filter(|c| c.id < d.id)
+        .map(|c| c.time_ms)
+        .next_back()
+        .unwrap_or(d.time_ms.saturating_sub(60_000)))
+}
+
+/// Since when a datapath flow's counters have been counting: a megaflow keeps its counters
+/// from its install, so the window goes back through the earlier collections that already
+/// held it (same ufid, no more packets), up to [`LOOK_BACK`] of them.
+fn flow_since(svc: &OvsService, d: &DecodedCollection, dp: &DpFlow) -> Result<u64, ApiError> {
+    let earlier: Vec<_> = svc
+        .store
+        .list()?
+        .into_iter()
+        .filter(|c| c.id < d.id)
+        .collect();
+    let mut since = window_start(svc, d)?;
+    let Some(ufid) = &dp.ufid else {
+        return Ok(since);
+    };
+    for c in earlier.iter().rev().take(LOOK_BACK) {
+        let before = svc.decoded(&c.id)?;
+        let held = before
+            .decoded
+            .flows
+            .iter()
+            .any(|f| f.ufid.as_ref() == Some(ufid) && f.packets <= dp.packets);
+        if !held {
+            break;
+        }
+        // It existed then: it was installed before this collection, after the one before.
+        since = earlier
+            .iter()
+            .filter(|x| x.id < c.id)
+            .map(|x| x.time_ms)
+            .next_back()
+            .unwrap_or(c.time_ms.saturating_sub(60_000));
+    }
+    Ok(since)
+}
+
+/// `GET /api/v1/ovs/conversations?collection=&flow=INDEX`: the stored flows a datapath flow
+/// covered, with the megaflow's packets beside the capture's.
+pub async fn conversations(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(q, &["collection", "at", "flow"])?;
+    let index: usize = p
+        .get("flow")
+        .ok_or_else(|| {
+            ApiError::bad_request("flow", "flow (the datapath flow's index) is required")
+        })?
+        .parse()
+        .map_err(|_| ApiError::bad_request("flow", "flow must be an index"))?;
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        let dp = d.decoded.flows.get(index).ok_or_else(|| {
+            ApiError::bad_request(
+                "flow",
+                format!(
+                    "no datapath flow {index}: the collection has {}",
+                    d.decoded.flows.len()
+                ),
+            )
+        })?;
+        let from = flow_since(&svc, &d, dp)?;
+        let stored = stored_flows(&st, from, d.time_ms)?;
+        let hits = join::conversations(dp, &stored, from);
+        let captured: u64 = hits.iter().map(|&i| stored[i].packets).sum();
+        Ok(Json(json!({
+            "flow": dp.to_json(),
+            "window": {"from_ms": from, "to_ms": d.time_ms},
+            "megaflow_packets": dp.packets,
+            "captured_packets": captured,
+            "conversations": hits.iter().map(|&i| &stored[i]).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+/// `GET /api/v1/ovs/path?collection=&SrcAddr=&DstAddr=&Proto=&SrcPort=&DstPort=&Interface=`:
+/// the datapath flows that carried a conversation (a row of the flows table), as paths
+/// through recirculation.
+pub async fn path(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let p = Params::new(
+        q,
+        &[
+            "collection",
+            "at",
+            "SrcAddr",
+            "DstAddr",
+            "Proto",
+            "SrcPort",
+            "DstPort",
+            "Interface",
+            "SrcMac",
+            "DstMac",
+        ],
+    )?;
+    let mut f = weir_core::Flow::default();
+    let addr = |k: &str| -> Result<std::net::IpAddr, ApiError> {
+        p.get(k)
+            .ok_or_else(|| ApiError::bad_request(k, format!("{k} is required")))?
+            .parse()
+            .map_err(|_| ApiError::bad_request(k, format!("{k} is not an IP address")))
+    };
+    f.src_addr = addr("SrcAddr")?;
+    f.dst_addr = addr("DstAddr")?;
+    let num = |k: &str| -> Result<u64, ApiError> {
+        match p.get(k) {
+            None => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ApiError::bad_request(k, format!("{k} must be a number"))),
+        }
+    };
+    f.proto = num("Proto")? as u8;
+    f.src_port = num("SrcPort")? as u16;
+    f.dst_port = num("DstPort")? as u16;
+    f.interface = p.get("Interface").unwrap_or("").to_string();
+    f.src_mac = p.get("SrcMac").unwrap_or("").to_string();
+    f.dst_mac = p.get("DstMac").unwrap_or("").to_string();
+    blocking(move || {
+        let d = pick(&svc, &p)?;
+        let from = window_start(&svc, &d)?;
+        // The row's own times do not matter here: any moment of the window.
+        f.time_flow_start_ms = from;
+        f.time_flow_end_ms = d.time_ms;
+        if f.interface.is_empty() {
+            // Without an interface, every in_port is a candidate.
+            let ports: std::collections::BTreeSet<&str> =
+                d.decoded.flows.iter().map(|x| x.in_port.as_str()).collect();
+            let mut all = Vec::new();
+            for port in ports {
+                let mut g = f.clone();
+                g.interface = port.to_string();
+                all.extend(join::paths(&g, &d.decoded.flows, from));
+            }
+            return Ok(Json(json!({"collection": d.id, "paths": all})));
+        }
+        Ok(Json(
+            json!({"collection": d.id, "paths": join::paths(&f, &d.decoded.flows, from)}),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,136 @@
+// The OVS page: datapath tree, recirculation graph, OpenFlow tables and churn of a collection,
+// the conversations a megaflow covered, and the datapath path of a captured conversation.
+import cytoscape from "cytoscape";
+import { api, bytes, esc, num, tooltip } from "./util.js";
+
+const TABS = [["tree", "Datapath tree"], ["graph", "Datapath graph"], ["openflow", "OpenFlow"], ["churn", "Over time"], ["path", "Path of a conversation"]];
+/// Trees with more nodes than this start collapsed below their roots.
+const OPEN_LIMIT = 60;
+
+export async function ovsPage(main, q, go) {
+  const tab = q.get("tab") || "tree";
+  const st = await api("/api/v1/ovs");
+  const cols = (st.collections || []).slice().reverse();
+  const coll = q.get("collection") || (cols[0] && cols[0].id) || "";
+  main.innerHTML = `
+    <h2>Open vSwitch</h2>
+    <p class="muted" id="ovs-status">live collection: ${esc(st.status.state)}${st.status.error ? " — " + esc(st.status.error) : ""}; ${num(cols.length)} collections kept</p>
+    <div class="bar">
+      <select id="ovs-coll">${cols.map((c) => `<option value="${esc(c.id)}" ${c.id === coll ? "selected" : ""}>${esc(new Date(c.time_ms).toISOString())} · ${esc(c.origin)} · ${num(c.dp_lines)} flows</option>`).join("")}</select>
+      <input id="ovs-filter" size="50" placeholder="filter: recirc_id=0x1 in_port=eth0 ct_state=0x21/0x21 addr=10.0.0.1 action=ct" value="${esc(q.get("filter") || "")}">
+      <button class="primary" id="ovs-apply">Apply</button>
+    </div>
+    <div class="bar" id="ovs-tabs">${TABS.map(([t, l]) => `<button data-tab="${t}" class="${t === tab ? "primary" : ""}">${l}</button>`).join("")}</div>
+    <div class="error" id="ovs-error"></div>
+    <div id="ovs-body"></div>
+    <div id="ovs-detail"></div>`;
+  const nav = (changes) => {
+    const n = new URLSearchParams(q);
+    for (const [k, v] of Object.entries(changes)) (v ? n.set(k, v) : n.delete(k));
+    go("ovs", n);
+  };
+  main.querySelector("#ovs-apply").onclick = () => nav({ collection: main.querySelector("#ovs-coll").value, filter: main.querySelector("#ovs-filter").value });
+  main.querySelector("#ovs-coll").onchange = () => nav({ collection: main.querySelector("#ovs-coll").value });
+  main.querySelectorAll("#ovs-tabs button").forEach((b) => { b.onclick = () => nav({ tab: b.dataset.tab }); });
+  const body = main.querySelector("#ovs-body");
+  const detail = main.querySelector("#ovs-detail");
+  if (!coll && tab !== "path") {
+    body.innerHTML = `<p>No collection yet: run the agent with <code>--ovs 10s</code>, or import a dump with <code>weir ovs import FILE</code>.</p>`;
+    return;
+  }
+  const params = { collection: coll, filter: q.get("filter") || "" };
+  try {
+    if (tab === "tree") await treeTab(body, detail, params);
+    else if (tab === "graph") await graphTab(body, detail, params);
+    else if (tab === "openflow") await openflowTab(body, coll);
+    else if (tab === "churn") await churnTab(body, coll);
+    else await pathTab(body, q, coll);
+  } catch (e) {
+    const el = main.querySelector("#ovs-error");
+    el.textContent = e.message + (e.parameter ? ` (parameter ${e.parameter})` : "");
+  }
+}
+
+/// The conversations a megaflow covered, with its packets next to the capture's.
+async function conversations(detail, coll, index) {
+  const v = await api("/api/v1/ovs/conversations", { collection: coll, flow: index });
+  const rows = v.conversations || [];
+  detail.innerHTML = `<h3>conversations of datapath flow ${esc(v.flow.ufid || index)}</h3>
+    <p id="ovs-counts">megaflow: <b>${num(v.megaflow_packets)}</b> packets · captured by weir (TC): <b>${num(v.captured_packets)}</b> packets in ${num(rows.length)} flows</p>
+    <table id="ovs-convs"><thead><tr><th>source</th><th>destination</th><th>proto</th><th>interface</th><th>packets</th><th>bytes</th></tr></thead><tbody>${
+      rows.map((f) => `<tr><td>${esc(f.SrcAddr)}:${esc(f.SrcPort)}</td><td>${esc(f.DstAddr)}:${esc(f.DstPort)}</td><td>${esc(f.Proto)}</td><td>${esc(f.Interface)}</td><td>${num(f.Packets)}</td><td>${bytes(f.Bytes)}</td></tr>`).join("")
+    }</tbody></table>`;
+}
+
+async function treeTab(body, detail, params) {
+  const v = await api("/api/v1/ovs/tree", params);
+  const t = v.tree;
+  const open = t.nodes <= OPEN_LIMIT;
+  const node = (n, depth) => `<details class="ovs-node" ${open || depth === 0 ? "open" : ""}><summary>[recirc_id 0x${n.recirc_id.toString(16)} in_port ${esc(n.in_port)}] <b>${num(n.packets)}</b> packets <span class="muted">(${num(n.subtree_packets)} with what follows)</span></summary>
+    <ul>${n.flows.map((f) => `<li class="ovs-flow ${f.matches ? "" : "muted"}" data-index="${f.index}"><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || "flow " + f.index)}</a> packets:${num(f.packets)} bytes:${num(f.bytes)} <code>actions:${esc(v.flows[f.index].actions)}</code>${f.children.map((c) => node(c, depth + 1)).join("")}</li>`).join("")}</ul></details>`;
+  body.innerHTML = `<p class="muted">${num(t.nodes)} nodes${t.truncated ? " (cut at the limit)" : ""}${t.missing.length ? ` · ${t.missing.length} recirculations lead to no flows` : ""}</p><div id="ovs-tree">${t.roots.map((n) => node(n, 0)).join("") || "<p>no flows match</p>"}</div>`;
+  body.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail, params.collection, a.dataset.index); });
+}
+
+async function graphTab(body, detail, params) {
+  const v = await api("/api/v1/ovs/graph", params);
+  const g = v.graph;
+  body.innerHTML = `<p class="muted">${num(g.nodes.length)} nodes, ${num(g.edges.length)} edges · click a recirculation node to list its flows</p><div id="ovs-graph" style="height:520px;border:1px solid #ddd"></div>`;
+  const maxE = Math.max(1, ...g.edges.map((e) => e.packets));
+  const shape = { recirc: "round-rectangle", output: "ellipse", ct: "diamond", end: "octagon" };
+  const cy = cytoscape({
+    container: body.querySelector("#ovs-graph"),
+    elements: [
+      ...g.nodes.map((n) => ({ data: { id: n.id, label: `${n.label}\n${num(n.packets)} pkts`, kind: n.kind, flows: n.flows } })),
+      ...g.edges.map((e, i) => ({ data: { id: "e" + i, source: e.from, target: e.to, kind: e.kind, w: 1 + 8 * (e.packets / maxE), packets: e.packets, flows: e.flows } })),
+    ],
+    style: [
+      { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 9, "text-valign": "center", width: 120, height: 34, shape: (n) => shape[n.data("kind")] || "ellipse", "background-color": (n) => ({ recirc: "#bfdbfe", output: "#bbf7d0", ct: "#fde68a", end: "#fecaca" })[n.data("kind")] || "#e5e7eb" } },
+      { selector: "edge", style: { width: "data(w)", "curve-style": "bezier", "target-arrow-shape": "triangle", "line-style": (e) => (e.data("kind") === "ct" ? "dashed" : "solid") } },
+    ],
+    layout: { name: "breadthfirst", directed: true, spacingFactor: 1.1, animate: false },
+  });
+  cy.on("mouseover", "edge", (ev) => tooltip.show(ev.originalEvent, `${ev.target.data("source")} → ${ev.target.data("target")}: ${num(ev.target.data("packets"))} packets, ${num(ev.target.data("flows"))} flows`));
+  cy.on("mouseout", () => tooltip.hide());
+  cy.on("tap", "node", async (ev) => {
+    const idx = ev.target.data("flows") || [];
+    if (!idx.length) return;
+    const all = await api("/api/v1/ovs/flows", { collection: params.collection });
+    const rows = idx.map((i) => all.flows[i]);
+    detail.innerHTML = `<h3 id="ovs-node-title">${esc(ev.target.id())}: ${num(rows.length)} flows</h3><table id="ovs-node-flows"><thead><tr><th>ufid</th><th>packets</th><th>bytes</th><th>actions</th></tr></thead><tbody>${
+      rows.map((f) => `<tr><td><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || f.index)}</a></td><td>${num(f.packets)}</td><td>${num(f.bytes)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
+    }</tbody></table><div id="ovs-conv-detail"></div>`;
+    detail.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail.querySelector("#ovs-conv-detail"), params.collection, a.dataset.index); });
+  });
+  body.querySelector("#ovs-graph").cy = cy;
+}
+
+async function openflowTab(body, coll) {
+  const v = await api("/api/v1/ovs/openflow", { collection: coll });
+  body.innerHTML = v.tables.map((t) => `<h3 class="ovs-table">${esc(t.bridge)} table ${t.table}: ${num(t.n_packets)} packets, ${bytes(t.n_bytes)}${t.next_tables.length ? ` → tables ${t.next_tables.join(", ")}` : ""}</h3>
+    <table><thead><tr><th>priority</th><th>packets</th><th>bytes</th><th>flow</th></tr></thead><tbody>${
+      t.flows.map((i) => v.flows[i]).map((f) => `<tr><td>${f.priority}</td><td>${num(f.n_packets)}</td><td>${num(f.n_bytes)}</td><td><code>${esc(f.text)}</code></td></tr>`).join("")
+    }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>";
+}
+
+async function churnTab(body, coll) {
+  const v = await api("/api/v1/ovs/churn", { collection: coll, top: 20 });
+  const c = v.churn;
+  body.innerHTML = `<p id="ovs-churn">${num(c.before)} → ${num(c.after)} megaflows in ${c.seconds.toFixed(1)} s: ${num(c.added)} added, ${num(c.removed)} removed (${c.churn_per_s.toFixed(2)}/s)</p>
+    <h3>busiest between the two collections</h3><table><thead><tr><th>ufid</th><th>packets between</th><th>actions</th></tr></thead><tbody>${
+      v.top.map((f) => `<tr><td>${esc(f.ufid || f.line)}</td><td>${num(f.packets_between)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
+    }</tbody></table>`;
+}
+
+async function pathTab(body, q, coll) {
+  const keys = ["SrcAddr", "DstAddr", "Proto", "SrcPort", "DstPort", "Interface"];
+  const p = { collection: coll };
+  for (const k of keys) if (q.get(k)) p[k] = q.get(k);
+  if (!p.SrcAddr || !p.DstAddr) {
+    body.innerHTML = `<p>Open a flow on the Flows page and follow “datapath path in OVS”.</p>`;
+    return;
+  }
+  const v = await api("/api/v1/ovs/path", p);
+  body.innerHTML = `<p>${esc(p.SrcAddr)}:${esc(p.SrcPort || "")} → ${esc(p.DstAddr)}:${esc(p.DstPort || "")} on ${esc(p.Interface || "any port")}: ${num(v.paths.length)} paths</p>
+    <ol id="ovs-paths">${v.paths.map((path) => `<li>${path.map((s) => `<span class="ovs-step">[recirc_id 0x${s.recirc_id.toString(16)}] ${num(s.packets)} pkts <code>${esc(s.actions)}</code></span>`).join(" → ")}</li>`).join("")}</ol>`;
+}
