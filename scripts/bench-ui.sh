@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# UI benchmark (docs/PERFORMANCE.md): first render of a 200-node, 2,000-link Sankey in
+# UI benchmark (docs/PERFORMANCE.md): first render of a 200-node, 2,000-link Sankey, and of
+# the OVS tree and graph of 10,000 datapath flows, in
 # headless chromium. Needs a built weir (scripts/run-agent.sh or scripts/test.sh builds it),
 # the front end's node_modules (scripts/build-ui.sh) and Debian's chromium.
 set -euo pipefail
@@ -12,3 +13,5 @@ pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 WEIR_URL="http://127.0.0.1:$port" node ui/web/bench/sankey.mjs
+echo
+WEIR_URL="http://127.0.0.1:$port" node ui/web/bench/ovs.mjs

@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder)"
         ),
         "{err}"
     );
@@ -262,7 +262,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "saturation",
             "quiet",
             "latency",
-            "ndjson-export"
+            "ndjson-export",
+            "ovs-decoder"
         ]),
         "{v}"
     );

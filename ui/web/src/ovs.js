@@ -62,14 +62,45 @@ async function conversations(detail, coll, index) {
     }</tbody></table>`;
 }
 
+/// Flows shown per tree node before a "show all" button.
+const PAGE = 100;
+
 async function treeTab(body, detail, params) {
   const v = await api("/api/v1/ovs/tree", params);
   const t = v.tree;
-  const open = t.nodes <= OPEN_LIMIT;
-  const node = (n, depth) => `<details class="ovs-node" ${open || depth === 0 ? "open" : ""}><summary>[recirc_id 0x${n.recirc_id.toString(16)} in_port ${esc(n.in_port)}] <b>${num(n.packets)}</b> packets <span class="muted">(${num(n.subtree_packets)} with what follows)</span></summary>
-    <ul>${n.flows.map((f) => `<li class="ovs-flow ${f.matches ? "" : "muted"}" data-index="${f.index}"><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || "flow " + f.index)}</a> packets:${num(f.packets)} bytes:${num(f.bytes)} <code>actions:${esc(v.flows[f.index].actions)}</code>${f.children.map((c) => node(c, depth + 1)).join("")}</li>`).join("")}</ul></details>`;
-  body.innerHTML = `<p class="muted">${num(t.nodes)} nodes${t.truncated ? " (cut at the limit)" : ""}${t.missing.length ? ` · ${t.missing.length} recirculations lead to no flows` : ""}</p><div id="ovs-tree">${t.roots.map((n) => node(n, 0)).join("") || "<p>no flows match</p>"}</div>`;
-  body.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail, params.collection, a.dataset.index); });
+  const small = t.nodes <= OPEN_LIMIT;
+  // Nodes are drawn when opened: a big tree costs only its roots until someone digs in.
+  const nodes = [];
+  const flowRow = (f) => `<li class="ovs-flow ${f.matches ? "" : "muted"}" data-index="${f.index}"><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || "flow " + f.index)}</a> packets:${num(f.packets)} bytes:${num(f.bytes)} <code>actions:${esc(v.flows[f.index].actions)}</code>${f.children.map((c) => node(c, small)).join("")}</li>`;
+  const inner = (n, all) => {
+    const shown = all ? n.flows : n.flows.slice(0, PAGE);
+    const more = n.flows.length - shown.length;
+    return `<ul>${shown.map(flowRow).join("")}</ul>${more > 0 ? `<button class="ovs-more" data-node="${nodes.indexOf(n)}">show all ${num(n.flows.length)} flows (${num(more)} more)</button>` : ""}`;
+  };
+  const node = (n, open) => {
+    nodes.push(n);
+    const id = nodes.length - 1;
+    return `<details class="ovs-node" data-node="${id}" ${open ? "open" : ""}><summary>[recirc_id 0x${n.recirc_id.toString(16)} in_port ${esc(n.in_port)}] <b>${num(n.packets)}</b> packets <span class="muted">(${num(n.subtree_packets)} with what follows)</span></summary><div class="ovs-kids" data-filled="${open ? "1" : ""}">${open ? inner(n, false) : ""}</div></details>`;
+  };
+  body.innerHTML = `<p class="muted">${num(t.nodes)} nodes${t.truncated ? " (cut at the limit)" : ""}${t.missing.length ? ` · ${t.missing.length} recirculations lead to no flows` : ""}</p><div id="ovs-tree">${t.roots.map((n) => node(n, true)).join("") || "<p>no flows match</p>"}</div>`;
+  const tree = body.querySelector("#ovs-tree");
+  const wire = () => tree.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail, params.collection, a.dataset.index); });
+  tree.addEventListener("toggle", (e) => {
+    const d = e.target;
+    const kids = d.querySelector(":scope > .ovs-kids");
+    if (d.open && kids && !kids.dataset.filled) {
+      kids.dataset.filled = "1";
+      kids.innerHTML = inner(nodes[Number(d.dataset.node)], false);
+      wire();
+    }
+  }, true);
+  tree.addEventListener("click", (e) => {
+    const b = e.target.closest(".ovs-more");
+    if (!b) return;
+    b.parentElement.innerHTML = inner(nodes[Number(b.dataset.node)], true);
+    wire();
+  });
+  wire();
 }
 
 async function graphTab(body, detail, params) {
