@@ -513,6 +513,7 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
         .env("WEIR_COLLECTION", &coll)
         .env("WEIR_FLOW", &idx)
         .env("WEIR_CONV", &conv)
+        .env("WEIR_UPLOAD", std::fs::read_to_string(&dp_dump).expect("dump"))
         .env("WEIR_SHOTS", root_dir.join("target/ui-screenshots"))
         .output()
         .expect("node");

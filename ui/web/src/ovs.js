@@ -19,7 +19,10 @@ export async function ovsPage(main, q, go) {
       <select id="ovs-coll">${cols.map((c) => `<option value="${esc(c.id)}" ${c.id === coll ? "selected" : ""}>${esc(new Date(c.time_ms).toISOString())} · ${esc(c.origin)} · ${num(c.dp_lines)} flows</option>`).join("")}</select>
       <input id="ovs-filter" size="50" placeholder="filter: recirc_id=0x1 in_port=eth0 ct_state=0x21/0x21 addr=10.0.0.1 action=ct" value="${esc(q.get("filter") || "")}">
       <button class="primary" id="ovs-apply">Apply</button>
+      <label class="muted">import a dump: <input type="file" id="ovs-upload"></label>
+      <input id="ovs-upload-time" size="22" placeholder="taken at (default now): -10m, 2026-...Z">
     </div>
+    <div id="ovs-upload-result" class="muted"></div>
     <div class="bar" id="ovs-tabs">${TABS.map(([t, l]) => `<button data-tab="${t}" class="${t === tab ? "primary" : ""}">${l}</button>`).join("")}</div>
     <div class="error" id="ovs-error"></div>
     <div id="ovs-body"></div>
@@ -32,6 +35,23 @@ export async function ovsPage(main, q, go) {
   main.querySelector("#ovs-apply").onclick = () => nav({ collection: main.querySelector("#ovs-coll").value, filter: main.querySelector("#ovs-filter").value });
   main.querySelector("#ovs-coll").onchange = () => nav({ collection: main.querySelector("#ovs-coll").value });
   main.querySelectorAll("#ovs-tabs button").forEach((b) => { b.onclick = () => nav({ tab: b.dataset.tab }); });
+  // A dump taken elsewhere (dpctl/dump-flows -m or ovs-ofctl dump-flows), stored with its time.
+  main.querySelector("#ovs-upload").onchange = async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    const out = main.querySelector("#ovs-upload-result");
+    const body = { text: await file.text(), name: file.name };
+    const time = main.querySelector("#ovs-upload-time").value.trim();
+    if (time) body.time = time;
+    try {
+      const r = await api("/api/v1/ovs/import", null, body);
+      out.textContent = `${file.name}: collection ${r.id}, ${num(r.flows)} datapath flows, ${num(r.openflow)} OpenFlow flows, ${num(r.errors.length)} lines not decoded`;
+      nav({ collection: r.id });
+    } catch (err) {
+      out.textContent = `${file.name}: ${err.message}`;
+      out.className = "error";
+    }
+  };
   const body = main.querySelector("#ovs-body");
   const detail = main.querySelector("#ovs-detail");
   if (!coll && tab !== "path") {

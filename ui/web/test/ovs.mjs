@@ -4,6 +4,7 @@
 //   WEIR_COLLECTION   the collection to show
 //   WEIR_FLOW         a datapath flow index whose conversations to open
 //   WEIR_CONV         a captured conversation as a query string (SrcAddr=..&DstAddr=..&...)
+//   WEIR_UPLOAD       a datapath dump to upload through the page
 //   WEIR_SHOTS        where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
 import { chromium } from "playwright-core";
@@ -80,6 +81,16 @@ try {
   const path = await api(`/api/v1/ovs/path?${q}&${process.env.WEIR_CONV}`);
   check(path.paths.length > 0, "a path through the datapath");
   check((await page.$$("#ovs-paths li")).length === path.paths.length, "path rows");
+
+  // Upload a dump through the page: it becomes the shown collection.
+  await open(`#/ovs?tab=tree&${q}`, "ovs-upload");
+  await page.setInputFiles("#ovs-upload", { name: "uploaded-dp.txt", mimeType: "text/plain", buffer: Buffer.from(process.env.WEIR_UPLOAD) });
+  await page.waitForFunction((c) => location.hash.includes("collection=") && !location.hash.includes(c) && document.body.dataset.ready === location.hash, coll, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll("#ovs-tree > details").length > 0, null, { timeout: 20000 });
+  const after = await api("/api/v1/ovs");
+  const up = after.collections.find((c) => c.origin === "import" && c.datapaths.includes("uploaded-dp.txt"));
+  check(up, "the uploaded dump is a collection");
+  check(decodeURIComponent(await page.evaluate(() => location.hash)).includes(up.id), "the page shows the uploaded collection");
 
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
   console.log("ovs pages ok");
