@@ -1002,8 +1002,9 @@ impl Evictor {
                 break;
             }
         }
-        // Facts of flows that were not in the drained maps (sampled out, filtered) are not
-        // kept; facts of packets counted in the maps active now are.
+        // Facts of flows that were not in the drained maps (their packets went through the
+        // ring buffer when a map was full) are not kept; facts of packets counted in the maps
+        // active now are.
         for d in dns.iter_mut() {
             d.clear_flows(flipped_at);
         }

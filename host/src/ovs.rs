@@ -49,10 +49,12 @@ impl DumpDecoder for SandboxDecoder {
         first_line: u64,
     ) -> Result<Vec<DecodedFields>, OvsError> {
         let ct = format!("{}; line={first_line}", syntax.content_type());
-        let out = self
-            .plugin
-            .decode(text.as_bytes(), &ct)
-            .map_err(|e| OvsError::Decoder(e.to_string()))?;
+        let out = self.plugin.decode(text.as_bytes(), &ct).map_err(|e| {
+            // The decoder is the agent's own tool: a dump that makes it fail is bad input,
+            // not a reason to switch decoding off for every later dump.
+            self.plugin.reset();
+            OvsError::Decoder(e.to_string())
+        })?;
         Ok(out.into_iter().map(|d| d.fields).collect())
     }
 }

@@ -513,7 +513,10 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
         .env("WEIR_COLLECTION", &coll)
         .env("WEIR_FLOW", &idx)
         .env("WEIR_CONV", &conv)
-        .env("WEIR_UPLOAD", std::fs::read_to_string(&dp_dump).expect("dump"))
+        .env(
+            "WEIR_UPLOAD",
+            std::fs::read_to_string(&dp_dump).expect("dump"),
+        )
         .env("WEIR_SHOTS", root_dir.join("target/ui-screenshots"))
         .output()
         .expect("node");
@@ -554,18 +557,37 @@ fn the_full_datapath_syntax_decodes_like_the_reference_and_bad_lines_are_named()
         serde_json::json!([{"drop": true}])
     );
 
-    // Bad lines: truncated, garbage, unknown names. Each is reported with its line and column;
+    // OpenFlow lines: flags separated by spaces, timeouts, masks, learn, goto_table.
+    let of_fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/data/ovs-ofctl-syntax.txt"
+    ));
+    let of = dir.path().join("of-syntax.txt");
+    std::fs::copy(of_fixture, &of).expect("fixture");
+    let out = offline("openflow", &of);
+    assert_agrees("ofctl", &of, &out, 5);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["flows"][1]["info"]["send_flow_rem"], true);
+    assert_eq!(
+        v["flows"][1]["match"]["nw_src"],
+        serde_json::json!({"value": "10.0.0.0", "mask": "24"})
+    );
+    assert_eq!(v["tables"][2]["next_tables"], serde_json::json!([3]));
+
+    // Bad lines: truncated, garbage, unknown names, nested past the limit. Each is reported with its line and column;
     // the rest still decodes.
     let good = std::fs::read_to_string(fixture).expect("fixture");
     let lines: Vec<&str> = good.lines().collect();
     let bad = format!(
-        "{}\n{}\nthis is not a flow\n{}\n{}\n",
+        "{}\n{}\nthis is not a flow\n{}\n{}\nrecirc_id(0),{}{}, packets:1, bytes:1, used:never, actions:drop\n",
         lines[1],
         &lines[2][..120],
         lines[3]
             .replace("icmpv6(", "frobnicate(")
             .replace("userspace(", "teleport("),
-        lines[4]
+        lines[4],
+        "a(".repeat(5000),
+        ")".repeat(5000)
     );
     let bad_file = dir.path().join("bad.txt");
     std::fs::write(&bad_file, &bad).expect("bad");
@@ -574,7 +596,15 @@ fn the_full_datapath_syntax_decodes_like_the_reference_and_bad_lines_are_named()
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["flows"].as_array().map(Vec::len), Some(3), "{v}");
     let errors = v["errors"].as_array().expect("errors");
-    assert_eq!(errors.len(), 2, "{v}");
+    assert_eq!(errors.len(), 3, "{v}");
+    assert_eq!(errors[2]["line"], 6);
+    assert!(
+        errors[2]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nested deeper than 32"),
+        "{v}"
+    );
     assert_eq!(errors[0]["line"], 2);
     assert!(
         errors[0]["message"]
@@ -688,6 +718,9 @@ fn dumps_import_into_a_running_agent_and_a_missing_switch_is_a_status_not_a_loop
     assert_eq!(v["flows"].as_array().map(Vec::len), Some(8));
     assert_eq!(v["flows"][0]["used_ms"], t - 1500);
     assert_eq!(v["flows"][0]["datapath"], "netdev@remote");
+    let (s, e) = agent.post("/api/v1/ovs/import", r#"{"text": "recirc_id(0), packets:1, bytes:1, used:never, actions:drop", "time": "99999999999999999"}"#);
+    assert_eq!(s, 400, "{e}");
+    assert!(e.to_string().contains("in the future"), "{e}");
     let (s, _) = agent.get("/api/v1/ovs/flows", &[("at", "-2h")]);
     assert_eq!(s, 404);
     let (s, e) = agent.get("/api/v1/ovs/tree", &[("filter", "colour=red")]);

@@ -117,8 +117,13 @@ fn all_masked_out(key: &Value) -> bool {
 
 /// Whether the datapath flow's masked keys agree with the stored flow's fields.
 pub fn keys_match(dp: &DpFlow, f: &Flow) -> bool {
-    let m = &dp.matched;
-    let eth = &m["eth"];
+    let outer = &dp.matched;
+    let eth = &outer["eth"];
+    // A VLAN-tagged megaflow matches the inner packet inside `encap(...)`; the capture records
+    // the inner EtherType.
+    let tagged = ["0x8100", "0x88a8"].contains(&outer["eth_type"]["value"].as_str().unwrap_or(""))
+        && outer["encap"].is_object();
+    let m = if tagged { &outer["encap"] } else { outer };
     let eth_ok =
         eth.is_null() || (mac_ok(&eth["src"], &f.src_mac) && mac_ok(&eth["dst"], &f.dst_mac));
     if !eth_ok {

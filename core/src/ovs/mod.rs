@@ -97,9 +97,10 @@ pub trait DumpDecoder: Send + Sync {
     ) -> Result<Vec<DecodedFields>, OvsError>;
 }
 
-/// Lines handed to the decoder in one call: keeps each answer well under the sandbox's
-/// output limit.
+/// Lines handed to the decoder in one call, and bytes (whichever comes first): keeps each
+/// answer well under the sandbox's output limit.
 pub const CHUNK_LINES: usize = 2000;
+pub const CHUNK_BYTES: usize = 2 << 20;
 
 /// Decodes a whole dump through `decoder`, in chunks of [`CHUNK_LINES`] lines. `progress`
 /// is told the lines done and the total after each chunk.
@@ -113,13 +114,22 @@ pub fn decode_dump(
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Decoded::default();
     let mut done = 0;
-    for chunk in lines.chunks(CHUNK_LINES) {
-        let joined = chunk.join("\n");
+    while done < lines.len() {
+        let mut end = done;
+        let mut bytes = 0;
+        while end < lines.len()
+            && end - done < CHUNK_LINES
+            && (end == done || bytes + lines[end].len() < CHUNK_BYTES)
+        {
+            bytes += lines[end].len() + 1;
+            end += 1;
+        }
+        let joined = lines[done..end].join("\n");
         let records = decoder.decode(&joined, syntax, done as u64 + 1)?;
         for fields in records {
-            out.add(fields, &lines, datapath)?;
+            out.add(fields, &lines, datapath);
         }
-        done += chunk.len();
+        done = end;
         progress(done, lines.len());
     }
     Ok(out)

@@ -178,34 +178,55 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 impl Decoded {
-    /// Adds one decoder record; `lines` is the dump it came from (for the raw text).
-    pub(super) fn add(
+    /// Adds one decoder record; `lines` is the dump it came from (for the raw text). A record
+    /// that cannot be used is an error of its line, never of the whole dump.
+    pub(super) fn add(&mut self, fields: DecodedFields, lines: &[&str], dump: &str) {
+        let line: u64 = field(&fields, "line")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if let Err(e) = self.try_add(&fields, line, lines, dump) {
+            let text = lines
+                .get(line.saturating_sub(1) as usize)
+                .copied()
+                .unwrap_or("")
+                .trim();
+            self.errors.push(LineError {
+                dump: dump.to_string(),
+                line,
+                column: 0,
+                message: e.to_string(),
+                text: cut(text, 200),
+            });
+        }
+    }
+
+    fn try_add(
         &mut self,
-        fields: DecodedFields,
+        fields: &DecodedFields,
+        line: u64,
         lines: &[&str],
         dump: &str,
     ) -> Result<(), OvsError> {
-        let bad = |what: &str| OvsError::Decoder(format!("a record without a usable {what}"));
-        let line: u64 = field(&fields, "line")
-            .and_then(|l| l.parse().ok())
-            .ok_or_else(|| bad("line"))?;
+        if line == 0 {
+            return Err(OvsError::Decoder("a record without a usable line".into()));
+        }
         let text = lines
             .get(line.saturating_sub(1) as usize)
             .copied()
             .unwrap_or("")
             .trim();
-        match field(&fields, "kind") {
+        match field(fields, "kind") {
             Some("error") => self.errors.push(LineError {
                 dump: dump.to_string(),
                 line,
-                column: field(&fields, "column")
+                column: field(fields, "column")
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(0),
-                message: field(&fields, "message").unwrap_or("").to_string(),
+                message: field(fields, "message").unwrap_or("").to_string(),
                 text: cut(text, 200),
             }),
             Some(kind @ ("dp-flow" | "of-flow")) => {
-                let json: Value = serde_json::from_str(field(&fields, "json").unwrap_or(""))
+                let json: Value = serde_json::from_str(field(fields, "json").unwrap_or(""))
                     .map_err(|e| OvsError::Decoder(format!("line {line}: bad JSON: {e}")))?;
                 let get = |k: &str| json.get(k).cloned().unwrap_or(Value::Null);
                 if kind == "dp-flow" {

@@ -1,6 +1,6 @@
 //! Collections on disk: `<id>.json.lz4` (the [`Collection`], lz4-compressed JSON) and
 //! `<id>.info.json` (its [`CollectionInfo`], for listings), where the id is the collection
-//! time in ms, zero-padded, a dash and a counter: ids sort by time. Files are written to a
+//! time in ms, zero-padded to 20 digits, a dash and a counter: ids sort by time. Files are written to a
 //! temporary name and renamed, so a crash never leaves half a collection under a real name.
 
 use super::{Collection, OvsError};
@@ -65,7 +65,7 @@ impl CollectionStore {
             let mut n = self.next.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 *n += 1;
-                let id = format!("{:016}-{:06}", c.time_ms, *n % 1_000_000);
+                let id = format!("{:020}-{:06}", c.time_ms, *n % 1_000_000);
                 if !self.dir.join(format!("{id}.json.lz4")).exists() {
                     break id;
                 }

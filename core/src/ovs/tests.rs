@@ -308,3 +308,63 @@ fn decode_dump_numbers_lines_across_chunks_and_keeps_errors() {
         Syntax::Ofctl
     );
 }
+
+#[test]
+fn trees_stop_at_a_depth_and_a_number_of_entries() {
+    // A chain of 100 recirculations: followed to the depth limit, and said so.
+    let chain: Vec<DpFlow> = (0..100u64)
+        .map(|r| {
+            dp(
+                r + 1,
+                &format!("u{r}"),
+                r,
+                "p",
+                1,
+                &[r + 1],
+                &[],
+                json!({}),
+                json!([]),
+            )
+        })
+        .collect();
+    let t = tree(&chain, &FlowFilter::default());
+    assert!(t.truncated);
+    assert_eq!(t.nodes, views::MAX_TREE_DEPTH);
+    // 3 levels of 300 flows each sending to the next: 300 + 300*300 + ... entries, cut.
+    let mut wide = Vec::new();
+    for level in 0..3u64 {
+        for i in 0..300u64 {
+            wide.push(dp(
+                0,
+                &format!("w{level}-{i}"),
+                level,
+                "p",
+                1,
+                &[level + 1],
+                &[],
+                json!({}),
+                json!([]),
+            ));
+        }
+    }
+    let t = tree(&wide, &FlowFilter::default());
+    assert!(t.truncated, "{} nodes", t.nodes);
+}
+
+#[test]
+fn a_vlan_tagged_megaflow_joins_on_its_inner_packet() {
+    let m = json!({"eth_type": {"value": "0x8100"}, "vlan": {"vid": {"value": "100"}},
+        "encap": {"eth_type": {"value": "0x0800"}, "ipv4": {"src": {"value": "10.0.0.1"}, "dst": {"value": "10.0.0.2"}, "proto": {"value": "6"}}, "tcp": {"dst": {"value": "80"}}}});
+    let d = dp(1, "v", 0, "p", 1, &[], &["q"], m, json!([]));
+    let mut f = crate::Flow {
+        etype: 0x0800,
+        src_addr: "10.0.0.1".parse().unwrap(),
+        dst_addr: "10.0.0.2".parse().unwrap(),
+        proto: 6,
+        dst_port: 80,
+        ..Default::default()
+    };
+    assert!(join::keys_match(&d, &f));
+    f.dst_port = 81;
+    assert!(!join::keys_match(&d, &f), "the inner TCP port narrows it");
+}

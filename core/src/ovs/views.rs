@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Most nodes one tree holds (a node reached from many flows is repeated under each).
+/// Most nodes one tree holds (a node reached from many flows is repeated under each), most
+/// flow entries across them, and the deepest chain of recirculations followed.
 pub const MAX_TREE_NODES: usize = 200_000;
+pub const MAX_TREE_ENTRIES: usize = 500_000;
+pub const MAX_TREE_DEPTH: usize = 32;
 
 /// Which flows a view keeps: every term must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -179,7 +182,8 @@ pub struct TreeFlow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     pub roots: Vec<TreeNode>,
-    /// Nodes in the tree (repeats counted), and whether [`MAX_TREE_NODES`] cut it.
+    /// Nodes in the tree (repeats counted), and whether a limit ([`MAX_TREE_NODES`],
+    /// [`MAX_TREE_ENTRIES`], [`MAX_TREE_DEPTH`]) cut it.
     pub nodes: usize,
     pub truncated: bool,
     /// (recirc_id, in_port) pairs some flow sends to that have no flows (the tree is
@@ -204,6 +208,7 @@ pub fn tree(flows: &[DpFlow], filter: &FlowFilter) -> Tree {
         by_node: &by_node,
         filter,
         nodes: 0,
+        entries: 0,
         truncated: false,
         missing: BTreeSet::new(),
     };
@@ -231,6 +236,7 @@ struct Builder<'a> {
     by_node: &'a HashMap<(u64, &'a str), Vec<usize>>,
     filter: &'a FlowFilter,
     nodes: usize,
+    entries: usize,
     truncated: bool,
     missing: BTreeSet<(u64, &'a str)>,
 }
@@ -239,7 +245,10 @@ impl<'a> Builder<'a> {
     /// The node `key`, or `None` when nothing in it (or below) passes the filter. `path`
     /// holds the nodes above, so a recirculation loop stops instead of recursing forever.
     fn node(&mut self, key: (u64, &'a str), path: &mut Vec<(u64, &'a str)>) -> Option<TreeNode> {
-        if self.nodes >= MAX_TREE_NODES {
+        if self.nodes >= MAX_TREE_NODES
+            || self.entries >= MAX_TREE_ENTRIES
+            || path.len() >= MAX_TREE_DEPTH
+        {
             self.truncated = true;
             return None;
         }
@@ -254,6 +263,11 @@ impl<'a> Builder<'a> {
         path.push(key);
         let mut flows = Vec::new();
         for &i in list {
+            if self.entries >= MAX_TREE_ENTRIES {
+                self.truncated = true;
+                break;
+            }
+            self.entries += 1;
             let f = &self.flows[i];
             let children: Vec<TreeNode> = f
                 .recircs
@@ -388,7 +402,7 @@ pub fn graph(flows: &[DpFlow], filter: &FlowFilter) -> Graph {
     // A recirc target without flows of its own still gets its packets from the edges in.
     for e in edges.values() {
         if let Some(n) = nodes.get_mut(&e.to)
-            && n.kind != "recirc"
+            && (n.kind != "recirc" || n.flows.is_empty())
         {
             n.packets += e.packets;
         }

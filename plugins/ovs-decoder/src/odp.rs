@@ -201,9 +201,7 @@ fn action(n: &Node, warnings: &mut Vec<String>) -> J {
 pub fn walk(nodes: &[Node], recircs: &mut Vec<u64>, outputs: &mut Vec<String>) {
     for n in nodes {
         match n {
-            Node::Atom(a)
-                if !a.is_empty() && !FLAG_ACTIONS.contains(&a.as_str()) && !outputs.contains(a) =>
-            {
+            Node::Atom(a) if !a.is_empty() && !FLAG_ACTIONS.contains(&a.as_str()) => {
                 outputs.push(a.clone())
             }
             Node::Call { name, args, .. } => match name.as_str() {
@@ -299,6 +297,9 @@ pub fn decode(line: &str) -> Result<J, ParseError> {
     let mut recircs = Vec::new();
     let mut outputs = Vec::new();
     walk(&acts_nodes, &mut recircs, &mut outputs);
+    // Each port once, in first-seen order (a set: a line may name thousands).
+    let mut seen = std::collections::BTreeSet::new();
+    outputs.retain(|o| seen.insert(o.clone()));
     flow.set("match", matched);
     flow.set("info", info);
     flow.set("actions", actions(&acts_nodes, &mut warnings));

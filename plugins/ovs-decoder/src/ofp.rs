@@ -35,6 +35,15 @@ const INFO: &[&str] = &[
     "out_group",
 ];
 
+/// Flow flags OVS prints as bare words separated by spaces (`reset_counts in_port=3`).
+const FLAGS: &[&str] = &[
+    "reset_counts",
+    "send_flow_rem",
+    "check_overlap",
+    "no_packet_counts",
+    "no_byte_counts",
+];
+
 /// Bare words that name a port.
 const PORTS: &[&str] = &[
     "NORMAL",
@@ -134,7 +143,21 @@ pub fn decode(line: &str) -> Result<J, ParseError> {
             message: "an OpenFlow flow needs \"actions=\"; none found".into(),
         });
     };
-    let left = Parser::new(&line[..at], 0).list(None)?;
+    // Flags are separated from what follows by a space, not a comma: spaces outside
+    // brackets separate items on this side (same length, so columns still hold).
+    let mut depth = 0i32;
+    let head: String = line[..at]
+        .chars()
+        .map(|c| {
+            match c {
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth -= 1,
+                _ => {}
+            }
+            if c == ' ' && depth == 0 { ',' } else { c }
+        })
+        .collect();
+    let left = Parser::new(&head, 0).list(None)?;
     let acts_at = at + "actions=".len();
     let acts = Parser::new(&line[acts_at..], acts_at).list(None)?;
     let mut info = J::obj();
@@ -146,6 +169,7 @@ pub fn decode(line: &str) -> Result<J, ParseError> {
             }
             Node::Field { name, value } => matched.set(name.clone(), masked(value)),
             Node::Atom(a) if a.is_empty() => {}
+            Node::Atom(a) if FLAGS.contains(&a.as_str()) => info.set(a.clone(), J::Bool(true)),
             Node::Atom(a) => matched.set(a.clone(), J::Bool(true)),
             Node::Call { name, .. } => {
                 return Err(ParseError {

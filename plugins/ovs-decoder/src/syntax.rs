@@ -41,7 +41,12 @@ pub struct Parser<'a> {
     text: &'a str,
     pos: usize,
     base: usize,
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses read (OVS itself nests a few levels; a hostile line must
+/// not exhaust the sandbox's stack).
+pub const MAX_DEPTH: usize = 32;
 
 impl<'a> Parser<'a> {
     pub fn new(text: &'a str, base: usize) -> Parser<'a> {
@@ -50,6 +55,7 @@ impl<'a> Parser<'a> {
             text,
             pos: 0,
             base,
+            depth: 0,
         }
     }
 
@@ -161,8 +167,16 @@ impl<'a> Parser<'a> {
                 if name.is_empty() {
                     return Err(self.err(self.pos, "expected a name before '('".into()));
                 }
+                if self.depth >= MAX_DEPTH {
+                    return Err(self.err(
+                        self.pos,
+                        format!("nested deeper than {MAX_DEPTH} parentheses"),
+                    ));
+                }
                 self.pos += 1;
+                self.depth += 1;
                 let args = self.list(Some(b')'))?;
+                self.depth -= 1;
                 let tail = self.raw()?;
                 Ok(Node::Call { name, args, tail })
             }

@@ -23,6 +23,8 @@ impl From<OvsError> for ApiError {
         match e {
             OvsError::Invalid(m) => ApiError::bad_request("body", m),
             OvsError::NotFound(_) => ApiError::not_found(e.to_string()),
+            // The decoder failing on a dump (too deep, too big, too slow): the dump's fault.
+            OvsError::Decoder(_) => ApiError::plugin_failed(e.to_string()),
             other => ApiError::unavailable(other.to_string()),
         }
     }
@@ -106,12 +108,17 @@ pub async fn import(
             format!("line {} column {}: {e}", e.line(), e.column()),
         )
     })?;
+    let now = now_ms();
     let time_ms = match &b.time {
-        None => now_ms(),
-        Some(t) => {
-            parse_time(t, now_ms()).map_err(|e| ApiError::bad_request("time", e.to_string()))?
-        }
+        None => now,
+        Some(t) => parse_time(t, now).map_err(|e| ApiError::bad_request("time", e.to_string()))?,
     };
+    if time_ms > now + 60_000 {
+        return Err(ApiError::bad_request(
+            "time",
+            format!("time {time_ms} is in the future: give when the dump was taken"),
+        ));
+    }
     let name = b.name.clone().unwrap_or_else(|| "imported".into());
     blocking(move || {
         let d = svc.import(&b.text, b.syntax, &name, time_ms)?;
@@ -137,15 +144,14 @@ pub async fn flows(
     let limit = p.usize_or("limit", 10_000, 200_000)?;
     blocking(move || {
         let d = pick(&svc, &p)?;
-        let mut matched = 0usize;
-        let flows: Vec<Value> = d
-            .decoded
-            .flows
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| f.matches(x))
-            .inspect(|_| matched += 1)
+        let hits: Vec<usize> = (0..d.decoded.flows.len())
+            .filter(|&i| f.matches(&d.decoded.flows[i]))
+            .collect();
+        let matched = hits.len();
+        let flows: Vec<Value> = hits
+            .into_iter()
             .take(limit)
+            .map(|i| (i, &d.decoded.flows[i]))
             .map(|(i, x)| {
                 let mut v = x.to_json();
                 v["index"] = json!(i);
@@ -229,6 +235,12 @@ pub async fn churn_view(
     blocking(move || {
         let after = pick(&svc, &p)?;
         let before_id = match p.get("before") {
+            Some(b) if !b.bytes().all(|c| c.is_ascii_digit() || c == b'-') => {
+                return Err(ApiError::bad_request(
+                    "before",
+                    format!("collection id {b:?}: digits and '-' only"),
+                ));
+            }
             Some(b) => Some(b.to_string()),
             None => svc
                 .store
@@ -402,17 +414,17 @@ pub async fn path(
     };
     f.src_addr = addr("SrcAddr")?;
     f.dst_addr = addr("DstAddr")?;
-    let num = |k: &str| -> Result<u64, ApiError> {
+    fn num<T: std::str::FromStr + Default>(p: &Params, k: &str, what: &str) -> Result<T, ApiError> {
         match p.get(k) {
-            None => Ok(0),
+            None => Ok(T::default()),
             Some(v) => v
                 .parse()
-                .map_err(|_| ApiError::bad_request(k, format!("{k} must be a number"))),
+                .map_err(|_| ApiError::bad_request(k, format!("{k} must be {what}, got {v:?}"))),
         }
-    };
-    f.proto = num("Proto")? as u8;
-    f.src_port = num("SrcPort")? as u16;
-    f.dst_port = num("DstPort")? as u16;
+    }
+    f.proto = num::<u8>(&p, "Proto", "a protocol number 0-255")?;
+    f.src_port = num::<u16>(&p, "SrcPort", "a port 0-65535")?;
+    f.dst_port = num::<u16>(&p, "DstPort", "a port 0-65535")?;
     f.interface = p.get("Interface").unwrap_or("").to_string();
     f.src_mac = p.get("SrcMac").unwrap_or("").to_string();
     f.dst_mac = p.get("DstMac").unwrap_or("").to_string();
@@ -426,11 +438,19 @@ pub async fn path(
             // Without an interface, every in_port is a candidate.
             let ports: std::collections::BTreeSet<&str> =
                 d.decoded.flows.iter().map(|x| x.in_port.as_str()).collect();
-            let mut all = Vec::new();
+            let mut all: Vec<Vec<join::Step>> = Vec::new();
             for port in ports {
                 let mut g = f.clone();
                 g.interface = port.to_string();
-                all.extend(join::paths(&g, &d.decoded.flows, from));
+                for path in join::paths(&g, &d.decoded.flows, from) {
+                    // Numeric ports match any interface: keep each path once.
+                    if !all
+                        .iter()
+                        .any(|q| q.iter().map(|s| s.flow).eq(path.iter().map(|s| s.flow)))
+                    {
+                        all.push(path);
+                    }
+                }
             }
             return Ok(Json(json!({"collection": d.id, "paths": all})));
         }

@@ -4,6 +4,7 @@ import cytoscape from "cytoscape";
 import { api, bytes, esc, num, tooltip } from "./util.js";
 
 const TABS = [["tree", "Datapath tree"], ["graph", "Datapath graph"], ["openflow", "OpenFlow"], ["churn", "Over time"], ["path", "Path of a conversation"]];
+const isoTime = (ms) => { const d = new Date(ms); return isNaN(d) ? String(ms) : d.toISOString(); };
 /// Trees with more nodes than this start collapsed below their roots.
 const OPEN_LIMIT = 60;
 
@@ -16,7 +17,7 @@ export async function ovsPage(main, q, go) {
     <h2>Open vSwitch</h2>
     <p class="muted" id="ovs-status">live collection: ${esc(st.status.state)}${st.status.error ? " — " + esc(st.status.error) : ""}; ${num(cols.length)} collections kept</p>
     <div class="bar">
-      <select id="ovs-coll">${cols.map((c) => `<option value="${esc(c.id)}" ${c.id === coll ? "selected" : ""}>${esc(new Date(c.time_ms).toISOString())} · ${esc(c.origin)} · ${num(c.dp_lines)} flows</option>`).join("")}</select>
+      <select id="ovs-coll">${cols.map((c) => `<option value="${esc(c.id)}" ${c.id === coll ? "selected" : ""}>${esc(isoTime(c.time_ms))} · ${esc(c.origin)} · ${num(c.dp_lines)} flows</option>`).join("")}</select>
       <input id="ovs-filter" size="50" placeholder="filter: recirc_id=0x1 in_port=eth0 ct_state=0x21/0x21 addr=10.0.0.1 action=ct" value="${esc(q.get("filter") || "")}">
       <button class="primary" id="ovs-apply">Apply</button>
       <label class="muted">import a dump: <input type="file" id="ovs-upload"></label>
@@ -146,8 +147,12 @@ async function graphTab(body, detail, params) {
   cy.on("tap", "node", async (ev) => {
     const idx = ev.target.data("flows") || [];
     if (!idx.length) return;
-    const all = await api("/api/v1/ovs/flows", { collection: params.collection });
-    const rows = idx.map((i) => all.flows[i]);
+    // A recirculation node is a (recirc_id, in_port) pair: ask for exactly its flows.
+    const rest = ev.target.id().slice("recirc:".length);
+    const rid = rest.slice(0, rest.indexOf(":"));
+    const port = rest.slice(rest.indexOf(":") + 1);
+    const got = await api("/api/v1/ovs/flows", { collection: params.collection, filter: `recirc_id=${rid} in_port=${port}`, limit: 200000 });
+    const rows = got.flows;
     detail.innerHTML = `<h3 id="ovs-node-title">${esc(ev.target.id())}: ${num(rows.length)} flows</h3><table id="ovs-node-flows"><thead><tr><th>ufid</th><th>packets</th><th>bytes</th><th>actions</th></tr></thead><tbody>${
       rows.map((f) => `<tr><td><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || f.index)}</a></td><td>${num(f.packets)}</td><td>${num(f.bytes)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
     }</tbody></table><div id="ovs-conv-detail"></div>`;
