@@ -102,8 +102,9 @@ pub trait DumpDecoder: Send + Sync {
 pub const CHUNK_LINES: usize = 2000;
 pub const CHUNK_BYTES: usize = 2 << 20;
 
-/// Decodes a whole dump through `decoder`, in chunks of [`CHUNK_LINES`] lines. `progress`
-/// is told the lines done and the total after each chunk.
+/// Decodes a whole dump through `decoder`, in chunks of at most [`CHUNK_LINES`] lines and
+/// [`CHUNK_BYTES`], up to [`PARALLEL`] chunks at once (each call has a sandbox instance of its
+/// own). `progress` is told the lines done and the total after each round of chunks.
 pub fn decode_dump(
     decoder: &dyn DumpDecoder,
     text: &str,
@@ -112,7 +113,7 @@ pub fn decode_dump(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Decoded, OvsError> {
     let lines: Vec<&str> = text.lines().collect();
-    let mut out = Decoded::default();
+    let mut chunks = Vec::new();
     let mut done = 0;
     while done < lines.len() {
         let mut end = done;
@@ -124,16 +125,51 @@ pub fn decode_dump(
             bytes += lines[end].len() + 1;
             end += 1;
         }
-        let joined = lines[done..end].join("\n");
-        let records = decoder.decode(&joined, syntax, done as u64 + 1)?;
-        for fields in records {
-            out.add(fields, &lines, datapath);
-        }
+        chunks.push((done, end));
         done = end;
-        progress(done, lines.len());
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, PARALLEL);
+    // Each chunk is decoded and turned into flows on its own thread; merged in line order.
+    let one = |(a, b): (usize, usize)| -> Result<Decoded, OvsError> {
+        let mut d = Decoded::default();
+        for fields in decoder.decode(&lines[a..b].join("\n"), syntax, a as u64 + 1)? {
+            d.add(fields, &lines, datapath);
+        }
+        Ok(d)
+    };
+    let mut out = Decoded::default();
+    for round in chunks.chunks(workers) {
+        let results: Vec<Result<Decoded, OvsError>> = if round.len() == 1 {
+            vec![one(round[0])]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = round.iter().map(|&c| s.spawn(move || one(c))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(OvsError::Decoder("a decoding thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for r in results {
+            let d = r?;
+            out.flows.extend(d.flows);
+            out.openflow.extend(d.openflow);
+            out.errors.extend(d.errors);
+        }
+        progress(round.last().map(|c| c.1).unwrap_or(0), lines.len());
     }
     Ok(out)
 }
+
+/// Most chunks decoded at once.
+pub const PARALLEL: usize = 4;
 
 #[cfg(test)]
 mod tests;

@@ -291,9 +291,16 @@ fn decode_dump_numbers_lines_across_chunks_and_keeps_errors() {
             "x actions:1\n"
         });
     }
-    let mut calls = 0;
-    let mut d = decode_dump(&Fake, &text, Syntax::Dpctl, "dp", |_, _| calls += 1).unwrap();
-    assert_eq!(calls, 2);
+    let mut last = (0, 0);
+    let mut d = decode_dump(&Fake, &text, Syntax::Dpctl, "dp", |done, total| {
+        last = (done, total)
+    })
+    .unwrap();
+    assert_eq!(
+        last,
+        (CHUNK_LINES + 5, CHUNK_LINES + 5),
+        "progress ends at the total"
+    );
     assert_eq!(d.flows.len(), CHUNK_LINES + 4);
     assert_eq!(d.errors.len(), 1);
     assert_eq!(

@@ -28,51 +28,72 @@ impl J {
     }
 }
 
-fn string(out: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    out.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => out.write_str("\\\"")?,
-            '\\' => out.write_str("\\\\")?,
-            '\n' => out.write_str("\\n")?,
-            '\r' => out.write_str("\\r")?,
-            '\t' => out.write_str("\\t")?,
-            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
-            c => out.write_char(c)?,
+/// Appends `s` as a JSON string: unescaped runs are copied whole.
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+impl J {
+    /// Appends the value as JSON.
+    pub fn write(&self, out: &mut String) {
+        match self {
+            J::Str(s) => string(out, s),
+            J::Num(n) if n.is_finite() => {
+                let _ = write!(out, "{n}");
+            }
+            J::Num(_) => out.push_str("null"),
+            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            J::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            J::Obj(kv) => {
+                out.push('{');
+                for (i, (k, v)) in kv.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(out, k);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
         }
     }
-    out.write_char('"')
 }
 
 impl fmt::Display for J {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            J::Str(s) => string(f, s),
-            J::Num(n) if n.is_finite() => write!(f, "{n}"),
-            J::Num(_) => f.write_str("null"),
-            J::Bool(b) => write!(f, "{b}"),
-            J::Arr(items) => {
-                f.write_char('[')?;
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                f.write_char(']')
-            }
-            J::Obj(kv) => {
-                f.write_char('{')?;
-                for (i, (k, v)) in kv.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    string(f, k)?;
-                    f.write_char(':')?;
-                    write!(f, "{v}")?;
-                }
-                f.write_char('}')
-            }
-        }
+        let mut s = String::with_capacity(1024);
+        self.write(&mut s);
+        f.write_str(&s)
     }
 }

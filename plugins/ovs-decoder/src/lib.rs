@@ -59,11 +59,14 @@ pub(crate) fn decode_line(
         Syntax::OpenFlow => true,
         Syntax::Either => line.contains(" actions=") || line.trim_start().starts_with("actions="),
     };
-    if openflow {
-        Ok(Some(("of-flow", ofp::decode(line)?.to_string())))
+    let (kind, j) = if openflow {
+        ("of-flow", ofp::decode(line)?)
     } else {
-        Ok(Some(("dp-flow", odp::decode(line)?.to_string())))
-    }
+        ("dp-flow", odp::decode(line)?)
+    };
+    let mut out = String::with_capacity(line.len() * 2);
+    j.write(&mut out);
+    Ok(Some((kind, out)))
 }
 
 impl Guest for OvsDecoder {

@@ -144,9 +144,9 @@ fn key_value(args: &[Node]) -> J {
     let mut o = J::obj();
     for a in args {
         match a {
-            Node::Field { name, value } => o.set(name.clone(), masked(value)),
-            Node::Call { name, args, .. } => o.set(name.clone(), key_value(args)),
-            Node::Atom(a) if !a.is_empty() => o.set(a.clone(), J::Bool(true)),
+            Node::Field { name, value } => o.set(*name, masked(value)),
+            Node::Call { name, args, .. } => o.set(*name, key_value(args)),
+            Node::Atom(a) if !a.is_empty() => o.set(*a, J::Bool(true)),
             Node::Atom(_) => {}
         }
     }
@@ -160,17 +160,17 @@ pub fn actions(nodes: &[Node], warnings: &mut Vec<String>) -> J {
 
 fn action(n: &Node, warnings: &mut Vec<String>) -> J {
     match n {
-        Node::Atom(a) if FLAG_ACTIONS.contains(&a.as_str()) => one(a, J::Bool(true)),
-        Node::Atom(a) => one("output", one("port", J::s(a.clone()))),
+        Node::Atom(a) if FLAG_ACTIONS.contains(a) => one(a, J::Bool(true)),
+        Node::Atom(a) => one("output", one("port", J::s(*a))),
         Node::Field { name, value } => {
             warnings.push(format!("unknown action {name}"));
-            one(name, J::s(value.clone()))
+            one(name, J::s(*value))
         }
         Node::Call { name, args, .. } => {
-            if !ACTIONS.contains(&name.as_str()) {
+            if !ACTIONS.contains(name) {
                 warnings.push(format!("unknown action {name}"));
             }
-            let v = match name.as_str() {
+            let v = match *name {
                 "clone" => actions(args, warnings),
                 "set" | "set_masked" => key_value(args),
                 "check_pkt_len" | "sample" => {
@@ -178,13 +178,13 @@ fn action(n: &Node, warnings: &mut Vec<String>) -> J {
                     for a in args {
                         match a {
                             Node::Call { name, args, .. }
-                                if matches!(name.as_str(), "gt" | "le" | "actions") =>
+                                if matches!(*name, "gt" | "le" | "actions") =>
                             {
-                                o.set(name.clone(), actions(args, warnings))
+                                o.set(*name, actions(args, warnings))
                             }
-                            Node::Field { name, value } => o.set(name.clone(), J::s(value.clone())),
-                            Node::Call { name, args, .. } => o.set(name.clone(), generic(args)),
-                            Node::Atom(a) if !a.is_empty() => o.set(a.clone(), J::Bool(true)),
+                            Node::Field { name, value } => o.set(*name, J::s(*value)),
+                            Node::Call { name, args, .. } => o.set(*name, generic(args)),
+                            Node::Atom(a) if !a.is_empty() => o.set(*a, J::Bool(true)),
                             Node::Atom(_) => {}
                         }
                     }
@@ -201,10 +201,10 @@ fn action(n: &Node, warnings: &mut Vec<String>) -> J {
 pub fn walk(nodes: &[Node], recircs: &mut Vec<u64>, outputs: &mut Vec<String>) {
     for n in nodes {
         match n {
-            Node::Atom(a) if !a.is_empty() && !FLAG_ACTIONS.contains(&a.as_str()) => {
-                outputs.push(a.clone())
+            Node::Atom(a) if !a.is_empty() && !FLAG_ACTIONS.contains(a) => {
+                outputs.push(a.to_string())
             }
-            Node::Call { name, args, .. } => match name.as_str() {
+            Node::Call { name, args, .. } => match *name {
                 "recirc" => {
                     if let [Node::Atom(a)] = args.as_slice()
                         && let Some(id) = number(a)
@@ -217,7 +217,7 @@ pub fn walk(nodes: &[Node], recircs: &mut Vec<u64>, outputs: &mut Vec<String>) {
                 "check_pkt_len" | "sample" => {
                     for a in args {
                         if let Node::Call { name, args, .. } = a
-                            && matches!(name.as_str(), "gt" | "le" | "actions")
+                            && matches!(*name, "gt" | "le" | "actions")
                         {
                             walk(args, recircs, outputs);
                         }
@@ -270,20 +270,20 @@ pub fn decode(line: &str) -> Result<J, ParseError> {
     let mut info = J::obj();
     for item in &head {
         match item {
-            Node::Field { name, value } if name == "ufid" => flow.set("ufid", J::s(value.clone())),
+            Node::Field { name, value } if *name == "ufid" => flow.set("ufid", J::s(*value)),
             Node::Field { name, value } => {
-                if !INFO.contains(&name.as_str()) {
+                if !INFO.contains(name) {
                     warnings.push(format!("unknown field {name}"));
                 }
-                info.set(name.clone(), info_value(name, value))
+                info.set(*name, info_value(name, value))
             }
             Node::Call { name, args, .. } => {
-                if !KEYS.contains(&name.as_str()) {
+                if !KEYS.contains(name) {
                     warnings.push(format!("unknown key {name}"));
                 }
-                matched.set(name.clone(), key_value(args));
+                matched.set(*name, key_value(args));
             }
-            Node::Atom(a) if a.is_empty() => {}
+            Node::Atom("") => {}
             Node::Atom(a) => warnings.push(format!("unknown word {a}")),
         }
     }
@@ -330,13 +330,13 @@ fn generic_obj(nodes: &[Node]) -> J {
                 let text: Vec<&str> = args.iter().map(Node::name).collect();
                 let all_atoms = args.iter().all(|a| matches!(a, Node::Atom(_)));
                 if all_atoms {
-                    o.set(name.clone(), J::s(text.join(",")));
+                    o.set(*name, J::s(text.join(",")));
                 } else {
-                    o.set(name.clone(), generic(args));
+                    o.set(*name, generic(args));
                 }
             }
-            Node::Field { name, value } => o.set(name.clone(), J::s(value.clone())),
-            Node::Atom(a) if !a.is_empty() => o.set(a.clone(), J::Bool(true)),
+            Node::Field { name, value } => o.set(*name, J::s(*value)),
+            Node::Atom(a) if !a.is_empty() => o.set(*a, J::Bool(true)),
             Node::Atom(_) => {}
         }
     }

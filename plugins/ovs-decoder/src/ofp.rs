@@ -61,21 +61,21 @@ fn actions(nodes: &[Node], tables: &mut Vec<u64>) -> J {
 
 fn action(n: &Node, tables: &mut Vec<u64>) -> J {
     match n {
-        Node::Atom(a) if PORTS.contains(&a.as_str()) || number(a).is_some() => {
-            one("output", one("port", J::s(a.clone())))
+        Node::Atom(a) if PORTS.contains(a) || number(a).is_some() => {
+            one("output", one("port", J::s(*a)))
         }
         Node::Atom(a) => one(a, J::Bool(true)),
-        Node::Field { name, value } => match name.as_str() {
-            "output" => one("output", one("port", J::s(value.clone()))),
+        Node::Field { name, value } => match *name {
+            "output" => one("output", one("port", J::s(*value))),
             "goto_table" => {
                 if let Some(t) = number(value) {
                     tables.push(t);
                 }
-                one(name, J::s(value.clone()))
+                one(name, J::s(*value))
             }
-            _ => one(name, J::s(value.clone())),
+            _ => one(name, J::s(*value)),
         },
-        Node::Call { name, args, tail } => match name.as_str() {
+        Node::Call { name, args, tail } => match *name {
             "resubmit" => {
                 let mut o = J::obj();
                 let port = args.first().map(Node::name).unwrap_or("");
@@ -97,7 +97,7 @@ fn action(n: &Node, tables: &mut Vec<u64>) -> J {
             "ct" => {
                 for a in args {
                     if let Node::Field { name, value } = a
-                        && name == "table"
+                        && *name == "table"
                         && let Some(t) = number(value)
                     {
                         tables.push(t);
@@ -164,16 +164,16 @@ pub fn decode(line: &str) -> Result<J, ParseError> {
     let mut matched = J::obj();
     for item in &left {
         match item {
-            Node::Field { name, value } if INFO.contains(&name.as_str()) => {
-                info.set(name.clone(), info_value(name, value))
+            Node::Field { name, value } if INFO.contains(name) => {
+                info.set(*name, info_value(name, value))
             }
-            Node::Field { name, value } => matched.set(name.clone(), masked(value)),
-            Node::Atom(a) if a.is_empty() => {}
-            Node::Atom(a) if FLAGS.contains(&a.as_str()) => info.set(a.clone(), J::Bool(true)),
-            Node::Atom(a) => matched.set(a.clone(), J::Bool(true)),
+            Node::Field { name, value } => matched.set(*name, masked(value)),
+            Node::Atom("") => {}
+            Node::Atom(a) if FLAGS.contains(a) => info.set(*a, J::Bool(true)),
+            Node::Atom(a) => matched.set(*a, J::Bool(true)),
             Node::Call { name, .. } => {
                 return Err(ParseError {
-                    at: line.find(name.as_str()).unwrap_or(0),
+                    at: line.find(name).unwrap_or(0),
                     message: format!("unexpected '{name}(' in an OpenFlow match"),
                 });
             }

@@ -11,23 +11,24 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// One item, borrowing the line's text (no copies while parsing).
 #[derive(Debug, Clone)]
-pub enum Node {
-    Atom(String),
+pub enum Node<'a> {
+    Atom(&'a str),
     Call {
-        name: String,
-        args: Vec<Node>,
+        name: &'a str,
+        args: Vec<Node<'a>>,
         /// Text printed right after the closing parenthesis (`->NXM_NX_REG0[0]`), usually empty.
-        tail: String,
+        tail: &'a str,
     },
     Field {
-        name: String,
-        value: String,
+        name: &'a str,
+        value: &'a str,
     },
 }
 
-impl Node {
-    pub fn name(&self) -> &str {
+impl<'a> Node<'a> {
+    pub fn name(&self) -> &'a str {
         match self {
             Node::Atom(a) => a,
             Node::Call { name, .. } | Node::Field { name, .. } => name,
@@ -77,7 +78,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Items up to `close` (consumed) or, with `None`, up to the end of the text.
-    pub fn list(&mut self, close: Option<u8>) -> Result<Vec<Node>, ParseError> {
+    pub fn list(&mut self, close: Option<u8>) -> Result<Vec<Node<'a>>, ParseError> {
         let mut items = Vec::new();
         let open_at = self.pos;
         loop {
@@ -118,7 +119,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Raw text up to a ',' or an unmatched ')' outside brackets.
-    fn raw(&mut self) -> Result<String, ParseError> {
+    fn raw(&mut self) -> Result<&'a str, ParseError> {
         let start = self.pos;
         let mut depth: Vec<u8> = Vec::new();
         while let Some(b) = self.peek() {
@@ -146,10 +147,10 @@ impl<'a> Parser<'a> {
                 format!("missing '{}' (the line ends first)", want as char),
             ));
         }
-        Ok(self.text[start..self.pos].trim_end().to_string())
+        Ok(self.text[start..self.pos].trim_end())
     }
 
-    fn item(&mut self) -> Result<Node, ParseError> {
+    fn item(&mut self) -> Result<Node<'a>, ParseError> {
         let start = self.pos;
         let mut depth = 0usize;
         while let Some(b) = self.peek() {
@@ -161,7 +162,7 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
         }
-        let name = self.text[start..self.pos].to_string();
+        let name = &self.text[start..self.pos];
         match self.peek() {
             Some(b'(') => {
                 if name.is_empty() {
@@ -228,14 +229,14 @@ pub fn number(s: &str) -> Option<u64> {
 /// fields are text.
 pub fn generic(args: &[Node]) -> J {
     if let [Node::Atom(a)] = args {
-        return J::s(a.clone());
+        return J::s(*a);
     }
     let mut o = J::obj();
     for a in args {
         match a {
-            Node::Field { name, value } => o.set(name.clone(), J::s(value.clone())),
-            Node::Call { name, args, .. } => o.set(name.clone(), generic(args)),
-            Node::Atom(a) if !a.is_empty() => o.set(a.clone(), J::Bool(true)),
+            Node::Field { name, value } => o.set(*name, J::s(*value)),
+            Node::Call { name, args, .. } => o.set(*name, generic(args)),
+            Node::Atom(a) if !a.is_empty() => o.set(*a, J::Bool(true)),
             Node::Atom(_) => {}
         }
     }
