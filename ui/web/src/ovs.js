@@ -64,7 +64,7 @@ export async function ovsPage(main, q, go) {
     if (tab === "tree") await treeTab(body, detail, params);
     else if (tab === "graph") await graphTab(body, detail, params);
     else if (tab === "openflow") await openflowTab(body, coll);
-    else if (tab === "churn") await churnTab(body, coll);
+    else if (tab === "churn") await churnTab(body, coll, st.collections || []);
     else await pathTab(body, q, coll);
   } catch (e) {
     const el = main.querySelector("#ovs-error");
@@ -169,10 +169,26 @@ async function openflowTab(body, coll) {
     }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>";
 }
 
-async function churnTab(body, coll) {
+/// Megaflows per collection over time, from the listing (no decoding): a line per origin.
+function countChart(cols) {
+  const live = cols.filter((c) => c.origin === "live").sort((a, b) => a.time_ms - b.time_ms);
+  if (live.length < 2) return `<p class="muted" id="ovs-count-chart">megaflows over time: fewer than two live collections</p>`;
+  const W = 900, H = 160, P = 30;
+  const t0 = live[0].time_ms, t1 = live[live.length - 1].time_ms;
+  const max = Math.max(1, ...live.map((c) => c.dp_lines));
+  const x = (t) => P + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * P);
+  const y = (n) => H - P - (n / max) * (H - 2 * P);
+  const pts = live.map((c) => `${x(c.time_ms).toFixed(1)},${y(c.dp_lines).toFixed(1)}`).join(" ");
+  return `<h3>megaflows over time (${num(live.length)} live collections, at most ${num(max)})</h3>
+    <svg id="ovs-count-chart" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}"><polyline fill="none" stroke="#2563eb" stroke-width="2" points="${pts}"></polyline>${
+      live.map((c) => `<circle class="ovs-count-point" cx="${x(c.time_ms).toFixed(1)}" cy="${y(c.dp_lines).toFixed(1)}" r="3"><title>${esc(isoTime(c.time_ms))}: ${num(c.dp_lines)} megaflows</title></circle>`).join("")
+    }<text x="${P}" y="${H - 8}" font-size="10">${esc(isoTime(t0))}</text><text x="${W - P}" y="${H - 8}" font-size="10" text-anchor="end">${esc(isoTime(t1))}</text></svg>`;
+}
+
+async function churnTab(body, coll, cols) {
   const v = await api("/api/v1/ovs/churn", { collection: coll, top: 20 });
   const c = v.churn;
-  body.innerHTML = `<p id="ovs-churn">${num(c.before)} → ${num(c.after)} megaflows in ${c.seconds.toFixed(1)} s: ${num(c.added)} added, ${num(c.removed)} removed (${c.churn_per_s.toFixed(2)}/s)</p>
+  body.innerHTML = countChart(cols) + `<p id="ovs-churn">${num(c.before)} → ${num(c.after)} megaflows in ${c.seconds.toFixed(1)} s: ${num(c.added)} added, ${num(c.removed)} removed (${c.churn_per_s.toFixed(2)}/s)</p>
     <h3>busiest between the two collections</h3><table><thead><tr><th>ufid</th><th>packets between</th><th>actions</th></tr></thead><tbody>${
       v.top.map((f) => `<tr><td>${esc(f.ufid || f.line)}</td><td>${num(f.packets_between)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
     }</tbody></table>`;

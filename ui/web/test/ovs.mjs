@@ -75,6 +75,15 @@ try {
   const of = await api(`/api/v1/ovs/openflow?${q}`);
   check((await page.$$("h3.ovs-table")).length === of.tables.length, "OpenFlow tables");
 
+  // Over time: one point per live collection, and the churn line.
+  await open(`#/ovs?tab=churn&${q}`, "ovs-churn");
+  const listed = await api("/api/v1/ovs");
+  const live = listed.collections.filter((c) => c.origin === "live").length;
+  const points = (await page.$$("#ovs-count-chart circle.ovs-count-point")).length;
+  // Collections keep coming (one a second): the page drew those listed when it loaded.
+  check(points >= 2 && points <= live, `megaflow chart points ${points}, live collections ${live}`);
+  check((await page.textContent("#ovs-churn")).includes("megaflows in"), "churn line");
+
   // From a captured conversation to its datapath path.
   const hash = `#/ovs?tab=path&${q}&${process.env.WEIR_CONV}`;
   await open(hash, "ovs-path");
