@@ -20,6 +20,7 @@ const BUNDLED: &[&str] = &[
     "latency",
     "ndjson-export",
     "ovs-decoder",
+    "policy-engine",
 ];
 
 fn main() {

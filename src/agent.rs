@@ -378,6 +378,16 @@ pub fn run(a: AgentArgs) -> Result<()> {
         a.ovs_keep,
         a.retention_age,
     )?;
+    state.policy = match crate::policy_cmd::local_engine(Some(dir.join("plugin-cache"))) {
+        Ok((rt, engine)) => Some(Arc::new(weir_core::policy::PolicyService {
+            engine: Box::new(crate::policy_cmd::AgentEngine { _rt: rt, engine }),
+            live: objects.clone(),
+        })),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no policy engine: /api/v1/policy answers 503");
+            None
+        }
+    };
     state.enricher = enricher.clone();
     state.token = token;
     let user_metrics = match &a.metrics_config {

@@ -8,6 +8,7 @@ mod output;
 mod ovs_cmd;
 mod plugin_build;
 mod plugin_cmd;
+mod policy_cmd;
 mod units;
 
 use anyhow::Result;
@@ -71,6 +72,10 @@ enum Command {
     /// Open vSwitch datapath and OpenFlow flows: decode a dump file here (`-i FILE`, no agent
     /// needed) or read the agent's collections; tree, graph, OpenFlow tables; import dumps.
     Ovs(ovs_cmd::OvsArgs),
+    /// Kubernetes network policies: truth tables, explanations, what selects what, probes of
+    /// real connections (exit 1 on a difference), and what-if on stored history (exit 1 when
+    /// a change would cut observed connections). Files need no agent and no cluster.
+    Policy(policy_cmd::PolicyArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
     /// an agent on them and its UI; removes everything on exit (needs root).
     Demo(demo::DemoArgs),
@@ -87,6 +92,19 @@ fn main() -> std::process::ExitCode {
                 Err(e) => {
                     eprintln!("weir: {e:#}");
                     std::process::ExitCode::from(2)
+                }
+            };
+        }
+        // Exit codes for CI: 0 as expected, 1 a difference or a cut, 2 bad input.
+        Command::Policy(a) => {
+            return match policy_cmd::run(a) {
+                Ok(code) => std::process::ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("weir: {e:#}");
+                    std::process::ExitCode::from(match e.downcast_ref::<client::BadRequest>() {
+                        Some(_) => 2,
+                        None => 1,
+                    })
                 }
             };
         }

@@ -210,7 +210,7 @@ impl FilterRule {
         if let Some(t) = &self.tcp_flags {
             for name in t.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 c.tcp_flags |= crate::flow::flag_bit(name).ok_or_else(|| {
-                    format!("tcp_flags: unknown flag `{name}` (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS)")
+                    format!("tcp_flags: unknown flag `{name}` (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS, OPEN)")
                 })?;
             }
             if c.tcp_flags == 0 {

@@ -58,7 +58,8 @@ pub struct Flow {
     #[serde(rename = "Skbs")]
     pub skbs: u64,
     /// OR of the TCP flags seen (FIN 0x1, SYN 0x2, RST 0x4, PSH 0x8, ACK 0x10, URG 0x20,
-    /// ECE 0x40, CWR 0x80, NS 0x100).
+    /// ECE 0x40, CWR 0x80, NS 0x100), plus [`FLAG_SYN_NO_ACK`] (0x1000, shown `OPEN`) when a
+    /// SYN without ACK was seen: this flow's source opened the connection.
     #[serde(rename = "Flags")]
     pub flags: u16,
     /// Interface name.
@@ -275,21 +276,44 @@ pub fn proto_name(proto: u8) -> String {
     }
 }
 
-/// Short text for a set of TCP flags, e.g. `SYN,ACK`.
+/// The capture sets this in [`Flow::flags`] when it saw a SYN without ACK: the flow's source
+/// opened the TCP connection (the kernel side mirrors it as `FLAG_SYN_NO_ACK` in flow.h).
+pub const FLAG_SYN_NO_ACK: u16 = 0x1000;
+
+/// Short text for a set of TCP flags, e.g. `SYN,ACK` (`OPEN` for [`FLAG_SYN_NO_ACK`]).
 pub fn flags_text(flags: u16) -> String {
     const NAMES: [&str; 9] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"];
-    let parts: Vec<&str> = NAMES
+    let mut parts: Vec<&str> = NAMES
         .iter()
         .enumerate()
         .filter(|(i, _)| flags & (1 << i) != 0)
         .map(|(_, n)| *n)
         .collect();
+    if flags & FLAG_SYN_NO_ACK != 0 {
+        parts.push("OPEN");
+    }
     parts.join(",")
+}
+
+/// Which end opened a TCP connection, from a flow's flags: `Some(true)` its source (a SYN
+/// without ACK was seen), `Some(false)` its destination (only SYN+ACK), `None` unknown (the
+/// handshake was not seen, or not TCP).
+pub fn opened_by_source(flags: u16) -> Option<bool> {
+    if flags & FLAG_SYN_NO_ACK != 0 {
+        Some(true)
+    } else if flags & 0x12 == 0x12 {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// The bit of a TCP flag name (case-insensitive).
 pub fn flag_bit(name: &str) -> Option<u16> {
     const NAMES: [&str; 9] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"];
+    if name.eq_ignore_ascii_case("OPEN") {
+        return Some(FLAG_SYN_NO_ACK);
+    }
     NAMES
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))

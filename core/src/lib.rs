@@ -13,6 +13,7 @@ pub mod notify;
 pub mod objects;
 pub mod ovs;
 pub mod plugins;
+pub mod policy;
 pub mod probe;
 pub mod query;
 pub mod records;

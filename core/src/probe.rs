@@ -73,6 +73,13 @@ pub trait Prober: Send + Sync {
     /// Tries `target` once and says what happened, within `target.timeout` (plus the time to
     /// enter the namespace).
     fn probe(&self, target: &Target) -> Result<(Outcome, Duration), ProbeError>;
+
+    /// The named network namespace (under /var/run/netns) holding `addr` on one of its
+    /// interfaces, where a pod with that address runs on this node; `None` when no namespace
+    /// has it (or the prober cannot tell).
+    fn locate(&self, _addr: IpAddr) -> Option<String> {
+        None
+    }
 }
 
 /// One entry of a probe scope: where probes may start (`from:NETNS`, `from:host` for the

@@ -224,7 +224,7 @@ pub static FIELDS: &[FieldDef] = &[
     ),
     u64_field!(
         "Flags",
-        "OR of TCP flags (SYN, ACK, FIN, RST, ...)",
+        "OR of TCP flags (SYN, ACK, FIN, RST, ...; OPEN 0x1000: the source opened the connection)",
         flags,
         true
     ),

@@ -5,7 +5,7 @@
 
 use crate::netlink::{enter_netns, open_netns};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use weir_core::probe::{Outcome, ProbeError, Prober, Protocol, Target};
 
@@ -82,7 +82,36 @@ fn try_probe(t: &Target) -> Result<(Outcome, Duration), ProbeError> {
     Ok((outcome, start.elapsed()))
 }
 
+/// Whether `addr` is one of this thread's namespace's own addresses: binding to it succeeds
+/// only then.
+fn holds(netns: &str, addr: IpAddr) -> bool {
+    let Ok((fd, _)) = open_netns(netns) else {
+        return false;
+    };
+    if enter_netns(&fd).is_err() {
+        return false;
+    }
+    UdpSocket::bind(SocketAddr::new(addr, 0)).is_ok()
+}
+
 impl Prober for NetnsProber {
+    fn locate(&self, addr: IpAddr) -> Option<String> {
+        let mut names: Vec<String> = std::fs::read_dir("/var/run/netns")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names.into_iter().find(|n| {
+            let n = n.clone();
+            std::thread::Builder::new()
+                .name("weir-locate".into())
+                .spawn(move || holds(&n, addr))
+                .ok()
+                .and_then(|h| h.join().ok())
+                .unwrap_or(false)
+        })
+    }
+
     fn probe(&self, target: &Target) -> Result<(Outcome, Duration), ProbeError> {
         let t = target.clone();
         std::thread::Builder::new()

@@ -16,6 +16,7 @@ mod objects;
 pub mod oci;
 pub mod ovs;
 pub mod plugin;
+pub mod policy;
 mod probe;
 mod records;
 pub mod registry;

@@ -2,8 +2,7 @@
 //! the sandbox: the agent and `weir ovs` load the bundled `ovs-decoder` with its own limits
 //! and only the `log` capability, so a hostile dump meets the same walls as any plugin input.
 
-use crate::plugin::LoadRequest;
-use crate::{Capability, Manifest, Plugin, Runtime};
+use crate::{Plugin, Runtime};
 use weir_core::ovs::{DecodedFields, DumpDecoder, OvsError, Syntax};
 
 /// A decoder plugin loaded for decoding dumps.
@@ -14,29 +13,8 @@ pub struct SandboxDecoder {
 impl SandboxDecoder {
     /// Loads `wasm` (a `decoder` world component) with `manifest` (its plugin.toml).
     pub fn load(rt: &Runtime, wasm: &[u8], manifest: &str) -> Result<SandboxDecoder, OvsError> {
-        let manifest = Manifest::parse(manifest, "ovs decoder plugin.toml")
-            .map_err(|e| OvsError::Decoder(e.to_string()))?;
-        if manifest.kind != crate::Kind::Decoder {
-            return Err(OvsError::Decoder(format!(
-                "{} is a {} plugin, not a decoder",
-                manifest.name,
-                manifest.kind.world()
-            )));
-        }
-        let plugin = Plugin::load(
-            rt,
-            LoadRequest {
-                wasm,
-                manifest: Some(manifest),
-                grants: &[Capability::Log],
-                limits: None,
-                config: Default::default(),
-                flows: None,
-                services: Default::default(),
-                scopes: Default::default(),
-            },
-        )
-        .map_err(|e| OvsError::Decoder(e.to_string()))?;
+        let plugin =
+            Plugin::load_tool(rt, wasm, manifest, "ovs decoder").map_err(OvsError::Decoder)?;
         Ok(SandboxDecoder { plugin })
     }
 }

@@ -877,6 +877,41 @@ impl Plugin {
         Ok(out)
     }
 
+    /// Loads one of the agent's own tools: a decoder-world component (the bundled OVS decoder,
+    /// the policy engine) with its manifest text, its own limits and only the `log`
+    /// capability, so the input it is handed meets the same walls as any plugin input.
+    /// `what` names it in errors.
+    pub fn load_tool(
+        rt: &Runtime,
+        wasm: &[u8],
+        manifest: &str,
+        what: &str,
+    ) -> Result<Plugin, String> {
+        let manifest =
+            Manifest::parse(manifest, &format!("{what} plugin.toml")).map_err(|e| e.to_string())?;
+        if manifest.kind != Kind::Decoder {
+            return Err(format!(
+                "{} is a {} plugin, not a decoder",
+                manifest.name,
+                manifest.kind.world()
+            ));
+        }
+        Plugin::load(
+            rt,
+            LoadRequest {
+                wasm,
+                manifest: Some(manifest),
+                grants: &[crate::Capability::Log],
+                limits: None,
+                config: Default::default(),
+                flows: None,
+                services: Default::default(),
+                scopes: Default::default(),
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// decoder: turn bytes or text (an OVS datapath dump, ...) into records.
     pub fn decode(&self, input: &[u8], content_type: &str) -> Result<Vec<wit::Decoded>, HostError> {
         let Pre::Decoder(pre) = &self.pre else {

@@ -15,6 +15,7 @@ mod guests;
 mod metrics;
 mod ovs;
 mod plugins;
+mod policy;
 mod sandbox;
 mod storage;
 mod ui;

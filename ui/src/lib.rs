@@ -62,6 +62,8 @@ pub struct AppState {
     pub records: Option<Arc<weir_core::records::RecordStore>>,
     /// OVS collections and their decoder (None: no OVS support).
     pub ovs: Option<Arc<weir_core::ovs::OvsService>>,
+    /// The network-policy engine and the live objects it reads (None: no policy support).
+    pub policy: Option<Arc<weir_core::policy::PolicyService>>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             alerting: None,
             records: None,
             ovs: None,
+            policy: None,
         }
     }
 }
@@ -147,6 +150,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ovs/churn", get(handlers::ovs::churn_view))
         .route("/ovs/conversations", get(handlers::ovs::conversations))
         .route("/ovs/path", get(handlers::ovs::path))
+        .route("/policy/describe", post(handlers::policy::describe))
+        .route("/policy/table", post(handlers::policy::truth_table))
+        .route("/policy/explain", post(handlers::policy::explain))
+        .route("/policy/whatif", post(handlers::policy::whatif_run))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))

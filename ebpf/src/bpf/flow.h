@@ -12,6 +12,10 @@
 #define WEIR_DIR_INGRESS 0
 #define WEIR_DIR_EGRESS 1
 
+/* Set in a flow's TCP flags when a SYN without ACK was seen: the flow's source opened the
+ * connection (weir_core::flow::FLAG_SYN_NO_ACK). Above the nine header flag bits. */
+#define FLAG_SYN_NO_ACK 0x1000
+
 /* Index of each per-CPU counter in the `counters` map. */
 enum weir_counter {
 	WEIR_CNT_UNUSED = 0,         /* reserved (skbs are counted per flow, not here: hot path) */

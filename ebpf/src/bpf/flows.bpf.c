@@ -151,6 +151,16 @@ static __always_inline __u32 l4_len(__u8 proto)
 	}
 }
 
+/* TCP flags from header bytes 12 (NS in bit 0) and 13, plus FLAG_SYN_NO_ACK on a SYN without
+ * ACK: the flow whose source opened the connection. */
+static __always_inline __u16 tcp_flags(__u8 b12, __u8 b13)
+{
+	__u16 f = b13 | ((__u16)(b12 & 1) << 8);
+	if ((b13 & 0x12) == 0x02)
+		f |= FLAG_SYN_NO_ACK;
+	return f;
+}
+
 /* Fills ports (or ICMP type/code) and TCP flags from the first l4_len() bytes of the
  * transport header; returns the offset of the payload from that header (0 when unknown). */
 static __always_inline __u32 l4_fields(struct flow_key *k, const __u8 *b, __u16 *flags)
@@ -159,7 +169,7 @@ static __always_inline __u32 l4_fields(struct flow_key *k, const __u8 *b, __u16 
 	case IPPROTO_TCP:
 		k->src_port = ((__u16)b[0] << 8) | b[1];
 		k->dst_port = ((__u16)b[2] << 8) | b[3];
-		*flags = b[13] | ((__u16)(b[12] & 1) << 8);
+		*flags = tcp_flags(b[12], b[13]);
 		return (b[12] >> 4) * 4;
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP_:
@@ -318,7 +328,7 @@ static __always_inline int try_parse_direct(struct __sk_buff *skb, struct flow_k
 			return 1;
 		k->src_port = ((__u16)l4[0] << 8) | l4[1];
 		k->dst_port = ((__u16)l4[2] << 8) | l4[3];
-		*flags = l4[13] | ((__u16)(l4[12] & 1) << 8);
+		*flags = tcp_flags(l4[12], l4[13]);
 		*l7off = (__u32)(l4 - (__u8 *)data) + (l4[12] >> 4) * 4;
 		break;
 	case IPPROTO_UDP:

@@ -6,6 +6,7 @@ pub mod flows;
 pub mod meta;
 pub mod ovs;
 pub mod plugins;
+pub mod policy;
 pub mod records;
 
 use crate::error::ApiError;

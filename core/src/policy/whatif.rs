@@ -1,0 +1,418 @@
+//! What-if on history: the conversations the store saw in a window, each with the Kubernetes
+//! identity its ends had when captured (namespace, name, labels, namespace labels), judged
+//! under the proposed policies and under the current ones; reported by workload pair and
+//! port: what the change would cut, and what it would newly allow.
+//!
+//! A conversation is (client address, server address, server port, protocol). The client is
+//! the end that opened it: for TCP the flow flagged `OPEN` (a SYN without ACK) or, failing
+//! that, the reply side of a SYN+ACK; otherwise (UDP, or a TCP connection older than the
+//! capture) the end with the higher port.
+
+use super::{Objects, PolicyEngine, PolicyError, Problem, Protocol, evaluate, field};
+use crate::flow::opened_by_source;
+use crate::query::{Expr, SortBy, TimeRange};
+use crate::schema::{self, Value as FieldValue};
+use crate::store::{ListRequest, Store};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+/// Connections per engine request (keeps each answer well under the sandbox's output limit).
+const CHUNK: usize = 20_000;
+/// Groups reported per list (the counts cover all).
+const MAX_GROUPS: usize = 500;
+
+/// One end as captured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub namespace: String,
+    pub name: String,
+    /// Owner (Deployment, ...) or the name.
+    pub workload: String,
+    pub labels: String,
+    pub namespace_labels: String,
+}
+
+/// A conversation seen in the store.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub flows: u64,
+    pub bytes: u64,
+}
+
+/// Conversations in a window with their ends' identities.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub conversations: Vec<Conversation>,
+    pub identities: HashMap<IpAddr, Identity>,
+    /// Flows read (after the filter).
+    pub flows: u64,
+}
+
+fn ip_of(v: &FieldValue) -> Option<IpAddr> {
+    match v {
+        FieldValue::Ip(ip) => Some(match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(*ip),
+        }),
+        _ => None,
+    }
+}
+
+fn num(v: &FieldValue) -> u64 {
+    match v {
+        FieldValue::U64(n) => *n,
+        _ => 0,
+    }
+}
+
+fn text(v: &FieldValue) -> String {
+    match v {
+        FieldValue::Str(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn fields(names: &[&str]) -> Result<Vec<&'static schema::FieldDef>, PolicyError> {
+    names
+        .iter()
+        .map(|n| schema::field(n).ok_or_else(|| PolicyError::Invalid(format!("no field {n}"))))
+        .collect()
+}
+
+/// Reads the conversations and identities of a window from the store.
+pub fn observe(store: &Store, filter: &Expr, range: &TimeRange) -> Result<Observed, PolicyError> {
+    let keys = fields(&["SrcAddr", "DstAddr", "SrcPort", "DstPort", "Proto", "Flags"])?;
+    let groups = store.aggregate(filter, range, &keys, None)?;
+    let mut conv: HashMap<(IpAddr, IpAddr, u16, Protocol), (u64, u64)> = HashMap::new();
+    let mut total = 0;
+    for ((k, _), t) in groups {
+        total += t.flows;
+        let (Some(src), Some(dst)) = (ip_of(&k[0]), ip_of(&k[1])) else {
+            continue;
+        };
+        let (sport, dport) = (num(&k[2]) as u16, num(&k[3]) as u16);
+        let Some(proto) = Protocol::from_number(num(&k[4]) as u8) else {
+            continue;
+        };
+        let flags = num(&k[5]) as u16;
+        let from_src = match (proto, opened_by_source(flags)) {
+            (Protocol::Tcp, Some(s)) => s,
+            _ => dport <= sport,
+        };
+        let key = if from_src {
+            (src, dst, dport, proto)
+        } else {
+            (dst, src, sport, proto)
+        };
+        let e = conv.entry(key).or_default();
+        e.0 += t.flows;
+        e.1 += t.bytes;
+    }
+    let mut identities: HashMap<IpAddr, (u64, Identity)> = HashMap::new();
+    for side in ["Src", "Dst"] {
+        let f = |s: &str| format!("{side}{s}");
+        let names = [
+            f("Addr"),
+            f("K8S_Namespace"),
+            f("K8S_Name"),
+            f("K8S_OwnerName"),
+            f("K8S_Labels"),
+            f("K8S_NamespaceLabels"),
+        ];
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let keys = fields(&refs)?;
+        for ((k, _), t) in store.aggregate(filter, range, &keys, None)? {
+            let Some(ip) = ip_of(&k[0]) else { continue };
+            let id = Identity {
+                namespace: text(&k[1]),
+                name: text(&k[2]),
+                workload: {
+                    let o = text(&k[3]);
+                    if o.is_empty() { text(&k[2]) } else { o }
+                },
+                labels: text(&k[4]),
+                namespace_labels: text(&k[5]),
+            };
+            // An address seen with several identities in the window: the one most flows had.
+            let e = identities.entry(ip).or_insert((0, Identity::default()));
+            if t.flows > e.0 {
+                *e = (t.flows, id);
+            }
+        }
+    }
+    let mut conversations: Vec<Conversation> = conv
+        .into_iter()
+        .map(
+            |((client, server, port, protocol), (flows, bytes))| Conversation {
+                client,
+                server,
+                port,
+                protocol,
+                flows,
+                bytes,
+            },
+        )
+        .collect();
+    conversations.sort_by(|a, b| {
+        (a.client, a.server, a.port, a.protocol).cmp(&(b.client, b.server, b.port, b.protocol))
+    });
+    Ok(Observed {
+        conversations,
+        identities: identities.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+        flows: total,
+    })
+}
+
+/// `k=v,k2=v2` (the stored form) as a JSON map.
+fn labels_json(s: &str) -> Value {
+    Value::Object(
+        s.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), Value::from(v.trim())))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn endpoint_json(ip: IpAddr, id: Option<&Identity>) -> Value {
+    match id.filter(|i| !i.namespace.is_empty()) {
+        Some(i) => json!({
+            "namespace": i.namespace, "name": i.name, "ip": ip.to_string(),
+            "labels": labels_json(&i.labels),
+            "namespace_labels": labels_json(&i.namespace_labels),
+        }),
+        None => json!({"ip": ip.to_string()}),
+    }
+}
+
+/// One conversation's verdict under a policy set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub allowed: bool,
+    /// The deciding tier and policies, per direction that denied (or `allowed`).
+    pub reason: String,
+}
+
+/// Judges every conversation under `objects` (its policies, with its Namespaces and Pods for
+/// named ports).
+pub fn judge(
+    engine: &dyn PolicyEngine,
+    objects: &Objects,
+    observed: &Observed,
+) -> Result<(Vec<Judged>, Vec<Problem>), PolicyError> {
+    let mut out = Vec::with_capacity(observed.conversations.len());
+    let mut problems = vec![];
+    for (ci, chunk) in observed.conversations.chunks(CHUNK).enumerate() {
+        let conns: Vec<Value> = chunk
+            .iter()
+            .map(|c| {
+                json!({
+                    "src": endpoint_json(c.client, observed.identities.get(&c.client)),
+                    "dst": endpoint_json(c.server, observed.identities.get(&c.server)),
+                    "port": c.port,
+                    "protocol": c.protocol.name(),
+                })
+            })
+            .collect();
+        let mut extra = Map::new();
+        extra.insert("connections".into(), Value::Array(conns));
+        let (records, p) = evaluate(engine, objects, "verdicts", extra)?;
+        if ci == 0 {
+            problems = p;
+        }
+        let mut got = vec![None; chunk.len()];
+        for r in records.iter().filter(|r| field(r, "kind") == "verdict") {
+            let i: usize = field(r, "index").parse().unwrap_or(usize::MAX);
+            if let Some(slot) = got.get_mut(i) {
+                let allowed = field(r, "allowed") == "true";
+                let mut why = vec![];
+                for dir in ["egress", "ingress"] {
+                    if field(r, &format!("{dir}_allowed")) != "true" {
+                        why.push(format!("{dir} denied by {}", field(r, dir)));
+                    }
+                }
+                if allowed {
+                    why.push(format!(
+                        "egress: {}; ingress: {}",
+                        field(r, "egress"),
+                        field(r, "ingress")
+                    ));
+                }
+                *slot = Some(Judged {
+                    allowed,
+                    reason: why.join("; "),
+                });
+            }
+        }
+        for g in got {
+            out.push(g.ok_or_else(|| {
+                PolicyError::Engine("a connection without a verdict in the answer".into())
+            })?);
+        }
+    }
+    Ok((out, problems))
+}
+
+/// Conversations of one workload pair and port that changed verdict.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Change {
+    /// `ns/workload`, or the address for an end outside the cluster.
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub conversations: usize,
+    pub flows: u64,
+    pub bytes: u64,
+    /// Newest flow of these conversations in the window (Unix ms).
+    pub last_seen_ms: u64,
+    /// Why, under the proposed policies.
+    pub reason: String,
+    /// Up to five of the address pairs (`client -> server`).
+    pub examples: Vec<String>,
+}
+
+/// The what-if report.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub flows: u64,
+    pub conversations: usize,
+    /// Allowed now (or observed, with no current set given), denied under the proposal.
+    pub cut: Vec<Change>,
+    /// Denied now, allowed under the proposal (only with a current set).
+    pub newly_allowed: Vec<Change>,
+    /// Groups beyond the lists' cap.
+    pub cut_groups: usize,
+    pub newly_allowed_groups: usize,
+    pub problems: Vec<String>,
+}
+
+fn workload(ip: IpAddr, id: Option<&Identity>) -> String {
+    match id.filter(|i| !i.namespace.is_empty()) {
+        Some(i) => format!("{}/{}", i.namespace, i.workload),
+        None => ip.to_string(),
+    }
+}
+
+/// Compares the proposal with the current set (or with "everything observed was allowed").
+pub fn compare(
+    observed: &Observed,
+    proposed: &[Judged],
+    current: Option<&[Judged]>,
+) -> (Vec<Change>, Vec<Change>) {
+    type Key = (String, String, u16, Protocol);
+    let mut cut: BTreeMap<Key, Change> = BTreeMap::new();
+    let mut newly: BTreeMap<Key, Change> = BTreeMap::new();
+    for (i, c) in observed.conversations.iter().enumerate() {
+        let now = current.map(|j| j[i].allowed).unwrap_or(true);
+        let then = proposed[i].allowed;
+        let target = match (now, then) {
+            (true, false) => &mut cut,
+            (false, true) => &mut newly,
+            _ => continue,
+        };
+        let from = workload(c.client, observed.identities.get(&c.client));
+        let to = workload(c.server, observed.identities.get(&c.server));
+        let e = target
+            .entry((from.clone(), to.clone(), c.port, c.protocol))
+            .or_insert_with(|| Change {
+                from,
+                to,
+                port: c.port,
+                protocol: c.protocol,
+                conversations: 0,
+                flows: 0,
+                bytes: 0,
+                last_seen_ms: 0,
+                reason: proposed[i].reason.clone(),
+                examples: vec![],
+            });
+        e.conversations += 1;
+        e.flows += c.flows;
+        e.bytes += c.bytes;
+        if e.examples.len() < 5 {
+            e.examples.push(format!("{} -> {}", c.client, c.server));
+        }
+    }
+    let sorted = |m: BTreeMap<Key, Change>| {
+        let mut v: Vec<Change> = m.into_values().collect();
+        v.sort_by(|a, b| b.flows.cmp(&a.flows).then(a.from.cmp(&b.from)));
+        v
+    };
+    (sorted(cut), sorted(newly))
+}
+
+/// Fills `last_seen_ms` of each change from the store (its newest flow between the example
+/// address pairs on that port).
+pub fn fill_last_seen(
+    store: &Store,
+    range: &TimeRange,
+    changes: &mut [Change],
+) -> Result<(), PolicyError> {
+    let sort = SortBy::parse("-TimeFlowEndMs").map_err(|e| PolicyError::Invalid(e.to_string()))?;
+    for c in changes {
+        let mut parts = vec![];
+        for ex in &c.examples {
+            if let Some((a, b)) = ex.split_once(" -> ") {
+                parts.push(format!(
+                    "(SrcAddr={a} and DstAddr={b} and DstPort={p}) or (SrcAddr={b} and DstAddr={a} and SrcPort={p})",
+                    p = c.port
+                ));
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let filter = crate::query::parse(&parts.join(" or "))
+            .map_err(|e| PolicyError::Invalid(e.to_string()))?;
+        let page = store.list(&ListRequest {
+            filter,
+            range: *range,
+            sort,
+            limit: 1,
+            offset: 0,
+        })?;
+        c.last_seen_ms = page.flows.first().map(|f| f.time_flow_end_ms).unwrap_or(0);
+    }
+    Ok(())
+}
+
+/// Runs the whole what-if: observe, judge under both sets, compare, fill last-seen times.
+pub fn run(
+    engine: &dyn PolicyEngine,
+    store: &Store,
+    filter: &Expr,
+    range: &TimeRange,
+    proposed: &Objects,
+    current: Option<&Objects>,
+) -> Result<Report, PolicyError> {
+    let observed = observe(store, filter, range)?;
+    let (judged_new, mut problems) = judge(engine, proposed, &observed)?;
+    let judged_now = match current {
+        Some(c) => {
+            let (j, p) = judge(engine, c, &observed)?;
+            problems.extend(p);
+            Some(j)
+        }
+        None => None,
+    };
+    let (mut cut, mut newly) = compare(&observed, &judged_new, judged_now.as_deref());
+    let (cut_groups, newly_groups) = (cut.len(), newly.len());
+    cut.truncate(MAX_GROUPS);
+    newly.truncate(MAX_GROUPS);
+    fill_last_seen(store, range, &mut cut)?;
+    fill_last_seen(store, range, &mut newly)?;
+    Ok(Report {
+        flows: observed.flows,
+        conversations: observed.conversations.len(),
+        cut,
+        newly_allowed: newly,
+        cut_groups,
+        newly_allowed_groups: newly_groups,
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+    })
+}
