@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-/// Connections per engine request (keeps each answer well under the sandbox's output limit).
+/// Connections per engine request: 8 fields each keeps an answer under the sandbox's limit of
+/// 200,000 output items.
 const CHUNK: usize = 20_000;
 /// Groups reported per list (the counts cover all).
 const MAX_GROUPS: usize = 500;
@@ -207,18 +208,21 @@ pub fn judge(
     let mut out = Vec::with_capacity(observed.conversations.len());
     let mut problems = vec![];
     for (ci, chunk) in observed.conversations.chunks(CHUNK).enumerate() {
+        // Each address once, with its identity; connections refer to them by index.
+        let mut index: HashMap<IpAddr, usize> = HashMap::new();
+        let mut endpoints = vec![];
+        let mut at = |ip: IpAddr| -> usize {
+            *index.entry(ip).or_insert_with(|| {
+                endpoints.push(endpoint_json(ip, observed.identities.get(&ip)));
+                endpoints.len() - 1
+            })
+        };
         let conns: Vec<Value> = chunk
             .iter()
-            .map(|c| {
-                json!({
-                    "src": endpoint_json(c.client, observed.identities.get(&c.client)),
-                    "dst": endpoint_json(c.server, observed.identities.get(&c.server)),
-                    "port": c.port,
-                    "protocol": c.protocol.name(),
-                })
-            })
+            .map(|c| json!([at(c.client), at(c.server), c.port, c.protocol.name()]))
             .collect();
         let mut extra = Map::new();
+        extra.insert("endpoints".into(), Value::Array(endpoints));
         extra.insert("connections".into(), Value::Array(conns));
         let (records, p) = evaluate(engine, objects, "verdicts", extra)?;
         if ci == 0 {

@@ -126,10 +126,15 @@ impl Cluster {
     }
 
     pub fn index(&self, ns_labels: &[Labels]) -> Index {
-        let n = self.pods.len();
-        let eps: Vec<Endpoint> = (0..n)
+        let eps: Vec<Endpoint> = (0..self.pods.len())
             .map(|i| self.pod_endpoint(i, &ns_labels[i]))
             .collect();
+        self.index_of(&eps)
+    }
+
+    /// The index over any endpoints; each endpoint's `pod` must be its position in `eps`.
+    pub fn index_of(&self, eps: &[Endpoint]) -> Index {
+        let n = eps.len();
         let mut peers = vec![Bits::new(n); self.slots];
         let mut np_in = vec![vec![]; n];
         let mut np_eg = vec![vec![]; n];

@@ -11,10 +11,10 @@
 //! - `explain`: `from`, `to` (`ns/pod` or an address), `port`, `protocol`. One `explain`
 //!   record whose `json` has the verdict and, per direction, the tier that decided and every
 //!   policy and rule that took part.
-//! - `verdicts`: `connections`, each `{"src": endpoint, "dst": endpoint, "port", "protocol"}`
-//!   with an endpoint `{"namespace", "name", "labels", "namespace_labels", "ip"}` (no
-//!   namespace: outside the cluster). One `verdict` record each: `index`, `allowed`, and per
-//!   direction the deciding tier and policies.
+//! - `verdicts`: `endpoints`, each `{"namespace", "name", "labels", "namespace_labels", "ip"}`
+//!   (no namespace: outside the cluster), and `connections`, each `[src, dst, port,
+//!   protocol]` with `src` and `dst` indices into `endpoints`. One `verdict` record each:
+//!   `index`, `allowed`, and per direction the deciding tier and policies.
 //! - `describe`: a `policy` record per policy (the pods it selects, each rule's peers with the
 //!   pods they match, its ports) and a `pod` record per pod (the policies that apply to it).
 //!
@@ -263,33 +263,48 @@ fn brief(v: &DirVerdict) -> String {
     s
 }
 
+/// `endpoints` (each as captured: labels, namespace labels, address) and `connections` as
+/// `[src index, dst index, port, protocol]`: an endpoint used by many connections is
+/// selected once (the same index a truth table uses).
 fn verdicts(c: &Cluster, req: &Value, out: &mut Vec<Decoded>) -> Result<(), PluginError> {
+    let given_eps: Vec<Given> = req
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("verdicts needs endpoints"))?
+        .iter()
+        .map(|v| given(c, v))
+        .collect();
     let conns = req
         .get("connections")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("verdicts needs connections"))?;
+    let eps: Vec<Endpoint> = given_eps
+        .iter()
+        .enumerate()
+        .map(|(i, g)| Endpoint {
+            pod: Some(i),
+            ns: g.ns.as_deref(),
+            labels: &g.labels,
+            ns_labels: &g.ns_labels,
+            ip: g.ip,
+            ports: g.pod.map(|p| c.pods[p].ports.as_slice()).unwrap_or(&[]),
+        })
+        .collect();
+    let ix = c.index_of(&eps);
     for (i, k) in conns.iter().enumerate() {
-        let conn = conn_of(
-            k.get("port"),
-            k.get("protocol"),
-            &format!("connections[{i}]"),
-        )?;
-        let (gs, gd) = (
-            given(c, k.get("src").unwrap_or(&Value::Null)),
-            given(c, k.get("dst").unwrap_or(&Value::Null)),
-        );
-        fn ep<'a>(c: &'a Cluster, g: &'a Given) -> Endpoint<'a> {
-            Endpoint {
-                // Labels come from the connection (as captured), so no precomputed index.
-                pod: None,
-                ns: g.ns.as_deref(),
-                labels: &g.labels,
-                ns_labels: &g.ns_labels,
-                ip: g.ip,
-                ports: g.pod.map(|p| c.pods[p].ports.as_slice()).unwrap_or(&[]),
-            }
-        }
-        let (eg, ing) = c.verdict(None, &ep(c, &gs), &ep(c, &gd), conn, true);
+        let at = format!("connections[{i}]");
+        let a = k
+            .as_array()
+            .filter(|a| a.len() == 4)
+            .ok_or_else(|| invalid(format!("{at}: [src, dst, port, protocol]")))?;
+        let ep = |v: &Value| {
+            v.as_u64()
+                .and_then(|i| eps.get(i as usize))
+                .ok_or_else(|| invalid(format!("{at}: no such endpoint {v}")))
+        };
+        let (src, dst) = (ep(&a[0])?, ep(&a[1])?);
+        let conn = conn_of(Some(&a[2]), Some(&a[3]), &at)?;
+        let (eg, ing) = c.verdict(Some(&ix), src, dst, conn, true);
         out.push(rec(vec![
             ("kind", "verdict".into()),
             ("index", i.to_string()),

@@ -543,13 +543,14 @@ fn verdicts_use_the_labels_captured_with_the_connection() {
         "only-web",
         json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
     );
-    let conn = |labels: Value| {
-        json!({"src": {"namespace": "x", "name": "gone", "labels": labels, "ip": "10.10.9.9"},
-        "dst": {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "ip": "10.10.0.2"}, "port": 80, "protocol": "TCP"})
-    };
     let out = handle(&json!({"op": "verdicts", "objects": yaml_free(vec![p]),
-        "connections": [conn(json!({"app": "web"})), conn(json!({"app": "db"})),
-            {"src": {"ip": "192.0.2.1"}, "dst": {"namespace": "x", "name": "a", "labels": {"pod": "a"}}, "port": 80}]})).unwrap();
+        "endpoints": [
+            {"namespace": "x", "name": "gone", "labels": {"app": "web"}, "ip": "10.10.9.9"},
+            {"namespace": "x", "name": "gone", "labels": {"app": "db"}, "ip": "10.10.9.9"},
+            {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "ip": "10.10.0.2"},
+            {"ip": "192.0.2.1"}],
+        "connections": [[0, 2, 80, "TCP"], [1, 2, 80, "TCP"], [3, 2, 80, "TCP"]]}))
+    .unwrap();
     let v: Vec<String> = out.iter().map(|d| field(d, "allowed")).collect();
     assert_eq!(v, ["true", "false", "false"]);
     assert!(
