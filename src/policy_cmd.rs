@@ -99,6 +99,28 @@ enum PolicyAction {
         #[arg(long)]
         json: bool,
     },
+    /// One pod, asked of the agent: its stored conversations judged by the policies (the live
+    /// ones, plus files given), the allowed ingress paths it never used, and the tightest
+    /// NetworkPolicy that still allows what it did (YAML: `--suggest` prints only that).
+    Pod {
+        /// The pod: ns/name.
+        pod: String,
+        /// Extra objects (files) to evaluate with the live ones.
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Leave out the agent's live objects.
+        #[arg(long)]
+        no_live: bool,
+        #[arg(long, allow_hyphen_values = true, default_value = "-7d")]
+        from: String,
+        #[arg(long, allow_hyphen_values = true)]
+        to: Option<String>,
+        /// Print only the suggested policy (YAML).
+        #[arg(long, conflicts_with = "json")]
+        suggest: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replays the agent's stored conversations (with the identities and labels they had when
     /// captured) against proposed policies: what would be cut, what newly allowed, by workload
     /// pair and port. Exit 1 when any observed connection would be cut.
@@ -330,6 +352,33 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             }
             Ok(if diffs.is_empty() { 0 } else { 1 })
         }
+        PolicyAction::Pod {
+            pod,
+            inputs,
+            no_live,
+            from,
+            to,
+            suggest,
+            json,
+        } => {
+            let mut files = read_files(&inputs.cluster)?;
+            files.extend(read_files(&inputs.policies)?);
+            let body =
+                json!({"pod": pod, "files": files, "live": !no_live, "from": from, "to": to});
+            let r = post_json(&a.server, "/api/v1/policy/pod", &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if suggest {
+                print!("{}", r["suggestion"].as_str().unwrap_or(""));
+            } else {
+                print_pod(&r);
+            }
+            Ok(if r["problems"].as_array().is_some_and(|p| !p.is_empty()) {
+                2
+            } else {
+                0
+            })
+        }
         PolicyAction::Whatif {
             policies,
             current,
@@ -339,22 +388,7 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             filter,
             json,
         } => {
-            let read = |files: &[String]| -> Result<Vec<Value>> {
-                files
-                    .iter()
-                    .map(|f| {
-                        let text = if f == "-" {
-                            let mut s = String::new();
-                            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                                .context("reading stdin")?;
-                            s
-                        } else {
-                            std::fs::read_to_string(f).map_err(|e| bad(format!("{f}: {e}")))?
-                        };
-                        Ok(json!({"name": f, "text": text}))
-                    })
-                    .collect()
-            };
+            let read = read_files;
             let body = json!({
                 "proposed": read(&policies)?,
                 "current": if current.is_empty() { Value::Null } else { Value::Array(read(&current)?) },
@@ -380,6 +414,67 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             })
         }
     }
+}
+
+/// Files as the API takes them: `[{"name", "text"}]` (`-`: stdin).
+fn read_files(files: &[String]) -> Result<Vec<Value>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = if f == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("reading stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(f).map_err(|e| bad(format!("{f}: {e}")))?
+            };
+            Ok(json!({"name": f, "text": text}))
+        })
+        .collect()
+}
+
+fn print_pod(r: &Value) {
+    println!(
+        "{} ({})",
+        r["pod"].as_str().unwrap_or(""),
+        r["address"].as_str().unwrap_or("")
+    );
+    println!("observed:");
+    for s in r["observed"].as_array().into_iter().flatten() {
+        println!(
+            "  {:7} {} {}/{}: {} flows, {}{}",
+            s["direction"].as_str().unwrap_or(""),
+            s["peer"].as_str().unwrap_or(""),
+            s["port"],
+            s["protocol"].as_str().unwrap_or(""),
+            s["flows"],
+            if s["allowed"] == true {
+                "allowed"
+            } else {
+                "DENIED"
+            },
+            if s["allowed"] == true {
+                String::new()
+            } else {
+                format!(" ({})", s["reason"].as_str().unwrap_or(""))
+            }
+        );
+    }
+    let unused = r["unused_ingress"].as_array().cloned().unwrap_or_default();
+    println!("allowed ingress never used: {}", unused.len());
+    for u in unused.iter().take(50) {
+        println!(
+            "  {} -> {}/{}",
+            u["from"].as_str().unwrap_or(""),
+            u["port"]["port"],
+            u["port"]["protocol"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "\nsuggested policy:\n{}",
+        r["suggestion"].as_str().unwrap_or("")
+    );
 }
 
 fn policy_label(p: &Value) -> String {

@@ -437,6 +437,74 @@ fn probes_observe_what_the_table_predicts_and_whatif_replays_captured_conversati
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("would be cut: 0"), "{out}");
 
+    // One pod observed against its policies, and the least-privilege suggestion.
+    let (code, out, err) = agent.cli(&[
+        "policy",
+        "pod",
+        "x/a",
+        "--cluster",
+        &cluster,
+        "--policies",
+        &policies,
+        "--no-live",
+        "--from",
+        &from,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("pod JSON");
+    let seen = |dir: &str, peer: &str, port: u64, proto: &str| {
+        v["observed"].as_array().into_iter().flatten().find(|s| {
+            s["direction"] == dir
+                && s["peer"] == peer
+                && s["port"] == port
+                && s["protocol"] == proto
+        })
+    };
+    assert_eq!(
+        seen("ingress", "x/b", 80, "TCP").expect("x/b -> x/a:80")["allowed"],
+        true
+    );
+    assert_eq!(
+        seen("ingress", "y/a", 80, "TCP").expect("y/a -> x/a:80")["allowed"],
+        false
+    );
+    assert_eq!(
+        seen("egress", "y/a", 81, "TCP").expect("x/a -> y/a:81")["allowed"],
+        true
+    );
+    assert_eq!(
+        v["unused_ingress"],
+        serde_json::json!([]),
+        "x/b on 80 is the one allowed path, used"
+    );
+    let suggestion = v["suggestion"].as_str().unwrap_or("");
+    assert!(
+        suggestion.contains("name: a-observed") && suggestion.contains("pod: b"),
+        "{suggestion}"
+    );
+    // The suggestion is a valid policy: with it alone, x/b reaches x/a on 80, y/b does not.
+    let sfile = write(dir.path(), "suggested.yaml", suggestion);
+    let (code, out, err) = weir(&[
+        "policy",
+        "explain",
+        "--cluster",
+        &cluster,
+        "--policies",
+        &sfile,
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80/TCP",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let e: Value = serde_json::from_str(&out).expect("explain JSON");
+    assert_eq!(e["allowed"], true, "{e}");
+    assert_eq!(e["ingress"]["decided_by"], "NetworkPolicy", "{e}");
+
     // A broken rule: x/a's table gone, the probe now disagrees (exit 1, JUnit failures).
     sh(&format!(
         "ip netns exec {} nft delete table inet pol",

@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/table", post(handlers::policy::truth_table))
         .route("/policy/explain", post(handlers::policy::explain))
         .route("/policy/whatif", post(handlers::policy::whatif_run))
+        .route("/policy/pod", post(handlers::policy::pod_view))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))

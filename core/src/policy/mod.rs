@@ -10,8 +10,11 @@
 //! - [`table`]: truth tables in the format cyclonus and the Kubernetes e2e suite print, their
 //!   comparison, JUnit XML; [`probe`]: the observed table from real connections.
 //! - [`whatif`]: stored conversations under the current and the proposed policies.
+//! - [`observed`]: one pod's observed conversations against its policies, the allowed paths
+//!   it never used, and the tightest policy allowing what it did.
 
 pub mod load;
+pub mod observed;
 pub mod probe;
 pub mod table;
 pub mod whatif;
@@ -126,7 +129,7 @@ pub fn evaluate(
 }
 
 /// `PORT[/PROTOCOL]` (TCP by default): `80`, `53/UDP`, `8080/tcp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct PortProto {
     pub port: u16,
     pub protocol: Protocol,

@@ -224,3 +224,42 @@ pub async fn whatif_run(
     })
     .await
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodBody {
+    /// `ns/name`.
+    pod: String,
+    #[serde(default)]
+    files: Vec<File>,
+    #[serde(default = "default_true")]
+    live: bool,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /api/v1/policy/pod`: one pod's observed conversations judged by its policies, the
+/// allowed ingress paths it never used, and a least-privilege suggestion (YAML).
+pub async fn pod_view(
+    State(st): State<AppState>,
+    Json(b): Json<PodBody>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = service(&st)?;
+    let range = TimeRange::parse(
+        Some(b.from.as_deref().unwrap_or("-7d")),
+        b.to.as_deref(),
+        now_ms(),
+    )
+    .map_err(|e| ApiError::query("from", e))?;
+    let store = st.store.clone();
+    blocking(move || {
+        let o = gather(&svc, b.live, &b.files);
+        let v = weir_core::policy::observed::pod_view(&*svc.engine, &o, &store, &range, &b.pod)?;
+        Ok(Json(
+            serde_json::to_value(&v).map_err(|e| ApiError::unavailable(e.to_string()))?,
+        ))
+    })
+    .await
+}

@@ -1,0 +1,234 @@
+//! Observed against allowed, for one pod: the conversations the store saw it take part in
+//! (as client or server), each judged under the policies in force; the allowed ingress paths
+//! (cluster pods to its container ports) it never used; and the tightest NetworkPolicy that
+//! still allows everything observed, as YAML (the start of a least-privilege policy).
+
+use super::table::{ALLOWED, simulate};
+use super::whatif::{Observed, judge, observe};
+use super::{Objects, PolicyEngine, PolicyError, PortProto, Problem, Protocol};
+use crate::query::TimeRange;
+use crate::store::Store;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// One observed conversation of the pod.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    /// `ingress` (the pod served it) or `egress` (the pod opened it).
+    pub direction: &'static str,
+    /// The other end: `ns/workload` or an address.
+    pub peer: String,
+    pub peer_addr: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub flows: u64,
+    pub bytes: u64,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// An allowed path never seen.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unused {
+    pub from: String,
+    pub port: PortProto,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PodView {
+    pub pod: String,
+    pub address: String,
+    pub observed: Vec<Seen>,
+    pub unused_ingress: Vec<Unused>,
+    /// A NetworkPolicy allowing exactly what was observed.
+    pub suggestion: String,
+    pub problems: Vec<String>,
+}
+
+fn pod_object<'a>(objects: &'a Objects, pod: &str) -> Option<&'a Value> {
+    let (ns, name) = pod.split_once('/')?;
+    objects.items.iter().find(|o| {
+        o.get("kind").and_then(Value::as_str) == Some("Pod")
+            && o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            && o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+    })
+}
+
+/// `k=v,k2=v2` into a map.
+fn labels_map(s: &str) -> Map<String, Value> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .collect()
+}
+
+/// The view of `pod` (`ns/name`) over a window.
+pub fn pod_view(
+    engine: &dyn PolicyEngine,
+    objects: &Objects,
+    store: &Store,
+    range: &TimeRange,
+    pod: &str,
+) -> Result<PodView, PolicyError> {
+    let obj = pod_object(objects, pod)
+        .ok_or_else(|| PolicyError::Invalid(format!("no pod {pod} in the cluster")))?;
+    let ip: IpAddr = obj
+        .pointer("/status/podIP")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| PolicyError::Invalid(format!("pod {pod} has no address")))?;
+    let filter = crate::query::parse(&format!("SrcAddr={ip} or DstAddr={ip}"))
+        .map_err(|e| PolicyError::Invalid(e.to_string()))?;
+    let mut seen: Observed = observe(store, &filter, range)?;
+    seen.conversations
+        .retain(|c| c.client == ip || c.server == ip);
+    let (judged, problems) = judge(engine, objects, &seen)?;
+    let name_of = |a: IpAddr| -> String {
+        match seen.identities.get(&a).filter(|i| !i.namespace.is_empty()) {
+            Some(i) => format!("{}/{}", i.namespace, i.workload),
+            None => a.to_string(),
+        }
+    };
+    let mut observed = vec![];
+    for (c, j) in seen.conversations.iter().zip(&judged) {
+        let (direction, other) = if c.server == ip {
+            ("ingress", c.client)
+        } else {
+            ("egress", c.server)
+        };
+        observed.push(Seen {
+            direction,
+            peer: name_of(other),
+            peer_addr: other.to_string(),
+            port: c.port,
+            protocol: c.protocol,
+            flows: c.flows,
+            bytes: c.bytes,
+            allowed: j.allowed,
+            reason: j.reason.clone(),
+        });
+    }
+    // Allowed ingress paths never used: the pod's column of the truth table over its own
+    // container ports, minus the sources observed.
+    let ports: Vec<PortProto> = obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| {
+            let port = p.get("containerPort")?.as_u64()?;
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            format!("{port}/{proto}").parse().ok()
+        })
+        .collect::<BTreeSet<PortProto>>()
+        .into_iter()
+        .collect();
+    let mut unused = vec![];
+    let mut all_problems: Vec<Problem> = problems;
+    if !ports.is_empty() {
+        let (t, p) = simulate(engine, objects, &ports, false)?;
+        all_problems.extend(p);
+        if let Some(col) = t.pods.iter().position(|p| p == pod) {
+            let addrs: BTreeMap<String, Option<IpAddr>> =
+                objects.pod_addresses().into_iter().collect();
+            for g in &t.grids {
+                for (row, from) in t.pods.iter().enumerate() {
+                    if g.rows[row][col] != ALLOWED {
+                        continue;
+                    }
+                    let used = addrs.get(from).copied().flatten().is_some_and(|a| {
+                        observed.iter().any(|s| {
+                            s.direction == "ingress"
+                                && s.peer_addr == a.to_string()
+                                && s.port == g.port.port
+                                && s.protocol == g.port.protocol
+                        })
+                    });
+                    if !used {
+                        unused.push(Unused {
+                            from: from.clone(),
+                            port: g.port,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(PodView {
+        pod: pod.to_string(),
+        address: ip.to_string(),
+        suggestion: suggest(obj, &observed, &seen),
+        observed,
+        unused_ingress: unused,
+        problems: all_problems.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+/// The tightest NetworkPolicy allowing what was observed (allowed or not): one rule per
+/// peer, with the ports seen; pods by their namespace and labels, others by address.
+fn suggest(pod: &Value, observed: &[Seen], seen: &Observed) -> String {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let labels = pod
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut rules: BTreeMap<(&str, String), (Value, BTreeSet<(String, u16)>)> = BTreeMap::new();
+    for s in observed {
+        let ip: Option<IpAddr> = s.peer_addr.parse().ok();
+        let id = ip
+            .and_then(|ip| seen.identities.get(&ip))
+            .filter(|i| !i.namespace.is_empty());
+        let peer = match id {
+            Some(i) => json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": i.namespace}},
+                "podSelector": {"matchLabels": labels_map(&i.labels)},
+            }),
+            None => json!({"ipBlock": {"cidr": match ip {
+                Some(IpAddr::V6(a)) => format!("{a}/128"),
+                _ => format!("{}/32", s.peer_addr),
+            }}}),
+        };
+        let e = rules
+            .entry((s.direction, peer.to_string()))
+            .or_insert_with(|| (peer, BTreeSet::new()));
+        e.1.insert((s.protocol.name().to_string(), s.port));
+    }
+    let rule = |dir: &str, key: &str| -> Vec<Value> {
+        rules
+            .iter()
+            .filter(|((d, _), _)| *d == dir)
+            .map(|(_, (peer, ports))| {
+                json!({key: [peer], "ports": ports.iter().map(|(proto, port)| json!({"protocol": proto, "port": port})).collect::<Vec<_>>()})
+            })
+            .collect()
+    };
+    let policy = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": format!("{name}-observed"), "namespace": ns},
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": rule("ingress", "from"),
+            "egress": rule("egress", "to"),
+        },
+    });
+    let body = serde_yaml::to_string(&policy).unwrap_or_default();
+    format!(
+        "# The tightest policy that still allows what {ns}/{name} was seen doing (generated by weir;\n# review before applying: DNS and traffic outside the window are not in it).\n{body}"
+    )
+}
