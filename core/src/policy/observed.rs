@@ -171,6 +171,9 @@ pub fn pod_view(
     })
 }
 
+/// A rule's peer (JSON) and its (protocol, port)s.
+type PeerPorts = (Value, BTreeSet<(String, u16)>);
+
 /// The tightest NetworkPolicy allowing what was observed (allowed or not): one rule per
 /// peer, with the ports seen; pods by their namespace and labels, others by address.
 fn suggest(pod: &Value, observed: &[Seen], seen: &Observed) -> String {
@@ -186,7 +189,7 @@ fn suggest(pod: &Value, observed: &[Seen], seen: &Observed) -> String {
         .pointer("/metadata/labels")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let mut rules: BTreeMap<(&str, String), (Value, BTreeSet<(String, u16)>)> = BTreeMap::new();
+    let mut rules: BTreeMap<(&str, String), PeerPorts> = BTreeMap::new();
     for s in observed {
         let ip: Option<IpAddr> = s.peer_addr.parse().ok();
         let id = ip
