@@ -2,6 +2,7 @@
 // visualization plugin returned; installed visualizations appear in the navigation by themselves.
 import { renderView } from "./views.js";
 import { ovsPage } from "./ovs.js";
+import { policyPage } from "./policy.js";
 import { api, bytes, esc, num, tooltip } from "./util.js";
 
 const main = document.getElementById("main");
@@ -576,6 +577,7 @@ async function render() {
     else if (page === "alerts") await alertsPage();
     else if (page === "status") await statusPage();
     else if (page === "ovs") await ovsPage(main, q, go);
+    else if (page === "policies") await policyPage(main, q, go);
     else await overviewPage(q);
   } catch (e) {
     showError(e);
