@@ -6,7 +6,8 @@
 //! A conversation is (client address, server address, server port, protocol). The client is
 //! the end that opened it: for TCP the flow flagged `OPEN` (a SYN without ACK) or, failing
 //! that, the reply side of a SYN+ACK; otherwise (UDP, or a TCP connection older than the
-//! capture) the end with the higher port.
+//! capture) the end with the higher port (a port of 0, not recorded, is never the server's;
+//! conversations with no port are left out).
 
 use super::{Objects, PolicyEngine, PolicyError, Problem, Protocol, evaluate, field};
 use crate::flow::opened_by_source;
@@ -103,6 +104,9 @@ pub fn observe(store: &Store, filter: &Expr, range: &TimeRange) -> Result<Observ
         let flags = num(&k[5]) as u16;
         let from_src = match (proto, opened_by_source(flags)) {
             (Protocol::Tcp, Some(s)) => s,
+            // A port not recorded (0) is not the server's.
+            _ if sport == 0 => true,
+            _ if dport == 0 => false,
             _ => dport <= sport,
         };
         let key = if from_src {
@@ -110,6 +114,9 @@ pub fn observe(store: &Store, filter: &Expr, range: &TimeRange) -> Result<Observ
         } else {
             (dst, src, sport, proto)
         };
+        if key.2 == 0 {
+            continue;
+        }
         let e = conv.entry(key).or_default();
         e.0 += t.flows;
         e.1 += t.bytes;

@@ -26,6 +26,16 @@ impl From<PolicyError> for ApiError {
     }
 }
 
+/// A JSON body, whatever its content type; errors name the line and column.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "body",
+            format!("line {} column {}: {e}", e.line(), e.column()),
+        )
+    })
+}
+
 fn service(st: &AppState) -> Result<Arc<PolicyService>, ApiError> {
     st.policy
         .clone()
@@ -90,8 +100,9 @@ fn port(s: &str, at: &str) -> Result<PortProto, ApiError> {
 /// `POST /api/v1/policy/describe`: every policy and every pod.
 pub async fn describe(
     State(st): State<AppState>,
-    Json(b): Json<EvalBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let b: EvalBody = parse(&body)?;
     let svc = service(&st)?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
@@ -105,8 +116,9 @@ pub async fn describe(
 /// `POST /api/v1/policy/table`: the truth table per port.
 pub async fn truth_table(
     State(st): State<AppState>,
-    Json(b): Json<EvalBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let b: EvalBody = parse(&body)?;
     let svc = service(&st)?;
     let mut ports = b
         .ports
@@ -129,8 +141,9 @@ pub async fn truth_table(
 /// `POST /api/v1/policy/explain`: one connection's verdict and what decided it.
 pub async fn explain(
     State(st): State<AppState>,
-    Json(b): Json<EvalBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let b: EvalBody = parse(&body)?;
     let svc = service(&st)?;
     if b.from.is_empty() || b.to.is_empty() {
         return Err(ApiError::bad_request(
@@ -170,8 +183,9 @@ pub struct WhatifBody {
 /// `POST /api/v1/policy/whatif`: stored conversations under the proposed policies.
 pub async fn whatif_run(
     State(st): State<AppState>,
-    Json(b): Json<WhatifBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let b: WhatifBody = parse(&body)?;
     let svc = service(&st)?;
     if b.proposed.is_empty() {
         return Err(ApiError::bad_request(
@@ -244,8 +258,9 @@ pub struct PodBody {
 /// allowed ingress paths it never used, and a least-privilege suggestion (YAML).
 pub async fn pod_view(
     State(st): State<AppState>,
-    Json(b): Json<PodBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let b: PodBody = parse(&body)?;
     let svc = service(&st)?;
     let range = TimeRange::parse(
         Some(b.from.as_deref().unwrap_or("-7d")),
