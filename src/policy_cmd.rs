@@ -257,21 +257,12 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
         PolicyAction::Show { inputs, pod, json } => {
             let objects = load(&inputs)?;
             let (mut v, problems) =
-                weir_core::policy::describe(&engine()?, &objects).map_err(policy_err)?;
-            if let Some(pod) = &pod {
-                let pods: Vec<Value> = v["pods"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p["pod"] == pod.as_str())
-                    .cloned()
-                    .collect();
-                if pods.is_empty() {
-                    return Err(bad(format!("no pod {pod} in the cluster files")));
-                }
+                weir_core::policy::describe(&engine()?, &objects, pod.as_deref())
+                    .map_err(policy_err)?;
+            if pod.is_some() {
                 let applying: Vec<String> = ["ingress", "egress"]
                     .iter()
-                    .flat_map(|d| pods[0][d].as_array().cloned().unwrap_or_default())
+                    .flat_map(|d| v["pods"][0][d].as_array().cloned().unwrap_or_default())
                     .filter_map(|s| s.as_str().map(String::from))
                     .collect();
                 let policies: Vec<Value> = v["policies"]
@@ -281,7 +272,7 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                     .filter(|p| applying.iter().any(|a| a.contains(&policy_label(p))))
                     .cloned()
                     .collect();
-                v = json!({"pods": pods, "policies": policies});
+                v["policies"] = Value::Array(policies);
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -583,11 +574,20 @@ fn print_description(v: &Value) {
     }
     for p in v["pods"].as_array().into_iter().flatten() {
         println!(
-            "{}: ingress {} | egress {}",
+            "{} ({}): ingress {} | egress {}",
             p["pod"].as_str().unwrap_or(""),
+            p["workload"].as_str().unwrap_or(""),
             names(&p["ingress"]),
             names(&p["egress"])
         );
+        for (key, title) in [
+            ("allowed_from", "may be reached on"),
+            ("allowed_to", "may reach, on"),
+        ] {
+            for (port, pods) in p[key].as_object().into_iter().flatten() {
+                println!("  {title} {port}: {}", names(pods));
+            }
+        }
     }
 }
 

@@ -214,12 +214,18 @@ pub fn explain(
 }
 
 /// The engine's description: every policy (what it selects, its rules' peers and ports) and
-/// every pod (the policies that apply to it).
+/// every pod (its workload, the policies that apply to it); with `pod`, that pod alone with
+/// its effective peers (`allowed_from`, `allowed_to`, per port).
 pub fn describe(
     engine: &dyn PolicyEngine,
     objects: &Objects,
+    pod: Option<&str>,
 ) -> Result<(Value, Vec<Problem>), PolicyError> {
-    let (records, problems) = evaluate(engine, objects, "describe", Map::new())?;
+    let mut extra = Map::new();
+    if let Some(p) = pod {
+        extra.insert("pod".into(), Value::from(p));
+    }
+    let (records, problems) = evaluate(engine, objects, "describe", extra)?;
     let mut policies = vec![];
     let mut pods = vec![];
     for r in &records {

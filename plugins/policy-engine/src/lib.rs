@@ -16,7 +16,10 @@
 //!   protocol]` with `src` and `dst` indices into `endpoints`. One `verdict` record each:
 //!   `index`, `allowed`, and per direction the deciding tier and policies.
 //! - `describe`: a `policy` record per policy (the pods it selects, each rule's peers with the
-//!   pods they match, its ports) and a `pod` record per pod (the policies that apply to it).
+//!   pods they match, its ports) and a `pod` record per pod (its workload, the policies that
+//!   apply to it). With `pod` (`ns/name`), only that pod's record, with its effective peers:
+//!   `allowed_from` (per container port of its own, the pods that may connect) and
+//!   `allowed_to` (per container port of theirs, the pods it may connect to).
 //!
 //! Every op first reports each object it could not read as a `problem` record (`object`: the
 //! index in `objects`, `field`, `message`); the others are still evaluated.
@@ -82,7 +85,7 @@ pub fn handle(req: &Value) -> Result<Vec<Decoded>, PluginError> {
         "table" => table(&cluster, req, &mut out)?,
         "explain" => out.push(explain(&cluster, req)?),
         "verdicts" => verdicts(&cluster, req, &mut out)?,
-        "describe" => describe(&cluster, &mut out),
+        "describe" => describe(&cluster, req.get("pod").and_then(Value::as_str), &mut out)?,
         other => {
             return Err(invalid(format!(
                 "op {other:?} is not table, explain, verdicts or describe"
@@ -318,7 +321,7 @@ fn verdicts(c: &Cluster, req: &Value, out: &mut Vec<Decoded>) -> Result<(), Plug
     Ok(())
 }
 
-fn describe(c: &Cluster, out: &mut Vec<Decoded>) {
+fn describe(c: &Cluster, only: Option<&str>, out: &mut Vec<Decoded>) -> Result<(), PluginError> {
     let nsl = c.pod_ns_labels();
     let eps: Vec<Endpoint> = (0..c.pods.len())
         .map(|i| c.pod_endpoint(i, &nsl[i]))
@@ -418,17 +421,69 @@ fn describe(c: &Cluster, out: &mut Vec<Decoded>) {
             ("json", j.to_string()),
         ]));
     }
+    let one = match only {
+        Some(name) => Some(
+            (0..c.pods.len())
+                .find(|&i| pod_name(c, i) == name)
+                .ok_or_else(|| invalid(format!("pod: no pod {name} in the cluster given")))?,
+        ),
+        None => None,
+    };
+    let ix = one.map(|_| c.index(&nsl));
     for (i, (ing, eg)) in applies.into_iter().enumerate() {
         let p = &c.pods[i];
-        let j = json!({
-            "pod": pod_name(c, i), "labels": p.labels,
+        let mut j = json!({
+            "pod": pod_name(c, i), "workload": format!("{}/{}", p.ns, p.workload), "labels": p.labels,
             "ips": p.ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
             "ingress": ing, "egress": eg,
             "isolated_ingress": c.netpols.iter().any(|n| n.ingress.is_some() && eps[i].ns == Some(n.ns.as_str()) && n.selector.matches(&p.labels)),
             "isolated_egress": c.netpols.iter().any(|n| n.egress.is_some() && eps[i].ns == Some(n.ns.as_str()) && n.selector.matches(&p.labels)),
         });
-        out.push(rec(vec![("kind", "pod".into()), ("json", j.to_string())]));
+        // For the one pod asked about: the effective peers, per declared container port.
+        if one == Some(i) {
+            let mut from = serde_json::Map::new();
+            let mut to = serde_json::Map::new();
+            for (k, other) in eps.iter().enumerate() {
+                if k == i {
+                    continue;
+                }
+                for cp in &p.ports {
+                    let conn = Conn {
+                        port: cp.port,
+                        proto: cp.proto,
+                    };
+                    if c.allowed(ix.as_ref(), other, &eps[i], conn) {
+                        let e = from
+                            .entry(format!("{}/{}", cp.port, cp.proto.name()))
+                            .or_insert_with(|| json!([]));
+                        if let Some(a) = e.as_array_mut() {
+                            a.push(Value::from(pod_name(c, k)));
+                        }
+                    }
+                }
+                for cp in &c.pods[k].ports {
+                    let conn = Conn {
+                        port: cp.port,
+                        proto: cp.proto,
+                    };
+                    if c.allowed(ix.as_ref(), &eps[i], other, conn) {
+                        let e = to
+                            .entry(format!("{}/{}", cp.port, cp.proto.name()))
+                            .or_insert_with(|| json!([]));
+                        if let Some(a) = e.as_array_mut() {
+                            a.push(Value::from(pod_name(c, k)));
+                        }
+                    }
+                }
+            }
+            j["allowed_from"] = Value::Object(from);
+            j["allowed_to"] = Value::Object(to);
+        }
+        if only.is_none() || one == Some(i) {
+            out.push(rec(vec![("kind", "pod".into()), ("json", j.to_string())]));
+        }
     }
+    Ok(())
 }
 
 fn selector_text(s: &model::Selector) -> String {

@@ -281,6 +281,8 @@ pub struct CPort {
 pub struct Pod {
     pub ns: String,
     pub name: String,
+    /// Its workload: the owner (a ReplicaSet shown as its Deployment), else its own name.
+    pub workload: String,
     pub labels: Labels,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<CPort>,
@@ -539,9 +541,11 @@ impl Cluster {
                         });
                     }
                 }
+                let workload = workload_of(o, &labels).unwrap_or_else(|| name.to_string());
                 self.pods.push(Pod {
                     ns: ns.into(),
                     name: name.into(),
+                    workload,
                     labels,
                     ips,
                     ports,
@@ -732,6 +736,21 @@ impl Cluster {
             egress,
         })
     }
+}
+
+/// The owner of a pod: a ReplicaSet of a Deployment (its `pod-template-hash` suffix) is the
+/// Deployment.
+fn workload_of(o: &Value, labels: &Labels) -> Option<String> {
+    let owner = o.pointer("/metadata/ownerReferences/0")?;
+    let kind = owner.get("kind")?.as_str()?;
+    let name = owner.get("name")?.as_str()?;
+    if kind == "ReplicaSet"
+        && let Some(hash) = labels.get("pod-template-hash")
+        && let Some(d) = name.strip_suffix(&format!("-{hash}"))
+    {
+        return Some(d.to_string());
+    }
+    Some(name.to_string())
 }
 
 fn np_peer(p: &Value, path: &str) -> Res<Peer> {

@@ -559,3 +559,186 @@ fn verdicts_use_the_labels_captured_with_the_connection() {
         out[1].fields
     );
 }
+
+// Cases transcribed from cyclonus (github.com/mattfenwick/cyclonus) at revision
+// 12f646fbd7d348dedb538e4bb7f076e4d927d7a6: pkg/matcher/policy_tests.go (each asserts
+// `IsTrafficAllowed(traffic).IsAllowed()`, ingress at the destination and egress at the source)
+// and pkg/kube/ipaddress_tests.go (ipBlock with except).
+
+/// One verdict over `objects` for endpoints given as the traffic in the test.
+fn allowed(objects: Vec<Value>, src: Value, dst: Value, port: u16, proto: &str) -> bool {
+    let out = handle(
+        &json!({"op": "verdicts", "objects": objects, "endpoints": [src, dst],
+        "connections": [[0, 1, port, proto]]}),
+    )
+    .expect("verdicts");
+    let problems: Vec<String> = out
+        .iter()
+        .filter(|d| field(d, "kind") == "problem")
+        .map(|d| field(d, "message"))
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    field(out.last().expect("a verdict"), "allowed") == "true"
+}
+
+#[test]
+fn cyclonus_allowing_a_protocol_denies_the_others_policy_tests_go_30_to_103() {
+    // policy-207: every peer, SCTP only, into every pod of x.
+    let p = np(
+        "policy-207",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"],
+        "ingress": [{"ports": [{"protocol": "SCTP"}]}]}),
+    );
+    let pod_y = json!({"namespace": "y", "name": "p", "ip": "1.2.3.4"});
+    let ext = json!({"ip": "1.2.3.4"});
+    let dst = json!({"namespace": "x", "name": "q", "ip": "1.2.3.5"});
+    // Lines 30 and 55: from pods.
+    assert!(!allowed(
+        vec![p.clone()],
+        pod_y.clone(),
+        dst.clone(),
+        103,
+        "TCP"
+    ));
+    assert!(allowed(vec![p.clone()], pod_y, dst.clone(), 103, "SCTP"));
+    // Lines 82 and 103: from addresses.
+    assert!(!allowed(
+        vec![p.clone()],
+        ext.clone(),
+        dst.clone(),
+        103,
+        "TCP"
+    ));
+    assert!(allowed(vec![p], ext, dst, 103, "SCTP"));
+}
+
+#[test]
+fn cyclonus_egress_to_ips_in_a_cidr_policy_tests_go_154() {
+    // The destination pod is allowed because its address is in the ipBlock (host bits set in
+    // the CIDR are ignored), not by the podSelector (namespace x only).
+    let p = np(
+        "vary-egress-37-0-0-0-19",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"ports": [{"port": 80, "protocol": "TCP"}],
+                    "to": [{"podSelector": {}}, {"ipBlock": {"cidr": "192.168.242.213/24"}}]},
+                   {"ports": [{"port": 53, "protocol": "UDP"}]}]}),
+    );
+    let src = json!({"namespace": "x", "name": "a", "labels": {"pod": "a"}, "namespace_labels": {"ns": "x"}, "ip": "1.2.3.4"});
+    let dst = json!({"namespace": "y", "name": "b", "labels": {"pod": "b"}, "namespace_labels": {"ns": "y"}, "ip": "192.168.242.249"});
+    assert!(allowed(
+        vec![p.clone()],
+        src.clone(),
+        dst.clone(),
+        80,
+        "TCP"
+    ));
+    // Not in the test, same policy: another port is not allowed, DNS is to anyone.
+    assert!(!allowed(
+        vec![p.clone()],
+        src.clone(),
+        dst.clone(),
+        81,
+        "TCP"
+    ));
+    assert!(allowed(vec![p], src, dst, 53, "UDP"));
+}
+
+#[test]
+fn cyclonus_ingress_to_a_named_port_policy_tests_go_200() {
+    let p = np(
+        "abc",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"ports": [{"port": "port-hello", "protocol": "TCP"}]}]}),
+    );
+    // The destination declares port-hello (the test leaves its number open: 8080 here).
+    let pod = json!({"kind": "Pod", "metadata": {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"name": "port-hello", "containerPort": 8080}]}]},
+        "status": {"podIP": "192.168.242.249"}});
+    let src = json!({"ip": "1.2.3.4"});
+    let dst = json!({"namespace": "x", "name": "a", "labels": {"pod": "a"}, "namespace_labels": {"ns": "x"}, "ip": "192.168.242.249"});
+    assert!(allowed(
+        vec![p.clone(), pod.clone()],
+        src.clone(),
+        dst.clone(),
+        8080,
+        "TCP"
+    ));
+    assert!(!allowed(vec![p, pod], src, dst, 8081, "TCP"));
+}
+
+#[test]
+fn cyclonus_ip_blocks_with_exceptions_ipaddress_tests_go_154() {
+    let block = |cidr: &str, except: &[&str]| {
+        np(
+            "b",
+            json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr, "except": except}}]}]}),
+        )
+    };
+    let dst = json!({"namespace": "x", "name": "q", "ip": "10.0.0.1"});
+    for (ip, except, want) in [
+        ("1.2.3.3", "1.2.3.0/30", false),
+        ("1.2.3.4", "1.2.3.4/30", false),
+        ("1.2.3.3", "1.2.3.4/30", true),
+    ] {
+        let got = allowed(
+            vec![block("1.2.3.0/28", &[except])],
+            json!({"ip": ip}),
+            dst.clone(),
+            80,
+            "TCP",
+        );
+        assert_eq!(got, want, "{ip} in 1.2.3.0/28 except {except}");
+    }
+    // Line 107: no exceptions, /31 leaves .3 out.
+    for (cidr, want) in [
+        ("1.2.3.0/24", true),
+        ("1.2.3.0/28", true),
+        ("1.2.3.0/30", true),
+        ("1.2.3.0/31", false),
+    ] {
+        assert_eq!(
+            allowed(
+                vec![block(cidr, &[])],
+                json!({"ip": "1.2.3.3"}),
+                dst.clone(),
+                80,
+                "TCP"
+            ),
+            want,
+            "{cidr}"
+        );
+    }
+    // Lines 21 and 52: IPv6 membership.
+    for (ip, cidr, want) in [
+        (
+            "fd00:10:244:a8:96fd:be93:52d8:6b85",
+            "fd00:10:244:a8:96fd:be93:52d8:6b00/120",
+            true,
+        ),
+        (
+            "fd00:10:244:a8:96fd:be93:52d8:6b85",
+            "fd00:10:244:a8:96fd:be93:52d8:6b80/124",
+            true,
+        ),
+        (
+            "fd00:10:244:a8:96fd:be93:52d8:6b90",
+            "fd00:10:244:a8:96fd:be93:52d8:6b80/124",
+            false,
+        ),
+        ("2001:db8::1.2.3.4", "2001:db8::/32", true),
+        ("2001:db9::", "2001:db8::/32", false),
+    ] {
+        assert_eq!(
+            allowed(
+                vec![block(cidr, &[])],
+                json!({"ip": ip}),
+                dst.clone(),
+                80,
+                "TCP"
+            ),
+            want,
+            "{ip} in {cidr}"
+        );
+    }
+}

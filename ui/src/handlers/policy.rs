@@ -84,6 +84,9 @@ pub struct EvalBody {
     /// `table`: `80/TCP`...
     #[serde(default)]
     ports: Vec<String>,
+    /// `describe`: one pod (`ns/name`) with its effective peers.
+    #[serde(default)]
+    pod: Option<String>,
     /// `explain`.
     #[serde(default)]
     from: String,
@@ -106,7 +109,7 @@ pub async fn describe(
     let svc = service(&st)?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (mut v, problems) = weir_core::policy::describe(&*svc.engine, &o)?;
+        let (mut v, problems) = weir_core::policy::describe(&*svc.engine, &o, b.pod.as_deref())?;
         v["problems"] = json!(problems);
         Ok(Json(v))
     })

@@ -58,19 +58,38 @@ export async function policyPage(main, q, go) {
 
 async function policiesTab(body, ctx) {
   const v = await api("/api/v1/policy/describe", null, { live: ctx.live, files: ctx.files });
-  const pols = v.policies || [];
   const label = (p) => `${p.kind} ${p.namespace ? p.namespace + "/" : ""}${p.name}`;
+  // A pod, workload or namespace narrows both lists to it and the policies that apply to it.
+  const f = (ctx.q.get("filter") || "").trim();
+  const match = (pod) => !f || pod.pod === f || pod.workload === f || pod.pod.startsWith(f + "/");
+  const pods = (v.pods || []).filter(match);
+  const applying = new Set(pods.flatMap((p) => [...p.ingress, ...p.egress]));
+  const pols = (v.policies || []).filter((p) => !f || applying.has(label(p)) || (p.namespace && p.namespace === f));
   body.innerHTML = `${problemsHtml(v.problems)}
-    <p class="muted">${num(pols.length)} policies, ${num((v.pods || []).length)} pods</p>
+    <div class="bar"><input id="policy-filter" size="30" placeholder="pod, workload or namespace" value="${esc(f)}"><button class="primary" id="policy-filter-apply">Show</button>
+    <span class="muted">${num(pols.length)} policies, ${num(pods.length)} pods${f ? " for " + esc(f) : ""}</span></div>
     <div class="split"><div id="policy-list">${pols.map((p, i) => `
       <div class="policy-item" data-i="${i}"><a href="javascript:void 0" class="policy-name">${esc(label(p))}</a>
       <span class="muted">selects ${num(p.selects.length)} pod(s)</span></div>`).join("") || "<p>No policies: paste some above, or run the agent with --kubernetes.</p>"}</div>
     <div><div id="policy-graph" style="height:420px"></div><div id="policy-detail"></div></div></div>
-    <h3>Pods</h3><table id="policy-pods"><thead><tr><th>pod</th><th>ingress policies</th><th>egress policies</th><th></th></tr></thead><tbody>${
-      (v.pods || []).map((p) => `<tr><td>${esc(p.pod)}</td><td>${p.ingress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td><td>${p.egress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td>
-        <td><a href="#/policies?tab=pod&pod=${encodeURIComponent(p.pod)}">observed vs allowed</a></td></tr>`).join("")}</tbody></table>`;
+    <h3>Pods</h3><table id="policy-pods"><thead><tr><th>pod</th><th>workload</th><th>ingress policies</th><th>egress policies</th><th></th></tr></thead><tbody>${
+      pods.map((p) => `<tr><td><a href="javascript:void 0" class="policy-pod-peers" data-pod="${esc(p.pod)}">${esc(p.pod)}</a></td><td>${esc(p.workload)}</td><td>${p.ingress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td><td>${p.egress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td>
+        <td><a href="#/policies?tab=pod&pod=${encodeURIComponent(p.pod)}">observed vs allowed</a></td></tr>`).join("")}</tbody></table>
+    <div id="policy-peers"></div>`;
+  body.querySelector("#policy-filter-apply").onclick = () => ctx.nav({ filter: body.querySelector("#policy-filter").value });
   const show = (i) => drawPolicy(body, pols[i]);
   body.querySelectorAll(".policy-name").forEach((a) => { a.onclick = () => show(Number(a.parentElement.dataset.i)); });
+  // A pod's effective peers, per port.
+  body.querySelectorAll(".policy-pod-peers").forEach((a) => {
+    a.onclick = async () => {
+      const d = await api("/api/v1/policy/describe", null, { live: ctx.live, files: ctx.files, pod: a.dataset.pod });
+      const p = (d.pods || [])[0] || {};
+      const list = (m) => Object.entries(m || {}).map(([port, ps]) => `<tr><td>${esc(port)}</td><td>${ps.map(esc).join(", ")}</td></tr>`).join("") || `<tr><td colspan="2" class="muted">none</td></tr>`;
+      body.querySelector("#policy-peers").innerHTML = `<h3>${esc(a.dataset.pod)}: effective peers</h3>
+        <h4>may be reached from (its ports)</h4><table id="policy-from">${list(p.allowed_from)}</table>
+        <h4>may reach (their ports)</h4><table id="policy-to">${list(p.allowed_to)}</table>`;
+    };
+  });
   const want = ctx.q.get("policy");
   const first = pols.findIndex((p) => label(p) === want);
   if (pols.length) show(first >= 0 ? first : 0);

@@ -56,6 +56,16 @@ try {
   check((await page.$$("#policy-graph canvas")).length > 0, "the policy is drawn");
   check((await page.textContent("#policy-json")).includes(desc.policies[0].name), "the first policy is shown");
 
+  // Narrowed to a pod: the policies that apply to it; its effective peers on click.
+  await open("#/policies?filter=x%2Fa", "policies-pod-filter");
+  const one = await post("/api/v1/policy/describe", { files, live: false, pod: "x/a" });
+  const names = await page.$$eval(".policy-name", (as) => as.map((a) => a.textContent));
+  check(JSON.stringify(names) === JSON.stringify([...one.pods[0].ingress, ...one.pods[0].egress].filter((v, i, a) => a.indexOf(v) === i)), `policies for x/a: ${names}`);
+  await page.click('.policy-pod-peers[data-pod="x/a"]');
+  await page.waitForSelector("#policy-from");
+  const from = await page.textContent("#policy-from");
+  check(from.includes("80/TCP") && from.includes("x/b") && !from.includes("y/a"), `x/a reachable from: ${from}`);
+
   // Truth table: every cell as the API says; a blocked cell explains itself on hover.
   await open("#/policies?tab=table&ports=80%2FTCP%2C81%2FTCP", "policies-table");
   const table = await post("/api/v1/policy/table", { files, live: false, ports: ["80/TCP", "81/TCP"] });
