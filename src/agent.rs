@@ -378,16 +378,16 @@ pub fn run(a: AgentArgs) -> Result<()> {
         a.ovs_keep,
         a.retention_age,
     )?;
-    state.policy = match crate::policy_cmd::local_engine(Some(dir.join("plugin-cache"))) {
-        Ok((rt, engine)) => Some(Arc::new(weir_core::policy::PolicyService {
-            engine: Box::new(crate::policy_cmd::AgentEngine { _rt: rt, engine }),
-            live: objects.clone(),
-        })),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "no policy engine: /api/v1/policy answers 503");
-            None
-        }
-    };
+    let cache = dir.join("plugin-cache");
+    state.policy = Some(Arc::new(weir_core::policy::PolicyService::new(
+        Box::new(move || {
+            let (rt, engine) = crate::policy_cmd::local_engine(Some(cache.clone()))
+                .map_err(|e| weir_core::policy::PolicyError::Engine(format!("{e:#}")))?;
+            Ok(Box::new(crate::policy_cmd::AgentEngine { _rt: rt, engine })
+                as Box<dyn weir_core::policy::PolicyEngine>)
+        }),
+        objects.clone(),
+    )));
     state.enricher = enricher.clone();
     state.token = token;
     let user_metrics = match &a.metrics_config {

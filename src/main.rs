@@ -95,16 +95,15 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
-        // Exit codes for CI: 0 as expected, 1 a difference or a cut, 2 bad input.
+        // Exit codes for CI: 0 as expected, 1 a difference or a cut, 2 bad input or no run.
         Command::Policy(a) => {
             return match policy_cmd::run(a) {
                 Ok(code) => std::process::ExitCode::from(code),
+                // Bad input, or a run that could not be made (no agent answering): never
+                // a verdict.
                 Err(e) => {
                     eprintln!("weir: {e:#}");
-                    std::process::ExitCode::from(match e.downcast_ref::<client::BadRequest>() {
-                        Some(_) => 2,
-                        None => 1,
-                    })
+                    std::process::ExitCode::from(2)
                 }
             };
         }

@@ -2,7 +2,8 @@
 //! files here with the bundled `policy-engine` plugin in the sandbox (no agent, no cluster);
 //! `whatif` asks the agent, which replays its stored flows against the proposed policies.
 //! Exit codes for CI: 0 as expected, 1 a difference (probe) or a cut connection (whatif),
-//! 2 bad input (a file, object or field the engine could not read, a bad argument).
+//! 2 bad input (a file, object or field the engine could not read, a bad argument) or a run
+//! that could not be made (no agent answering, the engine failing).
 
 use crate::client::{BadRequest, Server, post_json};
 use anyhow::{Context, Result, anyhow};
@@ -80,7 +81,7 @@ enum PolicyAction {
     },
     /// Real connections between the pods on this node (from inside each pod's network
     /// namespace, found by its address) against the simulated table: expected, observed and
-    /// the comparison (`X` where they differ). Exit 0 when equal, 1 when not, 2 on bad input.
+    /// the comparison (`X` where they differ). Exit 0 when equal, 1 when not, 2 on bad input or when it cannot run.
     Probe {
         #[command(flatten)]
         inputs: Inputs,
@@ -302,6 +303,14 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 return Ok(2);
             }
             let pods = objects.pod_addresses();
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                let cells = pods.len() * pods.len().saturating_sub(1) * ports.len();
+                eprintln!(
+                    "probing {cells} cells ({} pods, {} ports), {parallel} at a time, {timeout_ms} ms each at most...",
+                    pods.len(),
+                    ports.len()
+                );
+            }
             let start = Instant::now();
             let (observed, outcomes, unprobed) = observe(
                 &weir_ebpf::probe::NetnsProber,

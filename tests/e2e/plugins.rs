@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine)"
         ),
         "{err}"
     );
@@ -263,7 +263,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "quiet",
             "latency",
             "ndjson-export",
-            "ovs-decoder"
+            "ovs-decoder",
+            "policy-engine"
         ]),
         "{v}"
     );

@@ -56,14 +56,44 @@ pub trait PolicyEngine: Send + Sync {
     fn run(&self, request: &Value) -> Result<Vec<Record>, PolicyError>;
 }
 
-/// What the agent serves policies with: the engine and, when it watches Kubernetes, the live
-/// objects (the cluster and its current policies).
+/// Loads the engine when it is first needed.
+pub type EngineLoader = Box<dyn Fn() -> Result<Box<dyn PolicyEngine>, PolicyError> + Send + Sync>;
+
+/// What the agent serves policies with: the engine (loaded on the first request, so an agent
+/// that is never asked about policies never compiles it) and, when it watches Kubernetes, the
+/// live objects (the cluster and its current policies).
 pub struct PolicyService {
-    pub engine: Box<dyn PolicyEngine>,
+    loader: EngineLoader,
+    engine: std::sync::Mutex<Option<std::sync::Arc<dyn PolicyEngine>>>,
     pub live: Option<std::sync::Arc<dyn crate::objects::ObjectSource>>,
 }
 
 impl PolicyService {
+    pub fn new(
+        loader: EngineLoader,
+        live: Option<std::sync::Arc<dyn crate::objects::ObjectSource>>,
+    ) -> PolicyService {
+        PolicyService {
+            loader,
+            engine: std::sync::Mutex::new(None),
+            live,
+        }
+    }
+
+    /// The engine, loaded now if this is the first time (a failed load is retried next time).
+    pub fn engine(&self) -> Result<std::sync::Arc<dyn PolicyEngine>, PolicyError> {
+        let mut slot = self
+            .engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let e: std::sync::Arc<dyn PolicyEngine> = std::sync::Arc::from((self.loader)()?);
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
     /// The live objects (empty without a watcher).
     pub fn live_objects(&self) -> Objects {
         self.live

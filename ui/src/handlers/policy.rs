@@ -109,7 +109,7 @@ pub async fn describe(
     let svc = service(&st)?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (mut v, problems) = weir_core::policy::describe(&*svc.engine, &o, b.pod.as_deref())?;
+        let (mut v, problems) = weir_core::policy::describe(&*svc.engine()?, &o, b.pod.as_deref())?;
         v["problems"] = json!(problems);
         Ok(Json(v))
     })
@@ -133,7 +133,7 @@ pub async fn truth_table(
     }
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (t, problems) = table::simulate(&*svc.engine, &o, &ports, false)?;
+        let (t, problems) = table::simulate(&*svc.engine()?, &o, &ports, false)?;
         let mut v = t.json();
         v["problems"] = json!(problems);
         Ok(Json(v))
@@ -157,7 +157,7 @@ pub async fn explain(
     let p = port(b.port.as_deref().unwrap_or("80/TCP"), "port")?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (mut v, problems) = weir_core::policy::explain(&*svc.engine, &o, &b.from, &b.to, p)?;
+        let (mut v, problems) = weir_core::policy::explain(&*svc.engine()?, &o, &b.from, &b.to, p)?;
         v["problems"] = json!(problems);
         Ok(Json(v))
     })
@@ -223,7 +223,7 @@ pub async fn whatif_run(
             None => None,
         };
         let report = whatif::run(
-            &*svc.engine,
+            &*svc.engine()?,
             &store,
             &filter,
             &range,
@@ -274,7 +274,7 @@ pub async fn pod_view(
     let store = st.store.clone();
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let v = weir_core::policy::observed::pod_view(&*svc.engine, &o, &store, &range, &b.pod)?;
+        let v = weir_core::policy::observed::pod_view(&*svc.engine()?, &o, &store, &range, &b.pod)?;
         Ok(Json(
             serde_json::to_value(&v).map_err(|e| ApiError::unavailable(e.to_string()))?,
         ))
