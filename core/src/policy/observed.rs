@@ -4,7 +4,7 @@
 //! still allows everything observed, as YAML (the start of a least-privilege policy).
 
 use super::table::{ALLOWED, simulate};
-use super::whatif::{Observed, judge, observe};
+use super::whatif::{Observed, judge, observe, reasons};
 use super::{Objects, PolicyEngine, PolicyError, PortProto, Problem, Protocol};
 use crate::query::TimeRange;
 use crate::store::Store;
@@ -84,6 +84,8 @@ pub fn pod_view(
     seen.conversations
         .retain(|c| c.client == ip || c.server == ip);
     let (judged, problems) = judge(engine, objects, &seen)?;
+    let all: Vec<usize> = (0..seen.conversations.len()).collect();
+    let why = reasons(engine, objects, &seen, &all)?;
     let name_of = |a: IpAddr| -> String {
         match seen.identities.get(&a).filter(|i| !i.namespace.is_empty()) {
             Some(i) => format!("{}/{}", i.namespace, i.workload),
@@ -91,7 +93,7 @@ pub fn pod_view(
         }
     };
     let mut observed = vec![];
-    for (c, j) in seen.conversations.iter().zip(&judged) {
+    for (i, (c, allowed)) in seen.conversations.iter().zip(&judged).enumerate() {
         let (direction, other) = if c.server == ip {
             ("ingress", c.client)
         } else {
@@ -105,8 +107,8 @@ pub fn pod_view(
             protocol: c.protocol,
             flows: c.flows,
             bytes: c.bytes,
-            allowed: j.allowed,
-            reason: j.reason.clone(),
+            allowed: *allowed,
+            reason: why.get(&i).cloned().unwrap_or_default(),
         });
     }
     // Allowed ingress paths never used: the pod's column of the truth table over its own

@@ -18,9 +18,11 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-/// Connections per engine request: 8 fields each keeps an answer under the sandbox's limit of
-/// 200,000 output items.
-const CHUNK: usize = 20_000;
+/// Conversations per engine request when only verdicts are asked (one character each).
+const CHUNK: usize = 200_000;
+/// Conversations per request with explanations: 7 fields each keeps an answer under the
+/// sandbox's limit of 200,000 output items.
+const EXPLAIN_CHUNK: usize = 20_000;
 /// Groups reported per list (the counts cover all).
 const MAX_GROUPS: usize = 500;
 
@@ -197,75 +199,103 @@ fn endpoint_json(ip: IpAddr, id: Option<&Identity>) -> Value {
     }
 }
 
-/// One conversation's verdict under a policy set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judged {
-    pub allowed: bool,
-    /// The deciding tier and policies, per direction that denied (or `allowed`).
-    pub reason: String,
+/// The request body of some conversations: each address once with its identity, the
+/// conversations as index pairs.
+fn request(
+    observed: &Observed,
+    which: &mut dyn Iterator<Item = &Conversation>,
+) -> Map<String, Value> {
+    let mut index: HashMap<IpAddr, usize> = HashMap::new();
+    let mut endpoints = vec![];
+    let mut at = |ip: IpAddr| -> usize {
+        *index.entry(ip).or_insert_with(|| {
+            endpoints.push(endpoint_json(ip, observed.identities.get(&ip)));
+            endpoints.len() - 1
+        })
+    };
+    let conns: Vec<Value> = which
+        .map(|c| json!([at(c.client), at(c.server), c.port, c.protocol.name()]))
+        .collect();
+    let mut extra = Map::new();
+    extra.insert("endpoints".into(), Value::Array(endpoints));
+    extra.insert("connections".into(), Value::Array(conns));
+    extra
 }
 
-/// Judges every conversation under `objects` (its policies, with its Namespaces and Pods for
-/// named ports).
+/// Whether each conversation is allowed under `objects` (its policies, with its Namespaces and
+/// Pods for named ports): one bit per conversation from the engine, no explanations.
 pub fn judge(
     engine: &dyn PolicyEngine,
     objects: &Objects,
     observed: &Observed,
-) -> Result<(Vec<Judged>, Vec<Problem>), PolicyError> {
+) -> Result<(Vec<bool>, Vec<Problem>), PolicyError> {
     let mut out = Vec::with_capacity(observed.conversations.len());
     let mut problems = vec![];
     for (ci, chunk) in observed.conversations.chunks(CHUNK).enumerate() {
-        // Each address once, with its identity; connections refer to them by index.
-        let mut index: HashMap<IpAddr, usize> = HashMap::new();
-        let mut endpoints = vec![];
-        let mut at = |ip: IpAddr| -> usize {
-            *index.entry(ip).or_insert_with(|| {
-                endpoints.push(endpoint_json(ip, observed.identities.get(&ip)));
-                endpoints.len() - 1
-            })
-        };
-        let conns: Vec<Value> = chunk
-            .iter()
-            .map(|c| json!([at(c.client), at(c.server), c.port, c.protocol.name()]))
-            .collect();
-        let mut extra = Map::new();
-        extra.insert("endpoints".into(), Value::Array(endpoints));
-        extra.insert("connections".into(), Value::Array(conns));
+        let mut extra = request(observed, &mut chunk.iter());
+        extra.insert("explain".into(), Value::Bool(false));
         let (records, p) = evaluate(engine, objects, "verdicts", extra)?;
         if ci == 0 {
             problems = p;
         }
-        let mut got = vec![None; chunk.len()];
-        for r in records.iter().filter(|r| field(r, "kind") == "verdict") {
-            let i: usize = field(r, "index").parse().unwrap_or(usize::MAX);
-            if let Some(slot) = got.get_mut(i) {
-                let allowed = field(r, "allowed") == "true";
-                let mut why = vec![];
-                for dir in ["egress", "ingress"] {
-                    if field(r, &format!("{dir}_allowed")) != "true" {
-                        why.push(format!("{dir} denied by {}", field(r, dir)));
-                    }
-                }
-                if allowed {
-                    why.push(format!(
-                        "egress: {}; ingress: {}",
-                        field(r, "egress"),
-                        field(r, "ingress")
-                    ));
-                }
-                *slot = Some(Judged {
-                    allowed,
-                    reason: why.join("; "),
-                });
-            }
+        let bits = records
+            .iter()
+            .find(|r| field(r, "kind") == "verdicts")
+            .map(|r| field(r, "allowed"))
+            .unwrap_or("");
+        if bits.len() != chunk.len() {
+            return Err(PolicyError::Engine(format!(
+                "{} verdicts for {} connections",
+                bits.len(),
+                chunk.len()
+            )));
         }
-        for g in got {
-            out.push(g.ok_or_else(|| {
-                PolicyError::Engine("a connection without a verdict in the answer".into())
-            })?);
-        }
+        out.extend(bits.bytes().map(|b| b == b'1'));
     }
     Ok((out, problems))
+}
+
+/// Why, under `objects`: for the conversations at `which` (indices into
+/// `observed.conversations`), the deciding tier and policies of each direction that denied,
+/// or of both when allowed.
+pub fn reasons(
+    engine: &dyn PolicyEngine,
+    objects: &Objects,
+    observed: &Observed,
+    which: &[usize],
+) -> Result<HashMap<usize, String>, PolicyError> {
+    let mut out = HashMap::new();
+    for chunk in which.chunks(EXPLAIN_CHUNK) {
+        let extra = request(
+            observed,
+            &mut chunk.iter().filter_map(|&i| observed.conversations.get(i)),
+        );
+        let (records, _) = evaluate(engine, objects, "verdicts", extra)?;
+        for r in records.iter().filter(|r| field(r, "kind") == "verdict") {
+            let Some(&conv) = field(r, "index")
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| chunk.get(i))
+            else {
+                continue;
+            };
+            let mut why = vec![];
+            for dir in ["egress", "ingress"] {
+                if field(r, &format!("{dir}_allowed")) != "true" {
+                    why.push(format!("{dir} denied by {}", field(r, dir)));
+                }
+            }
+            if field(r, "allowed") == "true" {
+                why.push(format!(
+                    "egress: {}; ingress: {}",
+                    field(r, "egress"),
+                    field(r, "ingress")
+                ));
+            }
+            out.insert(conv, why.join("; "));
+        }
+    }
+    Ok(out)
 }
 
 /// Conversations of one workload pair and port that changed verdict.
@@ -285,6 +315,9 @@ pub struct Change {
     pub reason: String,
     /// Up to five of the address pairs (`client -> server`).
     pub examples: Vec<String>,
+    /// The first of its conversations (the one whose explanation is the reason).
+    #[serde(skip)]
+    pub first: usize,
 }
 
 /// The what-if report.
@@ -312,15 +345,15 @@ fn workload(ip: IpAddr, id: Option<&Identity>) -> String {
 /// Compares the proposal with the current set (or with "everything observed was allowed").
 pub fn compare(
     observed: &Observed,
-    proposed: &[Judged],
-    current: Option<&[Judged]>,
+    proposed: &[bool],
+    current: Option<&[bool]>,
 ) -> (Vec<Change>, Vec<Change>) {
     type Key = (String, String, u16, Protocol);
     let mut cut: BTreeMap<Key, Change> = BTreeMap::new();
     let mut newly: BTreeMap<Key, Change> = BTreeMap::new();
     for (i, c) in observed.conversations.iter().enumerate() {
-        let now = current.map(|j| j[i].allowed).unwrap_or(true);
-        let then = proposed[i].allowed;
+        let now = current.map(|j| j[i]).unwrap_or(true);
+        let then = proposed[i];
         let target = match (now, then) {
             (true, false) => &mut cut,
             (false, true) => &mut newly,
@@ -339,7 +372,8 @@ pub fn compare(
                 flows: 0,
                 bytes: 0,
                 last_seen_ms: 0,
-                reason: proposed[i].reason.clone(),
+                reason: String::new(),
+                first: i,
                 examples: vec![],
             });
         e.conversations += 1;
@@ -415,6 +449,13 @@ pub fn run(
     let (cut_groups, newly_groups) = (cut.len(), newly.len());
     cut.truncate(MAX_GROUPS);
     newly.truncate(MAX_GROUPS);
+    // Explained only for what is reported: the first conversation of each group, under the
+    // proposal.
+    let firsts: Vec<usize> = cut.iter().chain(&newly).map(|c| c.first).collect();
+    let why = reasons(engine, proposed, &observed, &firsts)?;
+    for c in cut.iter_mut().chain(newly.iter_mut()) {
+        c.reason = why.get(&c.first).cloned().unwrap_or_default();
+    }
     fill_last_seen(store, range, &mut cut)?;
     fill_last_seen(store, range, &mut newly)?;
     Ok(Report {

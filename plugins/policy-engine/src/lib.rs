@@ -14,7 +14,8 @@
 //! - `verdicts`: `endpoints`, each `{"namespace", "name", "labels", "namespace_labels", "ip"}`
 //!   (no namespace: outside the cluster), and `connections`, each `[src, dst, port,
 //!   protocol]` with `src` and `dst` indices into `endpoints`. One `verdict` record each:
-//!   `index`, `allowed`, and per direction the deciding tier and policies.
+//!   `index`, `allowed`, and per direction the deciding tier and policies; with `"explain":
+//!   false`, one `verdicts` record whose `allowed` has a `1` or `0` per connection.
 //! - `describe`: a `policy` record per policy (the pods it selects, each rule's peers with the
 //!   pods they match, its ports) and a `pod` record per pod (its workload, the policies that
 //!   apply to it). With `pod` (`ns/name`), only that pod's record, with its effective peers:
@@ -294,6 +295,9 @@ fn verdicts(c: &Cluster, req: &Value, out: &mut Vec<Decoded>) -> Result<(), Plug
         })
         .collect();
     let ix = c.index_of(&eps);
+    // Without explanations, one record for the whole request: a `1` or `0` per connection.
+    let explain = req.get("explain").and_then(Value::as_bool).unwrap_or(true);
+    let mut bits = String::with_capacity(if explain { 0 } else { conns.len() });
     for (i, k) in conns.iter().enumerate() {
         let at = format!("connections[{i}]");
         let a = k
@@ -307,6 +311,14 @@ fn verdicts(c: &Cluster, req: &Value, out: &mut Vec<Decoded>) -> Result<(), Plug
         };
         let (src, dst) = (ep(&a[0])?, ep(&a[1])?);
         let conn = conn_of(Some(&a[2]), Some(&a[3]), &at)?;
+        if !explain {
+            bits.push(if c.allowed(Some(&ix), src, dst, conn) {
+                '1'
+            } else {
+                '0'
+            });
+            continue;
+        }
         let (eg, ing) = c.verdict(Some(&ix), src, dst, conn, true);
         out.push(rec(vec![
             ("kind", "verdict".into()),
@@ -317,6 +329,9 @@ fn verdicts(c: &Cluster, req: &Value, out: &mut Vec<Decoded>) -> Result<(), Plug
             ("ingress_allowed", ing.allowed.to_string()),
             ("ingress", brief(&ing)),
         ]));
+    }
+    if !explain {
+        out.push(rec(vec![("kind", "verdicts".into()), ("allowed", bits)]));
     }
     Ok(())
 }

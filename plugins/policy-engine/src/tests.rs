@@ -543,14 +543,25 @@ fn verdicts_use_the_labels_captured_with_the_connection() {
         "only-web",
         json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
     );
-    let out = handle(&json!({"op": "verdicts", "objects": yaml_free(vec![p]),
+    let out = handle(
+        &json!({"op": "verdicts", "objects": yaml_free(vec![p.clone()]),
         "endpoints": [
             {"namespace": "x", "name": "gone", "labels": {"app": "web"}, "ip": "10.10.9.9"},
             {"namespace": "x", "name": "gone", "labels": {"app": "db"}, "ip": "10.10.9.9"},
             {"namespace": "x", "name": "a", "labels": {"pod": "a"}, "ip": "10.10.0.2"},
             {"ip": "192.0.2.1"}],
-        "connections": [[0, 2, 80, "TCP"], [1, 2, 80, "TCP"], [3, 2, 80, "TCP"]]}))
+        "connections": [[0, 2, 80, "TCP"], [1, 2, 80, "TCP"], [3, 2, 80, "TCP"]]}),
+    )
     .unwrap();
+    // Without explanations: the same verdicts, one character each.
+    let fast = handle(&json!({"op": "verdicts", "objects": yaml_free(vec![p]), "explain": false,
+        "endpoints": [
+            {"namespace": "x", "name": "gone", "labels": {"app": "web"}},
+            {"namespace": "x", "name": "gone", "labels": {"app": "db"}},
+            {"namespace": "x", "name": "a", "labels": {"pod": "a"}},
+            {"ip": "192.0.2.1"}],
+        "connections": [[0, 2, 80, "TCP"], [1, 2, 80, "TCP"], [3, 2, 80, "TCP"], [2, 3, 80, "UDP"]]})).unwrap();
+    assert_eq!(field(&fast[0], "allowed"), "1001");
     let v: Vec<String> = out.iter().map(|d| field(d, "allowed")).collect();
     assert_eq!(v, ["true", "false", "false"]);
     assert!(
