@@ -4,7 +4,9 @@
 #   deps.sh test    the above + the real peers the tests use (iperf3, ping, curl, docker-registry,
 #                   nats-server, Open vSwitch, pip for the Python plugin; node comes with the
 #                   machine, ...) and the OVS project's own flow parser (PyPI ovs[flowviz],
-#                   the reference the OVS tests compare with) in a venv at /opt/weir-ovsref
+#                   the reference the OVS tests compare with) in a venv at /opt/weir-ovsref,
+#                   and the OpenTelemetry Python SDK with its OTLP/HTTP exporter and urllib
+#                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
@@ -31,5 +33,11 @@ if [[ "$what" != build ]] && ! /opt/weir-ovsref/bin/python -c 'import ovs.flow.o
   echo "installing the OVS reference parser (PyPI ovs[flowviz]==3.6.1) in /opt/weir-ovsref" >&2
   /usr/bin/python3 -m venv /opt/weir-ovsref
   /opt/weir-ovsref/bin/pip install -q "ovs[flowviz]==3.6.1" >/dev/null
+fi
+if [[ "$what" != build ]] && ! /opt/weir-otel/bin/python -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.instrumentation.urllib' 2>/dev/null; then
+  echo "installing the OpenTelemetry Python SDK 1.45.1 (PyPI) in /opt/weir-otel" >&2
+  rm -rf /opt/weir-otel
+  /usr/bin/python3 -m venv /opt/weir-otel
+  /opt/weir-otel/bin/pip install -q opentelemetry-sdk==1.45.1 opentelemetry-exporter-otlp-proto-http==1.45.1 opentelemetry-instrumentation-urllib==0.66b1 >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

@@ -67,6 +67,11 @@ pub struct AgentArgs {
     /// limit). They are also dropped past --retention-age.
     #[arg(long, default_value_t = 1_000_000)]
     records_max: usize,
+    /// Also receive OpenTelemetry spans and logs (OTLP/HTTP, `/v1/traces` and `/v1/logs`) on
+    /// this address, OTLP's usual port being 4318 (e.g. `--otlp-listen 127.0.0.1:4318`). They
+    /// are always received on the agent's own listener too. Needs --token-file beyond loopback.
+    #[arg(long, value_name = "ADDR")]
+    otlp_listen: Option<SocketAddr>,
     /// Collect Open vSwitch datapath and OpenFlow dumps from the local switch this often
     /// (e.g. `--ovs 10s`; off by default). Dumps can also be imported: `weir ovs import`.
     #[arg(long, value_name = "INTERVAL", value_parser = units::duration)]
@@ -302,6 +307,14 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Some(o) = a.otlp_listen
+        && !o.ip().is_loopback()
+        && token.is_none()
+    {
+        bail!(
+            "refusing to receive OTLP on {o} without an access token: give --token-file (exporters then send OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>), or listen on 127.0.0.1"
+        );
+    }
     if !a.listen.ip().is_loopback() && token.is_none() {
         bail!(
             "refusing to listen on {} without an access token: give --token-file (clients then send it as a bearer token), or listen on 127.0.0.1",
@@ -370,6 +383,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
     );
     state.ingest_tx = Some(tx);
     state.records = Some(records.clone());
+    state.telemetry = Some(Arc::new(weir_core::telemetry::TelemetryService::new(
+        Box::new(weir_otlp::Otlp),
+        records.clone(),
+        store.clone(),
+    )));
     state.ovs = crate::ovs_cmd::start(
         &dir,
         records.clone(),
@@ -501,6 +519,18 @@ pub fn run(a: AgentArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         tracing::info!(listen = %listener.local_addr()?, data_dir = %dir.display(), "weir agent serving");
+        if let Some(addr) = a.otlp_listen {
+            let otlp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the OTLP listener {addr}"))?;
+            tracing::info!(listen = %otlp.local_addr()?, "receiving OTLP/HTTP");
+            let app = weir_ui::otlp_router(state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(otlp, app).await {
+                    tracing::error!(error = %e, "the OTLP listener stopped");
+                }
+            });
+        }
         // Open connections (a live tail, a plugin run) get a short grace after the signal,
         // then are cut: shutdown never waits on a client or a plugin.
         let signalled = Arc::new(tokio::sync::Notify::new());

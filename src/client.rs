@@ -751,6 +751,97 @@ pub fn records(a: RecordsArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// The trace id: 32 hex digits, as OpenTelemetry prints it.
+    trace_id: String,
+    /// Print JSON (`spans` each with `flows`, and `logs`).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+/// `weir trace ID`: a trace's spans received over OTLP, in start order, each with the
+/// conversations of its connection (bytes, packets, RTT, drops), and the trace's log lines.
+pub fn trace(a: TraceArgs) -> Result<()> {
+    let v = get_json(
+        &a.server,
+        &format!("/api/v1/traces/{}", a.trace_id),
+        &[],
+        None,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for s in v["spans"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{} {:>9}us {:<8} {:<7} {} {}{}",
+            weir_core::query::format_ms(s["start_ms"].as_u64().unwrap_or(0)),
+            s["duration_us"],
+            s["kind"].as_str().unwrap_or(""),
+            s["status"].as_str().unwrap_or(""),
+            s["service"].as_str().unwrap_or(""),
+            s["name"].as_str().unwrap_or("").escape_debug(),
+            s["peer"]
+                .as_str()
+                .map(|p| format!(" -> {p}"))
+                .unwrap_or_default(),
+        )?;
+        let flows = &s["flows"];
+        let matched = flows["matched"].as_str().unwrap_or("");
+        if matched == "no-peer" {
+            continue;
+        }
+        let convs = flows["conversations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if convs.is_empty() {
+            writeln!(out, "    no stored flows ({matched})")?;
+        }
+        for c in convs {
+            let rtt = c["rtt_ns"].as_u64().unwrap_or(0);
+            writeln!(
+                out,
+                "    {matched}: {} -> {} {} bytes {} packets{}{}",
+                c["client"].as_str().unwrap_or(""),
+                c["server"].as_str().unwrap_or(""),
+                c["bytes"],
+                c["packets"],
+                if rtt > 0 {
+                    format!(" rtt {:.2} ms", rtt as f64 / 1e6)
+                } else {
+                    String::new()
+                },
+                match c["drop_packets"].as_u64().unwrap_or(0) {
+                    0 => String::new(),
+                    n => format!(" {n} dropped ({})", c["drop_cause"].as_str().unwrap_or("")),
+                },
+            )?;
+        }
+    }
+    for l in v["logs"].as_array().into_iter().flatten() {
+        let sev = l["labels"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|p| p[0] == "severity"))
+            .and_then(|p| p[1].as_str())
+            .unwrap_or("");
+        writeln!(
+            out,
+            "{} log {:<5} {}",
+            weir_core::query::format_ms(l["time_ms"].as_u64().unwrap_or(0)),
+            sev,
+            l["text"].as_str().unwrap_or("").escape_debug()
+        )?;
+    }
+    Ok(())
+}
+
 pub fn fields(a: FieldsArgs) -> Result<()> {
     // The schema is compiled in; no agent needed.
     let _ = &a.server;

@@ -64,6 +64,10 @@ enum Command {
     Alerts(client::AlertsArgs),
     /// Records the agent keeps beside flows: decoded records, events, plugin annotations.
     Records(client::RecordsArgs),
+    /// One trace received over OTLP (`weir agent` takes OpenTelemetry spans and logs on
+    /// `/v1/traces` and `/v1/logs`): its spans, each joined to the connection that carried it
+    /// (bytes, packets, RTT, drops), and its log lines.
+    Trace(client::TraceArgs),
     /// Run a check plugin over a window: exit 0 on pass, 1 on fail, 2 when it cannot run
     /// (for CI: `weir check port-allowlist --from -1h || exit 1`).
     Check(client::CheckArgs),
@@ -118,6 +122,7 @@ fn main() -> std::process::ExitCode {
         Command::Filter(a) => client::filter(a),
         Command::Alerts(a) => client::alerts(a),
         Command::Records(a) => client::records(a),
+        Command::Trace(a) => client::trace(a),
         Command::Plugin(a) => plugin_cmd::run(a),
         Command::Ovs(a) => ovs_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),

@@ -20,6 +20,7 @@ pub mod records;
 pub mod schema;
 pub mod sink;
 pub mod store;
+pub mod telemetry;
 
 pub use flow::Flow;
 pub use store::{Store, StoreConfig, StoreError};

@@ -13,6 +13,7 @@ mod distribution;
 mod export;
 mod guests;
 mod metrics;
+mod otlp;
 mod ovs;
 mod plugins;
 mod policy;

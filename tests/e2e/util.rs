@@ -211,6 +211,35 @@ impl Agent {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
+    /// POST raw bytes with a content type (and optional content encoding) to a full URL;
+    /// returns the status, the response's content type and its body.
+    pub fn post_bytes(
+        url: &str,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut req = Self::agent().post(url).header("content-type", content_type);
+        if let Some(e) = encoding {
+            req = req.header("content-encoding", e);
+        }
+        let mut r = req.send(body).expect("request");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("body");
+        (status, ct, body)
+    }
+
     /// Evicts every flow from the kernel now and waits until it is queryable.
     pub fn flush(&self) {
         let (s, v) = self.post("/api/v1/capture/flush", "");

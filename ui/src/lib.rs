@@ -64,6 +64,8 @@ pub struct AppState {
     pub ovs: Option<Arc<weir_core::ovs::OvsService>>,
     /// The network-policy engine and the live objects it reads (None: no policy support).
     pub policy: Option<Arc<weir_core::policy::PolicyService>>,
+    /// OTLP spans and logs received and joined to flows (None: not received).
+    pub telemetry: Option<Arc<weir_core::telemetry::TelemetryService>>,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             records: None,
             ovs: None,
             policy: None,
+            telemetry: None,
         }
     }
 }
@@ -155,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/explain", post(handlers::policy::explain))
         .route("/policy/whatif", post(handlers::policy::whatif_run))
         .route("/policy/pod", post(handlers::policy::pod_view))
+        .route("/traces/{trace_id}", get(handlers::otlp::trace))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))
@@ -177,9 +181,31 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(metrics)
+        .merge(otlp_routes(state.clone()))
         .route("/healthz", get(handlers::meta::healthz))
         .route("/", get(handlers::meta::index))
         .route("/assets/{file}", get(handlers::meta::asset))
+        .fallback(handlers::meta::not_found)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The OTLP/HTTP receivers (`/v1/traces`, `/v1/logs`), behind the token when the agent has
+/// one (exporters send it with `OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer ...`).
+fn otlp_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/traces", post(handlers::otlp::traces))
+        .route("/v1/logs", post(handlers::otlp::logs))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            handlers::auth::require_token,
+        ))
+}
+
+/// The OTLP receivers alone, for a second listener on OTLP's usual port (4318).
+pub fn otlp_router(state: AppState) -> Router {
+    otlp_routes(state.clone())
         .fallback(handlers::meta::not_found)
         .with_state(state)
         .layer(TraceLayer::new_for_http())

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod auth;
 pub mod flows;
 pub mod meta;
+pub mod otlp;
 pub mod ovs;
 pub mod plugins;
 pub mod policy;
