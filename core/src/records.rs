@@ -143,6 +143,8 @@ pub struct RecordStore {
     db: sled::Db,
     entries: sled::Tree,
     by_time: sled::Tree,
+    /// `trace_id` label value ++ seq -> nothing: a trace's spans and logs without a scan.
+    by_trace: sled::Tree,
     /// One write at a time: sequence numbers reach the disk in the order they are handed
     /// out, so a reader paging by sequence never skips one written late.
     writing: std::sync::Mutex<()>,
@@ -155,6 +157,24 @@ fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
     k
 }
 
+/// Longest `trace_id` label value indexed.
+const MAX_TRACE_KEY: usize = 64;
+
+fn trace_key(trace_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(trace_id.len() + 9);
+    k.extend_from_slice(trace_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn trace_label(e: &Entry) -> Option<&str> {
+    e.labels
+        .iter()
+        .find(|(k, v)| k == "trace_id" && v.len() <= MAX_TRACE_KEY)
+        .map(|(_, v)| v.as_str())
+}
+
 impl RecordStore {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<RecordStore, RecordError> {
@@ -162,6 +182,7 @@ impl RecordStore {
         Ok(RecordStore {
             entries: db.open_tree("entries")?,
             by_time: db.open_tree("by_time")?,
+            by_trace: db.open_tree("by_trace")?,
             db,
             writing: std::sync::Mutex::new(()),
         })
@@ -183,10 +204,14 @@ impl RecordStore {
         let mut seqs = Vec::with_capacity(entries.len());
         let mut batch = sled::Batch::default();
         let mut times = sled::Batch::default();
+        let mut traces = sled::Batch::default();
         for entry in entries {
             // generate_id starts at 0; sequence numbers start at 1 so 0 means "from the start".
             let seq = self.db.generate_id()? + 1;
             times.insert(&time_key(entry.time_ms, seq), &[]);
+            if let Some(t) = trace_label(&entry) {
+                traces.insert(trace_key(t, seq), &[]);
+            }
             let stored = Stored {
                 seq,
                 source: source.to_string(),
@@ -198,6 +223,7 @@ impl RecordStore {
         // The time index first: a crash between the two leaves index keys without entries
         // (invisible to queries, dropped by retention), never entries retention cannot find.
         self.by_time.apply_batch(times)?;
+        self.by_trace.apply_batch(traces)?;
         self.entries.apply_batch(batch)?;
         self.db.flush()?;
         Ok(seqs)
@@ -222,6 +248,37 @@ impl RecordStore {
                 && q.labels.iter().all(|l| s.entry.labels.contains(l))
         };
         let mut out = Vec::new();
+        // A trace's entries through its index, in sequence order.
+        if let Some((_, t)) = q
+            .labels
+            .iter()
+            .find(|(k, v)| k == "trace_id" && v.len() <= MAX_TRACE_KEY)
+        {
+            let mut prefix = t.as_bytes().to_vec();
+            prefix.push(0);
+            for item in self.by_trace.scan_prefix(&prefix) {
+                if out.len() >= q.limit {
+                    break;
+                }
+                let (k, _) = item?;
+                let seq = k
+                    .get(prefix.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                if seq <= q.after_seq {
+                    continue;
+                }
+                // A key whose entry is gone (a crash mid-retention) is skipped.
+                if let Some(v) = self.entries.get(seq.to_be_bytes())? {
+                    let s: Stored = serde_json::from_slice(&v)?;
+                    if keep(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+            return Ok(out);
+        }
         for item in self
             .entries
             .range((q.after_seq.saturating_add(1)).to_be_bytes()..)
@@ -247,8 +304,12 @@ impl RecordStore {
     ) -> Result<usize, RecordError> {
         let mut dropped = 0;
         let mut drop_key = |k: &[u8]| -> Result<(), RecordError> {
-            if k.len() == 16 {
-                self.entries.remove(&k[8..])?;
+            if k.len() == 16
+                && let Some(old) = self.entries.remove(&k[8..])?
+                && let Ok(s) = serde_json::from_slice::<Stored>(&old)
+                && let Some(t) = trace_label(&s.entry)
+            {
+                self.by_trace.remove(trace_key(t, s.seq))?;
             }
             self.by_time.remove(k)?;
             dropped += 1;
@@ -300,6 +361,54 @@ mod tests {
             labels: vec![("node".into(), "n1".into())],
             flow_filter: Some("DstPort=443".into()),
         }
+    }
+
+    #[test]
+    fn a_trace_is_read_through_its_index_and_retention_drops_the_index_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RecordStore::open(dir.path()).unwrap();
+        let traced = |t: u64, id: &str| {
+            let mut e = entry(t, "span", "s");
+            e.labels.push(("trace_id".into(), id.into()));
+            e
+        };
+        s.write(
+            "otlp",
+            vec![
+                traced(100, "aa"),
+                entry(150, "log", "x"),
+                traced(200, "ab"),
+                traced(300, "aa"),
+            ],
+        )
+        .unwrap();
+        let q = |id: &str, after: u64| RecordQuery {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            labels: vec![("trace_id".into(), id.into())],
+            after_seq: after,
+            limit: 100,
+            ..Default::default()
+        };
+        let aa: Vec<u64> = s
+            .query(&q("aa", 0))
+            .unwrap()
+            .iter()
+            .map(|x| x.seq)
+            .collect();
+        assert_eq!(aa, vec![1, 4]);
+        assert_eq!(s.query(&q("aa", 1)).unwrap().len(), 1);
+        // "a" is a prefix of both ids, never a match.
+        assert!(s.query(&q("a", 0)).unwrap().is_empty());
+        assert_eq!(s.enforce_retention(250, 0).unwrap(), 3);
+        assert_eq!(s.by_trace.len(), 1);
+        let aa: Vec<u64> = s
+            .query(&q("aa", 0))
+            .unwrap()
+            .iter()
+            .map(|x| x.seq)
+            .collect();
+        assert_eq!(aa, vec![4]);
     }
 
     #[test]
