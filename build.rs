@@ -21,6 +21,7 @@ const BUNDLED: &[&str] = &[
     "ndjson-export",
     "ovs-decoder",
     "policy-engine",
+    "what-changed",
 ];
 
 fn main() {

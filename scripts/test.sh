@@ -18,5 +18,6 @@ cargo fmt --all -- --check
 cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace --lib --bins --tests
-# The policy engine's evaluation, natively (the same code the sandbox runs).
-cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine
+# The policy engine's evaluation and the what-changed correlation, natively (the same code
+# the sandbox runs).
+cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine -p what-changed

@@ -345,6 +345,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
     );
     spawn_records_retention(records.clone(), a.retention_age, a.records_max)?;
     let (enricher, objects) = enrichers(&a)?;
+    if let Some(o) = &objects {
+        spawn_event_recorder(o.clone(), records.clone())?;
+    }
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
 
@@ -613,6 +616,32 @@ fn spawn_records_retention(
             }
         })
         .context("starting the records retention thread")?;
+    Ok(())
+}
+
+/// Writes new Kubernetes events and NetworkPolicy changes into the records store every two
+/// seconds (`weir_core::events`), so they stay past the API server's hour and reach the
+/// timeline.
+fn spawn_event_recorder(
+    objects: Arc<dyn weir_core::objects::ObjectSource>,
+    records: Arc<weir_core::records::RecordStore>,
+) -> Result<()> {
+    let mut rec =
+        weir_core::events::EventRecorder::new(objects, records, weir_core::query::now_ms())
+            .context("reading the Kubernetes events already recorded")?;
+    std::thread::Builder::new()
+        .name("weir-k8s-events".into())
+        .spawn(move || {
+            loop {
+                match rec.poll(weir_core::query::now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(records = n, "kubernetes events recorded"),
+                    Err(e) => tracing::warn!(error = %e, "recording kubernetes events failed"),
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+        .context("starting the kubernetes events thread")?;
     Ok(())
 }
 

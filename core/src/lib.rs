@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod capture;
 pub mod control;
 pub mod enrich;
+pub mod events;
 pub mod flow;
 pub mod ingest;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod schema;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod timeline;
 
 pub use flow::Flow;
 pub use store::{Store, StoreConfig, StoreError};

@@ -40,6 +40,12 @@ pub enum ObjectsError {
 pub trait ObjectSource: Send + Sync {
     /// The kinds kept and served, sorted.
     fn kinds(&self) -> Vec<String>;
+    /// Whether the first full list of `kind` has arrived (a source that is always complete
+    /// says yes).
+    fn synced(&self, kind: &str) -> bool {
+        let _ = kind;
+        true
+    }
     /// Objects of `kind` (in `namespace` when given) matching `selector`, sorted by namespace
     /// and name.
     fn list(

@@ -63,6 +63,17 @@ pub struct Stored {
     pub entry: Entry,
 }
 
+impl Stored {
+    /// The value of label `name`, if the entry carries it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.entry
+            .labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Which entries a query wants; every condition must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RecordQuery {
@@ -293,6 +304,34 @@ impl RecordStore {
             }
         }
         Ok(out)
+    }
+
+    /// Visits the entries with `time_ms` in `[from_ms, to_ms]`, in time order, at most
+    /// `limit` of them; returns whether more were left.
+    pub fn scan_time(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+        mut visit: impl FnMut(Stored),
+    ) -> Result<bool, RecordError> {
+        let mut n = 0;
+        for item in self
+            .by_time
+            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
+        {
+            let (k, _) = item?;
+            let Some(seq) = k.get(8..16) else { continue };
+            let Some(v) = self.entries.get(seq)? else {
+                continue;
+            };
+            if n >= limit {
+                return Ok(true);
+            }
+            visit(serde_json::from_slice(&v)?);
+            n += 1;
+        }
+        Ok(false)
     }
 
     /// Drops entries older than `before_ms` and, past `max_entries` (0: no limit), the oldest.

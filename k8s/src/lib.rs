@@ -626,6 +626,14 @@ impl ObjectSource for KubeEnricher {
         kinds
     }
 
+    fn synced(&self, kind: &str) -> bool {
+        let st = lock(&self.shared.status);
+        ALL_KINDS
+            .iter()
+            .find(|k| k.kind == kind)
+            .is_some_and(|k| st.synced.get(k.resource).copied().unwrap_or(false))
+    }
+
     fn list(
         &self,
         kind: &str,

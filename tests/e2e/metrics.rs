@@ -3,7 +3,7 @@
 //! accepts the exposition; OpenMetrics is served when asked for.
 
 use crate::capture::agent_with;
-use crate::util::{KillOnDrop, Pair, free_port, now_ms, require, sh};
+use crate::util::{Pair, Prometheus, now_ms, require, sh};
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -94,28 +94,8 @@ fn prometheus_scrapes_flow_metrics_that_match_the_flows() {
     assert!(om.ends_with("# EOF\n") && om.contains("# TYPE weir_flow_bytes counter"));
 
     // A real Prometheus scrapes the agent every second.
-    let pport = free_port();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weir\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            a.port
-        ),
-    )
-    .expect("config");
-    let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus");
-    let _prom = KillOnDrop(prom);
+    let prom = Prometheus::start(dir.path(), &[("weir", format!("127.0.0.1:{}", a.port))]);
+    let pport = prom.port;
     let query = |q: &str| -> Option<f64> {
         let mut r = ureq::get(&format!("http://127.0.0.1:{pport}/api/v1/query"))
             .query("query", q)

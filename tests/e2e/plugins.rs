@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed)"
         ),
         "{err}"
     );
@@ -264,7 +264,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "latency",
             "ndjson-export",
             "ovs-decoder",
-            "policy-engine"
+            "policy-engine",
+            "what-changed"
         ]),
         "{v}"
     );

@@ -443,6 +443,51 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A real Prometheus (Debian's package) scraping `targets` (job name, `host:port`) every
+/// second, its data in `dir`; ready when this returns, stopped on drop.
+pub struct Prometheus {
+    _server: KillOnDrop,
+    pub port: u16,
+}
+
+impl Prometheus {
+    pub fn start(dir: &Path, targets: &[(&str, String)]) -> Prometheus {
+        let port = free_port();
+        let cfg = dir.join("prometheus.yml");
+        let mut text = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+        for (job, target) in targets {
+            text.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+            ));
+        }
+        std::fs::write(&cfg, text).expect("prometheus config");
+        let server = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus");
+        let server = KillOnDrop(server);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("http://127.0.0.1:{port}/-/ready"))
+            .call()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Prometheus {
+            _server: server,
+            port,
+        }
+    }
+}
+
 /// The recorded Kubernetes API (`py/kube_api.py`, a stand-in: no API server runs on the test
 /// machines) serving the lists and watch files in `dir`, and a kubeconfig that points at it.
 pub struct KubeApi {

@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/whatif", post(handlers::policy::whatif_run))
         .route("/policy/pod", post(handlers::policy::pod_view))
         .route("/traces/{trace_id}", get(handlers::otlp::trace))
+        .route("/timeline", get(handlers::timeline::get))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))

@@ -37,6 +37,45 @@ impl Params {
             .map_err(|e| ApiError::bad_request("from", e.message))
     }
 
+    /// The range and step of a bucketed answer: `from` defaults to an hour before `to`, `to`
+    /// to now; `step` (a duration) to the range over `default_buckets`, at least a second;
+    /// more than `max_buckets` buckets is refused, naming `step`.
+    pub fn buckets(
+        &self,
+        default_buckets: u64,
+        max_buckets: u64,
+    ) -> Result<(TimeRange, u64), ApiError> {
+        let mut range = self.range()?;
+        if self.get("from").is_none() {
+            range.from_ms = range.to_ms.min(query::now_ms()).saturating_sub(3_600_000);
+        }
+        if range.to_ms == u64::MAX {
+            range.to_ms = query::now_ms();
+        }
+        let span = range.to_ms.saturating_sub(range.from_ms).max(1);
+        let step = match self.get("step") {
+            Some(s) => query::parse_duration_ms(s)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "step",
+                        format!("step must be a duration like 10s or 1m, got '{s}'"),
+                    )
+                })?,
+            None => (span / default_buckets.max(1)).max(1000),
+        };
+        let buckets = span.div_ceil(step);
+        if buckets > max_buckets {
+            return Err(ApiError::bad_request(
+                "step",
+                format!(
+                    "{buckets} buckets is above the maximum of {max_buckets}; use a larger step"
+                ),
+            ));
+        }
+        Ok((range, step))
+    }
+
     pub fn usize_or(&self, k: &str, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.get(k) {
             None => Ok(default),

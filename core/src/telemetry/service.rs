@@ -161,14 +161,6 @@ fn log_entry(l: &LogLine) -> Entry {
     }
 }
 
-fn label<'a>(s: &'a Stored, name: &str) -> Option<&'a str> {
-    s.entry
-        .labels
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn kind_of(name: &str) -> SpanKind {
     match name {
         "internal" => SpanKind::Internal,
@@ -183,8 +175,8 @@ fn kind_of(name: &str) -> SpanKind {
 /// The endpoints kept on a span record.
 fn stored_endpoints(s: &Stored) -> Endpoints {
     let remote = match (
-        label(s, "peer_addr").and_then(|a| a.parse().ok()),
-        label(s, "peer_port").and_then(|p| p.parse().ok()),
+        s.label("peer_addr").and_then(|a| a.parse().ok()),
+        s.label("peer_port").and_then(|p| p.parse().ok()),
     ) {
         (Some(addr), Some(port)) => Some(Peer {
             addr,
@@ -195,7 +187,7 @@ fn stored_endpoints(s: &Stored) -> Endpoints {
     };
     Endpoints {
         remote,
-        local_port: label(s, "local_port").and_then(|p| p.parse().ok()),
+        local_port: s.label("local_port").and_then(|p| p.parse().ok()),
     }
 }
 
@@ -288,16 +280,16 @@ impl TelemetryService {
 
     /// One stored span with its flows.
     pub fn view(&self, s: &Stored) -> Result<SpanView, TelemetryError> {
-        let kind = kind_of(label(s, "span_kind").unwrap_or(""));
+        let kind = kind_of(s.label("span_kind").unwrap_or(""));
         let ep = stored_endpoints(s);
         let end_ms = s.entry.end_ms.unwrap_or(s.entry.time_ms);
         let flows = span_flows(&self.store, kind, s.entry.time_ms, end_ms, &ep)?;
-        let get = |n: &str| label(s, n).unwrap_or("").to_string();
+        let get = |n: &str| s.label(n).unwrap_or("").to_string();
         Ok(SpanView {
             seq: s.seq,
             trace_id: get("trace_id"),
             span_id: get("span_id"),
-            parent_span_id: label(s, "parent_span_id").map(str::to_string),
+            parent_span_id: s.label("parent_span_id").map(str::to_string),
             name: s.entry.text.clone(),
             kind: kind.as_str().to_string(),
             service: get("service"),

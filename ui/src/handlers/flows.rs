@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use weir_core::aggregate::{self, TimeSeries, TopGroups};
-use weir_core::query::{self, MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT, parse_duration_ms};
+use weir_core::query::{MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT};
 use weir_core::store::{Buckets, ListRequest, ListResult};
 
 /// `GET /api/v1/flows?filter=&from=&to=&sort=&limit=&offset=`
@@ -121,32 +121,14 @@ pub async fn timeseries(
         q,
         &["filter", "from", "to", "group_by", "metric", "top", "step"],
     )?;
-    let (filter, mut range, group_by, metric) =
-        (p.filter()?, p.range()?, p.group_by(false)?, p.metric()?);
+    let (filter, group_by, metric) = (p.filter()?, p.group_by(false)?, p.metric()?);
     let top = p.usize_or("top", 5, MAX_GROUPS)?;
-    if p.get("from").is_none() {
-        range.from_ms = range.to_ms.min(query::now_ms()).saturating_sub(3_600_000);
-    }
-    if range.to_ms == u64::MAX {
-        range.to_ms = query::now_ms();
-    }
-    let span = range.to_ms.saturating_sub(range.from_ms).max(1);
-    let step = match p.get("step") {
-        Some(s) => parse_duration_ms(s).filter(|ms| *ms > 0).ok_or_else(|| {
-            ApiError::bad_request(
-                "step",
-                format!("step must be a duration like 10s or 1m, got '{s}'"),
-            )
-        })?,
-        None => (span / 60).max(1000),
-    };
-    let buckets = span.div_ceil(step);
-    if buckets > MAX_BUCKETS {
-        return Err(ApiError::bad_request(
-            "step",
-            format!("{buckets} buckets is above the maximum of {MAX_BUCKETS}; use a larger step"),
-        ));
-    }
+    let (range, step) = p.buckets(60, MAX_BUCKETS)?;
+    let buckets = range
+        .to_ms
+        .saturating_sub(range.from_ms)
+        .max(1)
+        .div_ceil(step);
     let origin = range.from_ms;
     let store = st.store.clone();
     Ok(Json(

@@ -9,6 +9,7 @@ pub mod ovs;
 pub mod plugins;
 pub mod policy;
 pub mod records;
+pub mod timeline;
 
 use crate::error::ApiError;
 

@@ -6,7 +6,7 @@
 //   WEIR_PLUGIN   a signed visualization .wasm (manifest embedded) to install through the UI
 //   WEIR_SHOTS    where screenshots go (kept as test artifacts)
 // Exits non-zero with a message on the first failed check.
-import { chromium } from "playwright-core";
+import { check, launch } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
@@ -15,9 +15,6 @@ const to = process.env.WEIR_TO_MS;
 const shots = process.env.WEIR_SHOTS;
 mkdirSync(shots, { recursive: true });
 
-function check(cond, msg) {
-  if (!cond) throw new Error("check failed: " + msg);
-}
 
 const api = async (path) => {
   const r = await fetch(url + path);
@@ -25,16 +22,8 @@ const api = async (path) => {
   return r.json();
 };
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const errors = [];
+const { browser, page, errors } = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
-  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
   const open = async (hash, name) => {
     await page.goto(`${url}/${hash}`);
     await page.waitForFunction((h) => document.body.dataset.ready === h, hash, { timeout: 20000 });

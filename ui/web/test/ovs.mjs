@@ -7,7 +7,7 @@
 //   WEIR_UPLOAD       a datapath dump to upload through the page
 //   WEIR_SHOTS        where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
-import { chromium } from "playwright-core";
+import { check, launch } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
@@ -15,25 +15,14 @@ const coll = process.env.WEIR_COLLECTION;
 const shots = process.env.WEIR_SHOTS;
 mkdirSync(shots, { recursive: true });
 
-function check(cond, msg) {
-  if (!cond) throw new Error("check failed: " + msg);
-}
 const api = async (path) => {
   const r = await fetch(url + path);
   check(r.ok, `${path} answered ${r.status}`);
   return r.json();
 };
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const errors = [];
+const { browser, page, errors } = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
-  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
   const open = async (hash, name) => {
     const t = Date.now();
     await page.goto(`${url}/${hash}`);

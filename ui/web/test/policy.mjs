@@ -5,16 +5,13 @@
 //   WEIR_PROPOSED  a proposed policy set for the what-if
 //   WEIR_SHOTS     where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
-import { chromium } from "playwright-core";
+import { check, launch } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
 const shots = process.env.WEIR_SHOTS;
 mkdirSync(shots, { recursive: true });
 
-function check(cond, msg) {
-  if (!cond) throw new Error("check failed: " + msg);
-}
 const post = async (path, body) => {
   const r = await fetch(url + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   check(r.ok, `${path} answered ${r.status}`);
@@ -22,16 +19,8 @@ const post = async (path, body) => {
 };
 const files = [{ name: "pasted", text: process.env.WEIR_YAML }];
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const errors = [];
+const { browser, page, errors } = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
-  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
   const ready = async (name, t) => {
     await page.waitForFunction(() => document.body.dataset.ready === location.hash, null, { timeout: 20000 });
     await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });

@@ -1,0 +1,441 @@
+//! The timeline: one time axis with the flow volume (bytes, packets, drops per bucket) and a
+//! lane per kind of thing that happened: alerts, Kubernetes events and changes, log lines,
+//! spans, plugins' timeline entries (one lane each), annotations, and any other record kind.
+//! Every lane has a count per bucket and its items (the most severe first when there are more
+//! than `max_items`), each with the flow filter that shows the flows behind it.
+//!
+//! Severities are normalized to `info`, `warning` and `critical` (a log's `warn` is a
+//! warning, `error` and `fatal` critical; a span whose status is `error` is critical).
+
+use crate::alerts::Alert;
+use crate::query::Expr;
+use crate::query::TimeRange;
+use crate::records::{RecordError, RecordStore, Stored};
+use crate::store::{Buckets, Store, StoreError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Most buckets one timeline has.
+pub const MAX_BUCKETS: u64 = 2000;
+/// Most records one timeline reads.
+pub const MAX_RECORDS: usize = 1_000_000;
+
+/// What can go wrong building a timeline.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Records(#[from] RecordError),
+}
+
+/// What a timeline covers.
+#[derive(Debug, Clone)]
+pub struct TimelineRequest {
+    pub range: TimeRange,
+    pub step_ms: u64,
+    /// Which flows the volume counts.
+    pub filter: Expr,
+    /// Most items listed per lane (counts always cover everything).
+    pub max_items: usize,
+}
+
+/// Flow volume per bucket.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Volume {
+    pub bytes: Vec<u64>,
+    pub packets: Vec<u64>,
+    pub flows: Vec<u64>,
+    pub drop_packets: Vec<u64>,
+}
+
+/// One thing on the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub time_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<u64>,
+    /// `info`, `warning` or `critical`.
+    pub severity: &'static str,
+    pub text: String,
+    /// What it is (`k8s-event`, `log`, `span`, `alert`, ...) and who wrote it.
+    pub kind: String,
+    pub source: String,
+    /// The record's sequence number (records only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// One lane.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lane {
+    /// `alerts`, `events`, `logs`, `spans`, `timeline:<lane>`, `annotations` or a record kind.
+    pub id: String,
+    pub title: String,
+    /// Everything in the range, listed or not.
+    pub total: u64,
+    /// Per bucket, by severity.
+    pub counts: BTreeMap<&'static str, Vec<u64>>,
+    pub items: Vec<Item>,
+    /// Whether items were left out (more than `max_items`).
+    pub truncated: bool,
+}
+
+/// A timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub step_ms: u64,
+    pub buckets: u64,
+    pub volume: Volume,
+    pub lanes: Vec<Lane>,
+    /// Whether the records read stopped at [`MAX_RECORDS`].
+    pub records_truncated: bool,
+}
+
+/// A severity word to the three the timeline draws.
+pub fn normalize(severity: &str) -> &'static str {
+    match severity.to_ascii_lowercase().as_str() {
+        "warn" | "warning" => "warning",
+        "error" | "fatal" | "critical" | "crit" | "alert" | "emerg" => "critical",
+        _ => "info",
+    }
+}
+
+fn rank(s: &str) -> u8 {
+    match s {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
+    }
+}
+
+/// The lane a record belongs to: (id, title).
+fn lane_of(s: &Stored) -> (String, String) {
+    match s.entry.kind.as_str() {
+        "k8s-event" | "k8s-change" => ("events".into(), "Kubernetes events".into()),
+        "log" => ("logs".into(), "Logs".into()),
+        "span" => ("spans".into(), "Spans".into()),
+        "annotation" => ("annotations".into(), "Annotations".into()),
+        "timeline" => {
+            let l = s.label("lane").unwrap_or("timeline");
+            (format!("timeline:{l}"), l.to_string())
+        }
+        other => (other.to_string(), other.to_string()),
+    }
+}
+
+fn item_of(s: &Stored) -> Item {
+    let severity = if s.entry.kind == "span" {
+        if s.label("status") == Some("error") {
+            "critical"
+        } else {
+            "info"
+        }
+    } else {
+        normalize(s.label("severity").unwrap_or(""))
+    };
+    let text = if s.entry.kind == "span" {
+        let us: u64 = s
+            .label("duration_us")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        let svc = s.label("service").unwrap_or("");
+        format!(
+            "{}{}{} ({:.1} ms)",
+            svc,
+            if svc.is_empty() { "" } else { ": " },
+            s.entry.text,
+            us as f64 / 1000.0
+        )
+    } else {
+        s.entry.text.clone()
+    };
+    Item {
+        time_ms: s.entry.time_ms,
+        end_ms: s.entry.end_ms,
+        severity,
+        text,
+        kind: s.entry.kind.clone(),
+        source: s.source.clone(),
+        seq: Some(s.seq),
+        flow_filter: s.entry.flow_filter.clone(),
+        trace_id: s.label("trace_id").map(str::to_string),
+    }
+}
+
+/// The most severe first, the latest among equals.
+fn most_severe_first(items: &mut [Item]) {
+    items.sort_by(|a, b| {
+        rank(b.severity)
+            .cmp(&rank(a.severity))
+            .then(b.time_ms.cmp(&a.time_ms))
+    });
+}
+
+struct LaneBuilder {
+    title: String,
+    total: u64,
+    counts: BTreeMap<&'static str, Vec<u64>>,
+    items: Vec<Item>,
+}
+
+/// Builds the timeline from the store, the records and the alerts (active and past).
+pub fn build(
+    store: &Store,
+    records: Option<&RecordStore>,
+    alerts: &[Alert],
+    req: &TimelineRequest,
+) -> Result<Timeline, TimelineError> {
+    let (from, to, step) = (req.range.from_ms, req.range.to_ms, req.step_ms.max(1));
+    let buckets = to.saturating_sub(from).div_ceil(step).max(1);
+    let bucket = |t: u64| -> Option<usize> {
+        (t >= from && t <= to).then(|| (((t - from) / step) as usize).min(buckets as usize - 1))
+    };
+    let n = buckets as usize;
+    let mut volume = Volume {
+        bytes: vec![0; n],
+        packets: vec![0; n],
+        flows: vec![0; n],
+        drop_packets: vec![0; n],
+    };
+    let groups = store.aggregate(
+        &req.filter,
+        &req.range,
+        &[],
+        Some(Buckets {
+            origin_ms: from,
+            step_ms: step,
+        }),
+    )?;
+    for ((_, b), t) in groups {
+        if let Some(i) = b.and_then(bucket) {
+            volume.bytes[i] += t.bytes;
+            volume.packets[i] += t.packets;
+            volume.flows[i] += t.flows;
+            volume.drop_packets[i] += t.drop_packets;
+        }
+    }
+    let mut lanes: BTreeMap<String, LaneBuilder> = BTreeMap::new();
+    let keep = req.max_items;
+    let add = |id: String, title: String, it: Item, lanes: &mut BTreeMap<String, LaneBuilder>| {
+        let l = lanes.entry(id).or_insert_with(|| LaneBuilder {
+            title,
+            total: 0,
+            counts: BTreeMap::new(),
+            items: vec![],
+        });
+        l.total += 1;
+        if let Some(i) = bucket(it.time_ms.max(from)) {
+            l.counts.entry(it.severity).or_insert_with(|| vec![0; n])[i] += 1;
+        }
+        l.items.push(it);
+        // Bounded memory: past twice the listing, keep the ones that would be listed.
+        if l.items.len() > 2 * keep.max(1) {
+            most_severe_first(&mut l.items);
+            l.items.truncate(keep);
+        }
+    };
+    // Alerts come as state changes and current states: one item per alert episode
+    // (fingerprint and since), its latest state.
+    let mut episodes: BTreeMap<(&str, u64), &Alert> = BTreeMap::new();
+    for a in alerts {
+        let e = episodes
+            .entry((a.fingerprint.as_str(), a.since_ms))
+            .or_insert(a);
+        if a.seen_ms > e.seen_ms || (a.seen_ms == e.seen_ms && a.resolved_ms > e.resolved_ms) {
+            *e = a;
+        }
+    }
+    for a in episodes.into_values() {
+        let start = if a.fired_ms > 0 {
+            a.fired_ms
+        } else {
+            a.since_ms
+        };
+        let end = (a.resolved_ms > 0).then_some(a.resolved_ms);
+        // In range when it overlaps it.
+        if start > to || end.is_some_and(|e| e < from) {
+            continue;
+        }
+        add(
+            "alerts".into(),
+            "Alerts".into(),
+            Item {
+                time_ms: start,
+                end_ms: end,
+                severity: normalize(&a.severity),
+                text: format!("{}: {}", a.name, a.summary),
+                kind: "alert".into(),
+                source: a.rule.clone(),
+                seq: None,
+                flow_filter: None,
+                trace_id: None,
+            },
+            &mut lanes,
+        );
+    }
+    let mut records_truncated = false;
+    if let Some(r) = records {
+        records_truncated = r.scan_time(from, to, MAX_RECORDS, |s| {
+            let (id, title) = lane_of(&s);
+            add(id, title, item_of(&s), &mut lanes);
+        })?;
+    }
+    let order = |id: &str| match id {
+        "alerts" => 0,
+        "events" => 1,
+        "spans" => 2,
+        "logs" => 3,
+        i if i.starts_with("timeline:") => 4,
+        "annotations" => 5,
+        _ => 6,
+    };
+    let mut out: Vec<Lane> = lanes
+        .into_iter()
+        .map(|(id, mut l)| {
+            let truncated = l.total > req.max_items as u64;
+            if l.items.len() > req.max_items {
+                most_severe_first(&mut l.items);
+                l.items.truncate(req.max_items);
+            }
+            l.items.sort_by_key(|i| (i.time_ms, i.seq));
+            Lane {
+                id,
+                title: l.title,
+                total: l.total,
+                counts: l.counts,
+                items: l.items,
+                truncated,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        order(a.id.as_str())
+            .cmp(&order(b.id.as_str()))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(Timeline {
+        from_ms: from,
+        to_ms: to,
+        step_ms: step,
+        buckets,
+        volume,
+        lanes: out,
+        records_truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Flow;
+    use crate::records::Entry;
+    use crate::store::StoreConfig;
+
+    fn rec(t: u64, kind: &str, labels: &[(&str, &str)]) -> Entry {
+        Entry {
+            time_ms: t,
+            end_ms: None,
+            kind: kind.into(),
+            text: format!("{kind} at {t}"),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flow_filter: Some("DstPort=80".into()),
+        }
+    }
+
+    #[test]
+    fn volume_and_lanes_share_the_buckets_and_items_keep_the_most_severe() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("flows"))).unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let mut flows = vec![];
+        for i in 0..10u64 {
+            let mut f = Flow::empty();
+            f.time_flow_start_ms = t0 + i * 1000;
+            f.time_flow_end_ms = t0 + i * 1000 + 10;
+            f.time_received = f.time_flow_end_ms;
+            f.bytes = 100 * (i + 1);
+            f.packets = 1;
+            f.pkt_drop_packets = u64::from(i == 7);
+            flows.push(f);
+        }
+        store.append(&flows).unwrap();
+        store.flush().unwrap();
+        let records = RecordStore::open(&dir.path().join("records")).unwrap();
+        records
+            .write(
+                "otlp",
+                vec![
+                    rec(t0 + 500, "log", &[("severity", "info")]),
+                    rec(t0 + 1500, "log", &[("severity", "warn")]),
+                    rec(t0 + 2500, "log", &[("severity", "error")]),
+                    rec(
+                        t0 + 3500,
+                        "span",
+                        &[("status", "error"), ("duration_us", "1500")],
+                    ),
+                    rec(
+                        t0 + 4500,
+                        "timeline",
+                        &[("lane", "deploys"), ("severity", "info")],
+                    ),
+                    rec(t0 + 60_000, "log", &[("severity", "error")]),
+                ],
+            )
+            .unwrap();
+        records
+            .write(
+                "k8s",
+                vec![rec(t0 + 7000, "k8s-event", &[("severity", "critical")])],
+            )
+            .unwrap();
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "fingerprint": "f", "rule": "drops", "name": "Drops", "severity": "warning",
+            "summary": "packets dropped", "labels": {}, "state": "resolved",
+            "since_ms": t0 + 7000, "fired_ms": t0 + 7100, "resolved_ms": t0 + 9000,
+            "seen_ms": t0 + 9000, "silenced": false}))
+        .unwrap();
+        let req = TimelineRequest {
+            range: TimeRange {
+                from_ms: t0,
+                to_ms: t0 + 9999,
+            },
+            step_ms: 2000,
+            filter: crate::query::parse("").unwrap(),
+            max_items: 2,
+        };
+        let t = build(&store, Some(&records), &[alert], &req).unwrap();
+        assert_eq!(t.buckets, 5);
+        assert_eq!(t.volume.bytes, vec![300, 700, 1100, 1500, 1900]);
+        assert_eq!(t.volume.drop_packets, vec![0, 0, 0, 1, 0]);
+        let ids: Vec<&str> = t.lanes.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["alerts", "events", "spans", "logs", "timeline:deploys"]
+        );
+        let logs = &t.lanes[3];
+        // Three logs in range (the one a minute later is not), two listed: the most severe.
+        assert_eq!((logs.total, logs.truncated), (3, true));
+        let sev: Vec<&str> = logs.items.iter().map(|i| i.severity).collect();
+        assert_eq!(sev, vec!["warning", "critical"]);
+        assert_eq!(logs.counts["info"], vec![1, 0, 0, 0, 0]);
+        assert_eq!(logs.counts["critical"], vec![0, 1, 0, 0, 0]);
+        assert_eq!(t.lanes[2].items[0].severity, "critical");
+        assert!(t.lanes[2].items[0].text.ends_with("(1.5 ms)"));
+        assert_eq!(t.lanes[0].items[0].end_ms, Some(t0 + 9000));
+        assert_eq!(
+            t.lanes[1].items[0].flow_filter.as_deref(),
+            Some("DstPort=80")
+        );
+        assert_eq!(t.lanes[4].title, "deploys");
+    }
+}

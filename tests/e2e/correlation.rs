@@ -1,0 +1,165 @@
+//! "What changed" end to end: a real Prometheus (Debian's 2.42) scrapes the agent's `/metrics`
+//! and a workload exporter (`py/workload_exporter.py`: a veth's received bytes, a constant
+//! config version, a temperature wobbling on its own) every second; an iperf3 burst runs
+//! between two namespaces between quiet stretches; the bundled `what-changed` correlator, run
+//! over the window (a ping runs all along, as background traffic would), must name the series that moved with the burst (the veth's byte counter,
+//! weir's own flow byte counter) and neither of the others, and be refused a Prometheus it was
+//! not granted.
+
+use crate::capture::agent_for;
+use crate::plugins::weir;
+use crate::util::{KillOnDrop, Pair, Prometheus, free_port, now_ms, require, sh};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
+
+#[test]
+fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
+    require(&["prometheus", "iperf3", "python3", "ip"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::alone(74);
+    let a = agent_for(&pair, dir.path());
+
+    let eport = free_port();
+    let mut exporter = Command::new("python3")
+        .arg(format!("{PY}/workload_exporter.py"))
+        .args([&eport.to_string(), &pair.ns_b, &pair.b_if])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("exporter");
+    let out = exporter.stdout.take().expect("stdout");
+    let _exporter = KillOnDrop(exporter);
+    let mut ready = String::new();
+    BufReader::new(out).read_line(&mut ready).expect("ready");
+    assert_eq!(ready.trim(), "ready");
+
+    let prom = Prometheus::start(
+        dir.path(),
+        &[
+            ("weir", format!("127.0.0.1:{}", a.port)),
+            ("workload", format!("127.0.0.1:{eport}")),
+        ],
+    );
+    let pport = prom.port;
+
+    // Quiet, a 6 s burst, quiet; Prometheus scrapes throughout.
+    sh(&format!(
+        "ip netns exec {} iperf3 -s -1 -D --pidfile {}",
+        pair.ns_b,
+        dir.path().join("iperf.pid").display()
+    ));
+    // Background traffic all along (a ping every half second), so the window's flows span it.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &pair.ns_a, "ping", "-q", "-i", "0.5", &pair.b4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping");
+    let _ping = KillOnDrop(ping);
+    std::thread::sleep(Duration::from_secs(8));
+    let from = now_ms() - 6000;
+    sh(&format!(
+        "ip netns exec {} iperf3 -c {} -t 6 -b 300M -J > /dev/null",
+        pair.ns_a, pair.b4
+    ));
+    std::thread::sleep(Duration::from_secs(8));
+    a.flush();
+    std::thread::sleep(Duration::from_secs(2));
+    let to = now_ms() - 1000;
+
+    // The correlator, granted this Prometheus only.
+    let data = dir.path().join("data");
+    let queries = "workload_rx_bytes_total;workload_config_version;workload_temperature_celsius;sum(weir_flow_bytes_total)";
+    let (code, _, err) = weir(
+        &data,
+        &[
+            "install",
+            "bundled:what-changed",
+            "--scope",
+            &format!("outbound-http=127.0.0.1:{pport}"),
+            "--config",
+            &format!("prometheus=http://127.0.0.1:{pport}"),
+            "--config",
+            &format!("queries={queries}"),
+            "--config",
+            "step=2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let run = |extra: &[&str]| -> (i32, String, String) {
+        let mut args = vec!["plugin", "run", "what-changed", "--json"];
+        let (f, t) = (from.to_string(), to.to_string());
+        args.extend(["--from", &f, "--to", &t]);
+        args.extend(extra);
+        // The agent hot-loads what was installed within two seconds.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = a.cli(&args);
+            if r.0 == 0 || !r.2.contains("no loaded plugin") {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "what-changed never loaded: {}\n{}",
+                r.2,
+                a.ok("/api/v1/plugins", &[])
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let (code, out, err) = run(&["--filter", &format!("NetNs={}", pair.ns_a)]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v: Value = serde_json::from_str(&out).expect("run JSON");
+    let notes = v["result"]["annotations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no annotations: {v}"));
+    let series: Vec<(&str, f64)> = notes
+        .iter()
+        .filter_map(|n| {
+            let labels = n["labels"].as_object()?;
+            Some((
+                labels.get("series")?.as_str()?,
+                labels.get("r")?.as_str()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let moved = |prefix: &str| series.iter().find(|(s, _)| s.starts_with(prefix));
+    let rx = moved("workload_rx_bytes_total")
+        .unwrap_or_else(|| panic!("the veth's counter did not move: {v}"));
+    assert!(rx.1 > 0.8, "{v}");
+    // An expression's series is named by its query.
+    assert!(
+        series
+            .iter()
+            .any(|(s, r)| *s == "sum(weir_flow_bytes_total)" && *r > 0.8),
+        "weir's own byte counter: {v}"
+    );
+    assert!(moved("workload_config_version").is_none(), "{v}");
+    assert!(moved("workload_temperature_celsius").is_none(), "{v}");
+
+    // A Prometheus it was not granted: refused, naming the scope.
+    let (code, _, err) = weir(
+        &data,
+        &[
+            "grant",
+            "what-changed",
+            "outbound-http",
+            "--scope",
+            "127.0.0.1:1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, out, err) = run(&[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("127.0.0.1:1") || err.contains("scope"),
+        "{err}"
+    );
+}

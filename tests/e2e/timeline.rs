@@ -1,0 +1,285 @@
+//! The timeline end to end: a recorded Kubernetes API (a stand-in: no API server runs on the
+//! test machines) with a pod whose address is one end of a real veth pair, its events arriving
+//! over the watch (an OOM kill) and a NetworkPolicy changed; real traffic to the pod; a log
+//! line and a span over OTLP. The timeline must put the flow volume (equal to the aggregate
+//! API's), the events (kept as records with the pod's workload, their flow filter selecting
+//! the pod's flows), the policy change, the log and the span on one axis; a restarted agent
+//! must not record an event twice; and the Timeline page in a real browser must draw it, hide
+//! lanes, zoom, and lead from an event to its flows.
+
+use crate::capture::agent_with;
+use crate::util::{Agent, KubeApi, Pair, now_ms, require, sh};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn iso(ms: u64) -> String {
+    let secs = ms / 1000;
+    let out = sh(&format!("date -u -d @{secs} +%Y-%m-%dT%H:%M:%SZ"));
+    out.trim().to_string()
+}
+
+/// The recorded cluster: pod shop/web-5d9f-x (Deployment web) at `ip`, a NetworkPolicy, and
+/// one event already there (Scheduled).
+fn cluster(dir: &std::path::Path, ip: &str, t: u64) {
+    let list = |kind: &str, items: Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items});
+    let files = [
+        (
+            "pods",
+            list(
+                "PodList",
+                json!([{
+            "metadata": {"name": "web-5d9f-x", "namespace": "shop", "uid": "p1", "resourceVersion": "5",
+                "labels": {"app": "web", "pod-template-hash": "5d9f"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9f", "uid": "rs1", "controller": true}]},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "web", "image": "nginx"}]},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}]}}]),
+            ),
+        ),
+        ("services", list("ServiceList", json!([]))),
+        ("nodes", list("NodeList", json!([]))),
+        (
+            "namespaces",
+            list(
+                "NamespaceList",
+                json!([{"metadata": {"name": "shop", "uid": "n1", "resourceVersion": "2"}}]),
+            ),
+        ),
+        (
+            "networkpolicies",
+            list(
+                "NetworkPolicyList",
+                json!([{
+            "metadata": {"name": "deny-ingress", "namespace": "shop", "uid": "np1", "resourceVersion": "7"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}]),
+            ),
+        ),
+        (
+            "events",
+            list(
+                "EventList",
+                json!([{
+            "metadata": {"name": "web-5d9f-x.1", "namespace": "shop", "uid": "e1", "resourceVersion": "8"},
+            "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "web-5d9f-x"},
+            "reason": "Scheduled", "message": "Successfully assigned shop/web-5d9f-x to node-a",
+            "type": "Normal", "count": 1, "lastTimestamp": iso(t)}]),
+            ),
+        ),
+    ];
+    for (name, v) in files {
+        std::fs::write(dir.join(format!("{name}.json")), v.to_string()).expect("write");
+    }
+}
+
+fn append(path: &std::path::Path, line: &Value) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("watch file");
+    writeln!(f, "{line}").expect("append");
+}
+
+fn records(a: &Agent, kind: &str) -> Vec<Value> {
+    a.ok(
+        "/api/v1/records",
+        &[("kind", kind), ("from", "0"), ("limit", "1000")],
+    )["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn label<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
+    r["labels"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0] == name)
+        .and_then(|p| p[1].as_str())
+}
+
+#[test]
+fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
+    require(&["ip", "ping", "python3", "node", "chromium"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(73);
+    let t0 = now_ms();
+    let api_dir = dir.path().join("api");
+    std::fs::create_dir_all(&api_dir).expect("mkdir");
+    cluster(&api_dir, &pair.b4, t0 - 20_000);
+    let api = KubeApi::start(&api_dir);
+    let kubeconfig = api.kubeconfig.to_str().expect("path").to_string();
+    let mut a = agent_with(&pair, dir.path(), &["--kubeconfig", &kubeconfig]);
+
+    // The recorder has the cluster (the first event is recorded) and has listed the policies
+    // once (a poll later): only then is a policy change a change.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records(&a, "k8s-event").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first event was never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // Traffic to the pod, then the events: the OOM kill over the watch, the policy changed.
+    sh(&format!(
+        "ip netns exec {} ping -c 5 -i 0.2 -q {}",
+        pair.ns_a, pair.b4
+    ));
+    let t_oom = now_ms();
+    append(
+        &api_dir.join("events.watch.jsonl"),
+        &json!({"type": "ADDED", "object": {
+            "kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": "web-5d9f-x.2", "namespace": "shop", "uid": "e2", "resourceVersion": "11"},
+            "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "web-5d9f-x"},
+            "reason": "OOMKilling", "message": "Memory cgroup out of memory: Killed process 4242 (nginx)",
+            "type": "Warning", "count": 1, "lastTimestamp": iso(t_oom)}}),
+    );
+    append(
+        &api_dir.join("networkpolicies.watch.jsonl"),
+        &json!({"type": "MODIFIED", "object": {
+            "kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": "deny-ingress", "namespace": "shop", "uid": "np1", "resourceVersion": "12"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"]}}}),
+    );
+    // A log line and a span over OTLP (JSON).
+    let now_ns = now_ms() * 1_000_000;
+    let log = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
+        "scopeLogs": [{"logRecords": [{"timeUnixNano": now_ns.to_string(), "severityNumber": 17,
+        "body": {"stringValue": "payment backend unreachable"}}]}]}]});
+    let (s, _, body) = Agent::post_bytes(
+        &a.url("/v1/logs"),
+        "application/json",
+        None,
+        log.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let span = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
+        "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+        "name": "GET /pay", "kind": 3, "startTimeUnixNano": now_ns.to_string(), "endTimeUnixNano": (now_ns + 40_000_000).to_string(),
+        "status": {"code": 2}, "attributes": [{"key": "server.address", "value": {"stringValue": pair.b4.clone()}},
+        {"key": "server.port", "value": {"intValue": 80}}]}]}]}]});
+    let (s, _, body) = Agent::post_bytes(
+        &a.url("/v1/traces"),
+        "application/json",
+        None,
+        span.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    a.flush();
+
+    // Both events and the policy change are recorded (the watch reaches the agent first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records(&a, "k8s-event").len() < 2 || records(&a, "k8s-change").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "events not recorded: {:?} {:?}",
+            records(&a, "k8s-event"),
+            records(&a, "k8s-change")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let evs = records(&a, "k8s-event");
+    let oom = evs
+        .iter()
+        .find(|r| label(r, "reason") == Some("OOMKilling"))
+        .expect("OOM event");
+    assert_eq!(label(oom, "workload"), Some("web"), "{oom}");
+    assert_eq!(label(oom, "severity"), Some("critical"));
+    assert_eq!(oom["time_ms"].as_u64(), Some(t_oom / 1000 * 1000));
+    let change = &records(&a, "k8s-change")[0];
+    assert_eq!(change["text"], "NetworkPolicy shop/deny-ingress changed");
+
+    // The timeline over the same range as the aggregate API.
+    let (from, to) = ((t0 - 60_000).to_string(), (now_ms() + 1000).to_string());
+    let t = a.ok(
+        "/api/v1/timeline",
+        &[("from", &from), ("to", &to), ("step", "10s")],
+    );
+    let agg = a.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            ("from", &from),
+            ("to", &to),
+            ("group_by", "Proto"),
+            ("top", "100"),
+        ],
+    );
+    let agg_bytes = agg["total"]["bytes"].as_u64().unwrap_or(0);
+    let vol: u64 = t["volume"]["bytes"]
+        .as_array()
+        .expect("volume")
+        .iter()
+        .map(|b| b.as_u64().unwrap_or(0))
+        .sum();
+    assert!(agg_bytes > 0, "{agg}");
+    assert_eq!(vol, agg_bytes, "timeline volume vs aggregate");
+    let lane = |id: &str| -> Value {
+        t["lanes"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("lane {id}: {t}"))
+    };
+    let events = lane("events");
+    assert_eq!(events["total"], 3, "{events}");
+    let item = events["items"]
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i["severity"] == "critical").cloned())
+        .expect("critical event");
+    assert!(
+        item["text"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("OOMKilling: Pod shop/web-5d9f-x"))
+    );
+    // The event's filter selects the pod's flows, and only those.
+    let filter = item["flow_filter"].as_str().expect("flow filter");
+    let flows = a.ok(
+        "/api/v1/flows",
+        &[("filter", filter), ("from", &from), ("limit", "1000")],
+    );
+    let list = flows["flows"].as_array().expect("flows");
+    assert!(!list.is_empty(), "no flows for {filter}");
+    assert!(
+        list.iter()
+            .all(|f| f["SrcK8S_Name"] == "web-5d9f-x" || f["DstK8S_Name"] == "web-5d9f-x")
+    );
+    assert_eq!(lane("logs")["items"][0]["severity"], "critical");
+    let sp = lane("spans");
+    assert_eq!(
+        sp["items"][0]["trace_id"],
+        "5b8efff798038103d269b633813fc60c"
+    );
+    assert_eq!(sp["items"][0]["severity"], "critical");
+    // Bad parameters name themselves.
+    let (s, v) = a.get("/api/v1/timeline", &[("from", &from), ("step", "1ms")]);
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["parameter"], "step", "{v}");
+
+    // The page, in a real browser.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("ui/web/test/timeline.mjs"))
+        .current_dir(root.join("ui/web"))
+        .env("WEIR_URL", a.url(""))
+        .env("WEIR_FROM", iso(t0 - 60_000))
+        .env("WEIR_TO", iso(now_ms() + 2000))
+        .env("WEIR_SHOTS", root.join("target/ui-screenshots"))
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "Timeline browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
+    // A restarted agent does not record the same events again.
+    a.stop();
+    a.spawn();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(records(&a, "k8s-event").len(), 2, "events recorded twice");
+}

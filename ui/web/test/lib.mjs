@@ -1,0 +1,21 @@
+// Shared by the browser tests: Debian's Chromium launched headless with the flags that work on
+// the test machines, one page whose console and page errors are collected, and `check`.
+import { chromium } from "playwright-core";
+
+export function check(cond, msg) {
+  if (!cond) throw new Error("check failed: " + msg);
+}
+
+/// `{ browser, page, errors }`: close `browser` when done; `errors` fills as the page runs.
+export async function launch() {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const errors = [];
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
+  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
+  return { browser, page, errors };
+}
