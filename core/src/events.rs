@@ -13,7 +13,7 @@
 use crate::objects::{ObjectSource, Selector};
 use crate::records::{Entry, RecordError, RecordQuery, RecordStore};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The records' source name.
@@ -38,6 +38,9 @@ pub struct EventRecorder {
     seen: HashSet<String>,
     /// NetworkPolicy `namespace/name` -> resourceVersion at the last poll (None: not primed).
     policies: Option<HashMap<String, String>>,
+    /// Event `namespace/name` -> hash of its JSON at the last poll: an event that did not
+    /// change is not read again.
+    events: HashMap<String, u64>,
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -71,33 +74,25 @@ fn time_ms(text: &str) -> Option<u64> {
 /// `<deployment>-<pod-template-hash>` shown as the Deployment.
 pub fn workload_of(pod: &Value) -> String {
     let owners = pod["metadata"]["ownerReferences"].as_array();
-    let Some(o) = owners.and_then(|l| {
-        l.iter()
-            .find(|o| o["controller"].as_bool() == Some(true))
-            .or(l.first())
-    }) else {
-        return String::new();
-    };
-    let (kind, name) = (s(o, &["kind"]), s(o, &["name"]));
     let hash = s(pod, &["metadata", "labels", "pod-template-hash"]);
-    if kind == "ReplicaSet"
-        && !hash.is_empty()
-        && let Some(d) = name.strip_suffix(&format!("-{hash}"))
-    {
-        return d.to_string();
-    }
-    name.to_string()
+    crate::objects::pod_workload(
+        owners.into_iter().flatten().map(|o| {
+            (
+                s(o, &["kind"]),
+                s(o, &["name"]),
+                o["controller"].as_bool() == Some(true),
+            )
+        }),
+        (!hash.is_empty()).then_some(hash),
+    )
+    .map(|(name, _)| name)
+    .unwrap_or_default()
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
 fn cut(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    let keep = crate::records::cut(text, max).len();
+    text.truncate(keep);
 }
 
 fn quote(v: &str) -> String {
@@ -122,6 +117,23 @@ fn flow_filter(kind: &str, namespace: &str, name: &str) -> Option<String> {
     }
 }
 
+/// The object an Event is about (`involvedObject` in core/v1, `regarding` in
+/// events.k8s.io/v1).
+fn about(ev: &Value) -> &Value {
+    if ev["involvedObject"].is_object() {
+        &ev["involvedObject"]
+    } else {
+        &ev["regarding"]
+    }
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// One Event object (core/v1 or events.k8s.io/v1) as a record, with its dedup key.
 pub fn event_entry(
     ev: &Value,
@@ -142,11 +154,7 @@ pub fn event_entry(
         .or_else(|| ev["series"]["count"].as_u64())
         .or_else(|| ev["deprecatedCount"].as_u64())
         .unwrap_or(1);
-    let about = if ev["involvedObject"].is_object() {
-        &ev["involvedObject"]
-    } else {
-        &ev["regarding"]
-    };
+    let about = about(ev);
     let (kind, namespace, name) = (
         s(about, &["kind"]),
         s(about, &["namespace"]),
@@ -281,26 +289,47 @@ impl EventRecorder {
             records,
             seen,
             policies: None,
+            events: HashMap::new(),
         })
     }
 
     /// Writes what is new since the last poll; returns how many records.
     pub fn poll(&mut self, now_ms: u64) -> Result<usize, RecordError> {
         let all = Selector::default();
-        let list = |kind: &str| self.objects.list(kind, None, &all).unwrap_or_default();
+        let list = |kind: &str, namespace: Option<&str>| {
+            self.objects.list(kind, namespace, &all).unwrap_or_default()
+        };
+        // Only events new or changed since the last poll are read.
+        let mut hashes = HashMap::new();
+        let mut fresh = Vec::new();
+        for e in list("Event", None) {
+            let (key, h) = (format!("{}/{}", e.namespace, e.name), hash(&e.json));
+            if self.events.get(&key) != Some(&h)
+                && let Ok(v) = serde_json::from_str::<Value>(&e.json)
+            {
+                fresh.push(v);
+            }
+            hashes.insert(key, h);
+        }
+        // The workloads of the pods those are about, a namespace at a time.
+        let namespaces: BTreeSet<&str> = fresh
+            .iter()
+            .map(about)
+            .filter(|a| s(a, &["kind"]) == "Pod")
+            .map(|a| s(a, &["namespace"]))
+            .collect();
         let mut workloads = HashMap::new();
-        for p in list("Pod") {
-            if let Ok(v) = serde_json::from_str::<Value>(&p.json) {
-                workloads.insert((p.namespace.clone(), p.name.clone()), workload_of(&v));
+        for ns in namespaces {
+            for p in list("Pod", Some(ns)) {
+                if let Ok(v) = serde_json::from_str::<Value>(&p.json) {
+                    workloads.insert((p.namespace.clone(), p.name.clone()), workload_of(&v));
+                }
             }
         }
         let mut out = Vec::new();
         let mut keys = Vec::new();
-        for e in list("Event") {
-            let Ok(v) = serde_json::from_str::<Value>(&e.json) else {
-                continue;
-            };
-            if let Some((key, entry)) = event_entry(&v, &workloads)
+        for v in &fresh {
+            if let Some((key, entry)) = event_entry(v, &workloads)
                 && !self.seen.contains(&key)
             {
                 keys.push(key);
@@ -309,7 +338,7 @@ impl EventRecorder {
         }
         // Changes are only known against a full first list.
         if self.objects.synced("NetworkPolicy") {
-            let policies: HashMap<String, String> = list("NetworkPolicy")
+            let policies: HashMap<String, String> = list("NetworkPolicy", None)
                 .into_iter()
                 .map(|p| {
                     let rv = serde_json::from_str::<Value>(&p.json)
@@ -330,6 +359,7 @@ impl EventRecorder {
             self.records.write(SOURCE, chunk.to_vec())?;
         }
         self.seen.extend(keys);
+        self.events = hashes;
         Ok(n)
     }
 }

@@ -7,6 +7,24 @@
 
 use std::collections::BTreeMap;
 
+/// The workload behind a pod, as (name, kind), from its owner references (kind, name, whether
+/// controller): the controller owner (else the first), with a ReplicaSet named
+/// `<deployment>-<pod-template-hash>` shown as the Deployment. None when it has no owner.
+pub fn pod_workload<'a>(
+    owners: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+    template_hash: Option<&str>,
+) -> Option<(String, String)> {
+    let owners: Vec<(&str, &str, bool)> = owners.into_iter().collect();
+    let (kind, name, _) = owners.iter().find(|o| o.2).or(owners.first()).copied()?;
+    if kind == "ReplicaSet"
+        && let Some(hash) = template_hash
+        && let Some(dep) = name.strip_suffix(&format!("-{hash}"))
+    {
+        return Some((dep.to_string(), "Deployment".into()));
+    }
+    Some((name.to_string(), kind.to_string()))
+}
+
 /// The kind that is never readable.
 pub const SECRET: &str = "Secret";
 

@@ -91,6 +91,18 @@ pub struct RecordQuery {
     pub limit: usize,
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Checks a kind name.
 pub fn check_kind(kind: &str) -> Result<(), RecordError> {
     let ok = !kind.is_empty()

@@ -169,21 +169,13 @@ fn parse_ips<'a>(list: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
 /// The workload behind a pod: its controller owner, with a Deployment's ReplicaSet shown as
 /// the Deployment (the ReplicaSet's name is the Deployment's plus `-<pod-template-hash>`).
 fn owner(pod: &Pod) -> (String, String) {
-    let refs = pod.owner_references();
-    let Some(o) = refs
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .or(refs.first())
-    else {
-        return (pod.name_any(), "Pod".into());
-    };
-    if o.kind == "ReplicaSet"
-        && let Some(hash) = pod.labels().get("pod-template-hash")
-        && let Some(dep) = o.name.strip_suffix(&format!("-{hash}"))
-    {
-        return (dep.to_string(), "Deployment".into());
-    }
-    (o.name.clone(), o.kind.clone())
+    weir_core::objects::pod_workload(
+        pod.owner_references()
+            .iter()
+            .map(|o| (o.kind.as_str(), o.name.as_str(), o.controller == Some(true))),
+        pod.labels().get("pod-template-hash").map(String::as_str),
+    )
+    .unwrap_or_else(|| (pod.name_any(), "Pod".into()))
 }
 
 fn pod_entry(pod: &Pod) -> Option<Entry> {

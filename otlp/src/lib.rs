@@ -27,12 +27,24 @@ fn err(at: &str, problem: impl Into<String>) -> DecodeError {
     }
 }
 
+/// Why a body could not be read as sent (before any OTLP decoding); each kind is its own
+/// HTTP status (413, 415, 400).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body: inflates to more than {0} bytes, the most accepted")]
+    TooLarge(usize),
+    #[error("Content-Encoding: '{0}' is not supported (gzip or identity)")]
+    Unsupported(String),
+    #[error("body: not gzip: {0}")]
+    Corrupt(String),
+}
+
 /// A body as sent: `identity` (or none) or `gzip`, inflated to at most `limit` bytes.
 pub fn decompress(
     body: &[u8],
     content_encoding: Option<&str>,
     limit: usize,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Vec<u8>, BodyError> {
     match content_encoding
         .map(|c| c.trim().to_ascii_lowercase())
         .as_deref()
@@ -43,19 +55,13 @@ pub fn decompress(
             flate2::read::GzDecoder::new(body)
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| err("body", format!("not gzip: {e}")))?;
+                .map_err(|e| BodyError::Corrupt(e.to_string()))?;
             if out.len() > limit {
-                return Err(err(
-                    "body",
-                    format!("inflates to more than {limit} bytes, the most accepted"),
-                ));
+                return Err(BodyError::TooLarge(limit));
             }
             Ok(out)
         }
-        Some(other) => Err(err(
-            "Content-Encoding",
-            format!("'{other}' is not supported (gzip or identity)"),
-        )),
+        Some(other) => Err(BodyError::Unsupported(other.to_string())),
     }
 }
 

@@ -64,10 +64,7 @@ pub struct SpanFlows {
 type Key = (IpAddr, u16, IpAddr, u16);
 
 fn endpoint(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
+    std::net::SocketAddr::new(addr, port).to_string()
 }
 
 /// The conversations of a span that ran from `start_ms` to `end_ms`.

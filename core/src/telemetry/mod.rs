@@ -67,6 +67,18 @@ impl SpanKind {
         }
     }
 
+    /// From [`SpanKind::as_str`]'s names (anything else is `Unspecified`).
+    pub fn from_name(name: &str) -> SpanKind {
+        match name {
+            "internal" => SpanKind::Internal,
+            "server" => SpanKind::Server,
+            "client" => SpanKind::Client,
+            "producer" => SpanKind::Producer,
+            "consumer" => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SpanKind::Unspecified => "unspecified",

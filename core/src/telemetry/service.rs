@@ -62,14 +62,7 @@ pub struct TelemetryService {
 
 /// `text` cut to at most `max` bytes on a character boundary.
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    crate::records::cut(text, max).to_string()
 }
 
 /// Adds attributes after the fixed labels while they fit.
@@ -158,17 +151,6 @@ fn log_entry(l: &LogLine) -> Entry {
         text: cut(&l.body, MAX_TEXT),
         labels,
         flow_filter: None,
-    }
-}
-
-fn kind_of(name: &str) -> SpanKind {
-    match name {
-        "internal" => SpanKind::Internal,
-        "server" => SpanKind::Server,
-        "client" => SpanKind::Client,
-        "producer" => SpanKind::Producer,
-        "consumer" => SpanKind::Consumer,
-        _ => SpanKind::Unspecified,
     }
 }
 
@@ -280,7 +262,7 @@ impl TelemetryService {
 
     /// One stored span with its flows.
     pub fn view(&self, s: &Stored) -> Result<SpanView, TelemetryError> {
-        let kind = kind_of(s.label("span_kind").unwrap_or(""));
+        let kind = SpanKind::from_name(s.label("span_kind").unwrap_or(""));
         let ep = stored_endpoints(s);
         let end_ms = s.entry.end_ms.unwrap_or(s.entry.time_ms);
         let flows = span_flows(&self.store, kind, s.entry.time_ms, end_ms, &ep)?;
@@ -297,10 +279,9 @@ impl TelemetryService {
             end_ms,
             duration_us: get("duration_us").parse().unwrap_or(0),
             status: get("status"),
-            peer: ep.remote.map(|p| match p.addr {
-                std::net::IpAddr::V4(a) => format!("{a}:{}", p.port),
-                std::net::IpAddr::V6(a) => format!("[{a}]:{}", p.port),
-            }),
+            peer: ep
+                .remote
+                .map(|p| std::net::SocketAddr::new(p.addr, p.port).to_string()),
             labels: s.entry.labels.iter().cloned().collect(),
             flows,
         })

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use weir_core::telemetry::{Encoding, TelemetryError, TelemetryService};
+use weir_otlp::BodyError;
 
 /// Largest OTLP body accepted, as sent and once inflated.
 pub const OTLP_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -84,29 +85,31 @@ async fn receive(st: AppState, headers: HeaderMap, body: Body, signal: Signal) -
         .map(str::to_string);
     let done = tokio::task::spawn_blocking(move || {
         let body = weir_otlp::decompress(&raw, ce.as_deref(), OTLP_BODY_LIMIT)?;
-        match signal {
+        Ok::<_, BodyError>(match signal {
             Signal::Traces => svc.receive_spans(&body, encoding),
             Signal::Logs => svc.receive_logs(&body, encoding),
-        }
+        })
     })
     .await;
     match done {
-        Ok(Ok(a)) => {
+        Ok(Ok(Ok(a))) => {
             tracing::debug!(stored = a.stored, "otlp received");
             answer(StatusCode::OK, encoding, weir_otlp::success_body(encoding))
         }
-        Ok(Err(TelemetryError::Decode(e))) => {
+        Ok(Err(e)) => {
             tracing::info!(error = %e, "otlp request refused");
-            let status = if e.problem.contains("more than") && e.at == "body" {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else if e.at == "Content-Encoding" {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            } else {
-                StatusCode::BAD_REQUEST
+            let status = match e {
+                BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BodyError::Corrupt(_) => StatusCode::BAD_REQUEST,
             };
             failure(status, 3, encoding, &e.to_string())
         }
-        Ok(Err(e)) => {
+        Ok(Ok(Err(TelemetryError::Decode(e)))) => {
+            tracing::info!(error = %e, "otlp request refused");
+            failure(StatusCode::BAD_REQUEST, 3, encoding, &e.to_string())
+        }
+        Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "otlp request not stored");
             failure(
                 StatusCode::SERVICE_UNAVAILABLE,
