@@ -441,25 +441,15 @@ mod tests {
             limit: 100,
             ..Default::default()
         };
-        let aa: Vec<u64> = s
-            .query(&q("aa", 0))
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(aa, vec![1, 4]);
+        let seqs =
+            |id: &str| -> Vec<u64> { s.query(&q(id, 0)).unwrap().iter().map(|x| x.seq).collect() };
+        assert_eq!(seqs("aa"), vec![1, 4]);
         assert_eq!(s.query(&q("aa", 1)).unwrap().len(), 1);
         // "a" is a prefix of both ids, never a match.
         assert!(s.query(&q("a", 0)).unwrap().is_empty());
         assert_eq!(s.enforce_retention(250, 0).unwrap(), 3);
         assert_eq!(s.by_trace.len(), 1);
-        let aa: Vec<u64> = s
-            .query(&q("aa", 0))
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(aa, vec![4]);
+        assert_eq!(seqs("aa"), vec![4]);
     }
 
     #[test]

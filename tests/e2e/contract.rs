@@ -308,7 +308,7 @@ fn grants_and_scopes_change_without_reinstalling_through_api_and_cli() {
 /// A recorded cluster: one pod in namespace `shop` (labelled), a NetworkPolicy there, an
 /// Event; AdminNetworkPolicies not served (404), BaselineAdminNetworkPolicies forbidden (403).
 fn recorded_cluster(dir: &std::path::Path) {
-    let list = |kind: &str, items: Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items});
+    let list = KubeApi::list;
     let files = [
         (
             "pods",
@@ -355,9 +355,7 @@ fn recorded_cluster(dir: &std::path::Path) {
             ),
         ),
     ];
-    for (name, v) in files {
-        std::fs::write(dir.join(format!("{name}.json")), v.to_string()).expect("write");
-    }
+    KubeApi::write_lists(dir, files);
     std::fs::write(dir.join("baselineadminnetworkpolicies.forbidden"), "").expect("write");
 }
 

@@ -4,7 +4,7 @@
 //! checked field by field against the OVS project's own parser (PyPI `ovs`, with
 //! ovs-flowviz, installed by scripts/deps.sh), and the tree and graph against ovs-flowviz.
 
-use crate::util::{Agent, KillOnDrop, WEIR, heavy, now_ms, require, sh, unique};
+use crate::util::{Agent, KillOnDrop, WEIR, browser_test, heavy, now_ms, require, sh, unique};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -502,31 +502,21 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
     );
 
     // The three views and the path in a real browser, against the same API.
-    require(&["node", "chromium"]);
-    let root_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let conv =
         format!("SrcAddr=198.18.61.1&DstAddr=198.18.61.2&Proto=6&DstPort=5201&Interface={a}");
-    let out = Command::new("node")
-        .arg(root_dir.join("ui/web/test/ovs.mjs"))
-        .current_dir(root_dir.join("ui/web"))
-        .env("WEIR_URL", agent.url(""))
-        .env("WEIR_COLLECTION", &coll)
-        .env("WEIR_FLOW", &idx)
-        .env("WEIR_CONV", &conv)
-        .env(
-            "WEIR_UPLOAD",
-            std::fs::read_to_string(&dp_dump).expect("dump"),
-        )
-        .env("WEIR_SHOTS", root_dir.join("target/ui-screenshots"))
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "OVS browser test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    browser_test(
+        "ovs.mjs",
+        &agent.url(""),
+        &[
+            ("WEIR_COLLECTION", coll.to_string()),
+            ("WEIR_FLOW", idx.to_string()),
+            ("WEIR_CONV", conv),
+            (
+                "WEIR_UPLOAD",
+                std::fs::read_to_string(&dp_dump).expect("dump"),
+            ),
+        ],
     );
-    print!("{}", String::from_utf8_lossy(&out.stdout));
     let _ = ns_b;
 }
 

@@ -6,7 +6,7 @@
 //! connection, and `weir policy whatif` must replay those captured conversations against a
 //! proposed change.
 
-use crate::util::{Agent, KillOnDrop, WEIR, now_ms, require, sh, unique};
+use crate::util::{Agent, KillOnDrop, WEIR, browser_test, now_ms, require, sh, unique};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -506,30 +506,20 @@ fn probes_observe_what_the_table_predicts_and_whatif_replays_captured_conversati
     assert_eq!(e["ingress"]["decided_by"], "NetworkPolicy", "{e}");
 
     // The Policies page in a real browser, on the same objects and captured conversations.
-    require(&["node", "chromium"]);
-    let root_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root_dir.join("ui/web/test/policy.mjs"))
-        .current_dir(root_dir.join("ui/web"))
-        .env("WEIR_URL", agent.url(""))
-        .env(
-            "WEIR_YAML",
-            format!("{}---\n{POLICIES}", pods.cluster_yaml()),
-        )
-        .env(
-            "WEIR_PROPOSED",
-            std::fs::read_to_string(&proposed).expect("proposed"),
-        )
-        .env("WEIR_SHOTS", root_dir.join("target/ui-screenshots"))
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "Policies browser test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    browser_test(
+        "policy.mjs",
+        &agent.url(""),
+        &[
+            (
+                "WEIR_YAML",
+                format!("{}---\n{POLICIES}", pods.cluster_yaml()),
+            ),
+            (
+                "WEIR_PROPOSED",
+                std::fs::read_to_string(&proposed).expect("proposed"),
+            ),
+        ],
     );
-    print!("{}", String::from_utf8_lossy(&out.stdout));
 
     // A broken rule: x/a's table gone, the probe now disagrees (exit 1, JUnit failures).
     sh(&format!(

@@ -8,9 +8,8 @@
 //! lanes, zoom, and lead from an event to its flows.
 
 use crate::capture::agent_with;
-use crate::util::{Agent, KubeApi, Pair, now_ms, require, sh};
+use crate::util::{Agent, KubeApi, Pair, browser_test, now_ms, require, sh};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn iso(ms: u64) -> String {
@@ -22,7 +21,7 @@ fn iso(ms: u64) -> String {
 /// The recorded cluster: pod shop/web-5d9f-x (Deployment web) at `ip`, a NetworkPolicy, and
 /// one event already there (Scheduled).
 fn cluster(dir: &std::path::Path, ip: &str, t: u64) {
-    let list = |kind: &str, items: Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items});
+    let list = KubeApi::list;
     let files = [
         (
             "pods",
@@ -66,9 +65,7 @@ fn cluster(dir: &std::path::Path, ip: &str, t: u64) {
             ),
         ),
     ];
-    for (name, v) in files {
-        std::fs::write(dir.join(format!("{name}.json")), v.to_string()).expect("write");
-    }
+    KubeApi::write_lists(dir, files);
 }
 
 fn append(path: &std::path::Path, line: &Value) {
@@ -259,23 +256,14 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     assert_eq!(v["error"]["parameter"], "step", "{v}");
 
     // The page, in a real browser.
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root.join("ui/web/test/timeline.mjs"))
-        .current_dir(root.join("ui/web"))
-        .env("WEIR_URL", a.url(""))
-        .env("WEIR_FROM", iso(t0 - 60_000))
-        .env("WEIR_TO", iso(now_ms() + 2000))
-        .env("WEIR_SHOTS", root.join("target/ui-screenshots"))
-        .output()
-        .expect("node");
-    assert!(
-        out.status.success(),
-        "Timeline browser test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    browser_test(
+        "timeline.mjs",
+        &a.url(""),
+        &[
+            ("WEIR_FROM", iso(t0 - 60_000)),
+            ("WEIR_TO", iso(now_ms() + 2000)),
+        ],
     );
-    print!("{}", String::from_utf8_lossy(&out.stdout));
 
     // A restarted agent does not record the same events again.
     a.stop();

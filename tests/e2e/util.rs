@@ -443,6 +443,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs the browser test `ui/web/test/SCRIPT` (node, playwright-core, Debian's chromium) on
+/// the agent at `url` with `env` beside `WEIR_URL` and `WEIR_SHOTS`; it must pass. Prints and
+/// returns what it printed.
+pub fn browser_test(script: &str, url: &str, env: &[(&str, String)]) -> String {
+    require(&["node", "chromium"]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("ui/web/test").join(script))
+        .current_dir(root.join("ui/web"))
+        .env("WEIR_URL", url)
+        .env("WEIR_SHOTS", root.join("target/ui-screenshots"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{printed}");
+    printed
+}
+
 /// A real Prometheus (Debian's package) scraping `targets` (job name, `host:port`) every
 /// second, its data in `dir`; ready when this returns, stopped on drop.
 pub struct Prometheus {
@@ -496,6 +521,18 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
+    /// A list as the API server answers one (`kind` is the list's, e.g. `PodList`).
+    pub fn list(kind: &str, items: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    /// Writes each (resource, list) as `dir/RESOURCE.json`, served by the recorded API.
+    pub fn write_lists<const N: usize>(dir: &Path, lists: [(&str, serde_json::Value); N]) {
+        for (resource, v) in lists {
+            std::fs::write(dir.join(format!("{resource}.json")), v.to_string()).expect("write");
+        }
+    }
+
     pub fn start(dir: &Path) -> KubeApi {
         use std::io::BufRead;
         let port = free_port().to_string();

@@ -6,6 +6,16 @@ export function check(cond, msg) {
   if (!cond) throw new Error("check failed: " + msg);
 }
 
+/// `ready(name, t)`: waits until the page says it has drawn the current hash, saves a
+/// screenshot `name` into `shots` and prints the time since `t`.
+export function readiness(page, shots) {
+  return async (name, t) => {
+    await page.waitForFunction(() => document.body.dataset.ready === location.hash, null, { timeout: 20000 });
+    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+    console.log(`${name}: first render ${Date.now() - t} ms`);
+  };
+}
+
 /// `{ browser, page, errors }`: close `browser` when done; `errors` fills as the page runs.
 export async function launch() {
   const browser = await chromium.launch({

@@ -5,7 +5,7 @@
 //   WEIR_PROPOSED  a proposed policy set for the what-if
 //   WEIR_SHOTS     where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
-import { check, launch } from "./lib.mjs";
+import { check, launch, readiness } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
@@ -21,11 +21,7 @@ const files = [{ name: "pasted", text: process.env.WEIR_YAML }];
 
 const { browser, page, errors } = await launch();
 try {
-  const ready = async (name, t) => {
-    await page.waitForFunction(() => document.body.dataset.ready === location.hash, null, { timeout: 20000 });
-    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-    console.log(`${name}: first render ${Date.now() - t} ms`);
-  };
+  const ready = readiness(page, shots);
   const open = async (hash, name) => {
     const t = Date.now();
     await page.goto(`${url}/${hash}`);

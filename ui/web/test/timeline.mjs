@@ -3,7 +3,7 @@
 //   WEIR_FROM   WEIR_TO  the range to open (ISO times)
 //   WEIR_SHOTS  where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
-import { check, launch } from "./lib.mjs";
+import { check, launch, readiness } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
@@ -13,11 +13,7 @@ const params = (hash) => new URLSearchParams(hash.split("?")[1] || "");
 
 const { browser, page, errors } = await launch();
 try {
-  const ready = async (name, t) => {
-    await page.waitForFunction(() => document.body.dataset.ready === location.hash, null, { timeout: 20000 });
-    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-    console.log(`${name}: first render ${Date.now() - t} ms`);
-  };
+  const ready = readiness(page, shots);
   const from = process.env.WEIR_FROM, to = process.env.WEIR_TO;
   let t = Date.now();
   await page.goto(`${url}/#/timeline?from=${from}&to=${to}`);
