@@ -119,12 +119,14 @@ impl Workers {
 }
 
 /// Stored batches waiting for the dispatcher before the next ones are skipped.
-pub const DISPATCH_BATCHES: usize = 16;
+pub const DISPATCH_BATCHES: usize = 64;
 
 /// The "plugins" stage after the store: every stored batch, when a flow-processor or
 /// summarizer is loaded, goes to a dispatcher thread that builds its columns once and offers
 /// it to each such plugin's worker ([`Workers`]). Never blocks ingest: a full queue skips the
-/// batch.
+/// batch, and the skip is counted against every plugin that would have taken it, so each
+/// plugin's `calls + skipped_batches` accounts for every stored batch. The queue holds shared
+/// batches (no copies), so its depth covers a burst of concurrent imports cheaply.
 pub struct PluginQueues {
     reg: Weak<Registry>,
     tx: SyncSender<Arc<Vec<Flow>>>,
@@ -163,7 +165,15 @@ impl StoredStage for PluginQueues {
         };
         if reg.has_kind(Kind::FlowProcessor) || reg.has_kind(Kind::Summarizer) {
             // Plugins never slow ingest down: a full queue skips them for this batch.
-            let _ = self.tx.try_send(batch.shared());
+            if self.tx.try_send(batch.shared()).is_err() {
+                for p in reg
+                    .of_kind(Kind::FlowProcessor)
+                    .into_iter()
+                    .chain(reg.of_kind(Kind::Summarizer))
+                {
+                    p.note_skipped();
+                }
+            }
         }
     }
 }
