@@ -166,6 +166,95 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Set by `weir incident open`: the incident replayed (the API refuses changes, no
+    /// alert evaluation, no exporters).
+    #[arg(long, hide = true, value_name = "WHAT")]
+    replay: Option<String>,
+    /// Set by `weir incident open`: the clock of the whole agent, its plugins included,
+    /// stopped at this Unix ms (the incident's end).
+    #[arg(long, hide = true, value_name = "MS")]
+    replay_clock_ms: Option<u64>,
+}
+
+impl AgentArgs {
+    /// The agent of `weir incident open`: serves `data_dir` read-only with no capture, no
+    /// retention and the clock stopped at `clock_ms`.
+    pub fn replay(
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        token_file: Option<PathBuf>,
+        what: String,
+        clock_ms: u64,
+    ) -> Result<AgentArgs> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "weir".into(),
+            "--no-capture".into(),
+            "--retention-age".into(),
+            "0".into(),
+            "--retention-size".into(),
+            "0".into(),
+            "--records-max".into(),
+            "0".into(),
+            "--data-dir".into(),
+            data_dir.into(),
+            "--listen".into(),
+            listen.to_string().into(),
+            "--replay".into(),
+            what.into(),
+            "--replay-clock-ms".into(),
+            clock_ms.to_string().into(),
+        ];
+        if let Some(t) = token_file {
+            args.push("--token-file".into());
+            args.push(t.into());
+        }
+        Ok(Only::try_parse_from(args)?.a)
+    }
+
+    /// What an incident file records of this agent's settings.
+    fn settings(&self) -> serde_json::Value {
+        let inventory = self.inventory.as_ref().map(|p| {
+            serde_json::json!({
+                "path": p.display().to_string(),
+                "text": std::fs::read_to_string(p).ok(),
+            })
+        });
+        serde_json::json!({
+            "capture": {
+                "enabled": !self.no_capture,
+                "active_timeout_ms": self.active_timeout.as_millis() as u64,
+                "max_flows": self.max_flows,
+                "sampling": self.sampling,
+                "netns": self.netns,
+                "host_netns": !self.no_host_netns,
+                "exclude_interfaces": self.exclude,
+                "filters": self.filters,
+                "drops": !self.no_drops,
+                "rtt": !self.no_rtt,
+                "dns": !self.no_dns,
+                "dedup": !self.no_dedup,
+            },
+            "inventory": inventory,
+            "kubernetes": self.kubernetes || self.kubeconfig.is_some(),
+            "alerting": {
+                "interval_ms": self.alert_interval.as_millis() as u64,
+                "window_ms": self.alert_window.as_millis() as u64,
+                "for_ms": self.alert_for.as_millis() as u64,
+            },
+            "retention": {
+                "age_ms": self.retention_age.as_millis() as u64,
+                "bytes": self.retention_size,
+                "records_max": self.records_max,
+            },
+            "partition_ms": self.partition.as_millis() as u64,
+        })
+    }
 }
 
 /// The cluster objects plugins may read (`k8s-objects`), when Kubernetes is watched.
@@ -292,6 +381,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
     // from them.
     // SAFETY: prctl with integer arguments only affects this process.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if let Some(ms) = a.replay_clock_ms {
+        // A replay: every clock of the agent (default windows, plugins) reads the incident's end.
+        weir_core::query::pin_now(ms);
+    }
     let token = match &a.token_file {
         Some(path) => {
             let t = std::fs::read_to_string(path)
@@ -411,6 +504,8 @@ pub fn run(a: AgentArgs) -> Result<()> {
     )));
     state.enricher = enricher.clone();
     state.token = token;
+    state.settings = Arc::new(a.settings());
+    state.read_only = a.replay.as_deref().map(Arc::from);
     let user_metrics = match &a.metrics_config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -457,7 +552,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     };
     let alerts_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Exporters: each loaded one fed from the store by sequence number (weir_host::export).
-    if let Some(reg) = &registry {
+    if let Some(reg) = registry.as_ref().filter(|_| a.replay.is_none()) {
         weir_host::export::spawn(reg.clone(), alerts_stop.clone())
             .context("starting the exporter feeds")?;
     }
@@ -482,14 +577,19 @@ pub fn run(a: AgentArgs) -> Result<()> {
             };
             state.alerts = Some(store.clone());
             state.alerting = Some(cfg.clone());
-            let admin = reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>;
-            let stop = alerts_stop.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("weir-alerts".into())
-                    .spawn(move || weir_core::notify::run(admin, store, cfg, stop))
-                    .context("starting the alert thread")?,
-            )
+            if a.replay.is_some() {
+                // A replay shows the incident's alerts as they were; no rule runs.
+                None
+            } else {
+                let admin = reg.clone() as Arc<dyn weir_core::plugins::PluginAdmin>;
+                let stop = alerts_stop.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("weir-alerts".into())
+                        .spawn(move || weir_core::notify::run(admin, store, cfg, stop))
+                        .context("starting the alert thread")?,
+                )
+            }
         }
         None => None,
     };

@@ -1,7 +1,7 @@
 //! The query commands: they talk to a running agent over its HTTP API.
 
 use crate::output;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -133,6 +133,40 @@ pub fn get_json(
         req = req.query(*k, *v);
     }
     answer(server, &url, req.call(), filter)
+}
+
+/// GETs a file (an incident) as bytes, up to `limit`; API errors as for [`get_json`].
+pub fn get_bytes(
+    server: &Server,
+    path: &str,
+    query: &[(&str, &str)],
+    filter: Option<&str>,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let mut req = server.auth(agent().get(&url));
+    for (k, v) in query {
+        req = req.query(*k, *v);
+    }
+    let sent = req.call();
+    if let Ok(r) = &sent
+        && !r.status().is_success()
+    {
+        // The error body is JSON: let `answer` turn it into a message.
+        answer(server, &url, sent, filter)?;
+        bail!("agent refused {url}");
+    }
+    let mut resp = sent.with_context(|| {
+        format!(
+            "cannot reach the weir agent at {} (is `weir agent` running?)",
+            server.server
+        )
+    })?;
+    resp.body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .with_context(|| format!("reading the answer of {url}"))
 }
 
 /// POSTs a JSON body and returns the JSON answer; API errors become readable messages

@@ -4,6 +4,7 @@ mod agent;
 mod bundled;
 mod client;
 mod demo;
+mod incident_cmd;
 mod output;
 mod ovs_cmd;
 mod plugin_build;
@@ -80,6 +81,10 @@ enum Command {
     /// real connections (exit 1 on a difference), and what-if on stored history (exit 1 when
     /// a change would cut observed connections). Files need no agent and no cluster.
     Policy(policy_cmd::PolicyArgs),
+    /// Incidents: export a window (flows, records, alerts, plugins, settings) as one file,
+    /// optionally signed; verify one; open one as a read-only agent and UI that shows the
+    /// same views (exit 2 on a bad or tampered file).
+    Incident(incident_cmd::IncidentArgs),
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
     /// an agent on them and its UI; removes everything on exit (needs root).
     Demo(demo::DemoArgs),
@@ -100,6 +105,15 @@ fn main() -> std::process::ExitCode {
             };
         }
         // Exit codes for CI: 0 as expected, 1 a difference or a cut, 2 bad input or no run.
+        Command::Incident(a) => {
+            return match incident_cmd::run(a) {
+                Ok(code) => std::process::ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("weir: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         Command::Policy(a) => {
             return match policy_cmd::run(a) {
                 Ok(code) => std::process::ExitCode::from(code),

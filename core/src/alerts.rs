@@ -183,6 +183,33 @@ impl AlertStore {
             .clone()
     }
 
+    /// Puts back alerts and silences as an incident carried them (`weir incident open`):
+    /// active alerts by fingerprint, history in the order given (oldest first), silences
+    /// with their ids. Nothing is queued for notification.
+    pub fn restore(
+        &self,
+        active: &[Alert],
+        history: &[Alert],
+        silences: &[Silence],
+    ) -> Result<(), AlertError> {
+        for a in active {
+            self.active
+                .insert(a.fingerprint.as_bytes(), serde_json::to_vec(a)?)?;
+        }
+        for a in history {
+            self.record(a)?;
+        }
+        for s in silences {
+            self.silences
+                .insert(s.id.to_be_bytes(), serde_json::to_vec(s)?)?;
+        }
+        // Ids handed out later must not reuse a restored silence's.
+        let top = silences.iter().map(|s| s.id).max().unwrap_or(0);
+        while self.db.generate_id()? <= top {}
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Notifications given up since the agent started.
     pub fn given_up(&self) -> u64 {
         self.given_up.load(std::sync::atomic::Ordering::Relaxed)

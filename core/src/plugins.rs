@@ -51,6 +51,9 @@ pub trait PluginAdmin: PluginRunner + RuleEvaluator + Send + Sync {
         scope: Option<Vec<String>>,
     ) -> Result<serde_json::Value, String>;
     fn remove(&self, name: &str) -> Result<(), String>;
+    /// Every installed plugin as an incident carries it: `installed.json`, the component and
+    /// its durable state (written out first).
+    fn incident_plugins(&self) -> Result<Vec<crate::incident::PluginFile>, String>;
 }
 
 /// The rule every plugin name follows. Names become directory names under the data dir, so

@@ -171,6 +171,9 @@ pub struct RecordStore {
     /// One write at a time: sequence numbers reach the disk in the order they are handed
     /// out, so a reader paging by sequence never skips one written late.
     writing: std::sync::Mutex<()>,
+    /// The highest sequence number restored from an incident (0 otherwise): new entries are
+    /// numbered above it.
+    floor: std::sync::atomic::AtomicU64,
 }
 
 fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
@@ -179,6 +182,9 @@ fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
 }
+
+/// Where a restored store keeps its sequence floor (in the default tree).
+const FLOOR_KEY: &[u8] = b"restored-seq-floor";
 
 /// Longest `trace_id` label value indexed.
 const MAX_TRACE_KEY: usize = 64;
@@ -202,7 +208,13 @@ impl RecordStore {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<RecordStore, RecordError> {
         let db = sled::Config::new().path(dir).open()?;
+        let floor = db
+            .get(FLOOR_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
         Ok(RecordStore {
+            floor: floor.into(),
             entries: db.open_tree("entries")?,
             by_time: db.open_tree("by_time")?,
             by_trace: db.open_tree("by_trace")?,
@@ -230,7 +242,9 @@ impl RecordStore {
         let mut traces = sled::Batch::default();
         for entry in entries {
             // generate_id starts at 0; sequence numbers start at 1 so 0 means "from the start".
-            let seq = self.db.generate_id()? + 1;
+            // A store restored from an incident continues above the restored numbers.
+            let seq =
+                self.db.generate_id()? + 1 + self.floor.load(std::sync::atomic::Ordering::Relaxed);
             times.insert(&time_key(entry.time_ms, seq), &[]);
             if let Some(t) = trace_label(&entry) {
                 traces.insert(trace_key(t, seq), &[]);
@@ -250,6 +264,37 @@ impl RecordStore {
         self.entries.apply_batch(batch)?;
         self.db.flush()?;
         Ok(seqs)
+    }
+
+    /// Puts back entries as an incident carried them, with their sequence numbers and
+    /// sources, into an empty store (`weir incident open`); entries written later are
+    /// numbered above them once the store is reopened.
+    pub fn restore(&self, stored: &[Stored]) -> Result<(), RecordError> {
+        if !self.entries.is_empty() {
+            return Err(RecordError::Invalid(
+                "records can only be restored into an empty store".into(),
+            ));
+        }
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, s) in stored.iter().enumerate() {
+            s.entry.check(&format!("record {i} (seq {})", s.seq))?;
+            if s.seq == 0 {
+                return Err(RecordError::Invalid(format!(
+                    "record {i}: sequence number 0"
+                )));
+            }
+            self.by_time.insert(time_key(s.entry.time_ms, s.seq), &[])?;
+            if let Some(t) = trace_label(&s.entry) {
+                self.by_trace.insert(trace_key(t, s.seq), &[])?;
+            }
+            self.entries
+                .insert(s.seq.to_be_bytes(), serde_json::to_vec(s)?)?;
+        }
+        let top = stored.iter().map(|s| s.seq).max().unwrap_or(0);
+        self.db.insert(FLOOR_KEY, &top.to_be_bytes())?;
+        self.floor.store(top, std::sync::atomic::Ordering::Relaxed);
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Entries matching `q`, lowest sequence first.

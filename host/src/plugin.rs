@@ -176,6 +176,17 @@ impl HostWallClock for FixedWall {
     }
 }
 
+/// The wall clock of a replay (`weir_core::query::pin_now`): stopped at the incident's time.
+struct PinnedWall(u64);
+impl HostWallClock for PinnedWall {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
 struct FixedMono;
 impl HostMonotonicClock for FixedMono {
     fn resolution(&self) -> u64 {
@@ -483,6 +494,9 @@ impl Plugin {
             .socket_addr_check(|_, _| Box::pin(async { false }));
         if !self.granted.contains(&Capability::Clock) {
             wasi.wall_clock(FixedWall).monotonic_clock(FixedMono);
+        } else if let Some(ms) = weir_core::query::pinned_ms() {
+            // An incident replay: the plugin's wall clock reads the incident's time.
+            wasi.wall_clock(PinnedWall(ms));
         }
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_mb as usize * 1024 * 1024)

@@ -554,6 +554,72 @@ impl Registry {
         Ok(meta)
     }
 
+    /// Every installed plugin for an incident file: `installed.json` as on disk, the
+    /// component, and its state files (the running plugin's state written out first).
+    pub fn export_plugins(&self) -> Result<Vec<weir_core::incident::PluginFile>, HostError> {
+        self.persist_state();
+        let mut out = Vec::new();
+        for l in Registry::list(self) {
+            let name = l.installed.manifest.name.clone();
+            let (meta, wasm) = self.read_installed(&name)?;
+            let dir = self.plugin_dir(&name)?;
+            let mut state = BTreeMap::new();
+            for file in [crate::plugin::KV_FILE, crate::summary::SUMMARY_FILE] {
+                if let Ok(b) = std::fs::read(dir.join(file)) {
+                    state.insert(file.to_string(), b);
+                }
+            }
+            out.push(weir_core::incident::PluginFile {
+                name,
+                installed: serde_json::to_value(&meta)
+                    .map_err(|e| HostError::Load(e.to_string()))?,
+                wasm,
+                state_files: state.keys().cloned().collect(),
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Puts a plugin from an incident file into `plugins_dir` as it was installed (same
+    /// `installed.json`, component and state), before a registry opens the directory. The
+    /// component must match the sha256 its `installed.json` records.
+    pub fn restore_plugin(
+        plugins_dir: &Path,
+        p: &weir_core::incident::PluginFile,
+    ) -> Result<(), HostError> {
+        weir_core::plugins::check_plugin_name(&p.name)?;
+        let meta: Installed = serde_json::from_value(p.installed.clone())
+            .map_err(|e| HostError::Load(format!("plugin {}: installed.json: {e}", p.name)))?;
+        if meta.manifest.name != p.name {
+            return Err(HostError::Load(format!(
+                "plugin {}: its installed.json names {}",
+                p.name, meta.manifest.name
+            )));
+        }
+        if sha256_hex(&p.wasm) != meta.sha256 {
+            return Err(HostError::Load(format!(
+                "plugin {}: the component does not match the sha256 its installed.json records",
+                p.name
+            )));
+        }
+        let dir = plugins_dir.join(&p.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("plugin.wasm"), &p.wasm)?;
+        for (file, b) in &p.state {
+            if file != crate::plugin::KV_FILE && file != crate::summary::SUMMARY_FILE {
+                return Err(HostError::Load(format!(
+                    "plugin {}: unknown state file {file:?}",
+                    p.name
+                )));
+            }
+            std::fs::write(dir.join(file), b)?;
+        }
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
+        std::fs::write(dir.join("installed.json"), json)?;
+        Ok(())
+    }
+
     fn update(&self, name: &str, f: impl FnOnce(&mut Installed)) -> Result<Installed, HostError> {
         let dir = self.plugin_dir(name)?;
         let (mut meta, _) = self
@@ -745,6 +811,10 @@ impl Registry {
 }
 
 impl weir_core::plugins::PluginAdmin for Registry {
+    fn incident_plugins(&self) -> Result<Vec<weir_core::incident::PluginFile>, String> {
+        self.export_plugins().map_err(|e| e.to_string())
+    }
+
     fn list(&self) -> serde_json::Value {
         serde_json::to_value(Registry::list(self)).unwrap_or(serde_json::Value::Null)
     }

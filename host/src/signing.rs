@@ -144,3 +144,66 @@ pub fn verify(wasm: &[u8], trusted: &[TrustedKey]) -> Result<Option<String>, Hos
         ))),
     }
 }
+
+/// Signs `message` (an incident's manifest) with a secret key (PEM, DER or raw): the
+/// signer's key id and the ed25519 signature, both hex.
+pub fn sign_detached(message: &[u8], secret: &[u8]) -> Result<(String, String), HostError> {
+    let sk = SecretKey::from_any(secret)
+        .map_err(|e| HostError::Signature(format!("not an ed25519 secret key ({e})")))?;
+    let pk = PublicKey {
+        pk: sk.sk.public_key(),
+        key_id: None,
+    };
+    let sig = sk.sk.sign(message, None);
+    Ok((key_id(&pk), hex(sig.as_ref())))
+}
+
+/// Checks a detached signature (`key_id`, `signature` hex) of `message` against the trusted
+/// keys: the signer's name, or an error saying whether the signer is unknown or the message
+/// was changed after signing.
+pub fn verify_detached(
+    message: &[u8],
+    signer_id: &str,
+    signature: &str,
+    trusted: &[TrustedKey],
+) -> Result<String, HostError> {
+    let bytes =
+        unhex(signature).ok_or_else(|| HostError::Signature("the signature is not hex".into()))?;
+    let sig = ed25519_compact::Signature::from_slice(&bytes)
+        .map_err(|e| HostError::Signature(format!("not an ed25519 signature ({e})")))?;
+    let Some(k) = trusted.iter().find(|k| key_id(&k.key) == signer_id) else {
+        let names: Vec<String> = trusted
+            .iter()
+            .map(|k| format!("{} ({})", k.name, key_id(&k.key)))
+            .collect();
+        return Err(HostError::Signature(format!(
+            "signed by an unknown key ({signer_id}); trusted: {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    k.key.pk.verify(message, &sig).map_err(|_| {
+        HostError::Signature(format!(
+            "bad signature by {}: the manifest was changed after it was signed",
+            k.name
+        ))
+    })?;
+    Ok(k.name.clone())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}

@@ -13,6 +13,7 @@ mod deep;
 mod distribution;
 mod export;
 mod guests;
+mod incident;
 mod metrics;
 mod otlp;
 mod ovs;

@@ -147,25 +147,13 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     let log = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
         "scopeLogs": [{"logRecords": [{"timeUnixNano": now_ns.to_string(), "severityNumber": 17,
         "body": {"stringValue": "payment backend unreachable"}}]}]}]});
-    let (s, _, body) = Agent::post_bytes(
-        &a.url("/v1/logs"),
-        "application/json",
-        None,
-        log.to_string().as_bytes(),
-    );
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    a.send_otlp("/v1/logs", &log);
     let span = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
         "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
         "name": "GET /pay", "kind": 3, "startTimeUnixNano": now_ns.to_string(), "endTimeUnixNano": (now_ns + 40_000_000).to_string(),
         "status": {"code": 2}, "attributes": [{"key": "server.address", "value": {"stringValue": pair.b4.clone()}},
         {"key": "server.port", "value": {"intValue": 80}}]}]}]}]});
-    let (s, _, body) = Agent::post_bytes(
-        &a.url("/v1/traces"),
-        "application/json",
-        None,
-        span.to_string().as_bytes(),
-    );
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    a.send_otlp("/v1/traces", &span);
     a.flush();
 
     // Both events and the policy change are recorded (the watch reaches the agent first).
@@ -264,6 +252,29 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
             ("WEIR_TO", iso(now_ms() + 2000)),
         ],
     );
+    // The page's Export button downloaded an incident file that verifies.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/ui-screenshots/timeline-incident.tar.gz");
+    let out = std::process::Command::new(crate::util::WEIR)
+        .args(["incident", "verify", "--json"])
+        .arg(&file)
+        .output()
+        .expect("weir incident verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("verify JSON");
+    let m = &v["manifest"];
+    // The window shown (its ends aligned to the timeline's step): the flows, and the events,
+    // the policy change, the log and the span.
+    assert!(
+        m["from_ms"].as_u64() > Some(t0 - 120_000),
+        "the window shown: {m}"
+    );
+    assert!(m["counts"]["flows"].as_u64() > Some(0), "{m}");
+    assert!(m["counts"]["records"].as_u64() >= Some(5), "{m}");
 
     // A restarted agent does not record the same events again.
     a.stop();

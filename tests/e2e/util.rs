@@ -54,6 +54,18 @@ pub fn require(tools: &[&str]) {
     }
 }
 
+/// An answer's status and body (up to 256 MiB).
+fn answer(mut r: ureq::http::Response<ureq::Body>) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .expect("body");
+    (status, body)
+}
+
 /// A running agent with its own data directory and port; killed on drop.
 pub struct Agent {
     pub child: Option<Child>,
@@ -96,6 +108,24 @@ impl Agent {
             .spawn()
             .expect("spawn weir agent");
         self.child = Some(child);
+        self.wait_up();
+    }
+
+    /// An agent started some other way (`weir incident open`), serving on `port` and logging
+    /// to `log`; waits until it answers.
+    pub fn adopt(child: Child, port: u16, dir: &Path, log: PathBuf) -> Agent {
+        let mut a = Agent {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            log,
+        };
+        a.wait_up();
+        a
+    }
+
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(c) = self.child.as_mut()
@@ -171,14 +201,7 @@ impl Agent {
         for (k, v) in query {
             req = req.query(*k, *v);
         }
-        let mut r = req.call().expect("request");
-        let status = r.status().as_u16();
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .expect("body");
+        let (status, body) = answer(req.call().expect("request"));
         let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
         (status, v)
     }
@@ -201,14 +224,30 @@ impl Agent {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
+    /// POST; returns status and the body as sent (for byte-for-byte comparisons).
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, String) {
+        answer(
+            Self::agent()
+                .post(&self.url(path))
+                .send(body.as_bytes())
+                .expect("request"),
+        )
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let mut r = Self::agent()
-            .post(&self.url(path))
-            .send(body.as_bytes())
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.body_mut().read_to_string().expect("body");
+        let (status, body) = self.post_raw(path, body);
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// Sends an OTLP/HTTP JSON request (`/v1/traces` or `/v1/logs`), which must be taken.
+    pub fn send_otlp(&self, path: &str, body: &Value) {
+        let (s, _, answer) = Agent::post_bytes(
+            &self.url(path),
+            "application/json",
+            None,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(s, 200, "{path}: {}", String::from_utf8_lossy(&answer));
     }
 
     /// POST raw bytes with a content type (and optional content encoding) to a full URL;

@@ -81,6 +81,17 @@ impl ApiError {
         }
     }
 
+    /// Not allowed on this agent (a read-only replay).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            kind: "forbidden",
+            message: message.into(),
+            parameter: None,
+            position: None,
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

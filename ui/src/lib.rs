@@ -66,6 +66,10 @@ pub struct AppState {
     pub policy: Option<Arc<weir_core::policy::PolicyService>>,
     /// OTLP spans and logs received and joined to flows (None: not received).
     pub telemetry: Option<Arc<weir_core::telemetry::TelemetryService>>,
+    /// The agent's settings (capture, inventory, alerting) as an incident file records them.
+    pub settings: Arc<serde_json::Value>,
+    /// Set when the agent replays an incident: what it replays; changes are refused.
+    pub read_only: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -92,6 +96,8 @@ impl AppState {
             ovs: None,
             policy: None,
             telemetry: None,
+            settings: Arc::new(serde_json::Value::Object(Default::default())),
+            read_only: None,
         }
     }
 }
@@ -160,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/pod", post(handlers::policy::pod_view))
         .route("/traces/{trace_id}", get(handlers::otlp::trace))
         .route("/timeline", get(handlers::timeline::get))
+        .route("/incident", get(handlers::incident::export))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
         .route("/capture/flush", post(handlers::meta::flush))
@@ -187,6 +194,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(handlers::meta::index))
         .route("/assets/{file}", get(handlers::meta::asset))
         .fallback(handlers::meta::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::incident::read_only_guard,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
@@ -208,6 +219,10 @@ fn otlp_routes(state: AppState) -> Router<AppState> {
 pub fn otlp_router(state: AppState) -> Router {
     otlp_routes(state.clone())
         .fallback(handlers::meta::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::incident::read_only_guard,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

@@ -14,7 +14,7 @@ mod parse;
 mod time;
 
 pub use parse::{Cmp, Expr, Op, Operand, parse};
-pub use time::{TimeRange, format_ms, now_ms, parse_duration_ms, parse_time};
+pub use time::{TimeRange, format_ms, now_ms, parse_duration_ms, parse_time, pin_now, pinned_ms};
 
 use crate::schema::{self, FieldDef};
 use serde::{Deserialize, Serialize};

@@ -46,8 +46,29 @@ impl TimeRange {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+static PINNED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Stops the clock at `ms` for the whole process (`weir incident open`: the replay's "now"
+/// is the incident's end, so default windows, plugins' clocks and views see the incident's
+/// time). 0 lets it run again.
+pub fn pin_now(ms: u64) {
+    PINNED_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The clock pinned by [`pin_now`], if any.
+pub fn pinned_ms() -> Option<u64> {
+    match PINNED_MS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        ms => Some(ms),
+    }
+}
+
+/// Milliseconds since the Unix epoch: now (the pinned time when [`pin_now`] set one).
 pub fn now_ms() -> u64 {
+    let pinned = PINNED_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if pinned != 0 {
+        return pinned;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

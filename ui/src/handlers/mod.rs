@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod flows;
+pub mod incident;
 pub mod meta;
 pub mod otlp;
 pub mod ovs;

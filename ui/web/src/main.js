@@ -587,5 +587,19 @@ async function render() {
   document.body.dataset.ready = location.hash || "#/overview";
 }
 
+// A replayed incident (`weir incident open`) says so on every page.
+async function replayBanner() {
+  try {
+    const v = await api("/api/v1/status");
+    if (!v || !v.replay) return;
+    const b = document.createElement("div");
+    b.id = "replay-banner";
+    b.className = "banner";
+    b.textContent = `Replay of ${v.replay.incident}: read-only, the clock stopped at ${new Date(v.replay.clock_ms).toISOString()}`;
+    document.querySelector("header").after(b);
+  } catch { /* the login form or the page's own error says what is wrong */ }
+}
+
 window.addEventListener("hashchange", render);
+replayBanner();
 refreshViewsNav().then(render);

@@ -25,6 +25,7 @@ export async function timelinePage(main, q, go) {
       <button id="tl-in" title="zoom in">+</button><button id="tl-out" title="zoom out">&minus;</button>
       <button id="tl-left" title="earlier">&larr;</button><button id="tl-right" title="later">&rarr;</button>
       <button class="primary" id="tl-apply">Apply</button>
+      <button id="tl-export" title="download this window as an incident file (weir incident open FILE replays it)">Export incident</button>
     </div>
     <div class="bar" id="tl-lanes"></div>
     <div class="error" id="tl-error"></div>
@@ -48,6 +49,7 @@ export async function timelinePage(main, q, go) {
   main.querySelector("#tl-out").onclick = () => setRange(t.from_ms - span / 2, Math.min(Date.now(), t.to_ms + span / 2));
   main.querySelector("#tl-left").onclick = () => setRange(t.from_ms - span / 2, t.to_ms - span / 2);
   main.querySelector("#tl-right").onclick = () => setRange(t.from_ms + span / 2, t.to_ms + span / 2);
+  main.querySelector("#tl-export").onclick = () => exportIncident(main, t, q.get("filter") || "");
 
   main.querySelector("#tl-lanes").innerHTML = `<span class="muted">lanes:</span> ` + t.lanes.map((l) =>
     `<label><input type="checkbox" data-lane="${esc(l.id)}" ${hidden.has(l.id) ? "" : "checked"}> ${esc(l.title)} <span class="muted">(${num(l.total)})</span></label>`).join(" ");
@@ -143,4 +145,34 @@ export async function timelinePage(main, q, go) {
   };
   chart.querySelectorAll(".tl-item").forEach((c) => { c.onclick = () => nav({ sel: c.dataset.sel }); });
   if (q.get("sel")) show(q.get("sel"));
+}
+
+// Downloads the shown window as an incident file (the token goes in a header, so not a plain link).
+async function exportIncident(main, t, filter) {
+  const err = main.querySelector("#tl-error");
+  err.textContent = "";
+  const button = main.querySelector("#tl-export");
+  button.disabled = true;
+  try {
+    const headers = {};
+    const token = sessionStorage.getItem("weir-token");
+    if (token) headers.authorization = "Bearer " + token;
+    const qs = new URLSearchParams({ from: t.from_ms, to: t.to_ms, filter });
+    const r = await fetch("/api/v1/incident?" + qs, { headers });
+    if (!r.ok) {
+      const v = await r.json().catch(() => ({}));
+      err.textContent = (v.error && v.error.message) || `${r.status} ${r.statusText}`;
+      return;
+    }
+    const name = (r.headers.get("content-disposition") || "").match(/filename="([^"]+)"/);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = name ? name[1] : "weir-incident.tar.gz";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  } finally {
+    button.disabled = false;
+  }
 }

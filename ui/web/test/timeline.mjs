@@ -4,7 +4,7 @@
 //   WEIR_SHOTS  where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
 import { check, launch, readiness } from "./lib.mjs";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
 const shots = process.env.WEIR_SHOTS;
@@ -54,6 +54,14 @@ try {
   check(!(await page.$('.tl-lane[data-lane="logs"]')), "logs lane hidden");
   check(await page.$('.tl-lane[data-lane="events"]'), "events lane still drawn");
 
+  // Export the shown window as an incident file: a download of a gzip archive, named by node
+  // and start; the Rust side verifies it with `weir incident verify`.
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#tl-export")]);
+  check(/^weir-incident-.+\.tar\.gz$/.test(dl.suggestedFilename()), `download name ${dl.suggestedFilename()}`);
+  await dl.saveAs(`${shots}/timeline-incident.tar.gz`);
+  const head = readFileSync(`${shots}/timeline-incident.tar.gz`).subarray(0, 2);
+  check(head[0] === 0x1f && head[1] === 0x8b, "the download is gzip");
+
   // Zoom in: the range halves around its middle.
   t = Date.now();
   await page.click("#tl-in");
@@ -63,6 +71,7 @@ try {
   const span0 = Date.parse(to) - Date.parse(from), span1 = Date.parse(q.get("to")) - Date.parse(q.get("from"));
   check(Math.abs(span1 - span0 / 2) <= 2000, `zoomed span ${span1} vs ${span0 / 2}`);
   check(q.get("hide") === "logs", "hidden lanes survive the zoom");
+
   check(errors.length === 0, "no page errors: " + errors.join("; "));
 } finally {
   await browser.close();
