@@ -6,14 +6,15 @@
 #                   machine, ...) and the OVS project's own flow parser (PyPI ovs[flowviz],
 #                   the reference the OVS tests compare with) in a venv at /opt/weir-ovsref,
 #                   and the OpenTelemetry Python SDK with its OTLP/HTTP exporter and urllib
-#                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel
+#                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel;
+#                   systemd-journal-remote writes the journal files the log-file test follows
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
 pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool) ;;
+  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote) ;;
   bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

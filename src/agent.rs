@@ -72,6 +72,13 @@ pub struct AgentArgs {
     /// are always received on the agent's own listener too. Needs --token-file beyond loopback.
     #[arg(long, value_name = "ADDR")]
     otlp_listen: Option<SocketAddr>,
+    /// Follow this log and keep its lines as `log` records (on the Timeline, in traces by
+    /// time): a syslog text file (RFC 3164, RFC 5424 or ISO-stamped lines; followed across
+    /// rotation and truncation), or a systemd journal file or directory (read with
+    /// journalctl). Repeatable. A first read keeps the last hour; a restart resumes where it
+    /// stopped.
+    #[arg(long = "log-file", value_name = "PATH")]
+    log_files: Vec<PathBuf>,
     /// Collect Open vSwitch datapath and OpenFlow dumps from the local switch this often
     /// (e.g. `--ovs 10s`; off by default). Dumps can also be imported: `weir ovs import`.
     #[arg(long, value_name = "INTERVAL", value_parser = units::duration)]
@@ -241,6 +248,7 @@ impl AgentArgs {
                 "dedup": !self.no_dedup,
             },
             "inventory": inventory,
+            "log_files": self.log_files,
             "kubernetes": self.kubernetes || self.kubeconfig.is_some(),
             "alerting": {
                 "interval_ms": self.alert_interval.as_millis() as u64,
@@ -484,6 +492,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
         records.clone(),
         store.clone(),
     )));
+    if !a.log_files.is_empty()
+        && let Some(t) = &state.telemetry
+    {
+        spawn_log_files(&a.log_files, &dir, t.clone())?;
+    }
     state.ovs = crate::ovs_cmd::start(
         &dir,
         records.clone(),
@@ -716,6 +729,74 @@ fn spawn_records_retention(
             }
         })
         .context("starting the records retention thread")?;
+    Ok(())
+}
+
+/// Follows the operator's log files (`--log-file`) every two seconds, keeping new lines as
+/// `log` records and each file's position in `<data>/log-sources.json`, so a restart resumes.
+/// A file that cannot be read is logged when its problem changes, and retried.
+fn spawn_log_files(
+    paths: &[PathBuf],
+    dir: &std::path::Path,
+    telemetry: Arc<weir_core::telemetry::TelemetryService>,
+) -> Result<()> {
+    let state_file = dir.join("log-sources.json");
+    let saved: serde_json::Map<String, serde_json::Value> = std::fs::read(&state_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut sources: Vec<Box<dyn weir_core::telemetry::logfile::LogSource>> = paths
+        .iter()
+        .map(|p| weir_logs::open(p, saved.get(&p.display().to_string())))
+        .collect();
+    for s in &sources {
+        tracing::info!(file = s.name(), kind = s.kind(), "following log file");
+    }
+    std::thread::Builder::new()
+        .name("weir-log-files".into())
+        .spawn(move || {
+            let mut problems: Vec<Option<String>> = vec![None; sources.len()];
+            loop {
+                let since = weir_core::query::now_ms().saturating_sub(3_600_000);
+                let mut moved = false;
+                for (s, problem) in sources.iter_mut().zip(problems.iter_mut()) {
+                    let now = match s.poll(10_000, since) {
+                        Ok(lines) if lines.is_empty() => None,
+                        Ok(lines) => match telemetry.keep_logs(s.kind(), &lines) {
+                            Ok(_) => {
+                                moved = true;
+                                None
+                            }
+                            Err(e) => Some(format!("keeping its lines failed: {e}")),
+                        },
+                        Err(e) => Some(e.message),
+                    };
+                    if now != *problem {
+                        match &now {
+                            Some(p) => {
+                                tracing::warn!(file = s.name(), problem = %p, "log file not read")
+                            }
+                            None => tracing::info!(file = s.name(), "log file read again"),
+                        }
+                        *problem = now;
+                    }
+                }
+                if moved {
+                    let positions: serde_json::Map<String, serde_json::Value> = sources
+                        .iter()
+                        .map(|s| (s.name().to_string(), s.position()))
+                        .collect();
+                    if let Err(e) = std::fs::write(
+                        &state_file,
+                        serde_json::Value::Object(positions).to_string(),
+                    ) {
+                        tracing::warn!(error = %e, "cannot save the log files' positions");
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+        .context("starting the log files thread")?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod distribution;
 mod export;
 mod guests;
 mod incident;
+mod logfiles;
 mod metrics;
 mod otlp;
 mod ovs;

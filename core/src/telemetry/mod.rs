@@ -10,8 +10,10 @@
 //! - [`peer`]: which address and port a span's attributes name (current and older semantic
 //!   conventions, URLs).
 //! - [`join`]: a span to the conversations of its connection.
+//! - [`logfile`]: syslog files and systemd journals the operator names, as log lines.
 
 pub mod join;
+pub mod logfile;
 pub mod peer;
 mod service;
 

@@ -190,13 +190,24 @@ impl TelemetryService {
     }
 
     fn write(&self, entries: Vec<Entry>) -> Result<Accepted, TelemetryError> {
+        self.write_as(SOURCE, entries)
+    }
+
+    fn write_as(&self, source: &str, entries: Vec<Entry>) -> Result<Accepted, TelemetryError> {
         let n = entries.len();
         let mut it = entries.into_iter().peekable();
         while it.peek().is_some() {
             let chunk: Vec<Entry> = it.by_ref().take(MAX_WRITE).collect();
-            self.records.write(SOURCE, chunk)?;
+            self.records.write(source, chunk)?;
         }
         Ok(Accepted { stored: n })
+    }
+
+    /// Keeps log lines read from a file the operator named (`source`: `syslog`, `journald`).
+    pub fn keep_logs(&self, source: &str, lines: &[LogLine]) -> Result<Accepted, TelemetryError> {
+        let a = self.write_as(source, lines.iter().map(log_entry).collect())?;
+        self.logs.fetch_add(a.stored as u64, Ordering::Relaxed);
+        Ok(a)
     }
 
     fn refused<T>(&self, r: Result<T, super::DecodeError>) -> Result<T, TelemetryError> {
