@@ -241,6 +241,14 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn bodies(src: &mut Box<dyn LogSource>, since: u64) -> Vec<String> {
+        src.poll(100, since)
+            .expect("poll")
+            .into_iter()
+            .map(|l| l.body)
+            .collect()
+    }
+
     #[test]
     fn a_text_file_is_followed_across_partial_lines_rotation_and_truncation() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -259,52 +267,22 @@ mod tests {
         let since = 1_796_500_000_000;
         assert!(src.poll(100, since).expect("poll").is_empty());
         append("<11>1 2026-12-05T10:00:00Z h a 1 - - one\n<11>1 2026-12-05T10:00:01Z h a 1 - - tw");
-        let got: Vec<String> = src
-            .poll(100, since)
-            .expect("poll")
-            .into_iter()
-            .map(|l| l.body)
-            .collect();
-        assert_eq!(got, ["one"]);
+        assert_eq!(bodies(&mut src, since), ["one"]);
         append("o\n");
-        let got: Vec<String> = src
-            .poll(100, since)
-            .expect("poll")
-            .into_iter()
-            .map(|l| l.body)
-            .collect();
-        assert_eq!(got, ["two"]);
+        assert_eq!(bodies(&mut src, since), ["two"]);
         // Resumes from its position in a new process.
         let pos = src.position();
         append("<11>1 2026-12-05T10:00:02Z h a 1 - - three\n");
         let mut again = open(&path, Some(&pos));
-        let got: Vec<String> = again
-            .poll(100, since)
-            .expect("poll")
-            .into_iter()
-            .map(|l| l.body)
-            .collect();
-        assert_eq!(got, ["three"]);
+        assert_eq!(bodies(&mut again, since), ["three"]);
         // Rotated: the old file's last line, then the new file.
         append("<11>1 2026-12-05T10:00:03Z h a 1 - - four\n");
         std::fs::rename(&path, dir.path().join("syslog.1")).expect("rename");
         append("<11>1 2026-12-05T10:00:04Z h a 1 - - five\n");
-        let got: Vec<String> = again
-            .poll(100, since)
-            .expect("poll")
-            .into_iter()
-            .map(|l| l.body)
-            .collect();
-        assert_eq!(got, ["four", "five"]);
+        assert_eq!(bodies(&mut again, since), ["four", "five"]);
         // Truncated in place.
         std::fs::write(&path, "<11>1 2026-12-05T10:00:05Z h a 1 - - six\n").expect("write");
-        let got: Vec<String> = again
-            .poll(100, since)
-            .expect("poll")
-            .into_iter()
-            .map(|l| l.body)
-            .collect();
-        assert_eq!(got, ["six"]);
+        assert_eq!(bodies(&mut again, since), ["six"]);
         // Gone: an error naming it, not a panic.
         std::fs::remove_file(&path).expect("rm");
         let e = again.poll(100, since).expect_err("gone");
