@@ -492,6 +492,14 @@ pub fn run(a: AgentArgs) -> Result<()> {
         records.clone(),
         store.clone(),
     )));
+    if let Some(t) = &state.telemetry {
+        // `TraceId=` in filters: the connections of the trace's spans.
+        let t = Arc::downgrade(t);
+        weir_core::query::trace::set_resolver(Arc::new(move |id: &str| {
+            let t = t.upgrade().ok_or("the agent is stopping")?;
+            t.trace_connections(id).map_err(|e| e.to_string())
+        }));
+    }
     if !a.log_files.is_empty()
         && let Some(t) = &state.telemetry
     {

@@ -39,6 +39,7 @@ fn views(a: &Agent, from: u64, to: u64) -> Vec<(String, u16, String)> {
         format!("/api/v1/flows/timeseries?{w}&step=1m"),
         format!("/api/v1/timeline?{w}&step=30s"),
         format!("/api/v1/traces/{TRACE}"),
+        format!("/api/v1/flows?{w}&filter=TraceId%3D{TRACE}"),
         format!("/api/v1/records?{w}"),
         "/api/v1/alerts/history".to_string(),
     ] {
@@ -233,6 +234,22 @@ fn an_incident_replays_byte_for_byte_elsewhere_and_a_changed_file_is_refused() {
             .as_array()
             .is_some_and(|c| !c.is_empty()),
         "{trace}"
+    );
+
+    // `TraceId=` selects the flows of the trace's connection (flow 6), and a bad id names
+    // itself at its place in the filter.
+    let by_trace: Value = serde_json::from_str(&original[6].2).expect("flows JSON");
+    assert_eq!(by_trace["total"], 1, "{by_trace}");
+    assert_eq!(by_trace["flows"][0]["SrcPort"], 43210, "{by_trace}");
+    let (s, v) = a.get("/api/v1/flows", &[("filter", "DstPort=80 and TraceId=abc")]);
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["parameter"], "filter", "{v}");
+    assert_eq!(v["error"]["position"], 23, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("32 hex digits")),
+        "{v}"
     );
 
     // Open it elsewhere: a fresh data dir, trusted keys required.

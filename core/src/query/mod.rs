@@ -12,6 +12,7 @@
 mod eval;
 mod parse;
 mod time;
+pub mod trace;
 
 pub use parse::{Cmp, Expr, Op, Operand, parse};
 pub use time::{TimeRange, format_ms, now_ms, parse_duration_ms, parse_time, pin_now, pinned_ms};

@@ -308,6 +308,16 @@ impl Parser<'_> {
             ">=" => (false, Op::Ge),
             _ => return Err(QueryError::new(op_pos, format!("unknown operator '{op}'"))),
         };
+        if name.eq_ignore_ascii_case(super::trace::FIELD) {
+            if op != Op::Eq {
+                return Err(QueryError::new(
+                    op_pos,
+                    "TraceId takes = or != (a trace id of 32 hex digits)",
+                ));
+            }
+            let e = trace_expr(&text, val_pos)?;
+            return Ok(if negate { Expr::Not(Box::new(e)) } else { e });
+        }
         let fields: Vec<&'static FieldDef> =
             match EITHER_SIDE.iter().find(|e| e.0.eq_ignore_ascii_case(name)) {
                 Some((_, a, b)) => vec![lookup_field(a, pos)?, lookup_field(b, pos)?],
@@ -325,6 +335,47 @@ impl Parser<'_> {
         };
         Ok(if negate { Expr::Not(Box::new(e)) } else { e })
     }
+}
+
+/// `TraceId=ID`: the flows of the trace's connections, either direction (matches nothing when
+/// none was joined).
+fn trace_expr(id: &str, pos: usize) -> Result<Expr, QueryError> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(QueryError::new(
+            pos,
+            format!("TraceId expects 32 hex digits, got '{id}'"),
+        ));
+    }
+    let conns =
+        super::trace::connections(&id.to_ascii_lowercase()).map_err(|m| QueryError::new(pos, m))?;
+    let field = |n: &str| lookup_field(n, pos);
+    let ip = |a: std::net::IpAddr| -> Result<Operand, QueryError> {
+        parse_ip_or_cidr(&a.to_string()).map_err(|m| QueryError::new(pos, m))
+    };
+    let eq = |f: &'static FieldDef, operand: Operand| {
+        Expr::Cmp(Cmp {
+            field: f,
+            op: Op::Eq,
+            operand,
+        })
+    };
+    let mut any = Vec::new();
+    for (client, server, proto) in conns {
+        for (a, b) in [(client, server), (server, client)] {
+            any.push(Expr::And(vec![
+                eq(field("SrcAddr")?, ip(a.ip())?),
+                eq(field("SrcPort")?, Operand::U64(u64::from(a.port()))),
+                eq(field("DstAddr")?, ip(b.ip())?),
+                eq(field("DstPort")?, Operand::U64(u64::from(b.port()))),
+                eq(field("Proto")?, Operand::U64(u64::from(proto))),
+            ]));
+        }
+    }
+    Ok(if any.is_empty() {
+        Expr::Not(Box::new(Expr::All))
+    } else {
+        Expr::Or(any)
+    })
 }
 
 fn operand(

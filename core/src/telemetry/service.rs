@@ -271,6 +271,24 @@ impl TelemetryService {
         Ok((spans, logs))
     }
 
+    /// The connections a trace's spans were joined to (client, server, protocol), each once:
+    /// what `TraceId=` in a filter selects.
+    pub fn trace_connections(
+        &self,
+        trace_id: &str,
+    ) -> Result<Vec<crate::query::trace::Connection>, TelemetryError> {
+        let (spans, _) = self.trace(trace_id)?;
+        let mut out = Vec::new();
+        for c in spans.iter().flat_map(|s| &s.flows.conversations) {
+            if let (Ok(a), Ok(b)) = (c.client.parse(), c.server.parse())
+                && !out.contains(&(a, b, c.proto))
+            {
+                out.push((a, b, c.proto));
+            }
+        }
+        Ok(out)
+    }
+
     /// One stored span with its flows.
     pub fn view(&self, s: &Stored) -> Result<SpanView, TelemetryError> {
         let kind = SpanKind::from_name(s.label("span_kind").unwrap_or(""));
