@@ -7,7 +7,10 @@
 //! `object_kind`, `namespace`, `name`, `workload` (a Pod's owner; a ReplicaSet made by a
 //! Deployment is shown as the Deployment), `count`, `uid`; and a flow filter selecting the
 //! flows of the pod, node or namespace it is about. NetworkPolicy objects are compared between
-//! polls: one created, changed or deleted is a `k8s-change` record. On start the seen set is
+//! polls: one created, changed or deleted is a `k8s-change` record. So are EndpointSlices,
+//! by their ready addresses: a service's endpoints added or removed is a `k8s-change` record
+//! naming the service and the addresses, its flow filter selecting those addresses' flows (a
+//! warning when none is left ready). On start the seen set is
 //! read back from the records of the last [`SEEN_WINDOW_MS`], so a restart writes nothing twice.
 
 use crate::objects::{ObjectSource, Selector};
@@ -38,6 +41,9 @@ pub struct EventRecorder {
     seen: HashSet<String>,
     /// NetworkPolicy `namespace/name` -> resourceVersion at the last poll (None: not primed).
     policies: Option<HashMap<String, String>>,
+    /// EndpointSlice `namespace/name` -> (service, ready addresses) at the last poll (None:
+    /// not primed).
+    endpoints: Option<HashMap<String, (String, BTreeSet<String>)>>,
     /// Event `namespace/name` -> hash of its JSON at the last poll: an event that did not
     /// change is not read again.
     events: HashMap<String, u64>,
@@ -258,6 +264,104 @@ fn change_entry(key: &str, what: &str, now_ms: u64) -> Entry {
     }
 }
 
+/// An EndpointSlice's service and ready addresses.
+fn slice_endpoints(v: &Value) -> (String, BTreeSet<String>) {
+    let service = s(v, &["metadata", "labels", "kubernetes.io/service-name"]).to_string();
+    let ready = v["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        // A missing `ready` condition means ready (the API's rule).
+        .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
+        .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    (service, ready)
+}
+
+/// Endpoint changes between two polls: one record per slice whose ready addresses changed
+/// (created and deleted slices included).
+fn endpoint_changes(
+    before: &HashMap<String, (String, BTreeSet<String>)>,
+    now: &HashMap<String, (String, BTreeSet<String>)>,
+    now_ms: u64,
+) -> Vec<Entry> {
+    let empty = (String::new(), BTreeSet::new());
+    let mut keys: BTreeSet<&String> = before.keys().collect();
+    keys.extend(now.keys());
+    let mut out = Vec::new();
+    for key in keys {
+        let (old, new) = (before.get(key), now.get(key));
+        let service = &new.or(old).unwrap_or(&empty).0;
+        let old_ready = old.map(|o| &o.1).unwrap_or(&empty.1);
+        let new_ready = new.map(|n| &n.1).unwrap_or(&empty.1);
+        let added: Vec<&String> = new_ready.difference(old_ready).collect();
+        let removed: Vec<&String> = old_ready.difference(new_ready).collect();
+        let change = match (old, new) {
+            (None, Some(_)) => "created",
+            (Some(_), None) => "deleted",
+            _ if added.is_empty() && removed.is_empty() => continue,
+            _ => "changed",
+        };
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let list = |v: &[&String]| v.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",");
+        let mut what = Vec::new();
+        if !added.is_empty() {
+            what.push(format!("{} added", list(&added)));
+        }
+        if !removed.is_empty() {
+            what.push(format!("{} removed", list(&removed)));
+        }
+        // The service lost its last ready endpoint here.
+        let gone = !old_ready.is_empty() && new_ready.is_empty();
+        let owner = if service.is_empty() {
+            format!("EndpointSlice {key}")
+        } else {
+            format!("service {ns}/{service}")
+        };
+        let mut text = format!(
+            "Endpoints of {owner} {change}{}{}{}",
+            if what.is_empty() { "" } else { ": " },
+            what.join(", "),
+            if gone { "; none ready" } else { "" }
+        );
+        cut(&mut text, crate::records::MAX_TEXT);
+        let touched: Vec<&&String> = added.iter().chain(removed.iter()).take(32).collect();
+        let flow_filter = (!touched.is_empty()).then(|| {
+            touched
+                .iter()
+                .map(|a| format!("Addr={a}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        });
+        let mut labels = vec![
+            ("object_kind".to_string(), "EndpointSlice".to_string()),
+            ("namespace".into(), ns.into()),
+            ("name".into(), name.into()),
+            ("service".into(), service.clone()),
+            ("change".into(), change.into()),
+            ("added".into(), list(&added)),
+            ("removed".into(), list(&removed)),
+            (
+                "severity".into(),
+                if gone { "warning" } else { "info" }.into(),
+            ),
+        ];
+        for l in labels.iter_mut() {
+            cut(&mut l.1, crate::records::MAX_LABEL_BYTES);
+        }
+        out.push(Entry {
+            time_ms: now_ms,
+            end_ms: None,
+            kind: "k8s-change".into(),
+            text,
+            labels,
+            flow_filter,
+        });
+    }
+    out
+}
+
 impl EventRecorder {
     /// A recorder that knows what the records of the last [`SEEN_WINDOW_MS`] already hold.
     pub fn new(
@@ -289,6 +393,7 @@ impl EventRecorder {
             records,
             seen,
             policies: None,
+            endpoints: None,
             events: HashMap::new(),
         })
     }
@@ -353,6 +458,19 @@ impl EventRecorder {
                 }
             }
             self.policies = Some(policies);
+        }
+        if self.objects.synced("EndpointSlice") {
+            let slices: HashMap<String, (String, BTreeSet<String>)> = list("EndpointSlice", None)
+                .into_iter()
+                .filter_map(|o| {
+                    let v = serde_json::from_str::<Value>(&o.json).ok()?;
+                    Some((format!("{}/{}", o.namespace, o.name), slice_endpoints(&v)))
+                })
+                .collect();
+            if let Some(before) = &self.endpoints {
+                out.extend(endpoint_changes(before, &slices, now_ms));
+            }
+            self.endpoints = Some(slices);
         }
         let n = out.len();
         for chunk in out.chunks(crate::records::MAX_WRITE) {
@@ -503,6 +621,57 @@ mod tests {
                 "NetworkPolicy shop/deny deleted",
                 "NetworkPolicy shop/deny created"
             ]
+        );
+    }
+
+    #[test]
+    fn endpoint_changes_name_the_service_and_the_addresses() {
+        let slice = |ready: &[(&str, Option<bool>)]| {
+            let eps: Vec<Value> = ready
+                .iter()
+                .map(|(a, r)| match r {
+                    Some(r) => json!({"addresses": [a], "conditions": {"ready": r}}),
+                    None => json!({"addresses": [a]}),
+                })
+                .collect();
+            slice_endpoints(
+                &json!({"metadata": {"labels": {"kubernetes.io/service-name": "web"}},
+                "endpoints": eps}),
+            )
+        };
+        let map = |v: (String, BTreeSet<String>)| HashMap::from([("shop/web-abc".to_string(), v)]);
+        let t = 1_796_378_500_000;
+        let one = map(slice(&[
+            ("10.0.0.5", Some(true)),
+            ("10.0.0.9", Some(false)),
+        ]));
+        let moved = map(slice(&[("10.0.0.6", None), ("10.0.0.9", Some(false))]));
+        let none = map(slice(&[("10.0.0.6", Some(false))]));
+        let c = endpoint_changes(&HashMap::new(), &one, t);
+        assert_eq!(
+            c[0].text,
+            "Endpoints of service shop/web created: 10.0.0.5 added"
+        );
+        let c = endpoint_changes(&one, &moved, t);
+        assert_eq!(
+            c[0].text,
+            "Endpoints of service shop/web changed: 10.0.0.6 added, 10.0.0.5 removed"
+        );
+        let f = c[0].flow_filter.clone().expect("filter");
+        assert_eq!(f, "Addr=10.0.0.6 or Addr=10.0.0.5");
+        assert!(crate::query::parse(&f).is_ok());
+        assert!(c[0].labels.contains(&("severity".into(), "info".into())));
+        assert!(endpoint_changes(&moved, &moved, t).is_empty(), "no change");
+        let c = endpoint_changes(&moved, &none, t);
+        assert_eq!(
+            c[0].text,
+            "Endpoints of service shop/web changed: 10.0.0.6 removed; none ready"
+        );
+        assert!(c[0].labels.contains(&("severity".into(), "warning".into())));
+        let c = endpoint_changes(&moved, &HashMap::new(), t);
+        assert!(
+            c[0].text
+                .starts_with("Endpoints of service shop/web deleted: 10.0.0.6 removed")
         );
     }
 }

@@ -20,6 +20,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
@@ -76,7 +77,8 @@ const BASELINE_POLICIES: KindSpec = spec(
     true,
 );
 const EVENTS: KindSpec = spec("events", "Event", true);
-const ALL_KINDS: [KindSpec; 8] = [
+const ENDPOINT_SLICES: KindSpec = spec("endpointslices", "EndpointSlice", true);
+const ALL_KINDS: [KindSpec; 9] = [
     PODS,
     SERVICES,
     NODES,
@@ -85,6 +87,7 @@ const ALL_KINDS: [KindSpec; 8] = [
     ADMIN_POLICIES,
     BASELINE_POLICIES,
     EVENTS,
+    ENDPOINT_SLICES,
 ];
 
 /// The group and version AdminNetworkPolicy and BaselineAdminNetworkPolicy are served at.
@@ -576,12 +579,18 @@ impl KubeEnricher {
                             BASELINE_POLICIES,
                             no_entry
                         ),
+                        watch(
+                            s.clone(),
+                            Api::<EndpointSlice>::all(c.clone()),
+                            ENDPOINT_SLICES,
+                            no_entry
+                        ),
                         watch(s.clone(), Api::<KubeEvent>::all(c), EVENTS, no_entry),
                     );
                 })
             })
             .map_err(|e| K8sError::Thread(e.to_string()))?;
-        tracing::info!(server = %server, "watching kubernetes pods, services, nodes, namespaces, network policies and events");
+        tracing::info!(server = %server, "watching kubernetes pods, services, nodes, namespaces, network policies, endpoint slices and events");
         Ok(KubeEnricher { shared })
     }
 

@@ -344,6 +344,7 @@ fn recorded_cluster(dir: &std::path::Path) {
             "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}]),
             ),
         ),
+        ("endpointslices", list("EndpointSliceList", json!([]))),
         (
             "events",
             list(

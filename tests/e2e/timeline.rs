@@ -54,6 +54,19 @@ fn cluster(dir: &std::path::Path, ip: &str, t: u64) {
             ),
         ),
         (
+            "endpointslices",
+            list(
+                "EndpointSliceList",
+                json!([{
+            "metadata": {"name": "web-abc", "namespace": "shop", "uid": "es1", "resourceVersion": "6",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "namespace": "shop", "name": "web-5d9f-x"}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]),
+            ),
+        ),
+        (
             "events",
             list(
                 "EventList",
@@ -142,6 +155,17 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
             "metadata": {"name": "deny-ingress", "namespace": "shop", "uid": "np1", "resourceVersion": "12"},
             "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"]}}}),
     );
+    // The pod stops being ready: the service's endpoint slice loses its address.
+    append(
+        &api_dir.join("endpointslices.watch.jsonl"),
+        &json!({"type": "MODIFIED", "object": {
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": "web-abc", "namespace": "shop", "uid": "es1", "resourceVersion": "13",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [pair.b4.clone()], "conditions": {"ready": false}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+    );
     // A log line and a span over OTLP (JSON).
     let now_ns = now_ms() * 1_000_000;
     let log = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
@@ -158,7 +182,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
 
     // Both events and the policy change are recorded (the watch reaches the agent first).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while records(&a, "k8s-event").len() < 2 || records(&a, "k8s-change").is_empty() {
+    while records(&a, "k8s-event").len() < 2 || records(&a, "k8s-change").len() < 2 {
         assert!(
             Instant::now() < deadline,
             "events not recorded: {:?} {:?}",
@@ -175,8 +199,27 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     assert_eq!(label(oom, "workload"), Some("web"), "{oom}");
     assert_eq!(label(oom, "severity"), Some("critical"));
     assert_eq!(oom["time_ms"].as_u64(), Some(t_oom / 1000 * 1000));
-    let change = &records(&a, "k8s-change")[0];
-    assert_eq!(change["text"], "NetworkPolicy shop/deny-ingress changed");
+    let changes = records(&a, "k8s-change");
+    let text = |r: &Value| r["text"].as_str().unwrap_or("").to_string();
+    assert!(
+        changes
+            .iter()
+            .any(|r| text(r) == "NetworkPolicy shop/deny-ingress changed"),
+        "{changes:?}"
+    );
+    let ep = changes
+        .iter()
+        .find(|r| label(r, "object_kind") == Some("EndpointSlice"))
+        .expect("endpoint change");
+    assert_eq!(
+        text(ep),
+        format!(
+            "Endpoints of service shop/web changed: {} removed; none ready",
+            pair.b4
+        )
+    );
+    assert_eq!(label(ep, "severity"), Some("warning"), "{ep}");
+    assert_eq!(ep["flow_filter"], format!("Addr={}", pair.b4), "{ep}");
 
     // The timeline over the same range as the aggregate API.
     let (from, to) = ((t0 - 60_000).to_string(), (now_ms() + 1000).to_string());
@@ -209,7 +252,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
             .unwrap_or_else(|| panic!("lane {id}: {t}"))
     };
     let events = lane("events");
-    assert_eq!(events["total"], 3, "{events}");
+    assert_eq!(events["total"], 4, "{events}");
     let item = events["items"]
         .as_array()
         .and_then(|l| l.iter().find(|i| i["severity"] == "critical").cloned())
