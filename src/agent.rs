@@ -753,6 +753,7 @@ fn spawn_log_files(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let paths = paths.to_vec();
     let mut sources: Vec<Box<dyn weir_core::telemetry::logfile::LogSource>> = paths
         .iter()
         .map(|p| weir_logs::open(p, saved.get(&p.display().to_string())))
@@ -767,7 +768,9 @@ fn spawn_log_files(
             loop {
                 let since = weir_core::query::now_ms().saturating_sub(3_600_000);
                 let mut moved = false;
-                for (s, problem) in sources.iter_mut().zip(problems.iter_mut()) {
+                for ((s, problem), path) in sources.iter_mut().zip(problems.iter_mut()).zip(&paths)
+                {
+                    let before = s.position();
                     let now = match s.poll(10_000, since) {
                         Ok(lines) if lines.is_empty() => None,
                         Ok(lines) => match telemetry.keep_logs(s.kind(), &lines) {
@@ -775,7 +778,11 @@ fn spawn_log_files(
                                 moved = true;
                                 None
                             }
-                            Err(e) => Some(format!("keeping its lines failed: {e}")),
+                            Err(e) => {
+                                // Not kept: read them again next time.
+                                *s = weir_logs::open(path, Some(&before).filter(|b| !b.is_null()));
+                                Some(format!("keeping its lines failed: {e}"))
+                            }
                         },
                         Err(e) => Some(e.message),
                     };

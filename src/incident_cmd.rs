@@ -70,10 +70,11 @@ struct VerifyArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Trust {
-    /// Public keys (`*.pub`) a signature is checked against.
+    /// Public keys (`*.pub`): the file must be signed by one of them.
     #[arg(long, value_name = "DIR")]
     trusted_keys: Option<PathBuf>,
-    /// Refuse a file that is not signed by one of --trusted-keys.
+    /// Refuse a file that is not signed (given --trusted-keys, a signature by one of them is
+    /// always required).
     #[arg(long)]
     require_signature: bool,
 }
@@ -170,7 +171,7 @@ fn export(a: ExportArgs) -> Result<()> {
 fn counts_line(m: &weir_core::incident::Manifest) -> String {
     m.counts
         .iter()
-        .map(|(k, v)| format!("{v} {k}"))
+        .map(|(k, v)| format!("{v} {}", k.escape_debug()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -187,33 +188,37 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn read_checked(file: &Path, trust: &Trust) -> Result<(Incident, Option<String>)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let inc = Incident::from_bytes(&bytes).with_context(|| file.display().to_string())?;
+    // Trusted keys given: the file must be signed by one of them.
     let trusted = match &trust.trusted_keys {
         Some(d) => {
             if !d.is_dir() {
                 bail!("--trusted-keys {}: not a directory", d.display());
             }
-            weir_host::signing::load_trusted(d)?
+            let keys = weir_host::signing::load_trusted(d)?;
+            if keys.is_empty() {
+                bail!("--trusted-keys {}: holds no *.pub keys", d.display());
+            }
+            Some(keys)
         }
-        None => Vec::new(),
+        None => None,
     };
-    let signer = match (&inc.signature, trusted.is_empty()) {
-        (Some(s), false) => Some(
-            weir_host::signing::verify_detached(
-                inc.manifest_bytes(),
-                &s.key_id,
-                &s.ed25519,
-                &trusted,
-            )
-            .with_context(|| format!("{}: incident.sig", file.display()))?,
+    let signer = match (&inc.signature, &trusted) {
+        (Some(s), Some(keys)) => Some(
+            weir_host::signing::verify_detached(inc.manifest_bytes(), &s.key_id, &s.ed25519, keys)
+                .with_context(|| format!("{}: incident.sig", file.display()))?,
         ),
-        (None, _) if trust.require_signature => bail!(
+        (None, Some(_)) => bail!(
+            "{}: not signed, and --trusted-keys asks for a signature by one of them",
+            file.display()
+        ),
+        (None, None) if trust.require_signature => bail!(
             "{}: not signed, and --require-signature was given",
             file.display()
         ),
-        (Some(s), true) if trust.require_signature => bail!(
+        (Some(s), None) if trust.require_signature => bail!(
             "{}: signed by key {}, but no --trusted-keys were given to check it",
             file.display(),
-            s.key_id
+            s.key_id.escape_debug()
         ),
         _ => None,
     };
@@ -242,11 +247,11 @@ fn verify_cmd(a: VerifyArgs) -> Result<u8> {
             a.file.display(),
             weir_core::query::format_ms(m.from_ms),
             weir_core::query::format_ms(m.to_ms),
-            m.node,
+            m.node.escape_debug(),
             if m.filter.is_empty() {
                 String::new()
             } else {
-                format!(" (flows matching {})", m.filter)
+                format!(" (flows matching {})", m.filter.escape_debug())
             },
             counts_line(m),
             match (&inc.signature, &signer) {
@@ -294,7 +299,7 @@ fn open(a: OpenArgs) -> Result<()> {
         a.file.display(),
         weir_core::query::format_ms(m.from_ms),
         weir_core::query::format_ms(m.to_ms),
-        m.node
+        m.node.escape_debug()
     );
     eprintln!(
         "weir: opened {}: {}; {}; serving it read-only on http://{}",
@@ -302,7 +307,7 @@ fn open(a: OpenArgs) -> Result<()> {
         counts_line(&m),
         match (&inc.signature, signer) {
             (_, Some(name)) => format!("signed by {name}"),
-            (Some(s), None) => format!("signed by key {} (not checked)", s.key_id),
+            (Some(s), None) => format!("signed by key {} (not checked)", s.key_id.escape_debug()),
             (None, None) => "not signed".to_string(),
         },
         a.listen

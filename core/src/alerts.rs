@@ -124,7 +124,13 @@ pub struct AlertStore {
     given_up: std::sync::atomic::AtomicU64,
     /// The last error of each rule that failed at its last evaluation.
     rule_errors: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Added to every id handed out: above the silences restored from an incident (0
+    /// otherwise).
+    id_floor: std::sync::atomic::AtomicU64,
 }
+
+/// Where a restored store keeps its id floor (in the default tree).
+const ID_FLOOR_KEY: &[u8] = b"restored-id-floor";
 
 fn fingerprint(rule: &str, o: &Observed) -> String {
     let labels: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -150,7 +156,13 @@ impl AlertStore {
                 other => break other?,
             }
         };
+        let id_floor = db
+            .get(ID_FLOOR_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
         Ok(AlertStore {
+            id_floor: id_floor.into(),
             active: db.open_tree("active")?,
             history: db.open_tree("history")?,
             silences: db.open_tree("silences")?,
@@ -203,9 +215,12 @@ impl AlertStore {
             self.silences
                 .insert(s.id.to_be_bytes(), serde_json::to_vec(s)?)?;
         }
-        // Ids handed out later must not reuse a restored silence's.
+        // Ids handed out later start above the restored silences' (whatever their size).
         let top = silences.iter().map(|s| s.id).max().unwrap_or(0);
-        while self.db.generate_id()? <= top {}
+        let floor = top.saturating_add(1);
+        self.db.insert(ID_FLOOR_KEY, &floor.to_be_bytes())?;
+        self.id_floor
+            .store(floor, std::sync::atomic::Ordering::Relaxed);
         self.db.flush()?;
         Ok(())
     }
@@ -215,8 +230,16 @@ impl AlertStore {
         self.given_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A new id: sled's counter, above a restored store's floor.
+    fn next_id(&self) -> Result<u64, AlertError> {
+        Ok(self
+            .db
+            .generate_id()?
+            .saturating_add(self.id_floor.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
     fn record(&self, a: &Alert) -> Result<(), AlertError> {
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         self.history
             .insert(seq.to_be_bytes(), serde_json::to_vec(a)?)?;
         Ok(())
@@ -224,7 +247,7 @@ impl AlertStore {
 
     fn notify(&self, a: &Alert, now_ms: u64) -> Result<(), AlertError> {
         for sink in &self.sinks {
-            let seq = self.db.generate_id()?;
+            let seq = self.next_id()?;
             let n = Notification {
                 sink: sink.clone(),
                 alert: a.clone(),
@@ -419,7 +442,7 @@ impl AlertStore {
             ));
         }
         let s = Silence {
-            id: self.db.generate_id()?,
+            id: self.next_id()?,
             matchers,
             starts_ms,
             ends_ms,
@@ -669,5 +692,33 @@ mod tests {
         let second = AlertStore::open(dir.path(), vec![]);
         holder.join().unwrap();
         assert!(second.is_ok(), "{:?}", second.err());
+    }
+
+    #[test]
+    fn restored_silences_keep_their_ids_and_new_ids_go_above_even_huge_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AlertStore::open(dir.path(), vec![]).unwrap();
+        let big = Silence {
+            id: u64::MAX - 10,
+            matchers: BTreeMap::from([("rule".into(), "r".into())]),
+            starts_ms: 1,
+            ends_ms: 2,
+            comment: "from an incident".into(),
+        };
+        let t = std::time::Instant::now();
+        s.restore(&[], &[], std::slice::from_ref(&big)).unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        drop(s);
+        let s = AlertStore::open(dir.path(), vec![]).unwrap();
+        assert_eq!(s.silences(), vec![big.clone()]);
+        let new = s
+            .silence(
+                BTreeMap::from([("rule".into(), "x".into())]),
+                1,
+                2,
+                String::new(),
+            )
+            .unwrap();
+        assert!(new.id > big.id, "{} <= {}", new.id, big.id);
     }
 }

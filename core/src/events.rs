@@ -41,8 +41,8 @@ pub struct EventRecorder {
     seen: HashSet<String>,
     /// NetworkPolicy `namespace/name` -> resourceVersion at the last poll (None: not primed).
     policies: Option<HashMap<String, String>>,
-    /// EndpointSlice `namespace/name` -> (service, ready addresses) at the last poll (None:
-    /// not primed).
+    /// Service `namespace/name` (a slice's own name when it has no service) -> (service,
+    /// ready addresses of all its EndpointSlices) at the last poll (None: not primed).
     endpoints: Option<HashMap<String, (String, BTreeSet<String>)>>,
     /// Event `namespace/name` -> hash of its JSON at the last poll: an event that did not
     /// change is not read again.
@@ -274,13 +274,15 @@ fn slice_endpoints(v: &Value) -> (String, BTreeSet<String>) {
         // A missing `ready` condition means ready (the API's rule).
         .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
         .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
-        .filter_map(|a| a.as_str().map(str::to_string))
+        // IP addresses only: an FQDN slice names hosts no flow carries.
+        .filter_map(|a| a.as_str()?.parse::<std::net::IpAddr>().ok())
+        .map(|a| a.to_string())
         .collect();
     (service, ready)
 }
 
-/// Endpoint changes between two polls: one record per slice whose ready addresses changed
-/// (created and deleted slices included).
+/// Endpoint changes between two polls: one record per service whose ready addresses changed
+/// (its first and its last slice included).
 fn endpoint_changes(
     before: &HashMap<String, (String, BTreeSet<String>)>,
     now: &HashMap<String, (String, BTreeSet<String>)>,
@@ -460,13 +462,26 @@ impl EventRecorder {
             self.policies = Some(policies);
         }
         if self.objects.synced("EndpointSlice") {
-            let slices: HashMap<String, (String, BTreeSet<String>)> = list("EndpointSlice", None)
-                .into_iter()
-                .filter_map(|o| {
-                    let v = serde_json::from_str::<Value>(&o.json).ok()?;
-                    Some((format!("{}/{}", o.namespace, o.name), slice_endpoints(&v)))
-                })
-                .collect();
+            // Per service: the union of its slices (a service has one per address family and
+            // more past 100 endpoints; the controller replaces them), so a change is the
+            // service's, not a slice's.
+            let mut slices: HashMap<String, (String, BTreeSet<String>)> = HashMap::new();
+            for o in list("EndpointSlice", None) {
+                let Ok(v) = serde_json::from_str::<Value>(&o.json) else {
+                    continue;
+                };
+                let (service, ready) = slice_endpoints(&v);
+                let key = if service.is_empty() {
+                    format!("{}/{}", o.namespace, o.name)
+                } else {
+                    format!("{}/{service}", o.namespace)
+                };
+                slices
+                    .entry(key)
+                    .or_insert((service, BTreeSet::new()))
+                    .1
+                    .extend(ready);
+            }
             if let Some(before) = &self.endpoints {
                 out.extend(endpoint_changes(before, &slices, now_ms));
             }
@@ -639,7 +654,7 @@ mod tests {
                 "endpoints": eps}),
             )
         };
-        let map = |v: (String, BTreeSet<String>)| HashMap::from([("shop/web-abc".to_string(), v)]);
+        let map = |v: (String, BTreeSet<String>)| HashMap::from([("shop/web".to_string(), v)]);
         let t = 1_796_378_500_000;
         let one = map(slice(&[
             ("10.0.0.5", Some(true)),

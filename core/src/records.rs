@@ -153,7 +153,7 @@ impl Entry {
             return bad(format!("ends ({end}) before it starts ({})", self.time_ms));
         }
         if let Some(f) = &self.flow_filter
-            && let Err(e) = crate::query::parse(f)
+            && let Err(e) = crate::query::trace::check_syntax(f)
         {
             return bad(format!("flow filter: {e}"));
         }
@@ -181,6 +181,55 @@ fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&time_ms.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// What a time scan sees of an entry without reading it ([`RecordStore::scan_brief`]): its
+/// kind and the labels the timeline sorts and groups by. Kept as the value of the time index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brief<'a> {
+    pub kind: &'a str,
+    pub severity: &'a str,
+    pub lane: &'a str,
+    pub status: &'a str,
+}
+
+/// Longest label value a brief keeps (longer ones are left out: the scan reads the entry).
+const BRIEF_LABEL: usize = 64;
+
+fn brief_value(e: &Entry) -> Vec<u8> {
+    let label = |n: &str| {
+        e.labels
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let parts = [
+        e.kind.as_str(),
+        label("severity"),
+        label("lane"),
+        label("status"),
+    ];
+    if parts
+        .iter()
+        .any(|p| p.len() > BRIEF_LABEL || p.contains('\0'))
+    {
+        // Not briefable: an empty value sends scans to the entry.
+        return Vec::new();
+    }
+    parts.join("\0").into_bytes()
+}
+
+fn brief_of(v: &[u8]) -> Option<Brief<'_>> {
+    let text = std::str::from_utf8(v).ok()?;
+    let mut it = text.split('\0');
+    let b = Brief {
+        kind: it.next().filter(|k| !k.is_empty())?,
+        severity: it.next()?,
+        lane: it.next()?,
+        status: it.next()?,
+    };
+    it.next().is_none().then_some(b)
 }
 
 /// Where a restored store keeps its sequence floor (in the default tree).
@@ -245,7 +294,7 @@ impl RecordStore {
             // A store restored from an incident continues above the restored numbers.
             let seq =
                 self.db.generate_id()? + 1 + self.floor.load(std::sync::atomic::Ordering::Relaxed);
-            times.insert(&time_key(entry.time_ms, seq), &[]);
+            times.insert(&time_key(entry.time_ms, seq), brief_value(&entry));
             if let Some(t) = trace_label(&entry) {
                 traces.insert(trace_key(t, seq), &[]);
             }
@@ -283,7 +332,8 @@ impl RecordStore {
                     "record {i}: sequence number 0"
                 )));
             }
-            self.by_time.insert(time_key(s.entry.time_ms, s.seq), &[])?;
+            self.by_time
+                .insert(time_key(s.entry.time_ms, s.seq), brief_value(&s.entry))?;
             if let Some(t) = trace_label(&s.entry) {
                 self.by_trace.insert(trace_key(t, s.seq), &[])?;
             }
@@ -389,6 +439,64 @@ impl RecordStore {
             n += 1;
         }
         Ok(false)
+    }
+
+    /// Visits the entries with `time_ms` in `[from_ms, to_ms]` in time order, at most `limit`,
+    /// as (time, seq, brief) without reading them; an entry written before briefs existed (or
+    /// with labels too long to brief) is read and briefed here. Returns whether more were
+    /// left.
+    pub fn scan_brief(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+        mut visit: impl FnMut(u64, u64, Brief<'_>),
+    ) -> Result<bool, RecordError> {
+        let mut n = 0;
+        for item in self
+            .by_time
+            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
+        {
+            let (k, v) = item?;
+            let (Some(t), Some(seq)) = (
+                k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ) else {
+                continue;
+            };
+            let (t, seq) = (u64::from_be_bytes(t), u64::from_be_bytes(seq));
+            if n >= limit {
+                return Ok(true);
+            }
+            match brief_of(&v) {
+                Some(b) => visit(t, seq, b),
+                None => {
+                    // A key whose entry is gone (a crash mid-retention) is skipped.
+                    let Some(s) = self.get(seq)? else { continue };
+                    let label = |n: &str| s.label(n).unwrap_or("");
+                    visit(
+                        t,
+                        seq,
+                        Brief {
+                            kind: &s.entry.kind,
+                            severity: label("severity"),
+                            lane: label("lane"),
+                            status: label("status"),
+                        },
+                    );
+                }
+            }
+            n += 1;
+        }
+        Ok(false)
+    }
+
+    /// The entry `seq`, if kept.
+    pub fn get(&self, seq: u64) -> Result<Option<Stored>, RecordError> {
+        match self.entries.get(seq.to_be_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Drops entries older than `before_ms` and, past `max_entries` (0: no limit), the oldest.

@@ -116,30 +116,39 @@ fn rank(s: &str) -> u8 {
 }
 
 /// The lane a record belongs to: (id, title).
-fn lane_of(s: &Stored) -> (String, String) {
-    match s.entry.kind.as_str() {
+fn lane_of(kind: &str, lane: &str) -> (String, String) {
+    match kind {
         "k8s-event" | "k8s-change" => ("events".into(), "Kubernetes events".into()),
         "log" => ("logs".into(), "Logs".into()),
         "span" => ("spans".into(), "Spans".into()),
         "annotation" => ("annotations".into(), "Annotations".into()),
         "timeline" => {
-            let l = s.label("lane").unwrap_or("timeline");
+            let l = if lane.is_empty() { "timeline" } else { lane };
             (format!("timeline:{l}"), l.to_string())
         }
         other => (other.to_string(), other.to_string()),
     }
 }
 
-fn item_of(s: &Stored) -> Item {
-    let severity = if s.entry.kind == "span" {
-        if s.label("status") == Some("error") {
+/// A record's severity on the timeline: a span's by its status, else its `severity` label.
+fn severity_of(kind: &str, severity: &str, status: &str) -> &'static str {
+    if kind == "span" {
+        if status == "error" {
             "critical"
         } else {
             "info"
         }
     } else {
-        normalize(s.label("severity").unwrap_or(""))
-    };
+        normalize(severity)
+    }
+}
+
+fn item_of(s: &Stored) -> Item {
+    let severity = severity_of(
+        &s.entry.kind,
+        s.label("severity").unwrap_or(""),
+        s.label("status").unwrap_or(""),
+    );
     let text = if s.entry.kind == "span" {
         let us: u64 = s
             .label("duration_us")
@@ -169,6 +178,11 @@ fn item_of(s: &Stored) -> Item {
     }
 }
 
+/// As [`most_severe_first`], for records not read yet.
+fn most_severe_pending(p: &mut [(u8, u64, u64)]) {
+    p.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+}
+
 /// The most severe first, the latest among equals.
 fn most_severe_first(items: &mut [Item]) {
     items.sort_by(|a, b| {
@@ -183,6 +197,35 @@ struct LaneBuilder {
     total: u64,
     counts: BTreeMap<&'static str, Vec<u64>>,
     items: Vec<Item>,
+    /// Records that may be listed, as (severity rank, time, seq): read in full only once the
+    /// scan has chosen them.
+    pending: Vec<(u8, u64, u64)>,
+}
+
+impl LaneBuilder {
+    /// Lane `id` (made when new) with one more item of `severity` counted in `bucket` (of
+    /// `n`).
+    fn count<'a>(
+        lanes: &'a mut BTreeMap<String, LaneBuilder>,
+        id: String,
+        title: String,
+        bucket: Option<usize>,
+        severity: &'static str,
+        n: usize,
+    ) -> &'a mut LaneBuilder {
+        let l = lanes.entry(id).or_insert_with(|| LaneBuilder {
+            title,
+            total: 0,
+            counts: BTreeMap::new(),
+            items: vec![],
+            pending: vec![],
+        });
+        l.total += 1;
+        if let Some(i) = bucket {
+            l.counts.entry(severity).or_insert_with(|| vec![0; n])[i] += 1;
+        }
+        l
+    }
 }
 
 /// Builds the timeline from the store, the records and the alerts (active and past).
@@ -224,16 +267,14 @@ pub fn build(
     let mut lanes: BTreeMap<String, LaneBuilder> = BTreeMap::new();
     let keep = req.max_items;
     let add = |id: String, title: String, it: Item, lanes: &mut BTreeMap<String, LaneBuilder>| {
-        let l = lanes.entry(id).or_insert_with(|| LaneBuilder {
+        let l = LaneBuilder::count(
+            lanes,
+            id,
             title,
-            total: 0,
-            counts: BTreeMap::new(),
-            items: vec![],
-        });
-        l.total += 1;
-        if let Some(i) = bucket(it.time_ms.max(from)) {
-            l.counts.entry(it.severity).or_insert_with(|| vec![0; n])[i] += 1;
-        }
+            bucket(it.time_ms.max(from)),
+            it.severity,
+            n,
+        );
         l.items.push(it);
         // Bounded memory: past twice the listing, keep the ones that would be listed.
         if l.items.len() > 2 * keep.max(1) {
@@ -282,10 +323,26 @@ pub fn build(
     }
     let mut records_truncated = false;
     if let Some(r) = records {
-        records_truncated = r.scan_time(from, to, MAX_RECORDS, |s| {
-            let (id, title) = lane_of(&s);
-            add(id, title, item_of(&s), &mut lanes);
+        // Counted from the time index alone; only the records listed are read.
+        records_truncated = r.scan_brief(from, to, MAX_RECORDS, |t, seq, b| {
+            let severity = severity_of(b.kind, b.severity, b.status);
+            let (id, title) = lane_of(b.kind, b.lane);
+            let l = LaneBuilder::count(&mut lanes, id, title, bucket(t.max(from)), severity, n);
+            l.pending.push((rank(severity), t, seq));
+            if l.pending.len() > 2 * keep.max(1) {
+                most_severe_pending(&mut l.pending);
+                l.pending.truncate(keep);
+            }
         })?;
+        for l in lanes.values_mut() {
+            most_severe_pending(&mut l.pending);
+            l.pending.truncate(keep);
+            for (_, _, seq) in std::mem::take(&mut l.pending) {
+                if let Some(s) = r.get(seq)? {
+                    l.items.push(item_of(&s));
+                }
+            }
+        }
     }
     let order = |id: &str| match id {
         "alerts" => 0,

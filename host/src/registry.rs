@@ -581,16 +581,33 @@ impl Registry {
         Ok(out)
     }
 
+    /// What a replay withholds from the plugins of an incident file: whatever reaches beyond
+    /// the replayed history (the network, probes, sinks, the capture, a cluster), since the
+    /// file (signed or not) chose their grants. A plugin that imports one does not load.
+    pub const WITHHELD_IN_REPLAY: [Capability; 5] = [
+        Capability::OutboundHttp,
+        Capability::Probe,
+        Capability::Sink,
+        Capability::CaptureControl,
+        Capability::K8sObjects,
+    ];
+
     /// Puts a plugin from an incident file into `plugins_dir` as it was installed (same
-    /// `installed.json`, component and state), before a registry opens the directory. The
-    /// component must match the sha256 its `installed.json` records.
+    /// `installed.json`, component and state, less [`Self::WITHHELD_IN_REPLAY`] and the
+    /// signer it claims), before a registry opens the directory. The component must match
+    /// the sha256 its `installed.json` records.
     pub fn restore_plugin(
         plugins_dir: &Path,
         p: &weir_core::incident::PluginFile,
     ) -> Result<(), HostError> {
         weir_core::plugins::check_plugin_name(&p.name)?;
-        let meta: Installed = serde_json::from_value(p.installed.clone())
+        let mut meta: Installed = serde_json::from_value(p.installed.clone())
             .map_err(|e| HostError::Load(format!("plugin {}: installed.json: {e}", p.name)))?;
+        meta.granted
+            .retain(|c| !Self::WITHHELD_IN_REPLAY.contains(c));
+        meta.scopes
+            .retain(|c, _| !Self::WITHHELD_IN_REPLAY.contains(c));
+        meta.signed_by = None;
         if meta.manifest.name != p.name {
             return Err(HostError::Load(format!(
                 "plugin {}: its installed.json names {}",

@@ -47,6 +47,7 @@ pub fn open(path: &Path, position: Option<&serde_json::Value>) -> Box<dyn LogSou
         Box::new(SyslogFile {
             path: path.to_path_buf(),
             name: path.display().to_string(),
+            catching_up: at.is_none(),
             at,
         })
     }
@@ -58,6 +59,8 @@ pub struct SyslogFile {
     name: String,
     /// Inode and offset of the next line; None before the first read.
     at: Option<(u64, u64)>,
+    /// Reading a file for the first time, until its end: lines before `since` are skipped.
+    catching_up: bool,
 }
 
 impl SyslogFile {
@@ -68,25 +71,31 @@ impl SyslogFile {
         }
     }
 
-    /// Complete lines of `file` from `offset` (at most `max`, and READ_MAX bytes): the lines
-    /// and the offset after the last one taken.
+    /// Complete lines of `file` from `offset` (at most `max`, and READ_MAX bytes): the lines,
+    /// the offset after the last one taken, and whether it stopped before the end.
     fn read_lines(
         &self,
         file: &Path,
         offset: u64,
         max: usize,
-    ) -> Result<(Vec<String>, u64), LogSourceError> {
+    ) -> Result<(Vec<String>, u64, bool), LogSourceError> {
         let mut f = std::fs::File::open(file)
             .map_err(|e| self.error(format!("cannot open {}: {e}", file.display())))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| self.error(format!("cannot seek: {e}")))?;
         let mut buf = Vec::new();
-        f.take(READ_MAX)
+        let read = f
+            .take(READ_MAX)
             .read_to_end(&mut buf)
             .map_err(|e| self.error(format!("cannot read: {e}")))?;
         let mut lines = Vec::new();
         let mut used = 0usize;
-        while lines.len() < max {
+        let mut stopped = read as u64 == READ_MAX;
+        loop {
+            if lines.len() >= max {
+                stopped = true;
+                break;
+            }
             let rest = &buf[used..];
             let end = match rest.iter().position(|b| *b == b'\n') {
                 Some(i) => i + 1,
@@ -100,7 +109,7 @@ impl SyslogFile {
             }
             used += end;
         }
-        Ok((lines, offset + used as u64))
+        Ok((lines, offset + used as u64, stopped))
     }
 }
 
@@ -118,7 +127,8 @@ impl LogSource for SyslogFile {
             std::fs::metadata(&self.path).map_err(|e| self.error(format!("cannot read: {e}")))?;
         let (inode, len) = (meta.ino(), meta.len());
         let now = now_ms();
-        let parse = |lines: Vec<String>, first: bool| -> Vec<LogLine> {
+        let first = self.catching_up;
+        let parse = |lines: Vec<String>| -> Vec<LogLine> {
             lines
                 .iter()
                 .map(|l| parse_syslog(l, &self.name, now))
@@ -127,19 +137,22 @@ impl LogSource for SyslogFile {
         };
         let mut out = Vec::new();
         let offset = match self.at {
-            None => {
-                let (lines, next) = self.read_lines(&self.path, 0, max)?;
-                self.at = Some((inode, next));
-                return Ok(parse(lines, true));
-            }
-            Some((old, offset)) if old != inode => {
-                // Replaced: finish the old file when it was renamed to PATH.1.
+            None => 0,
+            Some((old, mut offset)) if old != inode => {
+                // Replaced: finish the old file when it was renamed to PATH.1 (all of what
+                // is left: it will not be found again).
                 let mut rotated = self.path.clone().into_os_string();
                 rotated.push(".1");
                 let rotated = PathBuf::from(rotated);
                 if std::fs::metadata(&rotated).is_ok_and(|m| m.ino() == old) {
-                    let (lines, _) = self.read_lines(&rotated, offset, max)?;
-                    out = parse(lines, false);
+                    loop {
+                        let (lines, next, more) = self.read_lines(&rotated, offset, usize::MAX)?;
+                        out.extend(parse(lines));
+                        offset = next;
+                        if !more {
+                            break;
+                        }
+                    }
                 }
                 tracing::info!(file = %self.name, "log file replaced: reading the new one from its start");
                 0
@@ -150,9 +163,13 @@ impl LogSource for SyslogFile {
             }
             Some((_, offset)) => offset,
         };
-        let (lines, next) = self.read_lines(&self.path, offset, max.saturating_sub(out.len()))?;
+        let (lines, next, more) =
+            self.read_lines(&self.path, offset, max.saturating_sub(out.len()).max(1))?;
         self.at = Some((inode, next));
-        out.extend(parse(lines, false));
+        if !more {
+            self.catching_up = false;
+        }
+        out.extend(parse(lines));
         Ok(out)
     }
 
@@ -283,6 +300,21 @@ mod tests {
         // Truncated in place.
         std::fs::write(&path, "<11>1 2026-12-05T10:00:05Z h a 1 - - six\n").expect("write");
         assert_eq!(bodies(&mut again, since), ["six"]);
+        // A first read of a long file, a few lines a poll: old lines are skipped until its
+        // end, not only in the first poll.
+        let long = dir.path().join("long");
+        let mut text = String::new();
+        for i in 0..10 {
+            text.push_str(&format!("<11>1 2026-12-04T10:00:0{i}Z h a 1 - - old {i}\n"));
+        }
+        text.push_str("<11>1 2026-12-06T10:00:00Z h a 1 - - new\n");
+        std::fs::write(&long, text).expect("write");
+        let mut l = open(&long, None);
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            got.extend(l.poll(3, since).expect("poll").into_iter().map(|x| x.body));
+        }
+        assert_eq!(got, ["new"]);
         // Gone: an error naming it, not a panic.
         std::fs::remove_file(&path).expect("rm");
         let e = again.poll(100, since).expect_err("gone");

@@ -346,6 +346,9 @@ fn trace_expr(id: &str, pos: usize) -> Result<Expr, QueryError> {
             format!("TraceId expects 32 hex digits, got '{id}'"),
         ));
     }
+    if super::trace::syntax_only() {
+        return Ok(Expr::All);
+    }
     let conns =
         super::trace::connections(&id.to_ascii_lowercase()).map_err(|m| QueryError::new(pos, m))?;
     let field = |n: &str| lookup_field(n, pos);

@@ -23,6 +23,25 @@ pub fn set_resolver(r: Arc<Resolver>) {
     *RESOLVER.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
 }
 
+thread_local! {
+    /// Set while [`check_syntax`] runs: `TraceId` is checked but not looked up.
+    static SYNTAX_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Checks a filter's syntax without looking traces up: for filters kept to be run later
+/// (records' flow filters, restored incidents), where a lookup would cost a trace join and
+/// may not be installed yet.
+pub fn check_syntax(filter: &str) -> Result<(), super::QueryError> {
+    SYNTAX_ONLY.with(|s| s.set(true));
+    let r = super::parse(filter).map(|_| ());
+    SYNTAX_ONLY.with(|s| s.set(false));
+    r
+}
+
+pub(crate) fn syntax_only() -> bool {
+    SYNTAX_ONLY.with(|s| s.get())
+}
+
 pub(crate) fn connections(trace_id: &str) -> Result<Vec<Connection>, String> {
     let r = RESOLVER
         .read()
@@ -70,6 +89,9 @@ mod tests {
         assert!(!not.matches(&there) && not.matches(&other));
         let none = crate::query::parse("TraceId=00000000000000000000000000000001").expect("parse");
         assert!(!none.matches(&there));
+        // Syntax only: checked, not looked up.
+        assert!(check_syntax("TraceId=0af7651916cd43dd8448eb211c80319c").is_ok());
+        assert!(check_syntax("TraceId=0af7").is_err());
         let err = crate::query::parse("TraceId>1").expect_err("ordering");
         assert_eq!(err.pos, 7);
     }

@@ -88,7 +88,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let y: i64 = d.next()?.parse().ok()?;
     let mo: u32 = d.next()?.parse().ok()?;
     let day: u32 = d.next()?.parse().ok()?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
         return None;
     }
     let tz_at = rest.find(['Z', 'z', '+', '-'])?;
@@ -103,8 +103,12 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         "Z" | "z" => 0,
         _ => {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let (h, m) = tz[1..].split_once(':')?;
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+            let (h, m) = tz.get(1..)?.split_once(':')?;
+            let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+            if !(0..=23).contains(&h) || !(0..=59).contains(&m) {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
         }
     };
     let t = days_from_civil(y, mo, day) * 86_400 + secs as i64 - offset_s;
@@ -223,6 +227,7 @@ pub fn parse_syslog(text: &str, file: &str, now_ms: u64) -> LogLine {
     }
     // RFC 3164: `Mmm dd hh:mm:ss host tag: msg` (day padded with a space).
     if rest.len() > 16
+        && rest.as_bytes()[..16].is_ascii()
         && let Some(mon) = MONTHS.iter().position(|m| rest.starts_with(m))
         && let Ok(day) = rest[4..6].trim().parse::<u32>()
         && let Some(secs) = clock(&rest[7..15])
@@ -330,6 +335,18 @@ mod tests {
         assert_eq!(l.time_ns / 1_000_000, NOW - 2500);
         assert_eq!(l.service, "db");
 
+        // Multi-byte text where a stamp would be, and absurd stamps: kept whole, no panic.
+        for odd in [
+            "Junção de rede caiu",
+            "Dec  4 15:59:5ç h a: x",
+            "<1>1 99999999-01-01T00:00:00+99:00 h a - - - x",
+        ] {
+            assert_eq!(
+                parse_syslog(odd, "f", NOW).time_ns / 1_000_000,
+                NOW,
+                "{odd}"
+            );
+        }
         let l = parse_syslog("just some words", "f", NOW);
         assert_eq!(
             (l.time_ns / 1_000_000, l.body.as_str()),
