@@ -196,20 +196,28 @@ pub struct Brief<'a> {
 /// Longest label value a brief keeps (longer ones are left out: the scan reads the entry).
 const BRIEF_LABEL: usize = 64;
 
+impl Entry {
+    /// What the time index keeps of this entry.
+    fn brief(&self) -> Brief<'_> {
+        let label = |n: &str| {
+            self.labels
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        Brief {
+            kind: &self.kind,
+            severity: label("severity"),
+            lane: label("lane"),
+            status: label("status"),
+        }
+    }
+}
+
 fn brief_value(e: &Entry) -> Vec<u8> {
-    let label = |n: &str| {
-        e.labels
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let parts = [
-        e.kind.as_str(),
-        label("severity"),
-        label("lane"),
-        label("status"),
-    ];
+    let b = e.brief();
+    let parts = [b.kind, b.severity, b.lane, b.status];
     if parts
         .iter()
         .any(|p| p.len() > BRIEF_LABEL || p.contains('\0'))
@@ -285,34 +293,42 @@ impl RecordStore {
             e.check(&format!("entry {i}"))?;
         }
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seqs = Vec::with_capacity(entries.len());
-        let mut batch = sled::Batch::default();
-        let mut times = sled::Batch::default();
-        let mut traces = sled::Batch::default();
+        let mut stored = Vec::with_capacity(entries.len());
         for entry in entries {
             // generate_id starts at 0; sequence numbers start at 1 so 0 means "from the start".
             // A store restored from an incident continues above the restored numbers.
             let seq =
                 self.db.generate_id()? + 1 + self.floor.load(std::sync::atomic::Ordering::Relaxed);
-            times.insert(&time_key(entry.time_ms, seq), brief_value(&entry));
-            if let Some(t) = trace_label(&entry) {
-                traces.insert(trace_key(t, seq), &[]);
-            }
-            let stored = Stored {
+            stored.push(Stored {
                 seq,
                 source: source.to_string(),
                 entry,
-            };
-            batch.insert(&seq.to_be_bytes(), serde_json::to_vec(&stored)?);
-            seqs.push(seq);
+            });
+        }
+        self.put(&stored)?;
+        self.db.flush()?;
+        Ok(stored.iter().map(|s| s.seq).collect())
+    }
+
+    /// Writes entries that have their sequence numbers, indexes first. The caller holds the
+    /// write lock and flushes.
+    fn put(&self, stored: &[Stored]) -> Result<(), RecordError> {
+        let mut batch = sled::Batch::default();
+        let mut times = sled::Batch::default();
+        let mut traces = sled::Batch::default();
+        for s in stored {
+            times.insert(&time_key(s.entry.time_ms, s.seq), brief_value(&s.entry));
+            if let Some(t) = trace_label(&s.entry) {
+                traces.insert(trace_key(t, s.seq), &[]);
+            }
+            batch.insert(&s.seq.to_be_bytes(), serde_json::to_vec(s)?);
         }
         // The time index first: a crash between the two leaves index keys without entries
         // (invisible to queries, dropped by retention), never entries retention cannot find.
         self.by_time.apply_batch(times)?;
         self.by_trace.apply_batch(traces)?;
         self.entries.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(seqs)
+        Ok(())
     }
 
     /// Puts back entries as an incident carried them, with their sequence numbers and
@@ -324,7 +340,7 @@ impl RecordStore {
                 "records can only be restored into an empty store".into(),
             ));
         }
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // All checked before any is written.
         for (i, s) in stored.iter().enumerate() {
             s.entry.check(&format!("record {i} (seq {})", s.seq))?;
             if s.seq == 0 {
@@ -332,13 +348,10 @@ impl RecordStore {
                     "record {i}: sequence number 0"
                 )));
             }
-            self.by_time
-                .insert(time_key(s.entry.time_ms, s.seq), brief_value(&s.entry))?;
-            if let Some(t) = trace_label(&s.entry) {
-                self.by_trace.insert(trace_key(t, s.seq), &[])?;
-            }
-            self.entries
-                .insert(s.seq.to_be_bytes(), serde_json::to_vec(s)?)?;
+        }
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        for chunk in stored.chunks(10_000) {
+            self.put(chunk)?;
         }
         let top = stored.iter().map(|s| s.seq).max().unwrap_or(0);
         self.db.insert(FLOOR_KEY, &top.to_be_bytes())?;
@@ -413,6 +426,24 @@ impl RecordStore {
         Ok(out)
     }
 
+    /// The time index over `[from_ms, to_ms]`, in time order: (time, seq, brief value).
+    fn times(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> impl Iterator<Item = Result<(u64, u64, sled::IVec), RecordError>> + '_ {
+        self.by_time
+            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
+            .filter_map(|item| match item {
+                Err(e) => Some(Err(e.into())),
+                Ok((k, v)) => {
+                    let t = <[u8; 8]>::try_from(k.get(..8)?).ok()?;
+                    let seq = <[u8; 8]>::try_from(k.get(8..16)?).ok()?;
+                    Some(Ok((u64::from_be_bytes(t), u64::from_be_bytes(seq), v)))
+                }
+            })
+    }
+
     /// Visits the entries with `time_ms` in `[from_ms, to_ms]`, in time order, at most
     /// `limit` of them; returns whether more were left.
     pub fn scan_time(
@@ -423,19 +454,14 @@ impl RecordStore {
         mut visit: impl FnMut(Stored),
     ) -> Result<bool, RecordError> {
         let mut n = 0;
-        for item in self
-            .by_time
-            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
-        {
-            let (k, _) = item?;
-            let Some(seq) = k.get(8..16) else { continue };
-            let Some(v) = self.entries.get(seq)? else {
-                continue;
-            };
+        for item in self.times(from_ms, to_ms) {
+            let (_, seq, _) = item?;
+            // A key whose entry is gone (a crash mid-retention) is skipped.
+            let Some(s) = self.get(seq)? else { continue };
             if n >= limit {
                 return Ok(true);
             }
-            visit(serde_json::from_slice(&v)?);
+            visit(s);
             n += 1;
         }
         Ok(false)
@@ -453,18 +479,8 @@ impl RecordStore {
         mut visit: impl FnMut(u64, u64, Brief<'_>),
     ) -> Result<bool, RecordError> {
         let mut n = 0;
-        for item in self
-            .by_time
-            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
-        {
-            let (k, v) = item?;
-            let (Some(t), Some(seq)) = (
-                k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
-                k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()),
-            ) else {
-                continue;
-            };
-            let (t, seq) = (u64::from_be_bytes(t), u64::from_be_bytes(seq));
+        for item in self.times(from_ms, to_ms) {
+            let (t, seq, v) = item?;
             if n >= limit {
                 return Ok(true);
             }
@@ -473,17 +489,7 @@ impl RecordStore {
                 None => {
                     // A key whose entry is gone (a crash mid-retention) is skipped.
                     let Some(s) = self.get(seq)? else { continue };
-                    let label = |n: &str| s.label(n).unwrap_or("");
-                    visit(
-                        t,
-                        seq,
-                        Brief {
-                            kind: &s.entry.kind,
-                            severity: label("severity"),
-                            lane: label("lane"),
-                            status: label("status"),
-                        },
-                    );
+                    visit(t, seq, s.entry.brief());
                 }
             }
             n += 1;

@@ -5,7 +5,7 @@
 //! lines older than the first read's hour are left out, a restart records nothing twice, and
 //! the Timeline's logs lane shows them.
 
-use crate::util::{Agent, now_ms, require};
+use crate::util::{Agent, label, now_ms, require};
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -49,25 +49,10 @@ fn journal_entry(journal: &Path, at_ms: u64, priority: u8, ident: &str, message:
 }
 
 fn logs(a: &Agent, source: &str) -> Vec<Value> {
-    let v = a.ok(
-        "/api/v1/records",
-        &[("kind", "log"), ("from", "-1d"), ("limit", "1000")],
-    );
-    v["records"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    a.records("log")
         .into_iter()
         .filter(|r| r["source"] == source)
         .collect()
-}
-
-fn label<'a>(r: &'a Value, k: &str) -> Option<&'a str> {
-    r["labels"]
-        .as_array()?
-        .iter()
-        .find(|l| l[0] == k)
-        .and_then(|l| l[1].as_str())
 }
 
 fn texts(a: &Agent, source: &str) -> Vec<String> {

@@ -8,7 +8,7 @@
 //! lanes, zoom, and lead from an event to its flows.
 
 use crate::capture::agent_with;
-use crate::util::{Agent, KubeApi, Pair, browser_test, now_ms, require, sh};
+use crate::util::{KubeApi, Pair, browser_test, label, now_ms, require, sh};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -91,24 +91,6 @@ fn append(path: &std::path::Path, line: &Value) {
     writeln!(f, "{line}").expect("append");
 }
 
-fn records(a: &Agent, kind: &str) -> Vec<Value> {
-    a.ok(
-        "/api/v1/records",
-        &[("kind", kind), ("from", "0"), ("limit", "1000")],
-    )["records"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn label<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
-    r["labels"]
-        .as_array()?
-        .iter()
-        .find(|p| p[0] == name)
-        .and_then(|p| p[1].as_str())
-}
-
 #[test]
 fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     require(&["ip", "ping", "python3", "node", "chromium"]);
@@ -125,7 +107,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     // The recorder has the cluster (the first event is recorded) and has listed the policies
     // once (a poll later): only then is a policy change a change.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while records(&a, "k8s-event").is_empty() {
+    while a.records("k8s-event").is_empty() {
         assert!(
             Instant::now() < deadline,
             "the first event was never recorded"
@@ -182,16 +164,16 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
 
     // Both events and the policy change are recorded (the watch reaches the agent first).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while records(&a, "k8s-event").len() < 2 || records(&a, "k8s-change").len() < 2 {
+    while a.records("k8s-event").len() < 2 || a.records("k8s-change").len() < 2 {
         assert!(
             Instant::now() < deadline,
             "events not recorded: {:?} {:?}",
-            records(&a, "k8s-event"),
-            records(&a, "k8s-change")
+            a.records("k8s-event"),
+            a.records("k8s-change")
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let evs = records(&a, "k8s-event");
+    let evs = a.records("k8s-event");
     let oom = evs
         .iter()
         .find(|r| label(r, "reason") == Some("OOMKilling"))
@@ -199,7 +181,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     assert_eq!(label(oom, "workload"), Some("web"), "{oom}");
     assert_eq!(label(oom, "severity"), Some("critical"));
     assert_eq!(oom["time_ms"].as_u64(), Some(t_oom / 1000 * 1000));
-    let changes = records(&a, "k8s-change");
+    let changes = a.records("k8s-change");
     let text = |r: &Value| r["text"].as_str().unwrap_or("").to_string();
     assert!(
         changes
@@ -323,5 +305,5 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     a.stop();
     a.spawn();
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(records(&a, "k8s-event").len(), 2, "events recorded twice");
+    assert_eq!(a.records("k8s-event").len(), 2, "events recorded twice");
 }

@@ -54,6 +54,15 @@ pub fn require(tools: &[&str]) {
     }
 }
 
+/// The value of label `name` of a record as the API returns it (labels as `[name, value]`).
+pub fn label<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
+    r["labels"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0] == name)
+        .and_then(|p| p[1].as_str())
+}
+
 /// An answer's status and body (up to 256 MiB).
 fn answer(mut r: ureq::http::Response<ureq::Body>) -> (u16, String) {
     let status = r.status().as_u16();
@@ -204,6 +213,17 @@ impl Agent {
         let (status, body) = answer(req.call().expect("request"));
         let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
         (status, v)
+    }
+
+    /// Every record of `kind` the agent keeps (at most 1000), oldest first.
+    pub fn records(&self, kind: &str) -> Vec<Value> {
+        self.ok(
+            "/api/v1/records",
+            &[("kind", kind), ("from", "0"), ("limit", "1000")],
+        )["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// GET that must succeed.
