@@ -4,8 +4,10 @@
 //! and write it through the `records` capability, users through `/api/v1/records` and
 //! `weir records`.
 //!
-//! On disk: one sled database with `entries` (seq -> JSON record) and `by_time`
-//! (time ms ++ seq -> nothing). Sequence numbers only grow, so a reader pages with
+//! On disk: one sled database with `entries` (seq -> JSON record), `by_time`
+//! (time ms ++ seq -> the entry's [`Brief`]: kind, severity, lane, status, so time scans need
+//! not read entries) and `by_trace` (trace id ++ seq -> nothing). Sequence numbers only grow
+//! (above a restored incident's), so a reader pages with
 //! `after_seq` and resumes where it stopped. Every write is flushed before it returns, so a
 //! record acknowledged to a plugin survives kill -9.
 
