@@ -7,6 +7,7 @@
 #                   the reference the OVS tests compare with) in a venv at /opt/weir-ovsref,
 #                   and the OpenTelemetry Python SDK with its OTLP/HTTP exporter and urllib
 #                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel;
+#                   Apache DataSketches for Python (reads the edge-summary snapshots) at /opt/weir-sketches;
 #                   systemd-journal-remote writes the journal files the log-file test follows
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
@@ -40,5 +41,12 @@ if [[ "$what" != build ]] && ! /opt/weir-otel/bin/python -c 'import opentelemetr
   rm -rf /opt/weir-otel
   /usr/bin/python3 -m venv /opt/weir-otel
   /opt/weir-otel/bin/pip install -q opentelemetry-sdk==1.45.1 opentelemetry-exporter-otlp-proto-http==1.45.1 opentelemetry-instrumentation-urllib==0.66b1 >/dev/null
+fi
+if [[ "$what" != build ]] && ! /opt/weir-sketches/bin/python -c 'import datasketches' 2>/dev/null; then
+  # The edge-summary tests read weir's snapshots with the Apache DataSketches library itself.
+  echo "installing Apache DataSketches for Python 5.2.0 (PyPI) in /opt/weir-sketches" >&2
+  rm -rf /opt/weir-sketches
+  /usr/bin/python3 -m venv /opt/weir-sketches
+  /opt/weir-sketches/bin/pip install -q datasketches==5.2.0 >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

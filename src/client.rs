@@ -180,6 +180,17 @@ pub fn post_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
     answer(server, &url, sent, None)
 }
 
+/// POSTs raw bytes (a summarizer's snapshot to merge) and returns the JSON answer (errors as
+/// for [`post_json`]).
+pub fn post_bytes(server: &Server, path: &str, body: &[u8]) -> Result<Value> {
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let sent = server
+        .auth(agent().post(&url))
+        .header("content-type", "application/octet-stream")
+        .send(body);
+    answer(server, &url, sent, None)
+}
+
 /// PUTs a JSON body and returns the JSON answer (errors as for [`post_json`]).
 pub fn put_json(server: &Server, path: &str, body: &Value) -> Result<Value> {
     let url = format!("{}{}", server.server.trim_end_matches('/'), path);

@@ -10,6 +10,7 @@ mod ovs_cmd;
 mod plugin_build;
 mod plugin_cmd;
 mod policy_cmd;
+mod summary_cmd;
 mod units;
 
 use anyhow::Result;
@@ -72,6 +73,10 @@ enum Command {
     /// Run a check plugin over a window: exit 0 on pass, 1 on fail, 2 when it cannot run
     /// (for CI: `weir check port-allowlist --from -1h || exit 1`).
     Check(client::CheckArgs),
+    /// Edge summaries: a summarizer's top-N, cardinalities and quantiles (the bundled
+    /// edge-summary: `weir summary edge-summary top talkers bytes`), per window or merged;
+    /// save its snapshot (Apache DataSketches images) or merge another node's.
+    Summary(summary_cmd::SummaryArgs),
     /// Install, list, enable, disable, upgrade and remove plugins (WebAssembly components).
     Plugin(plugin_cmd::PluginArgs),
     /// Open vSwitch datapath and OpenFlow flows: decode a dump file here (`-i FILE`, no agent
@@ -138,6 +143,7 @@ fn main() -> std::process::ExitCode {
         Command::Records(a) => client::records(a),
         Command::Trace(a) => client::trace(a),
         Command::Plugin(a) => plugin_cmd::run(a),
+        Command::Summary(a) => summary_cmd::run(a),
         Command::Ovs(a) => ovs_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
     };

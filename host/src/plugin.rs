@@ -112,6 +112,45 @@ struct Health {
     busy_refusals: u64,
 }
 
+/// Lends `batch` to one call as a resource, removed from the store's table afterwards (a
+/// warm instance's table would otherwise keep every batch it was given).
+fn lend_batch<R>(
+    store: &mut Store<HostState>,
+    batch: &FlowBatch,
+    call: impl FnOnce(
+        &mut Store<HostState>,
+        wasmtime::component::Resource<FlowBatch>,
+    ) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let b = store.data_mut().table.push(batch.clone())?;
+    let rep = b.rep();
+    let out = call(&mut *store, b);
+    let _ = store
+        .data_mut()
+        .table
+        .delete(wasmtime::component::Resource::<FlowBatch>::new_own(rep));
+    out
+}
+
+/// Whether a warm instance's stdio is far from full (one that fills it starts fresh).
+fn stdio_quiet(store: &Store<HostState>) -> bool {
+    let data = store.data();
+    data.stdout.contents().len() < STDIO_CAP / 2 && data.stderr.contents().len() < STDIO_CAP / 2
+}
+
+/// How long a summarizer's warm state may go without being written into its window.
+pub const SUMMARY_SYNC: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A summarizer's instance holding the current window's sketches between updates.
+struct WarmSummary {
+    store: Store<HostState>,
+    inst: summarizer::Summarizer,
+    window_start_ms: u64,
+    /// Updated since its state was last written into the window.
+    dirty: bool,
+    synced_at: std::time::Instant,
+}
+
 pub struct Plugin {
     manifest: Manifest,
     sha256: String,
@@ -127,6 +166,8 @@ pub struct Plugin {
     summary_update: Mutex<()>,
     /// A flow-processor's instance, kept between calls while it behaves.
     warm: Mutex<Option<(Store<HostState>, flow_processor::FlowProcessor)>>,
+    /// A summarizer's instance holding the current window's sketches between updates.
+    warm_summary: Mutex<Option<WarmSummary>>,
     policy: crate::runtime::SandboxPolicy,
     budget: Arc<crate::runtime::Budget>,
     /// Calls running now.
@@ -348,6 +389,7 @@ impl Plugin {
             summary: Mutex::new(crate::summary::Windows::new(windowing)),
             summary_update: Mutex::new(()),
             warm: Mutex::new(None),
+            warm_summary: Mutex::new(None),
             policy,
             budget: rt.budget().clone(),
             inflight: Default::default(),
@@ -417,6 +459,7 @@ impl Plugin {
     /// Writes the plugin's durable state (kv, a summarizer's windows) when it changed.
     pub fn persist_state(&self) -> std::io::Result<bool> {
         let kv = self.ctx.persist_kv()?;
+        self.sync_summary();
         let summary = lock(&self.summary).persist()?;
         Ok(kv || summary)
     }
@@ -793,18 +836,9 @@ impl Plugin {
                 Some(i) => i,
                 empty => empty.insert(pre.instantiate(&mut *store)?),
             };
-            let b = store.data_mut().table.push(batch.clone())?;
-            let rep = b.rep();
-            let out = i.call_process(&mut *store, b);
-            let _ = store
-                .data_mut()
-                .table
-                .delete(wasmtime::component::Resource::<FlowBatch>::new_own(rep));
-            out
+            lend_batch(store, batch, |store, b| i.call_process(store, b))
         });
-        let data = store.data();
-        let quiet = data.stdout.contents().len() < STDIO_CAP / 2
-            && data.stderr.contents().len() < STDIO_CAP / 2;
+        let quiet = stdio_quiet(&store);
         if let Some(inst) = inst
             && quiet
             && matches!(&out, Ok(_) | Err(HostError::Plugin { .. }))
@@ -990,6 +1024,13 @@ impl Plugin {
         ) -> wasmtime::Result<Result<(), wit::PluginError>>,
     ) -> Result<(), HostError> {
         let _one = lock(&self.summary_update);
+        {
+            // The warm instance's state goes into its window first; the next update starts a
+            // new instance from the state this call leaves.
+            let mut slot = lock(&self.warm_summary);
+            self.sync_warm(&mut slot)?;
+            *slot = None;
+        }
         let saved = {
             let mut w = lock(&self.summary);
             w.rotate(now_ms);
@@ -1014,11 +1055,115 @@ impl Plugin {
     }
 
     /// [`Plugin::summarize`] as if the time were `now_ms` (windows rotate by it).
+    ///
+    /// The current window's sketches live in a warm instance between batches (restoring and
+    /// snapshotting every sketch per batch cost milliseconds a call); its state is written
+    /// into the window when the window ends, before any query, snapshot, merge or persist,
+    /// and at least every [`SUMMARY_SYNC`]. A trap drops the instance: the window goes back
+    /// to its last written state (at most [`SUMMARY_SYNC`] of updates lost).
     pub fn summarize_at(&self, batch: &FlowBatch, now_ms: u64) -> Result<(), HostError> {
-        self.update_summary(now_ms, false, |inst, store| {
-            let b = store.data_mut().table.push(batch.clone())?;
-            inst.call_update(&mut *store, b)
-        })
+        let Pre::Summarizer(pre) = &self.pre else {
+            return Err(self.wrong_kind("summarizer"));
+        };
+        self.check_enabled()?;
+        let _one = lock(&self.summary_update);
+        let mut slot = lock(&self.warm_summary);
+        let start = lock(&self.summary).start_for(now_ms);
+        if slot.as_ref().is_some_and(|w| w.window_start_ms != start) {
+            // A new window: the old one is sealed with the warm state.
+            self.sync_warm(&mut slot)?;
+            *slot = None;
+        }
+        let saved = {
+            let mut w = lock(&self.summary);
+            w.rotate(now_ms);
+            w.current()
+        };
+        let (mut store, mut inst, synced_at) = match slot.take() {
+            Some(mut w) => {
+                self.arm(&mut w.store);
+                (w.store, Some(w.inst), w.synced_at)
+            }
+            None => (self.new_store(), None, std::time::Instant::now()),
+        };
+        let out = self.run_in(&mut store, false, |store| {
+            let i = match &mut inst {
+                Some(i) => i,
+                empty => {
+                    let i = pre.instantiate(&mut *store)?;
+                    if let Some(s) = &saved
+                        && let Err(e) = i.call_merge(&mut *store, s)?
+                    {
+                        return Ok(Err(e));
+                    }
+                    empty.insert(i)
+                }
+            };
+            lend_batch(store, batch, |store, b| i.call_update(store, b))
+        });
+        let quiet = stdio_quiet(&store);
+        // Kept only after a clean update: after an error its sketches may be half-updated.
+        if let Some(inst) = inst
+            && quiet
+            && out.is_ok()
+        {
+            *slot = Some(WarmSummary {
+                store,
+                inst,
+                window_start_ms: start,
+                dirty: true,
+                synced_at,
+            });
+            if synced_at.elapsed() >= SUMMARY_SYNC {
+                self.sync_warm(&mut slot)?;
+            }
+        }
+        out
+    }
+
+    /// Writes the warm summarizer's state into its window (when it changed since).
+    fn sync_warm(&self, slot: &mut Option<WarmSummary>) -> Result<(), HostError> {
+        let Some(w) = slot.as_mut() else {
+            return Ok(());
+        };
+        if !w.dirty {
+            return Ok(());
+        }
+        self.arm(&mut w.store);
+        let WarmSummary { store, inst, .. } = w;
+        let snapshot = self.run_in(store, false, |store| {
+            inst.call_snapshot(&mut *store).map(Ok)
+        });
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => {
+                *slot = None;
+                return Err(e);
+            }
+        };
+        // Bounded in bytes like any output; an oversized one leaves the last good state.
+        if let Err(e) = self.too_big(Size {
+            items: 0,
+            bytes: snapshot.len(),
+        }) {
+            *slot = None;
+            return Err(e);
+        }
+        lock(&self.summary).set_window(w.window_start_ms, snapshot);
+        w.dirty = false;
+        w.synced_at = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Writes the warm summarizer's state into its window before the windows are read.
+    fn sync_summary(&self) {
+        if self.manifest.kind != Kind::Summarizer {
+            return;
+        }
+        let mut slot = lock(&self.warm_summary);
+        if let Err(e) = self.sync_warm(&mut slot) {
+            tracing::warn!(plugin = %self.manifest.name, error = %e, "summarizer state not written");
+        }
     }
 
     /// summarizer: merge another node's snapshot into the current window.
@@ -1034,6 +1179,7 @@ impl Plugin {
         if self.manifest.kind != Kind::Summarizer {
             return Err(self.wrong_kind("summarizer"));
         }
+        self.sync_summary();
         let all = lock(&self.summary).all();
         match all.len() {
             0 => Ok(Vec::new()),
@@ -1047,12 +1193,45 @@ impl Plugin {
 
     /// summarizer: the kept windows, oldest first: (start ms, snapshot bytes).
     pub fn summary_windows(&self) -> Vec<(u64, usize)> {
+        self.sync_summary();
         lock(&self.summary).list()
     }
 
     /// summarizer: answer a query over every kept window as a view.
     pub fn query_summary(&self, request: &str) -> Result<wit::View, HostError> {
-        let all = lock(&self.summary).all();
+        self.query_summary_window(None, request)
+    }
+
+    /// summarizer: answer a query over one kept window (by its start, ms) or, with `None`,
+    /// over every kept window merged. A window that is not kept is invalid input naming
+    /// the ones that are.
+    pub fn query_summary_window(
+        &self,
+        window_start_ms: Option<u64>,
+        request: &str,
+    ) -> Result<wit::View, HostError> {
+        self.sync_summary();
+        let all = match window_start_ms {
+            None => lock(&self.summary).all(),
+            Some(start) => {
+                let w = lock(&self.summary);
+                match w.window(start) {
+                    Some(s) => s.into_iter().collect(),
+                    None => {
+                        let kept: Vec<String> =
+                            w.list().iter().map(|(s, _)| s.to_string()).collect();
+                        return Err(HostError::Plugin {
+                            plugin: self.manifest.name.clone(),
+                            message: format!(
+                                "window {start}: not kept (kept windows start at: {})",
+                                kept.join(", ")
+                            ),
+                            invalid_input: true,
+                        });
+                    }
+                }
+            }
+        };
         let (view, _) = self.with_restored(&all, false, true, |inst, store| {
             inst.call_query(&mut *store, request)
         })?;

@@ -39,6 +39,9 @@ struct RunRequest {
     /// summarizer: a query; when `update` is set the window's flows are folded in first.
     query: String,
     update: bool,
+    /// summarizer: query only the kept window starting at this time (ms); absent: every
+    /// kept window merged.
+    window_start_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,8 +340,18 @@ impl PluginRunner for Registry {
                     flows = batch.len();
                     p.summarize(&batch).map_err(host_err)?;
                 }
-                let view = p.query_summary(&req.query).map_err(host_err)?;
-                json!({"flows": flows, "snapshot_bytes": p.summary_snapshot().map_err(host_err)?.len(), "windows": p.summary_windows().len(), "view": view_json(&view)})
+                let view = p
+                    .query_summary_window(req.window_start_ms, &req.query)
+                    .map_err(host_err)?;
+                let windows = p.summary_windows();
+                json!({
+                    "flows": flows,
+                    "snapshot_bytes": p.summary_snapshot().map_err(host_err)?.len(),
+                    "windows": windows.len(),
+                    "window_secs": p.manifest().summarizer.window_secs,
+                    "window_list": windows.iter().map(|(start, bytes)| json!({"start_ms": start, "bytes": bytes})).collect::<Vec<_>>(),
+                    "view": view_json(&view),
+                })
             }
         };
         Ok(json!({"plugin": name, "kind": kind.world(), "result": out}))

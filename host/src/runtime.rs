@@ -127,6 +127,11 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
             .parallel_compilation(false);
+        // `WEIR_WASM_PERFMAP=1`: plugins' compiled code named in /tmp/perf-PID.map, so `perf
+        // record` / `perf report` show plugin functions (docs/PERFORMANCE.md).
+        if std::env::var_os("WEIR_WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&cfg).map_err(|e| HostError::Load(format!("wasmtime engine: {e}")))?;
         let weak = engine.weak();

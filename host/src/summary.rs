@@ -98,6 +98,24 @@ impl Windows {
         }
     }
 
+    /// The start of the window `now_ms` falls in.
+    pub fn start_for(&self, now_ms: u64) -> u64 {
+        start_of(self.cfg, now_ms)
+    }
+
+    /// Replaces the snapshot of the kept window starting at `start_ms` (ignored when that
+    /// window is no longer kept); bounded like [`Windows::set_current`].
+    pub fn set_window(&mut self, start_ms: u64, snapshot: Vec<u8>) {
+        let Some(w) = self.windows.iter_mut().find(|w| w.start_ms == start_ms) else {
+            return;
+        };
+        w.snapshot = Some(snapshot);
+        while self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES {
+            self.windows.pop_front();
+        }
+        self.dirty = true;
+    }
+
     /// The current window's snapshot.
     pub fn current(&self) -> Option<Vec<u8>> {
         self.windows.back().and_then(|w| w.snapshot.clone())
@@ -121,6 +139,15 @@ impl Windows {
             .iter()
             .filter_map(|w| w.snapshot.clone())
             .collect()
+    }
+
+    /// The snapshot of the kept window starting at `start_ms` (`Some(None)`: kept, no update
+    /// yet), or `None` when no kept window starts there.
+    pub fn window(&self, start_ms: u64) -> Option<Option<Vec<u8>>> {
+        self.windows
+            .iter()
+            .find(|w| w.start_ms == start_ms)
+            .map(|w| w.snapshot.clone())
     }
 
     /// The kept windows (start and snapshot size), oldest first.

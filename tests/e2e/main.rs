@@ -22,6 +22,7 @@ mod plugins;
 mod policy;
 mod sandbox;
 mod storage;
+mod summaries;
 mod timeline;
 mod ui;
 mod util;
