@@ -23,6 +23,7 @@ const BUNDLED: &[&str] = &[
     "policy-engine",
     "what-changed",
     "edge-summary",
+    "sampling-controller",
 ];
 
 fn main() {

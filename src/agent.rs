@@ -99,6 +99,11 @@ pub struct AgentArgs {
     /// Memory budget of each indexing thread before it writes a segment out.
     #[arg(long, default_value = "20MB", value_parser = units::size)]
     index_memory: u64,
+    /// Flows the store always keeps, whatever storage sampling rules a controller sets (the
+    /// query language, repeatable): `--keep-flows 'DstPort=22'`. Drops, TCP SYN without an
+    /// answer, RSTs, DNS errors, new talkers and new service ports are always kept too.
+    #[arg(long = "keep-flows", value_name = "FILTER")]
+    keep_flows: Vec<String>,
     /// Static inventory (TOML, `[[host]]` entries: cidr(s), name, namespace, workload, kind,
     /// node, zone, labels) that names the ends of flows; reloaded when the file changes.
     #[arg(long, env = "WEIR_INVENTORY", value_name = "FILE")]
@@ -451,6 +456,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
     }
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
+    // Storage sampling: keeps everything until a plugin granted `storage-sampling` sets rules.
+    let sampler = Arc::new(
+        weir_core::sampling::StorageSampler::new(&a.keep_flows, Some(records.clone()))
+            .context("storage sampling")?,
+    );
 
     let capture = if a.no_capture {
         None
@@ -487,6 +497,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     );
     state.ingest_tx = Some(tx);
     state.records = Some(records.clone());
+    state.sampling = Some(sampler.clone());
     state.telemetry = Some(Arc::new(weir_core::telemetry::TelemetryService::new(
         Box::new(weir_otlp::Otlp),
         records.clone(),
@@ -555,6 +566,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             reg.set_control(g.clone());
         }
         reg.set_records(records.clone());
+        reg.set_sampler(sampler.clone());
         reg.set_prober(Arc::new(weir_ebpf::probe::NetnsProber));
         let mut sinks = weir_core::sink::Sinks::default();
         for d in &a.sinks {
@@ -628,6 +640,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     };
     let stages = ingest::Stages {
         enricher: enricher.clone(),
+        sampler: Some(sampler.clone()),
         after,
     };
     let ingest_thread = ingest::spawn(store.clone(), rx, ingest_cfg, stats, stages)

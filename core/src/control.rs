@@ -212,8 +212,7 @@ pub struct ControlStatus {
 struct Hold {
     rules: Vec<FilterRule>,
     sampling: Option<u32>,
-    tokens: f64,
-    topped: Instant,
+    limit: RateLimit,
     changes: u64,
     refused: u64,
 }
@@ -223,15 +222,40 @@ impl Hold {
         Hold {
             rules: Vec::new(),
             sampling: None,
-            tokens: BURST,
-            topped: Instant::now(),
+            limit: RateLimit::new(),
             changes: 0,
             refused: 0,
         }
     }
 
-    /// Takes one change from the bucket, or says when one will be there.
     fn take(&mut self) -> Result<(), ControlError> {
+        self.limit.take()
+    }
+}
+
+/// A plugin's changes: [`BURST`] at once, then one every [`REFILL`] (a token bucket).
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    tokens: f64,
+    topped: Instant,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new()
+    }
+}
+
+impl RateLimit {
+    pub fn new() -> RateLimit {
+        RateLimit {
+            tokens: BURST,
+            topped: Instant::now(),
+        }
+    }
+
+    /// Takes one change from the bucket, or says when one will be there.
+    pub fn take(&mut self) -> Result<(), ControlError> {
         let now = Instant::now();
         let earned = now.duration_since(self.topped).as_secs_f64() / REFILL.as_secs_f64();
         self.tokens = (self.tokens + earned).min(BURST);

@@ -4,13 +4,19 @@
 //! The pipeline, as named stages:
 //!
 //! ```text
-//! source (capture, import) ─► enrich (Enricher) ─► store (append, flush, retention)
+//! source (capture, import) ─► enrich (Enricher) ─► sample (weir_core::sampling::StorageSampler:
+//!                                                  │  which flows the store keeps; off until a
+//!                                                  │  plugin sets rules)
+//!                                                  ▼
+//!                                                  store (append, flush, retention)
 //!                                                     │ every stored batch, in order
 //!                                                     ├─► metrics     (weir_core::metrics::FlowMetrics)
 //!                                                     ├─► live tail   (weir_ui::LiveTail)
 //!                                                     └─► plugins     (weir_host::workers::PluginQueues:
-//!                                                                      one worker per flow-processor
-//!                                                                      and summarizer)
+//!                                                                      one worker per flow-processor,
+//!                                                                      fed the stored flows, and per
+//!                                                                      summarizer, fed every flow
+//!                                                                      offered, sampled out or not)
 //!                        store ─► exporters (weir_host::export: each reads the store by
 //!                                 sequence number from its own cursor; not a stage)
 //! ```
@@ -48,7 +54,10 @@ impl Default for IngestConfig {
 /// Counters of the ingest stage.
 #[derive(Debug, Default)]
 pub struct IngestStats {
+    /// Flows stored.
     pub flows: AtomicU64,
+    /// Flows offered to the store (before storage sampling).
+    pub offered: AtomicU64,
     pub batches: AtomicU64,
     pub flushes: AtomicU64,
     pub errors: AtomicU64,
@@ -58,6 +67,7 @@ pub struct IngestStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestSnapshot {
     pub flows: u64,
+    pub offered: u64,
     pub batches: u64,
     pub flushes: u64,
     pub errors: u64,
@@ -67,6 +77,7 @@ impl IngestStats {
     pub fn snapshot(&self) -> IngestSnapshot {
         IngestSnapshot {
             flows: self.flows.load(Ordering::Relaxed),
+            offered: self.offered.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
@@ -75,10 +86,13 @@ impl IngestStats {
 }
 
 /// A batch just stored, as the stages after the store see it: the flows, and one shared
-/// copy made only if a stage asks for it (to keep it beyond the call).
+/// copy made only if a stage asks for it (to keep it beyond the call). When storage sampling
+/// kept only some of the batch, the whole batch as offered is there too (summarizers see
+/// every flow).
 pub struct Stored<'a> {
     flows: &'a [Flow],
     shared: std::cell::OnceCell<Arc<Vec<Flow>>>,
+    offered: Option<&'a [Flow]>,
 }
 
 impl<'a> Stored<'a> {
@@ -86,6 +100,15 @@ impl<'a> Stored<'a> {
         Stored {
             flows,
             shared: std::cell::OnceCell::new(),
+            offered: None,
+        }
+    }
+
+    /// A batch of which storage sampling kept `flows` out of `offered`.
+    pub fn sampled(flows: &'a [Flow], offered: &'a [Flow]) -> Self {
+        Stored {
+            offered: Some(offered),
+            ..Stored::new(flows)
         }
     }
 
@@ -98,6 +121,12 @@ impl<'a> Stored<'a> {
         self.shared
             .get_or_init(|| Arc::new(self.flows.to_vec()))
             .clone()
+    }
+
+    /// Every flow offered to the store when storage sampling dropped some (None: the stored
+    /// flows are all of them).
+    pub fn offered(&self) -> Option<&'a [Flow]> {
+        self.offered
     }
 }
 
@@ -131,6 +160,8 @@ type Ack = std::sync::mpsc::Sender<Result<(), String>>;
 pub struct Stages {
     /// Fills identity fields (inventory, Kubernetes) before flows are stored.
     pub enricher: Option<Arc<dyn Enricher>>,
+    /// Storage sampling: which of the enriched flows the store keeps.
+    pub sampler: Option<Arc<crate::sampling::StorageSampler>>,
     /// Each sees every appended batch (metrics, live tail, plugin queues).
     pub after: Vec<Arc<dyn StoredStage>>,
 }
@@ -170,10 +201,20 @@ fn run(
                 if let Some(e) = &stages.enricher {
                     e.enrich(&mut flows);
                 }
-                match store.append(&flows) {
+                stats
+                    .offered
+                    .fetch_add(flows.len() as u64, Ordering::Relaxed);
+                let kept = stages.sampler.as_ref().and_then(|s| s.sample(&flows));
+                let to_store = kept.as_deref().unwrap_or(&flows);
+                match store.append(to_store) {
                     Ok(()) => {
-                        stats.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
-                        let stored = Stored::new(&flows);
+                        stats
+                            .flows
+                            .fetch_add(to_store.len() as u64, Ordering::Relaxed);
+                        let stored = match &kept {
+                            Some(k) => Stored::sampled(k, &flows),
+                            None => Stored::new(&flows),
+                        };
                         for s in &stages.after {
                             s.accept(&stored);
                         }

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod probe;
 pub mod query;
 pub mod records;
+pub mod sampling;
 pub mod schema;
 pub mod sink;
 pub mod store;

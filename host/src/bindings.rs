@@ -24,6 +24,7 @@ pub mod flow_processor {
             "weir:plugin/k8s-objects": super::imports::weir::plugin::k8s_objects,
             "weir:plugin/probe": super::imports::weir::plugin::probe,
             "weir:plugin/capture-control": super::imports::weir::plugin::capture_control,
+            "weir:plugin/storage-sampling": super::imports::weir::plugin::storage_sampling,
             "weir:plugin/records": super::imports::weir::plugin::records,
             "weir:plugin/flow-fields": super::imports::weir::plugin::flow_fields,
             "weir:plugin/metrics": super::imports::weir::plugin::metrics,

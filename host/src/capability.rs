@@ -17,6 +17,7 @@ pub enum Capability {
     K8sObjects,
     Probe,
     CaptureControl,
+    StorageSampling,
     Sink,
     Timeline,
     Clock,
@@ -24,7 +25,7 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 15] = [
+    pub const ALL: [Capability; 16] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Kv,
@@ -36,6 +37,7 @@ impl Capability {
         Capability::K8sObjects,
         Capability::Probe,
         Capability::CaptureControl,
+        Capability::StorageSampling,
         Capability::Sink,
         Capability::Timeline,
         Capability::Clock,
@@ -56,6 +58,7 @@ impl Capability {
             Capability::K8sObjects => "k8s-objects",
             Capability::Probe => "probe",
             Capability::CaptureControl => "capture-control",
+            Capability::StorageSampling => "storage-sampling",
             Capability::Sink => "sink",
             Capability::Timeline => "timeline",
             Capability::Clock => "clock",

@@ -1,6 +1,9 @@
 //! The `capture-control` capability: a plugin's in-kernel filter rules and sampling, through
 //! the agent's guard (`weir_core::control::GuardedCapture`): within the grant's bounds,
 //! rate-limited, the operator's rules first, withdrawn when the plugin stops controlling.
+//! And `storage-sampling`: a plugin's rules for which flows the store keeps, through the
+//! agent's `weir_core::sampling::StorageSampler` (guards first, rate-limited, withdrawn the
+//! same way).
 
 use crate::Capability;
 use crate::bindings::imports::weir::plugin::capture_control::Host;
@@ -60,5 +63,74 @@ impl Host for HostState {
         guard
             .set_plugin_sampling(&self.ctx.name, one_in, &bounds)
             .map_err(|e| e.to_string())
+    }
+}
+
+mod storage {
+    use crate::bindings::imports::weir::plugin::storage_sampling::{ClassStats, Host, Rule};
+    use crate::state::HostState;
+    use weir_core::sampling::RuleSpec;
+
+    impl HostState {
+        fn sampler(&self) -> Result<&std::sync::Arc<weir_core::sampling::StorageSampler>, String> {
+            self.ctx.services.sampler.get().ok_or_else(|| {
+                "storage-sampling: this host stores no flows (no sampler)".to_string()
+            })
+        }
+    }
+
+    fn wit_rule(r: RuleSpec) -> Rule {
+        Rule {
+            class: r.class,
+            filter: r.filter,
+            one_in: r.one_in,
+            threshold_bytes: r.threshold_bytes,
+        }
+    }
+
+    impl Host for HostState {
+        fn rules(&mut self) -> Vec<Rule> {
+            self.sampler()
+                .map(|s| s.rules(false).into_iter().map(wit_rule).collect())
+                .unwrap_or_default()
+        }
+
+        fn set_rules(
+            &mut self,
+            rules: Vec<Rule>,
+            shadow: bool,
+            reason: String,
+        ) -> Result<(), String> {
+            let specs = rules
+                .into_iter()
+                .map(|r| RuleSpec {
+                    class: r.class,
+                    filter: r.filter,
+                    one_in: r.one_in,
+                    threshold_bytes: r.threshold_bytes,
+                })
+                .collect();
+            self.sampler()?
+                .set_plugin_rules(&self.ctx.name, specs, shadow, &reason)
+                .map_err(|e| e.to_string())
+        }
+
+        fn stats(&mut self) -> Vec<ClassStats> {
+            self.sampler()
+                .map(|s| {
+                    s.stats()
+                        .into_iter()
+                        .map(|c| ClassStats {
+                            class: c.class,
+                            shadow: c.shadow,
+                            offered_flows: c.counters.offered_flows,
+                            offered_bytes: c.counters.offered_bytes,
+                            kept_flows: c.counters.kept_flows,
+                            kept_scaled_bytes: c.counters.kept_scaled_bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
     }
 }

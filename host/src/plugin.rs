@@ -1470,6 +1470,9 @@ fn link_granted(
             Capability::CaptureControl => {
                 p::capture_control::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }
+            Capability::StorageSampling => {
+                p::storage_sampling::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
             Capability::Probe => {
                 p::probe::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
             }

@@ -239,6 +239,12 @@ impl Registry {
         let _ = self.services.control.set(control);
     }
 
+    /// Gives plugins with the `storage-sampling` capability the agent's storage sampler
+    /// (set once); each sync withdraws the plugins that no longer control it.
+    pub fn set_sampler(&self, sampler: Arc<weir_core::sampling::StorageSampler>) {
+        let _ = self.services.sampler.set(sampler);
+    }
+
     /// Gives plugins with the `probe` capability a prober (set once).
     pub fn set_prober(&self, prober: Arc<dyn weir_core::probe::Prober>) {
         let _ = self.services.prober.set(prober);
@@ -394,6 +400,15 @@ impl Registry {
                     load_error,
                 },
             );
+        }
+        if let Some(s) = self.services.sampler.get() {
+            s.retain(&|name| {
+                entries.get(name).is_some_and(|e| {
+                    e.plugin.as_ref().is_some_and(|p| !p.is_disabled())
+                        && e.installed.enabled
+                        && e.installed.granted.contains(&Capability::StorageSampling)
+                })
+            });
         }
         if let Some(c) = self.services.control.get() {
             c.retain(&|name| {

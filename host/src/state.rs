@@ -59,6 +59,8 @@ pub struct Services {
     pub sinks: Arc<std::sync::OnceLock<weir_core::sink::Sinks>>,
     /// The guarded capture (`capture-control`).
     pub control: Arc<std::sync::OnceLock<Arc<weir_core::control::GuardedCapture>>>,
+    /// Storage sampling (`storage-sampling`).
+    pub sampler: Arc<std::sync::OnceLock<Arc<weir_core::sampling::StorageSampler>>>,
     /// Connection attempts from network namespaces (`probe`).
     pub prober: Arc<std::sync::OnceLock<Arc<dyn weir_core::probe::Prober>>>,
     /// Cluster objects (`k8s-objects`).

@@ -524,7 +524,7 @@ fn ungranted_imports_fail_at_load() {
     assert!(matches!(e, HostError::Denied(_)), "{e}");
     let m = e.to_string();
     assert!(
-        m.contains("weir:plugin/kv@0.1.2")
+        m.contains("weir:plugin/kv@0.1.3")
             && m.contains("kv capability is not granted")
             && m.contains("granted: log, config"),
         "{m}"

@@ -46,8 +46,9 @@ impl Workers {
         }
     }
 
-    /// Offers `batch` to every loaded flow-processor and summarizer.
-    pub fn dispatch(&mut self, reg: &Registry, batch: &FlowBatch) {
+    /// Offers `batch` to every loaded flow-processor and summarizer; summarizers get
+    /// `offered` instead when storage sampling kept only some of it.
+    pub fn dispatch(&mut self, reg: &Registry, batch: &FlowBatch, offered: Option<&FlowBatch>) {
         let plugins: Vec<Arc<Plugin>> = reg
             .of_kind(Kind::FlowProcessor)
             .into_iter()
@@ -76,7 +77,11 @@ impl Workers {
             let Some(w) = self.workers.get(&name) else {
                 continue;
             };
-            match w.tx.try_send(batch.clone()) {
+            let give = match (p.manifest().kind, offered) {
+                (Kind::Summarizer, Some(all)) => all,
+                _ => batch,
+            };
+            match w.tx.try_send(give.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => p.note_skipped(),
                 Err(TrySendError::Disconnected(_)) => {
@@ -129,22 +134,29 @@ pub const DISPATCH_BATCHES: usize = 64;
 /// batches (no copies), so its depth covers a burst of concurrent imports cheaply.
 pub struct PluginQueues {
     reg: Weak<Registry>,
-    tx: SyncSender<Arc<Vec<Flow>>>,
+    tx: SyncSender<Queued>,
 }
+
+/// A stored batch and, when storage sampling dropped some of it, every flow offered.
+type Queued = (Arc<Vec<Flow>>, Option<Arc<Vec<Flow>>>);
 
 impl PluginQueues {
     /// Starts the dispatcher; it ends when the registry is dropped or this stage is.
     pub fn start(reg: &Arc<Registry>, samples: SampleSink) -> std::io::Result<PluginQueues> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<Flow>>>(DISPATCH_BATCHES);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Queued>(DISPATCH_BATCHES);
         let weak = Arc::downgrade(reg);
         std::thread::Builder::new()
             .name("weir-processors".into())
             .spawn(move || {
                 let mut workers = Workers::new(samples);
-                for batch in rx {
+                for (batch, offered) in rx {
                     let Some(reg) = weak.upgrade() else { return };
-                    // Columns built once, shared by every plugin that takes the batch.
-                    workers.dispatch(&reg, &FlowBatch::shared(batch));
+                    // Columns built once, shared by every plugin that takes the batch; the
+                    // offered flows' only when a summarizer takes them.
+                    let offered = offered
+                        .filter(|_| reg.has_kind(Kind::Summarizer))
+                        .map(FlowBatch::shared);
+                    workers.dispatch(&reg, &FlowBatch::shared(batch), offered.as_ref());
                 }
             })?;
         Ok(PluginQueues {
@@ -165,7 +177,11 @@ impl StoredStage for PluginQueues {
         };
         if reg.has_kind(Kind::FlowProcessor) || reg.has_kind(Kind::Summarizer) {
             // Plugins never slow ingest down: a full queue skips them for this batch.
-            if self.tx.try_send(batch.shared()).is_err() {
+            let offered = batch
+                .offered()
+                .filter(|_| reg.has_kind(Kind::Summarizer))
+                .map(|o| Arc::new(o.to_vec()));
+            if self.tx.try_send((batch.shared(), offered)).is_err() {
                 for p in reg
                     .of_kind(Kind::FlowProcessor)
                     .into_iter()

@@ -20,6 +20,7 @@ mod otlp;
 mod ovs;
 mod plugins;
 mod policy;
+mod sampling;
 mod sandbox;
 mod storage;
 mod summaries;

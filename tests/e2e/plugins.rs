@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller)"
         ),
         "{err}"
     );
@@ -265,7 +265,9 @@ fn bundled_plugins_ship_inside_the_binary() {
             "ndjson-export",
             "ovs-decoder",
             "policy-engine",
-            "what-changed"
+            "what-changed",
+            "edge-summary",
+            "sampling-controller"
         ]),
         "{v}"
     );

@@ -344,8 +344,14 @@ fn sketches_agree_with_the_store_and_with_apache_datasketches_python() {
             let t = t.as_f64().expect("python value");
             assert!(
                 (o - t).abs() <= 0.006 * t.abs().max(1.0),
-                "{metric} {}: {o} vs {t}",
-                r[0]
+                "{metric} {}: {o} vs {t}: ours {ours:?}, python {theirs:?}, reader windows {}",
+                r[0],
+                reader
+                    .post(
+                        "/api/v1/plugins/edge-summary/run",
+                        &serde_json::json!({"query": "sketches"}).to_string()
+                    )
+                    .1
             );
         }
     }

@@ -66,6 +66,8 @@ pub struct AppState {
     pub policy: Option<Arc<weir_core::policy::PolicyService>>,
     /// OTLP spans and logs received and joined to flows (None: not received).
     pub telemetry: Option<Arc<weir_core::telemetry::TelemetryService>>,
+    /// Storage sampling (which flows the store keeps), when the agent samples.
+    pub sampling: Option<Arc<weir_core::sampling::StorageSampler>>,
     /// The agent's settings (capture, inventory, alerting) as an incident file records them.
     pub settings: Arc<serde_json::Value>,
     /// Set when the agent replays an incident: what it replays; changes are refused.
@@ -96,6 +98,7 @@ impl AppState {
             ovs: None,
             policy: None,
             telemetry: None,
+            sampling: None,
             settings: Arc::new(serde_json::Value::Object(Default::default())),
             read_only: None,
         }

@@ -89,15 +89,6 @@ impl Sums {
     }
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        132 => "sctp".into(),
-        n => format!("ip{n}"),
-    }
-}
-
 /// A text column of the batch, or None when the field cannot be read (no grant).
 fn texts(batch: &Batch, name: &str) -> Option<TextColumn> {
     match batch.field(name).ok()? {
@@ -262,7 +253,11 @@ fn update(s: &mut Summary, raw: &FlowBatch) {
     }
     for ((p, port), sums) in ports {
         add_distinct(&mut s.distinct[3], &port_item(p, port));
-        put(2, &format!("{}/{port}", proto_name(p)), sums);
+        put(
+            2,
+            &format!("{}/{port}", weir_plugin_sdk::proto_name(p)),
+            sums,
+        );
     }
     for ((ni, oi), sums) in workloads {
         let o = text_at(&owner, oi);

@@ -226,7 +226,7 @@ pub mod flow_processor {
     /// The host calls this world may import (each a capability the operator grants).
     pub use self::weir::plugin::{
         capture_control, clock, config, k8s_objects, kv, log, metrics, outbound_http, probe,
-        records, timeline,
+        records, storage_sampling, timeline,
     };
     field_helpers!();
     batch_view!();
@@ -704,6 +704,16 @@ pub mod exporter {
     pub use self::weir::plugin::{clock, config, kv, log, metrics, records, sink};
     field_helpers!();
     batch_view!();
+}
+
+/// An IP protocol number as a short name (`tcp`, `udp`, `sctp`, else `ipN`).
+pub fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        n => format!("ip{n}"),
+    }
 }
 
 /// An address from its WIT form (IPv4-mapped addresses become IPv4).
