@@ -355,6 +355,8 @@ fn sketches_agree_with_the_store_and_with_apache_datasketches_python() {
             );
         }
     }
+    // The Summary page shows the same answers (ui/web/test/summary.mjs).
+    browser_test("summary.mjs", &a.url(""), &[]);
     // The CLI prints the same table.
     let (code, out, err) = a.cli(&["summary", "edge-summary", "top", "talkers", "bytes", "3"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -355,11 +355,16 @@ const QS: [f64; 5] = [0.5, 0.9, 0.95, 0.99, 1.0];
 fn quantile_rows(k: &Kll) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for q in QS {
-        let v = k
-            .quantile(q, SearchCriteria::Inclusive)
-            .ok()
-            .flatten()
-            .map(|v| v.into_inner());
+        // The maximum is the one the sketch saw (the rank-1.0 quantile is the largest item it
+        // retained).
+        let v = if q == 1.0 {
+            k.max_item().map(|v| v.into_inner())
+        } else {
+            k.quantile(q, SearchCriteria::Inclusive)
+                .ok()
+                .flatten()
+                .map(|v| v.into_inner())
+        };
         let label = if q == 1.0 {
             "max".to_string()
         } else {

@@ -45,7 +45,10 @@ def main():
             out[name] = {"estimate": s.get_estimate()}
         elif family == 3:
             s = kll_doubles_sketch.deserialize(image)
-            out[name] = {"n": s.n, "quantiles": [s.get_quantile(q) for q in (0.5, 0.9, 0.95, 0.99, 1.0)]}
+            # p50, p90, p95, p99, then the exact maximum (the library's rank-1.0 quantile is the
+            # largest item it retained, which may be below the maximum it saw).
+            out[name] = {"n": s.n, "quantiles": [s.get_quantile(q) for q in (0.5, 0.9, 0.95, 0.99)]
+                         + [s.get_max_value()]}
         else:
             raise SystemExit(f"sketch {name}: unknown family {family}")
     json.dump(out, sys.stdout, sort_keys=True)

@@ -4,6 +4,7 @@ import { renderView } from "./views.js";
 import { ovsPage } from "./ovs.js";
 import { policyPage } from "./policy.js";
 import { timelinePage } from "./timeline.js";
+import { summaryPage } from "./summary.js";
 import { api, bytes, esc, num, tooltip } from "./util.js";
 
 const main = document.getElementById("main");
@@ -580,6 +581,7 @@ async function render() {
     else if (page === "ovs") await ovsPage(main, q, go);
     else if (page === "policies") await policyPage(main, q, go);
     else if (page === "timeline") await timelinePage(main, q, go);
+    else if (page === "summary") await summaryPage(main, q, go);
     else await overviewPage(q);
   } catch (e) {
     showError(e);
