@@ -139,7 +139,7 @@ fn main() {
         p.summarize_at(b, now).expect("summarize");
     }
     let summary_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    // The fixed cost of one call with the state full: restore, nothing, snapshot.
+    // The fixed cost of one call with the state full (the warm instance: no restore).
     let empty = FlowBatch::new(&[]);
     let t = Instant::now();
     for _ in 0..20 {
@@ -198,7 +198,7 @@ fn main() {
         "| ratio edge-summary / ingest | {:.2} | |",
         summary_ns / ingest_ns
     );
-    println!("| fixed cost of one call, state full (restore + snapshot) | {call_ms:.2} ms | |");
+    println!("| one call with an empty batch, state full (warm instance) | {call_ms:.3} ms | |");
     println!(
         "| snapshot size, state full | {} KiB | |",
         snapshot_bytes / 1024
