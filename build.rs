@@ -24,6 +24,7 @@ const BUNDLED: &[&str] = &[
     "what-changed",
     "edge-summary",
     "sampling-controller",
+    "ipfix-export",
 ];
 
 fn main() {

@@ -111,11 +111,15 @@ fn wait_received(seen: &Arc<Mutex<Vec<u64>>>, want: &BTreeSet<u64>, a: &Agent, w
 }
 
 fn exporter(a: &Agent) -> Value {
+    plugin_named(a, "ndjson-export")
+}
+
+fn plugin_named(a: &Agent, name: &str) -> Value {
     a.ok("/api/v1/plugins", &[])["plugins"]
         .as_array()
         .and_then(|l| {
             l.iter()
-                .find(|p| p["installed"]["manifest"]["name"] == "ndjson-export")
+                .find(|p| p["installed"]["manifest"]["name"] == name)
                 .cloned()
         })
         .unwrap_or(Value::Null)
@@ -238,5 +242,145 @@ fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sin
     wait_error(
         &a,
         "\"nope\" is not a destination the operator named (named: bus)",
+    );
+}
+
+/// Flows the IPFIX test imports: IPv4 and IPv6, some sampled 1 in 10 (exported scaled back),
+/// some with Kubernetes and DNS names.
+fn ipfix_flows(n: u64) -> Vec<Value> {
+    let now = now_ms();
+    (0..n)
+        .map(|i| {
+            let (src, dst) = if i % 5 == 0 {
+                (
+                    format!("2001:db8:75::{:x}", i + 1),
+                    "2001:db8:75::ffff".to_string(),
+                )
+            } else {
+                (
+                    format!("198.18.75.{}", 1 + i % 200),
+                    "198.18.76.1".to_string(),
+                )
+            };
+            json!({"SrcAddr": src, "DstAddr": dst, "Proto": if i % 3 == 0 { 17 } else { 6 },
+                   "SrcPort": 10000 + i, "DstPort": 443, "Bytes": 100 + i * 7, "Packets": 1 + i % 9,
+                   "Flags": 0x12, "IfDirection": i % 2, "Interface": "eth0",
+                   "Sampling": if i % 4 == 0 { 10 } else { 1 },
+                   "SrcK8S_Namespace": "shop", "SrcK8S_Name": format!("web-{}", i % 3),
+                   "DnsName": if i % 7 == 0 { "api.example.com" } else { "" },
+                   "TimeFlowStartMs": now - 3000, "TimeFlowEndMs": now - 1000})
+        })
+        .collect()
+}
+
+#[test]
+fn ipfix_export_is_read_back_by_nfcapd_with_the_same_totals() {
+    crate::util::require(&["nfcapd", "nfdump"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows_dir = dir.path().join("nfcapd");
+    std::fs::create_dir_all(&flows_dir).expect("dir");
+    let port = free_port();
+    let nfcapd = std::process::Command::new("nfcapd")
+        .args([
+            "-w",
+            flows_dir.to_str().expect("path"),
+            "-p",
+            &port.to_string(),
+            "-b",
+            "127.0.0.1",
+            "-t",
+            "3600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nfcapd (scripts/deps.sh test installs nfdump)");
+    let mut nfcapd = KillOnDrop(nfcapd);
+    let root = dir.path().join("agent");
+    let (code, out, err) = crate::plugins::weir(
+        &root.join("data"),
+        &["install", "bundled:ipfix-export", "--config", "sink=ipfix"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let sink = format!("ipfix=udp://127.0.0.1:{port}");
+    let a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
+    let find = |a: &Agent| plugin_named(a, "ipfix-export");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while find(&a)["export"].is_null() {
+        assert!(Instant::now() < deadline, "no feed: {}", find(&a));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = 3000u64;
+    let flows = ipfix_flows(n);
+    for chunk in flows.chunks(1000) {
+        let (s, v) = a.post("/api/v1/flows", &Value::Array(chunk.to_vec()).to_string());
+        assert_eq!(s, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = find(&a);
+        if p["export"]["exported_flows"].as_u64() == Some(n) && p["export"]["behind"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exported: {p}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // weir's own totals (scaled back by sampling) over the same flows.
+    let ours = a.ok(
+        "/api/v1/flows/aggregate",
+        &[("group_by", "Proto"), ("from", "-1h"), ("top", "10")],
+    );
+    // nfcapd writes its file when it stops (SIGTERM), then nfdump reads it back.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(nfcapd.0.id() as i32, libc::SIGTERM) };
+    let _ = nfcapd.0.wait();
+    let out = std::process::Command::new("nfdump")
+        .args([
+            "-R",
+            flows_dir.to_str().expect("path"),
+            "-q",
+            "-N",
+            "-o",
+            "fmt:%pr %ipkt %ibyt %sa %da",
+        ])
+        .output()
+        .expect("nfdump");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut records, mut packets, mut bytes, mut v6) = (0u64, 0u64, 0u64, 0u64);
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        assert!(w.len() >= 5, "nfdump line: {l}");
+        records += 1;
+        packets += w[1]
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("packets in {l}"));
+        bytes += w[2]
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("bytes in {l}"));
+        if w[3].contains(':') {
+            v6 += 1;
+        }
+    }
+    assert_eq!(records, n, "{text}");
+    assert_eq!(v6, n / 5, "IPv6 records");
+    assert_eq!(
+        packets,
+        ours["total"]["packets"].as_u64().unwrap_or(0),
+        "{ours}"
+    );
+    assert_eq!(
+        bytes,
+        ours["total"]["bytes"].as_u64().unwrap_or(0),
+        "{ours}"
     );
 }

@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export)"
         ),
         "{err}"
     );
@@ -267,7 +267,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "policy-engine",
             "what-changed",
             "edge-summary",
-            "sampling-controller"
+            "sampling-controller",
+            "ipfix-export"
         ]),
         "{v}"
     );

@@ -5,7 +5,7 @@
 //! schema works, read by name.
 
 use weir_plugin_sdk::exporter::{
-    Batch, Column, FlowBatch, Guest, PluginError, config, export, sink,
+    Batch, Column, FlowBatch, Guest, PluginError, config, destination, export, sink,
 };
 
 struct NdjsonExport;
@@ -56,15 +56,7 @@ impl Guest for NdjsonExport {
             .iter()
             .map(|n| batch.field(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let dest = match config::get("sink") {
-            Some(s) => s,
-            None => sink::destinations().into_iter().next().ok_or_else(|| {
-                PluginError::InvalidInput(
-                    "no sink to send to: the operator names them with `weir agent --sink <name>=<url>`"
-                        .into(),
-                )
-            })?,
-        };
+        let dest = destination()?;
         let max = config::get("max_bytes")
             .and_then(|m| m.parse::<usize>().ok())
             .unwrap_or(60_000)

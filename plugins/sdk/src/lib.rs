@@ -704,6 +704,19 @@ pub mod exporter {
     pub use self::weir::plugin::{clock, config, kv, log, metrics, records, sink};
     field_helpers!();
     batch_view!();
+
+    /// The sink to send to: config `sink`, else the first destination granted.
+    pub fn destination() -> Result<String, PluginError> {
+        match config::get("sink") {
+            Some(s) => Ok(s),
+            None => sink::destinations().into_iter().next().ok_or_else(|| {
+                PluginError::InvalidInput(
+                    "no sink to send to: the operator names them with `weir agent --sink <name>=<url>`"
+                        .into(),
+                )
+            }),
+        }
+    }
 }
 
 /// An IP protocol number as a short name (`tcp`, `udp`, `sctp`, else `ipN`).
