@@ -391,6 +391,8 @@ fn shadow_mode_changes_nothing_and_says_what_it_would_do() {
         (est_b - off_b).abs() / off_b < 0.1,
         "shadow bytes {est_b} vs {off_b}"
     );
+    // The Summary page shows the shadow rules and their reason (ui/web/test/sampling.mjs).
+    browser_test("sampling.mjs", &a.url(""), &[]);
     // And it says so on /metrics.
     let (code, metrics) = a.get_raw("/metrics").expect("metrics");
     assert_eq!(code, 200);

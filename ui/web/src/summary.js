@@ -17,8 +17,10 @@ export async function summaryPage(main, q, go) {
     for (const [k, v] of Object.entries(changes)) (v ? n.set(k, v) : n.delete(k));
     go("summary", n);
   };
-  main.innerHTML = `<h2>Summary</h2><div class="error" id="sum-error"></div><div id="sum-body"></div>`;
+  main.innerHTML = `<h2>Summary</h2><div class="error" id="sum-error"></div><div id="sum-body"></div>
+    <section><h3>Storage sampling</h3><div id="sum-sampling"></div></section>`;
   const err = main.querySelector("#sum-error");
+  await samplingSection(main.querySelector("#sum-sampling"));
   const list = await api("/api/v1/plugins");
   const names = (list.plugins || [])
     .filter((p) => p.installed.manifest.kind === "summarizer" && p.installed.enabled)
@@ -135,4 +137,27 @@ export async function summaryPage(main, q, go) {
   } else {
     el.textContent = "no window yet";
   }
+}
+
+/// What storage sampling does now: the controllers' rules (and shadow rules), the counters per
+/// class, and the last changes with their reasons (`storage_sampling` of /api/v1/status).
+async function samplingSection(el) {
+  const st = await api("/api/v1/status");
+  const s = st.storage_sampling;
+  if (!s || !(s.controllers || []).length) {
+    el.innerHTML = `<p class="muted" id="sampling-off">Every flow is stored: no plugin controls storage sampling
+      (<code>weir plugin install bundled:sampling-controller --config budget=N</code>; shadow=true to try it first).</p>`;
+    return;
+  }
+  const table = (columns, rows) => `<table><tr>${columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${
+    rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</table>`;
+  el.innerHTML = `<p>${num(s.kept)} of ${num(s.offered)} flows offered were stored.</p>` +
+    table(["Plugin", "Rules", "Shadow rules", "Changes", "Refused"], s.controllers.map((c) =>
+      [c.plugin, c.rules.join("; ") || "none", c.shadow_rules.join("; ") || "none", c.changes, c.refused])) +
+    `<h4>Classes</h4>` +
+    table(["Class", "Shadow", "Offered", "Kept", "Bytes offered", "Bytes scaled back"], (s.classes || []).map((c) =>
+      [c.class, c.shadow ? "yes" : "", num(c.offered_flows), num(c.kept_flows), num(c.offered_bytes), num(c.kept_scaled_bytes)])) +
+    `<h4>Changes</h4><div id="sampling-changes">` +
+    table(["Time", "By", "Rules", "Reason"], (s.changes || []).slice().reverse().map((c) =>
+      [iso(c.time_ms), c.by + (c.shadow ? " (shadow)" : ""), c.rules.join("; ") || "none", c.reason])) + `</div>`;
 }

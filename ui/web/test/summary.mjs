@@ -28,6 +28,7 @@ try {
   const drawn = await cells(page, "#sum-top");
   check(drawn.length === top.length && drawn[0][1] === top[0][1], `top talkers ${drawn.length} rows, first ${drawn[0]}`);
   check((await cells(page, "#sum-distinct")).length === 4, "four cardinalities");
+  check(await page.$("#sampling-off"), "storage sampling: off, and how to turn it on");
   check((await cells(page, "#sum-peers")).length > 0, "sources by distinct peers");
   check(await page.$("#sum-windows svg.timeseries"), "quantiles drawn per window");
   const perWindow = await cells(page, "#sum-window-table");
