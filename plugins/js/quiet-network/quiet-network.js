@@ -11,9 +11,9 @@
 // StarlingMonkey; `toNum` reads either, and u64 values handed back to the host are passed
 // through in the form they came in (window.toMs) so a BigInt/Number mismatch cannot trap.
 
-import log from "weir:plugin/log@0.1.2";
-import flows from "weir:plugin/flows@0.1.2";
-import config from "weir:plugin/config@0.1.2";
+import log from "weir:plugin/log@0.1.3";
+import flows from "weir:plugin/flows@0.1.3";
+import config from "weir:plugin/config@0.1.3";
 
 const DEFAULT_MIN_BYTES = 1000;
 // flows.aggregate refuses an empty group-by list, so group by the IP protocol (a u8: at most
