@@ -329,6 +329,16 @@ fn ipfix_export_is_read_back_by_nfcapd_with_the_same_totals() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The feed on /metrics: what it sent, and no backlog.
+    let (code, metrics) = a.get_raw("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for want in [
+        format!("weir_export_total{{plugin=\"ipfix-export\",what=\"flows\"}} {n}"),
+        "weir_export_behind_flows{plugin=\"ipfix-export\"} 0".to_string(),
+        "weir_export_failing_calls{plugin=\"ipfix-export\"} 0".to_string(),
+    ] {
+        assert!(metrics.contains(&want), "{want} not in\n{metrics}");
+    }
     // weir's own totals (scaled back by sampling) over the same flows.
     let ours = a.ok(
         "/api/v1/flows/aggregate",

@@ -400,4 +400,12 @@ fn shadow_mode_changes_nothing_and_says_what_it_would_do() {
         metrics.contains("sampling_controller_shadow_byte_error_ratio"),
         "{metrics}"
     );
+    // The host's own counters per class, shadow ones too.
+    for want in [
+        "weir_storage_sampling_flows_total{class=\"udp/5353\",shadow=\"true\",what=\"kept\"}",
+        "weir_storage_sampling_bytes_total{class=\"udp/5353\",shadow=\"true\",what=\"kept_scaled\"}",
+        "weir_ingest_total{what=\"offered\"}",
+    ] {
+        assert!(metrics.contains(want), "{want} not in\n{metrics}");
+    }
 }

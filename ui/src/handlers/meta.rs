@@ -161,13 +161,14 @@ fn health_samples(st: &AppState) -> Vec<Sample> {
     let i = st.ingest.snapshot();
     for (k, v) in [
         ("flows", i.flows),
+        ("offered", i.offered),
         ("batches", i.batches),
         ("flushes", i.flushes),
         ("errors", i.errors),
     ] {
         out.push(counter(
             "weir_ingest",
-            "Ingest stage: flows and batches stored, flushes, errors.",
+            "Ingest stage: flows stored and offered (before storage sampling), batches, flushes, errors.",
             vec![("what", k.to_string())],
             v,
         ));
@@ -224,9 +225,79 @@ fn health_samples(st: &AppState) -> Vec<Sample> {
                 name: "weir_plugin_max_call_seconds",
                 help: "The longest call into a plugin since it was loaded.",
                 counter: false,
-                labels: vec![("plugin", name)],
+                labels: vec![("plugin", name.clone())],
                 value: info["max_call_seconds"].as_f64().unwrap_or(0.0),
             });
+            // An exporter's feed: what it sent, what it is behind, how it fails.
+            let feed = &entry["export"];
+            if feed.is_object() {
+                for (what, v) in [
+                    ("flows", &feed["exported_flows"]),
+                    ("batches", &feed["exported_batches"]),
+                    ("failures", &feed["failures"]),
+                ] {
+                    out.push(counter(
+                        "weir_export",
+                        "An exporter's feed: flows and batches exported, failed calls.",
+                        vec![("plugin", name.clone()), ("what", what.to_string())],
+                        v.as_u64().unwrap_or(0),
+                    ));
+                }
+                for (metric, help, v) in [
+                    (
+                        "weir_export_behind_flows",
+                        "Flows stored and durable that an exporter has not exported yet (its backlog).",
+                        &feed["behind"],
+                    ),
+                    (
+                        "weir_export_failing_calls",
+                        "Failed export calls in a row (0 when the last one succeeded).",
+                        &feed["failing"],
+                    ),
+                ] {
+                    out.push(Sample {
+                        name: metric,
+                        help,
+                        counter: false,
+                        labels: vec![("plugin", name.clone())],
+                        value: v.as_f64().unwrap_or(0.0),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(s) = &st.sampling {
+        for c in s.stats() {
+            for (what, v) in [
+                ("offered", c.counters.offered_flows),
+                ("kept", c.counters.kept_flows),
+            ] {
+                out.push(counter(
+                    "weir_storage_sampling_flows",
+                    "Storage sampling per class (guards keep:*, plugins' rules, other): flows offered and kept; shadow=true counts what shadow rules would keep.",
+                    vec![
+                        ("class", c.class.clone()),
+                        ("shadow", c.shadow.to_string()),
+                        ("what", what.to_string()),
+                    ],
+                    v,
+                ));
+            }
+            for (what, v) in [
+                ("offered", c.counters.offered_bytes),
+                ("kept_scaled", c.counters.kept_scaled_bytes),
+            ] {
+                out.push(counter(
+                    "weir_storage_sampling_bytes",
+                    "Storage sampling per class: bytes offered, and bytes of the kept flows scaled back (their difference is the sampling error).",
+                    vec![
+                        ("class", c.class.clone()),
+                        ("shadow", c.shadow.to_string()),
+                        ("what", what.to_string()),
+                    ],
+                    v,
+                ));
+            }
         }
     }
     if let Some(a) = &st.alerts {
