@@ -218,6 +218,7 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         "\ningest: {} flows in {} batches, {} flushes, {} errors",
         i["flows"], i["batches"], i["flushes"], i["errors"]
     )?;
+    storage_sampling(out, &v["storage_sampling"])?;
     let sources: Vec<&Value> = match v.get("enrichment") {
         Some(Value::Array(list)) => list.iter().collect(),
         Some(e) if !e.is_null() => vec![e],
@@ -282,4 +283,56 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
             human_bytes(size)
         }
     )
+}
+
+/// What storage sampling does: off, or each controller's rules and the last changes' reasons,
+/// and the flows kept of those offered.
+fn storage_sampling(out: &mut impl Write, s: &Value) -> std::io::Result<()> {
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect()
+    };
+    let controllers = s["controllers"].as_array().cloned().unwrap_or_default();
+    if controllers.is_empty() {
+        return writeln!(
+            out,
+            "\nstorage sampling: off, every flow stored (a plugin granted storage-sampling, e.g. bundled:sampling-controller, turns it on)"
+        );
+    }
+    writeln!(
+        out,
+        "\nstorage sampling: {} of {} flows offered stored",
+        s["kept"], s["offered"]
+    )?;
+    for c in &controllers {
+        let rules = list(&c["rules"]);
+        let shadow = list(&c["shadow_rules"]);
+        writeln!(
+            out,
+            "  {}: {} changes, {} refused",
+            c["plugin"].as_str().unwrap_or(""),
+            c["changes"],
+            c["refused"]
+        )?;
+        for r in &rules {
+            writeln!(out, "    rule   {r}")?;
+        }
+        for r in &shadow {
+            writeln!(out, "    shadow {r}")?;
+        }
+    }
+    let changes = s["changes"].as_array().cloned().unwrap_or_default();
+    for c in changes.iter().rev().take(3) {
+        writeln!(
+            out,
+            "  change by {}{}: {}",
+            c["by"].as_str().unwrap_or(""),
+            if c["shadow"] == true { " (shadow)" } else { "" },
+            c["reason"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
 }

@@ -391,6 +391,15 @@ fn shadow_mode_changes_nothing_and_says_what_it_would_do() {
         (est_b - off_b).abs() / off_b < 0.1,
         "shadow bytes {est_b} vs {off_b}"
     );
+    // `weir status` says what the controller would do and why.
+    let (code, out, err) = a.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("storage sampling: ")
+            && out.contains("shadow udp/5353: Proto=17 and Port=5353: 1 in")
+            && out.contains("change by sampling-controller (shadow): offered"),
+        "{out}"
+    );
     // The Summary page shows the shadow rules and their reason (ui/web/test/sampling.mjs).
     browser_test("sampling.mjs", &a.url(""), &[]);
     // And it says so on /metrics.
