@@ -1,5 +1,5 @@
 //! Smart sampling at storage on real traffic: the bundled `sampling-controller` keeps the
-//! stored flow rate within its budget while a flood of small UDP flows, a bulk iperf3 TCP
+//! stored flow rate within its budget while a flood of small UDP flows, a bulk iperf3 UDP
 //! transfer, a port scan, DNS errors and firewall drops go over a veth pair; every drop, RST,
 //! SYN without answer and DNS error is stored 1:1, and the scaled-back totals match the
 //! interface's own counters. And the controller's shadow mode, which changes nothing.
@@ -94,7 +94,8 @@ fn the_controller_keeps_the_budget_and_every_important_flow() {
     let flood = mix(&pair.ns_a, &["udp", &pair.b4, "9000", "1500", "16"]);
     let bulk = std::process::Command::new("ip")
         .args([
-            "netns", "exec", &pair.ns_a, "iperf3", "-c", &pair.b4, "-t", "12", "-b", "40M", "-J",
+            "netns", "exec", &pair.ns_a, "iperf3", "-c", &pair.b4, "-u", "-l", "1400", "-t", "12",
+            "-b", "60M", "-J",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -222,7 +223,7 @@ fn the_controller_keeps_the_budget_and_every_important_flow() {
     assert_eq!(drops, 25, "{dropped:#?}");
 
     // Scaled back, the interface's totals match its own counters within 2 %. The interface
-    // counts skbs: the bulk TCP transfer's are GSO super-packets, so its flows count by their
+    // counts skbs: iperf3's TCP control connection's may be GSO super-packets, so its flows count by their
     // Skbs (scaled like packets); every other flow here is one skb a packet.
     let on_if = format!("NetNs={} and Interface={}", pair.ns_a, pair.a_if);
     let g = total(&a, &on_if, t0, t_end + 5000);
