@@ -160,7 +160,9 @@ pub struct AgentArgs {
     #[arg(long = "alert-webhook", value_name = "URL")]
     alert_webhooks: Vec<String>,
     /// A destination exporter plugins may send to (capability `sink`), NAME=URL with URL
-    /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://..., or nats://HOST:PORT/SUBJECT.
+    /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://..., nats://HOST:PORT/SUBJECT, or
+    /// jetstream://HOST:PORT[,HOST:PORT...]/STREAM/SUBJECT (a JetStream stream, created with
+    /// one replica per listed server if missing; each message acknowledged by the stream).
     /// Repeatable; e.g. `--sink bus=nats://127.0.0.1:4222/weir.flows`.
     #[arg(long = "sink", value_name = "NAME=URL", value_parser = parse_sink)]
     sinks: Vec<weir_core::sink::Destination>,

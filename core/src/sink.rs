@@ -1,7 +1,7 @@
 //! Sinks: destinations outside the agent that the operator names (`--sink NAME=URL`) and
 //! plugins send to through the `sink` capability (exporters above all). Core defines the
 //! destination, its URL forms and the [`Transport`] port; the adapters in `sinks/` carry the
-//! bytes (UDP, TCP, HTTP(S), NATS).
+//! bytes (UDP, TCP, HTTP(S), NATS, NATS JetStream).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +22,28 @@ pub enum Endpoint {
         port: u16,
         subject: String,
     },
+    /// `jetstream://host:port[,host:port...]/STREAM/subject`: one message per payload into a
+    /// JetStream stream, confirmed by the stream's acknowledgement; the servers are tried in
+    /// turn, and the stream is created (one replica per listed server, at most 5) if missing.
+    JetStream {
+        servers: Vec<(String, u16)>,
+        stream: String,
+        subject: String,
+    },
+}
+
+/// A NATS subject a sink publishes to: non-empty dot-separated tokens, no spaces or wildcards.
+fn valid_subject(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|t| !t.is_empty())
+        && !s.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+}
+
+/// A JetStream stream name: 1-64 characters, none of whitespace, `.`, `*`, `>`, `/`, `\`.
+fn valid_stream(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
 }
 
 /// A destination the operator named.
@@ -126,7 +148,7 @@ impl Destination {
         }
         let url = url.trim();
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://")
+            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://, jetstream://")
         })?;
         let endpoint = match scheme {
             "udp" => {
@@ -145,9 +167,7 @@ impl Destination {
                     .split_once('/')
                     .ok_or_else(|| bad("nats://host:port/subject: no subject"))?;
                 let (host, port) = host_port(given, hp)?;
-                if subject.is_empty()
-                    || subject.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
-                {
+                if !valid_subject(subject) {
                     return Err(bad(
                         "the NATS subject must be non-empty, without spaces or wildcards",
                     ));
@@ -158,9 +178,39 @@ impl Destination {
                     subject: subject.to_string(),
                 }
             }
+            "jetstream" => {
+                let usage = "jetstream://HOST:PORT[,HOST:PORT...]/STREAM/SUBJECT";
+                let mut parts = rest.splitn(3, '/');
+                let (hosts, stream, subject) = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(h), Some(st), Some(su)) => (h, st, su),
+                    _ => return Err(bad(&format!("{usage}: needs a stream and a subject"))),
+                };
+                let servers = hosts
+                    .split(',')
+                    .map(|hp| host_port(given, hp.trim()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if servers.len() > 16 {
+                    return Err(bad("at most 16 servers"));
+                }
+                if !valid_stream(stream) {
+                    return Err(bad(
+                        "the stream name must be 1-64 characters without spaces, '.', '*', '>', '/' or '\\'",
+                    ));
+                }
+                if !valid_subject(subject) {
+                    return Err(bad(
+                        "the NATS subject must be non-empty, without spaces or wildcards",
+                    ));
+                }
+                Endpoint::JetStream {
+                    servers,
+                    stream: stream.to_string(),
+                    subject: subject.to_string(),
+                }
+            }
             other => {
                 return Err(bad(&format!(
-                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats)"
+                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats, jetstream)"
                 )));
             }
         };
@@ -212,6 +262,16 @@ mod tests {
                 subject: "weir.flows".into()
             }
         );
+        assert_eq!(
+            Destination::parse("js=jetstream://127.0.0.1:4222,[::1]:4223/WEIR/weir.flows")
+                .unwrap()
+                .endpoint,
+            Endpoint::JetStream {
+                servers: vec![("127.0.0.1".into(), 4222), ("::1".into(), 4223)],
+                stream: "WEIR".into(),
+                subject: "weir.flows".into()
+            }
+        );
         assert!(matches!(
             Destination::parse("c=udp://[::1]:9995").unwrap().endpoint,
             Endpoint::Udp { ref host, port: 9995 } if host == "::1"
@@ -237,6 +297,14 @@ mod tests {
             ("x=kafka://h:9092/t", "kafka:// is not a sink"),
             ("x=nats://h:4222", "no subject"),
             ("x=nats://h:4222/a.*", "wildcards"),
+            ("x=nats://h:4222/a..b", "wildcards"),
+            (
+                "x=jetstream://h:4222/weir.flows",
+                "needs a stream and a subject",
+            ),
+            ("x=jetstream://h:4222,h/S/s", "no port"),
+            ("x=jetstream://h:4222/S.x/s", "the stream name"),
+            ("x=jetstream://h:4222/S/s>", "wildcards"),
             ("x=h:1", "scheme"),
         ] {
             let e = Destination::parse(bad).unwrap_err().to_string();

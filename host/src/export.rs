@@ -3,7 +3,7 @@
 //! the manifest's `batch_flows` matching its `filter`, and calls `export` on each. Ok moves
 //! the cursor past the batch and writes it to `<plugin dir>/export-cursor` (temporary file,
 //! then rename) before the next batch; an error leaves the cursor and retries the same batch
-//! after a backoff (0.5 s doubling to 30 s). So a restart, a crash or a destination outage
+//! (the same flows, not more that arrived since) after a backoff (0.5 s doubling to 30 s). So a restart, a crash or a destination outage
 //! loses nothing the store still holds, and repeats at most the batch in flight
 //! (at-least-once, as far as the transport confirms delivery: HTTP and NATS do, UDP and TCP
 //! only say the kernel took the bytes). A new install starts at the store's durable end (`start = "now"`) or at
@@ -216,6 +216,7 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
         to_ms: u64::MAX,
     };
     let mut backoff = Duration::ZERO;
+    let mut retry_upto: Option<u64> = None;
     tracing::info!(plugin = %name, cursor, "exporter feed started");
     while !stop.load(Ordering::SeqCst) {
         let Some(p) = plugin.upgrade() else { break };
@@ -240,10 +241,15 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
                 continue;
             }
         };
-        let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= durable).collect();
+        // A retry sends exactly the batch that failed (not one grown since), so a destination
+        // that deduplicates by content (JetStream's message ids) stores it once.
+        let upto = retry_upto.unwrap_or(durable).min(durable);
+        let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= upto).collect();
         let Some(last) = rows.last().map(|(s, _)| *s) else {
-            // Nothing matching up to what is durable: skip to there.
-            cursor = durable;
+            // Nothing matching up to what is durable (or the failed batch aged out of the
+            // store): skip to there.
+            retry_upto = None;
+            cursor = upto;
             if let Err(e) = write_cursor(&dir, cursor) {
                 tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
             }
@@ -254,6 +260,7 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
         match p.export(&FlowBatch::new(&flows)) {
             Ok(()) => {
                 cursor = last;
+                retry_upto = None;
                 if let Err(e) = write_cursor(&dir, cursor) {
                     tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
                 }
@@ -265,6 +272,7 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
                 });
             }
             Err(e) => {
+                retry_upto = Some(last);
                 let failing = {
                     let feeds = reg.feeds();
                     let mut g = lock(&feeds);

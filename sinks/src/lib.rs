@@ -4,6 +4,7 @@
 //! destination that comes back is reached again without a restart.
 
 mod http;
+mod jetstream;
 mod nats;
 mod tcp;
 mod udp;
@@ -23,6 +24,11 @@ pub fn open(d: &Destination) -> Arc<dyn Transport> {
             port,
             subject,
         } => Arc::new(nats::Nats::new(name, host, *port, subject)),
+        Endpoint::JetStream {
+            servers,
+            stream,
+            subject,
+        } => Arc::new(jetstream::JetStream::new(name, servers, stream, subject)),
     }
 }
 

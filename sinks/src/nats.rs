@@ -26,7 +26,10 @@ pub struct Nats {
     conn: Mutex<Option<Conn>>,
 }
 
-fn read_line(r: &mut BufReader<TcpStream>, deadline: Instant) -> std::io::Result<String> {
+pub(crate) fn read_line(
+    r: &mut BufReader<TcpStream>,
+    deadline: Instant,
+) -> std::io::Result<String> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(std::io::Error::new(

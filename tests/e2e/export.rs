@@ -1,6 +1,8 @@
 //! Exporters against a real destination: `ndjson-export` feeds a real nats-server (Debian's
 //! 2.9) through `--sink`, resumes after the server stalls and after the agent is killed with
-//! -9 without losing a stored flow, and is refused a sink outside its scope or not named.
+//! -9 without losing a stored flow, and is refused a sink outside its scope or not named; it
+//! feeds a three-server JetStream cluster through the loss and return of a server with every
+//! flow stored once; `ipfix-export` is read back by nfdump's nfcapd.
 
 use crate::sandbox::install;
 use crate::util::{Agent, KillOnDrop, free_port, now_ms};
@@ -140,29 +142,33 @@ fn wait_error(a: &Agent, says: &str) -> Value {
     }
 }
 
-#[test]
-fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sinks() {
-    let port = free_port();
-    let server = nats_server(port);
-    let seen = subscribe(port, "weir.flows");
+/// An agent with `--sink SINK` and ndjson-export installed with `config`, its feed started
+/// (it starts at the store's end, so nothing is stored before its cursor exists).
+fn ndjson_agent(sink: &str, config: &[&str]) -> (tempfile::TempDir, Agent) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("agent");
     let (data, src) = (root.join("data"), dir.path().join("src"));
-    install(
-        &data,
-        &src,
-        "ndjson_export",
-        "ndjson-export",
-        &["sink=bus", "fields=DstPort,SrcAddr,Bytes,SrcK8S_Namespace"],
-    );
-    let sink = format!("bus=nats://127.0.0.1:{port}/weir.flows");
-    let mut a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
-    // The feed starts at the store's end: wait for its cursor before storing anything.
+    install(&data, &src, "ndjson_export", "ndjson-export", config);
+    let a = Agent::start(&root, &["--no-capture", "--sink", sink]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while exporter(&a)["export"].is_null() {
         assert!(Instant::now() < deadline, "no feed: {}", exporter(&a));
         std::thread::sleep(Duration::from_millis(100));
     }
+    (dir, a)
+}
+
+#[test]
+fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sinks() {
+    let port = free_port();
+    let server = nats_server(port);
+    let seen = subscribe(port, "weir.flows");
+    let sink = format!("bus=nats://127.0.0.1:{port}/weir.flows");
+    let (dir, mut a) = ndjson_agent(
+        &sink,
+        &["sink=bus", "fields=DstPort,SrcAddr,Bytes,SrcK8S_Namespace"],
+    );
+    let (data, src) = (dir.path().join("agent/data"), dir.path().join("src"));
     post_ports(&a, 1..=30);
     wait_received(&seen, &(1..=30).collect(), &a, "first flows");
 
@@ -243,6 +249,195 @@ fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sin
         &a,
         "\"nope\" is not a destination the operator named (named: bus)",
     );
+}
+
+/// A three-server JetStream cluster on loopback (Debian's nats-server 2.9), each server with
+/// its own store directory, so a server stopped and started again comes back with its data.
+struct Cluster {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+    routes: Vec<u16>,
+    servers: Vec<Option<KillOnDrop>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            ports: (0..3).map(|_| free_port()).collect(),
+            routes: (0..3).map(|_| free_port()).collect(),
+            servers: vec![None, None, None],
+        };
+        for i in 0..3 {
+            c.up(i);
+        }
+        c
+    }
+
+    fn up(&mut self, i: usize) {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.ports[i].to_string()])
+            .args(["-n", &format!("s{i}"), "--cluster_name", "weir"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.routes[i])])
+            .args(["--routes", &routes.join(",")])
+            .arg("-sd")
+            .arg(self.dir.path().join(format!("s{i}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/deps.sh test installs it)");
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "nats-server s{i} not up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.servers[i] = Some(KillOnDrop(child));
+    }
+
+    fn down(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+}
+
+/// Just enough of the NATS client protocol for JetStream API requests from the test.
+struct NatsClient {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    n: u64,
+}
+
+impl NatsClient {
+    fn connect(port: u16) -> NatsClient {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut w = s;
+        let mut line = String::new();
+        r.read_line(&mut line).expect("INFO");
+        w.write_all(b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.t.* 1\r\n")
+            .expect("CONNECT");
+        NatsClient { r, w, n: 0 }
+    }
+
+    /// One request and its JSON answer (None when none came in 5 s).
+    fn request(&mut self, subject: &str, body: &str) -> Option<Value> {
+        self.n += 1;
+        let reply = format!("_INBOX.t.{}", self.n);
+        write!(self.w, "PUB {subject} {reply} {}\r\n{body}\r\n", body.len()).ok()?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let l = line.trim_end().to_string();
+            if l == "PING" {
+                self.w.write_all(b"PONG\r\n").ok()?;
+                continue;
+            }
+            let Some(rest) = l.strip_prefix("MSG ") else {
+                continue;
+            };
+            let len: usize = rest.rsplit(' ').next()?.parse().ok()?;
+            let mut buf = vec![0u8; len + 2];
+            std::io::Read::read_exact(&mut self.r, &mut buf).ok()?;
+            if rest.starts_with(&format!("{reply} ")) {
+                return serde_json::from_slice(&buf[..len]).ok();
+            }
+        }
+    }
+}
+
+/// Every message of the stream WEIR, as the DstPort of each JSON line in it, read with the
+/// JetStream API (`STREAM.INFO`, then `STREAM.MSG.GET` per sequence).
+fn stream_ports(c: &mut NatsClient) -> Option<(Vec<u64>, Value)> {
+    use base64::Engine;
+    let info = c.request("$JS.API.STREAM.INFO.WEIR", "")?;
+    let last = info["state"]["last_seq"].as_u64()?;
+    let mut ports = Vec::new();
+    for seq in 1..=last {
+        let m = c.request("$JS.API.STREAM.MSG.GET.WEIR", &format!("{{\"seq\":{seq}}}"))?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(m["message"]["data"].as_str()?)
+            .ok()?;
+        for l in String::from_utf8_lossy(&data).lines() {
+            let v: Value = serde_json::from_str(l).expect("one JSON object per line");
+            ports.push(v["DstPort"].as_u64().expect("DstPort"));
+        }
+    }
+    Some((ports, info))
+}
+
+#[test]
+fn exporter_feeds_a_jetstream_cluster_through_a_server_lost_and_back_storing_each_flow_once() {
+    let mut cluster = Cluster::start();
+    let servers: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let sink = format!("js=jetstream://{}/WEIR/weir.flows", servers.join(","));
+    let (_dir, a) = ndjson_agent(&sink, &["sink=js", "fields=DstPort,SrcAddr,Bytes"]);
+    // Flows before, during and after the loss of the server the agent talks to first (s0):
+    // a batch of ten every 100 ms; s0 is killed after the fourth batch and started again
+    // (with its store) after the eighth.
+    for b in 0..12u64 {
+        if b == 4 {
+            cluster.down(0);
+        }
+        if b == 8 {
+            cluster.up(0);
+        }
+        post_ports(&a, b * 10 + 1..=b * 10 + 10);
+        std::thread::sleep(Duration::from_millis(if b == 4 { 2000 } else { 100 }));
+    }
+    let want: BTreeSet<u64> = (1..=120).collect();
+    // Read back from s1 until every flow is there and s0 is a current replica again.
+    let mut c = NatsClient::connect(cluster.ports[1]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (ports, info) = loop {
+        let got = stream_ports(&mut c);
+        if let Some((ports, info)) = &got {
+            let have: BTreeSet<u64> = ports.iter().copied().collect();
+            let s0_current = info["cluster"]["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["name"] == "s0" && x["current"] == true))
+                || info["cluster"]["leader"] == "s0";
+            if want.is_subset(&have) && s0_current {
+                break (ports.clone(), info.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all flows in the stream, or s0 not current: {:?}\nexporter: {}\n{}",
+            got.map(|(p, i)| (p.len(), i)),
+            exporter(&a),
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Created by weir with one replica per listed server; every flow stored exactly once
+    // (retries after the lost server sent the same batch with the same message id).
+    assert_eq!(info["config"]["num_replicas"], 3, "{info}");
+    assert_eq!(info["config"]["subjects"], json!(["weir.flows"]), "{info}");
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, want.iter().copied().collect::<Vec<_>>(), "{info}");
+    let p = exporter(&a);
+    assert!(
+        p["export"]["failures"].as_u64().unwrap_or(0) >= 1,
+        "losing s0 failed at least one send, then the next server took it: {p}"
+    );
+    assert_eq!(p["export"]["failing"], 0, "{p}");
 }
 
 /// Flows the IPFIX test imports: IPv4 and IPv6, some sampled 1 in 10 (exported scaled back),
