@@ -25,6 +25,7 @@ const BUNDLED: &[&str] = &[
     "edge-summary",
     "sampling-controller",
     "ipfix-export",
+    "otlp-export",
 ];
 
 fn main() {

@@ -80,8 +80,10 @@ impl SinkError {
 /// Carries payloads to one destination. Implementations reconnect on their own.
 pub trait Transport: Send + Sync {
     /// Sends one payload and returns once the destination has it as far as the protocol can
-    /// say (UDP: sent; TCP: written; HTTP: a 2xx answer; NATS: the server's PONG after it).
-    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError>;
+    /// say (UDP: sent; TCP: written; HTTP: a 2xx answer; NATS: the server's PONG after it;
+    /// JetStream: the stream's acknowledgement). `media_type` says what the bytes are (HTTP
+    /// sends it as `Content-Type`; the other transports carry bytes only).
+    fn send(&self, payload: &[u8], media_type: &str, timeout: Duration) -> Result<(), SinkError>;
 }
 
 /// A URL as shown in logs, status and errors: without credentials (`user:pass@`) or a query

@@ -122,6 +122,9 @@ pub struct ExporterFeed {
     /// Where a new install starts: `now` (flows stored from then on) or `oldest` (all history
     /// the store still holds).
     pub start: String,
+    /// What its payloads are, as a media type: HTTP sinks send it as `Content-Type` (other
+    /// transports carry bytes only). E.g. `application/x-protobuf` for OTLP.
+    pub media_type: String,
 }
 
 impl ExporterFeed {
@@ -136,8 +139,25 @@ impl Default for ExporterFeed {
             filter: String::new(),
             batch_flows: 1000,
             start: "now".into(),
+            media_type: DEFAULT_MEDIA_TYPE.into(),
         }
     }
+}
+
+/// What an exporter's payloads are unless its manifest says (`[exporter] media_type`).
+pub const DEFAULT_MEDIA_TYPE: &str = "application/x-ndjson";
+
+/// A media type as RFC 6838 spells one: `type/subtype`, restricted-name characters, no
+/// parameters, at most 127 bytes.
+fn valid_media_type(m: &str) -> bool {
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    m.len() <= 127 && m.split_once('/').is_some_and(|(t, s)| name(t) && name(s))
 }
 
 /// Most windows a summarizer may keep.
@@ -205,6 +225,12 @@ impl Manifest {
             return Err(HostError::Manifest(format!(
                 "{origin}: exporter.start must be \"now\" or \"oldest\", got {:?}",
                 e.start
+            )));
+        }
+        if !valid_media_type(&e.media_type) {
+            return Err(HostError::Manifest(format!(
+                "{origin}: exporter.media_type must be a media type like \"application/x-protobuf\" (type/subtype, no parameters), got {:?}",
+                e.media_type
             )));
         }
         if let Err(err) = weir_core::query::parse(&e.filter) {
@@ -319,6 +345,32 @@ mod tests {
             e.to_string().starts_with("invalid manifest: plugin.toml:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn exporter_media_types_are_checked() {
+        let ex = |m: &str| {
+            format!(
+                "name = \"x\"\nversion = \"1.0.0\"\nkind = \"exporter\"\nwit = \"0.1\"\ncapabilities = [\"sink\"]\n[exporter]\nmedia_type = \"{m}\"\n"
+            )
+        };
+        let m = Manifest::parse(&ex("application/x-protobuf"), "x").unwrap();
+        assert_eq!(m.exporter.media_type, "application/x-protobuf");
+        let m = Manifest::parse(GOOD, "x").unwrap();
+        assert_eq!(m.exporter.media_type, DEFAULT_MEDIA_TYPE);
+        for bad in [
+            "protobuf",
+            "application/",
+            "text/plain; charset=utf-8",
+            "a/b\\r\\nx-evil: 1",
+        ] {
+            let e = Manifest::parse(&ex(bad), "plugin.toml").unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("plugin.toml: exporter.media_type must be a media type"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

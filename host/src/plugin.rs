@@ -369,6 +369,7 @@ impl Plugin {
         });
         crate::scope::check(&req.scopes, &format!("plugin {name}"))?;
         let mut ctx = PluginCtx::new(&name, req.config, req.flows, req.services);
+        ctx.media_type = manifest.exporter.media_type.clone();
         ctx.scopes = req
             .scopes
             .into_iter()

@@ -53,8 +53,9 @@ impl Host for HostState {
         if timeout.is_zero() {
             return Err("sink refused: the call's deadline has passed".into());
         }
+        let media_type = self.ctx.media_type.clone();
         let sent = within_pool(self, "sink.send", &HTTP_WORKERS, move || {
-            Ok(transport.send(&payload, timeout))
+            Ok(transport.send(&payload, &media_type, timeout))
         })?;
         // An outage is the destination's fault; a payload refused for good is the plugin's.
         sent.map_err(|e| {

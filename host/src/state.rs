@@ -85,6 +85,8 @@ pub struct PluginCtx {
     pub kv_path: Option<std::path::PathBuf>,
     /// kv changed since it was last written.
     pub kv_dirty: std::sync::atomic::AtomicBool,
+    /// What the plugin's sink payloads are (`[exporter] media_type`).
+    pub media_type: String,
 }
 
 impl HostState {
@@ -113,6 +115,7 @@ impl PluginCtx {
             log_dropped: Default::default(),
             kv_path: None,
             kv_dirty: Default::default(),
+            media_type: crate::manifest::DEFAULT_MEDIA_TYPE.into(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `http://...` / `https://...`: one POST per payload (`Content-Type: application/x-ndjson`);
+//! `http://...` / `https://...`: one POST per payload, with the sender's media type as
+//! `Content-Type` (an exporter's `[exporter] media_type`, `application/x-ndjson` by default);
 //! anything but a 2xx answer is a failed send (the exporter retries it). Redirects are not
 //! followed: the operator named this URL.
 
@@ -26,7 +27,7 @@ impl Http {
 }
 
 impl Transport for Http {
-    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
+    fn send(&self, payload: &[u8], media_type: &str, timeout: Duration) -> Result<(), SinkError> {
         let fail = |message: String| SinkError::Send {
             name: self.name.clone(),
             message,
@@ -38,7 +39,7 @@ impl Transport for Http {
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
             .build()
-            .header("content-type", "application/x-ndjson")
+            .header("content-type", media_type)
             .send(payload)
             .map_err(|e| fail(format!("POST {url}: {e}")))?;
         let status = resp.status().as_u16();

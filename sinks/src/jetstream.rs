@@ -427,7 +427,7 @@ impl JetStream {
 }
 
 impl Transport for JetStream {
-    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
+    fn send(&self, payload: &[u8], _media_type: &str, timeout: Duration) -> Result<(), SinkError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SinkError::Rejected {
                 name: self.name.clone(),
@@ -494,9 +494,9 @@ mod tests {
         let js = JetStream::new("bus".into(), &servers, "WEIR", "weir.flows");
         let timeout = Duration::from_secs(5);
         // The stream is created on the first send; the same bytes again are one message.
-        js.send(b"one", timeout).expect("first");
-        js.send(b"one", timeout).expect("again");
-        js.send(b"two", timeout).expect("second");
+        js.send(b"one", "text/plain", timeout).expect("first");
+        js.send(b"one", "text/plain", timeout).expect("again");
+        js.send(b"two", "text/plain", timeout).expect("second");
         let m = get(&js, 2);
         assert_eq!(m["message"]["subject"], "weir.flows", "{m}");
         use base64::Engine;
@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(none["error"]["code"], 404, "only two messages: {none}");
         // A second sink naming the same stream with a subject it does not take: refused.
         let other = JetStream::new("other".into(), &servers, "WEIR", "elsewhere");
-        let e = other.send(b"x", timeout).unwrap_err();
+        let e = other.send(b"x", "text/plain", timeout).unwrap_err();
         assert!(!e.transient(), "{e}");
         assert!(
             e.to_string().contains(
@@ -520,9 +520,13 @@ mod tests {
         let _ = server.kill();
         let _ = server.wait();
         // (the first send finds its connection closed; the next one finds no server)
-        let e = js.send(b"three", Duration::from_millis(500)).unwrap_err();
+        let e = js
+            .send(b"three", "text/plain", Duration::from_millis(500))
+            .unwrap_err();
         assert!(e.transient(), "{e}");
-        let e = js.send(b"three", Duration::from_millis(500)).unwrap_err();
+        let e = js
+            .send(b"three", "text/plain", Duration::from_millis(500))
+            .unwrap_err();
         assert!(e.transient(), "{e}");
         assert!(
             e.to_string().contains(&format!(

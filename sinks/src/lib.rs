@@ -64,19 +64,19 @@ mod tests {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = rx.local_addr().expect("addr").port();
         let udp = dest(&format!("udp://127.0.0.1:{port}"));
-        udp.send(b"one", t).expect("udp");
+        udp.send(b"one", "text/plain", t).expect("udp");
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"one");
-        let e = udp.send(&vec![0u8; 70_000], t).unwrap_err();
+        let e = udp.send(&vec![0u8; 70_000], "text/plain", t).unwrap_err();
         assert!(e.to_string().contains("do not fit one datagram"), "{e}");
         // TCP: written back to back on one connection; a listener gone is an error, and a
         // new one is reached again.
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
         let tcp = dest(&format!("tcp://127.0.0.1:{port}"));
-        tcp.send(b"a\n", t).expect("tcp");
-        tcp.send(b"b\n", t).expect("tcp");
+        tcp.send(b"a\n", "text/plain", t).expect("tcp");
+        tcp.send(b"b\n", "text/plain", t).expect("tcp");
         let (c, _) = l.accept().expect("accept");
         let mut r = BufReader::new(c);
         let mut line = String::new();
@@ -86,7 +86,7 @@ mod tests {
         drop((r, l));
         let mut failed = false;
         for _ in 0..5 {
-            if tcp.send(b"c\n", t).is_err() {
+            if tcp.send(b"c\n", "text/plain", t).is_err() {
                 failed = true;
                 break;
             }
@@ -120,7 +120,15 @@ mod tests {
                     let n = c.read(&mut buf).expect("read");
                     req.extend_from_slice(&buf[..n]);
                 }
-                bodies.push(String::from_utf8_lossy(&req[head..]).to_string());
+                let ctype = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-type:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                bodies.push(format!("{ctype} {}", String::from_utf8_lossy(&req[head..])));
                 let _ = write!(
                     c,
                     "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -129,20 +137,25 @@ mod tests {
             bodies
         });
         let http = dest(&format!("http://127.0.0.1:{port}/ingest"));
-        http.send(b"{\"x\":1}\n", t).expect("200");
-        let e = http.send(b"{\"x\":2}\n", t).unwrap_err();
+        http.send(b"{\"x\":1}\n", "application/x-ndjson", t)
+            .expect("200");
+        let e = http.send(b"{\"x\":2}\n", "text/plain", t).unwrap_err();
         assert!(
             e.to_string().contains("answered 503") && e.transient(),
             "{e}"
         );
-        let e = http.send(b"{\"x\":3}\n", t).unwrap_err();
+        let e = http.send(b"{\"x\":3}\n", "text/plain", t).unwrap_err();
         assert!(
             e.to_string().contains("answered 413") && !e.transient(),
             "a 4xx is for good: {e}"
         );
         assert_eq!(
             server.join().expect("server"),
-            ["{\"x\":1}\n", "{\"x\":2}\n", "{\"x\":3}\n"]
+            [
+                "application/x-ndjson {\"x\":1}\n",
+                "text/plain {\"x\":2}\n",
+                "text/plain {\"x\":3}\n"
+            ]
         );
     }
 }

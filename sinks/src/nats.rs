@@ -118,7 +118,7 @@ impl Nats {
 }
 
 impl Transport for Nats {
-    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
+    fn send(&self, payload: &[u8], _media_type: &str, timeout: Duration) -> Result<(), SinkError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SinkError::Rejected {
                 name: self.name.clone(),
@@ -180,20 +180,23 @@ mod tests {
             .expect("sub");
         assert_eq!(read_line(&mut r, far).expect("pong"), "PONG");
         let t = Nats::new("bus".into(), "127.0.0.1", port, "weir.test");
-        t.send(b"hello", Duration::from_secs(2)).expect("send");
+        t.send(b"hello", "text/plain", Duration::from_secs(2))
+            .expect("send");
         assert_eq!(read_line(&mut r, far).expect("msg"), "MSG weir.test 1 5");
         assert_eq!(read_line(&mut r, far).expect("payload"), "hello");
         // Down: the send fails, naming the sink; back: the next send reconnects.
         let _ = server.kill();
         let _ = server.wait();
-        let e = t.send(b"lost", Duration::from_millis(500)).unwrap_err();
+        let e = t
+            .send(b"lost", "text/plain", Duration::from_millis(500))
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("sink bus: nats 127.0.0.1:"),
             "{e}"
         );
         server = start();
         wait();
-        t.send(b"again", Duration::from_secs(2))
+        t.send(b"again", "text/plain", Duration::from_secs(2))
             .expect("reconnected");
         let _ = server.kill();
         let _ = server.wait();

@@ -49,7 +49,7 @@ impl Tcp {
 }
 
 impl Transport for Tcp {
-    fn send(&self, payload: &[u8], timeout: Duration) -> Result<(), SinkError> {
+    fn send(&self, payload: &[u8], _media_type: &str, timeout: Duration) -> Result<(), SinkError> {
         self.try_send(payload, timeout.max(Duration::from_millis(1)))
             .map_err(|e| SinkError::Send {
                 name: self.name.clone(),

@@ -49,7 +49,7 @@ impl Udp {
 }
 
 impl Transport for Udp {
-    fn send(&self, payload: &[u8], _timeout: Duration) -> Result<(), SinkError> {
+    fn send(&self, payload: &[u8], _media_type: &str, _timeout: Duration) -> Result<(), SinkError> {
         if payload.len() > MAX_DATAGRAM {
             return Err(SinkError::Rejected {
                 name: self.name.clone(),

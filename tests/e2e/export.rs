@@ -7,7 +7,7 @@
 use crate::sandbox::install;
 use crate::util::{Agent, KillOnDrop, free_port, now_ms};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -150,12 +150,38 @@ fn ndjson_agent(sink: &str, config: &[&str]) -> (tempfile::TempDir, Agent) {
     let (data, src) = (root.join("data"), dir.path().join("src"));
     install(&data, &src, "ndjson_export", "ndjson-export", config);
     let a = Agent::start(&root, &["--no-capture", "--sink", sink]);
+    wait_feed(&a, "ndjson-export");
+    (dir, a)
+}
+
+/// Waits until `name`'s feed has its cursor (it starts at the store's end).
+fn wait_feed(a: &Agent, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while exporter(&a)["export"].is_null() {
-        assert!(Instant::now() < deadline, "no feed: {}", exporter(&a));
+    while plugin_named(a, name)["export"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "no feed: {}",
+            plugin_named(a, name)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (dir, a)
+}
+
+/// Waits until `name` exported `n` flows with nothing left behind; its status.
+fn wait_exported(a: &Agent, name: &str, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = plugin_named(a, name);
+        if p["export"]["exported_flows"].as_u64() == Some(n) && p["export"]["behind"] == 0 {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exported: {p}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -499,31 +525,14 @@ fn ipfix_export_is_read_back_by_nfcapd_with_the_same_totals() {
     assert_eq!(code, 0, "{out}{err}");
     let sink = format!("ipfix=udp://127.0.0.1:{port}");
     let a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
-    let find = |a: &Agent| plugin_named(a, "ipfix-export");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while find(&a)["export"].is_null() {
-        assert!(Instant::now() < deadline, "no feed: {}", find(&a));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_feed(&a, "ipfix-export");
     let n = 3000u64;
     let flows = ipfix_flows(n);
     for chunk in flows.chunks(1000) {
         let (s, v) = a.post("/api/v1/flows", &Value::Array(chunk.to_vec()).to_string());
         assert_eq!(s, 200, "{v}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let p = find(&a);
-        if p["export"]["exported_flows"].as_u64() == Some(n) && p["export"]["behind"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not exported: {p}\n{}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_exported(&a, "ipfix-export", n);
     // The feed on /metrics: what it sent, and no backlog.
     let (code, metrics) = a.get_raw("/metrics").expect("metrics");
     assert_eq!(code, 200);
@@ -588,4 +597,177 @@ fn ipfix_export_is_read_back_by_nfcapd_with_the_same_totals() {
         ours["total"]["bytes"].as_u64().unwrap_or(0),
         "{ours}"
     );
+}
+
+/// The OTLP receiver (tests/e2e/py/otlp_receiver.py, the OpenTelemetry project's protobuf
+/// classes), up when this returns.
+fn otlp_receiver(port: u16, out: &std::path::Path) -> KillOnDrop {
+    let mut c = std::process::Command::new(crate::otlp::OTEL_PY)
+        .arg(format!(
+            "{}/tests/e2e/py/otlp_receiver.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(port.to_string())
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("otlp_receiver.py (scripts/deps.sh test installs /opt/weir-otel)");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    KillOnDrop(c)
+}
+
+#[test]
+fn otlp_export_is_decoded_by_opentelemetry_proto_as_logs_and_metrics_with_weirs_totals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let received = dir.path().join("otlp.jsonl");
+    let _receiver = otlp_receiver(port, &received);
+    let root = dir.path().join("agent");
+    let (code, out, err) = crate::plugins::weir(
+        &root.join("data"),
+        &[
+            "install",
+            "bundled:otlp-export",
+            "--config",
+            "logs=otel-logs",
+            "--config",
+            "metrics=otel-metrics",
+            "--config",
+            "metric_by=Proto,SrcK8S_Namespace",
+            "--config",
+            "resource=host.name=node-a;k8s.cluster.name=lab",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let logs = format!("otel-logs=http://127.0.0.1:{port}/v1/logs");
+    let metrics = format!("otel-metrics=http://127.0.0.1:{port}/v1/metrics");
+    let a = Agent::start(
+        &root,
+        &["--no-capture", "--sink", &logs, "--sink", &metrics],
+    );
+    wait_feed(&a, "otlp-export");
+    let n = 1500u64;
+    let flows = ipfix_flows(n);
+    for chunk in flows.chunks(500) {
+        let (s, v) = a.post("/api/v1/flows", &Value::Array(chunk.to_vec()).to_string());
+        assert_eq!(s, 200, "{v}");
+    }
+    let p = wait_exported(&a, "otlp-export", n);
+    assert_eq!(p["export"]["failures"], 0, "no retries, so no repeats: {p}");
+    let rows: Vec<Value> = std::fs::read_to_string(&received)
+        .expect("received")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("row"))
+        .collect();
+    let refused: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["kind"] != "log" && r["kind"] != "metric")
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "sent as application/x-protobuf and decoded: {refused:?}"
+    );
+
+    // One log record per flow, with the OTel network attributes and the fields by name.
+    let logs: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "log").collect();
+    assert_eq!(logs.len() as u64, n);
+    let by_port: BTreeMap<u64, &Value> = logs
+        .iter()
+        .map(|r| {
+            (
+                r["attributes"]["source.port"]
+                    .as_u64()
+                    .expect("source.port"),
+                *r,
+            )
+        })
+        .collect();
+    assert_eq!(by_port.len() as u64, n, "each flow once");
+    for (i, f) in flows.iter().enumerate() {
+        let r = by_port[&f["SrcPort"].as_u64().expect("port")];
+        let at = &r["attributes"];
+        assert_eq!(at["source.address"], f["SrcAddr"], "{r}");
+        assert_eq!(at["destination.address"], f["DstAddr"], "{r}");
+        assert_eq!(at["destination.port"], 443, "{r}");
+        let transport = if f["Proto"] == 17 { "udp" } else { "tcp" };
+        assert_eq!(at["network.transport"], transport, "{r}");
+        let net = if i % 5 == 0 { "ipv6" } else { "ipv4" };
+        assert_eq!(at["network.type"], net, "{r}");
+        for k in [
+            "Bytes",
+            "Packets",
+            "Sampling",
+            "SrcK8S_Namespace",
+            "SrcK8S_Name",
+        ] {
+            assert_eq!(at[k], f[k], "{k}: {r}");
+        }
+        assert_eq!(at["DnsName"].is_null(), f["DnsName"] == "", "{r}");
+        assert_eq!(
+            r["time_unix_nano"].as_u64(),
+            f["TimeFlowEndMs"].as_u64().map(|ms| ms * 1_000_000),
+            "{r}"
+        );
+        assert_eq!(r["event_name"], "weir.flow");
+        assert_eq!(r["severity_number"], 9);
+        assert_eq!(r["scope"], "weir");
+        assert_eq!(
+            r["resource"],
+            json!({"service.name": "weir", "host.name": "node-a", "k8s.cluster.name": "lab"})
+        );
+    }
+
+    // Metrics: delta monotonic sums per (Proto, namespace), adding up to weir's own totals
+    // (bytes and packets scaled back by sampling).
+    let ours = a.ok(
+        "/api/v1/flows/aggregate",
+        &[("group_by", "Proto"), ("from", "-1h"), ("top", "10")],
+    );
+    let points: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "metric").collect();
+    let sum = |name: &str| -> u64 {
+        points
+            .iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| p["value"].as_u64().expect("int value"))
+            .sum()
+    };
+    assert_eq!(
+        sum("weir.flow.bytes"),
+        ours["total"]["bytes"].as_u64().expect("bytes")
+    );
+    assert_eq!(
+        sum("weir.flow.packets"),
+        ours["total"]["packets"].as_u64().expect("packets")
+    );
+    assert_eq!(sum("weir.flows"), n);
+    for p in &points {
+        assert_eq!(p["data"], "sum", "{p}");
+        assert_eq!(p["temporality"], 1, "delta: {p}");
+        assert_eq!(p["monotonic"], true, "{p}");
+        assert_eq!(p["attributes"]["SrcK8S_Namespace"], "shop", "{p}");
+        assert!(
+            p["attributes"]["Proto"] == 6 || p["attributes"]["Proto"] == 17,
+            "{p}"
+        );
+        assert!(
+            p["start_time_unix_nano"].as_u64() < p["time_unix_nano"].as_u64(),
+            "{p}"
+        );
+    }
+    let udp_bytes: u64 = points
+        .iter()
+        .filter(|p| p["name"] == "weir.flow.bytes" && p["attributes"]["Proto"] == 17)
+        .map(|p| p["value"].as_u64().unwrap_or(0))
+        .sum();
+    let ours_udp = ours["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["key"]["Proto"] == 17 || g["key"] == 17))
+        .map(|g| g["bytes"].as_u64().unwrap_or(0));
+    assert_eq!(Some(udp_bytes), ours_udp, "{ours}");
+    let units: BTreeSet<&str> = points.iter().filter_map(|p| p["unit"].as_str()).collect();
+    assert_eq!(units, ["By", "{flow}", "{packet}"].into_iter().collect());
 }

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const OTEL_PY: &str = "/opt/weir-otel/bin/python";
+pub(crate) const OTEL_PY: &str = "/opt/weir-otel/bin/python";
 const CALLS: usize = 3;
 
 fn py(name: &str) -> String {

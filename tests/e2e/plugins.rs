@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export, otlp-export)"
         ),
         "{err}"
     );
@@ -268,7 +268,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "what-changed",
             "edge-summary",
             "sampling-controller",
-            "ipfix-export"
+            "ipfix-export",
+            "otlp-export"
         ]),
         "{v}"
     );
