@@ -26,6 +26,7 @@ const BUNDLED: &[&str] = &[
     "sampling-controller",
     "ipfix-export",
     "otlp-export",
+    "clickhouse-export",
 ];
 
 fn main() {

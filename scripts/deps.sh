@@ -8,15 +8,16 @@
 #                   and the OpenTelemetry Python SDK with its OTLP/HTTP exporter and urllib
 #                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel;
 #                   Apache DataSketches for Python (reads the edge-summary snapshots) at /opt/weir-sketches;
-#                   systemd-journal-remote writes the journal files the log-file test follows
+#                   systemd-journal-remote writes the journal files the log-file test follows;
+#                   clickhouse-server (the cluster tests start their own from its config)
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
 pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote nfdump) ;;
-  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv) ;;
+  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote nfdump clickhouse-server) ;;
+  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv clickhouse-server) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()

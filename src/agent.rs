@@ -17,6 +17,9 @@ use weir_ebpf::{Capture, CaptureConfig};
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// Set by `weir server`: the flow API reads this ClickHouse instead of the local store.
+    #[arg(skip)]
+    pub(crate) cluster: Option<crate::server_cmd::Cluster>,
     /// Where flows are kept. Default: /var/lib/weir as root, else ~/.local/share/weir.
     #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -498,6 +501,11 @@ pub fn run(a: AgentArgs) -> Result<()> {
         stats.clone(),
     );
     state.ingest_tx = Some(tx);
+    if let Some(c) = &a.cluster {
+        state.flows = c.0.clone();
+        // The cluster's flows come from its agents, not from imports here.
+        state.ingest_tx = None;
+    }
     state.records = Some(records.clone());
     state.sampling = Some(sampler.clone());
     state.telemetry = Some(Arc::new(weir_core::telemetry::TelemetryService::new(

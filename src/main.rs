@@ -10,6 +10,7 @@ mod ovs_cmd;
 mod plugin_build;
 mod plugin_cmd;
 mod policy_cmd;
+mod server_cmd;
 mod summary_cmd;
 mod units;
 
@@ -93,6 +94,10 @@ enum Command {
     /// A demo for newcomers: network namespaces with web, DNS, bulk, scan and dropped traffic,
     /// an agent on them and its UI; removes everything on exit (needs root).
     Demo(demo::DemoArgs),
+    /// The cluster view: the same web UI and flow API over every agent writing into one
+    /// ClickHouse (`--clickhouse http://HOST:8123`); creates or migrates weir's schema there
+    /// and prints what agents need to write into it.
+    Server(server_cmd::ServerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -146,6 +151,7 @@ fn main() -> std::process::ExitCode {
         Command::Summary(a) => summary_cmd::run(a),
         Command::Ovs(a) => ovs_cmd::run(a),
         Command::Demo(a) => demo::run_demo(a),
+        Command::Server(a) => server_cmd::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod control;
 pub mod enrich;
 pub mod events;
 pub mod flow;
+pub mod flowquery;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;

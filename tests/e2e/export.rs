@@ -155,7 +155,7 @@ fn ndjson_agent(sink: &str, config: &[&str]) -> (tempfile::TempDir, Agent) {
 }
 
 /// Waits until `name`'s feed has its cursor (it starts at the store's end).
-fn wait_feed(a: &Agent, name: &str) {
+pub(crate) fn wait_feed(a: &Agent, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while plugin_named(a, name)["export"].is_null() {
         assert!(
@@ -168,7 +168,7 @@ fn wait_feed(a: &Agent, name: &str) {
 }
 
 /// Waits until `name` exported `n` flows with nothing left behind; its status.
-fn wait_exported(a: &Agent, name: &str, n: u64) -> Value {
+pub(crate) fn wait_exported(a: &Agent, name: &str, n: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let p = plugin_named(a, name);

@@ -7,6 +7,7 @@
 mod alerting;
 mod api;
 mod capture;
+mod cluster;
 mod contract;
 mod correlation;
 mod deep;

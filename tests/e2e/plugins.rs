@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export, otlp-export)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export, otlp-export, clickhouse-export)"
         ),
         "{err}"
     );
@@ -269,7 +269,8 @@ fn bundled_plugins_ship_inside_the_binary() {
             "edge-summary",
             "sampling-controller",
             "ipfix-export",
-            "otlp-export"
+            "otlp-export",
+            "clickhouse-export"
         ]),
         "{v}"
     );

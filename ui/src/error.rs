@@ -114,6 +114,7 @@ impl From<StoreError> for ApiError {
                 parameter: None,
                 position: None,
             },
+            (ErrorKind::Unavailable, e) => ApiError::unavailable(e.to_string()),
             (ErrorKind::Internal, e) => {
                 tracing::error!(error = %e, "request failed");
                 ApiError {

@@ -38,6 +38,9 @@ impl weir_core::ingest::StoredStage for LiveTail {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    /// Where the flow listing, aggregation and time series read: the store, or a cluster's
+    /// ClickHouse under `weir server`.
+    pub flows: Arc<dyn weir_core::flowquery::FlowQuery>,
     /// None when the agent runs without capture (e.g. `--no-capture`).
     pub capture: Option<Arc<dyn CaptureSource>>,
     pub ingest: Arc<IngestStats>,
@@ -82,6 +85,7 @@ impl AppState {
     ) -> Self {
         let (live, _) = broadcast::channel(1024);
         AppState {
+            flows: store.clone(),
             store,
             capture,
             ingest,

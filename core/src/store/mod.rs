@@ -40,6 +40,9 @@ pub enum StoreError {
     Codec(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A query engine elsewhere (ClickHouse) did not answer, or answered with an error.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Broad classes of errors, for mapping to HTTP statuses and exit codes.
@@ -49,15 +52,29 @@ pub enum ErrorKind {
     BadRequest,
     /// Something failed on the server side (500).
     Internal,
+    /// The query engine the flows live in is unreachable or failing (503).
+    Unavailable,
 }
 
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Query(_) | StoreError::BadRequest(_) => ErrorKind::BadRequest,
+            StoreError::Backend(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
     }
+}
+
+/// Refuses more group-by fields than a group key holds.
+pub fn check_group_by(group_by: &[&'static FieldDef]) -> Result<(), StoreError> {
+    if group_by.len() > crate::query::MAX_GROUP_FIELDS {
+        return Err(StoreError::BadRequest(format!(
+            "at most {} group-by fields",
+            crate::query::MAX_GROUP_FIELDS
+        )));
+    }
+    Ok(())
 }
 
 impl From<tantivy::directory::error::OpenReadError> for StoreError {
@@ -433,12 +450,7 @@ impl Store {
         group_by: &[&'static FieldDef],
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
-        if group_by.len() > crate::query::MAX_GROUP_FIELDS {
-            return Err(StoreError::BadRequest(format!(
-                "at most {} group-by fields",
-                crate::query::MAX_GROUP_FIELDS
-            )));
-        }
+        check_group_by(group_by)?;
         let query = self.fields.compile(filter, range);
         let collector = GroupCollector {
             fields: group_by.to_vec(),
@@ -456,12 +468,7 @@ impl Store {
         group_by: &[&'static FieldDef],
         value: &'static FieldDef,
     ) -> Result<collect::GroupValues, StoreError> {
-        if group_by.len() > crate::query::MAX_GROUP_FIELDS {
-            return Err(StoreError::BadRequest(format!(
-                "at most {} group-by fields",
-                crate::query::MAX_GROUP_FIELDS
-            )));
-        }
+        check_group_by(group_by)?;
         if value.kind != crate::schema::FieldKind::U64 {
             return Err(StoreError::BadRequest(format!(
                 "{} is not a number field",

@@ -705,6 +705,65 @@ pub mod exporter {
     field_helpers!();
     batch_view!();
 
+    /// Appends value `i` of a column as JSON: numbers as numbers, texts as strings,
+    /// addresses as strings (IPv4 as `a.b.c.d`, or as `::ffff:a.b.c.d` with `mapped_v4`).
+    pub fn push_json_value(out: &mut String, col: &Column, i: usize, mapped_v4: bool) {
+        if let Some(v) = col.numbers() {
+            out.push_str(&v.get(i).copied().unwrap_or(0).to_string());
+        } else if let Some(a) = col.addrs() {
+            let text = a
+                .get(i)
+                .map(|ip| {
+                    if mapped_v4 {
+                        std::net::Ipv6Addr::from((u128::from(ip.hi) << 64) | u128::from(ip.lo))
+                            .to_string()
+                    } else {
+                        crate::ip(ip.hi, ip.lo).to_string()
+                    }
+                })
+                .unwrap_or_default();
+            crate::push_json_str(out, &text);
+        } else {
+            crate::push_json_str(out, col.text(i).unwrap_or(""));
+        }
+    }
+
+    /// Lines gathered into payloads of at most `max` bytes (cut at line ends; a longer line
+    /// goes alone), each sent to `dest` as soon as the next line would not fit.
+    pub struct LinePayloads {
+        dest: String,
+        max: usize,
+        buf: String,
+    }
+
+    impl LinePayloads {
+        pub fn new(dest: String, max: usize) -> Self {
+            LinePayloads {
+                dest,
+                max,
+                buf: String::new(),
+            }
+        }
+
+        /// Adds one line (with its `\n`).
+        pub fn push(&mut self, line: &str) -> Result<(), PluginError> {
+            if !self.buf.is_empty() && self.buf.len() + line.len() > self.max {
+                self.flush()?;
+            }
+            self.buf.push_str(line);
+            Ok(())
+        }
+
+        /// Sends what is gathered.
+        pub fn flush(&mut self) -> Result<(), PluginError> {
+            if !self.buf.is_empty() {
+                sink::send(&self.dest, self.buf.as_bytes()).map_err(PluginError::Failed)?;
+                self.buf.clear();
+            }
+            Ok(())
+        }
+    }
+
     /// The sink to send to: config `sink`, else the first destination granted.
     pub fn destination() -> Result<String, PluginError> {
         match config::get("sink") {
@@ -736,4 +795,21 @@ pub fn ip(hi: u64, lo: u64) -> std::net::IpAddr {
         Some(v4) => std::net::IpAddr::V4(v4),
         None => std::net::IpAddr::V6(v6),
     }
+}
+
+/// Appends `s` to `out` as a JSON string (quotes and escapes).
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }

@@ -29,8 +29,8 @@ pub async fn list(
         limit: p.usize_or("limit", 100, MAX_LIMIT)?,
         offset: p.offset()?,
     };
-    let store = st.store.clone();
-    Ok(Json(blocking(move || Ok(store.list(&req)?)).await?))
+    let flows = st.flows.clone();
+    Ok(Json(blocking(move || Ok(flows.list(&req)?)).await?))
 }
 
 /// `POST /api/v1/flows`: import flows, as a JSON array or newline-delimited JSON, into the
@@ -102,10 +102,10 @@ pub async fn aggregate(
     let (filter, range, group_by, metric) =
         (p.filter()?, p.range()?, p.group_by(true)?, p.metric()?);
     let top = p.usize_or("top", 10, MAX_GROUPS)?;
-    let store = st.store.clone();
+    let flows = st.flows.clone();
     Ok(Json(
         blocking(move || {
-            let groups = store.aggregate(&filter, &range, &group_by, None)?;
+            let groups = flows.aggregate(&filter, &range, &group_by, None)?;
             Ok(aggregate::top_groups(groups, &group_by, metric, top))
         })
         .await?,
@@ -130,10 +130,10 @@ pub async fn timeseries(
         .max(1)
         .div_ceil(step);
     let origin = range.from_ms;
-    let store = st.store.clone();
+    let flows = st.flows.clone();
     Ok(Json(
         blocking(move || {
-            let groups = store.aggregate(
+            let groups = flows.aggregate(
                 &filter,
                 &range,
                 &group_by,

@@ -22,6 +22,8 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
         "capture": st.capture.as_ref().map(|c| c.status()),
         "ingest": st.ingest.snapshot(),
         "storage": storage,
+        // Where the flow API reads: this node's store, or the cluster's ClickHouse.
+        "flows_from": st.flows.describe(),
         "enrichment": st.enricher.as_ref().map(|e| e.status()),
         "ovs": st.ovs.as_ref().map(|o| o.status()),
         "storage_sampling": st.sampling.as_ref().map(|s| s.status()),

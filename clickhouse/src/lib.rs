@@ -1,0 +1,430 @@
+//! weir's ClickHouse adapter: the cluster tier. Agents write their flows into one ClickHouse
+//! (the bundled `clickhouse-export` plugin, JSONEachRow through an HTTP sink into
+//! `flows_ingest`); `weir server --clickhouse URL` answers the same flow API over all of
+//! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL.
+//!
+//! Over ClickHouse's HTTP interface only (no native protocol, no client library); the schema
+//! is weir's own ([`schema`]), created and migrated by [`ClickHouse::migrate`].
+
+pub mod local;
+pub mod schema;
+pub mod sql;
+
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+use weir_core::flowquery::FlowQuery;
+use weir_core::query::{Expr, TimeRange};
+use weir_core::schema::{FIELDS, FieldDef, FieldKind, Value};
+use weir_core::store::{Buckets, GroupKey, ListRequest, ListResult, StoreError, Totals};
+
+/// Most groups one aggregation may return (more is refused, naming the limit).
+pub const MAX_GROUPS: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// The URL or database name given does not work.
+    #[error("clickhouse {given:?}: {message}")]
+    Config { given: String, message: String },
+    /// No answer (down, refused, timed out).
+    #[error("clickhouse {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// ClickHouse answered with an error (its own message, `Code: N, ...`).
+    #[error("clickhouse {url}: {message}")]
+    Server { url: String, message: String },
+    /// An answer that is not what the query asks for.
+    #[error("clickhouse {url}: unexpected answer: {message}")]
+    Decode { url: String, message: String },
+}
+
+impl From<ClickHouseError> for StoreError {
+    fn from(e: ClickHouseError) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// One ClickHouse server (its HTTP interface) and the database weir's tables are in.
+pub struct ClickHouse {
+    /// `http(s)://host:port/`, as given (credentials, if any, in the URL's user info).
+    base: String,
+    /// The same without credentials, for messages.
+    shown: String,
+    db: String,
+    agent: ureq::Agent,
+}
+
+/// What [`ClickHouse::migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The schema version found before (0: none).
+    pub from: u32,
+    pub to: u32,
+    /// Columns added to `flows` (fields new since the table was created).
+    pub added: Vec<String>,
+}
+
+impl ClickHouse {
+    /// `url`: ClickHouse's HTTP interface, `http://host:8123`; `db`: the database (created by
+    /// [`ClickHouse::migrate`]).
+    pub fn new(url: &str, db: &str) -> Result<ClickHouse, ClickHouseError> {
+        let bad = |m: &str| ClickHouseError::Config {
+            given: weir_core::sink::redact(url),
+            message: m.to_string(),
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("write http://HOST:PORT (ClickHouse's HTTP interface)"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("the scheme must be http:// or https://"));
+        }
+        if rest.contains('?') || rest.trim_end_matches('/').contains('/') {
+            return Err(bad(
+                "give the server only (http://HOST:PORT), without a path or query",
+            ));
+        }
+        if db.is_empty()
+            || db.len() > 64
+            || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(bad(
+                "the database name must be 1-64 characters of a-z, 0-9, _",
+            ));
+        }
+        let base = format!("{}/", url.trim_end_matches('/'));
+        Ok(ClickHouse {
+            shown: weir_core::sink::redact(&base),
+            base,
+            db: db.to_string(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build()
+                .into(),
+        })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    /// The URL agents' HTTP sinks insert into (`clickhouse-export` sends JSONEachRow).
+    pub fn insert_url(&self) -> String {
+        let q = format!("INSERT INTO `{}`.flows_ingest FORMAT JSONEachRow", self.db);
+        let mut enc = String::new();
+        for b in q.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!(
+            "{}?query={enc}&input_format_skip_unknown_fields=1",
+            self.base
+        )
+    }
+
+    /// Runs one statement; the answer's body.
+    pub fn query(&self, sql: &str) -> Result<String, ClickHouseError> {
+        let url = format!(
+            "{}?output_format_json_quote_64bit_integers=0&allow_experimental_low_cardinality_type=1",
+            self.base
+        );
+        let mut resp = self.agent.post(&url).send(sql.as_bytes()).map_err(|e| {
+            ClickHouseError::Unreachable {
+                url: self.shown.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_string()
+            .map_err(|e| ClickHouseError::Unreachable {
+                url: self.shown.clone(),
+                message: format!("reading the answer: {e}"),
+            })?;
+        if status != 200 {
+            return Err(ClickHouseError::Server {
+                url: self.shown.clone(),
+                message: body.trim().chars().take(600).collect(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Runs a `FORMAT JSONEachRow` query; its rows.
+    fn rows(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Json>>, ClickHouseError> {
+        let body = self.query(&format!("{sql} FORMAT JSONEachRow"))?;
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| match serde_json::from_str::<Json>(l) {
+                Ok(Json::Object(m)) => Ok(m),
+                Ok(other) => Err(self.decode(format!("a row is not an object: {other}"))),
+                Err(e) => Err(self.decode(format!("a row is not JSON: {e}"))),
+            })
+            .collect()
+    }
+
+    fn decode(&self, message: String) -> ClickHouseError {
+        ClickHouseError::Decode {
+            url: self.shown.clone(),
+            message,
+        }
+    }
+
+    /// Creates the database and tables when missing, adds the columns of fields new since
+    /// (to `flows`), and rebuilds the ingest table and its views; records the version.
+    pub fn migrate(&self) -> Result<Migration, ClickHouseError> {
+        let db = &self.db;
+        for s in schema::tables(db) {
+            self.query(&s)?;
+        }
+        let from = self
+            .rows(&format!("SELECT max(version) AS v FROM `{db}`.weir_schema"))?
+            .first()
+            .and_then(|r| r.get("v").and_then(Json::as_u64))
+            .unwrap_or(0) as u32;
+        let have: Vec<String> = self
+            .rows(&format!(
+                "SELECT name FROM system.columns WHERE database = {} AND table = 'flows'",
+                sql::quote(db)
+            ))?
+            .iter()
+            .filter_map(|r| r.get("name").and_then(Json::as_str).map(str::to_string))
+            .collect();
+        let mut added = Vec::new();
+        for (name, ty) in schema::columns(false) {
+            if !have.iter().any(|h| h == name) {
+                self.query(&format!(
+                    "ALTER TABLE `{db}`.flows ADD COLUMN `{name}` {ty}"
+                ))?;
+                added.push(name.to_string());
+            }
+        }
+        let ingest_cols = self
+            .rows(&format!(
+                "SELECT count() AS n FROM system.columns WHERE database = {} AND table = 'flows_ingest'",
+                sql::quote(db)
+            ))?
+            .first()
+            .and_then(|r| r.get("n").and_then(Json::as_u64))
+            .unwrap_or(0);
+        if ingest_cols as usize != schema::columns(true).len() || !added.is_empty() {
+            for s in schema::ingest(db) {
+                self.query(&s)?;
+            }
+        }
+        if from != schema::VERSION {
+            self.query(&format!(
+                "INSERT INTO `{db}`.weir_schema VALUES ({}, {})",
+                schema::VERSION,
+                weir_core::query::now_ms()
+            ))?;
+        }
+        Ok(Migration {
+            from,
+            to: schema::VERSION,
+            added,
+        })
+    }
+
+    /// Flows per node (for status and the cluster view).
+    pub fn nodes(&self) -> Result<Vec<(String, u64)>, ClickHouseError> {
+        Ok(self
+            .rows(&format!(
+                "SELECT Node, count() AS n FROM `{}`.flows GROUP BY Node ORDER BY Node",
+                self.db
+            ))?
+            .iter()
+            .map(|r| {
+                (
+                    r.get("Node")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    r.get("n").and_then(Json::as_u64).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+}
+
+/// A column as selected, under its own name prefixed `weir_` (ClickHouse's aliases are seen
+/// by WHERE, so an alias named like its column would shadow it there): addresses as text.
+fn select_col(f: &FieldDef) -> String {
+    match f.kind {
+        FieldKind::Ip => format!("IPv6NumToString(`{0}`) AS `weir_{0}`", f.name),
+        _ => format!("`{0}` AS `weir_{0}`", f.name),
+    }
+}
+
+/// A column of an answer row, by field name.
+fn col<'a>(r: &'a serde_json::Map<String, Json>, name: &str) -> Option<&'a Json> {
+    r.get(&format!("weir_{name}"))
+}
+
+fn u64_of(v: Option<&Json>) -> u64 {
+    match v {
+        Some(Json::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Json::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A group-by value from its column in an answer row.
+fn value_of(f: &FieldDef, v: Option<&Json>) -> Value {
+    match f.kind {
+        FieldKind::U64 => Value::U64(u64_of(v)),
+        FieldKind::Ip => Value::Ip(
+            v.and_then(Json::as_str)
+                .and_then(|s| s.parse::<Ipv6Addr>().ok())
+                .unwrap_or(Ipv6Addr::UNSPECIFIED),
+        ),
+        FieldKind::Str => Value::Str(v.and_then(Json::as_str).unwrap_or("").to_string()),
+    }
+}
+
+/// Sums scaled back by sampling, as the store's aggregation does.
+const SUMS: &str = "sum(Bytes * greatest(Sampling, 1)) AS weir_bytes, \
+     sum(Packets * greatest(Sampling, 1)) AS weir_packets, count() AS weir_flows, \
+     sum(PktDropBytes * greatest(Sampling, 1)) AS weir_drop_bytes, \
+     sum(PktDropPackets * greatest(Sampling, 1)) AS weir_drop_packets";
+
+impl FlowQuery for ClickHouse {
+    fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
+        let w = sql::where_clause(&req.filter, &req.range);
+        let db = &self.db;
+        let total = u64_of(
+            self.rows(&format!("SELECT count() AS n FROM `{db}`.flows WHERE {w}"))?
+                .first()
+                .and_then(|r| r.get("n")),
+        );
+        let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
+        let order = if req.sort.descending { "DESC" } else { "ASC" };
+        let rows = self.rows(&format!(
+            "SELECT {} FROM `{db}`.flows WHERE {w} ORDER BY `{}` {order} LIMIT {}, {}",
+            cols.join(", "),
+            req.sort.field.name,
+            req.offset,
+            req.limit
+        ))?;
+        let mut flows = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut obj = serde_json::Map::with_capacity(FIELDS.len());
+            for f in FIELDS {
+                let Some(v) = col(&r, f.name) else { continue };
+                // Addresses back in the store's form (IPv4 as IPv4).
+                let v = match (f.kind, v.as_str().and_then(|s| s.parse::<Ipv6Addr>().ok())) {
+                    (FieldKind::Ip, Some(ip)) => {
+                        Json::from(weir_core::schema::display_ip(&ip).to_string())
+                    }
+                    _ => v.clone(),
+                };
+                obj.insert(f.name.to_string(), v);
+            }
+            let flow: weir_core::Flow = serde_json::from_value(Json::Object(obj))
+                .map_err(|e| self.decode(format!("a flow row: {e}")))?;
+            flows.push(flow);
+        }
+        Ok(ListResult { total, flows })
+    }
+
+    fn aggregate(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        buckets: Option<Buckets>,
+    ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
+        weir_core::store::check_group_by(group_by)?;
+        let w = sql::where_clause(filter, range);
+        let mut keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
+        let mut names: Vec<String> = group_by
+            .iter()
+            .map(|f| format!("`weir_{}`", f.name))
+            .collect();
+        if let Some(b) = buckets {
+            let (o, s) = (b.origin_ms, b.step_ms.max(1));
+            keys.push(format!(
+                "{o} + intDiv(if(TimeFlowEndMs > {o}, TimeFlowEndMs - {o}, 0), {s}) * {s} AS weir_bucket"
+            ));
+            names.push("weir_bucket".into());
+        }
+        let group = if names.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", names.join(", "))
+        };
+        let select = if keys.is_empty() {
+            SUMS.to_string()
+        } else {
+            format!("{}, {SUMS}", keys.join(", "))
+        };
+        let rows = self.rows(&format!(
+            "SELECT {select} FROM `{}`.flows WHERE {w}{group} LIMIT {}",
+            self.db,
+            MAX_GROUPS + 1
+        ))?;
+        if rows.len() > MAX_GROUPS {
+            return Err(StoreError::BadRequest(format!(
+                "more than {MAX_GROUPS} groups: narrow the filter or group by fewer fields"
+            )));
+        }
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let t = Totals {
+                bytes: u64_of(r.get("weir_bytes")),
+                packets: u64_of(r.get("weir_packets")),
+                flows: u64_of(r.get("weir_flows")),
+                drop_bytes: u64_of(r.get("weir_drop_bytes")),
+                drop_packets: u64_of(r.get("weir_drop_packets")),
+            };
+            // An empty table still answers one row of zeros without GROUP BY.
+            if t.flows == 0 {
+                continue;
+            }
+            let key: Vec<Value> = group_by
+                .iter()
+                .map(|f| value_of(f, col(&r, f.name)))
+                .collect();
+            let bucket = buckets.map(|_| u64_of(r.get("weir_bucket")));
+            out.entry((key, bucket))
+                .or_insert_with(Totals::default)
+                .add(&t);
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!("clickhouse {}{}", self.shown, self.db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_names_are_checked() {
+        let c = ClickHouse::new("http://127.0.0.1:8123", "weir").expect("ok");
+        assert_eq!(
+            c.insert_url(),
+            "http://127.0.0.1:8123/?query=INSERT%20INTO%20%60weir%60.flows_ingest%20FORMAT%20JSONEachRow&input_format_skip_unknown_fields=1"
+        );
+        assert_eq!(c.describe(), "clickhouse http://127.0.0.1:8123/weir");
+        for (url, db, says) in [
+            ("127.0.0.1:8123", "weir", "write http://HOST:PORT"),
+            ("tcp://h:9000", "weir", "http:// or https://"),
+            ("http://h:8123/x", "weir", "without a path"),
+            ("http://h:8123", "we ir", "database name"),
+            ("http://h:8123", "", "database name"),
+        ] {
+            let e = ClickHouse::new(url, db).err().expect(url).to_string();
+            assert!(e.contains(says), "{url} {db}: {e}");
+        }
+    }
+}

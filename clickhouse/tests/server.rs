@@ -1,0 +1,183 @@
+//! Against a real clickhouse-server (Debian's 18.16; CI installs it: scripts/deps.sh): the
+//! schema is created and migrated, flows inserted the way agents insert them come back from
+//! the flow-query port with the store's answers (checked against a real local store fed the
+//! same flows), and a server that is down is an error naming it.
+
+use weir_clickhouse::ClickHouse;
+use weir_clickhouse::local::LocalServer;
+use weir_core::flowquery::FlowQuery;
+use weir_core::query::{SortBy, TimeRange, parse};
+use weir_core::store::ListRequest;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn flows(node: &str, n: u64, base: u64) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let v6 = i % 5 == 0;
+            let dst_port = [53, 80, 443][(i % 3) as usize];
+            serde_json::json!({
+                "Node": node,
+                "SrcAddr": if v6 { format!("2001:db8:9::{:x}", i + 1) } else { format!("::ffff:10.{}.0.{}", i % 3, 1 + i % 200) },
+                "DstAddr": if v6 { "2001:db8:9::ffff".to_string() } else { "::ffff:192.168.1.1".to_string() },
+                "SrcPort": 10000 + i, "DstPort": dst_port, "Proto": if i % 3 == 0 { 17 } else { 6 },
+                "Bytes": 100 + i * 7, "Packets": 1 + i % 9, "Sampling": if i % 4 == 0 { 10 } else { 0 },
+                "Flags": if i % 2 == 0 { 0x12 } else { 0x02 },
+                "PktDropBytes": i % 11, "PktDropPackets": (i % 11).min(1),
+                "SrcK8S_Namespace": if i % 2 == 0 { "shop" } else { "it's" },
+                "TimeFlowStartMs": base + i * 1000, "TimeFlowEndMs": base + i * 1000 + 500,
+                "Interface": "eth0",
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn schema_insert_and_queries_agree_with_the_local_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = LocalServer::start(dir.path()).expect("clickhouse-server");
+    let ch = ClickHouse::new(&server.url(), "weir").expect("new");
+    let m = ch.migrate().expect("migrate");
+    assert_eq!((m.from, m.to), (0, weir_clickhouse::schema::VERSION));
+    let again = ch.migrate().expect("migrate again");
+    assert_eq!((again.from, again.added.len()), (m.to, 0), "idempotent");
+
+    // Insert as agents do (JSONEachRow into flows_ingest, addresses as text).
+    let base = 1_764_900_000_000u64;
+    let (a, b) = (
+        flows("node-a", 300, base),
+        flows("node-b", 200, base + 60_000),
+    );
+    for rows in [&a, &b] {
+        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        let resp = ureq::post(&ch.insert_url())
+            .send(body.as_bytes())
+            .expect("insert");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    assert_eq!(
+        ch.nodes().expect("nodes"),
+        vec![("node-a".to_string(), 300), ("node-b".to_string(), 200)]
+    );
+
+    // The same flows in a real local store: every answer must agree.
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        weir_core::Store::open(weir_core::StoreConfig::new(store_dir.path())).expect("store");
+    let local: Vec<weir_core::Flow> = a
+        .iter()
+        .chain(&b)
+        .map(|r| {
+            let mut r = r.clone();
+            let o = r.as_object_mut().expect("object");
+            o.remove("Node");
+            for k in ["SrcAddr", "DstAddr"] {
+                let s = o[k]
+                    .as_str()
+                    .expect("addr")
+                    .trim_start_matches("::ffff:")
+                    .to_string();
+                o.insert(k.into(), s.into());
+            }
+            serde_json::from_value(r).expect("flow")
+        })
+        .collect();
+    store.append(&local).expect("append");
+    store.flush().expect("flush");
+
+    let all = TimeRange {
+        from_ms: 0,
+        to_ms: u64::MAX,
+    };
+    let mid = TimeRange {
+        from_ms: base + 100_000,
+        to_ms: base + 200_000,
+    };
+    let filters = [
+        "",
+        "SrcAddr=10.1.0.0/16",
+        "Addr=2001:db8:9::/48",
+        "DstPort=53 or Proto=tcp",
+        "not DstPort=443 and Bytes>=500",
+        "DstPort=50-100",
+        "Flags=SYN,ACK",
+        "SrcK8S_Namespace=\"it's\"",
+        "Port=443",
+    ];
+    let group_bys: [&[&str]; 4] = [
+        &[],
+        &["DstPort"],
+        &["SrcAddr", "Proto"],
+        &["SrcK8S_Namespace"],
+    ];
+    for q in filters {
+        let filter = parse(q).expect(q);
+        for range in [all, mid] {
+            for g in group_bys {
+                let fields: Vec<_> = g
+                    .iter()
+                    .map(|n| weir_core::schema::field(n).expect("field"))
+                    .collect();
+                let ours =
+                    FlowQuery::aggregate(&store, &filter, &range, &fields, None).expect("store");
+                let theirs = ch
+                    .aggregate(&filter, &range, &fields, None)
+                    .expect("clickhouse");
+                assert_eq!(theirs, ours, "{q} {g:?} {range:?}");
+            }
+            let buckets = Some(weir_core::store::Buckets {
+                origin_ms: base + 30_000,
+                step_ms: 60_000,
+            });
+            let f = [weir_core::schema::field("Proto").expect("Proto")];
+            assert_eq!(
+                ch.aggregate(&filter, &range, &f, buckets)
+                    .expect("clickhouse"),
+                FlowQuery::aggregate(&store, &filter, &range, &f, buckets).expect("store"),
+                "{q} buckets"
+            );
+            let req = ListRequest {
+                filter: filter.clone(),
+                range,
+                sort: SortBy::parse("-Bytes").expect("sort"),
+                limit: 7,
+                offset: 2,
+            };
+            let (ours, theirs) = (
+                FlowQuery::list(&store, &req).expect("store"),
+                ch.list(&req).expect("clickhouse"),
+            );
+            assert_eq!(theirs.total, ours.total, "{q} total");
+            let bytes = |l: &weir_core::store::ListResult| {
+                l.flows.iter().map(|f| f.bytes).collect::<Vec<_>>()
+            };
+            assert_eq!(bytes(&theirs), bytes(&ours), "{q} page");
+            for (t, o) in theirs.flows.iter().zip(&ours.flows) {
+                if t.bytes != o.bytes {
+                    continue;
+                }
+                assert_eq!(
+                    (t.src_addr, t.dst_port, &t.src_k8s_namespace),
+                    (o.src_addr, o.dst_port, &o.src_k8s_namespace),
+                    "{q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_server_that_is_down_is_an_error_naming_it() {
+    let port = free_port();
+    let ch = ClickHouse::new(&format!("http://127.0.0.1:{port}"), "weir").expect("new");
+    let e = ch.migrate().unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("clickhouse http://127.0.0.1:{port}/: ")),
+        "{e}"
+    );
+    let e = weir_core::StoreError::from(ch.migrate().unwrap_err());
+    assert_eq!(e.kind(), weir_core::store::ErrorKind::Unavailable);
+}

@@ -1,0 +1,50 @@
+//! The flow-query port: what the API's flow listing, aggregation and time series ask of
+//! wherever the flows live. This node's [`Store`] answers for one agent; a cluster's
+//! ClickHouse (the `weir-clickhouse` adapter, behind `weir server`) answers for every agent
+//! writing into it, with the same filter language and the same answers' shapes.
+
+use crate::query::{Expr, TimeRange};
+use crate::schema::FieldDef;
+use crate::store::{Buckets, GroupKey, ListRequest, ListResult, Store, StoreError, Totals};
+use std::collections::HashMap;
+
+/// Flows to list and aggregate. Implementations keep the store's semantics: a flow is in a
+/// range when it started at or before its end and ended at or after its start; bytes,
+/// packets and drops are scaled back by `Sampling`; `flows` counts records; time buckets go
+/// by `TimeFlowEndMs`.
+pub trait FlowQuery: Send + Sync {
+    /// A page of matching flows and how many matched in all.
+    fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError>;
+
+    /// Totals per group of `group_by` values (and per time bucket when `buckets` is set).
+    fn aggregate(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        buckets: Option<Buckets>,
+    ) -> Result<HashMap<GroupKey, Totals>, StoreError>;
+
+    /// Where the flows are, for status (`local store`, `clickhouse http://host:8123/weir`).
+    fn describe(&self) -> String;
+}
+
+impl FlowQuery for Store {
+    fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
+        Store::list(self, req)
+    }
+
+    fn aggregate(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        buckets: Option<Buckets>,
+    ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
+        Store::aggregate(self, filter, range, group_by, buckets)
+    }
+
+    fn describe(&self) -> String {
+        "local store".into()
+    }
+}

@@ -1,0 +1,123 @@
+//! `weir server --clickhouse URL`: the cluster view. Creates or migrates weir's schema in
+//! ClickHouse (`weir-clickhouse`), then serves the agent's web UI and API with the flow
+//! listing, aggregation and time series read from ClickHouse, over every agent that writes
+//! into it (the bundled `clickhouse-export` plugin). Runs as an agent without capture, without
+//! imports and without plugins, keeping its own state in its own data directory.
+
+use crate::agent::AgentArgs;
+use anyhow::{Context, Result};
+use clap::{Args, Parser};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use weir_clickhouse::ClickHouse;
+
+/// The ClickHouse the flow API reads (shared with the agent's state).
+#[derive(Clone)]
+pub struct Cluster(pub Arc<ClickHouse>);
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&weir_core::flowquery::FlowQuery::describe(self.0.as_ref()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// ClickHouse's HTTP interface the agents write into, e.g. http://clickhouse:8123
+    /// (credentials as http://user:password@host:8123).
+    #[arg(long, env = "WEIR_CLICKHOUSE", value_name = "URL")]
+    clickhouse: String,
+    /// The database weir's tables are in (created when missing).
+    #[arg(long, default_value = "weir")]
+    database: String,
+    /// Address of the web UI and API. Beyond loopback an access token is required.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:9978")]
+    listen: SocketAddr,
+    /// The server's own state (records, alerts). Default: the agent's default with
+    /// `-server` appended (/var/lib/weir-server as root).
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// File holding the access token API clients must send (as `weir agent --token-file`).
+    #[arg(long, env = "WEIR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Create or migrate the schema, print what agents need, and exit.
+    #[arg(long)]
+    migrate_only: bool,
+    /// Output of --migrate-only as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Parser)]
+struct AsAgent {
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+pub fn run(a: ServerArgs) -> Result<()> {
+    let ch = ClickHouse::new(&a.clickhouse, &a.database)?;
+    let m = ch
+        .migrate()
+        .context("creating or migrating weir's schema in ClickHouse")?;
+    let insert = ch.insert_url();
+    let sink = format!("--sink 'clickhouse={insert}'");
+    let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse --config node=NODE_NAME";
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema": {"from": m.from, "to": m.to, "added_columns": m.added},
+                "database": a.database,
+                "insert_url": insert,
+                "agent_sink": sink,
+                "agent_plugin": plugin,
+            })
+        );
+    } else {
+        let was = if m.from == 0 {
+            "created".to_string()
+        } else if m.from == m.to && m.added.is_empty() {
+            "up to date".to_string()
+        } else {
+            format!("migrated from {}", m.from)
+        };
+        eprintln!(
+            "weir: ClickHouse schema {} (version {}{})",
+            was,
+            m.to,
+            if m.added.is_empty() {
+                String::new()
+            } else {
+                format!(", columns added: {}", m.added.join(", "))
+            }
+        );
+        eprintln!("weir: agents write into it with\n  weir agent {sink} ...\n  {plugin}");
+    }
+    if a.migrate_only {
+        return Ok(());
+    }
+    let data_dir = a.data_dir.unwrap_or_else(|| {
+        let mut d = crate::agent::default_data_dir().into_os_string();
+        d.push("-server");
+        PathBuf::from(d)
+    });
+    let mut argv: Vec<String> = vec![
+        "weir-server".into(),
+        "--no-capture".into(),
+        "--no-plugins".into(),
+        "--listen".into(),
+        a.listen.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    if let Some(t) = &a.token_file {
+        argv.push("--token-file".into());
+        argv.push(t.display().to_string());
+    }
+    let mut agent = AsAgent::try_parse_from(argv)
+        .context("the server's own settings")?
+        .agent;
+    agent.cluster = Some(Cluster(Arc::new(ch)));
+    crate::agent::run(agent)
+}
