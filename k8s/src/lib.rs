@@ -90,6 +90,23 @@ const ALL_KINDS: [KindSpec; 9] = [
     ENDPOINT_SLICES,
 ];
 
+/// What the watchers read from the API server, as RBAC names it: (API group, resource). The
+/// deployment manifests' ClusterRole grants these and nothing more (tests/e2e/deploy.rs).
+pub fn watched_resources() -> Vec<(&'static str, &'static str)> {
+    ALL_KINDS
+        .iter()
+        .map(|k| {
+            let group = match k.resource {
+                "networkpolicies" => "networking.k8s.io",
+                "endpointslices" => "discovery.k8s.io",
+                "adminnetworkpolicies" | "baselineadminnetworkpolicies" => POLICY_GROUP.0,
+                _ => "",
+            };
+            (group, k.resource)
+        })
+        .collect()
+}
+
 /// The group and version AdminNetworkPolicy and BaselineAdminNetworkPolicy are served at.
 const POLICY_GROUP: (&str, &str) = ("policy.networking.k8s.io", "v1alpha1");
 

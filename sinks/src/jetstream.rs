@@ -16,8 +16,8 @@
 //!   4xx (a message over the stream's limits, a stream not taking the subject) refuse the
 //!   payload for good.
 
-use crate::lock;
 use crate::nats::{MAX_PAYLOAD, read_line};
+use crate::{Fail, lock};
 use std::hash::{Hash, Hasher};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -53,20 +53,6 @@ pub struct JetStream {
     /// Unique to this transport: the inbox prefix and the message ids' prefix.
     nonce: String,
     state: Mutex<State>,
-}
-
-/// Why a step failed: the connection is unusable (dropped, next server tried), the
-/// destination is unavailable for now, or it refuses this payload.
-enum Fail {
-    Io(std::io::Error),
-    Unavailable(String),
-    Refused(String),
-}
-
-impl From<std::io::Error> for Fail {
-    fn from(e: std::io::Error) -> Fail {
-        Fail::Io(e)
-    }
 }
 
 /// A message received on the inbox: its subject, the status of its header line if it had
@@ -436,21 +422,9 @@ impl Transport for JetStream {
         }
         let deadline = Instant::now() + timeout.max(Duration::from_millis(1));
         let at = format!("jetstream {}/{}", self.stream, self.subject);
-        match self.try_send(payload, deadline) {
-            Ok(_) => Ok(()),
-            Err(Fail::Io(e)) => Err(SinkError::Send {
-                name: self.name.clone(),
-                message: format!("{at}: {e}"),
-            }),
-            Err(Fail::Unavailable(m)) => Err(SinkError::Send {
-                name: self.name.clone(),
-                message: format!("{at}: {m}"),
-            }),
-            Err(Fail::Refused(m)) => Err(SinkError::Rejected {
-                name: self.name.clone(),
-                message: format!("{at}: {m}"),
-            }),
-        }
+        self.try_send(payload, deadline)
+            .map(|_| ())
+            .map_err(|f| f.into_sink_error(&self.name, &at))
     }
 }
 

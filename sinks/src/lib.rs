@@ -5,12 +5,13 @@
 
 mod http;
 mod jetstream;
+mod kafka;
 mod nats;
 mod tcp;
 mod udp;
 
 use std::sync::Arc;
-use weir_core::sink::{Destination, Endpoint, Transport};
+use weir_core::sink::{Destination, Endpoint, SinkError, Transport};
 
 /// The transport for `d`. Nothing is connected until the first send.
 pub fn open(d: &Destination) -> Arc<dyn Transport> {
@@ -29,6 +30,7 @@ pub fn open(d: &Destination) -> Arc<dyn Transport> {
             stream,
             subject,
         } => Arc::new(jetstream::JetStream::new(name, servers, stream, subject)),
+        Endpoint::Kafka { servers, topic } => Arc::new(kafka::Kafka::new(name, servers, topic)),
     }
 }
 
@@ -41,6 +43,42 @@ pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<std::net::Socket
             format!("{host} resolves to no address"),
         )
     })
+}
+
+/// Why a step of a send failed, for transports that tell outages from refusals: the
+/// connection is unusable (dropped, the next server tried), the destination is unavailable for
+/// now, or it refuses this payload for good.
+pub(crate) enum Fail {
+    Io(std::io::Error),
+    Unavailable(String),
+    Refused(String),
+}
+
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Fail {
+        Fail::Io(e)
+    }
+}
+
+impl Fail {
+    /// The sink's error, naming the sink and `at` (what was sent to).
+    pub(crate) fn into_sink_error(self, name: &str, at: &str) -> SinkError {
+        let name = name.to_string();
+        match self {
+            Fail::Io(e) => SinkError::Send {
+                name,
+                message: format!("{at}: {e}"),
+            },
+            Fail::Unavailable(m) => SinkError::Send {
+                name,
+                message: format!("{at}: {m}"),
+            },
+            Fail::Refused(m) => SinkError::Rejected {
+                name,
+                message: format!("{at}: {m}"),
+            },
+        }
+    }
 }
 
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -11,6 +11,7 @@ mod cluster;
 mod contract;
 mod correlation;
 mod deep;
+mod deploy;
 mod distribution;
 mod export;
 mod guests;

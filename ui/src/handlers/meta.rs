@@ -269,36 +269,27 @@ fn health_samples(st: &AppState) -> Vec<Sample> {
         }
     }
     if let Some(s) = &st.sampling {
+        const FLOWS: (&str, &str) = (
+            "weir_storage_sampling_flows",
+            "Storage sampling per class (guards keep:*, plugins' rules, other): flows offered and kept; shadow=true counts what shadow rules would keep.",
+        );
+        const BYTES: (&str, &str) = (
+            "weir_storage_sampling_bytes",
+            "Storage sampling per class: bytes offered, and bytes of the kept flows scaled back (their difference is the sampling error).",
+        );
         for c in s.stats() {
-            for (what, v) in [
-                ("offered", c.counters.offered_flows),
-                ("kept", c.counters.kept_flows),
+            for ((name, help), what, v) in [
+                (FLOWS, "offered", c.counters.offered_flows),
+                (FLOWS, "kept", c.counters.kept_flows),
+                (BYTES, "offered", c.counters.offered_bytes),
+                (BYTES, "kept_scaled", c.counters.kept_scaled_bytes),
             ] {
-                out.push(counter(
-                    "weir_storage_sampling_flows",
-                    "Storage sampling per class (guards keep:*, plugins' rules, other): flows offered and kept; shadow=true counts what shadow rules would keep.",
-                    vec![
-                        ("class", c.class.clone()),
-                        ("shadow", c.shadow.to_string()),
-                        ("what", what.to_string()),
-                    ],
-                    v,
-                ));
-            }
-            for (what, v) in [
-                ("offered", c.counters.offered_bytes),
-                ("kept_scaled", c.counters.kept_scaled_bytes),
-            ] {
-                out.push(counter(
-                    "weir_storage_sampling_bytes",
-                    "Storage sampling per class: bytes offered, and bytes of the kept flows scaled back (their difference is the sampling error).",
-                    vec![
-                        ("class", c.class.clone()),
-                        ("shadow", c.shadow.to_string()),
-                        ("what", what.to_string()),
-                    ],
-                    v,
-                ));
+                let labels = vec![
+                    ("class", c.class.clone()),
+                    ("shadow", c.shadow.to_string()),
+                    ("what", what.to_string()),
+                ];
+                out.push(counter(name, help, labels, v));
             }
         }
     }

@@ -1,0 +1,306 @@
+//! Export benchmark: flows per second each bundled exporter sends, against ingest alone
+//! (store append + flush of the same flows) in the same run. Two parts:
+//!
+//! 1. Encoding in the sandbox, the host's sink discarding the bytes: what each exporter
+//!    costs the agent per flow, whatever the destination.
+//! 2. To a real destination on loopback: `ipfix-export` over UDP to a socket that reads every
+//!    datagram, `ndjson-export` into a NATS JetStream stream (Debian's nats-server, each
+//!    message acknowledged by the stream), `clickhouse-export` into ClickHouse (Debian's
+//!    clickhouse-server 18.16, weir's schema, through the HTTP sink).
+//!
+//! Prints markdown tables; see docs/PERFORMANCE.md. Needs the plugins built
+//! (`cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`), then
+//! `cargo bench -p weir-host --bench export` (`WEIR_BENCH_FLOWS` flows, default 200 000).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use weir_core::Flow;
+use weir_core::sink::{Destination, SinkError, Sinks, Transport};
+use weir_host::plugin::{LoadRequest, Plugin};
+use weir_host::{Capability, FlowBatch, Manifest, Runtime};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// A transport that counts and drops.
+#[derive(Default)]
+struct Discard {
+    bytes: AtomicU64,
+    sends: AtomicU64,
+}
+
+impl Transport for Discard {
+    fn send(&self, payload: &[u8], _: &str, _: Duration) -> Result<(), SinkError> {
+        self.bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.sends.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn load(rt: &Runtime, name: &str, config: &[(&str, &str)], sink: Arc<dyn Transport>) -> Plugin {
+    let file = name.replace('-', "_");
+    let wasm = std::fs::read(dir().join(format!("target/wasm32-wasip2/release/{file}.wasm")))
+        .expect("build the plugins first (see the header of this file)");
+    let manifest = Manifest::parse(
+        &std::fs::read_to_string(dir().join(format!("{name}/plugin.toml"))).expect("toml"),
+        "plugin.toml",
+    )
+    .expect("manifest");
+    let services = weir_host::Services::default();
+    let mut sinks = Sinks::default();
+    let d = Destination::parse("out=udp://127.0.0.1:9").expect("destination");
+    sinks.insert(d, sink);
+    let _ = services.sinks.set(sinks);
+    let mut grants = vec![
+        Capability::Sink,
+        Capability::FlowFields,
+        Capability::Config,
+        Capability::Log,
+    ];
+    grants.extend(
+        manifest
+            .capabilities
+            .iter()
+            .filter(|c| matches!(c, Capability::Kv | Capability::Clock))
+            .copied(),
+    );
+    let mut scopes = BTreeMap::new();
+    scopes.insert(Capability::Sink, vec!["*".to_string()]);
+    Plugin::load(
+        rt,
+        LoadRequest {
+            wasm: &wasm,
+            manifest: Some(manifest),
+            grants: &grants,
+            limits: None,
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flows: None,
+            services,
+            scopes,
+        },
+    )
+    .expect("load")
+}
+
+fn flows(n: usize) -> Vec<Flow> {
+    let mut x = 7u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    let t0 = 1_764_900_000_000u64;
+    (0..n)
+        .map(|i| {
+            let mut f = Flow::empty();
+            let s = next() % 20_000;
+            f.src_addr = format!("10.{}.{}.{}", s / 65536, (s / 256) % 256, s % 256)
+                .parse()
+                .expect("ip");
+            f.dst_addr = format!("10.200.{}.{}", next() % 4, next() % 250)
+                .parse()
+                .expect("ip");
+            f.proto = if next() % 5 == 0 { 17 } else { 6 };
+            f.dst_port = [443, 80, 53, 8080][(next() % 4) as usize];
+            f.src_port = 30000 + (next() % 30000) as u16;
+            f.bytes = 100 + next() % 20_000;
+            f.packets = 1 + f.bytes / 1200;
+            f.time_flow_end_ms = t0 + i as u64;
+            f.time_flow_start_ms = f.time_flow_end_ms - next() % 10_000;
+            f.interface = "eth0".into();
+            f.src_k8s_namespace = format!("ns-{}", s % 20);
+            f.src_k8s_name = format!("pod-{}", s % 500);
+            f
+        })
+        .collect()
+}
+
+/// An exporter, its config and its batch size.
+type Case = (&'static str, &'static [(&'static str, &'static str)], usize);
+
+/// Flows per second of `export` over every batch.
+fn run(p: &Plugin, batches: &[FlowBatch], n: usize) -> f64 {
+    let t = Instant::now();
+    for b in batches {
+        p.export(b).expect("export");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn batches(fl: &[Flow], size: usize) -> Vec<FlowBatch> {
+    fl.chunks(size).map(FlowBatch::new).collect()
+}
+
+fn main() {
+    let n: usize = std::env::var("WEIR_BENCH_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let fl = flows(n);
+    let rt = Runtime::new(None).expect("runtime");
+
+    // Baseline: ingest alone.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = weir_core::Store::open(weir_core::store::StoreConfig::new(tmp.path().join("s")))
+        .expect("store");
+    let t = Instant::now();
+    for c in fl.chunks(5000) {
+        store.append(c).expect("append");
+    }
+    store.flush().expect("flush");
+    let ingest = n as f64 / t.elapsed().as_secs_f64();
+    drop(store);
+
+    println!("### Encoding in the sandbox (sink discards), {n} flows\n");
+    println!("| exporter | batch | flows/s | bytes/flow | ratio to ingest |");
+    println!("|---|---|---|---|---|");
+    println!("| ingest alone (store append + flush, baseline) | 5000 | {ingest:.0} | | 1.00 |");
+    let encoders: [Case; 5] = [
+        (
+            "ndjson-export",
+            &[("sink", "out"), ("max_bytes", "1000000")],
+            1000,
+        ),
+        ("ipfix-export", &[("sink", "out")], 2000),
+        ("otlp-export", &[("logs", "out")], 1000),
+        ("otlp-export", &[("metrics", "out")], 1000),
+        (
+            "clickhouse-export",
+            &[("sink", "out"), ("node", "node-a")],
+            5000,
+        ),
+    ];
+    for (name, config, size) in encoders {
+        let sink = Arc::new(Discard::default());
+        let p = load(&rt, name, config, sink.clone());
+        let b = batches(&fl, size);
+        // Warm: instantiation and the first call's compilation are not the steady cost.
+        p.export(&b[0]).expect("warm");
+        let before = sink.bytes.load(Ordering::Relaxed);
+        let rate = run(&p, &b, n);
+        let per = (sink.bytes.load(Ordering::Relaxed) - before) as f64 / n as f64;
+        let what = if name == "otlp-export" {
+            format!("{name} ({})", config[0].0)
+        } else {
+            name.to_string()
+        };
+        println!(
+            "| {what} | {size} | {rate:.0} | {per:.0} | {:.2} |",
+            rate / ingest
+        );
+    }
+
+    println!("\n### To a real destination on loopback, {n} flows\n");
+    println!("| exporter -> destination | flows/s | ratio to ingest |");
+    println!("|---|---|---|");
+    // IPFIX over UDP to a socket reading every datagram.
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let port = rx.local_addr().expect("addr").port();
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        let mut idle = 0;
+        while idle < 10 {
+            match rx.recv(&mut buf) {
+                Ok(_) => {
+                    idle = 0;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => idle += 1,
+            }
+        }
+    });
+    let udp =
+        weir_sinks::open(&Destination::parse(&format!("out=udp://127.0.0.1:{port}")).expect("d"));
+    let p = load(&rt, "ipfix-export", &[("sink", "out")], udp);
+    let rate = run(&p, &batches(&fl, 2000), n);
+    println!(
+        "| ipfix-export -> UDP socket | {rate:.0} | {:.2} |",
+        rate / ingest
+    );
+    let _ = reader.join();
+    eprintln!("(udp: {} datagrams read)", got.load(Ordering::Relaxed));
+
+    // ndjson-export into JetStream.
+    let nats_dir = tempfile::tempdir().expect("tmp");
+    let nport = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    match std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &nport.to_string(), "-sd"])
+        .arg(nats_dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut nats) => {
+            let t = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", nport)).is_err()
+                && t.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let js = weir_sinks::open(
+                &Destination::parse(&format!(
+                    "out=jetstream://127.0.0.1:{nport}/BENCH/bench.flows"
+                ))
+                .expect("d"),
+            );
+            let p = load(
+                &rt,
+                "ndjson-export",
+                &[("sink", "out"), ("max_bytes", "1000000")],
+                js,
+            );
+            let rate = run(&p, &batches(&fl, 1000), n);
+            println!(
+                "| ndjson-export -> JetStream (file storage, acknowledged) | {rate:.0} | {:.2} |",
+                rate / ingest
+            );
+            let _ = nats.kill();
+            let _ = nats.wait();
+        }
+        Err(e) => eprintln!("nats-server not run: {e}"),
+    }
+
+    // clickhouse-export into ClickHouse.
+    let ch_dir = tempfile::tempdir().expect("tmp");
+    match weir_clickhouse::local::LocalServer::start(ch_dir.path()) {
+        Ok(server) => {
+            let ch = weir_clickhouse::ClickHouse::new(&server.url(), "weir").expect("ch");
+            ch.migrate().expect("migrate");
+            let http = weir_sinks::open(
+                &Destination::parse(&format!("out={}", ch.insert_url())).expect("d"),
+            );
+            let p = load(
+                &rt,
+                "clickhouse-export",
+                &[("sink", "out"), ("node", "node-a")],
+                http,
+            );
+            let rate = run(&p, &batches(&fl, 5000), n);
+            let rows = ch
+                .query("SELECT count() FROM weir.flows")
+                .unwrap_or_default();
+            println!(
+                "| clickhouse-export -> ClickHouse 18.16 (HTTP, JSONEachRow) | {rate:.0} | {:.2} |",
+                rate / ingest
+            );
+            eprintln!("(clickhouse: {} rows)", rows.trim());
+        }
+        Err(e) => eprintln!("clickhouse-server not run: {e}"),
+    }
+}
