@@ -578,6 +578,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         reg.set_records(records.clone());
         reg.set_sampler(sampler.clone());
+        if let Some(c) = &a.cluster {
+            reg.set_flow_query(c.0.clone());
+        }
         reg.set_prober(Arc::new(weir_ebpf::probe::NetnsProber));
         let mut sinks = weir_core::sink::Sinks::default();
         for d in &a.sinks {

@@ -1,8 +1,9 @@
 //! `weir server --clickhouse URL`: the cluster view. Creates or migrates weir's schema in
 //! ClickHouse (`weir-clickhouse`), then serves the agent's web UI and API with the flow
 //! listing, aggregation and time series read from ClickHouse, over every agent that writes
-//! into it (the bundled `clickhouse-export` plugin). Runs as an agent without capture, without
-//! imports and without plugins, keeping its own state in its own data directory.
+//! into it (the bundled `clickhouse-export` plugin). Runs as an agent without capture and
+//! without imports, keeping its own state in its own data directory; its plugins' `flows`
+//! capability reads ClickHouse too, so visualizations and alert rules see the whole cluster.
 
 use crate::agent::AgentArgs;
 use anyhow::{Context, Result};
@@ -105,7 +106,6 @@ pub fn run(a: ServerArgs) -> Result<()> {
     let mut argv: Vec<String> = vec![
         "weir-server".into(),
         "--no-capture".into(),
-        "--no-plugins".into(),
         "--listen".into(),
         a.listen.to_string(),
         "--data-dir".into(),

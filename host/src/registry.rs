@@ -241,6 +241,12 @@ impl Registry {
 
     /// Gives plugins with the `storage-sampling` capability the agent's storage sampler
     /// (set once); each sync withdraws the plugins that no longer control it.
+    /// Makes the `flows` capability read `q` instead of the store (set once): `weir server`'s
+    /// ClickHouse, so visualizations and rules see the whole cluster.
+    pub fn set_flow_query(&self, q: Arc<dyn weir_core::flowquery::FlowQuery>) {
+        let _ = self.services.flow_query.set(q);
+    }
+
     pub fn set_sampler(&self, sampler: Arc<weir_core::sampling::StorageSampler>) {
         let _ = self.services.sampler.set(sampler);
     }

@@ -65,6 +65,9 @@ pub struct Services {
     pub prober: Arc<std::sync::OnceLock<Arc<dyn weir_core::probe::Prober>>>,
     /// Cluster objects (`k8s-objects`).
     pub objects: Arc<std::sync::OnceLock<Arc<dyn weir_core::objects::ObjectSource>>>,
+    /// Where `flows` (query, aggregate, time series) reads when not the agent's own store:
+    /// the cluster's ClickHouse under `weir server`.
+    pub flow_query: Arc<std::sync::OnceLock<Arc<dyn weir_core::flowquery::FlowQuery>>>,
 }
 
 /// Per-plugin state that outlives a call: configuration, key-value data, emitted metrics.
@@ -352,6 +355,14 @@ impl HostState {
             .as_ref()
             .ok_or_else(|| "no flow store in this host".to_string())
     }
+
+    /// What `flows` reads: the cluster's query engine when the host has one, else the store.
+    fn flow_query(&self) -> Result<Arc<dyn weir_core::flowquery::FlowQuery>, String> {
+        match self.ctx.services.flow_query.get() {
+            Some(q) => Ok(q.clone()),
+            None => Ok(self.store()?.clone()),
+        }
+    }
 }
 
 impl flows::Host for HostState {
@@ -368,7 +379,7 @@ impl flows::Host for HostState {
             limit: query::check_limit("limit", limit as usize, query::MAX_LIMIT)?,
             offset: 0,
         };
-        let store = self.store()?.clone();
+        let store = self.flow_query()?;
         let res = within(self, "flows.query", move || {
             store.list(&req).map_err(|e| e.to_string())
         })?;
@@ -387,7 +398,7 @@ impl flows::Host for HostState {
         let expr = query::parse(&filter).map_err(|e| e.to_string())?;
         let top = query::check_limit("top", top as usize, query::MAX_GROUPS)?;
         let m = metric_of(metric);
-        let store = self.store()?.clone();
+        let store = self.flow_query()?;
         let r = range_of(&range)?;
         let groups = within(self, "flows.aggregate", move || {
             store
@@ -443,7 +454,7 @@ impl flows::Host for HostState {
                 "{top} series x {buckets} buckets is {points} points, the most one call returns is {MAX_SERIES_POINTS}: fewer series or a longer step"
             ));
         }
-        let store = self.store()?.clone();
+        let store = self.flow_query()?;
         let (fields_q, origin_ms) = (fields.clone(), r.from_ms);
         let groups = within(self, "flows.timeseries", move || {
             store

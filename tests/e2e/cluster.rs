@@ -68,6 +68,8 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
             ],
         );
         assert_eq!(code, 0, "{o}{e}");
+        let (code, o, e) = crate::plugins::weir(&root.join("data"), &["install", "bundled:sankey"]);
+        assert_eq!(code, 0, "{o}{e}");
         let sink = format!("clickhouse={insert}");
         let a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
         wait_feed(&a, "clickhouse-export");
@@ -80,7 +82,10 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
         agents.push(a);
     }
 
-    // The server over both.
+    // The server over both, with the Sankey installed: its plugins read ClickHouse too.
+    let (code, o, e) =
+        crate::plugins::weir(&dir.path().join("server"), &["install", "bundled:sankey"]);
+    assert_eq!(code, 0, "{o}{e}");
     let port = free_port();
     let log = dir.path().join("server.log");
     let child = std::process::Command::new(WEIR)
@@ -172,6 +177,33 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
             .collect();
         assert_eq!(ours, summed, "{filter}: time series");
     }
+    // The Sankey, run on the server, is the sum of the agents' Sankeys, link by link.
+    let body = json!({"from_ms": base - 60_000, "to_ms": base + 200_000,
+                      "params": {"group_by": "Proto,DstPort", "metric": "bytes"}});
+    let links = |a: &Agent| -> std::collections::BTreeMap<(String, String), u64> {
+        let (s, v) = a.post("/api/v1/plugins/sankey/run", &body.to_string());
+        assert_eq!(s, 200, "{v}");
+        v["result"]["view"]["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| {
+                (
+                    (l["source"].to_string(), l["target"].to_string()),
+                    l["value"].as_f64().unwrap_or(0.0) as u64,
+                )
+            })
+            .collect()
+    };
+    let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for a in &agents {
+        for (k, v) in links(a) {
+            *want.entry(k).or_default() += v;
+        }
+    }
+    let got = links(&server);
+    assert!(!got.is_empty());
+    assert_eq!(got, want, "the cluster's Sankey");
     // A page of flows reads back as flows (IPv4 as IPv4, IPv6 as IPv6).
     let page = server.ok(
         "/api/v1/flows",
