@@ -166,7 +166,8 @@ pub struct AgentArgs {
     /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://..., nats://HOST:PORT/SUBJECT, or
     /// jetstream://HOST:PORT[,HOST:PORT...]/STREAM/SUBJECT (a JetStream stream, created with
     /// one replica per listed server if missing; each message acknowledged by the stream), or
-    /// kafka://HOST:PORT[,HOST:PORT...]/TOPIC (one record per payload, acks=all).
+    /// kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/TOPIC[?sasl=scram-sha-512|scram-sha-256|plain]
+    /// (one record per payload, acks=all).
     /// Repeatable; e.g. `--sink bus=nats://127.0.0.1:4222/weir.flows`.
     #[arg(long = "sink", value_name = "NAME=URL", value_parser = parse_sink)]
     sinks: Vec<weir_core::sink::Destination>,

@@ -35,7 +35,42 @@ pub enum Endpoint {
     Kafka {
         servers: Vec<(String, u16)>,
         topic: String,
+        /// SASL credentials (`kafka://USER:PASSWORD@...?sasl=MECHANISM`).
+        sasl: Option<Sasl>,
     },
+}
+
+/// A SASL mechanism and the credentials for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sasl({} as {})", self.mechanism, self.user)
+    }
+}
+
+/// Percent-decoding of URL user info (`%40` for `@`, `%3A` for `:`).
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A NATS subject a sink publishes to: non-empty dot-separated tokens, no spaces or wildcards.
@@ -234,6 +269,11 @@ impl Destination {
                 }
             }
             "kafka" => {
+                let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let (auth, rest) = match rest.split_once('@') {
+                    Some((a, r)) => (Some(a), r),
+                    None => (None, rest),
+                };
                 let (hosts, topic) = rest
                     .split_once('/')
                     .ok_or_else(|| bad("kafka://HOST:PORT[,HOST:PORT...]/TOPIC: no topic"))?;
@@ -242,9 +282,47 @@ impl Destination {
                         "the Kafka topic must be 1-249 characters of a-z, A-Z, 0-9, '.', '_', '-'",
                     ));
                 }
+                let mut mechanism = None;
+                for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                    match kv.split_once('=') {
+                        Some(("sasl", m)) => {
+                            let m = m.to_ascii_uppercase();
+                            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&m.as_str()) {
+                                return Err(bad(
+                                    "sasl= takes plain, scram-sha-256 or scram-sha-512",
+                                ));
+                            }
+                            mechanism = Some(m);
+                        }
+                        _ => return Err(bad(&format!("unknown option {kv:?} (sasl=MECHANISM)"))),
+                    }
+                }
+                let sasl = match (auth, mechanism) {
+                    (None, None) => None,
+                    (Some(a), m) => {
+                        let (u, p) = a
+                            .split_once(':')
+                            .ok_or_else(|| bad("credentials are USER:PASSWORD@"))?;
+                        let (Some(user), Some(password)) = (unescape(u), unescape(p)) else {
+                            return Err(bad("credentials: a bad %-escape"));
+                        };
+                        if user.is_empty() {
+                            return Err(bad("credentials: no user"));
+                        }
+                        Some(Sasl {
+                            mechanism: m.unwrap_or_else(|| "SCRAM-SHA-512".into()),
+                            user,
+                            password,
+                        })
+                    }
+                    (None, Some(_)) => {
+                        return Err(bad("sasl= needs USER:PASSWORD@ before the hosts"));
+                    }
+                };
                 Endpoint::Kafka {
                     servers: servers(given, hosts)?,
                     topic: topic.to_string(),
+                    sasl,
                 }
             }
             other => {
@@ -317,9 +395,26 @@ mod tests {
                 .endpoint,
             Endpoint::Kafka {
                 servers: vec![("b1".into(), 9092), ("b2".into(), 9092)],
-                topic: "netobserv-flows".into()
+                topic: "netobserv-flows".into(),
+                sasl: None,
             }
         );
+        let d = Destination::parse("k=kafka://weir:p%40ss@b1:9092/t?sasl=scram-sha-256").unwrap();
+        assert!(
+            !d.url.contains("p%40ss") && !d.url.contains("weir:"),
+            "{}",
+            d.url
+        );
+        match d.endpoint {
+            Endpoint::Kafka { sasl: Some(s), .. } => {
+                assert_eq!(
+                    (s.mechanism.as_str(), s.user.as_str(), s.password.as_str()),
+                    ("SCRAM-SHA-256", "weir", "p@ss")
+                );
+                assert!(!format!("{s:?}").contains("p@ss"));
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             Destination::parse("c=udp://[::1]:9995").unwrap().endpoint,
             Endpoint::Udp { ref host, port: 9995 } if host == "::1"
@@ -345,6 +440,10 @@ mod tests {
             ("x=mqtt://h:1883/t", "mqtt:// is not a sink"),
             ("x=kafka://h:9092", "no topic"),
             ("x=kafka://h:9092/a b", "the Kafka topic"),
+            ("x=kafka://h:9092/t?sasl=gssapi", "sasl= takes"),
+            ("x=kafka://h:9092/t?sasl=plain", "needs USER:PASSWORD@"),
+            ("x=kafka://u@h:9092/t", "USER:PASSWORD@"),
+            ("x=kafka://h:9092/t?acks=1", "unknown option"),
             ("x=nats://h:4222", "no subject"),
             ("x=nats://h:4222/a.*", "wildcards"),
             ("x=nats://h:4222/a..b", "wildcards"),

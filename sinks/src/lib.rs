@@ -7,6 +7,7 @@ mod http;
 mod jetstream;
 mod kafka;
 mod nats;
+mod scram;
 mod tcp;
 mod udp;
 
@@ -30,7 +31,11 @@ pub fn open(d: &Destination) -> Arc<dyn Transport> {
             stream,
             subject,
         } => Arc::new(jetstream::JetStream::new(name, servers, stream, subject)),
-        Endpoint::Kafka { servers, topic } => Arc::new(kafka::Kafka::new(name, servers, topic)),
+        Endpoint::Kafka {
+            servers,
+            topic,
+            sasl,
+        } => Arc::new(kafka::Kafka::new(name, servers, topic, sasl.clone())),
     }
 }
 

@@ -774,13 +774,18 @@ fn otlp_export_is_decoded_by_opentelemetry_proto_as_logs_and_metrics_with_weirs_
 
 const KAFKA_PY: &str = "/opt/weir-kafka/bin/python";
 
-fn kafka_client(args: &[&str]) -> Value {
-    let out = std::process::Command::new(KAFKA_PY)
-        .arg(format!(
-            "{}/tests/e2e/py/kafka_client.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args(args)
+/// Runs kafka_client.py (`sasl`: MECHANISM:USER:PASSWORD for an authenticating broker).
+fn kafka_client(args: &[&str], sasl: Option<&str>) -> Value {
+    let mut cmd = std::process::Command::new(KAFKA_PY);
+    cmd.arg(format!(
+        "{}/tests/e2e/py/kafka_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .args(args);
+    if let Some(s) = sasl {
+        cmd.env("KAFKA_SASL", s);
+    }
+    let out = cmd
         .output()
         .expect("kafka_client.py (scripts/deps.sh test installs /opt/weir-kafka)");
     assert!(
@@ -791,39 +796,41 @@ fn kafka_client(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// Tansu (a Kafka-protocol broker in Rust: no Apache Kafka 2.x+ can be installed on these
-/// machines) with a real librdkafka consumer: NetObserv's JSON records produced by weir are
-/// read back unchanged, spread over the topic's partitions.
-#[test]
-fn kafka_sink_produces_netobserv_records_a_librdkafka_consumer_reads() {
-    let port = free_port();
-    let tansu = std::process::Command::new("/opt/weir-kafka/bin/tansu")
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--storage-engine",
-            "memory://tansu/",
-        ])
+/// Tansu on loopback, up when this returns.
+fn tansu(port: u16) -> KillOnDrop {
+    let mut cmd = std::process::Command::new("/opt/weir-kafka/bin/tansu");
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--advertised-listener-url",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--storage-engine",
+        "memory://tansu/",
+    ]);
+    let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("tansu (scripts/deps.sh test installs /opt/weir-kafka/bin/tansu)");
-    let _tansu = KillOnDrop(tansu);
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < Duration::from_secs(10), "tansu not up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let bootstrap = format!("127.0.0.1:{port}");
-    kafka_client(&["topic", &bootstrap, "netobserv-flows", "3"]);
-    let sink = format!("k=kafka://{bootstrap}/netobserv-flows");
-    let (_dir, a) = ndjson_agent(&sink, &["sink=k", "max_bytes=2048"]);
+    KillOnDrop(child)
+}
+
+/// weir's flows through `sink` (a kafka:// URL for `bootstrap`) read back by librdkafka.
+fn kafka_round_trip(bootstrap: &str, sink: &str, sasl: Option<&str>) {
+    kafka_client(&["topic", bootstrap, "netobserv-flows", "3"], sasl);
+    let (_dir, a) = ndjson_agent(sink, &["sink=k", "max_bytes=2048"]);
     post_ports(&a, 1..=200);
     wait_exported(&a, "ndjson-export", 200);
-    let got = kafka_client(&["consume", &bootstrap, "netobserv-flows", "200", "90"]);
+    let got = kafka_client(
+        &["consume", bootstrap, "netobserv-flows", "200", "90"],
+        sasl,
+    );
     let rows = got["rows"].as_array().expect("rows");
     let ports: BTreeSet<u64> = rows.iter().filter_map(|r| r["DstPort"].as_u64()).collect();
     assert_eq!(ports, (1..=200).collect(), "every flow: {}", got["records"]);
@@ -851,5 +858,20 @@ fn kafka_sink_produces_netobserv_records_a_librdkafka_consumer_reads() {
         got["partitions"],
         json!([0, 1, 2]),
         "spread over the partitions"
+    );
+}
+
+/// Tansu (a Kafka-protocol broker in Rust: no Apache Kafka 2.x+ can be installed on these
+/// machines) with a real librdkafka consumer: NetObserv's JSON records produced by weir are
+/// read back unchanged, spread over the topic's partitions.
+#[test]
+fn kafka_sink_produces_netobserv_records_a_librdkafka_consumer_reads() {
+    let port = free_port();
+    let _broker = tansu(port);
+    let bootstrap = format!("127.0.0.1:{port}");
+    kafka_round_trip(
+        &bootstrap,
+        &format!("k=kafka://{bootstrap}/netobserv-flows"),
+        None,
     );
 }
