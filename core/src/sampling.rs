@@ -688,7 +688,13 @@ mod tests {
         let total: u64 = flows.iter().map(|f| f.bytes).sum();
         let est: u64 = kept.iter().map(|f| f.bytes * f.scale()).sum();
         let err = (est as f64 - total as f64).abs() / total as f64;
-        assert!(err < 0.02, "estimate {est} vs {total}");
+        // 1 in 20 of 200 000 like-sized flows: the kept count's relative standard error is
+        // sqrt(19 / 200 000) ~ 1 %; the dice are seeded by the clock, so bound at 4 of them.
+        let se = (19.0f64 / 200_000.0).sqrt();
+        assert!(
+            err < 4.0 * se,
+            "estimate {est} vs {total}: {err:.4} over 4 standard errors"
+        );
         assert!(kept.len() < 200_000 / 10, "kept {}", kept.len());
         for special in [&dropped, &rst, &syn, &dns, &op, &newbie] {
             assert!(
