@@ -8,7 +8,7 @@
 
 use weir_plugin_sdk::exporter::{
     Batch, FlowBatch, Guest, LinePayloads, PluginError, config, destination, export, flow_fields,
-    push_json_value,
+    push_json_line,
 };
 use weir_plugin_sdk::push_json_str;
 
@@ -25,8 +25,8 @@ impl Guest for ClickHouseExport {
                     .into(),
             )
             })?;
-        let mut node_json = String::new();
-        push_json_str(&mut node_json, node.trim());
+        let mut head = String::from("\"Node\":");
+        push_json_str(&mut head, node.trim());
         // Every field the host knows; the table takes the ones it has
         // (`input_format_skip_unknown_fields`), so a newer agent writes into an older schema.
         let names: Vec<String> = flow_fields::fields().into_iter().map(|f| f.name).collect();
@@ -43,15 +43,7 @@ impl Guest for ClickHouseExport {
         let mut row = String::new();
         for i in 0..batch.len() {
             row.clear();
-            row.push_str("{\"Node\":");
-            row.push_str(&node_json);
-            for (name, col) in names.iter().zip(&cols) {
-                row.push(',');
-                push_json_str(&mut row, name);
-                row.push(':');
-                push_json_value(&mut row, col, i, true);
-            }
-            row.push_str("}\n");
+            push_json_line(&mut row, &head, &names, &cols, i, true);
             out.push(&row)?;
         }
         out.flush()

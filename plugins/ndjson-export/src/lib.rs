@@ -5,10 +5,8 @@
 //! schema works, read by name.
 
 use weir_plugin_sdk::exporter::{
-    Batch, FlowBatch, Guest, LinePayloads, PluginError, config, destination, export,
-    push_json_value,
+    Batch, FlowBatch, Guest, LinePayloads, PluginError, config, destination, export, push_json_line,
 };
-use weir_plugin_sdk::push_json_str;
 
 struct NdjsonExport;
 
@@ -37,16 +35,7 @@ impl Guest for NdjsonExport {
         let mut line = String::new();
         for i in 0..batch.len() {
             line.clear();
-            line.push('{');
-            for (k, (name, col)) in names.iter().zip(&cols).enumerate() {
-                if k > 0 {
-                    line.push(',');
-                }
-                push_json_str(&mut line, name);
-                line.push(':');
-                push_json_value(&mut line, col, i, false);
-            }
-            line.push_str("}\n");
+            push_json_line(&mut line, "", &names, &cols, i, false);
             out.push(&line)?;
         }
         out.flush()

@@ -728,6 +728,30 @@ pub mod exporter {
         }
     }
 
+    /// Appends flow `i` as one JSON object and a newline: `head` (members already written,
+    /// e.g. `"Node":"a"`, or empty) then each `names[k]` with its value from `cols[k]` (see
+    /// [`push_json_value`]).
+    pub fn push_json_line(
+        out: &mut String,
+        head: &str,
+        names: &[String],
+        cols: &[Column],
+        i: usize,
+        mapped_v4: bool,
+    ) {
+        out.push('{');
+        out.push_str(head);
+        for (k, (name, col)) in names.iter().zip(cols).enumerate() {
+            if k > 0 || !head.is_empty() {
+                out.push(',');
+            }
+            crate::push_json_str(out, name);
+            out.push(':');
+            push_json_value(out, col, i, mapped_v4);
+        }
+        out.push_str("}\n");
+    }
+
     /// Lines gathered into payloads of at most `max` bytes (cut at line ends; a longer line
     /// goes alone), each sent to `dest` as soon as the next line would not fit.
     pub struct LinePayloads {
