@@ -5,21 +5,13 @@ librdkafka), in /opt/weir-kafka.
       lines arrived (or SECONDS passed); prints {"records", "partitions", "rows"} as JSON,
       rows being every line parsed."""
 import json
-import os
 import sys
 import time
-
-# KAFKA_SASL=MECHANISM:USER:PASSWORD authenticates (SASL over plain TCP; for brokers that do).
-AUTH = {}
-if os.environ.get("KAFKA_SASL"):
-    mech, user, password = os.environ["KAFKA_SASL"].split(":", 2)
-    AUTH = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mech,
-            "sasl.username": user, "sasl.password": password}
 
 
 def topic(bootstrap, name, partitions):
     from confluent_kafka.admin import AdminClient, NewTopic
-    a = AdminClient({"bootstrap.servers": bootstrap, **AUTH})
+    a = AdminClient({"bootstrap.servers": bootstrap})
     for _, f in a.create_topics([NewTopic(name, num_partitions=partitions,
                                           replication_factor=1)]).items():
         f.result(timeout=30)
@@ -28,7 +20,7 @@ def topic(bootstrap, name, partitions):
 
 def consume(bootstrap, name, lines, seconds):
     from confluent_kafka import Consumer
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "weir-e2e", **AUTH,
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "weir-e2e",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([name])
     records, partitions, rows = 0, set(), []
