@@ -19,7 +19,6 @@
 mod sketches;
 
 use datasketches::common::{NumStdDev, SearchCriteria};
-use datasketches::frequencies::ErrorType;
 use sketches::*;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -405,7 +404,7 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
                 }
             }
             for (d, dim) in DIMENSIONS.iter().enumerate() {
-                let top = s.top[d][0].frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0);
+                let top = ranked(&s.top[d][0]);
                 if let Some(r) = top.first() {
                     rows.push(vec![format!("top {dim} by bytes"), r.item().clone()]);
                 }
@@ -416,9 +415,7 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
             let d = one_of(&words, 1, "dimension", &DIMENSIONS)?;
             let m = one_of(&words, 2, "metric", &METRICS)?;
             let n = count_of(&words, 3, 10)?;
-            let sk = &s.top[d][m];
-            let rows = sk
-                .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
+            let rows = ranked(&s.top[d][m])
                 .into_iter()
                 .take(n)
                 .enumerate()

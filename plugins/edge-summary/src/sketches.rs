@@ -17,7 +17,7 @@
 //! `quantile/METRIC/GROUP` (KLL; GROUP is `if=NAME` or `wl=NAMESPACE/OWNER`).
 
 use datasketches::cpc::{CpcSketch, CpcUnion};
-use datasketches::frequencies::FrequentItemsSketch;
+use datasketches::frequencies::{ErrorType, FrequentItemsSketch, Row};
 use datasketches::hash::value::raw_bytes;
 use datasketches::kll::{KllFloat, KllSketch};
 use std::collections::BTreeMap;
@@ -280,6 +280,19 @@ pub fn union_into(mine: &mut CpcSketch, other: &CpcSketch, lg_k: u8) {
     if u.update(mine).is_ok() && u.update(other).is_ok() {
         *mine = u.to_sketch();
     }
+}
+
+/// A frequent-items sketch's rows that have no false negatives, largest estimate first and
+/// equal estimates in item order (the sketch's own order among ties follows its hash table,
+/// so a 10th row could otherwise differ between two readers of one snapshot).
+pub fn ranked(sk: &FrequentItemsSketch<String>) -> Vec<Row<String>> {
+    let mut items = sk.frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0);
+    items.sort_by(|a, b| {
+        b.estimate()
+            .cmp(&a.estimate())
+            .then_with(|| a.item().cmp(b.item()))
+    });
+    items
 }
 
 /// Adds one batch's distinct items per key to a spread map: keys already kept take theirs;
