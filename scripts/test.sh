@@ -21,3 +21,6 @@ cargo test --release --locked --workspace --lib --bins --tests
 # The policy engine's evaluation and the what-changed correlation, natively (the same code
 # the sandbox runs).
 cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine -p what-changed
+# Every fuzz target for a few seconds over its seeds and past findings (a smoke run; longer
+# runs: docs/RELIABILITY.md, "Fuzzing").
+bash scripts/fuzz.sh "${WEIR_FUZZ_SECONDS:-5}"

@@ -280,10 +280,12 @@ pub fn proto_name(proto: u8) -> String {
 /// opened the TCP connection (the kernel side mirrors it as `FLAG_SYN_NO_ACK` in flow.h).
 pub const FLAG_SYN_NO_ACK: u16 = 0x1000;
 
+/// The TCP flags' names, bit 0 first.
+const FLAG_NAMES: [&str; 9] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"];
+
 /// Short text for a set of TCP flags, e.g. `SYN,ACK` (`OPEN` for [`FLAG_SYN_NO_ACK`]).
 pub fn flags_text(flags: u16) -> String {
-    const NAMES: [&str; 9] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"];
-    let mut parts: Vec<&str> = NAMES
+    let mut parts: Vec<&str> = FLAG_NAMES
         .iter()
         .enumerate()
         .filter(|(i, _)| flags & (1 << i) != 0)
@@ -310,11 +312,10 @@ pub fn opened_by_source(flags: u16) -> Option<bool> {
 
 /// The bit of a TCP flag name (case-insensitive).
 pub fn flag_bit(name: &str) -> Option<u16> {
-    const NAMES: [&str; 9] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"];
     if name.eq_ignore_ascii_case("OPEN") {
         return Some(FLAG_SYN_NO_ACK);
     }
-    NAMES
+    FLAG_NAMES
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))
         .map(|i| 1u16 << i)

@@ -9,6 +9,7 @@ pub mod enrich;
 pub mod events;
 pub mod flow;
 pub mod flowquery;
+pub mod import;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;

@@ -370,7 +370,24 @@ pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
             "its digest does not match the reference",
         ));
     }
-    let m: Value = serde_json::from_slice(&body).map_err(|e| err(r, "manifest is not JSON", e))?;
+    let digest = wasm_layer(r, &body)?;
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    let mut resp = s.send("GET", &format!("{}/blobs/{digest}", r.base()), &[], &[])?;
+    let blob = s.read(&mut resp, MAX_BLOB, "reading the component")?;
+    check_status(r, "component blob", resp.status().as_u16(), &[])?;
+    if sha256_hex(&blob) != hex {
+        return Err(err(
+            r,
+            "component blob",
+            format!("content does not match its digest {digest} (tampered or corrupted)"),
+        ));
+    }
+    Ok((blob, digest))
+}
+
+/// The digest (`sha256:...`) of the one wasm layer of an image manifest.
+pub fn wasm_layer(r: &Reference, body: &[u8]) -> Result<String, HostError> {
+    let m: Value = serde_json::from_slice(body).map_err(|e| err(r, "manifest is not JSON", e))?;
     let layers: Vec<&Value> = m["layers"]
         .as_array()
         .map(|l| l.iter().filter(|l| l["mediaType"] == WASM_LAYER).collect())
@@ -393,24 +410,17 @@ pub fn pull(r: &Reference) -> Result<(Vec<u8>, String), HostError> {
         }
     };
     let digest = layer["digest"].as_str().unwrap_or("").to_string();
-    let Some(hex) = digest.strip_prefix("sha256:") else {
+    if !digest.starts_with("sha256:")
+        || digest.len() != 71
+        || !digest[7..].bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(err(
             r,
             "manifest",
             format!("unsupported layer digest '{digest}'"),
         ));
-    };
-    let mut resp = s.send("GET", &format!("{}/blobs/{digest}", r.base()), &[], &[])?;
-    let blob = s.read(&mut resp, MAX_BLOB, "reading the component")?;
-    check_status(r, "component blob", resp.status().as_u16(), &[])?;
-    if sha256_hex(&blob) != hex {
-        return Err(err(
-            r,
-            "component blob",
-            format!("content does not match its digest {digest} (tampered or corrupted)"),
-        ));
     }
-    Ok((blob, digest))
+    Ok(digest)
 }
 
 fn upload(s: &mut Session<'_>, data: &[u8]) -> Result<String, HostError> {

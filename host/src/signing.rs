@@ -94,6 +94,7 @@ pub fn verify(wasm: &[u8], trusted: &[TrustedKey]) -> Result<Option<String>, Hos
             .collect::<Vec<_>>()
             .join(", ")
     };
+    check_lengths(wasm)?;
     let mut set = PublicKeySet::empty();
     for k in trusted {
         // Two files holding the same key are one trusted key.
@@ -142,6 +143,97 @@ pub fn verify(wasm: &[u8], trusted: &[TrustedKey]) -> Result<Option<String>, Hos
         Err(e) => Err(HostError::Signature(format!(
             "cannot check the signature: {e}"
         ))),
+    }
+}
+
+/// Refuses a file whose section lengths, or the lengths inside its `signature` section, run
+/// past their end. wasmsign2 allocates every length it reads before reading the bytes, so a
+/// 200-byte upload claiming a 2.7 GB signature aborted the agent (found by fuzzing).
+fn check_lengths(wasm: &[u8]) -> Result<(), HostError> {
+    let bad = |what: &str, at: usize| {
+        HostError::Malformed(format!(
+            "{what} at byte {at}: a length runs past its end (corrupted or not a component)"
+        ))
+    };
+    let mut r = Bytes { b: wasm, pos: 8 };
+    if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
+        return Ok(()); // Not WebAssembly: wasmsign2 says so without allocating.
+    }
+    while r.pos < wasm.len() {
+        let at = r.pos;
+        let id = r.byte().ok_or_else(|| bad("a section", at))?;
+        let mut section = r.slice().ok_or_else(|| bad("a section", at))?;
+        if id == 0 {
+            let name = section.slice().ok_or_else(|| bad("a custom section", at))?;
+            if name.b == b"signature" && signature_fits(section).is_none() {
+                return Err(bad("the signature section", at));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The signature section's layout (wasmsign2's `SignatureData`): version, content type and
+/// hash function bytes, then signed hash sets, each its hashes (32 bytes each) and signatures
+/// (key id, algorithm byte, signature bytes), every part length-prefixed.
+fn signature_fits(mut r: Bytes<'_>) -> Option<()> {
+    for _ in 0..3 {
+        r.byte()?;
+    }
+    for _ in 0..r.leb()? {
+        let mut set = r.slice()?;
+        let hashes = set.leb()?;
+        set.take(usize::try_from(hashes).ok()?.checked_mul(32)?)?;
+        for _ in 0..set.leb()? {
+            let mut sig = set.slice()?;
+            sig.slice()?;
+            sig.byte()?;
+            sig.slice()?;
+        }
+    }
+    Some(())
+}
+
+/// A cursor over bytes whose every read fails past the end (each read takes at least one
+/// byte, so a count read from the input cannot loop longer than the input).
+struct Bytes<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+
+    fn leb(&mut self) -> Option<u32> {
+        let mut v = 0u32;
+        for i in 0..5 {
+            let b = self.byte()?;
+            v |= u32::from(b & 0x7f) << (i * 7);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.b.len())?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Some(s)
+    }
+
+    /// A length-prefixed part, as a cursor of its own.
+    fn slice(&mut self) -> Option<Bytes<'a>> {
+        let n = usize::try_from(self.leb()?).ok()?;
+        Some(Bytes {
+            b: self.take(n)?,
+            pos: 0,
+        })
     }
 }
 
@@ -206,4 +298,41 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(public: &str) -> Vec<TrustedKey> {
+        vec![TrustedKey {
+            name: "ops".into(),
+            key: parse_public(public.as_bytes(), "ops.pub").unwrap(),
+        }]
+    }
+
+    #[test]
+    fn signed_components_verify_and_lengths_past_the_end_are_refused_before_allocating() {
+        let (secret, public) = generate();
+        let keys = trusted(&public);
+        let signed = sign(b"\0asm\x01\0\0\0", secret.as_bytes()).unwrap();
+        assert_eq!(verify(&signed, &keys).unwrap(), Some("ops".into()));
+        let mut changed = signed.clone();
+        changed.extend_from_slice(b"\0\x02\x01x");
+        let e = verify(&changed, &keys).unwrap_err().to_string();
+        assert!(e.contains("changed after it was signed"), "{e}");
+        // Fuzzing found these: a signature section whose inner lengths claim 2.7 GB (the
+        // agent aborted allocating them), and a section claiming 4 GiB.
+        let e = verify(
+            include_bytes!("../../fuzz/regressions/signing/sig-length-2gb"),
+            &keys,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the signature section at byte 8"), "{e}");
+        let e = verify(b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f", &keys)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a section at byte 8"), "{e}");
+    }
 }

@@ -345,3 +345,93 @@ fn follow_streams_matching_flows() {
     let _ = child.wait();
     assert_eq!(got, vec![Some(443); 3]);
 }
+
+/// A page on another site cannot change the agent through the visitor's browser: state-changing
+/// requests whose Origin is not the agent are refused, and nothing changes; the agent's own
+/// page, curl and the CLI (no Origin) go through. Every response carries the security headers.
+#[test]
+fn cross_site_requests_are_refused_and_responses_carry_security_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, fl, _) = loaded_agent(dir.path());
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let host = a
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let body = serde_json::to_string(&fl[..5]).expect("json");
+    let send = |origin: Option<&str>| {
+        let mut req = http
+            .post(&a.url("/api/v1/flows"))
+            .header("content-type", "application/json");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let mut r = req.send(body.as_bytes()).expect("request");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().expect("body"))
+    };
+    for evil in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1:1",
+        "https://evil.example:443",
+    ] {
+        let (s, b) = send(Some(evil));
+        assert_eq!(s, 403, "{evil}: {b}");
+        assert!(b.contains("cross-site request refused"), "{evil}: {b}");
+    }
+    let mut del = http
+        .delete(&a.url("/api/v1/alerts/silences/1"))
+        .header("origin", "http://evil.example")
+        .call()
+        .expect("request");
+    assert_eq!(
+        del.status().as_u16(),
+        403,
+        "{:?}",
+        del.body_mut().read_to_string()
+    );
+    // Nothing of the refused imports was stored.
+    std::thread::sleep(Duration::from_millis(1500));
+    let total = |a: &Agent| {
+        a.ok(
+            "/api/v1/flows/aggregate",
+            &[("group_by", "Proto"), ("from", "-1h")],
+        )["total"]["flows"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(total(&a), 60);
+    let (s, b) = send(Some(&format!("http://{host}")));
+    assert_eq!(s, 200, "same origin: {b}");
+    let (s, b) = send(None);
+    assert_eq!(s, 200, "no origin: {b}");
+    // Reads are not checked (a cross-origin page cannot read the answers anyway).
+    let r = http
+        .get(&a.url("/api/v1/status"))
+        .header("origin", "http://evil.example")
+        .call()
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    for path in ["/", "/api/v1/status", "/api/v1/nope"] {
+        let r = http.get(&a.url(path)).call().expect("request");
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let csp = h("content-security-policy");
+        assert!(
+            csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+    }
+}

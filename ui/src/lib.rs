@@ -205,6 +205,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             handlers::incident::read_only_guard,
         ))
+        .layer(axum::middleware::from_fn(handlers::security::same_origin))
+        .layer(axum::middleware::from_fn(handlers::security::headers))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
@@ -230,6 +232,8 @@ pub fn otlp_router(state: AppState) -> Router {
             state.clone(),
             handlers::incident::read_only_guard,
         ))
+        .layer(axum::middleware::from_fn(handlers::security::same_origin))
+        .layer(axum::middleware::from_fn(handlers::security::headers))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

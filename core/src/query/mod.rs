@@ -11,10 +11,11 @@
 
 mod eval;
 mod parse;
+mod print;
 mod time;
 pub mod trace;
 
-pub use parse::{Cmp, Expr, Op, Operand, parse};
+pub use parse::{Cmp, Expr, Op, Operand, parse, parse_ip_or_cidr};
 pub use time::{TimeRange, format_ms, now_ms, parse_duration_ms, parse_time, pin_now, pinned_ms};
 
 use crate::schema::{self, FieldDef};

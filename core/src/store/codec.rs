@@ -199,8 +199,7 @@ pub fn encode_block(items: &[(u64, &Flow)]) -> Result<Vec<u8>, StoreError> {
 pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError> {
     match bytes.split_first() {
         Some((&VERSION, rest)) => {
-            let raw = lz4_flex::decompress_size_prepended(rest)
-                .map_err(|e| StoreError::Codec(format!("block decompression: {e}")))?;
+            let raw = decompress(rest)?;
             bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))
         }
         Some((&VERSION_3, rest)) => decode_old::<FlowV3>(rest),
@@ -215,11 +214,30 @@ fn decode_old<T>(rest: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError>
 where
     T: serde::de::DeserializeOwned + Into<Flow>,
 {
-    let raw = lz4_flex::decompress_size_prepended(rest)
-        .map_err(|e| StoreError::Codec(format!("block decompression: {e}")))?;
+    let raw = decompress(rest)?;
     let old: Vec<(u64, T)> =
         bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(old.into_iter().map(|(s, f)| (s, f.into())).collect())
+}
+
+/// The most a block may inflate to: 64 flows of 1 MiB each. A corrupted size (the first four
+/// bytes) must not make the reader allocate gigabytes (found by fuzzing: 4 GiB from 92 bytes).
+const MAX_RAW: usize = 64 << 20;
+
+fn decompress(rest: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let bad = |m: String| StoreError::Codec(format!("block decompression: {m}"));
+    let Some((size, body)) = rest.split_first_chunk::<4>() else {
+        return Err(bad("shorter than its size".into()));
+    };
+    let size = u32::from_le_bytes(*size) as usize;
+    // LZ4 inflates at most 255 times, plus a literal run's few bytes.
+    if size > MAX_RAW || size > body.len().saturating_mul(255).saturating_add(16) {
+        return Err(bad(format!(
+            "says it inflates to {size} bytes from {} (corrupted)",
+            body.len()
+        )));
+    }
+    lz4_flex::decompress(body, size).map_err(|e| bad(e.to_string()))
 }
 
 pub fn key(seq: u64) -> [u8; 8] {
@@ -229,6 +247,20 @@ pub fn key(seq: u64) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupted_size_is_refused_without_allocating_it() {
+        // Found by fuzzing: 92 bytes whose size prefix says 4 GiB.
+        let bytes = include_bytes!("../../../fuzz/regressions/block/lz4-size-4gib");
+        let e = decode_block(bytes).unwrap_err().to_string();
+        assert!(e.contains("says it inflates to"), "{e}");
+        let mut f = Flow::empty();
+        f.interface = "x".repeat(5000);
+        let good = encode_block(&[(1, &f)]).unwrap();
+        assert_eq!(decode_block(&good).unwrap(), vec![(1, f)]);
+        assert!(decode_block(&good[..3]).is_err());
+        assert!(decode_block(&good[..good.len() - 1]).is_err());
+    }
 
     #[test]
     fn round_trip_and_versions() {

@@ -228,8 +228,10 @@ impl IndexFields {
             ),
             Operand::Str(s) => exact(Value::Str(s.clone())),
             Operand::FlagsAll(mask) => {
+                // Every 16-bit value holding the mask's bits (the OPEN bit 0x1000 and any
+                // bit an import sets, not only the nine TCP flags: found by fuzzing).
                 let m = u64::from(*mask);
-                let terms = (0..=0x1ffu64)
+                let terms = (0..=u64::from(u16::MAX))
                     .filter(|v| v & m == m)
                     .map(|v| Term::from_field_u64(f, v));
                 Box::new(TermSetQuery::new(terms))

@@ -1,7 +1,7 @@
 //! Flow storage: time partitions of sled records indexed by tantivy. Ingest (append + flush)
 //! and query (list, aggregate) are kept apart; retention drops whole partitions.
 
-mod codec;
+pub mod codec;
 pub mod collect;
 mod index;
 mod partition;

@@ -66,6 +66,9 @@ fn filters_agree_with_in_memory_evaluation() {
             f.interface.clear();
         }
         f.pkt_drop_packets = [0, 0, 1, 2, 5][i % 5];
+        if i % 5 == 0 {
+            f.flags |= crate::flow::FLAG_SYN_NO_ACK;
+        }
         f.dns_name = if i % 3 == 0 {
             "a.test".into()
         } else {
@@ -101,6 +104,9 @@ fn filters_agree_with_in_memory_evaluation() {
         "Interface!=\"\" and DnsName=a.test",
         "DnsName=\"\" or PktDropPackets=5",
         "Flags=0",
+        "Flags=OPEN",
+        "Flags=SYN,OPEN",
+        "PktDropPackets!=0 && DnsName='a.test' || Flags=OPEN",
     ];
     let range = TimeRange {
         from_ms: T0 - 1_800_000,

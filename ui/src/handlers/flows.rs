@@ -43,7 +43,8 @@ pub async fn import(
     let Some(tx) = st.ingest_tx.clone() else {
         return Err(ApiError::unavailable("this agent does not accept imports"));
     };
-    let flows = parse_import(&body)?;
+    let flows = weir_core::import::parse_flows(&body)
+        .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
     let n = flows.len();
     blocking(move || {
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
@@ -64,33 +65,6 @@ pub async fn import(
     })
     .await?;
     Ok(Json(serde_json::json!({ "accepted": n })))
-}
-
-fn parse_import(body: &[u8]) -> Result<Vec<weir_core::Flow>, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request("body", format!("body is not UTF-8: {e}")))?;
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        return serde_json::from_str(trimmed).map_err(|e| {
-            ApiError::bad_request(
-                "body",
-                format!(
-                    "invalid flow array at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        });
-    }
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                ApiError::bad_request("body", format!("invalid flow on line {}: {e}", i + 1))
-            })
-        })
-        .collect()
 }
 
 /// `GET /api/v1/flows/aggregate?group_by=SrcAddr,DstAddr&metric=bytes&top=10&filter=&from=&to=`

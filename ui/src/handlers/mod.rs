@@ -10,6 +10,7 @@ pub mod ovs;
 pub mod plugins;
 pub mod policy;
 pub mod records;
+pub mod security;
 pub mod timeline;
 
 use crate::error::ApiError;

@@ -92,7 +92,7 @@ async function treeTab(body, detail, params) {
   const small = t.nodes <= OPEN_LIMIT;
   // Nodes are drawn when opened: a big tree costs only its roots until someone digs in.
   const nodes = [];
-  const flowRow = (f) => `<li class="ovs-flow ${f.matches ? "" : "muted"}" data-index="${f.index}"><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || "flow " + f.index)}</a> packets:${num(f.packets)} bytes:${num(f.bytes)} <code>actions:${esc(v.flows[f.index].actions)}</code>${f.children.map((c) => node(c, small)).join("")}</li>`;
+  const flowRow = (f) => `<li class="ovs-flow ${f.matches ? "" : "muted"}" data-index="${f.index}"><a role="button" tabindex="0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || "flow " + f.index)}</a> packets:${num(f.packets)} bytes:${num(f.bytes)} <code>actions:${esc(v.flows[f.index].actions)}</code>${f.children.map((c) => node(c, small)).join("")}</li>`;
   const inner = (n, all) => {
     const shown = all ? n.flows : n.flows.slice(0, PAGE);
     const more = n.flows.length - shown.length;
@@ -154,7 +154,7 @@ async function graphTab(body, detail, params) {
     const got = await api("/api/v1/ovs/flows", { collection: params.collection, filter: `recirc_id=${rid} in_port=${port}`, limit: 200000 });
     const rows = got.flows;
     detail.innerHTML = `<h3 id="ovs-node-title">${esc(ev.target.id())}: ${num(rows.length)} flows</h3><table id="ovs-node-flows"><thead><tr><th>ufid</th><th>packets</th><th>bytes</th><th>actions</th></tr></thead><tbody>${
-      rows.map((f) => `<tr><td><a href="javascript:void 0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || f.index)}</a></td><td>${num(f.packets)}</td><td>${num(f.bytes)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
+      rows.map((f) => `<tr><td><a role="button" tabindex="0" class="ovs-conv" data-index="${f.index}">${esc(f.ufid || f.index)}</a></td><td>${num(f.packets)}</td><td>${num(f.bytes)}</td><td><code>${esc((f.text.split("actions:")[1] || "").split(", dp-extra-info:")[0])}</code></td></tr>`).join("")
     }</tbody></table><div id="ovs-conv-detail"></div>`;
     detail.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail.querySelector("#ovs-conv-detail"), params.collection, a.dataset.index); });
   });

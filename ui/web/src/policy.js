@@ -69,11 +69,11 @@ async function policiesTab(body, ctx) {
     <div class="bar"><input id="policy-filter" size="30" placeholder="pod, workload or namespace" value="${esc(f)}"><button class="primary" id="policy-filter-apply">Show</button>
     <span class="muted">${num(pols.length)} policies, ${num(pods.length)} pods${f ? " for " + esc(f) : ""}</span></div>
     <div class="split"><div id="policy-list">${pols.map((p, i) => `
-      <div class="policy-item" data-i="${i}"><a href="javascript:void 0" class="policy-name">${esc(label(p))}</a>
+      <div class="policy-item" data-i="${i}"><a role="button" tabindex="0" class="policy-name">${esc(label(p))}</a>
       <span class="muted">selects ${num(p.selects.length)} pod(s)</span></div>`).join("") || "<p>No policies: paste some above, or run the agent with --kubernetes.</p>"}</div>
     <div><div id="policy-graph" style="height:420px"></div><div id="policy-detail"></div></div></div>
     <h3>Pods</h3><table id="policy-pods"><thead><tr><th>pod</th><th>workload</th><th>ingress policies</th><th>egress policies</th><th></th></tr></thead><tbody>${
-      pods.map((p) => `<tr><td><a href="javascript:void 0" class="policy-pod-peers" data-pod="${esc(p.pod)}">${esc(p.pod)}</a></td><td>${esc(p.workload)}</td><td>${p.ingress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td><td>${p.egress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td>
+      pods.map((p) => `<tr><td><a role="button" tabindex="0" class="policy-pod-peers" data-pod="${esc(p.pod)}">${esc(p.pod)}</a></td><td>${esc(p.workload)}</td><td>${p.ingress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td><td>${p.egress.map(esc).join("<br>") || `<span class="muted">none: not isolated</span>`}</td>
         <td><a href="#/policies?tab=pod&pod=${encodeURIComponent(p.pod)}">observed vs allowed</a></td></tr>`).join("")}</tbody></table>
     <div id="policy-peers"></div>`;
   body.querySelector("#policy-filter-apply").onclick = () => ctx.nav({ filter: body.querySelector("#policy-filter").value });

@@ -31,7 +31,11 @@ try {
   };
   const win = `from=${from}&to=${to}`;
 
-  // Every page loads without console errors.
+  // The page runs under a content security policy without inline script.
+  const csp = (await fetch(url + "/")).headers.get("content-security-policy") || "";
+  check(csp.includes("script-src 'self'") && !/script-src[^;]*unsafe-inline/.test(csp), `CSP: ${csp}`);
+
+  // Every page loads without console errors (a CSP violation is one).
   for (const [hash, name] of [
     [`#/overview?${win}`, "overview"], [`#/flows?${win}`, "flows"], [`#/view/sankey?${win}`, "sankey"],
     [`#/view/chord?${win}`, "chord"], [`#/view/topology?${win}`, "topology"], ["#/plugins", "plugins"], ["#/status", "status"],

@@ -27,5 +27,9 @@ export async function launch() {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on("console", (m) => { if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`); });
   page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
+  // Anything the content security policy blocks (Chromium also logs it) fails the test.
+  await page.exposeFunction("__cspViolation", (v) => errors.push(`${page.url()}: CSP blocked ${v}`));
+  await page.addInitScript(() => document.addEventListener("securitypolicyviolation",
+    (e) => window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`)));
   return { browser, page, errors };
 }
