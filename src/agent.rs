@@ -435,6 +435,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         );
     }
     let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    crate::private::data_dir(&dir)?;
     let mut cfg = StoreConfig::new(&dir);
     cfg.partition_ms = a.partition.as_millis() as u64;
     cfg.retention_age_ms = a.retention_age.as_millis() as u64;

@@ -10,6 +10,7 @@ mod ovs_cmd;
 mod plugin_build;
 mod plugin_cmd;
 mod policy_cmd;
+mod private;
 mod server_cmd;
 mod summary_cmd;
 mod units;

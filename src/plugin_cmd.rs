@@ -193,6 +193,7 @@ enum PluginCommand {
 
 fn registry(dir: Option<PathBuf>) -> Result<Registry> {
     let data = dir.unwrap_or_else(crate::agent::default_data_dir);
+    crate::private::data_dir(&data)?;
     let rt = weir_host::Runtime::new(Some(data.join("plugin-cache")))
         .context("starting the plugin runtime")?
         .with_policy(crate::agent::SandboxArgs::from_env()?.policy());

@@ -339,4 +339,34 @@ fn kubernetes_manifests_parse_and_hold_what_the_agent_and_server_need() {
         unit_caps, caps,
         "the unit and the DaemonSet grant the same capabilities"
     );
+    // systemd's own checks, offline (no systemd runs as PID 1 here): the unit is valid with
+    // the binary in place, and its exposure score stays at or below 5.5 (7.0 before hardening).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("weir-agent.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/weir", crate::util::WEIR)).expect("write");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(args)
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package)");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run(&["verify"]);
+    assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
+    let (_, text) = run(&["security", "--offline=true"]);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for weir-agent.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(score <= 5.5, "exposure {score}: {text}");
 }

@@ -152,3 +152,62 @@ fn graceful_stop_keeps_every_flow() {
     );
     assert_eq!(v["total"], BATCH);
 }
+
+/// Everything the agent and `weir plugin` write under the data dir is the operator's alone:
+/// directories 0700, files 0600, and a data dir made readable by others is taken back.
+#[test]
+fn the_data_dir_and_everything_in_it_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let a = Agent::start(dir.path(), &["--no-capture"]);
+    let (s, v) = a.post("/api/v1/flows", &batch(1, now_ms()));
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("data directory was readable by others; set to 700"),
+        "the agent says it tightened the data dir: {log}"
+    );
+    drop(a);
+    // A plugin installed by the CLI, as an operator would (a process of its own).
+    let out = std::process::Command::new(crate::util::WEIR)
+        .args(["plugin", "install", "bundled:flow-count"])
+        .env("WEIR_DATA_DIR", &data)
+        .output()
+        .expect("weir");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = (0, 0);
+    let mut open = Vec::new();
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).expect("meta").permissions().mode();
+        if mode & 0o077 != 0 {
+            open.push(format!("{} {:o}", d.display(), mode & 0o777));
+        }
+        seen.0 += 1;
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let m = e.metadata().expect("meta");
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                seen.1 += 1;
+                if m.permissions().mode() & 0o077 != 0 {
+                    open.push(format!(
+                        "{} {:o}",
+                        e.path().display(),
+                        m.permissions().mode() & 0o777
+                    ));
+                }
+            }
+        }
+    }
+    assert!(seen.1 >= 10, "too few files looked at: {seen:?}");
+    assert!(open.is_empty(), "readable by others:\n{}", open.join("\n"));
+}
