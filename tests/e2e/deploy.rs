@@ -343,7 +343,11 @@ fn kubernetes_manifests_parse_and_hold_what_the_agent_and_server_need() {
     // the binary in place, and its exposure score stays at or below 5.5 (7.0 before hardening).
     let tmp = tempfile::tempdir().expect("tempdir");
     let copy = tmp.path().join("weir-agent.service");
-    std::fs::write(&copy, unit.replace("/usr/local/bin/weir", crate::util::WEIR)).expect("write");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/weir", crate::util::WEIR),
+    )
+    .expect("write");
     let run = |args: &[&str]| {
         let out = std::process::Command::new("systemd-analyze")
             .args(args)
@@ -360,7 +364,10 @@ fn kubernetes_manifests_parse_and_hold_what_the_agent_and_server_need() {
         )
     };
     let (ok, text) = run(&["verify"]);
-    assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
     let (_, text) = run(&["security", "--offline=true"]);
     let score: f64 = text
         .lines()
