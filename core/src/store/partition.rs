@@ -40,6 +40,9 @@ pub struct Partition {
     /// Highest sequence number appended (0: none).
     appended_seq: AtomicU64,
     dirty: AtomicBool,
+    /// The index writer failed (a full disk): it was dropped, appends go to sled only, and the
+    /// next flush indexes again from sled what the index's last commit does not cover.
+    broken: AtomicBool,
     /// Unix ms of the last append, to close idle writers.
     pub(crate) last_write_ms: AtomicU64,
 }
@@ -107,6 +110,7 @@ impl Partition {
             writer_cfg,
             appended_seq: AtomicU64::new(last_seq),
             dirty: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
         };
         p.repair(last_seq)?;
@@ -196,19 +200,38 @@ impl Partition {
             batch.insert(&codec::key(block[0].0), codec::encode_block(block)?);
         }
         self.db.apply_batch(batch)?;
-        let mut guard = self.lock_writer()?;
-        let writer = self.writer_in(&mut guard)?;
         let max = items.iter().map(|(s, _)| *s).max().unwrap_or(0);
-        // One batch per call: far fewer channel operations than a document at a time.
-        writer.run(
-            items
-                .iter()
-                .map(|(seq, flow)| UserOperation::Add(self.fields.document(*seq, flow))),
-        )?;
         self.appended_seq.fetch_max(max, Ordering::SeqCst);
         self.dirty.store(true, Ordering::SeqCst);
         self.last_write_ms.store(now_ms, Ordering::Relaxed);
+        let mut guard = self.lock_writer()?;
+        if self.broken.load(Ordering::SeqCst) {
+            // In sled: the repair at the next flush indexes them.
+            return Ok(());
+        }
+        let writer = self.writer_in(&mut guard)?;
+        // One batch per call: far fewer channel operations than a document at a time.
+        let run = writer.run(
+            items
+                .iter()
+                .map(|(seq, flow)| UserOperation::Add(self.fields.document(*seq, flow))),
+        );
+        if run.is_err() {
+            self.break_writer(&mut guard);
+        }
+        run?;
         Ok(())
+    }
+
+    /// Drops a failed index writer: a tantivy writer whose indexing or commit failed (a full
+    /// disk) loses documents sent to it afterwards while its commits still succeed, so flows
+    /// acknowledged after the disk had room again never became visible. The repair at the
+    /// next flush indexes them from sled.
+    fn break_writer(&self, guard: &mut Option<IndexWriter>) {
+        self.broken.store(true, Ordering::SeqCst);
+        // Its threads stopped with the error; whatever they still held is in sled.
+        drop(guard.take());
+        tracing::warn!(partition = %self.dir.display(), "index writer failed: dropped; the next flush indexes again from the record store");
     }
 
     /// Makes appended records durable (sled first), then visible (index commit).
@@ -229,8 +252,22 @@ impl Partition {
         let mut guard = self.lock_writer()?;
         self.db.flush()?;
         let seq = self.appended_seq.load(Ordering::SeqCst);
-        if let Some(w) = guard.as_mut() {
-            commit(w, seq)?;
+        if self.broken.load(Ordering::SeqCst) {
+            drop(guard);
+            if let Err(e) = self.repair(seq) {
+                // Still failing: the writer the repair made goes too.
+                drop(self.lock_writer()?.take());
+                return Err(e);
+            }
+            self.broken.store(false, Ordering::SeqCst);
+            tracing::info!(partition = %self.dir.display(), "index writer recovered");
+            return Ok(());
+        }
+        if let Some(w) = guard.as_mut()
+            && let Err(e) = commit(w, seq)
+        {
+            self.break_writer(&mut guard);
+            return Err(e);
         }
         drop(guard);
         self.reader.reload()?;
