@@ -141,3 +141,36 @@ async fn an_access_token_guards_the_api_not_the_page() {
     let (s, _) = call(None, "/healthz").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn live_tails_are_bounded_and_a_closed_one_frees_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = router(state(dir.path()));
+    let open = |app: Router| async move {
+        app.oneshot(
+            Request::get("/api/v1/flows/follow")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response")
+    };
+    let mut tails = Vec::new();
+    for _ in 0..handlers::flows::MAX_FOLLOWERS {
+        let r = open(app.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        tails.push(r);
+    }
+    let refused = open(app.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(
+        String::from_utf8_lossy(&body).contains("live tails are open"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    drop(tails.pop());
+    assert_eq!(open(app).await.status(), StatusCode::OK);
+}

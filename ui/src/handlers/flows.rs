@@ -124,14 +124,23 @@ pub async fn timeseries(
     ))
 }
 
+/// The most `follow` streams open at once, agent-wide.
+pub const MAX_FOLLOWERS: usize = 32;
+
 /// `GET /api/v1/flows/follow?filter=`: new flows as newline-delimited JSON, until the client
-/// goes away.
+/// goes away. At most [`MAX_FOLLOWERS`] at once (429 beyond).
 pub async fn follow(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let p = Params::new(q, &["filter"])?;
     let filter = p.filter()?;
+    // Each open tail holds a queue of batches and filters every stored flow: bounded.
+    if st.live.receiver_count() >= MAX_FOLLOWERS {
+        return Err(ApiError::busy(format!(
+            "{MAX_FOLLOWERS} live tails are open, the most this agent serves at once: close one (each closes with its connection)"
+        )));
+    }
     let stream = BroadcastStream::new(st.live.subscribe()).filter_map(move |batch| {
         let batch = match batch {
             Ok(b) => b,
