@@ -1,7 +1,7 @@
 //! Crash safety and restart of the store under the real binary.
 
 use crate::util::{Agent, now_ms};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_core::Flow;
@@ -326,4 +326,116 @@ fn mount_remount(path: &std::path::Path, opts: &str) {
         .status()
         .expect("mount");
     assert!(st.success(), "remount {opts}");
+}
+
+/// kill -9 at random moments under two concurrent importers, again and again on one data
+/// dir (WEIR_KILL_LOOPS times, 20 by default; docs/RELIABILITY.md has a run of 100): after
+/// every restart each acknowledged batch is there whole, nothing is duplicated, at most the
+/// batches in flight were added, the listing and the aggregate agree, and the restart time
+/// (spawn to answering) is printed and bounded.
+#[test]
+fn kill_9_again_and_again_loses_no_acknowledged_flow() {
+    let loops: usize = std::env::var("WEIR_KILL_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = now_ms();
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), &["--no-capture", "--flush-interval", "200ms"]);
+    let mut acked_all: Vec<u16> = Vec::new();
+    let mut restarts = Vec::new();
+    let ids = Arc::new([AtomicU16::new(1), AtomicU16::new(30_001)]);
+    for round in 0..loops {
+        let acked: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2usize)
+            .map(|w| {
+                let (acked, stop, port, ids) =
+                    (acked.clone(), stop.clone(), agent.port, ids.clone());
+                std::thread::spawn(move || {
+                    let http: ureq::Agent = ureq::Agent::config_builder()
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build()
+                        .into();
+                    while !stop.load(Ordering::SeqCst) {
+                        let id = ids[w].fetch_add(1, Ordering::SeqCst);
+                        let r = http
+                            .post(&format!("http://127.0.0.1:{port}/api/v1/flows"))
+                            .send(batch(id, now_ms()).as_bytes());
+                        match r {
+                            Ok(resp) if resp.status() == 200 => {
+                                acked.lock().expect("lock").push(id)
+                            }
+                            _ => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + next(1400)));
+        agent.kill9();
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().expect("writer");
+        }
+        acked_all.extend(acked.lock().expect("lock").iter());
+        let t = Instant::now();
+        agent.spawn();
+        restarts.push(t.elapsed());
+        let v = agent.ok(
+            "/api/v1/flows/aggregate",
+            &[("group_by", "SrcPort"), ("top", "10000"), ("from", "0")],
+        );
+        let counts: std::collections::HashMap<u64, u64> = v["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["key"]["SrcPort"].as_u64().unwrap_or(0),
+                    g["flows"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        for id in &acked_all {
+            assert_eq!(
+                counts.get(&u64::from(*id)),
+                Some(&(BATCH as u64)),
+                "round {round} (seed {seed}): acknowledged batch {id} not whole after kill -9"
+            );
+        }
+        for (id, n) in &counts {
+            assert!(
+                *n <= BATCH as u64,
+                "round {round}: batch {id} has {n} flows"
+            );
+        }
+        let unacked = counts
+            .keys()
+            .filter(|id| !acked_all.iter().any(|a| u64::from(*a) == **id))
+            .count();
+        assert!(
+            unacked <= 2 * (round + 1),
+            "round {round}: {unacked} unacknowledged batches stored (2 in flight per kill)"
+        );
+        let total: u64 = counts.values().sum();
+        let listed = agent.ok("/api/v1/flows", &[("from", "0"), ("limit", "1")]);
+        assert_eq!(listed["total"].as_u64(), Some(total), "round {round}");
+    }
+    restarts.sort();
+    let worst = restarts.last().copied().unwrap_or_default();
+    println!(
+        "kill -9 x{loops} (seed {seed}): {} batches acknowledged; restart median {:?}, worst {worst:?}",
+        acked_all.len(),
+        restarts[restarts.len() / 2]
+    );
+    assert!(acked_all.len() >= loops, "too few imports acknowledged");
+    assert!(worst < Duration::from_secs(10), "restart took {worst:?}");
 }
