@@ -439,3 +439,105 @@ fn kill_9_again_and_again_loses_no_acknowledged_flow() {
     assert!(acked_all.len() >= loops, "too few imports acknowledged");
     assert!(worst < Duration::from_secs(10), "restart took {worst:?}");
 }
+
+/// Damaged files on disk: a truncated index segment is set aside and the index rebuilt from the
+/// record store (every flow served again); a record store with flipped bytes has its partition
+/// set aside whole while the other partitions are served. The agent starts either way and the
+/// log says what it moved where.
+#[test]
+fn corrupted_files_are_set_aside_and_the_rest_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Agent::start(dir.path(), &["--no-capture"]);
+    let now = now_ms();
+    let (s, v) = a.post("/api/v1/flows", &batch(1, now));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.post("/api/v1/flows", &batch(2, now - 3 * 3_600_000));
+    assert_eq!(s, 200, "{v}");
+    a.stop();
+    let parts = dir.path().join("data/partitions");
+    let mut names: Vec<String> = std::fs::read_dir(&parts)
+        .expect("partitions")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let (old, new) = (parts.join(&names[0]), parts.join(&names[1]));
+    // The newer partition: one index segment file cut short.
+    let idx = std::fs::read_dir(new.join("index"))
+        .expect("index")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .expect("a segment .idx file");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&idx)
+        .expect("open")
+        .set_len(10)
+        .expect("truncate");
+    // The older one: bytes flipped all through its record store.
+    let db = old.join("records/db");
+    let mut bytes = std::fs::read(&db).expect("db");
+    for i in (100..bytes.len()).step_by(997) {
+        bytes[i] ^= 0xff;
+    }
+    std::fs::write(&db, bytes).expect("write");
+
+    a.spawn();
+    let count = |a: &Agent, filter: &str| {
+        a.ok(
+            "/api/v1/flows/aggregate",
+            &[("group_by", "Proto"), ("from", "0"), ("filter", filter)],
+        )["total"]["flows"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(&a, "SrcPort=1"),
+        BATCH as u64,
+        "the rebuilt index serves every flow"
+    );
+    assert_eq!(
+        count(&a, "SrcPort=2"),
+        0,
+        "the damaged partition is not served"
+    );
+    let log = a.log_text();
+    assert!(
+        log.contains("index unreadable: set aside, rebuilding it from the record store"),
+        "{log}"
+    );
+    assert!(
+        log.contains("partition unreadable: set aside, the others are served"),
+        "{log}"
+    );
+    let aside: Vec<String> = std::fs::read_dir(&parts)
+        .expect("partitions")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        aside
+            .iter()
+            .any(|n| n.starts_with(&format!("corrupt-{}-", names[0]))),
+        "{aside:?}"
+    );
+    assert!(
+        std::fs::read_dir(&new)
+            .expect("partition")
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("index.corrupt-")),
+        "the damaged index is kept aside"
+    );
+    // New flows are taken as before.
+    let (s, v) = a.post("/api/v1/flows", &batch(3, now_ms()));
+    assert_eq!(s, 200, "{v}");
+    // And a second start finds nothing more to set aside.
+    a.stop();
+    a.spawn();
+    assert_eq!(count(&a, "SrcPort=1 or SrcPort=3"), 2 * BATCH as u64);
+}

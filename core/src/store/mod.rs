@@ -45,6 +45,20 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl StoreError {
+    /// The data itself is damaged (checksums, decoding), as opposed to the system failing to
+    /// give access to it.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(sled::Error::Corruption { .. })
+                | StoreError::Codec(_)
+                | StoreError::Corrupt(_)
+                | StoreError::Index(tantivy::TantivyError::DataCorruption(_))
+        )
+    }
+}
+
 /// Broad classes of errors, for mapping to HTTP statuses and exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -215,10 +229,31 @@ impl Store {
             let entry = entry?;
             let name = entry.file_name();
             let Some((start, end)) = name.to_str().and_then(Partition::parse_dir_name) else {
+                if name.to_string_lossy().starts_with("corrupt-") {
+                    tracing::warn!(path = %entry.path().display(), "a partition set aside as unreadable is kept here: remove it once inspected");
+                    continue;
+                }
                 tracing::warn!(path = %entry.path().display(), "ignoring unknown entry in data directory");
                 continue;
             };
-            let p = Partition::open(&root, start, end, &fields, cfg.writer)?;
+            let p = match Partition::open(&root, start, end, &fields, cfg.writer) {
+                Ok(p) => p,
+                // Not an IO error: a partition another process holds (sled's lock) or cannot
+                // read for now stops the start instead of being moved away.
+                Err(e) if e.is_corruption() => {
+                    // One unreadable partition (its record store damaged) must not keep the
+                    // rest from being served: it is set aside, whole, for inspection.
+                    let aside = root.join(format!(
+                        "corrupt-{}-{}",
+                        name.to_string_lossy(),
+                        crate::query::now_ms()
+                    ));
+                    tracing::error!(partition = %entry.path().display(), error = %e, moved_to = %aside.display(), "partition unreadable: set aside, the others are served");
+                    std::fs::rename(entry.path(), &aside)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             max_seq = max_seq.max(p.last_seq());
             parts.insert(start, Arc::new(p));
         }

@@ -79,18 +79,17 @@ impl Partition {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let index_dir = dir.join("index");
-        let index = match open_index(&index_dir, fields) {
-            Ok(i) => i,
+        let (index, reader) = match searchable(&index_dir, fields) {
+            Ok(ir) => ir,
             Err(e) => {
-                tracing::warn!(partition = %dir.display(), error = %e, "index unreadable, rebuilding it from the record store");
-                std::fs::remove_dir_all(&index_dir)?;
-                open_index(&index_dir, fields)?
+                // Set aside, never deleted: the records in sled are the truth, and the repair
+                // below indexes them all again.
+                let aside = dir.join(format!("index.corrupt-{}", crate::query::now_ms()));
+                tracing::error!(partition = %dir.display(), error = %e, moved_to = %aside.display(), "index unreadable: set aside, rebuilding it from the record store");
+                std::fs::rename(&index_dir, &aside)?;
+                searchable(&index_dir, fields)?
             }
         };
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
         let last_seq = match db.last()? {
             Some((_, v)) => codec::decode_block(&v)?
                 .last()
@@ -127,6 +126,14 @@ impl Partition {
         };
         if indexed == last_seq {
             return Ok(());
+        }
+        if indexed > last_seq && indexed != u64::MAX {
+            // sled is flushed before every index commit, so its records always reach at least
+            // as far as the index: fewer means the record store lost data (damaged files that
+            // sled's recovery cut short). Not "repaired" by deleting from the index.
+            return Err(StoreError::Corrupt(format!(
+                "the record store ends at flow {last_seq} but its index reaches {indexed}: records were lost (damaged files)"
+            )));
         }
         let mut guard = self.lock_writer()?;
         let writer = self.writer_in(&mut guard)?;
@@ -342,6 +349,17 @@ fn commit(writer: &mut IndexWriter, seq: u64) -> Result<(), StoreError> {
     prepared.set_payload(&format!("seq={seq}"));
     prepared.commit()?;
     Ok(())
+}
+
+/// The index and a reader over it: opening the reader opens every segment, so a truncated or
+/// damaged segment file is found here.
+fn searchable(dir: &Path, fields: &IndexFields) -> Result<(Index, IndexReader), StoreError> {
+    let index = open_index(dir, fields)?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok((index, reader))
 }
 
 fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
