@@ -52,7 +52,10 @@ try {
   await ready("summary-rtt-eth0", Date.now());
   const rtt = (await run("quantiles rtt_us if=eth0")).view.rows;
   const rttDrawn = await cells(page, "#sum-quantiles");
-  check(rttDrawn[0][1] === rtt[0][1], `eth0 p50 ${rttDrawn[0]} vs ${rtt[0]}`);
+  // Each answer merges the agent's windows again, and a KLL merge is randomized: the same
+  // count, and a p50 within the sketch's error (not the same digits).
+  const [drawnP50, apiP50] = [Number(rttDrawn[0][1]), Number(rtt[0][1])];
+  check(rttDrawn[0][2] === rtt[0][2] && Math.abs(drawnP50 - apiP50) <= 0.05 * apiP50, `eth0 p50 ${rttDrawn[0]} vs ${rtt[0]}`);
   check(errors.length === 0, `page errors: ${errors.join("; ")}`);
   console.log("summary page: ok");
 } finally {
