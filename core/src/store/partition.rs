@@ -137,15 +137,13 @@ impl Partition {
         }
         let mut guard = self.lock_writer()?;
         let writer = self.writer_in(&mut guard)?;
-        let from = if indexed > last_seq {
-            // The index claims records sled does not have: remove them.
-            let lo = if indexed == u64::MAX { 0 } else { last_seq + 1 };
-            let field = self.fields.seq;
+        let from = if indexed == u64::MAX {
+            // Unknown coverage: every document goes and all of sled is indexed again.
             writer.delete_query(Box::new(RangeQuery::new(
-                Bound::Included(Term::from_field_u64(field, lo)),
+                Bound::Included(Term::from_field_u64(self.fields.seq, 0)),
                 Bound::Unbounded,
             )))?;
-            if indexed == u64::MAX { 0 } else { last_seq }
+            0
         } else {
             indexed
         };
@@ -208,10 +206,12 @@ impl Partition {
         }
         self.db.apply_batch(batch)?;
         let max = items.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let mut guard = self.lock_writer()?;
+        // Under the writer lock: a flush (which takes it to commit) never records a sequence
+        // number whose documents have not reached the writer yet.
         self.appended_seq.fetch_max(max, Ordering::SeqCst);
         self.dirty.store(true, Ordering::SeqCst);
         self.last_write_ms.store(now_ms, Ordering::Relaxed);
-        let mut guard = self.lock_writer()?;
         if self.broken.load(Ordering::SeqCst) {
             // In sled: the repair at the next flush indexes them.
             return Ok(());
