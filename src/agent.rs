@@ -3,7 +3,6 @@
 use crate::units;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +59,8 @@ pub struct AgentArgs {
     no_plugins: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten, next_help_heading = "HTTP limits")]
+    http: HttpArgs,
     /// Drop stored flows older than this (0: keep).
     #[arg(long, default_value = "7d", value_parser = retention_duration)]
     retention_age: Duration,
@@ -321,6 +322,71 @@ fn retention_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// What one HTTP client may hold of the agent (`weir_ui::limits`). Behind a reverse proxy
+/// every client has the proxy's address: raise the per-client limits there.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Time a client has to send a request's head once it starts one (slower: closed).
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT", default_value = "10s", value_parser = units::duration)]
+    header_timeout: Duration,
+    /// Time a request may take until its response starts, its upload included (slower: 408).
+    /// Live tails stream on past it.
+    #[arg(long, env = "WEIR_REQUEST_TIMEOUT", default_value = "60s", value_parser = units::duration)]
+    request_timeout: Duration,
+    /// Open connections in all (more: 503 and closed).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Open connections from one client address (more: 429 and closed).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128)]
+    max_connections_per_client: usize,
+    /// Requests one client address may have in progress (more: 429).
+    #[arg(long, env = "WEIR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
+    max_requests_per_client: usize,
+    /// Live tails (`weir flows --follow`, the UI's Live view) one client address may hold.
+    #[arg(long, env = "WEIR_MAX_FOLLOWS_PER_CLIENT", default_value_t = 8)]
+    max_follows_per_client: usize,
+    /// Wrong access tokens one client address may send per minute; beyond, it is answered 429
+    /// until the minute ends.
+    #[arg(long, env = "WEIR_MAX_WRONG_TOKENS", default_value_t = 10)]
+    max_wrong_tokens: u32,
+}
+
+impl HttpArgs {
+    fn limits(&self) -> Result<weir_ui::limits::Limits> {
+        for (flag, v) in [
+            ("--max-connections", self.max_connections),
+            (
+                "--max-connections-per-client",
+                self.max_connections_per_client,
+            ),
+            ("--max-requests-per-client", self.max_requests_per_client),
+            ("--max-follows-per-client", self.max_follows_per_client),
+        ] {
+            if v == 0 {
+                bail!("{flag} 0 would refuse every client: give at least 1");
+            }
+        }
+        for (flag, v) in [
+            ("--header-timeout", self.header_timeout),
+            ("--request-timeout", self.request_timeout),
+        ] {
+            if v.is_zero() {
+                bail!("{flag} 0 would time out every request: give a duration such as 10s");
+            }
+        }
+        Ok(weir_ui::limits::Limits {
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            connections: self.max_connections,
+            connections_per_client: self.max_connections_per_client,
+            requests_per_client: self.max_requests_per_client,
+            follows_per_client: self.max_follows_per_client,
+            wrong_tokens: self.max_wrong_tokens.max(1),
+            lockout: Duration::from_secs(60),
+        })
+    }
+}
+
 /// The operator's ceilings over plugins (the same variables set them for `weir plugin`, so
 /// an install shows what the agent will grant).
 #[derive(clap::Args, Debug, Clone)]
@@ -434,6 +500,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             a.listen
         );
     }
+    let http_limits = a.http.limits()?;
     let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     crate::private::data_dir(&dir)?;
     let mut cfg = StoreConfig::new(&dir);
@@ -549,6 +616,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     )));
     state.enricher = enricher.clone();
     state.token = token;
+    state.clients = weir_ui::limits::Clients::new(http_limits);
     state.settings = Arc::new(a.settings());
     state.read_only = a.replay.as_deref().map(Arc::from);
     let user_metrics = match &a.metrics_config {
@@ -678,32 +746,27 @@ pub fn run(a: AgentArgs) -> Result<()> {
                 .with_context(|| format!("binding the OTLP listener {addr}"))?;
             tracing::info!(listen = %otlp.local_addr()?, "receiving OTLP/HTTP");
             let app = weir_ui::otlp_router(state.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(otlp, app).await {
-                    tracing::error!(error = %e, "the OTLP listener stopped");
-                }
-            });
+            // Ends with the runtime (after the main listener's grace).
+            tokio::spawn(weir_ui::serve::serve(
+                otlp,
+                app,
+                state.clients.clone(),
+                std::future::pending(),
+                SHUTDOWN_GRACE,
+            ));
         }
         // Open connections (a live tail, a plugin run) get a short grace after the signal,
         // then are cut: shutdown never waits on a client or a plugin.
-        let signalled = Arc::new(tokio::sync::Notify::new());
-        let notify = signalled.clone();
-        let serve = axum::serve(listener, weir_ui::router(state))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                notify.notify_one();
-            })
-            .into_future();
-        tokio::select! {
-            r = serve => r.context("serving HTTP"),
-            _ = async {
-                signalled.notified().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => {
-                tracing::warn!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace period: closing them");
-                Ok(())
-            }
-        }
+        let clients = state.clients.clone();
+        weir_ui::serve::serve(
+            listener,
+            weir_ui::router(state),
+            clients,
+            shutdown_signal(),
+            SHUTDOWN_GRACE,
+        )
+        .await;
+        anyhow::Ok(())
     })?;
     tracing::info!("shutting down: draining kernel maps and flushing storage");
     alerts_stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -435,3 +435,61 @@ fn cross_site_requests_are_refused_and_responses_carry_security_headers() {
         assert_eq!(h("x-frame-options"), "DENY", "{path}");
     }
 }
+
+/// The HTTP limits come from `weir agent`'s flags, are shown in the status, and hold: an upload
+/// slower than `--request-timeout` is answered 408 (and counted), a nonsensical limit is refused
+/// at start with the flag named.
+#[test]
+fn http_limits_come_from_flags_and_a_slow_upload_gets_408() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(WEIR)
+        .args(["agent", "--no-capture", "--data-dir"])
+        .arg(dir.path().join("refused"))
+        .args(["--max-requests-per-client", "0"])
+        .output()
+        .expect("run weir");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-requests-per-client 0 would refuse every client"),
+        "{err}"
+    );
+
+    let a = Agent::start(
+        dir.path(),
+        &[
+            "--no-capture",
+            "--request-timeout",
+            "1s",
+            "--max-requests-per-client",
+            "5",
+            "--max-follows-per-client",
+            "2",
+        ],
+    );
+    let limits = &a.ok("/api/v1/status", &[])["http"]["limits"];
+    assert_eq!(limits["request_timeout_ms"], 1000, "{limits}");
+    assert_eq!(limits["requests_per_client"], 5, "{limits}");
+    assert_eq!(limits["follows_per_client"], 2, "{limits}");
+    assert_eq!(limits["header_timeout_ms"], 10_000, "the default: {limits}");
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", a.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    s.write_all(
+        b"POST /api/v1/flows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{\"Bytes\":1",
+    )
+    .expect("write");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let took = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "answered after {took:?}, the timeout being 1 s"
+    );
+    let http = &a.ok("/api/v1/status", &[])["http"];
+    assert_eq!(http["timed_out_requests"], 1, "{http}");
+}

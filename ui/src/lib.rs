@@ -3,7 +3,9 @@
 
 pub mod error;
 mod handlers;
+pub mod limits;
 mod params;
+pub mod serve;
 
 pub use error::ApiError;
 
@@ -75,6 +77,8 @@ pub struct AppState {
     pub settings: Arc<serde_json::Value>,
     /// Set when the agent replays an incident: what it replays; changes are refused.
     pub read_only: Option<Arc<str>>,
+    /// The HTTP limits and what each client holds against them.
+    pub clients: Arc<limits::Clients>,
 }
 
 impl AppState {
@@ -105,6 +109,7 @@ impl AppState {
             sampling: None,
             settings: Arc::new(serde_json::Value::Object(Default::default())),
             read_only: None,
+            clients: limits::Clients::new(limits::Limits::default()),
         }
     }
 }
@@ -207,6 +212,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(handlers::security::same_origin))
         .layer(axum::middleware::from_fn(handlers::security::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::limits::per_request,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
@@ -234,6 +243,10 @@ pub fn otlp_router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(handlers::security::same_origin))
         .layer(axum::middleware::from_fn(handlers::security::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::limits::per_request,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

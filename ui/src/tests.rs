@@ -89,7 +89,14 @@ async fn serves_on_a_real_listener() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let clients = limits::Clients::new(limits::Limits::default());
+    let server = tokio::spawn(serve::serve(
+        listener,
+        app,
+        clients,
+        std::future::pending(),
+        std::time::Duration::from_secs(1),
+    ));
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
@@ -173,4 +180,256 @@ async fn live_tails_are_bounded_and_a_closed_one_frees_its_place() {
     );
     drop(tails.pop());
     assert_eq!(open(app).await.status(), StatusCode::OK);
+}
+
+// ---- The HTTP limits, on a real listener ----
+
+mod limits_on_a_real_listener {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Serves `st` with `l` on a loopback port until the test ends.
+    async fn serving(mut st: AppState, l: limits::Limits) -> (SocketAddr, Arc<limits::Clients>) {
+        let clients = limits::Clients::new(l);
+        st.clients = clients.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve::serve(
+            listener,
+            router(st),
+            clients.clone(),
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        (addr, clients)
+    }
+
+    /// A state that accepts imports (into a queue nobody reads: an upload never completes).
+    fn importing(
+        dir: &std::path::Path,
+    ) -> (
+        AppState,
+        std::sync::mpsc::Receiver<weir_core::ingest::Batch>,
+    ) {
+        let mut st = state(dir);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        st.ingest_tx = Some(tx);
+        (st, rx)
+    }
+
+    /// Reads until the server closes (or 5 s pass: then what came so far, and `false`).
+    async fn read_all(s: &mut TcpStream) -> (String, bool) {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .is_ok();
+        (String::from_utf8_lossy(&buf).into_owned(), closed)
+    }
+
+    async fn request(addr: SocketAddr, raw: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(raw.as_bytes()).await.expect("write");
+        let (text, closed) = read_all(&mut s).await;
+        assert!(closed, "the server should answer and close: {text}");
+        text
+    }
+
+    fn get(path: &str, extra: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_its_headers_is_cut_and_others_are_still_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _) = serving(
+            state(dir.path()),
+            limits::Limits {
+                header_timeout: Duration::from_millis(400),
+                ..limits::Limits::default()
+            },
+        )
+        .await;
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        let started = Instant::now();
+        let head = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+        let mut cut = false;
+        for b in head {
+            if slow.write_all(&[*b]).await.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                request(addr, &get("/healthz", ""))
+                    .await
+                    .starts_with("HTTP/1.1 200"),
+                "another client is served meanwhile"
+            );
+        }
+        if !cut {
+            let (text, closed) = read_all(&mut slow).await;
+            assert!(closed, "the trickling client should be cut: {text}");
+            assert!(!text.contains("200 OK"), "{text}");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "cut after {took:?}, the head timeout being 400 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_upload_is_answered_408_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (st, _rx) = importing(dir.path());
+        let (addr, clients) = serving(
+            st,
+            limits::Limits {
+                request_timeout: Duration::from_millis(500),
+                ..limits::Limits::default()
+            },
+        )
+        .await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            b"POST /api/v1/flows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{",
+        )
+        .await
+        .expect("write");
+        let (text, closed) = read_all(&mut s).await;
+        assert!(closed, "{text}");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("--request-timeout"), "{text}");
+        assert_eq!(
+            clients
+                .refused
+                .timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let status = request(addr, &get("/api/v1/status", "")).await;
+        assert!(status.contains("\"timed_out_requests\":1"), "{status}");
+    }
+
+    #[tokio::test]
+    async fn connections_and_requests_over_a_clients_caps_get_429() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (st, _rx) = importing(dir.path());
+        let (addr, clients) = serving(
+            st,
+            limits::Limits {
+                connections_per_client: 3,
+                requests_per_client: 1,
+                ..limits::Limits::default()
+            },
+        )
+        .await;
+        // One request in progress: an upload that has not finished.
+        let mut held = TcpStream::connect(addr).await.expect("connect");
+        held.write_all(b"POST /api/v1/flows HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = request(addr, &get("/api/v1/status", "")).await;
+        assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+        assert!(second.contains("--max-requests-per-client"), "{second}");
+        assert!(second.to_lowercase().contains("retry-after: 1"), "{second}");
+        // Connections: `held` and two idle ones fill the cap; the next is refused at once.
+        let _idle = TcpStream::connect(addr).await.expect("connect");
+        let _idle2 = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = TcpStream::connect(addr).await.expect("connect");
+        let (text, closed) = read_all(&mut over).await;
+        assert!(closed && text.starts_with("HTTP/1.1 429"), "{text}");
+        assert!(text.contains("--max-connections-per-client"), "{text}");
+        drop(held);
+        drop(_idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = request(addr, &get("/api/v1/status", "")).await;
+        assert!(
+            after.starts_with("HTTP/1.1 200"),
+            "slots come back: {after}"
+        );
+        assert!(after.contains("\"refused_connections\":1"), "{after}");
+        assert!(after.contains("\"refused_requests\":1"), "{after}");
+        assert_eq!(clients.open_connections(), 1, "the idle one left open");
+    }
+
+    #[tokio::test]
+    async fn live_tails_per_client_are_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _) = serving(
+            state(dir.path()),
+            limits::Limits {
+                follows_per_client: 1,
+                ..limits::Limits::default()
+            },
+        )
+        .await;
+        let mut tail = TcpStream::connect(addr).await.expect("connect");
+        tail.write_all(get("/api/v1/flows/follow", "").as_bytes())
+            .await
+            .expect("write");
+        let mut head = [0u8; 12];
+        tail.read_exact(&mut head).await.expect("head");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        let second = request(addr, &get("/api/v1/flows/follow", "")).await;
+        assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+        assert!(second.contains("--max-follows-per-client"), "{second}");
+        drop(tail);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut again = TcpStream::connect(addr).await.expect("connect");
+        again
+            .write_all(get("/api/v1/flows/follow", "").as_bytes())
+            .await
+            .expect("write");
+        again.read_exact(&mut head).await.expect("head");
+        assert_eq!(&head, b"HTTP/1.1 200", "a closed tail frees its place");
+    }
+
+    #[tokio::test]
+    async fn too_many_wrong_tokens_lock_the_client_out_even_with_the_right_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut st = state(dir.path());
+        st.token = Some(Arc::from("correct-horse-battery-staple"));
+        let (addr, _) = serving(
+            st,
+            limits::Limits {
+                wrong_tokens: 3,
+                lockout: Duration::from_secs(2),
+                ..limits::Limits::default()
+            },
+        )
+        .await;
+        let with = |t: &str| get("/api/v1/status", &format!("Authorization: Bearer {t}\r\n"));
+        assert!(
+            request(addr, &with("correct-horse-battery-staple"))
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        for _ in 0..3 {
+            let r = request(addr, &with("guess")).await;
+            assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        }
+        let locked = request(addr, &with("correct-horse-battery-staple")).await;
+        assert!(locked.starts_with("HTTP/1.1 429"), "{locked}");
+        assert!(locked.contains("too many wrong access tokens"), "{locked}");
+        assert!(locked.to_lowercase().contains("retry-after: "), "{locked}");
+        // The page itself still loads (it asks for the token).
+        assert!(
+            request(addr, &get("/", ""))
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let r = request(addr, &with("correct-horse-battery-staple")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "the lockout ends: {r}");
+        assert!(r.contains("\"wrong_tokens\":3"), "{r}");
+        assert!(r.contains("\"locked_out_requests\":1"), "{r}");
+    }
 }

@@ -402,8 +402,10 @@ impl Store {
         let mut total = 0u64;
         let mut hits: Vec<(u64, usize, DocAddress)> = Vec::new();
         let parts = self.parts_for(&req.range);
-        for (pi, p) in parts.iter().enumerate() {
-            let searcher = p.reader.searcher();
+        // One searcher per partition for the whole request: a document address means nothing
+        // to another searcher (a commit or a merge in between renumbers segments).
+        let searchers: Vec<tantivy::Searcher> = parts.iter().map(|p| p.reader.searcher()).collect();
+        for (pi, searcher) in searchers.iter().enumerate() {
             let (n, top) = searcher.search(
                 &query,
                 &(
@@ -428,8 +430,7 @@ impl Store {
         // Sequence numbers from the index, then records from sled, a partition at a time.
         let mut seqs: Vec<(usize, u64)> = Vec::with_capacity(page.len());
         for (pi, addr) in &page {
-            let searcher = parts[*pi].reader.searcher();
-            let seq = searcher
+            let seq = searchers[*pi]
                 .segment_reader(addr.segment_ord)
                 .fast_fields()
                 .u64(parts[*pi].seq_field())?

@@ -360,3 +360,54 @@ fn select_pages_through_history_by_sequence_without_gaps_or_repeats() {
     let next = s.select(&Expr::All, &range, after.max(3000), 1000).unwrap();
     assert_eq!(next.len(), 50, "only the new flows after the last sequence");
 }
+
+/// Found by the API load test (scripts/load.py): a listing took a partition's searcher twice,
+/// once to search and once to read the hits' sequence numbers; a flush or a merge in between
+/// renumbered the segments and the second lookup panicked ("index out of bounds"), answered 503.
+#[test]
+fn listing_while_flushes_and_merges_renumber_segments_never_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path()));
+    s.append(&synth(2_000, T0, 60_000)).unwrap();
+    s.flush().unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, done) = (s.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..150u64 {
+                s.append(&synth(50, T0 - i, 60_000)).unwrap();
+                s.flush().unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, done) = (s.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut listed = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let r = s
+                        .list(&ListRequest {
+                            filter: Expr::All,
+                            range: TimeRange {
+                                from_ms: T0 - 120_000,
+                                to_ms: T0 + 1,
+                            },
+                            sort: SortBy::parse("-TimeFlowEndMs").unwrap(),
+                            limit: 100,
+                            offset: 0,
+                        })
+                        .expect("a listing during flushes");
+                    assert_eq!(r.flows.len(), 100);
+                    listed += 1;
+                }
+                listed
+            })
+        })
+        .collect();
+    writer.join().expect("writer");
+    for r in readers {
+        assert!(r.join().expect("a listing panicked") > 0);
+    }
+}

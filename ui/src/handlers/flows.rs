@@ -128,9 +128,11 @@ pub async fn timeseries(
 pub const MAX_FOLLOWERS: usize = 32;
 
 /// `GET /api/v1/flows/follow?filter=`: new flows as newline-delimited JSON, until the client
-/// goes away. At most [`MAX_FOLLOWERS`] at once (429 beyond).
+/// goes away. At most [`MAX_FOLLOWERS`] at once, and `--max-follows-per-client` from one
+/// client address (429 beyond).
 pub async fn follow(
     State(st): State<AppState>,
+    ext: axum::http::Extensions,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let p = Params::new(q, &["filter"])?;
@@ -141,7 +143,19 @@ pub async fn follow(
             "{MAX_FOLLOWERS} live tails are open, the most this agent serves at once: close one (each closes with its connection)"
         )));
     }
+    // Held by the stream: released when the client goes away.
+    let slot = match super::limits::client_ip(&ext).map(|ip| st.clients.follow(ip)) {
+        Some(Err(_)) => {
+            return Err(ApiError::busy(format!(
+                "this client has {} live tails open, the most one client may hold (--max-follows-per-client): close one",
+                st.clients.limits.follows_per_client
+            )));
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
     let stream = BroadcastStream::new(st.live.subscribe()).filter_map(move |batch| {
+        let _held = &slot;
         let batch = match batch {
             Ok(b) => b,
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {

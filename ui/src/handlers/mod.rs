@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod auth;
 pub mod flows;
 pub mod incident;
+pub mod limits;
 pub mod meta;
 pub mod otlp;
 pub mod ovs;
