@@ -847,6 +847,88 @@ fn both_ends_of_a_veth_are_one_flow_listing_the_interfaces() {
     );
 }
 
+/// With the flow map full (one entry), packets reach user space one by one through the ring
+/// buffer; they go through the same finishing step as drained flows: a conversation's packets
+/// are summed into a few records (not one per packet), both ends of the veth are merged, and
+/// DNS answers carry their name.
+#[test]
+fn a_full_map_sends_packets_through_the_ring_buffer_finished_like_drained_flows() {
+    require(&["python3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(75);
+    let a = crate::capture::agent_with(
+        &pair,
+        dir.path(),
+        &["--max-flows", "1", "--active-timeout", "10m"],
+    );
+    let added_log = dir.path().join("dns-added.log");
+    let _dns = python_bg(
+        &pair.ns_b,
+        "dns_server.py",
+        &["20", added_log.to_str().expect("path")],
+    );
+    let _sink = python_bg(&pair.ns_b, "flow_mix.py", &["sink", "9100"]);
+    let t0 = now_ms();
+    // A new flow every half millisecond keeps the one-entry map full.
+    let mut busy = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.ns_a,
+            "python3",
+            &format!("{PY}/flow_mix.py"),
+        ])
+        .args(["udp", &pair.b4, "9100", "2000", "3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn flow_mix");
+    std::thread::sleep(Duration::from_millis(300));
+    let port = py(&pair.ns_a, "udp_send.py", &[&pair.b4, "9000", "40", "100"]);
+    let names = ["ok.test", "nx.test", "fail.test", "ok.test", "nx.test"];
+    let out = py(
+        &pair.ns_a,
+        "dns_client.py",
+        &[&[pair.b4.as_str()][..], &names].concat(),
+    );
+    assert!(busy.wait().expect("flow_mix").success());
+    a.flush();
+    let ring = status_counter(&a, "ringbuf_flows");
+    assert!(
+        ring > 1000,
+        "the map was full: {ring} packets through the ring buffer"
+    );
+
+    // One conversation: a few summed records, not 40 (or 80) per-packet ones.
+    let udp = flows(&a, &format!("DstPort=9000 and SrcPort={}", port.trim()), t0);
+    assert!(
+        !udp.is_empty() && udp.len() <= 10,
+        "{} records for 40 packets: {udp:#?}",
+        udp.len()
+    );
+    let packets = sum(&udp, "Packets");
+    assert!((40..=80).contains(&packets), "{packets} packets: {udp:#?}");
+    let both = format!("{}/{},{}/{}", pair.ns_a, pair.a_if, pair.ns_b, pair.b_if);
+    assert!(
+        udp.iter().any(|f| f["Interfaces"] == both.as_str()),
+        "no record merged both ends ({both}): {udp:#?}"
+    );
+
+    // DNS answers that went through the ring buffer carry their name, like drained ones.
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), names.len(), "{out}");
+    for (name, line) in names.iter().zip(&lines) {
+        let answers = flows(
+            &a,
+            &format!("SrcPort=53 and DstPort={} and Proto=17", line[1]),
+            t0,
+        );
+        assert!(!answers.is_empty(), "{name}: no answer flow");
+        for f in &answers {
+            assert_eq!(f["DnsName"], *name, "{name}: {f}");
+        }
+    }
+}
+
 /// A cgroup (v2) made for a test, removed on drop.
 struct TestCgroup {
     dirs: Vec<std::path::PathBuf>,

@@ -1,0 +1,117 @@
+//! What the operator sets ([`CaptureConfig`]) and what the kernel programs read at run time:
+//! the config map (active map, sampling, features) and the filter rules (`FlowMaps`).
+
+use super::*;
+
+/// Capture settings.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Flows are evicted to user space at least this often.
+    pub active_timeout: Duration,
+    /// Flows each of the two per-CPU maps holds before new flows go through the ring buffer.
+    pub max_flows: u32,
+    /// 1-in-N packet sampling; 0 or 1 = every packet.
+    pub sampling: u32,
+    /// Capture in the agent's own network namespace.
+    pub root_netns: bool,
+    /// Other namespaces: names under /var/run/netns or paths like /proc/PID/ns/net.
+    pub netns: Vec<String>,
+    /// Interfaces to leave alone (exact names or `prefix*`); loopback is always left alone.
+    pub exclude: Vec<String>,
+    /// Attach dropped packets and their reason to flows (kfree_skb tracepoint).
+    pub drops: bool,
+    /// Attach the smoothed TCP RTT to flows (tcp_probe tracepoint).
+    pub rtt: bool,
+    /// Parse DNS (port 53) for names, response codes and latency.
+    pub dns: bool,
+    /// In-kernel filter rules in force at start (changeable at run time).
+    pub filters: Vec<FilterRule>,
+    /// Merge the sightings of one flow on several interfaces (both ends of a veth, a path
+    /// through a bridge) into one record that lists them.
+    pub dedup: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            active_timeout: Duration::from_secs(5),
+            max_flows: 65_536,
+            sampling: 0,
+            root_netns: true,
+            netns: Vec::new(),
+            exclude: Vec::new(),
+            drops: true,
+            rtt: true,
+            dns: true,
+            filters: Vec::new(),
+            dedup: true,
+        }
+    }
+}
+
+pub(super) struct FlowMaps {
+    pub(super) a: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    pub(super) b: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    pub(super) config: Array<MapData, WeirConfig>,
+    pub(super) filters: Array<MapData, FilterRuleRecord>,
+    pub(super) counters: PerCpuArray<MapData, u64>,
+    /// What `config` holds: every change goes through [`FlowMaps::set_config`].
+    pub(super) cfg: WeirConfig,
+}
+
+impl FlowMaps {
+    /// Writes a changed configuration to the kernel; on error the old one stays in force.
+    pub(super) fn set_config(
+        &mut self,
+        change: impl FnOnce(&mut WeirConfig),
+    ) -> Result<(), CaptureError> {
+        let mut next = self.cfg;
+        change(&mut next);
+        self.config
+            .set(0, next, 0)
+            .map_err(setup("writing config"))?;
+        self.cfg = next;
+        Ok(())
+    }
+
+    /// Writes filter rules, then the rule count: the kernel never reads a rule half written
+    /// beyond the count in force.
+    pub(super) fn set_filters(&mut self, rules: &[CompiledRule]) -> Result<(), CaptureError> {
+        self.set_config(|c| c.filter_count = 0)?;
+        for (i, r) in rules.iter().enumerate().take(MAX_FILTERS) {
+            let rec = FilterRuleRecord {
+                cidr: r.cidr.0,
+                cidr_mask: r.cidr.1,
+                peer: r.peer.0,
+                peer_mask: r.peer.1,
+                port_min: r.port_min,
+                port_max: r.port_max,
+                tcp_flags: r.tcp_flags,
+                proto: r.proto,
+                direction: r.direction,
+                action: if r.reject {
+                    FILTER_REJECT
+                } else {
+                    FILTER_ACCEPT
+                },
+                drops_only: u8::from(r.drops_only),
+                _pad: 0,
+                sampling: r.sampling,
+            };
+            self.filters
+                .set(i as u32, rec, 0)
+                .map_err(setup("writing a filter rule"))?;
+        }
+        // An allow-list (any accept rule) leaves out what matches no rule.
+        let default = if rules.iter().any(|r| !r.reject) {
+            u32::from(FILTER_REJECT)
+        } else {
+            u32::from(FILTER_ACCEPT)
+        };
+        let n = rules.len().min(MAX_FILTERS) as u32;
+        self.set_config(|c| {
+            c.filter_default = default;
+            c.filter_count = n;
+        })
+    }
+}

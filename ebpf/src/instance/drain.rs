@@ -1,0 +1,134 @@
+//! Reading a namespace's maps: flipping the active flow map, draining the idle one, the
+//! DNS ring buffer, and turning a kernel record into a flow.
+
+use super::*;
+
+impl Instance {
+    /// Flips the active map; returns the one now idle (None when the flip failed).
+    pub(super) fn flip(&self) -> Option<u32> {
+        let mut m = lock(&self.maps);
+        let old = m.cfg.active_map;
+        match m.set_config(|c| c.active_map = 1 - old) {
+            Ok(()) => Some(old),
+            Err(e) => {
+                self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(netns = %self.netns, error = %e, "cannot flip the active flow map");
+                None
+            }
+        }
+    }
+
+    /// Drains the idle map `old` (no program writes to it any more) into `out`.
+    pub(super) fn drain(&self, old: u32, inst: usize, out: &mut Vec<Raw>) {
+        // DNS payloads of packets counted in the idle map are all in the ring by now.
+        self.drain_dns();
+        let mut m = lock(&self.maps);
+        let map = if old == 0 { &mut m.a } else { &mut m.b };
+        let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
+        let (mut flows, mut skbs) = (0u64, 0u64);
+        for k in keys {
+            match map.get(&k, 0) {
+                Ok(per_cpu) => {
+                    let mut v = FlowValue::default();
+                    for slot in per_cpu.iter() {
+                        v.merge(slot);
+                    }
+                    if v.touched() {
+                        flows += 1;
+                        skbs += v.skbs;
+                        out.push(Raw {
+                            key: k,
+                            value: v,
+                            inst,
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "reading a flow failed");
+                }
+            }
+            if let Err(e) = map.remove(&k) {
+                self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "removing a flow failed");
+            }
+        }
+        self.counters
+            .flows_evicted
+            .fetch_add(flows, Ordering::Relaxed);
+        self.counters
+            .skbs_evicted
+            .fetch_add(skbs, Ordering::Relaxed);
+    }
+
+    /// Reads every pending DNS payload into the tracker.
+    pub(super) fn drain_dns(&self) {
+        let mut ring = lock(&self.dns_ring);
+        let Some(ring) = ring.as_mut() else {
+            return;
+        };
+        let mut dns = lock(&self.dns);
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<DnsEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a struct dns_event; read it unaligned.
+            let e: DnsEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            dns.add(&e);
+        }
+    }
+
+    /// Runs on its own thread: keeps the DNS ring buffer from filling between evictions.
+    pub(super) fn dns_loop(&self, stop: &AtomicBool) {
+        let fd = match lock(&self.dns_ring).as_ref() {
+            Some(r) => r.as_raw_fd(),
+            None => return,
+        };
+        let mut last_expiry = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            wait_readable(fd, 200);
+            self.drain_dns();
+            if last_expiry.elapsed() > Duration::from_secs(5) {
+                last_expiry = Instant::now();
+                let now = records::clock_ns(libc::CLOCK_MONOTONIC);
+                lock(&self.dns).expire(now);
+            }
+        }
+    }
+
+    pub(super) fn flow(
+        &self,
+        k: &FlowKey,
+        v: &FlowValue,
+        names: &HashMap<u32, String>,
+        received: u64,
+    ) -> Flow {
+        let name = if_name(names, k.ifindex);
+        let reasons = &self.reasons;
+        records::to_flow(k, v, &self.clock, name, &self.netns, received, &|n| {
+            reasons
+                .name(u64::from(n))
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("SKB_DROP_REASON_{n}"))
+        })
+    }
+}
+
+/// Waits up to `ms` for `fd` to become readable (a ring buffer with records).
+pub(super) fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// Unix seconds now (a record's TimeReceived).
+pub(super) fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,370 @@
+//! Eviction, and the one finishing step every captured flow goes through.
+//!
+//! Flows reach user space two ways: drained from the idle flow map of every namespace in a
+//! round (the timer, a full map, or a flush), or, while a map is full, one record per packet
+//! through the `direct_flows` ring buffer. Both end in [`Evictor::finish`]: records of one
+//! flow summed (the per-packet ring records), the sightings of a flow on several interfaces
+//! merged (deduplication), then DNS facts, the sender's cgroup and container, and interface
+//! names added. A flow that went through the ring buffer therefore carries the same facts as
+//! one drained from the map.
+
+use super::{Instance, if_name, lock, unix_now_s, wait_readable};
+use crate::dedup::{self, Merged, Raw};
+use crate::dns::DnsTracker;
+use crate::records::{self, FlowKey, FlowRecord, FlowValue, counter};
+use aya::maps::{MapData, RingBuf};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use weir_core::flow::Flow;
+use weir_core::ingest::Batch;
+
+/// How long user space waits after flipping the active map before draining the idle one, so
+/// that programs that read the old index have finished their update (they run in well under a
+/// microsecond, with preemption off).
+const FLIP_GRACE: Duration = Duration::from_millis(20);
+
+/// Flows handed to the ingest stage at a time while draining.
+const EVICT_CHUNK: usize = 8192;
+
+/// Ring-buffer records waiting for the evictor beyond which readers wait (backpressure, as
+/// when they handed flows to the ingest stage themselves).
+const RING_PENDING_MAX: usize = 1 << 18;
+
+/// Counters of the evictor (one for every namespace).
+#[derive(Default)]
+pub(super) struct EvictStats {
+    pub evictions_timer: AtomicU64,
+    pub evictions_full: AtomicU64,
+    pub evictions_requested: AtomicU64,
+    /// Records folded into another sighting of the same flow.
+    pub duplicates_merged: AtomicU64,
+}
+
+/// Ring-buffer records read by each namespace's reader, waiting for the evictor's finishing
+/// step.
+#[derive(Default)]
+pub(super) struct RingQueue {
+    records: Mutex<Vec<Raw>>,
+    /// Readers still running: the evictor's last pass waits for them.
+    readers: AtomicUsize,
+}
+
+impl RingQueue {
+    fn push(&self, mut got: Vec<Raw>, stop: &AtomicBool) {
+        loop {
+            let mut q = lock(&self.records);
+            if q.len() < RING_PENDING_MAX || stop.load(Ordering::SeqCst) {
+                q.append(&mut got);
+                return;
+            }
+            drop(q);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn take(&self) -> Vec<Raw> {
+        std::mem::take(&mut *lock(&self.records))
+    }
+}
+
+/// Sums the records of each (namespace, flow key): the ring buffer carries one per packet.
+fn sum_per_flow(records: Vec<Raw>) -> Vec<Raw> {
+    let mut index: HashMap<(usize, FlowKey), usize> = HashMap::with_capacity(records.len());
+    let mut out: Vec<Raw> = Vec::new();
+    for r in records {
+        match index.get(&(r.inst, r.key)) {
+            Some(&i) => out[i].value.merge(&r.value),
+            None => {
+                index.insert((r.inst, r.key), out.len());
+                let mut value = FlowValue::default();
+                value.merge(&r.value);
+                out.push(Raw { value, ..r });
+            }
+        }
+    }
+    out
+}
+
+impl Instance {
+    /// Runs on its own thread: reads the ring buffer that takes packets when a flow map is
+    /// full and queues them for the evictor's finishing step.
+    pub(super) fn ring_loop(
+        &self,
+        mut ring: RingBuf<MapData>,
+        inst: usize,
+        queue: &RingQueue,
+        stop: &AtomicBool,
+    ) {
+        let fd = ring.as_raw_fd();
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            if !stopping {
+                wait_readable(fd, 200);
+            }
+            let mut got = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() < std::mem::size_of::<FlowRecord>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote a struct flow_record; read it unaligned.
+                let r: FlowRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                got.push(Raw {
+                    key: r.key,
+                    value: r.value,
+                    inst,
+                });
+            }
+            if !got.is_empty() {
+                self.counters
+                    .ringbuf_flows
+                    .fetch_add(got.len() as u64, Ordering::Relaxed);
+                queue.push(got, stop);
+            }
+            if stopping {
+                queue.readers.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+/// Drains every namespace in the same rounds, so that the sightings of a flow on several
+/// interfaces (in one namespace or across them) meet and can be merged.
+pub(super) struct Evictor {
+    pub instances: Vec<Arc<Instance>>,
+    pub stats: EvictStats,
+    pub dedup: bool,
+    pub flush_requested: AtomicBool,
+    pub cgroups: Mutex<crate::cgroup::CgroupNames>,
+    pub ring: Arc<RingQueue>,
+}
+
+impl Evictor {
+    pub fn new(instances: Vec<Arc<Instance>>, dedup: bool) -> Evictor {
+        Evictor {
+            instances,
+            stats: EvictStats::default(),
+            dedup,
+            flush_requested: AtomicBool::new(false),
+            cgroups: Mutex::new(crate::cgroup::CgroupNames::new()),
+            ring: Arc::new(RingQueue::default()),
+        }
+    }
+
+    /// A ring-buffer reader for namespace `inst` starts (counted, so that the last pass
+    /// waits for it).
+    pub fn ring_reader(&self) -> Arc<RingQueue> {
+        self.ring.readers.fetch_add(1, Ordering::SeqCst);
+        self.ring.clone()
+    }
+
+    pub fn run(&self, stop: &AtomicBool, tx: &SyncSender<Batch>, timeout: Duration) {
+        let mut last = Instant::now();
+        let mut seen_full = 0u64;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let requested = self.flush_requested.load(Ordering::SeqCst);
+            let full: u64 = self
+                .instances
+                .iter()
+                .map(|i| i.kernel_counter(counter::MAP_FULL))
+                .sum();
+            let why = if stopping || requested {
+                Some(&self.stats.evictions_requested)
+            } else if full > seen_full {
+                Some(&self.stats.evictions_full)
+            } else if last.elapsed() >= timeout {
+                Some(&self.stats.evictions_timer)
+            } else {
+                None
+            };
+            seen_full = full;
+            if let Some(c) = why {
+                c.fetch_add(1, Ordering::Relaxed);
+                last = Instant::now();
+                // Two rounds when asked to flush, so both maps are empty afterwards.
+                let rounds = if stopping || requested { 2 } else { 1 };
+                for _ in 0..rounds {
+                    if !self.round(tx) {
+                        return;
+                    }
+                }
+            }
+            if stopping {
+                // The readers' last records, once they have stopped (at most a poll's wait).
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while self.ring.readers.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                self.finish_ring(tx);
+                return;
+            }
+            if !self.finish_ring(tx) {
+                return;
+            }
+            // After the ring's records: a flush has handed on everything counted before it.
+            if requested {
+                self.flush_requested.store(false, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Finishes the ring-buffer records queued so far. False when the receiver is gone.
+    fn finish_ring(&self, tx: &SyncSender<Batch>) -> bool {
+        let records = self.ring.take();
+        if records.is_empty() {
+            return true;
+        }
+        // DNS payloads of those packets are in the DNS ring by now.
+        for inst in &self.instances {
+            inst.drain_dns();
+        }
+        self.finish(sum_per_flow(records), tx)
+    }
+
+    /// One round: flip every namespace's map, wait for programs in flight, drain them all,
+    /// and finish the flows. False when the receiver is gone.
+    fn round(&self, tx: &SyncSender<Batch>) -> bool {
+        // DNS facts from events after this moment may belong to flows of the maps that become
+        // active now: the clean-up at the end of the round keeps them (a little margin for
+        // programs that read the map index just before the flip).
+        let flipped_at =
+            records::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(FLIP_GRACE.as_nanos() as u64);
+        let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
+        std::thread::sleep(FLIP_GRACE);
+        let mut raw = Vec::new();
+        for (idx, (inst, old)) in self.instances.iter().zip(&flipped).enumerate() {
+            if let Some(old) = old {
+                inst.drain(*old, idx, &mut raw);
+            }
+        }
+        let ok = self.finish(raw, tx);
+        // Facts of flows that were in no drained map and no ring record (sampled out,
+        // filtered) are not kept; facts of packets counted in the maps active now are.
+        for inst in &self.instances {
+            lock(&inst.dns).clear_flows(flipped_at);
+        }
+        ok
+    }
+
+    /// The finishing step: merges the sightings of each flow, adds what user space knows, and
+    /// hands the flows on in chunks. False when the receiver is gone.
+    fn finish(&self, raw: Vec<Raw>, tx: &SyncSender<Batch>) -> bool {
+        let n = raw.len();
+        let merged = if self.dedup {
+            dedup::dedup(raw)
+        } else {
+            dedup::keep_all(raw)
+        };
+        self.stats
+            .duplicates_merged
+            .fetch_add((n - merged.len()) as u64, Ordering::Relaxed);
+        let received = unix_now_s();
+        let names: Vec<HashMap<u32, String>> = self
+            .instances
+            .iter()
+            .map(|i| lock(&i.names).clone())
+            .collect();
+        let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
+        let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
+        for m in merged {
+            out.push(self.to_flow(&m, &names, &mut dns, received));
+            if out.len() >= EVICT_CHUNK && tx.send(Batch::from(std::mem::take(&mut out))).is_err() {
+                return false;
+            }
+        }
+        drop(dns);
+        out.is_empty() || tx.send(Batch::from(out)).is_ok()
+    }
+
+    fn to_flow(
+        &self,
+        m: &Merged,
+        names: &[HashMap<u32, String>],
+        dns: &mut [std::sync::MutexGuard<'_, DnsTracker>],
+        received: u64,
+    ) -> Flow {
+        let inst = &self.instances[m.inst];
+        let mut f = inst.flow(&m.key, &m.value, &names[m.inst], received);
+        // DNS facts: the kept record's, else those of another sighting.
+        let mut info = None;
+        for (i, k) in &m.members {
+            if let Some(d) = dns.get_mut(*i).and_then(|d| d.take(k))
+                && info.is_none()
+            {
+                info = Some(d);
+            }
+        }
+        if let Some(d) = info {
+            d.apply(&mut f);
+        }
+        if m.value.cgroup_id != 0 {
+            (f.cgroup, f.container_id) = lock(&self.cgroups).lookup(m.value.cgroup_id);
+        }
+        if m.members.len() > 1 {
+            let mut ifs = Vec::with_capacity(m.members.len());
+            let mut dirs = Vec::with_capacity(m.members.len());
+            for (i, k) in &m.members {
+                let ns = &self.instances[*i].netns;
+                let name = if_name(&names[*i], k.ifindex);
+                ifs.push(if ns.is_empty() {
+                    name
+                } else {
+                    format!("{ns}/{name}")
+                });
+                dirs.push(k.direction.to_string());
+            }
+            f.interfaces = ifs.join(",");
+            f.if_directions = dirs.join(",");
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(inst: usize, port: u16, bytes: u64, seen: u64) -> Raw {
+        let key = FlowKey {
+            dst_port: port,
+            ..FlowKey::default()
+        };
+        let value = FlowValue {
+            bytes,
+            packets: 1,
+            skbs: 1,
+            first_seen_ns: seen,
+            last_seen_ns: seen,
+            ..FlowValue::default()
+        };
+        Raw { key, value, inst }
+    }
+
+    #[test]
+    fn ring_records_of_one_flow_are_summed_per_namespace() {
+        let got = sum_per_flow(vec![
+            packet(0, 53, 100, 30),
+            packet(0, 53, 50, 10),
+            packet(1, 53, 100, 20),
+            packet(0, 80, 7, 5),
+            packet(0, 53, 1, 40),
+        ]);
+        assert_eq!(got.len(), 3, "{got:?}");
+        let a = &got[0];
+        assert_eq!((a.inst, a.key.dst_port), (0, 53));
+        assert_eq!((a.value.bytes, a.value.packets, a.value.skbs), (151, 3, 3));
+        assert_eq!((a.value.first_seen_ns, a.value.last_seen_ns), (10, 40));
+        assert_eq!(
+            (got[1].inst, got[1].value.bytes),
+            (1, 100),
+            "another namespace"
+        );
+        assert_eq!((got[2].key.dst_port, got[2].value.bytes), (80, 7));
+    }
+}
