@@ -61,6 +61,12 @@ pub struct AgentArgs {
     sandbox: SandboxArgs,
     #[command(flatten, next_help_heading = "HTTP limits")]
     http: HttpArgs,
+    /// Keep every capability the agent starts with. By default it keeps only what capture
+    /// needs (bpf, perfmon, net_admin, sys_admin, sys_resource; net_bind_service for a port
+    /// below 1024, sys_ptrace for a `--netns /proc/PID/...`, dac_read_search for
+    /// `--log-file`) and drops the rest before starting.
+    #[arg(long, env = "WEIR_KEEP_CAPABILITIES")]
+    keep_capabilities: bool,
     /// Drop stored flows older than this (0: keep).
     #[arg(long, default_value = "7d", value_parser = retention_duration)]
     retention_age: Duration,
@@ -351,6 +357,25 @@ pub struct HttpArgs {
     max_wrong_tokens: u32,
 }
 
+impl AgentArgs {
+    /// The capabilities this agent needs while it runs (`crate::caps`).
+    fn capabilities_needed(&self) -> Vec<u32> {
+        use crate::caps;
+        let mut keep = caps::CAPTURE.to_vec();
+        let ports = std::iter::once(self.listen).chain(self.otlp_listen);
+        if ports.into_iter().any(|a| a.port() != 0 && a.port() < 1024) {
+            keep.push(caps::CAP_NET_BIND_SERVICE);
+        }
+        if self.netns.iter().any(|n| n.starts_with("/proc/")) {
+            keep.push(caps::CAP_SYS_PTRACE);
+        }
+        if !self.log_files.is_empty() {
+            keep.push(caps::CAP_DAC_READ_SEARCH);
+        }
+        keep
+    }
+}
+
 impl HttpArgs {
     fn limits(&self) -> Result<weir_ui::limits::Limits> {
         for (flag, v) in [
@@ -503,6 +528,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let http_limits = a.http.limits()?;
     let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     crate::private::data_dir(&dir)?;
+    // Before any thread starts: threads and programs started later inherit what is kept.
+    if !a.keep_capabilities {
+        crate::caps::keep_only(&a.capabilities_needed())?;
+    }
     let mut cfg = StoreConfig::new(&dir);
     cfg.partition_ms = a.partition.as_millis() as u64;
     cfg.retention_age_ms = a.retention_age.as_millis() as u64;

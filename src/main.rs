@@ -2,6 +2,7 @@
 
 mod agent;
 mod bundled;
+mod caps;
 mod client;
 mod demo;
 mod incident_cmd;

@@ -4,7 +4,7 @@
 
 use crate::HostError;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
@@ -180,20 +180,30 @@ impl Runtime {
         Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
     }
 
-    /// Compiles a component, or loads it from the cache when this engine compiled it before.
+    /// Compiles a component, or loads it from the cache when this engine compiled it before
+    /// and the entry is byte for byte what this host wrote (its sha256 is kept beside it).
+    /// Compiled code runs natively outside the sandbox, so an entry changed on disk (a bit
+    /// flip, a cut, a write by something else) is set aside as `<entry>.corrupt-<ms>`, said in
+    /// the log, and the component compiled again; it is never loaded.
     pub fn compile(&self, wasm: &[u8], sha256: &str) -> Result<Component, HostError> {
         let path = self.cache_path(sha256);
         if let Some(p) = &path
             && p.exists()
         {
-            // SAFETY: the cache holds only files this host wrote from components it compiled,
-            // keyed by the source's sha256 and the engine's compatibility hash.
-            match unsafe { Component::deserialize_file(&self.engine, p) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "dropping unusable compiled plugin");
-                    let _ = std::fs::remove_file(p);
+            match cache_entry_intact(p) {
+                Ok(()) => {
+                    // SAFETY: the file is the one this host wrote from a component it
+                    // compiled (its sha256 matches the one recorded then), keyed by the
+                    // source's sha256 and the engine's compatibility hash.
+                    match unsafe { Component::deserialize_file(&self.engine, p) } {
+                        Ok(c) => return Ok(c),
+                        Err(e) => {
+                            tracing::warn!(path = %p.display(), error = %e, "dropping unusable compiled plugin");
+                            let _ = std::fs::remove_file(p);
+                        }
+                    }
                 }
+                Err(why) => set_aside(p, &why),
             }
         }
         let component = Component::from_binary(&self.engine, wasm)
@@ -202,7 +212,15 @@ impl Runtime {
             match component.serialize() {
                 Ok(bytes) => {
                     let tmp = p.with_extension("tmp");
-                    if std::fs::write(&tmp, bytes)
+                    let digest = digest_path(p);
+                    let digest_tmp = digest.with_extension("tmp");
+                    // The digest first: an entry without its digest (a crash in between) is
+                    // compiled again, never trusted.
+                    if std::fs::write(&tmp, &bytes)
+                        .and_then(|_| {
+                            std::fs::write(&digest_tmp, crate::plugin::sha256_hex(&bytes))
+                        })
+                        .and_then(|_| std::fs::rename(&digest_tmp, &digest))
                         .and_then(|_| std::fs::rename(&tmp, p))
                         .is_err()
                     {
@@ -223,4 +241,47 @@ impl Runtime {
         }
         Ok(component)
     }
+}
+
+/// Where a cache entry's sha256 is kept.
+fn digest_path(entry: &Path) -> PathBuf {
+    let mut name = entry.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// Whether a cache entry is what this host wrote, or why not.
+fn cache_entry_intact(entry: &Path) -> Result<(), String> {
+    let want = std::fs::read_to_string(digest_path(entry)).map_err(|e| {
+        format!("its recorded sha256 cannot be read ({e}); written by an older weir or cut short")
+    })?;
+    let bytes = std::fs::read(entry).map_err(|e| format!("it cannot be read ({e})"))?;
+    let got = crate::plugin::sha256_hex(&bytes);
+    if got != want.trim() {
+        return Err(format!(
+            "its content changed on disk (sha256 {got}, written as {})",
+            want.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Moves a cache entry that cannot be trusted out of the way (kept for a look, never loaded).
+fn set_aside(entry: &Path, why: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut name = entry.as_os_str().to_owned();
+    name.push(format!(".corrupt-{ms}"));
+    let aside = PathBuf::from(name);
+    let moved = std::fs::rename(entry, &aside);
+    let _ = std::fs::remove_file(digest_path(entry));
+    tracing::warn!(
+        entry = %entry.display(),
+        set_aside = %aside.display(),
+        moved = moved.is_ok(),
+        reason = why,
+        "a compiled plugin in the cache is not what this host wrote: set aside, compiling the plugin again"
+    );
 }

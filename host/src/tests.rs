@@ -640,15 +640,85 @@ fn embedded_manifest_and_compiled_cache() {
     let cold = t.elapsed();
     assert_eq!(p.name(), "flow-count");
     assert_eq!(
-        std::fs::read_dir(dir.path()).expect("cache").count(),
-        1,
-        "one compiled file"
+        cache_files(dir.path()),
+        ["cwasm", "cwasm.sha256"],
+        "one compiled file and its digest"
     );
     let t = Instant::now();
     let p2 = Plugin::load(&rt, req()).expect("cached load");
     let warm = t.elapsed();
     assert!(warm < cold, "cache hit {warm:?} vs cold {cold:?}");
     assert!(p2.process(&flows(4)).is_ok());
+}
+
+/// The cache directory's files by what follows the entry's name (`cwasm`, `cwasm.sha256`,
+/// `cwasm.corrupt-<ms>` shown as `cwasm.corrupt`), sorted.
+fn cache_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("cache")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_str()?.to_string();
+            let tail = name.split_once('.')?.1.to_string();
+            Some(match tail.split_once("corrupt-") {
+                Some((head, _)) => format!("{head}corrupt"),
+                None => tail,
+            })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Compiled code runs outside the sandbox: a cache entry changed on disk (a flipped byte, a
+/// cut, a missing digest) is never loaded; it is set aside and the plugin compiled again.
+#[test]
+fn a_compiled_plugin_changed_on_disk_is_set_aside_and_compiled_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = wasm("flow-count");
+    let m = manifest("flow-count");
+    let load = || {
+        // A fresh runtime each time, as after a restart.
+        let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("runtime");
+        let p = load_wasm(&rt, &bytes, m.clone(), &[], &[], None).expect("load");
+        assert!(p.process(&flows(4)).is_ok(), "the plugin works");
+    };
+    load();
+    let entry = std::fs::read_dir(dir.path())
+        .expect("cache")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a compiled entry");
+    type Harm<'a> = &'a dyn Fn(&std::path::Path);
+    let damage: [(&str, Harm); 3] = [
+        ("a flipped byte", &|p| {
+            let mut b = std::fs::read(p).expect("read");
+            let mid = b.len() / 2;
+            b[mid] ^= 0x40;
+            std::fs::write(p, b).expect("write");
+        }),
+        ("cut short", &|p| {
+            let b = std::fs::read(p).expect("read");
+            std::fs::write(p, &b[..b.len() / 3]).expect("write");
+        }),
+        ("its digest gone", &|p| {
+            let mut d = p.as_os_str().to_owned();
+            d.push(".sha256");
+            std::fs::remove_file(d).expect("remove digest");
+        }),
+    ];
+    for (n, (what, harm)) in damage.iter().enumerate() {
+        harm(&entry);
+        load();
+        let files = cache_files(dir.path());
+        let aside = files.iter().filter(|f| *f == "cwasm.corrupt").count();
+        assert_eq!(aside, n + 1, "{what}: set aside: {files:?}");
+        assert!(
+            files.contains(&"cwasm".to_string()) && files.contains(&"cwasm.sha256".to_string()),
+            "{what}: compiled again: {files:?}"
+        );
+        // Distinct names for the next one set aside.
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 mod registry {

@@ -450,3 +450,101 @@ fn interfaces_created_later_are_attached_and_removed_ones_released() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A process's capability sets (CapInh, CapPrm, CapEff, CapBnd, CapAmb) for each of its
+/// threads.
+fn thread_caps(pid: u32) -> Vec<[u64; 5]> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let status = std::fs::read_to_string(t.expect("task").path().join("status"));
+        let Ok(status) = status else { continue };
+        let get = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex"))
+                .expect("capability line")
+        };
+        out.push([
+            get("CapInh:"),
+            get("CapPrm:"),
+            get("CapEff:"),
+            get("CapBnd:"),
+            get("CapAmb:"),
+        ]);
+    }
+    out
+}
+
+/// The agent keeps bpf, perfmon, net_admin, sys_admin and sys_resource on every thread (and
+/// as its bounding set), drops the rest, and still captures exactly; a `/proc/PID` namespace
+/// adds sys_ptrace; `--keep-capabilities` keeps everything.
+#[test]
+fn the_agent_keeps_only_the_capabilities_capture_needs() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(76);
+    let a = agent_for(&pair, dir.path());
+    let pid = a.child.as_ref().expect("agent").id();
+    // Those of them this test has (machines like this one lack sys_resource).
+    let ours = thread_caps(std::process::id())[0][2];
+    let capture: u64 = ((1 << 39) | (1 << 38) | (1 << 12) | (1 << 21) | (1 << 24)) & ours;
+    let threads = thread_caps(pid);
+    assert!(threads.len() > 4, "{threads:?}");
+    for t in &threads {
+        assert_eq!(
+            *t,
+            [0, capture, capture, capture, 0],
+            "a thread's sets: {t:x?}"
+        );
+    }
+    a.flush();
+    let t0 = now_ms();
+    sh(&format!(
+        "ip netns exec {} ping -q -c 5 -i 0.05 {}",
+        pair.ns_a, pair.b4
+    ));
+    a.flush();
+    let gs = groups(&a, "Proto=icmp and IcmpType=8", "NetNs,IfDirection", t0);
+    let sent = find(
+        &gs,
+        &[
+            ("NetNs", pair.ns_a.clone().into()),
+            ("IfDirection", 1.into()),
+        ],
+    );
+    assert_eq!(sent["packets"], 5, "capture works with those alone: {gs:?}");
+
+    // A namespace named by a process's /proc path needs ptrace access to that process.
+    let holder = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.ns_b, "sleep", "60"])
+        .spawn()
+        .expect("sleep in B");
+    // `ip netns exec` enters B and becomes `sleep` (same process).
+    let holder = crate::util::KillOnDrop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    let by_proc = format!("/proc/{}/ns/net", holder.0.id());
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let b = Agent::start(
+        dir2.path(),
+        &[
+            "--no-host-netns",
+            "--netns",
+            &by_proc,
+            "--active-timeout",
+            "1s",
+        ],
+    );
+    let pid = b.child.as_ref().expect("agent").id();
+    let with_ptrace = capture | ((1 << 19) & ours);
+    for t in thread_caps(pid) {
+        assert_eq!(t[2], with_ptrace, "{t:x?}");
+    }
+    drop(b);
+
+    let dir3 = tempfile::tempdir().expect("tempdir");
+    let c = Agent::start(dir3.path(), &["--no-capture", "--keep-capabilities"]);
+    let pid = c.child.as_ref().expect("agent").id();
+    let eff = thread_caps(pid)[0][2];
+    assert!(eff == ours, "--keep-capabilities keeps root's: {eff:#x}");
+}

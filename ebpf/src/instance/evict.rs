@@ -243,6 +243,14 @@ impl Evictor {
                 inst.drain(*old, idx, &mut raw);
             }
         }
+        // The ring's records too (their packets were read during the grace): finished now,
+        // before the clean-up below drops the DNS facts of packets from before the flip. A
+        // flow with packets in both is summed into one record, not taken for a duplicate.
+        let ring = self.ring.take();
+        if !ring.is_empty() {
+            raw.extend(ring);
+            raw = sum_per_flow(raw);
+        }
         let ok = self.finish(raw, tx);
         // Facts of flows that were in no drained map and no ring record (sampled out,
         // filtered) are not kept; facts of packets counted in the maps active now are.
