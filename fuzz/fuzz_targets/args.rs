@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = query::parse_ip_or_cidr(&a[2]);
     if let Ok((net, bits)) = weir_core::schema::parse_network(&a[0]) {
         assert!(bits <= 128);
-        assert_eq!(net & !weir_core::schema::prefix_mask(bits), 0, "{a:?}: host bits set");
+        assert_eq!(
+            net & !weir_core::schema::prefix_mask(bits),
+            0,
+            "{a:?}: host bits set"
+        );
     }
     let _ = weir_core::ovs::parse_num(&a[1]);
 });

@@ -3,9 +3,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
+use weir_core::Flow;
 use weir_core::query::{SortBy, TimeRange, parse};
 use weir_core::store::{ListRequest, Store, StoreConfig};
-use weir_core::Flow;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -67,6 +67,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got.total as usize, want, "count for {text:?} ({filter:?})");
     assert_eq!(got.flows.len(), want, "rows for {text:?}");
     for f in &got.flows {
-        assert!(filter.matches(f), "{text:?} listed a flow it does not match: {f:?}");
+        assert!(
+            filter.matches(f),
+            "{text:?} listed a flow it does not match: {f:?}"
+        );
     }
 });

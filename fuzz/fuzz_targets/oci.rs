@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(digest) = wasm_layer(&r, data) {
         assert_eq!(digest.len(), 71, "{digest}");
         assert!(digest.starts_with("sha256:"), "{digest}");
-        assert!(digest[7..].bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+        assert!(
+            digest[7..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{digest}"
+        );
     }
 });

@@ -17,5 +17,8 @@ fuzz_target!(|data: &[u8]| {
         }]
     });
     // The secret key is dropped unused: nothing the fuzzer makes can carry a valid signature.
-    assert!(verify(data, trusted).is_err(), "accepted an unsigned component");
+    assert!(
+        verify(data, trusted).is_err(),
+        "accepted an unsigned component"
+    );
 });

@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let mut s = sketches::Summary::new();
     let before = s.snapshot();
     if s.merge(data).is_err() {
-        assert_eq!(s.snapshot(), before, "a refused snapshot changed the summary");
+        assert_eq!(
+            s.snapshot(),
+            before,
+            "a refused snapshot changed the summary"
+        );
     }
 });

@@ -25,14 +25,22 @@ pub fn flows(n: usize, t0_ms: u64) -> Vec<Flow> {
             f.dst_port = [0, 80, 443, 53, 8080, 9000][(x >> 32) as usize % 6];
             f.proto = [6, 17, 1, 0][(x >> 40) as usize % 4];
             f.flags = ((x >> 44) & 0x1ff) as u16 | if i % 5 == 0 { 0x1000 } else { 0 };
-            f.bytes = if i % 13 == 0 { 0 } else { 60 + (x >> 48) % 100_000 };
+            f.bytes = if i % 13 == 0 {
+                0
+            } else {
+                60 + (x >> 48) % 100_000
+            };
             f.packets = 1 + (x >> 50) % 100;
             f.interface = if i % 4 == 0 {
                 String::new()
             } else {
                 format!("veth{}", (x >> 36) % 3)
             };
-            f.dns_name = if i % 3 == 0 { "a.test".into() } else { String::new() };
+            f.dns_name = if i % 3 == 0 {
+                "a.test".into()
+            } else {
+                String::new()
+            };
             f.pkt_drop_packets = [0, 0, 1, 2, 5][i % 5];
             f.if_direction = (i % 2) as u8;
             f.sampling = if i % 11 == 0 { 10 } else { 0 };

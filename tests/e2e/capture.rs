@@ -471,6 +471,38 @@ fn open_fds(pid: u32) -> Vec<String> {
     v
 }
 
+/// Asserts that a process holds as many kernel handles (BPF links, programs, maps, BTF,
+/// namespaces, pipes) as before: a leaked TCX link or namespace handle would show. Sockets may
+/// differ by this test's own HTTP connections; files are the store's.
+fn assert_same_kernel_handles(before: &[String], after: &[String], after_what: &str) {
+    let count = |v: &[String], kind: &str| v.iter().filter(|f| f.starts_with(kind)).count();
+    for kind in ["anon_inode:bpf", "anon_inode:btf", "net", "pipe"] {
+        assert_eq!(
+            count(after, kind),
+            count(before, kind),
+            "{kind} handles after {after_what}:\nbefore {before:?}\nafter {after:?}"
+        );
+    }
+    assert!(
+        count(after, "socket") <= count(before, "socket") + 4,
+        "sockets after {after_what}:\nbefore {before:?}\nafter {after:?}"
+    );
+}
+
+/// Pings `to` from `from_ns` 5 times and asserts the echo requests are counted exactly in
+/// namespace `ns`, direction `dir` (0 ingress, 1 egress).
+fn assert_five_pings_counted(a: &Agent, from_ns: &str, to: &str, ns: &str, dir: u8) {
+    a.flush();
+    let t0 = now_ms();
+    sh(&format!(
+        "ip netns exec {from_ns} ping -q -c 5 -i 0.05 {to}"
+    ));
+    a.flush();
+    let gs = groups(a, "Proto=icmp and IcmpType=8", "NetNs,IfDirection", t0);
+    let got = find(&gs, &[("NetNs", ns.into()), ("IfDirection", dir.into())]);
+    assert_eq!(got["packets"], 5, "{gs:?}");
+}
+
 /// Interfaces coming and going 40 times, and a link flapping down and up 40 times: the agent
 /// follows each (attached while present, released when gone), holds no more file descriptors
 /// after than before (a leaked TCX link or netlink socket would show), reports no attach
@@ -540,39 +572,90 @@ fn interfaces_flapping_in_a_loop_are_followed_without_leaks() {
             .is_none_or(|o| o.keys().all(|k| !k.contains(&pair.a_if))),
         "the flapping link is left with an error: {errors}"
     );
-    // Kernel objects must come back to what they were (a leaked TCX link, program, map or
-    // namespace handle would stay); sockets may differ by the HTTP connections of this test;
-    // files are the store's (flows were captured meanwhile).
-    let fds_after = open_fds(pid);
-    let count = |v: &[String], kind: &str| v.iter().filter(|f| f.starts_with(kind)).count();
-    for kind in ["anon_inode:bpf", "anon_inode:btf", "net", "pipe"] {
-        assert_eq!(
-            count(&fds_after, kind),
-            count(&fds_before, kind),
-            "{kind} handles after 40 interfaces came and went:\nbefore {fds_before:?}\nafter {fds_after:?}"
-        );
-    }
-    assert!(
-        count(&fds_after, "socket") <= count(&fds_before, "socket") + 4,
-        "sockets:\nbefore {fds_before:?}\nafter {fds_after:?}"
-    );
+    assert_same_kernel_handles(&fds_before, &open_fds(pid), "40 interfaces came and went");
     // The pair still counts exactly (the link went down and up 40 times under the agent).
-    a.flush();
-    let t0 = now_ms();
-    sh(&format!(
-        "ip netns exec {} ping -q -c 5 -i 0.05 {}",
-        pair.ns_a, pair.b4
-    ));
-    a.flush();
-    let gs = groups(&a, "Proto=icmp and IcmpType=8", "NetNs,IfDirection", t0);
-    let sent = find(
-        &gs,
+    assert_five_pings_counted(&a, &pair.ns_a, &pair.b4, &pair.ns_a, 1);
+}
+
+/// A captured namespace deleted and made again 10 times: the agent attaches in each new one,
+/// releases each deleted one (and leaves it, so that it really goes away: its veth peer
+/// disappears), holds no more kernel handles after than before, and counts exactly in the last.
+#[test]
+fn a_namespace_deleted_and_made_again_is_followed_and_released_each_time() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(78);
+    let a = Agent::start(
+        dir.path(),
         &[
-            ("NetNs", pair.ns_a.clone().into()),
-            ("IfDirection", 1.into()),
+            "--no-host-netns",
+            "--netns",
+            &pair.ns_a,
+            "--active-timeout",
+            "1s",
         ],
     );
-    assert_eq!(sent["packets"], 5, "{gs:?}");
+    let pid = a.child.as_ref().expect("agent").id();
+    let in_a = |a: &Agent| -> Vec<String> {
+        a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|i| i["netns"] == pair.ns_a.as_str())
+                    .filter_map(|i| i["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}\n{}", a.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let remake = || {
+        sh(&format!(
+            "ip netns add {a} && ip -n {a} link set lo up && \
+             ip link add {ai} netns {a} type veth peer name {bi} netns {b} && \
+             ip -n {a} addr add {a4}/24 dev {ai} && ip -n {b} addr add {b4}/24 dev {bi} && \
+             ip -n {a} link set {ai} up && ip -n {b} link set {bi} up",
+            a = pair.ns_a,
+            b = pair.ns_b,
+            ai = pair.a_if,
+            bi = pair.b_if,
+            a4 = pair.a4,
+            b4 = pair.b4
+        ))
+    };
+    wait("attached in the namespace", &|| {
+        in_a(&a) == [pair.a_if.clone()]
+    });
+    let before = open_fds(pid);
+    for round in 0..10 {
+        sh(&format!("ip netns del {}", pair.ns_a));
+        wait(&format!("round {round}: released"), &|| in_a(&a).is_empty());
+        // The peer goes when the namespace really goes: nothing of the agent holds it.
+        wait(
+            &format!("round {round}: the deleted namespace went away"),
+            &|| {
+                !std::process::Command::new("ip")
+                    .args(["-n", &pair.ns_b, "link", "show", &pair.b_if])
+                    .stderr(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .expect("ip")
+                    .success()
+            },
+        );
+        remake();
+        wait(
+            &format!("round {round}: attached in the new namespace"),
+            &|| in_a(&a) == [pair.a_if.clone()],
+        );
+    }
+    assert_same_kernel_handles(&before, &open_fds(pid), "10 namespaces");
+    assert_five_pings_counted(&a, &pair.ns_b, &pair.a4, &pair.ns_a, 0);
 }
 
 /// A process's capability sets (CapInh, CapPrm, CapEff, CapBnd, CapAmb) for each of its
@@ -622,22 +705,8 @@ fn the_agent_keeps_only_the_capabilities_capture_needs() {
             "a thread's sets: {t:x?}"
         );
     }
-    a.flush();
-    let t0 = now_ms();
-    sh(&format!(
-        "ip netns exec {} ping -q -c 5 -i 0.05 {}",
-        pair.ns_a, pair.b4
-    ));
-    a.flush();
-    let gs = groups(&a, "Proto=icmp and IcmpType=8", "NetNs,IfDirection", t0);
-    let sent = find(
-        &gs,
-        &[
-            ("NetNs", pair.ns_a.clone().into()),
-            ("IfDirection", 1.into()),
-        ],
-    );
-    assert_eq!(sent["packets"], 5, "capture works with those alone: {gs:?}");
+    // Capture works with those alone.
+    assert_five_pings_counted(&a, &pair.ns_a, &pair.b4, &pair.ns_a, 1);
 
     // A namespace named by a process's /proc path needs ptrace access to that process.
     let holder = std::process::Command::new("ip")
