@@ -28,6 +28,7 @@ mod sink;
 mod state;
 pub mod summary;
 mod timeline;
+mod wasm_bytes;
 pub mod workers;
 
 pub use batch::FlowBatch;

@@ -242,19 +242,6 @@ impl Manifest {
     }
 }
 
-fn uleb(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut out = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        out |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(out);
-        }
-    }
-    None
-}
-
 /// Whether the bytes look like a WebAssembly component (not a core module).
 pub fn is_component(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0] && wasm[4..6] != [1, 0]
@@ -267,32 +254,19 @@ pub fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Result<Option<&'a [u8]>
             "not a WebAssembly file (bad magic)".into(),
         ));
     }
-    let mut pos = 8;
-    while pos < wasm.len() {
-        let id = wasm[pos];
-        pos += 1;
-        let size = uleb(wasm, &mut pos).ok_or_else(|| {
-            HostError::Malformed(format!("truncated section header at byte {pos}"))
-        })? as usize;
-        let end = pos
-            .checked_add(size)
-            .filter(|e| *e <= wasm.len())
-            .ok_or_else(|| {
-                HostError::Malformed(format!("section at byte {pos} runs past the end"))
+    for section in crate::wasm_bytes::sections(wasm) {
+        let s = section.map_err(|at| {
+            HostError::Malformed(format!("section at byte {at} runs past the end"))
+        })?;
+        if s.id == 0 {
+            let mut body = s.body;
+            let found = body.slice().ok_or_else(|| {
+                HostError::Malformed(format!("bad custom section name at byte {}", s.at))
             })?;
-        if id == 0 {
-            let mut p = pos;
-            let len = uleb(wasm, &mut p)
-                .ok_or_else(|| HostError::Malformed("bad custom section name".into()))?
-                as usize;
-            let name_end = p.checked_add(len).filter(|e| *e <= end);
-            if let Some(ne) = name_end
-                && &wasm[p..ne] == name.as_bytes()
-            {
-                return Ok(Some(&wasm[ne..end]));
+            if found.b == name.as_bytes() {
+                return Ok(Some(body.rest()));
             }
         }
-        pos = end;
     }
     Ok(None)
 }

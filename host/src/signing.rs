@@ -3,6 +3,7 @@
 //! holds any, every install must be signed by one of them.
 
 use crate::HostError;
+use crate::wasm_bytes::{Bytes, sections};
 use std::path::Path;
 use wasmsign2::{KeyPair, Module, PublicKey, PublicKeySet, SecretKey, WSError};
 
@@ -155,18 +156,16 @@ fn check_lengths(wasm: &[u8]) -> Result<(), HostError> {
             "{what} at byte {at}: a length runs past its end (corrupted or not a component)"
         ))
     };
-    let mut r = Bytes { b: wasm, pos: 8 };
     if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
         return Ok(()); // Not WebAssembly: wasmsign2 says so without allocating.
     }
-    while r.pos < wasm.len() {
-        let at = r.pos;
-        let id = r.byte().ok_or_else(|| bad("a section", at))?;
-        let mut section = r.slice().ok_or_else(|| bad("a section", at))?;
-        if id == 0 {
-            let name = section.slice().ok_or_else(|| bad("a custom section", at))?;
-            if name.b == b"signature" && signature_fits(section).is_none() {
-                return Err(bad("the signature section", at));
+    for section in sections(wasm) {
+        let s = section.map_err(|at| bad("a section", at))?;
+        if s.id == 0 {
+            let mut body = s.body;
+            let name = body.slice().ok_or_else(|| bad("a custom section", s.at))?;
+            if name.b == b"signature" && signature_fits(body).is_none() {
+                return Err(bad("the signature section", s.at));
             }
         }
     }
@@ -192,49 +191,6 @@ fn signature_fits(mut r: Bytes<'_>) -> Option<()> {
         }
     }
     Some(())
-}
-
-/// A cursor over bytes whose every read fails past the end (each read takes at least one
-/// byte, so a count read from the input cannot loop longer than the input).
-struct Bytes<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Bytes<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let v = *self.b.get(self.pos)?;
-        self.pos += 1;
-        Some(v)
-    }
-
-    fn leb(&mut self) -> Option<u32> {
-        let mut v = 0u32;
-        for i in 0..5 {
-            let b = self.byte()?;
-            v |= u32::from(b & 0x7f) << (i * 7);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.b.len())?;
-        let s = &self.b[self.pos..end];
-        self.pos = end;
-        Some(s)
-    }
-
-    /// A length-prefixed part, as a cursor of its own.
-    fn slice(&mut self) -> Option<Bytes<'a>> {
-        let n = usize::try_from(self.leb()?).ok()?;
-        Some(Bytes {
-            b: self.take(n)?,
-            pos: 0,
-        })
-    }
 }
 
 /// Signs `message` (an incident's manifest) with a secret key (PEM, DER or raw): the
