@@ -282,7 +282,22 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         } else {
             human_bytes(size)
         }
-    )
+    )?;
+    let h = &v["http"];
+    if h.is_object() {
+        let n = |k: &str| h[k].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "\nhttp: {} connections open; refused since start: {} connections, {} requests, {} timed out, {} after wrong tokens ({} wrong tokens)",
+            n("connections_open"),
+            n("refused_connections"),
+            n("refused_requests"),
+            n("timed_out_requests"),
+            n("locked_out_requests"),
+            n("wrong_tokens")
+        )?;
+    }
+    Ok(())
 }
 
 /// What storage sampling does: off, or each controller's rules and the last changes' reasons,

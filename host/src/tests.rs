@@ -449,7 +449,12 @@ fn hostile_plugins_are_contained_with_clear_errors() {
     for (mode, ok) in cases {
         let p = hostile(mode);
         let t = Instant::now();
-        let e = p.process(&flows(10)).expect_err(mode);
+        let mut e = p.process(&flows(10)).expect_err(mode);
+        // On a machine busy compiling every test's plugins at once (the first run after a
+        // build), the 300 ms deadline can pass before a fast failure shows: once more then.
+        if mode != "loop" && matches!(e, HostError::Timeout { .. }) {
+            e = p.process(&flows(10)).expect_err(mode);
+        }
         assert!(ok(&e), "{mode}: unexpected error {e}");
         assert!(
             e.to_string().contains("hostile"),

@@ -492,4 +492,15 @@ fn http_limits_come_from_flags_and_a_slow_upload_gets_408() {
     );
     let http = &a.ok("/api/v1/status", &[])["http"];
     assert_eq!(http["timed_out_requests"], 1, "{http}");
+    // The CLI's status says it too.
+    let out = Command::new(WEIR)
+        .args(["status", "--server", &a.url("")])
+        .output()
+        .expect("weir status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("http: ") && text.contains(" 1 timed out"),
+        "{text}"
+    );
 }
