@@ -362,8 +362,8 @@ impl AgentArgs {
     fn capabilities_needed(&self) -> Vec<u32> {
         use crate::caps;
         let mut keep = caps::CAPTURE.to_vec();
-        let ports = std::iter::once(self.listen).chain(self.otlp_listen);
-        if ports.into_iter().any(|a| a.port() != 0 && a.port() < 1024) {
+        let mut ports = std::iter::once(self.listen).chain(self.otlp_listen);
+        if ports.any(|a| a.port() != 0 && a.port() < 1024) {
             keep.push(caps::CAP_NET_BIND_SERVICE);
         }
         if self.netns.iter().any(|n| n.starts_with("/proc/")) {
@@ -1033,5 +1033,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `weir agent --help` shows the HTTP limits' defaults as literals; they must be the ones
+    /// `weir_ui::limits::Limits::default()` gives (what tests and embedders get).
+    #[test]
+    fn http_limit_defaults_are_the_ui_crates() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            h: super::HttpArgs,
+        }
+        let h = Only::try_parse_from(["weir"]).expect("defaults").h;
+        assert_eq!(
+            h.limits().expect("valid defaults"),
+            weir_ui::limits::Limits::default()
+        );
     }
 }

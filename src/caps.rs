@@ -117,17 +117,6 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Whether the running kernel is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (a, b) >= (major, minor)
-}
-
 /// Keeps `keep` (those of them the process has) and drops every other capability. Must run
 /// before the process starts threads: capabilities are per thread, and threads started later
 /// inherit these.
@@ -170,11 +159,11 @@ pub fn keep_only(keep: &[u32]) -> Result<()> {
         .collect();
     // sys_resource only raises the locked-memory limit, which kernels from 5.11 on do not
     // apply to BPF maps: not missed there.
-    let memlock_free = kernel_at_least(5, 11);
+    let memlock = weir_ebpf::maps_charged_to_memlock();
     let missing: Vec<String> = keep
         .iter()
         .filter(|c| **c < 64 && e & (1u64 << **c) == 0)
-        .filter(|c| !(memlock_free && **c == CAP_SYS_RESOURCE))
+        .filter(|c| memlock || **c != CAP_SYS_RESOURCE)
         .map(|c| name(*c))
         .collect();
     tracing::info!(

@@ -14,4 +14,4 @@ mod netlink;
 pub mod probe;
 pub mod records;
 
-pub use instance::{Capture, CaptureConfig, CaptureError};
+pub use instance::{Capture, CaptureConfig, CaptureError, maps_charged_to_memlock};

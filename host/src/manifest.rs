@@ -244,12 +244,12 @@ impl Manifest {
 
 /// Whether the bytes look like a WebAssembly component (not a core module).
 pub fn is_component(wasm: &[u8]) -> bool {
-    wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0] && wasm[4..6] != [1, 0]
+    crate::wasm_bytes::has_magic(wasm) && wasm[6..8] == [1, 0] && wasm[4..6] != [1, 0]
 }
 
 /// The data of a top-level custom section, walking only the outer component's sections.
 pub fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, HostError> {
-    if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
+    if !crate::wasm_bytes::has_magic(wasm) {
         return Err(HostError::Malformed(
             "not a WebAssembly file (bad magic)".into(),
         ));
@@ -258,14 +258,13 @@ pub fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Result<Option<&'a [u8]>
         let s = section.map_err(|at| {
             HostError::Malformed(format!("section at byte {at} runs past the end"))
         })?;
-        if s.id == 0 {
-            let mut body = s.body;
-            let found = body.slice().ok_or_else(|| {
-                HostError::Malformed(format!("bad custom section name at byte {}", s.at))
-            })?;
-            if found.b == name.as_bytes() {
-                return Ok(Some(body.rest()));
-            }
+        let custom = s
+            .custom()
+            .map_err(|at| HostError::Malformed(format!("bad custom section name at byte {at}")))?;
+        if let Some((found, data)) = custom
+            && found == name.as_bytes()
+        {
+            return Ok(Some(data.rest()));
         }
     }
     Ok(None)

@@ -3,7 +3,7 @@
 //! holds any, every install must be signed by one of them.
 
 use crate::HostError;
-use crate::wasm_bytes::{Bytes, sections};
+use crate::wasm_bytes::{Bytes, has_magic, sections};
 use std::path::Path;
 use wasmsign2::{KeyPair, Module, PublicKey, PublicKeySet, SecretKey, WSError};
 
@@ -156,17 +156,16 @@ fn check_lengths(wasm: &[u8]) -> Result<(), HostError> {
             "{what} at byte {at}: a length runs past its end (corrupted or not a component)"
         ))
     };
-    if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
+    if !has_magic(wasm) {
         return Ok(()); // Not WebAssembly: wasmsign2 says so without allocating.
     }
     for section in sections(wasm) {
         let s = section.map_err(|at| bad("a section", at))?;
-        if s.id == 0 {
-            let mut body = s.body;
-            let name = body.slice().ok_or_else(|| bad("a custom section", s.at))?;
-            if name.b == b"signature" && signature_fits(body).is_none() {
-                return Err(bad("the signature section", s.at));
-            }
+        let custom = s.custom().map_err(|at| bad("a custom section", at))?;
+        if let Some((b"signature", data)) = custom
+            && signature_fits(data).is_none()
+        {
+            return Err(bad("the signature section", s.at));
         }
     }
     Ok(())

@@ -54,11 +54,29 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// Whether the bytes start like WebAssembly (magic and room for a version).
+pub(crate) fn has_magic(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[..4] == *b"\0asm"
+}
+
 /// One top-level section: its id, the byte it starts at, and its contents.
 pub(crate) struct Section<'a> {
     pub id: u8,
     pub at: usize,
     pub body: Bytes<'a>,
+}
+
+impl<'a> Section<'a> {
+    /// A custom section's name and, after it, its data; `Ok(None)` for other sections,
+    /// `Err(at)` when the name runs past the section.
+    pub fn custom(&self) -> Result<Option<(&'a [u8], Bytes<'a>)>, usize> {
+        if self.id != 0 {
+            return Ok(None);
+        }
+        let mut body = self.body;
+        let name = body.slice().ok_or(self.at)?;
+        Ok(Some((name.b, body)))
+    }
 }
 
 /// The top-level sections after the 8-byte header (the caller checks the header). An item is

@@ -428,12 +428,7 @@ fn interfaces_created_later_are_attached_and_removed_ones_released() {
         "ip -n {ns} link add {extra} type veth peer name {peer} && ip -n {ns} link set {extra} up && ip -n {ns} link set {peer} up",
         ns = pair.ns_a
     ));
-    let has = |name: &str| {
-        a.ok("/api/v1/status", &[])["capture"]["interfaces"]
-            .as_array()
-            .map(|v| v.iter().any(|i| i["name"] == name))
-            .unwrap_or(false)
-    };
+    let has = |name: &str| a.interfaces().iter().any(|(_, n)| n == name);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(has(&extra) && has(&peer)) {
         assert!(
@@ -514,18 +509,7 @@ fn interfaces_flapping_in_a_loop_are_followed_without_leaks() {
     let pair = Pair::new(77);
     let a = agent_for(&pair, dir.path());
     let pid = a.child.as_ref().expect("agent").id();
-    let names = |a: &Agent| -> Vec<String> {
-        let mut v: Vec<String> = a.ok("/api/v1/status", &[])["capture"]["interfaces"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .filter_map(|i| i["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
+    let names = |a: &Agent| -> Vec<String> { a.interfaces().into_iter().map(|(_, n)| n).collect() };
     let settled = names(&a);
     let fds_before = open_fds(pid);
     let (x, y) = (crate::util::unique("fx"), crate::util::unique("fy"));
@@ -597,15 +581,11 @@ fn a_namespace_deleted_and_made_again_is_followed_and_released_each_time() {
     );
     let pid = a.child.as_ref().expect("agent").id();
     let in_a = |a: &Agent| -> Vec<String> {
-        a.ok("/api/v1/status", &[])["capture"]["interfaces"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .filter(|i| i["netns"] == pair.ns_a.as_str())
-                    .filter_map(|i| i["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        a.interfaces()
+            .into_iter()
+            .filter(|(ns, _)| *ns == pair.ns_a)
+            .map(|(_, n)| n)
+            .collect()
     };
     let wait = |what: &str, ok: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -226,6 +226,24 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// The interfaces capture is attached to, as (namespace, name), sorted.
+    pub fn interfaces(&self) -> Vec<(String, String)> {
+        let st = self.ok("/api/v1/status", &[]);
+        let mut v: Vec<(String, String)> = st["capture"]["interfaces"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|i| {
+                        let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+                        (s("netns"), s("name"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// GET that must succeed.
     pub fn ok(&self, path: &str, query: &[(&str, &str)]) -> Value {
         let (s, v) = self.get(path, query);

@@ -129,8 +129,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body every error answer carries.
+    pub fn body(&self) -> serde_json::Value {
         let mut err = serde_json::json!({ "kind": self.kind, "message": self.message });
         if let Some(p) = &self.parameter {
             err["parameter"] = p.clone().into();
@@ -138,6 +139,12 @@ impl IntoResponse for ApiError {
         if let Some(p) = self.position {
             err["position"] = p.into();
         }
-        (self.status, Json(serde_json::json!({ "error": err }))).into_response()
+        serde_json::json!({ "error": err })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }

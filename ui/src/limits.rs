@@ -6,7 +6,6 @@
 //! Behind a reverse proxy every client has the proxy's address: raise the per-client limits
 //! there, or let the proxy enforce its own.
 
-use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The HTTP limits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Time a client has to send a request's head (request line and headers) once it starts
     /// one; a connection that trickles its head is closed.
@@ -56,7 +55,7 @@ impl Default for Limits {
 const SWEEP_AT: usize = 4096;
 
 /// What a limit refused, counted since start (in `/api/v1/status` under `http`).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct Refusals {
     /// Connections answered 429 (one client's cap) or 503 (the agent's cap).
     pub connections: AtomicU64,

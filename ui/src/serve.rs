@@ -4,10 +4,12 @@
 //! a one-line 429 or 503 and the connection closed), and a stop that lets open connections
 //! finish for a bounded grace. Requests carry their client's address (axum's `ConnectInfo`).
 
+use crate::ApiError;
 use crate::limits::{Clients, Refusal};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -85,25 +87,24 @@ pub async fn serve(
 /// Answers a connection over a limit with one short response and closes it.
 async fn refuse(mut stream: TcpStream, why: Refusal, clients: Arc<Clients>) {
     let l = &clients.limits;
-    let (status, message) = match why {
-        Refusal::ClientFull => (
-            "429 Too Many Requests",
-            format!(
-                "this client has {} connections open, the most one client may hold (--max-connections-per-client): close some",
-                l.connections_per_client
-            ),
-        ),
-        Refusal::AgentFull => (
-            "503 Service Unavailable",
-            format!(
+    let err = match why {
+        Refusal::ClientFull => ApiError::busy(format!(
+            "this client has {} connections open, the most one client may hold (--max-connections-per-client): close some",
+            l.connections_per_client
+        )),
+        Refusal::AgentFull => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..ApiError::busy(format!(
                 "the agent has {} connections open, the most it serves (--max-connections): try again shortly",
                 l.connections
-            ),
-        ),
+            ))
+        },
     };
-    let body = serde_json::json!({ "error": { "kind": "busy", "message": message } }).to_string();
+    let body = err.body().to_string();
     let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        err.status.as_u16(),
+        err.status.canonical_reason().unwrap_or(""),
         body.len()
     );
     let write = async {

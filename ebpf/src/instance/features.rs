@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// Whether this kernel charges BPF maps to the locked-memory limit (kernels before 5.11), so
+/// that raising it (CAP_SYS_RESOURCE) is needed to load the programs; unknown counts as yes.
+pub fn maps_charged_to_memlock() -> bool {
+    KernelVersion::current().map_or(true, |k| k < KernelVersion::new(5, 11, 0))
+}
+
 pub(super) fn probe_features() -> (Vec<Feature>, bool) {
     let kv = KernelVersion::current().ok();
     let tcx = kv.is_some_and(|k| k >= KernelVersion::new(6, 6, 0));

@@ -11,6 +11,7 @@ mod namespace;
 pub use config::CaptureConfig;
 use config::FlowMaps;
 use drain::{unix_now_s, wait_readable};
+pub use features::maps_charged_to_memlock;
 use features::{optional_features, probe_features};
 use interfaces::if_name;
 use namespace::{attach, detach};

@@ -144,16 +144,15 @@ pub async fn follow(
         )));
     }
     // Held by the stream: released when the client goes away.
-    let slot = match super::limits::client_ip(&ext).map(|ip| st.clients.follow(ip)) {
-        Some(Err(_)) => {
-            return Err(ApiError::busy(format!(
+    let slot = super::limits::client_ip(&ext)
+        .map(|ip| st.clients.follow(ip))
+        .transpose()
+        .map_err(|_| {
+            ApiError::busy(format!(
                 "this client has {} live tails open, the most one client may hold (--max-follows-per-client): close one",
                 st.clients.limits.follows_per_client
-            )));
-        }
-        Some(Ok(slot)) => Some(slot),
-        None => None,
-    };
+            ))
+        })?;
     let stream = BroadcastStream::new(st.live.subscribe()).filter_map(move |batch| {
         let _held = &slot;
         let batch = match batch {

@@ -29,18 +29,17 @@ pub fn too_many(message: String, retry_after: Duration) -> Response {
 
 pub async fn per_request(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let clients = &st.clients;
-    let _slot = match client_ip(req.extensions()).map(|ip| clients.request(ip)) {
-        Some(Err(_)) => {
-            return too_many(
-                format!(
-                    "this client has {} requests in progress, the most one client may have (--max-requests-per-client): wait for some to finish",
-                    clients.limits.requests_per_client
-                ),
-                Duration::from_secs(1),
-            );
-        }
-        Some(Ok(slot)) => Some(slot),
-        None => None,
+    let Ok(_slot) = client_ip(req.extensions())
+        .map(|ip| clients.request(ip))
+        .transpose()
+    else {
+        return too_many(
+            format!(
+                "this client has {} requests in progress, the most one client may have (--max-requests-per-client): wait for some to finish",
+                clients.limits.requests_per_client
+            ),
+            Duration::from_secs(1),
+        );
     };
     let limit = clients.limits.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
