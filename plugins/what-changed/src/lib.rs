@@ -7,7 +7,10 @@
 //! values never fall, or named `_total`, `_count`, `_sum`, `_bucket`) is read as its increase
 //! per step, a gauge as its value at each step's end. A series moved with the flows when the
 //! Pearson correlation of the two, over the steps both have (the series shifted by up to
-//! `max_lag` steps), is at least `threshold` in absolute value; a series that never changed in the window did not move. Each is an
+//! `max_lag` steps), is at least `threshold` in absolute value; a series that never changed in
+//! the window did not move. Series are read at whole seconds inside each step (as many as fit
+//! in Prometheus' 11,000 points a series), so a metric half a step late is shifted by half a
+//! step rather than judged against steps it straddles. Each is an
 //! annotation at the step where it strayed furthest from its mean, with the correlation and
 //! the series named. The events given to the run that fall in the window are annotations too.
 //!
@@ -61,7 +64,8 @@ fn encode(s: &str) -> String {
 pub struct Series {
     /// `name{label="value",...}`.
     pub name: String,
-    /// Values at `from + k * step` (None where Prometheus had none).
+    /// Values at `from + k * step / sub` (None where Prometheus had none): `sub` readings a
+    /// step.
     pub values: Vec<Option<f64>>,
 }
 
@@ -73,7 +77,7 @@ pub struct Moved {
     pub counter: bool,
     /// The step where it strayed furthest from its mean.
     pub step: usize,
-    /// How many steps behind the flows it moved.
+    /// How many readings (steps over `sub`) behind the flows it moved.
     pub lag: usize,
 }
 
@@ -156,15 +160,28 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
 }
 
+/// Readings a step: the most whole seconds dividing `step_s` with the window's readings
+/// (`steps` of them plus `max_lag` late) within Prometheus' 11,000 points a series.
+pub fn readings_per_step(step_s: u64, steps: usize, max_lag: usize) -> usize {
+    let room = 10_000 / (steps + max_lag + 1).max(1);
+    (1..=step_s.min(room as u64).max(1))
+        .rev()
+        .find(|d| step_s.is_multiple_of(*d))
+        .unwrap_or(1) as usize
+}
+
 /// Judges one series against the flows' bytes per step (`flows[k]` covers step k, between
-/// points k and k+1).
+/// readings `k * sub` and `(k + 1) * sub`); lags are tried reading by reading, up to
+/// `max_lag` steps.
 pub fn judge(
     s: &Series,
     flows: &[f64],
     threshold: f64,
     min_points: usize,
     max_lag: usize,
+    sub: usize,
 ) -> Option<Moved> {
+    let sub = sub.max(1);
     let known: Vec<f64> = s.values.iter().flatten().copied().collect();
     let never_falls = known.windows(2).all(|w| w[1] >= w[0]);
     let base = s.name.split('{').next().unwrap_or("");
@@ -172,30 +189,32 @@ pub fn judge(
         .iter()
         .any(|x| base.ends_with(x))
         || (never_falls && known.len() >= 2);
-    // The series' reading for step k: a counter's increase over it, a gauge's value at its end.
-    let at = |k: usize| -> Option<f64> {
+    // The series' reading for step k, `lag` readings late: a counter's increase over it, a
+    // gauge's value at its end.
+    let at = |k: usize, lag: usize| -> Option<f64> {
+        let (a, b) = (k * sub + lag, (k + 1) * sub + lag);
         if counter {
             match (
-                s.values.get(k).copied().flatten(),
-                s.values.get(k + 1).copied().flatten(),
+                s.values.get(a).copied().flatten(),
+                s.values.get(b).copied().flatten(),
             ) {
                 // A reset counts from zero.
                 (Some(a), Some(b)) => Some(if b >= a { b - a } else { b }),
                 _ => None,
             }
         } else {
-            s.values.get(k + 1).copied().flatten()
+            s.values.get(b).copied().flatten()
         }
     };
     let mut best: Option<Moved> = None;
     // A metric shows traffic up to `max_lag` steps late (scrape interval, ingest delay).
-    for lag in 0..=max_lag {
+    for lag in 0..=max_lag * sub {
         let (mut xs, mut fs, mut steps) = (vec![], vec![], vec![]);
         for (k, f) in flows.iter().enumerate() {
-            if let Some(x) = at(k + lag) {
+            if let Some(x) = at(k, lag) {
                 xs.push(x);
                 fs.push(*f);
-                steps.push(k + lag);
+                steps.push(k + lag / sub);
             }
         }
         if xs.len() < min_points {
@@ -295,17 +314,21 @@ impl Guest for Plugin {
                 *f += (b.bytes()[i] * b.scale(i)) as f64;
             }
         }
+        let sub = readings_per_step(step_s, steps, max_lag);
+        let read_s = step_s / sub as u64;
         let queries = cfg("queries").unwrap_or_else(|| "{__name__=~\".+\"}".into());
         let mut moved = vec![];
         let mut series_seen = 0;
         for q in queries.split(';').map(str::trim).filter(|q| !q.is_empty()) {
-            let body = query_range(&base, q, from_s, from_s + steps as u64 * step_s, step_s)?;
-            let list = parse_matrix(&body, q, from_s as f64, step_s as f64, steps + 1)
+            let readings = (steps + max_lag) * sub + 1;
+            let to = from_s + (readings as u64 - 1) * read_s;
+            let body = query_range(&base, q, from_s, to, read_s)?;
+            let list = parse_matrix(&body, q, from_s as f64, read_s as f64, readings)
                 .map_err(|e| PluginError::InvalidInput(format!("query {q}: {e}")))?;
             series_seen += list.len();
             moved.extend(
                 list.iter()
-                    .filter_map(|s| judge(s, &flows, threshold, min_points, max_lag)),
+                    .filter_map(|s| judge(s, &flows, threshold, min_points, max_lag, sub)),
             );
         }
         moved.sort_by(|a, b| b.r.abs().total_cmp(&a.r.abs()).then(a.name.cmp(&b.name)));
@@ -332,7 +355,7 @@ impl Guest for Plugin {
                     },
                     match m.lag {
                         0 => String::new(),
-                        l => format!(", {} s behind", l as u64 * step_s),
+                        l => format!(", {} s behind", l as u64 * read_s),
                     }
                 ),
                 labels: vec![
@@ -342,7 +365,7 @@ impl Guest for Plugin {
                         "kind".into(),
                         if m.counter { "counter" } else { "gauge" }.into(),
                     ),
-                    ("lag_s".into(), (m.lag as u64 * step_s).to_string()),
+                    ("lag_s".into(), (m.lag as u64 * read_s).to_string()),
                     ("correlator".into(), "what-changed".into()),
                 ],
                 flow_filter: filter.clone(),
@@ -388,25 +411,25 @@ mod tests {
                 10.0, 10.0, 10.0, 120.0, 1000.0, 2010.0, 2060.0, 2060.0, 2060.0,
             ],
         );
-        let m = judge(&c, &flows, 0.7, 5, 0).expect("moved");
+        let m = judge(&c, &flows, 0.7, 5, 0, 1).expect("moved");
         assert!(m.counter && m.r > 0.99, "{m:?}");
         assert_eq!(m.step, 4);
         // Flat gauge: never changed, never moved.
-        assert!(judge(&series("config_version", &[3.0; 9]), &flows, 0.7, 5, 2).is_none());
+        assert!(judge(&series("config_version", &[3.0; 9]), &flows, 0.7, 5, 2, 1).is_none());
         // A gauge going its own way.
         let g = series(
             "temperature",
             &[5.0, 6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 4.0, 6.0],
         );
-        assert!(judge(&g, &flows, 0.7, 5, 2).is_none());
+        assert!(judge(&g, &flows, 0.7, 5, 2, 1).is_none());
         // A gauge that drops while traffic rises moves too (negatively).
         let q = series(
             "free_buffers",
             &[100.0, 100.0, 100.0, 90.0, 10.0, 0.0, 95.0, 100.0, 100.0],
         );
-        assert!(judge(&q, &flows, 0.7, 5, 0).expect("moved").r < -0.9);
+        assert!(judge(&q, &flows, 0.7, 5, 0, 1).expect("moved").r < -0.9);
         // Too few points.
-        assert!(judge(&series("x_total", &[1.0, 2.0]), &flows, 0.7, 5, 2).is_none());
+        assert!(judge(&series("x_total", &[1.0, 2.0]), &flows, 0.7, 5, 2, 1).is_none());
     }
 
     #[test]
@@ -417,10 +440,44 @@ mod tests {
             "scraped_bytes_total",
             &[0.0, 0.0, 0.0, 0.0, 100.0, 1000.0, 2000.0, 2050.0, 2050.0],
         );
-        assert!(judge(&c, &flows, 0.95, 5, 0).is_none());
-        let m = judge(&c, &flows, 0.95, 5, 2).expect("moved at lag 1");
+        assert!(judge(&c, &flows, 0.95, 5, 0, 1).is_none());
+        let m = judge(&c, &flows, 0.95, 5, 2, 1).expect("moved at lag 1");
         assert_eq!(m.lag, 1);
         assert!(m.r > 0.99, "{m:?}");
+    }
+
+    #[test]
+    fn a_series_half_a_step_late_is_read_at_whole_seconds_and_found_at_its_lag() {
+        // 2 s steps; the counter takes each step's bytes evenly over its two seconds, one
+        // second (half a step) after the flows.
+        let flows = [0.0, 0.0, 100.0, 900.0, 1000.0, 50.0, 0.0, 0.0, 0.0, 0.0];
+        let mut per_second = vec![0.0];
+        per_second.extend(flows.iter().flat_map(|f| [f / 2.0, f / 2.0]));
+        per_second.extend([0.0; 4]);
+        let mut total = 0.0;
+        let readings: Vec<f64> = std::iter::once(0.0)
+            .chain(per_second.iter().map(|x| {
+                total += x;
+                total
+            }))
+            .collect();
+        let fine = series("late_bytes_total", &readings);
+        let m = judge(&fine, &flows, 0.5, 5, 2, 2).expect("moved");
+        assert_eq!(m.lag, 1, "one reading (1 s) late: {m:?}");
+        assert!(m.r > 0.99, "{m:?}");
+        // Read only at whole steps, the same counter straddles them and correlates less.
+        let coarse = series(
+            "late_bytes_total",
+            &readings.iter().step_by(2).copied().collect::<Vec<_>>(),
+        );
+        let c = judge(&coarse, &flows, 0.5, 5, 2, 1).expect("moved");
+        assert!(c.r < m.r - 0.05, "whole steps {c:?}, seconds {m:?}");
+        // Readings a step: whole seconds within Prometheus' points.
+        assert_eq!(readings_per_step(2, 10, 2), 2);
+        assert_eq!(readings_per_step(1, 10, 2), 1);
+        assert_eq!(readings_per_step(720, 120, 2), 80);
+        assert!((120 + 2) * readings_per_step(720, 120, 2) < 11_000);
+        assert_eq!(readings_per_step(7, 5000, 2), 1);
     }
 
     #[test]
