@@ -32,7 +32,8 @@ pub struct TopGroups {
     pub group_count: usize,
 }
 
-fn metric_of(t: &Totals, m: Metric) -> u64 {
+/// One metric of a group's sums.
+pub fn metric_of(t: &Totals, m: Metric) -> u64 {
     match m {
         Metric::Bytes => t.bytes,
         Metric::Packets => t.packets,
@@ -53,13 +54,22 @@ fn key_json(
         .collect()
 }
 
+/// The `k` largest groups of an aggregation with their values, and what the rest and all
+/// add up to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranked {
+    /// Largest first, ties by values.
+    pub top: Vec<(Vec<Value>, Totals)>,
+    /// Sum of the groups beyond the top k.
+    pub others: Totals,
+    /// Sum of every group.
+    pub total: Totals,
+    /// How many groups there were before the cut.
+    pub group_count: usize,
+}
+
 /// Ranks groups by a metric (largest first, ties by key) and keeps the top `k`.
-pub fn top_groups(
-    groups: HashMap<GroupKey, Totals>,
-    fields: &[&'static FieldDef],
-    metric: Metric,
-    k: usize,
-) -> TopGroups {
+pub fn rank(groups: HashMap<GroupKey, Totals>, metric: Metric, k: usize) -> Ranked {
     let mut total = Totals::default();
     let mut rows: Vec<(Vec<Value>, Totals)> = groups
         .into_iter()
@@ -79,23 +89,46 @@ pub fn top_groups(
         others.add(t);
     }
     rows.truncate(k);
-    TopGroups {
-        group_by: fields.iter().map(|f| f.name.to_string()).collect(),
-        metric,
-        groups: rows
-            .into_iter()
-            .map(|(v, t)| Group {
-                key: key_json(fields, &v),
-                bytes: t.bytes,
-                packets: t.packets,
-                flows: t.flows,
-                drop_bytes: t.drop_bytes,
-                drop_packets: t.drop_packets,
-            })
-            .collect(),
+    Ranked {
+        top: rows,
         others,
         total,
         group_count,
+    }
+}
+
+/// [`rank`], shaped for the API.
+pub fn top_groups(
+    groups: HashMap<GroupKey, Totals>,
+    fields: &[&'static FieldDef],
+    metric: Metric,
+    k: usize,
+) -> TopGroups {
+    TopGroups::new(fields, metric, rank(groups, metric, k))
+}
+
+impl TopGroups {
+    /// The API's answer for ranked groups.
+    pub fn new(fields: &[&'static FieldDef], metric: Metric, r: Ranked) -> TopGroups {
+        TopGroups {
+            group_by: fields.iter().map(|f| f.name.to_string()).collect(),
+            metric,
+            groups: r
+                .top
+                .into_iter()
+                .map(|(v, t)| Group {
+                    key: key_json(fields, &v),
+                    bytes: t.bytes,
+                    packets: t.packets,
+                    flows: t.flows,
+                    drop_bytes: t.drop_bytes,
+                    drop_packets: t.drop_packets,
+                })
+                .collect(),
+            others: r.others,
+            total: r.total,
+            group_count: r.group_count,
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! ClickHouse (the `weir-clickhouse` adapter, behind `weir server`) answers for every agent
 //! writing into it, with the same filter language and the same answers' shapes.
 
-use crate::query::{Expr, TimeRange};
+use crate::aggregate::Ranked;
+use crate::query::{Expr, Metric, TimeRange};
 use crate::schema::FieldDef;
 use crate::store::{Buckets, GroupKey, ListRequest, ListResult, Store, StoreError, Totals};
 use std::collections::HashMap;
@@ -25,6 +26,20 @@ pub trait FlowQuery: Send + Sync {
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError>;
 
+    /// The `k` groups of `group_by` largest by `metric` (ties by their values), with the
+    /// sums of the rest and of every matching flow.
+    fn top(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        metric: Metric,
+        k: usize,
+    ) -> Result<Ranked, StoreError> {
+        let groups = self.aggregate(filter, range, group_by, None)?;
+        Ok(crate::aggregate::rank(groups, metric, k))
+    }
+
     /// Where the flows are, for status (`local store`, `clickhouse http://host:8123/weir`).
     fn describe(&self) -> String;
 }
@@ -42,6 +57,17 @@ impl FlowQuery for Store {
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
         Store::aggregate(self, filter, range, group_by, buckets)
+    }
+
+    fn top(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        metric: Metric,
+        k: usize,
+    ) -> Result<Ranked, StoreError> {
+        Store::top(self, filter, range, group_by, metric, k)
     }
 
     fn describe(&self) -> String {

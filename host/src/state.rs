@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_core::query::{self, Metric, SortBy, TimeRange};
-use weir_core::store::{Buckets, ListRequest, Totals};
+use weir_core::store::{Buckets, ListRequest};
 
 /// Most bytes a plugin's key-value store may hold.
 pub const KV_LIMIT: usize = 1 << 20;
@@ -338,16 +338,6 @@ fn metric_of(m: wit::Metric) -> Metric {
     }
 }
 
-fn pick(t: &Totals, m: Metric) -> u64 {
-    match m {
-        Metric::Bytes => t.bytes,
-        Metric::Packets => t.packets,
-        Metric::Flows => t.flows,
-        Metric::DropBytes => t.drop_bytes,
-        Metric::DropPackets => t.drop_packets,
-    }
-}
-
 impl HostState {
     pub(crate) fn store(&self) -> Result<&Arc<weir_core::Store>, String> {
         self.ctx
@@ -400,21 +390,15 @@ impl flows::Host for HostState {
         let m = metric_of(metric);
         let store = self.flow_query()?;
         let r = range_of(&range)?;
-        let groups = within(self, "flows.aggregate", move || {
+        let ranked = within(self, "flows.aggregate", move || {
             store
-                .aggregate(&expr, &r, &fields, None)
+                .top(&expr, &r, &fields, m, top)
                 .map_err(|e| e.to_string())
         })?;
-        let mut rows: Vec<_> = groups.into_iter().collect();
-        rows.sort_by(|a, b| {
-            pick(&b.1, m)
-                .cmp(&pick(&a.1, m))
-                .then_with(|| a.0.cmp(&b.0))
-        });
-        Ok(rows
+        Ok(ranked
+            .top
             .into_iter()
-            .take(top)
-            .map(|((key, _), t)| wit::Group {
+            .map(|(key, t)| wit::Group {
                 key: key.iter().map(value_to_wit).collect(),
                 bytes: t.bytes,
                 packets: t.packets,

@@ -3,7 +3,9 @@
 
 use crate::schema::{FieldDef, FieldKind, Value};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::Ipv6Addr;
+use std::sync::Mutex;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
@@ -39,12 +41,6 @@ pub struct Buckets {
     pub step_ms: u64,
 }
 
-/// Groups matching flows.
-pub struct GroupCollector {
-    pub fields: Vec<&'static FieldDef>,
-    pub buckets: Option<Buckets>,
-}
-
 enum Col {
     U64(Column<u64>),
     Ip(Column<Ipv6Addr>),
@@ -58,8 +54,9 @@ struct KeyCols {
     cols: Vec<Col>,
 }
 
-/// Raw key: per field a u128 (numbers, addresses, or segment-local string ordinals).
-type RawKey = [u128; MAX_KEY];
+/// Raw key: per field a u128 (numbers, addresses, or segment-local string ordinals), and a
+/// slot for the bucket.
+type RawKey = [u128; MAX_KEY + 1];
 
 impl KeyCols {
     fn open(fields: &[&'static FieldDef], reader: &SegmentReader) -> tantivy::Result<KeyCols> {
@@ -78,7 +75,7 @@ impl KeyCols {
     }
 
     fn key(&self, doc: DocId) -> RawKey {
-        let mut key = [0u128; MAX_KEY];
+        let mut key = [0u128; MAX_KEY + 1];
         for (slot, col) in key.iter_mut().zip(&self.cols) {
             *slot = match col {
                 Col::U64(c) => u128::from(c.first(doc).unwrap_or(0)),
@@ -114,113 +111,309 @@ impl KeyCols {
     }
 }
 
-pub struct GroupSegment {
-    keys: KeyCols,
-    bytes: Column<u64>,
-    packets: Column<u64>,
-    drop_bytes: Column<u64>,
-    drop_packets: Column<u64>,
-    sampling: Column<u64>,
-    end: Column<u64>,
-    buckets: Option<Buckets>,
-    groups: HashMap<(RawKey, u64), Totals>,
+/// Strings met as group keys, each once, by id (`id - 1` indexes `list`; 0 is the empty
+/// string): segments' ordinals are local, ids are shared by every segment of an aggregation,
+/// so groups merge across segments and partitions without turning keys into strings.
+#[derive(Debug, Default)]
+pub struct Strings {
+    list: Vec<String>,
+    ids: HashMap<String, u128>,
 }
 
-impl Collector for GroupCollector {
-    type Fruit = HashMap<GroupKey, Totals>;
-    type Child = GroupSegment;
-
-    fn for_segment(
-        &self,
-        _ord: SegmentOrdinal,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<GroupSegment> {
-        let ff = reader.fast_fields();
-        Ok(GroupSegment {
-            keys: KeyCols::open(&self.fields, reader)?,
-            bytes: ff.u64("Bytes")?,
-            packets: ff.u64("Packets")?,
-            drop_bytes: ff.u64("PktDropBytes")?,
-            drop_packets: ff.u64("PktDropPackets")?,
-            sampling: ff.u64("Sampling")?,
-            end: ff.u64("TimeFlowEndMs")?,
-            buckets: self.buckets,
-            groups: HashMap::new(),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<HashMap<GroupKey, Totals>>) -> tantivy::Result<Self::Fruit> {
-        let mut it = fruits.into_iter();
-        let mut out = it.next().unwrap_or_default();
-        for f in it {
-            merge_into(&mut out, f);
+impl Strings {
+    fn id(&mut self, s: &str) -> u128 {
+        if s.is_empty() {
+            return 0;
         }
-        Ok(out)
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        self.list.push(s.to_string());
+        let id = self.list.len() as u128;
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+
+    fn get(&self, id: u128) -> &str {
+        match id.checked_sub(1) {
+            Some(i) => self.list.get(i as usize).map(String::as_str).unwrap_or(""),
+            None => "",
+        }
     }
 }
 
-/// Adds every group of `from` into `into`.
-pub fn merge_into(into: &mut HashMap<GroupKey, Totals>, from: HashMap<GroupKey, Totals>) {
-    for (k, v) in from {
-        into.entry(k).or_default().add(&v);
-    }
+/// Groups with raw keys (numbers and addresses as themselves, strings as [`Strings`] ids,
+/// then the bucket start when bucketing), `width` slots each, kept flat: the keys in one
+/// vector, the sums in another, a table of indexes over them. A group over two addresses
+/// takes ~80 bytes, not a map entry sized for six fields and a heap key.
+#[derive(Debug, Default)]
+pub struct RawGroups {
+    width: usize,
+    keys: Vec<u128>,
+    totals: Vec<Totals>,
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
 }
 
-impl SegmentCollector for GroupSegment {
-    type Fruit = HashMap<GroupKey, Totals>;
+impl RawGroups {
+    /// No groups yet, keys of `width` slots.
+    pub fn new(width: usize) -> RawGroups {
+        RawGroups {
+            width,
+            ..RawGroups::default()
+        }
+    }
 
-    fn collect(&mut self, doc: DocId, _score: Score) {
-        let key = self.keys.key(doc);
-        let bucket = match self.buckets {
-            Some(b) => {
-                let end = self.end.first(doc).unwrap_or(0);
-                let i = end.saturating_sub(b.origin_ms) / b.step_ms.max(1);
-                b.origin_ms + i * b.step_ms
+    /// Adds `t` to the group `key` (`width` slots).
+    pub fn add(&mut self, key: &[u128], t: &Totals) {
+        let (w, keys, hasher) = (self.width, &self.keys, &self.hasher);
+        let at = |i: u32| &keys[i as usize * w..][..w];
+        let hash = hasher.hash_one(key);
+        match self
+            .table
+            .entry(hash, |&i| at(i) == key, |&i| hasher.hash_one(at(i)))
+        {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                if let Some(sums) = self.totals.get_mut(*e.get() as usize) {
+                    sums.add(t);
+                }
             }
-            None => 0,
-        };
-        let scale = self.sampling.first(doc).unwrap_or(0).max(1);
-        let t = self.groups.entry((key, bucket)).or_default();
-        t.bytes = t
-            .bytes
-            .saturating_add(self.bytes.first(doc).unwrap_or(0).saturating_mul(scale));
-        t.packets = t
-            .packets
-            .saturating_add(self.packets.first(doc).unwrap_or(0).saturating_mul(scale));
-        t.drop_bytes = t.drop_bytes.saturating_add(
-            self.drop_bytes
-                .first(doc)
-                .unwrap_or(0)
-                .saturating_mul(scale),
-        );
-        t.drop_packets = t.drop_packets.saturating_add(
-            self.drop_packets
-                .first(doc)
-                .unwrap_or(0)
-                .saturating_mul(scale),
-        );
-        t.flows += 1;
-    }
-
-    fn collect_block(&mut self, docs: &[DocId]) {
-        for &d in docs {
-            self.collect(d, 0.0);
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(self.totals.len() as u32);
+                self.keys.extend_from_slice(key);
+                self.totals.push(*t);
+            }
         }
     }
 
-    fn harvest(self) -> Self::Fruit {
-        let mut out: HashMap<GroupKey, Totals> = HashMap::with_capacity(self.groups.len());
-        let mut s = String::new();
-        for ((raw, bucket), totals) in self.groups {
-            let values = self.keys.values(&raw, &mut s);
-            let b = self.buckets.map(|_| bucket);
-            out.entry((values, b)).or_default().add(&totals);
+    /// Adds every group of `from` (the larger table kept, the smaller added to it).
+    pub fn merge(&mut self, mut from: RawGroups) {
+        if from.len() > self.len() {
+            std::mem::swap(self, &mut from);
+        }
+        if from.width != self.width {
+            // One side never saw a matching flow (an empty default).
+            if from.is_empty() {
+                return;
+            }
+            *self = from;
+            return;
+        }
+        for (key, t) in from.iter() {
+            self.add(key, t);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u128], &Totals)> {
+        let w = self.width;
+        self.totals
+            .iter()
+            .enumerate()
+            .map(move |(i, t)| (&self.keys[i * w..(i + 1) * w], t))
+    }
+
+    /// How many groups.
+    pub fn len(&self) -> usize {
+        self.totals.len()
+    }
+
+    /// No group at all.
+    pub fn is_empty(&self) -> bool {
+        self.totals.is_empty()
+    }
+
+    /// Every group with its values (the bucket, the last slot, only when `bucketed`).
+    pub fn into_groups(
+        self,
+        fields: &[&'static FieldDef],
+        strings: &Strings,
+        bucketed: bool,
+    ) -> HashMap<GroupKey, Totals> {
+        let mut out = HashMap::with_capacity(self.len());
+        for (raw, t) in self.iter() {
+            let bucket = bucketed.then(|| raw.last().copied().unwrap_or(0) as u64);
+            out.insert((values(fields, strings, raw), bucket), *t);
         }
         out
+    }
+
+    /// The `k` groups largest by `metric` (ties by their values, as
+    /// [`crate::aggregate::rank`] orders them), with the sums of the rest and of all,
+    /// values built for those `k` only.
+    pub fn top(
+        &self,
+        fields: &[&'static FieldDef],
+        strings: &Strings,
+        metric: impl Fn(&Totals) -> u64,
+        k: usize,
+    ) -> crate::aggregate::Ranked {
+        let mut total = Totals::default();
+        let mut rows: Vec<(u64, &[u128], &Totals)> = self
+            .iter()
+            .map(|(raw, t)| {
+                total.add(t);
+                (metric(t), raw, t)
+            })
+            .collect();
+        let order = |a: &(u64, &[u128], &Totals), b: &(u64, &[u128], &Totals)| {
+            b.0.cmp(&a.0)
+                .then_with(|| raw_cmp(fields, strings, a.1, b.1))
+        };
+        if k < rows.len() {
+            rows.select_nth_unstable_by(k, order);
+        }
+        let mut others = Totals::default();
+        for (_, _, t) in rows.iter().skip(k) {
+            others.add(t);
+        }
+        rows.truncate(k);
+        rows.sort_unstable_by(order);
+        crate::aggregate::Ranked {
+            top: rows
+                .into_iter()
+                .map(|(_, raw, t)| (values(fields, strings, raw), *t))
+                .collect(),
+            others,
+            total,
+            group_count: self.len(),
+        }
+    }
+}
+
+/// Orders raw keys as their values order (numbers and addresses as numbers, strings as text).
+fn raw_cmp(
+    fields: &[&'static FieldDef],
+    strings: &Strings,
+    a: &[u128],
+    b: &[u128],
+) -> std::cmp::Ordering {
+    for ((f, x), y) in fields.iter().zip(a).zip(b) {
+        let o = match f.kind {
+            FieldKind::Str => strings.get(*x).cmp(strings.get(*y)),
+            FieldKind::U64 | FieldKind::Ip => x.cmp(y),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// A raw key's values.
+fn values(fields: &[&'static FieldDef], strings: &Strings, raw: &[u128]) -> Vec<Value> {
+    fields
+        .iter()
+        .zip(raw)
+        .map(|(f, r)| match f.kind {
+            FieldKind::U64 => Value::U64(*r as u64),
+            FieldKind::Ip => Value::Ip(Ipv6Addr::from(*r)),
+            FieldKind::Str => Value::Str(strings.get(*r).to_string()),
+        })
+        .collect()
+}
+
+/// Groups matching flows, segment by segment, into one [`RawGroups`] per worker (no table
+/// per segment merged afterwards).
+pub struct Grouper<'a> {
+    pub fields: &'a [&'static FieldDef],
+    pub buckets: Option<Buckets>,
+    pub strings: &'a Mutex<Strings>,
+}
+
+impl Grouper<'_> {
+    /// Key slots: the fields, then the bucket when bucketing.
+    pub fn width(&self) -> usize {
+        self.fields.len() + usize::from(self.buckets.is_some())
+    }
+
+    /// Adds the documents of `reader` that `weight` matches to `into`.
+    pub fn segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        reader: &SegmentReader,
+        into: &mut RawGroups,
+    ) -> tantivy::Result<()> {
+        let ff = reader.fast_fields();
+        let keys = KeyCols::open(self.fields, reader)?;
+        let (bytes, packets, drop_bytes, drop_packets, sampling, end) = (
+            ff.u64("Bytes")?,
+            ff.u64("Packets")?,
+            ff.u64("PktDropBytes")?,
+            ff.u64("PktDropPackets")?,
+            ff.u64("Sampling")?,
+            ff.u64("TimeFlowEndMs")?,
+        );
+        // Segment-local string ordinals to shared ids, each looked up once.
+        let mut ids: Vec<Vec<Option<u128>>> = keys
+            .cols
+            .iter()
+            .map(|c| match c {
+                Col::Str(Some(c)) => vec![None; c.dictionary().num_terms()],
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut text = String::new();
+        let width = self.width();
+        let n = self.fields.len();
+        let alive = reader.alive_bitset();
+        let mut failed = None;
+        weight.for_each_no_score(reader, &mut |docs| {
+            for &doc in docs {
+                if alive.is_some_and(|a| !a.is_alive(doc)) {
+                    continue;
+                }
+                let mut key = keys.key(doc);
+                for ((slot, col), cache) in key.iter_mut().zip(&keys.cols).zip(ids.iter_mut()) {
+                    let Col::Str(Some(col)) = col else { continue };
+                    let Some(ord) = slot.checked_sub(1) else {
+                        continue;
+                    };
+                    *slot = match cache.get(ord as usize).copied().flatten() {
+                        Some(id) => id,
+                        None => {
+                            text.clear();
+                            let id = match col.ord_to_str(ord as u64, &mut text) {
+                                Ok(true) => self
+                                    .strings
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .id(&text),
+                                Ok(false) => 0,
+                                Err(e) => {
+                                    failed.get_or_insert(e);
+                                    0
+                                }
+                            };
+                            if let Some(c) = cache.get_mut(ord as usize) {
+                                *c = Some(id);
+                            }
+                            id
+                        }
+                    };
+                }
+                if let Some(b) = self.buckets {
+                    let end = end.first(doc).unwrap_or(0);
+                    let i = end.saturating_sub(b.origin_ms) / b.step_ms.max(1);
+                    key[n] = u128::from(b.origin_ms + i * b.step_ms);
+                }
+                let scale = sampling.first(doc).unwrap_or(0).max(1);
+                let scaled = |c: &Column<u64>| c.first(doc).unwrap_or(0).saturating_mul(scale);
+                into.add(
+                    &key[..width],
+                    &Totals {
+                        bytes: scaled(&bytes),
+                        packets: scaled(&packets),
+                        flows: 1,
+                        drop_bytes: scaled(&drop_bytes),
+                        drop_packets: scaled(&drop_packets),
+                    },
+                );
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 

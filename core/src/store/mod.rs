@@ -9,10 +9,10 @@ mod partition;
 pub use collect::{Buckets, GroupKey, Totals};
 pub use partition::{WriterConfig, dir_size};
 
+use crate::aggregate::Ranked;
 use crate::flow::Flow;
-use crate::query::{Expr, QueryError, SortBy, TimeRange, now_ms};
+use crate::query::{Expr, Metric, QueryError, SortBy, TimeRange, now_ms};
 use crate::schema::FieldDef;
-use collect::GroupCollector;
 use index::IndexFields;
 use partition::Partition;
 use serde::Serialize;
@@ -486,13 +486,62 @@ impl Store {
         group_by: &[&'static FieldDef],
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
+        let (raw, strings) = self.raw_groups(filter, range, group_by, buckets)?;
+        Ok(raw.into_groups(group_by, &strings, buckets.is_some()))
+    }
+
+    /// The `k` groups largest by `metric`, with what the rest and all add up to: ranked on
+    /// raw keys, values built for the `k` shown only (a group per source and destination
+    /// over millions of flows is millions of groups).
+    pub fn top(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        metric: Metric,
+        k: usize,
+    ) -> Result<Ranked, StoreError> {
+        let (raw, strings) = self.raw_groups(filter, range, group_by, None)?;
+        Ok(raw.top(
+            group_by,
+            &strings,
+            |t| crate::aggregate::metric_of(t, metric),
+            k,
+        ))
+    }
+
+    fn raw_groups(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        buckets: Option<Buckets>,
+    ) -> Result<(collect::RawGroups, collect::Strings), StoreError> {
         check_group_by(group_by)?;
         let query = self.fields.compile(filter, range);
-        let collector = GroupCollector {
-            fields: group_by.to_vec(),
+        let strings = Mutex::new(collect::Strings::default());
+        let grouper = collect::Grouper {
+            fields: group_by,
             buckets,
+            strings: &strings,
         };
-        self.search_parts(range, &*query, &collector, collect::merge_into)
+        let width = grouper.width();
+        let raw = self.each_part(
+            range,
+            || collect::RawGroups::new(width),
+            |acc, p| {
+                let searcher = p.reader.searcher();
+                let weight = query.weight(
+                    tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
+                )?;
+                for reader in searcher.segment_readers() {
+                    grouper.segment(&*weight, reader, acc)?;
+                }
+                Ok(())
+            },
+            collect::RawGroups::merge,
+        )?;
+        Ok((raw, strings.into_inner().unwrap_or_else(|p| p.into_inner())))
     }
 
     /// One numeric field's non-zero values per group of matching flows (`value` must be a
@@ -533,6 +582,33 @@ impl Store {
         C::Fruit: Default + Send,
         F: Fn(&mut C::Fruit, C::Fruit) + Sync,
     {
+        self.each_part(
+            range,
+            C::Fruit::default,
+            |acc, p| {
+                let got = p.reader.searcher().search(query, collector)?;
+                merge(acc, got);
+                Ok(())
+            },
+            &merge,
+        )
+    }
+
+    /// Runs `work` on every partition of `range`, a worker per core, each worker adding
+    /// into its own accumulator (from `start`); the workers' accumulators are then merged.
+    fn each_part<T, S, W, F>(
+        &self,
+        range: &TimeRange,
+        start: S,
+        work: W,
+        merge: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send,
+        S: Fn() -> T + Sync,
+        W: Fn(&mut T, &Partition) -> tantivy::Result<()> + Sync,
+        F: Fn(&mut T, T),
+    {
         let parts = self.parts_for(range);
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -540,16 +616,15 @@ impl Store {
             .min(parts.len())
             .max(1);
         let next = AtomicU64::new(0);
-        let results: Vec<Result<C::Fruit, StoreError>> = std::thread::scope(|s| {
+        let results: Vec<Result<T, StoreError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     s.spawn(|| {
-                        let mut acc = C::Fruit::default();
+                        let mut acc = start();
                         loop {
                             let i = next.fetch_add(1, Ordering::SeqCst) as usize;
                             let Some(p) = parts.get(i) else { break };
-                            let got = p.reader.searcher().search(query, collector)?;
-                            merge(&mut acc, got);
+                            work(&mut acc, p)?;
                         }
                         Ok(acc)
                     })
@@ -564,7 +639,7 @@ impl Store {
                 })
                 .collect()
         });
-        let mut out = C::Fruit::default();
+        let mut out = start();
         for r in results {
             merge(&mut out, r?);
         }

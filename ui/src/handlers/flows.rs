@@ -79,8 +79,8 @@ pub async fn aggregate(
     let flows = st.flows.clone();
     Ok(Json(
         blocking(move || {
-            let groups = flows.aggregate(&filter, &range, &group_by, None)?;
-            Ok(aggregate::top_groups(groups, &group_by, metric, top))
+            let ranked = flows.top(&filter, &range, &group_by, metric, top)?;
+            Ok(TopGroups::new(&group_by, metric, ranked))
         })
         .await?,
     ))
