@@ -14,8 +14,9 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::time::Duration;
+use weir_core::aggregate::Ranked;
 use weir_core::flowquery::FlowQuery;
-use weir_core::query::{Expr, TimeRange};
+use weir_core::query::{Expr, Metric, TimeRange};
 use weir_core::schema::{FIELDS, FieldDef, FieldKind, Value};
 use weir_core::store::{Buckets, GroupKey, ListRequest, ListResult, StoreError, Totals};
 
@@ -397,6 +398,90 @@ impl FlowQuery for ClickHouse {
                 .add(&t);
         }
         Ok(out)
+    }
+
+    /// One query: groups by the raw columns, ranked by ClickHouse (`ORDER BY ... LIMIT k`,
+    /// ties by the raw values, which order as the store orders them), the sums of all from
+    /// `WITH TOTALS` and the number of groups from `rows_before_limit_at_least`; only `k`
+    /// rows cross the network, however many groups there are.
+    fn top(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        metric: Metric,
+        k: usize,
+    ) -> Result<Ranked, StoreError> {
+        weir_core::store::check_group_by(group_by)?;
+        if group_by.is_empty() || k == 0 {
+            let groups = self.aggregate(filter, range, group_by, None)?;
+            return Ok(weir_core::aggregate::rank(groups, metric, k));
+        }
+        let w = sql::where_clause(filter, range);
+        let keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
+        let raw: Vec<String> = group_by.iter().map(|f| format!("`{}`", f.name)).collect();
+        let by = match metric {
+            Metric::Bytes => "weir_bytes",
+            Metric::Packets => "weir_packets",
+            Metric::Flows => "weir_flows",
+            Metric::DropBytes => "weir_drop_bytes",
+            Metric::DropPackets => "weir_drop_packets",
+        };
+        let body = self.query(&format!(
+            "SELECT {}, {SUMS} FROM `{}`.flows WHERE {w} GROUP BY {} WITH TOTALS \
+             ORDER BY {by} DESC, {} LIMIT {k} FORMAT JSON",
+            keys.join(", "),
+            self.db,
+            raw.join(", "),
+            raw.join(", "),
+        ))?;
+        let v: Json = serde_json::from_str(&body)
+            .map_err(|e| self.decode(format!("a top-{k} answer is not JSON: {e}")))?;
+        let totals = |r: &Json| Totals {
+            bytes: u64_of(r.get("weir_bytes")),
+            packets: u64_of(r.get("weir_packets")),
+            flows: u64_of(r.get("weir_flows")),
+            drop_bytes: u64_of(r.get("weir_drop_bytes")),
+            drop_packets: u64_of(r.get("weir_drop_packets")),
+        };
+        let mut top = Vec::new();
+        let mut shown = Totals::default();
+        for r in v["data"].as_array().into_iter().flatten() {
+            let Json::Object(m) = r else {
+                return Err(self.decode(format!("a row is not an object: {r}")).into());
+            };
+            let t = totals(r);
+            shown.add(&t);
+            let key: Vec<Value> = group_by
+                .iter()
+                .map(|f| value_of(f, col(m, f.name)))
+                .collect();
+            top.push((key, t));
+        }
+        // No matching flow: no data, and totals that count nothing.
+        let total = if top.is_empty() {
+            Totals::default()
+        } else {
+            totals(&v["totals"])
+        };
+        let less = |a: u64, b: u64| a.saturating_sub(b);
+        let others = Totals {
+            bytes: less(total.bytes, shown.bytes),
+            packets: less(total.packets, shown.packets),
+            flows: less(total.flows, shown.flows),
+            drop_bytes: less(total.drop_bytes, shown.drop_bytes),
+            drop_packets: less(total.drop_packets, shown.drop_packets),
+        };
+        let group_count = match v.get("rows_before_limit_at_least") {
+            Some(n) => u64_of(Some(n)) as usize,
+            None => top.len(),
+        };
+        Ok(Ranked {
+            top,
+            others,
+            total,
+            group_count,
+        })
     }
 
     fn describe(&self) -> String {

@@ -6,7 +6,7 @@
 use weir_clickhouse::ClickHouse;
 use weir_clickhouse::local::LocalServer;
 use weir_core::flowquery::FlowQuery;
-use weir_core::query::{SortBy, TimeRange, parse};
+use weir_core::query::{Metric, SortBy, TimeRange, parse};
 use weir_core::store::ListRequest;
 
 fn free_port() -> u16 {
@@ -127,6 +127,20 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
                     .aggregate(&filter, &range, &fields, None)
                     .expect("clickhouse");
                 assert_eq!(theirs, ours, "{q} {g:?} {range:?}");
+                // Top-N ranked by ClickHouse (ties by value, sums of the rest and of all,
+                // the group count) as the store ranks it.
+                for (metric, k) in [
+                    (Metric::Bytes, 3),
+                    (Metric::Flows, 2),
+                    (Metric::Packets, 50),
+                ] {
+                    assert_eq!(
+                        ch.top(&filter, &range, &fields, metric, k)
+                            .expect("clickhouse"),
+                        FlowQuery::top(&store, &filter, &range, &fields, metric, k).expect("store"),
+                        "{q} {g:?} {range:?} top {k} by {metric:?}"
+                    );
+                }
             }
             let buckets = Some(weir_core::store::Buckets {
                 origin_ms: base + 30_000,
