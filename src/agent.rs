@@ -35,6 +35,11 @@ pub struct AgentArgs {
     /// Appended flows are made durable and queryable this often (the most a crash loses).
     #[arg(long, default_value = "1s", value_parser = units::duration)]
     flush_interval: Duration,
+    /// With imports (`POST /api/v1/flows`) waiting for their acknowledgement, flush this long
+    /// after the previous flush instead of at --flush-interval; every import that arrived
+    /// meanwhile shares that flush (group commit). Acknowledged still means durable.
+    #[arg(long, default_value = "50ms", value_parser = units::duration)]
+    commit_delay: Duration,
     /// Flows each kernel flow map holds; beyond it flows go through a ring buffer (counted).
     #[arg(long, default_value_t = 65_536)]
     max_flows: u32,
@@ -749,6 +754,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     }
     let ingest_cfg = IngestConfig {
         flush_interval: a.flush_interval,
+        commit_delay: a.commit_delay,
         ..IngestConfig::default()
     };
     let stages = ingest::Stages {

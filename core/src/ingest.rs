@@ -40,6 +40,11 @@ pub struct IngestConfig {
     pub flush_interval: Duration,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// With imports waiting for their acknowledgement, the flush comes this long after the
+    /// previous one instead of at `flush_interval`: every import that arrived meanwhile
+    /// shares it (group commit), so acknowledged still means durable and concurrent imports
+    /// are not held for a whole interval.
+    pub commit_delay: Duration,
 }
 
 impl Default for IngestConfig {
@@ -47,6 +52,7 @@ impl Default for IngestConfig {
         IngestConfig {
             flush_interval: Duration::from_secs(1),
             retention_interval: Duration::from_secs(30),
+            commit_delay: Duration::from_millis(50),
         }
     }
 }
@@ -191,10 +197,17 @@ fn run(
         tracing::info!(stages = ?names, "stages after the store");
     }
     let mut next_flush = Instant::now() + cfg.flush_interval;
+    let mut last_flush = Instant::now();
     let mut next_retention = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
     loop {
-        let wait = next_flush.saturating_duration_since(Instant::now());
+        // Someone waits for durability: flush soon (group commit), not at the interval.
+        let due = if acks.is_empty() {
+            next_flush
+        } else {
+            next_flush.min(last_flush + cfg.commit_delay)
+        };
+        let wait = due.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(Batch { mut flows, ack }) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -236,9 +249,15 @@ fn run(
             }
         }
         let now = Instant::now();
-        if now >= next_flush {
+        let due = if acks.is_empty() {
+            next_flush
+        } else {
+            next_flush.min(last_flush + cfg.commit_delay)
+        };
+        if now >= due {
             flush(store, stats, &mut acks);
-            next_flush = now + cfg.flush_interval;
+            last_flush = Instant::now();
+            next_flush = last_flush + cfg.flush_interval;
         }
         if now >= next_retention {
             if let Err(e) = store.enforce_retention(crate::query::now_ms()) {
@@ -263,5 +282,67 @@ fn flush(store: &Store, stats: &IngestStats, acks: &mut Vec<Ack>) {
     }
     for a in acks.drain(..) {
         let _ = a.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{Expr, TimeRange};
+    use crate::store::StoreConfig;
+
+    /// Imports waiting for durability are flushed together soon after the previous flush,
+    /// not at the (here one-minute) interval; flows without an acknowledgement wait for it.
+    #[test]
+    fn waiting_imports_share_a_flush_long_before_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(StoreConfig::new(dir.path())).expect("store"));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(64);
+        let stats = Arc::new(IngestStats::default());
+        let cfg = IngestConfig {
+            flush_interval: Duration::from_secs(60),
+            commit_delay: Duration::from_millis(50),
+            ..IngestConfig::default()
+        };
+        let h = spawn(store.clone(), rx, cfg, stats.clone(), Stages::default()).expect("spawn");
+        let flows = crate::store::tests::synth(100, 1_800_000_000_000, 60_000);
+        let count = |s: &Store| {
+            s.aggregate(&Expr::All, &TimeRange::ALL, &[], None)
+                .expect("aggregate")
+                .values()
+                .map(|t| t.flows)
+                .sum::<u64>()
+        };
+        // Without an acknowledgement: appended, not yet flushed (the interval is a minute).
+        tx.send(flows[..40].to_vec().into()).expect("send");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(stats.flows.load(Ordering::Relaxed), 40);
+        assert_eq!(stats.flushes.load(Ordering::Relaxed), 0);
+        // Three imports at once: acknowledged together, durable and visible.
+        let t = Instant::now();
+        let acks: Vec<_> = [&flows[40..60], &flows[60..80], &flows[80..]]
+            .iter()
+            .map(|part| {
+                let (ack, got) = std::sync::mpsc::channel();
+                tx.send(Batch {
+                    flows: part.to_vec(),
+                    ack: Some(ack),
+                })
+                .expect("send");
+                got
+            })
+            .collect();
+        for got in acks {
+            assert_eq!(
+                got.recv_timeout(Duration::from_secs(30)).expect("ack"),
+                Ok(())
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        assert_eq!(count(&store), 100, "every flow visible once acknowledged");
+        let flushes = stats.flushes.load(Ordering::Relaxed);
+        assert!((1..=3).contains(&flushes), "{flushes} flushes");
+        drop(tx);
+        h.join().expect("ingest thread");
     }
 }
