@@ -2,6 +2,25 @@
 //!
 //! Field names follow NetObserv's flow format (`SrcAddr`, `Bytes`, `TimeFlowStartMs`, ...) so
 //! that existing filters and tooling carry over. Fields weir adds are marked as such.
+//!
+//! # Adding a field
+//! Two places are required; tests fail until both are done:
+//! 1. here: the field (NetObserv's name in `rename` where one exists, `weir:` in the doc
+//!    otherwise) and its empty value in [`Flow::empty`];
+//! 2. `schema.rs`: its line in `FIELDS` (name, kind, reader). The index, the filter
+//!    language, aggregations, JSON, the ClickHouse columns (`weir server` adds them when it
+//!    migrates) and plugins' `flow-fields` all read that list
+//!    (`schema::tests::every_flow_field_has_its_line_in_the_list`).
+//!
+//! Then the stored layout: records are positional bincode, so `store/codec.rs` needs a new
+//! `VERSION`, the previous record frozen as `FlowV<n>` and decoded for old blocks
+//! (`codec::tests::the_flow_layout_is_the_one_this_codec_version_writes` names the steps).
+//!
+//! And whoever fills it: the kernel record (`ebpf/src/bpf/flow.h`, mirrored by
+//! `ebpf/src/records.rs` with its size asserts, finished in `ebpf/src/instance/evict.rs`),
+//! an enricher (`enrich.rs`), or imports only. Filters by the field work at once; a flow
+//! metric label, an IPFIX element (`plugins/ipfix-export`) or a UI column are choices made
+//! where those live. Document it in README's list of what a flow carries ("Querying").
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};

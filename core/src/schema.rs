@@ -517,6 +517,23 @@ mod tests {
         assert!(unknown_field("SrcAdr").contains("did you mean SrcAddr"));
     }
 
+    /// A field added to `Flow` without its line here would be stored but not indexed,
+    /// filtered, grouped, exported to ClickHouse or shown to plugins.
+    #[test]
+    fn every_flow_field_has_its_line_in_the_list() {
+        let v = serde_json::to_value(Flow::empty()).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let missing: Vec<&&String> = keys
+            .iter()
+            .filter(|k| !FIELDS.iter().any(|f| f.name == k.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "Flow fields without a FIELDS line (see the checklist in core/src/flow.rs): {missing:?}"
+        );
+        assert_eq!(FIELDS.len(), keys.len(), "FIELDS names a field Flow lacks");
+    }
+
     #[test]
     fn suggests_close_names() {
         assert_eq!(suggest("SrcAdr"), Some("SrcAddr"));

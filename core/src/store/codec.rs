@@ -284,6 +284,48 @@ mod tests {
         assert_eq!(key(77), 77u64.to_be_bytes());
     }
 
+    /// Blocks are positional bincode: a field added, removed, moved or retyped in `Flow`
+    /// changes what every stored block means. This fails until the codec follows.
+    #[test]
+    fn the_flow_layout_is_the_one_this_codec_version_writes() {
+        // Field names in declaration order (the JSON text keeps it), each with its JSON
+        // kind, then the bincode size of an empty flow (types' widths).
+        let empty = Flow::empty();
+        let text = serde_json::to_string(&empty).unwrap();
+        let value = serde_json::to_value(&empty).unwrap();
+        let mut names: Vec<(usize, &String)> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (text.find(&format!("\"{k}\":")).unwrap(), k))
+            .collect();
+        names.sort();
+        let mut layout = String::new();
+        for (_, k) in &names {
+            let kind = match &value[k.as_str()] {
+                serde_json::Value::String(_) => 's',
+                serde_json::Value::Number(_) => 'n',
+                _ => '?',
+            };
+            layout.push_str(&format!("{k}:{kind};"));
+        }
+        layout.push_str(&bincode::serialize(&empty).unwrap().len().to_string());
+        // FNV-1a, stable across Rust versions (unlike std's hasher).
+        let fingerprint = layout.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!(
+            (VERSION, names.len(), fingerprint),
+            (4, 53, 11_556_946_203_030_648_301),
+            "Flow's stored layout changed ({} fields: {layout}). Stored blocks are positional \
+             bincode: bump VERSION in core/src/store/codec.rs, freeze the previous record as \
+             FlowV<old> with its From, decode blocks of the old version with it (a test like \
+             reads_version_3_blocks), then put the new (VERSION, fields, fingerprint) here. \
+             The checklist for a new field is in core/src/flow.rs.",
+            names.len()
+        );
+    }
+
     #[test]
     fn reads_version_3_blocks() {
         // A version 3 record is today's without its two trailing namespace-label strings (in
