@@ -246,6 +246,20 @@ def main():
         alone = (imp.count() - before) / (time.monotonic() - t0)
         if a.import_only:
             st = get_json(port, "/api/v1/status")[1]
+            time.sleep(2)
+            sizes = {}
+            for root, _, files in os.walk(os.path.join(data, "data")):
+                for f in files:
+                    try:
+                        n = os.path.getsize(os.path.join(root, f))
+                    except OSError:
+                        continue
+                    rel = os.path.relpath(os.path.join(root, f), os.path.join(data, "data"))
+                    part = rel.split(os.sep)
+                    key = "/".join(part[:1] + ([part[2]] if len(part) > 3 else []))
+                    sizes[key] = sizes.get(key, 0) + n
+            for k, n in sorted(sizes.items(), key=lambda x: -x[1])[:8]:
+                print(f"  on disk: {k}: {n / 2**20:.1f} MiB", file=sys.stderr)
             print(f"import alone: {alone:.0f} flows/s (4 clients, 5,000-flow batches, durable acks; "
                   f"{len(imp.failed)} failed)")
             if a.json:

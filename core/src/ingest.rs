@@ -209,37 +209,12 @@ fn run(
         };
         let wait = due.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Batch { mut flows, ack }) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                if let Some(e) = &stages.enricher {
-                    e.enrich(&mut flows);
-                }
-                stats
-                    .offered
-                    .fetch_add(flows.len() as u64, Ordering::Relaxed);
-                let kept = stages.sampler.as_ref().and_then(|s| s.sample(&flows));
-                let to_store = kept.as_deref().unwrap_or(&flows);
-                match store.append(to_store) {
-                    Ok(()) => {
-                        stats
-                            .flows
-                            .fetch_add(to_store.len() as u64, Ordering::Relaxed);
-                        let stored = match &kept {
-                            Some(k) => Stored::sampled(k, &flows),
-                            None => Stored::new(&flows),
-                        };
-                        for s in &stages.after {
-                            s.accept(&stored);
-                        }
-                        acks.extend(ack);
-                    }
-                    Err(e) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, flows = flows.len(), "append failed");
-                        if let Some(a) = ack {
-                            let _ = a.send(Err(e.to_string()));
-                        }
-                    }
+            Ok(batch) => {
+                take(store, stats, stages, batch, &mut acks);
+                // What queued meanwhile goes into the same flush (bounded, so the flush
+                // still comes under a steady stream).
+                for batch in rx.try_iter().take(64) {
+                    take(store, stats, stages, batch, &mut acks);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -265,6 +240,43 @@ fn run(
                 tracing::error!(error = %e, "retention failed");
             }
             next_retention = now + cfg.retention_interval;
+        }
+    }
+}
+
+/// Enriches, samples and appends one batch, hands it to the stages after the store, and
+/// keeps its acknowledgement for the next flush (or answers its failure now).
+fn take(store: &Store, stats: &IngestStats, stages: &Stages, batch: Batch, acks: &mut Vec<Ack>) {
+    let Batch { mut flows, ack } = batch;
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    if let Some(e) = &stages.enricher {
+        e.enrich(&mut flows);
+    }
+    stats
+        .offered
+        .fetch_add(flows.len() as u64, Ordering::Relaxed);
+    let kept = stages.sampler.as_ref().and_then(|s| s.sample(&flows));
+    let to_store = kept.as_deref().unwrap_or(&flows);
+    match store.append(to_store) {
+        Ok(()) => {
+            stats
+                .flows
+                .fetch_add(to_store.len() as u64, Ordering::Relaxed);
+            let stored = match &kept {
+                Some(k) => Stored::sampled(k, &flows),
+                None => Stored::new(&flows),
+            };
+            for s in &stages.after {
+                s.accept(&stored);
+            }
+            acks.extend(ack);
+        }
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, flows = flows.len(), "append failed");
+            if let Some(a) = ack {
+                let _ = a.send(Err(e.to_string()));
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+pub mod aside;
 pub mod capture;
 pub mod control;
 pub mod enrich;

@@ -268,18 +268,11 @@ fn cache_entry_intact(entry: &Path) -> Result<(), String> {
 
 /// Moves a cache entry that cannot be trusted out of the way (kept for a look, never loaded).
 fn set_aside(entry: &Path, why: &str) {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let mut name = entry.as_os_str().to_owned();
-    name.push(format!(".corrupt-{ms}"));
-    let aside = PathBuf::from(name);
-    let moved = std::fs::rename(entry, &aside);
+    let moved = weir_core::aside::set_aside(entry);
     let _ = std::fs::remove_file(digest_path(entry));
     tracing::warn!(
         entry = %entry.display(),
-        set_aside = %aside.display(),
+        set_aside = ?moved.as_ref().ok(),
         moved = moved.is_ok(),
         reason = why,
         "a compiled plugin in the cache is not what this host wrote: set aside, compiling the plugin again"

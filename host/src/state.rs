@@ -123,15 +123,14 @@ impl PluginCtx {
     }
 
     /// Keeps kv in `path` from now on, starting from what it holds. A file that does not
-    /// parse is set aside (`kv.json.unreadable-<ms>`), never overwritten, and kv starts empty.
+    /// parse is set aside (`kv.json.corrupt-<ms>`), never overwritten, and kv starts empty.
     pub fn keep_kv_in(&mut self, path: std::path::PathBuf) {
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, Vec<u8>>>(&bytes) {
                 Ok(kv) => *lock(&self.kv) = kv,
                 Err(e) => {
-                    let aside = path.with_extension(format!("json.unreadable-{}", query::now_ms()));
-                    tracing::warn!(plugin = %self.name, path = %path.display(), error = %e, aside = %aside.display(), "plugin kv unreadable: set aside, starting empty");
-                    let _ = std::fs::rename(&path, &aside);
+                    let aside = weir_core::aside::set_aside(&path);
+                    tracing::warn!(plugin = %self.name, path = %path.display(), error = %e, aside = ?aside, "plugin kv unreadable: set aside, starting empty");
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -8,7 +8,7 @@
 //! On disk (`<plugin dir>/summary.bin`, written by [`Windows::persist`] through a temporary
 //! file and a rename): `WSUM1`, the window count (u32 LE), then per window its start (u64 LE),
 //! its length (u32 LE) and the snapshot bytes, oldest first. A file that does not parse is
-//! set aside (`summary.bin.unreadable-<ms>`), never overwritten.
+//! set aside (`summary.bin.corrupt-<ms>`), never overwritten.
 
 use crate::manifest::Windowing;
 use std::collections::VecDeque;
@@ -63,10 +63,8 @@ impl Windows {
             Ok(bytes) => match decode(&bytes) {
                 Some(w) if !w.is_empty() => self.windows = w,
                 _ => {
-                    let aside = path
-                        .with_extension(format!("bin.unreadable-{}", weir_core::query::now_ms()));
-                    tracing::warn!(plugin, path = %path.display(), aside = %aside.display(), "summarizer state unreadable: set aside, starting empty");
-                    let _ = std::fs::rename(&path, &aside);
+                    let aside = weir_core::aside::set_aside(&path);
+                    tracing::warn!(plugin, path = %path.display(), aside = ?aside, "summarizer state unreadable: set aside, starting empty");
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -260,7 +258,7 @@ mod tests {
         let aside = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().contains("unreadable"));
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
         assert!(aside);
         // One window forever when window_secs is 0.
         let mut one = Windows::new(Windowing::default());

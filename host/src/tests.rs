@@ -800,7 +800,7 @@ mod registry {
         assert!(
             entries(&reg_dir.join("hostile"))
                 .iter()
-                .any(|f| f.starts_with("kv.json.unreadable-")),
+                .any(|f| f.starts_with("kv.json.corrupt-")),
             "{:?}",
             entries(&reg_dir.join("hostile"))
         );

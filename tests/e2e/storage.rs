@@ -537,7 +537,7 @@ fn corrupted_files_are_set_aside_and_the_rest_is_served() {
     assert!(
         aside
             .iter()
-            .any(|n| n.starts_with(&format!("corrupt-{}-", names[0]))),
+            .any(|n| n.starts_with(&format!("{}.corrupt-", names[0]))),
         "{aside:?}"
     );
     assert!(

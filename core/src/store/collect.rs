@@ -152,7 +152,8 @@ pub struct RawGroups {
     keys: Vec<u128>,
     totals: Vec<Totals>,
     table: hashbrown::HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+    /// Seeded per table: keys are addresses and ports senders choose.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl RawGroups {
@@ -191,14 +192,10 @@ impl RawGroups {
         if from.len() > self.len() {
             std::mem::swap(self, &mut from);
         }
-        if from.width != self.width {
-            // One side never saw a matching flow (an empty default).
-            if from.is_empty() {
-                return;
-            }
-            *self = from;
+        if from.is_empty() {
             return;
         }
+        debug_assert_eq!(from.width, self.width, "groups of one aggregation");
         for (key, t) in from.iter() {
             self.add(key, t);
         }
@@ -282,7 +279,7 @@ impl RawGroups {
 
 /// A key's hash, slot by slot (foldhash's folded multiply per u128, no byte loop).
 #[inline]
-fn hash(state: &foldhash::fast::FixedState, key: &[u128]) -> u64 {
+fn hash(state: &foldhash::fast::RandomState, key: &[u128]) -> u64 {
     let mut h = state.build_hasher();
     for x in key {
         h.write_u128(*x);
@@ -359,15 +356,9 @@ impl Grouper<'_> {
             ff.u64("Sampling")?,
             ff.u64("TimeFlowEndMs")?,
         );
-        // Segment-local string ordinals to shared ids, each looked up once.
-        let mut ids: Vec<Vec<Option<u128>>> = keys
-            .cols
-            .iter()
-            .map(|c| match c {
-                Col::Str(Some(c)) => vec![None; c.dictionary().num_terms()],
-                _ => Vec::new(),
-            })
-            .collect();
+        // Segment-local string ordinals to shared ids, each looked up once: per string column
+        // a table by ordinal (id + 1; 0 not looked up yet), made when first needed.
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); keys.cols.len()];
         let mut text = String::new();
         let width = self.width();
         let n = self.fields.len();
@@ -384,8 +375,11 @@ impl Grouper<'_> {
                     let Some(ord) = slot.checked_sub(1) else {
                         continue;
                     };
-                    *slot = match cache.get(ord as usize).copied().flatten() {
-                        Some(id) => id,
+                    if cache.is_empty() {
+                        *cache = vec![0; col.dictionary().num_terms()];
+                    }
+                    *slot = match cache.get(ord as usize).copied().filter(|v| *v > 0) {
+                        Some(v) => u128::from(v - 1),
                         None => {
                             text.clear();
                             let id = match col.ord_to_str(ord as u64, &mut text) {
@@ -400,8 +394,10 @@ impl Grouper<'_> {
                                     0
                                 }
                             };
-                            if let Some(c) = cache.get_mut(ord as usize) {
-                                *c = Some(id);
+                            if let (Some(c), Ok(v)) =
+                                (cache.get_mut(ord as usize), u32::try_from(id + 1))
+                            {
+                                *c = v;
                             }
                             id
                         }

@@ -229,7 +229,7 @@ impl Store {
             let entry = entry?;
             let name = entry.file_name();
             let Some((start, end)) = name.to_str().and_then(Partition::parse_dir_name) else {
-                if name.to_string_lossy().starts_with("corrupt-") {
+                if crate::aside::is_set_aside(&name.to_string_lossy()) {
                     tracing::warn!(path = %entry.path().display(), "a partition set aside as unreadable is kept here: remove it once inspected");
                     continue;
                 }
@@ -243,13 +243,8 @@ impl Store {
                 Err(e) if e.is_corruption() => {
                     // One unreadable partition (its record store damaged) must not keep the
                     // rest from being served: it is set aside, whole, for inspection.
-                    let aside = root.join(format!(
-                        "corrupt-{}-{}",
-                        name.to_string_lossy(),
-                        crate::query::now_ms()
-                    ));
+                    let aside = crate::aside::set_aside(&entry.path())?;
                     tracing::error!(partition = %entry.path().display(), error = %e, moved_to = %aside.display(), "partition unreadable: set aside, the others are served");
-                    std::fs::rename(entry.path(), &aside)?;
                     continue;
                 }
                 Err(e) => return Err(e),

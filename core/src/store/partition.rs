@@ -84,9 +84,8 @@ impl Partition {
             Err(e) => {
                 // Set aside, never deleted: the records in sled are the truth, and the repair
                 // below indexes them all again.
-                let aside = dir.join(format!("index.corrupt-{}", crate::query::now_ms()));
+                let aside = crate::aside::set_aside(&index_dir)?;
                 tracing::error!(partition = %dir.display(), error = %e, moved_to = %aside.display(), "index unreadable: set aside, rebuilding it from the record store");
-                std::fs::rename(&index_dir, &aside)?;
                 searchable(&index_dir, fields)?
             }
         };

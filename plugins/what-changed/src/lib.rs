@@ -160,10 +160,14 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
 }
 
+/// The most points Prometheus answers for one series of a `query_range` (11,000), with room.
+pub const MAX_POINTS: usize = 10_000;
+
 /// Readings a step: the most whole seconds dividing `step_s` with the window's readings
-/// (`steps` of them plus `max_lag` late) within Prometheus' 11,000 points a series.
+/// (`steps` of them plus `max_lag` late) within [`MAX_POINTS`] (1 when even whole steps do
+/// not fit: the caller refuses that window).
 pub fn readings_per_step(step_s: u64, steps: usize, max_lag: usize) -> usize {
-    let room = 10_000 / (steps + max_lag + 1).max(1);
+    let room = MAX_POINTS / (steps + max_lag + 1).max(1);
     (1..=step_s.min(room as u64).max(1))
         .rev()
         .find(|d| step_s.is_multiple_of(*d))
@@ -244,6 +248,24 @@ pub fn judge(
     best
 }
 
+/// Prometheus' own clock (`time()`), whole seconds; None when it does not say.
+fn prometheus_now(base: &str) -> Option<u64> {
+    let url = format!("{}/api/v1/query?query=time()", base.trim_end_matches('/'));
+    let resp = outbound_http::send(
+        &outbound_http::Request {
+            method: "GET".into(),
+            url,
+            headers: vec![("accept".into(), "application/json".into())],
+            body: vec![],
+        },
+        10_000,
+    )
+    .ok()?;
+    let v: Value = serde_json::from_slice(&resp.body).ok()?;
+    let t: f64 = v["data"]["result"][1].as_str()?.parse().ok()?;
+    (t.is_finite() && t >= 0.0).then_some(t as u64)
+}
+
 fn query_range(
     base: &str,
     q: &str,
@@ -294,7 +316,7 @@ impl Guest for Plugin {
         let threshold = num("threshold", 0.7)?;
         let top = num("top", 10.0)? as usize;
         let min_points = num("min_points", 5.0)? as usize;
-        let max_lag = num("max_lag", 2.0)? as usize;
+        let max_lag = num("max_lag", 2.0)?.clamp(0.0, 1000.0) as usize;
         let filter = cfg("filter");
         let ends = b.time_flow_end_ms();
         let from_ms = b.time_flow_start_ms().iter().copied().min().unwrap_or(0);
@@ -314,14 +336,27 @@ impl Guest for Plugin {
                 *f += (b.bytes()[i] * b.scale(i)) as f64;
             }
         }
+        // A metric cannot trail the flows by more than the window.
+        let max_lag = max_lag.min(steps);
+        if steps + max_lag + 1 > MAX_POINTS {
+            return Err(PluginError::InvalidInput(format!(
+                "{steps} steps of {step_s} s (plus max_lag {max_lag}) are more than the \
+                 {MAX_POINTS} points Prometheus answers for a series: raise step"
+            )));
+        }
         let sub = readings_per_step(step_s, steps, max_lag);
         let read_s = step_s / sub as u64;
         let queries = cfg("queries").unwrap_or_else(|| "{__name__=~\".+\"}".into());
         let mut moved = vec![];
         let mut series_seen = 0;
+        // Not past Prometheus' now: it repeats a series' last sample for minutes ahead,
+        // which would read as a flat counter where there is no data yet.
+        let now_s = prometheus_now(&base).unwrap_or(u64::MAX);
         for q in queries.split(';').map(str::trim).filter(|q| !q.is_empty()) {
             let readings = (steps + max_lag) * sub + 1;
-            let to = from_s + (readings as u64 - 1) * read_s;
+            let last = ((readings as u64 - 1) * read_s)
+                .min(now_s.saturating_sub(from_s) / read_s * read_s);
+            let to = from_s + last;
             let body = query_range(&base, q, from_s, to, read_s)?;
             let list = parse_matrix(&body, q, from_s as f64, read_s as f64, readings)
                 .map_err(|e| PluginError::InvalidInput(format!("query {q}: {e}")))?;
