@@ -255,6 +255,9 @@ fn exporter_feeds_nats_resumes_after_a_stall_and_kill_9_and_is_refused_other_sin
         &["grant", "ndjson-export", "sink", "--scope", "archive"],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // The agent hot-loads the grant within two seconds; imports are acknowledged within
+    // --commit-delay, so the flow must not be posted (and exported) before that.
+    std::thread::sleep(Duration::from_secs(3));
     post_ports(&a, 81..=81);
     wait_error(
         &a,
