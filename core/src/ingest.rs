@@ -185,6 +185,16 @@ pub fn spawn(
         .spawn(move || run(&store, &rx, cfg, &stats, &stages))
 }
 
+/// When the next flush is due: at the interval, or — while someone waits for durability —
+/// `commit_delay` after the previous flush (group commit).
+fn due(acks: &[Ack], next_flush: Instant, last_flush: Instant, cfg: &IngestConfig) -> Instant {
+    if acks.is_empty() {
+        next_flush
+    } else {
+        next_flush.min(last_flush + cfg.commit_delay)
+    }
+}
+
 fn run(
     store: &Store,
     rx: &Receiver<Batch>,
@@ -201,13 +211,8 @@ fn run(
     let mut next_retention = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
     loop {
-        // Someone waits for durability: flush soon (group commit), not at the interval.
-        let due = if acks.is_empty() {
-            next_flush
-        } else {
-            next_flush.min(last_flush + cfg.commit_delay)
-        };
-        let wait = due.saturating_duration_since(Instant::now());
+        let wait =
+            due(&acks, next_flush, last_flush, &cfg).saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(batch) => {
                 take(store, stats, stages, batch, &mut acks);
@@ -224,12 +229,7 @@ fn run(
             }
         }
         let now = Instant::now();
-        let due = if acks.is_empty() {
-            next_flush
-        } else {
-            next_flush.min(last_flush + cfg.commit_delay)
-        };
-        if now >= due {
+        if now >= due(&acks, next_flush, last_flush, &cfg) {
             flush(store, stats, &mut acks);
             last_flush = Instant::now();
             next_flush = last_flush + cfg.flush_interval;
