@@ -9,6 +9,14 @@ pub const T0: u64 = 1_800_000_000_000;
 /// The flows span this much time before [`T0`] (ten one-hour partitions).
 pub const SPAN_MS: u64 = 10 * 3_600_000;
 
+/// How many flows to generate: `WEIR_BENCH_FLOWS`, or 2,000,000.
+pub fn total_flows() -> usize {
+    std::env::var("WEIR_BENCH_FLOWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000)
+}
+
 /// A realistic-ish mix: 5,000 sources, 2,000 destinations, a few ports, Zipf-like volumes.
 pub fn make_batch(start: usize, n: usize, total: usize) -> Vec<Flow> {
     (start..start + n)

@@ -69,10 +69,7 @@ fn time<T>(mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let total: usize = std::env::var("WEIR_BENCH_FLOWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000_000);
+    let total = synthetic::total_flows();
     let tmp = tempfile::tempdir().expect("tempdir");
     println!(
         "weir vs ClickHouse: {total} flows, data in {}",

@@ -37,10 +37,7 @@ fn rss_kib(key: &str) -> u64 {
 }
 
 fn main() {
-    let total: usize = std::env::var("WEIR_BENCH_FLOWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000_000);
+    let total = synthetic::total_flows();
     let tmp = tempfile::tempdir().expect("tempdir");
     println!(
         "store benchmark: {total} flows, {} partitions of 1 h, data in {}",
