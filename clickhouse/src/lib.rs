@@ -464,14 +464,7 @@ impl FlowQuery for ClickHouse {
         } else {
             totals(&v["totals"])
         };
-        let less = |a: u64, b: u64| a.saturating_sub(b);
-        let others = Totals {
-            bytes: less(total.bytes, shown.bytes),
-            packets: less(total.packets, shown.packets),
-            flows: less(total.flows, shown.flows),
-            drop_bytes: less(total.drop_bytes, shown.drop_bytes),
-            drop_packets: less(total.drop_packets, shown.drop_packets),
-        };
+        let others = total.saturating_sub(&shown);
         let group_count = match v.get("rows_before_limit_at_least") {
             Some(n) => u64_of(Some(n)) as usize,
             None => top.len(),

@@ -29,6 +29,18 @@ impl Totals {
         self.drop_bytes = self.drop_bytes.saturating_add(o.drop_bytes);
         self.drop_packets = self.drop_packets.saturating_add(o.drop_packets);
     }
+
+    /// What is left of `self` once `o` is taken out (the "others" beside a top-N), never
+    /// below zero.
+    pub fn saturating_sub(&self, o: &Totals) -> Totals {
+        Totals {
+            bytes: self.bytes.saturating_sub(o.bytes),
+            packets: self.packets.saturating_sub(o.packets),
+            flows: self.flows.saturating_sub(o.flows),
+            drop_bytes: self.drop_bytes.saturating_sub(o.drop_bytes),
+            drop_packets: self.drop_packets.saturating_sub(o.drop_packets),
+        }
+    }
 }
 
 /// A group key: the grouped values, then the bucket start (ms) when bucketing.
