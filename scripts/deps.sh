@@ -10,7 +10,8 @@
 #                   Apache DataSketches for Python (reads the edge-summary snapshots) at /opt/weir-sketches;
 #                   systemd-journal-remote writes the journal files the log-file test follows;
 #                   clickhouse-server (the cluster tests start their own from its config);
-#                   Tansu (a Kafka-protocol broker) and confluent-kafka at /opt/weir-kafka
+#                   Tansu (a Kafka-protocol broker) and confluent-kafka at /opt/weir-kafka;
+#                   Schemathesis (attacks the API from its OpenAPI description) at /opt/weir-st
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
@@ -50,6 +51,13 @@ if [[ "$what" != build ]] && ! /opt/weir-sketches/bin/python -c 'import datasket
   rm -rf /opt/weir-sketches
   /usr/bin/python3 -m venv /opt/weir-sketches
   /opt/weir-sketches/bin/pip install -q datasketches==5.2.0 >/dev/null
+fi
+if [[ "$what" != build ]] && ! /opt/weir-st/bin/schemathesis --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+  # scripts/api-fuzz.sh: the API's OpenAPI description attacked by Schemathesis.
+  echo "installing Schemathesis 4.32.5 (PyPI) in /opt/weir-st" >&2
+  rm -rf /opt/weir-st
+  /usr/bin/python3 -m venv /opt/weir-st
+  /opt/weir-st/bin/pip install -q schemathesis==4.32.5 >/dev/null
 fi
 if [[ "$what" != build ]] && { ! /opt/weir-kafka/bin/python -c 'import confluent_kafka' 2>/dev/null || [ ! -x /opt/weir-kafka/bin/tansu ]; }; then
   # No Apache Kafka 2.x+ can be installed here (no Maven Central): the Kafka tests use Tansu, a

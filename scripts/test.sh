@@ -21,6 +21,8 @@ cargo test --release --locked --workspace --lib --bins --tests
 # The policy engine's evaluation and the what-changed correlation, natively (the same code
 # the sandbox runs).
 cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine -p what-changed
+# The API attacked from its own OpenAPI description by Schemathesis, against a live agent.
+bash scripts/api-fuzz.sh "${WEIR_API_FUZZ_EXAMPLES:-30}"
 # Every fuzz target for a few seconds over its seeds and past findings (a smoke run; longer
 # runs: docs/RELIABILITY.md, "Fuzzing").
 bash scripts/fuzz.sh "${WEIR_FUZZ_SECONDS:-5}"

@@ -22,25 +22,53 @@ pub enum ImportError {
     },
 }
 
+/// A flow as an import gives it: a JSON object only. (Serde's derived `Flow` also takes an
+/// array, field by field in declaration order, so `[[]]` would import a flow of zeros.)
+struct FlowObject(Flow);
+
+impl<'de> serde::Deserialize<'de> for FlowObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Objects;
+        impl<'de> serde::de::Visitor<'de> for Objects {
+            type Value = FlowObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a flow object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FlowObject, A::Error> {
+                let fields = serde::de::value::MapAccessDeserializer::new(map);
+                <Flow as serde::Deserialize>::deserialize(fields).map(FlowObject)
+            }
+        }
+        d.deserialize_map(Objects)
+    }
+}
+
 /// Parses a JSON array of flows or NDJSON.
 pub fn parse_flows(body: &[u8]) -> Result<Vec<Flow>, ImportError> {
     let text = std::str::from_utf8(body)?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        return serde_json::from_str(trimmed).map_err(|source| ImportError::Array {
-            line: source.line(),
-            column: source.column(),
-            source,
-        });
+        let flows: Vec<FlowObject> =
+            serde_json::from_str(trimmed).map_err(|source| ImportError::Array {
+                line: source.line(),
+                column: source.column(),
+                source,
+            })?;
+        return Ok(flows.into_iter().map(|f| f.0).collect());
     }
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| ImportError::Line {
-                line: i + 1,
-                source,
-            })
+            serde_json::from_str::<FlowObject>(l)
+                .map(|f| f.0)
+                .map_err(|source| ImportError::Line {
+                    line: i + 1,
+                    source,
+                })
         })
         .collect()
 }
@@ -73,5 +101,19 @@ mod tests {
             "{e}"
         );
         assert!(matches!(parse_flows(b"\xff"), Err(ImportError::NotUtf8(_))));
+    }
+
+    #[test]
+    fn a_flow_is_an_object_never_an_array_of_values() {
+        // Found by Schemathesis: `[[], {}]` imported two flows.
+        let e = parse_flows(b"[[], {}]").unwrap_err();
+        assert!(e.to_string().contains("expected a flow object"), "{e}");
+        let e = parse_flows(b"[[1700000000000, 1700000000001]]").unwrap_err();
+        assert!(e.to_string().contains("expected a flow object"), "{e}");
+        let e = parse_flows(b"{\"Bytes\":1}\n[]\n").unwrap_err();
+        assert!(e.to_string().starts_with("invalid flow on line 2:"), "{e}");
+        // Objects still work, unknown fields still refused.
+        assert_eq!(parse_flows(b"[{\"Bytes\":1},{}]").unwrap().len(), 2);
+        assert!(parse_flows(b"[{\"Bites\":1}]").is_err());
     }
 }

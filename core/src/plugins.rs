@@ -59,6 +59,8 @@ pub trait PluginAdmin: PluginRunner + RuleEvaluator + Send + Sync {
 /// The rule every plugin name follows. Names become directory names under the data dir, so
 /// every route and the registry check it before a name touches the file system.
 pub const PLUGIN_NAME_RULE: &str = "1-64 characters of a-z, 0-9, '-' or '_'";
+/// [`PLUGIN_NAME_RULE`] as a regular expression (for the API's description).
+pub const PLUGIN_NAME_PATTERN: &str = "^[a-z0-9_-]{1,64}$";
 
 /// A plugin name that breaks [`PLUGIN_NAME_RULE`] (a path, `..`, a slash, ...).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 pub mod error;
 mod handlers;
 pub mod limits;
+pub mod openapi;
 mod params;
 pub mod serve;
 
@@ -181,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/incident", get(handlers::incident::export))
         .route("/fields", get(handlers::meta::fields))
         .route("/status", get(handlers::meta::status))
+        .route("/openapi.json", get(handlers::meta::openapi))
         .route("/capture/flush", post(handlers::meta::flush))
         .route(
             "/capture/filters",

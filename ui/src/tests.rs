@@ -28,10 +28,12 @@ fn state(dir: &std::path::Path) -> AppState {
 }
 
 async fn get(app: Router, uri: &str) -> (StatusCode, Value) {
-    let resp = app
-        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
+    send(app, Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+/// Sends a request; its status and JSON body (Null when not JSON).
+async fn send(app: Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.oneshot(req).await.expect("response");
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
@@ -432,4 +434,126 @@ mod limits_on_a_real_listener {
         assert!(r.contains("\"wrong_tokens\":3"), "{r}");
         assert!(r.contains("\"locked_out_requests\":1"), "{r}");
     }
+}
+
+/// The routes of the api router, as (method, path), read from this crate's `router`.
+fn routed() -> std::collections::BTreeSet<(String, String)> {
+    let src = include_str!("lib.rs");
+    let start = src.find("let api = Router::new()").expect("the api router");
+    let end = src[start..].find("let metrics").expect("its end") + start;
+    let mut out = std::collections::BTreeSet::new();
+    let parts: Vec<&str> = src[start..end].split(".route(").skip(1).collect();
+    for part in parts {
+        let path = part.split('"').nth(1).expect("a path literal");
+        for m in ["get", "post", "put", "delete", "patch"] {
+            let called = part.match_indices(&format!("{m}(")).any(|(i, _)| {
+                // `get(`, `.post(`, `routing::delete(`: not the tail of another word.
+                !part[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if called {
+                out.insert((m.to_string(), path.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_route_is_described_and_every_description_is_a_route() {
+    let described: std::collections::BTreeSet<(String, String)> = openapi::OPS
+        .iter()
+        .map(|o| (o.method.to_string(), o.path.to_string()))
+        .collect();
+    let routed = routed();
+    assert!(routed.len() > 40, "the router was read: {routed:?}");
+    let missing: Vec<_> = routed.difference(&described).collect();
+    assert!(
+        missing.is_empty(),
+        "routes with no description: {missing:?}"
+    );
+    let extra: Vec<_> = described.difference(&routed).collect();
+    assert!(extra.is_empty(), "described but not routed: {extra:?}");
+}
+
+#[tokio::test]
+async fn the_description_is_served_and_its_answers_hold_on_a_live_router() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = router(state(dir.path()));
+    let (s, doc) = get(app.clone(), "/api/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["security"], serde_json::json!([]), "no token here");
+    for op in openapi::OPS {
+        let o = &doc["paths"][op.path][op.method];
+        assert!(o.is_object(), "{} {} in the document", op.method, op.path);
+        // Path parameters declared, every answer with a schema.
+        for p in openapi::path_params(op.path) {
+            let declared = o["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["name"] == p && d["in"] == "path");
+            assert!(declared, "{} {}: path parameter {p}", op.method, op.path);
+        }
+        for (status, r) in o["responses"].as_object().expect("responses") {
+            let content = r["content"].as_object().expect("content");
+            for (media, m) in content {
+                assert!(
+                    m["schema"]
+                        .get("description")
+                        .is_none_or(|d| !d.as_str().unwrap_or("").contains("line")),
+                    "{} {} {status} {media}: schema text does not parse: {m}",
+                    op.method,
+                    op.path
+                );
+            }
+        }
+        // Every GET without required parameters answers here as described.
+        let required =
+            op.params.iter().any(|p| p.required) || !openapi::path_params(op.path).is_empty();
+        if op.method != "get" || required || op.answer.media != "application/json" {
+            continue;
+        }
+        let (s, v) = get(app.clone(), &format!("/api/v1{}", op.path)).await;
+        let documented = o["responses"][s.as_str()].is_object();
+        assert!(documented, "GET {}: {s} is not described: {v}", op.path);
+        if s == StatusCode::OK {
+            let schema = &o["responses"]["200"]["content"]["application/json"]["schema"];
+            for k in schema["required"].as_array().into_iter().flatten() {
+                let k = k.as_str().expect("a name");
+                assert!(v.get(k).is_some(), "GET {}: answer lacks {k}: {v}", op.path);
+            }
+        } else {
+            assert!(v["error"]["kind"].is_string(), "GET {}: {s} {v}", op.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_with_a_token_describes_every_operation_as_needing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut st = state(dir.path());
+    st.token = Some(Arc::from("s3cret"));
+    let req = Request::get("/api/v1/openapi.json")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .expect("request");
+    let (s, doc) = send(router(st), req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["security"], serde_json::json!([{ "token": [] }]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["token"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn a_flag_parameter_refuses_what_is_not_a_boolean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = Request::post("/api/v1/plugins?upgrade=yes")
+        .body(Body::empty())
+        .expect("request");
+    let (status, v) = send(router(state(dir.path())), req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["parameter"], "upgrade", "{v}");
 }

@@ -4,6 +4,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::params::{Param, Params};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
@@ -39,30 +40,21 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     .await
 }
 
+/// What `GET /api/v1/alerts/history` takes.
+pub const HISTORY: &[Param] = &[Param::count(
+    "limit",
+    100,
+    10_000,
+    "The most state changes to answer.",
+)];
+
 /// `GET /api/v1/alerts/history?limit=`: state changes, newest first.
 pub async fn history(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let s = store(&st)?;
-    let mut limit = 100usize;
-    for (k, v) in &q {
-        match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| ApiError::bad_request("limit", "limit must be 1 to 10000"))?
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    other,
-                    format!("unknown parameter '{other}' (limit)"),
-                ));
-            }
-        }
-    }
+    let limit = Params::new(q, HISTORY)?.count("limit")?;
     blocking(move || Ok(Json(json!({ "history": s.history(limit) })))).await
 }
 
@@ -83,8 +75,7 @@ pub async fn silence(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let s = store(&st)?;
-    let b: SilenceBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("body", format!("bad silence: {e}")))?;
+    let b: SilenceBody = super::json_object(&body)?;
     let ms = weir_core::query::parse_duration_ms(&b.duration).ok_or_else(|| {
         ApiError::bad_request(
             "duration",

@@ -3,7 +3,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{FILTER, FROM, GROUP_BY, METRIC, Param, Params, STEP, TO};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -16,17 +16,34 @@ use weir_core::aggregate::{self, TimeSeries, TopGroups};
 use weir_core::query::{MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT};
 use weir_core::store::{Buckets, ListRequest, ListResult};
 
+/// What `GET /api/v1/flows` takes.
+pub const LIST: &[Param] = &[
+    FILTER,
+    FROM,
+    TO,
+    Param::text(
+        "sort",
+        "A flow field to sort by: `Bytes` or `-Bytes` (descending), `Bytes:asc`; default `-TimeFlowEndMs`.",
+    ),
+    Param::count("limit", 100, MAX_LIMIT as u64, "The most flows to answer."),
+    Param::natural(
+        "offset",
+        u64::MAX,
+        "Flows to skip before the first answered.",
+    ),
+];
+
 /// `GET /api/v1/flows?filter=&from=&to=&sort=&limit=&offset=`
 pub async fn list(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ListResult>, ApiError> {
-    let p = Params::new(q, &["filter", "from", "to", "sort", "limit", "offset"])?;
+    let p = Params::new(q, LIST)?;
     let req = ListRequest {
         filter: p.filter()?,
         range: p.range()?,
         sort: p.sort()?,
-        limit: p.usize_or("limit", 100, MAX_LIMIT)?,
+        limit: p.count("limit")?,
         offset: p.offset()?,
     };
     let flows = st.flows.clone();
@@ -67,15 +84,30 @@ pub async fn import(
     Ok(Json(serde_json::json!({ "accepted": n })))
 }
 
+/// What `GET /api/v1/flows/aggregate` takes.
+pub const AGGREGATE: &[Param] = &[
+    FILTER,
+    FROM,
+    TO,
+    GROUP_BY.required(),
+    METRIC,
+    Param::count(
+        "top",
+        10,
+        MAX_GROUPS as u64,
+        "How many groups to rank; the rest sum into `others`.",
+    ),
+];
+
 /// `GET /api/v1/flows/aggregate?group_by=SrcAddr,DstAddr&metric=bytes&top=10&filter=&from=&to=`
 pub async fn aggregate(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<TopGroups>, ApiError> {
-    let p = Params::new(q, &["filter", "from", "to", "group_by", "metric", "top"])?;
+    let p = Params::new(q, AGGREGATE)?;
     let (filter, range, group_by, metric) =
         (p.filter()?, p.range()?, p.group_by(true)?, p.metric()?);
-    let top = p.usize_or("top", 10, MAX_GROUPS)?;
+    let top = p.count("top")?;
     let flows = st.flows.clone();
     Ok(Json(
         blocking(move || {
@@ -86,17 +118,30 @@ pub async fn aggregate(
     ))
 }
 
+/// What `GET /api/v1/flows/timeseries` takes.
+pub const TIMESERIES: &[Param] = &[
+    FILTER,
+    FROM,
+    TO,
+    GROUP_BY,
+    METRIC,
+    Param::count(
+        "top",
+        5,
+        MAX_GROUPS as u64,
+        "How many groups get their own series.",
+    ),
+    STEP,
+];
+
 /// `GET /api/v1/flows/timeseries?from=-1h&step=1m&metric=bytes&group_by=&top=5&filter=`
 pub async fn timeseries(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<TimeSeries>, ApiError> {
-    let p = Params::new(
-        q,
-        &["filter", "from", "to", "group_by", "metric", "top", "step"],
-    )?;
+    let p = Params::new(q, TIMESERIES)?;
     let (filter, group_by, metric) = (p.filter()?, p.group_by(false)?, p.metric()?);
-    let top = p.usize_or("top", 5, MAX_GROUPS)?;
+    let top = p.count("top")?;
     let (range, step) = p.buckets(60, MAX_BUCKETS)?;
     let buckets = range
         .to_ms
@@ -127,7 +172,10 @@ pub async fn timeseries(
 /// The most `follow` streams open at once, agent-wide.
 pub const MAX_FOLLOWERS: usize = 32;
 
-/// `GET /api/v1/flows/follow?filter=`: new flows as newline-delimited JSON, until the client
+/// What `GET /api/v1/flows/follow` takes.
+pub const FOLLOW: &[Param] = &[FILTER];
+
+/// `GET /api/v1/flows/follow?filter=: new flows as newline-delimited JSON, until the client
 /// goes away. At most [`MAX_FOLLOWERS`] at once, and `--max-follows-per-client` from one
 /// client address (429 beyond).
 pub async fn follow(
@@ -135,7 +183,7 @@ pub async fn follow(
     ext: axum::http::Extensions,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q, &["filter"])?;
+    let p = Params::new(q, FOLLOW)?;
     let filter = p.filter()?;
     // Each open tail holds a queue of batches and filters every stored flow: bounded.
     if st.live.receiver_count() >= MAX_FOLLOWERS {

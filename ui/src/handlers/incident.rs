@@ -6,7 +6,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{FILTER, FROM, Param, Params, TO};
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -38,11 +38,24 @@ fn node_name() -> String {
         .unwrap_or_default()
 }
 
+/// What `GET /api/v1/incident` takes.
+pub const PARAMS: &[Param] = &[
+    FILTER,
+    FROM,
+    TO,
+    Param::count(
+        "max_flows",
+        incident::DEFAULT_MAX_FLOWS as u64,
+        MAX_FLOWS as u64,
+        "The most flows the file carries (the newest kept).",
+    ),
+];
+
 pub async fn export(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q, &["filter", "from", "to", "max_flows"])?;
+    let p = Params::new(q, PARAMS)?;
     p.filter()?;
     let mut range = p.range()?;
     // An open end is now: the incident's end is its replay's clock.
@@ -51,7 +64,7 @@ pub async fn export(
         from_ms: range.from_ms,
         to_ms: range.to_ms,
         filter: p.get("filter").unwrap_or("").to_string(),
-        max_flows: p.usize_or("max_flows", incident::DEFAULT_MAX_FLOWS, MAX_FLOWS)?,
+        max_flows: p.count("max_flows")?,
     };
     let name = format!(
         "weir-incident-{}-{}.tar.gz",

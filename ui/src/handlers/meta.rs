@@ -37,6 +37,11 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// `GET /api/v1/openapi.json`: the description of /api/v1 ([`crate::openapi`]).
+pub async fn openapi(State(st): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document(st.token.is_some()))
+}
+
 /// `GET /api/v1/fields`: the flow fields, for completion and docs.
 pub async fn fields() -> Json<Value> {
     let fields: Vec<Value> = FIELDS
@@ -103,8 +108,18 @@ pub async fn set_filters(
         let r: weir_core::capture::FilterRule = match item {
             Value::String(text) => weir_core::capture::FilterRule::parse(&text)
                 .map_err(|e| ApiError::bad_request("rules", format!("rule {}: {e}", i + 1)))?,
-            other => serde_json::from_value(other)
+            // An object only: serde would also read an array as the fields in order.
+            obj @ Value::Object(_) => serde_json::from_value(obj)
                 .map_err(|e| ApiError::bad_request("rules", format!("rule {}: {e}", i + 1)))?,
+            other => {
+                return Err(ApiError::bad_request(
+                    "rules",
+                    format!(
+                        "rule {}: a rule is an object or a text like \"reject cidr=10.0.0.0/8\", not {other}",
+                        i + 1
+                    ),
+                ));
+            }
         };
         rules.push(r);
     }

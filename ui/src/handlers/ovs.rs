@@ -7,7 +7,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{Param, Params};
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
@@ -36,9 +36,77 @@ fn service(st: &AppState) -> Result<Arc<OvsService>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("this agent has no OVS support"))
 }
 
+const COLLECTION: Param = Param::text(
+    "collection",
+    "A collection's id (GET /api/v1/ovs lists them); default the newest, or the one at `at`.",
+);
+const AT: Param = Param::text(
+    "at",
+    "The collection taken at or before this time (RFC 3339, epoch ms or relative).",
+);
+const OVS_FILTER: Param = Param::text(
+    "filter",
+    "A datapath flow filter in ovs-flowviz's language, e.g. `recirc_id=0x1 and nw_dst=10.0.0.2`.",
+);
+/// What `GET /api/v1/ovs/flows` takes.
+pub const FLOWS: &[Param] = &[
+    COLLECTION,
+    AT,
+    OVS_FILTER,
+    Param::count(
+        "limit",
+        10_000,
+        200_000,
+        "The most datapath flows to answer.",
+    ),
+];
+/// What the tree and graph views take.
+pub const VIEW: &[Param] = &[COLLECTION, AT, OVS_FILTER];
+/// What `GET /api/v1/ovs/openflow` takes.
+pub const OPENFLOW: &[Param] = &[COLLECTION, AT];
+/// What `GET /api/v1/ovs/churn` takes.
+pub const CHURN: &[Param] = &[
+    COLLECTION,
+    AT,
+    Param::text(
+        "before",
+        "The collection to compare with (default the one taken just before).",
+    ),
+    Param::count(
+        "top",
+        10,
+        1000,
+        "How many of the busiest megaflows to list.",
+    ),
+];
+/// What `GET /api/v1/ovs/conversations` takes.
+pub const CONVERSATIONS: &[Param] = &[
+    COLLECTION,
+    AT,
+    Param::natural(
+        "flow",
+        u64::MAX,
+        "The datapath flow's index in the collection.",
+    )
+    .required(),
+];
+/// What `GET /api/v1/ovs/path` takes: a conversation, as a row of the flows table.
+pub const PATH: &[Param] = &[
+    COLLECTION,
+    AT,
+    Param::ip("SrcAddr", "The conversation's source IP address.").required(),
+    Param::ip("DstAddr", "The conversation's destination IP address.").required(),
+    Param::natural("Proto", 255, "IP protocol number (0-255)."),
+    Param::natural("SrcPort", 65535, "Source port (0-65535)."),
+    Param::natural("DstPort", 65535, "Destination port (0-65535)."),
+    Param::text("Interface", "The interface the capture saw it on."),
+    Param::text("SrcMac", "Source MAC address."),
+    Param::text("DstMac", "Destination MAC address."),
+];
+
 /// The collection a request names (`collection`, `at`) or the newest.
 fn pick(svc: &OvsService, p: &Params) -> Result<Arc<DecodedCollection>, ApiError> {
-    let id = match (p.get("collection"), p.get("at")) {
+    let id = match (p.given("collection"), p.given("at")) {
         (Some(id), _) => id.to_string(),
         (None, at) => {
             let t = match at {
@@ -102,12 +170,7 @@ pub async fn import(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let b: ImportBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "body",
-            format!("line {} column {}: {e}", e.line(), e.column()),
-        )
-    })?;
+    let b: ImportBody = super::json_object(&body)?;
     let now = now_ms();
     let time_ms = match &b.time {
         None => now,
@@ -139,9 +202,9 @@ pub async fn flows(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at", "filter", "limit"])?;
+    let p = Params::new(q, FLOWS)?;
     let f = filter(&p)?;
-    let limit = p.usize_or("limit", 10_000, 200_000)?;
+    let limit = p.count("limit")?;
     blocking(move || {
         let d = pick(&svc, &p)?;
         let hits: Vec<usize> = (0..d.decoded.flows.len())
@@ -171,7 +234,7 @@ pub async fn tree_view(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at", "filter"])?;
+    let p = Params::new(q, VIEW)?;
     let f = filter(&p)?;
     blocking(move || {
         let d = pick(&svc, &p)?;
@@ -193,7 +256,7 @@ pub async fn graph_view(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at", "filter"])?;
+    let p = Params::new(q, VIEW)?;
     let f = filter(&p)?;
     blocking(move || {
         let d = pick(&svc, &p)?;
@@ -211,7 +274,7 @@ pub async fn openflow(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at"])?;
+    let p = Params::new(q, OPENFLOW)?;
     blocking(move || {
         let d = pick(&svc, &p)?;
         Ok(Json(json!({
@@ -230,11 +293,11 @@ pub async fn churn_view(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at", "before", "top"])?;
-    let top = p.usize_or("top", 10, 1000)?;
+    let p = Params::new(q, CHURN)?;
+    let top = p.count("top")?;
     blocking(move || {
         let after = pick(&svc, &p)?;
-        let before_id = match p.get("before") {
+        let before_id = match p.given("before") {
             Some(b) if !b.bytes().all(|c| c.is_ascii_digit() || c == b'-') => {
                 return Err(ApiError::bad_request(
                     "before",
@@ -348,7 +411,7 @@ pub async fn conversations(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(q, &["collection", "at", "flow"])?;
+    let p = Params::new(q, CONVERSATIONS)?;
     let index: usize = p
         .get("flow")
         .ok_or_else(|| {
@@ -390,21 +453,7 @@ pub async fn path(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
-    let p = Params::new(
-        q,
-        &[
-            "collection",
-            "at",
-            "SrcAddr",
-            "DstAddr",
-            "Proto",
-            "SrcPort",
-            "DstPort",
-            "Interface",
-            "SrcMac",
-            "DstMac",
-        ],
-    )?;
+    let p = Params::new(q, PATH)?;
     let mut f = weir_core::Flow::default();
     let addr = |k: &str| -> Result<std::net::IpAddr, ApiError> {
         p.get(k)

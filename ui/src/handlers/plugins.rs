@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{Param, Params};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
@@ -54,6 +54,26 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "plugins": plugins, "bundled": bundled })))
 }
 
+/// What `POST /api/v1/plugins` takes.
+pub const INSTALL: &[Param] = &[
+    Param::text(
+        "sha256",
+        "The component's expected SHA-256 (hex); the install is refused if it differs.",
+    ),
+    Param::text(
+        "grant",
+        "Capabilities granted at install, comma-separated (e.g. `flows,log`).",
+    ),
+    Param::flag(
+        "upgrade",
+        "Replace an installed plugin of the same name (its state and grants kept).",
+    ),
+    Param::text(
+        "source",
+        "With an empty body: where to fetch it, `oci://REGISTRY/REPO:TAG` or `bundled:NAME`.",
+    ),
+];
+
 /// `POST /api/v1/plugins?sha256=&grant=flows,log&upgrade=true` with the `.wasm` as the body
 /// (manifest embedded), or with an empty body and `source=oci://...` or `source=bundled:NAME`.
 pub async fn install(
@@ -61,8 +81,9 @@ pub async fn install(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let p = Params::new(q, INSTALL)?;
+    let upgrade = p.flag("upgrade")?;
     let a = admin(&st)?;
-    let p = Params::new(q, &["sha256", "grant", "upgrade", "source"])?;
     let source = p.get("source").map(String::from);
     let sha = p.get("sha256").map(String::from);
     let grants = p.get("grant").map(|g| {
@@ -71,7 +92,6 @@ pub async fn install(
             .map(String::from)
             .collect()
     });
-    let upgrade = matches!(p.get("upgrade"), Some("true" | "1"));
     let installed = run(move || {
         let upload = (!body.is_empty()).then_some(&body[..]);
         a.install(upload, source.as_deref(), sha.as_deref(), grants, upgrade)
@@ -114,8 +134,7 @@ pub async fn run_plugin(
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?
+        super::json_object(&body)?
     };
     // Set when this handler is dropped before the run ends (the client went away): the
     // plugin's call is then cancelled instead of running on to its deadline.
@@ -151,8 +170,7 @@ pub async fn grants(
     let name = plugin_name(name)?;
     let a = admin(&st)?;
     installed(&a, &name)?;
-    let b: GrantBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("body", format!("grants: {e}")))?;
+    let b: GrantBody = super::json_object(&body)?;
     let (cap, grant) = match (b.grant, b.revoke) {
         (Some(c), None) => (c, true),
         (None, Some(c)) => (c, false),

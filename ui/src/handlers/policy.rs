@@ -26,16 +26,6 @@ impl From<PolicyError> for ApiError {
     }
 }
 
-/// A JSON body, whatever its content type; errors name the line and column.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "body",
-            format!("line {} column {}: {e}", e.line(), e.column()),
-        )
-    })
-}
-
 fn service(st: &AppState) -> Result<Arc<PolicyService>, ApiError> {
     st.policy
         .clone()
@@ -105,7 +95,7 @@ pub async fn describe(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let b: EvalBody = parse(&body)?;
+    let b: EvalBody = super::json_object(&body)?;
     let svc = service(&st)?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
@@ -121,7 +111,7 @@ pub async fn truth_table(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let b: EvalBody = parse(&body)?;
+    let b: EvalBody = super::json_object(&body)?;
     let svc = service(&st)?;
     let mut ports = b
         .ports
@@ -146,7 +136,7 @@ pub async fn explain(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let b: EvalBody = parse(&body)?;
+    let b: EvalBody = super::json_object(&body)?;
     let svc = service(&st)?;
     if b.from.is_empty() || b.to.is_empty() {
         return Err(ApiError::bad_request(
@@ -188,7 +178,7 @@ pub async fn whatif_run(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let b: WhatifBody = parse(&body)?;
+    let b: WhatifBody = super::json_object(&body)?;
     let svc = service(&st)?;
     if b.proposed.is_empty() {
         return Err(ApiError::bad_request(
@@ -263,7 +253,7 @@ pub async fn pod_view(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let b: PodBody = parse(&body)?;
+    let b: PodBody = super::json_object(&body)?;
     let svc = service(&st)?;
     let range = TimeRange::parse(
         Some(b.from.as_deref().unwrap_or("-7d")),

@@ -4,7 +4,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{FROM, Param, Params, TO};
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::Serialize;
@@ -28,6 +28,35 @@ impl From<RecordError> for ApiError {
     }
 }
 
+/// What `GET /api/v1/records` takes.
+pub const PARAMS: &[Param] = &[
+    FROM,
+    TO,
+    Param::text(
+        "kind",
+        "Record kinds, comma-separated (e.g. `ovs-collection,log`).",
+    ),
+    Param::text(
+        "source",
+        "Only records from this source (a plugin's name, `ovs`...).",
+    ),
+    Param::text(
+        "label",
+        "`name=value` pairs, comma-separated; all must match.",
+    ),
+    Param::natural(
+        "after",
+        u64::MAX,
+        "Resume after this sequence number (a page's `next_after`).",
+    ),
+    Param::count(
+        "limit",
+        100,
+        MAX_QUERY as u64,
+        "The most records to answer.",
+    ),
+];
+
 /// `GET /api/v1/records?from=&to=&kind=&source=&label=&after=&limit=`: `kind` a comma list,
 /// `label` one or more `name=value` separated by commas (all must match).
 pub async fn list(
@@ -37,10 +66,7 @@ pub async fn list(
     let Some(records) = st.records.clone() else {
         return Err(ApiError::unavailable("this agent keeps no records"));
     };
-    let p = Params::new(
-        q,
-        &["from", "to", "kind", "source", "label", "after", "limit"],
-    )?;
+    let p = Params::new(q, PARAMS)?;
     let range = p.range()?;
     let kinds: Vec<String> = p
         .get("kind")
@@ -80,7 +106,7 @@ pub async fn list(
             )
         })?,
     };
-    let limit = p.usize_or("limit", 100, MAX_QUERY)?;
+    let limit = p.count("limit")?;
     let q = RecordQuery {
         from_ms: range.from_ms,
         to_ms: range.to_ms,

@@ -5,7 +5,7 @@
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{FILTER, FROM, Param, Params, STEP, TO};
 use axum::Json;
 use axum::extract::{Query, State};
 use std::collections::HashMap;
@@ -24,15 +24,31 @@ impl From<TimelineError> for ApiError {
     }
 }
 
+/// What `GET /api/v1/timeline` takes.
+pub const PARAMS: &[Param] = &[
+    FILTER,
+    FROM,
+    TO,
+    STEP,
+    Param::count(
+        "max_items",
+        DEFAULT_ITEMS as u64,
+        MAX_ITEMS as u64,
+        "The most items listed per lane.",
+    ),
+];
+
+/// `GET /api/v1/timeline?filter=&from=&to=&step=&max_items=`: flows, alerts and records on one
+/// time axis.
 pub async fn get(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let p = Params::new(q, &["filter", "from", "to", "step", "max_items"])?;
+    let p = Params::new(q, PARAMS)?;
     let filter = p.filter()?;
     // About 200 buckets by default.
     let (range, step_ms) = p.buckets(200, MAX_BUCKETS)?;
-    let max_items = p.usize_or("max_items", DEFAULT_ITEMS, MAX_ITEMS)?;
+    let max_items = p.count("max_items")?;
     let (store, records, alerts) = (st.store.clone(), st.records.clone(), st.alerts.clone());
     blocking(move || {
         let mut all = Vec::new();
