@@ -5,6 +5,11 @@
 //! each index commit carries the highest sequence number it covers. On open, records in sled
 //! beyond that number are indexed again, and indexed records beyond the last one in sled (which
 //! the write order should make impossible) are deleted. So index and store always agree.
+//!
+//! A full disk: a failed index write drops the writer and the next flush indexes again from
+//! sled. A failed sled write (sled refuses every write after an IO error until opened again)
+//! drops the index writer too (its documents may name records sled lost) and the next flush
+//! opens sled again in place, then indexes from it; nothing acknowledged is in either.
 
 use super::StoreError;
 use super::codec;
@@ -12,8 +17,8 @@ use super::index::{IndexFields, SEQ_FIELD};
 use crate::flow::Flow;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{IndexWriterOptions, UserOperation};
 use tantivy::query::RangeQuery;
@@ -31,7 +36,10 @@ pub struct Partition {
     /// Exclusive.
     pub end_ms: u64,
     dir: PathBuf,
-    pub(crate) db: sled::Db,
+    /// The record store; `None` while it is being opened again after a failed write.
+    db: RwLock<Option<sled::Db>>,
+    /// sled failed a write: the next flush opens it again (see the module docs).
+    sled_failed: AtomicBool,
     pub(crate) index: Index,
     pub(crate) reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
@@ -45,6 +53,26 @@ pub struct Partition {
     broken: AtomicBool,
     /// Unix ms of the last append, to close idle writers.
     pub(crate) last_write_ms: AtomicU64,
+}
+
+fn open_records(dir: &Path) -> Result<sled::Db, StoreError> {
+    Ok(sled::Config::new()
+        .path(dir.join("records"))
+        .cache_capacity(8 * 1024 * 1024)
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput)
+        .open()?)
+}
+
+/// The highest sequence number in a record store (0: none).
+fn stored_last_seq(db: &sled::Db) -> Result<u64, StoreError> {
+    Ok(match db.last()? {
+        Some((_, v)) => codec::decode_block(&v)?
+            .last()
+            .map(|(s, _)| *s)
+            .unwrap_or(0),
+        None => 0,
+    })
 }
 
 fn payload_seq(payload: Option<&str>) -> Option<u64> {
@@ -72,12 +100,7 @@ impl Partition {
         writer_cfg: WriterConfig,
     ) -> Result<Self, StoreError> {
         let dir = root.join(Self::dir_name(start_ms, end_ms));
-        let db = sled::Config::new()
-            .path(dir.join("records"))
-            .cache_capacity(8 * 1024 * 1024)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_records(&dir)?;
         let index_dir = dir.join("index");
         let (index, reader) = match searchable(&index_dir, fields) {
             Ok(ir) => ir,
@@ -89,18 +112,13 @@ impl Partition {
                 searchable(&index_dir, fields)?
             }
         };
-        let last_seq = match db.last()? {
-            Some((_, v)) => codec::decode_block(&v)?
-                .last()
-                .map(|(s, _)| *s)
-                .unwrap_or(0),
-            None => 0,
-        };
+        let last_seq = stored_last_seq(&db)?;
         let p = Partition {
             start_ms,
             end_ms,
             dir,
-            db,
+            db: RwLock::new(Some(db)),
+            sled_failed: AtomicBool::new(false),
             index,
             reader,
             writer: Mutex::new(None),
@@ -148,15 +166,12 @@ impl Partition {
         };
         let mut n = 0u64;
         // Start at the block holding `from + 1` (it may begin earlier).
-        let start = match self
-            .db
-            .range(..=codec::key(from.saturating_add(1)))
-            .next_back()
-        {
+        let db = self.db()?;
+        let start = match db.range(..=codec::key(from.saturating_add(1))).next_back() {
             Some(item) => item?.0.to_vec(),
             None => codec::key(0).to_vec(),
         };
-        for item in self.db.range(start..) {
+        for item in db.range(start..) {
             let (_, v) = item?;
             for (seq, flow) in codec::decode_block(&v)? {
                 if seq > from {
@@ -168,6 +183,52 @@ impl Partition {
         commit(writer, last_seq)?;
         self.reader.reload()?;
         tracing::info!(partition = %self.dir.display(), reindexed = n, indexed_before = indexed, stored = last_seq, "repaired index from record store");
+        Ok(())
+    }
+
+    /// The record store (a handle: cheap to clone).
+    pub(crate) fn db(&self) -> Result<sled::Db, StoreError> {
+        let g = self
+            .db
+            .read()
+            .map_err(|_| StoreError::Corrupt("record store lock poisoned".into()))?;
+        g.clone().ok_or_else(|| {
+            StoreError::Sled(sled::Error::Unsupported(
+                "being opened again after a failed write (a full disk?); retry shortly".into(),
+            ))
+        })
+    }
+
+    /// Notes a failed sled write: sled is opened again at the next flush, and the index
+    /// writer goes now (its uncommitted documents may name records sled did not keep).
+    fn sled_error(&self, e: sled::Error, guard: &mut Option<IndexWriter>) -> StoreError {
+        if matches!(e, sled::Error::Io(_) | sled::Error::ReportableBug(_)) {
+            // Dirty, so the next flush comes here to open sled again.
+            self.dirty.store(true, Ordering::SeqCst);
+            if !self.sled_failed.swap(true, Ordering::SeqCst) {
+                tracing::warn!(partition = %self.dir.display(), error = %e, "record store write failed: it is opened again at the next flush");
+            }
+            self.break_writer(guard);
+        }
+        StoreError::Sled(e)
+    }
+
+    /// Opens sled again in place after a failed write. Its lock is only free once every handle
+    /// is gone (a query in flight holds one): until then this fails and the next flush retries.
+    fn reopen_records(&self) -> Result<(), StoreError> {
+        let mut g = self
+            .db
+            .write()
+            .map_err(|_| StoreError::Corrupt("record store lock poisoned".into()))?;
+        drop(g.take());
+        let db = open_records(&self.dir)?;
+        // What sled kept: records appended since the last good flush may be gone (never
+        // acknowledged); the index is brought to this by the repair that follows.
+        let last = stored_last_seq(&db)?;
+        self.appended_seq.store(last, Ordering::SeqCst);
+        *g = Some(db);
+        self.sled_failed.store(false, Ordering::SeqCst);
+        tracing::info!(partition = %self.dir.display(), last_seq = last, "record store opened again");
         Ok(())
     }
 
@@ -203,7 +264,10 @@ impl Partition {
         for block in items.chunks(codec::BLOCK_FLOWS) {
             batch.insert(&codec::key(block[0].0), codec::encode_block(block)?);
         }
-        self.db.apply_batch(batch)?;
+        if let Err(e) = self.db()?.apply_batch(batch) {
+            let mut guard = self.lock_writer()?;
+            return Err(self.sled_error(e, &mut guard));
+        }
         let max = items.iter().map(|(s, _)| *s).max().unwrap_or(0);
         let mut guard = self.lock_writer()?;
         // Under the writer lock: a flush (which takes it to commit) never records a sequence
@@ -256,7 +320,13 @@ impl Partition {
 
     fn try_flush(&self) -> Result<(), StoreError> {
         let mut guard = self.lock_writer()?;
-        self.db.flush()?;
+        let missing = self.db.read().map(|g| g.is_none()).unwrap_or(true);
+        if self.sled_failed.load(Ordering::SeqCst) || missing {
+            self.reopen_records()?;
+        }
+        if let Err(e) = self.db()?.flush() {
+            return Err(self.sled_error(e, &mut guard));
+        }
         let seq = self.appended_seq.load(Ordering::SeqCst);
         if self.broken.load(Ordering::SeqCst) {
             drop(guard);
@@ -304,10 +374,11 @@ impl Partition {
         sorted.dedup();
         let mut out = std::collections::HashMap::with_capacity(sorted.len());
         let mut block: Vec<(u64, Flow)> = Vec::new();
+        let db = self.db()?;
         for seq in sorted {
             let inside = matches!((block.first(), block.last()), (Some(a), Some(b)) if a.0 <= seq && seq <= b.0);
             if !inside {
-                block = match self.db.range(..=codec::key(seq)).next_back() {
+                block = match db.range(..=codec::key(seq)).next_back() {
                     Some(item) => codec::decode_block(&item?.1)?,
                     None => Vec::new(),
                 };

@@ -216,7 +216,7 @@ fn index_is_repaired_from_records_after_a_crash() {
         // Durable in sled, never committed to the index: as if killed between the two.
         s.append(&flows[300..]).unwrap();
         for p in s.read_parts() {
-            p.db.flush().unwrap();
+            p.db().unwrap().flush().unwrap();
         }
         drop(s); // an index writer dropped without commit loses its documents
     }
