@@ -88,7 +88,7 @@ pub const OPS: &[Op] = &[
         params: flows::LIST,
         body: None,
         answer: json_ok(
-            object!("flows", "total"),
+            r##"{"type":"object","required":["flows","total"],"additionalProperties":false,"properties":{"total":{"type":"integer","minimum":0},"flows":{"type":"array","items":{"$ref":"#/components/schemas/Flow"}}}}"##,
             "A page of flows and how many matched.",
         ),
         errors: &[503],
@@ -101,7 +101,7 @@ pub const OPS: &[Op] = &[
         params: NONE,
         body: Some(Body {
             media: &["application/json", "application/x-ndjson"],
-            schema: r#"{"anyOf":[{"type":"array","items":{"type":"object"}},{"type":"object"}],"description":"Flows (or one flow) with the field names of GET /api/v1/fields"}"#,
+            schema: r##"{"anyOf":[{"type":"array","items":{"$ref":"#/components/schemas/Flow"}},{"$ref":"#/components/schemas/Flow"}],"description":"Flows (or one flow); absent fields are zero or empty"}"##,
             doc: "Flows with the field names of GET /api/v1/fields (an empty body imports none).",
             required: false,
         }),
@@ -116,8 +116,8 @@ pub const OPS: &[Op] = &[
         params: flows::AGGREGATE,
         body: None,
         answer: json_ok(
-            object!("group_by", "metric", "groups", "others", "total"),
-            "The top groups, the others and the total.",
+            r##"{"type":"object","required":["group_by","metric","groups","others","total","group_count"],"additionalProperties":false,"properties":{"group_by":{"type":"array","items":{"type":"string"}},"metric":{"$ref":"#/components/schemas/Metric"},"groups":{"type":"array","items":{"allOf":[{"$ref":"#/components/schemas/Totals"}],"required":["key"],"properties":{"key":{"type":"object"}}}},"others":{"$ref":"#/components/schemas/Totals"},"total":{"$ref":"#/components/schemas/Totals"},"group_count":{"type":"integer","minimum":0}}}"##,
+            "The top groups (each its key and sums), the others and the total.",
         ),
         errors: &[503],
     },
@@ -128,7 +128,10 @@ pub const OPS: &[Op] = &[
         summary: "A metric over time in buckets, one series per top group.",
         params: flows::TIMESERIES,
         body: None,
-        answer: json_ok(object!("step_ms", "series"), "Buckets per series."),
+        answer: json_ok(
+            r##"{"type":"object","required":["metric","from_ms","step_ms","buckets","group_by","series"],"additionalProperties":false,"properties":{"metric":{"$ref":"#/components/schemas/Metric"},"from_ms":{"type":"integer","minimum":0},"step_ms":{"type":"integer","minimum":1},"buckets":{"type":"integer","minimum":0},"group_by":{"type":"array","items":{"type":"string"}},"series":{"type":"array","items":{"type":"object","required":["key","total","points"],"additionalProperties":false,"properties":{"key":{"type":"object"},"total":{"type":"integer","minimum":0},"points":{"type":"array","items":{"type":"array","items":{"type":"integer","minimum":0},"minItems":2,"maxItems":2}}}}}}}"##,
+            "One series per top group: `[bucket start ms, value]` per bucket.",
+        ),
         errors: &[503],
     },
     Op {
@@ -574,6 +577,28 @@ pub const OPS: &[Op] = &[
 
 const POLICY_EVAL: &str = r##"{"type":"object","additionalProperties":false,"properties":{"files":{"$ref":"#/components/schemas/Files"},"live":{"type":"boolean"},"ports":{"type":"array","items":{"type":"string"}},"pod":{"type":["string","null"]},"from":{"type":"string"},"to":{"type":"string"},"port":{"type":["string","null"]}}}"##;
 
+const TOTALS: &str = r#"{"type":"object","required":["bytes","packets","flows","drop_bytes","drop_packets"],"properties":{"bytes":{"type":"integer","minimum":0},"packets":{"type":"integer","minimum":0},"flows":{"type":"integer","minimum":0},"drop_bytes":{"type":"integer","minimum":0},"drop_packets":{"type":"integer","minimum":0}}}"#;
+
+/// A flow as the API writes and reads it, from the one field list (`weir_core::schema::FIELDS`).
+pub fn flow_schema() -> Value {
+    use weir_core::schema::{FIELDS, FieldKind};
+    let properties: Map<String, Value> = FIELDS
+        .iter()
+        .map(|f| {
+            let mut s = match f.kind {
+                FieldKind::U64 => json!({ "type": "integer", "minimum": 0 }),
+                FieldKind::Ip => {
+                    json!({ "type": "string", "description": "an IPv4 or IPv6 address" })
+                }
+                FieldKind::Str => json!({ "type": "string" }),
+            };
+            s["title"] = f.doc.into();
+            (f.name.to_string(), s)
+        })
+        .collect();
+    json!({ "type": "object", "additionalProperties": false, "properties": properties })
+}
+
 const ERROR: &str = r#"{"type":"object","required":["error"],"properties":{"error":{"type":"object","required":["kind","message"],"properties":{"kind":{"type":"string"},"message":{"type":"string"},"parameter":{"type":"string"},"position":{"type":"integer","minimum":0}}}}}"#;
 
 /// What an error status means here.
@@ -718,7 +743,13 @@ pub fn document(token: bool) -> Value {
         "security": if token { json!([{ "token": [] }]) } else { json!([]) },
         "paths": paths,
         "components": {
-            "schemas": { "Error": schema_of(ERROR), "Files": schema_of(FILE_LIST) },
+            "schemas": {
+                "Error": schema_of(ERROR),
+                "Files": schema_of(FILE_LIST),
+                "Flow": flow_schema(),
+                "Totals": schema_of(TOTALS),
+                "Metric": { "enum": ["bytes", "packets", "flows", "drop_bytes", "drop_packets"] },
+            },
             "securitySchemes": {
                 "token": { "type": "http", "scheme": "bearer",
                            "description": "The agent's --token (or WEIR_TOKEN), when it has one." }

@@ -239,15 +239,25 @@ impl Params {
     }
 
     pub fn offset(&self) -> Result<usize, ApiError> {
-        match self.get("offset") {
-            None => Ok(0),
+        let n: usize = match self.get("offset") {
+            None => return Ok(0),
             Some(v) => v.parse().map_err(|_| {
                 ApiError::bad_request(
                     "offset",
                     format!("offset must be a whole number, got '{v}'"),
                 )
-            }),
+            })?,
+        };
+        if n > query::MAX_OFFSET {
+            return Err(ApiError::bad_request(
+                "offset",
+                format!(
+                    "offset {n} is above the maximum of {}: narrow the range (from, to) or the filter",
+                    query::MAX_OFFSET
+                ),
+            ));
         }
+        Ok(n)
     }
 
     pub fn sort(&self) -> Result<SortBy, ApiError> {

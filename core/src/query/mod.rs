@@ -129,6 +129,10 @@ impl std::str::FromStr for Metric {
 
 /// The most rows one listing may return.
 pub const MAX_LIMIT: usize = 10_000;
+/// The deepest row a listing may start at. Each partition ranks `offset + limit` rows to find
+/// a page, so a deeper page costs memory in proportion: narrow the range (`from`, `to`) or
+/// the filter instead. (Schemathesis found `offset=7835365970133182` aborting the agent.)
+pub const MAX_OFFSET: usize = 1_000_000;
 /// The most groups one aggregation may return.
 pub const MAX_GROUPS: usize = 10_000;
 /// The most buckets one time series may have.

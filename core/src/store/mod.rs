@@ -97,6 +97,15 @@ impl From<tantivy::directory::error::OpenReadError> for StoreError {
     }
 }
 
+/// Orders listing hits (sort value, partition, address) as a page shows them.
+fn rank(hits: &mut [(u64, usize, DocAddress)], descending: bool) {
+    hits.sort_by(|a, b| {
+        let c = a.0.cmp(&b.0);
+        let c = if descending { c.reverse() } else { c };
+        c.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    });
+}
+
 /// The stored records of `seqs` (partition index into `parts`, sequence number), in that
 /// order, read from sled a partition at a time; one indexed but not stored is corruption.
 fn fetch(parts: &[Arc<Partition>], seqs: &[(usize, u64)]) -> Result<Vec<Flow>, StoreError> {
@@ -387,6 +396,13 @@ impl Store {
 
     /// Lists matching flows, sorted, one page.
     pub fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
+        if req.offset > crate::query::MAX_OFFSET || req.limit > crate::query::MAX_LIMIT {
+            return Err(StoreError::BadRequest(format!(
+                "a page starts at row {} at the deepest and holds {} rows at most; narrow the range or the filter",
+                crate::query::MAX_OFFSET,
+                crate::query::MAX_LIMIT
+            )));
+        }
         let query = self.fields.compile(&req.filter, &req.range);
         let want = req.offset.saturating_add(req.limit);
         let order = if req.sort.descending {
@@ -410,12 +426,13 @@ impl Store {
             )?;
             total += n as u64;
             hits.extend(top.into_iter().map(|(v, a)| (v.unwrap_or(0), pi, a)));
+            // Never more than twice a page's depth held, however many partitions.
+            if hits.len() > 2 * want {
+                rank(&mut hits, req.sort.descending);
+                hits.truncate(want);
+            }
         }
-        hits.sort_by(|a, b| {
-            let c = a.0.cmp(&b.0);
-            let c = if req.sort.descending { c.reverse() } else { c };
-            c.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-        });
+        rank(&mut hits, req.sort.descending);
         let page: Vec<(usize, DocAddress)> = hits
             .into_iter()
             .skip(req.offset)

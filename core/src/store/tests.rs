@@ -157,6 +157,15 @@ fn paging_and_aggregation_scale_sampling() {
     by_bytes.sort_unstable_by(|x, y| y.cmp(x));
     let got: Vec<u64> = a.flows.iter().chain(&b.flows).map(|f| f.bytes).collect();
     assert_eq!(got, by_bytes[..20]);
+    // Too deep a page is refused, not ranked (every partition would rank offset + limit rows).
+    let deep = s.list(&ListRequest {
+        filter: Expr::All,
+        range: TimeRange::ALL,
+        sort,
+        limit: 10,
+        offset: crate::query::MAX_OFFSET + 1,
+    });
+    assert!(matches!(deep, Err(StoreError::BadRequest(_))), "{deep:?}");
 
     let g = [field("SrcAddr").unwrap(), field("DstPort").unwrap()];
     let groups = s.aggregate(&Expr::All, &TimeRange::ALL, &g, None).unwrap();

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use weir_core::aggregate::{self, TimeSeries, TopGroups};
-use weir_core::query::{MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT};
+use weir_core::query::{MAX_BUCKETS, MAX_GROUPS, MAX_LIMIT, MAX_OFFSET};
 use weir_core::store::{Buckets, ListRequest, ListResult};
 
 /// What `GET /api/v1/flows` takes.
@@ -28,7 +28,7 @@ pub const LIST: &[Param] = &[
     Param::count("limit", 100, MAX_LIMIT as u64, "The most flows to answer."),
     Param::natural(
         "offset",
-        u64::MAX,
+        MAX_OFFSET as u64,
         "Flows to skip before the first answered.",
     ),
 ];
