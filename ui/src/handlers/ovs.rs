@@ -36,8 +36,11 @@ fn service(st: &AppState) -> Result<Arc<OvsService>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("this agent has no OVS support"))
 }
 
-const COLLECTION: Param = Param::text(
+/// A collection id as the store takes it (empty: the default).
+const COLLECTION_ID: &str = "^[0-9-]{0,40}$";
+const COLLECTION: Param = Param::pattern(
     "collection",
+    COLLECTION_ID,
     "A collection's id (GET /api/v1/ovs lists them); default the newest, or the one at `at`.",
 );
 const AT: Param = Param::text(
@@ -68,8 +71,9 @@ pub const OPENFLOW: &[Param] = &[COLLECTION, AT];
 pub const CHURN: &[Param] = &[
     COLLECTION,
     AT,
-    Param::text(
+    Param::pattern(
         "before",
+        COLLECTION_ID,
         "The collection to compare with (default the one taken just before).",
     ),
     Param::count(
