@@ -320,8 +320,8 @@ impl Partition {
 
     fn try_flush(&self) -> Result<(), StoreError> {
         let mut guard = self.lock_writer()?;
-        let missing = self.db.read().map(|g| g.is_none()).unwrap_or(true);
-        if self.sled_failed.load(Ordering::SeqCst) || missing {
+        // (While sled is closed, `sled_failed` stays set: a failed reopen leaves it so.)
+        if self.sled_failed.load(Ordering::SeqCst) {
             self.reopen_records()?;
         }
         if let Err(e) = self.db()?.flush() {

@@ -175,7 +175,7 @@ pub const MAX_FOLLOWERS: usize = 32;
 /// What `GET /api/v1/flows/follow` takes.
 pub const FOLLOW: &[Param] = &[FILTER];
 
-/// `GET /api/v1/flows/follow?filter=: new flows as newline-delimited JSON, until the client
+/// `GET /api/v1/flows/follow?filter=`: new flows as newline-delimited JSON, until the client
 /// goes away. At most [`MAX_FOLLOWERS`] at once, and `--max-follows-per-client` from one
 /// client address (429 beyond).
 pub async fn follow(
