@@ -263,4 +263,40 @@ fn main() {
         "| peak RSS of the process during ingest | {} MiB | |",
         rss_ingest / 1024
     );
+    // Where the bytes are: sled's records and the index's files by kind.
+    let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    disk_by_kind(&tmp.path().join("store"), &mut by_kind);
+    for (kind, bytes) in &by_kind {
+        println!(
+            "| of which {kind} | {:.1} bytes/flow | |",
+            *bytes as f64 / total as f64
+        );
+    }
+}
+
+/// Bytes under `dir` by kind: `records` (sled) or the index file's extension.
+fn disk_by_kind(dir: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            disk_by_kind(&path, out);
+            continue;
+        }
+        let text = path.to_string_lossy();
+        let kind = if text.contains("/records/") {
+            "records (sled)".to_string()
+        } else {
+            format!(
+                "index .{}",
+                path.extension()
+                    .map(|x| x.to_string_lossy())
+                    .unwrap_or_default()
+            )
+        };
+        *out.entry(kind).or_default() += meta.len();
+    }
 }

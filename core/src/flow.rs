@@ -12,9 +12,9 @@
 //!    migrates) and plugins' `flow-fields` all read that list
 //!    (`schema::tests::every_flow_field_has_its_line_in_the_list`).
 //!
-//! Then the stored layout: records are positional bincode, so `store/codec.rs` needs a new
-//! `VERSION`, the previous record frozen as `FlowV<n>` and decoded for old blocks
-//! (`codec::tests::the_flow_layout_is_the_one_this_codec_version_writes` names the steps).
+//! Stored records need nothing more: record blocks keep one column per `FIELDS` name
+//! (`store/columns.rs`), so blocks written before the field read back with its empty value.
+//! Renaming a field is different: its stored column keeps the old name (see there).
 //!
 //! And whoever fills it: the kernel record (`ebpf/src/bpf/flow.h`, mirrored by
 //! `ebpf/src/records.rs` with its size asserts, finished in `ebpf/src/instance/evict.rs`),

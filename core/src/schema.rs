@@ -109,8 +109,10 @@ pub struct FieldDef {
     pub indexed: bool,
     /// Reads the field from a flow.
     pub get: fn(&Flow) -> Value,
-    /// Reads the field without allocating (columns for plugins).
+    /// Reads the field without allocating (columns for plugins, stored record blocks).
     pub read: Reader,
+    /// Sets the field (stored record blocks read back).
+    pub write: Writer,
 }
 
 /// A field's value borrowed from a flow, by kind: what a column reader needs.
@@ -119,6 +121,15 @@ pub enum Reader {
     Number(fn(&Flow) -> u64),
     Addr(fn(&Flow) -> IpAddr),
     Text(fn(&Flow) -> &str),
+}
+
+/// Sets a field on a flow, by kind: what a column decoder needs.
+#[derive(Clone, Copy)]
+pub enum Writer {
+    /// Sets the number; false (and the flow unchanged) when it does not fit the field.
+    Number(fn(&mut Flow, u64) -> bool),
+    Addr(fn(&mut Flow, IpAddr)),
+    Text(fn(&mut Flow, String)),
 }
 
 impl std::fmt::Debug for FieldDef {
@@ -147,6 +158,13 @@ macro_rules! u64_field {
             indexed: $indexed,
             get: |fl: &Flow| Value::U64(u64::from(fl.$f)),
             read: Reader::Number(|fl: &Flow| u64::from(fl.$f)),
+            write: Writer::Number(|fl: &mut Flow, v: u64| match v.try_into() {
+                Ok(x) => {
+                    fl.$f = x;
+                    true
+                }
+                Err(_) => false,
+            }),
         }
     };
 }
@@ -160,6 +178,7 @@ macro_rules! str_field {
             indexed: $indexed,
             get: |fl: &Flow| Value::Str(fl.$f.clone()),
             read: Reader::Text(|fl: &Flow| fl.$f.as_str()),
+            write: Writer::Text(|fl: &mut Flow, v: String| fl.$f = v),
         }
     };
 }
@@ -173,6 +192,7 @@ macro_rules! ip_field {
             indexed: true,
             get: |fl: &Flow| Value::Ip(index_ip(&fl.$f)),
             read: Reader::Addr(|fl: &Flow| fl.$f),
+            write: Writer::Addr(|fl: &mut Flow, v: IpAddr| fl.$f = v),
         }
     };
 }

@@ -1,19 +1,44 @@
 //! How flows are stored in sled: in blocks of up to [`BLOCK_FLOWS`] records, keyed by the
 //! first record's sequence number (big-endian, so sled keeps arrival order). A block is a
-//! version byte, then lz4-compressed bincode of `(seq, flow)` pairs in ascending seq order.
-//! Blocks make ingest a few large sled writes instead of one per flow.
+//! version byte, then an lz4-compressed body. Blocks make ingest a few large sled writes
+//! instead of one per flow.
 //!
-//! Older blocks are still read: version 2 (flows before drops, RTT, DNS and enrichment fields)
-//! and version 3 (before namespace labels); new blocks are written as version 4.
+//! Version 5 (written today) stores a block's flows column by column, each column named
+//! after its field ([`super::columns`]): a new field needs no new version. Older blocks are
+//! still read: versions 2, 3 and 4 were positional bincode of the record as it was then
+//! (version 2 before drops, RTT, DNS and enrichment fields; 3 before namespace labels; 4
+//! the last), each frozen below with its conversion to today's [`Flow`].
 
 use super::StoreError;
+use super::columns;
 use crate::flow::Flow;
 use serde::Deserialize;
 use std::net::IpAddr;
 
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+const VERSION_4: u8 = 4;
 const VERSION_3: u8 = 3;
 const VERSION_2: u8 = 2;
+
+/// The flow record as version 4 blocks hold it (positional bincode, before columns): version
+/// 3's, then the two namespace-label strings (a nested struct is its fields in order).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct FlowV4 {
+    v3: FlowV3,
+    src_k8s_namespace_labels: String,
+    dst_k8s_namespace_labels: String,
+}
+
+impl From<FlowV4> for Flow {
+    fn from(o: FlowV4) -> Flow {
+        Flow {
+            src_k8s_namespace_labels: o.src_k8s_namespace_labels,
+            dst_k8s_namespace_labels: o.dst_k8s_namespace_labels,
+            ..o.v3.into()
+        }
+    }
+}
 
 /// The flow record as version 2 blocks hold it (bincode is positional: fields in order).
 #[derive(Deserialize)]
@@ -72,6 +97,7 @@ impl From<FlowV2> for Flow {
 
 /// The flow record as version 3 blocks hold it (before namespace labels).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct FlowV3 {
     time_flow_start_ms: u64,
     time_flow_end_ms: u64,
@@ -185,23 +211,48 @@ impl From<FlowV3> for Flow {
     }
 }
 
-/// Most records in one block: small enough that fetching one record decodes little.
-pub const BLOCK_FLOWS: usize = 64;
+/// Most records in one block: columns pack better the longer they are, and fetching one
+/// record still decodes little (a block decodes in tens of microseconds).
+pub const BLOCK_FLOWS: usize = 256;
 
+const _: () = assert!(BLOCK_FLOWS <= columns::MAX_FLOWS);
+
+/// Encodes `(seq, flow)` pairs, seq ascending, at most [`columns::MAX_FLOWS`] of them.
 pub fn encode_block(items: &[(u64, &Flow)]) -> Result<Vec<u8>, StoreError> {
-    let raw = bincode::serialize(items).map_err(|e| StoreError::Codec(e.to_string()))?;
-    let mut out = Vec::with_capacity(raw.len() / 2 + 8);
+    if items.len() > columns::MAX_FLOWS {
+        return Err(StoreError::Codec(format!(
+            "a block of {} flows (at most {})",
+            items.len(),
+            columns::MAX_FLOWS
+        )));
+    }
+    let raw = columns::encode(items);
+    let mut out = Vec::with_capacity(raw.len() + 8);
     out.push(VERSION);
     out.extend_from_slice(&lz4_flex::compress_prepend_size(&raw));
     Ok(out)
 }
 
+/// Decodes the records of a block whose sequence number `keep` accepts (offered every one,
+/// in order).
+pub fn decode_block_where(
+    bytes: &[u8],
+    keep: &mut dyn FnMut(u64) -> bool,
+) -> Result<Vec<(u64, Flow)>, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => columns::decode_where(&decompress(rest)?, keep),
+        _ => {
+            let mut all = decode_block(bytes)?;
+            all.retain(|(s, _)| keep(*s));
+            Ok(all)
+        }
+    }
+}
+
 pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => {
-            let raw = decompress(rest)?;
-            bincode::deserialize(&raw).map_err(|e| StoreError::Codec(e.to_string()))
-        }
+        Some((&VERSION, rest)) => columns::decode(&decompress(rest)?),
+        Some((&VERSION_4, rest)) => decode_old::<FlowV4>(rest),
         Some((&VERSION_3, rest)) => decode_old::<FlowV3>(rest),
         Some((&VERSION_2, rest)) => decode_old::<FlowV2>(rest),
         Some((v, _)) => Err(StoreError::Codec(format!("unknown block version {v}"))),
@@ -284,63 +335,147 @@ mod tests {
         assert_eq!(key(77), 77u64.to_be_bytes());
     }
 
-    /// Blocks are positional bincode: a field added, removed, moved or retyped in `Flow`
-    /// changes what every stored block means. This fails until the codec follows.
-    #[test]
-    fn the_flow_layout_is_the_one_this_codec_version_writes() {
-        // Field names in declaration order (the JSON text keeps it), each with its JSON
-        // kind, then the bincode size of an empty flow (types' widths).
-        let empty = Flow::empty();
-        let text = serde_json::to_string(&empty).unwrap();
-        let value = serde_json::to_value(&empty).unwrap();
-        let mut names: Vec<(usize, &String)> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| (text.find(&format!("\"{k}\":")).unwrap(), k))
-            .collect();
-        names.sort();
-        let mut layout = String::new();
-        for (_, k) in &names {
-            let kind = match &value[k.as_str()] {
-                serde_json::Value::String(_) => 's',
-                serde_json::Value::Number(_) => 'n',
-                _ => '?',
-            };
-            layout.push_str(&format!("{k}:{kind};"));
+    /// A flow with every field set to something other than its empty value: numbers as wide
+    /// as the field takes, addresses of both families, text with and without repeats.
+    fn full_flow(i: u64) -> Flow {
+        let mut f = Flow::empty();
+        for (k, def) in crate::schema::FIELDS.iter().enumerate() {
+            let k = k as u64;
+            match def.write {
+                crate::schema::Writer::Number(set) => {
+                    let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k << 3) | 1;
+                    while !set(&mut f, x) {
+                        x >>= 8;
+                    }
+                }
+                crate::schema::Writer::Addr(set) => set(
+                    &mut f,
+                    if (i + k).is_multiple_of(3) {
+                        IpAddr::V6(std::net::Ipv6Addr::new(
+                            0x2001, 0xdb8, 0, 0, 0, 0, k as u16, i as u16,
+                        ))
+                    } else {
+                        IpAddr::V4(std::net::Ipv4Addr::from(
+                            (10 << 24) | (i as u32 % 7) << 8 | k as u32,
+                        ))
+                    },
+                ),
+                crate::schema::Writer::Text(set) => set(&mut f, format!("{}-{}", def.name, i % 3)),
+            }
         }
-        layout.push_str(&bincode::serialize(&empty).unwrap().len().to_string());
-        // FNV-1a, stable across Rust versions (unlike std's hasher).
-        let fingerprint = layout.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        f
+    }
+
+    #[test]
+    fn every_field_survives_a_block() {
+        let flows: Vec<Flow> = (0..BLOCK_FLOWS as u64).map(full_flow).collect();
+        for f in &flows {
+            assert_ne!(f, &Flow::empty());
+        }
+        // Sequence numbers with gaps; one block of many flows, one of a single flow, and one
+        // whose every flow is empty (no column written).
+        let items: Vec<(u64, &Flow)> = flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as u64 * 3 + 7, f))
+            .collect();
+        let back = decode_block(&encode_block(&items).unwrap()).unwrap();
+        let want: Vec<(u64, Flow)> = items.iter().map(|(s, f)| (*s, (*f).clone())).collect();
+        assert_eq!(back, want);
+        // Some records only: the same as all of them, filtered.
+        let some = decode_block_where(&encode_block(&items).unwrap(), &mut |s| s % 2 == 0).unwrap();
+        let even: Vec<(u64, Flow)> = want.iter().filter(|(s, _)| s % 2 == 0).cloned().collect();
+        assert_eq!((some.len(), &some), (BLOCK_FLOWS / 2, &even));
+        let one = decode_block(&encode_block(&items[5..6]).unwrap()).unwrap();
+        assert_eq!(one, want[5..6]);
+        let empty = Flow::empty();
+        let blank = encode_block(&[(1, &empty), (2, &empty)]).unwrap();
         assert_eq!(
-            (VERSION, names.len(), fingerprint),
-            (4, 53, 11_556_946_203_030_648_301),
-            "Flow's stored layout changed ({} fields: {layout}). Stored blocks are positional \
-             bincode: bump VERSION in core/src/store/codec.rs, freeze the previous record as \
-             FlowV<old> with its From, decode blocks of the old version with it (a test like \
-             reads_version_3_blocks), then put the new (VERSION, fields, fingerprint) here. \
-             The checklist for a new field is in core/src/flow.rs.",
-            names.len()
+            decode_block(&blank).unwrap(),
+            vec![(1, empty.clone()), (2, empty)]
+        );
+        // Only IPv4 addresses, every value alike: the cheapest encodings.
+        let same = vec![flows[1].clone(); 100];
+        let items: Vec<(u64, &Flow)> = same.iter().zip(1u64..).map(|(f, s)| (s, f)).collect();
+        let bytes = encode_block(&items).unwrap();
+        assert_eq!(decode_block(&bytes).unwrap().len(), 100);
+        assert!(
+            bytes.len() < 1500,
+            "100 equal flows took {} bytes",
+            bytes.len()
+        );
+        let too_many = vec![(1u64, &flows[0]); columns::MAX_FLOWS + 1];
+        assert!(encode_block(&too_many).is_err());
+    }
+
+    /// Writes the frozen blocks the tests below read (run once, when a version is retired).
+    #[test]
+    #[ignore]
+    fn write_frozen_blocks() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/testdata");
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = full_flow(3);
+        let old: FlowV4 = bincode::deserialize(&bincode::serialize(&f).unwrap()).unwrap();
+        let raw = bincode::serialize(&vec![(11u64, old)]).unwrap();
+        let mut block = vec![VERSION_4];
+        block.extend_from_slice(&lz4_flex::compress_prepend_size(&raw));
+        std::fs::write(dir.join("block-v4.bin"), &block).unwrap();
+        std::fs::write(
+            dir.join("block-v4.json"),
+            serde_json::to_string_pretty(&f).unwrap(),
+        )
+        .unwrap();
+        // Version 3: version 4's record without its two trailing namespace-label strings (in
+        // bincode, an empty string is its 8-byte zero length).
+        let mut f = Flow::empty();
+        f.src_addr = "10.0.0.1".parse().unwrap();
+        f.dns_name = "example.org".into();
+        f.time_flow_rtt_ns = 1234;
+        let old: FlowV4 = bincode::deserialize(&bincode::serialize(&f).unwrap()).unwrap();
+        let raw = bincode::serialize(&vec![(9u64, old)]).unwrap();
+        assert!(raw.ends_with(&[0; 16]));
+        let mut block = vec![VERSION_3];
+        block.extend_from_slice(&lz4_flex::compress_prepend_size(&raw[..raw.len() - 16]));
+        std::fs::write(dir.join("block-v3.bin"), &block).unwrap();
+        std::fs::write(
+            dir.join("block-v3.json"),
+            serde_json::to_string_pretty(&f).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// A frozen block decodes to its frozen JSON: every field the JSON names has its value,
+    /// every field added since is empty.
+    fn decodes_to(block: &[u8], json: &str, seq: u64) {
+        let got = decode_block(block).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, seq);
+        let got = serde_json::to_value(&got[0].1).unwrap();
+        let empty = serde_json::to_value(Flow::empty()).unwrap();
+        let want: serde_json::Value = serde_json::from_str(json).unwrap();
+        for (k, v) in got.as_object().unwrap() {
+            let expected = want.get(k).unwrap_or(&empty[k.as_str()]);
+            assert_eq!(v, expected, "{k}");
+        }
+    }
+
+    #[test]
+    fn reads_version_4_blocks() {
+        decodes_to(
+            include_bytes!("testdata/block-v4.bin"),
+            include_str!("testdata/block-v4.json"),
+            11,
         );
     }
 
     #[test]
     fn reads_version_3_blocks() {
-        // A version 3 record is today's without its two trailing namespace-label strings (in
-        // bincode, an empty string is its 8-byte zero length).
-        let mut f = Flow::empty();
-        f.src_addr = "10.0.0.1".parse().unwrap();
-        f.dns_name = "example.org".into();
-        f.src_k8s_labels = "app=web".into();
-        f.dst_k8s_labels = "app=db".into();
-        f.time_flow_rtt_ns = 1234;
-        let raw = bincode::serialize(&vec![(9u64, &f)]).unwrap();
-        assert!(raw.ends_with(&[0; 16]));
-        let mut block = vec![VERSION_3];
-        block.extend_from_slice(&lz4_flex::compress_prepend_size(&raw[..raw.len() - 16]));
-        assert_eq!(decode_block(&block).unwrap(), vec![(9, f)]);
+        // A version 3 record was version 4's without its two trailing namespace-label strings.
+        decodes_to(
+            include_bytes!("testdata/block-v3.bin"),
+            include_str!("testdata/block-v3.json"),
+            9,
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use tantivy::query::{
     TermSetQuery,
 };
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema, TextOptions,
+    FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, Schema, TextFieldIndexing,
+    TextOptions,
 };
 use tantivy::{TantivyDocument, Term};
 
@@ -49,7 +50,17 @@ impl IndexFields {
                     }
                     b.add_ip_addr_field(f.name, o)
                 }
-                FieldKind::Str if f.indexed => b.add_text_field(f.name, STRING | FAST),
+                FieldKind::Str if f.indexed => b.add_text_field(
+                    f.name,
+                    TextOptions::default()
+                        .set_indexing_options(
+                            TextFieldIndexing::default()
+                                .set_tokenizer("raw")
+                                .set_index_option(IndexRecordOption::Basic)
+                                .set_fieldnorms(false),
+                        )
+                        .set_fast("raw"),
+                ),
                 FieldKind::Str => b.add_text_field(f.name, TextOptions::default().set_fast("raw")),
             })
             .collect();

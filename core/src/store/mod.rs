@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod collect;
+pub mod columns;
 mod index;
 mod partition;
 

@@ -55,13 +55,36 @@ pub struct Partition {
     pub(crate) last_write_ms: AtomicU64,
 }
 
+/// sled's segment size for new record stores. Smaller segments are reclaimed sooner as sled
+/// rewrites its pages: 64 KiB keeps ~1.5 bytes on disk per byte of blocks where sled's
+/// default (512 KiB, which stores made before 2026-12 keep) kept ~2.
+const SEGMENT_SIZE: usize = 64 << 10;
+
 fn open_records(dir: &Path) -> Result<sled::Db, StoreError> {
+    let path = dir.join("records");
     Ok(sled::Config::new()
-        .path(dir.join("records"))
+        .segment_size(segment_size(&path))
+        .path(path)
         .cache_capacity(8 * 1024 * 1024)
         .flush_every_ms(None)
         .mode(sled::Mode::HighThroughput)
         .open()?)
+}
+
+/// The segment size a record store was made with (sled refuses to open it with another), or
+/// [`SEGMENT_SIZE`] for a new one.
+fn segment_size(records: &Path) -> usize {
+    // The file ends in a binary checksum: read it as bytes.
+    std::fs::read(records.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf).lines().find_map(|l| {
+                l.strip_prefix("segment_size:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            })
+        })
+        .filter(|s| s.is_power_of_two() && (256..=1 << 24).contains(s))
+        .unwrap_or(SEGMENT_SIZE)
 }
 
 /// The highest sequence number in a record store (0: none).
@@ -373,19 +396,24 @@ impl Partition {
         sorted.sort_unstable();
         sorted.dedup();
         let mut out = std::collections::HashMap::with_capacity(sorted.len());
-        let mut block: Vec<(u64, Flow)> = Vec::new();
         let db = self.db()?;
-        for seq in sorted {
-            let inside = matches!((block.first(), block.last()), (Some(a), Some(b)) if a.0 <= seq && seq <= b.0);
-            if !inside {
-                block = match db.range(..=codec::key(seq)).next_back() {
-                    Some(item) => codec::decode_block(&item?.1)?,
-                    None => Vec::new(),
-                };
-            }
-            if let Ok(i) = block.binary_search_by_key(&seq, |(s, _)| *s) {
-                out.insert(seq, block[i].1.clone());
-            }
+        let mut i = 0;
+        while i < sorted.len() {
+            // The block that would hold sorted[i]; it may hold later ones too.
+            let Some(item) = db.range(..=codec::key(sorted[i])).next_back() else {
+                i += 1;
+                continue;
+            };
+            let (_, bytes) = item?;
+            let wanted = &sorted[i..];
+            let mut last = 0;
+            let found = codec::decode_block_where(&bytes, &mut |s| {
+                last = s;
+                wanted.binary_search(&s).is_ok()
+            })?;
+            out.extend(found);
+            // Past every wanted record up to the block's last (at least one step).
+            i += wanted.partition_point(|&s| s <= last).max(1);
         }
         Ok(out)
     }
@@ -435,7 +463,40 @@ fn searchable(dir: &Path, fields: &IndexFields) -> Result<(Index, IndexReader), 
 fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
     std::fs::create_dir_all(dir)?;
     let d = MmapDirectory::open(dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Index::open_or_create(d, fields.schema.clone())?)
+    if !Index::exists(&d).map_err(|e| StoreError::Corrupt(e.to_string()))? {
+        return Ok(Index::create(d, fields.schema.clone(), Default::default())?);
+    }
+    let index = Index::open(d)?;
+    if !same_but_fieldnorms(&index.schema(), &fields.schema) {
+        return Err(StoreError::Corrupt(
+            "the index's schema is not this build's (fields differ)".into(),
+        ));
+    }
+    Ok(index)
+}
+
+/// Whether an existing index's schema is this build's, up to fieldnorms: indexes written
+/// before 2026-12 keep a norm byte per document for every indexed text field (weir never
+/// scores), and are read as they are rather than rebuilt.
+fn same_but_fieldnorms(old: &tantivy::schema::Schema, new: &tantivy::schema::Schema) -> bool {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("fieldnorms");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    match (serde_json::to_value(old), serde_json::to_value(new)) {
+        (Ok(mut a), Ok(mut b)) => {
+            strip(&mut a);
+            strip(&mut b);
+            a == b
+        }
+        _ => false,
+    }
 }
 
 /// Total size of the files below a directory.
@@ -450,4 +511,81 @@ pub fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::schema::{IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
+
+    /// This build's schema with fieldnorms on every indexed text field, as indexes written
+    /// before 2026-12 have it; or without one field.
+    fn older(fields: &IndexFields, drop: Option<&str>) -> Schema {
+        let mut b = Schema::builder();
+        for (_, entry) in fields.schema.fields() {
+            if Some(entry.name()) == drop {
+                continue;
+            }
+            let mut entry = entry.clone();
+            if let tantivy::schema::FieldType::Str(o) = entry.field_type()
+                && o.get_indexing_options().is_some()
+            {
+                let normed = TextOptions::default()
+                    .set_indexing_options(
+                        TextFieldIndexing::default()
+                            .set_tokenizer("raw")
+                            .set_index_option(IndexRecordOption::Basic)
+                            .set_fieldnorms(true),
+                    )
+                    .set_fast("raw");
+                entry = tantivy::schema::FieldEntry::new_text(entry.name().to_string(), normed);
+            }
+            b.add_field(entry);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn a_record_store_keeps_the_segment_size_it_was_made_with() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Made by an older build, with sled's default.
+        let old = sled::Config::new()
+            .path(tmp.path().join("records"))
+            .open()
+            .unwrap();
+        old.insert(b"k", b"v").unwrap();
+        old.flush().unwrap();
+        drop(old);
+        assert_eq!(segment_size(&tmp.path().join("records")), 512 << 10);
+        let db = open_records(tmp.path()).unwrap();
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        drop(db);
+        // A new store gets the smaller segments.
+        let fresh = tmp.path().join("fresh");
+        drop(open_records(&fresh).unwrap());
+        assert_eq!(segment_size(&fresh.join("records")), SEGMENT_SIZE);
+    }
+
+    #[test]
+    fn an_index_with_fieldnorms_opens_as_it_is_and_another_schema_does_not() {
+        let fields = IndexFields::new();
+        let old = older(&fields, None);
+        assert_ne!(old, fields.schema, "the older schema differs (fieldnorms)");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        std::fs::create_dir_all(&dir).unwrap();
+        Index::create_in_dir(&dir, old).unwrap();
+        let index = open_index(&dir, &fields).unwrap();
+        // Opened with its own schema: its text fields keep their norms.
+        assert!(index.schema().fields().any(|(_, e)| matches!(
+            e.field_type(),
+            tantivy::schema::FieldType::Str(o) if o.get_indexing_options().is_some_and(|i| i.fieldnorms())
+        )));
+
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        Index::create_in_dir(&other, older(&fields, Some("DnsName"))).unwrap();
+        let e = open_index(&other, &fields).unwrap_err().to_string();
+        assert!(e.contains("fields differ"), "{e}");
+    }
 }
