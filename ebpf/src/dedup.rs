@@ -100,6 +100,24 @@ pub fn keep_all(records: Vec<Raw>) -> Vec<Merged> {
         .collect()
 }
 
+/// Sums the records of each (namespace, flow key): the ring buffer carries one per packet.
+pub fn sum_per_flow(records: Vec<Raw>) -> Vec<Raw> {
+    let mut index: HashMap<(usize, FlowKey), usize> = HashMap::with_capacity(records.len());
+    let mut out: Vec<Raw> = Vec::new();
+    for r in records {
+        match index.get(&(r.inst, r.key)) {
+            Some(&i) => out[i].value.merge(&r.value),
+            None => {
+                index.insert((r.inst, r.key), out.len());
+                let mut value = FlowValue::default();
+                value.merge(&r.value);
+                out.push(Raw { value, ..r });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +181,43 @@ mod tests {
             keep_all(vec![raw(5, 1, 0, 1, 1), raw(7, 0, 1, 2, 1)]).len(),
             2
         );
+    }
+
+    fn packet(inst: usize, port: u16, bytes: u64, seen: u64) -> Raw {
+        let key = FlowKey {
+            dst_port: port,
+            ..FlowKey::default()
+        };
+        let value = FlowValue {
+            bytes,
+            packets: 1,
+            skbs: 1,
+            first_seen_ns: seen,
+            last_seen_ns: seen,
+            ..FlowValue::default()
+        };
+        Raw { key, value, inst }
+    }
+
+    #[test]
+    fn ring_records_of_one_flow_are_summed_per_namespace() {
+        let got = sum_per_flow(vec![
+            packet(0, 53, 100, 30),
+            packet(0, 53, 50, 10),
+            packet(1, 53, 100, 20),
+            packet(0, 80, 7, 5),
+            packet(0, 53, 1, 40),
+        ]);
+        assert_eq!(got.len(), 3, "{got:?}");
+        let a = &got[0];
+        assert_eq!((a.inst, a.key.dst_port), (0, 53));
+        assert_eq!((a.value.bytes, a.value.packets, a.value.skbs), (151, 3, 3));
+        assert_eq!((a.value.first_seen_ns, a.value.last_seen_ns), (10, 40));
+        assert_eq!(
+            (got[1].inst, got[1].value.bytes),
+            (1, 100),
+            "another namespace"
+        );
+        assert_eq!((got[2].key.dst_port, got[2].value.bytes), (80, 7));
     }
 }

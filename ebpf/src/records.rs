@@ -142,6 +142,19 @@ unsafe impl aya::Pod for FlowRecord {}
 unsafe impl aya::Pod for WeirConfig {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FilterRuleRecord {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsEvent {}
+
+/// A record a kernel program wrote into a ring buffer (`struct flow_record`, `struct
+/// dns_event`), read unaligned; `None` when the item is shorter than the record.
+pub fn read<T: aya::Pod>(item: &[u8]) -> Option<T> {
+    if item.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `T` is Pod (C integers and byte arrays: any bytes are a value of it) and `item`
+    // holds at least its size; the read is unaligned.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
+}
 
 impl FlowValue {
     /// Whether anything was recorded in this slot (packets, drops or an RTT sample).
@@ -305,6 +318,21 @@ pub fn to_flow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_items_are_read_whole_or_not_at_all() {
+        let mut item = vec![0u8; std::mem::size_of::<FlowRecord>() + 1];
+        item[1] = 0xab; // unaligned on purpose: the record starts at offset 1
+        let key_len = std::mem::size_of::<FlowKey>();
+        item[1 + key_len..1 + key_len + 8].copy_from_slice(&42u64.to_ne_bytes());
+        let r: FlowRecord = read(&item[1..]).unwrap();
+        assert_eq!(r.value.first_seen_ns, 42);
+        assert!(read::<FlowRecord>(&item[1..item.len() - 1]).is_none());
+        assert!(
+            read::<DnsEvent>(&item).is_none(),
+            "a flow record is shorter than a DNS event"
+        );
+    }
 
     #[test]
     fn merge_ignores_untouched_slots() {

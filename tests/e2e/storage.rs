@@ -279,7 +279,7 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
                 assert!(m.contains("No space left on device"), "{v}");
                 refused += 5000;
             }
-            _ => panic!("{s}: {v}"),
+            _ => panic!("{s}: {v}\n{}", a.log_text()),
         }
     }
     // Still serving while full.
@@ -305,7 +305,7 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
                 refused += 5000;
                 std::thread::sleep(Duration::from_millis(300));
             }
-            _ => panic!("{s}: {v}"),
+            _ => panic!("{s}: {v}\n{}", a.log_text()),
         }
     }
     for _ in 0..3 {
@@ -355,7 +355,7 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
             acked += 5000;
             break;
         }
-        assert_eq!(s, 503, "{v}");
+        assert_eq!(s, 503, "{v}\n{}", a.log_text());
         assert!(Instant::now() < deadline, "sled never opened again: {v}");
         refused += 5000;
         std::thread::sleep(Duration::from_millis(300));

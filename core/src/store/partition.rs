@@ -55,36 +55,16 @@ pub struct Partition {
     pub(crate) last_write_ms: AtomicU64,
 }
 
-/// sled's segment size for new record stores. Smaller segments are reclaimed sooner as sled
-/// rewrites its pages: 64 KiB keeps ~1.5 bytes on disk per byte of blocks where sled's
-/// default (512 KiB, which stores made before 2026-12 keep) kept ~2.
-const SEGMENT_SIZE: usize = 64 << 10;
-
 fn open_records(dir: &Path) -> Result<sled::Db, StoreError> {
-    let path = dir.join("records");
+    // sled's default 512 KiB segments: with 64 KiB ones the same blocks took a quarter less
+    // disk, but dropping a handle after a failed write (a full disk) then hung in sled's
+    // flush every time, where with 512 KiB it returns.
     Ok(sled::Config::new()
-        .segment_size(segment_size(&path))
-        .path(path)
+        .path(dir.join("records"))
         .cache_capacity(8 * 1024 * 1024)
         .flush_every_ms(None)
         .mode(sled::Mode::HighThroughput)
         .open()?)
-}
-
-/// The segment size a record store was made with (sled refuses to open it with another), or
-/// [`SEGMENT_SIZE`] for a new one.
-fn segment_size(records: &Path) -> usize {
-    // The file ends in a binary checksum: read it as bytes.
-    std::fs::read(records.join("conf"))
-        .ok()
-        .and_then(|conf| {
-            String::from_utf8_lossy(&conf).lines().find_map(|l| {
-                l.strip_prefix("segment_size:")
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-            })
-        })
-        .filter(|s| s.is_power_of_two() && (256..=1 << 24).contains(s))
-        .unwrap_or(SEGMENT_SIZE)
 }
 
 /// The highest sequence number in a record store (0: none).
@@ -243,7 +223,22 @@ impl Partition {
             .db
             .write()
             .map_err(|_| StoreError::Corrupt("record store lock poisoned".into()))?;
-        drop(g.take());
+        if let Some(old) = g.take() {
+            // Dropping the last handle flushes, and sled's flush after a failed write can wait
+            // forever: drop it on a thread of its own, and give up (keeping every other
+            // partition written) rather than stall the ingest stage behind it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(old);
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+                tracing::error!(partition = %self.dir.display(), "the failed record store did not close: restart the agent to write this partition again");
+                return Err(StoreError::Corrupt(
+                    "the failed record store did not close (sled is stuck flushing it); restart the agent".into(),
+                ));
+            }
+        }
         let db = open_records(&self.dir)?;
         // What sled kept: records appended since the last good flush may be gone (never
         // acknowledged); the index is brought to this by the repair that follows.
@@ -543,27 +538,6 @@ mod tests {
             b.add_field(entry);
         }
         b.build()
-    }
-
-    #[test]
-    fn a_record_store_keeps_the_segment_size_it_was_made_with() {
-        let tmp = tempfile::tempdir().unwrap();
-        // Made by an older build, with sled's default.
-        let old = sled::Config::new()
-            .path(tmp.path().join("records"))
-            .open()
-            .unwrap();
-        old.insert(b"k", b"v").unwrap();
-        old.flush().unwrap();
-        drop(old);
-        assert_eq!(segment_size(&tmp.path().join("records")), 512 << 10);
-        let db = open_records(tmp.path()).unwrap();
-        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        drop(db);
-        // A new store gets the smaller segments.
-        let fresh = tmp.path().join("fresh");
-        drop(open_records(&fresh).unwrap());
-        assert_eq!(segment_size(&fresh.join("records")), SEGMENT_SIZE);
     }
 
     #[test]

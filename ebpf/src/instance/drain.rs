@@ -69,12 +69,9 @@ impl Instance {
         };
         let mut dns = lock(&self.dns);
         while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<DnsEvent>() {
-                continue;
+            if let Some(e) = records::read::<DnsEvent>(&item) {
+                dns.add(&e);
             }
-            // SAFETY: the kernel wrote a struct dns_event; read it unaligned.
-            let e: DnsEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            dns.add(&e);
         }
     }
 

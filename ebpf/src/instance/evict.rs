@@ -9,9 +9,9 @@
 //! one drained from the map.
 
 use super::{Instance, if_name, lock, unix_now_s, wait_readable};
-use crate::dedup::{self, Merged, Raw};
+use crate::dedup::{self, Merged, Raw, sum_per_flow};
 use crate::dns::DnsTracker;
-use crate::records::{self, FlowKey, FlowRecord, FlowValue, counter};
+use crate::records::{self, FlowRecord, counter};
 use aya::maps::{MapData, RingBuf};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -71,24 +71,6 @@ impl RingQueue {
     }
 }
 
-/// Sums the records of each (namespace, flow key): the ring buffer carries one per packet.
-fn sum_per_flow(records: Vec<Raw>) -> Vec<Raw> {
-    let mut index: HashMap<(usize, FlowKey), usize> = HashMap::with_capacity(records.len());
-    let mut out: Vec<Raw> = Vec::new();
-    for r in records {
-        match index.get(&(r.inst, r.key)) {
-            Some(&i) => out[i].value.merge(&r.value),
-            None => {
-                index.insert((r.inst, r.key), out.len());
-                let mut value = FlowValue::default();
-                value.merge(&r.value);
-                out.push(Raw { value, ..r });
-            }
-        }
-    }
-    out
-}
-
 impl Instance {
     /// Runs on its own thread: reads the ring buffer that takes packets when a flow map is
     /// full and queues them for the evictor's finishing step.
@@ -107,11 +89,9 @@ impl Instance {
             }
             let mut got = Vec::new();
             while let Some(item) = ring.next() {
-                if item.len() < std::mem::size_of::<FlowRecord>() {
+                let Some(r) = records::read::<FlowRecord>(&item) else {
                     continue;
-                }
-                // SAFETY: the kernel wrote a struct flow_record; read it unaligned.
-                let r: FlowRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                };
                 got.push(Raw {
                     key: r.key,
                     value: r.value,
@@ -331,48 +311,5 @@ impl Evictor {
             f.if_directions = dirs.join(",");
         }
         f
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn packet(inst: usize, port: u16, bytes: u64, seen: u64) -> Raw {
-        let key = FlowKey {
-            dst_port: port,
-            ..FlowKey::default()
-        };
-        let value = FlowValue {
-            bytes,
-            packets: 1,
-            skbs: 1,
-            first_seen_ns: seen,
-            last_seen_ns: seen,
-            ..FlowValue::default()
-        };
-        Raw { key, value, inst }
-    }
-
-    #[test]
-    fn ring_records_of_one_flow_are_summed_per_namespace() {
-        let got = sum_per_flow(vec![
-            packet(0, 53, 100, 30),
-            packet(0, 53, 50, 10),
-            packet(1, 53, 100, 20),
-            packet(0, 80, 7, 5),
-            packet(0, 53, 1, 40),
-        ]);
-        assert_eq!(got.len(), 3, "{got:?}");
-        let a = &got[0];
-        assert_eq!((a.inst, a.key.dst_port), (0, 53));
-        assert_eq!((a.value.bytes, a.value.packets, a.value.skbs), (151, 3, 3));
-        assert_eq!((a.value.first_seen_ns, a.value.last_seen_ns), (10, 40));
-        assert_eq!(
-            (got[1].inst, got[1].value.bytes),
-            (1, 100),
-            "another namespace"
-        );
-        assert_eq!((got[2].key.dst_port, got[2].value.bytes), (80, 7));
     }
 }
