@@ -142,25 +142,41 @@ fn iperf3_udp_packets_counted_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(2);
     let a = agent_for(&pair, dir.path());
-    let log = dir.path().join("iperf-udp.log");
-    let pid = dir.path().join("iperf-udp.pid");
-    sh(&format!(
-        "ip netns exec {} iperf3 -s -1 -D --logfile {} --pidfile {}",
-        pair.ns_b,
-        log.display(),
-        pid.display()
-    ));
-    std::thread::sleep(Duration::from_millis(300));
-    a.flush();
-    let t0 = now_ms();
-    let out = sh(&format!(
-        "ip netns exec {} iperf3 -c {} -u -l 64 -b 8M -t 2 -J",
-        pair.ns_a, pair.b4
-    ));
-    let j: Value = serde_json::from_str(&out).expect("iperf3 json");
-    let sent = j["end"]["sum"]["packets"].as_u64().expect("packets");
-    let lost = j["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
-    assert_eq!(lost, 0, "veth lost packets: {out}");
+    // iperf3's receiver can lose a few datagrams in its socket buffer when the machine is busy
+    // (other tests run alongside): the exact comparison needs a run iperf3 calls lossless, so
+    // a lossy run is repeated (each run its own flow: a new client port, and `t0` after the
+    // previous one was flushed), at most three times.
+    let mut attempt = 0;
+    let (t0, sent) = loop {
+        attempt += 1;
+        let log = dir.path().join(format!("iperf-udp-{attempt}.log"));
+        let pid = dir.path().join(format!("iperf-udp-{attempt}.pid"));
+        sh(&format!(
+            "ip netns exec {} iperf3 -s -1 -D --logfile {} --pidfile {}",
+            pair.ns_b,
+            log.display(),
+            pid.display()
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+        a.flush();
+        std::thread::sleep(Duration::from_millis(5));
+        let t0 = now_ms();
+        let out = sh(&format!(
+            "ip netns exec {} iperf3 -c {} -u -l 64 -b 8M -t 2 -J",
+            pair.ns_a, pair.b4
+        ));
+        let j: Value = serde_json::from_str(&out).expect("iperf3 json");
+        let sent = j["end"]["sum"]["packets"].as_u64().expect("packets");
+        let lost = j["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
+        if lost == 0 {
+            break (t0, sent);
+        }
+        assert!(
+            attempt < 3,
+            "iperf3 lost packets in three runs out of three: {out}"
+        );
+        eprintln!("iperf3 run {attempt} lost {lost} of {sent} datagrams: running again");
+    };
     a.flush();
     let gs = groups(
         &a,

@@ -217,7 +217,8 @@ pub const BLOCK_FLOWS: usize = 256;
 
 const _: () = assert!(BLOCK_FLOWS <= columns::MAX_FLOWS);
 
-/// Encodes `(seq, flow)` pairs, seq ascending, at most [`columns::MAX_FLOWS`] of them.
+/// Encodes `(seq, flow)` pairs, seq ascending, at most [`columns::MAX_FLOWS`] of them, as one
+/// block; refused when its columns would inflate past what a reader accepts ([`MAX_RAW`]).
 pub fn encode_block(items: &[(u64, &Flow)]) -> Result<Vec<u8>, StoreError> {
     if items.len() > columns::MAX_FLOWS {
         return Err(StoreError::Codec(format!(
@@ -226,8 +227,42 @@ pub fn encode_block(items: &[(u64, &Flow)]) -> Result<Vec<u8>, StoreError> {
             columns::MAX_FLOWS
         )));
     }
-    let raw = columns::encode(items);
-    let mut out = Vec::with_capacity(raw.len() + 8);
+    frame(columns::encode(items), items.len())
+}
+
+/// A block as sled keeps it: its key (the first flow's sequence number) and its bytes.
+pub type Block = ([u8; 8], Vec<u8>);
+
+/// The blocks for `(seq, flow)` pairs, seq ascending, with their keys: [`BLOCK_FLOWS`] at a
+/// time, a block halved until it fits where its flows carry so much text that it would
+/// inflate past [`MAX_RAW`] (never written, then unreadable).
+pub fn encode_blocks(items: &[(u64, &Flow)]) -> Result<Vec<Block>, StoreError> {
+    fn push(chunk: &[(u64, &Flow)], out: &mut Vec<Block>) -> Result<(), StoreError> {
+        let raw = columns::encode(chunk);
+        if raw.len() > MAX_RAW && chunk.len() > 1 {
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            push(a, out)?;
+            return push(b, out);
+        }
+        out.push((key(chunk[0].0), frame(raw, chunk.len())?));
+        Ok(())
+    }
+    let mut out = Vec::with_capacity(items.len().div_ceil(BLOCK_FLOWS));
+    for chunk in items.chunks(BLOCK_FLOWS) {
+        push(chunk, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// A block from its column body: the version byte, then the body lz4-compressed.
+fn frame(raw: Vec<u8>, flows: usize) -> Result<Vec<u8>, StoreError> {
+    if raw.len() > MAX_RAW {
+        return Err(StoreError::Codec(format!(
+            "{flows} flows take {} bytes, above the {MAX_RAW} a block may hold",
+            raw.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(raw.len() / 2 + 8);
     out.push(VERSION);
     out.extend_from_slice(&lz4_flex::compress_prepend_size(&raw));
     Ok(out)
@@ -240,7 +275,7 @@ pub fn decode_block_where(
     keep: &mut dyn FnMut(u64) -> bool,
 ) -> Result<Vec<(u64, Flow)>, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => columns::decode_where(&decompress(rest)?, keep),
+        Some((&VERSION, rest)) => columns::decode_where(&decompress(rest)?, keep, MAX_RAW),
         _ => {
             let mut all = decode_block(bytes)?;
             all.retain(|(s, _)| keep(*s));
@@ -251,7 +286,7 @@ pub fn decode_block_where(
 
 pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => columns::decode(&decompress(rest)?),
+        Some((&VERSION, rest)) => columns::decode(&decompress(rest)?, MAX_RAW),
         Some((&VERSION_4, rest)) => decode_old::<FlowV4>(rest),
         Some((&VERSION_3, rest)) => decode_old::<FlowV3>(rest),
         Some((&VERSION_2, rest)) => decode_old::<FlowV2>(rest),
@@ -271,9 +306,11 @@ where
     Ok(old.into_iter().map(|(s, f)| (s, f.into())).collect())
 }
 
-/// The most a block may inflate to: 64 flows of 1 MiB each. A corrupted size (the first four
-/// bytes) must not make the reader allocate gigabytes (found by fuzzing: 4 GiB from 92 bytes).
-const MAX_RAW: usize = 64 << 20;
+/// The most a block may inflate to (its body), and the most text a version 5 block may build
+/// (a text column stores each distinct string once). A corrupted size (the first four bytes)
+/// must not make the reader allocate gigabytes (found by fuzzing: 4 GiB from 92 bytes);
+/// writers split blocks to stay below it ([`encode_blocks`]).
+pub const MAX_RAW: usize = 64 << 20;
 
 fn decompress(rest: &[u8]) -> Result<Vec<u8>, StoreError> {
     let bad = |m: String| StoreError::Codec(format!("block decompression: {m}"));
@@ -457,6 +494,30 @@ mod tests {
             let expected = want.get(k).unwrap_or(&empty[k.as_str()]);
             assert_eq!(v, expected, "{k}");
         }
+    }
+
+    #[test]
+    fn blocks_too_big_to_read_back_are_split_before_they_are_written() {
+        // 256 flows of 300 KiB of distinct text each: 75 MiB, above what a block may hold.
+        let flows: Vec<Flow> = (0..BLOCK_FLOWS)
+            .map(|i| {
+                let mut f = Flow::empty();
+                f.dns_name = format!("{i}{}", "x".repeat(300 << 10));
+                f
+            })
+            .collect();
+        let items: Vec<(u64, &Flow)> = flows.iter().zip(1u64..).map(|(f, s)| (s, f)).collect();
+        let e = encode_block(&items).unwrap_err().to_string();
+        assert!(e.contains("above the 67108864 a block may hold"), "{e}");
+        let blocks = encode_blocks(&items).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].0, key(129));
+        let mut back = Vec::new();
+        for (_, b) in &blocks {
+            back.extend(decode_block(b).unwrap());
+        }
+        assert_eq!(back.len(), BLOCK_FLOWS);
+        assert!(back.iter().zip(&flows).all(|((_, a), b)| a == b));
     }
 
     #[test]

@@ -148,18 +148,22 @@ fn put_column(out: &mut Vec<u8>, def: &FieldDef, items: &[(u64, &Flow)], empty: 
     true
 }
 
-/// Decodes a column body into `(seq, flow)` pairs.
-pub fn decode(body: &[u8]) -> Result<Vec<(u64, Flow)>, StoreError> {
-    decode_where(body, &mut |_| true)
+/// Decodes a column body into `(seq, flow)` pairs, building at most `max_text` bytes of text.
+pub fn decode(body: &[u8], max_text: usize) -> Result<Vec<(u64, Flow)>, StoreError> {
+    decode_where(body, &mut |_| true, max_text)
 }
 
 /// Decodes the flows whose sequence number `keep` accepts (it is offered every one, in
 /// order). Columns are read whole but only kept rows are built: fetching a few records from
-/// a block costs little more than finding them.
+/// a block costs little more than finding them. A text column stores each distinct string
+/// once, so a small corrupted body could ask for gigabytes of copies: at most `max_text`
+/// bytes of text are built.
 pub fn decode_where(
     body: &[u8],
     keep: &mut dyn FnMut(u64) -> bool,
+    max_text: usize,
 ) -> Result<Vec<(u64, Flow)>, StoreError> {
+    let mut text_left = max_text;
     let mut r = Bytes { rest: body };
     let n = r.varint()?;
     if n > MAX_FLOWS as u64 {
@@ -202,10 +206,11 @@ pub fn decode_where(
                 if let Some(Writer::Text(set)) = def.map(|d| d.write) {
                     for (f, &row) in flows.iter_mut().zip(&rows) {
                         // Indexes were checked against the dictionary as they were read.
-                        set(
-                            f,
-                            dict.get(index[row]).copied().unwrap_or_default().to_owned(),
-                        );
+                        let text = dict.get(index[row]).copied().unwrap_or_default();
+                        text_left = text_left.checked_sub(text.len()).ok_or_else(|| {
+                            bad(format!("its text would take more than {max_text} bytes"))
+                        })?;
+                        set(f, text.to_owned());
                     }
                 }
             }
@@ -547,7 +552,7 @@ mod tests {
             ("FromANewerBuild", NUMBER, &numbers(&[1, u64::MAX])),
             ("DstPort", NUMBER, &ports),
         ]);
-        let got = decode(&b).unwrap();
+        let got = decode(&b, 1 << 20).unwrap();
         assert_eq!(
             got.iter()
                 .map(|(s, f)| (*s, f.dst_port))
@@ -555,12 +560,15 @@ mod tests {
             [(5, 443), (6, 53)]
         );
         // The same columns without the unknown one give the same flows.
-        assert_eq!(decode(&body(&[("DstPort", NUMBER, &ports)])).unwrap(), got);
+        assert_eq!(
+            decode(&body(&[("DstPort", NUMBER, &ports)]), 1 << 20).unwrap(),
+            got
+        );
     }
 
     #[test]
     fn bad_bodies_are_refused_by_what_is_wrong() {
-        let err = |b: &[u8]| decode(b).unwrap_err().to_string();
+        let err = |b: &[u8]| decode(b, 1 << 20).unwrap_err().to_string();
         // A value wider than its field (DstPort is 16 bits).
         let wide = body(&[("DstPort", NUMBER, &numbers(&[70_000, 1]))]);
         assert!(
@@ -590,6 +598,27 @@ mod tests {
             )]))
             .contains("is not an IPv4 address")
         );
+    }
+
+    #[test]
+    fn text_stored_once_is_not_built_past_the_limit() {
+        // Three flows share one 100-byte string: 300 bytes to build from ~110 stored.
+        let mut text = vec![1u8, 100];
+        text.extend_from_slice(&[b'a'; 100]);
+        let mut b = Vec::new();
+        put_varint(&mut b, 3);
+        put_numbers(&mut b, &[1, 2, 3]);
+        put_varint(&mut b, 1);
+        put_varint(&mut b, 9);
+        b.extend_from_slice(b"Interface");
+        b.push(TEXT);
+        b.extend_from_slice(&text);
+        let e = decode(&b, 250).unwrap_err().to_string();
+        assert!(e.contains("more than 250 bytes"), "{e}");
+        let got = decode(&b, 300).unwrap();
+        assert!(got.iter().all(|(_, f)| f.interface.len() == 100));
+        // Flows not kept build nothing.
+        assert_eq!(decode_where(&b, &mut |s| s == 2, 100).unwrap().len(), 1);
     }
 
     #[test]

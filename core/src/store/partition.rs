@@ -279,8 +279,8 @@ impl Partition {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for block in items.chunks(codec::BLOCK_FLOWS) {
-            batch.insert(&codec::key(block[0].0), codec::encode_block(block)?);
+        for (key, block) in codec::encode_blocks(items)? {
+            batch.insert(&key, block);
         }
         if let Err(e) = self.db()?.apply_batch(batch) {
             let mut guard = self.lock_writer()?;
