@@ -319,6 +319,76 @@ fn exporter_run(cmd: &str) -> (f64, f64, u64) {
     (pps, cpu, sent)
 }
 
+/// 100 k active flows: the agent's resident memory while it evicts and stores them.
+fn rss_section() {
+    // `WEIR_BENCH_AGENT_ARGS` adds agent options (say `--index-memory 15MB`) to compare.
+    let extra = std::env::var("WEIR_BENCH_AGENT_ARGS").unwrap_or_default();
+    let mut args = vec!["--max-flows", "131072"];
+    args.extend(extra.split_whitespace());
+    let agent = Agent::start(&args);
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nend=time.time()+12\nwhile time.time()<end:\n    for p in range(1,50001):\n        s.sendto(b'x',('{B4}',p))\n"
+    );
+    let mut generator = Command::new("ip")
+        .args(["netns", "exec", NS_A, "python3", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("generator");
+    let mut rss_max = 0u64;
+    // (anonymous, file-backed) at the largest sample.
+    let mut at_max = (0u64, 0u64);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(14) {
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = status_kib(agent.child.id(), "VmRSS:");
+        if rss > rss_max {
+            rss_max = rss;
+            at_max = (
+                status_kib(agent.child.id(), "RssAnon:"),
+                status_kib(agent.child.id(), "RssFile:"),
+            );
+        }
+    }
+    let _ = generator.wait();
+    let st = agent.status();
+    let ev = st["capture"]["counters"]["flows_evicted"]
+        .as_u64()
+        .unwrap_or(0);
+    let timer = st["capture"]["counters"]["evictions_timer"]
+        .as_u64()
+        .unwrap_or(1)
+        .max(1);
+    let per_eviction = ev / timer;
+    let hwm = status_kib(agent.child.id(), "VmHWM:");
+    let (anon, file) = (
+        status_kib(agent.child.id(), "RssAnon:"),
+        status_kib(agent.child.id(), "RssFile:"),
+    );
+    drop(agent);
+    println!();
+    println!("| 100 k active flows (50 k UDP ports each way, 12 s) | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| flows per eviction, per namespace (mean) | {per_eviction} | ~50000 (100 k active in all) |"
+    );
+    println!(
+        "| agent RSS, max sampled / peak (VmHWM) | {} MiB / {} MiB | <= 100 MiB |",
+        rss_max / 1024,
+        hwm / 1024
+    );
+    println!(
+        "| of which at the largest sample: anonymous / file-backed | {} MiB / {} MiB | |",
+        at_max.0 / 1024,
+        at_max.1 / 1024
+    );
+    println!(
+        "| of which at the end: anonymous / file-backed (mapped index files) | {} MiB / {} MiB | |",
+        anon / 1024,
+        file / 1024
+    );
+}
+
 fn main() {
     let runs: usize = std::env::var("WEIR_BENCH_RUNS")
         .ok()
@@ -328,8 +398,13 @@ fn main() {
         .unwrap_or_else(|_| "overhead,rss,exporters,features".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
-    if want("features") && !want("overhead") {
-        features_section(runs);
+    if !want("overhead") {
+        if want("rss") {
+            rss_section();
+        }
+        if want("features") {
+            features_section(runs);
+        }
         teardown();
         return;
     }
@@ -415,55 +490,9 @@ fn main() {
         median(&mut cpu_at_400k)
     );
 
-    // 100 k active flows: RSS of the agent.
-    let agent = Agent::start(&["--max-flows", "131072"]);
-    let script = format!(
-        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nend=time.time()+12\nwhile time.time()<end:\n    for p in range(1,50001):\n        s.sendto(b'x',('{B4}',p))\n"
-    );
-    let mut generator = Command::new("ip")
-        .args(["netns", "exec", NS_A, "python3", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("generator");
-    let mut rss_max = 0u64;
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(14) {
-        std::thread::sleep(Duration::from_millis(500));
-        rss_max = rss_max.max(status_kib(agent.child.id(), "VmRSS:"));
+    if want("rss") {
+        rss_section();
     }
-    let _ = generator.wait();
-    let st = agent.status();
-    let ev = st["capture"]["counters"]["flows_evicted"]
-        .as_u64()
-        .unwrap_or(0);
-    let timer = st["capture"]["counters"]["evictions_timer"]
-        .as_u64()
-        .unwrap_or(1)
-        .max(1);
-    let per_eviction = ev / timer;
-    let hwm = status_kib(agent.child.id(), "VmHWM:");
-    let (anon, file) = (
-        status_kib(agent.child.id(), "RssAnon:"),
-        status_kib(agent.child.id(), "RssFile:"),
-    );
-    drop(agent);
-    println!();
-    println!("| 100 k active flows (50 k UDP ports each way, 12 s) | value | target |");
-    println!("|---|---|---|");
-    println!(
-        "| flows per eviction, per namespace (mean) | {per_eviction} | ~50000 (100 k active in all) |"
-    );
-    println!(
-        "| agent RSS, max sampled / peak (VmHWM) | {} MiB / {} MiB | <= 150 MB |",
-        rss_max / 1024,
-        hwm / 1024
-    );
-    println!(
-        "| of which at the end: anonymous / file-backed (mapped index files) | {} MiB / {} MiB | |",
-        anon / 1024,
-        file / 1024
-    );
 
     // Side by side with libpcap exporters on the same traffic.
     let have = |t: &str| {

@@ -564,7 +564,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         spawn_event_recorder(o.clone(), records.clone())?;
     }
     let stats = Arc::new(IngestStats::default());
-    let (tx, rx) = std::sync::mpsc::sync_channel(256);
+    let (tx, rx) = std::sync::mpsc::sync_channel(INGEST_QUEUE);
     // Storage sampling: keeps everything until a plugin granted `storage-sampling` sets rules.
     let sampler = Arc::new(
         weir_core::sampling::StorageSampler::new(&a.keep_flows, Some(records.clone()))
@@ -837,6 +837,12 @@ pub fn run(a: AgentArgs) -> Result<()> {
 
 /// How long open connections and a running alert pass get after SIGTERM before the agent
 /// exits regardless.
+/// Batches waiting for the ingest stage before their senders wait too. An eviction of 100 k
+/// flows hands them on in chunks ([`weir_ebpf`]'s `EVICT_CHUNK`); with a deep queue they all
+/// waited in memory at once (~1 KiB a flow) while the store took them at its own pace. Imports
+/// each wait for their acknowledgement anyway, so a short queue costs them nothing.
+const INGEST_QUEUE: usize = 4;
+
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Drops records older than the flows' retention age, and the oldest past `max` entries,

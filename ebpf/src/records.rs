@@ -6,7 +6,7 @@ use weir_core::flow::{Flow, format_mac};
 
 /// Mirror of `struct flow_key`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FlowKey {
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],

@@ -18,13 +18,19 @@ impl Instance {
         }
     }
 
-    /// Drains the idle map `old` (no program writes to it any more) into `out`.
-    pub(super) fn drain(&self, old: u32, inst: usize, out: &mut Vec<Raw>) {
+    /// The keys in the idle map `old` (no program writes to it any more).
+    pub(super) fn idle_keys(&self, old: u32) -> Vec<FlowKey> {
+        let m = lock(&self.maps);
+        let map = if old == 0 { &m.a } else { &m.b };
+        map.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Drains `keys` of the idle map `old` into `out`.
+    pub(super) fn drain(&self, old: u32, inst: usize, keys: Vec<FlowKey>, out: &mut Vec<Raw>) {
         // DNS payloads of packets counted in the idle map are all in the ring by now.
         self.drain_dns();
         let mut m = lock(&self.maps);
         let map = if old == 0 { &mut m.a } else { &mut m.b };
-        let keys: Vec<FlowKey> = map.keys().filter_map(Result::ok).collect();
         let (mut flows, mut skbs) = (0u64, 0u64);
         for k in keys {
             match map.get(&k, 0) {

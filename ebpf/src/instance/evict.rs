@@ -11,7 +11,7 @@
 use super::{Instance, if_name, lock, unix_now_s, wait_readable};
 use crate::dedup::{self, Merged, Raw, sum_per_flow};
 use crate::dns::DnsTracker;
-use crate::records::{self, FlowRecord, counter};
+use crate::records::{self, FlowKey, FlowRecord, counter};
 use aya::maps::{MapData, RingBuf};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -27,8 +27,10 @@ use weir_core::ingest::Batch;
 /// microsecond, with preemption off).
 const FLIP_GRACE: Duration = Duration::from_millis(20);
 
-/// Flows handed to the ingest stage at a time while draining.
-const EVICT_CHUNK: usize = 8192;
+/// Flows handed to the ingest stage at a time while draining: a chunk is ~2 MB in memory,
+/// and the ingest queue is short, so an eviction waits for the store rather than holding
+/// every flow of the round at once.
+const EVICT_CHUNK: usize = 2048;
 
 /// Ring-buffer records waiting for the evictor beyond which readers wait (backpressure, as
 /// when they handed flows to the ingest stage themselves).
@@ -217,11 +219,18 @@ impl Evictor {
             records::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(FLIP_GRACE.as_nanos() as u64);
         let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
         std::thread::sleep(FLIP_GRACE);
-        let mut raw = Vec::new();
-        for (idx, (inst, old)) in self.instances.iter().zip(&flipped).enumerate() {
-            if let Some(old) = old {
-                inst.drain(*old, idx, &mut raw);
-            }
+        // Every idle map's keys first, so the records of the round fill one vector sized
+        // once (growing it by doubling held up to three times the records at its peak).
+        let keys: Vec<(usize, u32, Vec<FlowKey>)> = self
+            .instances
+            .iter()
+            .zip(&flipped)
+            .enumerate()
+            .filter_map(|(idx, (inst, old))| old.map(|old| (idx, old, inst.idle_keys(old))))
+            .collect();
+        let mut raw = Vec::with_capacity(keys.iter().map(|k| k.2.len()).sum());
+        for (idx, old, keys) in keys {
+            self.instances[idx].drain(old, idx, keys, &mut raw);
         }
         // The ring's records too (their packets were read during the grace): finished now,
         // before the clean-up below drops the DNS facts of packets from before the flip. A
@@ -251,7 +260,7 @@ impl Evictor {
         };
         self.stats
             .duplicates_merged
-            .fetch_add((n - merged.len()) as u64, Ordering::Relaxed);
+            .fetch_add(n.saturating_sub(merged.len()) as u64, Ordering::Relaxed);
         let received = unix_now_s();
         let names: Vec<HashMap<u32, String>> = self
             .instances
@@ -262,8 +271,11 @@ impl Evictor {
         let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
         for m in merged {
             out.push(self.to_flow(&m, &names, &mut dns, received));
-            if out.len() >= EVICT_CHUNK && tx.send(Batch::from(std::mem::take(&mut out))).is_err() {
-                return false;
+            if out.len() >= EVICT_CHUNK {
+                let chunk = std::mem::replace(&mut out, Vec::with_capacity(EVICT_CHUNK));
+                if tx.send(Batch::from(chunk)).is_err() {
+                    return false;
+                }
             }
         }
         drop(dns);
