@@ -238,26 +238,48 @@ impl Params {
         }
     }
 
-    pub fn offset(&self) -> Result<usize, ApiError> {
-        let n: usize = match self.get("offset") {
-            None => return Ok(0),
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "offset",
-                    format!("offset must be a whole number, got '{v}'"),
-                )
-            })?,
+    /// A [`Schema::Natural`] parameter: None when absent; refused when it is not a whole
+    /// number or is above the maximum its list gives.
+    pub fn natural(&self, k: &str) -> Result<Option<u64>, ApiError> {
+        let max = match self.known.iter().find(|p| p.name == k).map(|p| p.schema) {
+            Some(Schema::Natural { max }) => max,
+            _ => {
+                return Err(ApiError::bad_request(
+                    k,
+                    format!("{k} is not a number this endpoint takes"),
+                ));
+            }
         };
-        if n > query::MAX_OFFSET {
+        let Some(v) = self.get(k) else {
+            return Ok(None);
+        };
+        let n: u64 = v.parse().map_err(|_| {
+            let range = if max == u64::MAX {
+                String::new()
+            } else {
+                format!(" from 0 to {max}")
+            };
+            ApiError::bad_request(k, format!("{k} must be a whole number{range}, got '{v}'"))
+        })?;
+        if n > max {
             return Err(ApiError::bad_request(
-                "offset",
-                format!(
-                    "offset {n} is above the maximum of {}: narrow the range (from, to) or the filter",
-                    query::MAX_OFFSET
-                ),
+                k,
+                format!("{k} {n} is above the maximum of {max}"),
             ));
         }
-        Ok(n)
+        Ok(Some(n))
+    }
+
+    /// `offset`: 0 when absent; its maximum ([`query::MAX_OFFSET`]) is in the list.
+    pub fn offset(&self) -> Result<usize, ApiError> {
+        let n = self.natural("offset").map_err(|mut e| {
+            if e.message.contains("maximum") {
+                e.message
+                    .push_str(": narrow the range (from, to) or the filter");
+            }
+            e
+        })?;
+        Ok(n.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
     }
 
     pub fn sort(&self) -> Result<SortBy, ApiError> {

@@ -75,6 +75,37 @@ async fn errors_are_json_with_position() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["parameter"], "offset", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("above the maximum of 1000000") && msg.contains("narrow the range"),
+        "{v}"
+    );
+    // Every natural-number parameter is read by one reader, its bounds from its list.
+    let (s, v) = get(app.clone(), "/api/v1/flows?offset=-1").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["error"]["message"], "offset must be a whole number from 0 to 1000000, got '-1'",
+        "{v}"
+    );
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut with_records = state(&other.path().join("flows"));
+    with_records.records = Some(Arc::new(
+        weir_core::records::RecordStore::open(&other.path().join("records")).expect("records"),
+    ));
+    let records_app = router(with_records);
+    let (s, v) = get(records_app.clone(), "/api/v1/records?after=x1").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["parameter"], "after", "{v}");
+    assert_eq!(
+        v["error"]["message"], "after must be a whole number, got 'x1'",
+        "{v}"
+    );
+    let (s, v) = get(records_app, "/api/v1/records?after=18446744073709551615").await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the largest sequence number is taken: {v}"
+    );
     let (s, v) = get(app.clone(), "/api/v1/capture/flush").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
     let resp = app

@@ -416,13 +416,10 @@ pub async fn conversations(
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
     let p = Params::new(q, CONVERSATIONS)?;
-    let index: usize = p
-        .get("flow")
-        .ok_or_else(|| {
-            ApiError::bad_request("flow", "flow (the datapath flow's index) is required")
-        })?
-        .parse()
-        .map_err(|_| ApiError::bad_request("flow", "flow must be an index"))?;
+    let index = p.natural("flow")?.ok_or_else(|| {
+        ApiError::bad_request("flow", "flow (the datapath flow's index) is required")
+    })?;
+    let index = usize::try_from(index).unwrap_or(usize::MAX);
     blocking(move || {
         let d = pick(&svc, &p)?;
         let dp = d.decoded.flows.get(index).ok_or_else(|| {
@@ -467,17 +464,11 @@ pub async fn path(
     };
     f.src_addr = addr("SrcAddr")?;
     f.dst_addr = addr("DstAddr")?;
-    fn num<T: std::str::FromStr + Default>(p: &Params, k: &str, what: &str) -> Result<T, ApiError> {
-        match p.get(k) {
-            None => Ok(T::default()),
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::bad_request(k, format!("{k} must be {what}, got {v:?}"))),
-        }
-    }
-    f.proto = num::<u8>(&p, "Proto", "a protocol number 0-255")?;
-    f.src_port = num::<u16>(&p, "SrcPort", "a port 0-65535")?;
-    f.dst_port = num::<u16>(&p, "DstPort", "a port 0-65535")?;
+    // Their maximums (255, 65535) are in the list: the readings cannot be out of range.
+    let num = |k: &str| -> Result<u64, ApiError> { Ok(p.natural(k)?.unwrap_or(0)) };
+    f.proto = u8::try_from(num("Proto")?).unwrap_or(u8::MAX);
+    f.src_port = u16::try_from(num("SrcPort")?).unwrap_or(u16::MAX);
+    f.dst_port = u16::try_from(num("DstPort")?).unwrap_or(u16::MAX);
     f.interface = p.get("Interface").unwrap_or("").to_string();
     f.src_mac = p.get("SrcMac").unwrap_or("").to_string();
     f.dst_mac = p.get("DstMac").unwrap_or("").to_string();

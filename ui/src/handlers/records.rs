@@ -97,15 +97,7 @@ pub async fn list(
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let after_seq = match p.get("after") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request(
-                "after",
-                format!("after must be a sequence number, got '{v}'"),
-            )
-        })?,
-    };
+    let after_seq = p.natural("after")?.unwrap_or(0);
     let limit = p.count("limit")?;
     let q = RecordQuery {
         from_ms: range.from_ms,
