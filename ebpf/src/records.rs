@@ -221,21 +221,37 @@ impl FlowValue {
     }
 }
 
-/// Turns kernel monotonic nanoseconds into Unix milliseconds.
+/// Turns kernel monotonic nanoseconds into Unix milliseconds. Measured again for every
+/// eviction round, so a step of the wall clock (an NTP correction, a resumed VM) is followed
+/// from the next round on instead of skewing every later flow by it.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    /// Unix ns minus monotonic ns, measured at start.
+    /// Unix ns minus monotonic ns, when measured.
     offset_ns: i128,
 }
+
+/// How far the wall clock may move against the monotonic one between two measurements before
+/// it counts as a step (measuring itself is exact to well under a millisecond).
+pub const CLOCK_STEP_NS: i128 = 1_000_000_000;
 
 impl Clock {
     /// Measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC.
     pub fn new() -> Self {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock {
-            offset_ns: i128::from(real) - i128::from(mono),
-        }
+        Clock::with_offset(i128::from(real) - i128::from(mono))
+    }
+
+    /// A clock with a known offset (Unix ns minus monotonic ns).
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Clock { offset_ns }
+    }
+
+    /// How far the wall clock stepped from `earlier` to this measurement, in milliseconds;
+    /// None when it moved less than [`CLOCK_STEP_NS`].
+    pub fn step_since(&self, earlier: &Clock) -> Option<i64> {
+        let d = self.offset_ns - earlier.offset_ns;
+        (d.abs() >= CLOCK_STEP_NS).then(|| i64::try_from(d / 1_000_000).unwrap_or(i64::MAX))
     }
 
     pub fn to_unix_ms(&self, mono_ns: u64) -> u64 {
@@ -318,6 +334,31 @@ pub fn to_flow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_of_the_wall_clock_is_seen_and_followed() {
+        let hour_ns = 3_600_000_000_000i128;
+        let before = Clock::with_offset(1_700_000_000_000_000_000);
+        let mono = 5_000_000_000u64;
+        assert_eq!(before.to_unix_ms(mono), 1_700_000_005_000);
+        // NTP slewing and measuring noise are not steps.
+        let slewed = Clock::with_offset(1_700_000_000_000_000_000 + 999_000_000);
+        assert_eq!(slewed.step_since(&before), None);
+        // An hour forward (a resumed VM), then back (a corrected clock).
+        let after = Clock::with_offset(1_700_000_000_000_000_000 + hour_ns);
+        assert_eq!(after.step_since(&before), Some(3_600_000));
+        assert_eq!(before.step_since(&after), Some(-3_600_000));
+        assert_eq!(
+            after.to_unix_ms(mono),
+            1_700_003_605_000,
+            "the new time is followed"
+        );
+        // Measured now: real minus monotonic, so it turns now's monotonic into now.
+        let now = Clock::new();
+        let unix_ms = clock_ns(libc::CLOCK_REALTIME) / 1_000_000;
+        let got = now.to_unix_ms(clock_ns(libc::CLOCK_MONOTONIC));
+        assert!(got.abs_diff(unix_ms) < 1_000, "{got} vs {unix_ms}");
+    }
 
     #[test]
     fn ring_items_are_read_whole_or_not_at_all() {

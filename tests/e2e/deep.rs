@@ -845,6 +845,8 @@ fn both_ends_of_a_veth_are_one_flow_listing_the_interfaces() {
             >= 3,
         "{st}"
     );
+    // The clock is measured again every round; the wall clock did not step here.
+    assert_eq!(st["capture"]["counters"]["clock_steps"], 0, "{st}");
 }
 
 /// With the flow map full (one entry), packets reach user space one by one through the ring

@@ -104,11 +104,12 @@ impl Instance {
         k: &FlowKey,
         v: &FlowValue,
         names: &HashMap<u32, String>,
+        clock: &Clock,
         received: u64,
     ) -> Flow {
         let name = if_name(names, k.ifindex);
         let reasons = &self.reasons;
-        records::to_flow(k, v, &self.clock, name, &self.netns, received, &|n| {
+        records::to_flow(k, v, clock, name, &self.netns, received, &|n| {
             reasons
                 .name(u64::from(n))
                 .map(str::to_string)

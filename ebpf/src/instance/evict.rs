@@ -11,7 +11,7 @@
 use super::{Instance, if_name, lock, unix_now_s, wait_readable};
 use crate::dedup::{self, Merged, Raw, sum_per_flow};
 use crate::dns::DnsTracker;
-use crate::records::{self, FlowKey, FlowRecord, counter};
+use crate::records::{self, Clock, FlowKey, FlowRecord, counter};
 use aya::maps::{MapData, RingBuf};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -44,6 +44,8 @@ pub(super) struct EvictStats {
     pub evictions_requested: AtomicU64,
     /// Records folded into another sighting of the same flow.
     pub duplicates_merged: AtomicU64,
+    /// Rounds that found the wall clock stepped against the monotonic one.
+    pub clock_steps: AtomicU64,
 }
 
 /// Ring-buffer records read by each namespace's reader, waiting for the evictor's finishing
@@ -123,6 +125,8 @@ pub(super) struct Evictor {
     pub flush_requested: AtomicBool,
     pub cgroups: Mutex<crate::cgroup::CgroupNames>,
     pub ring: Arc<RingQueue>,
+    /// The clock of the last round (kernel times to Unix times), to notice steps.
+    clock: Mutex<Clock>,
 }
 
 impl Evictor {
@@ -134,6 +138,7 @@ impl Evictor {
             flush_requested: AtomicBool::new(false),
             cgroups: Mutex::new(crate::cgroup::CgroupNames::new()),
             ring: Arc::new(RingQueue::default()),
+            clock: Mutex::new(Clock::new()),
         }
     }
 
@@ -262,6 +267,7 @@ impl Evictor {
             .duplicates_merged
             .fetch_add(n.saturating_sub(merged.len()) as u64, Ordering::Relaxed);
         let received = unix_now_s();
+        let clock = self.measure_clock();
         let names: Vec<HashMap<u32, String>> = self
             .instances
             .iter()
@@ -270,7 +276,7 @@ impl Evictor {
         let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
         let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
         for m in merged {
-            out.push(self.to_flow(&m, &names, &mut dns, received));
+            out.push(self.to_flow(&m, &names, &mut dns, &clock, received));
             if out.len() >= EVICT_CHUNK {
                 let chunk = std::mem::replace(&mut out, Vec::with_capacity(EVICT_CHUNK));
                 if tx.send(Batch::from(chunk)).is_err() {
@@ -282,15 +288,32 @@ impl Evictor {
         out.is_empty() || tx.send(Batch::from(out)).is_ok()
     }
 
+    /// The clock for this round's flows, measured now; a step of the wall clock since the
+    /// last round is counted and logged (flows from here on follow the new time).
+    fn measure_clock(&self) -> Clock {
+        let now = Clock::new();
+        let mut last = lock(&self.clock);
+        if let Some(step_ms) = now.step_since(&last) {
+            self.stats.clock_steps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                step_ms,
+                "the wall clock stepped: flow times follow it from this eviction on"
+            );
+        }
+        *last = now;
+        now
+    }
+
     fn to_flow(
         &self,
         m: &Merged,
         names: &[HashMap<u32, String>],
         dns: &mut [std::sync::MutexGuard<'_, DnsTracker>],
+        clock: &Clock,
         received: u64,
     ) -> Flow {
         let inst = &self.instances[m.inst];
-        let mut f = inst.flow(&m.key, &m.value, &names[m.inst], received);
+        let mut f = inst.flow(&m.key, &m.value, &names[m.inst], clock, received);
         // DNS facts: the kept record's, else those of another sighting.
         let mut info = None;
         for (i, k) in &m.members {

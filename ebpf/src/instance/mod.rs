@@ -90,7 +90,6 @@ struct Instance {
     attached: Mutex<BTreeMap<u32, Attached>>,
     errors: Mutex<BTreeMap<String, String>>,
     counters: Counters,
-    clock: Clock,
     probed: Probed,
     reasons: Arc<EnumNames>,
     dns_ring: Mutex<Option<RingBuf<MapData>>>,
@@ -287,6 +286,7 @@ impl CaptureSource for Capture {
             ("evictions_map_full", &e.evictions_full),
             ("evictions_requested", &e.evictions_requested),
             ("duplicates_merged", &e.duplicates_merged),
+            ("clock_steps", &e.clock_steps),
         ] {
             st.counters.insert(k.into(), v.load(Ordering::Relaxed));
         }

@@ -99,7 +99,6 @@ impl Instance {
                 attached: Mutex::new(BTreeMap::new()),
                 errors: Mutex::new(BTreeMap::new()),
                 counters: Counters::default(),
-                clock: Clock::new(),
                 probed,
                 reasons,
                 dns_ring: Mutex::new(Some(dns_ring)),
