@@ -11,14 +11,15 @@
 #                   systemd-journal-remote writes the journal files the log-file test follows;
 #                   clickhouse-server (the cluster tests start their own from its config);
 #                   Tansu (a Kafka-protocol broker) and confluent-kafka at /opt/weir-kafka;
-#                   Schemathesis (attacks the API from its OpenAPI description) at /opt/weir-st
+#                   Schemathesis (attacks the API from its OpenAPI description) at /opt/weir-st;
+#                   libfaketime (steps an agent's wall clock during capture)
 #   deps.sh bench   the above + the tools the benchmarks compare against
 set -euo pipefail
 what="${1:-build}"
 pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote nfdump clickhouse-server systemd) ;;
+  test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote nfdump clickhouse-server systemd libfaketime) ;;
   bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv clickhouse-server) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

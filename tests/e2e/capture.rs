@@ -13,6 +13,16 @@ pub fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
 
 /// Like [`agent_for`], with other options.
 pub fn agent_with(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
+    agent_with_env(pair, dir, extra, &[])
+}
+
+/// Like [`agent_with`], with environment variables for the agent.
+pub fn agent_with_env(
+    pair: &Pair,
+    dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Agent {
     let mut args = vec![
         "--no-host-netns",
         "--netns",
@@ -26,7 +36,7 @@ pub fn agent_with(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
         args.extend_from_slice(&["--active-timeout", "1s"]);
     }
     args.extend_from_slice(extra);
-    let a = Agent::start(dir, &args);
+    let a = Agent::start_with_env(dir, &args, env);
     // Wait until both ends are attached.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -2,7 +2,7 @@
 //! DNS names, response codes and latency from a DNS server in a namespace, filter rules
 //! changed on live traffic, and enrichment from an inventory file.
 
-use crate::capture::agent_for;
+use crate::capture::{agent_for, agent_with_env};
 use crate::util::{Agent, KillOnDrop, Pair, WEIR, now_ms, require, sh};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -1000,4 +1000,103 @@ fn egress_flows_name_the_senders_cgroup_and_container() {
     assert_eq!(inb.len(), 1);
     assert_eq!(inb[0]["Cgroup"], "");
     drop(cg);
+}
+
+/// A step of the wall clock during capture. libfaketime shifts the agent's CLOCK_REALTIME by
+/// what a file says (read again on every call); the kernel's packet times and the monotonic
+/// clock are untouched, as in a real NTP step or a resumed VM. Flows captured before the step
+/// keep the old time, flows captured after it carry the new one (they stayed at the old, off
+/// by the step, when the offset was measured only at start); forward and back, each step
+/// counted once.
+#[test]
+fn a_wall_clock_step_during_capture_is_followed_and_counted() {
+    require(&["python3"]);
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "libfaketime is missing (bash scripts/deps.sh test installs it)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shift = dir.path().join("clock-shift");
+    std::fs::write(&shift, "+0\n").expect("shift file");
+    let shift_path = shift.to_string_lossy().into_owned();
+    let pair = Pair::new(79);
+    let a = agent_with_env(
+        &pair,
+        dir.path(),
+        // No timer eviction between the steps: each burst is evicted by its flush.
+        &["--active-timeout", "120s"],
+        &[
+            ("LD_PRELOAD", lib),
+            ("FAKETIME_TIMESTAMP_FILE", &shift_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let t0 = now_ms();
+    py(&pair.ns_a, "udp_send.py", &[&pair.b4, "7001", "5", "100"]);
+    a.flush();
+    let t1 = now_ms();
+    // Two hours forward.
+    const STEP_MS: u64 = 2 * 3_600_000;
+    std::fs::write(&shift, "+2h\n").expect("shift file");
+    py(&pair.ns_a, "udp_send.py", &[&pair.b4, "7002", "5", "100"]);
+    a.flush();
+    let t2 = now_ms();
+    let all = |port: u16| {
+        let v = a.ok(
+            "/api/v1/flows",
+            &[
+                ("filter", &format!("NetNs={} and DstPort={port}", pair.ns_a)),
+                ("from", "0"),
+                ("to", &(t2 + 3 * STEP_MS).to_string()),
+            ],
+        );
+        v["flows"].as_array().cloned().unwrap_or_default()
+    };
+    let (before, after) = (all(7001), all(7002));
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "{before:?} {after:?}"
+    );
+    assert_eq!(sum(&before, "Packets"), 5);
+    assert_eq!(sum(&after, "Packets"), 5);
+    let slack = 5_000;
+    for f in &before {
+        let end = f["TimeFlowEndMs"].as_u64().unwrap_or(0);
+        assert!(
+            end + slack >= t0 && end <= t1 + slack,
+            "before the step: {end} not within {t0}..{t1}"
+        );
+    }
+    for f in &after {
+        let end = f["TimeFlowEndMs"].as_u64().unwrap_or(0);
+        assert!(
+            end + slack >= t1 + STEP_MS && end <= t2 + STEP_MS + slack,
+            "after the step: {end} not within {}..{} (the new time)",
+            t1 + STEP_MS,
+            t2 + STEP_MS
+        );
+    }
+    // Then back, to an hour behind.
+    const BACK_MS: u64 = 3_600_000;
+    std::fs::write(&shift, "-1h\n").expect("shift file");
+    py(&pair.ns_a, "udp_send.py", &[&pair.b4, "7003", "5", "100"]);
+    a.flush();
+    let t3 = now_ms();
+    let back = all(7003);
+    assert_eq!(sum(&back, "Packets"), 5, "{back:?}");
+    for f in &back {
+        let end = f["TimeFlowEndMs"].as_u64().unwrap_or(0);
+        assert!(
+            end + slack >= t2 - BACK_MS && end <= t3 - BACK_MS + slack,
+            "after the step back: {end} not within {}..{}",
+            t2 - BACK_MS,
+            t3 - BACK_MS
+        );
+    }
+    let st = a.ok("/api/v1/status", &[]);
+    assert_eq!(st["capture"]["counters"]["clock_steps"], 2, "{st}");
+    let log = a.log_text();
+    assert!(log.contains("the wall clock stepped"), "{log}");
 }

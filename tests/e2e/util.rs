@@ -81,16 +81,27 @@ pub struct Agent {
     pub port: u16,
     pub dir: PathBuf,
     pub args: Vec<String>,
+    /// Environment variables the agent is started with, beside `WEIR_LOG`.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl Agent {
     pub fn start(dir: &Path, args: &[&str]) -> Agent {
+        Agent::start_with_env(dir, args, &[])
+    }
+
+    /// Like [`Agent::start`], with more environment variables.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut a = Agent {
             child: None,
             port: free_port(),
             dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: dir.join("agent.log"),
         };
         a.spawn();
@@ -112,6 +123,7 @@ impl Agent {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
             .env("WEIR_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -128,6 +140,7 @@ impl Agent {
             port,
             dir: dir.to_path_buf(),
             args: Vec::new(),
+            env: Vec::new(),
             log,
         };
         a.wait_up();
