@@ -11,6 +11,28 @@ pub fn agent_for(pair: &Pair, dir: &std::path::Path) -> Agent {
     agent_with(pair, dir, &["--no-dedup"])
 }
 
+/// An agent capturing in the pair's namespace A only (each packet seen once, at A's end),
+/// with other options; waits until it is attached there.
+pub fn agent_in_a(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
+    let mut args = vec!["--no-host-netns", "--netns", &pair.ns_a];
+    args.extend_from_slice(extra);
+    let a = Agent::start(dir, &args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.ok("/api/v1/status", &[])["capture"]["interfaces"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "capture not attached\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a
+}
+
 /// Like [`agent_for`], with other options.
 pub fn agent_with(pair: &Pair, dir: &std::path::Path, extra: &[&str]) -> Agent {
     agent_with_env(pair, dir, extra, &[])

@@ -680,27 +680,11 @@ fn capture_control_keeps_the_operators_rules_first_bounds_plugins_and_restores()
         "sampling=10",
         "repeat=5",
     ]);
-    let a = Agent::start(
+    let a = crate::capture::agent_in_a(
+        &pair,
         &root,
-        &[
-            "--no-host-netns",
-            "--netns",
-            &pair.ns_a,
-            "--active-timeout",
-            "1s",
-            "--filter",
-            "reject ports=9",
-        ],
+        &["--active-timeout", "1s", "--filter", "reject ports=9"],
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while a.ok("/api/v1/status", &[])["capture"]["interfaces"]
-        .as_array()
-        .map_or(0, Vec::len)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "capture not attached");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let trigger = || {
         let now = now_ms();
         let flow = json!([{"SrcAddr": "198.18.0.1", "DstAddr": "198.18.0.2", "Proto": 6, "Bytes": 1,

@@ -1115,28 +1115,11 @@ fn a_kernel_map_full_for_a_minute_loses_no_packet_uncounted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(80);
     // One namespace, so each packet is seen once (A's egress).
-    let a = Agent::start(
+    let a = crate::capture::agent_in_a(
+        &pair,
         dir.path(),
-        &[
-            "--no-host-netns",
-            "--netns",
-            &pair.ns_a,
-            "--max-flows",
-            "1",
-            "--active-timeout",
-            "10m",
-        ],
+        &["--max-flows", "1", "--active-timeout", "10m"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while a.ok("/api/v1/status", &[])["capture"]["interfaces"]
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0)
-        < 1
-    {
-        assert!(Instant::now() < deadline, "not attached");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let _sink = python_bg(&pair.ns_b, "flow_mix.py", &["sink", "9100"]);
     let t0 = now_ms();
     let busy = Command::new("ip")
