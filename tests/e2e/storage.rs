@@ -316,16 +316,26 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
     }
     // sled first, for certain: a file takes every byte left while the agent is idle, so the
     // next flush fails in sled's write before the index is touched. Removing the file must be
-    // enough: sled is opened again in place, no restart.
+    // enough: sled is opened again in place, no restart. The index may still be merging the
+    // last commit's segments and free the old ones meanwhile (then sled found room once and
+    // the index met the full disk first): the file takes what is freed for 2 s more.
     let ballast = data.join("ballast");
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&ballast).expect("ballast");
         let chunk = vec![0x5au8; 1 << 20];
-        while f.write_all(&chunk).is_ok() {}
         let mut byte = [0x5au8; 1];
-        while f.write_all(&byte).is_ok() {
-            byte[0] ^= 1;
+        let mut fill = |f: &mut std::fs::File| {
+            while f.write_all(&chunk).is_ok() {}
+            while f.write_all(&byte).is_ok() {
+                byte[0] ^= 1;
+            }
+        };
+        fill(&mut f);
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+            fill(&mut f);
         }
     }
     let mut failed = false;
