@@ -258,7 +258,7 @@ impl Evictor {
     /// hands the flows on in chunks. False when the receiver is gone.
     fn finish(&self, raw: Vec<Raw>, tx: &SyncSender<Batch>) -> bool {
         let n = raw.len();
-        let merged = if self.dedup {
+        let mut merged = if self.dedup {
             dedup::dedup(raw)
         } else {
             dedup::keep_all(raw)
@@ -273,19 +273,23 @@ impl Evictor {
             .iter()
             .map(|i| lock(&i.names).clone())
             .collect();
-        let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
-        let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
-        for m in merged {
-            out.push(self.to_flow(&m, &names, &mut dns, &clock, received));
-            if out.len() >= EVICT_CHUNK {
-                let chunk = std::mem::replace(&mut out, Vec::with_capacity(EVICT_CHUNK));
-                if tx.send(Batch::from(chunk)).is_err() {
-                    return false;
+        loop {
+            // The DNS trackers are held while a chunk is built, not while it waits in the
+            // ingest queue: their readers keep the DNS ring buffer from filling meanwhile.
+            let mut out = Vec::with_capacity(merged.len().min(EVICT_CHUNK));
+            {
+                let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
+                for m in merged.by_ref().take(EVICT_CHUNK) {
+                    out.push(self.to_flow(&m, &names, &mut dns, &clock, received));
                 }
             }
+            if out.is_empty() {
+                return true;
+            }
+            if tx.send(Batch::from(out)).is_err() {
+                return false;
+            }
         }
-        drop(dns);
-        out.is_empty() || tx.send(Batch::from(out)).is_ok()
     }
 
     /// The clock for this round's flows, measured now; a step of the wall clock since the
