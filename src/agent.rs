@@ -835,14 +835,16 @@ pub fn run(a: AgentArgs) -> Result<()> {
     Ok(())
 }
 
-/// How long open connections and a running alert pass get after SIGTERM before the agent
-/// exits regardless.
 /// Batches waiting for the ingest stage before their senders wait too. An eviction of 100 k
 /// flows hands them on in chunks ([`weir_ebpf`]'s `EVICT_CHUNK`); with a deep queue they all
 /// waited in memory at once (~1 KiB a flow) while the store took them at its own pace. Imports
-/// each wait for their acknowledgement anyway, so a short queue costs them nothing.
+/// each wait for their acknowledgement anyway, so a short queue costs them nothing. A store
+/// slower than capture for long holds the evictor: the maps fill, packets go through the
+/// ring buffer and, when that is full too, are counted lost (`kernel_ringbuf_lost`).
 const INGEST_QUEUE: usize = 4;
 
+/// How long open connections and a running alert pass get after SIGTERM before the agent
+/// exits regardless.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Drops records older than the flows' retention age, and the oldest past `max` entries,

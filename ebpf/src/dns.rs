@@ -208,8 +208,12 @@ impl DnsTracker {
             .retain(|_, t| now_ns.saturating_sub(*t) < QUERY_TTL_NS);
     }
 
-    /// Takes the facts for an evicted flow.
-    pub fn take(&mut self, k: &FlowKey) -> Option<DnsInfo> {
+    /// Takes the facts for an evicted flow from events before `before_ns` (kernel monotonic):
+    /// newer ones belong to packets its round did not count, and stay for the next.
+    pub fn take(&mut self, k: &FlowKey, before_ns: u64) -> Option<DnsInfo> {
+        if self.per_flow.get(k)?.1 >= before_ns {
+            return None;
+        }
         self.per_flow.remove(k).map(|(info, _)| info)
     }
 
@@ -270,11 +274,16 @@ mod tests {
         // A round flipped at 2_000 and evicted neither flow (the first was filtered out).
         t.clear_flows(2_000);
         assert!(
-            t.take(&before).is_none(),
+            t.take(&before, u64::MAX).is_none(),
             "a fact of the drained maps' time goes"
         );
+        // A round finishing at 2_500 leaves it; the next one takes it.
+        assert!(
+            t.take(&after, 2_500).is_none(),
+            "a fact from after the round's start"
+        );
         assert_eq!(
-            t.take(&after).map(|i| i.name),
+            t.take(&after, 4_000).map(|i| i.name),
             Some("b.test".to_string()),
             "the next round's fact stays"
         );
@@ -318,15 +327,15 @@ mod tests {
         q2.ifindex = 4;
         t.add(&event(q2, 1_200_000, &query(7, 0x0100, "nx.test", 1)));
         t.add(&event(r, 6_000_000, &query(7, 0x8183, "nx.test", 1)));
-        let info = t.take(&r).unwrap();
+        let info = t.take(&r, u64::MAX).unwrap();
         assert_eq!(info.latency_us, 5000);
         let mut f = Flow::empty();
         info.apply(&mut f);
         assert_eq!(f.dns_flags_response_code, "NXDomain");
         assert_eq!(f.dns_name, "nx.test");
-        let qi = t.take(&q).unwrap();
+        let qi = t.take(&q, u64::MAX).unwrap();
         assert_eq!((qi.latency_us, qi.response), (0, false));
-        assert!(t.take(&q).is_none());
+        assert!(t.take(&q, u64::MAX).is_none());
         t.add(&event(r, 7_000_000, &[0, 1]));
         assert_eq!(t.malformed, 1);
     }

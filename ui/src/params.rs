@@ -273,7 +273,7 @@ impl Params {
     /// `offset`: 0 when absent; its maximum ([`query::MAX_OFFSET`]) is in the list.
     pub fn offset(&self) -> Result<usize, ApiError> {
         let n = self.natural("offset").map_err(|mut e| {
-            if e.message.contains("maximum") {
+            if e.message.starts_with("offset ") && e.message.contains(" is above the maximum") {
                 e.message
                     .push_str(": narrow the range (from, to) or the filter");
             }

@@ -242,6 +242,7 @@ impl Evictor {
         // flow with packets in both is summed into one record, not taken for a duplicate.
         let ring = self.ring.take();
         if !ring.is_empty() {
+            raw.reserve_exact(ring.len());
             raw.extend(ring);
             raw = sum_per_flow(raw);
         }
@@ -268,6 +269,9 @@ impl Evictor {
             .fetch_add(n.saturating_sub(merged.len()) as u64, Ordering::Relaxed);
         let received = unix_now_s();
         let clock = self.measure_clock();
+        // DNS facts of events from here on belong to packets this round did not count: the
+        // trackers are unlocked between chunks, and their readers keep adding.
+        let dns_before = records::clock_ns(libc::CLOCK_MONOTONIC);
         let names: Vec<HashMap<u32, String>> = self
             .instances
             .iter()
@@ -280,7 +284,7 @@ impl Evictor {
             {
                 let mut dns: Vec<_> = self.instances.iter().map(|i| lock(&i.dns)).collect();
                 for m in merged.by_ref().take(EVICT_CHUNK) {
-                    out.push(self.to_flow(&m, &names, &mut dns, &clock, received));
+                    out.push(self.to_flow(&m, &names, &mut dns, dns_before, &clock, received));
                 }
             }
             if out.is_empty() {
@@ -313,6 +317,7 @@ impl Evictor {
         m: &Merged,
         names: &[HashMap<u32, String>],
         dns: &mut [std::sync::MutexGuard<'_, DnsTracker>],
+        dns_before: u64,
         clock: &Clock,
         received: u64,
     ) -> Flow {
@@ -321,7 +326,7 @@ impl Evictor {
         // DNS facts: the kept record's, else those of another sighting.
         let mut info = None;
         for (i, k) in &m.members {
-            if let Some(d) = dns.get_mut(*i).and_then(|d| d.take(k))
+            if let Some(d) = dns.get_mut(*i).and_then(|d| d.take(k, dns_before))
                 && info.is_none()
             {
                 info = Some(d);
