@@ -24,8 +24,7 @@ fuzz_target!(|data: &[u8]| {
     for line in text.lines() {
         for decoded in [odp::decode(line), ofp::decode(line)] {
             match decoded {
-                Ok(j) => {
-                    let out = j.to_string();
+                Ok(out) => {
                     if let Err(e) = serde_json::from_str::<serde_json::Value>(&out) {
                         panic!("{line:?} decoded to invalid JSON ({e}): {out}");
                     }

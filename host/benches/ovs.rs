@@ -13,6 +13,10 @@ use weir_core::ovs::{Syntax, decode_dump};
 use weir_host::Runtime;
 use weir_host::ovs::SandboxDecoder;
 
+/// The same allocator as the `weir` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]

@@ -117,7 +117,7 @@ fn all_masked_out(key: &Value) -> bool {
 
 /// Whether the datapath flow's masked keys agree with the stored flow's fields.
 pub fn keys_match(dp: &DpFlow, f: &Flow) -> bool {
-    let outer = &dp.matched;
+    let outer: &Value = &dp.matched;
     let eth = &outer["eth"];
     // A VLAN-tagged megaflow matches the inner packet inside `encap(...)`; the capture records
     // the inner EtherType.

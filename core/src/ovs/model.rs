@@ -3,6 +3,8 @@
 use super::{DecodedFields, OvsError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// The raw dumps of one moment, as the switch printed them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +64,97 @@ pub struct ConntrackCount {
     pub count: u64,
 }
 
+/// A JSON value kept as the decoder wrote it, parsed the first time it is read (then kept).
+/// A dump's match, statistics and actions are most of its decoded size; most of a 100 k flow
+/// dump is only ever counted, drawn by its scalar fields or listed a page at a time, so
+/// parsing all of it up front was most of decoding's time and memory.
+pub struct Json {
+    text: Box<str>,
+    parsed: std::sync::OnceLock<Value>,
+}
+
+impl Json {
+    /// Wraps JSON text the caller has checked is one valid value.
+    fn checked(text: &str) -> Json {
+        Json {
+            text: text.into(),
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value (parsed now if this is its first read).
+    pub fn value(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Default for Json {
+    fn default() -> Json {
+        Json::from(Value::Null)
+    }
+}
+
+impl From<Value> for Json {
+    fn from(v: Value) -> Json {
+        let parsed = std::sync::OnceLock::new();
+        let text = v.to_string().into();
+        let _ = parsed.set(v);
+        Json { text, parsed }
+    }
+}
+
+impl Clone for Json {
+    fn clone(&self) -> Json {
+        Json {
+            text: self.text.clone(),
+            parsed: self.parsed.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for Json {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.text == other.text || self.value() == other.value()
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        Value::deserialize(d).map(Json::from)
+    }
+}
+
 /// One datapath flow, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DpFlow {
@@ -82,9 +175,9 @@ pub struct DpFlow {
     pub used_ms: Option<u64>,
     /// Every key as printed, masks as value/mask pairs (see the ovs-decoder plugin).
     #[serde(rename = "match")]
-    pub matched: Value,
-    pub info: Value,
-    pub actions: Value,
+    pub matched: Json,
+    pub info: Json,
+    pub actions: Json,
     /// Recirculation ids it sends to (also from clone, check_pkt_len, sample).
     pub recircs: Vec<u64>,
     /// Ports it outputs to.
@@ -173,6 +266,130 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}…", crate::records::cut(s, max))
 }
 
+/// The decoder's document of one datapath flow, its parts borrowed as text.
+#[derive(Deserialize)]
+struct DpDoc<'a> {
+    #[serde(default, borrow)]
+    ufid: Option<Cow<'a, str>>,
+    #[serde(rename = "match", borrow)]
+    matched: Option<&'a RawValue>,
+    #[serde(borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actions: Option<&'a RawValue>,
+    #[serde(default)]
+    recircs: Vec<u64>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// The two match keys a flow is indexed by.
+#[derive(Deserialize)]
+struct DpKeys<'a> {
+    #[serde(borrow)]
+    recirc_id: Option<Masked<'a>>,
+    #[serde(borrow)]
+    in_port: Option<Masked<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Masked<'a> {
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DpInfo<'a> {
+    #[serde(borrow)]
+    packets: Option<&'a RawValue>,
+    #[serde(borrow)]
+    bytes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    used: Option<&'a RawValue>,
+}
+
+/// A datapath flow from the decoder's JSON without building its tree: the document is checked
+/// and its scalar fields read, `match`/`info`/`actions` kept as text ([`Json`]). `None` for a
+/// document of another shape (a duplicate key, a field of an unexpected type): the caller
+/// reads that one through a full parse, so both give the same flow.
+fn dp_flow_fast(json: &str, dump: &str, line: u64, text: &str) -> Option<DpFlow> {
+    let doc: DpDoc = serde_json::from_str(json).ok()?;
+    let keys: Option<DpKeys> = match doc.matched {
+        Some(m) => Some(serde_json::from_str(m.get()).ok()?),
+        None => None,
+    };
+    let info: Option<DpInfo> = match doc.info {
+        Some(i) => Some(serde_json::from_str(i.get()).ok()?),
+        None => None,
+    };
+    let scalar = |r: Option<&RawValue>| -> Option<Value> {
+        r.and_then(|r| serde_json::from_str(r.get()).ok())
+    };
+    let key = |k: Option<&Masked>| k.and_then(|m| m.value.as_deref().map(str::to_string));
+    let (packets, bytes, used) = info
+        .map(|i| (i.packets, i.bytes, i.used))
+        .unwrap_or_default();
+    let part = |r: Option<&RawValue>| r.map(|r| Json::checked(r.get())).unwrap_or_default();
+    Some(DpFlow {
+        datapath: dump.to_string(),
+        line,
+        ufid: doc.ufid.map(Cow::into_owned),
+        recirc_id: key(keys.as_ref().and_then(|k| k.recirc_id.as_ref()))
+            .and_then(|v| parse_num(&v))
+            .unwrap_or(0),
+        in_port: key(keys.as_ref().and_then(|k| k.in_port.as_ref())).unwrap_or_else(|| "0".into()),
+        packets: scalar(packets).as_ref().and_then(num).unwrap_or(0),
+        bytes: scalar(bytes).as_ref().and_then(num).unwrap_or(0),
+        used_s: scalar(used).as_ref().and_then(Value::as_f64),
+        used_ms: None,
+        matched: part(doc.matched),
+        info: part(doc.info),
+        actions: part(doc.actions),
+        recircs: doc.recircs,
+        outputs: doc.outputs,
+        warnings: doc.warnings,
+        text: text.to_string(),
+    })
+}
+
+/// A datapath flow from the decoder's whole document parsed (what [`dp_flow_fast`] gives
+/// for every document it reads).
+fn dp_flow_full(mut json: Value, dump: &str, line: u64, text: &str) -> DpFlow {
+    // Each part is moved out of the document, not copied.
+    let mut get = |k: &str| json.get_mut(k).map(Value::take).unwrap_or(Value::Null);
+    let m = get("match");
+    let info = get("info");
+    let value = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    DpFlow {
+        datapath: dump.to_string(),
+        line,
+        ufid: get("ufid").as_str().map(str::to_string),
+        recirc_id: value("recirc_id").and_then(|v| parse_num(&v)).unwrap_or(0),
+        in_port: value("in_port").unwrap_or_else(|| "0".into()),
+        packets: info.get("packets").and_then(num).unwrap_or(0),
+        bytes: info.get("bytes").and_then(num).unwrap_or(0),
+        used_s: info.get("used").and_then(Value::as_f64),
+        used_ms: None,
+        recircs: get("recircs")
+            .as_array()
+            .map(|a| a.iter().filter_map(num).collect())
+            .unwrap_or_default(),
+        outputs: strings(&get("outputs")),
+        warnings: strings(&get("warnings")),
+        matched: m.into(),
+        info: info.into(),
+        actions: get("actions").into(),
+        text: text.to_string(),
+    }
+}
+
 impl Decoded {
     /// Adds one decoder record; `lines` is the dump it came from (for the raw text). A record
     /// that cannot be used is an error of its line, never of the whole dump.
@@ -221,41 +438,20 @@ impl Decoded {
                 message: field(fields, "message").unwrap_or("").to_string(),
                 text: cut(text, 200),
             }),
+            Some("dp-flow")
+                if let Some(flow) =
+                    dp_flow_fast(field(fields, "json").unwrap_or(""), dump, line, text) =>
+            {
+                self.flows.push(flow)
+            }
             Some(kind @ ("dp-flow" | "of-flow")) => {
-                let json: Value = serde_json::from_str(field(fields, "json").unwrap_or(""))
+                let mut json: Value = serde_json::from_str(field(fields, "json").unwrap_or(""))
                     .map_err(|e| OvsError::Decoder(format!("line {line}: bad JSON: {e}")))?;
-                let get = |k: &str| json.get(k).cloned().unwrap_or(Value::Null);
                 if kind == "dp-flow" {
-                    let m = get("match");
-                    let info = get("info");
-                    let value = |k: &str| {
-                        m.get(k)
-                            .and_then(|v| v.get("value"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    self.flows.push(DpFlow {
-                        datapath: dump.to_string(),
-                        line,
-                        ufid: json.get("ufid").and_then(Value::as_str).map(str::to_string),
-                        recirc_id: value("recirc_id").and_then(|v| parse_num(&v)).unwrap_or(0),
-                        in_port: value("in_port").unwrap_or_else(|| "0".into()),
-                        packets: info.get("packets").and_then(num).unwrap_or(0),
-                        bytes: info.get("bytes").and_then(num).unwrap_or(0),
-                        used_s: info.get("used").and_then(Value::as_f64),
-                        used_ms: None,
-                        recircs: get("recircs")
-                            .as_array()
-                            .map(|a| a.iter().filter_map(num).collect())
-                            .unwrap_or_default(),
-                        outputs: strings(&get("outputs")),
-                        warnings: strings(&get("warnings")),
-                        matched: m,
-                        info,
-                        actions: get("actions"),
-                        text: text.to_string(),
-                    });
+                    self.flows.push(dp_flow_full(json, dump, line, text));
                 } else {
+                    // Each part is moved out of the decoded document, not copied.
+                    let mut get = |k: &str| json.get_mut(k).map(Value::take).unwrap_or(Value::Null);
                     let m = get("match");
                     let info = get("info");
                     self.openflow.push(OfFlow {
@@ -388,5 +584,77 @@ impl DpFlow {
             v["warnings"] = Value::from(self.warnings.clone());
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Documents as the ovs-decoder writes them, and odd ones a hostile line could make.
+    const DOCS: &[&str] = &[
+        r#"{"ufid":"11111111-0000-0000-0000-000000000001","match":{"skb_priority":{"value":"0","mask":"0"},"recirc_id":{"value":"0x10"},"in_port":{"value":"p\"0"},"eth_type":{"value":"0x8100"},"encap":{"eth_type":{"value":"0x0800"},"ipv4":{"src":{"value":"10.0.0.1"},"frag":{"value":"no"}}}},"info":{"packets":10,"bytes":1000,"used":1.5,"flags":"S","dp":"ovs"},"actions":[{"pop_vlan":true},{"ct":{"zone":"10","commit":true,"nat":{"src":"192.168.0.1-192.168.0.10:1000-2000"}}},{"recirc":"0x10"}],"dp_extra_info":{"miniflow_bits":"5,2"},"recircs":[16],"outputs":[]}"#,
+        r#"{"match":{"in_port":{"value":"1"}},"info":{"packets":"0x20","bytes":"n/a","used":"never"},"actions":[{"drop":true}],"recircs":[],"outputs":["p2","p3"],"warnings":["unknown key foo"]}"#,
+        r#"{"actions":[]}"#,
+        // Another shape: each one is read through the full parse.
+        r#"{"ufid":"a","ufid":"b","match":{},"info":{},"actions":[]}"#,
+        r#"{"match":{"in_port":{"value":1}},"info":{"packets":1},"actions":[],"recircs":["0x2",3]}"#,
+        r#"{"match":[],"info":null,"actions":{},"outputs":[1,"p1"]}"#,
+    ];
+
+    #[test]
+    fn a_flow_read_without_its_tree_equals_the_flow_read_through_it() {
+        let mut fast = 0;
+        for (i, doc) in DOCS.iter().enumerate() {
+            let full = dp_flow_full(serde_json::from_str(doc).expect("doc"), "dp", 7, "text");
+            match dp_flow_fast(doc, "dp", 7, "text") {
+                Some(f) => {
+                    fast += 1;
+                    assert_eq!(f, full, "document {i}");
+                    // The parts read back as the full parse's values.
+                    assert_eq!(f.matched.value(), full.matched.value(), "document {i}");
+                }
+                None => assert!(i >= 3, "document {i} should be read without its tree"),
+            }
+            let mut d = Decoded::default();
+            let fields = vec![
+                ("kind".to_string(), "dp-flow".to_string()),
+                ("line".to_string(), "1".to_string()),
+                ("json".to_string(), doc.to_string()),
+            ];
+            d.add(fields, &["text"], "dp");
+            assert_eq!(d.flows.len(), 1, "document {i}: {:?}", d.errors);
+            assert_eq!(d.flows[0].ufid, full.ufid);
+            assert_eq!(d.flows[0].recircs, full.recircs);
+            assert_eq!(d.flows[0].outputs, full.outputs);
+        }
+        assert_eq!(fast, 3);
+        let f = dp_flow_fast(DOCS[0], "dp", 1, "t").expect("fast");
+        assert_eq!((f.recirc_id, f.in_port.as_str()), (16, "p\"0"));
+        assert_eq!((f.packets, f.bytes, f.used_s), (10, 1000, Some(1.5)));
+        // The text keeps the keys in the order the dump printed them.
+        assert!(
+            f.actions
+                .to_string()
+                .contains(r#"{"ct":{"zone":"10","commit""#)
+        );
+        let g = dp_flow_fast(DOCS[1], "dp", 1, "t").expect("fast");
+        assert_eq!((g.packets, g.bytes, g.used_s), (32, 0, None));
+    }
+
+    #[test]
+    fn json_parts_parse_once_compare_by_value_and_serialize_as_values() {
+        let a = Json::checked(r#"{"b":1,"a":[true]}"#);
+        let b = Json::from(serde_json::json!({"a": [true], "b": 1}));
+        assert_eq!(a, b);
+        assert_eq!(a["a"][0], Value::Bool(true));
+        assert_eq!(
+            serde_json::to_string(&a).expect("json"),
+            r#"{"a":[true],"b":1}"#
+        );
+        assert_eq!(a.to_string(), r#"{"b":1,"a":[true]}"#);
+        assert_eq!(*Json::default(), Value::Null);
+        let back: Json = serde_json::from_str(r#"{"x":"y"}"#).expect("json");
+        assert_eq!(back["x"], "y");
     }
 }

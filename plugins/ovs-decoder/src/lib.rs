@@ -59,19 +59,20 @@ pub(crate) fn decode_line(
         Syntax::OpenFlow => true,
         Syntax::Either => line.contains(" actions=") || line.trim_start().starts_with("actions="),
     };
-    let (kind, j) = if openflow {
+    Ok(Some(if openflow {
         ("of-flow", ofp::decode(line)?)
     } else {
         ("dp-flow", odp::decode(line)?)
-    };
-    let mut out = String::with_capacity(line.len() * 2);
-    j.write(&mut out);
-    Ok(Some((kind, out)))
+    }))
 }
 
 impl Guest for OvsDecoder {
     fn decode(input: Vec<u8>, content_type: String) -> Result<Vec<Decoded>, PluginError> {
-        let text = String::from_utf8_lossy(&input);
+        // Checked whole first (fast for the ASCII a dump is); replaced bytes only when needed.
+        let text = match std::str::from_utf8(&input) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(&input),
+        };
         let mut parts = content_type.split(';').map(str::trim);
         let syntax = match parts.next().unwrap_or("") {
             "ovs/dpctl" | "text/x-ovs-dpctl" => Syntax::Datapath,
