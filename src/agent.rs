@@ -105,6 +105,10 @@ pub struct AgentArgs {
     /// Most OVS collections kept (the oldest go first; also dropped past --retention-age).
     #[arg(long, default_value_t = 360)]
     ovs_keep: usize,
+    /// Datapath flows traced per OVS collection to tell which OpenFlow rules made them
+    /// (`ovs-appctl ofproto/trace`, one command each, the busiest first); 0: none.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    ovs_trace: usize,
     /// Length of one storage partition (the unit retention drops).
     #[arg(long, default_value = "1h", value_parser = units::duration)]
     partition: Duration,
@@ -636,6 +640,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         a.ovs,
         a.ovs_rundir.clone(),
         a.ovs_keep,
+        a.ovs_trace,
         a.retention_age,
     )?;
     let cache = dir.join("plugin-cache");

@@ -413,7 +413,17 @@ pub fn run(a: OvsArgs) -> Result<()> {
                     let d = decode_file(&v, p)?;
                     json!({"tables": weir_core::ovs::views::tables(&d.openflow), "flows": d.openflow})
                 }
-                None => get(&a.server, "/api/v1/ovs/openflow", &view_query(&v))?,
+                None => {
+                    // Filters are of datapath flows; the OpenFlow view takes none.
+                    if !v.filter.trim().is_empty() {
+                        bail!(
+                            "--filter selects datapath flows: `weir ovs openflow` shows every OpenFlow rule"
+                        );
+                    }
+                    let mut q = view_query(&v);
+                    q.retain(|(k, _)| *k != "filter");
+                    get(&a.server, "/api/v1/ovs/openflow", &q)?
+                }
             };
             if v.json {
                 return print_json(&doc);
@@ -440,8 +450,20 @@ pub fn run(a: OvsArgs) -> Result<()> {
                 )?;
                 for i in t["flows"].as_array().into_iter().flatten() {
                     let f = &doc["flows"][i.as_u64().unwrap_or(0) as usize];
-                    writeln!(out, "  {}", f["text"].as_str().unwrap_or(""))?;
+                    // Datapath flows traced through the rule (a live switch's collection).
+                    let made = match f["dp_flows"].as_array() {
+                        Some(d) if !d.is_empty() => format!("  [{} datapath flows]", d.len()),
+                        _ => String::new(),
+                    };
+                    writeln!(out, "  {}{made}", f["text"].as_str().unwrap_or(""))?;
                 }
+            }
+            if let Some(n) = doc["traced"].as_u64() {
+                writeln!(
+                    out,
+                    "{n} of {} datapath flows traced to their rules (weir agent --ovs-trace)",
+                    doc["datapath_flows"]
+                )?;
             }
             Ok(())
         }
@@ -539,6 +561,7 @@ pub fn start(
     every: Option<Duration>,
     rundir: Option<PathBuf>,
     keep: usize,
+    trace_max: usize,
     max_age: Duration,
 ) -> Result<Option<Arc<OvsService>>> {
     let dec = match local_decoder(Some(dir.join("plugin-cache"))) {
@@ -555,6 +578,7 @@ pub fn start(
     if let Some(every) = every {
         let src = weir_ovs::AppctlSource::new(weir_ovs::AppctlConfig {
             rundir,
+            trace_max,
             ..Default::default()
         });
         svc.clone()

@@ -7,6 +7,9 @@
 //! - `ovs-appctl dpif/show` for the bridges, then per bridge `ovs-ofctl dump-flows`,
 //!   `dump-groups` and `dump-meters` (OpenFlow 1.3, through the bridge's management socket).
 //!
+//! - `ovs-appctl ofproto/trace MATCH` for the busiest datapath flows (at most
+//!   [`AppctlConfig::trace_max`] a collection): which OpenFlow rules made each one.
+//!
 //! A switch that is not running is [`OvsError::Unavailable`] naming the command and what it
 //! said; a failing per-bridge command is kept in the collection's `problems` and the rest is
 //! still collected.
@@ -14,6 +17,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weir_core::ovs::trace::FlowTrace;
 use weir_core::ovs::{
     BridgeDump, Collection, DatapathDump, OvsError, OvsSource, count_conntrack, parse_dpctl_show,
 };
@@ -26,6 +30,9 @@ pub struct AppctlConfig {
     pub rundir: Option<PathBuf>,
     /// Seconds each command may take.
     pub timeout_s: u32,
+    /// Datapath flows traced per collection (`ofproto/trace`, one command each), the busiest
+    /// by packets first; 0: none.
+    pub trace_max: usize,
 }
 
 impl Default for AppctlConfig {
@@ -33,6 +40,7 @@ impl Default for AppctlConfig {
         AppctlConfig {
             rundir: None,
             timeout_s: 10,
+            trace_max: 64,
         }
     }
 }
@@ -111,11 +119,57 @@ pub fn bridges_of(dpif_show: &str) -> Vec<String> {
         .collect()
 }
 
+/// The busiest datapath flows of a `dpctl/dump-flows -m` text, at most `max`: each one's ufid
+/// and match (the text between `ufid:..., ` and `, packets:`, which `ofproto/trace` takes).
+pub fn to_trace(dump: &str, max: usize) -> Vec<(String, String)> {
+    let mut v: Vec<(u64, String, String)> = dump
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("ufid:")?;
+            let (ufid, rest) = rest.split_once(", ")?;
+            let (matched, stats) = rest.split_once(", packets:")?;
+            let packets = stats.split(',').next()?.trim().parse().ok()?;
+            Some((packets, ufid.to_string(), matched.to_string()))
+        })
+        .collect();
+    // Busiest first; the same order for equal counts on every round.
+    v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    v.into_iter().take(max).map(|(_, u, m)| (u, m)).collect()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+impl AppctlSource {
+    /// Traces the busiest flows of one datapath's dump into `c.traces`; failures are one
+    /// problem line for the datapath (how many, and the first one's error).
+    fn trace(&self, dp: &str, dump: &str, c: &mut Collection) {
+        let wanted = to_trace(dump, self.cfg.trace_max);
+        let (mut failed, mut first) = (0, None);
+        for (ufid, matched) in &wanted {
+            match self.appctl(&["ofproto/trace", matched]) {
+                Ok(text) => c.traces.push(FlowTrace {
+                    datapath: dp.to_string(),
+                    ufid: ufid.clone(),
+                    text,
+                }),
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert(e.to_string());
+                }
+            }
+        }
+        if let Some(e) = first {
+            c.problems.push(format!(
+                "ofproto/trace: {failed} of {} flows of {dp} not traced; first: {e}",
+                wanted.len()
+            ));
+        }
+    }
 }
 
 impl OvsSource for AppctlSource {
@@ -135,10 +189,13 @@ impl OvsSource for AppctlSource {
         };
         for dp in &dps {
             match self.appctl(&["dpctl/dump-flows", "-m", dp]) {
-                Ok(text) => c.datapaths.push(DatapathDump {
-                    name: dp.clone(),
-                    text,
-                }),
+                Ok(text) => {
+                    self.trace(dp, &text, &mut c);
+                    c.datapaths.push(DatapathDump {
+                        name: dp.clone(),
+                        text,
+                    })
+                }
                 Err(e) => c.problems.push(e.to_string()),
             }
             match self.appctl(&["dpctl/dump-conntrack", dp]) {
@@ -193,6 +250,35 @@ mod tests {
     }
 
     #[test]
+    fn the_busiest_flows_are_traced_by_their_match() {
+        let dump = "flow-dump from the main thread:
+ufid:aa, recirc_id(0),in_port(p1),eth_type(0x0800), packets:2, bytes:196, used:0.007s, dp:ovs, actions:ct(zone=5),recirc(0x1)
+ufid:bb, recirc_id(0x1),in_port(p1),ct_state(0x22/0x23), packets:70, bytes:9000, used:0.001s, dp:ovs, actions:p2
+ufid:cc, recirc_id(0),in_port(p2), packets:0, bytes:0, used:never, dp:ovs, actions:drop
+recirc_id(0),in_port(p3), packets:9, bytes:0, used:never, actions:drop
+";
+        assert_eq!(
+            to_trace(dump, 2),
+            vec![
+                (
+                    "bb".to_string(),
+                    "recirc_id(0x1),in_port(p1),ct_state(0x22/0x23)".to_string()
+                ),
+                (
+                    "aa".to_string(),
+                    "recirc_id(0),in_port(p1),eth_type(0x0800)".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            to_trace(dump, 10).len(),
+            3,
+            "a line without a ufid is not traced"
+        );
+        assert!(to_trace(dump, 0).is_empty());
+    }
+
+    #[test]
     fn bridges_from_dpif_show() {
         let text = "netdev@ovs-netdev: hit:12 missed:3\n  wbr:\n    ova 2/2: (system)\n    wbr 65534/1: (tap)\n  br2:\n    x 1/3: (system)\n";
         assert_eq!(bridges_of(text), vec!["wbr", "br2"]);
@@ -204,6 +290,7 @@ mod tests {
         let s = AppctlSource::new(AppctlConfig {
             rundir: Some(dir),
             timeout_s: 2,
+            trace_max: 4,
         });
         match s.collect() {
             Err(OvsError::Unavailable(m)) => assert!(m.contains("dpctl/dump-dps"), "{m}"),

@@ -5,7 +5,7 @@
 //! ovs-flowviz, installed by scripts/deps.sh), and the tree and graph against ovs-flowviz.
 
 use crate::util::{Agent, KillOnDrop, WEIR, browser_test, heavy, now_ms, require, sh, unique};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -471,6 +471,85 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
             .sum::<u64>()
             > 1000
     );
+
+    // Which OpenFlow rules made each datapath flow: the agent traced the busiest ones
+    // (`ofproto/trace` on each megaflow's match) and every rule lists the flows it made.
+    assert!(of["traced"].as_u64().unwrap_or(0) >= 4, "{of}");
+    let rules_of = |table: u64, actions: &str| -> usize {
+        of["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .position(|f| {
+                f["table"] == table
+                    && f["text"]
+                        .as_str()
+                        .and_then(|t| t.split_once(" actions="))
+                        .is_some_and(|(_, acts)| acts.contains(actions))
+            })
+            .unwrap_or_else(|| panic!("no table {table} rule with {actions} in its actions: {of}"))
+    };
+    let by_index = |i: &Value| -> &Value {
+        flows
+            .iter()
+            .find(|f| f["index"] == *i)
+            .unwrap_or_else(|| panic!("no datapath flow {i}"))
+    };
+    // Table 0's conntrack rule for port A made only recirc_id 0 flows from A that go to
+    // conntrack, and those name it as their first rule.
+    let ct_a = rules_of(0, "ct(table=1,zone=5)");
+    let made = of["flows"][ct_a]["dp_flows"].as_array().expect("dp_flows");
+    assert!(
+        !made.is_empty(),
+        "no datapath flow traced through {}",
+        of["flows"][ct_a]
+    );
+    for i in made {
+        let f = by_index(i);
+        assert_eq!(f["recirc_id"], 0, "{f}");
+        assert_eq!(f["in_port"], a.as_str(), "{f}");
+        assert!(has_action(f, "ct(") && has_action(f, "recirc("), "{f}");
+        assert_eq!(f["rules"][0]["openflow"], ct_a, "{f}");
+        assert_eq!(f["rules"][0]["priority"], 100, "{f}");
+    }
+    // An established connection from A after recirculation: table 1's +est rule (meter,
+    // check_pkt_larger, resubmit), then table 2: the flow that also goes out tagged to C
+    // names the +est rule first and the mirror rule after it.
+    let est_a = rules_of(1, "check_pkt_larger(600)");
+    let mirror = of["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .position(|f| f["table"] == 2 && f["priority"] == 10)
+        .expect("table 2's mirror rule");
+    let through: Vec<&Value> = of["flows"][est_a]["dp_flows"]
+        .as_array()
+        .expect("dp_flows")
+        .iter()
+        .map(by_index)
+        .collect();
+    assert!(
+        through.iter().any(|f| {
+            let at: Vec<&Value> = f["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| &r["openflow"])
+                .collect();
+            f["recirc_id"] != 0
+                && has_action(f, "push_vlan(")
+                && at.first() == Some(&&json!(est_a))
+                && at.contains(&&json!(mirror))
+        }),
+        "no recirculated flow traced through table 1's +est rule and the mirror: {through:?}"
+    );
+    let (code, out, err) = agent.cli(&["ovs", "openflow", "--collection", &coll]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("datapath flows traced to their rules"),
+        "{out}"
+    );
+    assert!(out.contains("datapath flows]"), "{out}");
 
     // Over time: the churn between two collections, and the status line.
     let first = agent.ok("/api/v1/ovs", &[])["collections"][0]["id"]

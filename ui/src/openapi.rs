@@ -380,7 +380,7 @@ pub const OPS: &[Op] = &[
         method: "get",
         path: "/ovs/openflow",
         tag: "ovs",
-        summary: "OpenFlow tables and their flows.",
+        summary: "OpenFlow tables and their flows, each with the datapath flows traced through it.",
         params: ovs::OPENFLOW,
         body: None,
         answer: json_ok("{\"type\":\"object\"}", "The tables."),

@@ -12,11 +12,14 @@
 //!   OpenFlow tables, churn between collections.
 //! - [`join`]: which stored conversations a datapath flow covered, and which datapath flows
 //!   carried a conversation.
+//! - [`trace`]: which OpenFlow rules made a datapath flow (the switch's `ofproto/trace` of it),
+//!   and which datapath flows a rule produced.
 
 pub mod join;
 mod model;
 mod service;
 mod store;
+pub mod trace;
 pub mod views;
 
 pub use model::*;

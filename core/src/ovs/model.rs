@@ -27,6 +27,9 @@ pub struct Collection {
     /// Commands that failed, with their error (the rest is still kept).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// `ofproto/trace` of the busiest datapath flows: the OpenFlow rules that made them.
+    #[serde(default)]
+    pub traces: Vec<super::trace::FlowTrace>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -184,6 +187,10 @@ pub struct DpFlow {
     pub outputs: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The OpenFlow rules that made it, in the order it went through them, when the agent
+    /// traced it (`None`: not traced, so that cannot be told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<super::trace::RuleHit>>,
     /// The line as printed.
     pub text: String,
 }
@@ -203,6 +210,9 @@ pub struct OfFlow {
     pub actions: Value,
     /// Tables it resubmits or goes to.
     pub next_tables: Vec<u64>,
+    /// The datapath flows (their places in the collection) traced through this rule.
+    #[serde(default)]
+    pub dp_flows: Vec<usize>,
     pub text: String,
 }
 
@@ -350,6 +360,7 @@ fn dp_flow_fast(json: &str, dump: &str, line: u64, text: &str) -> Option<DpFlow>
         recircs: doc.recircs,
         outputs: doc.outputs,
         warnings: doc.warnings,
+        rules: None,
         text: text.to_string(),
     })
 }
@@ -386,6 +397,7 @@ fn dp_flow_full(mut json: Value, dump: &str, line: u64, text: &str) -> DpFlow {
         matched: m.into(),
         info: info.into(),
         actions: get("actions").into(),
+        rules: None,
         text: text.to_string(),
     }
 }
@@ -472,6 +484,7 @@ impl Decoded {
                         matched: m,
                         info,
                         actions: get("actions"),
+                        dp_flows: Vec::new(),
                         text: text.to_string(),
                     });
                 }
@@ -582,6 +595,9 @@ impl DpFlow {
         }
         if !self.warnings.is_empty() {
             v["warnings"] = Value::from(self.warnings.clone());
+        }
+        if let Some(r) = &self.rules {
+            v["rules"] = serde_json::to_value(r).unwrap_or(Value::Null);
         }
         v
     }

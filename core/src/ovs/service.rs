@@ -22,6 +22,8 @@ pub struct DecodedCollection {
     pub ports: Vec<super::Port>,
     pub conntrack: Vec<super::ConntrackCount>,
     pub problems: Vec<String>,
+    /// Datapath flows whose OpenFlow rules were traced (the busiest ones of a live collection).
+    pub traced: usize,
 }
 
 /// Decodes every dump of a collection.
@@ -42,6 +44,7 @@ pub fn decode_collection(
         all.errors.extend(d.errors);
     }
     all.set_time(c.time_ms);
+    let traced = super::trace::link(&mut all.flows, &mut all.openflow, &c.traces);
     Ok(DecodedCollection {
         id: id.to_string(),
         time_ms: c.time_ms,
@@ -50,6 +53,7 @@ pub fn decode_collection(
         ports: c.ports.clone(),
         conntrack: c.conntrack.clone(),
         problems: c.problems.clone(),
+        traced,
     })
 }
 

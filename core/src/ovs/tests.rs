@@ -33,6 +33,7 @@ fn dp(
         recircs: recircs.to_vec(),
         outputs: outputs.iter().map(|s| s.to_string()).collect(),
         warnings: vec![],
+        rules: None,
         text: format!(
             "ufid:{ufid}, recirc_id({recirc:#x}),in_port({port}), packets:{packets}, actions:x"
         ),

@@ -285,6 +285,10 @@ pub async fn openflow(
             "collection": {"id": d.id, "time_ms": d.time_ms},
             "tables": tables(&d.decoded.openflow),
             "flows": d.decoded.openflow,
+            // How many datapath flows were traced to their rules (each flow's `dp_flows`
+            // lists those that went through it; untraced ones cannot be told).
+            "traced": d.traced,
+            "datapath_flows": d.decoded.flows.len(),
         })))
     })
     .await

@@ -63,7 +63,7 @@ export async function ovsPage(main, q, go) {
   try {
     if (tab === "tree") await treeTab(body, detail, params);
     else if (tab === "graph") await graphTab(body, detail, params);
-    else if (tab === "openflow") await openflowTab(body, coll);
+    else if (tab === "openflow") await openflowTab(body, detail, coll);
     else if (tab === "churn") await churnTab(body, coll, st.collections || []);
     else await pathTab(body, q, coll);
   } catch (e) {
@@ -78,6 +78,7 @@ async function conversations(detail, coll, index) {
   const rows = v.conversations || [];
   detail.innerHTML = `<h3>conversations of datapath flow ${esc(v.flow.ufid || index)}</h3>
     <p id="ovs-counts">megaflow: <b>${num(v.megaflow_packets)}</b> packets · captured by weir (TC): <b>${num(v.captured_packets)}</b> packets in ${num(rows.length)} flows</p>
+    <p id="ovs-rules">${v.flow.rules ? `OpenFlow rules: ${v.flow.rules.map((r) => `<span class="ovs-step">${esc(r.bridge)} table ${r.table} priority ${r.priority} <code>${esc(r.match || "(any)")}</code></span>`).join(" → ") || "none"}` : `<span class="muted">OpenFlow rules: not traced</span>`}</p>
     <table id="ovs-convs"><thead><tr><th>source</th><th>destination</th><th>proto</th><th>interface</th><th>packets</th><th>bytes</th></tr></thead><tbody>${
       rows.map((f) => `<tr><td>${esc(f.SrcAddr)}:${esc(f.SrcPort)}</td><td>${esc(f.DstAddr)}:${esc(f.DstPort)}</td><td>${esc(f.Proto)}</td><td>${esc(f.Interface)}</td><td>${num(f.Packets)}</td><td>${bytes(f.Bytes)}</td></tr>`).join("")
     }</tbody></table>`;
@@ -161,12 +162,17 @@ async function graphTab(body, detail, params) {
   body.querySelector("#ovs-graph").cy = cy;
 }
 
-async function openflowTab(body, coll) {
+async function openflowTab(body, detail, coll) {
   const v = await api("/api/v1/ovs/openflow", { collection: coll });
-  body.innerHTML = v.tables.map((t) => `<h3 class="ovs-table">${esc(t.bridge)} table ${t.table}: ${num(t.n_packets)} packets, ${bytes(t.n_bytes)}${t.next_tables.length ? ` → tables ${t.next_tables.join(", ")}` : ""}</h3>
-    <table><thead><tr><th>priority</th><th>packets</th><th>bytes</th><th>flow</th></tr></thead><tbody>${
-      t.flows.map((i) => v.flows[i]).map((f) => `<tr><td>${f.priority}</td><td>${num(f.n_packets)}</td><td>${num(f.n_bytes)}</td><td><code>${esc(f.text)}</code></td></tr>`).join("")
-    }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>";
+  // The datapath flows traced through a rule: each opens its conversations.
+  const made = (f) => (f.dp_flows || []).length
+    ? `<details class="ovs-made"><summary>${num(f.dp_flows.length)}</summary>${f.dp_flows.map((i) => `<a role="button" tabindex="0" class="ovs-conv" data-index="${i}">flow ${i}</a>`).join(" ")}</details>`
+    : "";
+  body.innerHTML = `<p class="muted" id="ovs-traced">${num(v.traced || 0)} of ${num(v.datapath_flows || 0)} datapath flows traced to their rules (the busiest of a live collection: <code>weir agent --ovs-trace N</code>)</p>` + (v.tables.map((t) => `<h3 class="ovs-table">${esc(t.bridge)} table ${t.table}: ${num(t.n_packets)} packets, ${bytes(t.n_bytes)}${t.next_tables.length ? ` → tables ${t.next_tables.join(", ")}` : ""}</h3>
+    <table><thead><tr><th>priority</th><th>packets</th><th>bytes</th><th>datapath flows</th><th>flow</th></tr></thead><tbody>${
+      t.flows.map((i) => v.flows[i]).map((f) => `<tr><td>${f.priority}</td><td>${num(f.n_packets)}</td><td>${num(f.n_bytes)}</td><td>${made(f)}</td><td><code>${esc(f.text)}</code></td></tr>`).join("")
+    }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>");
+  body.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail, coll, a.dataset.index); });
 }
 
 /// Megaflows per collection over time, from the listing (no decoding): a line per origin.

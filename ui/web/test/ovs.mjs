@@ -63,6 +63,16 @@ try {
   await open(`#/ovs?tab=openflow&${q}`, "ovs-openflow");
   const of = await api(`/api/v1/ovs/openflow?${q}`);
   check((await page.$$("h3.ovs-table")).length === of.tables.length, "OpenFlow tables");
+  // Each rule with the datapath flows traced through it; one opens a megaflow's conversations
+  // and the rules that made it.
+  check((await page.textContent("#ovs-traced")).startsWith(`${of.traced.toLocaleString("en-US")} of `), "traced line");
+  const made = of.flows.filter((f) => f.dp_flows.length > 0).length;
+  check(made > 0 && (await page.$$("details.ovs-made")).length === made, `rules with datapath flows: page ${(await page.$$("details.ovs-made")).length}, API ${made}`);
+  await page.click("details.ovs-made summary");
+  await page.click("details.ovs-made[open] .ovs-conv");
+  await page.waitForSelector("#ovs-rules");
+  check((await page.textContent("#ovs-rules")).includes("table 0 priority"), `rules line: ${await page.textContent("#ovs-rules")}`);
+  await page.screenshot({ path: `${shots}/ovs-openflow-rules.png`, fullPage: true });
 
   // Over time: one point per live collection, and the churn line.
   await open(`#/ovs?tab=churn&${q}`, "ovs-churn");
