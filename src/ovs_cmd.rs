@@ -458,6 +458,52 @@ pub fn run(a: OvsArgs) -> Result<()> {
                     writeln!(out, "  {}{made}", f["text"].as_str().unwrap_or(""))?;
                 }
             }
+            let used = |g: &Value| match g["rules"].as_array().map(Vec::len) {
+                Some(0) | None => "unused".to_string(),
+                Some(n) => format!("used by {n} rules"),
+            };
+            for g in doc["groups"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{} group {} ({}, {}): {}",
+                    g["bridge"].as_str().unwrap_or(""),
+                    g["group_id"],
+                    g["type"].as_str().unwrap_or(""),
+                    used(g),
+                    g["buckets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| match b["weight"].as_u64() {
+                            Some(w) =>
+                                format!("[weight {w}] {}", b["actions"].as_str().unwrap_or("")),
+                            None => b["actions"].as_str().unwrap_or("").to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )?;
+            }
+            for m in doc["meters"].as_array().into_iter().flatten() {
+                let unit = m["unit"].as_str().unwrap_or("");
+                writeln!(
+                    out,
+                    "{} meter {} ({}): {}",
+                    m["bridge"].as_str().unwrap_or(""),
+                    m["meter_id"],
+                    used(m),
+                    m["bands"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| format!(
+                            "{} over {} {unit}",
+                            b["type"].as_str().unwrap_or(""),
+                            b["rate"]
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+            }
             if let Some(n) = doc["traced"].as_u64() {
                 writeln!(
                     out,

@@ -238,6 +238,11 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
     let (ns_b, b) = sw.port(Some("198.18.61.2"));
     let (_ns_c, c) = sw.port(None);
     sw.ofctl("add-meter", "meter=1,kbps,band=type=drop,rate=10000000");
+    // A group no rule uses (it would change the traffic), to see groups read.
+    sw.ofctl(
+        "add-group",
+        &format!("'group_id=7,type=select,bucket=weight:60,actions=output:{b},bucket=weight:40,watch_port:{c},actions=output:{c}'"),
+    );
     let flows_file = dir.path().join("of.txt");
     std::fs::write(&flows_file, rules(&a, &b, &c)).expect("rules");
     sw.ofctl("add-flows", &flows_file.to_string_lossy());
@@ -543,8 +548,49 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
         }),
         "no recirculated flow traced through table 1's +est rule and the mirror: {through:?}"
     );
+    // Groups and meters, each with the rules that use it.
+    let groups = of["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{of}");
+    assert_eq!(
+        (&groups[0]["group_id"], &groups[0]["type"]),
+        (&json!(7), &json!("select"))
+    );
+    let weights: Vec<&Value> = groups[0]["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| &b["weight"])
+        .collect();
+    assert_eq!(weights, [&json!(60), &json!(40)], "{of}");
+    assert_eq!(groups[0]["rules"], json!([]), "no rule uses group 7");
+    let meters = of["meters"].as_array().expect("meters");
+    assert_eq!(meters.len(), 1, "{of}");
+    assert_eq!(meters[0]["bands"][0]["rate"], 10_000_000, "{of}");
+    // The two rules of table 1 that meter (new connections, established ones from A).
+    let metered: Vec<usize> = of["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            f["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("actions=meter:1,"))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(metered.len(), 2, "{of}");
+    assert_eq!(meters[0]["rules"], json!(metered), "{of}");
     let (code, out, err) = agent.cli(&["ovs", "openflow", "--collection", &coll]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("group 7 (select, unused): [weight 60] output:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("meter 1 (used by 2 rules): drop over 10000000 kbps"),
+        "{out}"
+    );
     assert!(
         out.contains("datapath flows traced to their rules"),
         "{out}"

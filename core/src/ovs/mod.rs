@@ -12,9 +12,11 @@
 //!   OpenFlow tables, churn between collections.
 //! - [`join`]: which stored conversations a datapath flow covered, and which datapath flows
 //!   carried a conversation.
+//! - [`groups`]: OpenFlow groups and meters, and the rules that use them.
 //! - [`trace`]: which OpenFlow rules made a datapath flow (the switch's `ofproto/trace` of it),
 //!   and which datapath flows a rule produced.
 
+pub mod groups;
 pub mod join;
 mod model;
 mod service;

@@ -24,6 +24,9 @@ pub struct DecodedCollection {
     pub problems: Vec<String>,
     /// Datapath flows whose OpenFlow rules were traced (the busiest ones of a live collection).
     pub traced: usize,
+    /// OpenFlow groups and meters of every bridge.
+    pub groups: Vec<super::groups::Group>,
+    pub meters: Vec<super::groups::Meter>,
 }
 
 /// Decodes every dump of a collection.
@@ -38,11 +41,19 @@ pub fn decode_collection(
         all.flows.extend(d.flows);
         all.errors.extend(d.errors);
     }
+    let (mut groups, mut meters) = (Vec::new(), Vec::new());
     for b in &c.bridges {
         let d = decode_dump(decoder, &b.flows, Syntax::Ofctl, &b.name, |_, _| {})?;
         all.openflow.extend(d.openflow);
         all.errors.extend(d.errors);
+        let (g, e) = super::groups::parse_groups(&b.name, &b.groups);
+        groups.extend(g);
+        all.errors.extend(e);
+        let (m, e) = super::groups::parse_meters(&b.name, &b.meters);
+        meters.extend(m);
+        all.errors.extend(e);
     }
+    super::groups::link(&mut groups, &mut meters, &all.openflow);
     all.set_time(c.time_ms);
     let traced = super::trace::link(&mut all.flows, &mut all.openflow, &c.traces);
     Ok(DecodedCollection {
@@ -54,6 +65,8 @@ pub fn decode_collection(
         conntrack: c.conntrack.clone(),
         problems: c.problems.clone(),
         traced,
+        groups,
+        meters,
     })
 }
 

@@ -289,6 +289,9 @@ pub async fn openflow(
             // lists those that went through it; untraced ones cannot be told).
             "traced": d.traced,
             "datapath_flows": d.decoded.flows.len(),
+            // Groups and meters, each with the rules (places in `flows`) that use it.
+            "groups": d.groups,
+            "meters": d.meters,
         })))
     })
     .await

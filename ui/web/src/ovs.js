@@ -171,8 +171,20 @@ async function openflowTab(body, detail, coll) {
   body.innerHTML = `<p class="muted" id="ovs-traced">${num(v.traced || 0)} of ${num(v.datapath_flows || 0)} datapath flows traced to their rules (the busiest of a live collection: <code>weir agent --ovs-trace N</code>)</p>` + (v.tables.map((t) => `<h3 class="ovs-table">${esc(t.bridge)} table ${t.table}: ${num(t.n_packets)} packets, ${bytes(t.n_bytes)}${t.next_tables.length ? ` → tables ${t.next_tables.join(", ")}` : ""}</h3>
     <table><thead><tr><th>priority</th><th>packets</th><th>bytes</th><th>datapath flows</th><th>flow</th></tr></thead><tbody>${
       t.flows.map((i) => v.flows[i]).map((f) => `<tr><td>${f.priority}</td><td>${num(f.n_packets)}</td><td>${num(f.n_bytes)}</td><td>${made(f)}</td><td><code>${esc(f.text)}</code></td></tr>`).join("")
-    }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>");
+    }</tbody></table>`).join("") || "<p>no OpenFlow flows in this collection</p>") + groupsAndMeters(v);
   body.querySelectorAll(".ovs-conv").forEach((a) => { a.onclick = () => conversations(detail, coll, a.dataset.index); });
+}
+
+/// Groups and meters of the collection's bridges, each with the rules that use it.
+function groupsAndMeters(v) {
+  const used = (x) => x.rules.length ? `${num(x.rules.length)} rules (table:priority ${x.rules.map((i) => `${v.flows[i].table}:${v.flows[i].priority}`).join(", ")})` : `<span class="muted">unused</span>`;
+  const groups = (v.groups || []).length ? `<h3>Groups</h3><table id="ovs-groups"><thead><tr><th>bridge</th><th>group</th><th>type</th><th>buckets</th><th>used by</th></tr></thead><tbody>${
+    v.groups.map((g) => `<tr><td>${esc(g.bridge)}</td><td>${g.group_id}</td><td>${esc(g.type)}</td><td>${g.buckets.map((b) => `<div>${b.weight !== undefined ? `weight ${b.weight}: ` : ""}${b.watch_port !== undefined ? `watch ${esc(b.watch_port)}: ` : ""}<code>${esc(b.actions)}</code></div>`).join("")}</td><td>${used(g)}</td></tr>`).join("")
+  }</tbody></table>` : "";
+  const meters = (v.meters || []).length ? `<h3>Meters</h3><table id="ovs-meters"><thead><tr><th>bridge</th><th>meter</th><th>bands</th><th>flags</th><th>used by</th></tr></thead><tbody>${
+    v.meters.map((m) => `<tr><td>${esc(m.bridge)}</td><td>${m.meter_id}</td><td>${m.bands.map((b) => `${esc(b.type)} over ${num(b.rate)} ${esc(m.unit)}${b.burst_size !== undefined ? ` (burst ${num(b.burst_size)})` : ""}`).join(", ")}</td><td>${esc((m.flags || []).join(" "))}</td><td>${used(m)}</td></tr>`).join("")
+  }</tbody></table>` : "";
+  return groups + meters;
 }
 
 /// Megaflows per collection over time, from the listing (no decoding): a line per origin.

@@ -73,6 +73,9 @@ try {
   await page.waitForSelector("#ovs-rules");
   check((await page.textContent("#ovs-rules")).includes("table 0 priority"), `rules line: ${await page.textContent("#ovs-rules")}`);
   await page.screenshot({ path: `${shots}/ovs-openflow-rules.png`, fullPage: true });
+  // Groups and meters, a row each.
+  check((await page.$$("#ovs-groups tbody tr")).length === of.groups.length && of.groups.length > 0, "group rows");
+  check((await page.$$("#ovs-meters tbody tr")).length === of.meters.length && of.meters.length > 0, "meter rows");
 
   // Over time: one point per live collection, and the churn line.
   await open(`#/ovs?tab=churn&${q}`, "ovs-churn");
