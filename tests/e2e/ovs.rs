@@ -278,6 +278,30 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
     sh(&format!(
         "ip netns exec {ns_a} iperf3 -c 198.18.61.2 -t 2 -b 20M -M 1000"
     ));
+    // And HTTP: curl from A to a Python server on B (retried while the server starts).
+    let _http = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns_b,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+            ])
+            .args(["--bind", "198.18.61.2", "--directory", "/usr/share/doc"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("http server"),
+    );
+    sh(&format!(
+        "ip netns exec {ns_a} sh -c 'for i in $(seq 20); do curl -sf -o /dev/null --max-time 2 http://198.18.61.2:8080/ && exit 0; sleep 0.2; done; exit 1'"
+    ));
+    sh(&format!(
+        "ip netns exec {ns_a} curl -sf -o /dev/null http://198.18.61.2:8080/"
+    ));
     agent.flush();
 
     // The agent's collection has the conntrack, recirculation, NAT, meter, check_pkt_len and
@@ -351,6 +375,12 @@ fn ovs_datapath_flows_are_collected_decoded_like_the_reference_and_joined_to_cap
             .iter()
             .any(|c| c["DstPort"] == 5201 && c["Proto"] == 6),
         "iperf3 conversation not joined: {j}"
+    );
+    assert!(
+        convs
+            .iter()
+            .any(|c| c["DstPort"] == 8080 && c["Proto"] == 6),
+        "curl's HTTP conversation not joined: {j}"
     );
     let ovs_packets: u64 = flows
         .iter()
