@@ -147,11 +147,14 @@ fn now_ms() -> u64 {
 impl AppctlSource {
     /// Traces the busiest flows of one datapath's dump into `c.traces`; failures are one
     /// problem line for the datapath (how many, and the first one's error).
-    fn trace(&self, dp: &str, dump: &str, c: &mut Collection) {
-        let wanted = to_trace(dump, self.cfg.trace_max);
+    fn trace(&self, dp: &str, dump: &str, max: usize, c: &mut Collection) {
+        let wanted = to_trace(dump, max);
+        // The datapath's type (`netdev@ovs-netdev` -> `netdev`) names it to the command,
+        // which otherwise only works on a switch with a single datapath.
+        let dp_type = dp.split('@').next().unwrap_or(dp);
         let (mut failed, mut first) = (0, None);
         for (ufid, matched) in &wanted {
-            match self.appctl(&["ofproto/trace", matched]) {
+            match self.appctl(&["ofproto/trace", dp_type, matched]) {
                 Ok(text) => c.traces.push(FlowTrace {
                     datapath: dp.to_string(),
                     ufid: ufid.clone(),
@@ -190,7 +193,9 @@ impl OvsSource for AppctlSource {
         for dp in &dps {
             match self.appctl(&["dpctl/dump-flows", "-m", dp]) {
                 Ok(text) => {
-                    self.trace(dp, &text, &mut c);
+                    // One budget for the whole collection, the first datapaths first.
+                    let budget = self.cfg.trace_max.saturating_sub(c.traces.len());
+                    self.trace(dp, &text, budget, &mut c);
                     c.datapaths.push(DatapathDump {
                         name: dp.clone(),
                         text,

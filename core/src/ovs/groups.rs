@@ -257,28 +257,44 @@ fn band(t: &str) -> Result<Band, String> {
     Ok(b)
 }
 
-/// Whether a rule's actions (as printed) use `word:N` (`group:7`, `meter:1`).
-fn uses(of: &OfFlow, word: &str, id: u32) -> bool {
-    let want = format!("{word}:{id}");
+/// The groups and meters a rule's actions (as printed) use: `group:7`, `meter:1`, also inside
+/// `clone(...)`.
+fn used_by(of: &OfFlow) -> impl Iterator<Item = (&'static str, u32)> + '_ {
     of.text
         .split_once(" actions=")
         .map(|(_, a)| a)
         .unwrap_or("")
         .split([',', '(', ')'])
-        .any(|x| x.trim() == want)
+        .filter_map(|x| {
+            let (word, id) = x.trim().split_once(':')?;
+            let word = match word {
+                "group" => "group",
+                "meter" => "meter",
+                _ => return None,
+            };
+            Some((word, id.parse().ok()?))
+        })
 }
 
-/// Gives each group and meter the rules of its bridge that use it.
+/// Gives each group and meter the rules of its bridge that use it (one pass over the rules).
 pub fn link(groups: &mut [Group], meters: &mut [Meter], of: &[OfFlow]) {
+    let mut users: std::collections::HashMap<(&str, &str, u32), Vec<usize>> = Default::default();
+    for (i, f) in of.iter().enumerate() {
+        for (word, id) in used_by(f) {
+            let rules = users.entry((f.bridge.as_str(), word, id)).or_default();
+            if rules.last() != Some(&i) {
+                rules.push(i);
+            }
+        }
+    }
+    let take = |bridge: &str, word: &str, id: u32| {
+        users.get(&(bridge, word, id)).cloned().unwrap_or_default()
+    };
     for g in groups {
-        g.rules = (0..of.len())
-            .filter(|&i| of[i].bridge == g.bridge && uses(&of[i], "group", g.group_id))
-            .collect();
+        g.rules = take(&g.bridge, "group", g.group_id);
     }
     for m in meters {
-        m.rules = (0..of.len())
-            .filter(|&i| of[i].bridge == m.bridge && uses(&of[i], "meter", m.meter_id))
-            .collect();
+        m.rules = take(&m.bridge, "meter", m.meter_id);
     }
 }
 

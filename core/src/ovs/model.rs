@@ -326,6 +326,11 @@ struct DpInfo<'a> {
 /// reads that one through a full parse, so both give the same flow.
 fn dp_flow_fast(json: &str, dump: &str, line: u64, text: &str) -> Option<DpFlow> {
     let doc: DpDoc = serde_json::from_str(json).ok()?;
+    // Derived structs also read arrays; the full parse reads only objects there.
+    let is_object = |r: Option<&RawValue>| r.is_none_or(|r| r.get().starts_with('{'));
+    if !is_object(doc.matched) || !is_object(doc.info) {
+        return None;
+    }
     let keys: Option<DpKeys> = match doc.matched {
         Some(m) => Some(serde_json::from_str(m.get()).ok()?),
         None => None,
@@ -365,11 +370,16 @@ fn dp_flow_fast(json: &str, dump: &str, line: u64, text: &str) -> Option<DpFlow>
     })
 }
 
+/// Moves a part out of a decoded document (`null` when it has none): no copy of its tree.
+fn take(json: &mut Value, k: &str) -> Value {
+    json.get_mut(k).map(Value::take).unwrap_or(Value::Null)
+}
+
 /// A datapath flow from the decoder's whole document parsed (what [`dp_flow_fast`] gives
 /// for every document it reads).
 fn dp_flow_full(mut json: Value, dump: &str, line: u64, text: &str) -> DpFlow {
     // Each part is moved out of the document, not copied.
-    let mut get = |k: &str| json.get_mut(k).map(Value::take).unwrap_or(Value::Null);
+    let mut get = |k: &str| take(&mut json, k);
     let m = get("match");
     let info = get("info");
     let value = |k: &str| {
@@ -463,7 +473,7 @@ impl Decoded {
                     self.flows.push(dp_flow_full(json, dump, line, text));
                 } else {
                     // Each part is moved out of the decoded document, not copied.
-                    let mut get = |k: &str| json.get_mut(k).map(Value::take).unwrap_or(Value::Null);
+                    let mut get = |k: &str| take(&mut json, k);
                     let m = get("match");
                     let info = get("info");
                     self.openflow.push(OfFlow {

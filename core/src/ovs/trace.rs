@@ -38,23 +38,32 @@ pub struct RuleHit {
 }
 
 /// The rules of a trace's first pass: the megaflow itself. (A trace goes on past a
-/// recirculation with a conntrack state it assumes; that part is another megaflow's.)
+/// recirculation with a conntrack state it assumes; that part is another megaflow's.) A patch
+/// port's peer bridge is printed as an indented block inside the first bridge's; the rules
+/// after it are the first bridge's again, so bridges are kept by indentation.
 pub fn rules(trace: &str) -> Vec<RuleHit> {
-    let mut bridge = String::new();
+    let mut bridges: Vec<(usize, String)> = Vec::new();
     let mut out = Vec::new();
     for line in trace.lines() {
         let t = line.trim();
         if t.starts_with("=====") {
             break;
         }
+        let indent = line.len() - line.trim_start().len();
         if let Some(b) = t
             .strip_prefix("bridge(\"")
             .and_then(|r| r.strip_suffix("\")"))
         {
-            bridge = b.to_string();
+            bridges.retain(|(i, _)| *i < indent);
+            bridges.push((indent, b.to_string()));
             continue;
         }
-        if let Some(hit) = rule_line(t, &bridge) {
+        if let Some(mut hit) = rule_line(t) {
+            // A rule belongs to the innermost bridge block it is indented under.
+            while bridges.last().is_some_and(|(i, _)| *i >= indent) {
+                bridges.pop();
+            }
+            hit.bridge = bridges.last().map(|(_, b)| b.clone()).unwrap_or_default();
             out.push(hit);
         }
     }
@@ -62,7 +71,7 @@ pub fn rules(trace: &str) -> Vec<RuleHit> {
 }
 
 /// ` 1. ct_state=+est+trk,ip,in_port=1, priority 100, cookie 0x1a` (the match may be absent).
-fn rule_line(t: &str, bridge: &str) -> Option<RuleHit> {
+fn rule_line(t: &str) -> Option<RuleHit> {
     let (table, rest) = t.split_once(". ")?;
     let table: u64 = table.parse().ok()?;
     let (rest, cookie) = match rest.rsplit_once(", cookie ") {
@@ -74,7 +83,7 @@ fn rule_line(t: &str, bridge: &str) -> Option<RuleHit> {
         None => ("", rest.strip_prefix("priority ")?),
     };
     Some(RuleHit {
-        bridge: bridge.to_string(),
+        bridge: String::new(),
         table,
         priority: priority.trim().parse().ok()?,
         cookie,
@@ -83,45 +92,48 @@ fn rule_line(t: &str, bridge: &str) -> Option<RuleHit> {
     })
 }
 
-/// A match's items, in one order: `ip,in_port=1` and `in_port=1,ip` are the same match.
+/// A trace's match as items in one order: `ip,in_port=1` and `in_port=1,ip` are one match.
 fn items(m: &str) -> Vec<String> {
     let mut v: Vec<String> = m
         .split(',')
         .map(str::trim)
-        .filter(|s| !s.is_empty() && !s.starts_with("priority="))
+        .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
     v.sort_unstable();
     v
 }
 
-/// The match part of an `ovs-ofctl dump-flows` line: what is left of ` actions=` after the
-/// statistics (`cookie=`, `duration=`, `table=`, `n_packets=`...).
-fn dump_match(text: &str) -> &str {
-    let head = text.split(" actions=").next().unwrap_or("").trim();
-    // Statistics end with ", "; the match is the last item, flags are space-separated before it.
-    let m = head.rsplit(", ").next().unwrap_or(head);
-    m.rsplit(' ').next().unwrap_or(m)
-}
-
-/// The OpenFlow flow a hit is: same bridge, table and priority, and the same match items (the
-/// only candidate, when the match is printed differently).
-pub fn find(of: &[OfFlow], hit: &RuleHit) -> Option<usize> {
-    let candidates: Vec<usize> = (0..of.len())
-        .filter(|&i| {
-            let f = &of[i];
-            f.bridge == hit.bridge && f.table == hit.table && f.priority == hit.priority
+/// The same items from a decoded OpenFlow flow's match (`{"ip": true, "reg0": {"value":
+/// "0x1", "mask": "0x1"}}` -> `ip`, `reg0=0x1/0x1`), its priority left out.
+fn of_items(f: &OfFlow) -> Vec<String> {
+    let mut v: Vec<String> = f
+        .matched
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "priority")
+        .map(|(k, x)| match (x["value"].as_str(), x["mask"].as_str()) {
+            (Some(v), Some(m)) => format!("{k}={v}/{m}"),
+            (Some(v), None) => format!("{k}={v}"),
+            _ => k.clone(),
         })
         .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The OpenFlow flow a hit is: same bridge, table and priority, and the same match items.
+/// None when no flow of the collection is that rule (changed between the dump and the trace).
+pub fn find(of: &[OfFlow], hit: &RuleHit) -> Option<usize> {
     let want = items(&hit.matched);
-    candidates
-        .iter()
-        .copied()
-        .find(|&i| items(dump_match(&of[i].text)) == want)
-        .or(match candidates.as_slice() {
-            [only] => Some(*only),
-            _ => None,
-        })
+    (0..of.len()).find(|&i| {
+        let f = &of[i];
+        f.bridge == hit.bridge
+            && f.table == hit.table
+            && f.priority == hit.priority
+            && of_items(f) == want
+    })
 }
 
 /// Gives each traced megaflow its rules (`rules`) and each rule the megaflows it produced
@@ -223,11 +235,41 @@ Datapath actions: 3
                     line: i as u64 + 1,
                     table: num("table="),
                     priority: num("priority="),
+                    matched: decoded_match(l),
                     text: l.trim().to_string(),
                     ..Default::default()
                 }
             })
             .collect()
+    }
+
+    /// A dump line's match as the ovs-decoder gives it (`{"ip": true, "in_port": {"value":
+    /// "1"}, "reg0": {"value": "0x1", "mask": "0x1"}}`).
+    fn decoded_match(line: &str) -> serde_json::Value {
+        let head = line.split(" actions=").next().unwrap_or("");
+        let m = head.rsplit(", ").next().unwrap_or("");
+        let m = m.rsplit(' ').next().unwrap_or("");
+        let mut o = serde_json::Map::new();
+        for item in m.split(',').filter(|x| !x.is_empty()) {
+            let v = match item.split_once('=') {
+                Some((k, v)) => {
+                    let mut kv = serde_json::Map::new();
+                    match v.split_once('/') {
+                        Some((v, mask)) => {
+                            kv.insert("value".into(), v.into());
+                            kv.insert("mask".into(), mask.into());
+                        }
+                        None => {
+                            kv.insert("value".into(), v.into());
+                        }
+                    }
+                    (k, serde_json::Value::Object(kv))
+                }
+                None => (item, serde_json::Value::Bool(true)),
+            };
+            o.insert(v.0.to_string(), v.1);
+        }
+        serde_json::Value::Object(o)
     }
 
     fn dp(ufid: &str) -> DpFlow {
@@ -306,17 +348,58 @@ Datapath actions: 3
         assert!(flows[1].to_json().get("rules").is_none());
     }
 
+    /// A rule outputs to a patch port: the peer bridge's rules come as an indented block,
+    /// then the first bridge's resubmit goes on (OVS 3.1's output).
+    const PATCH: &str = "bridge(\"tbr\")
+-------------
+ 0. udp, priority 200
+    output:3
+
+    bridge(\"tbr2\")
+    --------------
+         0. udp, priority 9
+            resubmit(,4)
+         4. priority 3
+            drop
+    resubmit(,3)
+ 3. priority 7
+    drop
+
+Final flow: unchanged
+";
+
     #[test]
-    fn the_match_of_a_dump_line_is_read_past_flags_and_statistics() {
+    fn rules_after_a_patch_port_belong_to_their_own_bridge() {
+        let seen: Vec<_> = rules(PATCH)
+            .into_iter()
+            .map(|h| (h.bridge, h.table, h.priority))
+            .collect();
         assert_eq!(
-            dump_match(
-                " cookie=0x1a, duration=1s, table=2, n_packets=2, n_bytes=196, send_flow_rem reset_counts priority=5,ip,nw_src=10.0.0.0/24 actions=output:2"
-            ),
-            "priority=5,ip,nw_src=10.0.0.0/24"
+            seen,
+            vec![
+                ("tbr".to_string(), 0, 200),
+                ("tbr2".to_string(), 0, 9),
+                ("tbr2".to_string(), 4, 3),
+                ("tbr".to_string(), 3, 7),
+            ]
         );
-        assert_eq!(
-            items("priority=5,ip,nw_src=10.0.0.0/24"),
-            items("nw_src=10.0.0.0/24,ip")
-        );
+    }
+
+    #[test]
+    fn a_rule_is_found_only_with_the_same_match() {
+        let of = openflow();
+        let hit = |table, priority, m: &str| RuleHit {
+            bridge: "tbr".into(),
+            table,
+            priority,
+            matched: m.into(),
+            ..Default::default()
+        };
+        // Items in another order are the same match; a catch-all matches a catch-all.
+        assert_eq!(find(&of, &hit(0, 100, "in_port=2,ip")), Some(1));
+        assert_eq!(find(&of, &hit(0, 0, "")), Some(2));
+        // The only rule of its table and priority, but another match: not it.
+        assert_eq!(find(&of, &hit(2, 5, "ip")), None);
+        assert_eq!(find(&of, &hit(0, 100, "ip,in_port=3")), None);
     }
 }

@@ -478,7 +478,7 @@ pub struct Churn {
 fn flow_key(f: &DpFlow) -> String {
     match &f.ufid {
         Some(u) => u.clone(),
-        None => format!("{}|{}", f.datapath, f.matched),
+        None => format!("{}|{}", f.datapath, f.matched.value()),
     }
 }
 

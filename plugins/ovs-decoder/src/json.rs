@@ -2,6 +2,7 @@
 //! owned values is built (that tree and its freeing were most of a flow's cost). Keys are
 //! written in the order the caller gives them, which is the order the dump printed them in.
 
+use crate::syntax::has_any;
 use std::fmt::Write;
 
 /// Appends JSON values to [`W::out`]; commas are placed by the writer.
@@ -20,9 +21,6 @@ pub struct W {
 fn needs_escape(s: &str) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte of `x` is zero exactly where the result has its high bit set (no false positives
-    // in the lowest such byte; a later false positive only sends the string to the slow path).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let mut chunks = s.as_bytes().chunks_exact(8);
     for c in chunks.by_ref() {
         let mut b = [0u8; 8];
@@ -30,7 +28,7 @@ fn needs_escape(s: &str) -> bool {
         let x = u64::from_le_bytes(b);
         // Bytes below 0x20: (x - 0x20 per byte) borrows into the high bit of such bytes.
         let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        if control | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+        if control != 0 || has_any(x, b"\"\\") {
             return true;
         }
     }

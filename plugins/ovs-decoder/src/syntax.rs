@@ -232,8 +232,9 @@ pub fn find_top(line: &str, word: &str) -> Option<usize> {
     None
 }
 
-/// Whether any of the eight bytes in `x` is one of `bytes`.
-fn has_any(x: u64, bytes: &[u8]) -> bool {
+/// Whether any of the eight bytes in `x` is one of `bytes` (exact: the lowest equal byte
+/// always sets its high bit in the test).
+pub fn has_any(x: u64, bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     bytes.iter().any(|&b| {
