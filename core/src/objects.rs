@@ -170,8 +170,8 @@ impl Selector {
     }
 }
 
-/// Splits on commas outside parentheses.
-fn split_top(text: &str) -> Vec<&str> {
+/// Splits on commas outside parentheses (label selectors; OpenFlow group headers).
+pub(crate) fn split_top(text: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut depth, mut start) = (0i32, 0);
     for (i, c) in text.char_indices() {

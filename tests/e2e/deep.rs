@@ -12,14 +12,19 @@ use std::time::{Duration, Instant};
 const PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py");
 
 /// Starts `python3 script args` in `ns` in the background and waits for its "ready" line.
-pub fn python_bg(ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
-    let mut child = Command::new("ip")
+/// Starts one of the helper scripts in namespace `ns` (its stderr is the test's).
+fn spawn_py(ns: &str, script: &str, args: &[&str], stdout: Stdio) -> std::process::Child {
+    Command::new("ip")
         .args(["netns", "exec", ns, "python3", &format!("{PY}/{script}")])
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn python3");
+        .unwrap_or_else(|e| panic!("spawn {script}: {e}"))
+}
+
+pub fn python_bg(ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
+    let mut child = spawn_py(ns, script, args, Stdio::piped());
     let out = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(out)
@@ -872,18 +877,12 @@ fn a_full_map_sends_packets_through_the_ring_buffer_finished_like_drained_flows(
     let _sink = python_bg(&pair.ns_b, "flow_mix.py", &["sink", "9100"]);
     let t0 = now_ms();
     // A new flow every half millisecond keeps the one-entry map full.
-    let mut busy = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.ns_a,
-            "python3",
-            &format!("{PY}/flow_mix.py"),
-        ])
-        .args(["udp", &pair.b4, "9100", "2000", "3"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn flow_mix");
+    let mut busy = spawn_py(
+        &pair.ns_a,
+        "flow_mix.py",
+        &["udp", &pair.b4, "9100", "2000", "3"],
+        Stdio::null(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let port = py(&pair.ns_a, "udp_send.py", &[&pair.b4, "9000", "40", "100"]);
     let names = ["ok.test", "nx.test", "fail.test", "ok.test", "nx.test"];
@@ -1128,18 +1127,12 @@ fn a_kernel_map_full_for_a_minute_and_an_overflowing_ring_lose_no_packet_uncount
     );
     let _sink = python_bg(&pair.ns_b, "flow_mix.py", &["sink", "9100"]);
     let t0 = now_ms();
-    let busy = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.ns_a,
-            "python3",
-            &format!("{PY}/flow_mix.py"),
-        ])
-        .args(["udp", &pair.b4, "9100", "3000", &seconds.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn flow_mix");
+    let busy = spawn_py(
+        &pair.ns_a,
+        "flow_mix.py",
+        &["udp", &pair.b4, "9100", "3000", &seconds.to_string()],
+        Stdio::piped(),
+    );
     let pid = a.child.as_ref().map(|c| c.id()).expect("agent pid");
     let rss_kib = || {
         std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -90,25 +90,6 @@ fn error(dump: &str, line: usize, message: String, text: &str) -> LineError {
     }
 }
 
-/// Splits at `sep` outside parentheses.
-fn split_top(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            c if c == sep && depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
-
 /// Groups of one bridge's `dump-groups`.
 pub fn parse_groups(bridge: &str, text: &str) -> (Vec<Group>, Vec<LineError>) {
     let dump = format!("bridge {bridge} groups");
@@ -135,7 +116,10 @@ fn group(bridge: &str, t: &str) -> Result<Group, String> {
         ..Default::default()
     };
     let mut id = None;
-    for item in split_top(head, ',').into_iter().filter(|i| !i.is_empty()) {
+    for item in crate::objects::split_top(head)
+        .into_iter()
+        .filter(|i| !i.is_empty())
+    {
         match item.split_once('=') {
             Some(("group_id", v)) => {
                 id = Some(
