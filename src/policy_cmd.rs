@@ -85,7 +85,8 @@ enum PolicyAction {
     Probe {
         #[command(flatten)]
         inputs: Inputs,
-        /// PORT[/PROTOCOL], repeatable (default 80/TCP). SCTP cells are not probed.
+        /// PORT[/PROTOCOL], repeatable (default 80/TCP). SCTP is probed where the kernel has
+        /// it (the sctp module); elsewhere its cells stay `?`, with the reason.
         #[arg(long = "port", value_name = "PORT/PROTO")]
         ports: Vec<PortProto>,
         /// Per connection attempt.
@@ -312,7 +313,7 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 );
             }
             let start = Instant::now();
-            let (observed, outcomes, unprobed) = observe(
+            let seen = observe(
                 &weir_ebpf::probe::NetnsProber,
                 &pods,
                 &ports,
@@ -322,11 +323,12 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 },
             );
             let seconds = start.elapsed().as_secs_f64();
-            let (comparison, diffs) = expected.compare(&observed);
+            let observed = &seen.table;
+            let (comparison, diffs) = expected.compare(observed);
             if let Some(path) = &junit_path {
                 std::fs::write(
                     path,
-                    junit("weir policy probe", &expected, &observed, seconds),
+                    junit("weir policy probe", &expected, observed, seconds),
                 )
                 .with_context(|| format!("writing {}", path.display()))?;
             }
@@ -335,9 +337,10 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                     "pass": diffs.is_empty(),
                     "expected": expected.json(),
                     "observed": observed.json(),
-                    "outcomes": outcomes,
+                    "outcomes": seen.outcomes,
                     "differences": diffs,
-                    "not_probed": unprobed,
+                    "not_probed": seen.unprobed,
+                    "ports_not_probed": seen.unprobed_ports,
                     "seconds": seconds,
                 });
                 println!("{}", serde_json::to_string_pretty(&j)?);
@@ -345,8 +348,11 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 println!("expected:\n{}", expected.render());
                 println!("observed:\n{}", observed.render());
                 println!("comparison:\n{}", comparison.render());
-                for u in &unprobed {
+                for u in &seen.unprobed {
                     println!("not probed from {}: {}", u.pod, u.reason);
+                }
+                for u in &seen.unprobed_ports {
+                    println!("port {} not probed: {}", u.port, u.reason);
                 }
                 println!("{} cells differ ({:.1} s)", diffs.len(), seconds);
             }
@@ -461,15 +467,22 @@ fn print_pod(r: &Value) {
             }
         );
     }
-    let unused = r["unused_ingress"].as_array().cloned().unwrap_or_default();
-    println!("allowed ingress never used: {}", unused.len());
-    for u in unused.iter().take(50) {
-        println!(
-            "  {} -> {}/{}",
-            u["from"].as_str().unwrap_or(""),
-            u["port"]["port"],
-            u["port"]["protocol"].as_str().unwrap_or("")
-        );
+    for (key, what) in [("unused_ingress", "ingress"), ("unused_egress", "egress")] {
+        let unused = r[key].as_array().cloned().unwrap_or_default();
+        println!("allowed {what} never used: {}", unused.len());
+        for u in unused.iter().take(50) {
+            let peer = u["peer"].as_str().unwrap_or("");
+            let port = format!(
+                "{}/{}",
+                u["port"]["port"],
+                u["port"]["protocol"].as_str().unwrap_or("")
+            );
+            if what == "ingress" {
+                println!("  {peer} -> {port}");
+            } else {
+                println!("  -> {peer} {port}");
+            }
+        }
     }
     println!(
         "\nsuggested policy:\n{}",

@@ -5,12 +5,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// Transport of a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
+/// Transport of a probe: TCP (the handshake completes), UDP (an answer comes back) or SCTP
+/// (the association is set up; only where the kernel has SCTP, see [`Prober::supports`]).
+pub use crate::policy::Protocol;
 
 /// What to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +24,7 @@ pub struct Target {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// TCP: the handshake completed.
+    /// TCP: the handshake completed; SCTP: the association was set up.
     Connected,
     /// UDP: a datagram came back.
     Answered,
@@ -66,6 +63,12 @@ pub enum ProbeError {
     },
     #[error("probe socket: {0}")]
     Socket(std::io::Error),
+    /// The prober cannot make this kind of probe here (a kernel without SCTP).
+    #[error("{protocol} probes cannot be made here: {reason}")]
+    Unsupported {
+        protocol: &'static str,
+        reason: String,
+    },
 }
 
 /// Makes probes.
@@ -73,6 +76,12 @@ pub trait Prober: Send + Sync {
     /// Tries `target` once and says what happened, within `target.timeout` (plus the time to
     /// enter the namespace).
     fn probe(&self, target: &Target) -> Result<(Outcome, Duration), ProbeError>;
+
+    /// Whether probes of `protocol` can be made at all (SCTP needs the kernel's `sctp`
+    /// module); asked once before probing many cells of it.
+    fn supports(&self, _protocol: Protocol) -> Result<(), ProbeError> {
+        Ok(())
+    }
 
     /// The named network namespace (under /var/run/netns) holding `addr` on one of its
     /// interfaces, where a pod with that address runs on this node; `None` when no namespace

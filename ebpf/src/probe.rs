@@ -1,7 +1,7 @@
 //! Probes from a network namespace ([`weir_core::probe::Prober`]): each probe runs on a fresh
 //! thread that enters the namespace (setns affects only the calling thread, and that thread
-//! ends with the probe), makes one TCP connection or one UDP exchange, and reports what the
-//! kernel answered.
+//! ends with the probe), makes one TCP connection, one UDP exchange or one SCTP association,
+//! and reports what the kernel answered.
 
 use crate::netlink::{enter_netns, open_netns};
 use std::io::ErrorKind;
@@ -42,6 +42,34 @@ fn try_tcp(addr: SocketAddr, timeout: Duration) -> Result<Outcome, ProbeError> {
     }
 }
 
+/// An SCTP one-to-one socket for `addr`'s family, or why the kernel cannot make one.
+fn sctp_socket(addr: &SocketAddr) -> Result<socket2::Socket, ProbeError> {
+    socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(libc::IPPROTO_SCTP)),
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EAFNOSUPPORT) => {
+            ProbeError::Unsupported {
+                protocol: "SCTP",
+                reason: format!(
+                    "this kernel has no SCTP ({e}; load the sctp module, CONFIG_IP_SCTP)"
+                ),
+            }
+        }
+        _ => ProbeError::Socket(e),
+    })
+}
+
+fn try_sctp(addr: SocketAddr, timeout: Duration) -> Result<Outcome, ProbeError> {
+    let sock = sctp_socket(&addr)?;
+    match sock.connect_timeout(&addr.into(), timeout.max(Duration::from_millis(1))) {
+        Ok(()) => Ok(Outcome::Connected),
+        Err(e) => outcome_of(&e, Outcome::TimedOut),
+    }
+}
+
 fn try_udp(addr: SocketAddr, timeout: Duration) -> Result<Outcome, ProbeError> {
     let local: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
@@ -78,6 +106,7 @@ fn try_probe(t: &Target) -> Result<(Outcome, Duration), ProbeError> {
     let outcome = match t.protocol {
         Protocol::Tcp => try_tcp(addr, t.timeout)?,
         Protocol::Udp => try_udp(addr, t.timeout)?,
+        Protocol::Sctp => try_sctp(addr, t.timeout)?,
     };
     Ok((outcome, start.elapsed()))
 }
@@ -95,6 +124,17 @@ fn holds(netns: &str, addr: IpAddr) -> bool {
 }
 
 impl Prober for NetnsProber {
+    fn supports(&self, protocol: Protocol) -> Result<(), ProbeError> {
+        match protocol {
+            Protocol::Tcp | Protocol::Udp => Ok(()),
+            Protocol::Sctp => sctp_socket(&SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                0,
+            ))
+            .map(drop),
+        }
+    }
+
     fn locate(&self, addr: IpAddr) -> Option<String> {
         let mut names: Vec<String> = std::fs::read_dir("/var/run/netns")
             .ok()?
@@ -141,20 +181,22 @@ mod tests {
         }
     }
 
+    /// What one loopback probe of `port` said.
+    fn outcome(port: u16, protocol: Protocol) -> Outcome {
+        match NetnsProber.probe(&target(port, protocol)) {
+            Ok((o, _)) => o,
+            Err(e) => panic!("{protocol:?} probe of {port}: {e}"),
+        }
+    }
+
     #[test]
     fn loopback_probes_tell_open_from_closed() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let open = listener.local_addr().expect("addr").port();
         let p = NetnsProber;
-        assert_eq!(
-            p.probe(&target(open, Protocol::Tcp)).expect("tcp").0,
-            Outcome::Connected
-        );
+        assert_eq!(outcome(open, Protocol::Tcp), Outcome::Connected);
         drop(listener);
-        assert_eq!(
-            p.probe(&target(open, Protocol::Tcp)).expect("tcp").0,
-            Outcome::Refused
-        );
+        assert_eq!(outcome(open, Protocol::Tcp), Outcome::Refused);
         let echo = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = echo.local_addr().expect("addr").port();
         let server = std::thread::spawn(move || {
@@ -163,15 +205,9 @@ mod tests {
                 let _ = echo.send_to(&buf[..n], from);
             }
         });
-        assert_eq!(
-            p.probe(&target(port, Protocol::Udp)).expect("udp").0,
-            Outcome::Answered
-        );
+        assert_eq!(outcome(port, Protocol::Udp), Outcome::Answered);
         server.join().expect("echo");
-        assert_eq!(
-            p.probe(&target(port, Protocol::Udp)).expect("udp").0,
-            Outcome::Refused
-        );
+        assert_eq!(outcome(port, Protocol::Udp), Outcome::Refused);
         let e = p
             .probe(&Target {
                 netns: "weir-no-such-netns".into(),
@@ -179,5 +215,42 @@ mod tests {
             })
             .expect_err("no namespace");
         assert!(e.to_string().contains("weir-no-such-netns"), "{e}");
+    }
+
+    /// SCTP where the kernel has it: an association with a listener, refused without one;
+    /// where it has not, every SCTP probe is refused as unsupported, saying so.
+    #[test]
+    fn sctp_probes_associate_or_say_the_kernel_has_no_sctp() {
+        let p = NetnsProber;
+        let loopback = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+        match sctp_socket(&loopback) {
+            Ok(listener) => {
+                p.supports(Protocol::Sctp).expect("supported");
+                listener.bind(&loopback.into()).expect("bind");
+                listener.listen(8).expect("listen");
+                let port = listener
+                    .local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port();
+                assert_eq!(outcome(port, Protocol::Sctp), Outcome::Connected);
+                drop(listener);
+                assert_eq!(outcome(port, Protocol::Sctp), Outcome::Refused);
+            }
+            Err(ProbeError::Unsupported { reason, .. }) => {
+                assert!(reason.contains("no SCTP"), "{reason}");
+                let e = p.supports(Protocol::Sctp).expect_err("unsupported here");
+                assert!(
+                    e.to_string().starts_with("SCTP probes cannot be made here"),
+                    "{e}"
+                );
+                let e = p
+                    .probe(&target(80, Protocol::Sctp))
+                    .expect_err("unsupported");
+                assert!(matches!(e, ProbeError::Unsupported { .. }), "{e}");
+            }
+            Err(e) => panic!("an SCTP socket: {e}"),
+        }
     }
 }

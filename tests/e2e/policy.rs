@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 const SUBNET: &str = "198.18.231";
 
-/// Serves TCP 80 and 81 (accept, close) and echoes UDP 80; prints "ready".
+/// Serves TCP 80 and 81 (accept, close), SCTP 80 where the kernel has SCTP, and echoes UDP 80;
+/// prints "ready".
 const LISTENER: &str = r#"
 import socket, threading, sys
 def tcp(port):
@@ -29,7 +30,18 @@ def udp(port):
     s.bind(("0.0.0.0", port))
     while True:
         d, a = s.recvfrom(2048); s.sendto(d, a)
-for f, p in ((tcp, 80), (tcp, 81), (udp, 80)):
+def sctp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.close()
+servers = [(tcp, 80), (tcp, 81), (udp, 80)]
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+    servers.append((sctp, 80))
+except OSError:
+    pass  # a kernel without SCTP: the test checks that probes say so
+for f, p in servers:
     threading.Thread(target=f, args=(p,), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
@@ -105,8 +117,14 @@ impl Pods {
         );
         for (name, _, ip) in &self.pods {
             let (ns, pod) = name.split_once('/').expect("ns/pod");
+            // y/a also declares a port nothing probes or uses: an allowed path never taken.
+            let metrics = if name == "y/a" {
+                "\n      - {name: metrics, containerPort: 8080, protocol: TCP}"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}\n  spec:\n    containers:\n    - name: srv\n      ports:\n      - {{name: http, containerPort: 80, protocol: TCP}}\n      - {{name: alt, containerPort: 81, protocol: TCP}}\n  status: {{podIP: {ip}}}\n"
+                "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}\n  spec:\n    containers:\n    - name: srv\n      ports:\n      - {{name: http, containerPort: 80, protocol: TCP}}\n      - {{name: alt, containerPort: 81, protocol: TCP}}{metrics}\n  status: {{podIP: {ip}}}\n"
             ));
         }
         s
@@ -160,12 +178,12 @@ spec:
 fn enforce(p: &Pods) {
     let xb = p.ip("x/b");
     sh(&format!(
-        "ip netns exec {} nft 'add table inet pol; add chain inet pol in {{ type filter hook input priority 0; policy accept; }}; add rule inet pol in ct state established,related accept; add rule inet pol in ip saddr {xb} tcp dport 80 accept; add rule inet pol in tcp dport {{ 80, 81 }} drop; add rule inet pol in udp dport 80 drop'",
+        "ip netns exec {} nft 'add table inet pol; add chain inet pol in {{ type filter hook input priority 0; policy accept; }}; add rule inet pol in ct state established,related accept; add rule inet pol in ip saddr {xb} tcp dport 80 accept; add rule inet pol in tcp dport {{ 80, 81 }} drop; add rule inet pol in udp dport 80 drop; add rule inet pol in meta l4proto sctp drop'",
         p.netns("x/a")
     ));
     let (xa, xb) = (p.ip("x/a"), p.ip("x/b"));
     sh(&format!(
-        "ip netns exec {} nft 'add table inet pol; add chain inet pol out {{ type filter hook output priority 0; policy accept; }}; add rule inet pol out ct state established,related accept; add rule inet pol out ip daddr {{ {xa}, {xb} }} udp dport 80 accept; add rule inet pol out tcp dport {{ 80, 81 }} reject; add rule inet pol out udp dport 80 drop'",
+        "ip netns exec {} nft 'add table inet pol; add chain inet pol out {{ type filter hook output priority 0; policy accept; }}; add rule inet pol out ct state established,related accept; add rule inet pol out ip daddr {{ {xa}, {xb} }} udp dport 80 accept; add rule inet pol out tcp dport {{ 80, 81 }} reject; add rule inet pol out udp dport 80 drop; add rule inet pol out meta l4proto sctp reject'",
         p.netns("y/b")
     ));
 }
@@ -221,6 +239,81 @@ fn changes(report: &Value, key: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Whether this kernel makes SCTP sockets (the sctp module).
+fn kernel_has_sctp() -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// SCTP probes: where the kernel has SCTP, observed = the table (x/a takes no SCTP, y/b
+/// sends none); where it has not (this project's CI kernel), every cell stays `?`, the port
+/// is listed as not probed with the reason, and nothing counts as a difference.
+fn sctp_probes(cluster: &str, policies: &str) {
+    let base = [
+        "policy",
+        "probe",
+        "--cluster",
+        cluster,
+        "--policies",
+        policies,
+        "--timeout-ms",
+        "700",
+        "--port",
+        "80/SCTP",
+    ];
+    let mut args = base.to_vec();
+    args.push("--json");
+    let (code, out, err) = weir(&args);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 0, "{report}");
+    let cells: String = report["observed"]["tables"][0]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["cells"].as_str())
+        .collect();
+    if kernel_has_sctp() {
+        assert_eq!(report["ports_not_probed"], serde_json::json!([]));
+        let mut want: Vec<String> = [
+            "x/b -> x/a 80/SCTP",
+            "y/a -> x/a 80/SCTP",
+            "y/b -> x/a 80/SCTP",
+            "y/b -> x/b 80/SCTP",
+            "y/b -> y/a 80/SCTP",
+        ]
+        .map(String::from)
+        .to_vec();
+        want.sort();
+        assert_eq!(blocked(&report["observed"]), want);
+        assert_eq!(blocked(&report["expected"]), want);
+        assert!(!cells.contains('?'), "{cells}");
+    } else {
+        assert_eq!(cells.matches('?').count(), 12, "{cells}");
+        assert_eq!(cells.matches('#').count(), 4, "{cells}");
+        let not = &report["ports_not_probed"][0];
+        assert_eq!(not["port"]["protocol"], "SCTP", "{report}");
+        assert!(
+            not["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("this kernel has no SCTP"),
+            "{not}"
+        );
+        let (code, out, _) = weir(&base);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("port 80/SCTP not probed: SCTP probes cannot be made here"),
+            "{out}"
+        );
+    }
 }
 
 #[test]
@@ -329,6 +422,7 @@ fn probes_observe_what_the_table_predicts_and_whatif_replays_captured_conversati
     assert_eq!(report["outcomes"][0][idx("y/b")][idx("y/a")], "refused");
     let x = std::fs::read_to_string(&junit).expect("junit");
     assert!(x.contains("tests=\"36\" failures=\"0\""), "{x}");
+    sctp_probes(&cluster, &policies);
 
     // The capture saw who opened each connection: x/b -> x/a:80 carries OPEN, its answer not.
     agent.flush();
@@ -477,6 +571,13 @@ fn probes_observe_what_the_table_predicts_and_whatif_replays_captured_conversati
         v["unused_ingress"],
         serde_json::json!([]),
         "x/b on 80 is the one allowed path, used"
+    );
+    // x/a has no egress policy: it may reach every other pod's container ports, and the
+    // probes took each of them but y/a's 8080.
+    assert_eq!(
+        v["unused_egress"],
+        serde_json::json!([{"peer": "y/a", "port": {"port": 8080, "protocol": "TCP"}}]),
+        "{v}"
     );
     let suggestion = v["suggestion"].as_str().unwrap_or("");
     assert!(

@@ -165,7 +165,7 @@ pub struct PortProto {
     pub protocol: Protocol,
 }
 
-/// A transport protocol policies name.
+/// A transport protocol policies name (and probes speak: [`crate::probe`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {

@@ -1,9 +1,9 @@
 //! Observed against allowed, for one pod: the conversations the store saw it take part in
-//! (as client or server), each judged under the policies in force; the allowed ingress paths
-//! (cluster pods to its container ports) it never used; and the tightest NetworkPolicy that
-//! still allows everything observed, as YAML (the start of a least-privilege policy).
+//! (as client or server), each judged under the policies in force; the allowed paths it never
+//! used, ingress (cluster pods to its container ports) and egress (it to other pods' container
+//! ports); and the tightest NetworkPolicy that still allows everything observed, as YAML (the
+//! start of a least-privilege policy).
 
-use super::table::{ALLOWED, simulate};
 use super::whatif::{Observed, judge, observe, reasons};
 use super::{Objects, PolicyEngine, PolicyError, PortProto, Problem, Protocol};
 use crate::query::TimeRange;
@@ -28,10 +28,11 @@ pub struct Seen {
     pub reason: String,
 }
 
-/// An allowed path never seen.
+/// An allowed path never seen: the peer (`ns/pod`: the source of an ingress path, the
+/// destination of an egress one) and the destination's container port.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Unused {
-    pub from: String,
+    pub peer: String,
     pub port: PortProto,
 }
 
@@ -40,7 +41,10 @@ pub struct PodView {
     pub pod: String,
     pub address: String,
     pub observed: Vec<Seen>,
+    /// Cluster pods allowed to reach the pod's container ports that never did.
     pub unused_ingress: Vec<Unused>,
+    /// Other pods' container ports the pod may reach and never did.
+    pub unused_egress: Vec<Unused>,
     /// A NetworkPolicy allowing exactly what was observed.
     pub suggestion: String,
     pub problems: Vec<String>,
@@ -111,64 +115,56 @@ pub fn pod_view(
             reason: why.get(&i).cloned().unwrap_or_default(),
         });
     }
-    // Allowed ingress paths never used: the pod's column of the truth table over its own
-    // container ports, minus the sources observed.
-    let ports: Vec<PortProto> = obj
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|c| {
-            c.get("ports")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|p| {
-            let port = p.get("containerPort")?.as_u64()?;
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-            format!("{port}/{proto}").parse().ok()
-        })
-        .collect::<BTreeSet<PortProto>>()
-        .into_iter()
-        .collect();
-    let mut unused = vec![];
+    // Allowed paths never used: the pod's effective peers from the engine (ingress: cluster
+    // pods to its own container ports; egress: it to every other pod's container ports),
+    // minus the conversations observed with that peer's address on that port.
+    let (described, problems2) = super::describe(engine, objects, Some(pod))?;
     let mut all_problems: Vec<Problem> = problems;
-    if !ports.is_empty() {
-        let (t, p) = simulate(engine, objects, &ports, false)?;
-        all_problems.extend(p);
-        if let Some(col) = t.pods.iter().position(|p| p == pod) {
-            let addrs: BTreeMap<String, Option<IpAddr>> =
-                objects.pod_addresses().into_iter().collect();
-            for g in &t.grids {
-                for (row, from) in t.pods.iter().enumerate() {
-                    if g.rows[row][col] != ALLOWED {
-                        continue;
-                    }
-                    let used = addrs.get(from).copied().flatten().is_some_and(|a| {
-                        observed.iter().any(|s| {
-                            s.direction == "ingress"
-                                && s.peer_addr == a.to_string()
-                                && s.port == g.port.port
-                                && s.protocol == g.port.protocol
-                        })
+    all_problems.extend(problems2);
+    let addrs: BTreeMap<String, Option<IpAddr>> = objects.pod_addresses().into_iter().collect();
+    let unused = |direction: &str, key: &str| -> Vec<Unused> {
+        let mut out = vec![];
+        let peers = described
+            .pointer(&format!("/pods/0/{key}"))
+            .and_then(Value::as_object);
+        for (port, names) in peers.into_iter().flatten() {
+            let Ok(port) = port.parse::<PortProto>() else {
+                continue;
+            };
+            for name in names
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let used = addrs.get(name).copied().flatten().is_some_and(|a| {
+                    observed.iter().any(|s| {
+                        s.direction == direction
+                            && s.peer_addr == a.to_string()
+                            && s.port == port.port
+                            && s.protocol == port.protocol
+                    })
+                });
+                if !used {
+                    out.push(Unused {
+                        peer: name.to_string(),
+                        port,
                     });
-                    if !used {
-                        unused.push(Unused {
-                            from: from.clone(),
-                            port: g.port,
-                        });
-                    }
                 }
             }
         }
-    }
+        out.sort_by(|a, b| (&a.peer, a.port).cmp(&(&b.peer, b.port)));
+        out
+    };
+    let unused_ingress = unused("ingress", "allowed_from");
+    let unused_egress = unused("egress", "allowed_to");
     Ok(PodView {
         pod: pod.to_string(),
         address: ip.to_string(),
         suggestion: suggest(obj, &observed, &seen),
         observed,
-        unused_ingress: unused,
+        unused_ingress,
+        unused_egress,
         problems: all_problems.iter().map(|p| p.to_string()).collect(),
     })
 }

@@ -1,10 +1,12 @@
 //! The observed truth table: a real connection for every cell, from inside the source pod's
 //! network namespace on this node (found by its address) to the destination pod's address.
-//! TCP counts as allowed when the handshake completes, UDP when an answer comes back;
-//! anything else (refused, unreachable, timed out, silent) is blocked, as cyclonus counts it.
+//! TCP counts as allowed when the handshake completes, UDP when an answer comes back, SCTP
+//! when the association is set up; anything else (refused, unreachable, timed out, silent) is
+//! blocked, as cyclonus counts it. A port whose protocol the prober cannot speak here (SCTP on
+//! a kernel without it) stays unknown (`?`), with the reason.
 
+use super::PortProto;
 use super::table::{ALLOWED, BLOCKED, SELF, Table, UNKNOWN};
-use super::{PortProto, Protocol};
 use crate::probe::{Outcome, Prober, Target};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -26,15 +28,34 @@ pub struct Unprobed {
     pub reason: String,
 }
 
+/// A port that could not be probed at all.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UnprobedPort {
+    pub port: PortProto,
+    pub reason: String,
+}
+
+/// What the probes saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The observed table (`?` where nothing was probed).
+    pub table: Table,
+    /// Each cell's outcome name (`connected`, `timed-out`...; empty when not probed), per
+    /// port, source and destination.
+    pub outcomes: Vec<Vec<Vec<String>>>,
+    /// Pods that could not be sources (no address, or no namespace on this node holds it).
+    pub unprobed: Vec<Unprobed>,
+    /// Ports whose protocol the prober cannot speak here.
+    pub unprobed_ports: Vec<UnprobedPort>,
+}
+
 /// Probes every cell of `pods` (`(ns/name, address)`, in table order) for each port.
-/// Returns the observed table, each cell's outcome name (`connected`, `timed-out`...), and the
-/// pods that could not be sources (no address, or no namespace on this node holds it).
 pub fn observe(
     prober: &dyn Prober,
     pods: &[(String, Option<IpAddr>)],
     ports: &[PortProto],
     opts: ProbeOptions,
-) -> (Table, Vec<Vec<Vec<String>>>, Vec<Unprobed>) {
+) -> Observation {
     let names: Vec<String> = pods.iter().map(|(n, _)| n.clone()).collect();
     let mut table = Table::unknown(names, ports);
     let mut unprobed = vec![];
@@ -56,9 +77,13 @@ pub fn observe(
         .collect();
     let n = pods.len();
     let mut jobs = vec![];
+    let mut unprobed_ports = vec![];
     for (g, port) in ports.iter().enumerate() {
-        // The prober speaks TCP and UDP; SCTP cells stay unknown.
-        if port.protocol == Protocol::Sctp {
+        if let Err(e) = prober.supports(port.protocol) {
+            unprobed_ports.push(UnprobedPort {
+                port: *port,
+                reason: e.to_string(),
+            });
             continue;
         }
         for (i, ns) in netns.iter().enumerate() {
@@ -88,10 +113,7 @@ pub fn observe(
                         netns: ns,
                         addr: ip,
                         port: port.port,
-                        protocol: match port.protocol {
-                            Protocol::Udp => crate::probe::Protocol::Udp,
-                            _ => crate::probe::Protocol::Tcp,
-                        },
+                        protocol: port.protocol,
                         timeout: opts.timeout,
                     };
                     let (mark, word) = match prober.probe(&target) {
@@ -126,5 +148,10 @@ pub fn observe(
             }
         }
     }
-    (table, outcomes.into_inner().unwrap_or_default(), unprobed)
+    Observation {
+        table,
+        outcomes: outcomes.into_inner().unwrap_or_default(),
+        unprobed,
+        unprobed_ports,
+    }
 }

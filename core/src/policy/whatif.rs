@@ -88,40 +88,63 @@ fn fields(names: &[&str]) -> Result<Vec<&'static schema::FieldDef>, PolicyError>
         .collect()
 }
 
-/// Reads the conversations and identities of a window from the store.
+/// The conversation a flow belongs to, from the raw values of (SrcAddr, DstAddr, SrcPort,
+/// DstPort, Proto, Flags): (client, server, server port, protocol number), or all zeros for
+/// a flow that is no conversation (another protocol, no server port).
+fn conversation_key(raw: &[u128], out: &mut [u128]) -> bool {
+    let [src, dst, sport, dport, proto, flags] = raw else {
+        return false;
+    };
+    let (sport, dport, proto) = (*sport as u16, *dport as u16, *proto as u8);
+    let Some(p) = Protocol::from_number(proto) else {
+        out.fill(0);
+        return true;
+    };
+    let from_src = match (p, opened_by_source(*flags as u16)) {
+        (Protocol::Tcp, Some(s)) => s,
+        // A port not recorded (0) is not the server's.
+        _ if sport == 0 => true,
+        _ if dport == 0 => false,
+        _ => dport <= sport,
+    };
+    let (client, server, port) = if from_src {
+        (*src, *dst, dport)
+    } else {
+        (*dst, *src, sport)
+    };
+    if port == 0 {
+        out.fill(0);
+    } else {
+        out.copy_from_slice(&[client, server, u128::from(port), u128::from(proto)]);
+    }
+    true
+}
+
+/// Reads the conversations and identities of a window from the store: each flow folded into
+/// its conversation while the store scans (one group per conversation, not per connection).
 pub fn observe(store: &Store, filter: &Expr, range: &TimeRange) -> Result<Observed, PolicyError> {
-    let keys = fields(&["SrcAddr", "DstAddr", "SrcPort", "DstPort", "Proto", "Flags"])?;
-    let groups = store.aggregate(filter, range, &keys, None)?;
-    let mut conv: HashMap<(IpAddr, IpAddr, u16, Protocol), (u64, u64)> = HashMap::new();
+    let read = fields(&["SrcAddr", "DstAddr", "SrcPort", "DstPort", "Proto", "Flags"])?;
+    let out = fields(&["SrcAddr", "DstAddr", "DstPort", "Proto"])?;
+    let groups = store.aggregate_mapped(filter, range, &read, &out, &conversation_key)?;
     let mut total = 0;
+    let mut conversations = Vec::with_capacity(groups.len());
     for ((k, _), t) in groups {
         total += t.flows;
-        let (Some(src), Some(dst)) = (ip_of(&k[0]), ip_of(&k[1])) else {
+        let (Some(client), Some(server)) = (ip_of(&k[0]), ip_of(&k[1])) else {
             continue;
         };
-        let (sport, dport) = (num(&k[2]) as u16, num(&k[3]) as u16);
-        let Some(proto) = Protocol::from_number(num(&k[4]) as u8) else {
+        let (port, proto) = (num(&k[2]) as u16, num(&k[3]) as u8);
+        let Some(protocol) = Protocol::from_number(proto).filter(|_| port != 0) else {
             continue;
         };
-        let flags = num(&k[5]) as u16;
-        let from_src = match (proto, opened_by_source(flags)) {
-            (Protocol::Tcp, Some(s)) => s,
-            // A port not recorded (0) is not the server's.
-            _ if sport == 0 => true,
-            _ if dport == 0 => false,
-            _ => dport <= sport,
-        };
-        let key = if from_src {
-            (src, dst, dport, proto)
-        } else {
-            (dst, src, sport, proto)
-        };
-        if key.2 == 0 {
-            continue;
-        }
-        let e = conv.entry(key).or_default();
-        e.0 += t.flows;
-        e.1 += t.bytes;
+        conversations.push(Conversation {
+            client,
+            server,
+            port,
+            protocol,
+            flows: t.flows,
+            bytes: t.bytes,
+        });
     }
     let mut identities: HashMap<IpAddr, (u64, Identity)> = HashMap::new();
     for side in ["Src", "Dst"] {
@@ -155,19 +178,6 @@ pub fn observe(store: &Store, filter: &Expr, range: &TimeRange) -> Result<Observ
             }
         }
     }
-    let mut conversations: Vec<Conversation> = conv
-        .into_iter()
-        .map(
-            |((client, server, port, protocol), (flows, bytes))| Conversation {
-                client,
-                server,
-                port,
-                protocol,
-                flows,
-                bytes,
-            },
-        )
-        .collect();
     conversations.sort_by(|a, b| {
         (a.client, a.server, a.port, a.protocol).cmp(&(b.client, b.server, b.port, b.protocol))
     });

@@ -337,18 +337,29 @@ fn values(fields: &[&'static FieldDef], strings: &Strings, raw: &[u128]) -> Vec<
         .collect()
 }
 
+/// Makes the key a document is grouped under from the raw values of the fields read (numbers
+/// and addresses as they are, strings as [`Strings`] ids), writing every slot of `out`;
+/// `false` leaves the document out.
+pub type KeyMap = dyn Fn(&[u128], &mut [u128]) -> bool + Sync;
+
 /// Groups matching flows, segment by segment, into one [`RawGroups`] per worker (no table
 /// per segment merged afterwards).
 pub struct Grouper<'a> {
     pub fields: &'a [&'static FieldDef],
     pub buckets: Option<Buckets>,
     pub strings: &'a Mutex<Strings>,
+    /// Groups under keys this makes (of the given width) instead of the fields' values (no
+    /// bucket slot then): many documents' keys folded into fewer groups while scanning.
+    pub map: Option<(&'a KeyMap, usize)>,
 }
 
 impl Grouper<'_> {
-    /// Key slots: the fields, then the bucket when bucketing.
+    /// Key slots: the fields, then the bucket when bucketing; or the mapped key's.
     pub fn width(&self) -> usize {
-        self.fields.len() + usize::from(self.buckets.is_some())
+        match self.map {
+            Some((_, w)) => w,
+            None => self.fields.len() + usize::from(self.buckets.is_some()),
+        }
     }
 
     /// Adds the documents of `reader` that `weight` matches to `into`.
@@ -420,6 +431,16 @@ impl Grouper<'_> {
                     let i = end.saturating_sub(b.origin_ms) / b.step_ms.max(1);
                     key[n] = u128::from(b.origin_ms + i * b.step_ms);
                 }
+                let mut mapped = [0u128; MAX_KEY + 1];
+                let key = match self.map {
+                    Some((map, w)) => {
+                        if !map(&key[..n], &mut mapped[..w]) {
+                            continue;
+                        }
+                        &mapped
+                    }
+                    None => &key,
+                };
                 let scale = sampling.first(doc).unwrap_or(0).max(1);
                 let scaled = |c: &Column<u64>| c.first(doc).unwrap_or(0).saturating_mul(scale);
                 into.add(

@@ -499,8 +499,26 @@ impl Store {
         group_by: &[&'static FieldDef],
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
-        let (raw, strings) = self.raw_groups(filter, range, group_by, buckets)?;
+        let (raw, strings) = self.raw_groups(filter, range, group_by, buckets, None)?;
         Ok(raw.into_groups(group_by, &strings, buckets.is_some()))
+    }
+
+    /// Groups matching flows under the keys `map` makes from the raw values of `read`
+    /// ([`collect::KeyMap`]), summing each group; `out` names a field of the kind of each
+    /// slot of the made key (its values are read back as that kind). One pass that folds
+    /// many documents into few groups (connections into conversations) instead of grouping
+    /// by every field read and folding the groups afterwards.
+    pub fn aggregate_mapped(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        read: &[&'static FieldDef],
+        out: &[&'static FieldDef],
+        map: &collect::KeyMap,
+    ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
+        check_group_by(out)?;
+        let (raw, strings) = self.raw_groups(filter, range, read, None, Some((map, out.len())))?;
+        Ok(raw.into_groups(out, &strings, false))
     }
 
     /// The `k` groups largest by `metric`, with what the rest and all add up to: ranked on
@@ -514,7 +532,7 @@ impl Store {
         metric: Metric,
         k: usize,
     ) -> Result<Ranked, StoreError> {
-        let (raw, strings) = self.raw_groups(filter, range, group_by, None)?;
+        let (raw, strings) = self.raw_groups(filter, range, group_by, None, None)?;
         Ok(raw.top(
             group_by,
             &strings,
@@ -529,6 +547,7 @@ impl Store {
         range: &TimeRange,
         group_by: &[&'static FieldDef],
         buckets: Option<Buckets>,
+        map: Option<(&collect::KeyMap, usize)>,
     ) -> Result<(collect::RawGroups, collect::Strings), StoreError> {
         check_group_by(group_by)?;
         let query = self.fields.compile(filter, range);
@@ -537,6 +556,7 @@ impl Store {
             fields: group_by,
             buckets,
             strings: &strings,
+            map,
         };
         let width = grouper.width();
         let raw = self.each_part(

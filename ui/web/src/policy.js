@@ -177,6 +177,11 @@ export function explainText(e) {
 
 // ---- one pod --------------------------------------------------------------------------------
 
+// Allowed paths never used, the first 200 of them.
+function unusedList(list, show) {
+  return list.slice(0, 200).map(show).join(" · ") || "none";
+}
+
 async function podTab(body, ctx) {
   const pod = ctx.q.get("pod") || "";
   const from = ctx.q.get("from") || "-7d";
@@ -191,7 +196,9 @@ async function podTab(body, ctx) {
     <table id="policy-observed"><thead><tr><th>direction</th><th>peer</th><th>port</th><th>flows</th><th>verdict</th><th>why</th></tr></thead><tbody>${
       rows.map((r) => `<tr class="${r.allowed ? "" : "denied"}"><td>${r.direction}</td><td>${esc(r.peer)}</td><td>${r.port}/${esc(r.protocol)}</td><td>${num(r.flows)}</td><td>${r.allowed ? "allowed" : "denied"}</td><td class="muted">${esc(r.reason)}</td></tr>`).join("")}</tbody></table>
     <h3>allowed ingress never used: ${num(v.unused_ingress.length)}</h3>
-    <p id="policy-unused">${v.unused_ingress.slice(0, 200).map((u) => `${esc(u.from)} → ${u.port.port}/${esc(u.port.protocol)}`).join(" · ") || "none"}</p>
+    <p id="policy-unused">${unusedList(v.unused_ingress, (u) => `${esc(u.peer)} → ${u.port.port}/${esc(u.port.protocol)}`)}</p>
+    <h3>allowed egress never used: ${num(v.unused_egress.length)}</h3>
+    <p id="policy-unused-egress">${unusedList(v.unused_egress, (u) => `→ ${esc(u.peer)} ${u.port.port}/${esc(u.port.protocol)}`)}</p>
     <h3>least privilege: the tightest policy allowing what was observed</h3><pre id="policy-suggestion">${esc(v.suggestion)}</pre>`;
 }
 

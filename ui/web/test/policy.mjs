@@ -68,6 +68,11 @@ try {
   check((await page.$$("#policy-observed tbody tr")).length === pv.observed.length, "observed rows");
   check((await page.$$("#policy-observed tbody tr.denied")).length === pv.observed.filter((o) => !o.allowed).length, "denied rows marked");
   check((await page.textContent("#policy-suggestion")).includes("a-observed"), "the suggested policy");
+  // Allowed paths never used, both ways, as the API answers them (y/a's 8080 was never tried).
+  check(pv.unused_egress.length > 0, "an unused egress path to show");
+  for (const u of pv.unused_egress) {
+    check((await page.textContent("#policy-unused-egress")).includes(`${u.peer} ${u.port.port}/${u.port.protocol}`), `unused egress ${u.peer} ${u.port.port}`);
+  }
 
   // What-if: the proposal cuts observed conversations.
   await open("#/policies?tab=whatif&from=-1h", "policies-whatif");
