@@ -41,6 +41,14 @@ pub struct InstallArgs {
     /// Plugin configuration, KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
+    /// Summarizers: the length of a window (30s, 5m, 1h; 0 for one window that never
+    /// closes), in place of the plugin's own `[summarizer] window_secs`. Kept on upgrades.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    /// Summarizers: how many windows are kept (1-1440), in place of the plugin's own
+    /// `[summarizer] windows`. Queries and snapshots cover every kept window.
+    #[arg(long, value_name = "N")]
+    windows: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -249,6 +257,18 @@ fn parse_grants(g: &Option<String>) -> Result<Option<Vec<Capability>>> {
     Ok(Some(out))
 }
 
+/// `--window`: whole seconds (`0`: one window).
+fn window_secs(s: &str) -> Result<u64> {
+    if s == "0" {
+        return Ok(0);
+    }
+    let d = crate::units::duration(s).map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+    if d.subsec_millis() != 0 {
+        anyhow::bail!("--window: '{s}' is not a whole number of seconds");
+    }
+    Ok(d.as_secs())
+}
+
 fn parse_config(kv: &[String]) -> Result<BTreeMap<String, String>> {
     kv.iter()
         .map(|s| match s.split_once('=') {
@@ -309,6 +329,8 @@ pub fn run(a: PluginArgs) -> Result<()> {
             grant: grant.clone(),
             scope: Vec::new(),
             config: config.clone(),
+            window: None,
+            windows: None,
         };
         return install(&reg, args, installed, &mut std::io::stdout().lock());
     }
@@ -615,6 +637,8 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
         scopes: parse_scopes(&i.scope)?,
         config: parse_config(&i.config)?,
         upgrade,
+        window_secs: i.window.as_deref().map(window_secs).transpose()?,
+        windows: i.windows,
     };
     let m = reg.install(&req)?;
     writeln!(
@@ -645,6 +669,23 @@ fn install(reg: &Registry, i: InstallArgs, upgrade: bool, out: &mut impl Write) 
             ""
         }
     )?;
+    if m.manifest.kind == weir_host::manifest::Kind::Summarizer {
+        let w = m.windowing.unwrap_or(m.manifest.summarizer);
+        writeln!(
+            out,
+            "  windows   {} of {}{}",
+            w.windows,
+            match w.window_secs {
+                0 => "one window (never closed)".to_string(),
+                s => format!("{s} s"),
+            },
+            if m.windowing.is_some() {
+                " (set at install)"
+            } else {
+                ""
+            }
+        )?;
+    }
     Ok(())
 }
 

@@ -126,6 +126,14 @@ fn main() {
             )
             .expect("aggregate");
     });
+    // The records' time index walked alone, nothing counted: the floor of the lanes' share.
+    let walk = time(&|| {
+        let mut n = 0u64;
+        records
+            .scan_brief(T0, T0 + DAY_MS, usize::MAX, |_, _, _| n += 1)
+            .expect("walk");
+        assert_eq!(n, nr as u64);
+    });
     let req = TimelineRequest {
         range,
         step_ms: step,
@@ -145,6 +153,10 @@ fn main() {
     println!("| what | ms | vs volume only |");
     println!("|---|---:|---:|");
     println!("| flow volume only (bucketed aggregate) | {volume:.0} | 1.00 |");
+    println!(
+        "| records' time index walked alone | {walk:.0} | {:.2} |",
+        walk / volume.max(0.001)
+    );
     println!(
         "| whole timeline (volume + every lane) | {full:.0} | {:.2} |",
         full / volume.max(0.001)

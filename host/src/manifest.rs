@@ -102,6 +102,25 @@ fn one() -> u32 {
     1
 }
 
+impl Windowing {
+    /// Checks the bounds (`origin` names where it came from: a manifest, `--window`...).
+    pub fn check(&self, origin: &str) -> Result<(), HostError> {
+        if self.windows == 0 || self.windows > MAX_WINDOWS {
+            return Err(HostError::Manifest(format!(
+                "{origin}: summarizer.windows must be 1-{MAX_WINDOWS}, got {}",
+                self.windows
+            )));
+        }
+        if self.window_secs > 7 * 86_400 || (self.window_secs > 0 && self.window_secs < 10) {
+            return Err(HostError::Manifest(format!(
+                "{origin}: summarizer.window_secs must be 0 (one window) or 10-604800, got {}",
+                self.window_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Windowing {
     fn default() -> Self {
         Windowing {
@@ -201,19 +220,7 @@ impl Manifest {
                 "{origin}: [scopes] names {c}, which `capabilities` does not ask for"
             )));
         }
-        let w = m.summarizer;
-        if w.windows == 0 || w.windows > MAX_WINDOWS {
-            return Err(HostError::Manifest(format!(
-                "{origin}: summarizer.windows must be 1-{MAX_WINDOWS}, got {}",
-                w.windows
-            )));
-        }
-        if w.window_secs > 7 * 86_400 || (w.window_secs > 0 && w.window_secs < 10) {
-            return Err(HostError::Manifest(format!(
-                "{origin}: summarizer.window_secs must be 0 (one window) or 10-604800, got {}",
-                w.window_secs
-            )));
-        }
+        m.summarizer.check(origin)?;
         let e = &m.exporter;
         if e.batch_flows == 0 || e.batch_flows > 10_000 {
             return Err(HostError::Manifest(format!(

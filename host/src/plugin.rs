@@ -437,6 +437,15 @@ impl Plugin {
         }
     }
 
+    /// A summarizer cut into the operator's windows instead of its manifest's (the registry
+    /// calls it for `--window`/`--windows`). Call right after [`Plugin::load`], before
+    /// [`Plugin::with_state_dir`]; windows kept from before keep their own length.
+    pub fn with_windowing(mut self, w: crate::manifest::Windowing) -> Plugin {
+        self.manifest.summarizer = w;
+        self.summary = Mutex::new(crate::summary::Windows::new(w));
+        self
+    }
+
     /// Keeps the plugin's kv in `dir/kv.json` (and a summarizer's windows in
     /// `dir/summary.bin`) across restarts, reloads and upgrades (the registry gives each
     /// plugin its own directory). Call right after [`Plugin::load`].

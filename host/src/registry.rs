@@ -42,6 +42,10 @@ pub struct Installed {
     /// capability granted without an entry here reaches nothing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scopes: crate::scope::Scopes,
+    /// A summarizer's windows as the operator set them (`--window`, `--windows`), in place of
+    /// the manifest's `[summarizer]`; kept across upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windowing: Option<crate::manifest::Windowing>,
 }
 
 /// An install (or upgrade) request.
@@ -59,6 +63,10 @@ pub struct InstallRequest {
     pub config: BTreeMap<String, String>,
     /// Replace an installed plugin of the same name.
     pub upgrade: bool,
+    /// A summarizer's window length in seconds (0: one window), in place of its manifest's.
+    pub window_secs: Option<u64>,
+    /// How many of a summarizer's windows are kept, in place of its manifest's.
+    pub windows: Option<u32>,
 }
 
 /// One row of `weir plugin list`.
@@ -340,6 +348,10 @@ impl Registry {
                 scopes: meta.scopes.clone(),
             },
         )
+        .map(|p| match meta.windowing {
+            Some(w) => p.with_windowing(w),
+            None => p,
+        })
     }
 
     /// Brings memory in line with the disk: new, changed, enabled, disabled, removed plugins.
@@ -517,6 +529,33 @@ impl Registry {
         }
         scopes.extend(req.scopes.clone());
         crate::scope::check(&scopes, "install")?;
+        // Windows: the operator's, else what an upgraded install was held to, else the
+        // manifest's.
+        let held = if req.upgrade {
+            self.read_installed(&name)
+                .ok()
+                .and_then(|(old, _)| old.windowing)
+        } else {
+            None
+        };
+        let windowing = match (req.window_secs, req.windows) {
+            (None, None) => held,
+            (secs, n) => {
+                if manifest.kind != crate::manifest::Kind::Summarizer {
+                    return Err(HostError::Load(format!(
+                        "--window/--windows are for summarizers; {name} is a {}",
+                        manifest.kind.world()
+                    )));
+                }
+                let base = held.unwrap_or(manifest.summarizer);
+                let w = crate::manifest::Windowing {
+                    window_secs: secs.unwrap_or(base.window_secs),
+                    windows: n.unwrap_or(base.windows),
+                };
+                w.check("--window/--windows")?;
+                Some(w)
+            }
+        };
         let manifest_limits = manifest.limits;
         let meta = Installed {
             manifest,
@@ -530,6 +569,7 @@ impl Registry {
             signed_by,
             granted_limits: Some(self.rt.policy().grant(manifest_limits)),
             scopes,
+            windowing,
         };
         // Refuse anything that would not load, before touching the registry.
         self.load_only(&meta, &wasm)?;
@@ -909,6 +949,9 @@ impl weir_core::plugins::PluginAdmin for Registry {
             scopes: Default::default(),
             config: BTreeMap::new(),
             upgrade,
+            // An upgrade keeps the windows the operator set; the API sets none.
+            window_secs: None,
+            windows: None,
         };
         let r = match (upload, source) {
             (Some(wasm), None) => self.install_bytes(wasm.to_vec(), None, &req("upload")),

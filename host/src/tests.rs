@@ -758,6 +758,107 @@ mod registry {
         p.process(&flows(1)).expect("kv mode").samples[0].value
     }
 
+    /// The operator's windows for a summarizer: set at install in place of the manifest's,
+    /// used by the loaded plugin (a window closes at its length), kept by an upgrade that
+    /// gives none and through a restart; bad values and non-summarizers refused by name.
+    #[test]
+    fn summarizer_windows_set_at_install_are_used_and_kept_across_upgrades() {
+        use crate::manifest::Windowing;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg_dir = tmp.path().join("plugins");
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("registry");
+        let source = staged(tmp.path(), "src-bytes");
+        assert_eq!(
+            manifest("src-bytes").summarizer,
+            Windowing {
+                window_secs: 60,
+                windows: 60
+            }
+        );
+        for (secs, n, want) in [
+            (
+                Some(5),
+                None,
+                "window_secs must be 0 (one window) or 10-604800, got 5",
+            ),
+            (None, Some(0), "windows must be 1-1440, got 0"),
+            (Some(700_000), Some(3), "got 700000"),
+        ] {
+            let e = reg
+                .install(&InstallRequest {
+                    source: source.clone(),
+                    window_secs: secs,
+                    windows: n,
+                    ..Default::default()
+                })
+                .expect_err("out of bounds");
+            assert!(e.to_string().contains("--window/--windows"), "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        assert!(
+            reg.list().is_empty(),
+            "nothing installed by a refused request"
+        );
+        let m = reg
+            .install(&InstallRequest {
+                source: source.clone(),
+                window_secs: Some(10),
+                ..Default::default()
+            })
+            .expect("install");
+        // Only the length given: the count stays the manifest's.
+        let set = Windowing {
+            window_secs: 10,
+            windows: 60,
+        };
+        assert_eq!(m.windowing, Some(set));
+        let p = reg.get("src-bytes").expect("loaded");
+        assert_eq!(p.manifest().summarizer, set);
+        // Windows close at 10 s, not 60: two updates 10 s apart are two windows.
+        let t0 = 1_800_000_000_000u64;
+        p.summarize_at(&flows(10), t0).expect("first");
+        p.summarize_at(&flows(10), t0 + 10_000).expect("second");
+        assert_eq!(p.summary_windows().len(), 2, "{:?}", p.summary_windows());
+        // An upgrade without the flags keeps them; one with a count changes only that.
+        let m = reg
+            .install(&InstallRequest {
+                source: source.clone(),
+                upgrade: true,
+                ..Default::default()
+            })
+            .expect("upgrade");
+        assert_eq!(m.windowing, Some(set));
+        let m = reg
+            .install(&InstallRequest {
+                source: source.clone(),
+                upgrade: true,
+                windows: Some(3),
+                ..Default::default()
+            })
+            .expect("upgrade");
+        let three = Windowing {
+            window_secs: 10,
+            windows: 3,
+        };
+        assert_eq!(m.windowing, Some(three));
+        drop(reg);
+        let reg = Registry::open(&reg_dir, runtime(), None).expect("reopen");
+        assert_eq!(
+            reg.get("src-bytes").expect("loaded").manifest().summarizer,
+            three,
+            "after a restart"
+        );
+        // Not a summarizer: the flags are refused, naming the kind.
+        let e = reg
+            .install(&InstallRequest {
+                source: staged(tmp.path(), "hostile"),
+                windows: Some(3),
+                ..Default::default()
+            })
+            .expect_err("not a summarizer");
+        assert!(e.to_string().contains("are for summarizers"), "{e}");
+    }
+
     #[test]
     fn kv_survives_restart_disable_enable_and_upgrade_and_no_name_escapes() {
         let tmp = tempfile::tempdir().expect("tempdir");
