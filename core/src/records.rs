@@ -10,6 +10,10 @@
 //! (above a restored incident's), so a reader pages with
 //! `after_seq` and resumes where it stopped. Every write is flushed before it returns, so a
 //! record acknowledged to a plugin survives kill -9.
+//!
+//! In memory: entries per minute and brief ([`RecordStore::minute_counts`]), built by one walk
+//! of the time index at open and kept in step by writes and retention, so the timeline counts
+//! its lanes without walking a million index keys.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -176,6 +180,61 @@ pub struct RecordStore {
     /// The highest sequence number restored from an incident (0 otherwise): new entries are
     /// numbered above it.
     floor: std::sync::atomic::AtomicU64,
+    /// Entries per minute and brief, in memory: built from the time index when the store
+    /// opens, kept in step by every write and by retention. What the timeline counts lanes
+    /// from instead of walking the index ([`RecordStore::minute_counts`]).
+    minutes: std::sync::Mutex<Minutes>,
+}
+
+/// A minute's length, ms.
+pub const MINUTE_MS: u64 = 60_000;
+
+/// An owned [`Brief`]: what entries are counted by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BriefKey {
+    pub kind: String,
+    pub severity: String,
+    pub lane: String,
+    pub status: String,
+}
+
+impl BriefKey {
+    fn of(b: Brief<'_>) -> BriefKey {
+        BriefKey {
+            kind: b.kind.to_string(),
+            severity: b.severity.to_string(),
+            lane: b.lane.to_string(),
+            status: b.status.to_string(),
+        }
+    }
+
+    pub fn brief(&self) -> Brief<'_> {
+        Brief {
+            kind: &self.kind,
+            severity: &self.severity,
+            lane: &self.lane,
+            status: &self.status,
+        }
+    }
+}
+
+/// Entries per minute start (ms) and brief.
+type Minutes = std::collections::BTreeMap<u64, std::collections::BTreeMap<BriefKey, u64>>;
+
+fn count_in(m: &mut Minutes, time_ms: u64, b: Brief<'_>, up: bool) {
+    let minute = time_ms / MINUTE_MS * MINUTE_MS;
+    let briefs = m.entry(minute).or_default();
+    if up {
+        *briefs.entry(BriefKey::of(b)).or_insert(0) += 1;
+    } else if let Some(n) = briefs.get_mut(&BriefKey::of(b)) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            briefs.remove(&BriefKey::of(b));
+        }
+    }
+    if briefs.is_empty() {
+        m.remove(&minute);
+    }
 }
 
 fn time_key(time_ms: u64, seq: u64) -> [u8; 16] {
@@ -242,6 +301,20 @@ fn brief_of(v: &[u8]) -> Option<Brief<'_>> {
     it.next().is_none().then_some(b)
 }
 
+/// A time index item as (time, seq, brief value); keys of another length are skipped.
+fn time_item(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Option<Result<(u64, u64, sled::IVec), RecordError>> {
+    match item {
+        Err(e) => Some(Err(e.into())),
+        Ok((k, v)) => {
+            let t = <[u8; 8]>::try_from(k.get(..8)?).ok()?;
+            let seq = <[u8; 8]>::try_from(k.get(8..16)?).ok()?;
+            Some(Ok((u64::from_be_bytes(t), u64::from_be_bytes(seq), v)))
+        }
+    }
+}
+
 /// Where a restored store keeps its sequence floor (in the default tree).
 const FLOOR_KEY: &[u8] = b"restored-seq-floor";
 
@@ -272,14 +345,39 @@ impl RecordStore {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
-        Ok(RecordStore {
+        let store = RecordStore {
             floor: floor.into(),
             entries: db.open_tree("entries")?,
             by_time: db.open_tree("by_time")?,
             by_trace: db.open_tree("by_trace")?,
             db,
             writing: std::sync::Mutex::new(()),
-        })
+            minutes: Default::default(),
+        };
+        // The counts per minute, from one walk of the time index.
+        let mut minutes = Minutes::new();
+        store.scan_brief(0, u64::MAX, usize::MAX, |t, _, b| {
+            count_in(&mut minutes, t, b, true)
+        })?;
+        *store.minutes_lock() = minutes;
+        Ok(store)
+    }
+
+    fn minutes_lock(&self) -> std::sync::MutexGuard<'_, Minutes> {
+        self.minutes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries per minute (start ms) and brief for the minutes starting in
+    /// `[from_minute_ms, to_minute_ms]`, oldest first: counts without walking the index.
+    pub fn minute_counts(
+        &self,
+        from_minute_ms: u64,
+        to_minute_ms: u64,
+    ) -> Vec<(u64, BriefKey, u64)> {
+        let m = self.minutes_lock();
+        m.range(from_minute_ms..=to_minute_ms)
+            .flat_map(|(minute, briefs)| briefs.iter().map(|(b, n)| (*minute, b.clone(), *n)))
+            .collect()
     }
 
     /// Writes entries for `source`, all or none (every entry is checked first), and flushes
@@ -330,6 +428,10 @@ impl RecordStore {
         self.by_time.apply_batch(times)?;
         self.by_trace.apply_batch(traces)?;
         self.entries.apply_batch(batch)?;
+        let mut m = self.minutes_lock();
+        for s in stored {
+            count_in(&mut m, s.entry.time_ms, s.entry.brief(), true);
+        }
         Ok(())
     }
 
@@ -436,14 +538,36 @@ impl RecordStore {
     ) -> impl Iterator<Item = Result<(u64, u64, sled::IVec), RecordError>> + '_ {
         self.by_time
             .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
-            .filter_map(|item| match item {
-                Err(e) => Some(Err(e.into())),
-                Ok((k, v)) => {
-                    let t = <[u8; 8]>::try_from(k.get(..8)?).ok()?;
-                    let seq = <[u8; 8]>::try_from(k.get(8..16)?).ok()?;
-                    Some(Ok((u64::from_be_bytes(t), u64::from_be_bytes(seq), v)))
+            .filter_map(time_item)
+    }
+
+    /// Like [`RecordStore::scan_brief`], newest first (the latest time, the highest sequence
+    /// number among equal times), until `visit` says stop (`false`).
+    pub fn scan_brief_rev(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        mut visit: impl FnMut(u64, u64, Brief<'_>) -> bool,
+    ) -> Result<(), RecordError> {
+        let items = self
+            .by_time
+            .range(time_key(from_ms, 0)..=time_key(to_ms, u64::MAX))
+            .rev()
+            .filter_map(time_item);
+        for item in items {
+            let (t, seq, v) = item?;
+            let go_on = match brief_of(&v) {
+                Some(b) => visit(t, seq, b),
+                None => {
+                    let Some(s) = self.get(seq)? else { continue };
+                    visit(t, seq, s.entry.brief())
                 }
-            })
+            };
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Visits the entries with `time_ms` in `[from_ms, to_ms]`, in time order, at most
@@ -515,34 +639,43 @@ impl RecordStore {
         max_entries: usize,
     ) -> Result<usize, RecordError> {
         let mut dropped = 0;
-        let mut drop_key = |k: &[u8]| -> Result<(), RecordError> {
-            if k.len() == 16
-                && let Some(old) = self.entries.remove(&k[8..])?
-                && let Ok(s) = serde_json::from_slice::<Stored>(&old)
+        let mut drop_key = |k: &[u8], brief: &[u8]| -> Result<(), RecordError> {
+            let old = match k.get(8..16) {
+                Some(seq) => self.entries.remove(seq)?,
+                None => None,
+            };
+            let old = old.and_then(|v| serde_json::from_slice::<Stored>(&v).ok());
+            if let Some(s) = &old
                 && let Some(t) = trace_label(&s.entry)
             {
                 self.by_trace.remove(trace_key(t, s.seq))?;
             }
             self.by_time.remove(k)?;
+            // Uncounted as it was counted: by the index's brief, else the entry's.
+            if let Some(t) = k.get(..8).and_then(|t| <[u8; 8]>::try_from(t).ok()) {
+                let t = u64::from_be_bytes(t);
+                let mut m = self.minutes_lock();
+                match (brief_of(brief), &old) {
+                    (Some(b), _) => count_in(&mut m, t, b, false),
+                    (None, Some(s)) => count_in(&mut m, t, s.entry.brief(), false),
+                    (None, None) => {}
+                }
+            }
             dropped += 1;
             Ok(())
         };
         for item in self.by_time.range(..time_key(before_ms, 0)) {
-            let (k, _) = item?;
-            drop_key(&k)?;
+            let (k, v) = item?;
+            drop_key(&k, &v)?;
         }
         let over = match max_entries {
             0 => 0,
             max => self.by_time.len().saturating_sub(max),
         };
-        let oldest: Vec<sled::IVec> = self
-            .by_time
-            .iter()
-            .take(over)
-            .map(|i| i.map(|(k, _)| k))
-            .collect::<Result<_, _>>()?;
-        for k in oldest {
-            drop_key(&k)?;
+        let oldest: Vec<(sled::IVec, sled::IVec)> =
+            self.by_time.iter().take(over).collect::<Result<_, _>>()?;
+        for (k, v) in oldest {
+            drop_key(&k, &v)?;
         }
         if dropped > 0 {
             self.db.flush()?;

@@ -10,7 +10,7 @@
 use crate::alerts::Alert;
 use crate::query::Expr;
 use crate::query::TimeRange;
-use crate::records::{RecordError, RecordStore, Stored};
+use crate::records::{MINUTE_MS, RecordError, RecordStore, Stored};
 use crate::store::{Buckets, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -180,7 +180,7 @@ fn item_of(s: &Stored) -> Item {
 
 /// As [`most_severe_first`], for records not read yet.
 fn most_severe_pending(p: &mut [(u8, u64, u64)]) {
-    p.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    p.sort_by(|a, b| b.cmp(a));
 }
 
 /// The most severe first, the latest among equals.
@@ -213,6 +213,19 @@ impl LaneBuilder {
         severity: &'static str,
         n: usize,
     ) -> &'a mut LaneBuilder {
+        Self::count_n(lanes, id, title, bucket, severity, n, 1)
+    }
+
+    /// Like [`LaneBuilder::count`], `k` items at once.
+    fn count_n<'a>(
+        lanes: &'a mut BTreeMap<String, LaneBuilder>,
+        id: String,
+        title: String,
+        bucket: Option<usize>,
+        severity: &'static str,
+        n: usize,
+        k: u64,
+    ) -> &'a mut LaneBuilder {
         let l = lanes.entry(id).or_insert_with(|| LaneBuilder {
             title,
             total: 0,
@@ -220,50 +233,111 @@ impl LaneBuilder {
             items: vec![],
             pending: vec![],
         });
-        l.total += 1;
+        l.total += k;
         if let Some(i) = bucket {
-            l.counts.entry(severity).or_insert_with(|| vec![0; n])[i] += 1;
+            l.counts.entry(severity).or_insert_with(|| vec![0; n])[i] += k;
         }
         l
     }
 }
 
-/// Builds the timeline from the store, the records and the alerts (active and past).
-pub fn build(
-    store: &Store,
+/// The records' lanes. Counts per bucket come from the store's counts per minute; a minute
+/// that straddles a bucket's edge or the range's is walked in the time index instead, so
+/// counts are exact. Then each lane's items (the most severe first, the latest among equals,
+/// `max_items` of them): walking the index back, newest first, over only the minutes that
+/// hold what is still wanted. Only the records listed are read. Returns whether the walks
+/// stopped at [`MAX_RECORDS`] index keys (the counts are then short).
+fn record_lanes(
+    r: &RecordStore,
+    lanes: &mut BTreeMap<String, LaneBuilder>,
+    req: &TimelineRequest,
+    n: usize,
+    bucket: &dyn Fn(u64) -> Option<usize>,
+) -> Result<bool, TimelineError> {
+    let (from, to, keep) = (req.range.from_ms, req.range.to_ms, req.max_items);
+    let minute_of = |t: u64| t / MINUTE_MS * MINUTE_MS;
+    // (lane id, rank) -> items in range; minute -> the (lane id, rank)s it holds.
+    let mut in_range: BTreeMap<(String, u8), u64> = BTreeMap::new();
+    let mut holds: BTreeMap<u64, Vec<(String, u8)>> = BTreeMap::new();
+    let mut edges = vec![];
+    for (minute, b, k) in r.minute_counts(minute_of(from), minute_of(to)) {
+        let b = b.brief();
+        let severity = severity_of(b.kind, b.severity, b.status);
+        let (id, title) = lane_of(b.kind, b.lane);
+        let last = minute + MINUTE_MS - 1;
+        holds
+            .entry(minute)
+            .or_default()
+            .push((id.clone(), rank(severity)));
+        if minute >= from && last <= to && bucket(minute) == bucket(last) {
+            *in_range.entry((id.clone(), rank(severity))).or_default() += k;
+            LaneBuilder::count_n(lanes, id, title, bucket(minute), severity, n, k);
+        } else if edges.last() != Some(&minute) {
+            edges.push(minute);
+        }
+    }
+    let mut walked = 0usize;
+    let mut truncated = false;
+    for minute in edges {
+        let (a, z) = (minute.max(from), (minute + MINUTE_MS - 1).min(to));
+        truncated |= r.scan_brief(a, z, MAX_RECORDS.saturating_sub(walked), |t, _, b| {
+            walked += 1;
+            let severity = severity_of(b.kind, b.severity, b.status);
+            let (id, title) = lane_of(b.kind, b.lane);
+            *in_range.entry((id.clone(), rank(severity))).or_default() += 1;
+            LaneBuilder::count(lanes, id, title, bucket(t), severity, n);
+        })?;
+    }
+    // What each lane lists: of its most severe items first, the latest.
+    let mut want: BTreeMap<(String, u8), u64> = BTreeMap::new();
+    for (id, _) in lanes.iter() {
+        let mut left = keep as u64;
+        for rk in [2u8, 1, 0] {
+            let have = in_range.get(&(id.clone(), rk)).copied().unwrap_or(0);
+            let take = have.min(left);
+            if take > 0 {
+                want.insert((id.clone(), rk), take);
+            }
+            left -= take;
+        }
+    }
+    for (minute, wanted) in holds.iter().rev() {
+        if want.is_empty() {
+            break;
+        }
+        if !wanted.iter().any(|w| want.contains_key(w)) {
+            continue;
+        }
+        let (a, z) = ((*minute).max(from), (minute + MINUTE_MS - 1).min(to));
+        r.scan_brief_rev(a, z, |t, seq, b| {
+            let severity = severity_of(b.kind, b.severity, b.status);
+            let (id, _) = lane_of(b.kind, b.lane);
+            let key = (id, rank(severity));
+            if let Some(w) = want.get_mut(&key) {
+                if let Some(l) = lanes.get_mut(&key.0) {
+                    l.pending.push((key.1, t, seq));
+                }
+                *w -= 1;
+                if *w == 0 {
+                    want.remove(&key);
+                }
+            }
+            !want.is_empty()
+        })?;
+    }
+    Ok(truncated)
+}
+
+/// Every lane but the volume: alerts (one item per episode), then the records' lanes.
+/// Returns them with whether the records' walks stopped short ([`record_lanes`]).
+fn lanes_of(
     records: Option<&RecordStore>,
     alerts: &[Alert],
     req: &TimelineRequest,
-) -> Result<Timeline, TimelineError> {
-    let (from, to, step) = (req.range.from_ms, req.range.to_ms, req.step_ms.max(1));
-    let buckets = to.saturating_sub(from).div_ceil(step).max(1);
-    let bucket = |t: u64| -> Option<usize> {
-        (t >= from && t <= to).then(|| (((t - from) / step) as usize).min(buckets as usize - 1))
-    };
-    let n = buckets as usize;
-    let mut volume = Volume {
-        bytes: vec![0; n],
-        packets: vec![0; n],
-        flows: vec![0; n],
-        drop_packets: vec![0; n],
-    };
-    let groups = store.aggregate(
-        &req.filter,
-        &req.range,
-        &[],
-        Some(Buckets {
-            origin_ms: from,
-            step_ms: step,
-        }),
-    )?;
-    for ((_, b), t) in groups {
-        if let Some(i) = b.and_then(bucket) {
-            volume.bytes[i] += t.bytes;
-            volume.packets[i] += t.packets;
-            volume.flows[i] += t.flows;
-            volume.drop_packets[i] += t.drop_packets;
-        }
-    }
+    n: usize,
+    bucket: &(dyn Fn(u64) -> Option<usize> + Sync),
+) -> Result<(BTreeMap<String, LaneBuilder>, bool), TimelineError> {
+    let (from, to) = (req.range.from_ms, req.range.to_ms);
     let mut lanes: BTreeMap<String, LaneBuilder> = BTreeMap::new();
     let keep = req.max_items;
     let add = |id: String, title: String, it: Item, lanes: &mut BTreeMap<String, LaneBuilder>| {
@@ -323,17 +397,7 @@ pub fn build(
     }
     let mut records_truncated = false;
     if let Some(r) = records {
-        // Counted from the time index alone; only the records listed are read.
-        records_truncated = r.scan_brief(from, to, MAX_RECORDS, |t, seq, b| {
-            let severity = severity_of(b.kind, b.severity, b.status);
-            let (id, title) = lane_of(b.kind, b.lane);
-            let l = LaneBuilder::count(&mut lanes, id, title, bucket(t.max(from)), severity, n);
-            l.pending.push((rank(severity), t, seq));
-            if l.pending.len() > 2 * keep.max(1) {
-                most_severe_pending(&mut l.pending);
-                l.pending.truncate(keep);
-            }
-        })?;
+        records_truncated = record_lanes(r, &mut lanes, req, n, &bucket)?;
         for l in lanes.values_mut() {
             most_severe_pending(&mut l.pending);
             l.pending.truncate(keep);
@@ -342,6 +406,55 @@ pub fn build(
                     l.items.push(item_of(&s));
                 }
             }
+        }
+    }
+    Ok((lanes, records_truncated))
+}
+
+/// Builds the timeline from the store, the records and the alerts (active and past).
+pub fn build(
+    store: &Store,
+    records: Option<&RecordStore>,
+    alerts: &[Alert],
+    req: &TimelineRequest,
+) -> Result<Timeline, TimelineError> {
+    let (from, to, step) = (req.range.from_ms, req.range.to_ms, req.step_ms.max(1));
+    let buckets = to.saturating_sub(from).div_ceil(step).max(1);
+    let bucket = |t: u64| -> Option<usize> {
+        (t >= from && t <= to).then(|| (((t - from) / step) as usize).min(buckets as usize - 1))
+    };
+    let n = buckets as usize;
+    let mut volume = Volume {
+        bytes: vec![0; n],
+        packets: vec![0; n],
+        flows: vec![0; n],
+        drop_packets: vec![0; n],
+    };
+    // The flow volume on a thread of its own while the lanes are counted here.
+    let (groups, (lanes, records_truncated)) = std::thread::scope(|sc| {
+        let volume = sc.spawn(|| {
+            store.aggregate(
+                &req.filter,
+                &req.range,
+                &[],
+                Some(Buckets {
+                    origin_ms: from,
+                    step_ms: step,
+                }),
+            )
+        });
+        let lanes = lanes_of(records, alerts, req, n, &bucket);
+        let groups = volume
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok::<_, TimelineError>((groups?, lanes?))
+    })?;
+    for ((_, b), t) in groups {
+        if let Some(i) = b.and_then(bucket) {
+            volume.bytes[i] += t.bytes;
+            volume.packets[i] += t.packets;
+            volume.flows[i] += t.flows;
+            volume.drop_packets[i] += t.drop_packets;
         }
     }
     let order = |id: &str| match id {
@@ -494,5 +607,145 @@ mod tests {
             Some("DstPort=80")
         );
         assert_eq!(t.lanes[4].title, "deploys");
+    }
+
+    /// Lanes counted from the store's minute counts (edge minutes walked) and items found by
+    /// walking back equal a brute-force count and pick over every record written: for
+    /// ranges and steps that cut minutes anywhere (steps longer and shorter than a minute),
+    /// with equal times, after retention drops the oldest and after the store is reopened
+    /// (counts rebuilt from the index).
+    /// Per lane: total, counts per severity and bucket, and every (rank, time, seq).
+    type Want<'a> = BTreeMap<String, (u64, BTreeMap<&'a str, Vec<u64>>, Vec<(u8, u64, u64)>)>;
+
+    #[test]
+    fn lanes_from_minute_counts_equal_counting_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("flows"))).unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let kinds: [(&str, &[(&str, &str)]); 7] = [
+            ("log", &[("severity", "info")]),
+            ("log", &[("severity", "error")]),
+            ("log", &[("severity", "warn")]),
+            ("span", &[("status", "ok")]),
+            ("span", &[("status", "error")]),
+            ("k8s-event", &[("severity", "warning")]),
+            ("timeline", &[("lane", "deploys")]),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut all: Vec<(u64, usize)> = vec![];
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Three hours, with some records at the very same ms.
+            let t = t0 + (x % 10_800_000) / 7 * 7;
+            let k = ((x >> 32) % 100) as usize;
+            let kind = match k {
+                0..=49 => 0,
+                50..=51 => 1,
+                52..=57 => 2,
+                58..=84 => 3,
+                85..=86 => 4,
+                87..=97 => 5,
+                _ => 6,
+            };
+            all.push((t, kind));
+        }
+        let records_dir = dir.path().join("records");
+        let records = RecordStore::open(&records_dir).unwrap();
+        let mut seqs = vec![];
+        for chunk in all.chunks(500) {
+            let written = records
+                .write(
+                    "test",
+                    chunk
+                        .iter()
+                        .map(|(t, k)| rec(*t, kinds[*k].0, kinds[*k].1))
+                        .collect(),
+                )
+                .unwrap();
+            seqs.extend(written);
+        }
+        let lane_id = |k: usize| match kinds[k].0 {
+            "log" => "logs".to_string(),
+            "span" => "spans".to_string(),
+            "k8s-event" => "events".to_string(),
+            _ => "timeline:deploys".to_string(),
+        };
+        let sev = |k: usize| match k {
+            1 | 4 => "critical",
+            2 | 5 => "warning",
+            _ => "info",
+        };
+        let check = |records: &RecordStore, kept: &dyn Fn(u64) -> bool, label: &str| {
+            for (from, to, step, max_items) in [
+                (t0 + 12_345, t0 + 10_000_000, 437_123, 7),
+                (t0, t0 + 10_800_000, 600_000, 3),
+                (t0 + 3_600_017, t0 + 4_000_000, 29_000, 40),
+                (t0 + 61_000, t0 + 61_999, 100, 2),
+            ] {
+                let req = TimelineRequest {
+                    range: TimeRange {
+                        from_ms: from,
+                        to_ms: to,
+                    },
+                    step_ms: step,
+                    filter: crate::query::parse("").unwrap(),
+                    max_items,
+                };
+                let t = build(&store, Some(records), &[], &req).unwrap();
+                let n = t.buckets as usize;
+                // Brute force over every record written and still kept.
+                let mut want: Want = BTreeMap::new();
+                for ((tm, k), seq) in all.iter().zip(&seqs) {
+                    if *tm < from || *tm > to || !kept(*seq) {
+                        continue;
+                    }
+                    let e = want.entry(lane_id(*k)).or_default();
+                    e.0 += 1;
+                    let b = (((tm - from) / step) as usize).min(n - 1);
+                    e.1.entry(sev(*k)).or_insert_with(|| vec![0; n])[b] += 1;
+                    e.2.push((rank(sev(*k)), *tm, *seq));
+                }
+                let got: Vec<&str> = t.lanes.iter().map(|l| l.id.as_str()).collect();
+                let mut want_ids: Vec<&str> = want.keys().map(String::as_str).collect();
+                want_ids.sort_by_key(|id| match *id {
+                    "events" => 1,
+                    "spans" => 2,
+                    "logs" => 3,
+                    _ => 4,
+                });
+                assert_eq!(got, want_ids, "{label} {from}..{to}/{step}");
+                for l in &t.lanes {
+                    let w = &want[&l.id];
+                    assert_eq!(l.total, w.0, "{label} {} total", l.id);
+                    assert_eq!(l.counts, w.1, "{label} {} counts", l.id);
+                    let mut pick = w.2.clone();
+                    pick.sort_by(|a, b| b.cmp(a));
+                    pick.truncate(max_items);
+                    let mut picked: Vec<(u64, u64)> = pick.iter().map(|p| (p.1, p.2)).collect();
+                    picked.sort();
+                    let items: Vec<(u64, u64)> = l
+                        .items
+                        .iter()
+                        .map(|i| (i.time_ms, i.seq.unwrap_or(0)))
+                        .collect();
+                    assert_eq!(items, picked, "{label} {} items", l.id);
+                }
+            }
+        };
+        check(&records, &|_| true, "written");
+        // Retention: the 600 oldest go; counts follow.
+        let oldest: std::collections::BTreeSet<u64> = {
+            let mut by_time: Vec<(u64, u64)> =
+                all.iter().zip(&seqs).map(|((t, _), s)| (*t, *s)).collect();
+            by_time.sort();
+            by_time.iter().take(600).map(|(_, s)| *s).collect()
+        };
+        assert_eq!(records.enforce_retention(0, 2400).unwrap(), 600);
+        check(&records, &|s| !oldest.contains(&s), "after retention");
+        drop(records);
+        let records = RecordStore::open(&records_dir).unwrap();
+        check(&records, &|s| !oldest.contains(&s), "reopened");
     }
 }
