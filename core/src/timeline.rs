@@ -203,21 +203,9 @@ struct LaneBuilder {
 }
 
 impl LaneBuilder {
-    /// Lane `id` (made when new) with one more item of `severity` counted in `bucket` (of
+    /// Lane `id` (made when new) with `k` more items of `severity` counted in `bucket` (of
     /// `n`).
     fn count<'a>(
-        lanes: &'a mut BTreeMap<String, LaneBuilder>,
-        id: String,
-        title: String,
-        bucket: Option<usize>,
-        severity: &'static str,
-        n: usize,
-    ) -> &'a mut LaneBuilder {
-        Self::count_n(lanes, id, title, bucket, severity, n, 1)
-    }
-
-    /// Like [`LaneBuilder::count`], `k` items at once.
-    fn count_n<'a>(
         lanes: &'a mut BTreeMap<String, LaneBuilder>,
         id: String,
         title: String,
@@ -271,7 +259,7 @@ fn record_lanes(
             .push((id.clone(), rank(severity)));
         if minute >= from && last <= to && bucket(minute) == bucket(last) {
             *in_range.entry((id.clone(), rank(severity))).or_default() += k;
-            LaneBuilder::count_n(lanes, id, title, bucket(minute), severity, n, k);
+            LaneBuilder::count(lanes, id, title, bucket(minute), severity, n, k);
         } else if edges.last() != Some(&minute) {
             edges.push(minute);
         }
@@ -285,7 +273,7 @@ fn record_lanes(
             let severity = severity_of(b.kind, b.severity, b.status);
             let (id, title) = lane_of(b.kind, b.lane);
             *in_range.entry((id.clone(), rank(severity))).or_default() += 1;
-            LaneBuilder::count(lanes, id, title, bucket(t), severity, n);
+            LaneBuilder::count(lanes, id, title, bucket(t), severity, n, 1);
         })?;
     }
     // What each lane lists: of its most severe items first, the latest.
@@ -348,6 +336,7 @@ fn lanes_of(
             bucket(it.time_ms.max(from)),
             it.severity,
             n,
+            1,
         );
         l.items.push(it);
         // Bounded memory: past twice the listing, keep the ones that would be listed.
