@@ -22,6 +22,7 @@ const BUNDLED: &[&str] = &[
     "ovs-decoder",
     "policy-engine",
     "what-changed",
+    "event-drops",
     "edge-summary",
     "sampling-controller",
     "ipfix-export",

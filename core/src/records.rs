@@ -218,19 +218,23 @@ impl BriefKey {
     }
 }
 
-/// Entries per minute start (ms) and brief.
-type Minutes = std::collections::BTreeMap<u64, std::collections::BTreeMap<BriefKey, u64>>;
+/// Entries per minute start (ms) and brief (a minute holds few briefs: a list, looked up
+/// without building a key).
+type Minutes = std::collections::BTreeMap<u64, Vec<(BriefKey, u64)>>;
 
 fn count_in(m: &mut Minutes, time_ms: u64, b: Brief<'_>, up: bool) {
     let minute = time_ms / MINUTE_MS * MINUTE_MS;
     let briefs = m.entry(minute).or_default();
-    if up {
-        *briefs.entry(BriefKey::of(b)).or_insert(0) += 1;
-    } else if let Some(n) = briefs.get_mut(&BriefKey::of(b)) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            briefs.remove(&BriefKey::of(b));
+    match (briefs.iter().position(|(k, _)| k.brief() == b), up) {
+        (Some(i), true) => briefs[i].1 += 1,
+        (None, true) => briefs.push((BriefKey::of(b), 1)),
+        (Some(i), false) => {
+            briefs[i].1 = briefs[i].1.saturating_sub(1);
+            if briefs[i].1 == 0 {
+                briefs.swap_remove(i);
+            }
         }
+        (None, false) => {}
     }
     if briefs.is_empty() {
         m.remove(&minute);
@@ -374,6 +378,9 @@ impl RecordStore {
         from_minute_ms: u64,
         to_minute_ms: u64,
     ) -> Vec<(u64, BriefKey, u64)> {
+        if from_minute_ms > to_minute_ms {
+            return Vec::new();
+        }
         let m = self.minutes_lock();
         m.range(from_minute_ms..=to_minute_ms)
             .flat_map(|(minute, briefs)| briefs.iter().map(|(b, n)| (*minute, b.clone(), *n)))
@@ -426,12 +433,15 @@ impl RecordStore {
         // The time index first: a crash between the two leaves index keys without entries
         // (invisible to queries, dropped by retention), never entries retention cannot find.
         self.by_time.apply_batch(times)?;
+        // The counts mirror the time index (what a reopen counts from).
+        {
+            let mut m = self.minutes_lock();
+            for s in stored {
+                count_in(&mut m, s.entry.time_ms, s.entry.brief(), true);
+            }
+        }
         self.by_trace.apply_batch(traces)?;
         self.entries.apply_batch(batch)?;
-        let mut m = self.minutes_lock();
-        for s in stored {
-            count_in(&mut m, s.entry.time_ms, s.entry.brief(), true);
-        }
         Ok(())
     }
 
@@ -452,6 +462,14 @@ impl RecordStore {
                     "record {i}: sequence number 0"
                 )));
             }
+        }
+        let mut seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
+        seqs.sort_unstable();
+        if let Some(w) = seqs.windows(2).find(|w| w[0] == w[1]) {
+            return Err(RecordError::Invalid(format!(
+                "sequence number {} given twice",
+                w[0]
+            )));
         }
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         for chunk in stored.chunks(10_000) {
@@ -638,6 +656,8 @@ impl RecordStore {
         before_ms: u64,
         max_entries: usize,
     ) -> Result<usize, RecordError> {
+        // No write in flight: its index keys and its counts arrive together.
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut dropped = 0;
         let mut drop_key = |k: &[u8], brief: &[u8]| -> Result<(), RecordError> {
             let old = match k.get(8..16) {
@@ -810,5 +830,30 @@ mod tests {
         assert_eq!(s.query(&all).unwrap().len(), 30, "kept across reopen");
         let next = s.write("p", vec![entry(5000, "ok", "y")]).unwrap();
         assert!(next[0] > 51, "sequence numbers keep growing: {next:?}");
+    }
+
+    /// An incident restoring one sequence number twice is refused before anything is written
+    /// (it would be counted twice against one index key).
+    #[test]
+    fn a_restore_with_a_sequence_number_twice_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RecordStore::open(dir.path()).unwrap();
+        let stored = |seq| Stored {
+            seq,
+            source: "x".into(),
+            entry: entry(1000, "log", "l"),
+        };
+        let e = s.restore(&[stored(3), stored(4), stored(3)]).unwrap_err();
+        assert!(
+            e.to_string().contains("sequence number 3 given twice"),
+            "{e}"
+        );
+        assert!(s.is_empty());
+        assert!(s.minute_counts(0, u64::MAX).is_empty());
+        s.restore(&[stored(3), stored(4)]).unwrap();
+        assert_eq!(s.minute_counts(0, u64::MAX)[0].2, 2);
+        // Retention takes them away from the counts too.
+        assert_eq!(s.enforce_retention(2000, 0).unwrap(), 2);
+        assert!(s.minute_counts(0, u64::MAX).is_empty());
     }
 }

@@ -234,7 +234,7 @@ impl LaneBuilder {
 /// counts are exact. Then each lane's items (the most severe first, the latest among equals,
 /// `max_items` of them): walking the index back, newest first, over only the minutes that
 /// hold what is still wanted. Only the records listed are read. Returns whether the walks
-/// stopped at [`MAX_RECORDS`] index keys (the counts are then short).
+/// stopped at [`MAX_RECORDS`] index keys (the counts, or the items listed, are then short).
 fn record_lanes(
     r: &RecordStore,
     lanes: &mut BTreeMap<String, LaneBuilder>,
@@ -252,7 +252,7 @@ fn record_lanes(
         let b = b.brief();
         let severity = severity_of(b.kind, b.severity, b.status);
         let (id, title) = lane_of(b.kind, b.lane);
-        let last = minute + MINUTE_MS - 1;
+        let last = minute.saturating_add(MINUTE_MS - 1);
         holds
             .entry(minute)
             .or_default()
@@ -267,7 +267,10 @@ fn record_lanes(
     let mut walked = 0usize;
     let mut truncated = false;
     for minute in edges {
-        let (a, z) = (minute.max(from), (minute + MINUTE_MS - 1).min(to));
+        let (a, z) = (
+            minute.max(from),
+            minute.saturating_add(MINUTE_MS - 1).min(to),
+        );
         truncated |= r.scan_brief(a, z, MAX_RECORDS.saturating_sub(walked), |t, _, b| {
             walked += 1;
             let severity = severity_of(b.kind, b.severity, b.status);
@@ -296,8 +299,16 @@ fn record_lanes(
         if !wanted.iter().any(|w| want.contains_key(w)) {
             continue;
         }
-        let (a, z) = ((*minute).max(from), (minute + MINUTE_MS - 1).min(to));
+        let (a, z) = (
+            (*minute).max(from),
+            minute.saturating_add(MINUTE_MS - 1).min(to),
+        );
+        if walked >= MAX_RECORDS {
+            truncated = true;
+            break;
+        }
         r.scan_brief_rev(a, z, |t, seq, b| {
+            walked += 1;
             let severity = severity_of(b.kind, b.severity, b.status);
             let (id, _) = lane_of(b.kind, b.lane);
             let key = (id, rank(severity));
@@ -310,7 +321,7 @@ fn record_lanes(
                     want.remove(&key);
                 }
             }
-            !want.is_empty()
+            !want.is_empty() && walked < MAX_RECORDS
         })?;
     }
     Ok(truncated)
@@ -736,5 +747,36 @@ mod tests {
         drop(records);
         let records = RecordStore::open(&records_dir).unwrap();
         check(&records, &|s| !oldest.contains(&s), "reopened");
+    }
+
+    /// A reversed range (the API refuses it; a caller might not) is an empty timeline, not a
+    /// panic; a record at the last representable minute neither overflows nor is lost.
+    #[test]
+    fn a_reversed_range_is_empty_and_the_last_minute_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("flows"))).unwrap();
+        let records = RecordStore::open(&dir.path().join("records")).unwrap();
+        let end = u64::MAX - 10;
+        records
+            .write("t", vec![rec(5_000, "log", &[]), rec(end, "log", &[])])
+            .unwrap();
+        let req = |from_ms, to_ms, step_ms| TimelineRequest {
+            range: TimeRange { from_ms, to_ms },
+            step_ms,
+            filter: crate::query::parse("").unwrap(),
+            max_items: 5,
+        };
+        let t = build(&store, Some(&records), &[], &req(10_000, 1_000, 1000)).unwrap();
+        assert!(t.lanes.is_empty());
+        let t = build(
+            &store,
+            Some(&records),
+            &[],
+            &req(u64::MAX - 100_000, u64::MAX - 1, 50_000),
+        )
+        .unwrap();
+        assert_eq!(t.lanes.len(), 1);
+        assert_eq!(t.lanes[0].total, 1);
+        assert_eq!(t.lanes[0].items[0].time_ms, end);
     }
 }

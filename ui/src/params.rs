@@ -190,6 +190,15 @@ impl Params {
         if range.to_ms == u64::MAX {
             range.to_ms = query::now_ms();
         }
+        if range.from_ms > range.to_ms {
+            return Err(ApiError::bad_request(
+                "from",
+                format!(
+                    "from ({}) is after to ({}; now when not given)",
+                    range.from_ms, range.to_ms
+                ),
+            ));
+        }
         let span = range.to_ms.saturating_sub(range.from_ms).max(1);
         let step = match self.get("step") {
             Some(s) => query::parse_duration_ms(s)

@@ -622,3 +622,23 @@ fn the_flow_schema_is_what_a_flow_serializes_to() {
         assert!(ok, "{k}: {val} is not a {}", want["type"]);
     }
 }
+
+/// A `from` after the `to` it defaults to (now) is refused, naming `from`: the timeline once
+/// answered 503 for it (a reversed range reached the records' minute counts).
+#[tokio::test]
+async fn a_bucketed_answer_refuses_a_from_after_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = router(state(dir.path()));
+    let future = weir_core::query::now_ms() + 600_000;
+    for path in ["/api/v1/timeline", "/api/v1/flows/timeseries"] {
+        let (s, v) = get(app.clone(), &format!("{path}?from={future}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["error"]["parameter"], "from", "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is after to")),
+            "{v}"
+        );
+    }
+}

@@ -153,7 +153,9 @@ pub fn pod_view(
                 }
             }
         }
+        // A port two containers declare is one path.
         out.sort_by(|a, b| (&a.peer, a.port).cmp(&(&b.peer, b.port)));
+        out.dedup_by(|a, b| a.peer == b.peer && a.port == b.port);
         out
     };
     let unused_ingress = unused("ingress", "allowed_from");

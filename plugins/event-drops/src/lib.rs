@@ -1,0 +1,415 @@
+//! Bundled correlator: Kubernetes events followed by dropped packets. For each Kubernetes
+//! event or change the agent kept in the window (records `k8s-event` and `k8s-change`, each
+//! with the flow filter of the object it is about), the packets the kernel dropped on those
+//! flows in the `after` seconds after it, against as long before it. An event after which drops
+//! rose becomes an annotation naming the event, both counts and the drop causes, with a flow
+//! filter selecting the dropped flows; the most drops first.
+//!
+//! The window is the batch's (its first flow start to its last flow end), as for every
+//! correlator run (`weir plugin run event-drops --from -1h`). Events given with the run are
+//! used too when they carry a `flow_filter` label.
+//!
+//! Config: `after` (seconds, default 300), `min_packets` (dropped packets after an event to
+//! report it, default 1), `top` (annotations, default 20), `max_events` (events looked at,
+//! the most severe and latest first, default 200).
+
+use std::collections::BTreeMap;
+use weir_plugin_sdk::correlator::{
+    self, Annotation, Batch, Event, FlowBatch, Guest, PluginError, TimeRange, config, flow_fields,
+    records,
+};
+
+/// Record kinds that are Kubernetes events and changes.
+const KINDS: [&str; 2] = ["k8s-event", "k8s-change"];
+/// Most stored flows with drops read per event and side.
+const MAX_DROPPED_FLOWS: usize = 100_000;
+
+fn num(key: &str, default: u64) -> Result<u64, PluginError> {
+    match config::get(key).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| {
+            PluginError::InvalidInput(format!("config {key}: '{v}' is not a whole number"))
+        }),
+    }
+}
+
+/// One event to look behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Happened {
+    pub time_ms: u64,
+    pub text: String,
+    /// `critical`, `warning` or `info`.
+    pub severity: String,
+    pub flow_filter: String,
+    /// Labels carried into the annotation (namespace, name, workload, reason...).
+    pub labels: Vec<(String, String)>,
+}
+
+/// Packets dropped on some flows over some time, with their causes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Drops {
+    pub packets: u64,
+    pub flows: u64,
+    /// Dropped packets by the kernel's latest drop cause.
+    pub causes: BTreeMap<String, u64>,
+    /// More flows with drops than were read.
+    pub cut: bool,
+}
+
+fn rank(severity: &str) -> u8 {
+    match severity {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
+    }
+}
+
+/// `12,345`.
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The events after which drops rose, as annotations, most drops first: `drops(filter, from,
+/// to)` counts what was dropped on the flows `filter` selects between `from` and `to` (ms,
+/// inclusive).
+pub fn correlate_events(
+    mut events: Vec<Happened>,
+    after_ms: u64,
+    min_packets: u64,
+    top: usize,
+    max_events: usize,
+    mut drops: impl FnMut(&str, u64, u64) -> Result<Drops, String>,
+) -> Result<Vec<Annotation>, PluginError> {
+    events.sort_by(|a, b| {
+        rank(&b.severity)
+            .cmp(&rank(&a.severity))
+            .then(b.time_ms.cmp(&a.time_ms))
+    });
+    events.truncate(max_events);
+    let mut found: Vec<(u64, Annotation)> = vec![];
+    for e in &events {
+        let then = drops(
+            &e.flow_filter,
+            e.time_ms,
+            e.time_ms.saturating_add(after_ms),
+        )
+        .map_err(PluginError::InvalidInput)?;
+        if then.packets < min_packets.max(1) {
+            continue;
+        }
+        let before = drops(
+            &e.flow_filter,
+            e.time_ms.saturating_sub(after_ms),
+            e.time_ms.saturating_sub(1),
+        )
+        .map_err(PluginError::InvalidInput)?;
+        if then.packets <= before.packets {
+            continue;
+        }
+        let mut causes: Vec<(&String, &u64)> = then.causes.iter().collect();
+        causes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let causes_text = causes
+            .iter()
+            .take(3)
+            .map(|(c, n)| {
+                let c = if c.is_empty() {
+                    "cause not recorded"
+                } else {
+                    c
+                };
+                format!("{c} {}", grouped(**n))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let secs = after_ms / 1000;
+        let mut labels = e.labels.clone();
+        labels.push(("drop_packets_after".into(), then.packets.to_string()));
+        labels.push(("drop_packets_before".into(), before.packets.to_string()));
+        labels.push(("window_s".into(), secs.to_string()));
+        if let Some((c, _)) = causes.first() {
+            labels.push(("drop_cause".into(), c.to_string()));
+        }
+        found.push((
+            then.packets,
+            Annotation {
+                time_ms: e.time_ms,
+                text: format!(
+                    "{} packets dropped over {} flows in the {secs} s after this event ({} in the {secs} s before){}{}: {}",
+                    grouped(then.packets),
+                    grouped(then.flows),
+                    grouped(before.packets),
+                    if causes_text.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {causes_text}")
+                    },
+                    if then.cut { " (more flows than read)" } else { "" },
+                    e.text
+                ),
+                labels,
+                flow_filter: Some(format!("({}) and PktDropPackets>0", e.flow_filter)),
+            },
+        ));
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.time_ms.cmp(&b.1.time_ms)));
+    Ok(found.into_iter().take(top).map(|(_, a)| a).collect())
+}
+
+/// What the store says was dropped on the flows `filter` selects in `[from, to]`, scaled back
+/// by sampling.
+fn stored_drops(filter: &str, from_ms: u64, to_ms: u64) -> Result<Drops, String> {
+    let mut d = Drops::default();
+    let mut read = 0usize;
+    let filter = format!("({filter}) and PktDropPackets>0");
+    let mut after = 0;
+    loop {
+        let page = flow_fields::select(
+            &filter,
+            TimeRange { from_ms, to_ms },
+            &[
+                "PktDropPackets".to_string(),
+                "PktDropLatestDropCause".to_string(),
+                "Sampling".to_string(),
+            ],
+            10_000,
+            after,
+        )?;
+        let Some(&last) = page.seqs.last() else {
+            break;
+        };
+        let (Some(packets), Some(sampling)) = (
+            page.columns.first().and_then(|c| c.numbers()),
+            page.columns.get(2).and_then(|c| c.numbers()),
+        ) else {
+            return Err("the store answered columns of another kind".into());
+        };
+        for (i, (p, s)) in packets.iter().zip(sampling).enumerate() {
+            let n = p.saturating_mul((*s).max(1));
+            d.packets = d.packets.saturating_add(n);
+            d.flows += 1;
+            let cause = page
+                .columns
+                .get(1)
+                .and_then(|c| c.text(i))
+                .unwrap_or("")
+                .to_string();
+            *d.causes.entry(cause).or_insert(0) += n;
+        }
+        read += page.seqs.len();
+        after = last;
+        if read >= MAX_DROPPED_FLOWS {
+            d.cut = true;
+            break;
+        }
+    }
+    Ok(d)
+}
+
+/// The Kubernetes events and changes kept in the window, with a flow filter.
+fn kept_events(window: TimeRange) -> Result<Vec<Happened>, PluginError> {
+    let mut out = vec![];
+    let mut after = 0;
+    // At most 50,000 read: enough for any window one run looks at.
+    for _ in 0..5 {
+        let page = records::query(&records::RecordQuery {
+            range: window,
+            kinds: KINDS.iter().map(|k| k.to_string()).collect(),
+            source: None,
+            labels: Vec::new(),
+            after_seq: after,
+            limit: 10_000,
+        })
+        .map_err(PluginError::InvalidInput)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for s in page {
+            let Some(f) = s.entry.flow_filter.filter(|f| !f.trim().is_empty()) else {
+                continue;
+            };
+            let label = |k: &str| {
+                s.entry
+                    .labels
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            };
+            out.push(Happened {
+                time_ms: s.entry.time_ms,
+                text: s.entry.text.clone(),
+                severity: label("severity").unwrap_or_else(|| "info".into()),
+                flow_filter: f,
+                labels: ["reason", "namespace", "name", "workload", "object_kind"]
+                    .iter()
+                    .filter_map(|k| label(k).map(|v| (k.to_string(), v)))
+                    .chain([("event_seq".to_string(), s.seq.to_string())])
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn correlate(batch: &FlowBatch, events: Vec<Event>) -> Result<Vec<Annotation>, PluginError> {
+        let b = Batch::new(batch);
+        if b.is_empty() {
+            return Ok(vec![]);
+        }
+        let from_ms = b.time_flow_start_ms().iter().copied().min().unwrap_or(0);
+        let to_ms = b
+            .time_flow_end_ms()
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(from_ms);
+        let after_ms = num("after", 300)?.clamp(1, 86_400) * 1000;
+        let mut happened = kept_events(TimeRange { from_ms, to_ms })?;
+        // Events given with the run, when they say which flows they are about.
+        for e in events {
+            let Some((_, f)) = e.labels.iter().find(|(k, _)| k == "flow_filter") else {
+                continue;
+            };
+            let severity = e
+                .labels
+                .iter()
+                .find(|(k, _)| k == "severity")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| "info".into());
+            happened.push(Happened {
+                time_ms: e.time_ms,
+                text: e.text.clone(),
+                severity,
+                flow_filter: f.clone(),
+                labels: vec![("source".into(), e.source.clone())],
+            });
+        }
+        correlate_events(
+            happened,
+            after_ms,
+            num("min_packets", 1)?,
+            num("top", 20)? as usize,
+            num("max_events", 200)? as usize,
+            stored_drops,
+        )
+    }
+}
+
+correlator::export!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: u64, severity: &str, filter: &str) -> Happened {
+        Happened {
+            time_ms: t,
+            text: format!("OOMKilling: Pod shop/{filter}"),
+            severity: severity.into(),
+            flow_filter: filter.into(),
+            labels: vec![("namespace".into(), "shop".into())],
+        }
+    }
+
+    /// Drops per filter at given times: (filter, time, packets, cause).
+    fn fake(
+        drops: &'static [(&'static str, u64, u64, &'static str)],
+    ) -> impl FnMut(&str, u64, u64) -> Result<Drops, String> {
+        move |f, from, to| {
+            let mut d = Drops::default();
+            for (g, t, n, c) in drops {
+                if *g == f && *t >= from && *t <= to {
+                    d.packets += n;
+                    d.flows += 1;
+                    *d.causes.entry(c.to_string()).or_insert(0) += n;
+                }
+            }
+            Ok(d)
+        }
+    }
+
+    #[test]
+    fn events_followed_by_more_drops_than_before_are_reported_most_drops_first() {
+        let drops: &'static [(&str, u64, u64, &str)] = &[
+            // web: 0 before, 1,500 after (two causes).
+            ("web", 1_000_500, 1000, "NETFILTER_DROP"),
+            ("web", 1_200_000, 500, "TCP_INVALID_SEQUENCE"),
+            // db: as many before as after: not a rise.
+            ("db", 700_000, 40, "NETFILTER_DROP"),
+            ("db", 1_100_000, 40, "NETFILTER_DROP"),
+            // cache: a rise, but only 3 packets.
+            ("cache", 1_050_000, 3, ""),
+            // api: drops long after the window.
+            ("api", 2_000_000, 9000, "NETFILTER_DROP"),
+        ];
+        let events = vec![
+            ev(1_000_000, "critical", "web"),
+            ev(1_000_000, "warning", "db"),
+            ev(1_000_000, "info", "cache"),
+            ev(1_000_000, "warning", "api"),
+        ];
+        let out = correlate_events(events.clone(), 300_000, 1, 20, 200, fake(drops)).unwrap();
+        let filters: Vec<&str> = out
+            .iter()
+            .map(|a| a.flow_filter.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            filters,
+            ["(web) and PktDropPackets>0", "(cache) and PktDropPackets>0"]
+        );
+        let web = &out[0];
+        assert!(
+            web.text.starts_with(
+                "1,500 packets dropped over 2 flows in the 300 s after this event (0 in the 300 s before); NETFILTER_DROP 1,000, TCP_INVALID_SEQUENCE 500: OOMKilling"
+            ),
+            "{}",
+            web.text
+        );
+        assert!(
+            web.labels
+                .contains(&("drop_cause".into(), "NETFILTER_DROP".into()))
+        );
+        assert!(
+            web.labels
+                .contains(&("drop_packets_after".into(), "1500".into()))
+        );
+        assert!(
+            out[1].text.contains("cause not recorded 3"),
+            "{}",
+            out[1].text
+        );
+        // A floor of 10 packets leaves the cache event out; top 1 keeps the most drops.
+        let out = correlate_events(events.clone(), 300_000, 10, 20, 200, fake(drops)).unwrap();
+        assert_eq!(out.len(), 1);
+        // max_events looks at the most severe first: only the critical one.
+        let out = correlate_events(events, 300_000, 1, 20, 1, fake(drops)).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].time_ms, 1_000_000);
+    }
+
+    #[test]
+    fn a_store_error_is_the_runs_error() {
+        let e = correlate_events(vec![ev(5, "info", "x")], 1000, 1, 5, 5, |_, _, _| {
+            Err("filter: unknown field".into())
+        })
+        .unwrap_err();
+        assert!(matches!(e, PluginError::InvalidInput(m) if m.contains("unknown field")));
+    }
+
+    #[test]
+    fn counts_read_with_separators() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1234567), "1,234,567");
+    }
+}
