@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, edge-summary, sampling-controller, ipfix-export, otlp-export, clickhouse-export)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, event-drops, edge-summary, sampling-controller, ipfix-export, otlp-export, clickhouse-export)"
         ),
         "{err}"
     );
@@ -266,6 +266,7 @@ fn bundled_plugins_ship_inside_the_binary() {
             "ovs-decoder",
             "policy-engine",
             "what-changed",
+            "event-drops",
             "edge-summary",
             "sampling-controller",
             "ipfix-export",
