@@ -324,6 +324,7 @@ fn record_lanes(
             !want.is_empty() && walked < MAX_RECORDS
         })?;
     }
+    truncated |= walked >= MAX_RECORDS && !want.is_empty();
     Ok(truncated)
 }
 

@@ -364,21 +364,27 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
         l["drop_cause"], "SKB_DROP_REASON_NETFILTER_DROP",
         "{oom_note}"
     );
+    // Exactly the ten: the count after the cause ends at a comma or the colon.
+    let text = oom_note["text"].as_str().unwrap_or("");
     assert!(
-        oom_note["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("SKB_DROP_REASON_NETFILTER_DROP 10")),
+        text.contains("SKB_DROP_REASON_NETFILTER_DROP 10,")
+            || text.contains("SKB_DROP_REASON_NETFILTER_DROP 10:"),
         "{oom_note}"
     );
     assert_eq!(oom_note["time_ms"].as_u64(), Some(t_oom / 1000 * 1000));
-    // Its filter selects the dropped flows of the 300 s after the event, every one of them
-    // the pod's.
-    let filter = oom_note["flow_filter"].as_str().expect("filter");
+    // Its filter selects the dropped flows; those ending in the 300 s after the event are
+    // the ones counted (no sampling here: the listed counts are the scaled ones), every one of
+    // them the pod's.
     let t_ev = t_oom / 1000 * 1000;
+    let filter = format!(
+        "({}) and TimeFlowEndMs>={t_ev} and TimeFlowEndMs<={}",
+        oom_note["flow_filter"].as_str().expect("filter"),
+        t_ev + 300_000
+    );
     let dropped = a.ok(
         "/api/v1/flows",
         &[
-            ("filter", filter),
+            ("filter", &filter),
             ("from", &t_ev.to_string()),
             ("to", &(t_ev + 300_000).to_string()),
             ("limit", "1000"),

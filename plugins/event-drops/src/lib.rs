@@ -6,8 +6,11 @@
 //! filter selecting the dropped flows; the most drops first.
 //!
 //! The window is the batch's (its first flow start to its last flow end), as for every
-//! correlator run (`weir plugin run event-drops --from -1h`). Events given with the run are
-//! used too when they carry a `flow_filter` label.
+//! correlator run (`weir plugin run event-drops --from -1h`; a run's batch holds at most the
+//! newest 100,000 flows of the range asked, so on a busy node the window can be shorter: the
+//! plugin logs the one it used). Events given with the run are used too when they carry a
+//! `flow_filter` label. A flow counts on the side of the event its end falls on, so a flow
+//! spanning the event is not counted before and after it.
 //!
 //! Config: `after` (seconds, default 300), `min_packets` (dropped packets after an event to
 //! report it, default 1), `top` (annotations, default 20), `max_events` (events looked at,
@@ -16,7 +19,7 @@
 use std::collections::BTreeMap;
 use weir_plugin_sdk::correlator::{
     self, Annotation, Batch, Event, FlowBatch, Guest, PluginError, TimeRange, config, flow_fields,
-    records,
+    log, records,
 };
 
 /// Record kinds that are Kubernetes events and changes.
@@ -77,9 +80,20 @@ fn grouped(n: u64) -> String {
     out
 }
 
-/// The events after which drops rose, as annotations, most drops first: `drops(filter, from,
-/// to)` counts what was dropped on the flows `filter` selects between `from` and `to` (ms,
-/// inclusive).
+/// The most severe events first, the latest among equals; at most `max_events` kept.
+fn keep_first(events: &mut Vec<Happened>, max_events: usize) {
+    events.sort_by(|a, b| {
+        rank(&b.severity)
+            .cmp(&rank(&a.severity))
+            .then(b.time_ms.cmp(&a.time_ms))
+    });
+    events.truncate(max_events);
+}
+
+/// The events after which drops rose, as annotations, most drops first, and the events that
+/// could not be judged (their filter refused), each with why: `drops(filter, from, to)`
+/// counts what was dropped on the flows `filter` selects that end between `from` and `to`
+/// (ms, inclusive).
 pub fn correlate_events(
     mut events: Vec<Happened>,
     after_ms: u64,
@@ -87,30 +101,35 @@ pub fn correlate_events(
     top: usize,
     max_events: usize,
     mut drops: impl FnMut(&str, u64, u64) -> Result<Drops, String>,
-) -> Result<Vec<Annotation>, PluginError> {
-    events.sort_by(|a, b| {
-        rank(&b.severity)
-            .cmp(&rank(&a.severity))
-            .then(b.time_ms.cmp(&a.time_ms))
-    });
-    events.truncate(max_events);
+) -> (Vec<Annotation>, Vec<String>) {
+    keep_first(&mut events, max_events);
     let mut found: Vec<(u64, Annotation)> = vec![];
+    let mut skipped = vec![];
     for e in &events {
-        let then = drops(
+        let judged = drops(
             &e.flow_filter,
             e.time_ms,
             e.time_ms.saturating_add(after_ms),
         )
-        .map_err(PluginError::InvalidInput)?;
-        if then.packets < min_packets.max(1) {
-            continue;
-        }
-        let before = drops(
-            &e.flow_filter,
-            e.time_ms.saturating_sub(after_ms),
-            e.time_ms.saturating_sub(1),
-        )
-        .map_err(PluginError::InvalidInput)?;
+        .and_then(|then| {
+            if then.packets < min_packets.max(1) {
+                return Ok(None);
+            }
+            let before = drops(
+                &e.flow_filter,
+                e.time_ms.saturating_sub(after_ms),
+                e.time_ms.saturating_sub(1),
+            )?;
+            Ok(Some((then, before)))
+        });
+        let (then, before) = match judged {
+            Ok(Some(pair)) => pair,
+            Ok(None) => continue,
+            Err(why) => {
+                skipped.push(format!("event at {} ({}): {why}", e.time_ms, e.text));
+                continue;
+            }
+        };
         if then.packets <= before.packets {
             continue;
         }
@@ -160,15 +179,20 @@ pub fn correlate_events(
         ));
     }
     found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.time_ms.cmp(&b.1.time_ms)));
-    Ok(found.into_iter().take(top).map(|(_, a)| a).collect())
+    (
+        found.into_iter().take(top).map(|(_, a)| a).collect(),
+        skipped,
+    )
 }
 
-/// What the store says was dropped on the flows `filter` selects in `[from, to]`, scaled back
-/// by sampling.
+/// What the store says was dropped on the flows `filter` selects that end in `[from, to]`,
+/// scaled back by sampling.
 fn stored_drops(filter: &str, from_ms: u64, to_ms: u64) -> Result<Drops, String> {
     let mut d = Drops::default();
     let mut read = 0usize;
-    let filter = format!("({filter}) and PktDropPackets>0");
+    let filter = format!(
+        "({filter}) and PktDropPackets>0 and TimeFlowEndMs>={from_ms} and TimeFlowEndMs<={to_ms}"
+    );
     let mut after = 0;
     loop {
         let page = flow_fields::select(
@@ -201,7 +225,8 @@ fn stored_drops(filter: &str, from_ms: u64, to_ms: u64) -> Result<Drops, String>
                 .and_then(|c| c.text(i))
                 .unwrap_or("")
                 .to_string();
-            *d.causes.entry(cause).or_insert(0) += n;
+            let c = d.causes.entry(cause).or_insert(0);
+            *c = c.saturating_add(n);
         }
         read += page.seqs.len();
         after = last;
@@ -213,12 +238,26 @@ fn stored_drops(filter: &str, from_ms: u64, to_ms: u64) -> Result<Drops, String>
     Ok(d)
 }
 
-/// The Kubernetes events and changes kept in the window, with a flow filter.
-fn kept_events(window: TimeRange) -> Result<Vec<Happened>, PluginError> {
+/// Most pages of records read (10,000 each).
+const MAX_PAGES: usize = 50;
+
+/// The Kubernetes events and changes kept in the window, with a flow filter: the `max_events`
+/// most severe and latest, held while paging.
+fn kept_events(window: TimeRange, max_events: usize) -> Result<Vec<Happened>, PluginError> {
     let mut out = vec![];
     let mut after = 0;
-    // At most 50,000 read: enough for any window one run looks at.
-    for _ in 0..5 {
+    for page_no in 0..=MAX_PAGES {
+        if page_no == MAX_PAGES {
+            log::log(
+                log::Level::Warn,
+                &format!(
+                    "more than {} Kubernetes events in the window: the first {} read",
+                    MAX_PAGES * 10_000,
+                    MAX_PAGES * 10_000
+                ),
+            );
+            break;
+        }
         let page = records::query(&records::RecordQuery {
             range: window,
             kinds: KINDS.iter().map(|k| k.to_string()).collect(),
@@ -253,6 +292,9 @@ fn kept_events(window: TimeRange) -> Result<Vec<Happened>, PluginError> {
                     .collect(),
             });
         }
+        if out.len() > 2 * max_events.max(1) {
+            keep_first(&mut out, max_events);
+        }
     }
     Ok(out)
 }
@@ -273,10 +315,19 @@ impl Guest for Plugin {
             .max()
             .unwrap_or(from_ms);
         let after_ms = num("after", 300)?.clamp(1, 86_400) * 1000;
-        let mut happened = kept_events(TimeRange { from_ms, to_ms })?;
+        let max_events = num("max_events", 200)? as usize;
+        log::log(
+            log::Level::Info,
+            &format!("window {from_ms}..{to_ms} (the run's flows)"),
+        );
+        let mut happened = kept_events(TimeRange { from_ms, to_ms }, max_events)?;
         // Events given with the run, when they say which flows they are about.
         for e in events {
-            let Some((_, f)) = e.labels.iter().find(|(k, _)| k == "flow_filter") else {
+            let Some((_, f)) = e
+                .labels
+                .iter()
+                .find(|(k, v)| k == "flow_filter" && !v.trim().is_empty())
+            else {
                 continue;
             };
             let severity = e
@@ -293,14 +344,18 @@ impl Guest for Plugin {
                 labels: vec![("source".into(), e.source.clone())],
             });
         }
-        correlate_events(
+        let (found, skipped) = correlate_events(
             happened,
             after_ms,
             num("min_packets", 1)?,
             num("top", 20)? as usize,
-            num("max_events", 200)? as usize,
+            max_events,
             stored_drops,
-        )
+        );
+        for why in skipped.iter().take(20) {
+            log::log(log::Level::Warn, &format!("not judged: {why}"));
+        }
+        Ok(found)
     }
 }
 
@@ -337,6 +392,12 @@ mod tests {
         }
     }
 
+    fn filters(out: &[Annotation]) -> Vec<&str> {
+        out.iter()
+            .map(|a| a.flow_filter.as_deref().unwrap_or(""))
+            .collect()
+    }
+
     #[test]
     fn events_followed_by_more_drops_than_before_are_reported_most_drops_first() {
         let drops: &'static [(&str, u64, u64, &str)] = &[
@@ -357,13 +418,10 @@ mod tests {
             ev(1_000_000, "info", "cache"),
             ev(1_000_000, "warning", "api"),
         ];
-        let out = correlate_events(events.clone(), 300_000, 1, 20, 200, fake(drops)).unwrap();
-        let filters: Vec<&str> = out
-            .iter()
-            .map(|a| a.flow_filter.as_deref().unwrap_or(""))
-            .collect();
+        let (out, skipped) = correlate_events(events.clone(), 300_000, 1, 20, 200, fake(drops));
+        assert!(skipped.is_empty());
         assert_eq!(
-            filters,
+            filters(&out),
             ["(web) and PktDropPackets>0", "(cache) and PktDropPackets>0"]
         );
         let web = &out[0];
@@ -387,22 +445,44 @@ mod tests {
             "{}",
             out[1].text
         );
-        // A floor of 10 packets leaves the cache event out; top 1 keeps the most drops.
-        let out = correlate_events(events.clone(), 300_000, 10, 20, 200, fake(drops)).unwrap();
-        assert_eq!(out.len(), 1);
-        // max_events looks at the most severe first: only the critical one.
-        let out = correlate_events(events, 300_000, 1, 20, 1, fake(drops)).unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].time_ms, 1_000_000);
+        // A floor of 10 packets leaves the cache event out.
+        let (out, _) = correlate_events(events.clone(), 300_000, 10, 20, 200, fake(drops));
+        assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
+        // top 1 keeps the most drops.
+        let (out, _) = correlate_events(events.clone(), 300_000, 1, 1, 200, fake(drops));
+        assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
+        // max_events looks at the most severe first: with the critical one first in line
+        // last, only it is judged.
+        let mut reversed = events;
+        reversed.reverse();
+        let (out, _) = correlate_events(reversed, 300_000, 1, 20, 1, fake(drops));
+        assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
     }
 
     #[test]
-    fn a_store_error_is_the_runs_error() {
-        let e = correlate_events(vec![ev(5, "info", "x")], 1000, 1, 5, 5, |_, _, _| {
-            Err("filter: unknown field".into())
-        })
-        .unwrap_err();
-        assert!(matches!(e, PluginError::InvalidInput(m) if m.contains("unknown field")));
+    fn an_event_whose_filter_is_refused_is_skipped_with_why_and_the_rest_judged() {
+        let drops: &'static [(&str, u64, u64, &str)] = &[("web", 1_000_500, 7, "X")];
+        let mut store = fake(drops);
+        let (out, skipped) = correlate_events(
+            vec![
+                ev(1_000_000, "critical", "bad"),
+                ev(1_000_000, "info", "web"),
+            ],
+            1000,
+            1,
+            5,
+            5,
+            |f, a, b| {
+                if f == "bad" {
+                    Err("filter: unknown field".into())
+                } else {
+                    store(f, a, b)
+                }
+            },
+        );
+        assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("unknown field"), "{skipped:?}");
     }
 
     #[test]
