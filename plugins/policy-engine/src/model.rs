@@ -446,73 +446,7 @@ impl Cluster {
                 .entry(ns.clone())
                 .or_insert_with(|| Labels::from([(NS_NAME_LABEL.to_string(), ns)]));
         }
-        c.named_ports_no_pod_declares(objects);
         c
-    }
-
-    /// A named port (a NetworkPolicy's `port: http`, an admin policy's `namedPort`) that no
-    /// pod of the cluster declares allows nothing: most likely a typo, so a problem naming
-    /// the policy and the field. Objects that could not be read are not looked at again.
-    fn named_ports_no_pod_declares(&mut self, objects: &[Value]) {
-        let unread: Vec<usize> = self.problems.iter().map(|p| p.object).collect();
-        let mut found = vec![];
-        for (i, o) in objects.iter().enumerate() {
-            if unread.contains(&i) {
-                continue;
-            }
-            let kind = o.get("kind").and_then(Value::as_str).unwrap_or("");
-            let admin = matches!(kind, "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy");
-            if kind != "NetworkPolicy" && !admin {
-                continue;
-            }
-            for dir in ["ingress", "egress"] {
-                let rules = o
-                    .get("spec")
-                    .and_then(|s| s.get(dir))
-                    .and_then(Value::as_array);
-                for (r, rule) in rules.into_iter().flatten().enumerate() {
-                    let ports = rule.get("ports").and_then(Value::as_array);
-                    for (k, port) in ports.into_iter().flatten().enumerate() {
-                        let (name, proto, field) = if admin {
-                            match port.get("namedPort").and_then(Value::as_str) {
-                                Some(n) => (n, None, "namedPort"),
-                                None => continue,
-                            }
-                        } else {
-                            match port.get("port").and_then(Value::as_str) {
-                                Some(n) => (
-                                    n,
-                                    Some(
-                                        port.get("protocol")
-                                            .and_then(Value::as_str)
-                                            .and_then(Proto::parse)
-                                            .unwrap_or(Proto::Tcp),
-                                    ),
-                                    "port",
-                                ),
-                                None => continue,
-                            }
-                        };
-                        let declared = self.pods.iter().any(|pod| {
-                            pod.ports
-                                .iter()
-                                .any(|cp| cp.name == name && proto.is_none_or(|p| cp.proto == p))
-                        });
-                        if !declared {
-                            found.push(Problem {
-                                object: i,
-                                field: format!("spec.{dir}[{r}].ports[{k}].{field}"),
-                                message: format!(
-                                    "named port {name:?}{} is declared by no pod in the cluster: the rule allows nothing on it",
-                                    proto.map(|p| format!(" ({})", p.name())).unwrap_or_default()
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        self.problems.extend(found);
     }
 
     /// The labels of namespace `ns` (the automatic name label alone when not given).
