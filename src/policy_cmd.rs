@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weir_core::policy::probe::{ProbeOptions, observe};
 use weir_core::policy::table::{junit, simulate};
-use weir_core::policy::{Objects, PolicyEngine, PolicyError, PortProto, Problem, Record};
+use weir_core::policy::{Findings, Objects, PolicyEngine, PolicyError, PortProto, Record};
 
 #[derive(Args, Debug)]
 pub struct PolicyArgs {
@@ -207,12 +207,16 @@ fn policy_err(e: PolicyError) -> anyhow::Error {
     }
 }
 
-/// Prints the problems to stderr; the caller exits 2 after its output when there were any.
-fn report(problems: &[Problem]) -> bool {
-    for p in problems {
+/// Prints the problems and warnings to stderr; true when there were problems (the caller
+/// exits 2 after its output), warnings alone are not a failure.
+fn report(found: &Findings) -> bool {
+    for p in &found.problems {
         eprintln!("weir: {p}");
     }
-    !problems.is_empty()
+    for w in &found.warnings {
+        eprintln!("weir: warning: {w}");
+    }
+    !found.problems.is_empty()
 }
 
 /// Runs `weir policy ...`; returns the exit code.
@@ -232,7 +236,8 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 simulate(&engine()?, &objects, &ports, naive).map_err(policy_err)?;
             if json {
                 let mut j = table.json();
-                j["problems"] = json!(problems);
+                j["problems"] = json!(problems.problems);
+                j["warnings"] = json!(problems.warnings);
                 println!("{}", serde_json::to_string_pretty(&j)?);
             } else {
                 print!("{}", table.render());
@@ -379,11 +384,7 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             } else {
                 print_pod(&r);
             }
-            Ok(if r["problems"].as_array().is_some_and(|p| !p.is_empty()) {
-                2
-            } else {
-                0
-            })
+            Ok(if print_findings(&r) { 2 } else { 0 })
         }
         PolicyAction::Whatif {
             policies,
@@ -409,9 +410,9 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             } else {
                 print_whatif(&r);
             }
-            let problems = r["problems"].as_array().map_or(0, Vec::len);
+            let problems = print_findings(&r);
             let cut = r["cut_groups"].as_u64().unwrap_or(0);
-            Ok(if problems > 0 {
+            Ok(if problems {
                 2
             } else if cut > 0 {
                 1
@@ -643,7 +644,24 @@ fn print_whatif(r: &Value) {
             );
         }
     }
-    for p in r["problems"].as_array().into_iter().flatten() {
-        eprintln!("weir: {}", p.as_str().unwrap_or(""));
+}
+
+/// The problems and warnings of an agent's answer (`problems`, `warnings`: lists of text), to
+/// stderr; true when there were problems.
+fn print_findings(r: &Value) -> bool {
+    let list = |k: &str| -> Vec<String> {
+        r[k].as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_str().map_or_else(|| p.to_string(), String::from))
+            .collect()
+    };
+    let problems = list("problems");
+    for p in &problems {
+        eprintln!("weir: {p}");
     }
+    for w in list("warnings") {
+        eprintln!("weir: warning: {w}");
+    }
+    !problems.is_empty()
 }

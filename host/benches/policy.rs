@@ -125,7 +125,7 @@ fn main() {
                 let t = Instant::now();
                 let (tb, problems) = simulate(&engine, &objs, &ports, false).expect("table");
                 let s = t.elapsed().as_secs_f64();
-                assert!(problems.is_empty(), "{problems:?}");
+                assert!(problems.problems.is_empty(), "{problems:?}");
                 table = Some(tb);
                 s
             })

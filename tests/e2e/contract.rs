@@ -444,11 +444,20 @@ fn kubernetes_objects_reach_plugins_by_scoped_kind_and_namespace_labels_reach_fl
     assert_eq!(d["policies"][0]["name"], "deny-ingress", "{d}");
     assert_eq!(d["policies"][0]["selects"], json!(["shop/web-0"]), "{d}");
     let proposal = json!({"proposed": [{"name": "no-egress.yaml", "text":
-        "kind: NetworkPolicy\nmetadata: {name: no-egress, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Egress]\n"}],
+        "kind: NetworkPolicy\nmetadata: {name: no-egress, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Egress]\n---\nkind: NetworkPolicy\nmetadata: {name: metrics-in, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports:\n    - {port: metricz}\n"}],
         "from": "-1h"});
     let (s, w) = a.post("/api/v1/policy/whatif", &proposal.to_string());
     assert_eq!(s, 200, "{w}");
     assert_eq!(w["compared_with"], "live policies", "{w}");
+    // A named port no live pod declares is a warning beside the answer, not a problem.
+    assert_eq!(w["problems"], json!([]), "{w}");
+    assert_eq!(
+        w["warnings"],
+        json!([
+            "no-egress.yaml:7: NetworkPolicy shop/metrics-in, field spec.ingress[0].ports[0].port: named port \"metricz\" (TCP) is declared by no pod in the input: the rule allows nothing on it until a pod declares it"
+        ]),
+        "{w}"
+    );
     assert_eq!(w["cut"][0]["from"], "shop/web-0", "{w}");
     assert_eq!(w["cut"][0]["to"], "198.18.70.2", "{w}");
     assert!(

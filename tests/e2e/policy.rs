@@ -7,7 +7,7 @@
 //! proposed change.
 
 use crate::util::{Agent, KillOnDrop, WEIR, browser_test, now_ms, require, sh, unique};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -660,7 +660,7 @@ fn bad_policy_files_name_file_object_field_and_line_and_exit_2() {
     let bad = write(
         dir.path(),
         "bad.yaml",
-        "kind: NetworkPolicy\nmetadata: {name: good, namespace: x}\nspec: {podSelector: {}, ingress: []}\n---\nkind: NetworkPolicy\nmetadata: {name: cidr, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/99}\n---\nkind: NetworkPolicy\nmetadata: {name: sel, namespace: x}\nspec:\n  podSelector:\n    matchExpressions:\n    - {key: app, operator: Near}\n---\nkind: Gadget\nmetadata: {name: g}\n---\nspec: [1, 2\n",
+        "kind: NetworkPolicy\nmetadata: {name: good, namespace: x}\nspec: {podSelector: {}, ingress: []}\n---\nkind: NetworkPolicy\nmetadata: {name: cidr, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/99}\n---\nkind: NetworkPolicy\nmetadata: {name: sel, namespace: x}\nspec:\n  podSelector:\n    matchExpressions:\n    - {key: app, operator: Near}\n---\nkind: NetworkPolicy\nmetadata: {name: nope, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {port: metrics}\n---\nkind: Gadget\nmetadata: {name: g}\n---\nspec: [1, 2\n",
     );
     let (code, out, err) = weir(&["policy", "table", "--cluster", &cluster, "--policies", &bad]);
     assert_eq!(code, 2, "{out}{err}");
@@ -669,12 +669,46 @@ fn bad_policy_files_name_file_object_field_and_line_and_exit_2() {
     for want in [
         "bad.yaml:5: NetworkPolicy x/cidr, field spec.ingress[0].from[0].ipBlock.cidr: \"10.0.0.0/99\" is not a CIDR",
         "bad.yaml:13: NetworkPolicy x/sel, field spec.podSelector.matchExpressions[0].operator: operator \"Near\"",
-        "bad.yaml:20: Gadget g, field kind: unknown kind \"Gadget\"",
-        "bad.yaml:24:",
+        "bad.yaml:20: NetworkPolicy x/nope, field spec.ingress[0].ports[0].port: named port \"metrics\" (TCP) is declared by no pod in the input",
+        "bad.yaml:28: Gadget g, field kind: unknown kind \"Gadget\"",
+        "bad.yaml:32:",
         "invalid YAML",
     ] {
         assert!(err.contains(want), "{want:?} not in:\n{err}");
     }
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("weir: warning: ") && l.contains("/bad.yaml:20: ")),
+        "the named port is a warning: {err}"
+    );
+    // A named port no pod declares alone is a warning, not a failure: exit 0, the warning on
+    // stderr and in the JSON apart from the problems.
+    let warn = write(
+        dir.path(),
+        "warn.yaml",
+        "kind: NetworkPolicy\nmetadata: {name: nope, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {port: metrics}\n",
+    );
+    let (code, out, err) = weir(&[
+        "policy",
+        "table",
+        "--cluster",
+        &cluster,
+        "--policies",
+        &warn,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.starts_with("weir: warning: ") && err.contains("/warn.yaml:1: NetworkPolicy x/nope, field spec.ingress[0].ports[0].port: named port \"metrics\" (TCP)"),
+        "{err}"
+    );
+    let j: Value = serde_json::from_str(&out).expect("table JSON");
+    assert_eq!(j["problems"], json!([]), "{j}");
+    assert_eq!(
+        j["warnings"][0]["field"], "spec.ingress[0].ports[0].port",
+        "{j}"
+    );
+    assert_eq!(j["warnings"].as_array().map(Vec::len), Some(1), "{j}");
     // A bad argument and a missing file are bad input too.
     let (code, _, err) = weir(&[
         "policy",

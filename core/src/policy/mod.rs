@@ -5,7 +5,7 @@
 //! - [`load`]: YAML or JSON files (multi-document, `List` objects) into [`Objects`], each with
 //!   the file and line it came from.
 //! - [`PolicyEngine`] is the port; weir-host serves it with the bundled `policy-engine` plugin
-//!   in the sandbox. [`evaluate`] sends one request and maps the engine's problems (object
+//!   in the sandbox. [`evaluate`] sends one request and maps the engine's problems and warnings (object
 //!   index, field) back to files and lines.
 //! - [`table`]: truth tables in the format cyclonus and the Kubernetes e2e suite print, their
 //!   comparison, JUnit XML; [`probe`]: the observed table from real connections.
@@ -124,24 +124,61 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What the engine said about the input beside its answer.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Findings {
+    /// Objects (or fields) that could not be read: left out of the evaluation. A command
+    /// exits 2 when there are any.
+    pub problems: Vec<Problem>,
+    /// Objects read and evaluated that most likely do not mean what they say (a named port
+    /// no pod declares): shown, never a failure.
+    pub warnings: Vec<Problem>,
+}
+
+impl Findings {
+    /// Adds `other`'s findings that are not already here (two evaluations of the same
+    /// objects find the same things).
+    pub fn merge(&mut self, other: Findings) {
+        for p in other.problems {
+            if !self.problems.contains(&p) {
+                self.problems.push(p);
+            }
+        }
+        for w in other.warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+    }
+}
+
 /// Sends `op` with the objects and `extra` fields; returns the answer's records without the
-/// problem records, and the problems (the file's own parse errors first).
+/// problem and warning records, and those (the file's own parse errors first).
 pub fn evaluate(
     engine: &dyn PolicyEngine,
     objects: &Objects,
     op: &str,
     extra: Map<String, Value>,
-) -> Result<(Vec<Record>, Vec<Problem>), PolicyError> {
+) -> Result<(Vec<Record>, Findings), PolicyError> {
     let mut req = extra;
     req.insert("op".into(), Value::from(op));
     req.insert("objects".into(), Value::Array(objects.items.clone()));
     let records = engine.run(&Value::Object(req))?;
-    let mut problems = objects.problems.clone();
+    let mut found = Findings {
+        problems: objects.problems.clone(),
+        warnings: vec![],
+    };
     let mut out = vec![];
     for r in records {
-        if field(&r, "kind") == "problem" {
+        let kind = field(&r, "kind");
+        if kind == "problem" || kind == "warning" {
             let i: usize = field(&r, "object").parse().unwrap_or(usize::MAX);
-            problems.push(Problem {
+            let list = if kind == "problem" {
+                &mut found.problems
+            } else {
+                &mut found.warnings
+            };
+            list.push(Problem {
                 place: objects
                     .sources
                     .get(i)
@@ -155,7 +192,7 @@ pub fn evaluate(
             out.push(r);
         }
     }
-    Ok((out, problems))
+    Ok((out, found))
 }
 
 /// `PORT[/PROTOCOL]` (TCP by default): `80`, `53/UDP`, `8080/tcp`.
@@ -227,7 +264,7 @@ pub fn explain(
     from: &str,
     to: &str,
     port: PortProto,
-) -> Result<(Value, Vec<Problem>), PolicyError> {
+) -> Result<(Value, Findings), PolicyError> {
     let mut extra = Map::new();
     extra.insert("from".into(), from.into());
     extra.insert("to".into(), to.into());
@@ -250,7 +287,7 @@ pub fn describe(
     engine: &dyn PolicyEngine,
     objects: &Objects,
     pod: Option<&str>,
-) -> Result<(Value, Vec<Problem>), PolicyError> {
+) -> Result<(Value, Findings), PolicyError> {
     let mut extra = Map::new();
     if let Some(p) = pod {
         extra.insert("pod".into(), Value::from(p));

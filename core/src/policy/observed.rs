@@ -5,7 +5,7 @@
 //! start of a least-privilege policy).
 
 use super::whatif::{Observed, judge, observe, reasons};
-use super::{Objects, PolicyEngine, PolicyError, PortProto, Problem, Protocol};
+use super::{Objects, PolicyEngine, PolicyError, PortProto, Protocol};
 use crate::query::TimeRange;
 use crate::store::Store;
 use serde_json::{Map, Value, json};
@@ -48,6 +48,8 @@ pub struct PodView {
     /// A NetworkPolicy allowing exactly what was observed.
     pub suggestion: String,
     pub problems: Vec<String>,
+    /// What the engine warned about (a named port no pod declares): not a failure.
+    pub warnings: Vec<String>,
 }
 
 fn pod_object<'a>(objects: &'a Objects, pod: &str) -> Option<&'a Value> {
@@ -119,8 +121,8 @@ pub fn pod_view(
     // pods to its own container ports; egress: it to every other pod's container ports),
     // minus the conversations observed with that peer's address on that port.
     let (described, problems2) = super::describe(engine, objects, Some(pod))?;
-    let mut all_problems: Vec<Problem> = problems;
-    all_problems.extend(problems2);
+    let mut found = problems;
+    found.merge(problems2);
     let addrs: BTreeMap<String, Option<IpAddr>> = objects.pod_addresses().into_iter().collect();
     let unused = |direction: &str, key: &str| -> Vec<Unused> {
         let mut out = vec![];
@@ -167,7 +169,8 @@ pub fn pod_view(
         observed,
         unused_ingress,
         unused_egress,
-        problems: all_problems.iter().map(|p| p.to_string()).collect(),
+        problems: found.problems.iter().map(|p| p.to_string()).collect(),
+        warnings: found.warnings.iter().map(|p| p.to_string()).collect(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! Kubernetes e2e suite print them (tab-separated, `-` then `ns/pod` columns, `.` allowed, `X`
 //! blocked, `#` the pod itself), compared cell by cell, and written as JUnit XML for CI.
 
-use super::{Objects, PolicyEngine, PolicyError, PortProto, Problem, evaluate, field};
+use super::{Findings, Objects, PolicyEngine, PolicyError, PortProto, evaluate, field};
 use serde_json::{Map, Value, json};
 
 /// Cell marks.
@@ -32,7 +32,7 @@ pub fn simulate(
     objects: &Objects,
     ports: &[PortProto],
     naive: bool,
-) -> Result<(Table, Vec<Problem>), PolicyError> {
+) -> Result<(Table, Findings), PolicyError> {
     let mut extra = Map::new();
     extra.insert(
         "ports".into(),

@@ -9,7 +9,7 @@
 //! capture) the end with the higher port (a port of 0, not recorded, is never the server's;
 //! conversations with no port are left out).
 
-use super::{Objects, PolicyEngine, PolicyError, Problem, Protocol, evaluate, field};
+use super::{Findings, Objects, PolicyEngine, PolicyError, Protocol, evaluate, field};
 use crate::flow::opened_by_source;
 use crate::query::{Expr, SortBy, TimeRange};
 use crate::schema::{self, Value as FieldValue};
@@ -238,9 +238,9 @@ pub fn judge(
     engine: &dyn PolicyEngine,
     objects: &Objects,
     observed: &Observed,
-) -> Result<(Vec<bool>, Vec<Problem>), PolicyError> {
+) -> Result<(Vec<bool>, Findings), PolicyError> {
     let mut out = Vec::with_capacity(observed.conversations.len());
-    let mut problems = vec![];
+    let mut problems = Findings::default();
     for (ci, chunk) in observed.conversations.chunks(CHUNK).enumerate() {
         let mut extra = request(observed, &mut chunk.iter());
         extra.insert("explain".into(), Value::Bool(false));
@@ -343,6 +343,8 @@ pub struct Report {
     pub cut_groups: usize,
     pub newly_allowed_groups: usize,
     pub problems: Vec<String>,
+    /// What the engine warned about (a named port no pod declares): not a failure.
+    pub warnings: Vec<String>,
 }
 
 fn workload(ip: IpAddr, id: Option<&Identity>) -> String {
@@ -450,7 +452,7 @@ pub fn run(
     let judged_now = match current {
         Some(c) => {
             let (j, p) = judge(engine, c, &observed)?;
-            problems.extend(p);
+            problems.merge(p);
             Some(j)
         }
         None => None,
@@ -475,6 +477,7 @@ pub fn run(
         newly_allowed: newly,
         cut_groups,
         newly_allowed_groups: newly_groups,
-        problems: problems.iter().map(|p| p.to_string()).collect(),
+        warnings: problems.warnings.iter().map(|p| p.to_string()).collect(),
+        problems: problems.problems.iter().map(|p| p.to_string()).collect(),
     })
 }

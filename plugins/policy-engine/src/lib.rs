@@ -23,7 +23,9 @@
 //!   `allowed_to` (per container port of theirs, the pods it may connect to).
 //!
 //! Every op first reports each object it could not read as a `problem` record (`object`: the
-//! index in `objects`, `field`, `message`); the others are still evaluated.
+//! index in `objects`, `field`, `message`); the others are still evaluated. Then each object
+//! that was read but most likely does not mean what it says (a named port no pod of the input
+//! declares) as a `warning` record with the same fields: the verdicts stand.
 
 pub mod eval;
 pub mod model;
@@ -73,9 +75,11 @@ pub fn handle(req: &Value) -> Result<Vec<Decoded>, PluginError> {
     let mut out: Vec<Decoded> = cluster
         .problems
         .iter()
-        .map(|p| {
+        .map(|p| ("problem", p))
+        .chain(cluster.warnings.iter().map(|w| ("warning", w)))
+        .map(|(kind, p)| {
             rec(vec![
-                ("kind", "problem".into()),
+                ("kind", kind.into()),
                 ("object", p.object.to_string()),
                 ("field", p.field.clone()),
                 ("message", p.message.clone()),

@@ -405,6 +405,16 @@ impl Admin {
     }
 }
 
+/// A named port one rule uses, and where.
+#[derive(Debug, Clone)]
+struct NamedRef {
+    object: usize,
+    field: String,
+    name: String,
+    /// The protocol a NetworkPolicy port gives (an admin `namedPort` takes the container's).
+    proto: Option<Proto>,
+}
+
 /// Everything read from the input objects.
 #[derive(Debug, Default)]
 pub struct Cluster {
@@ -417,6 +427,12 @@ pub struct Cluster {
     pub admins: Vec<Admin>,
     pub baseline: Option<Admin>,
     pub problems: Vec<Problem>,
+    /// Objects that were read but most likely do not say what their author meant (a named
+    /// port no pod declares): reported apart, never refused.
+    pub warnings: Vec<Problem>,
+    /// Every named port the loaded rules use (a NetworkPolicy `port: http` in a direction
+    /// its policyTypes evaluate, an admin policy's `namedPort`), checked once all pods are in.
+    named: Vec<NamedRef>,
     /// Rules numbered so far (NetworkPolicy and admin rules share the numbering).
     pub slots: usize,
     /// Objects of kinds that take no part (Services, Deployments...): skipped, counted.
@@ -428,14 +444,21 @@ impl Cluster {
     pub fn load(objects: &[Value]) -> Cluster {
         let mut c = Cluster::default();
         for (i, o) in objects.iter().enumerate() {
-            if let Err((field, message)) = c.add(o) {
-                c.problems.push(Problem {
-                    object: i,
-                    field,
-                    message,
-                });
+            let named = c.named.len();
+            match c.add(o) {
+                Ok(()) => c.named[named..].iter_mut().for_each(|n| n.object = i),
+                Err((field, message)) => {
+                    // An object not read uses no port.
+                    c.named.truncate(named);
+                    c.problems.push(Problem {
+                        object: i,
+                        field,
+                        message,
+                    });
+                }
             }
         }
+        c.check_named_ports();
         c.pods
             .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
         c.admins
@@ -447,6 +470,34 @@ impl Cluster {
                 .or_insert_with(|| Labels::from([(NS_NAME_LABEL.to_string(), ns)]));
         }
         c
+    }
+
+    /// A named port that no pod of the input declares (with that protocol) allows nothing:
+    /// most likely a typo, or the pods are not there yet (scaled to zero, deployed after the
+    /// policy). A warning naming the field, never a problem: the policy is valid and the
+    /// verdicts stand. Input without pods (policies alone) is not checked.
+    fn check_named_ports(&mut self) {
+        if self.pods.is_empty() {
+            return;
+        }
+        for n in std::mem::take(&mut self.named) {
+            let declared = self.pods.iter().any(|pod| {
+                pod.ports
+                    .iter()
+                    .any(|cp| cp.name == n.name && n.proto.is_none_or(|p| cp.proto == p))
+            });
+            if !declared {
+                self.warnings.push(Problem {
+                    object: n.object,
+                    field: n.field,
+                    message: format!(
+                        "named port {:?}{} is declared by no pod in the input: the rule allows nothing on it until a pod declares it",
+                        n.name,
+                        n.proto.map(|p| format!(" ({})", p.name())).unwrap_or_default()
+                    ),
+                });
+            }
+        }
     }
 
     /// The labels of namespace `ns` (the automatic name label alone when not given).
@@ -614,7 +665,8 @@ impl Cluster {
                 })
                 .collect::<Res<_>>()?,
         };
-        let rules = |dir: &str, peers_key: &str| -> Res<Option<Vec<Rule>>> {
+        let mut named = vec![];
+        let mut rules = |dir: &str, peers_key: &str| -> Res<Option<Vec<Rule>>> {
             let key = dir.to_lowercase();
             if !types.iter().any(|t| t == dir) {
                 return Ok(None);
@@ -628,7 +680,17 @@ impl Cluster {
                 }
                 let mut ports = vec![];
                 for (pi, p) in list(r, "ports", &rp)?.into_iter().flatten().enumerate() {
-                    ports.push(np_port(p, &format!("{rp}.ports[{pi}]"))?);
+                    let pp = format!("{rp}.ports[{pi}]");
+                    let port = np_port(p, &pp)?;
+                    if let Some(PortRef::Name(name)) = &port.port {
+                        named.push(NamedRef {
+                            object: 0,
+                            field: format!("{pp}.port"),
+                            name: name.clone(),
+                            proto: Some(port.proto),
+                        });
+                    }
+                    ports.push(port);
                 }
                 out.push(Rule {
                     peers,
@@ -640,6 +702,7 @@ impl Cluster {
         };
         let mut ingress = rules("Ingress", "from")?;
         let mut egress = rules("Egress", "to")?;
+        self.named.extend(named);
         for r in ingress.iter_mut().chain(egress.iter_mut()).flatten() {
             r.slot = self.slot();
         }
@@ -669,7 +732,8 @@ impl Cluster {
             "spec.subject",
             false,
         )?;
-        let rules = |key: &str, peers_key: &str| -> Res<Vec<ARule>> {
+        let mut named = vec![];
+        let mut rules = |key: &str, peers_key: &str| -> Res<Vec<ARule>> {
             let mut out = vec![];
             for (ri, r) in list(spec, key, "spec")?.into_iter().flatten().enumerate() {
                 let rp = format!("spec.{key}[{ri}]");
@@ -705,12 +769,23 @@ impl Cluster {
                 }
                 let ports = match list(r, "ports", &rp)? {
                     None => None,
-                    Some(a) => Some(
-                        a.iter()
-                            .enumerate()
-                            .map(|(pi, p)| admin_port(p, &format!("{rp}.ports[{pi}]")))
-                            .collect::<Res<_>>()?,
-                    ),
+                    Some(a) => {
+                        let mut ports = vec![];
+                        for (pi, p) in a.iter().enumerate() {
+                            let pp = format!("{rp}.ports[{pi}]");
+                            let port = admin_port(p, &pp)?;
+                            if let APort::Named(name) = &port {
+                                named.push(NamedRef {
+                                    object: 0,
+                                    field: format!("{pp}.namedPort"),
+                                    name: name.clone(),
+                                    proto: None,
+                                });
+                            }
+                            ports.push(port);
+                        }
+                        Some(ports)
+                    }
                 };
                 out.push(ARule {
                     name: str_field(r, "name", &rp)?.unwrap_or_else(|| format!("{key}[{ri}]")),
@@ -724,6 +799,7 @@ impl Cluster {
         };
         let mut ingress = rules("ingress", "from")?;
         let mut egress = rules("egress", "to")?;
+        self.named.extend(named);
         for r in ingress.iter_mut().chain(egress.iter_mut()) {
             r.slot = self.slot();
         }

@@ -753,3 +753,84 @@ fn cyclonus_ip_blocks_with_exceptions_ipaddress_tests_go_154() {
         );
     }
 }
+
+/// The (object index, field, message) of every record of `kind` in an answer.
+fn notes_of(out: &[Decoded], kind: &str) -> Vec<(String, String, String)> {
+    out.iter()
+        .filter(|d| field(d, "kind") == kind)
+        .map(|d| (field(d, "object"), field(d, "field"), field(d, "message")))
+        .collect()
+}
+
+/// A named port no pod declares (by name, and by protocol for a NetworkPolicy) is a warning
+/// naming the policy's field, never a problem; declared names, numeric strings and rules
+/// their policyTypes leave out are not; input without pods is not checked; the policy still
+/// applies.
+#[test]
+fn a_named_port_no_pod_declares_is_a_warning_naming_the_field() {
+    let p = np(
+        "named",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [
+            {"port": "serve-80-tcp"},
+            {"port": "metrics"},
+            {"port": "serve-81-tcp", "protocol": "UDP"},
+            {"port": "8080"},
+        ]}]}),
+    );
+    // Egress rules its policyTypes leave out are never evaluated: not looked at.
+    let ignored = np(
+        "ingress-only",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}],
+               "egress": [{"ports": [{"port": "nowhere"}]}]}),
+    );
+    let a = admin(
+        "AdminNetworkPolicy",
+        "named-admin",
+        json!({"priority": 5, "subject": {"namespaces": {}}, "egress": [
+            {"name": "dns", "action": "Allow", "to": [{"namespaces": {}}],
+             "ports": [{"namedPort": "serve-80-udp"}, {"namedPort": "dns"}]}]}),
+    );
+    let mut objects = cluster();
+    let base = objects.len();
+    objects.extend([p.clone(), ignored, a]);
+    let out = handle(&json!({"op": "table", "objects": objects, "ports": [{"port": 80}]})).unwrap();
+    assert_eq!(notes_of(&out, "problem"), []);
+    let warnings = notes_of(&out, "warning");
+    let fields: Vec<(&str, &str)> = warnings
+        .iter()
+        .map(|(o, f, _)| (o.as_str(), f.as_str()))
+        .collect();
+    let (np_at, admin_at) = (base.to_string(), (base + 2).to_string());
+    assert_eq!(
+        fields,
+        [
+            (np_at.as_str(), "spec.ingress[0].ports[1].port"),
+            (np_at.as_str(), "spec.ingress[0].ports[2].port"),
+            (admin_at.as_str(), "spec.egress[0].ports[1].namedPort"),
+        ],
+        "{warnings:?}"
+    );
+    assert_eq!(
+        warnings[0].2,
+        "named port \"metrics\" (TCP) is declared by no pod in the input: the rule allows nothing on it until a pod declares it"
+    );
+    assert!(
+        warnings[1].2.contains("\"serve-81-tcp\" (UDP)"),
+        "{warnings:?}"
+    );
+    // The policies still apply: x/a takes port 80 (its declared name) from everyone.
+    let rows: Vec<String> = out
+        .iter()
+        .filter(|d| field(d, "kind") == "row")
+        .map(|d| field(d, "cells"))
+        .collect();
+    assert_eq!(rows.len(), 9);
+    assert!(
+        rows.iter()
+            .all(|r| r.starts_with('.') || r.starts_with('#')),
+        "{rows:?}"
+    );
+    // Policies alone (no pods to check against): no warning.
+    let out = handle(&json!({"op": "describe", "objects": [p]})).unwrap();
+    assert_eq!(notes_of(&out, "warning"), []);
+}

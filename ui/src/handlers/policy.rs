@@ -3,7 +3,8 @@
 //! one connection explained, and the what-if replay of stored flows against proposed policies.
 //!
 //! Files travel as `[{"name": "np.yaml", "text": "..."}]`, so every problem names its file and
-//! line; problems come back in `problems` beside the answer (the other objects are evaluated).
+//! line; problems come back in `problems` beside the answer (the other objects are evaluated),
+//! and what was read but most likely is not meant (a named port no pod declares) in `warnings`.
 
 use super::blocking;
 use crate::AppState;
@@ -13,7 +14,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use weir_core::policy::{Objects, PolicyError, PolicyService, PortProto, table, whatif};
+use weir_core::policy::{Findings, Objects, PolicyError, PolicyService, PortProto, table, whatif};
 use weir_core::query::{TimeRange, now_ms};
 
 impl From<PolicyError> for ApiError {
@@ -99,11 +100,17 @@ pub async fn describe(
     let svc = service(&st)?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (mut v, problems) = weir_core::policy::describe(&*svc.engine()?, &o, b.pod.as_deref())?;
-        v["problems"] = json!(problems);
+        let (mut v, found) = weir_core::policy::describe(&*svc.engine()?, &o, b.pod.as_deref())?;
+        beside(&mut v, found);
         Ok(Json(v))
     })
     .await
+}
+
+/// The engine's problems and warnings, beside its answer.
+fn beside(v: &mut Value, found: Findings) {
+    v["problems"] = json!(found.problems);
+    v["warnings"] = json!(found.warnings);
 }
 
 /// `POST /api/v1/policy/table`: the truth table per port.
@@ -123,9 +130,9 @@ pub async fn truth_table(
     }
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (t, problems) = table::simulate(&*svc.engine()?, &o, &ports, false)?;
+        let (t, found) = table::simulate(&*svc.engine()?, &o, &ports, false)?;
         let mut v = t.json();
-        v["problems"] = json!(problems);
+        beside(&mut v, found);
         Ok(Json(v))
     })
     .await
@@ -147,8 +154,8 @@ pub async fn explain(
     let p = port(b.port.as_deref().unwrap_or("80/TCP"), "port")?;
     blocking(move || {
         let o = gather(&svc, b.live, &b.files);
-        let (mut v, problems) = weir_core::policy::explain(&*svc.engine()?, &o, &b.from, &b.to, p)?;
-        v["problems"] = json!(problems);
+        let (mut v, found) = weir_core::policy::explain(&*svc.engine()?, &o, &b.from, &b.to, p)?;
+        beside(&mut v, found);
         Ok(Json(v))
     })
     .await

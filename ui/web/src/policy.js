@@ -14,9 +14,15 @@ const files = () => {
   const text = sessionStorage.getItem(KEY) || "";
   return text.trim() ? [{ name: "pasted", text }] : [];
 };
-const problemsHtml = (ps) => (ps && ps.length
-  ? `<div class="error" id="policy-problems">${ps.map((p) => `<div>${esc(typeof p === "string" ? p : `${p.place}: ${p.object}${p.field ? ", field " + p.field : ""}: ${p.message}`)}</div>`).join("")}</div>`
-  : "");
+const noteText = (p) => (typeof p === "string" ? p : `${p.place}: ${p.object}${p.field ? ", field " + p.field : ""}: ${p.message}`);
+// Problems (objects not evaluated) and warnings (evaluated, most likely not meant: a named
+// port no pod declares) of an answer, each in its own box.
+const problemsHtml = (v) => {
+  const ps = v.problems || [];
+  const ws = v.warnings || [];
+  return (ps.length ? `<div class="error" id="policy-problems">${ps.map((p) => `<div>${esc(noteText(p))}</div>`).join("")}</div>` : "")
+    + (ws.length ? `<div class="warning" id="policy-warnings">${ws.map((p) => `<div>warning: ${esc(noteText(p))}</div>`).join("")}</div>` : "");
+};
 
 export async function policyPage(main, q, go) {
   const tab = q.get("tab") || "policies";
@@ -65,7 +71,7 @@ async function policiesTab(body, ctx) {
   const pods = (v.pods || []).filter(match);
   const applying = new Set(pods.flatMap((p) => [...p.ingress, ...p.egress]));
   const pols = (v.policies || []).filter((p) => !f || applying.has(label(p)) || (p.namespace && p.namespace === f));
-  body.innerHTML = `${problemsHtml(v.problems)}
+  body.innerHTML = `${problemsHtml(v)}
     <div class="bar"><input id="policy-filter" size="30" placeholder="pod, workload or namespace" value="${esc(f)}"><button class="primary" id="policy-filter-apply">Show</button>
     <span class="muted">${num(pols.length)} policies, ${num(pods.length)} pods${f ? " for " + esc(f) : ""}</span></div>
     <div class="split"><div id="policy-list">${pols.map((p, i) => `
@@ -139,7 +145,7 @@ function drawPolicy(body, p) {
 async function tableTab(body, ctx) {
   const ports = (ctx.q.get("ports") || "80/TCP").split(",").map((s) => s.trim()).filter(Boolean);
   const v = await api("/api/v1/policy/table", null, { live: ctx.live, files: ctx.files, ports });
-  body.innerHTML = `${problemsHtml(v.problems)}
+  body.innerHTML = `${problemsHtml(v)}
     <div class="bar"><input id="policy-ports" size="30" value="${esc(ports.join(","))}" placeholder="80/TCP,53/UDP"><button class="primary" id="policy-ports-apply">Show</button>
     <span class="muted">. allowed · X blocked · # the pod itself · hover a cell for why</span></div>
     ${(v.tables || []).map((t) => `<h3>probe: ${t.port} ${esc(t.protocol)} <span class="muted">${num(t.allowed)} allowed, ${num(t.blocked)} blocked</span></h3>
@@ -191,7 +197,7 @@ async function podTab(body, ctx) {
   if (!pod) return;
   const v = await api("/api/v1/policy/pod", null, { pod, live: ctx.live, files: ctx.files, from });
   const rows = v.observed || [];
-  body.querySelector("#policy-pod-body").innerHTML = `${problemsHtml(v.problems)}
+  body.querySelector("#policy-pod-body").innerHTML = `${problemsHtml(v)}
     <h3>${esc(v.pod)} (${esc(v.address)}): ${num(rows.length)} observed conversations, ${num(rows.filter((r) => !r.allowed).length)} the policies deny</h3>
     <table id="policy-observed"><thead><tr><th>direction</th><th>peer</th><th>port</th><th>flows</th><th>verdict</th><th>why</th></tr></thead><tbody>${
       rows.map((r) => `<tr class="${r.allowed ? "" : "denied"}"><td>${r.direction}</td><td>${esc(r.peer)}</td><td>${r.port}/${esc(r.protocol)}</td><td>${num(r.flows)}</td><td>${r.allowed ? "allowed" : "denied"}</td><td class="muted">${esc(r.reason)}</td></tr>`).join("")}</tbody></table>
@@ -223,7 +229,7 @@ async function whatifTab(body, ctx) {
       const r = await api("/api/v1/policy/whatif", null, req);
       const list = (key, title) => `<h3>${title}: ${num(r[key + "_groups"])}</h3><table id="policy-${key}"><thead><tr><th>from</th><th>to</th><th>port</th><th>conversations</th><th>flows</th><th>last seen</th><th>why</th></tr></thead><tbody>${
         (r[key] || []).map((c) => `<tr><td>${esc(c.from)}</td><td>${esc(c.to)}</td><td>${c.port}/${esc(c.protocol)}</td><td>${num(c.conversations)}</td><td>${num(c.flows)}</td><td>${c.last_seen_ms ? new Date(c.last_seen_ms).toISOString() : ""}</td><td class="muted">${esc(c.reason)}</td></tr>`).join("")}</tbody></table>`;
-      out.innerHTML = `${problemsHtml(r.problems)}<p id="policy-whatif-summary">${num(r.flows)} flows, ${num(r.conversations)} conversations replayed (compared with ${esc(r.compared_with)})</p>
+      out.innerHTML = `${problemsHtml(r)}<p id="policy-whatif-summary">${num(r.flows)} flows, ${num(r.conversations)} conversations replayed (compared with ${esc(r.compared_with)})</p>
         ${list("cut", "would be cut")}${list("newly_allowed", "would newly be allowed")}`;
     } catch (e) {
       out.innerHTML = `<p class="error">${esc(e.message)}</p>`;

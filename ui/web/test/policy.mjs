@@ -85,6 +85,17 @@ try {
   const cut = await page.$$eval("#policy-cut tbody tr", (rs) => rs.map((r) => [...r.children].slice(0, 3).map((c) => c.textContent).join(" ")));
   check(cut.includes("y/a x/b 80/TCP"), `cut rows: ${JSON.stringify(cut)}`);
 
+  // A named port no pod declares: a warning box apart from the problems; still evaluated.
+  await open("#/policies", "policies-before-warning");
+  await page.$eval("#policy-input", (d) => { d.open = true; });
+  await page.fill("#policy-yaml", `${process.env.WEIR_YAML}\n---\nkind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {port: htp}\n`);
+  await page.click("#policy-save");
+  await page.waitForSelector("#policy-warnings", { timeout: 20000 });
+  const warned = await page.textContent("#policy-warnings");
+  check(warned.includes('NetworkPolicy x/typo, field spec.ingress[0].ports[0].port: named port "htp" (TCP) is declared by no pod'), `warnings: ${warned}`);
+  check(!(await page.$("#policy-problems")), "a warning is not a problem");
+  check((await page.$$eval(".policy-name", (as) => as.map((a) => a.textContent))).some((n) => n.includes("typo")), "the policy is still listed");
+
   check(errors.length === 0, "console errors:\n" + errors.join("\n"));
   console.log("policy pages ok");
 } finally {
