@@ -94,6 +94,13 @@ pub struct AgentArgs {
     /// stopped.
     #[arg(long = "log-file", value_name = "PATH")]
     log_files: Vec<PathBuf>,
+    /// Run this installed correlator by itself around every spike or quiet gap in the flow
+    /// volume (the timeline's `spikes` lane): once the stretch after it has passed, over twice
+    /// its length on each side, with the spike given as an event; its annotations are
+    /// kept (labels `trigger=spike`, `spike_from_ms`). Repeatable, e.g. `--on-spike
+    /// what-changed --on-spike event-drops`. The last 10 minutes are looked at every 10 s.
+    #[arg(long = "on-spike", value_name = "PLUGIN")]
+    on_spike: Vec<String>,
     /// Collect Open vSwitch datapath and OpenFlow dumps from the local switch this often
     /// (e.g. `--ovs 10s`; off by default). Dumps can also be imported: `weir ovs import`.
     #[arg(long, value_name = "INTERVAL", value_parser = units::duration)]
@@ -277,6 +284,7 @@ impl AgentArgs {
             },
             "inventory": inventory,
             "log_files": self.log_files,
+            "on_spike": self.on_spike,
             "kubernetes": self.kubernetes || self.kubeconfig.is_some(),
             "alerting": {
                 "interval_ms": self.alert_interval.as_millis() as u64,
@@ -749,6 +757,17 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Some(reg) = registry.as_ref().filter(|_| a.replay.is_none())
+        && !a.on_spike.is_empty()
+    {
+        spawn_spike_watch(
+            a.on_spike.clone(),
+            store.clone(),
+            records.clone(),
+            reg.clone() as Arc<dyn weir_core::plugins::PluginRunner>,
+            alerts_stop.clone(),
+        )?;
+    }
     // The stages after the store, in order (weir_core::ingest has the map).
     let mut after: Vec<Arc<dyn ingest::StoredStage>> = vec![
         metrics.clone(),
@@ -877,6 +896,70 @@ fn spawn_records_retention(
             }
         })
         .context("starting the records retention thread")?;
+    Ok(())
+}
+
+/// Runs the `--on-spike` correlators around each spike or gap in the volume
+/// (weir_core::spikes), looking every 10 s; a plugin not installed yet is logged once.
+fn spawn_spike_watch(
+    plugins: Vec<String>,
+    store: Arc<Store>,
+    records: Arc<weir_core::records::RecordStore>,
+    runner: Arc<dyn weir_core::plugins::PluginRunner>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    for p in &plugins {
+        weir_core::plugins::check_plugin_name(p).map_err(|e| anyhow::anyhow!("--on-spike: {e}"))?;
+    }
+    tracing::info!(plugins = ?plugins, "running correlators around volume spikes");
+    let mut watch = weir_core::spikes::SpikeWatch::new(weir_core::spikes::SpikeWatchConfig {
+        plugins,
+        ..Default::default()
+    });
+    std::thread::Builder::new()
+        .name("weir-spikes".into())
+        .spawn(move || {
+            let mut missing = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = weir_core::query::now_ms();
+                match watch.look(&store, &records, &*runner, now) {
+                    Ok(outcomes) => {
+                        for o in outcomes {
+                            match o {
+                                weir_core::spikes::Outcome::Ran {
+                                    plugin,
+                                    spike,
+                                    annotations,
+                                } => {
+                                    missing.remove(&plugin);
+                                    tracing::info!(plugin = %plugin, from_ms = spike.from_ms, to_ms = spike.to_ms, change = ?spike.change, annotations, "ran around a volume spike");
+                                }
+                                weir_core::spikes::Outcome::NotLoaded { plugin } => {
+                                    if missing.insert(plugin.clone()) {
+                                        tracing::warn!(plugin = %plugin, "--on-spike: no such plugin loaded (install it: weir plugin install bundled:{plugin}); tried again at each spike");
+                                    }
+                                }
+                                weir_core::spikes::Outcome::Failed {
+                                    plugin,
+                                    spike,
+                                    error,
+                                } => {
+                                    tracing::warn!(plugin = %plugin, from_ms = spike.from_ms, error = %error, "failed around a volume spike");
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "looking for volume spikes"),
+                }
+                for _ in 0..20 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        })
+        .context("starting the spike watch")?;
     Ok(())
 }
 

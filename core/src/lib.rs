@@ -25,6 +25,7 @@ pub mod records;
 pub mod sampling;
 pub mod schema;
 pub mod sink;
+pub mod spikes;
 pub mod store;
 pub mod telemetry;
 pub mod timeline;

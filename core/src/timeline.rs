@@ -412,6 +412,50 @@ fn lanes_of(
     Ok((lanes, records_truncated))
 }
 
+/// The `spikes` lane: the volume's spikes and quiet gaps ([`crate::spikes::find`]), each with
+/// the range's flows around it; none when there are none.
+fn spike_lane(volume: &Volume, from: u64, step: u64, max_items: usize) -> Option<Lane> {
+    let found = crate::spikes::find(
+        &volume.bytes,
+        from,
+        step,
+        &crate::spikes::SpikeOptions::default(),
+    );
+    if found.is_empty() {
+        return None;
+    }
+    let n = volume.bytes.len();
+    let mut counts = vec![0; n];
+    let mut items = vec![];
+    for s in &found {
+        counts[((s.from_ms - from) / step) as usize] += 1;
+        items.push(Item {
+            time_ms: s.from_ms,
+            end_ms: Some(s.to_ms),
+            severity: s.severity(),
+            text: s.text(),
+            kind: match s.change {
+                crate::spikes::Change::Spike => "spike".into(),
+                crate::spikes::Change::Gap => "gap".into(),
+            },
+            source: "weir".into(),
+            seq: None,
+            flow_filter: None,
+            trace_id: None,
+        });
+    }
+    let total = items.len() as u64;
+    items.truncate(max_items);
+    Some(Lane {
+        id: "spikes".into(),
+        title: "Volume spikes and quiet gaps".into(),
+        total,
+        counts: BTreeMap::from([(found[0].severity(), counts)]),
+        truncated: total > max_items as u64,
+        items,
+    })
+}
+
 /// Builds the timeline from the store, the records and the alerts (active and past).
 pub fn build(
     store: &Store,
@@ -459,6 +503,7 @@ pub fn build(
         }
     }
     let order = |id: &str| match id {
+        "spikes" => 0,
         "alerts" => 0,
         "events" => 1,
         "spans" => 2,
@@ -486,6 +531,9 @@ pub fn build(
             }
         })
         .collect();
+    if let Some(l) = spike_lane(&volume, from, step, req.max_items) {
+        out.push(l);
+    }
     out.sort_by(|a, b| {
         order(a.id.as_str())
             .cmp(&order(b.id.as_str()))

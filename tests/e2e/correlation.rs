@@ -6,9 +6,9 @@
 //! weir's own flow byte counter) and neither of the others, and be refused a Prometheus it was
 //! not granted.
 
-use crate::capture::agent_for;
+use crate::capture::agent_with;
 use crate::plugins::weir;
-use crate::util::{KillOnDrop, Pair, Prometheus, free_port, now_ms, require, sh};
+use crate::util::{KillOnDrop, Pair, Prometheus, free_port, label, now_ms, require, sh};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -21,7 +21,12 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
     require(&["prometheus", "iperf3", "python3", "ip"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::alone(74);
-    let a = agent_for(&pair, dir.path());
+    // what-changed also runs by itself around each volume spike once it is installed.
+    let a = agent_with(
+        &pair,
+        dir.path(),
+        &["--no-dedup", "--on-spike", "what-changed"],
+    );
 
     let eport = free_port();
     let mut exporter = Command::new("python3")
@@ -142,6 +147,69 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
     );
     assert!(moved("workload_config_version").is_none(), "{v}");
     assert!(moved("workload_temperature_celsius").is_none(), "{v}");
+
+    // The timeline finds the burst as a spike on its own...
+    let t = a.ok(
+        "/api/v1/timeline",
+        &[
+            ("from", &from.to_string()),
+            ("to", &to.to_string()),
+            ("step", "2s"),
+        ],
+    );
+    let spikes = t["lanes"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["id"] == "spikes"))
+        .unwrap_or_else(|| panic!("no spikes lane: {t}"));
+    assert!(
+        spikes["items"].as_array().is_some_and(|i| i
+            .iter()
+            .any(|i| i["kind"] == "spike" && i["time_ms"].as_u64() >= Some(from))),
+        "{spikes}"
+    );
+    // ...and the agent ran what-changed around it with nobody asking: its annotations are
+    // kept, labelled with the trigger, and name the veth's counter again.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let auto = loop {
+        let r = a.ok(
+            "/api/v1/records",
+            &[
+                ("kind", "annotation"),
+                ("from", "-1h"),
+                ("label", "trigger=spike"),
+            ],
+        );
+        let list = r["records"].as_array().cloned().unwrap_or_default();
+        if list
+            .iter()
+            .any(|n| label(n, "series").is_some_and(|s| s.starts_with("workload_rx_bytes_total")))
+        {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no annotation from the spike run: {r}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for n in &auto {
+        assert_eq!(n["source"], "what-changed", "{n}");
+        let spike_from: u64 = label(n, "spike_from_ms")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{n}"));
+        // The spike it ran around is the burst (within a volume bucket of it).
+        assert!(
+            spike_from + 5_000 >= from && spike_from <= to,
+            "{n} {from} {to}"
+        );
+    }
+    assert!(
+        !auto
+            .iter()
+            .any(|n| label(n, "series").is_some_and(|s| s.starts_with("workload_config_version"))),
+        "{auto:?}"
+    );
 
     // A Prometheus it was not granted: refused, naming the scope.
     let (code, _, err) = weir(

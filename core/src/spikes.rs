@@ -1,0 +1,460 @@
+//! Spikes and quiet gaps in the flow volume, and the job that runs correlators around each one
+//! by itself (`weir agent --on-spike what-changed`).
+//!
+//! [`find`] judges a byte series per bucket against its own median: a bucket far above it
+//! (more than `factor` times the median and `mads` robust deviations above it, and at least
+//! `min_bytes`) is part of a spike; two or more buckets in a row far below an active median
+//! (under `gap_fraction` of it) are a quiet gap. Neighbouring buckets merge into one.
+//! The timeline draws them as its `spikes` lane ([`crate::timeline`]).
+//!
+//! [`SpikeWatch`] looks at the last minutes of the store every `interval`; once a spike (or
+//! gap) has as much quiet after it as the correlators need, it runs each named correlator over
+//! the stretch around it (the spike given to it as an event) and keeps their annotations in
+//! the records store under the plugin's name, labelled `trigger=spike` and with the spike's
+//! start, so they show on the timeline beside it. Each spike is handed to each plugin once.
+
+use crate::plugins::{PluginRunner, RunError};
+use crate::query::{Expr, TimeRange};
+use crate::records::{Entry, RecordStore};
+use crate::store::Store;
+use crate::timeline::{TimelineError, TimelineRequest};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// How far from the median a bucket must be.
+#[derive(Debug, Clone)]
+pub struct SpikeOptions {
+    /// A spike is more than this many times the median...
+    pub factor: f64,
+    /// ...and this many robust standard deviations (1.4826 x the median absolute deviation)
+    /// above it...
+    pub mads: f64,
+    /// ...and at least this many bytes in its bucket.
+    pub min_bytes: u64,
+    /// A gap is under this fraction of the median, for at least `gap_buckets` buckets, while
+    /// the median is at least `min_bytes`.
+    pub gap_fraction: f64,
+    pub gap_buckets: usize,
+    /// Fewer buckets than this are not judged.
+    pub min_buckets: usize,
+}
+
+impl Default for SpikeOptions {
+    fn default() -> Self {
+        SpikeOptions {
+            factor: 3.0,
+            mads: 6.0,
+            min_bytes: 64 * 1024,
+            gap_fraction: 0.1,
+            gap_buckets: 2,
+            min_buckets: 10,
+        }
+    }
+}
+
+/// Above or below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Spike,
+    Gap,
+}
+
+/// One spike or gap.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spike {
+    pub change: Change,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// The largest bucket of a spike, the smallest of a gap (bytes).
+    pub bytes: u64,
+    /// The series' median bucket (bytes).
+    pub median: u64,
+    pub step_ms: u64,
+}
+
+impl Spike {
+    /// `volume spike: 41.2x the median (12.3 MB vs 300 KB per 5 s), 10 s`.
+    pub fn text(&self) -> String {
+        let per = format!("{} s", self.step_ms as f64 / 1000.0);
+        let dur = format!("{} s", (self.to_ms - self.from_ms) as f64 / 1000.0);
+        match self.change {
+            Change::Spike => format!(
+                "volume spike: {:.1}x the median ({} vs {} per {per}), {dur}",
+                self.bytes as f64 / self.median.max(1) as f64,
+                bytes(self.bytes),
+                bytes(self.median)
+            ),
+            Change::Gap => format!(
+                "quiet gap: {} against a median of {} per {per}, {dur}",
+                bytes(self.bytes),
+                bytes(self.median)
+            ),
+        }
+    }
+
+    /// `warning` for a spike or gap (both are worth a look; neither is an outage by itself).
+    pub fn severity(&self) -> &'static str {
+        "warning"
+    }
+}
+
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The spikes and gaps of `series` (bytes per bucket, the first starting at `from_ms`). A gap
+/// never touches the last bucket (it may still be filling).
+pub fn find(series: &[u64], from_ms: u64, step_ms: u64, opt: &SpikeOptions) -> Vec<Spike> {
+    let n = series.len();
+    if n < opt.min_buckets.max(3) || step_ms == 0 {
+        return vec![];
+    }
+    let mut v: Vec<f64> = series.iter().map(|&b| b as f64).collect();
+    let med = median(&mut v);
+    let mut dev: Vec<f64> = series.iter().map(|&b| (b as f64 - med).abs()).collect();
+    let sigma = 1.4826 * median(&mut dev);
+    let high = (med * opt.factor)
+        .max(med + opt.mads * sigma)
+        .max(opt.min_bytes as f64);
+    let active = med >= opt.min_bytes as f64;
+    let low = med * opt.gap_fraction;
+    let flag = |i: usize| -> Option<Change> {
+        let b = series[i] as f64;
+        if b > high {
+            Some(Change::Spike)
+        } else if active && b < low && i + 1 < n {
+            Some(Change::Gap)
+        } else {
+            None
+        }
+    };
+    let mut out = vec![];
+    let mut i = 0;
+    while i < n {
+        let Some(c) = flag(i) else {
+            i += 1;
+            continue;
+        };
+        let mut j = i;
+        while j + 1 < n && flag(j + 1) == Some(c) {
+            j += 1;
+        }
+        let run = &series[i..=j];
+        if c == Change::Spike || run.len() >= opt.gap_buckets {
+            out.push(Spike {
+                change: c,
+                from_ms: from_ms + i as u64 * step_ms,
+                to_ms: from_ms + (j as u64 + 1) * step_ms,
+                bytes: match c {
+                    Change::Spike => run.iter().copied().max().unwrap_or(0),
+                    Change::Gap => run.iter().copied().min().unwrap_or(0),
+                },
+                median: med.round() as u64,
+                step_ms,
+            });
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// What [`SpikeWatch`] watches and runs.
+#[derive(Debug, Clone)]
+pub struct SpikeWatchConfig {
+    /// Correlators run around each spike (installed plugins' names).
+    pub plugins: Vec<String>,
+    /// How far back each look goes.
+    pub lookback_ms: u64,
+    /// The volume's bucket.
+    pub step_ms: u64,
+    pub options: SpikeOptions,
+}
+
+impl Default for SpikeWatchConfig {
+    fn default() -> Self {
+        SpikeWatchConfig {
+            plugins: vec![],
+            lookback_ms: 10 * 60_000,
+            step_ms: 5_000,
+            options: SpikeOptions::default(),
+        }
+    }
+}
+
+/// What one look did with one spike and one plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Ran; this many annotations kept.
+    Ran {
+        plugin: String,
+        spike: Spike,
+        annotations: usize,
+    },
+    /// The plugin is not installed (or not loaded yet): tried again at the next look.
+    NotLoaded { plugin: String },
+    /// The plugin failed on it (not tried again).
+    Failed {
+        plugin: String,
+        spike: Spike,
+        error: String,
+    },
+}
+
+/// Finds spikes in the store's recent volume and runs correlators around each once.
+pub struct SpikeWatch {
+    cfg: SpikeWatchConfig,
+    /// (plugin, spike start) handed over already.
+    done: BTreeSet<(String, u64)>,
+}
+
+/// The stretch a correlator gets around a spike: twice its length on each side, at
+/// least 15 s and at most 5 min.
+pub fn context_ms(s: &Spike) -> u64 {
+    ((s.to_ms - s.from_ms) * 2).clamp(15_000, 300_000)
+}
+
+impl SpikeWatch {
+    pub fn new(cfg: SpikeWatchConfig) -> SpikeWatch {
+        SpikeWatch {
+            cfg,
+            done: BTreeSet::new(),
+        }
+    }
+
+    /// The spikes of the last `lookback_ms` before `now_ms` (every flow counted; the
+    /// bucket still filling left out).
+    pub fn spikes(&self, store: &Store, now_ms: u64) -> Result<Vec<Spike>, TimelineError> {
+        let step = self.cfg.step_ms.max(1);
+        let to = now_ms - now_ms % step;
+        let from = to.saturating_sub(self.cfg.lookback_ms);
+        let t = crate::timeline::build(
+            store,
+            None,
+            &[],
+            &TimelineRequest {
+                range: TimeRange {
+                    from_ms: from,
+                    to_ms: to.saturating_sub(1),
+                },
+                step_ms: step,
+                filter: Expr::All,
+                max_items: 0,
+            },
+        )?;
+        Ok(find(&t.volume.bytes, from, step, &self.cfg.options))
+    }
+
+    /// One look: every spike with its context behind it, not yet handed to a plugin, run.
+    pub fn look(
+        &mut self,
+        store: &Store,
+        records: &RecordStore,
+        runner: &dyn PluginRunner,
+        now_ms: u64,
+    ) -> Result<Vec<Outcome>, TimelineError> {
+        let mut out = vec![];
+        let horizon = now_ms.saturating_sub(self.cfg.lookback_ms + 300_000);
+        self.done.retain(|(_, t)| *t >= horizon);
+        for s in self.spikes(store, now_ms)? {
+            let pad = context_ms(&s);
+            // The quiet after it is needed too (and a step for the last flows to arrive).
+            if s.to_ms + pad + self.cfg.step_ms > now_ms {
+                continue;
+            }
+            for p in &self.cfg.plugins {
+                if self.done.contains(&(p.clone(), s.from_ms)) {
+                    continue;
+                }
+                let request = json!({
+                    "from_ms": s.from_ms.saturating_sub(pad),
+                    "to_ms": s.to_ms + pad,
+                    "events": [{
+                        "time_ms": s.from_ms,
+                        "source": "weir",
+                        "text": s.text(),
+                        "labels": {
+                            "kind": match s.change { Change::Spike => "spike", Change::Gap => "gap" },
+                            "spike_to_ms": s.to_ms.to_string(),
+                        },
+                    }],
+                });
+                match runner.run(p, &request) {
+                    Ok(v) => {
+                        self.done.insert((p.clone(), s.from_ms));
+                        let n = keep(records, p, &s, &v);
+                        out.push(Outcome::Ran {
+                            plugin: p.clone(),
+                            spike: s.clone(),
+                            annotations: n,
+                        });
+                    }
+                    Err(RunError::NotFound(_)) => {
+                        out.push(Outcome::NotLoaded { plugin: p.clone() })
+                    }
+                    // Busy: the next look tries again.
+                    Err(RunError::Busy(_)) => {}
+                    Err(e) => {
+                        self.done.insert((p.clone(), s.from_ms));
+                        out.push(Outcome::Failed {
+                            plugin: p.clone(),
+                            spike: s.clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps a run's annotations (`{"result": {"annotations": [{time_ms, text, labels,
+/// flow_filter}]}}`) as `annotation` records under the plugin's name; returns how many were
+/// kept.
+fn keep(records: &RecordStore, plugin: &str, s: &Spike, answer: &Value) -> usize {
+    let mut entries = vec![];
+    for (i, a) in answer["result"]["annotations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut labels: Vec<(String, String)> = a["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        labels.push(("trigger".into(), "spike".into()));
+        labels.push(("spike_from_ms".into(), s.from_ms.to_string()));
+        let e = Entry {
+            time_ms: a["time_ms"].as_u64().unwrap_or(s.from_ms),
+            end_ms: None,
+            kind: "annotation".into(),
+            text: a["text"].as_str().unwrap_or_default().to_string(),
+            labels,
+            flow_filter: a["flow_filter"].as_str().map(String::from),
+        };
+        match e.check(&format!("annotation {i}")) {
+            Ok(()) => entries.push(e),
+            Err(err) => tracing::warn!(plugin, error = %err, "annotation not kept"),
+        }
+    }
+    let mut kept = 0;
+    for chunk in entries.chunks(crate::records::MAX_WRITE) {
+        match records.write(plugin, chunk.to_vec()) {
+            Ok(seqs) => kept += seqs.len(),
+            Err(e) => tracing::warn!(plugin, error = %e, "annotations not kept"),
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_spike_and_a_lull_a_gap_judged_against_the_median() {
+        let o = SpikeOptions::default();
+        // Background 100 KB per bucket with some wobble, a 3-bucket burst, a 3-bucket lull.
+        let mut s: Vec<u64> = (0..40).map(|i| 100_000 + (i % 5) * 4_000).collect();
+        s[10] = 2_000_000;
+        s[11] = 5_000_000;
+        s[12] = 900_000;
+        s[25] = 1_000;
+        s[26] = 0;
+        s[27] = 5_000;
+        let found = find(&s, 1_000_000, 5_000, &o);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].change, Change::Spike);
+        assert_eq!(
+            (found[0].from_ms, found[0].to_ms),
+            (1_000_000 + 50_000, 1_000_000 + 65_000)
+        );
+        assert_eq!(found[0].bytes, 5_000_000);
+        assert_eq!(found[1].change, Change::Gap);
+        assert_eq!(
+            (found[1].from_ms, found[1].to_ms),
+            (1_000_000 + 125_000, 1_000_000 + 140_000)
+        );
+        assert_eq!(found[1].bytes, 0);
+        assert!(
+            found[0].text().starts_with("volume spike: 4"),
+            "{}",
+            found[0].text()
+        );
+        assert!(
+            found[1].text().starts_with("quiet gap: 0 B"),
+            "{}",
+            found[1].text()
+        );
+    }
+
+    #[test]
+    fn wobble_small_traffic_a_single_low_bucket_and_the_last_bucket_are_not_flagged() {
+        let o = SpikeOptions::default();
+        // Twice the median is not three times it.
+        let mut s: Vec<u64> = vec![100_000; 30];
+        s[5] = 250_000;
+        // One low bucket is not a gap; a low last bucket is still filling.
+        s[12] = 0;
+        s[29] = 0;
+        s[28] = 0;
+        assert_eq!(find(&s, 0, 1_000, &o), vec![]);
+        // An idle series (pings) with a small rise stays under min_bytes.
+        let mut idle: Vec<u64> = vec![400; 30];
+        idle[7] = 40_000;
+        assert_eq!(find(&idle, 0, 1_000, &o), vec![]);
+        // ...and with a real burst is a spike; idle series have no gaps.
+        idle[8] = 30_000_000;
+        idle[20] = 0;
+        idle[21] = 0;
+        let f = find(&idle, 0, 1_000, &o);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].from_ms, f[0].to_ms), (8_000, 9_000));
+        // Too few buckets: nothing.
+        assert_eq!(find(&idle[..5], 0, 1_000, &o), vec![]);
+    }
+
+    #[test]
+    fn the_context_is_two_lengths_each_side_within_bounds() {
+        let s = |ms: u64| Spike {
+            change: Change::Spike,
+            from_ms: 0,
+            to_ms: ms,
+            bytes: 0,
+            median: 0,
+            step_ms: 1_000,
+        };
+        assert_eq!(context_ms(&s(1_000)), 15_000);
+        assert_eq!(context_ms(&s(10_000)), 20_000);
+        assert_eq!(context_ms(&s(600_000)), 300_000);
+    }
+}
