@@ -14,7 +14,7 @@
 //! start, so they show on the timeline beside it. Each spike is handed to each plugin once.
 
 use crate::plugins::{PluginRunner, RunError};
-use crate::query::{Expr, TimeRange};
+use crate::query::{Expr, TimeRange, human_bytes};
 use crate::records::{Entry, RecordStore};
 use crate::store::Store;
 use crate::timeline::{TimelineError, TimelineRequest};
@@ -75,7 +75,7 @@ pub struct Spike {
 }
 
 impl Spike {
-    /// `volume spike: 41.2x the median (12.3 MB vs 300 KB per 5 s), 10 s`.
+    /// `volume spike: 41.2x the median (11.8 MiB vs 292.9 KiB per 5 s), 10 s`.
     pub fn text(&self) -> String {
         let per = format!("{} s", self.step_ms as f64 / 1000.0);
         let dur = format!("{} s", (self.to_ms - self.from_ms) as f64 / 1000.0);
@@ -83,13 +83,13 @@ impl Spike {
             Change::Spike => format!(
                 "volume spike: {:.1}x the median ({} vs {} per {per}), {dur}",
                 self.bytes as f64 / self.median.max(1) as f64,
-                bytes(self.bytes),
-                bytes(self.median)
+                human_bytes(self.bytes),
+                human_bytes(self.median)
             ),
             Change::Gap => format!(
                 "quiet gap: {} against a median of {} per {per}, {dur}",
-                bytes(self.bytes),
-                bytes(self.median)
+                human_bytes(self.bytes),
+                human_bytes(self.median)
             ),
         }
     }
@@ -97,21 +97,6 @@ impl Spike {
     /// `warning` for a spike or gap (both are worth a look; neither is an outage by itself).
     pub fn severity(&self) -> &'static str {
         "warning"
-    }
-}
-
-fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

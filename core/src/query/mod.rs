@@ -16,7 +16,9 @@ mod time;
 pub mod trace;
 
 pub use parse::{Cmp, Expr, Op, Operand, parse, parse_ip_or_cidr};
-pub use time::{TimeRange, format_ms, now_ms, parse_duration_ms, parse_time, pin_now, pinned_ms};
+pub use time::{
+    TimeRange, format_ms, human_bytes, now_ms, parse_duration_ms, parse_time, pin_now, pinned_ms,
+};
 
 use crate::schema::{self, FieldDef};
 use serde::{Deserialize, Serialize};
