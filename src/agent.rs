@@ -98,7 +98,8 @@ pub struct AgentArgs {
     /// volume (the timeline's `spikes` lane): once the stretch after it has passed, over twice
     /// its length on each side, with the spike given as an event; its annotations are
     /// kept (labels `trigger=spike`, `spike_from_ms`). Repeatable, e.g. `--on-spike
-    /// what-changed --on-spike event-drops`. The last 10 minutes are looked at every 10 s.
+    /// what-changed --on-spike event-drops`. The last 20 minutes are looked at every 10 s, in
+    /// buckets of 5 s or the active timeout if longer.
     #[arg(long = "on-spike", value_name = "PLUGIN")]
     on_spike: Vec<String>,
     /// Collect Open vSwitch datapath and OpenFlow dumps from the local switch this often
@@ -757,11 +758,15 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         None => None,
     };
+    if !a.on_spike.is_empty() && registry.is_none() {
+        bail!("--on-spike runs plugins: it cannot go with --no-plugins");
+    }
     if let Some(reg) = registry.as_ref().filter(|_| a.replay.is_none())
         && !a.on_spike.is_empty()
     {
         spawn_spike_watch(
             a.on_spike.clone(),
+            a.active_timeout,
             store.clone(),
             records.clone(),
             reg.clone() as Arc<dyn weir_core::plugins::PluginRunner>,
@@ -903,6 +908,7 @@ fn spawn_records_retention(
 /// (weir_core::spikes), looking every 10 s; a plugin not installed yet is logged once.
 fn spawn_spike_watch(
     plugins: Vec<String>,
+    active_timeout: Duration,
     store: Arc<Store>,
     records: Arc<weir_core::records::RecordStore>,
     runner: Arc<dyn weir_core::plugins::PluginRunner>,
@@ -912,8 +918,14 @@ fn spawn_spike_watch(
         weir_core::plugins::check_plugin_name(p).map_err(|e| anyhow::anyhow!("--on-spike: {e}"))?;
     }
     tracing::info!(plugins = ?plugins, "running correlators around volume spikes");
+    // Buckets no shorter than the active timeout: flows arrive once per timeout.
+    let step_ms = (active_timeout.as_millis() as u64)
+        .div_ceil(1000)
+        .saturating_mul(1000)
+        .max(weir_core::spikes::MIN_STEP_MS);
     let mut watch = weir_core::spikes::SpikeWatch::new(weir_core::spikes::SpikeWatchConfig {
         plugins,
+        step_ms,
         ..Default::default()
     });
     std::thread::Builder::new()

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Summarizer: fold the window's flows in before querying.
     #[arg(long)]
     update: bool,
+    /// Flow-processor, correlator: also keep the annotations in the agent's records store
+    /// (on the timeline, `weir records --kind annotation`), as a background run does.
+    #[arg(long)]
+    keep: bool,
     /// Print the raw JSON answer.
     #[arg(long)]
     json: bool,
@@ -579,6 +583,7 @@ fn run_plugin(r: RunArgs) -> Result<()> {
         "events": events,
         "query": r.query,
         "update": r.update,
+        "keep": r.keep,
     });
     if let Some(path) = &r.input {
         let input = if path.as_os_str() == "-" {

@@ -252,9 +252,12 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
             json,
         } => {
             let objects = load(&inputs)?;
-            let (v, problems) = weir_core::policy::explain(&engine()?, &objects, &from, &to, port)
-                .map_err(policy_err)?;
+            let (mut v, problems) =
+                weir_core::policy::explain(&engine()?, &objects, &from, &to, port)
+                    .map_err(policy_err)?;
             if json {
+                v["problems"] = json!(problems.problems);
+                v["warnings"] = json!(problems.warnings);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_explanation(&v);
@@ -282,6 +285,8 @@ pub fn run(a: PolicyArgs) -> Result<u8> {
                 v["policies"] = Value::Array(policies);
             }
             if json {
+                v["problems"] = json!(problems.problems);
+                v["warnings"] = json!(problems.warnings);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_description(&v);

@@ -7,11 +7,13 @@
 //! (under `gap_fraction` of it) are a quiet gap. Neighbouring buckets merge into one.
 //! The timeline draws them as its `spikes` lane ([`crate::timeline`]).
 //!
-//! [`SpikeWatch`] looks at the last minutes of the store every `interval`; once a spike (or
+//! [`SpikeWatch`] looks at the last 20 minutes of the store at each call; once a spike (or
 //! gap) has as much quiet after it as the correlators need, it runs each named correlator over
 //! the stretch around it (the spike given to it as an event) and keeps their annotations in
 //! the records store under the plugin's name, labelled `trigger=spike` and with the spike's
-//! start, so they show on the timeline beside it. Each spike is handed to each plugin once.
+//! start, so they show on the timeline beside it. Each spike is handed to each plugin once
+//! (one overlapping a spike handed already is the same one); a spike still running when it
+//! reaches the window's start (longer than about 15 minutes: a change of level) is not.
 
 use crate::plugins::{PluginRunner, RunError};
 use crate::query::{Expr, TimeRange, human_bytes};
@@ -20,7 +22,11 @@ use crate::store::Store;
 use crate::timeline::{TimelineError, TimelineRequest};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+
+/// The shortest bucket spikes are judged in: flows reach the store once per active timeout
+/// (5 s by default), so shorter buckets are mostly empty and each eviction would look like a
+/// spike. The timeline has no `spikes` lane below it; `--on-spike` uses at least it.
+pub const MIN_STEP_MS: u64 = 5_000;
 
 /// How far from the median a bucket must be.
 #[derive(Debug, Clone)]
@@ -80,9 +86,13 @@ impl Spike {
         let per = format!("{} s", self.step_ms as f64 / 1000.0);
         let dur = format!("{} s", (self.to_ms - self.from_ms) as f64 / 1000.0);
         match self.change {
+            Change::Spike if self.median == 0 => format!(
+                "volume spike: {} per {per} over an idle median, {dur}",
+                human_bytes(self.bytes)
+            ),
             Change::Spike => format!(
                 "volume spike: {:.1}x the median ({} vs {} per {per}), {dur}",
-                self.bytes as f64 / self.median.max(1) as f64,
+                self.bytes as f64 / self.median as f64,
                 human_bytes(self.bytes),
                 human_bytes(self.median)
             ),
@@ -176,7 +186,7 @@ pub struct SpikeWatchConfig {
     pub plugins: Vec<String>,
     /// How far back each look goes.
     pub lookback_ms: u64,
-    /// The volume's bucket.
+    /// The volume's bucket (at least the capture's active timeout).
     pub step_ms: u64,
     pub options: SpikeOptions,
 }
@@ -185,8 +195,8 @@ impl Default for SpikeWatchConfig {
     fn default() -> Self {
         SpikeWatchConfig {
             plugins: vec![],
-            lookback_ms: 10 * 60_000,
-            step_ms: 5_000,
+            lookback_ms: 20 * 60_000,
+            step_ms: MIN_STEP_MS,
             options: SpikeOptions::default(),
         }
     }
@@ -214,8 +224,9 @@ pub enum Outcome {
 /// Finds spikes in the store's recent volume and runs correlators around each once.
 pub struct SpikeWatch {
     cfg: SpikeWatchConfig,
-    /// (plugin, spike start) handed over already.
-    done: BTreeSet<(String, u64)>,
+    /// (plugin, spike start, spike end) handed over already: a spike overlapping one of its
+    /// plugin's is the same spike (its edges move a little as the median does).
+    done: Vec<(String, u64, u64)>,
 }
 
 /// The stretch a correlator gets around a spike: twice its length on each side, at
@@ -226,10 +237,7 @@ pub fn context_ms(s: &Spike) -> u64 {
 
 impl SpikeWatch {
     pub fn new(cfg: SpikeWatchConfig) -> SpikeWatch {
-        SpikeWatch {
-            cfg,
-            done: BTreeSet::new(),
-        }
+        SpikeWatch { cfg, done: vec![] }
     }
 
     /// The spikes of the last `lookback_ms` before `now_ms` (every flow counted; the
@@ -265,15 +273,26 @@ impl SpikeWatch {
     ) -> Result<Vec<Outcome>, TimelineError> {
         let mut out = vec![];
         let horizon = now_ms.saturating_sub(self.cfg.lookback_ms + 300_000);
-        self.done.retain(|(_, t)| *t >= horizon);
+        self.done.retain(|(_, _, to)| *to >= horizon);
+        let step = self.cfg.step_ms.max(1);
+        let first = (now_ms - now_ms % step).saturating_sub(self.cfg.lookback_ms);
         for s in self.spikes(store, now_ms)? {
+            // One cut by the window's start began before it: handed when it was whole, or
+            // too long to be a spike.
+            if s.from_ms <= first {
+                continue;
+            }
             let pad = context_ms(&s);
             // The quiet after it is needed too (and a step for the last flows to arrive).
             if s.to_ms + pad + self.cfg.step_ms > now_ms {
                 continue;
             }
             for p in &self.cfg.plugins {
-                if self.done.contains(&(p.clone(), s.from_ms)) {
+                if self
+                    .done
+                    .iter()
+                    .any(|(q, f, t)| q == p && *f < s.to_ms && s.from_ms < *t)
+                {
                     continue;
                 }
                 let request = json!({
@@ -291,7 +310,7 @@ impl SpikeWatch {
                 });
                 match runner.run(p, &request) {
                     Ok(v) => {
-                        self.done.insert((p.clone(), s.from_ms));
+                        self.done.push((p.clone(), s.from_ms, s.to_ms));
                         let n = keep(records, p, &s, &v);
                         out.push(Outcome::Ran {
                             plugin: p.clone(),
@@ -305,7 +324,7 @@ impl SpikeWatch {
                     // Busy: the next look tries again.
                     Err(RunError::Busy(_)) => {}
                     Err(e) => {
-                        self.done.insert((p.clone(), s.from_ms));
+                        self.done.push((p.clone(), s.from_ms, s.to_ms));
                         out.push(Outcome::Failed {
                             plugin: p.clone(),
                             spike: s.clone(),
@@ -441,5 +460,115 @@ mod tests {
         assert_eq!(context_ms(&s(1_000)), 15_000);
         assert_eq!(context_ms(&s(10_000)), 20_000);
         assert_eq!(context_ms(&s(600_000)), 300_000);
+    }
+
+    /// Answers every run with one annotation and counts the runs (the e2e test runs the real
+    /// what-changed; this checks the watch's bookkeeping).
+    struct Counting(std::sync::Mutex<Vec<Value>>);
+
+    impl PluginRunner for Counting {
+        fn run(&self, name: &str, request: &Value) -> Result<Value, RunError> {
+            if name != "corr" {
+                return Err(RunError::NotFound(format!("no loaded plugin {name}")));
+            }
+            let mut runs = self.0.lock().unwrap();
+            runs.push(request.clone());
+            Ok(
+                json!({"result": {"annotations": [{"time_ms": request["from_ms"], "text": "moved",
+                "labels": {"series": "x"}, "flow_filter": null}]}}),
+            )
+        }
+
+        fn summary_snapshot(&self, name: &str) -> Result<Vec<u8>, RunError> {
+            Err(RunError::BadRequest(format!("{name} is no summarizer")))
+        }
+
+        fn merge_summary(&self, name: &str, _: &[u8]) -> Result<(), RunError> {
+            Err(RunError::BadRequest(format!("{name} is no summarizer")))
+        }
+    }
+
+    #[test]
+    fn the_watch_hands_each_spike_once_after_its_context_and_keeps_the_annotations() {
+        use crate::flow::Flow;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("flows"))).unwrap();
+        let records = RecordStore::open(&dir.path().join("records")).unwrap();
+        let t0 = 1_700_000_000_000u64; // a multiple of the 5 s step
+        // 10 minutes of 10 KB per second, and 20 s of 10 MB per second from t0 + 300 s.
+        let mut flows = vec![];
+        for sec in 0..600u64 {
+            let mut f = Flow::empty();
+            f.time_flow_start_ms = t0 + sec * 1000;
+            f.time_flow_end_ms = t0 + sec * 1000 + 500;
+            f.time_received = f.time_flow_end_ms;
+            f.bytes = if (300..320).contains(&sec) {
+                10_000_000
+            } else {
+                10_000
+            };
+            f.packets = 1;
+            flows.push(f);
+        }
+        store.append(&flows).unwrap();
+        store.flush().unwrap();
+        let runner = Counting(std::sync::Mutex::new(vec![]));
+        let mut w = SpikeWatch::new(SpikeWatchConfig {
+            plugins: vec!["corr".into(), "absent".into()],
+            ..Default::default()
+        });
+        let (from, to) = (t0 + 300_000, t0 + 320_000);
+        // Not before its context (40 s) and a step have passed after it.
+        let out = w.look(&store, &records, &runner, to + 30_000).unwrap();
+        assert_eq!(out, vec![]);
+        let out = w.look(&store, &records, &runner, to + 46_000).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            matches!(&out[0], Outcome::Ran { plugin, spike, annotations: 1 }
+            if plugin == "corr" && (spike.from_ms, spike.to_ms) == (from, to)),
+            "{out:?}"
+        );
+        assert_eq!(
+            out[1],
+            Outcome::NotLoaded {
+                plugin: "absent".into()
+            }
+        );
+        let req = runner.0.lock().unwrap()[0].clone();
+        assert_eq!(req["from_ms"], from - 40_000);
+        assert_eq!(req["to_ms"], to + 40_000);
+        assert_eq!(req["events"][0]["labels"]["kind"], "spike");
+        // Later looks, the window sliding past it until its start scrolls out: never again.
+        for later in [60_000, 300_000, 1_150_000, 1_190_000, 1_200_000, 1_260_000] {
+            let out = w.look(&store, &records, &runner, to + later).unwrap();
+            assert!(
+                out.iter().all(|o| matches!(o, Outcome::NotLoaded { .. })),
+                "{later}: {out:?}"
+            );
+        }
+        assert_eq!(runner.0.lock().unwrap().len(), 1);
+        // The annotation is kept under the plugin's name with the trigger and the spike.
+        let kept = records
+            .query(&crate::records::RecordQuery {
+                from_ms: 0,
+                to_ms: u64::MAX,
+                kinds: vec!["annotation".into()],
+                source: None,
+                labels: vec![],
+                after_seq: 0,
+                limit: 100,
+            })
+            .unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].source, "corr");
+        let labels = &kept[0].entry.labels;
+        assert!(
+            labels.contains(&("trigger".into(), "spike".into())),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&("spike_from_ms".into(), from.to_string())),
+            "{labels:?}"
+        );
     }
 }

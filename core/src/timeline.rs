@@ -412,9 +412,12 @@ fn lanes_of(
     Ok((lanes, records_truncated))
 }
 
-/// The `spikes` lane: the volume's spikes and quiet gaps ([`crate::spikes::find`]), each with
-/// the range's flows around it; none when there are none.
+/// The `spikes` lane: the volume's spikes and quiet gaps ([`crate::spikes::find`]); none when
+/// there are none or the buckets are shorter than [`crate::spikes::MIN_STEP_MS`].
 fn spike_lane(volume: &Volume, from: u64, step: u64, max_items: usize) -> Option<Lane> {
+    if step < crate::spikes::MIN_STEP_MS {
+        return None;
+    }
     let found = crate::spikes::find(
         &volume.bytes,
         from,

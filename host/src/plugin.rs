@@ -868,13 +868,20 @@ impl Plugin {
     }
 
     /// Keeps a processor's or correlator's annotations in the records store (kind
-    /// `annotation`, under the plugin's name) when the host has one. Annotations the store
-    /// refuses (a bad filter, oversized text) are logged with the reason and dropped.
-    pub fn keep_annotations(&self, annotations: &[wit::Annotation]) {
+    /// `annotation`, under the plugin's name) when the host has one; returns how many were
+    /// kept. Annotations the store refuses (a bad filter, oversized text) are logged with the
+    /// reason and dropped; a host without a records store is an error.
+    pub fn keep_annotations(
+        &self,
+        annotations: &[wit::Annotation],
+    ) -> Result<usize, weir_core::records::RecordError> {
         let Some(store) = self.ctx.services.records.get() else {
-            return;
+            return Err(weir_core::records::RecordError::Invalid(
+                "this host keeps no records".into(),
+            ));
         };
         let mut entries = Vec::with_capacity(annotations.len());
+        let mut kept = 0;
         for (i, a) in annotations.iter().enumerate() {
             let e = weir_core::records::Entry {
                 time_ms: a.time_ms,
@@ -894,10 +901,14 @@ impl Plugin {
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(weir_core::records::MAX_WRITE));
             let chunk = std::mem::replace(&mut entries, rest);
-            if let Err(e) = store.write(&self.manifest.name, chunk) {
-                tracing::warn!(plugin = %self.manifest.name, error = %e, "annotations not kept");
+            match store.write(&self.manifest.name, chunk) {
+                Ok(seqs) => kept += seqs.len(),
+                Err(e) => {
+                    tracing::warn!(plugin = %self.manifest.name, error = %e, "annotations not kept")
+                }
             }
         }
+        Ok(kept)
     }
 
     /// exporter: sends a batch out (through the `sink` capability). Ok means the plugin has

@@ -42,6 +42,10 @@ struct RunRequest {
     /// summarizer: query only the kept window starting at this time (ms); absent: every
     /// kept window merged.
     window_start_ms: Option<u64>,
+    /// flow-processor and correlator: also keep the annotations in the records store (kind
+    /// `annotation`, under the plugin's name), as a background run does; default: only
+    /// returned.
+    keep: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +114,19 @@ pub fn sample_json(s: &wit::MetricSample) -> Value {
 
 pub fn annotation_json(a: &wit::Annotation) -> Value {
     json!({"time_ms": a.time_ms, "text": a.text, "labels": labels_json(&a.labels), "flow_filter": a.flow_filter})
+}
+
+/// Keeps a run's annotations when asked (`"keep": true`); how many were kept.
+fn keep(
+    p: &crate::plugin::Plugin,
+    asked: bool,
+    annotations: &[wit::Annotation],
+) -> Result<usize, RunError> {
+    if !asked || annotations.is_empty() {
+        return Ok(0);
+    }
+    p.keep_annotations(annotations)
+        .map_err(|e| RunError::Failed(format!("keeping the annotations: {e}")))
 }
 
 fn host_err(e: HostError) -> RunError {
@@ -299,7 +316,9 @@ impl PluginRunner for Registry {
             Kind::FlowProcessor => {
                 let batch = self.batch_of(&req)?;
                 let out = p.process(&batch).map_err(host_err)?;
+                let kept = keep(&p, req.keep, &out.annotations)?;
                 json!({
+                    "kept": kept,
                     "flows": batch.len(),
                     "samples": out.samples.iter().map(sample_json).collect::<Vec<_>>(),
                     "annotations": out.annotations.iter().map(annotation_json).collect::<Vec<_>>(),
@@ -318,7 +337,8 @@ impl PluginRunner for Registry {
                     })
                     .collect();
                 let out = p.correlate(&batch, &events).map_err(host_err)?;
-                json!({"flows": batch.len(), "annotations": out.iter().map(annotation_json).collect::<Vec<_>>()})
+                let kept = keep(&p, req.keep, &out)?;
+                json!({"flows": batch.len(), "kept": kept, "annotations": out.iter().map(annotation_json).collect::<Vec<_>>()})
             }
             Kind::Decoder => {
                 let input = req.input.as_deref().ok_or_else(|| {

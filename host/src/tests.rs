@@ -1567,10 +1567,12 @@ mod contract {
             ("filter", "DstPort=80"),
         ]);
         let out = p.process(&super::flows(7)).expect("annotate");
-        p.keep_annotations(&out.annotations);
+        p.keep_annotations(&out.annotations)
+            .expect("a records store");
         let p = load(&[("mode", "annotate"), ("filter", "DstPrt=80")]);
         let out = p.process(&super::flows(7)).expect("annotate");
-        p.keep_annotations(&out.annotations);
+        p.keep_annotations(&out.annotations)
+            .expect("a records store");
         let ann = records
             .query(&weir_core::records::RecordQuery {
                 to_ms: u64::MAX,

@@ -106,7 +106,8 @@ impl Workers {
                         Kind::Summarizer => p.summarize(&batch),
                         _ => p.process(&batch).map(|out| {
                             samples(p.name(), &crate::convert::samples_of(&out.samples));
-                            p.keep_annotations(&out.annotations);
+                            // A host without a records store keeps none (nothing to say).
+                            let _ = p.keep_annotations(&out.annotations);
                         }),
                     };
                     // Failures are recorded against the plugin (and may disable it); a busy

@@ -148,13 +148,14 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
     assert!(moved("workload_config_version").is_none(), "{v}");
     assert!(moved("workload_temperature_celsius").is_none(), "{v}");
 
-    // The timeline finds the burst as a spike on its own...
+    // The timeline finds the burst as a spike on its own (a minute before it too: ten
+    // buckets at least are judged)...
     let t = a.ok(
         "/api/v1/timeline",
         &[
-            ("from", &from.to_string()),
+            ("from", &(from - 60_000).to_string()),
             ("to", &to.to_string()),
-            ("step", "2s"),
+            ("step", "5s"),
         ],
     );
     let spikes = t["lanes"]

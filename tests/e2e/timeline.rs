@@ -328,6 +328,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
             "run",
             "event-drops",
             "--json",
+            "--keep",
             "--from",
             &f,
             "--to",
@@ -372,6 +373,23 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
         "{oom_note}"
     );
     assert_eq!(oom_note["time_ms"].as_u64(), Some(t_oom / 1000 * 1000));
+    // Kept as asked (--keep): the annotations are records of the plugin, on the timeline.
+    assert_eq!(
+        v["result"]["kept"].as_u64(),
+        Some(notes.len() as u64),
+        "{v}"
+    );
+    let kept = a.ok(
+        "/api/v1/records",
+        &[
+            ("kind", "annotation"),
+            ("source", "event-drops"),
+            ("from", "-1h"),
+            ("label", "reason=OOMKilling"),
+        ],
+    );
+    assert_eq!(kept["records"].as_array().map(Vec::len), Some(1), "{kept}");
+    assert_eq!(kept["records"][0]["text"], oom_note["text"], "{kept}");
     // Its filter selects the dropped flows; those ending in the 300 s after the event are
     // the ones counted (no sampling here: the listed counts are the scaled ones), every one of
     // them the pod's.

@@ -241,6 +241,13 @@ pub fn judge(
 ) -> Result<(Vec<bool>, Findings), PolicyError> {
     let mut out = Vec::with_capacity(observed.conversations.len());
     let mut problems = Findings::default();
+    if observed.conversations.is_empty() {
+        // Nothing to judge, but the objects' problems and warnings still count.
+        let mut extra = request(observed, &mut std::iter::empty());
+        extra.insert("explain".into(), Value::Bool(false));
+        let (_, p) = evaluate(engine, objects, "verdicts", extra)?;
+        return Ok((out, p));
+    }
     for (ci, chunk) in observed.conversations.chunks(CHUNK).enumerate() {
         let mut extra = request(observed, &mut chunk.iter());
         extra.insert("explain".into(), Value::Bool(false));

@@ -616,6 +616,12 @@ impl Cluster {
                             "a BaselineAdminNetworkPolicy must be named \"default\"",
                         );
                     }
+                    if self.baseline.is_some() {
+                        return bad(
+                            "metadata.name",
+                            "a second BaselineAdminNetworkPolicy \"default\" (a cluster has one)",
+                        );
+                    }
                     self.baseline = Some(a);
                 } else {
                     self.admins.push(a);

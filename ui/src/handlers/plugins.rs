@@ -136,6 +136,13 @@ pub async fn run_plugin(
     } else {
         super::json_object(&body)?
     };
+    if let Some(what) = &st.read_only
+        && request.get("keep") == Some(&Value::Bool(true))
+    {
+        return Err(ApiError::forbidden(format!(
+            "this agent is read-only: it replays {what}; a run that keeps its annotations would change it"
+        )));
+    }
     // Set when this handler is dropped before the run ends (the client went away): the
     // plugin's call is then cancelled instead of running on to its deadline.
     let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
