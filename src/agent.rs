@@ -768,7 +768,6 @@ pub fn run(a: AgentArgs) -> Result<()> {
             a.on_spike.clone(),
             a.active_timeout,
             store.clone(),
-            records.clone(),
             reg.clone() as Arc<dyn weir_core::plugins::PluginRunner>,
             alerts_stop.clone(),
         )?;
@@ -910,7 +909,6 @@ fn spawn_spike_watch(
     plugins: Vec<String>,
     active_timeout: Duration,
     store: Arc<Store>,
-    records: Arc<weir_core::records::RecordStore>,
     runner: Arc<dyn weir_core::plugins::PluginRunner>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
@@ -934,7 +932,7 @@ fn spawn_spike_watch(
             let mut missing = std::collections::BTreeSet::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let now = weir_core::query::now_ms();
-                match watch.look(&store, &records, &*runner, now) {
+                match watch.look(&store, &*runner, now) {
                     Ok(outcomes) => {
                         for o in outcomes {
                             match o {

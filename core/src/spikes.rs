@@ -9,19 +9,18 @@
 //!
 //! [`SpikeWatch`] looks at the last 20 minutes of the store at each call; once a spike (or
 //! gap) has as much quiet after it as the correlators need, it runs each named correlator over
-//! the stretch around it (the spike given to it as an event) and keeps their annotations in
-//! the records store under the plugin's name, labelled `trigger=spike` and with the spike's
-//! start, so they show on the timeline beside it. Each spike is handed to each plugin once
+//! the stretch around it (the spike given to it as an event) and has the host keep their
+//! annotations in the records store under the plugin's name (a run's `keep`), labelled
+//! `trigger=spike` and with the spike's start, so they show on the timeline beside it. Each spike is handed to each plugin once
 //! (one overlapping a spike handed already is the same one); a spike still running when it
 //! reaches the window's start (longer than about 15 minutes: a change of level) is not.
 
 use crate::plugins::{PluginRunner, RunError};
 use crate::query::{Expr, TimeRange, human_bytes};
-use crate::records::{Entry, RecordStore};
 use crate::store::Store;
 use crate::timeline::{TimelineError, TimelineRequest};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The shortest bucket spikes are judged in: flows reach the store once per active timeout
 /// (5 s by default), so shorter buckets are mostly empty and each eviction would look like a
@@ -267,7 +266,6 @@ impl SpikeWatch {
     pub fn look(
         &mut self,
         store: &Store,
-        records: &RecordStore,
         runner: &dyn PluginRunner,
         now_ms: u64,
     ) -> Result<Vec<Outcome>, TimelineError> {
@@ -307,15 +305,16 @@ impl SpikeWatch {
                             "spike_to_ms": s.to_ms.to_string(),
                         },
                     }],
+                    "keep": true,
+                    "keep_labels": {"trigger": "spike", "spike_from_ms": s.from_ms.to_string()},
                 });
                 match runner.run(p, &request) {
                     Ok(v) => {
                         self.done.push((p.clone(), s.from_ms, s.to_ms));
-                        let n = keep(records, p, &s, &v);
                         out.push(Outcome::Ran {
                             plugin: p.clone(),
                             spike: s.clone(),
-                            annotations: n,
+                            annotations: v["result"]["kept"].as_u64().unwrap_or(0) as usize,
                         });
                     }
                     Err(RunError::NotFound(_)) => {
@@ -338,51 +337,10 @@ impl SpikeWatch {
     }
 }
 
-/// Keeps a run's annotations (`{"result": {"annotations": [{time_ms, text, labels,
-/// flow_filter}]}}`) as `annotation` records under the plugin's name; returns how many were
-/// kept.
-fn keep(records: &RecordStore, plugin: &str, s: &Spike, answer: &Value) -> usize {
-    let mut entries = vec![];
-    for (i, a) in answer["result"]["annotations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let mut labels: Vec<(String, String)> = a["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
-        labels.push(("trigger".into(), "spike".into()));
-        labels.push(("spike_from_ms".into(), s.from_ms.to_string()));
-        let e = Entry {
-            time_ms: a["time_ms"].as_u64().unwrap_or(s.from_ms),
-            end_ms: None,
-            kind: "annotation".into(),
-            text: a["text"].as_str().unwrap_or_default().to_string(),
-            labels,
-            flow_filter: a["flow_filter"].as_str().map(String::from),
-        };
-        match e.check(&format!("annotation {i}")) {
-            Ok(()) => entries.push(e),
-            Err(err) => tracing::warn!(plugin, error = %err, "annotation not kept"),
-        }
-    }
-    let mut kept = 0;
-    for chunk in entries.chunks(crate::records::MAX_WRITE) {
-        match records.write(plugin, chunk.to_vec()) {
-            Ok(seqs) => kept += seqs.len(),
-            Err(e) => tracing::warn!(plugin, error = %e, "annotations not kept"),
-        }
-    }
-    kept
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn a_burst_is_one_spike_and_a_lull_a_gap_judged_against_the_median() {
@@ -462,8 +420,8 @@ mod tests {
         assert_eq!(context_ms(&s(600_000)), 300_000);
     }
 
-    /// Answers every run with one annotation and counts the runs (the e2e test runs the real
-    /// what-changed; this checks the watch's bookkeeping).
+    /// Answers every run with one annotation, kept when the run asks (the host's keeping is
+    /// the e2e test's, with the real what-changed); this checks the watch's bookkeeping.
     struct Counting(std::sync::Mutex<Vec<Value>>);
 
     impl PluginRunner for Counting {
@@ -473,9 +431,10 @@ mod tests {
             }
             let mut runs = self.0.lock().unwrap();
             runs.push(request.clone());
+            let kept = u64::from(request["keep"] == true);
             Ok(
-                json!({"result": {"annotations": [{"time_ms": request["from_ms"], "text": "moved",
-                "labels": {"series": "x"}, "flow_filter": null}]}}),
+                json!({"result": {"kept": kept, "annotations": [{"time_ms": request["from_ms"],
+                "text": "moved", "labels": {"series": "x"}, "flow_filter": null}]}}),
             )
         }
 
@@ -489,11 +448,10 @@ mod tests {
     }
 
     #[test]
-    fn the_watch_hands_each_spike_once_after_its_context_and_keeps_the_annotations() {
+    fn the_watch_hands_each_spike_once_after_its_context_and_has_the_annotations_kept() {
         use crate::flow::Flow;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(crate::store::StoreConfig::new(dir.path().join("flows"))).unwrap();
-        let records = RecordStore::open(&dir.path().join("records")).unwrap();
         let t0 = 1_700_000_000_000u64; // a multiple of the 5 s step
         // 10 minutes of 10 KB per second, and 20 s of 10 MB per second from t0 + 300 s.
         let mut flows = vec![];
@@ -519,9 +477,9 @@ mod tests {
         });
         let (from, to) = (t0 + 300_000, t0 + 320_000);
         // Not before its context (40 s) and a step have passed after it.
-        let out = w.look(&store, &records, &runner, to + 30_000).unwrap();
+        let out = w.look(&store, &runner, to + 30_000).unwrap();
         assert_eq!(out, vec![]);
-        let out = w.look(&store, &records, &runner, to + 46_000).unwrap();
+        let out = w.look(&store, &runner, to + 46_000).unwrap();
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(
             matches!(&out[0], Outcome::Ran { plugin, spike, annotations: 1 }
@@ -540,35 +498,18 @@ mod tests {
         assert_eq!(req["events"][0]["labels"]["kind"], "spike");
         // Later looks, the window sliding past it until its start scrolls out: never again.
         for later in [60_000, 300_000, 1_150_000, 1_190_000, 1_200_000, 1_260_000] {
-            let out = w.look(&store, &records, &runner, to + later).unwrap();
+            let out = w.look(&store, &runner, to + later).unwrap();
             assert!(
                 out.iter().all(|o| matches!(o, Outcome::NotLoaded { .. })),
                 "{later}: {out:?}"
             );
         }
         assert_eq!(runner.0.lock().unwrap().len(), 1);
-        // The annotation is kept under the plugin's name with the trigger and the spike.
-        let kept = records
-            .query(&crate::records::RecordQuery {
-                from_ms: 0,
-                to_ms: u64::MAX,
-                kinds: vec!["annotation".into()],
-                source: None,
-                labels: vec![],
-                after_seq: 0,
-                limit: 100,
-            })
-            .unwrap();
-        assert_eq!(kept.len(), 1, "{kept:?}");
-        assert_eq!(kept[0].source, "corr");
-        let labels = &kept[0].entry.labels;
-        assert!(
-            labels.contains(&("trigger".into(), "spike".into())),
-            "{labels:?}"
-        );
-        assert!(
-            labels.contains(&("spike_from_ms".into(), from.to_string())),
-            "{labels:?}"
+        // The host is asked to keep the annotations with the trigger and the spike.
+        assert_eq!(req["keep"], true);
+        assert_eq!(
+            req["keep_labels"],
+            json!({"trigger": "spike", "spike_from_ms": from.to_string()})
         );
     }
 }

@@ -869,11 +869,13 @@ impl Plugin {
 
     /// Keeps a processor's or correlator's annotations in the records store (kind
     /// `annotation`, under the plugin's name) when the host has one; returns how many were
-    /// kept. Annotations the store refuses (a bad filter, oversized text) are logged with the
+    /// kept. `extra` labels are added to each (a run's `keep_labels`: what asked for it).
+    /// Annotations the store refuses (a bad filter, oversized text) are logged with the
     /// reason and dropped; a host without a records store is an error.
     pub fn keep_annotations(
         &self,
         annotations: &[wit::Annotation],
+        extra: &[(String, String)],
     ) -> Result<usize, weir_core::records::RecordError> {
         let Some(store) = self.ctx.services.records.get() else {
             return Err(weir_core::records::RecordError::Invalid(
@@ -888,7 +890,7 @@ impl Plugin {
                 end_ms: None,
                 kind: "annotation".into(),
                 text: a.text.clone(),
-                labels: a.labels.clone(),
+                labels: a.labels.iter().chain(extra).cloned().collect(),
                 flow_filter: a.flow_filter.clone(),
             };
             match e.check(&format!("annotation {i}")) {

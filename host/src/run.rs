@@ -46,6 +46,8 @@ struct RunRequest {
     /// `annotation`, under the plugin's name), as a background run does; default: only
     /// returned.
     keep: bool,
+    /// Labels added to each annotation kept (say what asked for the run).
+    keep_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,16 +118,17 @@ pub fn annotation_json(a: &wit::Annotation) -> Value {
     json!({"time_ms": a.time_ms, "text": a.text, "labels": labels_json(&a.labels), "flow_filter": a.flow_filter})
 }
 
-/// Keeps a run's annotations when asked (`"keep": true`); how many were kept.
+/// Keeps a run's annotations when asked (`"keep": true`, with its `keep_labels`); how many
+/// were kept.
 fn keep(
     p: &crate::plugin::Plugin,
-    asked: bool,
+    req: &RunRequest,
     annotations: &[wit::Annotation],
 ) -> Result<usize, RunError> {
-    if !asked || annotations.is_empty() {
+    if !req.keep || annotations.is_empty() {
         return Ok(0);
     }
-    p.keep_annotations(annotations)
+    p.keep_annotations(annotations, &pairs(&req.keep_labels))
         .map_err(|e| RunError::Failed(format!("keeping the annotations: {e}")))
 }
 
@@ -316,7 +319,7 @@ impl PluginRunner for Registry {
             Kind::FlowProcessor => {
                 let batch = self.batch_of(&req)?;
                 let out = p.process(&batch).map_err(host_err)?;
-                let kept = keep(&p, req.keep, &out.annotations)?;
+                let kept = keep(&p, &req, &out.annotations)?;
                 json!({
                     "kept": kept,
                     "flows": batch.len(),
@@ -337,7 +340,7 @@ impl PluginRunner for Registry {
                     })
                     .collect();
                 let out = p.correlate(&batch, &events).map_err(host_err)?;
-                let kept = keep(&p, req.keep, &out)?;
+                let kept = keep(&p, &req, &out)?;
                 json!({"flows": batch.len(), "kept": kept, "annotations": out.iter().map(annotation_json).collect::<Vec<_>>()})
             }
             Kind::Decoder => {

@@ -1567,11 +1567,12 @@ mod contract {
             ("filter", "DstPort=80"),
         ]);
         let out = p.process(&super::flows(7)).expect("annotate");
-        p.keep_annotations(&out.annotations)
+        // With the labels of what asked for the run added.
+        p.keep_annotations(&out.annotations, &[("trigger".into(), "spike".into())])
             .expect("a records store");
         let p = load(&[("mode", "annotate"), ("filter", "DstPrt=80")]);
         let out = p.process(&super::flows(7)).expect("annotate");
-        p.keep_annotations(&out.annotations)
+        p.keep_annotations(&out.annotations, &[])
             .expect("a records store");
         let ann = records
             .query(&weir_core::records::RecordQuery {
@@ -1586,7 +1587,10 @@ mod contract {
         assert_eq!(ann[0].entry.flow_filter.as_deref(), Some("DstPort=80"));
         assert_eq!(
             ann[0].entry.labels,
-            vec![("flows".to_string(), "7".to_string())]
+            vec![
+                ("flows".to_string(), "7".to_string()),
+                ("trigger".to_string(), "spike".to_string())
+            ]
         );
         // Without a store in the host, a clear refusal.
         let m = manifest("contract-probe");

@@ -107,7 +107,7 @@ impl Workers {
                         _ => p.process(&batch).map(|out| {
                             samples(p.name(), &crate::convert::samples_of(&out.samples));
                             // A host without a records store keeps none (nothing to say).
-                            let _ = p.keep_annotations(&out.annotations);
+                            let _ = p.keep_annotations(&out.annotations, &[]);
                         }),
                     };
                     // Failures are recorded against the plugin (and may disable it); a busy
