@@ -23,6 +23,7 @@ const BUNDLED: &[&str] = &[
     "policy-engine",
     "what-changed",
     "event-drops",
+    "trace-flows",
     "edge-summary",
     "sampling-controller",
     "ipfix-export",

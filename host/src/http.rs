@@ -1,5 +1,6 @@
 //! The `outbound-http` capability: requests to the hosts in the plugin's granted scope only,
-//! redirects not followed, the time bounded by the call's deadline, bodies capped.
+//! redirects not followed, the time bounded by the call's deadline, bodies capped; answers
+//! recorded for an incident's replay, which answers from them (`crate::tape`).
 
 use crate::bindings::imports::weir::plugin::outbound_http::{Host, Request, Response};
 use crate::deadline::{HTTP_WORKERS, within_pool};
@@ -108,6 +109,11 @@ impl Host for HostState {
                 "request too large: at most {MAX_REQUEST_BYTES} bytes of body and {MAX_HEADERS} headers"
             ));
         }
+        // A replay answers from what the original node got, never from the network.
+        let key = crate::tape::Key::of(&req);
+        if let Some(tape) = self.ctx.tape.as_ref().filter(|t| t.replays()) {
+            return tape.answer(&key);
+        }
         // Never past the call's deadline: the request's own timeout ends it there.
         let mut timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
         if let Some(d) = self.deadline {
@@ -116,8 +122,12 @@ impl Host for HostState {
         if timeout.is_zero() {
             return Err("outbound-http refused: the call's deadline has passed".into());
         }
-        within_pool(self, "outbound-http.send", &HTTP_WORKERS, move || {
+        let resp = within_pool(self, "outbound-http.send", &HTTP_WORKERS, move || {
             send(req, timeout)
-        })
+        })?;
+        if let Some(tape) = &self.ctx.tape {
+            tape.record(&key, &resp);
+        }
+        Ok(resp)
     }
 }

@@ -27,6 +27,7 @@ pub mod signing;
 mod sink;
 mod state;
 pub mod summary;
+pub mod tape;
 mod timeline;
 mod wasm_bytes;
 pub mod workers;

@@ -448,10 +448,12 @@ impl Plugin {
 
     /// Keeps the plugin's kv in `dir/kv.json` (and a summarizer's windows in
     /// `dir/summary.bin`) across restarts, reloads and upgrades (the registry gives each
-    /// plugin its own directory). Call right after [`Plugin::load`].
+    /// plugin its own directory), and records its `outbound-http` answers there for replay
+    /// (or answers from a replay's tape: `crate::tape`). Call right after [`Plugin::load`].
     pub fn with_state_dir(mut self, dir: &std::path::Path) -> Plugin {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.keep_kv_in(dir.join(KV_FILE));
+            ctx.tape = Some(crate::tape::Tape::in_dir(dir, &self.manifest.name));
         }
         if self.manifest.kind == Kind::Summarizer {
             lock(&self.summary)

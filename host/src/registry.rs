@@ -591,7 +591,11 @@ impl Registry {
                 {
                     tracing::warn!(plugin = %name, error = %e, "cannot write plugin state");
                 }
-                for file in [crate::plugin::KV_FILE, crate::summary::SUMMARY_FILE] {
+                for file in [
+                    crate::plugin::KV_FILE,
+                    crate::summary::SUMMARY_FILE,
+                    crate::tape::TAPE_FILE,
+                ] {
                     let state = target.join(file);
                     if state.exists() {
                         std::fs::copy(&state, staging.join(file))?;
@@ -630,6 +634,14 @@ impl Registry {
                     state.insert(file.to_string(), b);
                 }
             }
+            // Its outbound-http answers, so a replay answers them again (a replay exported
+            // anew carries the tape it replays).
+            for file in [crate::tape::TAPE_FILE, crate::tape::REPLAY_FILE] {
+                if let Ok(b) = std::fs::read(dir.join(file)) {
+                    state.insert(crate::tape::TAPE_FILE.to_string(), b);
+                    break;
+                }
+            }
             out.push(weir_core::incident::PluginFile {
                 name,
                 installed: serde_json::to_value(&meta)
@@ -643,10 +655,11 @@ impl Registry {
     }
 
     /// What a replay withholds from the plugins of an incident file: whatever reaches beyond
-    /// the replayed history (the network, probes, sinks, the capture, a cluster), since the
-    /// file (signed or not) chose their grants. A plugin that imports one does not load.
-    pub const WITHHELD_IN_REPLAY: [Capability; 5] = [
-        Capability::OutboundHttp,
+    /// the replayed history (probes, sinks, the capture, a cluster), since the file (signed
+    /// or not) chose their grants. A plugin that imports one does not load. `outbound-http`
+    /// stays granted but never reaches the network: it answers from the plugin's recorded
+    /// tape (`crate::tape`).
+    pub const WITHHELD_IN_REPLAY: [Capability; 4] = [
         Capability::Probe,
         Capability::Sink,
         Capability::CaptureControl,
@@ -656,7 +669,8 @@ impl Registry {
     /// Puts a plugin from an incident file into `plugins_dir` as it was installed (same
     /// `installed.json`, component and state, less [`Self::WITHHELD_IN_REPLAY`] and the
     /// signer it claims), before a registry opens the directory. The component must match
-    /// the sha256 its `installed.json` records.
+    /// the sha256 its `installed.json` records. Its outbound-http tape becomes the replay's
+    /// (an empty one when the file has none), so it answers from the tape only.
     pub fn restore_plugin(
         plugins_dir: &Path,
         p: &weir_core::incident::PluginFile,
@@ -684,15 +698,30 @@ impl Registry {
         let dir = plugins_dir.join(&p.name);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("plugin.wasm"), &p.wasm)?;
-        for (file, b) in &p.state {
-            if file != crate::plugin::KV_FILE && file != crate::summary::SUMMARY_FILE {
+        for file in p.state.keys() {
+            if ![
+                crate::plugin::KV_FILE,
+                crate::summary::SUMMARY_FILE,
+                crate::tape::TAPE_FILE,
+            ]
+            .contains(&file.as_str())
+            {
                 return Err(HostError::Load(format!(
                     "plugin {}: unknown state file {file:?}",
                     p.name
                 )));
             }
-            std::fs::write(dir.join(file), b)?;
         }
+        for (file, b) in &p.state {
+            if file != crate::tape::TAPE_FILE {
+                std::fs::write(dir.join(file), b)?;
+            }
+        }
+        let tape = p
+            .state
+            .get(crate::tape::TAPE_FILE)
+            .map_or(&[][..], Vec::as_slice);
+        std::fs::write(dir.join(crate::tape::REPLAY_FILE), tape)?;
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| HostError::Load(e.to_string()))?;
         std::fs::write(dir.join("installed.json"), json)?;
         Ok(())

@@ -90,6 +90,9 @@ pub struct PluginCtx {
     pub kv_dirty: std::sync::atomic::AtomicBool,
     /// What the plugin's sink payloads are (`[exporter] media_type`).
     pub media_type: String,
+    /// What `outbound-http` got, recorded for replay (a replay answers from it); None
+    /// records nothing (a plugin without a state directory).
+    pub tape: Option<crate::tape::Tape>,
 }
 
 impl HostState {
@@ -117,6 +120,7 @@ impl PluginCtx {
             log_bucket: Mutex::new((LOG_BURST, std::time::Instant::now())),
             log_dropped: Default::default(),
             kv_path: None,
+            tape: None,
             kv_dirty: Default::default(),
             media_type: crate::manifest::DEFAULT_MEDIA_TYPE.into(),
         }

@@ -1831,6 +1831,82 @@ mod contract {
     }
 
     #[test]
+    fn outbound_http_answers_are_recorded_and_a_replay_answers_from_them_only() {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a2 = asked.clone();
+        let port = serve(Duration::ZERO, move |_| {
+            let n = a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            http_ok(format!("answer {n}").as_bytes())
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v1/query_range?q=up");
+        let load = |dir: &std::path::Path, url: &str| {
+            let rt = runtime();
+            load_wasm(
+                &rt,
+                &wasm("contract-probe"),
+                manifest("contract-probe"),
+                PROBE_GRANTS,
+                &[("mode", "http"), ("url", url)],
+                None,
+            )
+            .expect("load")
+            .with_state_dir(dir)
+        };
+        let live = tempfile::tempdir().expect("tempdir");
+        let p = load(live.path(), &url);
+        let first = p.process(&FlowBatch::new(&[])).expect("live");
+        assert_eq!(value(&first, "http_body_bytes", &url), 8.0);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The incident carries the tape; the replay answers from it without the network.
+        let replay = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            live.path().join(crate::tape::TAPE_FILE),
+            replay.path().join(crate::tape::REPLAY_FILE),
+        )
+        .expect("copy");
+        let r = load(replay.path(), &url);
+        let again = r.process(&FlowBatch::new(&[])).expect("replayed");
+        assert_eq!(
+            format!("{:?}", again.samples),
+            format!("{:?}", first.samples)
+        );
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no request made"
+        );
+        assert!(!replay.path().join(crate::tape::TAPE_FILE).exists());
+        // A request the original never made: refused, naming it, still without the network.
+        let other = format!("http://127.0.0.1:{port}/other");
+        let e = load(replay.path(), &other)
+            .process(&FlowBatch::new(&[]))
+            .expect_err("not recorded");
+        assert!(
+            e.to_string()
+                .contains(&format!("GET {other} was not asked on the original node")),
+            "{e}"
+        );
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The scope still holds in a replay.
+        let mut m = manifest("contract-probe");
+        m.scopes
+            .insert(Capability::OutboundHttp, vec!["127.0.0.1:1".to_string()]);
+        let e = load_wasm(
+            &runtime(),
+            &wasm("contract-probe"),
+            m,
+            PROBE_GRANTS,
+            &[("mode", "http"), ("url", &url)],
+            None,
+        )
+        .expect("load")
+        .with_state_dir(replay.path())
+        .process(&FlowBatch::new(&[]))
+        .expect_err("out of scope");
+        assert!(e.to_string().contains("outside this plugin's scope"), "{e}");
+    }
+
+    #[test]
     fn plugins_built_against_0_1_1_load_and_give_the_same_results() {
         let fixture = |name: &str| {
             std::fs::read(

@@ -4,11 +4,12 @@
 //! between two namespaces between quiet stretches; the bundled `what-changed` correlator, run
 //! over the window (a ping runs all along, as background traffic would), must name the series that moved with the burst (the veth's byte counter,
 //! weir's own flow byte counter) and neither of the others, and be refused a Prometheus it was
-//! not granted.
+//! not granted. An incident of the burst, opened elsewhere with Prometheus stopped, gives
+//! what-changed's same findings from the answers it recorded.
 
 use crate::capture::agent_with;
 use crate::plugins::weir;
-use crate::util::{KillOnDrop, Pair, Prometheus, free_port, label, now_ms, require, sh};
+use crate::util::{Agent, KillOnDrop, Pair, Prometheus, free_port, label, now_ms, require, sh};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -97,7 +98,7 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let run = |extra: &[&str]| -> (i32, String, String) {
+    let run_on = |x: &Agent, extra: &[&str]| -> (i32, String, String) {
         let mut args = vec!["plugin", "run", "what-changed", "--json"];
         let (f, t) = (from.to_string(), to.to_string());
         args.extend(["--from", &f, "--to", &t]);
@@ -105,7 +106,7 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
         // The agent hot-loads what was installed within two seconds.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let r = a.cli(&args);
+            let r = x.cli(&args);
             if r.0 == 0 || !r.2.contains("no loaded plugin") {
                 return r;
             }
@@ -113,12 +114,14 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
                 Instant::now() < deadline,
                 "what-changed never loaded: {}\n{}",
                 r.2,
-                a.ok("/api/v1/plugins", &[])
+                x.ok("/api/v1/plugins", &[])
             );
             std::thread::sleep(Duration::from_millis(500));
         }
     };
-    let (code, out, err) = run(&["--filter", &format!("NetNs={}", pair.ns_a)]);
+    let run = |extra: &[&str]| run_on(&a, extra);
+    let ns_filter = format!("NetNs={}", pair.ns_a);
+    let (code, out, err) = run(&["--filter", &ns_filter]);
     assert_eq!(code, 0, "{err}\n{out}");
     let v: Value = serde_json::from_str(&out).expect("run JSON");
     let notes = v["result"]["annotations"]
@@ -211,6 +214,81 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
             .any(|n| label(n, "series").is_some_and(|s| s.starts_with("workload_config_version"))),
         "{auto:?}"
     );
+
+    // An incident of the burst carries what Prometheus answered: opened elsewhere with
+    // Prometheus gone, what-changed over the same window finds exactly the same. (The ping
+    // stopped first, so no flow of the window arrives between the run and the export.)
+    drop(_ping);
+    a.flush();
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, out, err) = run(&["--filter", &ns_filter]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let original: Value = serde_json::from_str(&out).expect("run JSON");
+    let incident = dir.path().join("burst.tar.gz");
+    let (code, _, err) = a.cli(&[
+        "incident",
+        "export",
+        "--from",
+        &(from - 60_000).to_string(),
+        "--to",
+        &(now_ms() + 1000).to_string(),
+        "-o",
+        incident.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    drop(prom);
+    assert!(
+        ureq::get(&format!("http://127.0.0.1:{pport}/-/ready"))
+            .call()
+            .is_err(),
+        "prometheus still up"
+    );
+    let replay_dir = dir.path().join("replay");
+    let rport = free_port();
+    let log = dir.path().join("replay.log");
+    let child = Command::new(crate::util::WEIR)
+        .args([
+            "incident",
+            "open",
+            incident.to_str().expect("path"),
+            "--data-dir",
+            replay_dir.join("data").to_str().expect("path"),
+            "--listen",
+            &format!("127.0.0.1:{rport}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("weir incident open");
+    let b = Agent::adopt(child, rport, &replay_dir, log);
+    let (code, out, err) = run_on(&b, &["--filter", &ns_filter]);
+    assert_eq!(code, 0, "{err}\n{out}\n{}", b.log_text());
+    let replayed: Value = serde_json::from_str(&out).expect("replayed JSON");
+    assert!(
+        original["result"]["annotations"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "{original}"
+    );
+    assert_eq!(replayed["result"], original["result"]);
+    // A window the original never asked about: refused, naming the request, no network.
+    let other = (from - 30_000).to_string();
+    let (code, out, err) = b.cli(&[
+        "plugin",
+        "run",
+        "what-changed",
+        "--json",
+        "--from",
+        &other,
+        "--to",
+        &to.to_string(),
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("was not asked on the original node") && err.contains("query_range"),
+        "{err}"
+    );
+    drop(b);
 
     // A Prometheus it was not granted: refused, naming the scope.
     let (code, _, err) = weir(

@@ -1,7 +1,8 @@
 //! OpenTelemetry into the agent: the real OpenTelemetry Python SDK (its OTLP/HTTP protobuf
 //! exporters for spans and logs, and the urllib instrumentation) traces HTTP calls made from
 //! one network namespace to a server in another; every client span must be joined to exactly
-//! the connection the server saw (its client port), the log lines must keep their trace
+//! the connection the server saw (its client port) by the agent and by the bundled
+//! `trace-flows` correlator alike, the log lines must keep their trace
 //! context, and malformed, oversized or mistyped OTLP must be refused with the place named
 //! while what was stored stays.
 
@@ -176,6 +177,64 @@ fn sdk_spans_join_the_exact_connection_logs_keep_their_trace_and_bad_otlp_is_nam
         "{out}"
     );
     assert!(out.contains("log warn  calling"), "{out}");
+    // The bundled trace-flows correlator joins the same spans to the same connections: one
+    // annotation per client span, naming the port the server saw, with a filter selecting
+    // exactly that connection's flows; the parent spans name no peer and get none.
+    let data = a.dir.join("data");
+    let (code, _, err) = crate::plugins::weir(&data, &["install", "bundled:trace-flows"]);
+    assert_eq!(code, 0, "{err}");
+    let (f, to) = (
+        (crate::util::now_ms() - 600_000).to_string(),
+        (crate::util::now_ms() + 1000).to_string(),
+    );
+    let out = a.plugin_run(&["trace-flows", "--json", "--from", &f, "--to", &to]);
+    let v: Value = serde_json::from_str(&out).expect("run JSON");
+    let notes = v["result"]["annotations"].as_array().expect("annotations");
+    assert_eq!(notes.len(), CALLS, "{v}");
+    for c in &calls {
+        let i = c["i"].as_u64().expect("i");
+        let trace_id = c["trace_id"].as_str().expect("trace id");
+        let n = notes
+            .iter()
+            .find(|n| n["labels"]["trace_id"] == trace_id)
+            .unwrap_or_else(|| panic!("no annotation for call {i}: {v}"));
+        let l = &n["labels"];
+        assert_eq!(l["span_kind"], "client", "{n}");
+        assert_eq!(l["matched"], "opened", "{n}");
+        assert_eq!(l["client"], format!("{}:{}", pair.a4, ports[&i]), "{n}");
+        assert_eq!(l["server"], format!("{}:8080", pair.b4), "{n}");
+        assert!(
+            n["text"].as_str().is_some_and(|t| t.contains(&format!(
+                "{}:{} -> {}:8080 tcp",
+                pair.a4, ports[&i], pair.b4
+            ))),
+            "{n}"
+        );
+        // Its bytes are the agent's own join's for that span.
+        let t = joined_trace(&a, trace_id);
+        let conv = t["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["kind"] == "client"))
+            .map(|s| s["flows"]["conversations"][0].clone())
+            .expect("joined conversation");
+        assert_eq!(l["bytes"], conv["bytes"].to_string(), "{n} {conv}");
+        assert_eq!(l["packets"], conv["packets"].to_string(), "{n} {conv}");
+        let filter = n["flow_filter"].as_str().expect("flow filter");
+        let listed = a.ok(
+            "/api/v1/flows",
+            &[("filter", filter), ("from", &f), ("to", &to)],
+        );
+        let flows = listed["flows"].as_array().expect("flows");
+        assert!(!flows.is_empty(), "{listed}");
+        for fl in flows {
+            let ports_seen = (fl["SrcPort"].as_u64(), fl["DstPort"].as_u64());
+            assert!(
+                ports_seen == (Some(ports[&i]), Some(8080))
+                    || ports_seen == (Some(8080), Some(ports[&i])),
+                "{fl}"
+            );
+        }
+    }
     let (code, _, err) = a.cli(&["trace", "not-a-trace"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("trace id is 32 hex digits"), "{err}");

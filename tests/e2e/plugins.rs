@@ -241,7 +241,7 @@ fn bundled_plugins_ship_inside_the_binary() {
     assert_ne!(code, 0);
     assert!(
         err.contains(
-            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, event-drops, edge-summary, sampling-controller, ipfix-export, otlp-export, clickhouse-export)"
+            "no bundled plugin named 'nope' (bundled: flow-count, sankey, chord, topology, drops, dns-errors, no-flows, saturation, quiet, latency, ndjson-export, ovs-decoder, policy-engine, what-changed, event-drops, trace-flows, edge-summary, sampling-controller, ipfix-export, otlp-export, clickhouse-export)"
         ),
         "{err}"
     );
@@ -267,6 +267,7 @@ fn bundled_plugins_ship_inside_the_binary() {
             "policy-engine",
             "what-changed",
             "event-drops",
+            "trace-flows",
             "edge-summary",
             "sampling-controller",
             "ipfix-export",

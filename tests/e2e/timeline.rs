@@ -321,29 +321,7 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     let (code, _, err) = crate::plugins::weir(&data, &["install", "bundled:event-drops"]);
     assert_eq!(code, 0, "{err}");
     let (f, to) = ((t0 - 60_000).to_string(), (now_ms() + 1000).to_string());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let out = loop {
-        let (code, out, err) = a.cli(&[
-            "plugin",
-            "run",
-            "event-drops",
-            "--json",
-            "--keep",
-            "--from",
-            &f,
-            "--to",
-            &to,
-        ]);
-        if code == 0 {
-            break out;
-        }
-        // The agent hot-loads what was installed within two seconds.
-        assert!(
-            err.contains("no loaded plugin") && Instant::now() < deadline,
-            "{err}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let out = a.plugin_run(&["event-drops", "--json", "--keep", "--from", &f, "--to", &to]);
     let v: Value = serde_json::from_str(&out).expect("run JSON");
     let notes = v["result"]["annotations"]
         .as_array()

@@ -198,6 +198,25 @@ impl Agent {
         )
     }
 
+    /// `weir plugin run ARGS` against this agent, asked again while the agent has not yet
+    /// loaded a plugin just installed (it hot-loads within two seconds); the run's stdout.
+    pub fn plugin_run(&self, args: &[&str]) -> String {
+        let mut all = vec!["plugin", "run"];
+        all.extend(args);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (code, out, err) = self.cli(&all);
+            if code == 0 {
+                return out;
+            }
+            assert!(
+                err.contains("no loaded plugin") && Instant::now() < deadline,
+                "weir {all:?}: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)

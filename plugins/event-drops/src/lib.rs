@@ -18,23 +18,14 @@
 
 use std::collections::BTreeMap;
 use weir_plugin_sdk::correlator::{
-    self, Annotation, Batch, Event, FlowBatch, Guest, PluginError, TimeRange, config, flow_fields,
-    log, records,
+    self, Annotation, Batch, Event, FlowBatch, Guest, PluginError, TimeRange, config_u64,
+    flow_fields, log, query_records, records,
 };
 
 /// Record kinds that are Kubernetes events and changes.
 const KINDS: [&str; 2] = ["k8s-event", "k8s-change"];
 /// Most stored flows with drops read per event and side.
 const MAX_DROPPED_FLOWS: usize = 100_000;
-
-fn num(key: &str, default: u64) -> Result<u64, PluginError> {
-    match config::get(key).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            PluginError::InvalidInput(format!("config {key}: '{v}' is not a whole number"))
-        }),
-    }
-}
 
 /// One event to look behind.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,30 +236,15 @@ const MAX_PAGES: usize = 50;
 /// most severe and latest, held while paging.
 fn kept_events(window: TimeRange, max_events: usize) -> Result<Vec<Happened>, PluginError> {
     let mut out = vec![];
-    let mut after = 0;
-    for page_no in 0..=MAX_PAGES {
-        if page_no == MAX_PAGES {
-            log::log(
-                log::Level::Warn,
-                &format!(
-                    "more than {} Kubernetes events in the window: the first {} read",
-                    MAX_PAGES * 10_000,
-                    MAX_PAGES * 10_000
-                ),
-            );
-            break;
-        }
-        let page = records::query(&records::RecordQuery {
-            range: window,
-            kinds: KINDS.iter().map(|k| k.to_string()).collect(),
-            source: None,
-            labels: Vec::new(),
-            after_seq: after,
-            limit: 10_000,
-        })
-        .map_err(PluginError::InvalidInput)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
+    let q = records::RecordQuery {
+        range: window,
+        kinds: KINDS.iter().map(|k| k.to_string()).collect(),
+        source: None,
+        labels: Vec::new(),
+        after_seq: 0,
+        limit: 10_000,
+    };
+    let cut = query_records(q, MAX_PAGES, |page| {
         for s in page {
             let Some(f) = s.entry.flow_filter.filter(|f| !f.trim().is_empty()) else {
                 continue;
@@ -295,6 +271,17 @@ fn kept_events(window: TimeRange, max_events: usize) -> Result<Vec<Happened>, Pl
         if out.len() > 2 * max_events.max(1) {
             keep_first(&mut out, max_events);
         }
+    })
+    .map_err(PluginError::InvalidInput)?;
+    if cut {
+        log::log(
+            log::Level::Warn,
+            &format!(
+                "more than {} Kubernetes events in the window: the first {} read",
+                MAX_PAGES * 10_000,
+                MAX_PAGES * 10_000
+            ),
+        );
     }
     Ok(out)
 }
@@ -303,19 +290,11 @@ struct Plugin;
 
 impl Guest for Plugin {
     fn correlate(batch: &FlowBatch, events: Vec<Event>) -> Result<Vec<Annotation>, PluginError> {
-        let b = Batch::new(batch);
-        if b.is_empty() {
+        let Some((from_ms, to_ms)) = Batch::new(batch).window_ms() else {
             return Ok(vec![]);
-        }
-        let from_ms = b.time_flow_start_ms().iter().copied().min().unwrap_or(0);
-        let to_ms = b
-            .time_flow_end_ms()
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(from_ms);
-        let after_ms = num("after", 300)?.clamp(1, 86_400) * 1000;
-        let max_events = num("max_events", 200)? as usize;
+        };
+        let after_ms = config_u64("after", 300)?.clamp(1, 86_400) * 1000;
+        let max_events = config_u64("max_events", 200)? as usize;
         log::log(
             log::Level::Info,
             &format!("window {from_ms}..{to_ms} (the run's flows)"),
@@ -347,8 +326,8 @@ impl Guest for Plugin {
         let (found, skipped) = correlate_events(
             happened,
             after_ms,
-            num("min_packets", 1)?,
-            num("top", 20)? as usize,
+            config_u64("min_packets", 1)?,
+            config_u64("top", 20)? as usize,
             max_events,
             stored_drops,
         );

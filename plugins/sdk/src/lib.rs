@@ -102,6 +102,24 @@ macro_rules! field_helpers {
     };
 }
 
+/// Config readers, generated into each world that imports `config`.
+macro_rules! config_helpers {
+    () => {
+        /// A whole-number config value (`_` allowed as a separator), or the default; a bad
+        /// value is invalid input naming the key.
+        pub fn config_u64(key: &str, default: u64) -> Result<u64, PluginError> {
+            match config::get(key) {
+                None => Ok(default),
+                Some(raw) => raw.trim().replace('_', "").parse().map_err(|_| {
+                    PluginError::InvalidInput(format!(
+                        "config {key}: expected a whole number, got {raw:?}"
+                    ))
+                }),
+            }
+        }
+    };
+}
+
 /// A lazily fetched view of a host `flow-batch`, generated into each world that takes batches.
 macro_rules! batch_view {
     () => {
@@ -153,6 +171,14 @@ macro_rules! batch_view {
 
             pub fn is_empty(&self) -> bool {
                 self.len == 0
+            }
+
+            /// The batch's window: its first flow's start to its last flow's end, Unix ms
+            /// (None when empty).
+            pub fn window_ms(&self) -> Option<(u64, u64)> {
+                let from = self.time_flow_start_ms().iter().copied().min()?;
+                let to = self.time_flow_end_ms().iter().copied().max()?;
+                Some((from, to.max(from)))
             }
 
             batch_columns!(
@@ -372,18 +398,7 @@ pub mod alert_rule {
     };
     field_helpers!();
 
-    /// A whole-number config value (`_` allowed as a separator), or the default; a bad value
-    /// is invalid input naming the key.
-    pub fn config_u64(key: &str, default: u64) -> Result<u64, PluginError> {
-        match config::get(key) {
-            None => Ok(default),
-            Some(raw) => raw.trim().replace('_', "").parse().map_err(|_| {
-                PluginError::InvalidInput(format!(
-                    "config {key}: expected a whole number, got {raw:?}"
-                ))
-            }),
-        }
-    }
+    config_helpers!();
 
     /// Info, warning and critical thresholds from `<prefix>_info`, `_warning`, `_critical`
     /// (each a whole number), checked to be in order.
@@ -638,6 +653,26 @@ pub mod correlator {
     };
     field_helpers!();
     batch_view!();
+    config_helpers!();
+
+    /// Every record `q` selects from `q.after_seq` on, `q.limit` a page (lowest sequence
+    /// first), each page given to `each`, at most `max_pages` pages. Returns true when records
+    /// were left unread past the last page.
+    pub fn query_records(
+        mut q: records::RecordQuery,
+        max_pages: usize,
+        mut each: impl FnMut(Vec<records::Stored>),
+    ) -> Result<bool, String> {
+        for _ in 0..max_pages {
+            let page = records::query(&q)?;
+            let Some(last) = page.last() else {
+                return Ok(false);
+            };
+            q.after_seq = last.seq;
+            each(page);
+        }
+        Ok(!records::query(&records::RecordQuery { limit: 1, ..q })?.is_empty())
+    }
 }
 
 /// The decoder world: bytes or text in, records out.
