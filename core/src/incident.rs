@@ -25,7 +25,8 @@ use crate::{Flow, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 
 /// The format this build writes and reads.
 pub const FORMAT: &str = "weir-incident/1";
@@ -149,10 +150,75 @@ pub struct Incident {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One member appended to a tar stream: `size` bytes read from `data`.
+fn put<W: Write>(
+    tar: &mut tar::Builder<W>,
+    mtime_s: u64,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime_s);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, data)
+}
+
+/// A member written to an unnamed file (gone when closed) while its sha256 and size are
+/// counted: an export's flows and records never sit in memory whole.
+struct Spool {
+    out: std::io::BufWriter<std::fs::File>,
+    hash: Sha256,
+    len: u64,
+}
+
+/// A spooled member, read back from its start.
+struct Spooled {
+    file: std::fs::File,
+    len: u64,
+    sha256: String,
+}
+
+impl Spool {
+    fn new(dir: &Path) -> std::io::Result<Spool> {
+        Ok(Spool {
+            out: std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir)?),
+            hash: Sha256::new(),
+            len: 0,
+        })
+    }
+
+    fn finish(self) -> std::io::Result<Spooled> {
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(Spooled {
+            file,
+            len: self.len,
+            sha256: hex(&self.hash.finalize()),
+        })
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(b)?;
+        self.hash.update(&b[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Member paths are plain relative paths: no `..`, no absolute path, nothing odd.
@@ -217,22 +283,16 @@ impl Incident {
     pub fn to_bytes(&self) -> Result<Vec<u8>, IncidentError> {
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
-        let mut put = |path: &str, data: &[u8]| -> std::io::Result<()> {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(self.manifest.created_ms / 1000);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, path, data)
-        };
-        put(MANIFEST, &self.manifest_raw)?;
+        let t = self.manifest.created_ms / 1000;
+        let raw = &self.manifest_raw;
+        put(&mut tar, t, MANIFEST, raw.len() as u64, raw.as_slice())?;
         for (p, b) in &self.members {
-            put(p, b)?;
+            put(&mut tar, t, p, b.len() as u64, b.as_slice())?;
         }
         if let Some(s) = &self.signature {
             let sig =
                 serde_json::to_vec_pretty(s).map_err(|e| IncidentError::Manifest(e.to_string()))?;
-            put(SIGNATURE, &sig)?;
+            put(&mut tar, t, SIGNATURE, sig.len() as u64, sig.as_slice())?;
         }
         Ok(tar.into_inner()?.finish()?)
     }
@@ -451,8 +511,16 @@ pub struct Window {
     pub max_flows: usize,
 }
 
-/// Builds an incident of `w` from the node's stores.
-pub fn export(src: &Sources<'_>, w: &Window) -> Result<Incident, IncidentError> {
+/// Writes an incident of `w` from the node's stores to `out` (the file's bytes, unsigned)
+/// and returns its manifest. The flows and records are spooled to unnamed files in
+/// `spool_dir` (gone when done) while their hashes are counted, so memory holds a page of
+/// them, not the window.
+pub fn export_to<W: Write>(
+    src: &Sources<'_>,
+    w: &Window,
+    spool_dir: &Path,
+    out: &mut W,
+) -> Result<Manifest, IncidentError> {
     let expr = crate::query::parse(&w.filter).map_err(|e| IncidentError::Content {
         path: "filter".into(),
         problem: e.to_string(),
@@ -462,9 +530,10 @@ pub fn export(src: &Sources<'_>, w: &Window) -> Result<Incident, IncidentError> 
         to_ms: w.to_ms,
     };
     let mut counts = BTreeMap::new();
-    let mut members = BTreeMap::new();
+    let mut spooled: BTreeMap<String, Spooled> = BTreeMap::new();
+    let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
 
-    let mut flows = Vec::new();
+    let mut flows = Spool::new(spool_dir)?;
     let mut after = 0;
     let mut n = 0usize;
     loop {
@@ -480,29 +549,34 @@ pub fn export(src: &Sources<'_>, w: &Window) -> Result<Incident, IncidentError> 
                 )));
             }
             serde_json::to_writer(&mut flows, f).map_err(std::io::Error::other)?;
-            flows.push(b'\n');
+            flows.write_all(b"\n")?;
         }
     }
     counts.insert("flows".into(), n as u64);
-    members.insert("flows.ndjson".into(), flows);
+    spooled.insert("flows.ndjson".into(), flows.finish()?);
 
-    let mut records = Vec::new();
+    let mut records = Spool::new(spool_dir)?;
     let mut nrec = 0u64;
-    let mut bad: Option<serde_json::Error> = None;
+    let mut bad: Option<std::io::Error> = None;
     if let Some(r) = src.records {
         r.scan_time(w.from_ms, w.to_ms, usize::MAX, |s| {
-            match serde_json::to_writer(&mut records, &s) {
-                Ok(()) => records.push(b'\n'),
+            if bad.is_some() {
+                return;
+            }
+            let written = serde_json::to_writer(&mut records, &s)
+                .map_err(std::io::Error::other)
+                .and_then(|()| records.write_all(b"\n"));
+            match written {
+                Ok(()) => nrec += 1,
                 Err(e) => bad = Some(e),
             }
-            nrec += 1;
         })?;
     }
     if let Some(e) = bad {
-        return Err(std::io::Error::other(e).into());
+        return Err(e.into());
     }
     counts.insert("records".into(), nrec);
-    members.insert("records.ndjson".into(), records);
+    spooled.insert("records.ndjson".into(), records.finish()?);
 
     let mut alerts = AlertsPart::default();
     if let Some(a) = src.alerts {
@@ -538,7 +612,24 @@ pub fn export(src: &Sources<'_>, w: &Window) -> Result<Incident, IncidentError> 
     }
     members.insert("plugins.json".into(), pretty(&src.plugins)?);
     members.insert("settings.json".into(), pretty(&src.settings)?);
+    for p in members.keys() {
+        check_path(p)?;
+    }
 
+    let mut listed: Vec<Member> = members
+        .iter()
+        .map(|(path, b)| Member {
+            path: path.clone(),
+            sha256: sha256_hex(b),
+            bytes: b.len() as u64,
+        })
+        .chain(spooled.iter().map(|(path, s)| Member {
+            path: path.clone(),
+            sha256: s.sha256.clone(),
+            bytes: s.len,
+        }))
+        .collect();
+    listed.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = Manifest {
         format: FORMAT.into(),
         created_ms: crate::query::now_ms(),
@@ -548,9 +639,39 @@ pub fn export(src: &Sources<'_>, w: &Window) -> Result<Incident, IncidentError> 
         to_ms: w.to_ms,
         filter: w.filter.clone(),
         counts,
-        members: Vec::new(),
+        members: listed,
     };
-    Incident::new(manifest, members)
+    let raw =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| IncidentError::Manifest(e.to_string()))?;
+    // Manifest first, then every member in path order (as `Incident::to_bytes` writes).
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let t = manifest.created_ms / 1000;
+    put(&mut tar, t, MANIFEST, raw.len() as u64, raw.as_slice())?;
+    for m in &manifest.members {
+        match (members.get(&m.path), spooled.get_mut(&m.path)) {
+            (Some(b), _) => put(&mut tar, t, &m.path, m.bytes, b.as_slice())?,
+            (None, Some(s)) => put(&mut tar, t, &m.path, s.len, &mut s.file)?,
+            (None, None) => {}
+        }
+    }
+    tar.into_inner()?.finish()?.flush()?;
+    Ok(manifest)
+}
+
+/// [`export_to`] an unnamed file in `spool_dir` (gone when closed), rewound: the file, its
+/// size and the manifest. What the API streams to the client.
+pub fn export_file(
+    src: &Sources<'_>,
+    w: &Window,
+    spool_dir: &Path,
+) -> Result<(std::fs::File, u64, Manifest), IncidentError> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(spool_dir)?);
+    let manifest = export_to(src, w, spool_dir, &mut out)?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    let len = file.stream_position()?;
+    file.rewind()?;
+    Ok((file, len, manifest))
 }
 
 fn pretty<T: Serialize>(v: &T) -> Result<Vec<u8>, IncidentError> {
@@ -596,6 +717,75 @@ mod tests {
             members: Vec::new(),
         };
         Incident::new(m, members).expect("incident")
+    }
+
+    #[test]
+    fn an_export_spools_its_flows_and_records_and_reads_back_whole() {
+        use crate::records::{Entry, RecordStore};
+        use crate::store::StoreConfig;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreConfig::new(dir.path().join("flows"))).expect("store");
+        let t0 = 1_700_000_000_000u64;
+        let flows: Vec<Flow> = (0..25_000u64)
+            .map(|i| {
+                let mut f = Flow::empty();
+                f.time_flow_start_ms = t0 + i;
+                f.time_flow_end_ms = t0 + i + 5;
+                f.time_received = f.time_flow_end_ms;
+                f.bytes = 100 + i;
+                f.packets = 1;
+                f.dst_port = (i % 7) as u16;
+                f
+            })
+            .collect();
+        store.append(&flows).expect("append");
+        store.flush().expect("flush");
+        let records = RecordStore::open(&dir.path().join("records")).expect("records");
+        let entries: Vec<Entry> = (0..3u64)
+            .map(|i| Entry {
+                time_ms: t0 + i * 100,
+                end_ms: None,
+                kind: "log".into(),
+                text: format!("line {i}"),
+                labels: vec![],
+                flow_filter: None,
+            })
+            .collect();
+        records.write("otlp", entries).expect("write");
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).expect("spool dir");
+        let src = Sources {
+            store: &store,
+            records: Some(&records),
+            alerts: None,
+            plugins: vec![],
+            settings: serde_json::json!({"a": 1}),
+            node: "n1".into(),
+        };
+        let window = |filter: &str, max_flows: usize| Window {
+            from_ms: t0,
+            to_ms: t0 + 100_000,
+            filter: filter.into(),
+            max_flows,
+        };
+        let mut out = Vec::new();
+        let m =
+            export_to(&src, &window("DstPort!=3", 1_000_000), &spool, &mut out).expect("export");
+        let back = Incident::from_bytes(&out).expect("reads back");
+        assert_eq!(back.manifest, m);
+        let read = back.flows().expect("flows");
+        let want: Vec<&Flow> = flows.iter().filter(|f| f.dst_port != 3).collect();
+        assert_eq!(read.len(), want.len());
+        assert_eq!(m.counts["flows"], want.len() as u64);
+        assert!(read.iter().zip(&want).all(|(a, b)| a == *b));
+        assert_eq!(back.records().expect("records").len(), 3);
+        // The spooled files were unnamed: nothing is left in the spool dir.
+        assert_eq!(std::fs::read_dir(&spool).expect("spool").count(), 0);
+        // More flows than allowed: refused, naming the figure, nothing written.
+        let mut out = Vec::new();
+        let e = export_to(&src, &window("", 10_000), &spool, &mut out).expect_err("too many");
+        assert!(e.to_string().contains("more than 10000 flows"), "{e}");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `GET /api/v1/incident?from=&to=&filter=&max_flows=`: the window's history, the installed
 //! plugins and the agent's settings as one incident file (`weir_core::incident`), for
-//! `weir incident export` and the Timeline page's Export button. And the read-only guard of
-//! an agent replaying an incident (`weir incident open`).
+//! `weir incident export` and the Timeline page's Export button, built in an unnamed file
+//! beside the store and streamed. And the read-only guard of an agent replaying an incident
+//! (`weir incident open`).
 
 use super::blocking;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::params::{FILTER, FROM, Param, Params, TO};
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -71,7 +73,7 @@ pub async fn export(
         node_name(),
         weir_core::query::format_ms(range.from_ms).replace([':', ' '], "-")
     );
-    let bytes = blocking(move || {
+    let (file, len) = blocking(move || {
         let plugins = match &st.plugins {
             Some(p) => p.incident_plugins().map_err(ApiError::unavailable)?,
             None => Vec::new(),
@@ -97,8 +99,9 @@ pub async fn export(
             settings,
             node: node_name(),
         };
-        let inc = incident::export(&src, &window)?;
-        Ok(inc.to_bytes()?)
+        // Built in an unnamed file beside the store, so memory holds a page of the window.
+        let (file, len, _) = incident::export_file(&src, &window, st.store.dir())?;
+        Ok((file, len))
     })
     .await?;
     Ok((
@@ -108,10 +111,41 @@ pub async fn export(
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),
             ),
+            (header::CONTENT_LENGTH, len.to_string()),
         ],
-        bytes,
+        Body::from_stream(file_chunks(file)),
     )
         .into_response())
+}
+
+/// A file's bytes as a stream of chunks, read on a blocking thread (a slow client holds one
+/// chunk in flight, not the file).
+fn file_chunks(
+    mut file: std::fs::File,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; 1 << 16];
+            let sent = match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    tx.blocking_send(Ok(buf))
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if sent.is_err() {
+                // The client went away.
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Requests that only compute (plugin views, policy questions) pass a read-only agent;
