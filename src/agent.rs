@@ -688,8 +688,13 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let (registry, processors) = if a.no_plugins {
         (None, None)
     } else {
-        let (reg, queues) =
-            start_plugins(&dir, store.clone(), metrics.clone(), a.sandbox.policy())?;
+        let (reg, queues) = start_plugins(
+            &dir,
+            store.clone(),
+            metrics.clone(),
+            a.sandbox.policy(),
+            a.replay.is_some(),
+        )?;
         if let Some(g) = &guarded {
             reg.set_capture(g.clone());
             reg.set_control(g.clone());
@@ -1084,6 +1089,7 @@ fn start_plugins(
     store: Arc<Store>,
     metrics: Arc<weir_core::metrics::FlowMetrics>,
     policy: weir_host::SandboxPolicy,
+    replay: bool,
 ) -> Result<(
     Arc<weir_host::registry::Registry>,
     weir_host::workers::PluginQueues,
@@ -1100,9 +1106,18 @@ fn start_plugins(
     );
     let fresh = !dir.join("plugins").exists();
     let reg = Arc::new(
-        weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
-            .context("opening the plugin registry")?
-            .with_bundled(crate::bundled::BUNDLED),
+        if replay {
+            // An incident's plugins answer outbound-http from what they got on its node.
+            weir_host::registry::Registry::open_replay(
+                &dir.join("plugins"),
+                Arc::new(rt),
+                Some(store),
+            )
+        } else {
+            weir_host::registry::Registry::open(&dir.join("plugins"), Arc::new(rt), Some(store))
+        }
+        .context("opening the plugin registry")?
+        .with_bundled(crate::bundled::BUNDLED),
     );
     if fresh {
         // A new agent starts with the bundled visualizations, so the UI has views to show;

@@ -114,6 +114,13 @@ impl Host for HostState {
         if let Some(tape) = self.ctx.tape.as_ref().filter(|t| t.replays()) {
             return tape.answer(&key);
         }
+        if self.ctx.services.replay.get().is_some() {
+            return Err(format!(
+                "outbound-http in a replay answers only from the incident's recording, and this plugin has none: {} {} not sent",
+                req.method,
+                req.url.chars().take(300).collect::<String>()
+            ));
+        }
         // Never past the call's deadline: the request's own timeout ends it there.
         let mut timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
         if let Some(d) = self.deadline {

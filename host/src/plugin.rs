@@ -453,7 +453,12 @@ impl Plugin {
     pub fn with_state_dir(mut self, dir: &std::path::Path) -> Plugin {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.keep_kv_in(dir.join(KV_FILE));
-            ctx.tape = Some(crate::tape::Tape::in_dir(dir, &self.manifest.name));
+            let replaying = ctx.services.replay.get().is_some();
+            ctx.tape = Some(crate::tape::Tape::in_dir(
+                dir,
+                &self.manifest.name,
+                replaying,
+            ));
         }
         if self.manifest.kind == Kind::Summarizer {
             lock(&self.summary)

@@ -211,6 +211,26 @@ impl Registry {
         rt: Arc<Runtime>,
         flows: Option<Arc<weir_core::Store>>,
     ) -> Result<Registry, HostError> {
+        Self::open_as(dir, rt, flows, false)
+    }
+
+    /// [`Registry::open`] for an agent replaying an incident: every plugin answers
+    /// `outbound-http` from its recorded tape only, and none reaches the network
+    /// (`crate::tape`).
+    pub fn open_replay(
+        dir: &Path,
+        rt: Arc<Runtime>,
+        flows: Option<Arc<weir_core::Store>>,
+    ) -> Result<Registry, HostError> {
+        Self::open_as(dir, rt, flows, true)
+    }
+
+    fn open_as(
+        dir: &Path,
+        rt: Arc<Runtime>,
+        flows: Option<Arc<weir_core::Store>>,
+        replay: bool,
+    ) -> Result<Registry, HostError> {
         std::fs::create_dir_all(dir)?;
         let reg = Registry {
             dir: dir.to_path_buf(),
@@ -221,6 +241,9 @@ impl Registry {
             bundled: Vec::new(),
             feeds: Default::default(),
         };
+        if replay {
+            let _ = reg.services.replay.set(());
+        }
         reg.sync();
         Ok(reg)
     }
@@ -595,6 +618,7 @@ impl Registry {
                     crate::plugin::KV_FILE,
                     crate::summary::SUMMARY_FILE,
                     crate::tape::TAPE_FILE,
+                    crate::tape::REPLAY_FILE,
                 ] {
                     let state = target.join(file);
                     if state.exists() {
@@ -637,7 +661,9 @@ impl Registry {
             // Its outbound-http answers, so a replay answers them again (a replay exported
             // anew carries the tape it replays).
             for file in [crate::tape::TAPE_FILE, crate::tape::REPLAY_FILE] {
-                if let Ok(b) = std::fs::read(dir.join(file)) {
+                if let Ok(b) = std::fs::read(dir.join(file))
+                    && !b.is_empty()
+                {
                     state.insert(crate::tape::TAPE_FILE.to_string(), b);
                     break;
                 }

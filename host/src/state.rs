@@ -68,6 +68,9 @@ pub struct Services {
     /// Where `flows` (query, aggregate, time series) reads when not the agent's own store:
     /// the cluster's ClickHouse under `weir server`.
     pub flow_query: Arc<std::sync::OnceLock<Arc<dyn weir_core::flowquery::FlowQuery>>>,
+    /// Set when the agent replays an incident: `outbound-http` answers from the plugin's
+    /// recorded tape only, never the network (`crate::tape`).
+    pub replay: Arc<std::sync::OnceLock<()>>,
 }
 
 /// Per-plugin state that outlives a call: configuration, key-value data, emitted metrics.

@@ -15,9 +15,10 @@
 
 use crate::bindings::imports::weir::plugin::outbound_http::{Request, Response};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The tape a live agent records, in the plugin's directory.
 pub const TAPE_FILE: &str = "outbound-http.tape";
@@ -66,10 +67,22 @@ impl Key {
 }
 
 enum Mode {
-    /// Live: answers appended to the file.
-    Record { bytes: Mutex<Option<u64>> },
+    /// Live: answers appended to the file; its size (None until first known), shared by
+    /// every tape of the same file in this process (a reload or upgrade briefly has two).
+    Record { bytes: SizeCell },
     /// A replay: answers read from the file (loaded at first use), the network never used.
     Replay { entries: OnceLock<Vec<Entry>> },
+}
+
+/// A tape file's size, None until first known.
+type SizeCell = Arc<Mutex<Option<u64>>>;
+
+/// The size cell of the tape at `path`, one per file in the process: appends and compactions
+/// of one file never interleave.
+fn shared_size(path: &Path) -> SizeCell {
+    static CELLS: OnceLock<Mutex<HashMap<PathBuf, SizeCell>>> = OnceLock::new();
+    let mut cells = crate::lock(CELLS.get_or_init(Default::default));
+    cells.entry(path.to_path_buf()).or_default().clone()
 }
 
 /// A plugin's tape.
@@ -82,9 +95,9 @@ pub struct Tape {
 impl Tape {
     /// The tape of the plugin whose state lives in `dir`: a replay's when `dir` holds
     /// [`REPLAY_FILE`], else one that records into [`TAPE_FILE`].
-    pub fn in_dir(dir: &Path, plugin: &str) -> Tape {
+    pub fn in_dir(dir: &Path, plugin: &str, replaying: bool) -> Tape {
         let replay = dir.join(REPLAY_FILE);
-        if replay.exists() {
+        if replaying || replay.exists() {
             return Tape {
                 path: replay,
                 mode: Mode::Replay {
@@ -93,11 +106,12 @@ impl Tape {
                 plugin: plugin.to_string(),
             };
         }
+        let path = dir.join(TAPE_FILE);
         Tape {
-            path: dir.join(TAPE_FILE),
             mode: Mode::Record {
-                bytes: Mutex::new(None),
+                bytes: shared_size(&path),
             },
+            path,
             plugin: plugin.to_string(),
         }
     }
@@ -120,6 +134,7 @@ impl Tape {
                 }
                 list
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 tracing::warn!(plugin = %self.plugin, path = %self.path.display(), error = %e, "outbound-http tape unreadable");
                 Vec::new()
@@ -127,13 +142,26 @@ impl Tape {
         });
         let hit = entries.iter().rev().find(|e| key.matches(&e.header));
         match hit {
+            // The live limits hold for what a file hands over too.
+            Some(e)
+                if e.body.len() as u64 > crate::http::MAX_RESPONSE_BYTES
+                    || e.header.headers.len() > crate::http::MAX_HEADERS =>
+            {
+                Err(format!(
+                    "outbound-http in a replay: the recorded answer to {} {} is larger than a plugin may get ({} bytes, {} headers at most)",
+                    key.method,
+                    key.url.chars().take(300).collect::<String>(),
+                    crate::http::MAX_RESPONSE_BYTES,
+                    crate::http::MAX_HEADERS
+                ))
+            }
             Some(e) => Ok(Response {
                 status: e.header.status,
                 headers: e.header.headers.clone(),
                 body: e.body.clone(),
             }),
             None => Err(format!(
-                "outbound-http in a replay: {} {} was not asked on the original node (the incident recorded {} answer(s) for this plugin); a replay answers only what was recorded",
+                "outbound-http in a replay: {} {} has no answer recorded on the original node (never asked there, or it failed; the incident recorded {} answer(s) for this plugin); a replay answers only what was recorded",
                 key.method,
                 key.url.chars().take(300).collect::<String>(),
                 entries.len()
@@ -159,17 +187,26 @@ impl Tape {
         let written = (|| -> std::io::Result<u64> {
             let mut line = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
             line.push(b'\n');
-            line.extend_from_slice(&resp.body);
-            line.push(b'\n');
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
-            f.write_all(&line)?;
-            let now = match *size {
-                Some(s) => s + line.len() as u64,
-                None => f.metadata()?.len(),
+            // The first write of this file in the process: a torn entry left by a crash is
+            // cut off first, so what follows stays readable.
+            let before = match *size {
+                Some(s) => s,
+                None => self.cut_torn_tail(&f)?,
             };
+            let appended = f
+                .write_all(&line)
+                .and_then(|()| f.write_all(&resp.body))
+                .and_then(|()| f.write_all(b"\n"));
+            if let Err(e) = appended {
+                // Half an entry would hide every later one: put the file back as it was.
+                let _ = f.set_len(before);
+                return Err(e);
+            }
+            let now = before + line.len() as u64 + resp.body.len() as u64 + 1;
             if now > MAX_TAPE_BYTES {
                 return self.compact();
             }
@@ -181,6 +218,19 @@ impl Tape {
                 *size = None;
                 tracing::warn!(plugin = %self.plugin, path = %self.path.display(), error = %e, "outbound-http answer not recorded for replay");
             }
+        }
+    }
+
+    /// Cuts the file after its last whole entry (a crash can leave half of one); its size.
+    fn cut_torn_tail(&self, f: &std::fs::File) -> std::io::Result<u64> {
+        let b = std::fs::read(&self.path)?;
+        match parse(&b).1 {
+            Some(at) => {
+                tracing::warn!(plugin = %self.plugin, path = %self.path.display(), offset = at, dropped = b.len() - at, "outbound-http tape ended in a torn entry: cut off");
+                f.set_len(at as u64)?;
+                Ok(at as u64)
+            }
+            None => Ok(b.len() as u64),
         }
     }
 
@@ -270,7 +320,7 @@ mod tests {
     #[test]
     fn recorded_answers_replay_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let live = Tape::in_dir(dir.path(), "p");
+        let live = Tape::in_dir(dir.path(), "p", false);
         assert!(!live.replays());
         for (i, url) in ["http://a/1", "http://a/2", "http://a/1"]
             .iter()
@@ -288,7 +338,7 @@ mod tests {
         taped.extend_from_slice(b"{\"at_ms\":1,\"method\":\"GET\"");
         let replay = tempfile::tempdir().expect("tempdir");
         std::fs::write(replay.path().join(REPLAY_FILE), &taped).expect("write");
-        let tape = Tape::in_dir(replay.path(), "p");
+        let tape = Tape::in_dir(replay.path(), "p", false);
         assert!(tape.replays());
         // The newest answer to the same request; the method's case does not matter.
         let a = tape.answer(&Key::of(&req("http://a/1", b""))).expect("a/1");
@@ -311,16 +361,51 @@ mod tests {
             .answer(&Key::of(&req("http://a/3", b"")))
             .expect_err("a/3");
         assert!(
-            e.contains("GET http://a/3 was not asked") && e.contains("3 answer(s)"),
+            e.contains("GET http://a/3 has no answer recorded") && e.contains("3 answer(s)"),
             "{e}"
         );
         assert!(tape.answer(&Key::of(&req("http://a/1", b"x"))).is_err());
     }
 
     #[test]
+    fn answers_recorded_after_a_torn_entry_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = |body: &[u8]| Response {
+            status: 200,
+            headers: Vec::new(),
+            body: body.to_vec(),
+        };
+        Tape::in_dir(dir.path(), "torn", false)
+            .record(&Key::of(&req("http://a/1", b"")), &ok(b"one"));
+        // A crash while appending: half an entry at the end.
+        let path = dir.path().join(TAPE_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"{\"at_ms\":1,\"method\":\"GE").expect("write");
+        drop(f);
+        // The next process appends after it (a fresh size cell: a new path's).
+        let moved = dir.path().join("after-restart");
+        std::fs::create_dir_all(&moved).expect("dir");
+        std::fs::rename(&path, moved.join(TAPE_FILE)).expect("move");
+        Tape::in_dir(&moved, "torn", false).record(&Key::of(&req("http://a/2", b"")), &ok(b"two"));
+        let (list, torn) = parse(&std::fs::read(moved.join(TAPE_FILE)).expect("tape"));
+        assert_eq!(torn, None);
+        let urls: Vec<&str> = list.iter().map(|e| e.header.url.as_str()).collect();
+        assert_eq!(urls, ["http://a/1", "http://a/2"]);
+        // A replay of a directory without a recording (replaying said by the agent) answers
+        // nothing, rather than reaching out.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let t = Tape::in_dir(empty.path(), "p", true);
+        assert!(t.replays());
+        assert!(t.answer(&Key::of(&req("http://a/1", b""))).is_err());
+    }
+
+    #[test]
     fn a_full_tape_keeps_its_newest_half() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let live = Tape::in_dir(dir.path(), "p");
+        let live = Tape::in_dir(dir.path(), "p", false);
         let body = vec![b'x'; 1 << 20];
         for i in 0..40 {
             let resp = Response {

@@ -758,6 +758,74 @@ mod registry {
         p.process(&flows(1)).expect("kv mode").samples[0].value
     }
 
+    /// An incident carries a plugin's outbound-http tape; restored, it is the replay's tape
+    /// (an empty one when there was none), the recording file never; a replay exported anew
+    /// carries the tape it replays, and an empty one not at all.
+    #[test]
+    fn incidents_carry_the_tape_and_a_replay_answers_from_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open(&tmp.path().join("plugins"), runtime(), None).expect("registry");
+        reg.install(&InstallRequest {
+            source: staged(tmp.path(), "flow-count"),
+            ..Default::default()
+        })
+        .expect("install");
+        let dir = tmp.path().join("plugins/flow-count");
+        std::fs::write(dir.join(crate::tape::TAPE_FILE), b"taped").expect("tape");
+        let exported = reg.export_plugins().expect("export");
+        let p = exported
+            .iter()
+            .find(|p| p.name == "flow-count")
+            .expect("listed");
+        assert_eq!(
+            p.state.get(crate::tape::TAPE_FILE).map(Vec::as_slice),
+            Some(&b"taped"[..])
+        );
+        // Restored: the tape is the replay's.
+        let into = tmp.path().join("replay-plugins");
+        Registry::restore_plugin(&into, p).expect("restore");
+        let r = into.join("flow-count");
+        assert_eq!(
+            std::fs::read(r.join(crate::tape::REPLAY_FILE)).expect("replay"),
+            b"taped"
+        );
+        assert!(!r.join(crate::tape::TAPE_FILE).exists());
+        // Without one: an empty replay tape, so the plugin still answers from it only.
+        let mut bare = p.clone();
+        bare.state.remove(crate::tape::TAPE_FILE);
+        let into2 = tmp.path().join("replay2");
+        Registry::restore_plugin(&into2, &bare).expect("restore");
+        assert_eq!(
+            std::fs::read(into2.join("flow-count").join(crate::tape::REPLAY_FILE)).expect("replay"),
+            b""
+        );
+        // A replay's registry exports what it replays; an empty tape is left out.
+        let replay = Registry::open_replay(&into, runtime(), None).expect("replay registry");
+        let again = replay.export_plugins().expect("export");
+        assert_eq!(
+            again[0]
+                .state
+                .get(crate::tape::TAPE_FILE)
+                .map(Vec::as_slice),
+            Some(&b"taped"[..])
+        );
+        let replay2 = Registry::open_replay(&into2, runtime(), None).expect("replay registry");
+        assert!(
+            replay2.export_plugins().expect("export")[0]
+                .state
+                .is_empty()
+        );
+        // A state file the host does not know: refused, nothing written.
+        let mut odd = p.clone();
+        odd.state.insert("notes.txt".into(), b"x".to_vec());
+        let into3 = tmp.path().join("replay3");
+        let e = Registry::restore_plugin(&into3, &odd).expect_err("unknown state file");
+        assert!(
+            e.to_string().contains("unknown state file \"notes.txt\""),
+            "{e}"
+        );
+    }
+
     /// The operator's windows for a summarizer: set at install in place of the manifest's,
     /// used by the loaded plugin (a window closes at its length), kept by an upgrade that
     /// gives none and through a restart; bad values and non-summarizers refused by name.
@@ -1882,8 +1950,9 @@ mod contract {
             .process(&FlowBatch::new(&[]))
             .expect_err("not recorded");
         assert!(
-            e.to_string()
-                .contains(&format!("GET {other} was not asked on the original node")),
+            e.to_string().contains(&format!(
+                "GET {other} has no answer recorded on the original node"
+            )),
             "{e}"
         );
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -285,7 +285,7 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
     ]);
     assert_ne!(code, 0, "{out}");
     assert!(
-        err.contains("was not asked on the original node") && err.contains("query_range"),
+        err.contains("has no answer recorded on the original node") && err.contains("query_range"),
         "{err}"
     );
     drop(b);

@@ -187,11 +187,17 @@ fn add(c: &mut Conversation, f: &Flow, from_client: bool) {
     }
     c.first_ms = c.first_ms.min(f.time_flow_start_ms);
     c.last_ms = c.last_ms.max(f.time_flow_end_ms);
-    c.bytes += f.bytes;
-    c.packets += f.packets;
+    // Sums scaled back by sampling, as everywhere else.
+    let k = f.scale();
+    c.bytes = c.bytes.saturating_add(f.bytes.saturating_mul(k));
+    c.packets = c.packets.saturating_add(f.packets.saturating_mul(k));
     c.rtt_ns = c.rtt_ns.max(f.time_flow_rtt_ns);
-    c.drop_packets += f.pkt_drop_packets;
-    c.drop_bytes += f.pkt_drop_bytes;
+    c.drop_packets = c
+        .drop_packets
+        .saturating_add(f.pkt_drop_packets.saturating_mul(k));
+    c.drop_bytes = c
+        .drop_bytes
+        .saturating_add(f.pkt_drop_bytes.saturating_mul(k));
     if !f.pkt_drop_latest_drop_cause.is_empty() {
         c.drop_cause = f.pkt_drop_latest_drop_cause.clone();
     }

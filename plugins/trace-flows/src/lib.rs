@@ -6,8 +6,10 @@
 //! 40.2 ms, 3 packets dropped (SKB_DROP_REASON_NETFILTER_DROP)", with labels naming the trace,
 //! the span and the connection, and a flow filter that selects exactly its flows.
 //!
-//! The window is the run's flows' (first start to last end), as for every correlator run
-//! (`weir plugin run trace-flows --from -1h`). Sums are scaled back by sampling.
+//! The spans looked at are those the OTLP receiver kept that start in the run's window (its
+//! flows' first start, less a minute, to their last end; a run's batch holds at most the
+//! newest 100,000 flows of the range asked), as for every correlator run (`weir plugin run
+//! trace-flows --from -1h`). Sums are scaled back by sampling, as the agent's join does.
 //!
 //! Config: `top` (annotations, default 20), `min_duration_ms` (spans shorter than this and
 //! not failed are left out, default 0), `service` (only this service's spans), `max_spans`
@@ -27,6 +29,9 @@ const MAX_RECORDS: u32 = 10_000;
 const MAX_PAGES: usize = 50;
 /// Conversations named in one annotation's filter.
 const MAX_FILTER_CONVS: usize = 10;
+/// Characters of a span's name (and its status message) put in an annotation's text, which
+/// the records store caps.
+const MAX_NAME_CHARS: usize = 300;
 
 /// The order spans are looked at: failed first, then the slowest, then the earliest.
 fn rank(a: &Span, b: &Span) -> std::cmp::Ordering {
@@ -128,7 +133,7 @@ pub fn annotate(s: &Span, j: &Joined) -> Option<Annotation> {
     })?;
     let mut what = format!(
         "{} ({} span{}, {}",
-        s.name,
+        s.name.chars().take(MAX_NAME_CHARS).collect::<String>(),
         s.kind,
         if s.service.is_empty() {
             String::new()
@@ -140,7 +145,13 @@ pub fn annotate(s: &Span, j: &Joined) -> Option<Annotation> {
     if s.failed() {
         what.push_str(", error");
         if !s.status_message.is_empty() {
-            what.push_str(&format!(": {}", s.status_message));
+            what.push_str(&format!(
+                ": {}",
+                s.status_message
+                    .chars()
+                    .take(MAX_NAME_CHARS)
+                    .collect::<String>()
+            ));
         }
     }
     what.push(')');
@@ -177,7 +188,10 @@ pub fn annotate(s: &Span, j: &Joined) -> Option<Annotation> {
     if !main.drop_cause.is_empty() {
         labels.push(("drop_cause".into(), main.drop_cause.clone()));
     }
-    let shown: Vec<Conv> = j.convs.iter().take(MAX_FILTER_CONVS).cloned().collect();
+    // The filter names the connections that carried the most (the largest among them).
+    let mut shown: Vec<Conv> = j.convs.clone();
+    shown.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.client.cmp(&b.client)));
+    shown.truncate(MAX_FILTER_CONVS);
     Some(Annotation {
         time_ms: s.start_ms,
         text,
@@ -199,7 +213,8 @@ fn kept_spans(
     let q = records::RecordQuery {
         range: window,
         kinds: vec!["span".into()],
-        source: None,
+        // The agent's OTLP receiver's (the spans the trace API joins).
+        source: Some("otlp".into()),
         labels: service
             .map(|s| vec![("service".to_string(), s.to_string())])
             .unwrap_or_default(),
@@ -337,8 +352,13 @@ impl Guest for Plugin {
         };
         let top = config_u64("top", 20)? as usize;
         let service = config::get("service").filter(|s| !s.trim().is_empty());
+        // Spans start before their connection's first packet: those that began up to a
+        // minute before the window's first flow are looked at too.
         let (spans, no_peer) = kept_spans(
-            TimeRange { from_ms, to_ms },
+            TimeRange {
+                from_ms: from_ms.saturating_sub(LOOKBACK_MS),
+                to_ms,
+            },
             service.as_deref(),
             config_u64("min_duration_ms", 0)?.saturating_mul(1000),
             config_u64("max_spans", 1000)? as usize,
