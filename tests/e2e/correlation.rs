@@ -171,6 +171,15 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
             .any(|i| i["kind"] == "spike" && i["time_ms"].as_u64() >= Some(from))),
         "{spikes}"
     );
+    // The page draws it, and its flows are one click away (the burst's first).
+    crate::util::browser_test(
+        "spikes.mjs",
+        &a.url(""),
+        &[
+            ("WEIR_FROM", crate::util::iso(from - 60_000)),
+            ("WEIR_TO", crate::util::iso(to)),
+        ],
+    );
     // ...and the agent ran what-changed around it with nobody asking: its annotations are
     // kept, labelled with the trigger, and name the veth's counter again.
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -9,15 +9,9 @@
 //! find the packets a netfilter rule dropped right after the OOM kill and name the event.
 
 use crate::capture::agent_with;
-use crate::util::{KubeApi, Pair, browser_test, label, now_ms, require, sh};
+use crate::util::{KubeApi, Pair, browser_test, iso, label, now_ms, require, sh};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn iso(ms: u64) -> String {
-    let secs = ms / 1000;
-    let out = sh(&format!("date -u -d @{secs} +%Y-%m-%dT%H:%M:%SZ"));
-    out.trim().to_string()
-}
 
 /// The recorded cluster: pod shop/web-5d9f-x (Deployment web) at `ip`, a NetworkPolicy, and
 /// one event already there (Scheduled).

@@ -535,6 +535,13 @@ impl IfStats {
     }
 }
 
+/// `ms` as an ISO time in whole seconds (`2026-12-06T09:30:00Z`), as the UI's URLs take.
+pub fn iso(ms: u64) -> String {
+    let secs = ms / 1000;
+    let out = sh(&format!("date -u -d @{secs} +%Y-%m-%dT%H:%M:%SZ"));
+    out.trim().to_string()
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -33,6 +33,7 @@ export async function timelinePage(main, q, go) {
     <div id="tl-detail"></div>`;
   const params = { from: q.get("from") || "-1h", filter: q.get("filter") || "" };
   if (q.get("to")) params.to = q.get("to");
+  if (q.get("step")) params.step = q.get("step");
   let t;
   try {
     t = await api("/api/v1/timeline", params);
@@ -123,7 +124,11 @@ export async function timelinePage(main, q, go) {
     const it = l && l.items[idx];
     if (!it) { detail.innerHTML = ""; return; }
     const around = { from: iso(it.time_ms - 5 * 60000), to: iso((it.end_ms || it.time_ms) + 5 * 60000) };
-    const flows = it.flow_filter
+    // A spike or gap is the volume itself: its flows are the timeline's, during it, largest first.
+    const volume = it.source === "weir" && (it.kind === "spike" || it.kind === "gap");
+    const flows = volume
+      ? `<a id="tl-flows" href="#/flows?${new URLSearchParams({ from: iso(it.time_ms), to: iso(it.end_ms || it.time_ms), filter: q.get("filter") || "", sort: "-Bytes" })}">the flows behind it</a>`
+      : it.flow_filter
       ? `<a id="tl-flows" href="#/flows?${new URLSearchParams({ ...around, filter: it.flow_filter })}">the flows behind it</a>`
       : `<span class="muted">no flows named</span>`;
     detail.innerHTML = `<h3>${esc(l.title)}</h3><table id="tl-item">
