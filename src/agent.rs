@@ -187,7 +187,8 @@ pub struct AgentArgs {
     #[arg(long = "alert-webhook", value_name = "URL")]
     alert_webhooks: Vec<String>,
     /// A destination exporter plugins may send to (capability `sink`), NAME=URL with URL
-    /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://..., nats://HOST:PORT/SUBJECT, or
+    /// udp://HOST:PORT, tcp://HOST:PORT, http(s)://... (http+gzip://, https+gzip:// compress
+    /// each body, Content-Encoding: gzip), nats://HOST:PORT/SUBJECT, or
     /// jetstream://HOST:PORT[,HOST:PORT...]/STREAM/SUBJECT (a JetStream stream, created with
     /// one replica per listed server if missing; each message acknowledged by the stream), or
     /// kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/TOPIC[?sasl=scram-sha-512|scram-sha-256|plain]

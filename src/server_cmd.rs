@@ -62,7 +62,9 @@ pub fn run(a: ServerArgs) -> Result<()> {
         .migrate()
         .context("creating or migrating weir's schema in ClickHouse")?;
     let insert = ch.insert_url();
-    let sink = format!("--sink 'clickhouse={insert}'");
+    // Agents send their inserts gzip-compressed (flow JSON shrinks about tenfold).
+    let sink_url = ch.sink_url();
+    let sink = format!("--sink 'clickhouse={sink_url}'");
     let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse --config node=NODE_NAME";
     if a.json {
         println!(
@@ -71,6 +73,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
                 "schema": {"from": m.from, "to": m.to, "added_columns": m.added},
                 "database": a.database,
                 "insert_url": insert,
+                "sink_url": sink_url,
                 "agent_sink": sink,
                 "agent_plugin": plugin,
             })

@@ -109,6 +109,16 @@ impl ClickHouse {
         &self.db
     }
 
+    /// [`Self::insert_url`] as an agent's `--sink` URL that gzip-compresses each insert
+    /// (`http+gzip://`; ClickHouse reads `Content-Encoding: gzip` bodies).
+    pub fn sink_url(&self) -> String {
+        let url = self.insert_url();
+        match url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}+gzip://{rest}"),
+            None => url,
+        }
+    }
+
     /// The URL agents' HTTP sinks insert into (`clickhouse-export` sends JSONEachRow).
     pub fn insert_url(&self) -> String {
         let q = format!("INSERT INTO `{}`.flows_ingest FORMAT JSONEachRow", self.db);

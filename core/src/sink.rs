@@ -14,8 +14,10 @@ pub enum Endpoint {
     Udp { host: String, port: u16 },
     /// `tcp://host:port`: one connection, payloads written back to back.
     Tcp { host: String, port: u16 },
-    /// `http://...` or `https://...`: one POST per payload.
-    Http { url: String },
+    /// `http://...` or `https://...`: one POST per payload; `http+gzip://` and
+    /// `https+gzip://` send it gzip-compressed (`Content-Encoding: gzip`, which ClickHouse,
+    /// OTLP receivers and most collectors read), `url` then without the `+gzip`.
+    Http { url: String, gzip: bool },
     /// `nats://host:port/subject`: one message per payload, confirmed by a round trip.
     Nats {
         host: String,
@@ -214,7 +216,7 @@ impl Destination {
         }
         let url = url.trim();
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            bad("the URL needs a scheme: udp://, tcp://, http://, https://, nats://, jetstream://, kafka://")
+            bad("the URL needs a scheme: udp://, tcp://, http://, https:// (http+gzip://, https+gzip://), nats://, jetstream://, kafka://")
         })?;
         let endpoint = match scheme {
             "udp" => {
@@ -227,6 +229,11 @@ impl Destination {
             }
             "http" | "https" => Endpoint::Http {
                 url: url.to_string(),
+                gzip: false,
+            },
+            "http+gzip" | "https+gzip" => Endpoint::Http {
+                url: format!("{}://{rest}", scheme.trim_end_matches("+gzip")),
+                gzip: true,
             },
             "nats" => {
                 let (hp, subject) = rest
@@ -327,7 +334,7 @@ impl Destination {
             }
             other => {
                 return Err(bad(&format!(
-                    "scheme {other}:// is not a sink (udp, tcp, http, https, nats, jetstream, kafka)"
+                    "scheme {other}:// is not a sink (udp, tcp, http, https, http+gzip, https+gzip, nats, jetstream, kafka)"
                 )));
             }
         };
@@ -425,6 +432,16 @@ mod tests {
                 .endpoint,
             Endpoint::Http { .. }
         ));
+        match Destination::parse("ch=http+gzip://ch.example:8123/?query=INSERT")
+            .unwrap()
+            .endpoint
+        {
+            Endpoint::Http { url, gzip } => {
+                assert_eq!(url, "http://ch.example:8123/?query=INSERT");
+                assert!(gzip);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             redact("https://user:secret@collector.example:8443/ingest?token=abc"),
             "https://collector.example:8443/ingest(redacted)"

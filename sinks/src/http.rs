@@ -1,7 +1,8 @@
 //! `http://...` / `https://...`: one POST per payload, with the sender's media type as
 //! `Content-Type` (an exporter's `[exporter] media_type`, `application/x-ndjson` by default);
 //! anything but a 2xx answer is a failed send (the exporter retries it). Redirects are not
-//! followed: the operator named this URL.
+//! followed: the operator named this URL. Given `http+gzip://` or `https+gzip://`, each body is
+//! gzip-compressed (fastest level) and sent with `Content-Encoding: gzip`.
 
 use std::time::Duration;
 use weir_core::sink::{SinkError, Transport};
@@ -9,14 +10,16 @@ use weir_core::sink::{SinkError, Transport};
 pub struct Http {
     name: String,
     url: String,
+    gzip: bool,
     agent: ureq::Agent,
 }
 
 impl Http {
-    pub fn new(name: String, url: &str) -> Http {
+    pub fn new(name: String, url: &str, gzip: bool) -> Http {
         Http {
             name,
             url: url.to_string(),
+            gzip,
             agent: ureq::Agent::config_builder()
                 .max_redirects(0)
                 .http_status_as_error(false)
@@ -33,15 +36,30 @@ impl Transport for Http {
             message,
         };
         let url = weir_core::sink::redact(&self.url);
-        let resp = self
+        let req = self
             .agent
             .post(&self.url)
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
             .build()
-            .header("content-type", media_type)
-            .send(payload)
-            .map_err(|e| fail(format!("POST {url}: {e}")))?;
+            .header("content-type", media_type);
+        let resp = if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(payload.len() / 4),
+                flate2::Compression::fast(),
+            );
+            std::io::Write::write_all(&mut gz, payload)
+                .and_then(|()| gz.finish())
+                .map_err(|e| fail(format!("compressing for {url}: {e}")))
+                .and_then(|body| {
+                    req.header("content-encoding", "gzip")
+                        .send(&body[..])
+                        .map_err(|e| fail(format!("POST {url}: {e}")))
+                })?
+        } else {
+            req.send(payload)
+                .map_err(|e| fail(format!("POST {url}: {e}")))?
+        };
         let status = resp.status().as_u16();
         match status {
             200..=299 => Ok(()),

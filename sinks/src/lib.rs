@@ -20,7 +20,7 @@ pub fn open(d: &Destination) -> Arc<dyn Transport> {
     match &d.endpoint {
         Endpoint::Udp { host, port } => Arc::new(udp::Udp::new(name, host, *port)),
         Endpoint::Tcp { host, port } => Arc::new(tcp::Tcp::new(name, host, *port)),
-        Endpoint::Http { url } => Arc::new(http::Http::new(name, url)),
+        Endpoint::Http { url, gzip } => Arc::new(http::Http::new(name, url, *gzip)),
         Endpoint::Nats {
             host,
             port,
@@ -141,7 +141,12 @@ mod tests {
         let port = l.local_addr().expect("addr").port();
         let server = std::thread::spawn(move || {
             let mut bodies = Vec::new();
-            for status in ["200 OK", "503 Service Unavailable", "413 Payload Too Large"] {
+            for status in [
+                "200 OK",
+                "503 Service Unavailable",
+                "413 Payload Too Large",
+                "200 OK",
+            ] {
                 let (mut c, _) = l.accept().expect("accept");
                 let mut req = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -171,7 +176,19 @@ mod tests {
                             .map(|v| v.trim().to_string())
                     })
                     .unwrap_or_default();
-                bodies.push(format!("{ctype} {}", String::from_utf8_lossy(&req[head..])));
+                let gzip = text
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case("content-encoding: gzip"));
+                let body = if gzip {
+                    let mut out = String::new();
+                    flate2::read::GzDecoder::new(&req[head..])
+                        .read_to_string(&mut out)
+                        .expect("gzip body");
+                    format!("(gzip {} bytes) {out}", len)
+                } else {
+                    String::from_utf8_lossy(&req[head..]).into_owned()
+                };
+                bodies.push(format!("{ctype} {body}"));
                 let _ = write!(
                     c,
                     "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -192,13 +209,25 @@ mod tests {
             e.to_string().contains("answered 413") && !e.transient(),
             "a 4xx is for good: {e}"
         );
+        // http+gzip://: the same body, compressed, with its encoding said.
+        let big = "{\"x\":4}\n".repeat(1000);
+        dest(&format!("http+gzip://127.0.0.1:{port}/ingest"))
+            .send(big.as_bytes(), "application/x-ndjson", t)
+            .expect("200");
+        let got = server.join().expect("server");
         assert_eq!(
-            server.join().expect("server"),
+            got[..3],
             [
                 "application/x-ndjson {\"x\":1}\n",
                 "text/plain {\"x\":2}\n",
                 "text/plain {\"x\":3}\n"
             ]
         );
+        let gz: usize = got[3]
+            .strip_prefix("application/x-ndjson (gzip ")
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}", got[3]));
+        assert!(gz < big.len() / 20, "{gz} bytes for {}", big.len());
+        assert!(got[3].ends_with(&big), "{}", &got[3][..80]);
     }
 }

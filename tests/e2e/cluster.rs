@@ -51,6 +51,14 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
     let m: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(m["schema"]["from"], 0, "{m}");
     let insert = m["insert_url"].as_str().expect("insert_url").to_string();
+    // The URL the server tells agents to use compresses each insert; one agent uses it, the
+    // other the plain insert URL, and ClickHouse must hold both agents' flows alike.
+    let gzip = m["sink_url"].as_str().expect("sink_url").to_string();
+    assert!(gzip.starts_with("http+gzip://"), "{m}");
+    assert!(
+        m["agent_sink"].as_str().is_some_and(|s| s.contains(&gzip)),
+        "{m}"
+    );
 
     let base = now_ms() - 600_000;
     let mut agents = Vec::new();
@@ -70,7 +78,10 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
         assert_eq!(code, 0, "{o}{e}");
         let (code, o, e) = crate::plugins::weir(&root.join("data"), &["install", "bundled:sankey"]);
         assert_eq!(code, 0, "{o}{e}");
-        let sink = format!("clickhouse={insert}");
+        let sink = format!(
+            "clickhouse={}",
+            if node == "node-a" { &gzip } else { &insert }
+        );
         let a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
         wait_feed(&a, "clickhouse-export");
         let (s, v) = a.post(
