@@ -428,10 +428,17 @@ fn spike_lane(volume: &Volume, from: u64, step: u64, max_items: usize) -> Option
         return None;
     }
     let n = volume.bytes.len();
-    let mut counts = vec![0; n];
+    let mut counts: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
     let mut items = vec![];
     for s in &found {
-        counts[((s.from_ms - from) / step) as usize] += 1;
+        let k = (((s.from_ms - from) / step) as usize).min(n.saturating_sub(1));
+        if let Some(c) = counts
+            .entry(s.severity())
+            .or_insert_with(|| vec![0; n])
+            .get_mut(k)
+        {
+            *c += 1;
+        }
         items.push(Item {
             time_ms: s.from_ms,
             end_ms: Some(s.to_ms),
@@ -448,12 +455,21 @@ fn spike_lane(volume: &Volume, from: u64, step: u64, max_items: usize) -> Option
         });
     }
     let total = items.len() as u64;
-    items.truncate(max_items);
+    // Past `max_items`, the most severe are listed (as in the other lanes), in time order.
+    if items.len() > max_items {
+        items.sort_by(|a, b| {
+            rank(b.severity)
+                .cmp(&rank(a.severity))
+                .then(a.time_ms.cmp(&b.time_ms))
+        });
+        items.truncate(max_items);
+        items.sort_by_key(|i| i.time_ms);
+    }
     Some(Lane {
         id: "spikes".into(),
         title: "Volume spikes and quiet gaps".into(),
         total,
-        counts: BTreeMap::from([(found[0].severity(), counts)]),
+        counts,
         truncated: total > max_items as u64,
         items,
     })
