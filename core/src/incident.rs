@@ -551,8 +551,10 @@ pub fn export_to<W: Write>(
             serde_json::to_writer(&mut flows, f).map_err(std::io::Error::other)?;
             flows.write_all(b"\n")?;
         }
+        too_large(flows.len)?;
     }
     counts.insert("flows".into(), n as u64);
+    let flows_len = flows.len;
     spooled.insert("flows.ndjson".into(), flows.finish()?);
 
     let mut records = Spool::new(spool_dir)?;
@@ -565,7 +567,8 @@ pub fn export_to<W: Write>(
             }
             let written = serde_json::to_writer(&mut records, &s)
                 .map_err(std::io::Error::other)
-                .and_then(|()| records.write_all(b"\n"));
+                .and_then(|()| records.write_all(b"\n"))
+                .and_then(|()| too_large(flows_len + records.len).map_err(std::io::Error::other));
             match written {
                 Ok(()) => nrec += 1,
                 Err(e) => bad = Some(e),
@@ -573,9 +576,14 @@ pub fn export_to<W: Write>(
         })?;
     }
     if let Some(e) = bad {
-        return Err(e.into());
+        // The limit, said as itself.
+        return Err(match e.downcast::<IncidentError>() {
+            Ok(inc) => inc,
+            Err(e) => e.into(),
+        });
     }
     counts.insert("records".into(), nrec);
+    let records_len = records.len;
     spooled.insert("records.ndjson".into(), records.finish()?);
 
     let mut alerts = AlertsPart::default();
@@ -614,7 +622,11 @@ pub fn export_to<W: Write>(
     members.insert("settings.json".into(), pretty(&src.settings)?);
     for p in members.keys() {
         check_path(p)?;
+        if p == MANIFEST || p == SIGNATURE {
+            return Err(IncidentError::Corrupt(format!("{p} is a reserved member")));
+        }
     }
+    too_large(flows_len + records_len + members.values().map(|b| b.len() as u64).sum::<u64>())?;
 
     let mut listed: Vec<Member> = members
         .iter()
@@ -657,6 +669,17 @@ pub fn export_to<W: Write>(
     }
     tar.into_inner()?.finish()?.flush()?;
     Ok(manifest)
+}
+
+/// Refuses an export past what a reader takes ([`MAX_INFLATED`]), before it fills the disk.
+fn too_large(bytes: u64) -> Result<(), IncidentError> {
+    if bytes > MAX_INFLATED {
+        return Err(IncidentError::TooLarge(format!(
+            "the incident would inflate past {} GiB, more than weir reads back: narrow it with a filter or a shorter window",
+            MAX_INFLATED >> 30
+        )));
+    }
+    Ok(())
 }
 
 /// [`export_to`] an unnamed file in `spool_dir` (gone when closed), rewound: the file, its

@@ -629,6 +629,8 @@ impl Registry {
                 std::fs::rename(&target, &old)?;
                 std::fs::rename(&staging, &target)?;
                 let _ = std::fs::remove_dir_all(&old);
+                // The tape copied while the old instance may have been appending.
+                crate::tape::forget(&target);
             } else {
                 std::fs::rename(&staging, &target)?;
             }
@@ -834,6 +836,7 @@ impl Registry {
             )));
         }
         std::fs::remove_dir_all(&d)?;
+        crate::tape::forget(&d);
         self.sync();
         Ok(())
     }

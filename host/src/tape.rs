@@ -85,6 +85,13 @@ fn shared_size(path: &Path) -> SizeCell {
     cells.entry(path.to_path_buf()).or_default().clone()
 }
 
+/// Forgets what this process knows of the tape in `dir` (its file was replaced or removed:
+/// an upgrade, a removal): the next append reads the file again, cutting a torn tail.
+pub fn forget(dir: &Path) {
+    let cell = shared_size(&dir.join(TAPE_FILE));
+    *crate::lock(&cell) = None;
+}
+
 /// A plugin's tape.
 pub struct Tape {
     path: PathBuf,

@@ -124,29 +124,36 @@ fn file_chunks(
     mut file: std::fs::File,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Vec<u8>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
+        // A client that takes no chunk for this long is given up on: the thread and the
+        // unnamed file are released (the connection ends short of its Content-Length).
+        let send = |x| rt.block_on(tx.send_timeout(x, STALLED_CLIENT));
         loop {
             let mut buf = vec![0u8; 1 << 16];
             let sent = match file.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
                     buf.truncate(n);
-                    tx.blocking_send(Ok(buf))
+                    send(Ok(buf))
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = send(Err(e));
                     return;
                 }
             };
             if sent.is_err() {
-                // The client went away.
+                // The client went away, or stalled.
                 return;
             }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+/// How long a download may take no bytes before it is given up on.
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Requests that only compute (plugin views, policy questions) pass a read-only agent;
 /// anything else that is not a read is refused.

@@ -9,6 +9,8 @@ const COLORS = { info: "#4c78a8", warning: "#f2a93b", critical: "#d62728" };
 const RANGES = [["-15m", "15 min"], ["-1h", "1 h"], ["-6h", "6 h"], ["-24h", "24 h"], ["-7d", "7 d"]];
 
 const iso = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+// Milliseconds kept: a spike's edges are bucket edges, which a relative range puts mid-second.
+const isoMs = (ms) => new Date(ms).toISOString();
 
 export async function timelinePage(main, q, go) {
   const hidden = new Set((q.get("hide") || "").split(",").filter(Boolean));
@@ -42,10 +44,11 @@ export async function timelinePage(main, q, go) {
     return;
   }
   const span = Math.max(1, t.to_ms - t.from_ms);
-  const setRange = (from, to) => nav({ from: iso(Math.round(from)), to: iso(Math.round(to)), sel: "" });
+  // A new range drops a step given in the URL (it was for the old range's width).
+  const setRange = (from, to) => nav({ from: iso(Math.round(from)), to: iso(Math.round(to)), sel: "", step: "" });
   main.querySelector("#tl-apply").onclick = () => nav({ filter: main.querySelector("#tl-filter").value });
   main.querySelector("#tl-filter").addEventListener("keydown", (e) => { if (e.key === "Enter") main.querySelector("#tl-apply").click(); });
-  main.querySelectorAll("[data-range]").forEach((b) => { b.onclick = () => nav({ from: b.dataset.range, to: "", sel: "" }); });
+  main.querySelectorAll("[data-range]").forEach((b) => { b.onclick = () => nav({ from: b.dataset.range, to: "", sel: "", step: "" }); });
   main.querySelector("#tl-in").onclick = () => setRange(t.from_ms + span / 4, t.to_ms - span / 4);
   main.querySelector("#tl-out").onclick = () => setRange(t.from_ms - span / 2, Math.min(Date.now(), t.to_ms + span / 2));
   main.querySelector("#tl-left").onclick = () => setRange(t.from_ms - span / 2, t.to_ms - span / 2);
@@ -127,7 +130,7 @@ export async function timelinePage(main, q, go) {
     // A spike or gap is the volume itself: its flows are the timeline's, during it, largest first.
     const volume = it.source === "weir" && (it.kind === "spike" || it.kind === "gap");
     const flows = volume
-      ? `<a id="tl-flows" href="#/flows?${new URLSearchParams({ from: iso(it.time_ms), to: iso(it.end_ms || it.time_ms), filter: q.get("filter") || "", sort: "-Bytes" })}">the flows behind it</a>`
+      ? `<a id="tl-flows" href="#/flows?${new URLSearchParams({ from: isoMs(it.time_ms), to: isoMs(it.end_ms || it.time_ms), filter: q.get("filter") || "", sort: "-Bytes" })}">the flows behind it</a>`
       : it.flow_filter
       ? `<a id="tl-flows" href="#/flows?${new URLSearchParams({ ...around, filter: it.flow_filter })}">the flows behind it</a>`
       : `<span class="muted">no flows named</span>`;
