@@ -78,6 +78,17 @@ pub struct Member {
     pub bytes: u64,
 }
 
+impl Member {
+    /// The manifest's line for a member held in memory.
+    fn of(path: &str, bytes: &[u8]) -> Member {
+        Member {
+            path: path.to_string(),
+            sha256: sha256_hex(bytes),
+            bytes: bytes.len() as u64,
+        }
+    }
+}
+
 /// `incident.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,14 +262,7 @@ impl Incident {
                 return Err(IncidentError::Corrupt(format!("{p} is a reserved member")));
             }
         }
-        manifest.members = members
-            .iter()
-            .map(|(path, b)| Member {
-                path: path.clone(),
-                sha256: sha256_hex(b),
-                bytes: b.len() as u64,
-            })
-            .collect();
+        manifest.members = members.iter().map(|(p, b)| Member::of(p, b)).collect();
         let manifest_raw = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| IncidentError::Manifest(e.to_string()))?;
         Ok(Incident {
@@ -630,11 +634,7 @@ pub fn export_to<W: Write>(
 
     let mut listed: Vec<Member> = members
         .iter()
-        .map(|(path, b)| Member {
-            path: path.clone(),
-            sha256: sha256_hex(b),
-            bytes: b.len() as u64,
-        })
+        .map(|(p, b)| Member::of(p, b))
         .chain(spooled.iter().map(|(path, s)| Member {
             path: path.clone(),
             sha256: s.sha256.clone(),

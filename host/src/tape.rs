@@ -192,8 +192,6 @@ impl Tape {
         };
         let mut size = crate::lock(bytes);
         let written = (|| -> std::io::Result<u64> {
-            let mut line = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
-            line.push(b'\n');
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -204,16 +202,15 @@ impl Tape {
                 Some(s) => s,
                 None => self.cut_torn_tail(&f)?,
             };
-            let appended = f
-                .write_all(&line)
-                .and_then(|()| f.write_all(&resp.body))
-                .and_then(|()| f.write_all(b"\n"));
-            if let Err(e) = appended {
-                // Half an entry would hide every later one: put the file back as it was.
-                let _ = f.set_len(before);
-                return Err(e);
-            }
-            let now = before + line.len() as u64 + resp.body.len() as u64 + 1;
+            let appended = write_entry(&mut f, &header, &resp.body);
+            let now = match appended {
+                Ok(n) => before + n,
+                Err(e) => {
+                    // Half an entry would hide every later one: put the file back as it was.
+                    let _ = f.set_len(before);
+                    return Err(e);
+                }
+            };
             if now > MAX_TAPE_BYTES {
                 return self.compact();
             }
@@ -277,11 +274,20 @@ pub fn to_bytes(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
 }
 
 fn encode(e: &Entry) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(&e.header).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(e.body.len() + 256);
+    write_entry(&mut out, &e.header, &e.body)?;
+    Ok(out)
+}
+
+/// One entry as the file holds it (the only place its framing is written): the header's
+/// JSON line, the body, a newline. Returns the bytes written.
+fn write_entry(w: &mut impl Write, header: &Header, body: &[u8]) -> std::io::Result<u64> {
+    let mut line = serde_json::to_vec(header).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    line.extend_from_slice(&e.body);
-    line.push(b'\n');
-    Ok(line)
+    w.write_all(&line)?;
+    w.write_all(body)?;
+    w.write_all(b"\n")?;
+    Ok((line.len() + body.len() + 1) as u64)
 }
 
 /// The entries of a tape, and the offset of a torn or unreadable entry that ended it.

@@ -252,24 +252,7 @@ fn what_changed_names_the_series_that_moved_with_a_burst_and_not_the_others() {
             .is_err(),
         "prometheus still up"
     );
-    let replay_dir = dir.path().join("replay");
-    let rport = free_port();
-    let log = dir.path().join("replay.log");
-    let child = Command::new(crate::util::WEIR)
-        .args([
-            "incident",
-            "open",
-            incident.to_str().expect("path"),
-            "--data-dir",
-            replay_dir.join("data").to_str().expect("path"),
-            "--listen",
-            &format!("127.0.0.1:{rport}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("weir incident open");
-    let b = Agent::adopt(child, rport, &replay_dir, log);
+    let b = Agent::replay(&incident, &dir.path().join("replay"), &[]);
     let (code, out, err) = run_on(&b, &["--filter", &ns_filter]);
     assert_eq!(code, 0, "{err}\n{out}\n{}", b.log_text());
     let replayed: Value = serde_json::from_str(&out).expect("replayed JSON");

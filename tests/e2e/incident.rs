@@ -6,10 +6,10 @@
 //! changed after export (a member, the manifest behind a signature), stripped of their
 //! signature, or truncated, are refused with the problem named, and nothing is written.
 
-use crate::util::{Agent, WEIR, free_port, now_ms};
+use crate::util::{Agent, WEIR, now_ms};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn weir(args: &[&str], data: Option<&Path>) -> (i32, String, String) {
@@ -254,26 +254,15 @@ fn an_incident_replays_byte_for_byte_elsewhere_and_a_changed_file_is_refused() {
 
     // Open it elsewhere: a fresh data dir, trusted keys required.
     let replay_dir = dir.path().join("replay");
-    let port = free_port();
-    let log = dir.path().join("replay.log");
-    let child = Command::new(WEIR)
-        .args([
-            "incident",
-            "open",
-            file.to_str().expect("p"),
-            "--data-dir",
-            replay_dir.join("data").to_str().expect("p"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    let b = Agent::replay(
+        &file,
+        &replay_dir,
+        &[
             "--trusted-keys",
             keys.to_str().expect("p"),
             "--require-signature",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("weir incident open");
-    let b = Agent::adopt(child, port, &replay_dir, log);
+        ],
+    );
     let replayed = views(&b, from, to);
     for ((path, s1, b1), (_, s2, b2)) in original.iter().zip(&replayed) {
         assert_eq!(s1, s2, "{path}");

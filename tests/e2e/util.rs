@@ -134,6 +134,27 @@ impl Agent {
 
     /// An agent started some other way (`weir incident open`), serving on `port` and logging
     /// to `log`; waits until it answers.
+    /// `weir incident open FILE` on a fresh data dir under `dir` (`dir/data`, its log in
+    /// `dir/replay.log`), with `extra` arguments; up when this returns.
+    pub fn replay(file: &Path, dir: &Path, extra: &[&str]) -> Agent {
+        let port = free_port();
+        let log = dir.join("replay.log");
+        std::fs::create_dir_all(dir).expect("replay dir");
+        let child = Command::new(WEIR)
+            .arg("incident")
+            .arg("open")
+            .arg(file)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("weir incident open");
+        Agent::adopt(child, port, dir, log)
+    }
+
     pub fn adopt(child: Child, port: u16, dir: &Path, log: PathBuf) -> Agent {
         let mut a = Agent {
             child: Some(child),

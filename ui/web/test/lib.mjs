@@ -6,6 +6,9 @@ export function check(cond, msg) {
   if (!cond) throw new Error("check failed: " + msg);
 }
 
+/// The query parameters of a location hash (`#/flows?from=...`).
+export const params = (hash) => new URLSearchParams(hash.split("?")[1] || "");
+
 /// `ready(name, t)`: waits until the page says it has drawn the current hash, saves a
 /// screenshot `name` into `shots` and prints the time since `t`.
 export function readiness(page, shots) {

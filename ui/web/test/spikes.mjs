@@ -5,13 +5,12 @@
 // The burst is drawn as a spike (5 s buckets, the step in the URL); clicking it shows its
 // details, and its link opens the flows page over exactly the spike's range, largest first,
 // where the burst's iperf3 flow (port 5201) comes first.
-import { check, launch, readiness } from "./lib.mjs";
+import { check, launch, params, readiness } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
 const shots = process.env.WEIR_SHOTS;
 mkdirSync(shots, { recursive: true });
-const params = (hash) => new URLSearchParams(hash.split("?")[1] || "");
 
 const { browser, page, errors } = await launch();
 try {

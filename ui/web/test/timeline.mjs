@@ -3,13 +3,12 @@
 //   WEIR_FROM   WEIR_TO  the range to open (ISO times)
 //   WEIR_SHOTS  where screenshots go
 // Exits non-zero with a message on the first failed check; prints first-render times.
-import { check, launch, readiness } from "./lib.mjs";
+import { check, launch, params, readiness } from "./lib.mjs";
 import { mkdirSync, readFileSync } from "node:fs";
 
 const url = process.env.WEIR_URL;
 const shots = process.env.WEIR_SHOTS;
 mkdirSync(shots, { recursive: true });
-const params = (hash) => new URLSearchParams(hash.split("?")[1] || "");
 
 const { browser, page, errors } = await launch();
 try {
