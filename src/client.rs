@@ -382,15 +382,19 @@ pub struct FilterArgs {
 #[derive(clap::Subcommand, Debug)]
 enum FilterAction {
     /// Show the operator's rules, in the order they are tried (plugins granted
-    /// capture-control add theirs after them: `weir status` lists every rule in force).
+    /// capture-control add theirs after them, their `sample` rules before: `weir status`
+    /// lists every rule in force).
     List {
         #[arg(long)]
         json: bool,
     },
     /// Replace the rules, e.g. `weir filter set "accept cidr=10.0.0.0/8" "reject ports=22"`.
     /// Keys: cidr, peer_cidr, proto, ports (80 or 80-90), direction (ingress, egress),
-    /// tcp_flags (SYN,RST), drops_only, sampling. The first matching rule decides; with any
-    /// accept rule, traffic no rule matches is left out.
+    /// tcp_flags (SYN,RST), drops_only, sampling. The first matching accept or reject rule
+    /// decides; with any accept rule, traffic no rule matches is left out. A `sample` rule
+    /// decides nothing: the first that matches samples what is kept 1 in its `sampling`
+    /// (when that is more than the deciding rule's), e.g. `sample proto=udp ports=5201
+    /// sampling=10`; one without `sampling` before it exempts what it matches.
     Set {
         #[arg(required = true, value_name = "RULE")]
         rules: Vec<String>,

@@ -77,6 +77,12 @@ pub enum FilterAction {
     #[default]
     Accept,
     Reject,
+    /// Decides nothing about keeping: the first `sample` rule a packet matches sets its 1-in-N
+    /// (`sampling=N`; 0 or 1: no more than the agent's), and the other rules then decide as if
+    /// it were not there. A packet kept is sampled at the higher of that and what the deciding
+    /// rule (or the agent) says, so a `sample` rule only ever samples more; a `sample` rule
+    /// without `sampling` before others exempts what it matches from them.
+    Sample,
 }
 
 /// Which packets a rule looks at, by direction on the interface.
@@ -89,9 +95,10 @@ pub enum FilterDirection {
     Egress,
 }
 
-/// One in-kernel filter rule. Rules are tried in order and the first that matches decides;
-/// when rules exist and none matches, a packet is kept only if no rule accepts (that is, a
-/// list of accept rules is an allow-list, a list of reject rules a deny-list).
+/// One in-kernel filter rule. Rules are tried in order and the first accept or reject rule that
+/// matches decides; when rules exist and none matches, a packet is kept only if no rule accepts
+/// (that is, a list of accept rules is an allow-list, a list of reject rules a deny-list).
+/// `sample` rules never decide: see [`FilterAction::Sample`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterRule {
@@ -131,7 +138,7 @@ pub struct CompiledRule {
     pub proto: u8,
     /// 0 any, 1 ingress, 2 egress.
     pub direction: u8,
-    pub reject: bool,
+    pub action: FilterAction,
     pub drops_only: bool,
     pub sampling: u32,
 }
@@ -185,7 +192,7 @@ impl FilterRule {
     /// Checks the rule and turns it into numbers; the error names the bad part.
     pub fn compile(&self) -> Result<CompiledRule, String> {
         let mut c = CompiledRule {
-            reject: self.action == FilterAction::Reject,
+            action: self.action,
             drops_only: self.drops_only,
             sampling: self.sampling,
             direction: match self.direction {
@@ -232,8 +239,15 @@ impl FilterRule {
             action: match words.next() {
                 Some(w) if w.eq_ignore_ascii_case("accept") => FilterAction::Accept,
                 Some(w) if w.eq_ignore_ascii_case("reject") => FilterAction::Reject,
-                Some(w) => return Err(format!("`{w}`: a rule starts with accept or reject")),
-                None => return Err("empty rule: a rule starts with accept or reject".into()),
+                Some(w) if w.eq_ignore_ascii_case("sample") => FilterAction::Sample,
+                Some(w) => {
+                    return Err(format!(
+                        "`{w}`: a rule starts with accept, reject or sample"
+                    ));
+                }
+                None => {
+                    return Err("empty rule: a rule starts with accept, reject or sample".into());
+                }
             },
             ..Default::default()
         };
@@ -280,6 +294,7 @@ impl FilterRule {
         let mut w = vec![match self.action {
             FilterAction::Accept => "accept".to_string(),
             FilterAction::Reject => "reject".to_string(),
+            FilterAction::Sample => "sample".to_string(),
         }];
         let pairs = [
             ("cidr", &self.cidr),
@@ -333,6 +348,8 @@ mod tests {
             "accept cidr=10.1.0.0/16 peer_cidr=10.2.0.1 proto=tcp ports=80-90 tcp_flags=SYN direction=ingress sampling=10",
             "reject ports=22",
             "accept drops_only",
+            "sample proto=udp ports=5201 sampling=8",
+            "sample proto=tcp ports=5201 tcp_flags=SYN,RST",
         ] {
             let r = FilterRule::parse(text).unwrap();
             assert_eq!(FilterRule::parse(&r.text()).unwrap(), r, "{text}");
@@ -368,13 +385,13 @@ mod tests {
             .unwrap()
             .compile()
             .unwrap();
-        assert!(d.reject && d.drops_only);
+        assert!(d.action == FilterAction::Reject && d.drops_only);
     }
 
     #[test]
     fn bad_rules_name_the_part() {
         let e = |t: &str| FilterRule::parse(t).unwrap_err();
-        assert!(e("allow").contains("accept or reject"));
+        assert!(e("allow").contains("accept, reject or sample"));
         assert!(e("accept cidr=10.0.0.0/40").contains("cidr: prefix /40"));
         assert!(e("accept cidr=banana").contains("not an IP"));
         assert!(e("accept ports=90-80").contains("reversed"));

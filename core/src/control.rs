@@ -4,7 +4,9 @@
 //!
 //! - the operator's rules (`--filter`, `PUT /api/v1/capture/filters`) always come first; each
 //!   controlling plugin's rules follow, in plugin-name order (the first matching rule decides,
-//!   so the operator's win);
+//!   so the operator's win); the plugins' `sample` rules go before all of them, since they
+//!   decide nothing about what is kept and only ever sample more (see
+//!   [`FilterAction::Sample`]), so they apply under an operator's allow-list too;
 //! - a plugin acts only within the bounds of its grant ([`Bounds`]: how many rules, which
 //!   actions, inside which networks, which sampling range), and at most [`BURST`] changes at
 //!   once, then one every [`REFILL`];
@@ -30,8 +32,8 @@ pub const REFILL: Duration = Duration::from_secs(2);
 pub const KEEP_CHANGES: usize = 50;
 
 /// What a grant of `capture-control` allows, from its scope entries: `rules=N` (at most N
-/// rules; none without it), `action=accept` / `action=reject` (the actions allowed; both
-/// without any), `cidr=NET` (every rule's `cidr` inside one of them; any without any),
+/// rules; none without it), `action=accept` / `action=reject` / `action=sample` (the actions
+/// allowed; all without any), `cidr=NET` (every rule's `cidr` inside one of them; any without any),
 /// `sampling=MIN-MAX` (the 1-in-N range; no sampling changes without it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bounds {
@@ -78,7 +80,7 @@ impl Bounds {
     fn add(&mut self, entry: &str) -> Result<(), String> {
         let bad = |why: &str| {
             Err(format!(
-                "scope entry {:?}: {why} (write rules=N, action=accept|reject, cidr=NET or sampling=MIN-MAX)",
+                "scope entry {:?}: {why} (write rules=N, action=accept|reject|sample, cidr=NET or sampling=MIN-MAX)",
                 entry.chars().take(100).collect::<String>()
             ))
         };
@@ -93,7 +95,8 @@ impl Bounds {
             "action" => match v.trim() {
                 "accept" => self.actions.push(FilterAction::Accept),
                 "reject" => self.actions.push(FilterAction::Reject),
-                _ => return bad("action must be accept or reject"),
+                "sample" => self.actions.push(FilterAction::Sample),
+                _ => return bad("action must be accept, reject or sample"),
             },
             "cidr" => match crate::schema::parse_network(v.trim()) {
                 Ok(n) => self.cidrs.push(n),
@@ -280,10 +283,17 @@ struct State {
 }
 
 impl State {
+    /// The plugins' `sample` rules, then the operator's rules, then the plugins' others.
     fn rules_in_force(&self) -> Vec<FilterRule> {
-        let mut all = self.operator_rules.clone();
+        let sample = |r: &&FilterRule| r.action == FilterAction::Sample;
+        let mut all: Vec<FilterRule> = self
+            .holds
+            .values()
+            .flat_map(|h| h.rules.iter().filter(sample).cloned())
+            .collect();
+        all.extend(self.operator_rules.iter().cloned());
         for h in self.holds.values() {
-            all.extend(h.rules.iter().cloned());
+            all.extend(h.rules.iter().filter(|r| !sample(r)).cloned());
         }
         all
     }
@@ -682,6 +692,47 @@ mod tests {
             .set_plugin_rules("q", rules(&["reject ports=1"]), &wide)
             .unwrap_err();
         assert!(matches!(e, ControlError::RateLimited { .. }), "{e}");
+    }
+
+    #[test]
+    fn sample_rules_go_first_and_never_make_an_allow_list() {
+        let cap = Arc::new(Recorder::default());
+        let g = GuardedCapture::new(cap.clone(), None);
+        let b = Bounds::parse(&["rules=3", "action=sample", "sampling=2-100"].map(String::from))
+            .unwrap();
+        // Beside an operator's allow-list: the sample rules go before it (they decide
+        // nothing), the operator's rules still decide what is kept.
+        g.set_filters(rules(&["accept cidr=10.0.0.0/8"])).unwrap();
+        g.set_plugin_rules(
+            "ctl",
+            rules(&[
+                "sample proto=tcp ports=5201 tcp_flags=SYN,RST",
+                "sample proto=tcp ports=5201 sampling=7",
+            ]),
+            &b,
+        )
+        .unwrap();
+        assert_eq!(
+            texts(&cap),
+            [
+                "sample proto=tcp ports=5201 tcp_flags=SYN,RST",
+                "sample proto=tcp ports=5201 sampling=7",
+                "accept cidr=10.0.0.0/8"
+            ]
+        );
+        // Without an operator allow-list a sample rule is no accept rule: allowed.
+        g.set_filters(rules(&["reject ports=22"])).unwrap();
+        assert_eq!(texts(&cap)[2], "reject ports=22");
+        // The grant's bounds hold: its action, its sampling range.
+        let e = g
+            .set_plugin_rules("ctl", rules(&["reject ports=9"]), &b)
+            .unwrap_err();
+        assert!(e.to_string().contains("action=sample"), "{e}");
+        let e = g
+            .set_plugin_rules("ctl", rules(&["sample ports=9 sampling=1000"]), &b)
+            .unwrap_err();
+        assert!(e.to_string().contains("sampling=2-100"), "{e}");
+        assert!(Bounds::check_entry("action=sometimes").is_err());
     }
 
     fn rules(texts: &[&str]) -> Vec<FilterRule> {

@@ -87,9 +87,10 @@ pub struct FilterRuleRecord {
     pub sampling: u32,
 }
 
-/// `WEIR_FILTER_ACCEPT` / `WEIR_FILTER_REJECT`.
+/// `WEIR_FILTER_ACCEPT` / `WEIR_FILTER_REJECT` / `WEIR_FILTER_SAMPLE`.
 pub const FILTER_ACCEPT: u8 = 0;
 pub const FILTER_REJECT: u8 = 1;
+pub const FILTER_SAMPLE: u8 = 2;
 /// `WEIR_MAX_FILTERS`.
 pub const MAX_FILTERS: usize = 16;
 /// `WEIR_DNS_MAX`.

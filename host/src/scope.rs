@@ -2,7 +2,7 @@
 //! meaning depends on the capability (for `outbound-http`: `host:port` or `host:*`; for
 //! `k8s-objects`: a Kubernetes kind such as `NetworkPolicy`, or `*`, never `Secret`; for
 //! `probe`: `from:NETNS` / `from:host` / `from:*` and `to:CIDR` / `to:*`; for `capture-control`:
-//! bounds, `rules=N`, `action=accept|reject`, `cidr=NET`, `sampling=MIN-MAX`; for `sink`:
+//! bounds, `rules=N`, `action=accept|reject|sample`, `cidr=NET`, `sampling=MIN-MAX`; for `sink`:
 //! destination names the operator gave with `--sink`, or `*`). A scoped
 //! capability granted with an empty scope reaches nothing; anything outside the scope is
 //! refused with a message naming it.

@@ -419,3 +419,208 @@ fn shadow_mode_changes_nothing_and_says_what_it_would_do() {
         assert!(metrics.contains(want), "{want} not in\n{metrics}");
     }
 }
+
+#[test]
+fn heavy_classes_are_sampled_in_the_kernel_with_syn_and_rst_exempt() {
+    require(&["python3", "iperf3", "ethtool"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::alone(81);
+    // B's end segments what A sends (no TSO/GSO/GRO on it), so B receives, and acknowledges,
+    // one skb a segment: thousands of packets a second for the kernel program, most of the
+    // class's cost.
+    for (ns, ifname) in [(&pair.ns_a, &pair.a_if), (&pair.ns_b, &pair.b_if)] {
+        sh(&format!(
+            "ip netns exec {ns} ethtool -K {ifname} tso off gso off gro off"
+        ));
+    }
+    // A second address on B where nothing listens: connects to it get a RST.
+    let refuser = "198.18.81.3";
+    let mac_b = sh(&format!(
+        "ip netns exec {} cat /sys/class/net/{}/address",
+        pair.ns_b, pair.b_if
+    ));
+    sh(&format!(
+        "ip -n {} addr add {refuser}/24 dev {} && ip -n {} neigh replace {refuser} lladdr {} dev {} nud permanent",
+        pair.ns_b,
+        pair.b_if,
+        pair.ns_a,
+        mac_b.trim(),
+        pair.a_if
+    ));
+    // A budget no flow rate here reaches: only the kernel part acts.
+    install_controller(
+        &dir.path().join("data"),
+        &["budget=1000000", "interval_s=2", "kernel_pps=4000"],
+    );
+    let a = agent_with(&pair, dir.path(), &["--no-dedup"]);
+    sh(&format!(
+        "ip netns exec {} iperf3 -s -1 -D -B {}",
+        pair.ns_b, pair.b4
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    a.flush();
+    let t0 = now_ms();
+    let before_a = Pair::stats(&pair.ns_a, &pair.a_if);
+    let before_b = Pair::stats(&pair.ns_b, &pair.b_if);
+    let bulk = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &pair.ns_a, "iperf3", "-c", &pair.b4, "-t", "14", "-b", "40M", "-J",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("iperf3");
+    // Once the class is sampled in the kernel: connection attempts on its port, each refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rule = loop {
+        let st = a.ok("/api/v1/status", &[]);
+        let filters = st["capture"]["filters"].clone();
+        let texts: Vec<String> = filters
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                serde_json::from_value::<weir_core::capture::FilterRule>(r.clone()).ok()
+            })
+            .map(|r| r.text())
+            .collect();
+        if let Some(t) = texts
+            .iter()
+            .find(|t| t.starts_with("sample proto=tcp ports=5201 sampling="))
+        {
+            assert!(
+                texts.contains(&"sample proto=tcp ports=5201 tcp_flags=SYN,RST".to_string()),
+                "SYN and RST exempt before the class: {texts:?}"
+            );
+            break t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kernel sampling rule: {st:#}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let n: u64 = rule
+        .rsplit('=')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("sampling");
+    assert!(n >= 2, "{rule}");
+    let refused = sh(&format!(
+        "ip netns exec {} python3 -c \"
+import socket
+ports = []
+for _ in range(30):
+    s = socket.socket()
+    s.settimeout(2)
+    s.bind(('{}', 0))
+    p = s.getsockname()[1]
+    try:
+        s.connect(('{refuser}', 5201))
+    except ConnectionRefusedError:
+        ports.append(p)
+    s.close()
+print(' '.join(map(str, ports)))
+\"",
+        pair.ns_a, pair.a4
+    ));
+    let refused: Vec<u64> = refused
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(refused.len(), 30, "every attempt refused: {refused:?}");
+    let out = bulk.wait_with_output().expect("iperf3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let delta_a = Pair::stats(&pair.ns_a, &pair.a_if).delta(&before_a);
+    let delta_b = Pair::stats(&pair.ns_b, &pair.b_if).delta(&before_b);
+    let t_end = now_ms();
+    a.flush();
+
+    // Fewer packets left the kernel, counted; the change is kept with who made it.
+    let st = a.ok("/api/v1/status", &[]);
+    let sampled_out = st["capture"]["counters"]["kernel_sampled_out"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(sampled_out > 1000, "{:#}", st["capture"]["counters"]);
+    assert!(
+        a.records("capture-change").iter().any(|r| {
+            r["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("sample proto=tcp ports=5201 sampling=")
+                && r.to_string().contains("sampling-controller")
+        }),
+        "{:#?}",
+        a.records("capture-change")
+    );
+
+    // Every refused attempt is stored: its SYN (A to the refuser) and the RST it got back,
+    // each at 1:1 although 1 in {n} of the class's other packets leave the kernel.
+    let attempts = flows(&a, &format!("Addr={refuser} and Port=5201"), t0);
+    for p in &refused {
+        let syn = attempts.iter().any(|f| {
+            f["SrcPort"] == *p
+                && f["DstAddr"] == refuser
+                && f["Flags"].as_u64().unwrap_or(0) & 0x2 != 0
+                && f["Sampling"].as_u64().unwrap_or(0) <= 1
+        });
+        let rst = attempts.iter().any(|f| {
+            f["DstPort"] == *p
+                && f["SrcAddr"] == refuser
+                && f["Flags"].as_u64().unwrap_or(0) & 0x404 != 0
+        });
+        assert!(
+            syn && rst,
+            "port {p}: SYN {syn}, RST {rst} in {attempts:#?}"
+        );
+    }
+
+    // Scaled back, what each end received matches its interface's counters: within four
+    // standard errors of 1-in-N sampling of the skbs that left the kernel, and 0.5 % for the
+    // rest. (Received: one skb a segment; what A sends are GSO skbs of some 30 segments, too
+    // few for a useful bound.)
+    for (ns, ifname, delta) in [
+        (&pair.ns_b, &pair.b_if, &delta_b),
+        (&pair.ns_a, &pair.a_if, &delta_a),
+    ] {
+        let on_if = format!("NetNs={ns} and Interface={ifname} and IfDirection=0");
+        let bulk = flows(&a, &format!("{on_if} and Port=5201"), t0);
+        let kept: u64 = bulk
+            .iter()
+            .filter(|f| f["Sampling"].as_u64().unwrap_or(0) > 1)
+            .map(|f| f["Skbs"].as_u64().unwrap_or(0))
+            .sum();
+        // B receives thousands a second; A, B's acknowledgements (a few hundred in all).
+        assert!(kept > 100, "{ifname}: {kept} sampled skbs kept");
+        // The highest 1 in N the class had (the controller may retune it as rates move).
+        let n = bulk
+            .iter()
+            .filter_map(|f| f["Sampling"].as_u64())
+            .max()
+            .unwrap_or(n)
+            .max(n);
+        let bound = 4.0 * ((n - 1) as f64 / kept as f64).sqrt() + 0.005;
+        let g = total(&a, &on_if, t0, t_end + 5000)["total"].clone();
+        for (m, want) in [("bytes", delta.rx_bytes), ("packets", delta.rx_packets)] {
+            let got = g[m].as_f64().unwrap_or(0.0);
+            let err = (got - want as f64).abs() / want as f64;
+            eprintln!(
+                "{ifname} received {m}: off by {err:.4}, bound {bound:.4} (1 in {n}, {kept} skbs kept)"
+            );
+            assert!(
+                err < bound,
+                "{ifname} received {m}: {got} vs the interface's {want} ({err:.4}, bound {bound:.4}, 1 in {n}, {kept} skbs kept)"
+            );
+        }
+        // The kernel let through about 1 in N of the class's skbs.
+        assert!(
+            (kept as f64) < delta.rx_packets as f64 * 0.75,
+            "{ifname}: {kept} skbs kept of {}",
+            delta.rx_packets
+        );
+    }
+}

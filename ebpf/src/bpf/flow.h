@@ -92,10 +92,14 @@ struct weir_config {
 
 #define WEIR_FILTER_ACCEPT 0
 #define WEIR_FILTER_REJECT 1
+#define WEIR_FILTER_SAMPLE 2
 #define WEIR_MAX_FILTERS 16
 
-/* One in-kernel filter rule (`filters` array). Rules are tried in order; the first that
- * matches decides. Addresses are IPv6 or IPv4-mapped, masks precomputed by user space. */
+/* One in-kernel filter rule (`filters` array). Rules are tried in order; the first accept or
+ * reject rule that matches decides. A sample rule decides nothing: the first that matches
+ * sets the packet's 1-in-N (its `sampling`, 0 = none more), and a kept packet is sampled at
+ * the higher of that and what decided it. Addresses are IPv6 or IPv4-mapped, masks
+ * precomputed by user space. */
 struct filter_rule {
 	__u8 cidr[16];      /* matches when either address is in it */
 	__u8 cidr_mask[16]; /* all zero: any address */
@@ -109,7 +113,7 @@ struct filter_rule {
 	__u8 action;        /* WEIR_FILTER_* */
 	__u8 drops_only;    /* 1: matches dropped packets only (kfree_skb), never at TC */
 	__u16 _pad;
-	__u32 sampling;     /* 1-in-N for what this rule accepts; 0 = the global sampling */
+	__u32 sampling;     /* 1-in-N for what this rule accepts or samples; 0 = the global sampling */
 };
 
 /* Most DNS payload bytes sent to user space per packet. */

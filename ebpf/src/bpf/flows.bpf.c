@@ -10,7 +10,7 @@
  * - tp_btf/kfree_skb adds dropped packets, bytes and the latest drop reason to the flow;
  * - tp_btf/tcp_probe adds the socket's smoothed RTT to the flow;
  * - DNS payloads (port 53) go to user space through `dns_events`;
- * - filter rules (`filters`) accept or reject packets before they are counted.
+ * - filter rules (`filters`) accept, reject or sample packets before they are counted.
  * The tracing programs see every namespace: each copy keeps to the one in `config.netns_ino`.
  */
 #include <linux/bpf.h>
@@ -389,7 +389,10 @@ static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 le
 	v->packets += segs;
 	v->skbs += 1;
 	v->tcp_flags |= flags;
-	v->sampling = sampling;
+	/* The highest 1-in-N of the flow's packets: a packet a sample rule exempts (a SYN, a
+	 * RST) among sampled ones must not make the record's sampled packets count once. */
+	if (sampling > v->sampling)
+		v->sampling = sampling;
 }
 
 /* Adds one skb to its flow in `map`, inserting the flow if new; the ring buffer takes it
@@ -477,6 +480,10 @@ __attribute__((noinline)) int weir_filter(const struct flow_key *k, __u32 flags_
 		return 1;
 	__u16 flags = flags_drop & 0xffff;
 	int is_drop = (flags_drop >> 16) & 1;
+	/* The first matching sample rule's 1-in-N (`sampled` once one matched). */
+	int sampled = 0;
+	__u32 pick = 0;
+	int keep = fallback == WEIR_FILTER_ACCEPT;
 	for (__u32 i = 0; i < WEIR_MAX_FILTERS; i++) {
 		if (i >= count)
 			break;
@@ -484,15 +491,25 @@ __attribute__((noinline)) int weir_filter(const struct flow_key *k, __u32 flags_
 		struct filter_rule *r = bpf_map_lookup_elem(&filters, &idx);
 		if (!r)
 			break;
-		if (rule_matches(r, k, flags, is_drop)) {
-			if (r->action == WEIR_FILTER_REJECT)
-				return 0;
-			if (r->sampling > 1)
-				*sampling = r->sampling;
-			return 1;
+		if (!rule_matches(r, k, flags, is_drop))
+			continue;
+		if (r->action == WEIR_FILTER_SAMPLE) {
+			if (!sampled) {
+				sampled = 1;
+				pick = r->sampling;
+			}
+			continue;
 		}
+		if (r->action == WEIR_FILTER_REJECT)
+			return 0;
+		if (r->sampling > 1)
+			*sampling = r->sampling;
+		keep = 1;
+		break;
 	}
-	return fallback == WEIR_FILTER_ACCEPT;
+	if (keep && pick > *sampling)
+		*sampling = pick;
+	return keep;
 }
 
 static __always_inline int try_filter(const struct weir_config *cfg, const struct flow_key *k,

@@ -89,10 +89,10 @@ impl FlowMaps {
                 tcp_flags: r.tcp_flags,
                 proto: r.proto,
                 direction: r.direction,
-                action: if r.reject {
-                    FILTER_REJECT
-                } else {
-                    FILTER_ACCEPT
+                action: match r.action {
+                    FilterAction::Accept => FILTER_ACCEPT,
+                    FilterAction::Reject => FILTER_REJECT,
+                    FilterAction::Sample => FILTER_SAMPLE,
                 },
                 drops_only: u8::from(r.drops_only),
                 _pad: 0,
@@ -102,8 +102,9 @@ impl FlowMaps {
                 .set(i as u32, rec, 0)
                 .map_err(setup("writing a filter rule"))?;
         }
-        // An allow-list (any accept rule) leaves out what matches no rule.
-        let default = if rules.iter().any(|r| !r.reject) {
+        // An allow-list (any accept rule) leaves out what matches no rule; sample rules
+        // decide nothing.
+        let default = if rules.iter().any(|r| r.action == FilterAction::Accept) {
             u32::from(FILTER_REJECT)
         } else {
             u32::from(FILTER_ACCEPT)

@@ -4,13 +4,33 @@
 use super::*;
 
 impl Instance {
-    /// Flips the active map; returns the one now idle (None when the flip failed).
+    /// Flips the active map; returns the one now idle (None when the flip failed). New rules
+    /// and sampling waiting in `pending` are written with the flip, so every record in a map
+    /// was counted under one setting (the map made active starts empty).
     pub(super) fn flip(&self) -> Option<u32> {
         let mut m = lock(&self.maps);
         let old = m.cfg.active_map;
-        match m.set_config(|c| c.active_map = 1 - old) {
-            Ok(()) => Some(old),
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        match m.set_config(|c| {
+            c.active_map = 1 - old;
+            if let Some(s) = pending.sampling {
+                c.sampling = s;
+            }
+        }) {
+            Ok(()) => {
+                if let Some(rules) = pending.filters
+                    && let Err(e) = m.set_filters(&rules)
+                {
+                    self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(netns = %self.netns, error = %e, "cannot write the filter rules");
+                }
+                Some(old)
+            }
             Err(e) => {
+                // Tried again at the next flip.
+                let mut p = lock(&self.pending);
+                p.filters = p.filters.take().or(pending.filters);
+                p.sampling = p.sampling.or(pending.sampling);
                 self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(netns = %self.netns, error = %e, "cannot flip the active flow map");
                 None

@@ -21,8 +21,8 @@ use crate::dedup::Raw;
 use crate::dns::DnsTracker;
 use crate::netlink::{self, LinkWatch};
 use crate::records::{
-    self, Clock, DnsEvent, FILTER_ACCEPT, FILTER_REJECT, FilterRuleRecord, FlowKey, FlowValue,
-    MAX_FILTERS, WeirConfig, counter,
+    self, Clock, DnsEvent, FILTER_ACCEPT, FILTER_REJECT, FILTER_SAMPLE, FilterRuleRecord, FlowKey,
+    FlowValue, MAX_FILTERS, WeirConfig, counter,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::tc::{self, NlOptions, TcAttachOptions};
@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weir_core::capture::{
-    AttachedInterface, CaptureSource, CaptureStatus, CompiledRule, Feature, FilterRule,
-    compile_rules,
+    AttachedInterface, CaptureSource, CaptureStatus, CompiledRule, Feature, FilterAction,
+    FilterRule, compile_rules,
 };
 use weir_core::flow::Flow;
 use weir_core::ingest::Batch;
@@ -94,6 +94,18 @@ struct Instance {
     reasons: Arc<EnumNames>,
     dns_ring: Mutex<Option<RingBuf<MapData>>>,
     dns: Mutex<DnsTracker>,
+    /// Rules and sampling to write at the next flip of the flow maps.
+    pending: Mutex<Pending>,
+}
+
+/// How long a change of rules or sampling waits for the flip that writes it.
+const FLIP_WAIT: Duration = Duration::from_millis(500);
+
+/// Capture settings that wait for the next flip of the flow maps (see [`Instance::flip`]).
+#[derive(Default)]
+struct Pending {
+    filters: Option<Vec<CompiledRule>>,
+    sampling: Option<u32>,
 }
 
 /// A running capture in one or more network namespaces.
@@ -213,10 +225,23 @@ impl Capture {
     }
 
     /// Sets 1-in-N sampling at run time, without reloading the programs.
+    /// Waits (at most [`FLIP_WAIT`]) until every namespace has written what was pending:
+    /// normally one poll of the evictor, so the change is in force when the caller returns.
+    /// Not waited for longer: the evictor may be handing flows to whoever is calling.
+    fn await_flip(&self, done: impl Fn(&Pending) -> bool) {
+        let deadline = Instant::now() + FLIP_WAIT;
+        while Instant::now() < deadline && !self.instances.iter().all(|i| done(&lock(&i.pending))) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Like new rules, it takes effect at the next flip of the flow maps (asked for now).
     pub fn set_sampling(&self, sampling: u32) -> Result<(), CaptureError> {
         for inst in &self.instances {
-            lock(&inst.maps).set_config(|c| c.sampling = sampling)?;
+            lock(&inst.pending).sampling = Some(sampling);
         }
+        self.evictor.flush_requested.store(true, Ordering::SeqCst);
+        self.await_flip(|p| p.sampling.is_none());
         self.sampling.store(sampling, Ordering::SeqCst);
         tracing::info!(sampling, "sampling changed");
         Ok(())
@@ -312,11 +337,15 @@ impl CaptureSource for Capture {
     fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String> {
         let compiled = compile_rules(&rules)?;
         let mut current = lock(&self.filters);
+        // Written when the maps next flip (asked for now, not waited for: the caller may be
+        // a plugin that the evictor's flows are waiting on), so the flows counted so far
+        // leave under the rules they were counted by: a record carries one 1-in-N, and one
+        // that mixed two would scale some of its packets wrongly.
         for inst in &self.instances {
-            lock(&inst.maps)
-                .set_filters(&compiled)
-                .map_err(|e| e.to_string())?;
+            lock(&inst.pending).filters = Some(compiled.clone());
         }
+        self.evictor.flush_requested.store(true, Ordering::SeqCst);
+        self.await_flip(|p| p.filters.is_none());
         tracing::info!(rules = rules.len(), "filter rules replaced");
         *current = rules;
         Ok(())

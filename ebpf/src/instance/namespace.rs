@@ -103,6 +103,7 @@ impl Instance {
                 reasons,
                 dns_ring: Mutex::new(Some(dns_ring)),
                 dns: Mutex::new(DnsTracker::default()),
+                pending: Mutex::new(Pending::default()),
             },
             ring,
         ))

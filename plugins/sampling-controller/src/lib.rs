@@ -16,20 +16,30 @@
 //! - with `shadow=true` nothing changes: the rules go in as shadow rules, counted by the host
 //!   as if in force, and the byte error they would cause is emitted as a metric.
 //!
+//! - with `kernel_pps` above 0 (and `capture-control` granted), a class whose packets cost the
+//!   capture more than `kernel_pps` a second (skbs the kernel program handles, every
+//!   interface, scaled back) is also sampled in the kernel, 1 in ceil(rate / kernel_pps), by
+//!   a `sample` rule: fewer packets and flows leave the kernel at all. The class's SYN and RST
+//!   packets are exempt (a rule before it), so connection attempts and resets are still
+//!   seen; its drops are sampled with it and scale back. Withdrawn when the class falls under
+//!   80 % of `kernel_pps`.
+//!
 //! Every change carries its reason (the host shows it in the status and on the timeline).
 //! Config: `budget` (stored flows per second, default 1000), `interval_s` (default 5),
-//! `shadow` (default false).
+//! `shadow` (default false), `kernel_pps` (default 0: never in the kernel).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use weir_plugin_sdk::flow_processor::{
-    self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed, clock, config,
-    log,
+    self, Batch, FlowBatch, Guest, MetricKind, MetricSample, PluginError, Processed,
+    capture_control, clock, config, log,
     storage_sampling::{self, Rule},
 };
 
 /// Most classes named in rules; the rest share one rule.
 const MAX_CLASSES: usize = 24;
+/// Most classes sampled in the kernel (each takes two of the kernel's 16 rule slots when TCP).
+const MAX_KERNEL_CLASSES: usize = 3;
 
 #[derive(Default, Clone, Copy)]
 struct Seen {
@@ -37,6 +47,8 @@ struct Seen {
     weight: f64,
     bytes: f64,
     max_bytes: f64,
+    /// Skbs the kernel handled for the class, scaled back.
+    skbs: f64,
 }
 
 #[derive(Default)]
@@ -54,6 +66,8 @@ struct State {
     classes: HashMap<(u8, u16), Seen>,
     /// The rules last set (class -> rule).
     rules: BTreeMap<String, Rule>,
+    /// The classes sampled in the kernel, 1 in N.
+    kernel: BTreeMap<(u8, u16), u32>,
     samples: Vec<MetricSample>,
 }
 
@@ -242,6 +256,9 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
             Err(e) => log::log(log::Level::Warn, &format!("rules not set: {e}")),
         }
     }
+    if !shadow {
+        kernel_tick(st, dt)?;
+    }
     let shadow_error = if sh_off > st.shadow_offered_bytes {
         let off = (sh_off - st.shadow_offered_bytes) as f64;
         let est = sh_scaled.saturating_sub(st.shadow_scaled_bytes) as f64;
@@ -255,6 +272,7 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
         gauge("stored_flows_per_second", stored_rate),
         gauge("budget_flows_per_second", budget),
         gauge("sampled_classes", st.rules.len() as f64),
+        gauge("kernel_sampled_classes", st.kernel.len() as f64),
     ];
     if shadow {
         st.samples
@@ -271,17 +289,89 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// The kernel's `sample` rules for `classes` (SYN and RST exempt before each TCP class).
+fn kernel_rules(classes: &BTreeMap<(u8, u16), u32>) -> Vec<String> {
+    let mut rules = Vec::new();
+    for ((proto, port), n) in classes {
+        let p = weir_plugin_sdk::proto_name(*proto);
+        if *proto == 6 {
+            rules.push(format!("sample proto=tcp ports={port} tcp_flags=SYN,RST"));
+        }
+        rules.push(format!("sample proto={p} ports={port} sampling={n}"));
+    }
+    rules
+}
+
+/// Puts the classes whose packets cost the capture more than `kernel_pps` under kernel
+/// sampling, and takes back those that fell under 80 % of it.
+fn kernel_tick(st: &mut State, dt: f64) -> Result<(), PluginError> {
+    let limit = cfg_u64("kernel_pps", 0)? as f64;
+    if limit <= 0.0 && st.kernel.is_empty() {
+        return Ok(());
+    }
+    let mut heavy: Vec<((u8, u16), f64)> = st
+        .classes
+        .iter()
+        .map(|(k, s)| (*k, s.skbs / dt))
+        .filter(|(k, rate)| {
+            limit > 0.0
+                && (*rate > limit || (st.kernel.contains_key(k) && *rate > 0.8 * limit))
+        })
+        .collect();
+    heavy.sort_by(|a, b| b.1.total_cmp(&a.1));
+    heavy.truncate(MAX_KERNEL_CLASSES);
+    let want: BTreeMap<(u8, u16), u32> = heavy
+        .iter()
+        .map(|(k, rate)| (*k, (rate / limit).ceil().clamp(2.0, 100_000.0) as u32))
+        .collect();
+    let same = want.len() == st.kernel.len()
+        && want.iter().zip(&st.kernel).all(|((ka, a), (kb, b))| {
+            ka == kb && f64::from(a.abs_diff(*b)) <= 0.3 * f64::from(*a.max(b))
+        });
+    if same {
+        return Ok(());
+    }
+    let parts: Vec<String> = heavy
+        .iter()
+        .map(|((proto, port), rate)| {
+            format!(
+                "{}/{port} {rate:.0} packets/s: 1 in {}",
+                weir_plugin_sdk::proto_name(*proto),
+                want[&(*proto, *port)]
+            )
+        })
+        .collect();
+    let reason = if parts.is_empty() {
+        format!("in the kernel: every class under {limit:.0} packets/s again, every packet kept")
+    } else {
+        format!(
+            "in the kernel (over {limit:.0} packets/s): {}",
+            parts.join(", ")
+        )
+    };
+    match capture_control::set_rules(&kernel_rules(&want)) {
+        Ok(()) => {
+            log::log(log::Level::Info, &reason);
+            st.kernel = want;
+        }
+        // Not granted, outside the grant or rate-limited: said, and tried at the next tick.
+        Err(e) => log::log(log::Level::Warn, &format!("kernel sampling not set: {e}")),
+    }
+    Ok(())
+}
+
 struct Controller;
 
 impl Guest for Controller {
     fn process(batch: &FlowBatch) -> Result<Processed, PluginError> {
         let interval_ms = cfg_u64("interval_s", 5)?.clamp(1, 3600) * 1000;
         let batch = Batch::new(batch);
-        let (proto, sport, dport, bytes, sampling) = (
+        let (proto, sport, dport, bytes, skbs, sampling) = (
             batch.proto(),
             batch.src_port(),
             batch.dst_port(),
             batch.bytes(),
+            batch.skbs(),
             batch.sampling(),
         );
         STATE.with_borrow_mut(|st| {
@@ -295,11 +385,16 @@ impl Guest for Controller {
             for i in 0..batch.len() {
                 let n = f64::from(sampling[i].max(1));
                 let port = sport[i].min(dport[i]);
-                let s = st.classes.entry((proto[i], port)).or_default();
+                let key = (proto[i], port);
+                // A flow of a class sampled in the kernel stands for one flow at storage: the
+                // kernel's 1 in N scales its packets, not the flows.
+                let kernel = f64::from(st.kernel.get(&key).copied().unwrap_or(1));
+                let s = st.classes.entry(key).or_default();
                 let b = bytes[i] as f64;
-                s.weight += n;
+                s.weight += (n / kernel).max(1.0);
                 s.bytes += b * n;
                 s.max_bytes = s.max_bytes.max(b);
+                s.skbs += skbs[i] as f64 * n;
             }
             let now = clock::now_ms();
             if now.saturating_sub(st.last_ms) >= interval_ms {
