@@ -4,8 +4,8 @@
 //! see docs/PERFORMANCE.md. `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
 //!
 //! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
-//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, features; default all)
-//! picks the tables.
+//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, features, sampling;
+//! default all) picks the tables.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
@@ -229,6 +229,69 @@ fn features_section(runs: usize) {
     );
 }
 
+/// What sampling in the kernel saves: per-packet program time and the agent's CPU with a
+/// `sample` rule on the traffic (1 in 10), and with the agent's own `--sampling 10` (decided
+/// before parsing when no rule is set), against none; same flows-only agent otherwise.
+fn sampling_section(runs: usize) {
+    let with = |extra: &'static str| -> Vec<&'static str> {
+        FLOWS_ONLY.iter().copied().chain([extra]).collect()
+    };
+    let setups = [
+        FLOWS_ONLY.to_vec(),
+        with("--filter=sample proto=udp sampling=10"),
+        with("--sampling=10"),
+    ];
+    // [setup][measure]: ns per packet, agent CPU scaled to 400 k pkt/s, share sampled out.
+    let mut m: [[Vec<f64>; 3]; 3] = Default::default();
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    for r in 0..runs {
+        let order = if r % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for which in order {
+            let agent = Agent::start(&setups[which]);
+            let out0 = agent.counter("kernel_sampled_out");
+            let t0 = bpf_stats();
+            let c0 = cpu_ns(agent.child.id());
+            let t = Instant::now();
+            let (pps, _) = udp_run();
+            let cpu = (cpu_ns(agent.child.id()) - c0) as f64 / 1e9 / t.elapsed().as_secs_f64();
+            let t1 = bpf_stats();
+            let runs_seen = (t1.1 - t0.1).max(1) as f64;
+            m[which][0].push((t1.0 - t0.0) as f64 / (runs_seen / 2.0));
+            m[which][1].push(cpu * 100.0 * 400_000.0 / pps.max(1.0));
+            m[which][2].push((agent.counter("kernel_sampled_out") - out0) as f64 / runs_seen);
+        }
+    }
+    sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    let med = |v: &Vec<f64>| median(&mut v.clone());
+    println!();
+    println!(
+        "sampling: {runs} interleaved rounds, medians; flows-only agents: none, a `sample proto=udp sampling=10` rule, `--sampling 10`; 64-byte UDP, ns of weir's TC programs per packet crossing the veth; bpf_stats on"
+    );
+    println!();
+    println!(
+        "| measure | no sampling | sample rule, 1 in 10 | ratio | --sampling 10 (no rules) | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (a, b, c) = (med(&m[0][0]), med(&m[1][0]), med(&m[2][0]));
+    println!(
+        "| 64-byte UDP packet (both hooks) | {a:.0} ns | {b:.0} ns | {:.2} | {c:.0} ns | {:.2} |",
+        b / a,
+        c / a
+    );
+    let (a, b, c) = (med(&m[0][1]), med(&m[1][1]), med(&m[2][1]));
+    println!(
+        "| agent CPU (all threads) scaled to 400 k pkt/s | {a:.2} % | {b:.2} % | {:.2} | {c:.2} % | {:.2} |",
+        b / a.max(1e-9),
+        c / a.max(1e-9)
+    );
+    println!(
+        "| program runs that sampled the packet out | {:.1} % | {:.1} % | | {:.1} % | |",
+        med(&m[0][2]) * 100.0,
+        med(&m[1][2]) * 100.0,
+        med(&m[2][2]) * 100.0
+    );
+}
+
 struct Agent {
     child: Child,
     port: u16,
@@ -281,6 +344,13 @@ impl Agent {
             .ok()
             .and_then(|mut r| r.body_mut().read_json().ok())
             .unwrap_or(Value::Null)
+    }
+
+    /// A capture counter from the status (`kernel_sampled_out`, ...), 0 when absent.
+    fn counter(&self, name: &str) -> u64 {
+        self.status()["capture"]["counters"][name]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     fn attached(&self) -> usize {
@@ -436,7 +506,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let sections = std::env::var("WEIR_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "overhead,rss,exporters,features".into());
+        .unwrap_or_else(|_| "overhead,rss,exporters,features,sampling".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
     if !want("overhead") {
@@ -445,6 +515,9 @@ fn main() {
         }
         if want("features") {
             features_section(runs);
+        }
+        if want("sampling") {
+            sampling_section(runs);
         }
         teardown();
         return;
@@ -601,6 +674,9 @@ fn main() {
     );
     if want("features") {
         features_section(runs);
+    }
+    if want("sampling") {
+        sampling_section(runs);
     }
     teardown();
 }

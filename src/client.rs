@@ -382,8 +382,8 @@ pub struct FilterArgs {
 #[derive(clap::Subcommand, Debug)]
 enum FilterAction {
     /// Show the operator's rules, in the order they are tried (plugins granted
-    /// capture-control add theirs after them, their `sample` rules before: `weir status`
-    /// lists every rule in force).
+    /// capture-control add theirs after them, their `sample` rules after the operator's
+    /// sample rules and before the rest: `weir status` lists every rule in force).
     List {
         #[arg(long)]
         json: bool,

@@ -4,9 +4,9 @@
 //!
 //! - the operator's rules (`--filter`, `PUT /api/v1/capture/filters`) always come first; each
 //!   controlling plugin's rules follow, in plugin-name order (the first matching rule decides,
-//!   so the operator's win); the plugins' `sample` rules go before all of them, since they
-//!   decide nothing about what is kept and only ever sample more (see
-//!   [`FilterAction::Sample`]), so they apply under an operator's allow-list too;
+//!   so the operator's win); `sample` rules, which decide nothing (see
+//!   [`FilterAction::Sample`]), go before all others, the operator's first (the first that
+//!   matches gives the rate), so plugins' apply under an operator's allow-list too;
 //! - a plugin acts only within the bounds of its grant ([`Bounds`]: how many rules, which
 //!   actions, inside which networks, which sampling range), and at most [`BURST`] changes at
 //!   once, then one every [`REFILL`];
@@ -283,18 +283,18 @@ struct State {
 }
 
 impl State {
-    /// The plugins' `sample` rules, then the operator's rules, then the plugins' others.
+    /// The `sample` rules first: the operator's, then the plugins'; then the operator's
+    /// other rules, then the plugins' others. Sample rules decide nothing and the first that
+    /// matches gives the rate, so this order keeps the operator's deciding and their rates
+    /// first, and lets plugins' sample rules apply under an operator's allow-list.
     fn rules_in_force(&self) -> Vec<FilterRule> {
         let sample = |r: &&FilterRule| r.action == FilterAction::Sample;
-        let mut all: Vec<FilterRule> = self
-            .holds
-            .values()
-            .flat_map(|h| h.rules.iter().filter(sample).cloned())
-            .collect();
-        all.extend(self.operator_rules.iter().cloned());
-        for h in self.holds.values() {
-            all.extend(h.rules.iter().filter(|r| !sample(r)).cloned());
-        }
+        let other = |r: &&FilterRule| r.action != FilterAction::Sample;
+        let plugins = || self.holds.values().flat_map(|h| h.rules.iter());
+        let mut all: Vec<FilterRule> = self.operator_rules.iter().filter(sample).cloned().collect();
+        all.extend(plugins().filter(sample).cloned());
+        all.extend(self.operator_rules.iter().filter(other).cloned());
+        all.extend(plugins().filter(other).cloned());
         all
     }
 
@@ -720,9 +720,20 @@ mod tests {
                 "accept cidr=10.0.0.0/8"
             ]
         );
-        // Without an operator allow-list a sample rule is no accept rule: allowed.
-        g.set_filters(rules(&["reject ports=22"])).unwrap();
-        assert_eq!(texts(&cap)[2], "reject ports=22");
+        // Without an operator allow-list a sample rule is no accept rule: allowed. The
+        // operator's own sample rules stay before the plugins' (the first that matches gives
+        // the rate: a plugin cannot exempt what the operator samples).
+        g.set_filters(rules(&["reject ports=22", "sample proto=tcp sampling=50"]))
+            .unwrap();
+        assert_eq!(
+            texts(&cap),
+            [
+                "sample proto=tcp sampling=50",
+                "sample proto=tcp ports=5201 tcp_flags=SYN,RST",
+                "sample proto=tcp ports=5201 sampling=7",
+                "reject ports=22"
+            ]
+        );
         // The grant's bounds hold: its action, its sampling range.
         let e = g
             .set_plugin_rules("ctl", rules(&["reject ports=9"]), &b)

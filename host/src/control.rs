@@ -42,8 +42,9 @@ impl Host for HostState {
                 FilterRule::parse(r).map_err(|e| format!("capture-control: rule {}: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // Map updates only (no program reload): done here, so a change is never applied
-        // after the call's deadline has passed and the plugin was told it failed.
+        // Map updates only (no program reload), written before this returns (with the next
+        // flip of the flow maps, waited for at most 500 ms): a change is never applied after
+        // the call's deadline has passed and the plugin was told it failed.
         guard
             .set_plugin_rules(&self.ctx.name, parsed, &bounds)
             .map_err(|e| e.to_string())

@@ -572,6 +572,7 @@ print(' '.join(map(str, ports)))
             f["DstPort"] == *p
                 && f["SrcAddr"] == refuser
                 && f["Flags"].as_u64().unwrap_or(0) & 0x404 != 0
+                && f["Sampling"].as_u64().unwrap_or(0) <= 1
         });
         assert!(
             syn && rst,

@@ -741,6 +741,9 @@ static __always_inline void add_drop(void *map, struct flow_key *k, __u32 len, _
 	v->drop_packets += 1;
 	v->drop_reason = reason;
 	v->drop_ns = now;
+	/* As in accumulate: the record keeps its highest 1-in-N. */
+	if (sampling > v->sampling)
+		v->sampling = sampling;
 }
 
 SEC("tp_btf/kfree_skb")

@@ -5,37 +5,57 @@ use super::*;
 
 impl Instance {
     /// Flips the active map; returns the one now idle (None when the flip failed). New rules
-    /// and sampling waiting in `pending` are written with the flip, so every record in a map
-    /// was counted under one setting (the map made active starts empty).
+    /// and sampling waiting in `pending` are written right after the flip, so the map made
+    /// active, empty, counts under them (but for packets in the microseconds between); one
+    /// that cannot be written stays pending, for the next flip or the waiting caller.
     pub(super) fn flip(&self) -> Option<u32> {
         let mut m = lock(&self.maps);
         let old = m.cfg.active_map;
-        let pending = std::mem::take(&mut *lock(&self.pending));
+        let mut pending = lock(&self.pending);
+        let sampling = pending.sampling;
         match m.set_config(|c| {
             c.active_map = 1 - old;
-            if let Some(s) = pending.sampling {
+            if let Some(s) = sampling {
                 c.sampling = s;
             }
         }) {
             Ok(()) => {
-                if let Some(rules) = pending.filters
-                    && let Err(e) = m.set_filters(&rules)
-                {
-                    self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(netns = %self.netns, error = %e, "cannot write the filter rules");
+                pending.sampling = None;
+                if let Some(rules) = &pending.filters {
+                    match m.set_filters(rules) {
+                        Ok(()) => pending.filters = None,
+                        Err(e) => {
+                            tracing::warn!(netns = %self.netns, error = %e, "cannot write the filter rules at a flip")
+                        }
+                    }
                 }
                 Some(old)
             }
             Err(e) => {
-                // Tried again at the next flip.
-                let mut p = lock(&self.pending);
-                p.filters = p.filters.take().or(pending.filters);
-                p.sampling = p.sampling.or(pending.sampling);
                 self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(netns = %self.netns, error = %e, "cannot flip the active flow map");
                 None
             }
         }
+    }
+
+    /// Whether a change waits for the next flip.
+    pub(super) fn has_pending(&self) -> bool {
+        lock(&self.pending).is_some()
+    }
+
+    /// Writes what no flip took, now; the error of a write that fails (it is dropped: the
+    /// caller says so, and the settings in force are whatever the kernel now holds).
+    pub(super) fn write_pending(&self) -> Result<(), CaptureError> {
+        let mut m = lock(&self.maps);
+        let p = std::mem::take(&mut *lock(&self.pending));
+        if let Some(s) = p.sampling {
+            m.set_config(|c| c.sampling = s)?;
+        }
+        if let Some(rules) = &p.filters {
+            m.set_filters(rules)?;
+        }
+        Ok(())
     }
 
     /// The keys in the idle map `old` (no program writes to it any more).

@@ -160,7 +160,9 @@ impl Evictor {
                 .iter()
                 .map(|i| i.kernel_counter(counter::MAP_FULL))
                 .sum();
-            let why = if stopping || requested {
+            // New rules or sampling wait for a flip (`Capture::change_at_flip`).
+            let changing = self.instances.iter().any(|i| i.has_pending());
+            let why = if stopping || requested || changing {
                 Some(&self.stats.evictions_requested)
             } else if full > seen_full {
                 Some(&self.stats.evictions_full)

@@ -108,6 +108,12 @@ struct Pending {
     sampling: Option<u32>,
 }
 
+impl Pending {
+    fn is_some(&self) -> bool {
+        self.filters.is_some() || self.sampling.is_some()
+    }
+}
+
 /// A running capture in one or more network namespaces.
 pub struct Capture {
     instances: Vec<Arc<Instance>>,
@@ -225,23 +231,35 @@ impl Capture {
     }
 
     /// Sets 1-in-N sampling at run time, without reloading the programs.
-    /// Waits (at most [`FLIP_WAIT`]) until every namespace has written what was pending:
-    /// normally one poll of the evictor, so the change is in force when the caller returns.
-    /// Not waited for longer: the evictor may be handing flows to whoever is calling.
-    fn await_flip(&self, done: impl Fn(&Pending) -> bool) {
+    /// Queues `change` in every namespace, for the evictor to write with its next flip of
+    /// the flow maps (it looks every 50 ms), so the flows counted so far leave under the
+    /// setting they were counted by: a record carries one 1-in-N, and one that mixed two
+    /// would scale some of its packets wrongly. Waits at most [`FLIP_WAIT`]; what no flip
+    /// took by then (an evictor busy or stopped) is written at once. So the change is in
+    /// force when this returns, or the error says why not.
+    fn change_at_flip(&self, change: impl Fn(&mut Pending)) -> Result<(), CaptureError> {
+        for inst in &self.instances {
+            change(&mut lock(&inst.pending));
+        }
         let deadline = Instant::now() + FLIP_WAIT;
-        while Instant::now() < deadline && !self.instances.iter().all(|i| done(&lock(&i.pending))) {
+        while Instant::now() < deadline && self.instances.iter().any(|i| lock(&i.pending).is_some())
+        {
             std::thread::sleep(Duration::from_millis(2));
         }
+        let mut first_err = None;
+        for inst in &self.instances {
+            if let Err(e) = inst.write_pending()
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// Like new rules, it takes effect at the next flip of the flow maps (asked for now).
+    /// 1-in-N sampling at run time, written with the next flip of the flow maps.
     pub fn set_sampling(&self, sampling: u32) -> Result<(), CaptureError> {
-        for inst in &self.instances {
-            lock(&inst.pending).sampling = Some(sampling);
-        }
-        self.evictor.flush_requested.store(true, Ordering::SeqCst);
-        self.await_flip(|p| p.sampling.is_none());
+        self.change_at_flip(|p| p.sampling = Some(sampling))?;
         self.sampling.store(sampling, Ordering::SeqCst);
         tracing::info!(sampling, "sampling changed");
         Ok(())
@@ -336,18 +354,10 @@ impl CaptureSource for Capture {
 
     fn set_filters(&self, rules: Vec<FilterRule>) -> Result<(), String> {
         let compiled = compile_rules(&rules)?;
-        let mut current = lock(&self.filters);
-        // Written when the maps next flip (asked for now, not waited for: the caller may be
-        // a plugin that the evictor's flows are waiting on), so the flows counted so far
-        // leave under the rules they were counted by: a record carries one 1-in-N, and one
-        // that mixed two would scale some of its packets wrongly.
-        for inst in &self.instances {
-            lock(&inst.pending).filters = Some(compiled.clone());
-        }
-        self.evictor.flush_requested.store(true, Ordering::SeqCst);
-        self.await_flip(|p| p.filters.is_none());
+        self.change_at_flip(|p| p.filters = Some(compiled.clone()))
+            .map_err(|e| e.to_string())?;
         tracing::info!(rules = rules.len(), "filter rules replaced");
-        *current = rules;
+        *lock(&self.filters) = rules;
         Ok(())
     }
 

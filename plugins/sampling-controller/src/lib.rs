@@ -17,8 +17,9 @@
 //!   as if in force, and the byte error they would cause is emitted as a metric.
 //!
 //! - with `kernel_pps` above 0 (and `capture-control` granted), a class whose packets cost the
-//!   capture more than `kernel_pps` a second (skbs the kernel program handles, every
-//!   interface, scaled back) is also sampled in the kernel, 1 in ceil(rate / kernel_pps), by
+//!   capture more than `kernel_pps` a second (skbs of its stored flows, scaled back: every
+//!   interface's sighting without deduplication, one per flow with it) is also sampled in the
+//!   kernel, 1 in ceil(rate / kernel_pps), by
 //!   a `sample` rule: fewer packets and flows leave the kernel at all. The class's SYN and RST
 //!   packets are exempt (a rule before it), so connection attempts and resets are still
 //!   seen; its drops are sampled with it and scale back. Withdrawn when the class falls under
@@ -126,6 +127,12 @@ fn differs(a: &BTreeMap<String, Rule>, b: &BTreeMap<String, Rule>) -> bool {
 fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
     let budget = cfg_u64("budget", 1000)?.max(1) as f64;
     let shadow = config::get("shadow").is_some_and(|v| v.trim() == "true");
+    // Shadow mode never touches the kernel (rules set before it are withdrawn).
+    let kernel_pps = if shadow {
+        0
+    } else {
+        cfg_u64("kernel_pps", 0)?
+    };
     let dt = (now.saturating_sub(st.last_ms) as f64 / 1000.0).max(0.001);
     let stats = storage_sampling::stats();
     let (mut offered, mut guarded, mut kept) = (0u64, 0u64, 0u64);
@@ -256,9 +263,7 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
             Err(e) => log::log(log::Level::Warn, &format!("rules not set: {e}")),
         }
     }
-    if !shadow {
-        kernel_tick(st, dt)?;
-    }
+    kernel_tick(st, dt, kernel_pps as f64);
     let shadow_error = if sh_off > st.shadow_offered_bytes {
         let off = (sh_off - st.shadow_offered_bytes) as f64;
         let est = sh_scaled.saturating_sub(st.shadow_scaled_bytes) as f64;
@@ -304,10 +309,20 @@ fn kernel_rules(classes: &BTreeMap<(u8, u16), u32>) -> Vec<String> {
 
 /// Puts the classes whose packets cost the capture more than `kernel_pps` under kernel
 /// sampling, and takes back those that fell under 80 % of it.
-fn kernel_tick(st: &mut State, dt: f64) -> Result<(), PluginError> {
-    let limit = cfg_u64("kernel_pps", 0)? as f64;
+fn kernel_tick(st: &mut State, dt: f64, limit: f64) {
     if limit <= 0.0 && st.kernel.is_empty() {
-        return Ok(());
+        return;
+    }
+    // The operator's new rules may have taken the room of ours: then they are set again.
+    if !st.kernel.is_empty() {
+        let in_force = capture_control::rules();
+        if kernel_rules(&st.kernel).iter().any(|r| !in_force.contains(r)) {
+            log::log(
+                log::Level::Warn,
+                "the kernel sampling rules were withdrawn by the host; setting them again",
+            );
+            st.kernel.clear();
+        }
     }
     let mut heavy: Vec<((u8, u16), f64)> = st
         .classes
@@ -329,7 +344,7 @@ fn kernel_tick(st: &mut State, dt: f64) -> Result<(), PluginError> {
             ka == kb && f64::from(a.abs_diff(*b)) <= 0.3 * f64::from(*a.max(b))
         });
     if same {
-        return Ok(());
+        return;
     }
     let parts: Vec<String> = heavy
         .iter()
@@ -357,7 +372,6 @@ fn kernel_tick(st: &mut State, dt: f64) -> Result<(), PluginError> {
         // Not granted, outside the grant or rate-limited: said, and tried at the next tick.
         Err(e) => log::log(log::Level::Warn, &format!("kernel sampling not set: {e}")),
     }
-    Ok(())
 }
 
 struct Controller;

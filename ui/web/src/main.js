@@ -469,7 +469,7 @@ const SCOPE_PROMPTS = {
   "k8s-objects": "Kubernetes kinds NAME may read (NetworkPolicy, Namespace, ... or *; never Secret)",
   probe: "Where NAME may probe from and to (from:NETNS, from:host, from:*, to:CIDR, to:*)",
   sink: "Destinations NAME may send to (names given with weir agent --sink NAME=URL, or *)",
-  "capture-control": "Bounds for NAME's capture changes (rules=N, action=reject, cidr=NET, sampling=MIN-MAX)",
+  "capture-control": "Bounds for NAME's capture changes (rules=N, action=reject|accept|sample, cidr=NET, sampling=MIN-MAX)",
 };
 
 /** A capability list with each scoped one's scope: "outbound-http (prom:9090), config". */
