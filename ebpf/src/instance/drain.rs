@@ -25,6 +25,7 @@ impl Instance {
                     match m.set_filters(rules) {
                         Ok(()) => pending.filters = None,
                         Err(e) => {
+                            self.counters.drain_errors.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(netns = %self.netns, error = %e, "cannot write the filter rules at a flip")
                         }
                     }

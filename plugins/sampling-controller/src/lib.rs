@@ -294,15 +294,26 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// The kernel's `sample` rules for `classes` (SYN and RST exempt before each TCP class).
+/// The kernel's `sample` rules for `classes` (SYN and RST exempt before each TCP class); a
+/// class without ports (ICMP, ...) is its whole protocol.
 fn kernel_rules(classes: &BTreeMap<(u8, u16), u32>) -> Vec<String> {
     let mut rules = Vec::new();
     for ((proto, port), n) in classes {
-        let p = weir_plugin_sdk::proto_name(*proto);
+        // As the rule language spells protocols: tcp, udp, or the number.
+        let p = match proto {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            n => n.to_string(),
+        };
+        let ports = if *port == 0 {
+            String::new()
+        } else {
+            format!(" ports={port}")
+        };
         if *proto == 6 {
-            rules.push(format!("sample proto=tcp ports={port} tcp_flags=SYN,RST"));
+            rules.push(format!("sample proto=tcp{ports} tcp_flags=SYN,RST"));
         }
-        rules.push(format!("sample proto={p} ports={port} sampling={n}"));
+        rules.push(format!("sample proto={p}{ports} sampling={n}"));
     }
     rules
 }
@@ -427,3 +438,26 @@ impl Guest for Controller {
 }
 
 flow_processor::export!(Controller);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_rules_are_spelled_as_the_rule_language_takes_them() {
+        let classes: BTreeMap<(u8, u16), u32> =
+            [((6, 5201), 2), ((17, 9000), 7), ((1, 0), 3), ((47, 0), 4)]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            kernel_rules(&classes),
+            [
+                "sample proto=1 sampling=3",
+                "sample proto=tcp ports=5201 tcp_flags=SYN,RST",
+                "sample proto=tcp ports=5201 sampling=2",
+                "sample proto=udp ports=9000 sampling=7",
+                "sample proto=47 sampling=4",
+            ]
+        );
+    }
+}
