@@ -128,11 +128,7 @@ fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
     let budget = cfg_u64("budget", 1000)?.max(1) as f64;
     let shadow = config::get("shadow").is_some_and(|v| v.trim() == "true");
     // Shadow mode never touches the kernel (rules set before it are withdrawn).
-    let kernel_pps = if shadow {
-        0
-    } else {
-        cfg_u64("kernel_pps", 0)?
-    };
+    let kernel_pps = if shadow { 0 } else { cfg_u64("kernel_pps", 0)? };
     let dt = (now.saturating_sub(st.last_ms) as f64 / 1000.0).max(0.001);
     let stats = storage_sampling::stats();
     let (mut offered, mut guarded, mut kept) = (0u64, 0u64, 0u64);
@@ -327,7 +323,10 @@ fn kernel_tick(st: &mut State, dt: f64, limit: f64) {
     // The operator's new rules may have taken the room of ours: then they are set again.
     if !st.kernel.is_empty() {
         let in_force = capture_control::rules();
-        if kernel_rules(&st.kernel).iter().any(|r| !in_force.contains(r)) {
+        if kernel_rules(&st.kernel)
+            .iter()
+            .any(|r| !in_force.contains(r))
+        {
             log::log(
                 log::Level::Warn,
                 "the kernel sampling rules were withdrawn by the host; setting them again",
@@ -340,8 +339,7 @@ fn kernel_tick(st: &mut State, dt: f64, limit: f64) {
         .iter()
         .map(|(k, s)| (*k, s.skbs / dt))
         .filter(|(k, rate)| {
-            limit > 0.0
-                && (*rate > limit || (st.kernel.contains_key(k) && *rate > 0.8 * limit))
+            limit > 0.0 && (*rate > limit || (st.kernel.contains_key(k) && *rate > 0.8 * limit))
         })
         .collect();
     heavy.sort_by(|a, b| b.1.total_cmp(&a.1));
