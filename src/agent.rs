@@ -135,6 +135,12 @@ pub struct AgentArgs {
     /// node, zone, labels) that names the ends of flows; reloaded when the file changes.
     #[arg(long, env = "WEIR_INVENTORY", value_name = "FILE")]
     inventory: Option<PathBuf>,
+    /// This node's name, written as `Node` on every flow that has none (captured or
+    /// imported), so a cluster's flows tell where they come from (`weir server`: filter and
+    /// group by `Node`; `clickhouse-export` then needs no `--config node=`). Kubernetes'
+    /// downward API sets NODE_NAME. Empty: flows carry no node.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME", value_parser = parse_node)]
+    node: Option<String>,
     /// Name the ends of flows from Kubernetes (pods, services, nodes and namespaces watched
     /// through the API; network policies and events are watched too, for plugins granted
     /// `k8s-objects`),
@@ -323,12 +329,36 @@ fn enrichers(a: &AgentArgs) -> Result<(Option<Arc<dyn weir_core::enrich::Enriche
     if let Some(p) = &a.inventory {
         list.push(Arc::new(Inventory::open(p).map_err(anyhow::Error::msg)?));
     }
+    if let Some(n) = a.node.as_ref().filter(|n| !n.is_empty()) {
+        list.push(Arc::new(weir_core::enrich::NodeName(n.clone())));
+    }
     let chain: Option<Arc<dyn Enricher>> = match list.len() {
         0 => None,
         1 => list.pop(),
         _ => Some(Arc::new(Chain(list))),
     };
     Ok((chain, objects))
+}
+
+/// A node name as Kubernetes spells them (and hosts mostly): 1-253 characters of letters,
+/// digits, `-`, `.` and `_`; "" for none.
+fn parse_node(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.len() > 253 {
+        return Err(format!(
+            "{} characters: a node name has at most 253",
+            s.len()
+        ));
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        Some(c) => Err(format!(
+            "{c:?} in {s:?}: a node name takes letters, digits, '-', '.' and '_'"
+        )),
+        None => Ok(s.to_string()),
+    }
 }
 
 fn parse_sink(s: &str) -> Result<weir_core::sink::Destination, String> {

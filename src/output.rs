@@ -231,6 +231,14 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         )?;
     }
     for e in sources {
+        if e["source"] == "node" {
+            writeln!(
+                out,
+                "\nnode: {} (on every flow that has none)",
+                e["node"].as_str().unwrap_or("?")
+            )?;
+            continue;
+        }
         writeln!(
             out,
             "\nenrichment: {} {} ({} entries)",

@@ -65,7 +65,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
     // Agents send their inserts gzip-compressed (flow JSON shrinks about tenfold).
     let sink_url = ch.sink_url();
     let sink = format!("--sink 'clickhouse={sink_url}'");
-    let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse --config node=NODE_NAME";
+    let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse";
     if a.json {
         println!(
             "{}",
@@ -96,7 +96,9 @@ pub fn run(a: ServerArgs) -> Result<()> {
                 format!(", columns added: {}", m.added.join(", "))
             }
         );
-        eprintln!("weir: agents write into it with\n  weir agent {sink} ...\n  {plugin}");
+        eprintln!(
+            "weir: agents write into it with\n  weir agent --node NODE_NAME {sink} ...\n  {plugin}"
+        );
     }
     if a.migrate_only {
         return Ok(());

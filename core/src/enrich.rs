@@ -96,6 +96,22 @@ impl Enricher for Chain {
     }
 }
 
+/// The agent's node name on every flow that has none (`weir agent --node`): captured flows,
+/// and imported ones that did not say where they came from.
+pub struct NodeName(pub String);
+
+impl Enricher for NodeName {
+    fn enrich(&self, flows: &mut [Flow]) {
+        for f in flows.iter_mut().filter(|f| f.node.is_empty()) {
+            f.node.clone_from(&self.0);
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "source": "node", "node": self.0 })
+    }
+}
+
 /// Identities by network, longest prefix first.
 #[derive(Debug, Default, Clone)]
 pub struct IdentityTable {

@@ -93,6 +93,11 @@ pub struct Flow {
     /// weir: the network namespace the interface lives in ("" for the agent's own).
     #[serde(rename = "NetNs")]
     pub netns: String,
+    /// weir: the node whose agent captured or imported the flow (`weir agent --node`, by
+    /// default `$NODE_NAME`); "" when the agent has none. A cluster's flows are told apart
+    /// by it (`weir server`: `Node=node-a`, group by `Node`).
+    #[serde(rename = "Node")]
+    pub node: String,
     /// weir: every interface the flow was seen on when sightings were deduplicated, as
     /// `netns/interface` (or `interface` in the agent's namespace), the kept one first,
     /// comma-separated; "" when it was seen once.
@@ -220,6 +225,7 @@ impl Flow {
             if_direction: DIR_INGRESS,
             sampling: 0,
             netns: String::new(),
+            node: String::new(),
             interfaces: String::new(),
             if_directions: String::new(),
             cgroup: String::new(),

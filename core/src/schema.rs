@@ -271,6 +271,12 @@ pub static FIELDS: &[FieldDef] = &[
         true
     ),
     str_field!(
+        "Node",
+        "the node whose agent captured or imported the flow (weir agent --node; \"\" without)",
+        node,
+        true
+    ),
+    str_field!(
         "Interfaces",
         "every interface a deduplicated flow was seen on (netns/interface, kept one first)",
         interfaces,

@@ -64,17 +64,19 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
     let mut agents = Vec::new();
     for (node, net, n) in [("node-a", 1u8, 700u64), ("node-b", 2, 500)] {
         let root = dir.path().join(node);
-        let (code, o, e) = crate::plugins::weir(
-            &root.join("data"),
-            &[
-                "install",
-                "bundled:clickhouse-export",
-                "--config",
-                "sink=clickhouse",
-                "--config",
-                &format!("node={node}"),
-            ],
-        );
+        // node-a names itself through the exporter's config, node-b through `--node` (its
+        // flows carry `Node`, in its own store too).
+        let node_cfg = format!("node={node}");
+        let mut install = vec![
+            "install",
+            "bundled:clickhouse-export",
+            "--config",
+            "sink=clickhouse",
+        ];
+        if node == "node-a" {
+            install.extend(["--config", &node_cfg]);
+        }
+        let (code, o, e) = crate::plugins::weir(&root.join("data"), &install);
         assert_eq!(code, 0, "{o}{e}");
         let (code, o, e) = crate::plugins::weir(&root.join("data"), &["install", "bundled:sankey"]);
         assert_eq!(code, 0, "{o}{e}");
@@ -82,7 +84,11 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
             "clickhouse={}",
             if node == "node-a" { &gzip } else { &insert }
         );
-        let a = Agent::start(&root, &["--no-capture", "--sink", &sink]);
+        let mut args = vec!["--no-capture", "--sink", &sink];
+        if node == "node-b" {
+            args.extend(["--node", node]);
+        }
+        let a = Agent::start(&root, &args);
         wait_feed(&a, "clickhouse-export");
         let (s, v) = a.post(
             "/api/v1/flows",
@@ -134,6 +140,9 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
         "DstPort=50-100",
         "Flags=SYN,ACK",
         "SrcK8S_Namespace=ns-2",
+        // node-b's flows carry it on both sides; node-a's only in ClickHouse.
+        "Node=node-b",
+        "Node=node-b and DstPort=443",
     ] {
         // Listing totals.
         let q = with(&[("filter", filter), ("limit", "5")]);
@@ -188,6 +197,38 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
             .collect();
         assert_eq!(ours, summed, "{filter}: time series");
     }
+    // Nodes: each agent's flows under its name, whichever way it was given.
+    let by_node = server.ok(
+        "/api/v1/flows/aggregate",
+        &with(&[("group_by", "Node"), ("metric", "flows"), ("top", "10")]),
+    );
+    let nodes: std::collections::BTreeMap<String, u64> = by_node["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["key"]["Node"].as_str().unwrap_or("").to_string(),
+                g["flows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [("node-a".to_string(), 700), ("node-b".to_string(), 500)].into(),
+        "{by_node}"
+    );
+    let one = server.ok(
+        "/api/v1/flows",
+        &with(&[("filter", "Node=node-a"), ("limit", "1")]),
+    );
+    assert_eq!(one["total"], 700, "{one}");
+    assert_eq!(one["flows"][0]["Node"], "node-a", "{one}");
+    let local = agents[1].ok("/api/v1/flows", &with(&[("limit", "1")]));
+    assert_eq!(
+        local["flows"][0]["Node"], "node-b",
+        "--node on the agent's own flows"
+    );
     // The Sankey, run on the server, is the sum of the agents' Sankeys, link by link.
     let body = json!({"from_ms": base - 60_000, "to_ms": base + 200_000,
                       "params": {"group_by": "Proto,DstPort", "metric": "bytes"}});

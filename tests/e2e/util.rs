@@ -123,6 +123,8 @@ impl Agent {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
             .env("WEIR_LOG", "info")
+            // A runner that sets NODE_NAME would name every flow: tests ask with --node.
+            .env_remove("NODE_NAME")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

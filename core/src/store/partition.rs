@@ -463,6 +463,16 @@ fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
     }
     let index = Index::open(d)?;
     if !same_but_fieldnorms(&index.schema(), &fields.schema) {
+        if let Some(added) = fields_added(&index.schema(), &fields.schema) {
+            // Written before this build's newer fields: derived data, made again from the
+            // record store (the caller's repair), not set aside as if damaged.
+            tracing::info!(index = %dir.display(), added = %added.join(", "), "index from before new fields: rebuilding it from the record store");
+            drop(index);
+            std::fs::remove_dir_all(dir)?;
+            std::fs::create_dir_all(dir)?;
+            let d = MmapDirectory::open(dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            return Ok(Index::create(d, fields.schema.clone(), Default::default())?);
+        }
         return Err(StoreError::Corrupt(
             "the index's schema is not this build's (fields differ)".into(),
         ));
@@ -470,24 +480,51 @@ fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
     Ok(index)
 }
 
+/// The fields `new` adds when it is `old` and more (every field of `old` the same, up to
+/// fieldnorms); None when they differ otherwise or add nothing.
+fn fields_added(
+    old: &tantivy::schema::Schema,
+    new: &tantivy::schema::Schema,
+) -> Option<Vec<String>> {
+    let entries = |s: &tantivy::schema::Schema| -> Option<Vec<(String, serde_json::Value)>> {
+        let mut v = serde_json::to_value(s).ok()?;
+        strip_fieldnorms(&mut v);
+        v.as_array()?
+            .iter()
+            .map(|e| Some((e.get("name")?.as_str()?.to_string(), e.clone())))
+            .collect()
+    };
+    let (old, new) = (entries(old)?, entries(new)?);
+    let kept = old
+        .iter()
+        .all(|(n, e)| new.iter().any(|(m, f)| m == n && f == e));
+    let added: Vec<String> = new
+        .iter()
+        .filter(|(m, _)| !old.iter().any(|(n, _)| n == m))
+        .map(|(m, _)| m.clone())
+        .collect();
+    (kept && !added.is_empty()).then_some(added)
+}
+
+fn strip_fieldnorms(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("fieldnorms");
+            m.values_mut().for_each(strip_fieldnorms);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_fieldnorms),
+        _ => {}
+    }
+}
+
 /// Whether an existing index's schema is this build's, up to fieldnorms: indexes written
 /// before 2026-12 keep a norm byte per document for every indexed text field (weir never
 /// scores), and are read as they are rather than rebuilt.
 fn same_but_fieldnorms(old: &tantivy::schema::Schema, new: &tantivy::schema::Schema) -> bool {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.remove("fieldnorms");
-                m.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
     match (serde_json::to_value(old), serde_json::to_value(new)) {
         (Ok(mut a), Ok(mut b)) => {
-            strip(&mut a);
-            strip(&mut b);
+            strip_fieldnorms(&mut a);
+            strip_fieldnorms(&mut b);
             a == b
         }
         _ => false,
@@ -541,7 +578,8 @@ mod tests {
     }
 
     #[test]
-    fn an_index_with_fieldnorms_opens_as_it_is_and_another_schema_does_not() {
+    fn an_index_with_fieldnorms_opens_as_it_is_one_before_new_fields_is_rebuilt_and_another_is_refused()
+     {
         let fields = IndexFields::new();
         let old = older(&fields, None);
         assert_ne!(old, fields.schema, "the older schema differs (fieldnorms)");
@@ -556,10 +594,25 @@ mod tests {
             tantivy::schema::FieldType::Str(o) if o.get_indexing_options().is_some_and(|i| i.fieldnorms())
         )));
 
+        // Written before a field was added: made again, empty, with this build's schema
+        // (the partition's repair then indexes its records again).
+        let before = tmp.path().join("before");
+        std::fs::create_dir_all(&before).unwrap();
+        Index::create_in_dir(&before, older(&fields, Some("DnsName"))).unwrap();
+        let index = open_index(&before, &fields).unwrap();
+        assert_eq!(index.schema(), fields.schema);
+
+        // A field this build does not know: not ours to rebuild silently.
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
-        Index::create_in_dir(&other, older(&fields, Some("DnsName"))).unwrap();
+        let mut b = Schema::builder();
+        for (_, entry) in fields.schema.fields() {
+            b.add_field(entry.clone());
+        }
+        b.add_u64_field("Gone", tantivy::schema::FAST);
+        Index::create_in_dir(&other, b.build()).unwrap();
         let e = open_index(&other, &fields).unwrap_err().to_string();
         assert!(e.contains("fields differ"), "{e}");
+        assert!(fields_added(&fields.schema, &fields.schema).is_none());
     }
 }

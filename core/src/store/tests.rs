@@ -246,6 +246,42 @@ fn index_is_repaired_from_records_after_a_crash() {
 }
 
 #[test]
+fn an_index_from_before_a_new_field_is_rebuilt_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flows = synth(400, T0, 60_000);
+    for f in flows.iter_mut().step_by(2) {
+        f.node = "node-1".into();
+    }
+    let part_dir = {
+        let s = store(dir.path());
+        s.append(&flows).unwrap();
+        s.flush().unwrap();
+        s.read_parts()[0].dir().to_path_buf()
+    };
+    // The index as a build without `Node` wrote it (empty here: what matters is its schema).
+    let mut b = tantivy::schema::Schema::builder();
+    for (_, e) in index::IndexFields::new().schema.fields() {
+        if e.name() != "Node" {
+            b.add_field(e.clone());
+        }
+    }
+    let index_dir = part_dir.join("index");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    std::fs::create_dir_all(&index_dir).unwrap();
+    tantivy::Index::create_in_dir(&index_dir, b.build()).unwrap();
+    let s = store(dir.path());
+    assert_eq!(list_all(&s, "", TimeRange::ALL).total, 400);
+    assert_eq!(list_all(&s, "Node=node-1", TimeRange::ALL).total, 200);
+    // Made again in place: nothing set aside as if it were damaged.
+    let beside: Vec<String> = std::fs::read_dir(&part_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("index") && n != "index")
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+}
+
+#[test]
 fn retention_drops_whole_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(dir.path());

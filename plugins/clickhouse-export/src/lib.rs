@@ -1,6 +1,7 @@
 //! An exporter into the cluster's ClickHouse: each flow as one JSONEachRow row with every
 //! field of the schema (by its NetObserv name, as the `flows_ingest` table's columns are
-//! named) and `Node` (config `node`, required: the agent's node name), addresses as IPv6 text
+//! named), `Node` being the flow's own (the agent's `--node`) or else config `node` (one of
+//! the two is required), addresses as IPv6 text
 //! (IPv4 as `::ffff:a.b.c.d`, which ClickHouse's `IPv6StringToNum` reads). Sent through the
 //! HTTP sink the operator names (config `sink`) on the insert URL `weir server` prints, in
 //! inserts of at most `max_bytes` (default 4000000) cut at row ends. The host's feed makes
@@ -17,19 +18,17 @@ struct ClickHouseExport;
 impl Guest for ClickHouseExport {
     fn export(batch: &FlowBatch) -> Result<(), PluginError> {
         let batch = Batch::new(batch);
-        let node = config::get("node")
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| {
-                PluginError::InvalidInput(
-                "config node is required: this agent's node name (e.g. --config node=$NODE_NAME)"
-                    .into(),
-            )
-            })?;
-        let mut head = String::from("\"Node\":");
-        push_json_str(&mut head, node.trim());
-        // Every field the host knows; the table takes the ones it has
-        // (`input_format_skip_unknown_fields`), so a newer agent writes into an older schema.
-        let names: Vec<String> = flow_fields::fields().into_iter().map(|f| f.name).collect();
+        let fallback = config::get("node").filter(|n| !n.trim().is_empty());
+        // Every field the host knows but `Node`, written first; the table takes the ones it
+        // has (`input_format_skip_unknown_fields`), so a newer agent writes into an older
+        // schema. An agent from before `Node` was a field has no such column.
+        let all: Vec<String> = flow_fields::fields().into_iter().map(|f| f.name).collect();
+        let node_col = if all.iter().any(|n| n == "Node") {
+            Some(batch.field("Node")?)
+        } else {
+            None
+        };
+        let names: Vec<String> = all.into_iter().filter(|n| n != "Node").collect();
         let cols = names
             .iter()
             .map(|n| batch.field(n))
@@ -40,8 +39,27 @@ impl Guest for ClickHouseExport {
             .unwrap_or(4_000_000)
             .clamp(4096, 8_000_000);
         let mut out = LinePayloads::new(dest, max);
+        let node_of = |i: usize| -> Option<&str> {
+            node_col
+                .as_ref()
+                .and_then(|c| c.text(i))
+                .filter(|n| !n.is_empty())
+                .or(fallback.as_deref().map(str::trim))
+        };
+        // Refused whole, before anything is sent: a flow with no node anywhere.
+        if (0..batch.len()).any(|i| node_of(i).is_none()) {
+            return Err(PluginError::InvalidInput(
+                "no node name: start the agent with --node NAME (or NODE_NAME), or install with --config node=NAME"
+                    .into(),
+            ));
+        }
         let mut row = String::new();
+        let mut head = String::new();
         for i in 0..batch.len() {
+            let node = node_of(i).unwrap_or_default();
+            head.clear();
+            head.push_str("\"Node\":");
+            push_json_str(&mut head, node);
             row.clear();
             push_json_line(&mut row, &head, &names, &cols, i, true);
             out.push(&row)?;
