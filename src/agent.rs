@@ -140,7 +140,7 @@ pub struct AgentArgs {
     /// group by `Node`; `clickhouse-export` then needs no `--config node=`). Kubernetes'
     /// downward API sets NODE_NAME. Empty: flows carry no node.
     #[arg(long, env = "NODE_NAME", value_name = "NAME", value_parser = parse_node)]
-    node: Option<String>,
+    pub(crate) node: Option<String>,
     /// Name the ends of flows from Kubernetes (pods, services, nodes and namespaces watched
     /// through the API; network policies and events are watched too, for plugins granted
     /// `k8s-objects`),
@@ -1176,6 +1176,10 @@ fn start_plugins(
         .context("starting the flow-processor thread")?;
     let n = reg.list().len();
     tracing::info!(installed = n, "plugins ready");
+    // An upgraded binary keeps the bundled plugins installed before: said, with the command.
+    for (name, was, now) in reg.stale_bundled() {
+        tracing::warn!(plugin = %name, installed = %was, bundled = %now, "installed from an earlier release's bundled:{name}; `weir plugin upgrade bundled:{name}` (with its --config) takes this release's");
+    }
     Ok((reg, queues))
 }
 

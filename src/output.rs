@@ -224,7 +224,7 @@ pub fn status(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         Some(e) if !e.is_null() => vec![e],
         _ => Vec::new(),
     };
-    if sources.is_empty() {
+    if sources.iter().all(|e| e["source"] == "node") {
         writeln!(
             out,
             "\nenrichment: none (give --inventory FILE or --kubernetes)"

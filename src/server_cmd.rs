@@ -124,5 +124,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
         .context("the server's own settings")?
         .agent;
     agent.cluster = Some(Cluster(Arc::new(ch)));
+    // The server ingests nothing: NODE_NAME in its pod names no flow of its own.
+    agent.node = None;
     crate::agent::run(agent)
 }

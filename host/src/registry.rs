@@ -858,6 +858,32 @@ impl Registry {
         }
     }
 
+    /// Plugins installed from `bundled:NAME` whose file is not this binary's `NAME` (an
+    /// earlier release's build, kept until the operator upgrades it): name, installed
+    /// version, this binary's version.
+    pub fn stale_bundled(&self) -> Vec<(String, String, String)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .values()
+            .filter_map(|e| {
+                let name = e.installed.source.strip_prefix("bundled:")?;
+                // As an install of it would store it: its manifest embedded.
+                let (mut wasm, given) = self.bundled_source(name).ok()?;
+                let now = embed_manifest(&mut wasm, given, Path::new(&e.installed.source))
+                    .ok()?
+                    .version;
+                if sha256_hex(&wasm) == e.installed.sha256 {
+                    return None;
+                }
+                Some((
+                    e.installed.manifest.name.clone(),
+                    e.installed.manifest.version.clone(),
+                    now,
+                ))
+            })
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Listed> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let feeds = crate::lock(&self.feeds).clone();

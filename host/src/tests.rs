@@ -758,6 +758,43 @@ mod registry {
         p.process(&flows(1)).expect("kv mode").samples[0].value
     }
 
+    /// A plugin installed from `bundled:NAME` by an earlier release's binary (another file
+    /// under the same name) is named stale, so the agent can say how to take this one's.
+    #[test]
+    fn an_earlier_releases_bundled_install_is_named_stale() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        let toml: &'static str = Box::leak(
+            std::fs::read_to_string(plugins_dir().join("flow-count/plugin.toml"))
+                .expect("plugin.toml")
+                .into_boxed_str(),
+        );
+        let bundled = |w: &'static [u8]| crate::registry::Bundled {
+            name: "flow-count",
+            wasm: w,
+            manifest: toml,
+        };
+        let dir = tmp.path().join("plugins");
+        let before = Registry::open(&dir, runtime(), None)
+            .expect("registry")
+            .with_bundled(&[bundled(leak(wasm("flow-count")))]);
+        before
+            .install(&InstallRequest {
+                source: "bundled:flow-count".into(),
+                ..Default::default()
+            })
+            .expect("install");
+        assert!(before.stale_bundled().is_empty(), "this binary's own build");
+        drop(before);
+        // The next release carries another build under the name.
+        let after = Registry::open(&dir, runtime(), None)
+            .expect("registry")
+            .with_bundled(&[bundled(leak(wasm("quiet")))]);
+        let stale = after.stale_bundled();
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0].0, "flow-count");
+    }
+
     /// An incident carries a plugin's outbound-http tape; restored, it is the replay's tape
     /// (an empty one when there was none), the recording file never; a replay exported anew
     /// carries the tape it replays, and an empty one not at all.

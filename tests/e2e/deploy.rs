@@ -282,7 +282,7 @@ fn kubernetes_manifests_parse_and_hold_what_the_agent_and_server_need() {
                 .and_then(|v| v.field_ref.as_ref())
                 .map(|f| f.field_path.as_str())
                 == Some("spec.nodeName")),
-        "NODE_NAME from the downward API (clickhouse-export's node=)"
+        "NODE_NAME from the downward API (the agent's --node: Node on every flow)"
     );
 
     // Services select their pods and name ports that exist; the ServiceMonitor selects the

@@ -133,7 +133,32 @@ impl Partition {
             last_write_ms: AtomicU64::new(0),
         };
         p.repair(last_seq)?;
+        p.drop_index_before_fields(last_seq)?;
         Ok(p)
+    }
+
+    /// Once the index is rebuilt, removes the one from before new fields; unless it reached
+    /// further than the record store, which then lost records (as [`Self::repair`] says of
+    /// an index of this build's).
+    fn drop_index_before_fields(&self, last_seq: u64) -> Result<(), StoreError> {
+        let before = self.dir.join(INDEX_BEFORE_FIELDS);
+        if !before.exists() {
+            return Ok(());
+        }
+        let reached = MmapDirectory::open(&before)
+            .ok()
+            .and_then(|d| Index::open(d).ok())
+            .and_then(|i| i.load_metas().ok())
+            .and_then(|m| payload_seq(m.payload.as_deref()));
+        if let Some(s) = reached
+            && s > last_seq
+        {
+            return Err(StoreError::Corrupt(format!(
+                "the record store ends at flow {last_seq} but its index (from before new fields, kept in {INDEX_BEFORE_FIELDS}) reaches {s}: records were lost (damaged files)"
+            )));
+        }
+        std::fs::remove_dir_all(&before)?;
+        Ok(())
     }
 
     fn repair(&self, last_seq: u64) -> Result<(), StoreError> {
@@ -464,11 +489,16 @@ fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
     let index = Index::open(d)?;
     if !same_but_fieldnorms(&index.schema(), &fields.schema) {
         if let Some(added) = fields_added(&index.schema(), &fields.schema) {
-            // Written before this build's newer fields: derived data, made again from the
-            // record store (the caller's repair), not set aside as if damaged.
+            // Written before this build's newer fields: made again from the record store
+            // (the partition's repair), not set aside as if damaged. The old one is kept
+            // beside until the repair has succeeded (`Partition::open`).
             tracing::info!(index = %dir.display(), added = %added.join(", "), "index from before new fields: rebuilding it from the record store");
             drop(index);
-            std::fs::remove_dir_all(dir)?;
+            let before = dir.with_file_name(INDEX_BEFORE_FIELDS);
+            if before.exists() {
+                std::fs::remove_dir_all(&before)?;
+            }
+            std::fs::rename(dir, &before)?;
             std::fs::create_dir_all(dir)?;
             let d = MmapDirectory::open(dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             return Ok(Index::create(d, fields.schema.clone(), Default::default())?);
@@ -479,6 +509,10 @@ fn open_index(dir: &Path, fields: &IndexFields) -> Result<Index, StoreError> {
     }
     Ok(index)
 }
+
+/// Where an index from before new fields waits, beside the partition's `index`, until the
+/// rebuilt one has every record.
+const INDEX_BEFORE_FIELDS: &str = "index.before-new-fields";
 
 /// The fields `new` adds when it is `old` and more (every field of `old` the same, up to
 /// fieldnorms); None when they differ otherwise or add nothing.
