@@ -5,6 +5,9 @@
 #   bash scripts/fuzz.sh                # 30 s per target
 #   bash scripts/fuzz.sh 5              # the smoke run CI makes on every change
 #   bash scripts/fuzz.sh 3600 filter    # an hour on one target
+#   WEIR_FUZZ_PREBUILT=1 nice bash scripts/fuzz.sh 300
+#                                       # long runs beside other work: the targets built
+#                                       # before are run as they are, no cargo at all
 #
 # Seeds are fuzz/corpus/TARGET and the inputs of past findings fuzz/regressions/TARGET (both
 # committed); what a run learns goes to fuzz/corpus-run/TARGET
@@ -27,8 +30,13 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-echo "building ${#targets[@]} fuzz targets (nightly, sanitizer coverage)..." >&2
-cargo +nightly fuzz build -O >&2
+bin=target/x86_64-unknown-linux-gnu/release
+if [ "${WEIR_FUZZ_PREBUILT:-0}" = 1 ]; then
+  echo "running the ${#targets[@]} fuzz targets built before (WEIR_FUZZ_PREBUILT=1)" >&2
+else
+  echo "building ${#targets[@]} fuzz targets (nightly, sanitizer coverage)..." >&2
+  cargo +nightly fuzz build -O >&2
+fi
 mkdir -p logs
 status=0
 rows=()
@@ -42,9 +50,14 @@ for t in "${targets[@]}"; do
   # -rss_limit_mb: an input that makes a parser allocate gigabytes is a finding too.
   seeds=("corpus/$t")
   [ -d "regressions/$t" ] && seeds+=("regressions/$t")
-  if ! cargo +nightly fuzz run -O "$t" "corpus-run/$t" "${seeds[@]}" -- \
-      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      "${dict[@]}" >"logs/$t.log" 2>&1; then
+  run=(cargo +nightly fuzz run -O "$t" "corpus-run/$t" "${seeds[@]}" --)
+  if [ "${WEIR_FUZZ_PREBUILT:-0}" = 1 ]; then
+    mkdir -p "artifacts/$t"
+    run=("$bin/$t" "corpus-run/$t" "${seeds[@]}" -artifact_prefix="artifacts/$t/")
+  fi
+  if ! "${run[@]}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 "${dict[@]}" \
+      >"logs/$t.log" 2>&1; then
     result="FAILED (fuzz/logs/$t.log, input in fuzz/artifacts/$t/)"
     status=1
     grep -E "panicked|ERROR: libFuzzer|SUMMARY" "logs/$t.log" | head -5 >&2 || true

@@ -46,6 +46,11 @@ pub struct AgentArgs {
     /// Keep 1 packet in N (0 or 1: every packet). Sums are scaled back in queries.
     #[arg(long, default_value_t = 0)]
     sampling: u32,
+    /// Flow records an eviction round holds at a time (0: the whole round). Lower bounds the
+    /// agent's memory at each eviction when many flows are active (100 k records are ~17 MB);
+    /// each slice is the flows whose identity hashes to it, so sightings still merge.
+    #[arg(long, default_value_t = 8_192, value_name = "RECORDS")]
+    eviction_slice: usize,
     /// Also capture inside this network namespace (a name under /var/run/netns, or a path such
     /// as /proc/PID/ns/net). Repeatable. The namespace may appear later.
     #[arg(long = "netns", value_name = "NAME")]
@@ -630,6 +635,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             dns: !a.no_dns,
             filters: a.filters.clone(),
             dedup: !a.no_dedup,
+            eviction_slice: a.eviction_slice,
         };
         Some(Arc::new(
             Capture::start(cc, tx.clone()).context("starting eBPF capture")?,

@@ -37,6 +37,33 @@ fn flow_id(k: &FlowKey) -> FlowKey {
     }
 }
 
+/// Which of `slices` parts of a round the flow of `k` falls in: every sighting of one flow
+/// (on any interface, ingress or egress) falls in the same part.
+fn slice_of(k: &FlowKey, slices: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    flow_id(k).hash(&mut h);
+    (h.finish() % slices.max(1) as u64) as usize
+}
+
+/// Splits a round's items (keys or records) into `slices` parts by their flow (see
+/// [`slice_of`]), keeping their order within each part; one part when `slices` <= 1.
+pub fn split_by_flow<T>(items: Vec<T>, slices: usize, key: impl Fn(&T) -> &FlowKey) -> Vec<Vec<T>> {
+    if slices <= 1 {
+        return vec![items];
+    }
+    let mut parts: Vec<Vec<T>> = (0..slices)
+        .map(|_| Vec::with_capacity(items.len() / slices + items.len() / 64 + 1))
+        .collect();
+    for item in items {
+        let at = slice_of(key(&item), slices);
+        if let Some(p) = parts.get_mut(at) {
+            p.push(item);
+        }
+    }
+    parts
+}
+
 /// Whether `a` is seen before `b`: records with packets before records with only drops or
 /// an RTT, then the earliest first packet, then ingress before egress.
 fn earlier(a: &Raw, b: &Raw) -> bool {
@@ -180,6 +207,46 @@ mod tests {
             },
             inst,
         }
+    }
+
+    /// A round in slices merges what one round did: every sighting of a flow falls in the
+    /// same slice, and the slices share the flows out about evenly.
+    #[test]
+    fn every_sighting_of_a_flow_falls_in_one_slice_and_slices_are_even() {
+        let (a, b) = (raw(5, 1, 0, 100, 3), raw(7, 0, 1, 105, 3));
+        for slices in [1, 2, 4, 7] {
+            assert_eq!(slice_of(&a.key, slices), slice_of(&b.key, slices));
+            assert!(slice_of(&a.key, slices) < slices);
+        }
+        let records: Vec<Raw> = (0..4000u16)
+            .map(|port| {
+                let mut r = raw(5, 1, 0, 100, 1);
+                r.key.src_port = port;
+                r
+            })
+            .chain([a, b])
+            .collect();
+        let parts = split_by_flow(records, 4, |r| &r.key);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 4002, "none lost");
+        assert!(
+            parts.iter().all(|p| (800..1200).contains(&p.len())),
+            "{:?}",
+            parts.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let together = parts
+            .iter()
+            .filter(|p| p.iter().any(|r| r.key.ifindex == 7))
+            .all(|p| {
+                p.iter()
+                    .any(|r| r.key.ifindex == 5 && r.key.src_port == 1000)
+            });
+        assert!(together, "both ends of the veth in one part");
+        let one = split_by_flow(vec![raw(5, 1, 0, 100, 1), raw(7, 0, 1, 105, 1)], 1, |r| {
+            &r.key
+        });
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), 2);
     }
 
     #[test]

@@ -101,3 +101,23 @@ impl std::fmt::Display for Capability {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Capability;
+
+    /// The API's description lists the capabilities a plugin can hold (`Capability` in
+    /// `ui/src/openapi/components.json`): the same names as here, in the same order.
+    #[test]
+    fn the_api_description_lists_every_capability() {
+        let text = include_str!("../../ui/src/openapi/components.json");
+        let doc: serde_json::Value = serde_json::from_str(text).expect("components.json");
+        let described: Vec<&str> = doc["Capability"]["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        assert_eq!(described, Capability::ALL.map(Capability::name).to_vec());
+    }
+}

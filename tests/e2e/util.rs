@@ -84,6 +84,9 @@ pub struct Agent {
     /// Environment variables the agent is started with, beside `WEIR_LOG`.
     pub env: Vec<(String, String)>,
     log: PathBuf,
+    /// The agent's own description (`GET /api/v1/openapi.json`), read at its first answer to
+    /// check; `Null` when it cannot be read (an agent with a token).
+    described: std::sync::OnceLock<Value>,
 }
 
 impl Agent {
@@ -103,6 +106,7 @@ impl Agent {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             log: dir.join("agent.log"),
+            described: std::sync::OnceLock::new(),
         };
         a.spawn();
         a
@@ -131,7 +135,56 @@ impl Agent {
             .spawn()
             .expect("spawn weir agent");
         self.child = Some(child);
+        self.described = std::sync::OnceLock::new();
         self.wait_up();
+    }
+
+    /// Checks an /api/v1 answer against the agent's own description, so that every end-to-end
+    /// test checks what it is answered: the status must be one the operation lists, and a JSON
+    /// answer must hold to that status's schema (`weir_ui::schema_check`). Paths the
+    /// description does not have (tests of unknown routes) are left alone.
+    fn conform(&self, method: &str, path: &str, status: u16, body: &Value) {
+        let Some(rest) = path.strip_prefix("/api/v1") else {
+            return;
+        };
+        let rest = rest.split('?').next().unwrap_or(rest);
+        if rest == "/openapi.json" || body.is_null() {
+            return;
+        }
+        let doc = self
+            .described
+            .get_or_init(|| match self.get_raw("/api/v1/openapi.json") {
+                Ok((200, b)) => serde_json::from_str(&b).unwrap_or(Value::Null),
+                _ => Value::Null,
+            });
+        let Some(paths) = doc["paths"].as_object() else {
+            return;
+        };
+        let same = |t: &str| {
+            let (a, b): (Vec<_>, Vec<_>) = (t.split('/').collect(), rest.split('/').collect());
+            a.len() == b.len()
+                && a.iter()
+                    .zip(&b)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        };
+        let op = paths
+            .get(rest)
+            .or_else(|| paths.iter().find(|(t, _)| same(t)).map(|(_, o)| o))
+            .map(|o| &o[method]);
+        let Some(op) = op.filter(|o| o.is_object()) else {
+            return;
+        };
+        let Some(resp) = op["responses"].get(status.to_string()) else {
+            panic!("{method} {path}: status {status} is not in the agent's description: {body}");
+        };
+        let Some(schema) = resp["content"]["application/json"].get("schema") else {
+            return;
+        };
+        let broken = weir_ui::schema_check::violations(doc, schema, body);
+        assert!(
+            broken.is_empty(),
+            "{method} {path} {status}: the answer breaks the agent's description: {broken:?}\n{body}"
+        );
     }
 
     /// An agent started some other way (`weir incident open`), serving on `port` and logging
@@ -165,6 +218,7 @@ impl Agent {
             args: Vec::new(),
             env: Vec::new(),
             log,
+            described: std::sync::OnceLock::new(),
         };
         a.wait_up();
         a
@@ -267,6 +321,7 @@ impl Agent {
         }
         let (status, body) = answer(req.call().expect("request"));
         let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        self.conform("get", path, status, &v);
         (status, v)
     }
 
@@ -314,7 +369,9 @@ impl Agent {
             .expect("request");
         let status = r.status().as_u16();
         let body = r.body_mut().read_to_string().expect("body");
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        let v = serde_json::from_str(&body).unwrap_or(Value::Null);
+        self.conform("delete", path, status, &v);
+        (status, v)
     }
 
     /// POST; returns status and the body as sent (for byte-for-byte comparisons).
@@ -329,7 +386,9 @@ impl Agent {
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         let (status, body) = self.post_raw(path, body);
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        let v = serde_json::from_str(&body).unwrap_or(Value::Null);
+        self.conform("post", path, status, &v);
+        (status, v)
     }
 
     /// Sends an OTLP/HTTP JSON request (`/v1/traces` or `/v1/logs`), which must be taken.

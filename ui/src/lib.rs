@@ -6,6 +6,7 @@ mod handlers;
 pub mod limits;
 pub mod openapi;
 mod params;
+pub mod schema_check;
 pub mod serve;
 
 pub use error::ApiError;

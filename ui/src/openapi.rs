@@ -3,9 +3,15 @@
 //! [`OPS`] lists every operation: its method and path, what it does, the query parameters it
 //! takes (the very lists its handler reads the query through, so a parameter cannot be taken
 //! without being described), its body, its answer and the errors it can give. Every error is
-//! the one [`crate::error::ApiError`] body. The router tests check that [`OPS`] and the
-//! router's routes are the same set; CI runs Schemathesis against a live agent with this
-//! description (`scripts/api-fuzz.sh`): no 5xx, every answer as described.
+//! the one [`crate::error::ApiError`] body. Answers are named schemas in
+//! `openapi/components.json` (written from the handlers and the structs they serialize), and
+//! [`LINKS`] say which answer's values lead to which operation.
+//!
+//! Checked four ways: the router tests check that [`OPS`] and the router's routes are the
+//! same set, that every `$ref` and link resolves, and that every GET answers as described on
+//! a live router; every end-to-end test checks each /api/v1 answer it gets against the
+//! agent's own description (`weir_ui::schema_check`); CI runs Schemathesis against a live
+//! agent with this description (`scripts/api-fuzz.sh`): no 5xx, every answer as described.
 
 use crate::handlers::{alerts, flows, incident, ovs, plugins, records, timeline};
 use crate::params::{Param, Schema};
@@ -58,6 +64,18 @@ macro_rules! object {
     };
 }
 
+/// An answer's schema in `openapi/components.json`, by its name there.
+macro_rules! component {
+    ($name:literal) => {
+        concat!(r##"{"$ref":"#/components/schemas/"##, $name, "\"}")
+    };
+}
+
+/// The named schemas of answers (and of what they hold), as JSON: `components.schemas` of the
+/// document. Written from the handlers and the structs they serialize; the router tests check
+/// live answers against them, and CI's Schemathesis run every answer it gets.
+const COMPONENTS: &str = include_str!("openapi/components.json");
+
 const fn json_ok(schema: &'static str, doc: &'static str) -> Answer {
     Answer {
         status: 200,
@@ -105,7 +123,7 @@ pub const OPS: &[Op] = &[
             doc: "Flows with the field names of GET /api/v1/fields (an empty body imports none).",
             required: false,
         }),
-        answer: json_ok(object!("accepted"), "How many flows were stored."),
+        answer: json_ok(component!("Accepted"), "How many flows were stored."),
         errors: &[503],
     },
     Op {
@@ -156,7 +174,7 @@ pub const OPS: &[Op] = &[
         summary: "Installed plugins, their kinds, grants and health.",
         params: NONE,
         body: None,
-        answer: json_ok(object!("plugins"), "The installed plugins."),
+        answer: json_ok(component!("PluginList"), "The installed plugins."),
         errors: &[503],
     },
     Op {
@@ -171,7 +189,7 @@ pub const OPS: &[Op] = &[
             doc: "A WebAssembly component with its manifest embedded (or empty, with `source`).",
             required: false,
         }),
-        answer: json_ok(object!("installed"), "What was installed."),
+        answer: json_ok(component!("PluginInstall"), "What was installed."),
         errors: &[409, 422, 503],
     },
     Op {
@@ -181,7 +199,7 @@ pub const OPS: &[Op] = &[
         summary: "Remove a plugin and its state.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "What was removed."),
+        answer: json_ok(component!("PluginRemoved"), "What was removed."),
         errors: &[404, 503],
     },
     Op {
@@ -191,7 +209,7 @@ pub const OPS: &[Op] = &[
         summary: "Enable an installed plugin.",
         params: NONE,
         body: None,
-        answer: json_ok(object!("enabled"), "The plugin's new state."),
+        answer: json_ok(component!("PluginEnabled"), "The plugin's new state."),
         errors: &[404, 503],
     },
     Op {
@@ -201,7 +219,7 @@ pub const OPS: &[Op] = &[
         summary: "Disable a plugin (kept installed).",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The plugin's new state."),
+        answer: json_ok(component!("PluginDisabled"), "The plugin's new state."),
         errors: &[404, 503],
     },
     Op {
@@ -227,7 +245,7 @@ pub const OPS: &[Op] = &[
             r#"{"type":"object","additionalProperties":false,"properties":{"grant":{"type":"string"},"revoke":{"type":"string"},"scope":{"type":"array","items":{"type":"string"}}}}"#,
             "`grant` (with `scope` for a scoped capability) or `revoke`.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "What the plugin now holds."),
+        answer: json_ok(component!("PluginGrants"), "What the plugin now holds."),
         errors: &[404, 503],
     },
     Op {
@@ -257,7 +275,7 @@ pub const OPS: &[Op] = &[
             doc: "A snapshot from GET .../snapshot.",
             required: true,
         }),
-        answer: json_ok("{\"type\":\"object\"}", "What was merged."),
+        answer: json_ok(component!("SnapshotMerged"), "What was merged."),
         errors: &[404, 422, 503],
     },
     Op {
@@ -267,7 +285,7 @@ pub const OPS: &[Op] = &[
         summary: "Pending and firing alerts, silences and queued notifications.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The alerting state."),
+        answer: json_ok(component!("Alerting"), "The alerting state."),
         errors: &[503],
     },
     Op {
@@ -277,7 +295,7 @@ pub const OPS: &[Op] = &[
         summary: "Alert state changes, newest first.",
         params: alerts::HISTORY,
         body: None,
-        answer: json_ok(object!("history"), "The changes."),
+        answer: json_ok(component!("AlertHistory"), "The changes."),
         errors: &[503],
     },
     Op {
@@ -287,7 +305,7 @@ pub const OPS: &[Op] = &[
         summary: "Evaluate every alert rule now; answers the state changes.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The state changes."),
+        answer: json_ok(component!("AlertChanges"), "The state changes."),
         errors: &[503],
     },
     Op {
@@ -300,7 +318,7 @@ pub const OPS: &[Op] = &[
             r#"{"type":"object","required":["matchers","duration"],"additionalProperties":false,"properties":{"matchers":{"type":"object","additionalProperties":{"type":"string"}},"duration":{"type":"string","description":"e.g. 2h"},"comment":{"type":"string"}}}"#,
             "The labels to match and for how long.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "The silence."),
+        answer: json_ok(component!("SilenceCreated"), "The silence."),
         errors: &[503],
     },
     Op {
@@ -310,7 +328,7 @@ pub const OPS: &[Op] = &[
         summary: "End a silence.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The silence ended."),
+        answer: json_ok(component!("SilenceRemoved"), "The silence ended."),
         errors: &[404, 503],
     },
     Op {
@@ -320,7 +338,7 @@ pub const OPS: &[Op] = &[
         summary: "Stored records (plugin outputs, OVS collections, logs...), paged.",
         params: records::PARAMS,
         body: None,
-        answer: json_ok(object!("records"), "A page; `next_after` resumes it."),
+        answer: json_ok(component!("RecordPage"), "A page; `next_after` resumes it."),
         errors: &[503],
     },
     Op {
@@ -330,7 +348,7 @@ pub const OPS: &[Op] = &[
         summary: "Live OVS collection status and the collections kept.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "Status and collections."),
+        answer: json_ok(component!("OvsOverview"), "Status and collections."),
         errors: &[503],
     },
     Op {
@@ -343,7 +361,7 @@ pub const OPS: &[Op] = &[
             r#"{"type":"object","required":["text"],"additionalProperties":false,"properties":{"text":{"type":"string"},"syntax":{"enum":["dpctl","ofctl"]},"name":{"type":"string"},"time":{"type":"string"}}}"#,
             "The dump's text, its syntax (told from the text when absent), the datapath or bridge, when it was taken.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "The stored collection."),
+        answer: json_ok(component!("OvsImported"), "The stored collection."),
         errors: &[422, 503],
     },
     Op {
@@ -353,7 +371,7 @@ pub const OPS: &[Op] = &[
         summary: "A collection's datapath flows, with OVS's own names.",
         params: ovs::FLOWS,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The collection and its flows."),
+        answer: json_ok(component!("OvsFlows"), "The collection and its flows."),
         errors: &[404, 503],
     },
     Op {
@@ -363,7 +381,7 @@ pub const OPS: &[Op] = &[
         summary: "The datapath tree: in_port, then recirculation.",
         params: ovs::VIEW,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The tree."),
+        answer: json_ok(component!("OvsTree"), "The tree."),
         errors: &[404, 503],
     },
     Op {
@@ -373,7 +391,7 @@ pub const OPS: &[Op] = &[
         summary: "Recirculation ids, outputs and conntrack zones as a graph.",
         params: ovs::VIEW,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "Nodes and edges."),
+        answer: json_ok(component!("OvsGraph"), "Nodes and edges."),
         errors: &[404, 503],
     },
     Op {
@@ -383,7 +401,7 @@ pub const OPS: &[Op] = &[
         summary: "OpenFlow tables and their flows, each with the datapath flows traced through it.",
         params: ovs::OPENFLOW,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The tables."),
+        answer: json_ok(component!("OvsOpenFlow"), "The tables."),
         errors: &[404, 503],
     },
     Op {
@@ -393,7 +411,7 @@ pub const OPS: &[Op] = &[
         summary: "Megaflows added and removed between two collections, and the busiest.",
         params: ovs::CHURN,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The churn."),
+        answer: json_ok(component!("OvsChurn"), "The churn."),
         errors: &[404, 503],
     },
     Op {
@@ -403,7 +421,7 @@ pub const OPS: &[Op] = &[
         summary: "The stored flows a datapath flow carried.",
         params: ovs::CONVERSATIONS,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The conversations."),
+        answer: json_ok(component!("OvsConversations"), "The conversations."),
         errors: &[404, 503],
     },
     Op {
@@ -413,7 +431,7 @@ pub const OPS: &[Op] = &[
         summary: "The datapath flows that carried one conversation, as paths.",
         params: ovs::PATH,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The paths."),
+        answer: json_ok(component!("OvsPaths"), "The paths."),
         errors: &[404, 503],
     },
     Op {
@@ -426,8 +444,8 @@ pub const OPS: &[Op] = &[
             POLICY_EVAL,
             "Policy files to add, whether to include the live objects, one pod.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "The descriptions."),
-        errors: &[503],
+        answer: json_ok(component!("PolicyDescription"), "The descriptions."),
+        errors: &[422, 503],
     },
     Op {
         method: "post",
@@ -436,8 +454,8 @@ pub const OPS: &[Op] = &[
         summary: "The truth table of who may reach whom, per port.",
         params: NONE,
         body: json_body(POLICY_EVAL, "Policy files and ports (`80/TCP`)."),
-        answer: json_ok("{\"type\":\"object\"}", "The table."),
-        errors: &[503],
+        answer: json_ok(component!("PolicyTable"), "The table."),
+        errors: &[422, 503],
     },
     Op {
         method: "post",
@@ -446,8 +464,8 @@ pub const OPS: &[Op] = &[
         summary: "One connection's verdict and the rules that decided it.",
         params: NONE,
         body: json_body(POLICY_EVAL, "Policy files, `from`, `to` and `port`."),
-        answer: json_ok("{\"type\":\"object\"}", "The verdict."),
-        errors: &[503],
+        answer: json_ok(component!("PolicyExplanation"), "The verdict."),
+        errors: &[422, 503],
     },
     Op {
         method: "post",
@@ -459,8 +477,8 @@ pub const OPS: &[Op] = &[
             r##"{"type":"object","required":["proposed"],"additionalProperties":false,"properties":{"proposed":{"$ref":"#/components/schemas/Files"},"current":{"$ref":"#/components/schemas/Files"},"cluster":{"$ref":"#/components/schemas/Files"},"from":{"type":"string"},"to":{"type":"string"},"filter":{"type":"string"}}}"##,
             "Proposed and current policies, the cluster's objects, the window.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "What would change."),
-        errors: &[503],
+        answer: json_ok(component!("PolicyWhatIf"), "What would change."),
+        errors: &[422, 503],
     },
     Op {
         method: "post",
@@ -472,8 +490,8 @@ pub const OPS: &[Op] = &[
             r##"{"type":"object","required":["pod"],"additionalProperties":false,"properties":{"pod":{"type":"string","description":"ns/name"},"files":{"$ref":"#/components/schemas/Files"},"live":{"type":"boolean"},"from":{"type":"string"},"to":{"type":"string"}}}"##,
             "The pod (`ns/name`), policy files, the window.",
         ),
-        answer: json_ok("{\"type\":\"object\"}", "The pod's view."),
-        errors: &[404, 503],
+        answer: json_ok(component!("PolicyPodView"), "The pod's view."),
+        errors: &[422, 503],
     },
     Op {
         method: "get",
@@ -482,7 +500,7 @@ pub const OPS: &[Op] = &[
         summary: "A trace received over OTLP, its spans with the flows they made.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The trace."),
+        answer: json_ok(component!("Trace"), "The trace."),
         errors: &[400, 404, 503],
     },
     Op {
@@ -492,7 +510,7 @@ pub const OPS: &[Op] = &[
         summary: "Flows, alerts and records on one time axis.",
         params: timeline::PARAMS,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "Lanes of buckets and items."),
+        answer: json_ok(component!("Timeline"), "Lanes of buckets and items."),
         errors: &[503],
     },
     Op {
@@ -517,17 +535,17 @@ pub const OPS: &[Op] = &[
         summary: "The flow fields: names, types and what they mean.",
         params: NONE,
         body: None,
-        answer: json_ok(object!("fields"), "The fields."),
+        answer: json_ok(component!("FieldList"), "The fields."),
         errors: &[],
     },
     Op {
         method: "get",
         path: "/status",
         tag: "meta",
-        summary: "The agent's state: capture, store, ingest, plugins, limits.",
+        summary: "The agent's state: capture, ingest, storage, enrichment, OVS, storage sampling, HTTP limits, replay.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "The status."),
+        answer: json_ok(component!("Status"), "The status."),
         errors: &[],
     },
     Op {
@@ -547,7 +565,10 @@ pub const OPS: &[Op] = &[
         summary: "Evict every flow from the kernel maps now.",
         params: NONE,
         body: None,
-        answer: json_ok("{\"type\":\"object\"}", "What was evicted."),
+        answer: json_ok(
+            component!("Flushed"),
+            "Every flow was evicted (and is being stored).",
+        ),
         errors: &[503],
     },
     Op {
@@ -557,7 +578,7 @@ pub const OPS: &[Op] = &[
         summary: "The operator's in-kernel filter rules.",
         params: NONE,
         body: None,
-        answer: json_ok(object!("rules"), "The rules."),
+        answer: json_ok(component!("FilterRules"), "The rules."),
         errors: &[503],
     },
     Op {
@@ -570,10 +591,89 @@ pub const OPS: &[Op] = &[
             r#"{"oneOf":[{"type":"object","required":["rules"],"properties":{"rules":{"type":"array","items":{"type":["object","string"]}}}},{"type":"array","items":{"type":["object","string"]}}]}"#,
             "`{\"rules\": [...]}` or a bare list of rules.",
         ),
-        answer: json_ok(object!("rules"), "The rules now in force."),
+        answer: json_ok(component!("FilterRules"), "The rules now in force."),
         errors: &[503],
     },
 ];
+
+/// A way from one operation's answer to another operation (an OpenAPI link): clients and
+/// Schemathesis' stateful phase follow them (an imported OVS dump's id into its views, a
+/// silence's id into ending it).
+pub struct Link {
+    /// The operation whose 200 answer holds the values, as (method, path).
+    pub from: (&'static str, &'static str),
+    pub name: &'static str,
+    /// The operation it leads to.
+    pub to: (&'static str, &'static str),
+    /// The parameters of `to` (path or query) and where in the answer each is: a JSON
+    /// pointer into its body.
+    pub params: &'static [(&'static str, &'static str)],
+    pub doc: &'static str,
+}
+
+pub const LINKS: &[Link] = &[
+    Link {
+        from: ("post", "/alerts/silences"),
+        name: "EndSilence",
+        to: ("delete", "/alerts/silences/{id}"),
+        params: &[("id", "/silence/id")],
+        doc: "End the silence just made.",
+    },
+    Link {
+        from: ("post", "/ovs/import"),
+        name: "ImportedFlows",
+        to: ("get", "/ovs/flows"),
+        params: &[("collection", "/id")],
+        doc: "The datapath flows of the imported dump.",
+    },
+    Link {
+        from: ("post", "/ovs/import"),
+        name: "ImportedTree",
+        to: ("get", "/ovs/tree"),
+        params: &[("collection", "/id")],
+        doc: "The imported dump's datapath tree.",
+    },
+    Link {
+        from: ("post", "/ovs/import"),
+        name: "ImportedGraph",
+        to: ("get", "/ovs/graph"),
+        params: &[("collection", "/id")],
+        doc: "The imported dump's recirculation graph.",
+    },
+    Link {
+        from: ("post", "/ovs/import"),
+        name: "ImportedOpenFlow",
+        to: ("get", "/ovs/openflow"),
+        params: &[("collection", "/id")],
+        doc: "The imported dump's OpenFlow tables.",
+    },
+    Link {
+        from: ("get", "/ovs/flows"),
+        name: "FirstFlowConversations",
+        to: ("get", "/ovs/conversations"),
+        params: &[("collection", "/collection/id"), ("flow", "/flows/0/index")],
+        doc: "The stored conversations the first datapath flow listed carried.",
+    },
+    Link {
+        from: ("get", "/records"),
+        name: "NextPage",
+        to: ("get", "/records"),
+        params: &[("after", "/next_after")],
+        doc: "The next page (when this one was full).",
+    },
+    Link {
+        from: ("get", "/plugins"),
+        name: "FirstPluginSnapshot",
+        to: ("get", "/plugins/{name}/snapshot"),
+        params: &[("name", "/plugins/0/installed/manifest/name")],
+        doc: "The first plugin's snapshot (a summarizer's; others answer 404 or 422).",
+    },
+];
+
+/// An operation's id in the document.
+pub fn operation_id(method: &str, path: &str) -> String {
+    format!("{}{}", method, path.replace(['/', '{', '}', '.'], "_"))
+}
 
 const POLICY_EVAL: &str = r##"{"type":"object","additionalProperties":false,"properties":{"files":{"$ref":"#/components/schemas/Files"},"live":{"type":"boolean"},"ports":{"type":"array","items":{"type":"string"}},"pod":{"type":["string","null"]},"from":{"type":"string"},"to":{"type":"string"},"port":{"type":["string","null"]}}}"##;
 
@@ -696,8 +796,27 @@ fn operation(op: &Op) -> Value {
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }),
         );
     }
+    let links: Map<String, Value> = LINKS
+        .iter()
+        .filter(|l| l.from == (op.method, op.path))
+        .map(|l| {
+            let params: Map<String, Value> = l
+                .params
+                .iter()
+                .map(|(n, at)| (n.to_string(), json!(format!("$response.body#{at}"))))
+                .collect();
+            let link = json!({ "operationId": operation_id(l.to.0, l.to.1),
+                               "parameters": params, "description": l.doc });
+            (l.name.to_string(), link)
+        })
+        .collect();
+    if let Some(ok) = responses.get_mut(&op.answer.status.to_string())
+        && !links.is_empty()
+    {
+        ok["links"] = Value::Object(links);
+    }
     let mut o = json!({
-        "operationId": format!("{}{}", op.method, op.path.replace(['/', '{', '}', '.'], "_")),
+        "operationId": operation_id(op.method, op.path),
         "tags": [op.tag],
         "summary": op.summary,
         "parameters": params,
@@ -732,6 +851,21 @@ pub fn document(token: bool) -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method] = operation(op);
     }
+    let mut schemas: Map<String, Value> = match serde_json::from_str(COMPONENTS) {
+        Ok(Value::Object(m)) => m,
+        // Checked by the tests: the file is one object of schemas.
+        _ => Map::new(),
+    };
+    schemas.extend([
+        ("Error".to_string(), schema_of(ERROR)),
+        ("Files".to_string(), schema_of(FILE_LIST)),
+        ("Flow".to_string(), flow_schema()),
+        ("Totals".to_string(), schema_of(TOTALS)),
+        (
+            "Metric".to_string(),
+            json!({ "enum": ["bytes", "packets", "flows", "drop_bytes", "drop_packets"] }),
+        ),
+    ]);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -743,13 +877,7 @@ pub fn document(token: bool) -> Value {
         "security": if token { json!([{ "token": [] }]) } else { json!([]) },
         "paths": paths,
         "components": {
-            "schemas": {
-                "Error": schema_of(ERROR),
-                "Files": schema_of(FILE_LIST),
-                "Flow": flow_schema(),
-                "Totals": schema_of(TOTALS),
-                "Metric": { "enum": ["bytes", "packets", "flows", "drop_bytes", "drop_packets"] },
-            },
+            "schemas": schemas,
             "securitySchemes": {
                 "token": { "type": "http", "scheme": "bearer",
                            "description": "The agent's --token (or WEIR_TOKEN), when it has one." }

@@ -523,6 +523,7 @@ async fn the_description_is_served_and_its_answers_hold_on_a_live_router() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["security"], serde_json::json!([]), "no token here");
+    let mut checked = 0;
     for op in openapi::OPS {
         let o = &doc["paths"][op.path][op.method];
         assert!(o.is_object(), "{} {} in the document", op.method, op.path);
@@ -557,15 +558,105 @@ async fn the_description_is_served_and_its_answers_hold_on_a_live_router() {
         let (s, v) = get(app.clone(), &format!("/api/v1{}", op.path)).await;
         let documented = o["responses"][s.as_str()].is_object();
         assert!(documented, "GET {}: {s} is not described: {v}", op.path);
-        if s == StatusCode::OK {
-            let schema = &o["responses"]["200"]["content"]["application/json"]["schema"];
-            for k in schema["required"].as_array().into_iter().flatten() {
-                let k = k.as_str().expect("a name");
-                assert!(v.get(k).is_some(), "GET {}: answer lacks {k}: {v}", op.path);
-            }
+        let schema = &o["responses"][s.as_str()]["content"]["application/json"]["schema"];
+        let broken = crate::schema_check::violations(&doc, schema, &v);
+        assert!(broken.is_empty(), "GET {} {s}: {broken:?} in {v}", op.path);
+        checked += 1;
+    }
+    assert!(
+        checked > 15,
+        "{checked} answers checked against the description"
+    );
+}
+
+/// Every link leads to an operation that takes each parameter it fills, from a place the
+/// source's answer schema has.
+#[test]
+fn every_link_leads_somewhere_from_somewhere() {
+    /// The schema at a JSON pointer into values of `schema` (following $ref and allOf).
+    fn at<'a>(doc: &'a Value, schema: &'a Value, pointer: &[&str]) -> Option<&'a Value> {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => doc.pointer(r.strip_prefix('#')?)?,
+            None => schema,
+        };
+        let Some((first, rest)) = pointer.split_first() else {
+            return Some(schema);
+        };
+        let next = if first.parse::<usize>().is_ok() {
+            schema.get("items")
         } else {
-            assert!(v["error"]["kind"].is_string(), "GET {}: {s} {v}", op.path);
+            schema["properties"].get(*first)
+        };
+        match next {
+            Some(n) => at(doc, n, rest),
+            None => schema["allOf"]
+                .as_array()?
+                .iter()
+                .find_map(|sub| at(doc, sub, pointer)),
         }
+    }
+    let doc = openapi::document(false);
+    assert!(!openapi::LINKS.is_empty());
+    for l in openapi::LINKS {
+        let from = &doc["paths"][l.from.1][l.from.0];
+        let to = &doc["paths"][l.to.1][l.to.0];
+        assert!(to.is_object(), "{}: leads to no operation", l.name);
+        assert_eq!(
+            from["responses"]["200"]["links"][l.name]["operationId"], to["operationId"],
+            "{}",
+            l.name
+        );
+        let answer = &from["responses"]["200"]["content"]["application/json"]["schema"];
+        for (param, pointer) in l.params {
+            let takes = to["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == *param);
+            assert!(takes, "{}: {} {} takes no {param}", l.name, l.to.0, l.to.1);
+            let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+            assert!(
+                at(&doc, answer, &parts).is_some(),
+                "{}: the answer of {} {} has no {pointer}",
+                l.name,
+                l.from.0,
+                l.from.1
+            );
+        }
+    }
+}
+
+/// Every `$ref` in the document names a schema it has, and every named schema is used.
+#[test]
+fn every_reference_in_the_description_resolves() {
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let doc = openapi::document(false);
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    assert!(
+        schemas.len() > 50,
+        "the components file was read: {}",
+        schemas.len()
+    );
+    for r in &found {
+        let target = r.strip_prefix('#').and_then(|p| doc.pointer(p));
+        assert!(target.is_some_and(Value::is_object), "{r} names nothing");
+    }
+    for name in schemas.keys() {
+        let r = format!("#/components/schemas/{name}");
+        assert!(found.contains(&r.as_str()), "{name} is never used");
     }
 }
 

@@ -574,6 +574,31 @@ pub fn count_conntrack(text: &str) -> Vec<ConntrackCount> {
 }
 
 impl DpFlow {
+    /// The members [`DpFlow::to_json`] may write, and those the API adds (`index`,
+    /// `packets_between`): a name printed on the line that is one of these is kept apart,
+    /// under `info`.
+    pub const MEMBERS: [&'static str; 19] = [
+        "datapath",
+        "line",
+        "recirc_id",
+        "in_port",
+        "packets",
+        "bytes",
+        "used",
+        "match",
+        "actions",
+        "recircs",
+        "outputs",
+        "text",
+        "ufid",
+        "used_ms",
+        "warnings",
+        "rules",
+        "index",
+        "packets_between",
+        "info",
+    ];
+
     /// The flow under the names OVS prints (`ufid`, `recirc_id`, `in_port`, `packets`,
     /// `bytes`, `used`, `match`, `actions`, `dp`...), plus where it came from and what it links
     /// to: what `weir ovs flows --json` and the API answer.
@@ -598,10 +623,22 @@ impl DpFlow {
         if let Some(ms) = self.used_ms {
             v["used_ms"] = Value::from(ms);
         }
+        // The rest of what the line printed before its actions (`flags`, `dp`, `offloaded`,
+        // unknown names), as texts beside the flow's own members; a name that is one of those
+        // members (`line:x`) never overwrites it: it is kept under `info`.
+        let mut clashing = serde_json::Map::new();
         for (k, x) in self.info.as_object().into_iter().flatten() {
-            if !matches!(k.as_str(), "packets" | "bytes" | "used") {
+            if matches!(k.as_str(), "packets" | "bytes" | "used") {
+                continue;
+            }
+            if v.get(k).is_some() || DpFlow::MEMBERS.contains(&k.as_str()) {
+                clashing.insert(k.clone(), x.clone());
+            } else {
                 v[k] = x.clone();
             }
+        }
+        if !clashing.is_empty() {
+            v["info"] = Value::Object(clashing);
         }
         if !self.warnings.is_empty() {
             v["warnings"] = Value::from(self.warnings.clone());
@@ -627,6 +664,35 @@ mod tests {
         r#"{"match":{"in_port":{"value":1}},"info":{"packets":1},"actions":[],"recircs":["0x2",3]}"#,
         r#"{"match":[],"info":null,"actions":{},"outputs":[1,"p1"]}"#,
     ];
+
+    /// Found writing the API's description: `line:x` on a dump line made the flow's `line` the
+    /// text "x" (every name before the actions was copied over the flow's own members).
+    #[test]
+    fn a_printed_name_never_overwrites_the_flows_own_members() {
+        let f = DpFlow {
+            line: 7,
+            recirc_id: 2,
+            info: serde_json::json!({ "line": "x", "flags": "S", "info": "y", "recirc_id": "z",
+                                      "packets": 3, "used": "never" })
+            .into(),
+            ..DpFlow::default()
+        };
+        let v = f.to_json();
+        assert_eq!(v["line"], 7, "{v}");
+        assert_eq!(v["recirc_id"], 2, "{v}");
+        assert_eq!(v["flags"], "S", "{v}");
+        assert_eq!(
+            v["info"],
+            serde_json::json!({ "line": "x", "info": "y", "recirc_id": "z" }),
+            "kept apart, not lost: {v}"
+        );
+        assert_eq!(v["packets"], 0, "the counters are the flow's own: {v}");
+        let plain = DpFlow {
+            info: serde_json::json!({ "dp": "tc" }).into(),
+            ..DpFlow::default()
+        };
+        assert!(plain.to_json().get("info").is_none(), "nothing clashed");
+    }
 
     #[test]
     fn a_flow_read_without_its_tree_equals_the_flow_read_through_it() {

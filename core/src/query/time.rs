@@ -137,6 +137,11 @@ fn parse_rfc3339(t: &str) -> Option<u64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
+    // Digits only, so that slicing the first three is on character boundaries (a fuzzer's
+    // `.\u{b0}2Z` once panicked here) and `.5x` is not read as `.5`.
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let ms: u64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
     let days = days_from_civil(y, mo, da);
     if days < 0 {
@@ -214,6 +219,33 @@ mod tests {
         );
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("2026-13-01T00:00:00Z", now).is_err());
+    }
+
+    /// Found by the `args` fuzz target: a fraction of seconds with a character wider than a
+    /// byte in its first three panicked (a `from=` could fail the request's task).
+    #[test]
+    fn a_fraction_of_seconds_is_digits_only() {
+        let now = 1_800_000_000_000;
+        let finding = include_bytes!("../../../fuzz/regressions/args/rfc3339-fraction-not-ascii");
+        for line in String::from_utf8_lossy(finding).split('\n') {
+            let _ = parse_time(line, now);
+        }
+        for bad in [
+            "2026-12-05T10:00:00.\u{b0}02Z",
+            "2026-12-05T10:00:00.5xZ",
+            "2026-12-05T10:00:00.Z",
+        ] {
+            let e = parse_time(bad, now).expect_err(bad);
+            assert!(e.contains("cannot read time"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_time("2026-12-05T10:00:00.5Z", now),
+            Ok(1_796_464_800_500)
+        );
+        assert_eq!(
+            parse_time("2026-12-05T10:00:00.123456Z", now),
+            Ok(1_796_464_800_123)
+        );
     }
 
     #[test]

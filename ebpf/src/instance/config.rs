@@ -29,6 +29,10 @@ pub struct CaptureConfig {
     /// Merge the sightings of one flow on several interfaces (both ends of a veth, a path
     /// through a bridge) into one record that lists them.
     pub dedup: bool,
+    /// Records an eviction round drains and finishes at a time (0: the whole round at once).
+    /// A round's records are held while it finishes them: slices bound that memory, each the
+    /// flows whose identity hashes to it, so that a flow's sightings still meet.
+    pub eviction_slice: usize,
 }
 
 impl Default for CaptureConfig {
@@ -45,6 +49,7 @@ impl Default for CaptureConfig {
             dns: true,
             filters: Vec::new(),
             dedup: true,
+            eviction_slice: 8_192,
         }
     }
 }

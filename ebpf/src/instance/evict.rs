@@ -122,6 +122,8 @@ pub(super) struct Evictor {
     pub instances: Vec<Arc<Instance>>,
     pub stats: EvictStats,
     pub dedup: bool,
+    /// Records a round drains and finishes at a time (0: all at once); see `round`.
+    pub slice: usize,
     pub flush_requested: AtomicBool,
     pub cgroups: Mutex<crate::cgroup::CgroupNames>,
     pub ring: Arc<RingQueue>,
@@ -130,11 +132,12 @@ pub(super) struct Evictor {
 }
 
 impl Evictor {
-    pub fn new(instances: Vec<Arc<Instance>>, dedup: bool) -> Evictor {
+    pub fn new(instances: Vec<Arc<Instance>>, dedup: bool, slice: usize) -> Evictor {
         Evictor {
             instances,
             stats: EvictStats::default(),
             dedup,
+            slice,
             flush_requested: AtomicBool::new(false),
             cgroups: Mutex::new(crate::cgroup::CgroupNames::new()),
             ring: Arc::new(RingQueue::default()),
@@ -235,20 +238,44 @@ impl Evictor {
             .enumerate()
             .filter_map(|(idx, (inst, old))| old.map(|old| (idx, old, inst.idle_keys(old))))
             .collect();
-        let mut raw = Vec::with_capacity(keys.iter().map(|k| k.2.len()).sum());
-        for (idx, old, keys) in keys {
-            self.instances[idx].drain(old, idx, keys, &mut raw);
-        }
-        // The ring's records too (their packets were read during the grace): finished now,
-        // before the clean-up below drops the DNS facts of packets from before the flip. A
-        // flow with packets in both is summed into one record, not taken for a duplicate.
+        // The ring's records too (their packets were read during the grace): finished in
+        // this round, before the clean-up below drops the DNS facts of packets from before
+        // the flip. A flow with packets in both is summed into one record, not taken for a
+        // duplicate.
         let ring = self.ring.take();
-        if !ring.is_empty() {
-            raw.reserve_exact(ring.len());
-            raw.extend(ring);
-            raw = sum_per_flow(raw);
+        // The round in slices of about `self.slice` records, each slice the flows whose
+        // identity hashes to it, so every sighting of a flow (both ends of a veth, the ring's
+        // records) is in the same slice and merged there: a round holds one slice's records
+        // at a time, not all of them (100 k records are 17 MB).
+        let total = keys.iter().map(|k| k.2.len()).sum::<usize>() + ring.len();
+        let slices = match self.slice {
+            0 => 1,
+            n => total.div_ceil(n).max(1),
+        };
+        // Each key and ring record put in its slice once, moved, not copied.
+        let mut keys: Vec<(usize, u32, Vec<Vec<FlowKey>>)> = keys
+            .into_iter()
+            .map(|(idx, old, ks)| (idx, old, dedup::split_by_flow(ks, slices, |k| k)))
+            .collect();
+        let mut ring = dedup::split_by_flow(ring, slices, |r| &r.key);
+        let mut ok = true;
+        for slice in 0..slices {
+            let mut raw = Vec::with_capacity(total.div_ceil(slices) + total / 64);
+            for (idx, old, parts) in &mut keys {
+                let part = parts.get_mut(slice).map(std::mem::take).unwrap_or_default();
+                self.instances[*idx].drain(*old, *idx, part, &mut raw);
+            }
+            let here = ring.get_mut(slice).map(std::mem::take).unwrap_or_default();
+            if !here.is_empty() {
+                raw.reserve_exact(here.len());
+                raw.extend(here);
+                raw = sum_per_flow(raw);
+            }
+            if !self.finish(raw, tx) {
+                ok = false;
+                break;
+            }
         }
-        let ok = self.finish(raw, tx);
         // Facts of flows that were in no drained map and no ring record (sampled out,
         // filtered) are not kept; facts of packets counted in the maps active now are.
         for inst in &self.instances {

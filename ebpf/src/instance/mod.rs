@@ -165,7 +165,11 @@ impl Capture {
             loaded.push((Arc::new(inst), ring));
         }
         let instances: Vec<Arc<Instance>> = loaded.iter().map(|(i, _)| i.clone()).collect();
-        let evictor = Arc::new(evict::Evictor::new(instances.clone(), cfg.dedup));
+        let evictor = Arc::new(evict::Evictor::new(
+            instances.clone(),
+            cfg.dedup,
+            cfg.eviction_slice,
+        ));
         let mut threads = Vec::new();
         for (idx, (inst, ring)) in loaded.into_iter().enumerate() {
             threads.push(spawn("weir-attach", {
