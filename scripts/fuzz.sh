@@ -27,7 +27,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 cd fuzz
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
+if [ ${#targets[@]} -eq 0 ] && [ "${WEIR_FUZZ_PREBUILT:-0}" = 1 ]; then
+  mapfile -t targets < <(for f in fuzz_targets/*.rs; do basename "$f" .rs; done)
+elif [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 bin=target/x86_64-unknown-linux-gnu/release

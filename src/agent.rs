@@ -46,9 +46,10 @@ pub struct AgentArgs {
     /// Keep 1 packet in N (0 or 1: every packet). Sums are scaled back in queries.
     #[arg(long, default_value_t = 0)]
     sampling: u32,
-    /// Flow records an eviction round holds at a time (0: the whole round). Lower bounds the
-    /// agent's memory at each eviction when many flows are active (100 k records are ~17 MB);
-    /// each slice is the flows whose identity hashes to it, so sightings still merge.
+    /// Flow records an eviction round holds at a time (0: the whole round; at least 1024).
+    /// Lower bounds the agent's memory at each eviction when many flows are active (100 k
+    /// records are ~17 MB); each slice is the flows whose identity hashes to it, so sightings
+    /// still merge.
     #[arg(long, default_value_t = 8_192, value_name = "RECORDS")]
     eviction_slice: usize,
     /// Also capture inside this network namespace (a name under /var/run/netns, or a path such

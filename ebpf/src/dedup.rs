@@ -52,12 +52,20 @@ pub fn split_by_flow<T>(items: Vec<T>, slices: usize, key: impl Fn(&T) -> &FlowK
     if slices <= 1 {
         return vec![items];
     }
-    let mut parts: Vec<Vec<T>> = (0..slices)
-        .map(|_| Vec::with_capacity(items.len() / slices + items.len() / 64 + 1))
+    // Each part sized exactly: its items counted first.
+    let at: Vec<u32> = items
+        .iter()
+        .map(|i| slice_of(key(i), slices) as u32)
         .collect();
-    for item in items {
-        let at = slice_of(key(&item), slices);
-        if let Some(p) = parts.get_mut(at) {
+    let mut sizes = vec![0usize; slices];
+    for &a in &at {
+        if let Some(n) = sizes.get_mut(a as usize) {
+            *n += 1;
+        }
+    }
+    let mut parts: Vec<Vec<T>> = sizes.into_iter().map(Vec::with_capacity).collect();
+    for (item, a) in items.into_iter().zip(at) {
+        if let Some(p) = parts.get_mut(a as usize) {
             p.push(item);
         }
     }

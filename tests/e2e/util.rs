@@ -151,12 +151,24 @@ impl Agent {
         if rest == "/openapi.json" || body.is_null() {
             return;
         }
-        let doc = self
-            .described
-            .get_or_init(|| match self.get_raw("/api/v1/openapi.json") {
-                Ok((200, b)) => serde_json::from_str(&b).unwrap_or(Value::Null),
-                _ => Value::Null,
-            });
+        if self.described.get().is_none() {
+            match self.get_raw("/api/v1/openapi.json") {
+                Ok((200, b)) => {
+                    let d: Value = serde_json::from_str(&b)
+                        .unwrap_or_else(|e| panic!("the agent's description is not JSON: {e}"));
+                    let _ = self.described.set(d);
+                }
+                // An agent with a token: its description needs the token this client lacks.
+                Ok((401, _)) => {
+                    let _ = self.described.set(Value::Null);
+                }
+                // Busy (429, 503) or unreachable for now: read at the next answer.
+                _ => return,
+            }
+        }
+        let Some(doc) = self.described.get() else {
+            return;
+        };
         let Some(paths) = doc["paths"].as_object() else {
             return;
         };
@@ -167,13 +179,20 @@ impl Agent {
                     .zip(&b)
                     .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
         };
-        let op = paths
+        let Some(ops) = paths
             .get(rest)
             .or_else(|| paths.iter().find(|(t, _)| same(t)).map(|(_, o)| o))
-            .map(|o| &o[method]);
-        let Some(op) = op.filter(|o| o.is_object()) else {
+        else {
             return;
         };
+        let op = &ops[method];
+        if !op.is_object() {
+            assert!(
+                matches!(status, 404 | 405),
+                "{method} {path}: answered {status}, but the description has no such operation: {body}"
+            );
+            return;
+        }
         let Some(resp) = op["responses"].get(status.to_string()) else {
             panic!("{method} {path}: status {status} is not in the agent's description: {body}");
         };

@@ -605,8 +605,9 @@ pub struct Link {
     pub name: &'static str,
     /// The operation it leads to.
     pub to: (&'static str, &'static str),
-    /// The parameters of `to` (path or query) and where in the answer each is: a JSON
-    /// pointer into its body.
+    /// The parameters of `to` (path or query), each with the runtime expression that gives
+    /// it: `$response.body#/json/pointer` into the answer, or `$request.query.NAME` of the
+    /// request answered.
     pub params: &'static [(&'static str, &'static str)],
     pub doc: &'static str,
 }
@@ -616,56 +617,67 @@ pub const LINKS: &[Link] = &[
         from: ("post", "/alerts/silences"),
         name: "EndSilence",
         to: ("delete", "/alerts/silences/{id}"),
-        params: &[("id", "/silence/id")],
+        params: &[("id", "$response.body#/silence/id")],
         doc: "End the silence just made.",
     },
     Link {
         from: ("post", "/ovs/import"),
         name: "ImportedFlows",
         to: ("get", "/ovs/flows"),
-        params: &[("collection", "/id")],
+        params: &[("collection", "$response.body#/id")],
         doc: "The datapath flows of the imported dump.",
     },
     Link {
         from: ("post", "/ovs/import"),
         name: "ImportedTree",
         to: ("get", "/ovs/tree"),
-        params: &[("collection", "/id")],
+        params: &[("collection", "$response.body#/id")],
         doc: "The imported dump's datapath tree.",
     },
     Link {
         from: ("post", "/ovs/import"),
         name: "ImportedGraph",
         to: ("get", "/ovs/graph"),
-        params: &[("collection", "/id")],
+        params: &[("collection", "$response.body#/id")],
         doc: "The imported dump's recirculation graph.",
     },
     Link {
         from: ("post", "/ovs/import"),
         name: "ImportedOpenFlow",
         to: ("get", "/ovs/openflow"),
-        params: &[("collection", "/id")],
+        params: &[("collection", "$response.body#/id")],
         doc: "The imported dump's OpenFlow tables.",
     },
     Link {
         from: ("get", "/ovs/flows"),
         name: "FirstFlowConversations",
         to: ("get", "/ovs/conversations"),
-        params: &[("collection", "/collection/id"), ("flow", "/flows/0/index")],
+        params: &[
+            ("collection", "$response.body#/collection/id"),
+            ("flow", "$response.body#/flows/0/index"),
+        ],
         doc: "The stored conversations the first datapath flow listed carried.",
     },
     Link {
         from: ("get", "/records"),
         name: "NextPage",
         to: ("get", "/records"),
-        params: &[("after", "/next_after")],
-        doc: "The next page (when this one was full).",
+        params: &[
+            ("after", "$response.body#/next_after"),
+            ("from", "$request.query.from"),
+            ("to", "$request.query.to"),
+            ("kind", "$request.query.kind"),
+            ("source", "$request.query.source"),
+            ("label", "$request.query.label"),
+            ("limit", "$request.query.limit"),
+        ],
+        doc: "The next page of the same listing (when this one was full).",
     },
     Link {
         from: ("get", "/plugins"),
         name: "FirstPluginSnapshot",
         to: ("get", "/plugins/{name}/snapshot"),
-        params: &[("name", "/plugins/0/installed/manifest/name")],
+        params: &[("name", "$response.body#/plugins/0/installed/manifest/name")],
         doc: "The first plugin's snapshot (a summarizer's; others answer 404 or 422).",
     },
 ];
@@ -803,7 +815,7 @@ fn operation(op: &Op) -> Value {
             let params: Map<String, Value> = l
                 .params
                 .iter()
-                .map(|(n, at)| (n.to_string(), json!(format!("$response.body#{at}"))))
+                .map(|(n, expr)| (n.to_string(), json!(expr)))
                 .collect();
             let link = json!({ "operationId": operation_id(l.to.0, l.to.1),
                                "parameters": params, "description": l.doc });

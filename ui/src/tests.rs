@@ -607,21 +607,41 @@ fn every_link_leads_somewhere_from_somewhere() {
             l.name
         );
         let answer = &from["responses"]["200"]["content"]["application/json"]["schema"];
-        for (param, pointer) in l.params {
-            let takes = to["parameters"]
+        let takes = |op: &Value, name: &str| {
+            op["parameters"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|p| p["name"] == *param);
-            assert!(takes, "{}: {} {} takes no {param}", l.name, l.to.0, l.to.1);
-            let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+                .any(|p| p["name"] == name)
+        };
+        for (param, expr) in l.params {
             assert!(
-                at(&doc, answer, &parts).is_some(),
-                "{}: the answer of {} {} has no {pointer}",
+                takes(to, param),
+                "{}: {} {} takes no {param}",
                 l.name,
-                l.from.0,
-                l.from.1
+                l.to.0,
+                l.to.1
             );
+            if let Some(pointer) = expr.strip_prefix("$response.body#") {
+                let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+                assert!(
+                    at(&doc, answer, &parts).is_some(),
+                    "{}: the answer of {} {} has no {pointer}",
+                    l.name,
+                    l.from.0,
+                    l.from.1
+                );
+            } else if let Some(q) = expr.strip_prefix("$request.query.") {
+                assert!(
+                    takes(from, q),
+                    "{}: {} {} takes no {q}",
+                    l.name,
+                    l.from.0,
+                    l.from.1
+                );
+            } else {
+                panic!("{}: {expr} is no expression a link here uses", l.name);
+            }
         }
     }
 }

@@ -31,6 +31,8 @@ const FLIP_GRACE: Duration = Duration::from_millis(20);
 /// and the ingest queue is short, so an eviction waits for the store rather than holding
 /// every flow of the round at once.
 const EVICT_CHUNK: usize = 2048;
+/// The fewest records of a slice of an eviction round (`--eviction-slice` below it is raised).
+const MIN_SLICE: usize = 1024;
 
 /// Ring-buffer records waiting for the evictor beyond which readers wait (backpressure, as
 /// when they handed flows to the ingest stage themselves).
@@ -216,7 +218,11 @@ impl Evictor {
         for inst in &self.instances {
             inst.drain_dns();
         }
-        self.finish(sum_per_flow(records), tx)
+        self.finish(
+            sum_per_flow(records),
+            tx,
+            records::clock_ns(libc::CLOCK_MONOTONIC),
+        )
     }
 
     /// One round: flip every namespace's map, wait for programs in flight, drain them all,
@@ -229,6 +235,9 @@ impl Evictor {
             records::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(FLIP_GRACE.as_nanos() as u64);
         let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
         std::thread::sleep(FLIP_GRACE);
+        // DNS facts of events from here on belong to packets of the maps active now, however
+        // long the round's slices take to finish.
+        let dns_before = records::clock_ns(libc::CLOCK_MONOTONIC);
         // Every idle map's keys first, so the records of the round fill one vector sized
         // once (growing it by doubling held up to three times the records at its peak).
         let keys: Vec<(usize, u32, Vec<FlowKey>)> = self
@@ -250,7 +259,9 @@ impl Evictor {
         let total = keys.iter().map(|k| k.2.len()).sum::<usize>() + ring.len();
         let slices = match self.slice {
             0 => 1,
-            n => total.div_ceil(n).max(1),
+            // Not below MIN_SLICE records: each slice reads every namespace's DNS ring and
+            // copies its interface names.
+            n => total.div_ceil(n.max(MIN_SLICE)).max(1),
         };
         // Each key and ring record put in its slice once, moved, not copied.
         let mut keys: Vec<(usize, u32, Vec<Vec<FlowKey>>)> = keys
@@ -271,7 +282,7 @@ impl Evictor {
                 raw.extend(here);
                 raw = sum_per_flow(raw);
             }
-            if !self.finish(raw, tx) {
+            if !self.finish(raw, tx, dns_before) {
                 ok = false;
                 break;
             }
@@ -285,8 +296,9 @@ impl Evictor {
     }
 
     /// The finishing step: merges the sightings of each flow, adds what user space knows, and
-    /// hands the flows on in chunks. False when the receiver is gone.
-    fn finish(&self, raw: Vec<Raw>, tx: &SyncSender<Batch>) -> bool {
+    /// hands the flows on in chunks. DNS facts of events at or after `dns_before` (monotonic
+    /// ns) belong to packets these records did not count. False when the receiver is gone.
+    fn finish(&self, raw: Vec<Raw>, tx: &SyncSender<Batch>, dns_before: u64) -> bool {
         let n = raw.len();
         let mut merged = if self.dedup {
             dedup::dedup(raw)
@@ -298,9 +310,8 @@ impl Evictor {
             .fetch_add(n.saturating_sub(merged.len()) as u64, Ordering::Relaxed);
         let received = unix_now_s();
         let clock = self.measure_clock();
-        // DNS facts of events from here on belong to packets this round did not count: the
-        // trackers are unlocked between chunks, and their readers keep adding.
-        let dns_before = records::clock_ns(libc::CLOCK_MONOTONIC);
+        // The trackers are unlocked between chunks, and their readers keep adding: facts from
+        // `dns_before` on are left for the next round.
         let names: Vec<HashMap<u32, String>> = self
             .instances
             .iter()
