@@ -62,7 +62,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
         .migrate()
         .context("creating or migrating weir's schema in ClickHouse")?;
     let insert = ch.insert_url();
-    // Agents send their inserts gzip-compressed (flow JSON shrinks about tenfold).
+    // Agents send their inserts gzip-compressed (RowBinary rows shrink about fourfold).
     let sink_url = ch.sink_url();
     let sink = format!("--sink 'clickhouse={sink_url}'");
     let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse";

@@ -1,5 +1,5 @@
 //! weir's ClickHouse adapter: the cluster tier. Agents write their flows into one ClickHouse
-//! (the bundled `clickhouse-export` plugin, JSONEachRow through an HTTP sink into
+//! (the bundled `clickhouse-export` plugin, RowBinary through an HTTP sink into
 //! `flows_ingest`); `weir server --clickhouse URL` answers the same flow API over all of
 //! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL.
 //!
@@ -18,6 +18,7 @@ use weir_core::aggregate::Ranked;
 use weir_core::flowquery::FlowQuery;
 use weir_core::query::{Expr, Metric, TimeRange};
 use weir_core::schema::{FIELDS, FieldDef, FieldKind, Value};
+use weir_core::store::collect::GroupValues;
 use weir_core::store::{Buckets, GroupKey, ListRequest, ListResult, StoreError, Totals};
 
 /// Most groups one aggregation may return (more is refused, naming the limit).
@@ -119,9 +120,12 @@ impl ClickHouse {
         }
     }
 
-    /// The URL agents' HTTP sinks insert into (`clickhouse-export` sends JSONEachRow).
+    /// The URL agents' HTTP sinks insert into: `INSERT INTO db.flows_ingest`, without columns or
+    /// format, which each insert's body begins with (ClickHouse appends the body to the URL's
+    /// query): `clickhouse-export` sends ` (`a`, `b`) FORMAT RowBinary` and binary rows; a
+    /// body of ` FORMAT JSONEachRow` and JSON lines works too.
     pub fn insert_url(&self) -> String {
-        let q = format!("INSERT INTO `{}`.flows_ingest FORMAT JSONEachRow", self.db);
+        let q = format!("INSERT INTO `{}`.flows_ingest", self.db);
         let mut enc = String::new();
         for b in q.bytes() {
             if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
@@ -178,6 +182,26 @@ impl ClickHouse {
                 Err(e) => Err(self.decode(format!("a row is not JSON: {e}"))),
             })
             .collect()
+    }
+
+    /// `SELECT select FROM flows WHERE w group`, refused past [`MAX_GROUPS`] groups.
+    fn grouped_rows(
+        &self,
+        select: &str,
+        w: &str,
+        group: &str,
+    ) -> Result<Vec<serde_json::Map<String, Json>>, StoreError> {
+        let rows = self.rows(&format!(
+            "SELECT {select} FROM `{}`.flows WHERE {w}{group} LIMIT {}",
+            self.db,
+            MAX_GROUPS + 1
+        ))?;
+        if rows.len() > MAX_GROUPS {
+            return Err(StoreError::BadRequest(format!(
+                "more than {MAX_GROUPS} groups: narrow the filter or group by fewer fields"
+            )));
+        }
+        Ok(rows)
     }
 
     fn decode(&self, message: String) -> ClickHouseError {
@@ -375,16 +399,7 @@ impl FlowQuery for ClickHouse {
         } else {
             format!("{}, {SUMS}", keys.join(", "))
         };
-        let rows = self.rows(&format!(
-            "SELECT {select} FROM `{}`.flows WHERE {w}{group} LIMIT {}",
-            self.db,
-            MAX_GROUPS + 1
-        ))?;
-        if rows.len() > MAX_GROUPS {
-            return Err(StoreError::BadRequest(format!(
-                "more than {MAX_GROUPS} groups: narrow the filter or group by fewer fields"
-            )));
-        }
+        let rows = self.grouped_rows(&select, &w, &group)?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
             let t = Totals {
@@ -406,6 +421,55 @@ impl FlowQuery for ClickHouse {
             out.entry((key, bucket))
                 .or_insert_with(Totals::default)
                 .add(&t);
+        }
+        Ok(out)
+    }
+
+    /// `groupArray` of the field's non-zero values per group; the quantiles are computed by the
+    /// caller as over a local store, so both answer the same.
+    fn group_values(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        value: &'static FieldDef,
+    ) -> Result<GroupValues, StoreError> {
+        weir_core::store::check_group_by(group_by)?;
+        if value.kind != FieldKind::U64 {
+            return Err(StoreError::BadRequest(format!(
+                "{} is not a number field",
+                value.name
+            )));
+        }
+        let w = sql::where_clause(filter, range);
+        let v = format!("`{}`", value.name);
+        let mut select: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
+        select.push("groupArray(".to_string() + &v + ") AS weir_values");
+        let group = if group_by.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = group_by
+                .iter()
+                .map(|f| format!("`weir_{}`", f.name))
+                .collect();
+            format!(" GROUP BY {}", names.join(", "))
+        };
+        // Only flows with a value: groups without any are not made at all.
+        let rows = self.grouped_rows(&select.join(", "), &format!("({w}) AND {v} != 0"), &group)?;
+        let mut out = GroupValues::with_capacity(rows.len());
+        for r in rows {
+            let values: Vec<u64> = match r.get("weir_values") {
+                Some(Json::Array(a)) => a.iter().map(|x| u64_of(Some(x))).collect(),
+                _ => return Err(self.decode("weir_values is not an array".into()).into()),
+            };
+            if values.is_empty() {
+                continue;
+            }
+            let key: Vec<Value> = group_by
+                .iter()
+                .map(|f| value_of(f, col(&r, f.name)))
+                .collect();
+            out.entry(key).or_default().extend(values);
         }
         Ok(out)
     }
@@ -501,7 +565,7 @@ mod tests {
         let c = ClickHouse::new("http://127.0.0.1:8123", "weir").expect("ok");
         assert_eq!(
             c.insert_url(),
-            "http://127.0.0.1:8123/?query=INSERT%20INTO%20%60weir%60.flows_ingest%20FORMAT%20JSONEachRow&input_format_skip_unknown_fields=1"
+            "http://127.0.0.1:8123/?query=INSERT%20INTO%20%60weir%60.flows_ingest&input_format_skip_unknown_fields=1"
         );
         assert_eq!(c.describe(), "clickhouse http://127.0.0.1:8123/weir");
         for (url, db, says) in [

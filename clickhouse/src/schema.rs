@@ -5,7 +5,7 @@
 //!   (retention drops whole days) and ordered by minute, node and addresses (the fields
 //!   filters use first); addresses as `FixedString(16)` (IPv6, IPv4 mapped) so CIDRs are
 //!   byte ranges; strings `LowCardinality(String)`.
-//! - `flows_ingest`: what agents insert into (JSONEachRow, addresses as text): a `Null`
+//! - `flows_ingest`: what agents insert into (RowBinary, addresses as text): a `Null`
 //!   table whose materialized views fill `flows` and `flows_1m`.
 //! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records)
 //!   by node, addresses, protocol, destination port and namespaces (SummingMergeTree), for

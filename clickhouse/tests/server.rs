@@ -1,7 +1,8 @@
 //! Against a real clickhouse-server (Debian's 18.16; CI installs it: scripts/deps.sh): the
 //! schema is created and migrated, flows inserted the way agents insert them come back from
-//! the flow-query port with the store's answers (checked against a real local store fed the
-//! same flows), and a server that is down is an error naming it.
+//! the flow-query port with the store's answers (listings, aggregates, top-N, time buckets,
+//! values per group for quantiles; checked against a real local store fed the same flows), and
+//! a server that is down is an error naming it.
 
 use weir_clickhouse::ClickHouse;
 use weir_clickhouse::local::LocalServer;
@@ -45,14 +46,17 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     let again = ch.migrate().expect("migrate again");
     assert_eq!((again.from, again.added.len()), (m.to, 0), "idempotent");
 
-    // Insert as agents do (JSONEachRow into flows_ingest, addresses as text).
+    // Insert into flows_ingest, addresses as text, in JSONEachRow (the insert URL takes the
+    // format each body names; agents send RowBinary, the cluster e2e test covers that).
     let base = 1_764_900_000_000u64;
     let (a, b) = (
         flows("node-a", 300, base),
         flows("node-b", 200, base + 60_000),
     );
     for rows in [&a, &b] {
-        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        let body: String = std::iter::once(" FORMAT JSONEachRow\n".to_string())
+            .chain(rows.iter().map(|r| format!("{r}\n")))
+            .collect();
         let resp = ureq::post(&ch.insert_url())
             .send(body.as_bytes())
             .expect("insert");
@@ -129,6 +133,23 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
                     .aggregate(&filter, &range, &fields, None)
                     .expect("clickhouse");
                 assert_eq!(theirs, ours, "{q} {g:?} {range:?}");
+                // A field's non-zero values per group (flow-stats' quantiles), as multisets.
+                for value in ["PktDropBytes", "SrcPort"] {
+                    let value = weir_core::schema::field(value).expect("field");
+                    let sorted = |mut m: weir_core::store::collect::GroupValues| {
+                        m.values_mut().for_each(|v| v.sort_unstable());
+                        m
+                    };
+                    let ours = sorted(
+                        FlowQuery::group_values(&store, &filter, &range, &fields, value)
+                            .expect("store"),
+                    );
+                    let theirs = sorted(
+                        ch.group_values(&filter, &range, &fields, value)
+                            .expect("clickhouse"),
+                    );
+                    assert_eq!(theirs, ours, "{q} {g:?} {range:?} values of {}", value.name);
+                }
                 // Top-N ranked by ClickHouse (ties by value, sums of the rest and of all,
                 // the group count) as the store ranks it.
                 for (metric, k) in [

@@ -1,4 +1,5 @@
-//! The flow-query port: what the API's flow listing, aggregation and time series ask of
+//! The flow-query port: what the API's flow listing, aggregation and time series (and the
+//! plugins' `flows` and `flow-stats` capabilities) ask of
 //! wherever the flows live. This node's [`Store`] answers for one agent; a cluster's
 //! ClickHouse (the `weir-clickhouse` adapter, behind `weir server`) answers for every agent
 //! writing into it, with the same filter language and the same answers' shapes.
@@ -6,6 +7,7 @@
 use crate::aggregate::Ranked;
 use crate::query::{Expr, Metric, TimeRange};
 use crate::schema::FieldDef;
+use crate::store::collect::GroupValues;
 use crate::store::{Buckets, GroupKey, ListRequest, ListResult, Store, StoreError, Totals};
 use std::collections::HashMap;
 
@@ -40,6 +42,17 @@ pub trait FlowQuery: Send + Sync {
         Ok(crate::aggregate::rank(groups, metric, k))
     }
 
+    /// One number field's non-zero values per group of matching flows (as stored, not scaled
+    /// by sampling), for quantiles ([`crate::store::collect::quantiles`]); a group without any
+    /// such value is left out.
+    fn group_values(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        value: &'static FieldDef,
+    ) -> Result<GroupValues, StoreError>;
+
     /// Where the flows are, for status (`local store`, `clickhouse http://host:8123/weir`).
     fn describe(&self) -> String;
 }
@@ -68,6 +81,18 @@ impl FlowQuery for Store {
         k: usize,
     ) -> Result<Ranked, StoreError> {
         Store::top(self, filter, range, group_by, metric, k)
+    }
+
+    fn group_values(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+        value: &'static FieldDef,
+    ) -> Result<GroupValues, StoreError> {
+        let mut v = Store::group_values(self, filter, range, group_by, value)?;
+        v.retain(|_, values| !values.is_empty());
+        Ok(v)
     }
 
     fn describe(&self) -> String {

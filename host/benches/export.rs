@@ -6,7 +6,8 @@
 //! 2. To a real destination on loopback: `ipfix-export` over UDP to a socket that reads every
 //!    datagram, `ndjson-export` into a NATS JetStream stream (Debian's nats-server, each
 //!    message acknowledged by the stream), `clickhouse-export` into ClickHouse (Debian's
-//!    clickhouse-server 18.16, weir's schema, through the HTTP sink).
+//!    clickhouse-server 18.16, weir's schema, through the HTTP sink), against the JSONEachRow
+//!    rows clickhouse-export sent before 0.3.0, posted by the host in the same run.
 //!
 //! Prints markdown tables; see docs/PERFORMANCE.md. Needs the plugins built
 //! (`cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`), then
@@ -189,7 +190,7 @@ fn main() {
         (
             "clickhouse-export",
             &[("sink", "out"), ("node", "node-a")],
-            5000,
+            10_000,
         ),
     ];
     let mut gzip_line = String::new();
@@ -217,7 +218,7 @@ fn main() {
                 sink.first_len.load(Ordering::Relaxed) as f64,
             );
             gzip_line = format!(
-                "clickhouse-export payload gzip-compressed (fastest level, as `http+gzip://` sends it): {:.0} bytes/flow, {:.3} of the JSON\n",
+                "clickhouse-export payload gzip-compressed (fastest level, as `http+gzip://` sends it): {:.0} bytes/flow, {:.3} of the RowBinary\n",
                 per * gz / raw.max(1.0),
                 gz / raw.max(1.0)
             );
@@ -308,6 +309,48 @@ fn main() {
         Ok(server) => {
             let ch = weir_clickhouse::ClickHouse::new(&server.url(), "weir").expect("ch");
             ch.migrate().expect("migrate");
+            // Baseline: what clickhouse-export sent before 0.3.0, every field of every flow
+            // as JSONEachRow in inserts of up to 4 MB, posted from here one after another
+            // (no sandbox, so only ClickHouse's side of the cost).
+            let t = Instant::now();
+            let mut body = String::from(" FORMAT JSONEachRow\n");
+            let post = |body: &mut String| {
+                let resp = ureq::post(ch.insert_url())
+                    .send(body.as_bytes())
+                    .expect("insert");
+                assert_eq!(resp.status().as_u16(), 200, "JSON insert");
+                body.truncate(" FORMAT JSONEachRow\n".len());
+            };
+            for f in &fl {
+                let mut row = serde_json::Map::new();
+                for d in weir_core::schema::FIELDS {
+                    let v = match (d.get)(f) {
+                        weir_core::schema::Value::Ip(ip) => serde_json::Value::from(ip.to_string()),
+                        v => v.to_json(),
+                    };
+                    row.insert(d.name.to_string(), v);
+                }
+                row.insert("Node".into(), "node-a".into());
+                body.push_str(&serde_json::Value::Object(row).to_string());
+                body.push('\n');
+                if body.len() > 4_000_000 {
+                    post(&mut body);
+                }
+            }
+            post(&mut body);
+            let json_rate = n as f64 / t.elapsed().as_secs_f64();
+            // Each step starts from merged tables, not with the last step's parts still being
+            // merged on the same two cores.
+            let settle = || {
+                for t in ["flows", "flows_1m"] {
+                    let _ = ch.query(&format!("OPTIMIZE TABLE weir.{t} FINAL"));
+                }
+            };
+            settle();
+            println!(
+                "| baseline: every field as JSONEachRow (clickhouse-export before 0.3.0), posted by the host -> ClickHouse 18.16 | {json_rate:.0} | {:.2} |",
+                json_rate / ingest
+            );
             // Plain inserts, then gzip-compressed ones (`http+gzip://`, what `weir server`
             // tells agents to use).
             for (what, url) in [("", ch.insert_url()), (", gzip", ch.sink_url())] {
@@ -318,15 +361,18 @@ fn main() {
                     &[("sink", "out"), ("node", "node-a")],
                     http,
                 );
-                let rate = run(&p, &batches(&fl, 5000), n);
+                // As the feed gives them: the manifest's batch_flows (10 000).
+                let rate = run(&p, &batches(&fl, 10_000), n);
                 let rows = ch
                     .query("SELECT count() FROM weir.flows")
                     .unwrap_or_default();
                 println!(
-                    "| clickhouse-export -> ClickHouse 18.16 (HTTP{what}, JSONEachRow) | {rate:.0} | {:.2} |",
-                    rate / ingest
+                    "| clickhouse-export -> ClickHouse 18.16 (HTTP{what}, RowBinary, filled columns) | {rate:.0} | {:.2} (x{:.1} the JSON baseline) |",
+                    rate / ingest,
+                    rate / json_rate
                 );
                 eprintln!("(clickhouse: {} rows)", rows.trim());
+                settle();
             }
         }
         Err(e) => eprintln!("clickhouse-server not run: {e}"),

@@ -352,7 +352,8 @@ impl HostState {
             .ok_or_else(|| "no flow store in this host".to_string())
     }
 
-    /// What `flows` reads: the cluster's query engine when the host has one, else the store.
+    /// What `flows` and `flow-stats` read: the cluster's query engine when the host has one,
+    /// else the store.
     fn flow_query(&self) -> Result<Arc<dyn weir_core::flowquery::FlowQuery>, String> {
         match self.ctx.services.flow_query.get() {
             Some(q) => Ok(q.clone()),
@@ -525,7 +526,7 @@ impl flow_stats::Host for HostState {
             }
             None => None,
         };
-        let store = self.store()?.clone();
+        let store = self.flow_query()?;
         let (expr_q, fields_q) = (expr.clone(), fields.clone());
         let (measured, groups) = within(self, "flow-stats.aggregate", move || {
             let measured = match measured {

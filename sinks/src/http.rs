@@ -1,6 +1,7 @@
 //! `http://...` / `https://...`: one POST per payload, with the sender's media type as
 //! `Content-Type` (an exporter's `[exporter] media_type`, `application/x-ndjson` by default);
-//! anything but a 2xx answer is a failed send (the exporter retries it). Redirects are not
+//! anything but a 2xx answer is a failed send (the exporter retries it), its error
+//! holding the first 600 characters of the answer's body on one line. Redirects are not
 //! followed: the operator named this URL. Given `http+gzip://` or `https+gzip://`, each body is
 //! gzip-compressed (fastest level) and sent with `Content-Encoding: gzip`.
 
@@ -43,7 +44,7 @@ impl Transport for Http {
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
             .build()
             .header("content-type", media_type);
-        let resp = if self.gzip {
+        let mut resp = if self.gzip {
             let mut gz = flate2::write::GzEncoder::new(
                 Vec::with_capacity(payload.len() / 4),
                 flate2::Compression::fast(),
@@ -61,14 +62,34 @@ impl Transport for Http {
                 .map_err(|e| fail(format!("POST {url}: {e}")))?
         };
         let status = resp.status().as_u16();
+        if (200..=299).contains(&status) {
+            return Ok(());
+        }
+        // What the destination said, on one line (ClickHouse names the refused column or row).
+        let mut head = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(resp.body_mut().as_reader(), 64 << 10),
+            &mut head,
+        );
+        let said: String = String::from_utf8_lossy(&head)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(600)
+            .collect();
+        let message = if said.is_empty() {
+            format!("POST {url}: answered {status}")
+        } else {
+            format!("POST {url}: answered {status}: {said}")
+        };
         match status {
-            200..=299 => Ok(()),
             // 408 and 429 say "later"; other 4xx refuse this payload for good.
             400..=499 if status != 408 && status != 429 => Err(SinkError::Rejected {
                 name: self.name.clone(),
-                message: format!("POST {url}: answered {status}"),
+                message,
             }),
-            _ => Err(fail(format!("POST {url}: answered {status}"))),
+            _ => Err(fail(message)),
         }
     }
 }

@@ -136,7 +136,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(failed, "a closed peer makes sends fail");
-        // HTTP: a 2xx is a send, anything else an error naming the status.
+        // HTTP: a 2xx is a send, anything else an error naming the status and what the
+        // answer's body said.
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
         let server = std::thread::spawn(move || {
@@ -189,9 +190,16 @@ mod tests {
                     String::from_utf8_lossy(&req[head..]).into_owned()
                 };
                 bodies.push(format!("{ctype} {body}"));
+                // The refusal says why, over two lines.
+                let said = if status.starts_with("413") {
+                    "Code: 16, No such column\n  Bogus in table flows_ingest\n"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     c,
-                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{said}",
+                    said.len()
                 );
             }
             bodies
@@ -206,7 +214,9 @@ mod tests {
         );
         let e = http.send(b"{\"x\":3}\n", "text/plain", t).unwrap_err();
         assert!(
-            e.to_string().contains("answered 413") && !e.transient(),
+            e.to_string()
+                .ends_with("answered 413: Code: 16, No such column Bogus in table flows_ingest")
+                && !e.transient(),
             "a 4xx is for good: {e}"
         );
         // http+gzip://: the same body, compressed, with its encoding said.

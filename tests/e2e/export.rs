@@ -116,7 +116,7 @@ fn exporter(a: &Agent) -> Value {
     plugin_named(a, "ndjson-export")
 }
 
-fn plugin_named(a: &Agent, name: &str) -> Value {
+pub(crate) fn plugin_named(a: &Agent, name: &str) -> Value {
     a.ok("/api/v1/plugins", &[])["plugins"]
         .as_array()
         .and_then(|l| {

@@ -853,6 +853,14 @@ fn operation(op: &Op) -> Value {
     o
 }
 
+/// [`document`] as JSON text, built once per process for each value of `token` (the
+/// description is fixed at build time, so the route serves the same bytes every time).
+pub fn document_text(token: bool) -> &'static str {
+    static TEXTS: [std::sync::OnceLock<String>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    TEXTS[usize::from(token)].get_or_init(|| document(token).to_string())
+}
+
 /// The OpenAPI 3.1 document of /api/v1; `token`: whether this agent asks for one (then every
 /// operation requires it).
 pub fn document(token: bool) -> Value {

@@ -8,6 +8,14 @@
 
 use serde_json::Value;
 
+/// What a `$ref` (`#/components/schemas/Name`, a pointer into `doc`) names, if anything.
+pub fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    reference
+        .strip_prefix('#')
+        .and_then(|p| doc.pointer(p))
+        .filter(|v| !v.is_null())
+}
+
 /// Where `value` breaks `schema` (empty when it holds), each as `path: problem`. `doc` is the
 /// whole OpenAPI document, for `$ref`.
 pub fn violations(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
@@ -37,14 +45,9 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str, out: &mut Vec<String>
         return;
     };
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-        let target = r
-            .strip_prefix('#')
-            .and_then(|p| doc.pointer(p))
-            .unwrap_or(&Value::Null);
-        if target.is_null() {
-            out.push(format!("{at}: $ref {r} names nothing"));
-        } else {
-            check(doc, target, v, at, out);
+        match resolve(doc, r) {
+            Some(target) => check(doc, target, v, at, out),
+            None => out.push(format!("{at}: $ref {r} names nothing")),
         }
     }
     match s.get("type") {

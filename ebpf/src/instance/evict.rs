@@ -271,14 +271,19 @@ impl Evictor {
         let mut ring = dedup::split_by_flow(ring, slices, |r| &r.key);
         let mut ok = true;
         for slice in 0..slices {
-            let mut raw = Vec::with_capacity(total.div_ceil(slices) + total / 64);
+            // Sized from the slice's own keys and ring records (at most one record each).
+            let size = keys
+                .iter()
+                .map(|(_, _, parts)| parts.get(slice).map_or(0, Vec::len))
+                .sum::<usize>()
+                + ring.get(slice).map_or(0, Vec::len);
+            let mut raw = Vec::with_capacity(size);
             for (idx, old, parts) in &mut keys {
                 let part = parts.get_mut(slice).map(std::mem::take).unwrap_or_default();
                 self.instances[*idx].drain(*old, *idx, part, &mut raw);
             }
             let here = ring.get_mut(slice).map(std::mem::take).unwrap_or_default();
             if !here.is_empty() {
-                raw.reserve_exact(here.len());
                 raw.extend(here);
                 raw = sum_per_flow(raw);
             }

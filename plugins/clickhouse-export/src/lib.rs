@@ -1,32 +1,90 @@
-//! An exporter into the cluster's ClickHouse: each flow as one JSONEachRow row with every
-//! field of the schema (by its NetObserv name, as the `flows_ingest` table's columns are
-//! named), `Node` being the flow's own (the agent's `--node`) or else config `node` (one of
-//! the two is required), addresses as IPv6 text
-//! (IPv4 as `::ffff:a.b.c.d`, which ClickHouse's `IPv6StringToNum` reads). Sent through the
-//! HTTP sink the operator names (config `sink`) on the insert URL `weir server` prints, in
-//! inserts of at most `max_bytes` (default 4000000) cut at row ends. The host's feed makes
-//! it resumable from the store and at-least-once.
+//! An exporter into the cluster's ClickHouse: each flow one RowBinary row of the
+//! `flows_ingest` table (columns named as the fields, NetObserv's names), only the columns some
+//! flow of the insert fills (the table gives the rest their defaults), `Node` being the flow's
+//! own (the agent's `--node`) or else config `node` (one of the two is required), addresses as
+//! IPv6 text (IPv4 as `::ffff:a.b.c.d`, which the table's view turns into 16 bytes). Sent
+//! through the HTTP sink the operator names (config `sink`) on the insert URL `weir server`
+//! prints (`INSERT INTO ... flows_ingest`: each insert starts with its own column list and
+//! format, see [`rowbinary`]), in inserts of at most `max_bytes` (default 4000000) cut at
+//! rows. A column the table lacks (a newer agent, an older schema) is left out, with a
+//! warning. The host's feed makes it resumable from the store and at-least-once.
 
+mod rowbinary;
+
+use rowbinary::{Cells, encode_text};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use weir_plugin_sdk::exporter::{
-    Batch, FlowBatch, Guest, LinePayloads, PluginError, config, destination, export, flow_fields,
-    push_json_line,
+    Batch, Column, FlowBatch, Guest, PluginError, config, config_u64, destination, export,
+    flow_fields, log, sink,
 };
-use weir_plugin_sdk::push_json_str;
+
+thread_local! {
+    /// Columns ClickHouse said its table lacks, for this batch's resends (each batch runs in
+    /// an instance of its own, so each learns them again: one refused insert per missing
+    /// column, until `weir server --migrate-only` adds them).
+    static MISSING: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+}
 
 struct ClickHouseExport;
+
+/// A field's values as RowBinary cells.
+fn cells(col: &Column) -> Cells<'_> {
+    match col {
+        Column::Numbers(v) => Cells::Numbers(v),
+        Column::Addrs(v) => Cells::Addrs(
+            v.iter()
+                .map(|a| (u128::from(a.hi) << 64) | u128::from(a.lo))
+                .collect(),
+        ),
+        Column::Texts(t) => Cells::Texts {
+            encoded: t.values.iter().map(|v| encode_text(v)).collect(),
+            index: &t.index,
+        },
+    }
+}
 
 impl Guest for ClickHouseExport {
     fn export(batch: &FlowBatch) -> Result<(), PluginError> {
         let batch = Batch::new(batch);
-        let fallback = config::get("node").filter(|n| !n.trim().is_empty());
-        // Every field the host knows but `Node`, written first; the table takes the ones it
-        // has (`input_format_skip_unknown_fields`), so a newer agent writes into an older
-        // schema. An agent from before `Node` was a field has no such column.
+        let fallback = config::get("node")
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty());
         let all: Vec<String> = flow_fields::fields().into_iter().map(|f| f.name).collect();
-        let node_col = if all.iter().any(|n| n == "Node") {
-            Some(batch.field("Node")?)
+        // `Node`: the flow's own, else the fallback. An agent from before `Node` was a field
+        // has no such column; then every flow takes the fallback.
+        let node = if all.iter().any(|n| n == "Node") {
+            match batch.field("Node")? {
+                Column::Texts(t) => {
+                    let encoded = t
+                        .values
+                        .iter()
+                        .map(|v| match (v.is_empty(), &fallback) {
+                            (false, _) => Some(encode_text(v)),
+                            (true, Some(f)) => Some(encode_text(f)),
+                            (true, None) => None,
+                        })
+                        .collect::<Vec<_>>();
+                    // Refused whole, before anything is sent: a flow with no node anywhere.
+                    if t.index
+                        .iter()
+                        .any(|&k| encoded.get(k as usize).is_none_or(Option::is_none))
+                    {
+                        return Err(no_node());
+                    }
+                    Cells::Picked {
+                        encoded: encoded.into_iter().map(Option::unwrap_or_default).collect(),
+                        index: t.index,
+                    }
+                }
+                _ => return Err(PluginError::Failed("the Node field is not text".into())),
+            }
         } else {
-            None
+            match &fallback {
+                Some(f) => Cells::Same(encode_text(f)),
+                None if batch.is_empty() => return Ok(()),
+                None => return Err(no_node()),
+            }
         };
         let names: Vec<String> = all.into_iter().filter(|n| n != "Node").collect();
         let cols = names
@@ -34,38 +92,64 @@ impl Guest for ClickHouseExport {
             .map(|n| batch.field(n))
             .collect::<Result<Vec<_>, _>>()?;
         let dest = destination()?;
-        let max = config::get("max_bytes")
-            .and_then(|m| m.parse::<usize>().ok())
-            .unwrap_or(4_000_000)
-            .clamp(4096, 8_000_000);
-        let mut out = LinePayloads::new(dest, max);
-        let node_of = |i: usize| -> Option<&str> {
-            node_col
-                .as_ref()
-                .and_then(|c| c.text(i))
-                .filter(|n| !n.is_empty())
-                .or(fallback.as_deref().map(str::trim))
-        };
-        // Refused whole, before anything is sent: a flow with no node anywhere.
-        if (0..batch.len()).any(|i| node_of(i).is_none()) {
-            return Err(PluginError::InvalidInput(
-                "no node name: start the agent with --node NAME (or NODE_NAME), or install with --config node=NAME"
-                    .into(),
-            ));
+        let max = config_u64("max_bytes", 4_000_000)?.clamp(4096, 8_000_000) as usize;
+
+        let mut all_names: Vec<&str> = vec!["Node"];
+        all_names.extend(names.iter().map(String::as_str));
+        let mut all_cells = vec![node];
+        all_cells.extend(cols.iter().map(cells));
+        loop {
+            let (names, cells): (Vec<&str>, Vec<&Cells>) = MISSING.with(|m| {
+                let m = m.borrow();
+                all_names
+                    .iter()
+                    .zip(&all_cells)
+                    .filter(|(n, _)| !m.contains(**n))
+                    .map(|(n, c)| (*n, c))
+                    .unzip()
+            });
+            if !batch.is_empty() && !cells.iter().any(|c| c.filled(0..batch.len())) {
+                return Err(PluginError::Failed(
+                    "ClickHouse's flows_ingest has none of the columns these flows fill: is the sink's URL weir's insert URL?".into(),
+                ));
+            }
+            let mut sent_any = false;
+            let result = rowbinary::payloads(&names, &cells, 0..batch.len(), max, |p| {
+                sink::send(&dest, p)?;
+                sent_any = true;
+                Ok::<(), String>(())
+            });
+            let Err(e) = result else { return Ok(()) };
+            // A column the table lacks, refused before anything of this batch went in: leave
+            // it out and send the batch again.
+            if !sent_any
+                && let Some(col) = rowbinary::unknown_column(&e)
+                && names.contains(&col)
+                && MISSING.with(|m| m.borrow_mut().insert(col.to_string()))
+            {
+                log::log(
+                    log::Level::Warn,
+                    &format!(
+                        "ClickHouse's flows_ingest has no column {col} (its schema is older than this agent's fields): sending the flows without it; run weir server --migrate-only against it to add it"
+                    ),
+                );
+                continue;
+            }
+            if rowbinary::json_url(&e) {
+                return Err(PluginError::Failed(format!(
+                    "{e} (the sink's URL names FORMAT JSONEachRow, as for clickhouse-export before 0.3.0: point the sink at the insert URL weir server --migrate-only prints, which ends in flows_ingest; each insert names its own columns and format)"
+                )));
+            }
+            return Err(PluginError::Failed(e));
         }
-        let mut row = String::new();
-        let mut head = String::new();
-        for i in 0..batch.len() {
-            let node = node_of(i).unwrap_or_default();
-            head.clear();
-            head.push_str("\"Node\":");
-            push_json_str(&mut head, node);
-            row.clear();
-            push_json_line(&mut row, &head, &names, &cols, i, true);
-            out.push(&row)?;
-        }
-        out.flush()
     }
+}
+
+fn no_node() -> PluginError {
+    PluginError::InvalidInput(
+        "no node name: start the agent with --node NAME (or NODE_NAME), or install with --config node=NAME"
+            .into(),
+    )
 }
 
 export!(ClickHouseExport);

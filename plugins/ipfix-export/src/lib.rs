@@ -17,7 +17,8 @@
 //! `max_bytes` (default 1400, one datagram on any path).
 
 use weir_plugin_sdk::exporter::{
-    Batch, Column, FlowBatch, Guest, IpAddr, PluginError, config, destination, export, kv, sink,
+    Batch, Column, FlowBatch, Guest, IpAddr, PluginError, config, config_u64, destination, export,
+    kv, sink,
 };
 
 const PEN: u32 = 32473;
@@ -185,22 +186,13 @@ impl Messages {
     }
 }
 
-fn cfg(key: &str, default: u64) -> Result<u64, PluginError> {
-    match config::get(key) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            PluginError::InvalidInput(format!("config {key}: '{v}' is not a whole number"))
-        }),
-    }
-}
-
 struct IpfixExport;
 
 impl Guest for IpfixExport {
     fn export(batch: &FlowBatch) -> Result<(), PluginError> {
         let b = Batch::new(batch);
         let dest = destination()?;
-        let max = cfg("max_bytes", 1400)?.clamp(512, 65_000) as usize;
+        let max = config_u64("max_bytes", 1400)?.clamp(512, 65_000) as usize;
         let seq = kv::get("seq")
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map(u64::from_be_bytes)
@@ -221,9 +213,9 @@ impl Guest for IpfixExport {
         let now_s = (weir_plugin_sdk::exporter::clock::now_ms() / 1000) as u32;
         let mut m = Messages {
             max,
-            domain: cfg("domain", 1)? as u32,
+            domain: config_u64("domain", 1)? as u32,
             seq,
-            template_every: cfg("template_every", 20)?.max(1),
+            template_every: config_u64("template_every", 20)?.max(1),
             basic: config::get("elements").is_some_and(|e| e.trim() == "basic"),
             sent_messages: 0,
             out: Vec::new(),

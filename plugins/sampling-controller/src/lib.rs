@@ -76,13 +76,10 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-fn cfg_u64(key: &str, default: u64) -> Result<u64, PluginError> {
-    match config::get(key) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            PluginError::InvalidInput(format!("config {key}: '{v}' is not a whole number"))
-        }),
-    }
+/// Whether two settings differ by more than 30 % of the larger: only then is a rule changed
+/// (smaller moves would churn rules on noise).
+fn far_apart(a: f64, b: f64) -> bool {
+    (a - b).abs() > 0.3 * a.max(b)
 }
 
 fn gauge(name: &str, value: f64) -> MetricSample {
@@ -120,15 +117,19 @@ fn differs(a: &BTreeMap<String, Rule>, b: &BTreeMap<String, Rule>) -> bool {
         } else {
             (f64::from(x.one_in), f64::from(y.one_in))
         };
-        (p - q).abs() > 0.3 * p.max(q)
+        far_apart(p, q)
     })
 }
 
 fn tick(st: &mut State, now: u64) -> Result<(), PluginError> {
-    let budget = cfg_u64("budget", 1000)?.max(1) as f64;
+    let budget = flow_processor::config_u64("budget", 1000)?.max(1) as f64;
     let shadow = config::get("shadow").is_some_and(|v| v.trim() == "true");
     // Shadow mode never touches the kernel (rules set before it are withdrawn).
-    let kernel_pps = if shadow { 0 } else { cfg_u64("kernel_pps", 0)? };
+    let kernel_pps = if shadow {
+        0
+    } else {
+        flow_processor::config_u64("kernel_pps", 0)?
+    };
     let dt = (now.saturating_sub(st.last_ms) as f64 / 1000.0).max(0.001);
     let stats = storage_sampling::stats();
     let (mut offered, mut guarded, mut kept) = (0u64, 0u64, 0u64);
@@ -349,9 +350,10 @@ fn kernel_tick(st: &mut State, dt: f64, limit: f64) {
         .map(|(k, rate)| (*k, (rate / limit).ceil().clamp(2.0, 100_000.0) as u32))
         .collect();
     let same = want.len() == st.kernel.len()
-        && want.iter().zip(&st.kernel).all(|((ka, a), (kb, b))| {
-            ka == kb && f64::from(a.abs_diff(*b)) <= 0.3 * f64::from(*a.max(b))
-        });
+        && want
+            .iter()
+            .zip(&st.kernel)
+            .all(|((ka, a), (kb, b))| ka == kb && !far_apart(f64::from(*a), f64::from(*b)));
     if same {
         return;
     }
@@ -387,7 +389,7 @@ struct Controller;
 
 impl Guest for Controller {
     fn process(batch: &FlowBatch) -> Result<Processed, PluginError> {
-        let interval_ms = cfg_u64("interval_s", 5)?.clamp(1, 3600) * 1000;
+        let interval_ms = flow_processor::config_u64("interval_s", 5)?.clamp(1, 3600) * 1000;
         let batch = Batch::new(batch);
         let (proto, sport, dport, bytes, skbs, sampling) = (
             batch.proto(),

@@ -256,6 +256,7 @@ pub mod flow_processor {
     };
     field_helpers!();
     batch_view!();
+    config_helpers!();
 }
 
 /// The visualization world: a render request in, a view out.
@@ -739,6 +740,7 @@ pub mod exporter {
     pub use self::weir::plugin::{clock, config, kv, log, metrics, records, sink};
     field_helpers!();
     batch_view!();
+    config_helpers!();
 
     /// Appends value `i` of a column as JSON: numbers as numbers, texts as strings,
     /// addresses as strings (IPv4 as `a.b.c.d`, or as `::ffff:a.b.c.d` with `mapped_v4`).

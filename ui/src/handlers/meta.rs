@@ -38,8 +38,11 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/v1/openapi.json`: the description of /api/v1 ([`crate::openapi`]).
-pub async fn openapi(State(st): State<AppState>) -> Json<Value> {
-    Json(crate::openapi::document(st.token.is_some()))
+pub async fn openapi(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_text(st.token.is_some()),
+    )
 }
 
 /// `GET /api/v1/fields`: the flow fields, for completion and docs.
