@@ -297,6 +297,22 @@ fn select_col(f: &FieldDef) -> String {
     }
 }
 
+/// The answer columns a group-by names (`weir_Field`), in order.
+fn group_names(group_by: &[&'static FieldDef]) -> Vec<String> {
+    group_by
+        .iter()
+        .map(|f| format!("`weir_{}`", f.name))
+        .collect()
+}
+
+/// A group's key from its answer row, in `group_by`'s order.
+fn key_of(r: &serde_json::Map<String, Json>, group_by: &[&'static FieldDef]) -> Vec<Value> {
+    group_by
+        .iter()
+        .map(|f| value_of(f, col(r, f.name)))
+        .collect()
+}
+
 /// A column of an answer row, by field name.
 fn col<'a>(r: &'a serde_json::Map<String, Json>, name: &str) -> Option<&'a Json> {
     r.get(&format!("weir_{name}"))
@@ -378,10 +394,7 @@ impl FlowQuery for ClickHouse {
         weir_core::store::check_group_by(group_by)?;
         let w = sql::where_clause(filter, range);
         let mut keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
-        let mut names: Vec<String> = group_by
-            .iter()
-            .map(|f| format!("`weir_{}`", f.name))
-            .collect();
+        let mut names = group_names(group_by);
         if let Some(b) = buckets {
             let (o, s) = (b.origin_ms, b.step_ms.max(1));
             keys.push(format!(
@@ -413,10 +426,7 @@ impl FlowQuery for ClickHouse {
             if t.flows == 0 {
                 continue;
             }
-            let key: Vec<Value> = group_by
-                .iter()
-                .map(|f| value_of(f, col(&r, f.name)))
-                .collect();
+            let key = key_of(&r, group_by);
             let bucket = buckets.map(|_| u64_of(r.get("weir_bucket")));
             out.entry((key, bucket))
                 .or_insert_with(Totals::default)
@@ -435,12 +445,7 @@ impl FlowQuery for ClickHouse {
         value: &'static FieldDef,
     ) -> Result<GroupValues, StoreError> {
         weir_core::store::check_group_by(group_by)?;
-        if value.kind != FieldKind::U64 {
-            return Err(StoreError::BadRequest(format!(
-                "{} is not a number field",
-                value.name
-            )));
-        }
+        weir_core::store::check_number_field(value)?;
         let w = sql::where_clause(filter, range);
         let v = format!("`{}`", value.name);
         let mut select: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
@@ -448,11 +453,7 @@ impl FlowQuery for ClickHouse {
         let group = if group_by.is_empty() {
             String::new()
         } else {
-            let names: Vec<String> = group_by
-                .iter()
-                .map(|f| format!("`weir_{}`", f.name))
-                .collect();
-            format!(" GROUP BY {}", names.join(", "))
+            format!(" GROUP BY {}", group_names(group_by).join(", "))
         };
         // Only flows with a value: groups without any are not made at all.
         let rows = self.grouped_rows(&select.join(", "), &format!("({w}) AND {v} != 0"), &group)?;
@@ -465,10 +466,7 @@ impl FlowQuery for ClickHouse {
             if values.is_empty() {
                 continue;
             }
-            let key: Vec<Value> = group_by
-                .iter()
-                .map(|f| value_of(f, col(&r, f.name)))
-                .collect();
+            let key = key_of(&r, group_by);
             out.entry(key).or_default().extend(values);
         }
         Ok(out)
@@ -526,10 +524,7 @@ impl FlowQuery for ClickHouse {
             };
             let t = totals(r);
             shown.add(&t);
-            let key: Vec<Value> = group_by
-                .iter()
-                .map(|f| value_of(f, col(m, f.name)))
-                .collect();
+            let key = key_of(m, group_by);
             top.push((key, t));
         }
         // No matching flow: no data, and totals that count nothing.

@@ -92,6 +92,17 @@ pub fn check_group_by(group_by: &[&'static FieldDef]) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Refuses a field whose values are not numbers where values are collected for quantiles.
+pub fn check_number_field(value: &FieldDef) -> Result<(), StoreError> {
+    if value.kind != crate::schema::FieldKind::U64 {
+        return Err(StoreError::BadRequest(format!(
+            "{} is not a number field",
+            value.name
+        )));
+    }
+    Ok(())
+}
+
 impl From<tantivy::directory::error::OpenReadError> for StoreError {
     fn from(e: tantivy::directory::error::OpenReadError) -> Self {
         StoreError::Corrupt(e.to_string())
@@ -587,12 +598,7 @@ impl Store {
         value: &'static FieldDef,
     ) -> Result<collect::GroupValues, StoreError> {
         check_group_by(group_by)?;
-        if value.kind != crate::schema::FieldKind::U64 {
-            return Err(StoreError::BadRequest(format!(
-                "{} is not a number field",
-                value.name
-            )));
-        }
+        check_number_field(value)?;
         let query = self.fields.compile(filter, range);
         let collector = collect::ValuesCollector {
             fields: group_by.to_vec(),

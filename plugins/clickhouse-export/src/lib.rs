@@ -12,19 +12,12 @@
 mod rowbinary;
 
 use rowbinary::{Cells, encode_text};
-use std::cell::RefCell;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use weir_plugin_sdk::exporter::{
     Batch, Column, FlowBatch, Guest, PluginError, config, config_u64, destination, export,
     flow_fields, log, sink,
 };
-
-thread_local! {
-    /// Columns ClickHouse said its table lacks, for this batch's resends (each batch runs in
-    /// an instance of its own, so each learns them again: one refused insert per missing
-    /// column, until `weir server --migrate-only` adds them).
-    static MISSING: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
-}
 
 struct ClickHouseExport;
 
@@ -39,7 +32,7 @@ fn cells(col: &Column) -> Cells<'_> {
         ),
         Column::Texts(t) => Cells::Texts {
             encoded: t.values.iter().map(|v| encode_text(v)).collect(),
-            index: &t.index,
+            index: Cow::Borrowed(&t.index),
         },
     }
 }
@@ -72,9 +65,9 @@ impl Guest for ClickHouseExport {
                     {
                         return Err(no_node());
                     }
-                    Cells::Picked {
+                    Cells::Texts {
                         encoded: encoded.into_iter().map(Option::unwrap_or_default).collect(),
-                        index: t.index,
+                        index: Cow::Owned(t.index),
                     }
                 }
                 _ => return Err(PluginError::Failed("the Node field is not text".into())),
@@ -98,16 +91,17 @@ impl Guest for ClickHouseExport {
         all_names.extend(names.iter().map(String::as_str));
         let mut all_cells = vec![node];
         all_cells.extend(cols.iter().map(cells));
+        // Columns ClickHouse said its table lacks, left out of this batch's resends (each
+        // batch runs in an instance of its own, so each learns them again: one refused insert
+        // per missing column, until `weir server --migrate-only` adds them).
+        let mut missing: BTreeSet<&str> = BTreeSet::new();
         loop {
-            let (names, cells): (Vec<&str>, Vec<&Cells>) = MISSING.with(|m| {
-                let m = m.borrow();
-                all_names
-                    .iter()
-                    .zip(&all_cells)
-                    .filter(|(n, _)| !m.contains(**n))
-                    .map(|(n, c)| (*n, c))
-                    .unzip()
-            });
+            let (names, cells): (Vec<&str>, Vec<&Cells>) = all_names
+                .iter()
+                .zip(&all_cells)
+                .filter(|(n, _)| !missing.contains(*n))
+                .map(|(n, c)| (*n, c))
+                .unzip();
             if !batch.is_empty() && !cells.iter().any(|c| c.filled(0..batch.len())) {
                 return Err(PluginError::Failed(
                     "ClickHouse's flows_ingest has none of the columns these flows fill: is the sink's URL weir's insert URL?".into(),
@@ -124,9 +118,10 @@ impl Guest for ClickHouseExport {
             // it out and send the batch again.
             if !sent_any
                 && let Some(col) = rowbinary::unknown_column(&e)
-                && names.contains(&col)
-                && MISSING.with(|m| m.borrow_mut().insert(col.to_string()))
+                && let Some(&col) = names.iter().find(|n| **n == col)
             {
+                // Not among `names` once missing: each turn leaves out one more column.
+                missing.insert(col);
                 log::log(
                     log::Level::Warn,
                     &format!(

@@ -7,25 +7,23 @@
 //! addresses are `String`, turned into `FixedString(16)` by its view) a LEB128 length and the
 //! bytes.
 
+use std::borrow::Cow;
+
 /// One column as RowBinary reads it, kept from the batch's own values (texts once per distinct
 /// value, encoded ahead).
 pub enum Cells<'a> {
     /// UInt64 values, one per flow.
     Numbers(&'a [u64]),
-    /// Each distinct value encoded (length and bytes), and per flow an index into them.
+    /// Each distinct value encoded (length and bytes), and per flow an index into them (the
+    /// batch's own, or made here: `Node`, the flow's own or the fallback).
     Texts {
         encoded: Vec<Vec<u8>>,
-        index: &'a [u32],
+        index: Cow<'a, [u32]>,
     },
     /// Addresses as 128-bit numbers, written as IPv6 text.
     Addrs(Vec<u128>),
     /// The same encoded text on every row (`Node` from config).
     Same(Vec<u8>),
-    /// Per flow, an index into encoded values (`Node`: the flow's own or the fallback).
-    Picked {
-        encoded: Vec<Vec<u8>>,
-        index: Vec<u32>,
-    },
 }
 
 /// A text as RowBinary's `String`: LEB128 length, then the bytes.
@@ -46,27 +44,14 @@ pub fn encode_text(s: &str) -> Vec<u8> {
 }
 
 impl Cells<'_> {
-    /// A text column's encoded values and per-flow indexes.
-    fn texts(&self) -> Option<(&[Vec<u8>], &[u32])> {
-        match self {
-            Cells::Texts { encoded, index } => Some((encoded, index)),
-            Cells::Picked { encoded, index } => Some((encoded, index)),
-            _ => None,
-        }
-    }
-
     /// Whether some flow of `rows` has a value other than 0 or empty (addresses: always).
     pub fn filled(&self, rows: std::ops::Range<usize>) -> bool {
         match self {
             Cells::Numbers(v) => v.get(rows).is_some_and(|v| v.iter().any(|&x| x != 0)),
-            Cells::Texts { .. } | Cells::Picked { .. } => {
-                self.texts().is_some_and(|(encoded, index)| {
-                    index.get(rows).is_some_and(|ix| {
-                        ix.iter()
-                            .any(|&k| encoded.get(k as usize).is_some_and(|e| e.len() > 1))
-                    })
-                })
-            }
+            Cells::Texts { encoded, index } => index.get(rows).is_some_and(|ix| {
+                ix.iter()
+                    .any(|&k| encoded.get(k as usize).is_some_and(|e| e.len() > 1))
+            }),
             // Always sent, `::` too: the table's default for a missing address is '', which
             // current ClickHouse refuses to turn into an address (18.16 took it as `::`).
             Cells::Addrs(v) => !v.is_empty() && v.get(rows).is_some(),
@@ -80,11 +65,8 @@ impl Cells<'_> {
             Cells::Numbers(v) => {
                 out.extend_from_slice(&v.get(i).copied().unwrap_or(0).to_le_bytes())
             }
-            Cells::Texts { .. } | Cells::Picked { .. } => {
-                let value = self.texts().and_then(|(encoded, index)| {
-                    index.get(i).and_then(|&k| encoded.get(k as usize))
-                });
-                match value {
+            Cells::Texts { encoded, index } => {
+                match index.get(i).and_then(|&k| encoded.get(k as usize)) {
                     Some(e) => out.extend_from_slice(e),
                     None => out.push(0),
                 }
@@ -232,7 +214,7 @@ mod tests {
             Cells::Numbers(&zeros),
             Cells::Texts {
                 encoded: vec![encode_text(""), encode_text("ns"), encode_text(&long)],
-                index: &[1, 0, 2],
+                index: Cow::Borrowed(&[1, 0, 2]),
             },
             Cells::Addrs(vec![
                 u128::from(std::net::Ipv6Addr::from([
@@ -243,7 +225,7 @@ mod tests {
             ]),
             Cells::Texts {
                 encoded: vec![encode_text("")],
-                index: &[0, 0, 0],
+                index: Cow::Borrowed(&[0, 0, 0]),
             },
             Cells::Same(encode_text("node-a")),
         ];
