@@ -7,11 +7,15 @@
 //!    datagram, `ndjson-export` into a NATS JetStream stream (Debian's nats-server, each
 //!    message acknowledged by the stream), `clickhouse-export` into ClickHouse (Debian's
 //!    clickhouse-server 18.16, weir's schema, through the HTTP sink), against the JSONEachRow
-//!    rows clickhouse-export sent before 0.3.0, posted by the host in the same run.
+//!    rows clickhouse-export sent before 0.3.0, posted by the host in the same run; last
+//!    through the agent's own exporter feed (a store holding the flows, the plugin installed
+//!    in a registry, `batch_flows` and `in_flight` varied), also to a discarding sink to
+//!    show the agent's side alone.
 //!
 //! Prints markdown tables; see docs/PERFORMANCE.md. Needs the plugins built
 //! (`cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`), then
-//! `cargo bench -p weir-host --bench export` (`WEIR_BENCH_FLOWS` flows, default 200 000).
+//! `cargo bench -p weir-host --bench export` (`WEIR_BENCH_FLOWS` flows, default 200 000;
+//! `WEIR_BENCH_CH_DIR=/dev/shm` keeps ClickHouse's data in memory, taking the disk out).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -150,6 +154,114 @@ fn run(p: &Plugin, batches: &[FlowBatch], n: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Flows per second the agent's exporter feed sends `fl` through `transport` with
+/// clickhouse-export:
+/// the flows stored first, the plugin installed (its manifest starting at the oldest flow,
+/// `batch` flows a batch, `in_flight` at once), timed from the feed's first status to every
+/// flow exported; and flows per second of the store's reads alone, as the feed makes them.
+fn through_feed(
+    rt: &Arc<Runtime>,
+    fl: &[Flow],
+    transport: Arc<dyn Transport>,
+    batch: usize,
+    in_flight: u32,
+) -> (f64, f64) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(
+        weir_core::Store::open(weir_core::store::StoreConfig::new(tmp.path().join("s")))
+            .expect("store"),
+    );
+    for c in fl.chunks(5000) {
+        store.append(c).expect("append");
+    }
+    store.flush().expect("flush");
+    // What the feed's reads alone take (and the host's columns of each batch): every flow,
+    // `batch` at a time.
+    let (all, every) = (
+        weir_core::query::TimeRange {
+            from_ms: 0,
+            to_ms: u64::MAX,
+        },
+        weir_core::query::parse("").expect("filter"),
+    );
+    let t = Instant::now();
+    let (mut after, mut read) = (0, 0);
+    loop {
+        let rows = store.select(&every, &all, after, batch).expect("select");
+        let Some((last, _)) = rows.last() else { break };
+        after = *last;
+        read += rows.len();
+        let _ = FlowBatch::shared(Arc::new(rows.into_iter().map(|(_, f)| f).collect()));
+    }
+    let reads = read as f64 / t.elapsed().as_secs_f64();
+    let reg = Arc::new(
+        weir_host::registry::Registry::open(&tmp.path().join("plugins"), rt.clone(), Some(store))
+            .expect("registry"),
+    );
+    let mut sinks = Sinks::default();
+    let d = Destination::parse("out=udp://127.0.0.1:9").expect("destination");
+    sinks.insert(d, transport);
+    reg.set_sinks(sinks);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let toml = std::fs::read_to_string(dir().join("clickhouse-export/plugin.toml")).expect("toml");
+    let toml = toml
+        .replace("start = \"now\"", "start = \"oldest\"")
+        .replace("batch_flows = 50000", &format!("batch_flows = {batch}"));
+    let toml = match toml.find("in_flight = ") {
+        Some(at) => {
+            let end = toml[at..].find('\n').map_or(toml.len(), |e| at + e);
+            format!("{}in_flight = {in_flight}{}", &toml[..at], &toml[end..])
+        }
+        None => toml.replace(
+            "[exporter]\n",
+            &format!("[exporter]\nin_flight = {in_flight}\n"),
+        ),
+    };
+    std::fs::write(src.join("plugin.toml"), toml).expect("write toml");
+    std::fs::copy(
+        dir().join("target/wasm32-wasip2/release/clickhouse_export.wasm"),
+        src.join("clickhouse_export.wasm"),
+    )
+    .expect("build the plugins first (see the header of this file)");
+    reg.install(&weir_host::registry::InstallRequest {
+        source: src,
+        config: [
+            ("sink", "out"),
+            ("node", "node-a"),
+            ("max_bytes", "8000000"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    })
+    .expect("install");
+    let feed = |r: &weir_host::registry::Registry| {
+        r.list()
+            .into_iter()
+            .find_map(|l| l.export)
+            .unwrap_or_default()
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let supervisor = weir_host::export::spawn(reg.clone(), stop.clone()).expect("feed");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while reg.list().iter().all(|l| l.export.is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = Instant::now();
+    let mut s = feed(&reg);
+    while s.exported_flows < fl.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        s = feed(&reg);
+    }
+    let rate = s.exported_flows as f64 / t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let _ = supervisor.join();
+    assert_eq!(s.exported_flows, fl.len() as u64, "feed: {s:?}");
+    (rate, reads)
+}
+
 fn batches(fl: &[Flow], size: usize) -> Vec<FlowBatch> {
     fl.chunks(size).map(FlowBatch::new).collect()
 }
@@ -160,7 +272,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let fl = flows(n);
-    let rt = Runtime::new(None).expect("runtime");
+    let rt = Arc::new(Runtime::new(None).expect("runtime"));
 
     // Baseline: ingest alone.
     let tmp = tempfile::tempdir().expect("tmp");
@@ -225,6 +337,15 @@ fn main() {
         }
     }
     print!("\n{gzip_line}");
+    // The agent's side of a ClickHouse insert: its feed reading the store and encoding, the
+    // sink discarding (so no ClickHouse shares the two cores).
+    for (batch, in_flight) in [(10_000, 1), (50_000, 2)] {
+        let (rate, reads) = through_feed(&rt, &fl, Arc::new(Discard::default()), batch, in_flight);
+        println!(
+            "the agent's feed: store -> clickhouse-export -> sink discarding, batch_flows = {batch}, in_flight = {in_flight}: {rate:.0} flows/s, {:.2} of ingest (the store's reads alone: {reads:.0} flows/s)",
+            rate / ingest
+        );
+    }
 
     println!("\n### To a real destination on loopback, {n} flows\n");
     println!("| exporter -> destination | flows/s | ratio to ingest |");
@@ -304,7 +425,13 @@ fn main() {
     }
 
     // clickhouse-export into ClickHouse.
-    let ch_dir = tempfile::tempdir().expect("tmp");
+    // Where ClickHouse keeps its data: the system's temporary directory, or
+    // `WEIR_BENCH_CH_DIR` (e.g. /dev/shm, to take the disk out of the measure).
+    let ch_dir = match std::env::var_os("WEIR_BENCH_CH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("tmp");
     match weir_clickhouse::local::LocalServer::start(ch_dir.path()) {
         Ok(server) => {
             let ch = weir_clickhouse::ClickHouse::new(&server.url(), "weir").expect("ch");
@@ -351,7 +478,8 @@ fn main() {
                 "| baseline: every field as JSONEachRow (clickhouse-export before 0.3.0), posted by the host -> ClickHouse 18.16 | {json_rate:.0} | {:.2} |",
                 json_rate / ingest
             );
-            // Plain inserts, then gzip-compressed ones (`http+gzip://`, what `weir server`
+            // clickhouse-export called one batch after another (no store: batches made
+            // beforehand), plain and gzip-compressed (`http+gzip://`, what `weir server`
             // tells agents to use).
             for (what, url) in [("", ch.insert_url()), (", gzip", ch.sink_url())] {
                 let http = weir_sinks::open(&Destination::parse(&format!("out={url}")).expect("d"));
@@ -361,13 +489,26 @@ fn main() {
                     &[("sink", "out"), ("node", "node-a")],
                     http,
                 );
-                // As the feed gives them: the manifest's batch_flows (10 000).
                 let rate = run(&p, &batches(&fl, 10_000), n);
+                println!(
+                    "| clickhouse-export -> ClickHouse 18.16 (HTTP{what}, RowBinary, filled columns), one batch after another | {rate:.0} | {:.2} (x{:.1} the JSON baseline) |",
+                    rate / ingest,
+                    rate / json_rate
+                );
+                settle();
+            }
+            // The agent's own feed: a store holding the flows, the exporter installed in a
+            // registry, its feed reading the store and exporting `in_flight` batches at once.
+            for (batch, in_flight) in [(10_000, 1), (50_000, 1), (50_000, 2), (50_000, 3)] {
+                let http = weir_sinks::open(
+                    &Destination::parse(&format!("out={}", ch.sink_url())).expect("d"),
+                );
+                let (rate, _) = through_feed(&rt, &fl, http, batch, in_flight);
                 let rows = ch
                     .query("SELECT count() FROM weir.flows")
                     .unwrap_or_default();
                 println!(
-                    "| clickhouse-export -> ClickHouse 18.16 (HTTP{what}, RowBinary, filled columns) | {rate:.0} | {:.2} (x{:.1} the JSON baseline) |",
+                    "| the agent's feed: store -> clickhouse-export -> ClickHouse 18.16 (HTTP, gzip), batch_flows = {batch}, in_flight = {in_flight} | {rate:.0} | {:.2} (x{:.1} the JSON baseline) |",
                     rate / ingest,
                     rate / json_rate
                 );

@@ -16,10 +16,10 @@ use crate::plugin::Plugin;
 use crate::registry::Registry;
 use crate::{HostError, Kind};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 use weir_core::query::{self, TimeRange};
 
@@ -215,9 +215,13 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
         from_ms: 0,
         to_ms: u64::MAX,
     };
+    let in_flight = feed.in_flight.max(1) as usize;
     let mut backoff = Duration::ZERO;
     let mut retry_upto: Option<u64> = None;
-    tracing::info!(plugin = %name, cursor, "exporter feed started");
+    // Batches started and not yet settled, oldest first; `next` is where the next one starts.
+    let mut calls: VecDeque<Call> = VecDeque::new();
+    let mut next = cursor;
+    tracing::info!(plugin = %name, cursor, in_flight, "exporter feed started");
     while !stop.load(Ordering::SeqCst) {
         let Some(p) = plugin.upgrade() else { break };
         let durable = store.durable_seq();
@@ -225,70 +229,167 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
             s.cursor = cursor;
             s.behind = durable.saturating_sub(cursor);
         });
-        if cursor >= durable || !backoff.is_zero() {
-            let wait = if backoff.is_zero() { POLL } else { backoff };
-            drop(p);
-            sleep_unless(stop, wait);
-            backoff = Duration::ZERO;
+        // Start another batch while there is room, flows to send, and no failure to wait out.
+        if calls.len() < in_flight && backoff.is_zero() && next < durable {
+            let rows = match store.select(&filter, &all, next, feed.batch_flows as usize) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "exporter: reading the store failed");
+                    drop(p);
+                    sleep_unless(stop, FIRST_BACKOFF);
+                    continue;
+                }
+            };
+            // A retry sends exactly the batch that failed (not one grown since), so a
+            // destination that deduplicates by content (JetStream's message ids) stores it once.
+            let upto = retry_upto.take().unwrap_or(durable).min(durable);
+            let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= upto).collect();
+            let call = match rows.last().map(|(s, _)| *s) {
+                Some(last) => {
+                    let flows: Vec<weir_core::Flow> = rows.into_iter().map(|(_, f)| f).collect();
+                    Call::start(p, &name, Arc::new(flows), last, in_flight > 1)
+                }
+                // Nothing matching up to what is durable (or the failed batch aged out of the
+                // store): the cursor skips to there once the batches before are settled.
+                None => Call::skip(upto),
+            };
+            next = call.last;
+            calls.push_back(call);
             continue;
         }
-        let rows = match store.select(&filter, &all, cursor, feed.batch_flows as usize) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(plugin = %name, error = %e, "exporter: reading the store failed");
-                drop(p);
-                sleep_unless(stop, FIRST_BACKOFF);
-                continue;
-            }
-        };
-        // A retry sends exactly the batch that failed (not one grown since), so a destination
-        // that deduplicates by content (JetStream's message ids) stores it once.
-        let upto = retry_upto.unwrap_or(durable).min(durable);
-        let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= upto).collect();
-        let Some(last) = rows.last().map(|(s, _)| *s) else {
-            // Nothing matching up to what is durable (or the failed batch aged out of the
-            // store): skip to there.
-            retry_upto = None;
-            cursor = upto;
-            if let Err(e) = write_cursor(&dir, cursor) {
-                tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+        // Settle the oldest batch: the cursor moves in order, past a batch only when it and
+        // every batch before it are delivered.
+        if let Some(call) = calls.pop_front() {
+            drop(p);
+            let (last, n) = (call.last, call.flows);
+            match call.wait(&name) {
+                Ok(()) => {
+                    cursor = last;
+                    if let Err(e) = write_cursor(&dir, cursor) {
+                        tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+                    }
+                    if n > 0 {
+                        set(&|s| {
+                            s.cursor = cursor;
+                            s.exported_flows += n;
+                            s.exported_batches += 1;
+                            s.failing = 0;
+                        });
+                    }
+                }
+                Err(e) => {
+                    // The batches after it are waited for and sent again after it (at least
+                    // once, as a restart would).
+                    for later in calls.drain(..) {
+                        let _ = later.wait(&name);
+                    }
+                    next = cursor;
+                    retry_upto = Some(last);
+                    let failing = {
+                        let feeds = reg.feeds();
+                        let mut g = lock(&feeds);
+                        let s = g.entry(name.clone()).or_default();
+                        s.failing += 1;
+                        s.failures += 1;
+                        s.last_error = Some(e.to_string());
+                        s.failing
+                    };
+                    backoff = (FIRST_BACKOFF
+                        * 2u32.saturating_pow(failing.saturating_sub(1).min(8)))
+                    .min(MAX_BACKOFF);
+                    log_failure(&name, &e, failing, backoff);
+                }
             }
             continue;
-        };
-        let flows: Vec<weir_core::Flow> = rows.into_iter().map(|(_, f)| f).collect();
-        let n = flows.len() as u64;
-        match p.export(&FlowBatch::new(&flows)) {
-            Ok(()) => {
-                cursor = last;
-                retry_upto = None;
-                if let Err(e) = write_cursor(&dir, cursor) {
-                    tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
-                }
-                set(&|s| {
-                    s.cursor = cursor;
-                    s.exported_flows += n;
-                    s.exported_batches += 1;
-                    s.failing = 0;
-                });
-            }
-            Err(e) => {
-                retry_upto = Some(last);
-                let failing = {
-                    let feeds = reg.feeds();
-                    let mut g = lock(&feeds);
-                    let s = g.entry(name.clone()).or_default();
-                    s.failing += 1;
-                    s.failures += 1;
-                    s.last_error = Some(e.to_string());
-                    s.failing
-                };
-                backoff = (FIRST_BACKOFF * 2u32.saturating_pow(failing.saturating_sub(1).min(8)))
-                    .min(MAX_BACKOFF);
-                log_failure(&name, &e, failing, backoff);
-            }
+        }
+        // Nothing in flight and nothing to start: caught up, or waiting out a failure.
+        let wait = if backoff.is_zero() { POLL } else { backoff };
+        drop(p);
+        sleep_unless(stop, wait);
+        backoff = Duration::ZERO;
+    }
+    // Stopping: calls in flight end at their deadline; what they delivered in order still
+    // moves the cursor.
+    for call in calls {
+        let last = call.last;
+        if call.wait(&name).is_err() {
+            break;
+        }
+        cursor = last;
+        if let Err(e) = write_cursor(&dir, cursor) {
+            tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
         }
     }
     tracing::info!(plugin = %name, cursor, "exporter feed stopped");
+}
+
+/// One batch given to an exporter: its last sequence number, its flows (0: a skip over flows
+/// that do not match) and its outcome, here or still to come from the thread running it.
+struct Call {
+    last: u64,
+    flows: u64,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Done(Result<(), HostError>),
+    Running(mpsc::Receiver<Result<(), HostError>>),
+}
+
+impl Call {
+    /// A skip: nothing to send, the cursor moves to `upto` in its turn.
+    fn skip(upto: u64) -> Call {
+        Call {
+            last: upto,
+            flows: 0,
+            outcome: Outcome::Done(Ok(())),
+        }
+    }
+
+    /// Calls `export` on the batch: on a thread of its own when `apart` (several in flight),
+    /// else here (also when no thread can be had).
+    fn start(
+        p: Arc<Plugin>,
+        name: &str,
+        flows: Arc<Vec<weir_core::Flow>>,
+        last: u64,
+        apart: bool,
+    ) -> Call {
+        let n = flows.len() as u64;
+        let call = |outcome| Call {
+            last,
+            flows: n,
+            outcome,
+        };
+        if apart {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let (q, batch) = (p.clone(), flows.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("weir-export-{name}-call"))
+                .spawn(move || {
+                    let _ = tx.send(q.export(&FlowBatch::shared(batch)));
+                });
+            match spawned {
+                Ok(_) => return call(Outcome::Running(rx)),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "no thread for an export call; running it in the feed's")
+                }
+            }
+        }
+        call(Outcome::Done(p.export(&FlowBatch::shared(flows))))
+    }
+
+    fn wait(self, name: &str) -> Result<(), HostError> {
+        match self.outcome {
+            Outcome::Done(r) => r,
+            Outcome::Running(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(HostError::Trap {
+                    plugin: name.to_string(),
+                    message: "the export call's thread ended without an outcome".into(),
+                })
+            }),
+        }
+    }
 }
 
 fn log_failure(name: &str, e: &HostError, failing: u32, backoff: Duration) {

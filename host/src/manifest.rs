@@ -136,8 +136,13 @@ impl Default for Windowing {
 pub struct ExporterFeed {
     /// Only flows matching this filter (the query language); empty: every flow.
     pub filter: String,
-    /// Flows per `export` call, 1-10000.
+    /// Flows per `export` call, 1-100000.
     pub batch_flows: u32,
+    /// Batches exported at once, 1-4 (each call is one of the plugin's calls at once, 4 at
+    /// most by default). More than one overlaps reading and encoding the next batch with the
+    /// delivery of the last; the cursor still moves in order, past a batch only when it and
+    /// every batch before it are delivered, and a failure sends the batches after it again.
+    pub in_flight: u32,
     /// Where a new install starts: `now` (flows stored from then on) or `oldest` (all history
     /// the store still holds).
     pub start: String,
@@ -157,11 +162,16 @@ impl Default for ExporterFeed {
         ExporterFeed {
             filter: String::new(),
             batch_flows: 1000,
+            in_flight: 1,
             start: "now".into(),
             media_type: DEFAULT_MEDIA_TYPE.into(),
         }
     }
 }
+
+/// Most batches an exporter may have in flight (`[exporter] in_flight`): the calls a plugin
+/// may have at once by default ([`crate::SandboxPolicy::max_calls_per_plugin`]).
+pub const MAX_IN_FLIGHT: u32 = 4;
 
 /// What an exporter's payloads are unless its manifest says (`[exporter] media_type`).
 pub const DEFAULT_MEDIA_TYPE: &str = "application/x-ndjson";
@@ -222,10 +232,16 @@ impl Manifest {
         }
         m.summarizer.check(origin)?;
         let e = &m.exporter;
-        if e.batch_flows == 0 || e.batch_flows > 10_000 {
+        if e.batch_flows == 0 || e.batch_flows > 100_000 {
             return Err(HostError::Manifest(format!(
-                "{origin}: exporter.batch_flows must be 1-10000, got {}",
+                "{origin}: exporter.batch_flows must be 1-100000, got {}",
                 e.batch_flows
+            )));
+        }
+        if e.in_flight == 0 || e.in_flight > MAX_IN_FLIGHT {
+            return Err(HostError::Manifest(format!(
+                "{origin}: exporter.in_flight must be 1-{MAX_IN_FLIGHT}, got {}",
+                e.in_flight
             )));
         }
         if e.start != "now" && e.start != "oldest" {
@@ -327,13 +343,16 @@ mod tests {
         );
     }
 
+    /// An exporter's manifest with these `[exporter]` lines.
+    fn exporter(feed: &str) -> String {
+        format!(
+            "name = \"x\"\nversion = \"1.0.0\"\nkind = \"exporter\"\nwit = \"0.1\"\ncapabilities = [\"sink\"]\n[exporter]\n{feed}\n"
+        )
+    }
+
     #[test]
     fn exporter_media_types_are_checked() {
-        let ex = |m: &str| {
-            format!(
-                "name = \"x\"\nversion = \"1.0.0\"\nkind = \"exporter\"\nwit = \"0.1\"\ncapabilities = [\"sink\"]\n[exporter]\nmedia_type = \"{m}\"\n"
-            )
-        };
+        let ex = |m: &str| exporter(&format!("media_type = \"{m}\""));
         let m = Manifest::parse(&ex("application/x-protobuf"), "x").unwrap();
         assert_eq!(m.exporter.media_type, "application/x-protobuf");
         let m = Manifest::parse(GOOD, "x").unwrap();
@@ -348,6 +367,32 @@ mod tests {
             assert!(
                 e.to_string()
                     .contains("plugin.toml: exporter.media_type must be a media type"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn exporter_batches_and_batches_in_flight_are_bounded() {
+        let ex = exporter;
+        let m = Manifest::parse(&ex("batch_flows = 100000\nin_flight = 4"), "x").unwrap();
+        assert_eq!((m.exporter.batch_flows, m.exporter.in_flight), (100_000, 4));
+        assert_eq!(Manifest::parse(GOOD, "x").unwrap().exporter.in_flight, 1);
+        for (bad, says) in [
+            (
+                "batch_flows = 0",
+                "exporter.batch_flows must be 1-100000, got 0",
+            ),
+            (
+                "batch_flows = 100001",
+                "exporter.batch_flows must be 1-100000, got 100001",
+            ),
+            ("in_flight = 0", "exporter.in_flight must be 1-4, got 0"),
+            ("in_flight = 5", "exporter.in_flight must be 1-4, got 5"),
+        ] {
+            let e = Manifest::parse(&ex(bad), "plugin.toml").unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("plugin.toml: {says}")),
                 "{bad}: {e}"
             );
         }

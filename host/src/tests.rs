@@ -2055,3 +2055,191 @@ mod contract {
         assert_eq!(format!("{old:?}"), format!("{now:?}"));
     }
 }
+
+mod feed {
+    use super::*;
+    use crate::registry::{InstallRequest, Registry};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// An HTTP destination on loopback: holds each POST `hold` before answering, answers the
+    /// request numbered `fail` (from 1, in arrival order) 503 and the others 200, and keeps
+    /// every body with its answer and the most requests it held at once.
+    #[derive(Default)]
+    struct Destination {
+        bodies: Mutex<Vec<(bool, String)>>,
+        arrived: AtomicUsize,
+        held: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Destination {
+        fn start(hold: Duration, fail: usize) -> (Arc<Destination>, u16) {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = l.local_addr().expect("addr").port();
+            let d = Arc::new(Destination::default());
+            let server = d.clone();
+            std::thread::spawn(move || {
+                for conn in l.incoming().flatten() {
+                    let d = server.clone();
+                    std::thread::spawn(move || d.serve(conn, hold, fail));
+                }
+            });
+            (d, port)
+        }
+
+        /// One connection's requests (kept alive), until the client closes it.
+        fn serve(&self, conn: std::net::TcpStream, hold: Duration, fail: usize) {
+            let mut out = conn.try_clone().expect("clone");
+            let mut r = BufReader::new(conn);
+            loop {
+                let mut len = 0usize;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().expect("content-length");
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).expect("body");
+                let nth = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(hold);
+                self.held.fetch_sub(1, Ordering::SeqCst);
+                let ok = nth != fail;
+                self.bodies
+                    .lock()
+                    .expect("bodies")
+                    .push((ok, String::from_utf8(body).expect("utf-8")));
+                let status = if ok {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                if out.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ports(body: &str) -> Vec<u64> {
+        body.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["SrcPort"]
+                    .as_u64()
+                    .expect("SrcPort")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_in_flight_overlap_yet_the_cursor_moves_in_order_and_a_failed_one_is_sent_again() {
+        const N: u64 = 1000;
+        let (d, port) = Destination::start(Duration::from_millis(40), 3);
+        let t = weir_core::query::now_ms() - 60_000;
+        let flows: Vec<Flow> = (1..=N)
+            .map(|i| {
+                let mut f = Flow::empty();
+                f.src_port = i as u16;
+                f.time_flow_start_ms = t;
+                f.time_flow_end_ms = t + i;
+                f
+            })
+            .collect();
+        let (_store_dir, store) = super::rules::store(&flows);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Arc::new(
+            Registry::open(&dir.path().join("plugins"), runtime(), Some(store.clone()))
+                .expect("registry"),
+        );
+        let mut sinks = weir_core::sink::Sinks::default();
+        let dest = weir_core::sink::Destination::parse(&format!("out=http://127.0.0.1:{port}/in"))
+            .expect("destination");
+        let transport = weir_sinks::open(&dest);
+        sinks.insert(dest, transport);
+        reg.set_sinks(sinks);
+        // ndjson-export, from the oldest flow, 100 flows a batch, 3 batches at once.
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("src");
+        std::fs::write(src.join("plugin.wasm"), wasm("ndjson-export")).expect("wasm");
+        let toml = std::fs::read_to_string(plugins_dir().join("ndjson-export/plugin.toml"))
+            .expect("toml")
+            .replace("start = \"now\"", "start = \"oldest\"")
+            .replace("batch_flows = 1000", "batch_flows = 100\nin_flight = 3");
+        std::fs::write(src.join("plugin.toml"), toml).expect("toml");
+        reg.install(&InstallRequest {
+            source: src,
+            config: [("sink", "out"), ("fields", "SrcPort")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .expect("install");
+        let stop = Arc::new(AtomicBool::new(false));
+        let supervisor = crate::export::spawn(reg.clone(), stop.clone()).expect("supervisor");
+        let status = || {
+            reg.list()
+                .into_iter()
+                .find_map(|l| l.export)
+                .unwrap_or_default()
+        };
+        let end = store.durable_seq();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status().cursor < end && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::SeqCst);
+        supervisor.join().expect("supervisor");
+        let s = status();
+        assert_eq!(s.cursor, end, "{s:?}");
+        assert_eq!(s.exported_flows, N, "each batch counted once: {s:?}");
+        assert_eq!(s.failures, 1, "{s:?}");
+        let on_disk =
+            std::fs::read_to_string(dir.path().join("plugins/ndjson-export/export-cursor"))
+                .expect("cursor file");
+        assert_eq!(on_disk.trim(), end.to_string());
+        let bodies = d.bodies.lock().expect("bodies").clone();
+        // Batches overlapped, never more than in_flight.
+        let most = d.most.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&most), "at most {most} requests at once");
+        // Nothing lost: every flow in a body answered 200.
+        let delivered: std::collections::BTreeSet<u64> = bodies
+            .iter()
+            .filter(|(ok, _)| *ok)
+            .flat_map(|(_, b)| ports(b))
+            .collect();
+        assert_eq!(delivered, (1..=N).collect(), "every flow delivered");
+        // The refused batch was sent again exactly, and answered 200.
+        let refused: Vec<&String> = bodies
+            .iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(ports(refused[0]).len(), 100, "a whole batch");
+        assert!(
+            bodies.iter().any(|(ok, b)| *ok && b == refused[0]),
+            "the refused batch sent again as it was"
+        );
+        // At least once: a batch sent twice is only one delivered after the failure.
+        let sent: usize = bodies.iter().map(|(_, b)| ports(b).len()).sum();
+        assert!(
+            sent as u64 >= N + 100 && sent as u64 <= N + 300,
+            "{sent} sent"
+        );
+    }
+}

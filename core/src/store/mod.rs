@@ -121,26 +121,40 @@ fn rank(hits: &mut [(u64, usize, DocAddress)], descending: bool) {
 /// The stored records of `seqs` (partition index into `parts`, sequence number), in that
 /// order, read from sled a partition at a time; one indexed but not stored is corruption.
 fn fetch(parts: &[Arc<Partition>], seqs: &[(usize, u64)]) -> Result<Vec<Flow>, StoreError> {
-    let mut records: HashMap<(usize, u64), Flow> = HashMap::with_capacity(seqs.len());
+    // Each partition's records in sequence order, found by binary search and taken once (no
+    // hashing and moving of whole records through maps: this is every exporter's read).
+    let mut found: Vec<Vec<(u64, Option<Flow>)>> = Vec::with_capacity(parts.len());
     for (pi, p) in parts.iter().enumerate() {
         let mine: Vec<u64> = seqs
             .iter()
             .filter(|(i, _)| *i == pi)
             .map(|(_, s)| *s)
             .collect();
-        if !mine.is_empty() {
-            records.extend(p.get_many(&mine)?.into_iter().map(|(s, f)| ((pi, s), f)));
-        }
+        found.push(if mine.is_empty() {
+            Vec::new()
+        } else {
+            p.get_many(&mine)?
+                .into_iter()
+                .map(|(s, f)| (s, Some(f)))
+                .collect()
+        });
     }
     seqs.iter()
-        .map(|key| {
-            records.remove(key).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "flow {} is indexed but not stored in {}",
-                    key.1,
-                    parts[key.0].dir().display()
-                ))
-            })
+        .map(|&(pi, seq)| {
+            found
+                .get_mut(pi)
+                .and_then(|v| {
+                    let at = v.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                    v.get_mut(at)?.1.take()
+                })
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "flow {seq} is indexed but not stored in {}",
+                        parts
+                            .get(pi)
+                            .map_or_else(|| "?".into(), |p| p.dir().display().to_string())
+                    ))
+                })
         })
         .collect()
 }

@@ -407,15 +407,13 @@ impl Partition {
         self.writer.lock().map(|g| g.is_some()).unwrap_or(false)
     }
 
-    /// The stored records of some sequence numbers (each block decoded once).
-    pub fn get_many(
-        &self,
-        seqs: &[u64],
-    ) -> Result<std::collections::HashMap<u64, Flow>, StoreError> {
+    /// The stored records of some sequence numbers (each block decoded once), in sequence
+    /// order, each once; a number not stored is left out.
+    pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<(u64, Flow)>, StoreError> {
         let mut sorted = seqs.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut out = std::collections::HashMap::with_capacity(sorted.len());
+        let mut out = Vec::with_capacity(sorted.len());
         let db = self.db()?;
         let mut i = 0;
         while i < sorted.len() {
@@ -435,6 +433,12 @@ impl Partition {
             // Past every wanted record up to the block's last (at least one step).
             i += wanted.partition_point(|&s| s <= last).max(1);
         }
+        // Blocks hold ascending runs in key order, so this is sorted already but for a
+        // block written out of order.
+        if !out.is_sorted_by_key(|(s, _)| *s) {
+            out.sort_by_key(|(s, _)| *s);
+        }
+        out.dedup_by_key(|(s, _)| *s);
         Ok(out)
     }
 

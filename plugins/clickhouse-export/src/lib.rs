@@ -5,7 +5,7 @@
 //! IPv6 text (IPv4 as `::ffff:a.b.c.d`, which the table's view turns into 16 bytes). Sent
 //! through the HTTP sink the operator names (config `sink`) on the insert URL `weir server`
 //! prints (`INSERT INTO ... flows_ingest`: each insert starts with its own column list and
-//! format, see [`rowbinary`]), in inserts of at most `max_bytes` (default 4000000) cut at
+//! format, see [`rowbinary`]), in inserts of at most `max_bytes` (default 8000000) cut at
 //! rows. A column the table lacks (a newer agent, an older schema) is left out, with a
 //! warning. The host's feed makes it resumable from the store and at-least-once.
 
@@ -85,7 +85,7 @@ impl Guest for ClickHouseExport {
             .map(|n| batch.field(n))
             .collect::<Result<Vec<_>, _>>()?;
         let dest = destination()?;
-        let max = config_u64("max_bytes", 4_000_000)?.clamp(4096, 8_000_000) as usize;
+        let max = config_u64("max_bytes", 8_000_000)?.clamp(4096, 8_000_000) as usize;
 
         let mut all_names: Vec<&str> = vec!["Node"];
         all_names.extend(names.iter().map(String::as_str));
