@@ -355,11 +355,23 @@ impl FlowQuery for ClickHouse {
                 .and_then(|r| r.get("n")),
         );
         let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
-        let order = if req.sort.descending { "DESC" } else { "ASC" };
+        let (order, cut, op) = if req.sort.descending {
+            ("DESC", "min", ">=")
+        } else {
+            ("ASC", "max", "<=")
+        };
+        // Every column is read only where the page can be: the sort value of the page's last
+        // row is found first (one column), and the filter and that bound are a PREWHERE, so
+        // a match spread over the whole range does not read all columns of all its granules
+        // (no match: the bound is 0, and nothing passes the filter anyway).
+        let sort = req.sort.field.name;
         let rows = self.rows(&format!(
-            "SELECT {} FROM `{db}`.flows WHERE {w} ORDER BY `{}` {order} LIMIT {}, {}",
+            "SELECT {} FROM `{db}`.flows PREWHERE ({w}) AND `{sort}` {op} \
+             (SELECT {cut}(weir_s) FROM (SELECT `{sort}` AS weir_s FROM `{db}`.flows WHERE {w} \
+             ORDER BY weir_s {order} LIMIT {})) \
+             ORDER BY `{sort}` {order} LIMIT {}, {}",
             cols.join(", "),
-            req.sort.field.name,
+            req.offset.saturating_add(req.limit),
             req.offset,
             req.limit
         ))?;

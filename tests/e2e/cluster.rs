@@ -194,6 +194,32 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
             .is_some_and(|s| s.starts_with("2001:db8:")),
         "{page}"
     );
+    // A page further in is the agents' flows merged in the sort's order, either way.
+    let bytes_of = |v: &Value| -> Vec<u64> {
+        v["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f["Bytes"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    for sort in ["-Bytes", "Bytes"] {
+        let page = server.ok(
+            "/api/v1/flows",
+            &with(&[("limit", "5"), ("offset", "3"), ("sort", sort)]),
+        );
+        let mut both: Vec<u64> = agents
+            .iter()
+            .flat_map(|a| {
+                bytes_of(&a.ok("/api/v1/flows", &with(&[("limit", "8"), ("sort", sort)])))
+            })
+            .collect();
+        both.sort_unstable();
+        if sort.starts_with('-') {
+            both.reverse();
+        }
+        assert_eq!(bytes_of(&page), both[3..8], "{sort}: {page}");
+    }
     // The latency rule on the server sees the agents' round-trip times through ClickHouse:
     // port 443's 95th percentile is 300 ms (a warning), the other ports' 2 ms.
     // (The server evaluates its rules when it starts, too: the alert may be firing already.)

@@ -1,0 +1,224 @@
+//! Cluster queries at scale: a day of flows from fifty nodes in ClickHouse (100 M by default),
+//! asked through weir's flow-query port ([`FlowQuery`], what `weir server` answers the UI and
+//! plugins with). Prints a table; see docs/PERFORMANCE.md ("Cluster queries at 100 M flows").
+//!
+//! The flows are made inside ClickHouse (`INSERT INTO flows_ingest ... SELECT ... FROM
+//! numbers(...)`, five million a statement, with progress on stderr), so they go through the
+//! same ingest table and views as agents' inserts: 50 nodes, 20 000 sources in 20 namespaces,
+//! each talking to 4 of 2 000 destinations on the destination's one port, TCP and UDP,
+//! spread evenly over one day. Each query's time is the median of five runs, against a
+//! baseline in the same run: `count()` of the day's flows through the same HTTP client.
+//!
+//! `WEIR_BENCH_ROWS` (default 100 000 000) sets the size, `WEIR_BENCH_CH_DIR` where
+//! ClickHouse keeps its data (default the system's temporary directory; ~6 GB at 100 M):
+//! `cargo bench -p weir-clickhouse --bench cluster_scale`.
+
+use std::time::{Duration, Instant};
+use weir_clickhouse::ClickHouse;
+use weir_clickhouse::local::LocalServer;
+use weir_core::flowquery::FlowQuery;
+use weir_core::query::{Metric, SortBy, TimeRange, parse, parse_group_by};
+use weir_core::store::ListRequest;
+
+/// The day the flows cover (UTC midnight).
+const DAY0: u64 = 1_800_000_000_000 / 86_400_000 * 86_400_000;
+const DAY_MS: u64 = 86_400_000;
+const CHUNK: u64 = 5_000_000;
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `f` [`RUNS`] times after one warm-up; the median in ms and the last answer.
+fn time<T>(mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut last = f();
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        last = f();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (median(times), last)
+}
+
+/// The statement that makes flows `start..start + n`: every column an agent fills for such a
+/// flow, computed from the flow's number.
+fn generate(start: u64, n: u64, total: u64) -> String {
+    format!(
+        "INSERT INTO weir.flows_ingest (TimeFlowStartMs, TimeFlowEndMs, SrcAddr, DstAddr, \
+         SrcPort, DstPort, Proto, Bytes, Packets, Node, Interface, SrcK8S_Namespace, \
+         DstK8S_Namespace) \
+         SELECT e - h % 30000, e, \
+           concat('::ffff:', IPv4NumToString(toUInt32(167772160 + s))), \
+           concat('::ffff:', IPv4NumToString(toUInt32(184549376 + d))), \
+           toUInt64(32768 + h % 28000), toUInt64(1024 + d % 40), \
+           if(d % 5 = 0, 17, 6), 100 + (h % 20000), 1 + (h % 20000) / 1200, \
+           concat('node-', toString(s % 50)), 'eth0', \
+           concat('ns-', toString(s % 20)), concat('ns-', toString(d % 20)) \
+         FROM (SELECT n, h, s, (s * 7 + (h % 4) * 131) % 2000 AS d, \
+                 {DAY0} + intDiv(n * {DAY_MS}, {total}) AS e \
+               FROM (SELECT number + {start} AS n, intHash64(number + {start}) AS h, \
+                       intHash64(h) % 20000 AS s \
+                     FROM numbers({n})))"
+    )
+}
+
+fn number(ch: &ClickHouse, sql: &str) -> u64 {
+    ch.query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn main() {
+    let total: u64 = std::env::var("WEIR_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000_000);
+    let tmp = match std::env::var_os("WEIR_BENCH_CH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("tempdir");
+    let server = LocalServer::start(&tmp.path().join("clickhouse")).expect("clickhouse-server");
+    let ch = ClickHouse::new(&server.url(), "weir").expect("clickhouse");
+    ch.migrate().expect("migrate");
+    let version = ch.query("SELECT version()").expect("version");
+    eprintln!(
+        "ClickHouse {}: making {total} flows in {}",
+        version.trim(),
+        tmp.path().display()
+    );
+
+    let t = Instant::now();
+    let mut start = 0;
+    while start < total {
+        let n = CHUNK.min(total - start);
+        ch.query(&generate(start, n, total)).expect("generate");
+        start += n;
+        eprintln!(
+            "  {start} of {total} flows ({:.0} s, {:.0} flows/s)",
+            t.elapsed().as_secs_f64(),
+            start as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+    let load = t.elapsed().as_secs_f64();
+    // Queries start once ClickHouse's merges of the inserts have settled (up to 10 minutes).
+    let t = Instant::now();
+    while number(&ch, "SELECT count() FROM system.merges") > 0
+        && t.elapsed() < Duration::from_secs(600)
+    {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let settle = t.elapsed().as_secs_f64();
+    let rows = number(&ch, "SELECT count() FROM weir.flows");
+    assert_eq!(rows, total, "every flow made");
+    let minute_rows = number(&ch, "SELECT count() FROM weir.flows_1m");
+    let parts = number(
+        &ch,
+        "SELECT count() FROM system.parts WHERE database = 'weir' AND table = 'flows' AND active",
+    );
+    let bytes = number(
+        &ch,
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'weir' AND table = 'flows' AND active",
+    );
+
+    let day = TimeRange {
+        from_ms: DAY0,
+        to_ms: DAY0 + DAY_MS,
+    };
+    let hour = TimeRange {
+        from_ms: DAY0 + 12 * 3_600_000,
+        to_ms: DAY0 + 13 * 3_600_000,
+    };
+    let mut rows_out: Vec<(String, f64, &str)> = Vec::new();
+    let (base, counted) = time(|| {
+        number(
+            &ch,
+            &format!(
+                "SELECT count() FROM weir.flows WHERE TimeFlowStartMs <= {} AND TimeFlowEndMs >= {}",
+                day.to_ms, day.from_ms
+            ),
+        )
+    });
+    assert_eq!(counted, total);
+    rows_out.push((
+        "baseline: count() of the day's flows (one column scanned)".into(),
+        base,
+        "",
+    ));
+    let sort = SortBy::parse("-TimeFlowEndMs").expect("sort");
+    let mut list = |name: &str, filter: &str, range: TimeRange| {
+        let req = ListRequest {
+            filter: parse(filter).expect("filter"),
+            range,
+            sort,
+            limit: 100,
+            offset: 0,
+        };
+        let (ms, got) = time(|| ch.list(&req).expect("list"));
+        assert!(got.total > 0 && !got.flows.is_empty(), "{name}: matches");
+        rows_out.push((
+            format!("{name}: 100 newest and the count ({} match)", got.total),
+            ms,
+            "<= 200 ms",
+        ));
+    };
+    list("selective: one node, one hour", "Node=node-7", hour);
+    list(
+        "selective: one source and port over the day",
+        "SrcAddr=10.0.7.42 and DstPort=1024-1063",
+        day,
+    );
+    list(
+        "selective: one destination address over the day",
+        "DstAddr=11.0.3.14",
+        day,
+    );
+    let mut top = |name: &str, group_by: &str, metric: Metric| {
+        let g = parse_group_by(group_by).expect("group_by");
+        let (ms, got) = time(|| {
+            ch.top(&weir_core::query::Expr::All, &day, &g, metric, 10)
+                .expect("top")
+        });
+        assert_eq!(got.total.flows, total, "{name}: every flow counted");
+        assert_eq!(got.top.len(), 10, "{name}");
+        rows_out.push((
+            format!("{name} ({} groups)", got.group_count),
+            ms,
+            "<= 1000 ms",
+        ));
+    };
+    top("top-10 over the day: nodes by bytes", "Node", Metric::Bytes);
+    top(
+        "top-10 over the day: destination ports by bytes",
+        "DstPort",
+        Metric::Bytes,
+    );
+    top(
+        "top-10 over the day: talkers (SrcAddr,DstAddr) by bytes",
+        "SrcAddr,DstAddr",
+        Metric::Bytes,
+    );
+
+    println!(
+        "### Cluster queries over {total} flows (ClickHouse {}, 2 cores)\n",
+        version.trim()
+    );
+    println!(
+        "Made in {load:.0} s ({:.0} flows/s through flows_ingest and its views), merges settled in {settle:.0} s; \
+         {parts} parts, {:.1} bytes a flow on disk; flows_1m holds {minute_rows} rows.\n",
+        total as f64 / load,
+        bytes as f64 / total as f64
+    );
+    println!(
+        "| query (through weir's FlowQuery) | median of {RUNS} | ratio to baseline | target |"
+    );
+    println!("|---|---|---|---|");
+    for (name, ms, target) in &rows_out {
+        println!("| {name} | {ms:.0} ms | {:.2} | {target} |", ms / base);
+    }
+}
