@@ -492,15 +492,47 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Flow)>, StoreError> {
-        use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
         let matching = self.fields.compile(filter, range);
-        let after: Box<dyn Query> = Box::new(RangeQuery::new(
-            std::ops::Bound::Excluded(tantivy::Term::from_field_u64(self.fields.seq, after_seq)),
-            std::ops::Bound::Unbounded,
-        ));
-        let query = BooleanQuery::new(vec![(Occur::Must, matching), (Occur::Must, after)]);
         let parts = self.parts_for(range);
-        // (partition, seq), lowest sequence first across partitions.
+        let newest = self.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+        // Sequence numbers are dense, so the next `limit` matches usually lie within the next
+        // `limit` numbers: search that window first, widening it (x4) until it holds `limit`
+        // matches or reaches the newest flow. Each search ranks only its window, not all
+        // history after the cursor (an exporter catching up would otherwise rank everything
+        // after its cursor for each batch).
+        let mut span = limit.max(1) as u64;
+        let hits = loop {
+            let upto = after_seq.saturating_add(span);
+            let bounded = (upto < newest).then_some(upto);
+            let hits = self.seq_hits(matching.box_clone(), &parts, after_seq, bounded, limit)?;
+            if hits.len() >= limit || bounded.is_none() {
+                break hits;
+            }
+            span = span.saturating_mul(4);
+        };
+        let flows = fetch(&parts, &hits)?;
+        Ok(hits.into_iter().map(|(_, seq)| seq).zip(flows).collect())
+    }
+
+    /// (partition, seq) of the first `limit` flows matching `matching` with a sequence number
+    /// above `after` (and at most `upto`), lowest first across partitions.
+    fn seq_hits(
+        &self,
+        matching: Box<dyn tantivy::query::Query>,
+        parts: &[Arc<Partition>],
+        after: u64,
+        upto: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(usize, u64)>, StoreError> {
+        use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
+        let term = |seq| tantivy::Term::from_field_u64(self.fields.seq, seq);
+        let window: Box<dyn Query> = Box::new(RangeQuery::new(
+            std::ops::Bound::Excluded(term(after)),
+            upto.map_or(std::ops::Bound::Unbounded, |u| {
+                std::ops::Bound::Included(term(u))
+            }),
+        ));
+        let query = BooleanQuery::new(vec![(Occur::Must, matching), (Occur::Must, window)]);
         let mut hits: Vec<(usize, u64)> = Vec::new();
         for (pi, p) in parts.iter().enumerate() {
             let searcher = p.reader.searcher();
@@ -512,8 +544,7 @@ impl Store {
         }
         hits.sort_unstable_by_key(|(_, seq)| *seq);
         hits.truncate(limit);
-        let flows = fetch(&parts, &hits)?;
-        Ok(hits.into_iter().map(|(_, seq)| seq).zip(flows).collect())
+        Ok(hits)
     }
 
     /// Groups matching flows by the given fields (and time buckets), summing each group.

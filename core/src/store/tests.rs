@@ -380,7 +380,7 @@ fn select_pages_through_history_by_sequence_without_gaps_or_repeats() {
     };
     let filter = parse("DstPort=443").unwrap();
     let want: u64 = flows.iter().filter(|f| f.dst_port == 443).count() as u64;
-    let (mut after, mut seen, mut pages) = (0u64, Vec::new(), 0);
+    let (mut after, mut seen, mut pages, mut sizes) = (0u64, Vec::new(), 0, Vec::new());
     loop {
         let page = s.select(&filter, &range, after, 97).unwrap();
         if page.is_empty() {
@@ -388,6 +388,7 @@ fn select_pages_through_history_by_sequence_without_gaps_or_repeats() {
         }
         pages += 1;
         assert!(page.len() <= 97);
+        sizes.push(page.len());
         assert!(page.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
         assert!(page.iter().all(|(_, f)| f.dst_port == 443));
         after = page.last().unwrap().0;
@@ -398,12 +399,29 @@ fn select_pages_through_history_by_sequence_without_gaps_or_repeats() {
     dedup.dedup();
     assert_eq!(dedup.len(), seen.len(), "no repeats");
     assert!(pages > 1);
+    // Every page but the last is full: a window short of matches is widened, not returned.
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&n| n == 97),
+        "{sizes:?}"
+    );
     // New flows arrive: the cursor picks up only them.
-    let more = synth(50, T0 + 10, 5);
+    let mut more = synth(50, T0 + 10, 5);
+    more[49].dst_port = 9999;
     s.append(&more).unwrap();
     s.flush().unwrap();
     let next = s.select(&Expr::All, &range, after.max(3000), 1000).unwrap();
     assert_eq!(next.len(), 50, "only the new flows after the last sequence");
+    // One match 3,000 numbers after the cursor: found through widened windows.
+    let rare = s
+        .select(&parse("DstPort=9999").unwrap(), &range, 0, 10)
+        .unwrap();
+    assert_eq!(
+        rare.len(),
+        1,
+        "{:?}",
+        rare.iter().map(|(q, _)| q).collect::<Vec<_>>()
+    );
+    assert_eq!(rare[0].1.dst_port, 9999);
 }
 
 /// Found by the API load test (scripts/load.py): a listing took a partition's searcher twice,
