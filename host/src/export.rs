@@ -158,6 +158,12 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
     let Some(p) = plugin.upgrade() else { return };
     let name = p.name().to_string();
     let feed = p.manifest().exporter.clone();
+    // Each batch in flight is one of the plugin's calls at once: never more than the agent
+    // lets a plugin have (more would be refused as busy and count as failures).
+    let in_flight = feed.in_flight.clamp(1, p.max_calls()) as usize;
+    if in_flight < feed.in_flight as usize {
+        tracing::warn!(plugin = %name, asked = feed.in_flight, in_flight, "exporter in_flight lowered to the agent's calls per plugin");
+    }
     drop(p);
     let (Some(store), Ok(dir)) = (reg.flows().cloned(), reg.dir_of(&name)) else {
         return;
@@ -215,9 +221,11 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
         from_ms: 0,
         to_ms: u64::MAX,
     };
-    let in_flight = feed.in_flight.max(1) as usize;
     let mut backoff = Duration::ZERO;
-    let mut retry_upto: Option<u64> = None;
+    // After a failure, the last sequence number of each batch to send again, in order: each
+    // is sent again exactly (not grown by flows stored since), so a destination that
+    // deduplicates by content (JetStream's message ids) stores it once.
+    let mut again: VecDeque<u64> = VecDeque::new();
     // Batches started and not yet settled, oldest first; `next` is where the next one starts.
     let mut calls: VecDeque<Call> = VecDeque::new();
     let mut next = cursor;
@@ -240,9 +248,7 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
                     continue;
                 }
             };
-            // A retry sends exactly the batch that failed (not one grown since), so a
-            // destination that deduplicates by content (JetStream's message ids) stores it once.
-            let upto = retry_upto.take().unwrap_or(durable).min(durable);
+            let upto = again.pop_front().unwrap_or(durable).min(durable);
             let rows: Vec<_> = rows.into_iter().filter(|(s, _)| *s <= upto).collect();
             let call = match rows.last().map(|(s, _)| *s) {
                 Some(last) => {
@@ -263,28 +269,18 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
             drop(p);
             let (last, n) = (call.last, call.flows);
             match call.wait(&name) {
-                Ok(()) => {
-                    cursor = last;
-                    if let Err(e) = write_cursor(&dir, cursor) {
-                        tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
-                    }
-                    if n > 0 {
-                        set(&|s| {
-                            s.cursor = cursor;
-                            s.exported_flows += n;
-                            s.exported_batches += 1;
-                            s.failing = 0;
-                        });
-                    }
-                }
+                Ok(()) => delivered(&dir, &name, &set, &mut cursor, last, n),
                 Err(e) => {
-                    // The batches after it are waited for and sent again after it (at least
-                    // once, as a restart would).
+                    // The batches after it are waited for and sent again after it, each as it
+                    // was (at least once, as a restart would).
+                    let mut bounds: VecDeque<u64> = VecDeque::from([last]);
                     for later in calls.drain(..) {
+                        bounds.push_back(later.last);
                         let _ = later.wait(&name);
                     }
+                    bounds.extend(again.drain(..));
+                    again = bounds;
                     next = cursor;
-                    retry_upto = Some(last);
                     let failing = {
                         let feeds = reg.feeds();
                         let mut g = lock(&feeds);
@@ -308,19 +304,41 @@ fn run_feed(reg: &Registry, plugin: Weak<Plugin>, stop: &AtomicBool) {
         sleep_unless(stop, wait);
         backoff = Duration::ZERO;
     }
-    // Stopping: calls in flight end at their deadline; what they delivered in order still
-    // moves the cursor.
+    // Stopping: every call in flight is waited for (each ends at its deadline); what they
+    // delivered in order, up to the first failure, still moves the cursor.
+    let mut failed = false;
     for call in calls {
-        let last = call.last;
-        if call.wait(&name).is_err() {
-            break;
-        }
-        cursor = last;
-        if let Err(e) = write_cursor(&dir, cursor) {
-            tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+        let (last, n) = (call.last, call.flows);
+        let ok = call.wait(&name).is_ok();
+        failed |= !ok;
+        if !failed {
+            delivered(&dir, &name, &set, &mut cursor, last, n);
         }
     }
     tracing::info!(plugin = %name, cursor, "exporter feed stopped");
+}
+
+/// A batch delivered in its turn: the cursor moves past it, on disk and in the status.
+fn delivered(
+    dir: &Path,
+    name: &str,
+    set: &impl Fn(&dyn Fn(&mut FeedStatus)),
+    cursor: &mut u64,
+    last: u64,
+    n: u64,
+) {
+    *cursor = last;
+    if let Err(e) = write_cursor(dir, last) {
+        tracing::warn!(plugin = %name, error = %e, "exporter cursor not written");
+    }
+    set(&|s| {
+        s.cursor = last;
+        if n > 0 {
+            s.exported_flows += n;
+            s.exported_batches += 1;
+            s.failing = 0;
+        }
+    });
 }
 
 /// One batch given to an exporter: its last sequence number, its flows (0: a skip over flows

@@ -487,6 +487,11 @@ impl Plugin {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Most calls this plugin may have running at once.
+    pub(crate) fn max_calls(&self) -> u32 {
+        self.policy.max_calls_per_plugin.max(1)
+    }
+
     /// Admits one call: at most [`crate::SandboxPolicy::max_calls_per_plugin`] at once, and
     /// the plugin's memory cap reserved from the agent's budget while it runs.
     fn admit(&self) -> Result<Admission<'_>, HostError> {

@@ -2063,34 +2063,48 @@ mod feed {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    /// An HTTP destination on loopback: holds each POST `hold` before answering, answers the
-    /// request numbered `fail` (from 1, in arrival order) 503 and the others 200, and keeps
-    /// every body with its answer and the most requests it held at once.
-    #[derive(Default)]
+    /// An HTTP destination on loopback for ndjson-export's `SrcPort` lines. It holds each
+    /// request until two are held at once (at most 2 s), then 20 ms more; answers 503 to the
+    /// first batch starting at port `fail` and 200 to the rest; keeps every body with its
+    /// answer, the most requests held at once, and each request whose batch the exporter's
+    /// cursor (read from `cursor` as the request arrives) had already passed.
     struct Destination {
+        fail: u64,
+        cursor: PathBuf,
         bodies: Mutex<Vec<(bool, String)>>,
+        failed: AtomicBool,
         arrived: AtomicUsize,
         held: AtomicUsize,
         most: AtomicUsize,
+        passed: Mutex<Vec<(u64, u64)>>,
     }
 
     impl Destination {
-        fn start(hold: Duration, fail: usize) -> (Arc<Destination>, u16) {
+        fn start(fail: u64, cursor: PathBuf) -> (Arc<Destination>, u16) {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let port = l.local_addr().expect("addr").port();
-            let d = Arc::new(Destination::default());
+            let d = Arc::new(Destination {
+                fail,
+                cursor,
+                bodies: Mutex::default(),
+                failed: AtomicBool::new(false),
+                arrived: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                passed: Mutex::default(),
+            });
             let server = d.clone();
             std::thread::spawn(move || {
                 for conn in l.incoming().flatten() {
                     let d = server.clone();
-                    std::thread::spawn(move || d.serve(conn, hold, fail));
+                    std::thread::spawn(move || d.serve(conn));
                 }
             });
             (d, port)
         }
 
         /// One connection's requests (kept alive), until the client closes it.
-        fn serve(&self, conn: std::net::TcpStream, hold: Duration, fail: usize) {
+        fn serve(&self, conn: std::net::TcpStream) {
             let mut out = conn.try_clone().expect("clone");
             let mut r = BufReader::new(conn);
             loop {
@@ -2112,16 +2126,26 @@ mod feed {
                 }
                 let mut body = vec![0; len];
                 r.read_exact(&mut body).expect("body");
-                let nth = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = String::from_utf8(body).expect("utf-8");
+                let first = ports(&body).first().copied().unwrap_or(0);
+                let cursor: u64 = std::fs::read_to_string(&self.cursor)
+                    .ok()
+                    .and_then(|c| c.trim().parse().ok())
+                    .unwrap_or(0);
+                if cursor >= first {
+                    self.passed.lock().expect("passed").push((cursor, first));
+                }
+                self.arrived.fetch_add(1, Ordering::SeqCst);
                 let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
                 self.most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(hold);
+                let t = Instant::now();
+                while self.most.load(Ordering::SeqCst) < 2 && t.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(20));
                 self.held.fetch_sub(1, Ordering::SeqCst);
-                let ok = nth != fail;
-                self.bodies
-                    .lock()
-                    .expect("bodies")
-                    .push((ok, String::from_utf8(body).expect("utf-8")));
+                let ok = first != self.fail || self.failed.swap(true, Ordering::SeqCst);
+                self.bodies.lock().expect("bodies").push((ok, body));
                 let status = if ok {
                     "200 OK"
                 } else {
@@ -2145,25 +2169,30 @@ mod feed {
             .collect()
     }
 
+    fn flow(i: u64, t: u64) -> Flow {
+        let mut f = Flow::empty();
+        f.src_port = i as u16;
+        f.time_flow_start_ms = t;
+        f.time_flow_end_ms = t + i;
+        f
+    }
+
+    /// ndjson-export, 100 flows a batch, 3 in flight, over 250 stored flows (the third batch
+    /// short); 750 more are stored while the first batches are held, and the second batch is
+    /// refused once. Its own runtime: no other test's calls take its memory budget.
     #[test]
-    fn batches_in_flight_overlap_yet_the_cursor_moves_in_order_and_a_failed_one_is_sent_again() {
+    fn batches_in_flight_overlap_yet_the_cursor_moves_in_order_and_failed_ones_go_again_as_they_were()
+     {
         const N: u64 = 1000;
-        let (d, port) = Destination::start(Duration::from_millis(40), 3);
         let t = weir_core::query::now_ms() - 60_000;
-        let flows: Vec<Flow> = (1..=N)
-            .map(|i| {
-                let mut f = Flow::empty();
-                f.src_port = i as u16;
-                f.time_flow_start_ms = t;
-                f.time_flow_end_ms = t + i;
-                f
-            })
-            .collect();
-        let (_store_dir, store) = super::rules::store(&flows);
+        let first: Vec<Flow> = (1..=250).map(|i| flow(i, t)).collect();
+        let (_store_dir, store) = super::rules::store(&first);
         let dir = tempfile::tempdir().expect("tempdir");
+        let cursor = dir.path().join("plugins/ndjson-export/export-cursor");
+        let (d, port) = Destination::start(101, cursor.clone());
+        let rt = Arc::new(Runtime::new(None).expect("runtime"));
         let reg = Arc::new(
-            Registry::open(&dir.path().join("plugins"), runtime(), Some(store.clone()))
-                .expect("registry"),
+            Registry::open(&dir.path().join("plugins"), rt, Some(store.clone())).expect("registry"),
         );
         let mut sinks = weir_core::sink::Sinks::default();
         let dest = weir_core::sink::Destination::parse(&format!("out=http://127.0.0.1:{port}/in"))
@@ -2171,7 +2200,6 @@ mod feed {
         let transport = weir_sinks::open(&dest);
         sinks.insert(dest, transport);
         reg.set_sinks(sinks);
-        // ndjson-export, from the oldest flow, 100 flows a batch, 3 batches at once.
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).expect("src");
         std::fs::write(src.join("plugin.wasm"), wasm("ndjson-export")).expect("wasm");
@@ -2197,8 +2225,16 @@ mod feed {
                 .find_map(|l| l.export)
                 .unwrap_or_default()
         };
-        let end = store.durable_seq();
+        // The rest arrives while the first three batches are out.
         let deadline = Instant::now() + Duration::from_secs(60);
+        while d.arrived.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let rest: Vec<Flow> = (251..=N).map(|i| flow(i, t)).collect();
+        store.append(&rest).expect("append");
+        store.flush().expect("flush");
+        let end = store.durable_seq();
+        assert_eq!(end, N);
         while status().cursor < end && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -2208,14 +2244,15 @@ mod feed {
         assert_eq!(s.cursor, end, "{s:?}");
         assert_eq!(s.exported_flows, N, "each batch counted once: {s:?}");
         assert_eq!(s.failures, 1, "{s:?}");
-        let on_disk =
-            std::fs::read_to_string(dir.path().join("plugins/ndjson-export/export-cursor"))
-                .expect("cursor file");
+        let on_disk = std::fs::read_to_string(&cursor).expect("cursor file");
         assert_eq!(on_disk.trim(), end.to_string());
         let bodies = d.bodies.lock().expect("bodies").clone();
         // Batches overlapped, never more than in_flight.
         let most = d.most.load(Ordering::SeqCst);
         assert!((2..=3).contains(&most), "at most {most} requests at once");
+        // The cursor never passed a batch before it was delivered.
+        let passed = d.passed.lock().expect("passed").clone();
+        assert!(passed.is_empty(), "(cursor, batch start) {passed:?}");
         // Nothing lost: every flow in a body answered 200.
         let delivered: std::collections::BTreeSet<u64> = bodies
             .iter()
@@ -2223,23 +2260,28 @@ mod feed {
             .flat_map(|(_, b)| ports(b))
             .collect();
         assert_eq!(delivered, (1..=N).collect(), "every flow delivered");
-        // The refused batch was sent again exactly, and answered 200.
+        // The refused batch, and the short one in flight behind it, were sent again exactly
+        // as they were (not grown by the flows stored meanwhile); so was every batch sent
+        // more than once.
         let refused: Vec<&String> = bodies
             .iter()
             .filter(|(ok, _)| !ok)
             .map(|(_, b)| b)
             .collect();
         assert_eq!(refused.len(), 1);
-        assert_eq!(ports(refused[0]).len(), 100, "a whole batch");
-        assert!(
-            bodies.iter().any(|(ok, b)| *ok && b == refused[0]),
-            "the refused batch sent again as it was"
-        );
-        // At least once: a batch sent twice is only one delivered after the failure.
-        let sent: usize = bodies.iter().map(|(_, b)| ports(b).len()).sum();
-        assert!(
-            sent as u64 >= N + 100 && sent as u64 <= N + 300,
-            "{sent} sent"
+        assert_eq!(ports(refused[0]), (101..=200).collect::<Vec<_>>());
+        let mut first_sent: BTreeMap<u64, &String> = BTreeMap::new();
+        for (_, b) in &bodies {
+            let at = ports(b)[0];
+            let was = *first_sent.entry(at).or_insert(b);
+            assert_eq!(was, b, "the batch from {at} sent again as it was");
+        }
+        let short = first_sent.get(&201).expect("the third batch");
+        assert_eq!(ports(short).len(), 50, "the third batch was short");
+        let sent_twice = bodies.iter().filter(|(_, b)| ports(b)[0] == 201).count();
+        assert_eq!(
+            sent_twice, 2,
+            "the short batch behind the refused one went again"
         );
     }
 }

@@ -220,6 +220,18 @@ fn weir_server_over_clickhouse_answers_the_sum_of_two_agents() {
         }
         assert_eq!(bytes_of(&page), both[3..8], "{sort}: {page}");
     }
+    // Pages sorted by an address field (its bound compared in PREWHERE), either way.
+    for sort in ["-SrcAddr", "DstAddr"] {
+        let page = server.ok(
+            "/api/v1/flows",
+            &with(&[("limit", "5"), ("offset", "3"), ("sort", sort)]),
+        );
+        assert_eq!(
+            page["flows"].as_array().map(Vec::len),
+            Some(5),
+            "{sort}: {page}"
+        );
+    }
     // The latency rule on the server sees the agents' round-trip times through ClickHouse:
     // port 443's 95th percentile is 300 ms (a warning), the other ports' 2 ms.
     // (The server evaluates its rules when it starts, too: the alert may be firing already.)
