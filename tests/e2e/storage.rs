@@ -320,27 +320,28 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
     // last commit's segments and free the old ones meanwhile (then sled found room once and
     // the index met the full disk first): the file takes what is freed for 5 s more (2 s
     // was once too short on a loaded machine).
+    // The file also takes what was freed since right before each import (a merge finishing
+    // later once let sled write and the index meet the full disk first).
     let ballast = data.join("ballast");
-    {
+    let mut f = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut byte = [0x5au8; 1];
+    let mut fill = |f: &mut std::fs::File| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&ballast).expect("ballast");
-        let chunk = vec![0x5au8; 1 << 20];
-        let mut byte = [0x5au8; 1];
-        let mut fill = |f: &mut std::fs::File| {
-            while f.write_all(&chunk).is_ok() {}
-            while f.write_all(&byte).is_ok() {
-                byte[0] ^= 1;
-            }
-        };
-        fill(&mut f);
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(100));
-            fill(&mut f);
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&byte).is_ok() {
+            byte[0] ^= 1;
         }
+    };
+    fill(&mut f);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        fill(&mut f);
     }
     let mut failed = false;
     for _ in 0..20 {
+        fill(&mut f);
         let (s, v) = a.post("/api/v1/flows", &body(k));
         k += 1;
         if s == 503 {
@@ -357,6 +358,8 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
         "sled met the full disk first: {}",
         a.log_text()
     );
+    // Closed first: an open file keeps its blocks after it is removed.
+    drop(f);
     std::fs::remove_file(&ballast).expect("rm ballast");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
