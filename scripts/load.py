@@ -205,12 +205,16 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--import-only", action="store_true",
                     help="measure the import rate alone (for --seconds) and stop: no wrk, no tails")
+    ap.add_argument("--clients", type=int, default=4,
+                    help="importing clients, each posting its next batch once the last is acknowledged (default 4)")
+    ap.add_argument("--weir", metavar="PATH",
+                    help="the weir binary to run (default: target/release/weir; an older build to compare with)")
     ap.add_argument("--agent-args", default="",
                     help="more options for the agent, e.g. \"--commit-delay 1s\" (split on spaces)")
     a = ap.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    weir = os.path.join(ROOT, "target", "release", "weir")
+    weir = a.weir or os.path.join(ROOT, "target", "release", "weir")
     if not os.path.exists(weir):
         sys.exit(f"{weir} is missing: build it first (cargo build --release)")
 
@@ -229,7 +233,7 @@ def main():
                 time.sleep(0.1)
         else:
             sys.exit("the agent did not come up; see its log in " + data)
-        imp = Importer(port)
+        imp = Importer(port, clients=a.clients)
         print(f"preloading {a.preload} flows ...", file=sys.stderr)
         t0 = time.monotonic()
         imp.start(limit=a.preload)
@@ -260,7 +264,7 @@ def main():
                     sizes[key] = sizes.get(key, 0) + n
             for k, n in sorted(sizes.items(), key=lambda x: -x[1])[:8]:
                 print(f"  on disk: {k}: {n / 2**20:.1f} MiB", file=sys.stderr)
-            print(f"import alone: {alone:.0f} flows/s (4 clients, 5,000-flow batches, durable acks; "
+            print(f"import alone: {alone:.0f} flows/s ({a.clients} clients, 5,000-flow batches, durable acks; "
                   f"{len(imp.failed)} failed)")
             if a.json:
                 with open(a.json, "w") as f:
@@ -304,7 +308,7 @@ def main():
             print(f"| {r['route']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                   f"{r['non_2xx']} | {r['import_flows_per_s']:.0f} ({r['import_flows_per_s'] / alone:.2f} of alone) |")
         print()
-        print(f"import alone: {alone:.0f} flows/s (4 clients, 5,000-flow batches, durable acks)")
+        print(f"import alone: {alone:.0f} flows/s ({a.clients} clients, 5,000-flow batches, durable acks)")
         print(f"acknowledged: {imp.count()} flows; stored: {total}; import failures: {len(imp.failed)}")
         print(f"live tails: {sum(t.flows for t in tails)} flows received by 8 tails, "
               f"{sum(t.lagged for t in tails)} announced as lagged (skipped with notice); "

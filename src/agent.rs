@@ -6,7 +6,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_core::alerts::AlertStore;
 use weir_core::capture::CaptureSource;
 use weir_core::ingest::{self, IngestConfig, IngestStats};
@@ -614,6 +614,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         spawn_event_recorder(o.clone(), records.clone())?;
     }
     let stats = Arc::new(IngestStats::default());
+    spawn_purge_policy(stats.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel(INGEST_QUEUE);
     // Storage sampling: keeps everything until a plugin granted `storage-sampling` sets rules.
     let sampler = Arc::new(
@@ -888,8 +889,8 @@ pub fn run(a: AgentArgs) -> Result<()> {
     rt.shutdown_timeout(Duration::from_millis(500));
     let _ = ingest_thread.join();
     if let Some(t) = alerts_thread {
-        let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-        while !t.is_finished() && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !t.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         if t.is_finished() {
@@ -920,6 +921,70 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Drops records older than the flows' retention age, and the oldest past `max` entries,
 /// once a minute.
+/// How long freed memory stays with the agent while imports stream in (mimalloc's default).
+const PURGE_DELAY_IMPORTING_MS: std::ffi::c_long = 1000;
+/// Imports count as streaming in until this long after the last one.
+const IMPORTS_QUIET: Duration = Duration::from_secs(2);
+
+/// Freed memory goes back to the OS at once while the agent only captures (what keeps a
+/// node's footprint low between eviction bursts: see `purge_freed_memory_at_once`), and after
+/// a second while imports stream in: the index writer gives up its indexing arena at every
+/// commit (ten or more a second with group commit), and purging it at once made every next
+/// segment fault its pages in again (docs/PERFORMANCE.md, "The API under load").
+#[derive(Debug, Default)]
+struct PurgePolicy {
+    /// The import counter at the last look.
+    seen: u64,
+    last_import: Option<Instant>,
+    /// Whether freed memory is held (the delay is [`PURGE_DELAY_IMPORTING_MS`]).
+    holding: bool,
+}
+
+impl PurgePolicy {
+    /// Takes the import counter now; answers the purge delay to set when it changes.
+    fn tick(&mut self, imported: u64, now: Instant) -> Option<std::ffi::c_long> {
+        if imported != self.seen {
+            self.seen = imported;
+            self.last_import = Some(now);
+        }
+        let importing = self
+            .last_import
+            .is_some_and(|t| now.saturating_duration_since(t) < IMPORTS_QUIET);
+        if importing == self.holding {
+            return None;
+        }
+        self.holding = importing;
+        Some(if importing {
+            PURGE_DELAY_IMPORTING_MS
+        } else {
+            0
+        })
+    }
+}
+
+/// Runs [`PurgePolicy`] on the ingest stage's import counter, five times a second.
+/// `MIMALLOC_PURGE_DELAY`, when set, decides alone.
+fn spawn_purge_policy(stats: Arc<IngestStats>) -> Result<()> {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("weir-purge".into())
+        .spawn(move || {
+            let mut policy = PurgePolicy::default();
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let imported = stats.imported.load(std::sync::atomic::Ordering::Relaxed);
+                if let Some(ms) = policy.tick(imported, Instant::now()) {
+                    crate::set_purge_delay_ms(ms);
+                    tracing::debug!(purge_delay_ms = ms, "freed memory purge delay changed");
+                }
+            }
+        })
+        .context("starting the memory purge policy thread")?;
+    Ok(())
+}
+
 fn spawn_records_retention(
     records: Arc<weir_core::records::RecordStore>,
     age: Duration,
@@ -1207,6 +1272,36 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    /// Freed memory is held while imports come and given back at once two seconds after the
+    /// last; capture alone (the counter never moving) changes nothing.
+    #[test]
+    fn freed_memory_is_held_only_while_imports_stream_in() {
+        use super::{Duration, Instant, PURGE_DELAY_IMPORTING_MS, PurgePolicy};
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut p = PurgePolicy::default();
+        assert_eq!(
+            p.tick(0, at(0)),
+            None,
+            "no import: purge at once, as set at start"
+        );
+        assert_eq!(p.tick(0, at(5_000)), None);
+        assert_eq!(p.tick(5_000, at(5_200)), Some(PURGE_DELAY_IMPORTING_MS));
+        assert_eq!(p.tick(10_000, at(5_400)), None, "already held");
+        assert_eq!(
+            p.tick(10_000, at(7_000)),
+            None,
+            "1.6 s without one: still streaming"
+        );
+        assert_eq!(
+            p.tick(10_000, at(7_400)),
+            Some(0),
+            "2 s without one: given back"
+        );
+        assert_eq!(p.tick(10_000, at(9_000)), None);
+        assert_eq!(p.tick(10_001, at(9_200)), Some(PURGE_DELAY_IMPORTING_MS));
+    }
+
     /// `weir agent --help` shows the HTTP limits' defaults as literals; they must be the ones
     /// `weir_ui::limits::Limits::default()` gives (what tests and embedders get).
     #[test]

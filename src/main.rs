@@ -34,12 +34,18 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// The agent gives freed memory back to the OS at once instead of after mimalloc's default
 /// second: the eviction bursts otherwise leave their peak resident (see docs/PERFORMANCE.md,
-/// 100 k active flows). `MIMALLOC_PURGE_DELAY` still wins when set.
+/// 100 k active flows). `MIMALLOC_PURGE_DELAY` still wins when set (and then
+/// [`agent`]'s purge policy leaves the option alone).
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: a plain option store; mimalloc reads options atomically.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        set_purge_delay_ms(0);
     }
+}
+
+/// Sets how long mimalloc keeps freed memory before giving it back to the OS.
+pub(crate) fn set_purge_delay_ms(ms: std::ffi::c_long) {
+    // SAFETY: a plain option store; mimalloc reads options atomically.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 use clap::{Parser, Subcommand};
 

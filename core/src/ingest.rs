@@ -67,6 +67,9 @@ pub struct IngestStats {
     pub batches: AtomicU64,
     pub flushes: AtomicU64,
     pub errors: AtomicU64,
+    /// Flows offered with an acknowledgement to send (imports over the API, not capture),
+    /// for policies that tell a stream of imports from capture.
+    pub imported: AtomicU64,
 }
 
 /// A snapshot of [`IngestStats`].
@@ -249,6 +252,11 @@ fn run(
 fn take(store: &Store, stats: &IngestStats, stages: &Stages, batch: Batch, acks: &mut Vec<Ack>) {
     let Batch { mut flows, ack } = batch;
     stats.batches.fetch_add(1, Ordering::Relaxed);
+    if ack.is_some() {
+        stats
+            .imported
+            .fetch_add(flows.len() as u64, Ordering::Relaxed);
+    }
     if let Some(e) = &stages.enricher {
         e.enrich(&mut flows);
     }
@@ -282,7 +290,13 @@ fn take(store: &Store, stats: &IngestStats, stages: &Stages, batch: Batch, acks:
 }
 
 fn flush(store: &Store, stats: &IngestStats, acks: &mut Vec<Ack>) {
+    let started = Instant::now();
     let result = store.flush();
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        acks = acks.len(),
+        "flushed"
+    );
     match &result {
         Ok(()) => {
             stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +366,11 @@ mod tests {
         }
         assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
         assert_eq!(count(&store), 100, "every flow visible once acknowledged");
+        assert_eq!(
+            stats.imported.load(Ordering::Relaxed),
+            60,
+            "only flows sent with an acknowledgement count as imported"
+        );
         let flushes = stats.flushes.load(Ordering::Relaxed);
         assert!((1..=3).contains(&flushes), "{flushes} flushes");
         drop(tx);

@@ -393,9 +393,9 @@ impl Store {
         };
         let now = now_ms();
         let parts = self.read_parts();
+        flush_all(&parts)?;
         let newest = parts.len().saturating_sub(2);
         for (i, p) in parts.iter().enumerate() {
-            p.flush()?;
             let idle = now.saturating_sub(p.last_write_ms.load(Ordering::Relaxed));
             // Only the two newest partitions keep a writer between bursts (late flows).
             if p.has_writer() && (idle > self.cfg.writer_idle_ms || i < newest) {
@@ -847,6 +847,30 @@ impl Store {
     pub fn dir(&self) -> &Path {
         &self.cfg.dir
     }
+}
+
+/// Flushes every partition with appended records; several at once (a batch of imports
+/// often spans a partition boundary) each on a thread of its own, so their index commits,
+/// which wait for each writer's indexing thread to write its segment, run side by side. The
+/// first error is returned after all have finished (a failed partition stays dirty).
+fn flush_all(parts: &[Arc<Partition>]) -> Result<(), StoreError> {
+    let dirty: Vec<&Arc<Partition>> = parts.iter().filter(|p| p.is_dirty()).collect();
+    if dirty.len() <= 1 {
+        return dirty.iter().try_for_each(|p| p.flush());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = dirty.iter().map(|p| s.spawn(|| p.flush())).collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Corrupt("a partition flush panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
 }
 
 #[cfg(test)]

@@ -347,6 +347,11 @@ impl Partition {
         tracing::warn!(partition = %self.dir.display(), "index writer failed: dropped; the next flush indexes again from the record store");
     }
 
+    /// Whether appended records wait for a flush.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::SeqCst)
+    }
+
     /// Makes appended records durable (sled first), then visible (index commit).
     /// A flush that fails leaves the partition dirty, so the next one tries again (and the
     /// store's durable point does not move past what this one did not commit).
@@ -367,9 +372,11 @@ impl Partition {
         if self.sled_failed.load(Ordering::SeqCst) {
             self.reopen_records()?;
         }
+        let started = std::time::Instant::now();
         if let Err(e) = self.db()?.flush() {
             return Err(self.sled_error(e, &mut guard));
         }
+        let synced = started.elapsed();
         let seq = self.appended_seq.load(Ordering::SeqCst);
         if self.broken.load(Ordering::SeqCst) {
             drop(guard);
@@ -389,7 +396,14 @@ impl Partition {
             return Err(e);
         }
         drop(guard);
+        let committed = started.elapsed();
         self.reader.reload()?;
+        tracing::debug!(
+            sled_ms = synced.as_secs_f64() * 1e3,
+            commit_ms = (committed - synced).as_secs_f64() * 1e3,
+            reload_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
+            "partition flushed"
+        );
         Ok(())
     }
 
