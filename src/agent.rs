@@ -132,6 +132,12 @@ pub struct AgentArgs {
     /// Memory budget of each indexing thread before it writes a segment out.
     #[arg(long, default_value = "20MB", value_parser = units::size)]
     index_memory: u64,
+    /// While imports stream in (`POST /api/v1/flows`), keep freed memory for a second
+    /// instead of giving it back to the OS at once: imports 1.4-1.5x faster, for about 3x the
+    /// resident memory while they run and ~60 MiB more after (docs/PERFORMANCE.md, "The API
+    /// under load"). For nodes that mostly import; capture alone is never affected.
+    #[arg(long)]
+    import_hold_memory: bool,
     /// Flows the store always keeps, whatever storage sampling rules a controller sets (the
     /// query language, repeatable): `--keep-flows 'DstPort=22'`. Drops, TCP SYN without an
     /// answer, RSTs, DNS errors, new talkers and new service ports are always kept too.
@@ -614,7 +620,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
         spawn_event_recorder(o.clone(), records.clone())?;
     }
     let stats = Arc::new(IngestStats::default());
-    spawn_purge_policy(stats.clone())?;
+    if a.import_hold_memory {
+        spawn_purge_policy(stats.clone())?;
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(INGEST_QUEUE);
     // Storage sampling: keeps everything until a plugin granted `storage-sampling` sets rules.
     let sampler = Arc::new(
@@ -919,8 +927,6 @@ const INGEST_QUEUE: usize = 4;
 /// exits regardless.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Drops records older than the flows' retention age, and the oldest past `max` entries,
-/// once a minute.
 /// How long freed memory stays with the agent while imports stream in (mimalloc's default).
 const PURGE_DELAY_IMPORTING_MS: std::ffi::c_long = 1000;
 /// Imports count as streaming in until this long after the last one.
@@ -930,7 +936,10 @@ const IMPORTS_QUIET: Duration = Duration::from_secs(2);
 /// node's footprint low between eviction bursts: see `purge_freed_memory_at_once`), and after
 /// a second while imports stream in: the index writer gives up its indexing arena at every
 /// commit (ten or more a second with group commit), and purging it at once made every next
-/// segment fault its pages in again (docs/PERFORMANCE.md, "The API under load").
+/// segment fault its pages in again (docs/PERFORMANCE.md, "The API under load"). When imports
+/// stop, what is held goes back (`set_purge_delay_ms` collects before lowering the delay),
+/// yet ~60 MiB more than an agent that never held stays resident after a large import: the
+/// reason `--import-hold-memory` turns this on and the default leaves it off.
 #[derive(Debug, Default)]
 struct PurgePolicy {
     /// The import counter at the last look.
@@ -985,6 +994,8 @@ fn spawn_purge_policy(stats: Arc<IngestStats>) -> Result<()> {
     Ok(())
 }
 
+/// Drops records older than the flows' retention age, and the oldest past `max` entries,
+/// once a minute.
 fn spawn_records_retention(
     records: Arc<weir_core::records::RecordStore>,
     age: Duration,

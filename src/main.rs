@@ -25,7 +25,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 unsafe extern "C" {
     /// mimalloc's option setter (linked in with the allocator).
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    #[cfg(test)]
+    /// Collects the calling thread's heap; `force` also purges every arena's memory whose
+    /// purge is scheduled (only while the purge delay is above 0).
+    fn mi_collect(force: bool);
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
 
@@ -42,10 +44,18 @@ fn purge_freed_memory_at_once() {
     }
 }
 
-/// Sets how long mimalloc keeps freed memory before giving it back to the OS.
+/// Sets how long mimalloc keeps freed memory before giving it back to the OS. Going down,
+/// what is held is given back first (a forced collection runs every purge mimalloc has
+/// scheduled, while the delay is still above 0).
 pub(crate) fn set_purge_delay_ms(ms: std::ffi::c_long) {
-    // SAFETY: a plain option store; mimalloc reads options atomically.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
+    // SAFETY: an option read, a collection and an option store; mimalloc reads and writes
+    // options atomically.
+    unsafe {
+        if ms < mi_option_get(MI_OPTION_PURGE_DELAY) {
+            mi_collect(true);
+        }
+        mi_option_set(MI_OPTION_PURGE_DELAY, ms);
+    }
 }
 use clap::{Parser, Subcommand};
 

@@ -850,23 +850,50 @@ impl Store {
 }
 
 /// Flushes every partition with appended records; several at once (a batch of imports
-/// often spans a partition boundary) each on a thread of its own, so their index commits,
+/// often spans a partition boundary) on up to one thread per core, so their index commits,
 /// which wait for each writer's indexing thread to write its segment, run side by side. The
-/// first error is returned after all have finished (a failed partition stays dirty).
+/// first error is returned after all have finished (a failed partition stays dirty); a
+/// panic in one goes on to the caller once the others are done, as it did inline.
 fn flush_all(parts: &[Arc<Partition>]) -> Result<(), StoreError> {
     let dirty: Vec<&Arc<Partition>> = parts.iter().filter(|p| p.is_dirty()).collect();
-    if dirty.len() <= 1 {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(dirty.len());
+    if workers <= 1 {
         return dirty.iter().try_for_each(|p| p.flush());
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = dirty.iter().map(|p| s.spawn(|| p.flush())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Takes the next partition until none is left; the first error.
+    let work = || {
         let mut first = Ok(());
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Corrupt("a partition flush panicked".into())));
+        while let Some(p) = dirty.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let r = p.flush();
             if first.is_ok() {
                 first = r;
+            }
+        }
+        first
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("weir-flush".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        // This thread works too (and alone if no thread could be started).
+        let mut first = work();
+        for h in handles {
+            match h.join() {
+                Ok(r) => {
+                    if first.is_ok() {
+                        first = r;
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         first

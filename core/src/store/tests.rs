@@ -539,3 +539,26 @@ fn top_on_raw_keys_agrees_with_ranking_every_group_with_its_values() {
     assert_eq!(names.len(), got.top.len());
     assert_eq!(got.group_count, 3 + 16 + 16 + 1, "{names:?}");
 }
+
+/// One flush makes flows appended to more partitions than there are cores durable and
+/// visible (the partitions commit side by side, a few threads taking them in turn), and
+/// moves the durable point past all of them.
+#[test]
+fn one_flush_commits_many_partitions_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let flows = synth(4000, T0, 6 * 3_600_000);
+    s.append(&flows).unwrap();
+    assert_eq!(s.durable_seq(), 0, "nothing flushed yet");
+    s.flush().unwrap();
+    let parts = s.status().partitions.len();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(parts > cores, "{parts} partitions, {cores} cores");
+    assert_eq!(list_all(&s, "", TimeRange::ALL).flows.len(), 4000);
+    assert_eq!(s.durable_seq(), 4000);
+    // Appended again to a few of them: only those are flushed, and all is still there.
+    s.append(&synth(10, T0, 60_000)).unwrap();
+    s.flush().unwrap();
+    assert_eq!(list_all(&s, "", TimeRange::ALL).flows.len(), 4010);
+    assert_eq!(s.durable_seq(), 4010);
+}
