@@ -133,8 +133,8 @@ pub struct AgentArgs {
     #[arg(long, default_value = "20MB", value_parser = units::size)]
     index_memory: u64,
     /// While imports stream in (`POST /api/v1/flows`), keep freed memory for a second
-    /// instead of giving it back to the OS at once: imports 1.4-1.5x faster, for about 3x the
-    /// resident memory while they run and ~60 MiB more after (docs/PERFORMANCE.md, "The API
+    /// instead of giving it back to the OS at once: imports ~1.35x faster, for about 3x the
+    /// resident memory while they run and 60-70 MiB more after (docs/PERFORMANCE.md, "The API
     /// under load"). For nodes that mostly import; capture alone is never affected.
     #[arg(long)]
     import_hold_memory: bool,
@@ -938,7 +938,7 @@ const IMPORTS_QUIET: Duration = Duration::from_secs(2);
 /// commit (ten or more a second with group commit), and purging it at once made every next
 /// segment fault its pages in again (docs/PERFORMANCE.md, "The API under load"). When imports
 /// stop, what is held goes back (`set_purge_delay_ms` collects before lowering the delay),
-/// yet ~60 MiB more than an agent that never held stays resident after a large import: the
+/// yet 60-70 MiB more than an agent that never held stays resident after a large import: the
 /// reason `--import-hold-memory` turns this on and the default leaves it off.
 #[derive(Debug, Default)]
 struct PurgePolicy {

@@ -851,20 +851,23 @@ impl Store {
 
 /// Flushes every partition with appended records; several at once (a batch of imports
 /// often spans a partition boundary) on up to one thread per core, so their index commits,
-/// which wait for each writer's indexing thread to write its segment, run side by side. The
-/// first error is returned after all have finished (a failed partition stays dirty); a
-/// panic in one goes on to the caller once the others are done, as it did inline.
+/// which wait for each writer's indexing thread to write its segment, run side by side.
 fn flush_all(parts: &[Arc<Partition>]) -> Result<(), StoreError> {
     let dirty: Vec<&Arc<Partition>> = parts.iter().filter(|p| p.is_dirty()).collect();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(dirty.len());
-    if workers <= 1 {
+    if dirty.len() <= 1 {
         return dirty.iter().try_for_each(|p| p.flush());
     }
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    flush_side_by_side(&dirty, cores)
+}
+
+/// Flushes the partitions on up to `workers` threads (this one among them), each taking the
+/// next partition until none is left. Every partition is tried: the first error is returned
+/// after all have finished (a failed partition stays dirty); a panic in one goes on to the
+/// caller once the others are done, as it did inline.
+fn flush_side_by_side(dirty: &[&Arc<Partition>], workers: usize) -> Result<(), StoreError> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    // Takes the next partition until none is left; the first error.
     let work = || {
         let mut first = Ok(());
         while let Some(p) = dirty.get(next.fetch_add(1, Ordering::Relaxed)) {
@@ -876,7 +879,7 @@ fn flush_all(parts: &[Arc<Partition>]) -> Result<(), StoreError> {
         first
     };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers)
+        let handles: Vec<_> = (1..workers.min(dirty.len()))
             .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("weir-flush".into())
