@@ -153,6 +153,24 @@ pub struct AgentArgs {
     /// downward API sets NODE_NAME. Empty: flows carry no node.
     #[arg(long, env = "NODE_NAME", value_name = "NAME", value_parser = parse_node)]
     pub(crate) node: Option<String>,
+    /// Publish this agent's summarizer windows (the bundled edge-summary's sketches) to the
+    /// cluster's ClickHouse (its HTTP interface, as given to `weir server --clickhouse`), where
+    /// `weir server` merges every node's into one summary. Needs --node (or NODE_NAME); only
+    /// windows that changed are sent, every --summaries-every.
+    #[arg(
+        long,
+        env = "WEIR_PUBLISH_SUMMARIES",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    publish_summaries: Option<String>,
+    /// The database of --publish-summaries (`weir server --database`).
+    #[arg(long, default_value = "weir", value_name = "NAME")]
+    publish_summaries_database: String,
+    /// How often summarizer windows are published (an agent with --publish-summaries) or
+    /// gathered from the agents and merged (`weir server`). At least 200ms.
+    #[arg(long, default_value = "10s", value_parser = units::duration)]
+    pub(crate) summaries_every: Duration,
     /// Name the ends of flows from Kubernetes (pods, services, nodes and namespaces watched
     /// through the API; network policies and events are watched too, for plugins granted
     /// `k8s-objects`),
@@ -772,6 +790,54 @@ pub fn run(a: AgentArgs) -> Result<()> {
     if let Some(reg) = registry.as_ref().filter(|_| a.replay.is_none()) {
         weir_host::export::spawn(reg.clone(), alerts_stop.clone())
             .context("starting the exporter feeds")?;
+    }
+    // Summaries across the cluster: `weir server` gathers and merges its agents' windows; an
+    // agent with --publish-summaries sends its own (weir_host::exchange).
+    if let Some(reg) = registry.as_ref().filter(|_| a.replay.is_none()) {
+        let every = a.summaries_every.max(Duration::from_millis(200));
+        let every_ms = every.as_millis() as u64;
+        if let Some(c) = &a.cluster {
+            let ex: Arc<dyn weir_core::summaries::SummaryExchange> = c.0.clone();
+            let status = Arc::new(weir_core::summaries::ExchangeStatus::new(
+                "gather",
+                ex.describe(),
+                every_ms,
+            ));
+            weir_host::exchange::spawn_gatherer(
+                reg.clone(),
+                ex,
+                every,
+                status.clone(),
+                alerts_stop.clone(),
+            )
+            .context("starting the summary gatherer")?;
+            state.summary_exchange = Some(status);
+        } else if let Some(url) = &a.publish_summaries {
+            let node = a.node.clone().context(
+                "--publish-summaries needs this node's name: --node NAME (or NODE_NAME)",
+            )?;
+            let ch = weir_clickhouse::ClickHouse::new(url, &a.publish_summaries_database)
+                .context("--publish-summaries")?;
+            let ex: Arc<dyn weir_core::summaries::SummaryExchange> = Arc::new(ch);
+            let status = Arc::new(weir_core::summaries::ExchangeStatus::new(
+                "publish",
+                ex.describe(),
+                every_ms,
+            ));
+            tracing::info!(to = %ex.describe(), node = %node, "publishing summarizer windows");
+            weir_host::exchange::spawn_publisher(
+                reg.clone(),
+                ex,
+                node,
+                every,
+                status.clone(),
+                alerts_stop.clone(),
+            )
+            .context("starting the summary publisher")?;
+            state.summary_exchange = Some(status);
+        }
+    } else if a.publish_summaries.is_some() {
+        anyhow::bail!("--publish-summaries needs plugins (not --no-plugins, not a replay)");
     }
     let alerts_thread = match &registry {
         Some(reg) => {

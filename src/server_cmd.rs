@@ -3,7 +3,8 @@
 //! listing, aggregation and time series read from ClickHouse, over every agent that writes
 //! into it (the bundled `clickhouse-export` plugin). Runs as an agent without capture and
 //! without imports, keeping its own state in its own data directory; its plugins' `flows`
-//! capability reads ClickHouse too, so visualizations and alert rules see the whole cluster.
+//! capability reads ClickHouse too, so visualizations and alert rules see the whole cluster,
+//! and its summarizers merge the windows agents publish (`weir agent --publish-summaries`).
 
 use crate::agent::AgentArgs;
 use anyhow::{Context, Result};
@@ -27,7 +28,12 @@ impl std::fmt::Debug for Cluster {
 pub struct ServerArgs {
     /// ClickHouse's HTTP interface the agents write into, e.g. http://clickhouse:8123
     /// (credentials as http://user:password@host:8123).
-    #[arg(long, env = "WEIR_CLICKHOUSE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "WEIR_CLICKHOUSE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     clickhouse: String,
     /// The database weir's tables are in (created when missing).
     #[arg(long, default_value = "weir")]
@@ -42,6 +48,10 @@ pub struct ServerArgs {
     /// File holding the access token API clients must send (as `weir agent --token-file`).
     #[arg(long, env = "WEIR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// How often the agents' summarizer windows (published with `weir agent
+    /// --publish-summaries`) are gathered and merged for the summarizers installed here.
+    #[arg(long, default_value = "5s", value_parser = crate::units::duration)]
+    summaries_every: std::time::Duration,
     /// Create or migrate the schema, print what agents need, and exit.
     #[arg(long)]
     migrate_only: bool,
@@ -66,6 +76,16 @@ pub fn run(a: ServerArgs) -> Result<()> {
     let sink_url = ch.sink_url();
     let sink = format!("--sink 'clickhouse={sink_url}'");
     let plugin = "weir plugin install bundled:clickhouse-export --config sink=clickhouse";
+    // Summaries: agents publish their summarizer windows; the server merges them.
+    let summaries = format!(
+        "--publish-summaries {}{}",
+        a.clickhouse,
+        if a.database == "weir" {
+            String::new()
+        } else {
+            format!(" --publish-summaries-database {}", a.database)
+        }
+    );
     if a.json {
         println!(
             "{}",
@@ -76,6 +96,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
                 "sink_url": sink_url,
                 "agent_sink": sink,
                 "agent_plugin": plugin,
+                "agent_summaries": summaries,
             })
         );
     } else {
@@ -97,7 +118,9 @@ pub fn run(a: ServerArgs) -> Result<()> {
             }
         );
         eprintln!(
-            "weir: agents write into it with\n  weir agent --node NODE_NAME {sink} ...\n  {plugin}"
+            "weir: agents write into it with\n  weir agent --node NODE_NAME {sink} ...\n  {plugin}\n\
+             weir: and publish their summaries (merged here for the summarizers installed here) with\n  \
+             weir agent ... {summaries}"
         );
     }
     if a.migrate_only {
@@ -115,6 +138,8 @@ pub fn run(a: ServerArgs) -> Result<()> {
         a.listen.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        "--summaries-every".into(),
+        format!("{}ms", a.summaries_every.as_millis()),
     ];
     if let Some(t) = &a.token_file {
         argv.push("--token-file".into());

@@ -9,6 +9,7 @@
 pub mod local;
 pub mod schema;
 pub mod sql;
+pub mod summaries;
 
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -125,18 +126,10 @@ impl ClickHouse {
     /// query): `clickhouse-export` sends ` (`a`, `b`) FORMAT RowBinary` and binary rows; a
     /// body of ` FORMAT JSONEachRow` and JSON lines works too.
     pub fn insert_url(&self) -> String {
-        let q = format!("INSERT INTO `{}`.flows_ingest", self.db);
-        let mut enc = String::new();
-        for b in q.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                enc.push(b as char);
-            } else {
-                enc.push_str(&format!("%{b:02X}"));
-            }
-        }
         format!(
-            "{}?query={enc}&input_format_skip_unknown_fields=1",
-            self.base
+            "{}?query={}&input_format_skip_unknown_fields=1",
+            self.base,
+            url_encode(&format!("INSERT INTO `{}`.flows_ingest", self.db))
         )
     }
 
@@ -146,12 +139,19 @@ impl ClickHouse {
             "{}?output_format_json_quote_64bit_integers=0&allow_experimental_low_cardinality_type=1",
             self.base
         );
-        let mut resp = self.agent.post(&url).send(sql.as_bytes()).map_err(|e| {
-            ClickHouseError::Unreachable {
-                url: self.shown.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        self.send(&url, sql.as_bytes())
+    }
+
+    /// Posts `body` to `url` (this server's); the answer's body, or ClickHouse's error.
+    fn send(&self, url: &str, body: &[u8]) -> Result<String, ClickHouseError> {
+        let mut resp =
+            self.agent
+                .post(url)
+                .send(body)
+                .map_err(|e| ClickHouseError::Unreachable {
+                    url: self.shown.clone(),
+                    message: e.to_string(),
+                })?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -286,6 +286,19 @@ impl ClickHouse {
             })
             .collect())
     }
+}
+
+/// `s` for a URL's query string.
+fn url_encode(s: &str) -> String {
+    let mut enc = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    enc
 }
 
 /// A column as selected, under its own name prefixed `weir_` (ClickHouse's aliases are seen

@@ -10,6 +10,9 @@
 //! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records)
 //!   by node, addresses, protocol, destination port and namespaces (SummingMergeTree), for
 //!   top-N views over long ranges.
+//! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
+//!   plugin and window start (ReplacingMergeTree by `UpdatedMs`), partitioned by day of the
+//!   window's start; `weir server` gathers and merges them.
 //! - `weir_schema`: the schema versions applied.
 //!
 //! SQL kept to what ClickHouse 18.16 (Debian's) and current releases both run.
@@ -17,7 +20,7 @@
 use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The per-minute table's key columns (besides `Minute`).
 pub const MINUTE_KEYS: &[&str] = &[
@@ -95,6 +98,13 @@ pub fn tables(db: &str) -> Vec<String> {
              ENGINE = SummingMergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(Minute, 1000))) \
              ORDER BY (Minute, {keys})",
             minute_cols.join(", ")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.summaries (Node String, Plugin String, \
+             WindowStartMs UInt64, WindowSecs UInt64, UpdatedMs UInt64, Snapshot String) \
+             ENGINE = ReplacingMergeTree(UpdatedMs) \
+             PARTITION BY toYYYYMMDD(toDateTime(intDiv(WindowStartMs, 1000))) \
+             ORDER BY (Plugin, Node, WindowSecs, WindowStartMs)"
         ),
     ]
 }

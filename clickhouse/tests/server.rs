@@ -1,8 +1,9 @@
 //! Against a real clickhouse-server (Debian's 18.16; CI installs it: scripts/deps.sh): the
 //! schema is created and migrated, flows inserted the way agents insert them come back from
 //! the flow-query port with the store's answers (listings, aggregates, top-N, time buckets,
-//! values per group for quantiles; checked against a real local store fed the same flows), and
-//! a server that is down is an error naming it.
+//! values per group for quantiles; checked against a real local store fed the same flows),
+//! summarizer windows published by agents are gathered back (the latest copy of each), and a
+//! server that is down is an error naming it.
 
 use weir_clickhouse::ClickHouse;
 use weir_clickhouse::local::LocalServer;
@@ -45,6 +46,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     assert_eq!((m.from, m.to), (0, weir_clickhouse::schema::VERSION));
     let again = ch.migrate().expect("migrate again");
     assert_eq!((again.from, again.added.len()), (m.to, 0), "idempotent");
+    summary_windows_keep_the_latest_copy_per_node(&ch);
 
     // Insert into flows_ingest, addresses as text, in JSONEachRow (the insert URL takes the
     // format each body names; agents send RowBinary, the cluster e2e test covers that).
@@ -204,6 +206,50 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
             }
         }
     }
+}
+
+/// The summary exchange: windows published by two nodes come back once each, the latest copy
+/// when one was published again, binary snapshots byte for byte, other plugins, lengths and
+/// older windows left out.
+fn summary_windows_keep_the_latest_copy_per_node(ch: &ClickHouse) {
+    use weir_core::summaries::{PublishedWindow, SummaryExchange};
+    let w =
+        |node: &str, plugin: &str, start_ms: u64, secs: u64, snapshot: Vec<u8>| PublishedWindow {
+            node: node.into(),
+            plugin: plugin.into(),
+            start_ms,
+            window_secs: secs,
+            snapshot,
+        };
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    ch.publish(&[
+        w("node-a", "edge-summary", 60_000, 60, b"a1 old".to_vec()),
+        w("node-a", "edge-summary", 120_000, 60, binary.clone()),
+        w("node-b", "edge-summary", 60_000, 60, vec![0, 1, 2]),
+        w("node-b", "edge-summary", 0, 60, b"too old".to_vec()),
+        w(
+            "node-b",
+            "edge-summary",
+            60_000,
+            30,
+            b"other length".to_vec(),
+        ),
+        w("node-b", "src-bytes", 60_000, 60, b"other plugin".to_vec()),
+    ])
+    .expect("publish");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    ch.publish(&[w("node-a", "edge-summary", 60_000, 60, b"a1 new".to_vec())])
+        .expect("publish again");
+    let got = ch.gather("edge-summary", 60, 60_000).expect("gather");
+    assert_eq!(
+        got,
+        vec![
+            w("node-a", "edge-summary", 60_000, 60, b"a1 new".to_vec()),
+            w("node-b", "edge-summary", 60_000, 60, vec![0, 1, 2]),
+            w("node-a", "edge-summary", 120_000, 60, binary),
+        ]
+    );
+    assert_eq!(ch.gather("no-such", 60, 0).expect("gather").len(), 0);
 }
 
 #[test]

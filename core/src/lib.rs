@@ -27,6 +27,7 @@ pub mod schema;
 pub mod sink;
 pub mod spikes;
 pub mod store;
+pub mod summaries;
 pub mod telemetry;
 pub mod timeline;
 

@@ -8,6 +8,7 @@ pub mod capability;
 mod control;
 pub mod convert;
 mod deadline;
+pub mod exchange;
 pub mod export;
 pub mod fields;
 mod http;

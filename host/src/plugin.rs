@@ -1226,6 +1226,61 @@ impl Plugin {
         }
     }
 
+    /// summarizer: every kept window's start (ms) and snapshot, oldest first (windows without
+    /// an update left out): what an agent publishes for a cluster view.
+    pub fn summary_window_snapshots(&self) -> Result<Vec<(u64, Vec<u8>)>, HostError> {
+        if self.manifest.kind != Kind::Summarizer {
+            return Err(self.wrong_kind("summarizer"));
+        }
+        self.sync_summary();
+        Ok(lock(&self.summary).snapshots())
+    }
+
+    /// summarizer: replaces its windows by these (a cluster view's: each window start with
+    /// every node's snapshot of it), each window the merge of its snapshots. A snapshot the
+    /// plugin cannot read is left out of its window (and named in the answer: node index per
+    /// window start); the others still merge.
+    pub fn replace_summary_windows(
+        &self,
+        windows: Vec<(u64, Vec<Vec<u8>>)>,
+    ) -> Result<Vec<(u64, usize, HostError)>, HostError> {
+        if self.manifest.kind != Kind::Summarizer {
+            return Err(self.wrong_kind("summarizer"));
+        }
+        let _one = lock(&self.summary_update);
+        // Other nodes' snapshots are input: one the plugin refuses is their fault, and never
+        // counts against the plugin's health (as `merge_summary`).
+        let mut refused = Vec::new();
+        let mut merged = Vec::with_capacity(windows.len());
+        for (start, snapshots) in windows {
+            let mut good = snapshots;
+            let all = match self.with_restored(&good, true, true, |_, _| Ok(Ok(()))) {
+                Ok((_, s)) => s,
+                Err(_) => {
+                    // Find the snapshots the plugin refuses; merge the rest.
+                    let mut kept = Vec::with_capacity(good.len());
+                    for (i, s) in good.into_iter().enumerate() {
+                        match self
+                            .with_restored(std::slice::from_ref(&s), false, true, |_, _| Ok(Ok(())))
+                        {
+                            Ok(_) => kept.push(s),
+                            Err(e) => refused.push((start, i, e)),
+                        }
+                    }
+                    good = kept;
+                    self.with_restored(&good, true, true, |_, _| Ok(Ok(())))?.1
+                }
+            };
+            if let Some(s) = all.filter(|_| !good.is_empty()) {
+                merged.push((start, s));
+            }
+        }
+        // A warm instance (none on a server, which updates nothing) would write its state back.
+        *lock(&self.warm_summary) = None;
+        lock(&self.summary).replace(merged, weir_core::query::now_ms());
+        Ok(refused)
+    }
+
     /// summarizer: the kept windows, oldest first: (start ms, snapshot bytes).
     pub fn summary_windows(&self) -> Vec<(u64, usize)> {
         self.sync_summary();

@@ -156,6 +156,41 @@ impl Windows {
             .collect()
     }
 
+    /// Every kept window's start and snapshot, oldest first (windows without one left out).
+    pub fn snapshots(&self) -> Vec<(u64, Vec<u8>)> {
+        self.windows
+            .iter()
+            .filter_map(|w| w.snapshot.clone().map(|s| (w.start_ms, s)))
+            .collect()
+    }
+
+    /// Replaces every window by these (start and snapshot, any order), keeping the newest
+    /// `windows` of them within the byte bound; none leaves one empty window starting at
+    /// `now_ms`'s.
+    pub fn replace(&mut self, mut given: Vec<(u64, Vec<u8>)>, now_ms: u64) {
+        given.sort_by_key(|(start, _)| *start);
+        given.dedup_by_key(|(start, _)| *start);
+        self.windows = given
+            .into_iter()
+            .map(|(start_ms, s)| Window {
+                start_ms,
+                snapshot: Some(s),
+            })
+            .collect();
+        if self.windows.is_empty() {
+            self.windows.push_back(Window {
+                start_ms: start_of(self.cfg, now_ms),
+                snapshot: None,
+            });
+        }
+        while self.windows.len() > self.cfg.windows.max(1) as usize
+            || (self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES)
+        {
+            self.windows.pop_front();
+        }
+        self.dirty = true;
+    }
+
     fn bytes(&self) -> usize {
         self.windows
             .iter()

@@ -1815,6 +1815,74 @@ mod contract {
             table(&fresh.query_summary("").expect("fresh")),
             table(&last3.query_summary("").expect("last3"))
         );
+        // A cluster view's windows (weir_host::exchange): each window the merge of every
+        // node's copy of it; a copy the plugin cannot read is left out and named, the rest
+        // still merge.
+        let ws = windowed.summary_window_snapshots().expect("windows");
+        let starts: Vec<u64> = ws.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts.len(), 3);
+        let central = summarizer("central", Some(w));
+        let refused = central
+            .replace_summary_windows(
+                ws.iter()
+                    .map(|(start, s)| (*start, vec![s.clone(), b"garbage".to_vec()]))
+                    .collect(),
+            )
+            .expect("replace");
+        assert_eq!(
+            refused.iter().map(|(s, i, _)| (*s, *i)).collect::<Vec<_>>(),
+            starts.iter().map(|s| (*s, 1)).collect::<Vec<_>>()
+        );
+        for _ in 0..5 {
+            let _ = central.replace_summary_windows(vec![(starts[0], vec![b"junk".to_vec()])]);
+        }
+        assert_eq!(
+            central.info().state,
+            PluginState::Enabled,
+            "{:?}",
+            central.info()
+        );
+        // (every copy of a window refused: the window is left out)
+        assert!(central.summary_windows().is_empty() || central.summary_windows()[0].1 == 0);
+        central
+            .replace_summary_windows(
+                ws.iter()
+                    .map(|(start, s)| (*start, vec![s.clone()]))
+                    .collect(),
+            )
+            .expect("replace");
+        assert_eq!(
+            central
+                .summary_windows()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            starts
+        );
+        assert_eq!(
+            table(&central.query_summary("").expect("central")),
+            table(&last3.query_summary("").expect("last3"))
+        );
+        // Two nodes' copies of each window: both counted.
+        central
+            .replace_summary_windows(
+                ws.iter()
+                    .map(|(start, s)| (*start, vec![s.clone(), s.clone()]))
+                    .collect(),
+            )
+            .expect("replace");
+        let twice = summarizer("twice", None);
+        let snap = windowed.summary_snapshot().expect("snapshot");
+        twice.merge_summary(&snap).expect("merge");
+        twice.merge_summary(&snap).expect("merge");
+        assert_eq!(
+            table(&central.query_summary("").expect("central")),
+            table(&twice.query_summary("").expect("twice"))
+        );
+        assert_ne!(
+            table(&twice.query_summary("").expect("twice")),
+            table(&last3.query_summary("").expect("last3"))
+        );
     }
 
     /// A loopback HTTP server answering every request with `answer(request text)` after

@@ -5,7 +5,7 @@
 //! top-N aggregates, time series and the Sankey. Once with imported flows (exact values, for
 //! filters with CIDRs, ranges, either-side fields and negation, a latency rule on the server,
 //! an older schema and an older insert URL), once with two agents capturing real traffic in
-//! namespaces of their own.
+//! namespaces of their own, whose edge summaries (published to ClickHouse) the server merges.
 
 use crate::export::{wait_exported, wait_feed};
 use crate::util::{Agent, Pair, WEIR, free_port, now_ms, require, sh};
@@ -423,6 +423,7 @@ fn start_server(dir: &std::path::Path, ch: &LocalServer) -> Agent {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir.join("server"))
+        .args(["--summaries-every", "1s"])
         .env("WEIR_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -481,7 +482,8 @@ fn migrate(ch: &LocalServer) -> Value {
 
 /// Two agents capturing real traffic in their own namespaces (eBPF on veth pairs, not
 /// imports) write through clickhouse-export into one ClickHouse; `weir server`'s listing
-/// totals, aggregates, time series and Sankey equal the sums of the agents' own.
+/// totals, aggregates, time series and Sankey equal the sums of the agents' own. They publish
+/// their edge summaries too, and the server's is the merge of both.
 #[test]
 fn two_capturing_agents_add_up_on_the_server() {
     require(&["ip", "ping", "python3"]);
@@ -503,6 +505,7 @@ fn two_capturing_agents_add_up_on_the_server() {
                 "sink=clickhouse",
             ][..],
             &["install", "bundled:sankey"],
+            &["install", "bundled:edge-summary"],
         ] {
             let (code, o, e) = crate::plugins::weir(&root.join("data"), install);
             assert_eq!(code, 0, "{o}{e}");
@@ -518,6 +521,10 @@ fn two_capturing_agents_add_up_on_the_server() {
                 "--sink",
                 &sink,
                 "--active-timeout",
+                "1s",
+                "--publish-summaries",
+                &ch.url(),
+                "--summaries-every",
                 "1s",
             ],
         );
@@ -548,6 +555,10 @@ fn two_capturing_agents_add_up_on_the_server() {
     // these namespaces) cannot change the sums. A batch sent twice (at-least-once, after a
     // timed-out insert) would fail the test: it does not happen at this volume.
     let t1 = now_ms() + 500;
+    for plugin in ["bundled:edge-summary", "bundled:sankey"] {
+        let (code, o, e) = crate::plugins::weir(&dir.path().join("server"), &["install", plugin]);
+        assert_eq!(code, 0, "{o}{e}");
+    }
     let server = start_server(dir.path(), &ch);
     // Every flow each agent stored is in ClickHouse under its node.
     let (from, to) = ((t0 - 5_000).to_string(), t1.to_string());
@@ -583,4 +594,52 @@ fn two_capturing_agents_add_up_on_the_server() {
     let (got, want) = sankey_sum(&server, &agents, &body);
     assert!(got.len() >= 2, "{got:?}");
     assert_eq!(got, want, "the cluster's Sankey over captured flows");
+    // The edge summary: each agent publishes its windows every second and the server merges
+    // them, so its flow, byte and packet totals (exact in the frequent-items sketches) are the
+    // sums of the agents', and its top talker is one of theirs.
+    use crate::summaries::{measure, rows};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = ["flows", "bytes", "packets"];
+        let want: Vec<f64> = m
+            .iter()
+            .map(|k| agents.iter().map(|a| measure(a, k)).sum())
+            .collect();
+        let got: Vec<f64> = m.iter().map(|k| measure(&server, k)).collect();
+        if want[0] > 0.0 && got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server's summary {got:?}, the agents' {want:?}\nserver status {}\n{}",
+            server.ok("/api/v1/status", &[])["summary_exchange"],
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let top = |a: &Agent| {
+        rows(&crate::summaries::query(a, "overview"))
+            .into_iter()
+            .find(|r| r[0] == "top talkers by bytes")
+            .map(|r| r[1].clone())
+    };
+    let theirs: Vec<Option<String>> = agents.iter().map(top).collect();
+    assert!(theirs.contains(&top(&server)), "{theirs:?}");
+    let st = server.ok("/api/v1/status", &[]);
+    let ex = &st["summary_exchange"];
+    assert_eq!(
+        (&ex["role"], &ex["nodes"], &ex["last_error"]),
+        (&json!("gather"), &json!(2), &Value::Null),
+        "{st}"
+    );
+    for a in &agents {
+        let st = a.ok("/api/v1/status", &[]);
+        let ex = &st["summary_exchange"];
+        assert_eq!(
+            (&ex["role"], &ex["failures"]),
+            (&json!("publish"), &json!(0)),
+            "{st}"
+        );
+        assert!(ex["windows"].as_u64() >= Some(1), "{st}");
+    }
 }

@@ -80,7 +80,7 @@ fn import(a: &Agent, flows: &[Flow]) {
     }
 }
 
-fn query(a: &Agent, q: &str) -> Value {
+pub(crate) fn query(a: &Agent, q: &str) -> Value {
     let (s, v) = a.post(
         "/api/v1/plugins/edge-summary/run",
         &serde_json::json!({ "query": q }).to_string(),
@@ -89,7 +89,7 @@ fn query(a: &Agent, q: &str) -> Value {
     v["result"]["view"].clone()
 }
 
-fn rows(view: &Value) -> Vec<Vec<String>> {
+pub(crate) fn rows(view: &Value) -> Vec<Vec<String>> {
     view["rows"]
         .as_array()
         .into_iter()
@@ -105,7 +105,7 @@ fn rows(view: &Value) -> Vec<Vec<String>> {
 }
 
 /// The overview's value for `measure`.
-fn measure(a: &Agent, m: &str) -> f64 {
+pub(crate) fn measure(a: &Agent, m: &str) -> f64 {
     rows(&query(a, "overview"))
         .into_iter()
         .find(|r| r[0] == m)

@@ -75,6 +75,9 @@ pub struct AppState {
     pub telemetry: Option<Arc<weir_core::telemetry::TelemetryService>>,
     /// Storage sampling (which flows the store keeps), when the agent samples.
     pub sampling: Option<Arc<weir_core::sampling::StorageSampler>>,
+    /// Summaries across the cluster: an agent publishing its summarizer windows, or `weir
+    /// server` gathering them.
+    pub summary_exchange: Option<Arc<weir_core::summaries::ExchangeStatus>>,
     /// The agent's settings (capture, inventory, alerting) as an incident file records them.
     pub settings: Arc<serde_json::Value>,
     /// Set when the agent replays an incident: what it replays; changes are refused.
@@ -109,6 +112,7 @@ impl AppState {
             policy: None,
             telemetry: None,
             sampling: None,
+            summary_exchange: None,
             settings: Arc::new(serde_json::Value::Object(Default::default())),
             read_only: None,
             clients: limits::Clients::new(limits::Limits::default()),

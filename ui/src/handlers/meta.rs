@@ -27,6 +27,7 @@ pub async fn status(State(st): State<AppState>) -> Json<Value> {
         "enrichment": st.enricher.as_ref().map(|e| e.status()),
         "ovs": st.ovs.as_ref().map(|o| o.status()),
         "storage_sampling": st.sampling.as_ref().map(|s| s.status()),
+        "summary_exchange": st.summary_exchange.as_ref().map(|s| s.status()),
         // Connections open, and what the HTTP limits refused.
         "http": st.clients.status(),
         // Set when the agent replays an incident (read-only, clock pinned to its end).
