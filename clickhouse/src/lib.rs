@@ -1,7 +1,9 @@
 //! weir's ClickHouse adapter: the cluster tier. Agents write their flows into one ClickHouse
 //! (the bundled `clickhouse-export` plugin, RowBinary through an HTTP sink into
 //! `flows_ingest`); `weir server --clickhouse URL` answers the same flow API over all of
-//! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL.
+//! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL (top-N
+//! and totals over whole hours from the hourly sums, `flows_1h`, where the filter and
+//! group-by allow), and its summary-exchange port ([`summaries`]).
 //!
 //! Over ClickHouse's HTTP interface only (no native protocol, no client library); the schema
 //! is weir's own ([`schema`]), created and migrated by [`ClickHouse::migrate`].
@@ -55,6 +57,8 @@ pub struct ClickHouse {
     shown: String,
     db: String,
     agent: ureq::Agent,
+    /// [`ClickHouse::hourly_from`], once read.
+    hourly_from: std::sync::OnceLock<u64>,
 }
 
 /// What [`ClickHouse::migrate`] did.
@@ -104,6 +108,7 @@ impl ClickHouse {
                 .timeout_global(Some(Duration::from_secs(60)))
                 .build()
                 .into(),
+            hourly_from: std::sync::OnceLock::new(),
         })
     }
 
@@ -184,16 +189,16 @@ impl ClickHouse {
             .collect()
     }
 
-    /// `SELECT select FROM flows WHERE w group`, refused past [`MAX_GROUPS`] groups.
+    /// `SELECT select source group` (`source`: `FROM ... WHERE ...`), refused past
+    /// [`MAX_GROUPS`] groups.
     fn grouped_rows(
         &self,
         select: &str,
-        w: &str,
+        source: &str,
         group: &str,
     ) -> Result<Vec<serde_json::Map<String, Json>>, StoreError> {
         let rows = self.rows(&format!(
-            "SELECT {select} FROM `{}`.flows WHERE {w}{group} LIMIT {}",
-            self.db,
+            "SELECT {select} {source}{group} LIMIT {}",
             MAX_GROUPS + 1
         ))?;
         if rows.len() > MAX_GROUPS {
@@ -215,6 +220,7 @@ impl ClickHouse {
     /// (to `flows`), and rebuilds the ingest table and its views; records the version.
     pub fn migrate(&self) -> Result<Migration, ClickHouseError> {
         let db = &self.db;
+        let had_hourly = self.has_table("flows_1h_mv")?;
         for s in schema::tables(db) {
             self.query(&s)?;
         }
@@ -248,10 +254,28 @@ impl ClickHouse {
             .first()
             .and_then(|r| r.get("n").and_then(Json::as_u64))
             .unwrap_or(0);
-        if ingest_cols as usize != schema::columns(true).len() || !added.is_empty() {
+        if ingest_cols as usize != schema::columns(true).len() || !added.is_empty() || !had_hourly {
             for s in schema::ingest(db) {
                 self.query(&s)?;
             }
+        }
+        if !had_hourly {
+            // `flows_1h` holds every flow inserted since its view exists: all of them when
+            // `flows` is empty, else those of the hours after this one.
+            let any = self
+                .rows(&format!("SELECT count() AS n FROM `{db}`.flows"))?
+                .first()
+                .and_then(|r| r.get("n").and_then(Json::as_u64))
+                .unwrap_or(0)
+                > 0;
+            let from = if any {
+                (weir_core::query::now_ms() / HOUR + 1) * HOUR
+            } else {
+                0
+            };
+            self.query(&format!(
+                "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {from})"
+            ))?;
         }
         if from != schema::VERSION {
             self.query(&format!(
@@ -265,6 +289,93 @@ impl ClickHouse {
             to: schema::VERSION,
             added,
         })
+    }
+
+    /// Whether weir's database holds a table (or view) of this name.
+    fn has_table(&self, name: &str) -> Result<bool, ClickHouseError> {
+        Ok(self
+            .rows(&format!(
+                "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
+                sql::quote(&self.db),
+                sql::quote(name)
+            ))?
+            .first()
+            .and_then(|r| r.get("n").and_then(Json::as_u64))
+            .unwrap_or(0)
+            > 0)
+    }
+
+    /// The first hour from which `flows_1h` holds every flow (`u64::MAX`: not usable, as
+    /// before the schema has it); read once.
+    fn hourly_from(&self) -> u64 {
+        if let Some(v) = self.hourly_from.get() {
+            return *v;
+        }
+        let found = self.rows(&format!(
+            "SELECT count() AS n, max(from_ms) AS f FROM `{}`.weir_rollups WHERE name = 'flows_1h'",
+            self.db
+        ));
+        match found.as_ref().ok().and_then(|r| r.first()) {
+            Some(r) if r.get("n").and_then(Json::as_u64) > Some(0) => *self
+                .hourly_from
+                .get_or_init(|| r.get("f").and_then(Json::as_u64).unwrap_or(u64::MAX)),
+            // Not there (yet): asked again next time.
+            _ => u64::MAX,
+        }
+    }
+
+    /// The whole hours `[h0, h1)` of `range` that an aggregation over `filter` by `group_by`
+    /// can read from `flows_1h`: the filter and the group-by name only its keys, and the hours
+    /// are ones it holds every flow of. Every flow that ended in such an hour overlaps the
+    /// range, so those hours' sums plus the flows ending outside them answer exactly.
+    fn hourly_span(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+    ) -> Option<(u64, u64)> {
+        let key = |name: &str| schema::MINUTE_KEYS.contains(&name);
+        if !group_by.iter().all(|f| key(f.name)) || !filter_fields(filter).into_iter().all(key) {
+            return None;
+        }
+        let from = self.hourly_from();
+        if from == u64::MAX {
+            return None;
+        }
+        let h0 = range.from_ms.max(from).div_ceil(HOUR).saturating_mul(HOUR);
+        let h1 = range.to_ms.saturating_add(1) / HOUR * HOUR;
+        (h1 > h0).then_some((h0, h1))
+    }
+
+    /// What an aggregation reads: `FROM flows WHERE ...` with [`SUMS`], or, over whole hours
+    /// `flows_1h` holds, those hours' rows and the flows ending outside them, with
+    /// [`PART_SUMS`].
+    fn source(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        group_by: &[&'static FieldDef],
+    ) -> (String, &'static str) {
+        let db = &self.db;
+        let w = sql::where_clause(filter, range);
+        let Some((h0, h1)) = self.hourly_span(filter, range, group_by) else {
+            return (format!("FROM `{db}`.flows WHERE {w}"), SUMS);
+        };
+        let keys: String = group_by.iter().map(|f| format!("`{}`, ", f.name)).collect();
+        (
+            format!(
+                "FROM (SELECT {keys}Bytes * greatest(Sampling, 1) AS weir_b, \
+                 Packets * greatest(Sampling, 1) AS weir_p, toUInt64(1) AS weir_f, \
+                 PktDropBytes * greatest(Sampling, 1) AS weir_db, \
+                 PktDropPackets * greatest(Sampling, 1) AS weir_dp \
+                 FROM `{db}`.flows WHERE {w} AND (TimeFlowEndMs < {h0} OR TimeFlowEndMs >= {h1}) \
+                 UNION ALL SELECT {keys}Bytes AS weir_b, Packets AS weir_p, Flows AS weir_f, \
+                 DropBytes AS weir_db, DropPackets AS weir_dp FROM `{db}`.flows_1h \
+                 WHERE Hour >= {h0} AND Hour < {h1} AND {})",
+                sql::expr(filter)
+            ),
+            PART_SUMS,
+        )
     }
 
     /// Flows per node (for status and the cluster view).
@@ -352,6 +463,23 @@ fn value_of(f: &FieldDef, v: Option<&Json>) -> Value {
     }
 }
 
+/// An hour in ms.
+const HOUR: u64 = 3_600_000;
+
+/// The fields a filter names.
+fn filter_fields(e: &Expr) -> Vec<&'static str> {
+    match e {
+        Expr::All => Vec::new(),
+        Expr::And(v) | Expr::Or(v) => v.iter().flat_map(filter_fields).collect(),
+        Expr::Not(e) => filter_fields(e),
+        Expr::Cmp(c) => vec![c.field.name],
+    }
+}
+
+/// [`SUMS`] over [`ClickHouse::source`]'s union of hourly sums and flows.
+const PART_SUMS: &str = "sum(weir_b) AS weir_bytes, sum(weir_p) AS weir_packets, \
+     sum(weir_f) AS weir_flows, sum(weir_db) AS weir_drop_bytes, sum(weir_dp) AS weir_drop_packets";
+
 /// Sums scaled back by sampling, as the store's aggregation does.
 const SUMS: &str = "sum(Bytes * greatest(Sampling, 1)) AS weir_bytes, \
      sum(Packets * greatest(Sampling, 1)) AS weir_packets, count() AS weir_flows, \
@@ -417,7 +545,17 @@ impl FlowQuery for ClickHouse {
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
         weir_core::store::check_group_by(group_by)?;
-        let w = sql::where_clause(filter, range);
+        let (source, sums) = match buckets {
+            None => self.source(filter, range, group_by),
+            Some(_) => (
+                format!(
+                    "FROM `{}`.flows WHERE {}",
+                    self.db,
+                    sql::where_clause(filter, range)
+                ),
+                SUMS,
+            ),
+        };
         let mut keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
         let mut names = group_names(group_by);
         if let Some(b) = buckets {
@@ -433,11 +571,11 @@ impl FlowQuery for ClickHouse {
             format!(" GROUP BY {}", names.join(", "))
         };
         let select = if keys.is_empty() {
-            SUMS.to_string()
+            sums.to_string()
         } else {
-            format!("{}, {SUMS}", keys.join(", "))
+            format!("{}, {sums}", keys.join(", "))
         };
-        let rows = self.grouped_rows(&select, &w, &group)?;
+        let rows = self.grouped_rows(&select, &source, &group)?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
             let t = Totals {
@@ -481,7 +619,11 @@ impl FlowQuery for ClickHouse {
             format!(" GROUP BY {}", group_names(group_by).join(", "))
         };
         // Only flows with a value: groups without any are not made at all.
-        let rows = self.grouped_rows(&select.join(", "), &format!("({w}) AND {v} != 0"), &group)?;
+        let rows = self.grouped_rows(
+            &select.join(", "),
+            &format!("FROM `{}`.flows WHERE ({w}) AND {v} != 0", self.db),
+            &group,
+        )?;
         let mut out = GroupValues::with_capacity(rows.len());
         for r in rows {
             let values: Vec<u64> = match r.get("weir_values") {
@@ -514,7 +656,7 @@ impl FlowQuery for ClickHouse {
             let groups = self.aggregate(filter, range, group_by, None)?;
             return Ok(weir_core::aggregate::rank(groups, metric, k));
         }
-        let w = sql::where_clause(filter, range);
+        let (source, sums) = self.source(filter, range, group_by);
         let keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
         let raw: Vec<String> = group_by.iter().map(|f| format!("`{}`", f.name)).collect();
         let by = match metric {
@@ -525,10 +667,9 @@ impl FlowQuery for ClickHouse {
             Metric::DropPackets => "weir_drop_packets",
         };
         let body = self.query(&format!(
-            "SELECT {}, {SUMS} FROM `{}`.flows WHERE {w} GROUP BY {} WITH TOTALS \
+            "SELECT {}, {sums} {source} GROUP BY {} WITH TOTALS \
              ORDER BY {by} DESC, {} LIMIT {k} FORMAT JSON",
             keys.join(", "),
-            self.db,
             raw.join(", "),
             raw.join(", "),
         ))?;

@@ -10,6 +10,10 @@
 //! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records)
 //!   by node, addresses, protocol, destination port and namespaces (SummingMergeTree), for
 //!   top-N views over long ranges.
+//! - `flows_1h` (version 3): the same sums per hour (of `TimeFlowEndMs`) and the same keys,
+//!   plus drops; top-N and totals over whole hours read it instead of `flows` when the filter
+//!   and the group-by name only its keys (`weir_rollups` says from which hour it holds every
+//!   flow).
 //! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
 //!   plugin and window start (ReplacingMergeTree by `UpdatedMs`), partitioned by day of the
 //!   window's start; `weir server` gathers and merges them.
@@ -20,9 +24,9 @@
 use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
-/// The per-minute table's key columns (besides `Minute`).
+/// The per-minute and per-hour tables' key columns (besides `Minute` or `Hour`).
 pub const MINUTE_KEYS: &[&str] = &[
     "Node",
     "SrcAddr",
@@ -100,6 +104,16 @@ pub fn tables(db: &str) -> Vec<String> {
             minute_cols.join(", ")
         ),
         format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.flows_1h (Hour UInt64, {}, Bytes UInt64, Packets UInt64, Flows UInt64, \
+             DropBytes UInt64, DropPackets UInt64) \
+             ENGINE = SummingMergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(Hour, 1000))) \
+             ORDER BY (Hour, {keys})",
+            minute_cols.join(", ")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.weir_rollups (name String, from_ms UInt64) ENGINE = TinyLog"
+        ),
+        format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.summaries (Node String, Plugin String, \
              WindowStartMs UInt64, WindowSecs UInt64, UpdatedMs UInt64, Snapshot String) \
              ENGINE = ReplacingMergeTree(UpdatedMs) \
@@ -117,6 +131,7 @@ pub fn ingest(db: &str) -> Vec<String> {
     vec![
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1m_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_1h_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
         format!(
             "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
@@ -131,6 +146,14 @@ pub fn ingest(db: &str) -> Vec<String> {
              intDiv(TimeFlowEndMs, 60000) * 60000 AS Minute, {}, \
              Bytes * greatest(Sampling, 1) AS Bytes, Packets * greatest(Sampling, 1) AS Packets, \
              toUInt64(1) AS Flows FROM `{db}`.flows_ingest",
+            minute.join(", ")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW `{db}`.flows_1h_mv TO `{db}`.flows_1h AS SELECT \
+             intDiv(TimeFlowEndMs, 3600000) * 3600000 AS Hour, {}, \
+             Bytes * greatest(Sampling, 1) AS Bytes, Packets * greatest(Sampling, 1) AS Packets, \
+             toUInt64(1) AS Flows, PktDropBytes * greatest(Sampling, 1) AS DropBytes, \
+             PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.flows_ingest",
             minute.join(", ")
         ),
     ]

@@ -55,7 +55,19 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         flows("node-a", 300, base),
         flows("node-b", 200, base + 60_000),
     );
-    for rows in [&a, &b] {
+    // node-c's flows last 25 minutes and end every 30 s over more than three hours, so ranges
+    // cut hours and flows cross the cuts (the hourly sums serve only whole hours).
+    let c: Vec<serde_json::Value> = flows("node-c", 400, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let end = base + 3_000_000 + i as u64 * 30_000;
+            r["TimeFlowStartMs"] = (end - 1_500_000).into();
+            r["TimeFlowEndMs"] = end.into();
+            r
+        })
+        .collect();
+    for rows in [&a, &b, &c] {
         let body: String = std::iter::once(" FORMAT JSONEachRow\n".to_string())
             .chain(rows.iter().map(|r| format!("{r}\n")))
             .collect();
@@ -66,7 +78,18 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     }
     assert_eq!(
         ch.nodes().expect("nodes"),
-        vec![("node-a".to_string(), 300), ("node-b".to_string(), 200)]
+        vec![
+            ("node-a".to_string(), 300),
+            ("node-b".to_string(), 200),
+            ("node-c".to_string(), 400)
+        ]
+    );
+    // A new schema fills the hourly sums from the start.
+    assert_eq!(
+        ch.query("SELECT (SELECT max(from_ms) FROM weir.weir_rollups), (SELECT sum(Flows) FROM weir.flows_1h) FORMAT TSV")
+            .expect("rollups")
+            .trim(),
+        "0\t900"
     );
 
     // The same flows in a real local store: every answer must agree.
@@ -76,6 +99,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     let local: Vec<weir_core::Flow> = a
         .iter()
         .chain(&b)
+        .chain(&c)
         .map(|r| {
             let mut r = r.clone();
             // `Node` is a field: the local store keeps it as ClickHouse does.
@@ -93,7 +117,35 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         .collect();
     store.append(&local).expect("append");
     store.flush().expect("flush");
+    agree(&ch, &store, base);
 
+    // A schema from before the hourly sums, holding flows: migrated, they count only from
+    // the next hour on, and every answer over these older flows comes from `flows` alone.
+    for t in ["flows_1h_mv", "flows_1h", "weir_rollups"] {
+        ch.query(&format!("DROP TABLE weir.{t}")).expect("drop");
+    }
+    ClickHouse::new(&server.url(), "weir")
+        .expect("new")
+        .migrate()
+        .expect("migrate");
+    let from: u64 = ch
+        .query("SELECT max(from_ms) FROM weir.weir_rollups FORMAT TSV")
+        .expect("rollups")
+        .trim()
+        .parse()
+        .expect("from_ms");
+    assert!(from > weir_core::query::now_ms(), "{from}");
+    agree(
+        &ClickHouse::new(&server.url(), "weir").expect("new"),
+        &store,
+        base,
+    );
+}
+
+/// Every answer of `ch` equals the local store's over the same flows: aggregates, values per
+/// group, top-N, time buckets and pages, for filters, group-bys and ranges (whole hours and
+/// cut ones).
+fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
     let all = TimeRange {
         from_ms: 0,
         to_ms: u64::MAX,
@@ -101,6 +153,15 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     let mid = TimeRange {
         from_ms: base + 100_000,
         to_ms: base + 200_000,
+    };
+    // One whole hour inside, cut hours at both ends; every whole hour up to a cut one.
+    let hours = TimeRange {
+        from_ms: base + 4_200_000,
+        to_ms: base + 12_000_000,
+    };
+    let upto = TimeRange {
+        from_ms: 0,
+        to_ms: base + 7_500_000,
     };
     let filters = [
         "",
@@ -123,14 +184,14 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     ];
     for q in filters {
         let filter = parse(q).expect(q);
-        for range in [all, mid] {
+        for range in [all, mid, hours, upto] {
             for g in group_bys {
                 let fields: Vec<_> = g
                     .iter()
                     .map(|n| weir_core::schema::field(n).expect("field"))
                     .collect();
                 let ours =
-                    FlowQuery::aggregate(&store, &filter, &range, &fields, None).expect("store");
+                    FlowQuery::aggregate(store, &filter, &range, &fields, None).expect("store");
                 let theirs = ch
                     .aggregate(&filter, &range, &fields, None)
                     .expect("clickhouse");
@@ -143,7 +204,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
                         m
                     };
                     let ours = sorted(
-                        FlowQuery::group_values(&store, &filter, &range, &fields, value)
+                        FlowQuery::group_values(store, &filter, &range, &fields, value)
                             .expect("store"),
                     );
                     let theirs = sorted(
@@ -162,7 +223,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
                     assert_eq!(
                         ch.top(&filter, &range, &fields, metric, k)
                             .expect("clickhouse"),
-                        FlowQuery::top(&store, &filter, &range, &fields, metric, k).expect("store"),
+                        FlowQuery::top(store, &filter, &range, &fields, metric, k).expect("store"),
                         "{q} {g:?} {range:?} top {k} by {metric:?}"
                     );
                 }
@@ -175,7 +236,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
             assert_eq!(
                 ch.aggregate(&filter, &range, &f, buckets)
                     .expect("clickhouse"),
-                FlowQuery::aggregate(&store, &filter, &range, &f, buckets).expect("store"),
+                FlowQuery::aggregate(store, &filter, &range, &f, buckets).expect("store"),
                 "{q} buckets"
             );
             let req = ListRequest {
@@ -186,7 +247,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
                 offset: 2,
             };
             let (ours, theirs) = (
-                FlowQuery::list(&store, &req).expect("store"),
+                FlowQuery::list(store, &req).expect("store"),
                 ch.list(&req).expect("clickhouse"),
             );
             assert_eq!(theirs.total, ours.total, "{q} total");
