@@ -48,6 +48,15 @@ pub struct ServerArgs {
     /// File holding the access token API clients must send (as `weir agent --token-file`).
     #[arg(long, env = "WEIR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Also take agents' flows through Kafka: ClickHouse's Kafka engine reads this topic
+    /// (`kafka://HOST:PORT[,HOST:PORT]/TOPIC`, the URL agents give `--sink`), where agents'
+    /// `ndjson-export` writes every field. ClickHouse needs a librdkafka that talks to the
+    /// brokers; its `<kafka>` config section takes credentials and `auto_offset_reset`.
+    #[arg(long, value_name = "URL")]
+    kafka: Option<String>,
+    /// The consumer group ClickHouse reads --kafka's topic as.
+    #[arg(long, default_value = "weir-clickhouse", value_name = "NAME")]
+    kafka_group: String,
     /// How often the agents' summarizer windows (published with `weir agent
     /// --publish-summaries`) are gathered and merged for the summarizers installed here.
     #[arg(long, default_value = "5s", value_parser = crate::units::duration)]
@@ -71,6 +80,28 @@ pub fn run(a: ServerArgs) -> Result<()> {
     let m = ch
         .migrate()
         .context("creating or migrating weir's schema in ClickHouse")?;
+    let kafka = match &a.kafka {
+        Some(url) => {
+            let k = weir_clickhouse::schema::KafkaSource::parse(url, &a.kafka_group)
+                .map_err(|e| anyhow::anyhow!("--kafka {url}: {e}"))?;
+            let made = ch
+                .migrate_kafka(&k)
+                .context("creating ClickHouse's Kafka table (flows_kafka)")?;
+            // What agents run to write there: every field, as the ingest table has them.
+            let fields: Vec<&str> = weir_core::schema::FIELDS.iter().map(|f| f.name).collect();
+            Some(serde_json::json!({
+                "topic": k.topic,
+                "group": k.group,
+                "created": made,
+                "agent_sink": format!("--sink 'kafka={url}'"),
+                "agent_plugin": format!(
+                    "weir plugin install bundled:ndjson-export --config sink=kafka --config fields={}",
+                    fields.join(",")
+                ),
+            }))
+        }
+        None => None,
+    };
     let insert = ch.insert_url();
     // Agents send their inserts gzip-compressed (RowBinary rows shrink about fourfold).
     let sink_url = ch.sink_url();
@@ -97,6 +128,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
                 "agent_sink": sink,
                 "agent_plugin": plugin,
                 "agent_summaries": summaries,
+                "kafka": kafka,
             })
         );
     } else {
@@ -122,6 +154,19 @@ pub fn run(a: ServerArgs) -> Result<()> {
              weir: and publish their summaries (merged here for the summarizers installed here) with\n  \
              weir agent ... {summaries}"
         );
+        if let Some(k) = &kafka {
+            eprintln!(
+                "weir: ClickHouse reads topic {} ({}); agents write there with\n  weir agent --node NODE_NAME {} ...\n  {}",
+                k["topic"].as_str().unwrap_or(""),
+                if k["created"] == true {
+                    "table flows_kafka created"
+                } else {
+                    "flows_kafka up to date"
+                },
+                k["agent_sink"].as_str().unwrap_or(""),
+                k["agent_plugin"].as_str().unwrap_or(""),
+            );
+        }
     }
     if a.migrate_only {
         return Ok(());

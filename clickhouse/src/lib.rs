@@ -291,6 +291,44 @@ impl ClickHouse {
         })
     }
 
+    /// Makes ClickHouse's Kafka engine read agents' flows from `k`'s topic (`flows_kafka` and
+    /// its views), created again when missing, when its columns differ from the ingest
+    /// table's (fields added since) or when it reads another topic; call after
+    /// [`Self::migrate`]. Whether it (re)created them. The consumer group's offsets are kept
+    /// by the brokers, so a new table resumes where the old one stopped.
+    pub fn migrate_kafka(&self, k: &schema::KafkaSource) -> Result<bool, ClickHouseError> {
+        let db = &self.db;
+        if self.has_table("flows_kafka")? {
+            let shown = self.query(&format!(
+                "SHOW CREATE TABLE `{db}`.flows_kafka FORMAT TSVRaw"
+            ))?;
+            let engine = format!(
+                "Kafka({}, {}, {}, 'JSONEachRow')",
+                sql::quote(&k.brokers),
+                sql::quote(&k.topic),
+                sql::quote(&k.group)
+            );
+            let cols = self
+                .rows(&format!(
+                    "SELECT count() AS n FROM system.columns WHERE database = {} AND table = 'flows_kafka'",
+                    sql::quote(db)
+                ))?
+                .first()
+                .and_then(|r| r.get("n").and_then(Json::as_u64))
+                .unwrap_or(0);
+            if shown.contains(&engine)
+                && cols as usize == schema::columns(true).len()
+                && self.has_table("flows_kafka_1h_mv")?
+            {
+                return Ok(false);
+            }
+        }
+        for s in schema::kafka(db, k) {
+            self.query(&s)?;
+        }
+        Ok(true)
+    }
+
     /// Whether weir's database holds a table (or view) of this name.
     fn has_table(&self, name: &str) -> Result<bool, ClickHouseError> {
         Ok(self

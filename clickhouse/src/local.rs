@@ -31,6 +31,17 @@ fn free_port() -> std::io::Result<u16> {
 impl LocalServer {
     /// Starts one in `dir` (created) and waits until it answers `/ping` (at most 30 s).
     pub fn start(dir: &Path) -> std::io::Result<LocalServer> {
+        Self::start_with(dir, None)
+    }
+
+    /// As [`LocalServer::start`], for the Kafka engine: `librdkafka` is a directory holding a
+    /// `librdkafka.so.1` put first on the server's library path (Debian's 18.16 links an old
+    /// one), and a new consumer group reads its topic from the start.
+    pub fn start_for_kafka(dir: &Path, librdkafka: &Path) -> std::io::Result<LocalServer> {
+        Self::start_with(dir, Some(librdkafka))
+    }
+
+    fn start_with(dir: &Path, librdkafka: Option<&Path>) -> std::io::Result<LocalServer> {
         std::fs::create_dir_all(dir)?;
         let (http, tcp, inter) = (free_port()?, free_port()?, free_port()?);
         let mut cfg = String::new();
@@ -61,13 +72,23 @@ impl LocalServer {
                 &format!("<interserver_http_port>{inter}</interserver_http_port>"),
             )
             .replace("<listen_host>::1</listen_host>", "");
+        let cfg = match librdkafka {
+            Some(_) => cfg.replace(
+                "</yandex>",
+                "<kafka><auto_offset_reset>smallest</auto_offset_reset></kafka>\n</yandex>",
+            ),
+            None => cfg,
+        };
         std::fs::write(dir.join("config.xml"), cfg)?;
         std::fs::copy("/etc/clickhouse-server/users.xml", dir.join("users.xml"))?;
-        let child = Command::new("clickhouse-server")
-            .arg(format!("--config-file={d}/config.xml"))
+        let mut cmd = Command::new("clickhouse-server");
+        cmd.arg(format!("--config-file={d}/config.xml"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(Stdio::null());
+        if let Some(lib) = librdkafka {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        let child = cmd.spawn()?;
         let mut server = LocalServer { child, port: http };
         let t = Instant::now();
         loop {

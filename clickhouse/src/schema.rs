@@ -14,6 +14,8 @@
 //!   plus drops; top-N and totals over whole hours read it instead of `flows` when the filter
 //!   and the group-by name only its keys (`weir_rollups` says from which hour it holds every
 //!   flow).
+//! - `flows_kafka` (only with `weir server --kafka`): ClickHouse's Kafka engine reading
+//!   agents' flows from a topic, with its own views into the three tables above.
 //! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
 //!   plugin and window start (ReplacingMergeTree by `UpdatedMs`), partitioned by day of the
 //!   window's start; `weir server` gathers and merges them.
@@ -126,9 +128,7 @@ pub fn tables(db: &str) -> Vec<String> {
 /// The ingest table and its views: dropped and created again when the columns change (they
 /// hold no data).
 pub fn ingest(db: &str) -> Vec<String> {
-    let select: Vec<String> = columns(true).iter().map(|(n, _)| converted(n)).collect();
-    let minute: Vec<String> = MINUTE_KEYS.iter().map(|k| converted(k)).collect();
-    vec![
+    let mut out = vec![
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1m_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1h_mv"),
@@ -137,24 +137,121 @@ pub fn ingest(db: &str) -> Vec<String> {
             "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
             column_list(true)
         ),
+    ];
+    out.extend(views(
+        db,
+        "flows_ingest",
+        ["flows_ingest_mv", "flows_1m_mv", "flows_1h_mv"],
+        converted,
+    ));
+    out
+}
+
+/// Where ClickHouse's Kafka engine reads agents' flows from: brokers, topic, consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+}
+
+impl KafkaSource {
+    /// `kafka://host:9092[,host2:9092]/topic`, the URL form of an agent's `--sink`, and the
+    /// consumer group ClickHouse reads as.
+    pub fn parse(url: &str, group: &str) -> Result<KafkaSource, String> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or("write kafka://HOST:PORT[,HOST:PORT]/TOPIC")?;
+        let (brokers, topic) = rest
+            .split_once('/')
+            .ok_or("the topic is missing: kafka://HOST:PORT/TOPIC")?;
+        if brokers.contains('@') || topic.contains('?') {
+            return Err("credentials and options for ClickHouse's Kafka engine go in ClickHouse's own config (its <kafka> section), not in this URL".into());
+        }
+        let ok = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b) || extra.contains(&b))
+        };
+        if !ok(brokers, b":,[]") {
+            return Err(format!("brokers {brokers:?}: HOST:PORT, comma-separated"));
+        }
+        if !ok(topic, b"") || topic.len() > 249 {
+            return Err(format!(
+                "topic {topic:?}: 1-249 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+            ));
+        }
+        if !ok(group, b"") {
+            return Err(format!(
+                "consumer group {group:?}: characters of a-z, A-Z, 0-9, '.', '_', '-'"
+            ));
+        }
+        Ok(KafkaSource {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+        })
+    }
+}
+
+/// ClickHouse's Kafka engine reading `k`'s topic (agents' `ndjson-export` lines, NetObserv's
+/// names) into the same tables as the ingest table, each through its own view: 18.16 does not
+/// pass rows a Kafka table's view writes on to the views of that view's target. Addresses
+/// come as text, IPv4 without the `::ffff:` prefix.
+pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
+    let mut out = vec![
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1m_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1h_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka"),
         format!(
-            "CREATE MATERIALIZED VIEW `{db}`.flows_ingest_mv TO `{db}`.flows AS SELECT {} FROM `{db}`.flows_ingest",
+            "CREATE TABLE `{db}`.flows_kafka ({}) ENGINE = Kafka({}, {}, {}, 'JSONEachRow')",
+            column_list(true),
+            crate::sql::quote(&k.brokers),
+            crate::sql::quote(&k.topic),
+            crate::sql::quote(&k.group)
+        ),
+    ];
+    out.extend(views(
+        db,
+        "flows_kafka",
+        ["flows_kafka_mv", "flows_kafka_1m_mv", "flows_kafka_1h_mv"],
+        |name| match weir_core::schema::field(name).map(|f| f.kind) {
+            Some(FieldKind::Ip) => format!(
+                "IPv6StringToNum(if(position(`{name}`, ':') = 0 AND `{name}` != '', \
+                 concat('::ffff:', `{name}`), `{name}`)) AS `{name}`"
+            ),
+            _ => format!("`{name}`"),
+        },
+    ));
+    out
+}
+
+/// The views from `source` (ingest columns) into `flows`, `flows_1m` and `flows_1h`, named
+/// `names`; `column` converts a column as `flows` takes it.
+fn views(db: &str, source: &str, names: [&str; 3], column: impl Fn(&str) -> String) -> Vec<String> {
+    let select: Vec<String> = columns(true).iter().map(|(n, _)| column(n)).collect();
+    let keys: Vec<String> = MINUTE_KEYS.iter().map(|k| column(k)).collect();
+    let [to_flows, to_minute, to_hour] = names;
+    vec![
+        format!(
+            "CREATE MATERIALIZED VIEW `{db}`.{to_flows} TO `{db}`.flows AS SELECT {} FROM `{db}`.{source}",
             select.join(", ")
         ),
         format!(
-            "CREATE MATERIALIZED VIEW `{db}`.flows_1m_mv TO `{db}`.flows_1m AS SELECT \
+            "CREATE MATERIALIZED VIEW `{db}`.{to_minute} TO `{db}`.flows_1m AS SELECT \
              intDiv(TimeFlowEndMs, 60000) * 60000 AS Minute, {}, \
              Bytes * greatest(Sampling, 1) AS Bytes, Packets * greatest(Sampling, 1) AS Packets, \
-             toUInt64(1) AS Flows FROM `{db}`.flows_ingest",
-            minute.join(", ")
+             toUInt64(1) AS Flows FROM `{db}`.{source}",
+            keys.join(", ")
         ),
         format!(
-            "CREATE MATERIALIZED VIEW `{db}`.flows_1h_mv TO `{db}`.flows_1h AS SELECT \
+            "CREATE MATERIALIZED VIEW `{db}`.{to_hour} TO `{db}`.flows_1h AS SELECT \
              intDiv(TimeFlowEndMs, 3600000) * 3600000 AS Hour, {}, \
              Bytes * greatest(Sampling, 1) AS Bytes, Packets * greatest(Sampling, 1) AS Packets, \
              toUInt64(1) AS Flows, PktDropBytes * greatest(Sampling, 1) AS DropBytes, \
-             PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.flows_ingest",
-            minute.join(", ")
+             PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.{source}",
+            keys.join(", ")
         ),
     ]
 }
@@ -162,6 +259,47 @@ pub fn ingest(db: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_urls_are_checked_and_the_table_reads_the_ingest_columns() {
+        let k = KafkaSource::parse("kafka://b1:9092,b2:9092/weir-flows", "weir-clickhouse")
+            .expect("ok");
+        assert_eq!(
+            (k.brokers.as_str(), k.topic.as_str()),
+            ("b1:9092,b2:9092", "weir-flows")
+        );
+        for (url, group, says) in [
+            ("b1:9092/t", "g", "write kafka://"),
+            ("kafka://b1:9092", "g", "topic is missing"),
+            ("kafka://u:p@b1:9092/t", "g", "ClickHouse's own config"),
+            (
+                "kafka://b1:9092/t?sasl=plain",
+                "g",
+                "ClickHouse's own config",
+            ),
+            ("kafka://b1:9092/t'x", "g", "topic"),
+            ("kafka://b1 9092/t", "g", "brokers"),
+            ("kafka://b1:9092/t", "g'", "consumer group"),
+        ] {
+            let e = KafkaSource::parse(url, group).expect_err(url);
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let sql = kafka("weir", &k).join(";");
+        assert!(
+            sql.contains(
+                "ENGINE = Kafka('b1:9092,b2:9092', 'weir-flows', 'weir-clickhouse', 'JSONEachRow')"
+            ),
+            "{sql}"
+        );
+        for view in [
+            "flows_kafka_mv TO `weir`.flows ",
+            "flows_kafka_1m_mv TO `weir`.flows_1m ",
+            "flows_kafka_1h_mv TO `weir`.flows_1h ",
+        ] {
+            assert!(sql.contains(view), "{view}: {sql}");
+        }
+        assert!(sql.contains("concat('::ffff:', `SrcAddr`)"), "{sql}");
+    }
 
     #[test]
     fn every_field_is_a_column_of_both_tables() {

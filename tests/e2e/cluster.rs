@@ -462,6 +462,11 @@ fn sankey_sum(server: &Agent, agents: &[Agent], body: &Value) -> (Links, Links) 
 
 /// `weir server --migrate-only --json` against `ch`: what agents need.
 fn migrate(ch: &LocalServer) -> Value {
+    migrate_with(ch, &[])
+}
+
+/// [`migrate`] with more of `weir server`'s flags.
+fn migrate_with(ch: &LocalServer, extra: &[&str]) -> Value {
     let out = std::process::Command::new(WEIR)
         .args([
             "server",
@@ -470,6 +475,7 @@ fn migrate(ch: &LocalServer) -> Value {
             "--migrate-only",
             "--json",
         ])
+        .args(extra)
         .output()
         .expect("weir server");
     assert!(
@@ -642,4 +648,132 @@ fn two_capturing_agents_add_up_on_the_server() {
         );
         assert!(ex["windows"].as_u64() >= Some(1), "{st}");
     }
+}
+
+/// An agent writing through Kafka with `ndjson-export`, read by ClickHouse's Kafka engine that
+/// `weir server --kafka` sets up: the server answers as the agent does. The broker is Tansu
+/// (a Kafka-protocol broker: no Apache Kafka 2.x+ can be installed on these machines), and
+/// ClickHouse 18.16 runs with the librdkafka of confluent-kafka's wheel (2.16; Debian's is too
+/// old for Tansu).
+#[test]
+fn an_agent_through_kafka_lands_in_clickhouse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = crate::export::tansu(port);
+    let bootstrap = format!("127.0.0.1:{port}");
+    crate::export::kafka_client(&["topic", &bootstrap, "weir-flows", "2"]);
+    let lib = dir.path().join("librdkafka");
+    std::fs::create_dir_all(&lib).expect("lib dir");
+    let wheel = std::fs::read_dir("/opt/weir-kafka/lib")
+        .expect("/opt/weir-kafka (scripts/deps.sh test installs it)")
+        .flatten()
+        .map(|py| py.path().join("site-packages/confluent_kafka.libs"))
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|f| f.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("librdkafka"))
+        })
+        .expect("confluent-kafka's librdkafka");
+    std::os::unix::fs::symlink(&wheel, lib.join("librdkafka.so.1")).expect("symlink");
+    let ch = LocalServer::start_for_kafka(&dir.path().join("clickhouse"), &lib)
+        .expect("clickhouse-server");
+    let url = format!("kafka://{bootstrap}/weir-flows");
+
+    // A URL without a topic is refused, naming the flag and what is missing.
+    let bad = std::process::Command::new(WEIR)
+        .args(["server", "--clickhouse", &ch.url(), "--migrate-only"])
+        .args(["--kafka", &format!("kafka://{bootstrap}")])
+        .output()
+        .expect("weir server");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && said.contains("--kafka") && said.contains("topic is missing"),
+        "{said}"
+    );
+    let m = migrate_with(&ch, &["--kafka", &url]);
+    assert_eq!(m["kafka"]["created"], true, "{m}");
+    // The agent runs what the server printed.
+    let root = dir.path().join("agent");
+    let plugin = m["kafka"]["agent_plugin"].as_str().expect("agent_plugin");
+    let install: Vec<&str> = plugin.split_whitespace().skip(2).collect();
+    let (code, o, e) = crate::plugins::weir(&root.join("data"), &install);
+    assert_eq!(code, 0, "{o}{e}");
+    let sink = format!("kafka={url}");
+    let a = Agent::start(
+        &root,
+        &["--no-capture", "--node", "via-kafka", "--sink", &sink],
+    );
+    wait_feed(&a, "ndjson-export");
+    let base = now_ms() - 600_000;
+    let (s, v) = a.post(
+        "/api/v1/flows",
+        &Value::Array(flows(4, 600, base)).to_string(),
+    );
+    assert_eq!(s, 200, "{v}");
+    wait_exported(&a, "ndjson-export", 600);
+
+    let server = start_server(dir.path(), &ch);
+    // Whole hours around the flows (the top-N read them from flows_1h) and a cut range.
+    let hour = 3_600_000;
+    let (from, to) = ((base / hour - 1) * hour, (now_ms() / hour + 2) * hour - 1);
+    let (from, to, cut_from, cut_to) = (
+        from.to_string(),
+        to.to_string(),
+        (base + 10_000).to_string(),
+        (base + 40_000).to_string(),
+    );
+    let wide = [("from", from.as_str()), ("to", to.as_str())];
+    let cut = [("from", cut_from.as_str()), ("to", cut_to.as_str())];
+    // ClickHouse's consumer joins its group first (slow with Tansu: ~20-30 s).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let there = server.ok(
+            "/api/v1/flows",
+            &[
+                wide[0],
+                wide[1],
+                ("limit", "1"),
+                ("filter", "Node=via-kafka"),
+            ],
+        );
+        if there["total"] == 600 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 600 flows in ClickHouse through Kafka\n{}",
+            there["total"],
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let agents = [a];
+    for range in [&wide, &cut] {
+        for filter in [
+            "",
+            "SrcAddr=198.18.4.0/24",
+            "Addr=2001:db8::/32",
+            "Port=443 or Proto=udp",
+        ] {
+            assert_sum(&server, &agents, range, filter);
+        }
+    }
+    let by_node = server.ok(
+        "/api/v1/flows/aggregate",
+        &[
+            wide[0],
+            wide[1],
+            ("group_by", "Node"),
+            ("metric", "bytes"),
+            ("top", "5"),
+        ],
+    );
+    assert_eq!(
+        by_node["groups"][0]["key"]["Node"], "via-kafka",
+        "{by_node}"
+    );
 }

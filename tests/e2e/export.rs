@@ -778,7 +778,7 @@ fn otlp_export_is_decoded_by_opentelemetry_proto_as_logs_and_metrics_with_weirs_
 const KAFKA_PY: &str = "/opt/weir-kafka/bin/python";
 
 /// Runs kafka_client.py.
-fn kafka_client(args: &[&str]) -> Value {
+pub(crate) fn kafka_client(args: &[&str]) -> Value {
     let out = std::process::Command::new(KAFKA_PY)
         .arg(format!(
             "{}/tests/e2e/py/kafka_client.py",
@@ -796,7 +796,7 @@ fn kafka_client(args: &[&str]) -> Value {
 }
 
 /// Tansu on loopback, up when this returns.
-fn tansu(port: u16) -> KillOnDrop {
+pub(crate) fn tansu(port: u16) -> KillOnDrop {
     let mut cmd = std::process::Command::new("/opt/weir-kafka/bin/tansu");
     cmd.args([
         "broker",
