@@ -209,6 +209,33 @@ impl ClickHouse {
         Ok(rows)
     }
 
+    /// Answer rows of every field (`weir_Field`, as [`select_col`] names them) as flows, with
+    /// addresses back in the store's form (IPv4 as IPv4).
+    fn flows_of(
+        &self,
+        rows: Vec<serde_json::Map<String, Json>>,
+    ) -> Result<Vec<weir_core::Flow>, StoreError> {
+        let mut flows = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut obj = serde_json::Map::with_capacity(FIELDS.len());
+            for f in FIELDS {
+                let Some(v) = col(&r, f.name) else { continue };
+                // Addresses back in the store's form (IPv4 as IPv4).
+                let v = match (f.kind, v.as_str().and_then(|s| s.parse::<Ipv6Addr>().ok())) {
+                    (FieldKind::Ip, Some(ip)) => {
+                        Json::from(weir_core::schema::display_ip(&ip).to_string())
+                    }
+                    _ => v.clone(),
+                };
+                obj.insert(f.name.to_string(), v);
+            }
+            let flow: weir_core::Flow = serde_json::from_value(Json::Object(obj))
+                .map_err(|e| self.decode(format!("a flow row: {e}")))?;
+            flows.push(flow);
+        }
+        Ok(flows)
+    }
+
     fn decode(&self, message: String) -> ClickHouseError {
         ClickHouseError::Decode {
             url: self.shown.clone(),
@@ -554,24 +581,7 @@ impl FlowQuery for ClickHouse {
             req.offset,
             req.limit
         ))?;
-        let mut flows = Vec::with_capacity(rows.len());
-        for r in rows {
-            let mut obj = serde_json::Map::with_capacity(FIELDS.len());
-            for f in FIELDS {
-                let Some(v) = col(&r, f.name) else { continue };
-                // Addresses back in the store's form (IPv4 as IPv4).
-                let v = match (f.kind, v.as_str().and_then(|s| s.parse::<Ipv6Addr>().ok())) {
-                    (FieldKind::Ip, Some(ip)) => {
-                        Json::from(weir_core::schema::display_ip(&ip).to_string())
-                    }
-                    _ => v.clone(),
-                };
-                obj.insert(f.name.to_string(), v);
-            }
-            let flow: weir_core::Flow = serde_json::from_value(Json::Object(obj))
-                .map_err(|e| self.decode(format!("a flow row: {e}")))?;
-            flows.push(flow);
-        }
+        let flows = self.flows_of(rows)?;
         Ok(ListResult { total, flows })
     }
 
@@ -748,6 +758,29 @@ impl FlowQuery for ClickHouse {
             total,
             group_count,
         })
+    }
+
+    /// Cursors are positions in the order of end time, node, addresses, ports, protocol,
+    /// start time and counters: a page resumes where the last ended while no flow arrives
+    /// late into the range.
+    fn select(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, weir_core::Flow)>, StoreError> {
+        let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
+        let rows = self.rows(&format!(
+            "SELECT {} FROM `{}`.flows WHERE {} ORDER BY TimeFlowEndMs, Node, SrcAddr, DstAddr, \
+             SrcPort, DstPort, Proto, TimeFlowStartMs, Bytes, Packets LIMIT {after_seq}, {limit}",
+            cols.join(", "),
+            self.db,
+            sql::where_clause(filter, range)
+        ))?;
+        Ok((after_seq.saturating_add(1)..)
+            .zip(self.flows_of(rows)?)
+            .collect())
     }
 
     fn describe(&self) -> String {

@@ -228,6 +228,23 @@ fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
                     );
                 }
             }
+            // `flow-fields`' select: every matching flow once, paged by cursor.
+            let page_all =
+                |q: &dyn FlowQuery| {
+                    let (mut after, mut got) = (0, Vec::new());
+                    loop {
+                        let page = q.select(&filter, &range, after, 50).expect("select");
+                        let Some((last, _)) = page.last() else { break };
+                        assert!(*last > after && page.len() <= 50, "{}", q.describe());
+                        after = *last;
+                        got.extend(page.into_iter().map(|(_, f)| {
+                            (f.node.clone(), f.src_port, f.bytes, f.time_flow_end_ms)
+                        }));
+                    }
+                    got.sort_unstable();
+                    got
+                };
+            assert_eq!(page_all(ch), page_all(store), "{q} {range:?} select");
             let buckets = Some(weir_core::store::Buckets {
                 origin_ms: base + 30_000,
                 step_ms: 60_000,

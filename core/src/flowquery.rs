@@ -53,6 +53,18 @@ pub trait FlowQuery: Send + Sync {
         value: &'static FieldDef,
     ) -> Result<GroupValues, StoreError>;
 
+    /// Up to `limit` matching flows after the cursor `after_seq` (0: from the first), each
+    /// with its cursor, lowest first: what `flow-fields`' `select` pages history with. The
+    /// store's cursors are sequence numbers; elsewhere they may be positions in a stable
+    /// order, which resume correctly while no flow arrives late into the range.
+    fn select(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::Flow)>, StoreError>;
+
     /// Where the flows are, for status (`local store`, `clickhouse http://host:8123/weir`).
     fn describe(&self) -> String;
 }
@@ -92,6 +104,16 @@ impl FlowQuery for Store {
     ) -> Result<GroupValues, StoreError> {
         // Its collector makes a group at its first value: none is empty.
         Store::group_values(self, filter, range, group_by, value)
+    }
+
+    fn select(
+        &self,
+        filter: &Expr,
+        range: &TimeRange,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::Flow)>, StoreError> {
+        Store::select(self, filter, range, after_seq, limit)
     }
 
     fn describe(&self) -> String {

@@ -1,5 +1,6 @@
 //! The `flow-fields` capability: any field of the schema (`weir_core::schema::FIELDS`) by
-//! name, as a column of a batch or of a selection over stored history. Columns are read
+//! name, as a column of a batch or of a selection over stored history (on `weir server`, the
+//! cluster's, through core's flow-query port). Columns are read
 //! with the schema's own readers, so a field added there reaches plugins unchanged.
 
 use crate::batch::FlowBatch;
@@ -99,9 +100,10 @@ impl Host for HostState {
         let filter = query::parse(&filter).map_err(|e| e.to_string())?;
         let range = range_of(&range)?;
         let limit = query::check_limit("limit", limit as usize, query::MAX_LIMIT)?;
-        let store = self.store()?.clone();
+        // The store's history, or on `weir server` the cluster's.
+        let flows = self.flow_query()?;
         let rows = within(self, "flow-fields.select", move || {
-            store
+            flows
                 .select(&filter, &range, after_seq, limit)
                 .map_err(|e| e.to_string())
         })?;

@@ -352,9 +352,9 @@ impl HostState {
             .ok_or_else(|| "no flow store in this host".to_string())
     }
 
-    /// What `flows` and `flow-stats` read: the cluster's query engine when the host has one,
-    /// else the store.
-    fn flow_query(&self) -> Result<Arc<dyn weir_core::flowquery::FlowQuery>, String> {
+    /// What `flows`, `flow-stats` and `flow-fields`' `select` read: the cluster's query
+    /// engine when the host has one, else the store.
+    pub(crate) fn flow_query(&self) -> Result<Arc<dyn weir_core::flowquery::FlowQuery>, String> {
         match self.ctx.services.flow_query.get() {
             Some(q) => Ok(q.clone()),
             None => Ok(self.store()?.clone()),
