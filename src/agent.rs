@@ -813,7 +813,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             .context("starting the summary gatherer")?;
             state.summary_exchange = Some(status);
         } else if let Some(url) = &a.publish_summaries {
-            let node = a.node.clone().context(
+            let node = a.node.clone().filter(|n| !n.is_empty()).context(
                 "--publish-summaries needs this node's name: --node NAME (or NODE_NAME)",
             )?;
             let ch = weir_clickhouse::ClickHouse::new(url, &a.publish_summaries_database)

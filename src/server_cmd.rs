@@ -83,7 +83,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
     let kafka = match &a.kafka {
         Some(url) => {
             let k = weir_clickhouse::schema::KafkaSource::parse(url, &a.kafka_group)
-                .map_err(|e| anyhow::anyhow!("--kafka {url}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("--kafka {}: {e}", weir_core::sink::redact(url)))?;
             let made = ch
                 .migrate_kafka(&k)
                 .context("creating ClickHouse's Kafka table (flows_kafka)")?;

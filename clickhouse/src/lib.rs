@@ -57,8 +57,8 @@ pub struct ClickHouse {
     shown: String,
     db: String,
     agent: ureq::Agent,
-    /// [`ClickHouse::hourly_from`], once read.
-    hourly_from: std::sync::OnceLock<u64>,
+    /// [`ClickHouse::hourly_from`] and when it was read.
+    hourly_from: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// What [`ClickHouse::migrate`] did.
@@ -108,7 +108,7 @@ impl ClickHouse {
                 .timeout_global(Some(Duration::from_secs(60)))
                 .build()
                 .into(),
-            hourly_from: std::sync::OnceLock::new(),
+            hourly_from: std::sync::Mutex::new(None),
         })
     }
 
@@ -285,24 +285,7 @@ impl ClickHouse {
             for s in schema::ingest(db) {
                 self.query(&s)?;
             }
-        }
-        if !had_hourly {
-            // `flows_1h` holds every flow inserted since its view exists: all of them when
-            // `flows` is empty, else those of the hours after this one.
-            let any = self
-                .rows(&format!("SELECT count() AS n FROM `{db}`.flows"))?
-                .first()
-                .and_then(|r| r.get("n").and_then(Json::as_u64))
-                .unwrap_or(0)
-                > 0;
-            let from = if any {
-                (weir_core::query::now_ms() / HOUR + 1) * HOUR
-            } else {
-                0
-            };
-            self.query(&format!(
-                "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {from})"
-            ))?;
+            self.hourly_complete_from_next_hour()?;
         }
         if from != schema::VERSION {
             self.query(&format!(
@@ -353,7 +336,31 @@ impl ClickHouse {
         for s in schema::kafka(db, k) {
             self.query(&s)?;
         }
+        self.hourly_complete_from_next_hour()?;
         Ok(true)
+    }
+
+    /// Records that `flows_1h` holds every flow only from the next hour on, after its views
+    /// were (re)made: an insert running meanwhile may have reached `flows` but not
+    /// `flows_1h`. Nothing to record while `flows` is empty (a new schema).
+    fn hourly_complete_from_next_hour(&self) -> Result<(), ClickHouseError> {
+        let db = &self.db;
+        let any = self
+            .rows(&format!("SELECT count() AS n FROM `{db}`.flows"))?
+            .first()
+            .and_then(|r| r.get("n").and_then(Json::as_u64))
+            .unwrap_or(0)
+            > 0;
+        let from = if any {
+            (weir_core::query::now_ms() / HOUR + 1) * HOUR
+        } else {
+            0
+        };
+        self.query(&format!(
+            "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {from})"
+        ))?;
+        *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Whether weir's database holds a table (or view) of this name.
@@ -371,19 +378,25 @@ impl ClickHouse {
     }
 
     /// The first hour from which `flows_1h` holds every flow (`u64::MAX`: not usable, as
-    /// before the schema has it); read once.
+    /// before the schema has it); read again after a minute (another `weir server` may have
+    /// migrated the schema since).
     fn hourly_from(&self) -> u64 {
-        if let Some(v) = self.hourly_from.get() {
-            return *v;
+        let mut cached = self.hourly_from.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = *cached
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return v;
         }
         let found = self.rows(&format!(
             "SELECT count() AS n, max(from_ms) AS f FROM `{}`.weir_rollups WHERE name = 'flows_1h'",
             self.db
         ));
         match found.as_ref().ok().and_then(|r| r.first()) {
-            Some(r) if r.get("n").and_then(Json::as_u64) > Some(0) => *self
-                .hourly_from
-                .get_or_init(|| r.get("f").and_then(Json::as_u64).unwrap_or(u64::MAX)),
+            Some(r) if r.get("n").and_then(Json::as_u64) > Some(0) => {
+                let v = r.get("f").and_then(Json::as_u64).unwrap_or(u64::MAX);
+                *cached = Some((std::time::Instant::now(), v));
+                v
+            }
             // Not there (yet): asked again next time.
             _ => u64::MAX,
         }

@@ -128,11 +128,14 @@ pub fn tables(db: &str) -> Vec<String> {
 /// The ingest table and its views: dropped and created again when the columns change (they
 /// hold no data).
 pub fn ingest(db: &str) -> Vec<String> {
+    // The table first: inserts are refused (and retried by agents) rather than reaching
+    // some views and not others. Views into `flows` first, so a row that arrives while they
+    // are made reaches `flows` (the migration then uses `flows_1h` from the next hour).
     let mut out = vec![
+        format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1m_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1h_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
         format!(
             "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
             column_list(true)
@@ -199,11 +202,13 @@ impl KafkaSource {
 /// pass rows a Kafka table's view writes on to the views of that view's target. Addresses
 /// come as text, IPv4 without the `::ffff:` prefix.
 pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
+    // The Kafka table first, so its consumer stops before any of its views goes; the view
+    // into `flows` first, so what it consumes while the others are made reaches `flows`.
     let mut out = vec![
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1m_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1h_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka"),
         format!(
             "CREATE TABLE `{db}`.flows_kafka ({}) ENGINE = Kafka({}, {}, {}, 'JSONEachRow')",
             column_list(true),

@@ -101,6 +101,29 @@ impl SummaryExchange for ClickHouse {
             .collect()
     }
 
+    fn stamp(
+        &self,
+        plugin: &str,
+        window_secs: u64,
+        since_ms: u64,
+    ) -> Result<(u64, u64), ExchangeError> {
+        let rows = self.rows(&format!(
+            "SELECT count() AS n, max(UpdatedMs) AS u FROM `{}`.summaries WHERE Plugin = {} \
+             AND WindowSecs = {window_secs} AND WindowStartMs >= {since_ms}",
+            self.db,
+            sql::quote(plugin)
+        ))?;
+        let r = rows.first();
+        let get = |k: &str| r.and_then(|r| r.get(k)).and_then(Json::as_u64);
+        match (get("n"), get("u")) {
+            (Some(n), Some(u)) => Ok((n, u)),
+            _ => Err(ExchangeError::Decode(format!(
+                "clickhouse {}: no count and newest update for the summaries of {plugin}",
+                self.shown
+            ))),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("clickhouse {}{}.summaries", self.shown, self.db)
     }

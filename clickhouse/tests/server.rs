@@ -328,6 +328,16 @@ fn summary_windows_keep_the_latest_copy_per_node(ch: &ClickHouse) {
         ]
     );
     assert_eq!(ch.gather("no-such", 60, 0).expect("gather").len(), 0);
+    // The stamp changes when a copy is published (a background merge of replaced copies
+    // changes its count too, which only costs a gatherer one download).
+    let before = ch.stamp("edge-summary", 60, 60_000).expect("stamp");
+    assert!(before.0 >= 3 && before.1 > 0, "{before:?}");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    ch.publish(&[w("node-b", "edge-summary", 120_000, 60, vec![9])])
+        .expect("publish");
+    let after = ch.stamp("edge-summary", 60, 60_000).expect("stamp");
+    assert!(after.1 > before.1, "{before:?} {after:?}");
+    assert_eq!(ch.stamp("no-such", 60, 0).expect("stamp").0, 0);
 }
 
 #[test]

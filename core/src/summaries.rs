@@ -25,6 +25,7 @@ pub struct PublishedWindow {
     pub snapshot: Vec<u8>,
 }
 
+/// Why publishing or gathering failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     /// The exchange could not be reached or refused the request (its own message).
@@ -48,6 +49,15 @@ pub trait SummaryExchange: Send + Sync {
         window_secs: u64,
         since_ms: u64,
     ) -> Result<Vec<PublishedWindow>, ExchangeError>;
+
+    /// How many copies [`SummaryExchange::gather`] would read with the same arguments, and
+    /// when the newest was published: cheap, so a gatherer downloads only what changed.
+    fn stamp(
+        &self,
+        plugin: &str,
+        window_secs: u64,
+        since_ms: u64,
+    ) -> Result<(u64, u64), ExchangeError>;
 
     /// Where the windows are, for status and logs.
     fn describe(&self) -> String;

@@ -134,18 +134,31 @@ pub fn spawn_publisher(
         })
 }
 
+/// What a gatherer saw last, per plugin: the exchange's stamp (with the window start it was
+/// asked from) and a digest of the copies it merged.
+#[derive(Default)]
+pub struct Gathered {
+    stamps: HashMap<String, (u64, (u64, u64))>,
+    digests: HashMap<String, u64>,
+    /// Windows and nodes of the last gather, for status.
+    counts: HashMap<String, (u64, HashSet<String>)>,
+}
+
 /// One gathering pass: every summarizer's kept windows replaced by the merge of every
-/// node's copies, when they changed since `seen` (a digest per plugin).
+/// node's copies, when they changed since `seen` (downloaded only when the exchange's stamp
+/// changed).
 pub fn gather_once(
     reg: &Registry,
     exchange: &dyn SummaryExchange,
-    seen: &mut HashMap<String, u64>,
+    seen: &mut Gathered,
     status: &ExchangeStatus,
 ) {
     let now = weir_core::query::now_ms();
-    let (mut windows, mut nodes) = (0u64, HashSet::new());
     let mut ok = true;
     for p in reg.of_kind(Kind::Summarizer) {
+        if p.is_disabled() {
+            continue;
+        }
         let w = p.manifest().summarizer;
         let since = match w.window_secs {
             0 => 0,
@@ -155,6 +168,17 @@ pub fn gather_once(
                     .saturating_sub(len.saturating_mul(u64::from(w.windows.max(1)) - 1))
             }
         };
+        let stamp = match exchange.stamp(p.name(), w.window_secs, since) {
+            Ok(s) => s,
+            Err(e) => {
+                ok = false;
+                failed(status, "gathering", &e);
+                continue;
+            }
+        };
+        if seen.stamps.get(p.name()) == Some(&(since, stamp)) {
+            continue;
+        }
         let got = match exchange.gather(p.name(), w.window_secs, since) {
             Ok(g) => g,
             Err(e) => {
@@ -166,15 +190,18 @@ pub fn gather_once(
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let mut by_start: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         let mut names: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut nodes = HashSet::new();
         for g in got {
             (&g.node, g.start_ms, &g.snapshot).hash(&mut h);
             nodes.insert(g.node.clone());
             names.entry(g.start_ms).or_default().push(g.node);
             by_start.entry(g.start_ms).or_default().push(g.snapshot);
         }
-        windows += by_start.len() as u64;
+        seen.counts
+            .insert(p.name().to_string(), (by_start.len() as u64, nodes));
         let d = h.finish();
-        if seen.get(p.name()) == Some(&d) {
+        if seen.digests.get(p.name()) == Some(&d) {
+            seen.stamps.insert(p.name().to_string(), (since, stamp));
             continue;
         }
         match p.replace_summary_windows(by_start.into_iter().collect()) {
@@ -184,7 +211,8 @@ pub fn gather_once(
                     tracing::warn!(plugin = %p.name(), node = ?node, window_start_ms = start, error = %e,
                         "summary exchange: a node's window the plugin cannot read is left out");
                 }
-                seen.insert(p.name().to_string(), d);
+                seen.digests.insert(p.name().to_string(), d);
+                seen.stamps.insert(p.name().to_string(), (since, stamp));
             }
             Err(e) => {
                 ok = false;
@@ -193,6 +221,8 @@ pub fn gather_once(
         }
     }
     if ok {
+        let windows = seen.counts.values().map(|(w, _)| w).sum();
+        let nodes: HashSet<&String> = seen.counts.values().flat_map(|(_, n)| n).collect();
         succeeded(status, |s| {
             s.windows = windows;
             s.nodes = nodes.len() as u64;
@@ -211,7 +241,7 @@ pub fn spawn_gatherer(
     std::thread::Builder::new()
         .name("weir-summaries-gather".into())
         .spawn(move || {
-            let mut seen = HashMap::new();
+            let mut seen = Gathered::default();
             loop {
                 gather_once(&reg, exchange.as_ref(), &mut seen, &status);
                 if !pause(every, &stop) {

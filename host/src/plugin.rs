@@ -1256,7 +1256,9 @@ impl Plugin {
             let mut good = snapshots;
             let all = match self.with_restored(&good, true, true, |_, _| Ok(Ok(()))) {
                 Ok((_, s)) => s,
-                Err(_) => {
+                // Only a snapshot the plugin refuses or traps on is some node's fault; busy,
+                // out of time or disabled are this host's, and end the pass.
+                Err(HostError::Plugin { .. } | HostError::Trap { .. }) => {
                     // Find the snapshots the plugin refuses; merge the rest.
                     let mut kept = Vec::with_capacity(good.len());
                     for (i, s) in good.into_iter().enumerate() {
@@ -1264,12 +1266,16 @@ impl Plugin {
                             .with_restored(std::slice::from_ref(&s), false, true, |_, _| Ok(Ok(())))
                         {
                             Ok(_) => kept.push(s),
-                            Err(e) => refused.push((start, i, e)),
+                            Err(e @ (HostError::Plugin { .. } | HostError::Trap { .. })) => {
+                                refused.push((start, i, e))
+                            }
+                            Err(e) => return Err(e),
                         }
                     }
                     good = kept;
                     self.with_restored(&good, true, true, |_, _| Ok(Ok(())))?.1
                 }
+                Err(e) => return Err(e),
             };
             if let Some(s) = all.filter(|_| !good.is_empty()) {
                 merged.push((start, s));
