@@ -381,12 +381,13 @@ impl ClickHouse {
     /// before the schema has it); read again after a minute (another `weir server` may have
     /// migrated the schema since).
     fn hourly_from(&self) -> u64 {
-        let mut cached = self.hourly_from.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, v)) = *cached
+        let cached = *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = cached
             && at.elapsed() < Duration::from_secs(60)
         {
             return v;
         }
+        // Asked without holding the lock: a slow ClickHouse does not queue every query here.
         let found = self.rows(&format!(
             "SELECT count() AS n, max(from_ms) AS f FROM `{}`.weir_rollups WHERE name = 'flows_1h'",
             self.db
@@ -394,7 +395,8 @@ impl ClickHouse {
         match found.as_ref().ok().and_then(|r| r.first()) {
             Some(r) if r.get("n").and_then(Json::as_u64) > Some(0) => {
                 let v = r.get("f").and_then(Json::as_u64).unwrap_or(u64::MAX);
-                *cached = Some((std::time::Instant::now(), v));
+                *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), v));
                 v
             }
             // Not there (yet): asked again next time.
@@ -774,7 +776,8 @@ impl FlowQuery for ClickHouse {
     }
 
     /// Cursors are positions in the order of end time, node, addresses, ports, protocol,
-    /// start time and counters: a page resumes where the last ended while no flow arrives
+    /// start time and then every other field (so rows that differ in any field never swap
+    /// places between pages): a page resumes where the last ended while no flow arrives
     /// late into the range.
     fn select(
         &self,
@@ -784,15 +787,34 @@ impl FlowQuery for ClickHouse {
         limit: usize,
     ) -> Result<Vec<(u64, weir_core::Flow)>, StoreError> {
         let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
+        const FIRST: [&str; 8] = [
+            "TimeFlowEndMs",
+            "Node",
+            "SrcAddr",
+            "DstAddr",
+            "SrcPort",
+            "DstPort",
+            "Proto",
+            "TimeFlowStartMs",
+        ];
+        let order: Vec<String> = FIRST
+            .iter()
+            .copied()
+            .chain(FIELDS.iter().map(|f| f.name).filter(|n| !FIRST.contains(n)))
+            .map(|n| format!("`{n}`"))
+            .collect();
         let rows = self.rows(&format!(
-            "SELECT {} FROM `{}`.flows WHERE {} ORDER BY TimeFlowEndMs, Node, SrcAddr, DstAddr, \
-             SrcPort, DstPort, Proto, TimeFlowStartMs, Bytes, Packets LIMIT {after_seq}, {limit}",
+            "SELECT {} FROM `{}`.flows WHERE {} ORDER BY {} LIMIT {after_seq}, {limit}",
             cols.join(", "),
             self.db,
-            sql::where_clause(filter, range)
+            sql::where_clause(filter, range),
+            order.join(", ")
         ))?;
-        Ok((after_seq.saturating_add(1)..)
-            .zip(self.flows_of(rows)?)
+        Ok(self
+            .flows_of(rows)?
+            .into_iter()
+            .zip(1u64..)
+            .map(|(f, i)| (after_seq.saturating_add(i), f))
             .collect())
     }
 

@@ -128,9 +128,11 @@ pub fn tables(db: &str) -> Vec<String> {
 /// The ingest table and its views: dropped and created again when the columns change (they
 /// hold no data).
 pub fn ingest(db: &str) -> Vec<String> {
-    // The table first: inserts are refused (and retried by agents) rather than reaching
-    // some views and not others. Views into `flows` first, so a row that arrives while they
-    // are made reaches `flows` (the migration then uses `flows_1h` from the next hour).
+    // The table first: while it is gone inserts are refused (and retried by agents) rather
+    // than reaching some views and not others. Views into `flows` first, so a row that
+    // arrives while they are made reaches `flows` (the migration then uses `flows_1h` from
+    // the next hour); an insert in the instant between the new table and its first view
+    // is taken and reaches no table.
     let mut out = vec![
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),

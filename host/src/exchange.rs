@@ -155,10 +155,17 @@ pub fn gather_once(
 ) {
     let now = weir_core::query::now_ms();
     let mut ok = true;
-    for p in reg.of_kind(Kind::Summarizer) {
-        if p.is_disabled() {
-            continue;
-        }
+    let active: Vec<_> = reg
+        .of_kind(Kind::Summarizer)
+        .into_iter()
+        .filter(|p| !p.is_disabled())
+        .collect();
+    // Removed or disabled summarizers leave the status.
+    let names: HashSet<&str> = active.iter().map(|p| p.name()).collect();
+    seen.stamps.retain(|n, _| names.contains(n.as_str()));
+    seen.digests.retain(|n, _| names.contains(n.as_str()));
+    seen.counts.retain(|n, _| names.contains(n.as_str()));
+    for p in &active {
         let w = p.manifest().summarizer;
         let since = match w.window_secs {
             0 => 0,

@@ -1256,9 +1256,15 @@ impl Plugin {
             let mut good = snapshots;
             let all = match self.with_restored(&good, true, true, |_, _| Ok(Ok(()))) {
                 Ok((_, s)) => s,
-                // Only a snapshot the plugin refuses or traps on is some node's fault; busy,
-                // out of time or disabled are this host's, and end the pass.
-                Err(HostError::Plugin { .. } | HostError::Trap { .. }) => {
+                // A snapshot the plugin refuses, traps on, or grows past its memory or output
+                // limits with is some node's fault; busy, out of time or disabled are this
+                // host's, and end the pass.
+                Err(
+                    HostError::Plugin { .. }
+                    | HostError::Trap { .. }
+                    | HostError::Memory { .. }
+                    | HostError::Output { .. },
+                ) => {
                     // Find the snapshots the plugin refuses; merge the rest.
                     let mut kept = Vec::with_capacity(good.len());
                     for (i, s) in good.into_iter().enumerate() {
@@ -1266,9 +1272,12 @@ impl Plugin {
                             .with_restored(std::slice::from_ref(&s), false, true, |_, _| Ok(Ok(())))
                         {
                             Ok(_) => kept.push(s),
-                            Err(e @ (HostError::Plugin { .. } | HostError::Trap { .. })) => {
-                                refused.push((start, i, e))
-                            }
+                            Err(
+                                e @ (HostError::Plugin { .. }
+                                | HostError::Trap { .. }
+                                | HostError::Memory { .. }
+                                | HostError::Output { .. }),
+                            ) => refused.push((start, i, e)),
                             Err(e) => return Err(e),
                         }
                     }
