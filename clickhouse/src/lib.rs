@@ -251,11 +251,8 @@ impl ClickHouse {
         for s in schema::tables(db) {
             self.query(&s)?;
         }
-        let from = self
-            .rows(&format!("SELECT max(version) AS v FROM `{db}`.weir_schema"))?
-            .first()
-            .and_then(|r| r.get("v").and_then(Json::as_u64))
-            .unwrap_or(0) as u32;
+        let from =
+            self.number(&format!("SELECT max(version) AS n FROM `{db}`.weir_schema"))? as u32;
         let have: Vec<String> = self
             .rows(&format!(
                 "SELECT name FROM system.columns WHERE database = {} AND table = 'flows'",
@@ -273,14 +270,7 @@ impl ClickHouse {
                 added.push(name.to_string());
             }
         }
-        let ingest_cols = self
-            .rows(&format!(
-                "SELECT count() AS n FROM system.columns WHERE database = {} AND table = 'flows_ingest'",
-                sql::quote(db)
-            ))?
-            .first()
-            .and_then(|r| r.get("n").and_then(Json::as_u64))
-            .unwrap_or(0);
+        let ingest_cols = self.column_count("flows_ingest")?;
         if ingest_cols as usize != schema::columns(true).len() || !added.is_empty() || !had_hourly {
             for s in schema::ingest(db) {
                 self.query(&s)?;
@@ -318,14 +308,7 @@ impl ClickHouse {
                 sql::quote(&k.topic),
                 sql::quote(&k.group)
             );
-            let cols = self
-                .rows(&format!(
-                    "SELECT count() AS n FROM system.columns WHERE database = {} AND table = 'flows_kafka'",
-                    sql::quote(db)
-                ))?
-                .first()
-                .and_then(|r| r.get("n").and_then(Json::as_u64))
-                .unwrap_or(0);
+            let cols = self.column_count("flows_kafka")?;
             if shown.contains(&engine)
                 && cols as usize == schema::columns(true).len()
                 && self.has_table("flows_kafka_1h_mv")?
@@ -345,12 +328,7 @@ impl ClickHouse {
     /// `flows_1h`. Nothing to record while `flows` is empty (a new schema).
     fn hourly_complete_from_next_hour(&self) -> Result<(), ClickHouseError> {
         let db = &self.db;
-        let any = self
-            .rows(&format!("SELECT count() AS n FROM `{db}`.flows"))?
-            .first()
-            .and_then(|r| r.get("n").and_then(Json::as_u64))
-            .unwrap_or(0)
-            > 0;
+        let any = self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
         let from = if any {
             (weir_core::query::now_ms() / HOUR + 1) * HOUR
         } else {
@@ -365,16 +343,25 @@ impl ClickHouse {
 
     /// Whether weir's database holds a table (or view) of this name.
     fn has_table(&self, name: &str) -> Result<bool, ClickHouseError> {
-        Ok(self
-            .rows(&format!(
-                "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
-                sql::quote(&self.db),
-                sql::quote(name)
-            ))?
-            .first()
-            .and_then(|r| r.get("n").and_then(Json::as_u64))
-            .unwrap_or(0)
-            > 0)
+        Ok(self.number(&format!(
+            "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
+            sql::quote(&self.db),
+            sql::quote(name)
+        ))? > 0)
+    }
+
+    /// How many columns a table of weir's database has (0: no such table).
+    fn column_count(&self, table: &str) -> Result<u64, ClickHouseError> {
+        self.number(&format!(
+            "SELECT count() AS n FROM system.columns WHERE database = {} AND table = {}",
+            sql::quote(&self.db),
+            sql::quote(table)
+        ))
+    }
+
+    /// The `n` of a query answering one row (0 when it answers none).
+    fn number(&self, sql: &str) -> Result<u64, ClickHouseError> {
+        Ok(u64_of(self.rows(sql)?.first().and_then(|r| r.get("n"))))
     }
 
     /// The first hour from which `flows_1h` holds every flow (`u64::MAX`: not usable, as
@@ -570,11 +557,7 @@ impl FlowQuery for ClickHouse {
     fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
         let w = sql::where_clause(&req.filter, &req.range);
         let db = &self.db;
-        let total = u64_of(
-            self.rows(&format!("SELECT count() AS n FROM `{db}`.flows WHERE {w}"))?
-                .first()
-                .and_then(|r| r.get("n")),
-        );
+        let total = self.number(&format!("SELECT count() AS n FROM `{db}`.flows WHERE {w}"))?;
         let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
         let (order, cut, op) = if req.sort.descending {
             ("DESC", "min", ">=")

@@ -108,9 +108,7 @@ impl Windows {
             return;
         };
         w.snapshot = Some(snapshot);
-        while self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES {
-            self.windows.pop_front();
-        }
+        self.trim_bytes();
         self.dirty = true;
     }
 
@@ -125,9 +123,7 @@ impl Windows {
         if let Some(w) = self.windows.back_mut() {
             w.snapshot = Some(snapshot);
         }
-        while self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES {
-            self.windows.pop_front();
-        }
+        self.trim_bytes();
         self.dirty = true;
     }
 
@@ -183,12 +179,19 @@ impl Windows {
                 snapshot: None,
             });
         }
-        while self.windows.len() > self.cfg.windows.max(1) as usize
-            || (self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES)
-        {
+        while self.windows.len() > self.cfg.windows.max(1) as usize {
             self.windows.pop_front();
         }
+        self.trim_bytes();
         self.dirty = true;
+    }
+
+    /// Drops the oldest windows while all of them hold more than [`MAX_SUMMARY_BYTES`]
+    /// (the current one is always kept).
+    fn trim_bytes(&mut self) {
+        while self.windows.len() > 1 && self.bytes() > MAX_SUMMARY_BYTES {
+            self.windows.pop_front();
+        }
     }
 
     fn bytes(&self) -> usize {
