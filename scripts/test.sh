@@ -20,7 +20,7 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo test --release --locked --workspace --lib --bins --tests
 # The policy engine's evaluation, the what-changed correlation and the OVS decoder's JSON
 # writer and scans, natively (the same code the sandbox runs).
-cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine -p what-changed -p event-drops -p trace-flows -p ovs-decoder -p sampling-controller -p clickhouse-export
+cargo test --release --locked --manifest-path plugins/Cargo.toml -p policy-engine -p what-changed -p event-drops -p trace-flows -p ovs-decoder -p sampling-controller -p clickhouse-export -p edge-summary
 # The API attacked from its own OpenAPI description by Schemathesis, against a live agent.
 bash scripts/api-fuzz.sh "${WEIR_API_FUZZ_EXAMPLES:-30}"
 # Every fuzz target for a few seconds over its seeds and past findings (a smoke run; longer

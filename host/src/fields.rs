@@ -34,13 +34,16 @@ pub fn column_of<'a>(flows: impl ExactSizeIterator<Item = &'a Flow>, field: &Fie
         Reader::Text(read) => {
             let mut index = Vec::with_capacity(n);
             let mut values: Vec<String> = Vec::new();
-            let mut ids: HashMap<&str, u32> = HashMap::new();
-            // Flows of a batch mostly repeat the previous value: compare before hashing.
+            // Keys are the batch's own texts, for one call: a fast hasher, not a keyed one.
+            let mut ids: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+            // Flows of a batch mostly repeat the previous value: compare before hashing (the
+            // lengths first: most texts differ in length or are empty, and then no bytes are
+            // compared).
             let mut last: Option<(&str, u32)> = None;
             for f in flows {
                 let v = read(f);
                 let id = match last {
-                    Some((l, id)) if l == v => id,
+                    Some((l, id)) if l.len() == v.len() && (v.is_empty() || l == v) => id,
                     _ => {
                         let id = *ids.entry(v).or_insert_with(|| {
                             values.push(v.to_string());

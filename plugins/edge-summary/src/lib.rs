@@ -66,10 +66,45 @@ type Set<K> = HashSet<K, std::hash::BuildHasherDefault<Fast>>;
 
 thread_local! {
     static STATE: RefCell<Option<Summary>> = const { RefCell::new(None) };
+    /// The per-batch maps, emptied after each batch but kept allocated (a batch's maps hold
+    /// thousands of keys; growing them anew for every batch cost more than filling them).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 fn with<R>(f: impl FnOnce(&mut Summary) -> R) -> R {
     STATE.with_borrow_mut(|s| f(s.get_or_insert_with(Summary::new)))
+}
+
+/// One batch's totals and distinct items, by integer keys.
+#[derive(Default)]
+struct Scratch {
+    talkers: Map<u128, Sums>,
+    /// Conversation (lower address first) to its sums and the directions seen: bit 0 lower
+    /// to higher, bit 1 higher to lower (so the source-to-peer pairs need no set of their own).
+    convs: Map<(u128, u128), (Sums, u8)>,
+    ports: Map<(u8, u16), Sums>,
+    workloads: Map<(u32, u32), Sums>,
+    dns: Map<u32, Sums>,
+    dsts: Set<u128>,
+    /// (destination, protocol, port)
+    dst_ports: Set<(u128, u8, u16)>,
+    /// (source, peer) and (destination, port item), sorted to group them by key.
+    by_src: Vec<(u128, [u8; 16])>,
+    by_dst: Vec<(u128, [u8; 3])>,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.talkers.clear();
+        self.convs.clear();
+        self.ports.clear();
+        self.workloads.clear();
+        self.dns.clear();
+        self.dsts.clear();
+        self.dst_ports.clear();
+        self.by_src.clear();
+        self.by_dst.clear();
+    }
 }
 
 /// Totals of one key within a batch.
@@ -104,6 +139,13 @@ fn numbers(batch: &Batch, name: &str) -> Option<Vec<u64>> {
 }
 
 fn update(s: &mut Summary, raw: &FlowBatch) {
+    SCRATCH.with_borrow_mut(|scratch| {
+        update_with(s, raw, scratch);
+        scratch.clear();
+    })
+}
+
+fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
     let batch = Batch::new(raw);
     let n = batch.len();
     if n == 0 {
@@ -124,15 +166,17 @@ fn update(s: &mut Summary, raw: &FlowBatch) {
     // Aggregated within the batch first: each distinct key costs one sketch update, and no
     // string is made per flow.
     let key = |a: &IpAddr| (u128::from(a.hi) << 64) | u128::from(a.lo);
-    let mut talkers: Map<u128, Sums> = Map::default();
-    let mut convs: Map<(u128, u128), Sums> = Map::default();
-    let mut ports: Map<(u8, u16), Sums> = Map::default();
-    let mut workloads: Map<(u32, u32), Sums> = Map::default();
-    let mut dns: Map<u32, Sums> = Map::default();
-    let mut dsts: Set<u128> = Set::default();
-    let mut pairs: Set<(u128, u128)> = Set::default();
-    // (destination, protocol, port)
-    let mut dst_ports: Set<(u128, u8, u16)> = Set::default();
+    let Scratch {
+        talkers,
+        convs,
+        ports,
+        workloads,
+        dns,
+        dsts,
+        dst_ports,
+        by_src,
+        by_dst,
+    } = scratch;
     // Per-group values (interface, source workload), gathered per group, added once per
     // group's sketch: (group, flow sizes, RTTs).
     let mut slots: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
@@ -144,9 +188,10 @@ fn update(s: &mut Summary, raw: &FlowBatch) {
         let (b, p) = (bytes[i] * scale, packets[i] * scale);
         let (a, z) = (key(&src[i]), key(&dst[i]));
         talkers.entry(a).or_default().add(b, p);
-        convs.entry((a.min(z), a.max(z))).or_default().add(b, p);
+        let conv = convs.entry((a.min(z), a.max(z))).or_default();
+        conv.0.add(b, p);
+        conv.1 |= if a <= z { 1 } else { 2 };
         dsts.insert(z);
-        pairs.insert((a, z));
         if matches!(proto[i], 6 | 17 | 132) {
             ports.entry((proto[i], dport[i])).or_default().add(b, p);
             dst_ports.insert((z, proto[i], dport[i]));
@@ -217,81 +262,77 @@ fn update(s: &mut Summary, raw: &FlowBatch) {
         }
     }
 
-    // Every address of the batch as text, once.
-    let text: Map<u128, String> = talkers
-        .keys()
-        .chain(dsts.iter())
-        .map(|&k| {
-            (
-                k,
-                weir_plugin_sdk::ip((k >> 64) as u64, k as u64).to_string(),
-            )
-        })
-        .collect();
-    let name_of = |k: u128| text.get(&k).map(String::as_str).unwrap_or("");
-    let mut put = |d: usize, item: &str, sums: Sums| {
-        for (m, v) in [sums.bytes, sums.packets, sums.flows]
-            .into_iter()
-            .enumerate()
-        {
-            if v > 0 {
-                s.top[d][m].update_with_count_ref(item, v);
+    // Each dimension's sketches (one per metric) take the batch's sums, items as integers.
+    for (d, row) in s.top.iter_mut().enumerate() {
+        for (m, top) in row.iter_mut().enumerate() {
+            let pick = |sums: &Sums| [sums.bytes, sums.packets, sums.flows][m];
+            match (d, top) {
+                (0, Top::Talkers(t)) => {
+                    for (k, sums) in talkers.iter() {
+                        t.update_with_count(Addr(*k), pick(sums));
+                    }
+                }
+                (1, Top::Conversations(t)) => {
+                    for ((a, z), (sums, _)) in convs.iter() {
+                        t.update_with_count(Conv(*a, *z), pick(sums));
+                    }
+                }
+                (2, Top::Ports(t)) => {
+                    for ((p, port), sums) in ports.iter() {
+                        t.update_with_count(Port(*p, *port), pick(sums));
+                    }
+                }
+                (3, Top::Texts(t)) => {
+                    for ((ni, oi), sums) in workloads.iter() {
+                        let o = text_at(&owner, *oi);
+                        if !o.is_empty() {
+                            t.update_with_count(format!("{}/{o}", text_at(&ns, *ni)), pick(sums));
+                        }
+                    }
+                }
+                (4, Top::Texts(t)) => {
+                    for (di, sums) in dns.iter() {
+                        let name = text_at(&dns_name, *di);
+                        if !name.is_empty() {
+                            t.update_with_count_ref(name, pick(sums));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-    };
-    for (k, sums) in talkers {
-        add_distinct(&mut s.distinct[0], &k.to_be_bytes());
-        put(0, name_of(k), sums);
     }
-    for ((a, z), sums) in convs {
+    for k in talkers.keys() {
+        add_distinct(&mut s.distinct[0], &k.to_be_bytes());
+    }
+    for (a, z) in convs.keys() {
         let mut pair = [0u8; 32];
         pair[..16].copy_from_slice(&a.to_be_bytes());
         pair[16..].copy_from_slice(&z.to_be_bytes());
         add_distinct(&mut s.distinct[2], &pair);
-        put(1, &format!("{} <-> {}", name_of(a), name_of(z)), sums);
     }
-    for ((p, port), sums) in ports {
-        add_distinct(&mut s.distinct[3], &port_item(p, port));
-        put(
-            2,
-            &format!("{}/{port}", weir_plugin_sdk::proto_name(p)),
-            sums,
-        );
+    for (p, port) in ports.keys() {
+        add_distinct(&mut s.distinct[3], &port_item(*p, *port));
     }
-    for ((ni, oi), sums) in workloads {
-        let o = text_at(&owner, oi);
-        if !o.is_empty() {
-            put(3, &format!("{}/{o}", text_at(&ns, ni)), sums);
-        }
-    }
-    for (di, sums) in dns {
-        let name = text_at(&dns_name, di);
-        if !name.is_empty() {
-            put(4, name, sums);
-        }
-    }
-    for &z in &dsts {
+    for z in dsts.iter() {
         add_distinct(&mut s.distinct[1], &z.to_be_bytes());
     }
     // Spread: distinct peers per source, distinct ports per destination.
-    let mut by_src: Map<u128, Vec<[u8; 16]>> = Map::default();
-    for (a, z) in pairs {
-        by_src.entry(a).or_default().push(z.to_be_bytes());
+    for (&(lo, hi), &(_, seen)) in convs.iter() {
+        if seen & 1 != 0 {
+            by_src.push((lo, hi.to_be_bytes()));
+        }
+        if seen & 2 != 0 {
+            by_src.push((hi, lo.to_be_bytes()));
+        }
     }
-    let groups = by_src
-        .into_iter()
-        .map(|(a, zs)| (name_of(a).to_string(), zs))
-        .collect();
-    s.peers_floor = spread(&mut s.peers, s.peers_floor, groups);
-    let mut by_dst: Map<u128, Vec<[u8; 3]>> = Map::default();
-    for (z, p, port) in dst_ports {
-        by_dst.entry(z).or_default().push(port_item(p, port));
-    }
-    let groups = by_dst
-        .into_iter()
-        .map(|(z, ps)| (name_of(z).to_string(), ps))
-        .collect();
-    s.ports_floor = spread(&mut s.ports, s.ports_floor, groups);
+    s.peers_floor = spread(&mut s.peers, s.peers_floor, by_src);
+    by_dst.extend(
+        dst_ports
+            .iter()
+            .map(|&(z, p, port)| (z, port_item(p, port))),
+    );
+    s.ports_floor = spread(&mut s.ports, s.ports_floor, by_dst);
 }
 
 /// A port as a distinct-count item: the protocol number and the port (big-endian).
@@ -404,9 +445,8 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
                 }
             }
             for (d, dim) in DIMENSIONS.iter().enumerate() {
-                let top = ranked(&s.top[d][0]);
-                if let Some(r) = top.first() {
-                    rows.push(vec![format!("top {dim} by bytes"), r.item().clone()]);
+                if let Some(r) = s.top[d][0].ranked().into_iter().next() {
+                    rows.push(vec![format!("top {dim} by bytes"), r.item]);
                 }
             }
             Ok(table(&["Measure", "Value"], rows))
@@ -415,17 +455,18 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
             let d = one_of(&words, 1, "dimension", &DIMENSIONS)?;
             let m = one_of(&words, 2, "metric", &METRICS)?;
             let n = count_of(&words, 3, 10)?;
-            let rows = ranked(&s.top[d][m])
+            let rows = s.top[d][m]
+                .ranked()
                 .into_iter()
                 .take(n)
                 .enumerate()
                 .map(|(i, r)| {
                     vec![
                         (i + 1).to_string(),
-                        r.item().clone(),
-                        r.estimate().to_string(),
-                        r.lower_bound().to_string(),
-                        r.upper_bound().to_string(),
+                        r.item,
+                        r.estimate.to_string(),
+                        r.lower.to_string(),
+                        r.upper.to_string(),
                     ]
                 })
                 .collect();
@@ -454,7 +495,7 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
             let kind = one_of(&words, 1, "spread", &["peers", "ports"])?;
             let n = count_of(&words, 2, 10)?;
             let map = if kind == 0 { &s.peers } else { &s.ports };
-            let mut all: Vec<(&String, f64)> = map.iter().map(|(k, c)| (k, c.estimate())).collect();
+            let mut all: Vec<(&Addr, f64)> = map.iter().map(|(k, c)| (k, c.estimate())).collect();
             all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
             let rows = all
                 .into_iter()
@@ -462,7 +503,7 @@ fn query(s: &Summary, request: &str) -> Result<View, PluginError> {
                 .map(|(k, e)| {
                     let c = &map[k];
                     vec![
-                        k.clone(),
+                        k.to_string(),
                         round(e),
                         round(c.lower_bound(NumStdDev::Two)),
                         round(c.upper_bound(NumStdDev::Two)),

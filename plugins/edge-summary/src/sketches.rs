@@ -8,7 +8,9 @@
 //! `kll_doubles_sketch` `.deserialize()` read.
 //!
 //! Frequent items are strings (an address as text, `a <-> b`, `tcp/443`, `ns/owner`, a DNS
-//! name). Distinct-count items are bytes: an address is its 16 bytes (IPv4 as IPv4-mapped
+//! name). Inside the plugin, talkers, conversations and ports are kept as integers ([`Addr`],
+//! [`Conv`], [`Port`]) that are written as exactly those strings and read back from them: the
+//! image is a frequent-strings image, and no string is made or compared per update. Distinct-count items are bytes: an address is its 16 bytes (IPv4 as IPv4-mapped
 //! IPv6), a conversation the two addresses (lower first), a port the protocol number and the
 //! port (big-endian): a sketch another library updates with the same bytes unions with these.
 //!
@@ -16,11 +18,14 @@
 //! `spread/peers/ADDRESS` and `spread/ports/ADDRESS` (CPC per key), `quantile/METRIC` and
 //! `quantile/METRIC/GROUP` (KLL; GROUP is `if=NAME` or `wl=NAMESPACE/OWNER`).
 
+use datasketches::codec::{SketchBytes, SketchSlice};
 use datasketches::cpc::{CpcSketch, CpcUnion};
-use datasketches::frequencies::{ErrorType, FrequentItemsSketch, Row};
+use datasketches::error::{Error, ErrorKind};
+use datasketches::frequencies::{ErrorType, FrequentItemValue, FrequentItemsSketch};
 use datasketches::hash::value::raw_bytes;
 use datasketches::kll::{KllFloat, KllSketch};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// Frequent-items map size: an item's count is off by at most 3.5/1024 of the total weight.
 pub const TOP_MAP: usize = 1024;
@@ -49,14 +54,230 @@ const KLL: u8 = 3;
 
 pub type Kll = KllSketch<KllFloat<f64>>;
 
+/// An address (IPv4 as IPv4-mapped IPv6) as a frequent item, written as its text.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Addr(pub u128);
+
+/// A conversation (the lower address first) as a frequent item, written `a <-> b`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Conv(pub u128, pub u128);
+
+/// Folds 128-bit halves into one word for the sketch's hash (MurmurHash3 of 8 bytes instead
+/// of 16 or 32 per update). Two items folding alike only share a probe sequence: the map
+/// still compares the items themselves.
+fn fold(x: u128) -> u64 {
+    ((x >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ x as u64
+}
+
+impl std::hash::Hash for Addr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(fold(self.0));
+    }
+}
+
+impl std::hash::Hash for Conv {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(fold(self.0).rotate_left(29) ^ fold(self.1));
+    }
+}
+
+/// A protocol and destination port as a frequent item, written `tcp/443`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Port(pub u8, pub u16);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = weir_plugin_sdk::ip((self.0 >> 64) as u64, self.0 as u64);
+        fmt::Display::fmt(&ip, f)
+    }
+}
+
+impl fmt::Display for Conv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} <-> {}", Addr(self.0), Addr(self.1))
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", weir_plugin_sdk::proto_name(self.0), self.1)
+    }
+}
+
+/// An item read back from its text. Only the exact text the item writes is taken (so items
+/// and strings correspond one to one, as a string sketch's items do).
+pub trait TextItem: fmt::Display + Sized {
+    /// What the text should be, for the error.
+    const WHAT: &'static str;
+    fn read(text: &str) -> Option<Self>;
+    fn parse(text: &str) -> Option<Self> {
+        Self::read(text).filter(|v| v.to_string() == text)
+    }
+}
+
+impl TextItem for Addr {
+    const WHAT: &'static str = "an address";
+    fn read(text: &str) -> Option<Addr> {
+        let v6 = match text.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+            std::net::IpAddr::V6(a) => a,
+        };
+        Some(Addr(u128::from(v6)))
+    }
+}
+
+impl TextItem for Conv {
+    const WHAT: &'static str = "a conversation ('a <-> b', the lower address first)";
+    fn read(text: &str) -> Option<Conv> {
+        let (a, b) = text.split_once(" <-> ")?;
+        let (a, b) = (Addr::parse(a)?, Addr::parse(b)?);
+        (a <= b).then_some(Conv(a.0, b.0))
+    }
+}
+
+impl TextItem for Port {
+    const WHAT: &'static str = "a port ('tcp/443')";
+    fn read(text: &str) -> Option<Port> {
+        let (proto, port) = text.split_once('/')?;
+        let p = match proto {
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            other => other.strip_prefix("ip")?.parse().ok()?,
+        };
+        Some(Port(p, port.parse().ok()?))
+    }
+}
+
+macro_rules! text_item {
+    ($t:ty) => {
+        impl FrequentItemValue for $t {
+            fn serialize_size(item: &Self) -> usize {
+                4 + item.to_string().len()
+            }
+            fn serialize_value(&self, bytes: &mut SketchBytes) {
+                self.to_string().serialize_value(bytes)
+            }
+            fn deserialize_value(cursor: &mut SketchSlice<'_>) -> Result<Self, Error> {
+                let text = String::deserialize_value(cursor)?;
+                <$t as TextItem>::parse(&text).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidData,
+                        format!("item '{text}' is not {}", <$t as TextItem>::WHAT),
+                    )
+                })
+            }
+        }
+    };
+}
+text_item!(Addr);
+text_item!(Conv);
+text_item!(Port);
+
+/// One dimension's frequent-items sketch, its items typed by dimension.
+#[derive(Clone)]
+pub enum Top {
+    Talkers(FrequentItemsSketch<Addr>),
+    Conversations(FrequentItemsSketch<Conv>),
+    Ports(FrequentItemsSketch<Port>),
+    /// Workloads and DNS names: few distinct per batch, kept as strings.
+    Texts(FrequentItemsSketch<String>),
+}
+
+macro_rules! each {
+    ($top:expr, $s:ident => $e:expr) => {
+        match $top {
+            Top::Talkers($s) => $e,
+            Top::Conversations($s) => $e,
+            Top::Ports($s) => $e,
+            Top::Texts($s) => $e,
+        }
+    };
+}
+
+/// A ranked row of a frequent-items sketch, its item as text.
+pub struct Ranked {
+    pub item: String,
+    pub estimate: u64,
+    pub lower: u64,
+    pub upper: u64,
+}
+
+impl Top {
+    /// The empty sketch of dimension `d` (an index of [`DIMENSIONS`]).
+    pub fn new(d: usize) -> Top {
+        match d {
+            0 => Top::Talkers(frequent()),
+            1 => Top::Conversations(frequent()),
+            2 => Top::Ports(frequent()),
+            _ => Top::Texts(frequent()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        each!(self, s => s.is_empty())
+    }
+
+    pub fn total_weight(&self) -> u64 {
+        each!(self, s => s.total_weight())
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        each!(self, s => s.serialize())
+    }
+
+    /// Reads an image as dimension `d`'s sketch.
+    pub fn deserialize(d: usize, image: &[u8]) -> Result<Top, Error> {
+        Ok(match Top::new(d) {
+            Top::Talkers(_) => Top::Talkers(FrequentItemsSketch::deserialize(image)?),
+            Top::Conversations(_) => Top::Conversations(FrequentItemsSketch::deserialize(image)?),
+            Top::Ports(_) => Top::Ports(FrequentItemsSketch::deserialize(image)?),
+            Top::Texts(_) => Top::Texts(FrequentItemsSketch::deserialize(image)?),
+        })
+    }
+
+    /// Merges a sketch of the same dimension in (one of another dimension is not merged).
+    pub fn merge(&mut self, other: &Top) {
+        match (self, other) {
+            (Top::Talkers(a), Top::Talkers(b)) => a.merge(b),
+            (Top::Conversations(a), Top::Conversations(b)) => a.merge(b),
+            (Top::Ports(a), Top::Ports(b)) => a.merge(b),
+            (Top::Texts(a), Top::Texts(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
+    /// The rows that have no false negatives, largest estimate first and equal estimates in
+    /// item (text) order (the sketch's own order among ties follows its hash table, so a 10th
+    /// row could otherwise differ between two readers of one snapshot).
+    pub fn ranked(&self) -> Vec<Ranked> {
+        let mut rows: Vec<Ranked> = each!(self, s => s
+            .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
+            .into_iter()
+            .map(|r| Ranked {
+                item: r.item().to_string(),
+                estimate: r.estimate(),
+                lower: r.lower_bound(),
+                upper: r.upper_bound(),
+            })
+            .collect());
+        rows.sort_by(|a, b| {
+            b.estimate
+                .cmp(&a.estimate)
+                .then_with(|| a.item.cmp(&b.item))
+        });
+        rows
+    }
+}
+
 /// Every sketch of one summary.
 pub struct Summary {
     /// `[dimension][metric]`.
-    pub top: Vec<Vec<FrequentItemsSketch<String>>>,
+    pub top: Vec<Vec<Top>>,
     pub distinct: Vec<CpcSketch>,
     /// Distinct peers per source address, distinct destination ports per destination.
-    pub peers: BTreeMap<String, CpcSketch>,
-    pub ports: BTreeMap<String, CpcSketch>,
+    pub peers: BTreeMap<Addr, CpcSketch>,
+    pub ports: BTreeMap<Addr, CpcSketch>,
     pub quantiles: Vec<Kll>,
     /// `quantile/METRIC/GROUP` name to sketch, for the grouped metrics.
     pub grouped: BTreeMap<String, Kll>,
@@ -70,7 +291,7 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct BadSnapshot(pub String);
 
-fn frequent() -> FrequentItemsSketch<String> {
+fn frequent<T: std::hash::Hash + Eq>() -> FrequentItemsSketch<T> {
     FrequentItemsSketch::new(TOP_MAP).expect("a power of two map size")
 }
 
@@ -97,9 +318,8 @@ pub fn add_distinct(sketch: &mut CpcSketch, item: &[u8]) {
 impl Summary {
     pub fn new() -> Summary {
         Summary {
-            top: DIMENSIONS
-                .iter()
-                .map(|_| METRICS.iter().map(|_| frequent()).collect())
+            top: (0..DIMENSIONS.len())
+                .map(|d| METRICS.iter().map(|_| Top::new(d)).collect())
                 .collect(),
             distinct: DISTINCT.iter().map(|_| cpc(CPC_LG_K)).collect(),
             peers: BTreeMap::new(),
@@ -171,9 +391,9 @@ impl Summary {
     pub fn merge(&mut self, bytes: &[u8]) -> Result<(), BadSnapshot> {
         let parts = parse(bytes)?;
         enum Read {
-            Top(usize, usize, FrequentItemsSketch<String>),
+            Top(usize, usize, Top),
             Distinct(usize, CpcSketch),
-            Spread(bool, String, CpcSketch),
+            Spread(bool, Addr, CpcSketch),
             Quantile(usize, Kll),
             Grouped(String, Kll),
         }
@@ -188,9 +408,7 @@ impl Summary {
                 (FREQUENT, Some("top"), Some(dim), Some(metric)) => {
                     let d = pos(&DIMENSIONS, dim).ok_or_else(|| at(&"unknown dimension"))?;
                     let m = pos(&METRICS, metric).ok_or_else(|| at(&"unknown metric"))?;
-                    let s =
-                        FrequentItemsSketch::<String>::deserialize(image).map_err(|e| at(&e))?;
-                    Read::Top(d, m, s)
+                    Read::Top(d, m, Top::deserialize(d, image).map_err(|e| at(&e))?)
                 }
                 (CPC, Some("distinct"), Some(what), None) => {
                     let i = pos(&DISTINCT, what).ok_or_else(|| at(&"unknown cardinality"))?;
@@ -198,7 +416,7 @@ impl Summary {
                 }
                 (CPC, Some("spread"), Some(kind @ ("peers" | "ports")), Some(key)) => Read::Spread(
                     kind == "peers",
-                    key.to_string(),
+                    Addr::parse(key).ok_or_else(|| at(&"the key is not an address"))?,
                     CpcSketch::deserialize(image).map_err(|e| at(&e))?,
                 ),
                 (KLL, Some("quantile"), Some(metric), group) => {
@@ -282,34 +500,24 @@ pub fn union_into(mine: &mut CpcSketch, other: &CpcSketch, lg_k: u8) {
     }
 }
 
-/// A frequent-items sketch's rows that have no false negatives, largest estimate first and
-/// equal estimates in item order (the sketch's own order among ties follows its hash table,
-/// so a 10th row could otherwise differ between two readers of one snapshot).
-pub fn ranked(sk: &FrequentItemsSketch<String>) -> Vec<Row<String>> {
-    let mut items = sk.frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0);
-    items.sort_by(|a, b| {
-        b.estimate()
-            .cmp(&a.estimate())
-            .then_with(|| a.item().cmp(b.item()))
-    });
-    items
-}
-
 /// Adds one batch's distinct items per key to a spread map: keys already kept take theirs;
 /// a new key enters while the map has room, or with more items than `floor` (the smallest
-/// estimate kept at the last trim). Returns the new floor.
-pub fn spread<T: AsRef<[u8]>>(
-    map: &mut BTreeMap<String, CpcSketch>,
+/// estimate kept at the last trim). `items` are (key, item) pairs, distinct, in any order
+/// (they are sorted here to group them by key). Returns the new floor.
+pub fn spread<T: AsRef<[u8]> + Copy>(
+    map: &mut BTreeMap<Addr, CpcSketch>,
     floor: f64,
-    groups: Vec<(String, Vec<T>)>,
+    items: &mut [(u128, T)],
 ) -> f64 {
-    for (key, items) in groups {
-        let room = map.len() < SPREAD_KEYS || items.len() as f64 > floor;
+    items.sort_unstable_by_key(|(k, _)| *k);
+    for group in items.chunk_by(|x, y| x.0 == y.0) {
+        let key = Addr(group[0].0);
+        let room = map.len() < SPREAD_KEYS || group.len() as f64 > floor;
         if !room && !map.contains_key(&key) {
             continue;
         }
         let sk = map.entry(key).or_insert_with(|| cpc(SPREAD_LG_K));
-        for it in &items {
+        for (_, it) in group {
             add_distinct(sk, it.as_ref());
         }
     }
@@ -318,11 +526,11 @@ pub fn spread<T: AsRef<[u8]>>(
 
 /// Keeps a spread map within [`SPREAD_KEYS`]: the keys with the largest estimates stay.
 /// Returns the smallest estimate kept when it trimmed.
-pub fn bound(map: &mut BTreeMap<String, CpcSketch>) -> Option<f64> {
+pub fn bound(map: &mut BTreeMap<Addr, CpcSketch>) -> Option<f64> {
     if map.len() <= SPREAD_KEYS {
         return None;
     }
-    let mut est: Vec<(f64, String)> = map.iter().map(|(k, c)| (c.estimate(), k.clone())).collect();
+    let mut est: Vec<(f64, Addr)> = map.iter().map(|(k, c)| (c.estimate(), *k)).collect();
     est.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     for (_, k) in est.drain(SPREAD_KEYS..) {
         map.remove(&k);
@@ -375,4 +583,100 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Part<'_>>, BadSnapshot> {
         return Err(bad(at, "bytes after the last sketch"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> u128 {
+        match Addr::parse(s) {
+            Some(a) => a.0,
+            None => panic!("{s} is an address"),
+        }
+    }
+
+    #[test]
+    fn items_are_written_and_read_as_their_strings() {
+        let (a, b) = (v4("10.0.0.1"), v4("2001:db8::7"));
+        assert_eq!(Addr(a).to_string(), "10.0.0.1");
+        assert_eq!(Conv(a, b).to_string(), "10.0.0.1 <-> 2001:db8::7");
+        assert_eq!(Port(6, 443).to_string(), "tcp/443");
+        assert_eq!(Port(47, 0).to_string(), "ip47/0");
+        for text in ["10.0.0.1", "2001:db8::7", "::1"] {
+            assert_eq!(
+                Addr::parse(text).map(|a| a.to_string()).as_deref(),
+                Some(text)
+            );
+        }
+        assert_eq!(Conv::parse("10.0.0.1 <-> 2001:db8::7"), Some(Conv(a, b)));
+        for (text, port) in [
+            ("udp/53", Port(17, 53)),
+            ("sctp/9", Port(132, 9)),
+            ("ip47/0", Port(47, 0)),
+        ] {
+            assert_eq!(Port::parse(text), Some(port));
+        }
+        // Only the exact text an item writes is read (items and strings one to one).
+        for bad in ["010.0.0.1", "::ffff:10.0.0.1", "2001:DB8::7", "x"] {
+            assert_eq!(Addr::parse(bad), None, "{bad}");
+        }
+        for bad in [
+            "2001:db8::7 <-> 10.0.0.1",
+            "10.0.0.1<->10.0.0.2",
+            "10.0.0.1 <-> ",
+        ] {
+            assert_eq!(Conv::parse(bad), None, "{bad}");
+        }
+        for bad in ["tcp/0443", "ip6/1", "tcp/70000", "TCP/1", "tcp"] {
+            assert_eq!(Port::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_summary_survives_its_snapshot_and_refuses_foreign_items() {
+        let mut s = Summary::new();
+        let (a, b) = (v4("10.0.0.1"), v4("10.0.0.2"));
+        if let Top::Conversations(t) = &mut s.top[1][0] {
+            t.update_with_count(Conv(a, b), 500);
+        }
+        if let Top::Talkers(t) = &mut s.top[0][0] {
+            t.update_with_count(Addr(a), 500);
+        }
+        let mut cpc = cpc(SPREAD_LG_K);
+        add_distinct(&mut cpc, &b.to_be_bytes());
+        s.peers.insert(Addr(a), cpc);
+        let snap = s.snapshot();
+        let mut back = Summary::new();
+        back.merge(&snap).expect("merge");
+        assert_eq!(back.snapshot(), snap, "the same bytes after a round trip");
+        let top = back.top[1][0].ranked();
+        assert_eq!(
+            (top[0].item.as_str(), top[0].estimate),
+            ("10.0.0.1 <-> 10.0.0.2", 500)
+        );
+        assert_eq!(back.peers.len(), 1);
+
+        // A frequent-strings image whose item is not a conversation is refused, naming it.
+        let mut foreign = FrequentItemsSketch::<String>::new(TOP_MAP).expect("sketch");
+        foreign.update_with_count("x-y".to_string(), 3);
+        let image = foreign.serialize();
+        let name = "top/conversations/bytes";
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.push(FREQUENT);
+        bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&(image.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&image);
+        let err = back.merge(&bytes).expect_err("refused");
+        assert!(
+            err.0.contains("'top/conversations/bytes'")
+                && err.0.contains("item 'x-y' is not a conversation"),
+            "{}",
+            err.0
+        );
+        assert_eq!(back.snapshot(), snap, "nothing merged");
+    }
 }
