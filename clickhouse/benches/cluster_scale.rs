@@ -216,6 +216,41 @@ fn main() {
         Metric::Bytes,
     );
 
+    // Time series of bytes per node over the day, each twice as above: hourly buckets on
+    // whole hours (from flows_1h), five-minute buckets from an origin off the minute (whole
+    // minutes from flows_1m, the minutes a boundary cuts from the flows).
+    let mut series = |name: &str, origin_ms: u64, step_ms: u64| {
+        let g = parse_group_by("Node").expect("group_by");
+        let b = Some(weir_core::store::Buckets { origin_ms, step_ms });
+        let range = TimeRange {
+            from_ms: origin_ms,
+            to_ms: day.to_ms,
+        };
+        let (ms, got) = time(|| {
+            ch.aggregate(&weir_core::query::Expr::All, &range, &g, b)
+                .expect("series")
+        });
+        let every = parse("Bytes>=0").expect("filter");
+        let (flows_ms, alone) = time(|| ch.aggregate(&every, &range, &g, b).expect("series"));
+        assert_eq!(got, alone, "{name}: the rollups answer as the flows");
+        rows_out.push((format!("{name} ({} points)", got.len()), ms, ""));
+        rows_out.push((
+            format!("{name}, from the flows table alone (before)"),
+            flows_ms,
+            "",
+        ));
+    };
+    series(
+        "time series over the day: bytes per node, hourly",
+        DAY0,
+        3_600_000,
+    );
+    series(
+        "time series over the day: bytes per node, every 5 minutes from an origin off the minute",
+        DAY0 + 17_345,
+        300_000,
+    );
+
     println!(
         "### Cluster queries over {total} flows (ClickHouse {}, 2 cores)\n",
         version.trim()

@@ -1,18 +1,21 @@
 //! weir's ClickHouse adapter: the cluster tier. Agents write their flows into one ClickHouse
 //! (the bundled `clickhouse-export` plugin, RowBinary through an HTTP sink into
 //! `flows_ingest`); `weir server --clickhouse URL` answers the same flow API over all of
-//! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL (top-N
-//! and totals over whole hours from the hourly sums, `flows_1h`, where the filter and
-//! group-by allow), and its summary-exchange port ([`summaries`]).
+//! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL (top-N,
+//! totals and time series over whole hours and minutes from the rollups, `flows_1h` and
+//! `flows_1m`, where the filter and group-by allow: [`rollups`]), and its summary-exchange
+//! port ([`summaries`]).
 //!
 //! Over ClickHouse's HTTP interface only (no native protocol, no client library); the schema
 //! is weir's own ([`schema`]), created and migrated by [`ClickHouse::migrate`].
 
 pub mod local;
+pub mod rollups;
 pub mod schema;
 pub mod sql;
 pub mod summaries;
 
+use rollups::{HOUR, MINUTE};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -57,8 +60,8 @@ pub struct ClickHouse {
     shown: String,
     db: String,
     agent: ureq::Agent,
-    /// [`ClickHouse::hourly_from`] and when it was read.
-    hourly_from: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// [`ClickHouse::marks`] and when they were read.
+    marks: std::sync::Mutex<Option<(std::time::Instant, rollups::Marks)>>,
 }
 
 /// What [`ClickHouse::migrate`] did.
@@ -108,7 +111,7 @@ impl ClickHouse {
                 .timeout_global(Some(Duration::from_secs(60)))
                 .build()
                 .into(),
-            hourly_from: std::sync::Mutex::new(None),
+            marks: std::sync::Mutex::new(None),
         })
     }
 
@@ -251,6 +254,16 @@ impl ClickHouse {
         for s in schema::tables(db) {
             self.query(&s)?;
         }
+        // Version 4: drops in the per-minute sums (its rows from before hold none, so the
+        // minutes are used only from the mark the rebuild below writes).
+        let minute_drops = self.column_count_named("flows_1m", "DropBytes")? > 0;
+        if !minute_drops {
+            for c in ["DropBytes", "DropPackets"] {
+                self.query(&format!(
+                    "ALTER TABLE `{db}`.flows_1m ADD COLUMN {c} UInt64"
+                ))?;
+            }
+        }
         let from =
             self.number(&format!("SELECT max(version) AS n FROM `{db}`.weir_schema"))? as u32;
         let have: Vec<String> = self
@@ -271,11 +284,15 @@ impl ClickHouse {
             }
         }
         let ingest_cols = self.column_count("flows_ingest")?;
-        if ingest_cols as usize != schema::columns(true).len() || !added.is_empty() || !had_hourly {
+        if ingest_cols as usize != schema::columns(true).len()
+            || !added.is_empty()
+            || !had_hourly
+            || !minute_drops
+        {
             for s in schema::ingest(db) {
                 self.query(&s)?;
             }
-            self.hourly_complete_from_next_hour()?;
+            self.rollups_complete_from_now()?;
         }
         if from != schema::VERSION {
             self.query(&format!(
@@ -312,6 +329,11 @@ impl ClickHouse {
             if shown.contains(&engine)
                 && cols as usize == schema::columns(true).len()
                 && self.has_table("flows_kafka_1h_mv")?
+                && self
+                    .query(&format!(
+                        "SHOW CREATE TABLE `{db}`.flows_kafka_1m_mv FORMAT TSVRaw"
+                    ))?
+                    .contains("DropBytes")
             {
                 return Ok(false);
             }
@@ -319,26 +341,38 @@ impl ClickHouse {
         for s in schema::kafka(db, k) {
             self.query(&s)?;
         }
-        self.hourly_complete_from_next_hour()?;
+        self.rollups_complete_from_now()?;
         Ok(true)
     }
 
-    /// Records that `flows_1h` holds every flow only from the next hour on, after its views
-    /// were (re)made: an insert running meanwhile may have reached `flows` but not
-    /// `flows_1h`. Nothing to record while `flows` is empty (a new schema).
-    fn hourly_complete_from_next_hour(&self) -> Result<(), ClickHouseError> {
+    /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`
+    /// only from the minute after next (a minute's slack for agents' clocks), after their
+    /// views were (re)made: an insert running meanwhile may have reached `flows` but not
+    /// them. Nothing to record while `flows` is empty (a new schema).
+    fn rollups_complete_from_now(&self) -> Result<(), ClickHouseError> {
         let db = &self.db;
         let any = self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
-        let from = if any {
-            (weir_core::query::now_ms() / HOUR + 1) * HOUR
+        let now = weir_core::query::now_ms();
+        let (hour, minute) = if any {
+            ((now / HOUR + 1) * HOUR, (now / MINUTE + 2) * MINUTE)
         } else {
-            0
+            (0, 0)
         };
         self.query(&format!(
-            "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {from})"
+            "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {hour}), ('flows_1m', {minute})"
         ))?;
-        *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.marks.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
+    }
+
+    /// How many columns named `column` a table of weir's database has (0 or 1).
+    fn column_count_named(&self, table: &str, column: &str) -> Result<u64, ClickHouseError> {
+        self.number(&format!(
+            "SELECT count() AS n FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+            sql::quote(&self.db),
+            sql::quote(table),
+            sql::quote(column)
+        ))
     }
 
     /// Whether weir's database holds a table (or view) of this name.
@@ -364,84 +398,102 @@ impl ClickHouse {
         Ok(u64_of(self.rows(sql)?.first().and_then(|r| r.get("n"))))
     }
 
-    /// The first hour from which `flows_1h` holds every flow (`u64::MAX`: not usable, as
-    /// before the schema has it); read again after a minute (another `weir server` may have
+    /// From when `flows_1h` and `flows_1m` hold every flow (`u64::MAX`: not usable, as before
+    /// the schema has them); read again after a minute (another `weir server` may have
     /// migrated the schema since).
-    fn hourly_from(&self) -> u64 {
-        let cached = *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner());
+    fn marks(&self) -> rollups::Marks {
+        let cached = *self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, v)) = cached
             && at.elapsed() < Duration::from_secs(60)
         {
             return v;
         }
         // Asked without holding the lock: a slow ClickHouse does not queue every query here.
-        let found = self.rows(&format!(
-            "SELECT count() AS n, max(from_ms) AS f FROM `{}`.weir_rollups WHERE name = 'flows_1h'",
+        let Ok(rows) = self.rows(&format!(
+            "SELECT name, max(from_ms) AS f FROM `{}`.weir_rollups GROUP BY name",
             self.db
-        ));
-        match found.as_ref().ok().and_then(|r| r.first()) {
-            Some(r) if r.get("n").and_then(Json::as_u64) > Some(0) => {
-                let v = r.get("f").and_then(Json::as_u64).unwrap_or(u64::MAX);
-                *self.hourly_from.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((std::time::Instant::now(), v));
-                v
-            }
+        )) else {
             // Not there (yet): asked again next time.
-            _ => u64::MAX,
-        }
+            return rollups::Marks::NONE;
+        };
+        let mark = |name: &str| {
+            rows.iter()
+                .find(|r| r.get("name").and_then(Json::as_str) == Some(name))
+                .map_or(u64::MAX, |r| match r.get("f") {
+                    None => u64::MAX,
+                    f => u64_of(f),
+                })
+        };
+        let v = rollups::Marks {
+            hour: mark("flows_1h"),
+            minute: mark("flows_1m"),
+        };
+        *self.marks.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), v));
+        v
     }
 
-    /// The whole hours `[h0, h1)` of `range` that an aggregation over `filter` by `group_by`
-    /// can read from `flows_1h`: the filter and the group-by name only its keys, and the hours
-    /// are ones it holds every flow of. Every flow that ended in such an hour overlaps the
-    /// range, so those hours' sums plus the flows ending outside them answer exactly.
-    fn hourly_span(
-        &self,
-        filter: &Expr,
-        range: &TimeRange,
-        group_by: &[&'static FieldDef],
-    ) -> Option<(u64, u64)> {
-        let key = |name: &str| schema::MINUTE_KEYS.contains(&name);
-        if !group_by.iter().all(|f| key(f.name)) || !filter_fields(filter).into_iter().all(key) {
-            return None;
-        }
-        let from = self.hourly_from();
-        if from == u64::MAX {
-            return None;
-        }
-        let h0 = range.from_ms.max(from).div_ceil(HOUR).saturating_mul(HOUR);
-        let h1 = range.to_ms.saturating_add(1) / HOUR * HOUR;
-        (h1 > h0).then_some((h0, h1))
-    }
-
-    /// What an aggregation reads: `FROM flows WHERE ...` with [`SUMS`], or, over whole hours
-    /// `flows_1h` holds, those hours' rows and the flows ending outside them, with
-    /// [`PART_SUMS`].
+    /// What an aggregation over `filter` by `group_by` reads, and the column of each row's
+    /// end time to bucket by: `FROM flows WHERE ...` with [`SUMS`]; or, when the filter and
+    /// the group-by name only the rollups' keys, the whole hours and minutes
+    /// [`rollups::plan`] gives from `flows_1h` and `flows_1m` and the flows ending anywhere
+    /// else from `flows`, with [`PART_SUMS`] (exact: see [`rollups`]).
     fn source(
         &self,
         filter: &Expr,
         range: &TimeRange,
         group_by: &[&'static FieldDef],
-    ) -> (String, &'static str) {
+        buckets: Option<Buckets>,
+    ) -> (String, &'static str, &'static str) {
         let db = &self.db;
         let w = sql::where_clause(filter, range);
-        let Some((h0, h1)) = self.hourly_span(filter, range, group_by) else {
-            return (format!("FROM `{db}`.flows WHERE {w}"), SUMS);
-        };
+        let key = |name: &str| schema::MINUTE_KEYS.contains(&name);
+        let plan =
+            if group_by.iter().all(|f| key(f.name)) && filter_fields(filter).into_iter().all(key) {
+                rollups::plan(range, buckets, self.marks())
+            } else {
+                rollups::Plan::default()
+            };
+        if plan.is_empty() {
+            return (
+                format!("FROM `{db}`.flows WHERE {w}"),
+                SUMS,
+                "TimeFlowEndMs",
+            );
+        }
         let keys: String = group_by.iter().map(|f| format!("`{}`, ", f.name)).collect();
+        let time = |c: &str| match buckets {
+            Some(_) => format!("{c} AS weir_t, "),
+            None => String::new(),
+        };
+        let mut parts = vec![format!(
+            "SELECT {keys}{}Bytes * greatest(Sampling, 1) AS weir_b, \
+             Packets * greatest(Sampling, 1) AS weir_p, toUInt64(1) AS weir_f, \
+             PktDropBytes * greatest(Sampling, 1) AS weir_db, \
+             PktDropPackets * greatest(Sampling, 1) AS weir_dp \
+             FROM `{db}`.flows WHERE {w} AND {}",
+            time("TimeFlowEndMs"),
+            rollups::within("TimeFlowEndMs", &plan.rest())
+        )];
+        for (table, column, units) in [
+            ("flows_1h", "Hour", &plan.hours),
+            ("flows_1m", "Minute", &plan.minutes),
+        ] {
+            if !units.is_empty() {
+                parts.push(format!(
+                    "SELECT {keys}{}Bytes AS weir_b, Packets AS weir_p, Flows AS weir_f, \
+                     DropBytes AS weir_db, DropPackets AS weir_dp FROM `{db}`.{table} \
+                     WHERE {} AND {}",
+                    time(column),
+                    rollups::within(column, units),
+                    sql::expr(filter)
+                ));
+            }
+        }
         (
-            format!(
-                "FROM (SELECT {keys}Bytes * greatest(Sampling, 1) AS weir_b, \
-                 Packets * greatest(Sampling, 1) AS weir_p, toUInt64(1) AS weir_f, \
-                 PktDropBytes * greatest(Sampling, 1) AS weir_db, \
-                 PktDropPackets * greatest(Sampling, 1) AS weir_dp \
-                 FROM `{db}`.flows WHERE {w} AND (TimeFlowEndMs < {h0} OR TimeFlowEndMs >= {h1}) \
-                 UNION ALL SELECT {keys}Bytes AS weir_b, Packets AS weir_p, Flows AS weir_f, \
-                 DropBytes AS weir_db, DropPackets AS weir_dp FROM `{db}`.flows_1h \
-                 WHERE Hour >= {h0} AND Hour < {h1} AND {})",
-                sql::expr(filter)
-            ),
+            format!("FROM ({})", parts.join(" UNION ALL ")),
             PART_SUMS,
+            "weir_t",
         )
     }
 
@@ -530,9 +582,6 @@ fn value_of(f: &FieldDef, v: Option<&Json>) -> Value {
     }
 }
 
-/// An hour in ms.
-const HOUR: u64 = 3_600_000;
-
 /// The fields a filter names.
 fn filter_fields(e: &Expr) -> Vec<&'static str> {
     match e {
@@ -543,7 +592,7 @@ fn filter_fields(e: &Expr) -> Vec<&'static str> {
     }
 }
 
-/// [`SUMS`] over [`ClickHouse::source`]'s union of hourly sums and flows.
+/// [`SUMS`] over [`ClickHouse::source`]'s union of rollup sums and flows.
 const PART_SUMS: &str = "sum(weir_b) AS weir_bytes, sum(weir_p) AS weir_packets, \
      sum(weir_f) AS weir_flows, sum(weir_db) AS weir_drop_bytes, sum(weir_dp) AS weir_drop_packets";
 
@@ -591,23 +640,13 @@ impl FlowQuery for ClickHouse {
         buckets: Option<Buckets>,
     ) -> Result<HashMap<GroupKey, Totals>, StoreError> {
         weir_core::store::check_group_by(group_by)?;
-        let (source, sums) = match buckets {
-            None => self.source(filter, range, group_by),
-            Some(_) => (
-                format!(
-                    "FROM `{}`.flows WHERE {}",
-                    self.db,
-                    sql::where_clause(filter, range)
-                ),
-                SUMS,
-            ),
-        };
+        let (source, sums, time) = self.source(filter, range, group_by, buckets);
         let mut keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
         let mut names = group_names(group_by);
         if let Some(b) = buckets {
             let (o, s) = (b.origin_ms, b.step_ms.max(1));
             keys.push(format!(
-                "{o} + intDiv(if(TimeFlowEndMs > {o}, TimeFlowEndMs - {o}, 0), {s}) * {s} AS weir_bucket"
+                "{o} + intDiv(if({time} > {o}, {time} - {o}, 0), {s}) * {s} AS weir_bucket"
             ));
             names.push("weir_bucket".into());
         }
@@ -702,7 +741,7 @@ impl FlowQuery for ClickHouse {
             let groups = self.aggregate(filter, range, group_by, None)?;
             return Ok(weir_core::aggregate::rank(groups, metric, k));
         }
-        let (source, sums) = self.source(filter, range, group_by);
+        let (source, sums, _) = self.source(filter, range, group_by, None);
         let keys: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
         let raw: Vec<String> = group_by.iter().map(|f| format!("`{}`", f.name)).collect();
         let by = match metric {

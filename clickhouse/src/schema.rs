@@ -7,13 +7,13 @@
 //!   byte ranges; strings `LowCardinality(String)`.
 //! - `flows_ingest`: what agents insert into (RowBinary, addresses as text): a `Null`
 //!   table whose materialized views fill `flows` and `flows_1m`.
-//! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records)
-//!   by node, addresses, protocol, destination port and namespaces (SummingMergeTree), for
-//!   top-N views over long ranges.
-//! - `flows_1h` (version 3): the same sums per hour (of `TimeFlowEndMs`) and the same keys,
-//!   plus drops; top-N and totals over whole hours read it instead of `flows` when the filter
-//!   and the group-by name only its keys (`weir_rollups` says from which hour it holds every
-//!   flow).
+//! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records,
+//!   and from version 4 drops) by node, addresses, protocol, destination port and namespaces
+//!   (SummingMergeTree).
+//! - `flows_1h` (version 3): the same sums per hour (of `TimeFlowEndMs`) and the same keys.
+//!   Aggregations, top-N and time series read whole hours from `flows_1h` and whole minutes
+//!   from `flows_1m` instead of `flows` when the filter and the group-by name only their keys
+//!   (`crate::rollups` plans it; `weir_rollups` says from when each holds every flow).
 //! - `flows_kafka` (only with `weir server --kafka`): ClickHouse's Kafka engine reading
 //!   agents' flows from a topic, with its own views into the three tables above.
 //! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
@@ -26,7 +26,7 @@
 use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The per-minute and per-hour tables' key columns (besides `Minute` or `Hour`).
 pub const MINUTE_KEYS: &[&str] = &[
@@ -100,7 +100,8 @@ pub fn tables(db: &str) -> Vec<String> {
             column_list(false)
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS `{db}`.flows_1m (Minute UInt64, {}, Bytes UInt64, Packets UInt64, Flows UInt64) \
+            "CREATE TABLE IF NOT EXISTS `{db}`.flows_1m (Minute UInt64, {}, Bytes UInt64, Packets UInt64, Flows UInt64, \
+             DropBytes UInt64, DropPackets UInt64) \
              ENGINE = SummingMergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(Minute, 1000))) \
              ORDER BY (Minute, {keys})",
             minute_cols.join(", ")
@@ -130,8 +131,8 @@ pub fn tables(db: &str) -> Vec<String> {
 pub fn ingest(db: &str) -> Vec<String> {
     // The table first: while it is gone inserts are refused (and retried by agents) rather
     // than reaching some views and not others. Views into `flows` first, so a row that
-    // arrives while they are made reaches `flows` (the migration then uses `flows_1h` from
-    // the next hour); an insert in the instant between the new table and its first view
+    // arrives while they are made reaches `flows` (the migration then uses the rollups only
+    // from a later hour and minute); an insert in the instant between the new table and its first view
     // is taken and reaches no table.
     let mut out = vec![
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
@@ -249,7 +250,8 @@ fn views(db: &str, source: &str, names: [&str; 3], column: impl Fn(&str) -> Stri
             "CREATE MATERIALIZED VIEW `{db}`.{to_minute} TO `{db}`.flows_1m AS SELECT \
              intDiv(TimeFlowEndMs, 60000) * 60000 AS Minute, {}, \
              Bytes * greatest(Sampling, 1) AS Bytes, Packets * greatest(Sampling, 1) AS Packets, \
-             toUInt64(1) AS Flows FROM `{db}`.{source}",
+             toUInt64(1) AS Flows, PktDropBytes * greatest(Sampling, 1) AS DropBytes, \
+             PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.{source}",
             keys.join(", ")
         ),
         format!(

@@ -84,12 +84,14 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
             ("node-c".to_string(), 400)
         ]
     );
-    // A new schema fills the hourly sums from the start.
+    // A new schema fills the hourly and per-minute sums from the start.
     assert_eq!(
-        ch.query("SELECT (SELECT max(from_ms) FROM weir.weir_rollups), (SELECT sum(Flows) FROM weir.flows_1h) FORMAT TSV")
+        ch.query("SELECT (SELECT max(from_ms) FROM weir.weir_rollups), (SELECT sum(Flows) FROM weir.flows_1h), \
+                  (SELECT sum(Flows) FROM weir.flows_1m), (SELECT sum(DropBytes) FROM weir.flows_1m) = \
+                  (SELECT sum(DropBytes) FROM weir.flows_1h) FORMAT TSV")
             .expect("rollups")
             .trim(),
-        "0\t900"
+        "0\t900\t900\t1"
     );
 
     // The same flows in a real local store: every answer must agree.
@@ -139,6 +141,86 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         &ClickHouse::new(&server.url(), "weir").expect("new"),
         &store,
         base,
+    );
+
+    // A version 3 schema (per-minute sums without drops): migrated, the drops are added, the
+    // views made again, and the minutes count only from the minute after next.
+    for c in ["DropBytes", "DropPackets"] {
+        ch.query(&format!("ALTER TABLE weir.flows_1m DROP COLUMN {c}"))
+            .expect("drop column");
+    }
+    let m = ClickHouse::new(&server.url(), "weir")
+        .expect("new")
+        .migrate()
+        .expect("migrate");
+    assert_eq!(m.to, 4);
+    let marks = ch
+        .query("SELECT name, max(from_ms) FROM weir.weir_rollups GROUP BY name ORDER BY name FORMAT TSV")
+        .expect("rollups");
+    let now = weir_core::query::now_ms();
+    let mut names = Vec::new();
+    for line in marks.lines() {
+        let (name, from) = line.split_once('\t').expect("two columns");
+        let from: u64 = from.parse().expect("from_ms");
+        assert!(from > now && from <= now + 3_600_000, "{line}");
+        names.push(name.to_string());
+    }
+    assert_eq!(names, ["flows_1h", "flows_1m"]);
+    assert!(
+        ch.query("SHOW CREATE TABLE weir.flows_1m_mv FORMAT TSVRaw")
+            .expect("view")
+            .contains("DropPackets")
+    );
+    let ch = ClickHouse::new(&server.url(), "weir").expect("new");
+    agree(&ch, &store, base);
+
+    // The rollups are what answers, not only what could: a row put into flows_1m alone, in a
+    // whole minute inside the range outside any whole hour, counts once its minute is
+    // usable (the marks back to 0), in totals and in its minute's bucket.
+    for q in [
+        "DROP TABLE weir.weir_rollups",
+        "CREATE TABLE weir.weir_rollups (name String, from_ms UInt64) ENGINE = TinyLog",
+        "INSERT INTO weir.weir_rollups VALUES ('flows_1h', 0), ('flows_1m', 0)",
+    ] {
+        ch.query(q).expect("marks");
+    }
+    let minute = base + 20 * 60_000;
+    ch.query(&format!(
+        "INSERT INTO weir.flows_1m (Minute, Node, Bytes, Packets, Flows, DropBytes, DropPackets) \
+         VALUES ({minute}, 'node-z', 7, 1, 1000, 3, 1)"
+    ))
+    .expect("marker");
+    let ch = ClickHouse::new(&server.url(), "weir").expect("new");
+    let range = TimeRange {
+        from_ms: base,
+        to_ms: base + 40 * 60_000,
+    };
+    let node = [weir_core::schema::field("Node").expect("Node")];
+    let every = parse("").expect("filter");
+    let got = ch
+        .aggregate(&every, &range, &node, None)
+        .expect("aggregate");
+    let z = &got[&(vec![weir_core::schema::Value::Str("node-z".into())], None)];
+    assert_eq!((z.flows, z.bytes, z.drop_bytes), (1000, 7, 3));
+    let buckets = Some(weir_core::store::Buckets {
+        origin_ms: base,
+        step_ms: 5 * 60_000,
+    });
+    let got = ch
+        .aggregate(&every, &range, &node, buckets)
+        .expect("aggregate");
+    let z = &got[&(
+        vec![weir_core::schema::Value::Str("node-z".into())],
+        Some(minute),
+    )];
+    assert_eq!(z.flows, 1000);
+    // Off the keys of the sums (a filter on Bytes), the flows alone answer: no node-z.
+    let got = ch
+        .aggregate(&parse("Bytes>=0").expect("filter"), &range, &node, buckets)
+        .expect("aggregate");
+    assert!(
+        got.keys()
+            .all(|(k, _)| k[0] != weir_core::schema::Value::Str("node-z".into()))
     );
 }
 
@@ -245,17 +327,28 @@ fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
                     got
                 };
             assert_eq!(page_all(ch), page_all(store), "{q} {range:?} select");
-            let buckets = Some(weir_core::store::Buckets {
-                origin_ms: base + 30_000,
-                step_ms: 60_000,
-            });
+            // Time buckets on and off whole minutes and hours (the rollups serve the units no
+            // boundary cuts).
             let f = [weir_core::schema::field("Proto").expect("Proto")];
-            assert_eq!(
-                ch.aggregate(&filter, &range, &f, buckets)
-                    .expect("clickhouse"),
-                FlowQuery::aggregate(store, &filter, &range, &f, buckets).expect("store"),
-                "{q} buckets"
-            );
+            for (origin, step) in [
+                (base + 30_000, 60_000),
+                (base, 60_000),
+                (base + 1, 300_000),
+                (base, 3_600_000),
+                (base + 600_000, 3_600_000),
+                (range.from_ms, 7_200_000),
+            ] {
+                let buckets = Some(weir_core::store::Buckets {
+                    origin_ms: origin,
+                    step_ms: step,
+                });
+                assert_eq!(
+                    ch.aggregate(&filter, &range, &f, buckets)
+                        .expect("clickhouse"),
+                    FlowQuery::aggregate(store, &filter, &range, &f, buckets).expect("store"),
+                    "{q} {range:?} buckets from {origin} by {step}"
+                );
+            }
             let req = ListRequest {
                 filter: filter.clone(),
                 range,
