@@ -34,8 +34,8 @@ pub fn column_of<'a>(flows: impl ExactSizeIterator<Item = &'a Flow>, field: &Fie
         Reader::Text(read) => {
             let mut index = Vec::with_capacity(n);
             let mut values: Vec<String> = Vec::new();
-            // Keys are the batch's own texts, for one call: a fast hasher, not a keyed one.
-            let mut ids: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+            // A fast hasher, randomly seeded (texts such as DNS names come from traffic).
+            let mut ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
             // Flows of a batch mostly repeat the previous value: compare before hashing (the
             // lengths first: most texts differ in length or are empty, and then no bytes are
             // compared).

@@ -104,6 +104,10 @@ impl Scratch {
         self.dst_ports.clear();
         self.by_src.clear();
         self.by_dst.clear();
+        // One huge batch does not keep its memory for the instance's life.
+        if self.convs.capacity() > 1 << 18 {
+            *self = Scratch::default();
+        }
     }
 }
 
