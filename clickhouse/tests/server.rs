@@ -268,6 +268,12 @@ fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
         from_ms: 0,
         to_ms: base + 7_500_000,
     };
+    // Four whole hours; two-hour buckets from 10 minutes in cut the first and the third, so
+    // minutes answer inside those and hours for the others.
+    let long = TimeRange {
+        from_ms: base,
+        to_ms: base + 15_000_000,
+    };
     let filters = [
         "",
         "SrcAddr=10.1.0.0/16",
@@ -289,7 +295,7 @@ fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
     ];
     for q in filters {
         let filter = parse(q).expect(q);
-        for range in [all, mid, hours, upto] {
+        for range in [all, mid, hours, upto, long] {
             for g in group_bys {
                 let fields: Vec<_> = g
                     .iter()
@@ -360,6 +366,7 @@ fn agree(ch: &ClickHouse, store: &weir_core::Store, base: u64) {
                 (base, 3_600_000),
                 (base + 600_000, 3_600_000),
                 (range.from_ms, 7_200_000),
+                (base + 600_000, 7_200_000),
             ] {
                 let buckets = Some(weir_core::store::Buckets {
                     origin_ms: origin,
