@@ -85,10 +85,15 @@ impl std::hash::Hash for Conv {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Port(pub u8, pub u16);
 
+// Written with std alone (as the SDK's `ip` and `proto_name` write them): this file is also
+// compiled into the fuzz target, which has no SDK.
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip = weir_plugin_sdk::ip((self.0 >> 64) as u64, self.0 as u64);
-        fmt::Display::fmt(&ip, f)
+        let v6 = std::net::Ipv6Addr::from(self.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => fmt::Display::fmt(&v4, f),
+            None => fmt::Display::fmt(&v6, f),
+        }
     }
 }
 
@@ -100,7 +105,12 @@ impl fmt::Display for Conv {
 
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", weir_plugin_sdk::proto_name(self.0), self.1)
+        match self.0 {
+            6 => write!(f, "tcp/{}", self.1),
+            17 => write!(f, "udp/{}", self.1),
+            132 => write!(f, "sctp/{}", self.1),
+            n => write!(f, "ip{n}/{}", self.1),
+        }
     }
 }
 
