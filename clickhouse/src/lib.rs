@@ -259,7 +259,7 @@ impl ClickHouse {
         // own, and the rebuild decided by what the view writes, so a migration stopped
         // half-way is finished by the next.
         for c in ["DropBytes", "DropPackets"] {
-            if self.column_count_named("flows_1m", c)? == 0 {
+            if self.column_count("flows_1m", Some(c))? == 0 {
                 self.query(&format!(
                     "ALTER TABLE `{db}`.flows_1m ADD COLUMN {c} UInt64"
                 ))?;
@@ -285,7 +285,7 @@ impl ClickHouse {
                 added.push(name.to_string());
             }
         }
-        let ingest_cols = self.column_count("flows_ingest")?;
+        let ingest_cols = self.column_count("flows_ingest", None)?;
         if ingest_cols as usize != schema::columns(true).len()
             || !added.is_empty()
             || !had_hourly
@@ -327,7 +327,7 @@ impl ClickHouse {
                 sql::quote(&k.topic),
                 sql::quote(&k.group)
             );
-            let cols = self.column_count("flows_kafka")?;
+            let cols = self.column_count("flows_kafka", None)?;
             if shown.contains(&engine)
                 && cols as usize == schema::columns(true).len()
                 && self.has_table("flows_kafka_1h_mv")?
@@ -347,8 +347,8 @@ impl ClickHouse {
     /// only from the minute after next (a minute's slack for agents' clocks), after their
     /// views were (re)made: an insert running meanwhile may have reached `flows` but not
     /// them. Nothing to record while `flows` is empty (a new schema). The minutes' mark only
-    /// while no view writes them without drops (a Kafka table's from before version 4, until
-    /// `weir server --kafka` makes it again): with no mark they are not read.
+    /// while [`Self::minute_views_current`] (a Kafka table's view from before version 4
+    /// lasts until `weir server --kafka` makes it again): with no mark they are not read.
     fn rollups_complete_from_now(&self) -> Result<(), ClickHouseError> {
         let db = &self.db;
         let any = self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
@@ -358,12 +358,10 @@ impl ClickHouse {
         } else {
             (0, 0)
         };
-        let stale_kafka = self.has_table("flows_kafka_1m_mv")?
-            && !self.view_writes("flows_kafka_1m_mv", "DropPackets")?;
-        let minute = if stale_kafka {
-            String::new()
-        } else {
+        let minute = if self.minute_views_current()? {
             format!(", ('flows_1m', {minute})")
+        } else {
+            String::new()
         };
         self.query(&format!(
             "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {hour}){minute}"
@@ -383,16 +381,6 @@ impl ClickHouse {
                 .contains(column))
     }
 
-    /// How many columns named `column` a table of weir's database has (0 or 1).
-    fn column_count_named(&self, table: &str, column: &str) -> Result<u64, ClickHouseError> {
-        self.number(&format!(
-            "SELECT count() AS n FROM system.columns WHERE database = {} AND table = {} AND name = {}",
-            sql::quote(&self.db),
-            sql::quote(table),
-            sql::quote(column)
-        ))
-    }
-
     /// Whether weir's database holds a table (or view) of this name.
     fn has_table(&self, name: &str) -> Result<bool, ClickHouseError> {
         Ok(self.number(&format!(
@@ -402,10 +390,12 @@ impl ClickHouse {
         ))? > 0)
     }
 
-    /// How many columns a table of weir's database has (0: no such table).
-    fn column_count(&self, table: &str) -> Result<u64, ClickHouseError> {
+    /// How many columns a table of weir's database has (0: no such table), or with
+    /// `named`, whether it has that column (0 or 1).
+    fn column_count(&self, table: &str, named: Option<&str>) -> Result<u64, ClickHouseError> {
+        let name = named.map_or(String::new(), |c| format!(" AND name = {}", sql::quote(c)));
         self.number(&format!(
-            "SELECT count() AS n FROM system.columns WHERE database = {} AND table = {}",
+            "SELECT count() AS n FROM system.columns WHERE database = {} AND table = {}{name}",
             sql::quote(&self.db),
             sql::quote(table)
         ))
@@ -444,7 +434,7 @@ impl ClickHouse {
         };
         let v = rollups::Marks {
             hour: mark("flows_1h"),
-            minute: if self.minutes_pay() && self.minute_views_current() {
+            minute: if self.minutes_pay() && self.minute_views_current().unwrap_or(false) {
                 mark("flows_1m")
             } else {
                 u64::MAX
@@ -458,12 +448,10 @@ impl ClickHouse {
     /// Whether every view into `flows_1m` writes drops (a Kafka table's view made by a
     /// server from before version 4 does not): checked with the marks, so such a view
     /// made after the minutes' mark keeps them unread.
-    fn minute_views_current(&self) -> bool {
-        let ingest = self.view_writes("flows_1m_mv", "DropPackets");
-        let kafka = self
-            .has_table("flows_kafka_1m_mv")
-            .and_then(|there| Ok(!there || self.view_writes("flows_kafka_1m_mv", "DropPackets")?));
-        matches!((ingest, kafka), (Ok(true), Ok(true)))
+    fn minute_views_current(&self) -> Result<bool, ClickHouseError> {
+        Ok(self.view_writes("flows_1m_mv", "DropPackets")?
+            && (!self.has_table("flows_kafka_1m_mv")?
+                || self.view_writes("flows_kafka_1m_mv", "DropPackets")?))
     }
 
     /// Whether reading minutes from `flows_1m` is cheaper than reading their flows: not when
@@ -537,16 +525,14 @@ impl ClickHouse {
              FROM `{db}`.flows WHERE {w}{rest}",
             time("TimeFlowEndMs"),
         )];
-        for (table, column, tier) in [
-            ("flows_1h", "Hour", &plan.hours),
-            ("flows_1m", "Minute", &plan.minutes),
+        // A minute inside an hour the hours answer for is read there.
+        for (table, column, tier, outside) in [
+            ("flows_1h", "Hour", &plan.hours, None),
+            ("flows_1m", "Minute", &plan.minutes, plan.hours.as_ref()),
         ] {
             let Some(tier) = tier else { continue };
-            // A minute inside an hour the hours answer for is read there.
-            let outside_hours = match (&plan.hours, column) {
-                (Some(h), "Minute") => format!(" AND {}", h.sql_not(column)),
-                _ => String::new(),
-            };
+            let outside_hours =
+                outside.map_or(String::new(), |h| format!(" AND {}", h.sql_not(column)));
             parts.push(format!(
                 "SELECT {keys}{}Bytes AS weir_b, Packets AS weir_p, Flows AS weir_f, \
                  DropBytes AS weir_db, DropPackets AS weir_dp FROM `{db}`.{table} \

@@ -52,23 +52,13 @@ pub struct Tier {
 }
 
 impl Tier {
-    /// Whether the unit holding end time `t` is read from this rollup.
-    pub fn holds(&self, t: u64) -> bool {
-        t >= self.lo
-            && t < self.hi
-            && self
-                .gaps
-                .binary_search(&(t / self.unit * self.unit))
-                .is_err()
-    }
-
-    /// [`Self::holds`] of `column` (an end time, or a unit's start), as SQL: a few
-    /// comparisons and a set lookup per row, however many gaps.
+    /// Whether `column` (an end time, or a unit's start) lies in a unit this rollup answers
+    /// for, as SQL: a few comparisons and a set lookup per row, however many gaps.
     pub fn sql(&self, column: &str) -> String {
         self.condition(column, (">=", "<", "AND", "NOT IN"))
     }
 
-    /// Not [`Self::holds`] of `column`, as SQL, in the positive form ClickHouse prunes
+    /// Not [`Self::sql`] of `column`, in the positive form ClickHouse prunes
     /// granules by (the flows' sort key starts with `intDiv(TimeFlowEndMs, 60000)`).
     pub fn sql_not(&self, column: &str) -> String {
         self.condition(column, ("<", ">=", "OR", "IN"))
@@ -115,16 +105,6 @@ impl Plan {
     /// Whether the flows answer alone.
     pub fn is_empty(&self) -> bool {
         self.hours.is_none() && self.minutes.is_none()
-    }
-
-    /// The unit (an hour or a minute) whose rollup answers for the flows ending at `t`, or
-    /// None when the flows do.
-    pub fn unit_of(&self, t: u64) -> Option<u64> {
-        [&self.hours, &self.minutes]
-            .into_iter()
-            .flatten()
-            .find(|tier| tier.holds(t))
-            .map(|tier| tier.unit)
     }
 }
 
@@ -206,6 +186,30 @@ mod tests {
     }
 
     const ALL: Marks = Marks { hour: 0, minute: 0 };
+
+    // What the SQL of `Tier::sql` and `ClickHouse::source` computes, in Rust: the reference
+    // the plans are checked against.
+    impl Tier {
+        fn holds(&self, t: u64) -> bool {
+            t >= self.lo
+                && t < self.hi
+                && self
+                    .gaps
+                    .binary_search(&(t / self.unit * self.unit))
+                    .is_err()
+        }
+    }
+
+    impl Plan {
+        /// The unit whose rollup answers for the flows ending at `t` (None: the flows do).
+        fn unit_of(&self, t: u64) -> Option<u64> {
+            [&self.hours, &self.minutes]
+                .into_iter()
+                .flatten()
+                .find(|tier| tier.holds(t))
+                .map(|tier| tier.unit)
+        }
+    }
 
     /// The bucket of an end time, as the store and the flows' SQL compute it.
     fn bucket(b: Buckets, e: u64) -> u64 {

@@ -132,8 +132,8 @@ pub fn ingest(db: &str) -> Vec<String> {
     // The table first: while it is gone inserts are refused (and retried by agents) rather
     // than reaching some views and not others. Views into `flows` first, so a row that
     // arrives while they are made reaches `flows` (the migration then uses the rollups only
-    // from a later hour and minute); an insert in the instant between the new table and its first view
-    // is taken and reaches no table.
+    // from a later hour and minute); an insert in the instant between the new table and its
+    // first view is taken and reaches no table.
     let mut out = vec![
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),

@@ -266,6 +266,14 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
         }
     }
 
+    // Workloads by name, once (each name goes to three sketches).
+    let workload_names: Vec<(String, Sums)> = workloads
+        .iter()
+        .filter_map(|(&(ni, oi), &sums)| {
+            let o = text_at(&owner, oi);
+            (!o.is_empty()).then(|| (format!("{}/{o}", text_at(&ns, ni)), sums))
+        })
+        .collect();
     // Each dimension's sketches (one per metric) take the batch's sums, items as integers.
     for (d, row) in s.top.iter_mut().enumerate() {
         for (m, top) in row.iter_mut().enumerate() {
@@ -287,11 +295,8 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
                     }
                 }
                 (3, Top::Texts(t)) => {
-                    for ((ni, oi), sums) in workloads.iter() {
-                        let o = text_at(&owner, *oi);
-                        if !o.is_empty() {
-                            t.update_with_count(format!("{}/{o}", text_at(&ns, *ni)), pick(sums));
-                        }
+                    for (name, sums) in &workload_names {
+                        t.update_with_count_ref(name.as_str(), pick(sums));
                     }
                 }
                 (4, Top::Texts(t)) => {

@@ -10,9 +10,10 @@
 //! Frequent items are strings (an address as text, `a <-> b`, `tcp/443`, `ns/owner`, a DNS
 //! name). Inside the plugin, talkers, conversations and ports are kept as integers ([`Addr`],
 //! [`Conv`], [`Port`]) that are written as exactly those strings and read back from them: the
-//! image is a frequent-strings image, and no string is made or compared per update. Distinct-count items are bytes: an address is its 16 bytes (IPv4 as IPv4-mapped
-//! IPv6), a conversation the two addresses (lower first), a port the protocol number and the
-//! port (big-endian): a sketch another library updates with the same bytes unions with these.
+//! image is a frequent-strings image, and no string is made or compared per update.
+//! Distinct-count items are bytes: an address is its 16 bytes (IPv4 as IPv4-mapped IPv6), a
+//! conversation the two addresses (lower first), a port the protocol number and the port
+//! (big-endian): a sketch another library updates with the same bytes unions with these.
 //!
 //! Names: `top/DIMENSION/METRIC` (frequent items), `distinct/WHAT` (CPC),
 //! `spread/peers/ADDRESS` and `spread/ports/ADDRESS` (CPC per key), `quantile/METRIC` and
@@ -238,11 +239,11 @@ impl Top {
 
     /// Reads an image as dimension `d`'s sketch.
     pub fn deserialize(d: usize, image: &[u8]) -> Result<Top, Error> {
-        Ok(match Top::new(d) {
-            Top::Talkers(_) => Top::Talkers(FrequentItemsSketch::deserialize(image)?),
-            Top::Conversations(_) => Top::Conversations(FrequentItemsSketch::deserialize(image)?),
-            Top::Ports(_) => Top::Ports(FrequentItemsSketch::deserialize(image)?),
-            Top::Texts(_) => Top::Texts(FrequentItemsSketch::deserialize(image)?),
+        Ok(match d {
+            0 => Top::Talkers(FrequentItemsSketch::deserialize(image)?),
+            1 => Top::Conversations(FrequentItemsSketch::deserialize(image)?),
+            2 => Top::Ports(FrequentItemsSketch::deserialize(image)?),
+            _ => Top::Texts(FrequentItemsSketch::deserialize(image)?),
         })
     }
 
