@@ -1,10 +1,11 @@
 //! Capture benchmark (needs root): what the agent costs the traffic it watches, measured on
 //! two network namespaces joined by a veth pair, with interleaved runs without and with the
-//! agent, and side by side with softflowd and pmacctd (libpcap flow exporters). Prints tables;
+//! agent, and side by side with softflowd and pmacctd (libpcap flow exporters): their CPU and
+//! the packets each counted against iperf3's. Prints tables;
 //! see docs/PERFORMANCE.md. `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
 //!
 //! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
-//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, features, sampling;
+//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, counts, features, sampling;
 //! default all) picks the tables.
 
 #[path = "support/proc_status.rs"]
@@ -292,6 +293,287 @@ fn sampling_section(runs: usize) {
     );
 }
 
+/// Packets the host's input backlogs dropped so far, all CPUs (`/proc/net/softnet_stat`,
+/// second column): a veth hands each packet to its peer through this backlog, so a packet
+/// dropped there reaches no hook and no capture socket on B.
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .sum()
+}
+
+/// Whether a command is on the PATH.
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Sends `sig` to a child and waits for it to end.
+fn stop(child: &mut Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let _ = child.wait();
+}
+
+/// Spawns `cmd` in namespace B (the pid is the command's own: `ip netns exec` execs it),
+/// its standard error into `log`.
+fn spawn_in_b(cmd: &str, log: &std::path::Path) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec ip netns exec {NS_B} {cmd} 2>{}",
+            log.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn in namespace B")
+}
+
+/// What one exporter made of one full-speed 64-byte UDP run.
+struct Count {
+    /// Datagrams iperf3 sent, plus its one handshake datagram.
+    sent: u64,
+    /// Packets of the run the exporter reported, from B's interface.
+    counted: u64,
+    /// Packets the exporter says it could not count (libpcap's drops; weir's flow map or ring
+    /// buffer full), if it reports them.
+    own_drops: Option<u64>,
+    /// Packets the host's backlogs dropped during the run (before any exporter sees them).
+    backlog: u64,
+}
+
+/// weir as shipped, watching namespace B alone like the others: flushes, runs, flushes, and
+/// sums the run's packets at B's ingress.
+fn weir_count() -> Count {
+    let agent = Agent::start_on(
+        std::rc::Rc::new(tempfile::tempdir().expect("tempdir")),
+        &[NS_B],
+        &[],
+    );
+    agent.flush();
+    // Packets weir could not count: its flow map full, or its ring buffer full.
+    let lost = |a: &Agent| a.counter("kernel_map_full") + a.counter("kernel_ringbuf_lost");
+    let lost0 = lost(&agent);
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let b0 = backlog_drops();
+    let (_, sent) = udp_run();
+    let backlog = backlog_drops() - b0;
+    agent.flush();
+    let groups = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/v1/flows/aggregate",
+        agent.port
+    ))
+    .query("filter", "Proto=udp and DstPort=5201")
+    .query("group_by", "NetNs,IfDirection")
+    .query("from", t0.to_string())
+    .query("top", "100")
+    .call()
+    .ok()
+    .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+    .unwrap_or(Value::Null);
+    let counted = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["key"]["NetNs"] == NS_B && g["key"]["IfDirection"] == 0)
+        .map(|g| g["packets"].as_u64().unwrap_or(0))
+        .sum();
+    Count {
+        sent: sent + 1,
+        counted,
+        own_drops: Some(lost(&agent) - lost0),
+        backlog,
+    }
+}
+
+/// softflowd on B's interface exporting NetFlow to nfcapd (in B): what the collector got.
+fn softflowd_count(dir: &std::path::Path) -> Count {
+    let flows = dir.join("nfcapd");
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(&flows).expect("nfcapd dir");
+    let ctl = dir.join("softflowd.ctl");
+    let mut nfcapd = spawn_in_b(
+        &format!("nfcapd -w {} -p 2055 -b 127.0.0.1", flows.display()),
+        &dir.join("nfcapd.log"),
+    );
+    let mut softflowd = spawn_in_b(
+        &format!(
+            "softflowd -d -i {IF_B} -n 127.0.0.1:2055 -c {}",
+            ctl.display()
+        ),
+        &dir.join("softflowd.log"),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let b0 = backlog_drops();
+    let (_, sent) = udp_run();
+    let backlog = backlog_drops() - b0;
+    // libpcap hands packets over in ring blocks, the last one when its timeout passes.
+    std::thread::sleep(Duration::from_secs(2));
+    let ctl = ctl.display();
+    let stats = sh(&format!("softflowctl -c {ctl} statistics"));
+    let own_drops = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Packets dropped by libpcap:"))
+        .and_then(|n| n.trim().parse().ok());
+    sh(&format!("softflowctl -c {ctl} expire-all"));
+    std::thread::sleep(Duration::from_millis(500));
+    // A graceful shutdown exports whatever is left.
+    sh(&format!("softflowctl -c {ctl} shutdown"));
+    let _ = softflowd.wait();
+    // nfcapd writes its file out on SIGTERM.
+    stop(&mut nfcapd, libc::SIGTERM);
+    let counted = sh(&format!(
+        "nfdump -R {} -q -N -o 'fmt:%pkt' 'proto udp and dst port 5201'",
+        flows.display()
+    ))
+    .lines()
+    .filter_map(|l| l.trim().parse::<u64>().ok())
+    .sum();
+    Count {
+        sent: sent + 1,
+        counted,
+        own_drops,
+        backlog,
+    }
+}
+
+/// pmacctd on B's interface with its print plugin: the packets in the file it writes when
+/// stopped, and the drops its core process reports.
+fn pmacctd_count(dir: &std::path::Path) -> Count {
+    let csv = dir.join("pmacctd.csv");
+    let log = dir.join("pmacctd.log");
+    let _ = std::fs::remove_file(&csv);
+    // Appending: the print plugin also writes its cache out at each whole minute (its refresh
+    // time aligns to the clock), and a plain file would keep only the last part of a run.
+    let conf = dir.join("pmacctd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pcap_interface: {IF_B}\nplugins: print\naggregate: src_host,dst_host,src_port,dst_port,proto\nprint_output: csv\nprint_output_file: {}\nprint_output_file_append: true\nprint_refresh_time: 60\n",
+            csv.display()
+        ),
+    )
+    .expect("pmacctd config");
+    let mut pmacctd = spawn_in_b(&format!("pmacctd -f {}", conf.display()), &log);
+    std::thread::sleep(Duration::from_millis(1500));
+    let b0 = backlog_drops();
+    let (_, sent) = udp_run();
+    let backlog = backlog_drops() - b0;
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGUSR1 logs the capture's counters; SIGINT writes the cache out and stops.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pmacctd.id() as i32, libc::SIGUSR1) };
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut pmacctd, libc::SIGINT);
+    // The print plugin (a process of its own) writes the cache out as the core stops: read
+    // until two reads agree.
+    let read = || -> u64 {
+        // SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES (the header once per write)
+        std::fs::read_to_string(&csv)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() >= 7 && f[3] == "5201" && f[4] == "udp")
+            .filter_map(|f| f[5].parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut counted, mut last) = (0, u64::MAX);
+    while Instant::now() < deadline {
+        counted = read();
+        if counted > 0 && counted == last {
+            break;
+        }
+        last = counted;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let own_drops = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dropped_packets="))
+        .and_then(|n| n.parse().ok());
+    Count {
+        sent: sent + 1,
+        counted,
+        own_drops,
+        backlog,
+    }
+}
+
+/// Packet-exact counts: each exporter against iperf3 on the same full-speed 64-byte UDP
+/// runs, rounds interleaved.
+fn counts_section(runs: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = ["weir", "softflowd", "pmacctd"];
+    let present = [
+        true,
+        have("softflowd") && have("softflowctl") && have("nfcapd") && have("nfdump"),
+        have("pmacctd"),
+    ];
+    let mut got: [Vec<Count>; 3] = Default::default();
+    for r in 0..runs {
+        for k in 0..3 {
+            let which = (r + k) % 3;
+            if !present[which] {
+                continue;
+            }
+            got[which].push(match which {
+                0 => weir_count(),
+                1 => softflowd_count(dir.path()),
+                _ => pmacctd_count(dir.path()),
+            });
+        }
+    }
+    println!();
+    println!(
+        "packet-exact counts: {runs} interleaved rounds of a full-speed 64-byte UDP run (iperf3 -u -l 64 -b 0 -t 3), each exporter watching B's interface alone (weir as shipped, on namespace B); sums over the rounds"
+    );
+    println!();
+    println!(
+        "| exporter | datagrams sent (iperf3 + handshake) | counted | missed | missed, worst round | its own drop count | dropped by the host's backlog before B |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (which, name) in names.iter().enumerate() {
+        if !present[which] {
+            println!("| {name} | not installed (bash scripts/deps.sh bench) | | | | | |");
+            continue;
+        }
+        let c = &got[which];
+        let sent: u64 = c.iter().map(|c| c.sent).sum();
+        let counted: u64 = c.iter().map(|c| c.counted).sum();
+        let backlog: u64 = c.iter().map(|c| c.backlog).sum();
+        let worst = c
+            .iter()
+            .map(|c| c.sent.saturating_sub(c.counted) as f64 / c.sent.max(1) as f64)
+            .fold(0.0, f64::max);
+        let own = if c.iter().all(|c| c.own_drops.is_some()) {
+            c.iter()
+                .filter_map(|c| c.own_drops)
+                .sum::<u64>()
+                .to_string()
+        } else {
+            "none reported".into()
+        };
+        let missed = sent.saturating_sub(counted);
+        println!(
+            "| {name} | {sent} | {counted} | {missed} ({:.3} %) | {:.3} % | {own} | {backlog} |",
+            missed as f64 * 100.0 / sent.max(1) as f64,
+            worst * 100.0
+        );
+    }
+}
+
 struct Agent {
     child: Child,
     port: u16,
@@ -309,13 +591,19 @@ impl Agent {
 
     /// An agent on a data dir that outlives it (started again on the same dir).
     fn start_in(dir: std::rc::Rc<tempfile::TempDir>, extra: &[&str]) -> Agent {
+        Agent::start_on(dir, &[NS_A, NS_B], extra)
+    }
+
+    /// An agent watching the given namespaces only.
+    fn start_on(dir: std::rc::Rc<tempfile::TempDir>, netns: &[&str], extra: &[&str]) -> Agent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("port")
             .local_addr()
             .expect("addr")
             .port();
         let child = Command::new(WEIR)
-            .args(["agent", "--no-host-netns", "--netns", NS_A, "--netns", NS_B])
+            .args(["agent", "--no-host-netns"])
+            .args(netns.iter().flat_map(|n| ["--netns", n]))
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -331,7 +619,7 @@ impl Agent {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while a.attached() < 2 {
+        while a.attached() < netns.len() {
             assert!(Instant::now() < deadline, "agent did not attach");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -351,6 +639,16 @@ impl Agent {
         self.status()["capture"]["counters"][name]
             .as_u64()
             .unwrap_or(0)
+    }
+
+    /// Evicts every flow from the kernel now, then waits out the store's flush (1 s).
+    fn flush(&self) {
+        let _ = ureq::post(&format!(
+            "http://127.0.0.1:{}/api/v1/capture/flush",
+            self.port
+        ))
+        .send_empty();
+        std::thread::sleep(Duration::from_millis(1300));
     }
 
     fn attached(&self) -> usize {
@@ -506,12 +804,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let sections = std::env::var("WEIR_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "overhead,rss,exporters,features,sampling".into());
+        .unwrap_or_else(|_| "overhead,rss,exporters,counts,features,sampling".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
     if !want("overhead") {
         if want("rss") {
             rss_section();
+        }
+        if want("counts") {
+            counts_section(runs.min(3));
         }
         if want("features") {
             features_section(runs);
@@ -609,15 +910,6 @@ fn main() {
     }
 
     // Side by side with libpcap exporters on the same traffic.
-    let have = |t: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
     println!();
     println!(
         "| exporter (64-byte UDP, same runs) | received pkt/s | ratio to none | CPU s per M packets (process) |"
@@ -672,6 +964,9 @@ fn main() {
     println!(
         "(weir's figure counts its program on both hooks a packet crosses, A egress and B ingress, where the exporters watch one interface; their process CPU leaves out the kernel's copy of each packet into their capture ring.)"
     );
+    if want("counts") {
+        counts_section(runs.min(3));
+    }
     if want("features") {
         features_section(runs);
     }
