@@ -167,7 +167,7 @@ fn eight_rules() -> Vec<String> {
 fn features_section(runs: usize) {
     let all_on: Vec<String> = eight_rules();
     let all_on: Vec<&str> = all_on.iter().map(String::as_str).collect();
-    let tracing = ["weir_kfree_skb", "weir_tcp_probe"];
+    let tracing = ["weir_kfree_skb"];
     // [setup][measure]: per-packet ns for UDP and TCP (TC + tracing), agent CPU at 400 k.
     let mut m: [[Vec<f64>; 5]; 2] = Default::default();
     sh("sysctl -qw kernel.bpf_stats_enabled=1");
@@ -188,7 +188,7 @@ fn features_section(runs: usize) {
             m[which][0].push(ns);
             m[which][2].push(cpu * 100.0 * 400_000.0 / pps.max(1.0));
             let _ = sent;
-            // TCP: per skb crossing both hooks, tcp_probe included.
+            // TCP: per skb crossing both hooks, kfree_skb included.
             let (t0, r0) = (bpf_stats(), bpf_stats_of(&tracing));
             tcp_run();
             let (t1, r1) = (bpf_stats(), bpf_stats_of(&tracing));
@@ -202,14 +202,14 @@ fn features_section(runs: usize) {
     let med = |v: &Vec<f64>| median(&mut v.clone());
     println!();
     println!(
-        "features: {runs} interleaved rounds, medians; ns of all weir programs per packet crossing the veth (egress + ingress TC, plus kfree_skb and tcp_probe when on); bpf_stats on"
+        "features: {runs} interleaved rounds, medians; ns of all weir programs per packet crossing the veth (egress + ingress TC, plus kfree_skb when on); bpf_stats on"
     );
     println!();
     println!("| measure | flows only | all features + 8 filter rules | ratio | target |");
     println!("|---|---|---|---|---|");
     for (i, what) in [
         "64-byte UDP packet (both hooks)",
-        "TCP skb (both hooks + tcp_probe)",
+        "TCP skb (both hooks + kfree_skb)",
     ]
     .iter()
     .enumerate()

@@ -189,7 +189,8 @@ pub struct AgentArgs {
     /// Do not attach dropped packets and drop reasons to flows (kfree_skb tracepoint).
     #[arg(long)]
     no_drops: bool,
-    /// Do not attach TCP round-trip times to flows (tcp_probe tracepoint).
+    /// Do not attach TCP round-trip times to flows (the smoothed RTT of local sockets, read by
+    /// the TC program as they send).
     #[arg(long)]
     no_rtt: bool,
     /// Do not parse DNS (names, response codes, latency).

@@ -65,7 +65,7 @@ pub struct WeirConfig {
     pub filter_count: u32,
     pub filter_default: u32,
     pub dns: u32,
-    pub _pad: u32,
+    pub rtt: u32,
 }
 
 /// Mirror of `struct filter_rule`.

@@ -229,6 +229,21 @@ fn tcp_rtt_matches_the_kernels_own_figure() {
         let kernel = ss_rtt_ms(&pair.ns_a, &pair.b4, "5301");
         a.flush();
         let ours = flow_rtt_ms(&a, &pair, sport.trim(), "5301", t0);
+        // The connection's arriving flow on the same interface carries it too.
+        let back = flows(
+            &a,
+            &format!(
+                "NetNs={} and SrcAddr={} and SrcPort=5301 and DstPort={} and TimeFlowRttNs>0",
+                pair.ns_a,
+                pair.b4,
+                sport.trim()
+            ),
+            t0,
+        );
+        assert!(
+            !back.is_empty(),
+            "shaped={shaped}: no RTT on the arriving flow"
+        );
         let _ = client.wait();
         let err = (ours - kernel).abs() / kernel;
         eprintln!("rtt shaped={shaped}: flow {ours} ms, ss {kernel} ms");

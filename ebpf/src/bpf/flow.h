@@ -26,7 +26,7 @@ enum weir_counter {
 	WEIR_CNT_FILTERED = 5,       /* skbs (or drops) a filter rule rejected */
 	WEIR_CNT_DNS_LOST = 6,       /* DNS payloads lost because their ring buffer was full */
 	WEIR_CNT_DROPS = 7,          /* drops (kfree_skb with a reason) attached to flows */
-	WEIR_CNT_RTT = 8,            /* RTT samples (tcp_probe) attached to flows */
+	WEIR_CNT_RTT = 8,            /* RTT samples attached to flows (at most 1 per flow, CPU, ms) */
 	WEIR_CNT_MAX = 9,
 };
 
@@ -64,7 +64,7 @@ struct flow_value {
 	__u64 drop_ns;      /* time of the latest drop (picks the latest reason across CPUs) */
 	__u32 drop_packets;
 	__u32 drop_reason;  /* enum skb_drop_reason of the running kernel; named in user space */
-	/* Smoothed RTT (tcp_probe tracepoint) of the socket the flow belongs to. */
+	/* Smoothed RTT of the local TCP socket the flow belongs to (read as it sends). */
 	__u64 rtt_ns_at;    /* when it was sampled (picks the latest across CPUs) */
 	__u32 rtt_us;
 	__u32 _pad3;
@@ -87,7 +87,7 @@ struct weir_config {
 	__u32 filter_count;   /* rules of `filters` in force; 0 = no filtering */
 	__u32 filter_default; /* WEIR_FILTER_* when no rule matches */
 	__u32 dns;            /* 1: DNS payloads (port 53) are sent to user space */
-	__u32 _pad;
+	__u32 rtt;            /* 1: TCP egress packets carry their socket's smoothed RTT */
 };
 
 #define WEIR_FILTER_ACCEPT 0

@@ -8,10 +8,11 @@
  *
  * Optional parts, each loaded (or left out) on its own by user space:
  * - tp_btf/kfree_skb adds dropped packets, bytes and the latest drop reason to the flow;
- * - tp_btf/tcp_probe adds the socket's smoothed RTT to the flow;
+ * - TCP packets leaving a local socket add its smoothed RTT to their flow and, once a
+ *   millisecond, to the connection's arriving flow on the same interface (`config.rtt`);
  * - DNS payloads (port 53) go to user space through `dns_events`;
  * - filter rules (`filters`) accept, reject or sample packets before they are counted.
- * The tracing programs see every namespace: each copy keeps to the one in `config.netns_ino`.
+ * The tracing program sees every namespace: each copy keeps to the one in `config.netns_ino`.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -65,15 +66,8 @@ struct {
 	__uint(max_entries, 1 << 18);
 } dns_events SEC(".maps");
 
-/* When each socket's RTT was last copied to its flows: at most one copy per socket every
- * RTT_MIN_GAP_NS (a bulk transfer gets tcp_probe for every segment it receives). */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u64);
-} rtt_last SEC(".maps");
-
+/* The connection's arriving flow takes its RTT at most this often per flow and CPU (a bulk
+ * transfer sends a segment every few microseconds). */
 #define RTT_MIN_GAP_NS 1000000ULL
 
 struct {
@@ -376,9 +370,13 @@ static __always_inline __u64 sender_cgroup(struct __sk_buff *skb, const struct f
 	return k->direction == WEIR_DIR_EGRESS ? bpf_skb_cgroup_id(skb) : 0;
 }
 
-static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 len, __u64 segs,
-				       __u16 flags, __u32 sampling, const struct l2 *macs)
+/* Adds one skb to a flow's value; `rtt_us` (0: none) is its socket's smoothed RTT. Returns
+ * whether the RTT is due on the connection's other direction too (see RTT_MIN_GAP_NS). */
+static __always_inline int accumulate(struct flow_value *v, __u64 now, __u32 len, __u64 segs,
+				      __u16 flags, __u32 sampling, const struct l2 *macs,
+				      __u32 rtt_us)
 {
+	int due = 0;
 	if (v->first_seen_ns == 0) {
 		v->first_seen_ns = now;
 		__builtin_memcpy(v->src_mac, macs->src, 6);
@@ -393,19 +391,23 @@ static __always_inline void accumulate(struct flow_value *v, __u64 now, __u32 le
 	 * RST) among sampled ones must not make the record's sampled packets count once. */
 	if (sampling > v->sampling)
 		v->sampling = sampling;
+	if (rtt_us) {
+		due = now - v->rtt_ns_at >= RTT_MIN_GAP_NS;
+		v->rtt_us = rtt_us;
+		v->rtt_ns_at = now;
+	}
+	return due;
 }
 
 /* Adds one skb to its flow in `map`, inserting the flow if new; the ring buffer takes it
  * when the map is full. */
-static __always_inline void update_flow(struct __sk_buff *skb, void *map, struct flow_key *k,
-					__u32 len, __u64 segs, __u16 flags, __u32 sampling,
-					const struct l2 *macs, __u64 now)
+static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct flow_key *k,
+				       __u32 len, __u64 segs, __u16 flags, __u32 sampling,
+				       const struct l2 *macs, __u64 now, __u32 rtt_us)
 {
 	struct flow_value *v = bpf_map_lookup_elem(map, k);
-	if (v) {
-		accumulate(v, now, len, segs, flags, sampling, macs);
-		return;
-	}
+	if (v)
+		return accumulate(v, now, len, segs, flags, sampling, macs, rtt_us);
 	struct flow_value nv = {
 		.first_seen_ns = now,
 		.last_seen_ns = now,
@@ -415,21 +417,63 @@ static __always_inline void update_flow(struct __sk_buff *skb, void *map, struct
 		.sampling = sampling,
 		.tcp_flags = flags,
 		.cgroup_id = sender_cgroup(skb, k),
+		.rtt_us = rtt_us,
+		.rtt_ns_at = rtt_us ? now : 0,
 	};
 	__builtin_memcpy(nv.src_mac, macs->src, 6);
 	__builtin_memcpy(nv.dst_mac, macs->dst, 6);
 	long err = bpf_map_update_elem(map, k, &nv, BPF_NOEXIST);
 	if (err == 0)
-		return;
+		return rtt_us != 0;
 	if (err == -17 /* EEXIST: another CPU inserted it meanwhile */) {
 		v = bpf_map_lookup_elem(map, k);
-		if (v) {
-			accumulate(v, now, len, segs, flags, sampling, macs);
-			return;
-		}
+		if (v)
+			return accumulate(v, now, len, segs, flags, sampling, macs, rtt_us);
 	}
 	count(WEIR_CNT_MAP_FULL);
 	send_direct(k, &nv);
+	return 0;
+}
+
+/* The smoothed RTT (µs) of the TCP socket sending an egress skb; 0 when it has none (not
+ * TCP, no local socket, a request or time-wait socket, no sample yet). */
+static __always_inline __u32 sender_rtt_us(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	return tp->srtt_us >> 3;
+}
+
+/* Sets the RTT of the connection's arriving flow on the same interface (the reverse of `k`),
+ * when it is in the map: a flow sampled out or filtered stays without. */
+static __always_inline void rtt_to_reverse(void *map, const struct flow_key *k, __u32 rtt_us,
+					   __u64 now)
+{
+	struct flow_key r = *k;
+	__builtin_memcpy(r.src_addr, k->dst_addr, 16);
+	__builtin_memcpy(r.dst_addr, k->src_addr, 16);
+	r.src_port = k->dst_port;
+	r.dst_port = k->src_port;
+	r.direction = WEIR_DIR_INGRESS;
+	struct flow_value *v = bpf_map_lookup_elem(map, &r);
+	if (v) {
+		v->rtt_us = rtt_us;
+		v->rtt_ns_at = now;
+	}
+	count(WEIR_CNT_RTT);
+}
+
+/* Counts one skb in `map` (a constant at each call site, so the verifier inlines lookups). */
+static __always_inline void count_skb(struct __sk_buff *skb, void *map, struct flow_key *k,
+				      __u32 len, __u64 segs, __u16 flags, __u32 sampling,
+				      const struct l2 *macs, __u64 now, __u32 rtt_us)
+{
+	if (update_flow(skb, map, k, len, segs, flags, sampling, macs, now, rtt_us))
+		rtt_to_reverse(map, k, rtt_us, now);
 }
 
 /* Whether `addr` is in the network `net`/`mask` (a zero mask matches every address). */
@@ -594,12 +638,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	segs = skb->gso_segs;
 	if (segs == 0)
 		segs = 1;
+	__u32 rtt_us = 0;
+	if (direction == WEIR_DIR_EGRESS && k.proto == IPPROTO_TCP && cfg->rtt)
+		rtt_us = sender_rtt_us(skb);
 	/* Two call sites with constant maps: the verifier inlines lookups only when it knows
 	 * the map, so no map pointer is chosen at run time. */
 	if (active)
-		update_flow(skb, &flows_b, &k, skb->len, segs, flags, sampling, &macs, now);
+		count_skb(skb, &flows_b, &k, skb->len, segs, flags, sampling, &macs, now, rtt_us);
 	else
-		update_flow(skb, &flows_a, &k, skb->len, segs, flags, sampling, &macs, now);
+		count_skb(skb, &flows_a, &k, skb->len, segs, flags, sampling, &macs, now, rtt_us);
 	return TC_ACT_UNSPEC;
 }
 
@@ -615,10 +662,10 @@ int weir_egress(struct __sk_buff *skb)
 	return handle(skb, WEIR_DIR_EGRESS);
 }
 
-/* ---- tracing programs: drops and RTT ------------------------------------------------------ */
+/* ---- tracing program: drops ----------------------------------------------------------------- */
 
 /* Local views of kernel types: CO-RE relocates every field by name against the running
- * kernel's BTF, so the layout here does not matter. The tracing programs read them with plain
+ * kernel's BTF, so the layout here does not matter. The tracing program reads them with plain
  * loads: tp_btf arguments are typed pointers the verifier checks against the kernel's BTF,
  * far cheaper than a bpf_probe_read_kernel call per field. */
 struct ns_common___weir {
@@ -647,33 +694,6 @@ struct sk_buff___weir {
 	unsigned char *data;
 } __attribute__((preserve_access_index));
 
-struct in6_addr___weir {
-	__u8 u6_addr8[16];
-} __attribute__((preserve_access_index));
-
-struct sock_common___weir {
-	__be32 skc_daddr;
-	__be32 skc_rcv_saddr;
-	__be16 skc_dport;
-	__u16 skc_num;
-	unsigned short skc_family;
-	struct {
-		struct net___weir *net;
-	} skc_net;
-	struct in6_addr___weir skc_v6_daddr;
-	struct in6_addr___weir skc_v6_rcv_saddr;
-} __attribute__((preserve_access_index));
-
-struct sock___weir {
-	struct sock_common___weir __sk_common;
-} __attribute__((preserve_access_index));
-
-struct tcp_sock___weir {
-	__u32 srtt_us;
-} __attribute__((preserve_access_index));
-
-#define AF_INET_ 2
-#define AF_INET6_ 10
 #define NO_HEADER 0xffff
 
 /* Fills the key's addresses, protocol, ports and flags from the headers at `nh` (kernel
@@ -804,97 +824,5 @@ int weir_kfree_skb(unsigned long long *ctx)
 		add_drop(&flows_b, &k, len, reason, sampling, &macs, now);
 	else
 		add_drop(&flows_a, &k, len, reason, sampling, &macs, now);
-	return 0;
-}
-
-/* Sets the RTT of a flow. With `create`, a flow not in the map yet gets an RTT-only entry
- * that its packets then fill in (the outgoing direction of a connection whose last packet left
- * before the map was drained); otherwise only existing flows are updated (a flow sampled out
- * or filtered stays without). */
-static __always_inline int set_rtt(void *map, struct flow_key *k, __u32 rtt_us, __u64 now,
-				   int create)
-{
-	struct flow_value *v = bpf_map_lookup_elem(map, k);
-	if (!v) {
-		if (!create)
-			return 0;
-		struct flow_value nv = {
-			.rtt_us = rtt_us,
-			.rtt_ns_at = now,
-		};
-		return bpf_map_update_elem(map, k, &nv, BPF_NOEXIST) == 0;
-	}
-	v->rtt_us = rtt_us;
-	v->rtt_ns_at = now;
-	return 1;
-}
-
-static __always_inline int is_v4_mapped(const __u8 *a)
-{
-	const __u32 *w = (const __u32 *)a;
-	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
-}
-
-SEC("tp_btf/tcp_probe")
-int weir_tcp_probe(unsigned long long *ctx)
-{
-	struct sock___weir *sk = (void *)ctx[0];
-	struct sk_buff___weir *skb = (void *)ctx[1];
-	__u32 zero = 0;
-	struct flow_key k;
-	__u32 srtt = 0;
-
-	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return 0;
-	struct net___weir *net = sk->__sk_common.skc_net.net;
-	if (!net || net->ns.inum != cfg->netns_ino)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	__u64 *last = bpf_sk_storage_get(&rtt_last, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (last) {
-		if (now - *last < RTT_MIN_GAP_NS)
-			return 0;
-		*last = now;
-	}
-	struct tcp_sock___weir *tp = (void *)bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
-	srtt = tp->srtt_us >> 3;
-	if (srtt == 0)
-		return 0;
-	__builtin_memset(&k, 0, sizeof(k));
-	__u16 family = sk->__sk_common.skc_family;
-	if (family == AF_INET_) {
-		__be32 remote = sk->__sk_common.skc_daddr;
-		__be32 local = sk->__sk_common.skc_rcv_saddr;
-		map_v4(k.src_addr, (const __u8 *)&remote);
-		map_v4(k.dst_addr, (const __u8 *)&local);
-	} else if (family == AF_INET6_) {
-		bpf_core_read(k.src_addr, 16, &sk->__sk_common.skc_v6_daddr);
-		bpf_core_read(k.dst_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-	} else {
-		return 0;
-	}
-	k.eth_type = is_v4_mapped(k.src_addr) ? ETH_P_IP : ETH_P_IPV6;
-	k.src_port = bpf_ntohs(sk->__sk_common.skc_dport);
-	k.dst_port = sk->__sk_common.skc_num;
-	k.proto = IPPROTO_TCP;
-	k.ifindex = skb->skb_iif;
-	k.direction = WEIR_DIR_INGRESS;
-	void *map = cfg->active_map ? (void *)&flows_b : (void *)&flows_a;
-	int n = set_rtt(map, &k, srtt, now, 0);
-	/* The same connection's other direction, leaving through the same interface. */
-	struct flow_key r = k;
-	__builtin_memcpy(r.src_addr, k.dst_addr, 16);
-	__builtin_memcpy(r.dst_addr, k.src_addr, 16);
-	r.src_port = k.dst_port;
-	r.dst_port = k.src_port;
-	r.direction = WEIR_DIR_EGRESS;
-	/* Only when the arriving segment itself was counted (not filtered or sampled out). */
-	if (n)
-		n += set_rtt(map, &r, srtt, now, 1);
-	if (n)
-		count(WEIR_CNT_RTT);
 	return 0;
 }

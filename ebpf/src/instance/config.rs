@@ -20,7 +20,7 @@ pub struct CaptureConfig {
     pub exclude: Vec<String>,
     /// Attach dropped packets and their reason to flows (kfree_skb tracepoint).
     pub drops: bool,
-    /// Attach the smoothed TCP RTT to flows (tcp_probe tracepoint).
+    /// Attach the smoothed TCP RTT of local sockets to flows (read as they send).
     pub rtt: bool,
     /// Parse DNS (port 53) for names, response codes and latency.
     pub dns: bool,

@@ -67,7 +67,7 @@ pub(super) fn optional_features(
     }
     let (rtt_on, rtt_detail) = state(
         probed.map(|p| &p.rtt),
-        "tp_btf/tcp_probe (smoothed RTT of the socket)".into(),
+        "TC egress: the sending socket's smoothed RTT (bpf_tcp_sock)".into(),
     );
     vec![
         Feature {

@@ -1,5 +1,5 @@
 //! One namespace's copy of the programs: loading them (with their maps and the optional
-//! tracing programs), reading its kernel counters, and attaching both TC programs to an
+//! tracing program), reading its kernel counters, and attaching both TC programs to an
 //! interface (tcx, else a clsact qdisc) and detaching them.
 
 use super::*;
@@ -60,10 +60,11 @@ impl Instance {
             c.netns_ino = netns_ino;
             c.consumed_reason = consumed;
             c.dns = u32::from(cfg.dns);
+            c.rtt = u32::from(cfg.rtt);
         })?;
         maps.set_filters(filters)?;
-        // The tracing programs are optional: a kernel without the hook (or without BTF)
-        // loses only that feature.
+        // The tracing program is optional: a kernel without the hook (or without BTF) loses
+        // only that feature.
         let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"));
         let mut trace = |prog: &str, hook: &str, wanted: bool| -> Result<(), String> {
             if !wanted {
@@ -83,7 +84,12 @@ impl Instance {
         };
         let probed = Probed {
             drops: trace("weir_kfree_skb", "kfree_skb", cfg.drops),
-            rtt: trace("weir_tcp_probe", "tcp_probe", cfg.rtt),
+            // Read by the TC program itself (bpf_tcp_sock), which loaded already.
+            rtt: if cfg.rtt {
+                Ok(())
+            } else {
+                Err("turned off".into())
+            },
         };
         for (what, r) in [("drops", &probed.drops), ("tcp-rtt", &probed.rtt)] {
             if let Err(e) = r {
