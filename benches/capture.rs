@@ -1,12 +1,13 @@
 //! Capture benchmark (needs root): what the agent costs the traffic it watches, measured on
 //! two network namespaces joined by a veth pair, with interleaved runs without and with the
 //! agent, and side by side with softflowd and pmacctd (libpcap flow exporters): their CPU and
-//! the packets each counted against iperf3's. Prints tables;
-//! see docs/PERFORMANCE.md. `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
+//! the packets each counted against iperf3's; and weir's programs against a no-op and a
+//! counting TC program on the same hooks. Prints tables; see docs/PERFORMANCE.md.
+//! `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
 //!
 //! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
-//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, counts, features, sampling;
-//! default all) picks the tables.
+//! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, counts, kernel, features,
+//! sampling; default all) picks the tables.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
@@ -228,6 +229,107 @@ fn features_section(runs: usize) {
         "| agent CPU (all threads) scaled to 400 k pkt/s | {a:.2} % | {b:.2} % | {:.2} | |",
         b / a.max(1e-9)
     );
+}
+
+/// Builds a baseline program from benches/support/NAME.bpf.c into `dir` (clang, as the
+/// capture programs are built; `WEIR_CLANG` names another).
+fn baseline_object(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let clang = std::env::var("WEIR_CLANG").unwrap_or_else(|_| "clang-19".into());
+    let src = format!(
+        "{}/benches/support/{name}.bpf.c",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let obj = dir.join(format!("{name}.o"));
+    sh(&format!(
+        "{clang} -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c {src} -o {}",
+        obj.display()
+    ));
+    obj
+}
+
+/// Attaches a baseline object (one `tc` section) where 64-byte UDP from A to B runs
+/// programs: A's egress and B's ingress (clsact qdiscs, removed by [`detach_baseline`]).
+fn attach_baseline(obj: &std::path::Path) {
+    let obj = obj.display();
+    sh(&format!(
+        "ip netns exec {NS_A} tc qdisc add dev {IF_A} clsact && ip netns exec {NS_A} tc filter add dev {IF_A} egress bpf da obj {obj} sec tc"
+    ));
+    sh(&format!(
+        "ip netns exec {NS_B} tc qdisc add dev {IF_B} clsact && ip netns exec {NS_B} tc filter add dev {IF_B} ingress bpf da obj {obj} sec tc"
+    ));
+}
+
+fn detach_baseline() {
+    quiet(&format!(
+        "ip netns exec {NS_A} tc qdisc del dev {IF_A} clsact"
+    ));
+    quiet(&format!(
+        "ip netns exec {NS_B} tc qdisc del dev {IF_B} clsact"
+    ));
+}
+
+/// weir's TC programs per 64-byte UDP packet against a program that does nothing and one
+/// that counts packets in a per-CPU array, on the same hooks in the same session, rounds
+/// interleaved, bpf_stats on.
+fn kernel_section(runs: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let noop = baseline_object(dir.path(), "noop");
+    let count = baseline_object(dir.path(), "count");
+    let labels = [
+        "no-op (returns at once)",
+        "per-CPU counter (one array lookup and add)",
+        "weir, flows only (`--no-drops --no-rtt --no-dns`)",
+        "weir as shipped (defaults)",
+    ];
+    let mut ns: [Vec<f64>; 4] = Default::default();
+    detach_baseline();
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    for r in 0..runs {
+        for k in 0..4 {
+            let which = (r + k) % 4;
+            let (t0, t1) = match which {
+                0 | 1 => {
+                    let (obj, name) = if which == 0 {
+                        (&noop, "wb_noop")
+                    } else {
+                        (&count, "wb_count")
+                    };
+                    attach_baseline(obj);
+                    let t0 = bpf_stats_of(&[name]);
+                    udp_run();
+                    let t1 = bpf_stats_of(&[name]);
+                    detach_baseline();
+                    (t0, t1)
+                }
+                _ => {
+                    let agent = Agent::start(if which == 2 { FLOWS_ONLY } else { &[] });
+                    let t0 = bpf_stats();
+                    udp_run();
+                    let t1 = bpf_stats();
+                    drop(agent);
+                    (t0, t1)
+                }
+            };
+            ns[which].push((t1.0 - t0.0) as f64 / (t1.1 - t0.1).max(1) as f64);
+        }
+    }
+    sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    let med: Vec<f64> = ns.iter().map(|v| median(&mut v.clone())).collect();
+    println!();
+    println!(
+        "kernel: {runs} interleaved rounds, medians; run time per program run of 64-byte UDP at full speed (each packet runs A's egress and B's ingress program); baselines attached with tc (clsact), weir with tcx; bpf_stats on"
+    );
+    println!();
+    println!("| program on the same hooks | ns per run | above the no-op | target |");
+    println!("|---|---|---|---|");
+    for (i, label) in labels.iter().enumerate() {
+        let target = if i >= 2 { "<= 60 ns" } else { "" };
+        println!(
+            "| {label} | {:.0} ns | {:.0} ns | {target} |",
+            med[i],
+            med[i] - med[0]
+        );
+    }
 }
 
 /// What sampling in the kernel saves: per-packet program time and the agent's CPU with a
@@ -804,7 +906,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let sections = std::env::var("WEIR_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "overhead,rss,exporters,counts,features,sampling".into());
+        .unwrap_or_else(|_| "overhead,rss,exporters,counts,kernel,features,sampling".into());
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
     if !want("overhead") {
@@ -813,6 +915,9 @@ fn main() {
         }
         if want("counts") {
             counts_section(runs.min(3));
+        }
+        if want("kernel") {
+            kernel_section(runs);
         }
         if want("features") {
             features_section(runs);
@@ -966,6 +1071,9 @@ fn main() {
     );
     if want("counts") {
         counts_section(runs.min(3));
+    }
+    if want("kernel") {
+        kernel_section(runs);
     }
     if want("features") {
         features_section(runs);

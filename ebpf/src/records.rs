@@ -42,7 +42,8 @@ pub struct FlowValue {
     pub drop_reason: u32,
     pub rtt_ns_at: u64,
     pub rtt_us: u32,
-    pub _pad3: u32,
+    /// `now >> 20` when the RTT last went to the connection's arriving flow (kernel only).
+    pub rtt_copied: u32,
     pub cgroup_id: u64,
 }
 
@@ -164,8 +165,8 @@ impl FlowValue {
     }
 
     /// Folds another CPU's slot into this one. Slots a CPU never touched are all zero; a
-    /// slot may hold only drops or only an RTT sample (the tracing programs update the slot
-    /// of the CPU they run on).
+    /// slot may hold only drops or only an RTT sample (the drop tracing program, and the
+    /// copy of an RTT to an arriving flow, update the slot of the CPU they run on).
     pub fn merge(&mut self, other: &FlowValue) {
         if !other.touched() {
             return;

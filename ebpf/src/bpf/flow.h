@@ -26,7 +26,7 @@ enum weir_counter {
 	WEIR_CNT_FILTERED = 5,       /* skbs (or drops) a filter rule rejected */
 	WEIR_CNT_DNS_LOST = 6,       /* DNS payloads lost because their ring buffer was full */
 	WEIR_CNT_DROPS = 7,          /* drops (kfree_skb with a reason) attached to flows */
-	WEIR_CNT_RTT = 8,            /* RTT samples attached to flows (at most 1 per flow, CPU, ms) */
+	WEIR_CNT_RTT = 8,            /* RTTs copied to arriving flows (at most 1 per flow, CPU, ~ms) */
 	WEIR_CNT_MAX = 9,
 };
 
@@ -67,7 +67,7 @@ struct flow_value {
 	/* Smoothed RTT of the local TCP socket the flow belongs to (read as it sends). */
 	__u64 rtt_ns_at;    /* when it was sampled (picks the latest across CPUs) */
 	__u32 rtt_us;
-	__u32 _pad3;
+	__u32 rtt_copied;   /* tick (now >> 20) the RTT last went to the arriving flow */
 	/* cgroup v2 id of the sending socket (egress, where the kernel has one); 0 = unknown. */
 	__u64 cgroup_id;
 };
@@ -82,7 +82,7 @@ struct flow_record {
 struct weir_config {
 	__u32 active_map; /* 0: flows_a, 1: flows_b; user space flips it, then drains the other */
 	__u32 sampling;   /* 1-in-N; 0 or 1 = every packet */
-	__u32 netns_ino;  /* namespace this copy watches: the tracing programs skip other ones */
+	__u32 netns_ino;  /* namespace this copy watches: the tracing program skips other ones */
 	__u32 consumed_reason; /* SKB_CONSUMED on the running kernel (a free, not a drop) */
 	__u32 filter_count;   /* rules of `filters` in force; 0 = no filtering */
 	__u32 filter_default; /* WEIR_FILTER_* when no rule matches */

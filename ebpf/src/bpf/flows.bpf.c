@@ -66,9 +66,9 @@ struct {
 	__uint(max_entries, 1 << 18);
 } dns_events SEC(".maps");
 
-/* The connection's arriving flow takes its RTT at most this often per flow and CPU (a bulk
- * transfer sends a segment every few microseconds). */
-#define RTT_MIN_GAP_NS 1000000ULL
+/* The connection's arriving flow takes the RTT once per tick of 2^20 ns (~1 ms) per flow and
+ * CPU (a bulk transfer sends a segment every few microseconds). */
+#define RTT_TICK_SHIFT 20
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -81,6 +81,7 @@ struct {
 #define ETH_P_8021AD_ 0x88A8
 #define IPPROTO_ICMPV6_ 58
 #define IPPROTO_SCTP_ 132
+#define SOCK_STREAM_ 1
 
 static __always_inline void count(__u32 idx)
 {
@@ -371,7 +372,7 @@ static __always_inline __u64 sender_cgroup(struct __sk_buff *skb, const struct f
 }
 
 /* Adds one skb to a flow's value; `rtt_us` (0: none) is its socket's smoothed RTT. Returns
- * whether the RTT is due on the connection's other direction too (see RTT_MIN_GAP_NS). */
+ * whether the RTT is due on the connection's other direction too (see RTT_TICK_SHIFT). */
 static __always_inline int accumulate(struct flow_value *v, __u64 now, __u32 len, __u64 segs,
 				      __u16 flags, __u32 sampling, const struct l2 *macs,
 				      __u32 rtt_us)
@@ -392,9 +393,13 @@ static __always_inline int accumulate(struct flow_value *v, __u64 now, __u32 len
 	if (sampling > v->sampling)
 		v->sampling = sampling;
 	if (rtt_us) {
-		due = now - v->rtt_ns_at >= RTT_MIN_GAP_NS;
+		__u32 tick = (__u32)(now >> RTT_TICK_SHIFT);
 		v->rtt_us = rtt_us;
 		v->rtt_ns_at = now;
+		if (v->rtt_copied != tick) {
+			v->rtt_copied = tick;
+			due = 1;
+		}
 	}
 	return due;
 }
@@ -419,6 +424,7 @@ static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct 
 		.cgroup_id = sender_cgroup(skb, k),
 		.rtt_us = rtt_us,
 		.rtt_ns_at = rtt_us ? now : 0,
+		.rtt_copied = rtt_us ? (__u32)(now >> RTT_TICK_SHIFT) : 0,
 	};
 	__builtin_memcpy(nv.src_mac, macs->src, 6);
 	__builtin_memcpy(nv.dst_mac, macs->dst, 6);
@@ -435,12 +441,17 @@ static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct 
 	return 0;
 }
 
-/* The smoothed RTT (µs) of the TCP socket sending an egress skb; 0 when it has none (not
- * TCP, no local socket, a request or time-wait socket, no sample yet). */
+/* The smoothed RTT (µs) of the TCP socket sending an egress skb; 0 when it has none (no
+ * socket, a request or time-wait socket, no sample yet). The socket may be another
+ * namespace's: a veth keeps it, so traffic bridged between containers carries its sender's.
+ * A raw socket of protocol TCP is not a TCP socket: only stream sockets are read. */
 static __always_inline __u32 sender_rtt_us(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->type != SOCK_STREAM_)
 		return 0;
 	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
 	if (!tp)
@@ -463,8 +474,8 @@ static __always_inline void rtt_to_reverse(void *map, const struct flow_key *k, 
 	if (v) {
 		v->rtt_us = rtt_us;
 		v->rtt_ns_at = now;
+		count(WEIR_CNT_RTT);
 	}
-	count(WEIR_CNT_RTT);
 }
 
 /* Counts one skb in `map` (a constant at each call site, so the verifier inlines lookups). */

@@ -1,5 +1,5 @@
-//! Which kernel hooks this kernel has: probed at start (tcx, the drop and RTT tracing
-//! programs), and the feature lines the status shows (degraded ones with the reason).
+//! Which kernel hooks this kernel has: probed at start (tcx, the drop tracing program), and
+//! the feature lines the status shows (degraded ones with the reason).
 
 use super::*;
 

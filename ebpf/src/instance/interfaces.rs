@@ -29,11 +29,11 @@ impl Instance {
                 match netlink::open_netns(&self.netns) {
                     Ok((fd, ino)) => match netlink::enter_netns(&fd) {
                         Ok(()) => {
-                            // The tracing programs keep to this namespace from now on.
+                            // The tracing program keeps to this namespace from now on.
                             if let Err(e) = lock(&self.maps)
                                 .set_config(|c| c.netns_ino = u32::try_from(ino).unwrap_or(0))
                             {
-                                tracing::warn!(netns = %self.netns, error = %e, "cannot set the namespace of the tracing programs");
+                                tracing::warn!(netns = %self.netns, error = %e, "cannot set the namespace of the tracing program");
                             }
                             Some(ino)
                         }

@@ -5,9 +5,9 @@
 `send HOST PORT BYTES IDLE_S`: connects, prints its local port, sends BYTES, reads "bye",
 then keeps the connection open and idle for IDLE_S seconds.
 
-tcp_probe fires when a segment arrives, before the segment's ACK updates the smoothed RTT. The
-server's late "bye" acknowledges nothing new, so the client's last tcp_probe sees the final
-smoothed RTT, the one `ss -ti` shows while the connection idles.
+weir reads the smoothed RTT from the sending socket as each packet leaves. The client's last
+packets (its ACK of "bye") leave after its last RTT sample, so they carry the final smoothed
+RTT, the one `ss -ti` shows while the connection idles.
 """
 import socket
 import struct
