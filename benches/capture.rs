@@ -310,7 +310,9 @@ fn kernel_section(runs: usize) {
                     (t0, t1)
                 }
             };
-            ns[which].push((t1.0 - t0.0) as f64 / (t1.1 - t0.1).max(1) as f64);
+            // Programs are found by name: one that went away meanwhile must not wrap the sum.
+            ns[which]
+                .push(t1.0.saturating_sub(t0.0) as f64 / t1.1.saturating_sub(t0.1).max(1) as f64);
         }
     }
     sh("sysctl -qw kernel.bpf_stats_enabled=0");
@@ -405,6 +407,24 @@ fn backlog_drops() -> u64 {
         .filter_map(|l| l.split_whitespace().nth(1))
         .filter_map(|h| u64::from_str_radix(h, 16).ok())
         .sum()
+}
+
+/// 50 datagrams from A to B's port 9 (discard; not the run's port), for a capture ring to
+/// hand over whatever block it still holds.
+fn nudge() {
+    sh(&format!(
+        "ip netns exec {NS_A} python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x', ('{B4}', 9)) for _ in range(50)]\""
+    ));
+}
+
+/// Whether a process with this text in its command line runs.
+fn have_process(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", pattern])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Whether a command is on the PATH.
@@ -520,8 +540,11 @@ fn softflowd_count(dir: &std::path::Path) -> Count {
     let b0 = backlog_drops();
     let (_, sent) = udp_run();
     let backlog = backlog_drops() - b0;
-    // libpcap hands packets over in ring blocks, the last one when its timeout passes.
+    // libpcap hands packets over in ring blocks, the last one when its timeout passes; a
+    // few datagrams to another port, after a pause, push out any block still held.
     std::thread::sleep(Duration::from_secs(2));
+    nudge();
+    std::thread::sleep(Duration::from_secs(1));
     let ctl = ctl.display();
     let stats = sh(&format!("softflowctl -c {ctl} statistics"));
     let own_drops = stats
@@ -573,33 +596,27 @@ fn pmacctd_count(dir: &std::path::Path) -> Count {
     let (_, sent) = udp_run();
     let backlog = backlog_drops() - b0;
     std::thread::sleep(Duration::from_secs(2));
+    nudge();
+    std::thread::sleep(Duration::from_secs(1));
     // SIGUSR1 logs the capture's counters; SIGINT writes the cache out and stops.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pmacctd.id() as i32, libc::SIGUSR1) };
     std::thread::sleep(Duration::from_millis(500));
     stop(&mut pmacctd, libc::SIGINT);
-    // The print plugin (a process of its own) writes the cache out as the core stops: read
-    // until two reads agree.
-    let read = || -> u64 {
-        // SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES (the header once per write)
-        std::fs::read_to_string(&csv)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() >= 7 && f[3] == "5201" && f[4] == "udp")
-            .filter_map(|f| f[5].parse::<u64>().ok())
-            .sum()
-    };
+    // The print plugin (a process of its own) writes the cache out as the core stops: wait
+    // for it to end, then read what it wrote.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut counted, mut last) = (0, u64::MAX);
-    while Instant::now() < deadline {
-        counted = read();
-        if counted > 0 && counted == last {
-            break;
-        }
-        last = counted;
-        std::thread::sleep(Duration::from_millis(300));
+    while Instant::now() < deadline && have_process("pmacctd: Print Plugin") {
+        std::thread::sleep(Duration::from_millis(100));
     }
+    // SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES (the header once per write)
+    let counted = std::fs::read_to_string(&csv)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7 && f[3] == "5201" && f[4] == "udp")
+        .filter_map(|f| f[5].parse::<u64>().ok())
+        .sum();
     let own_drops = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .split_whitespace()

@@ -26,7 +26,7 @@ enum weir_counter {
 	WEIR_CNT_FILTERED = 5,       /* skbs (or drops) a filter rule rejected */
 	WEIR_CNT_DNS_LOST = 6,       /* DNS payloads lost because their ring buffer was full */
 	WEIR_CNT_DROPS = 7,          /* drops (kfree_skb with a reason) attached to flows */
-	WEIR_CNT_RTT = 8,            /* RTTs copied to arriving flows (at most 1 per flow, CPU, ~ms) */
+	WEIR_CNT_RTT = 8,            /* RTTs copied to arriving flows (at most 1 per flow, CPU, tick) */
 	WEIR_CNT_MAX = 9,
 };
 

@@ -66,8 +66,9 @@ struct {
 	__uint(max_entries, 1 << 18);
 } dns_events SEC(".maps");
 
-/* The connection's arriving flow takes the RTT once per tick of 2^20 ns (~1 ms) per flow and
- * CPU (a bulk transfer sends a segment every few microseconds). */
+/* The connection's arriving flow takes the RTT once per 2^20 ns (~1 ms) of the packets' clock
+ * per flow and CPU: with the coarse clock, once per kernel tick (4 ms at HZ=250). A bulk
+ * transfer sends a segment every few microseconds. */
 #define RTT_TICK_SHIFT 20
 
 struct {
@@ -83,14 +84,19 @@ struct {
 #define IPPROTO_SCTP_ 132
 #define SOCK_STREAM_ 1
 
-/* The clock most packets read: the tick-granular coarse clock (one load; the precise clock
- * cost ~37 ns a packet here, as much as the flow's hash lookup), where the kernel has it
- * (5.11; CO-RE drops the branch a kernel without it cannot verify). A flow's first packet
- * reads the precise clock (`precise_now`), so its start is exact and its end, the latest
- * of the two, is at most one tick early. */
+/* Set by user space before loading: 1 where the kernel has bpf_ktime_get_coarse_ns (5.11).
+ * A read-only constant, so the verifier of an older kernel never sees the call. */
+volatile const __u32 coarse_clock = 0;
+
+/* The clock most packets read: the tick-granular coarse clock (a helper call that reads the
+ * timekeeper under its sequence lock; the precise clock cost ~37 ns a packet here, as much as
+ * the flow's hash lookup), where the kernel has it (`coarse_clock`, and the kernel's BTF
+ * agreeing where there is one). A flow's first packet reads the precise clock (`precise_now`),
+ * so its start is exact and its end, the latest of the two, is at most one tick early. */
 static __always_inline __u64 packet_now(void)
 {
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+	if (coarse_clock &&
+	    bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
 		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_ns();
 }
@@ -434,11 +440,12 @@ static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct 
 	struct flow_value *v = bpf_map_lookup_elem(map, k);
 	if (v)
 		return accumulate(v, now, len, segs, flags, sampling, macs, rtt_us);
-	/* A new flow starts at its first packet's precise time. */
-	now = precise_now();
+	/* A new flow starts at its first packet's precise time (the RTT fields keep the clock
+	 * every packet reads, so later samples compare with this one). */
+	__u64 first = precise_now();
 	struct flow_value nv = {
-		.first_seen_ns = now,
-		.last_seen_ns = now,
+		.first_seen_ns = first,
+		.last_seen_ns = first,
 		.bytes = len,
 		.packets = segs,
 		.skbs = 1,

@@ -11,7 +11,12 @@ impl Instance {
         reasons: Arc<EnumNames>,
         filters: &[CompiledRule],
     ) -> Result<(Instance, RingBuf<MapData>), CaptureError> {
+        // The coarse clock's helper came in 5.11; a kernel that reports an older version
+        // (backports included) keeps the precise clock.
+        let coarse =
+            u32::from(KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 11, 0)));
         let mut ebpf = EbpfLoader::new()
+            .override_global("coarse_clock", &coarse, true)
             .map_max_entries("flows_a", cfg.max_flows)
             .map_max_entries("flows_b", cfg.max_flows)
             .load(FLOWS_OBJ)
