@@ -417,6 +417,23 @@ fn nudge() {
     ));
 }
 
+/// One full-speed 64-byte UDP run for the counts: (datagrams sent with iperf3's handshake,
+/// packets the host's backlogs dropped meanwhile).
+fn counted_run() -> (u64, u64) {
+    let b0 = backlog_drops();
+    let (_, sent) = udp_run();
+    (sent + 1, backlog_drops() - b0)
+}
+
+/// Lets a libpcap exporter catch up after a run: libpcap hands packets over in ring blocks,
+/// the last one when its timeout passes; a few datagrams to another port, after a pause,
+/// push out any block still held.
+fn settle_capture_ring() {
+    std::thread::sleep(Duration::from_secs(2));
+    nudge();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// Whether a process with this text in its command line runs.
 fn have_process(pattern: &str) -> bool {
     Command::new("pgrep")
@@ -488,9 +505,7 @@ fn weir_count() -> Count {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let b0 = backlog_drops();
-    let (_, sent) = udp_run();
-    let backlog = backlog_drops() - b0;
+    let (sent, backlog) = counted_run();
     agent.flush();
     let groups = ureq::get(&format!(
         "http://127.0.0.1:{}/api/v1/flows/aggregate",
@@ -512,7 +527,7 @@ fn weir_count() -> Count {
         .map(|g| g["packets"].as_u64().unwrap_or(0))
         .sum();
     Count {
-        sent: sent + 1,
+        sent,
         counted,
         own_drops: Some(lost(&agent) - lost0),
         backlog,
@@ -537,14 +552,8 @@ fn softflowd_count(dir: &std::path::Path) -> Count {
         &dir.join("softflowd.log"),
     );
     std::thread::sleep(Duration::from_millis(800));
-    let b0 = backlog_drops();
-    let (_, sent) = udp_run();
-    let backlog = backlog_drops() - b0;
-    // libpcap hands packets over in ring blocks, the last one when its timeout passes; a
-    // few datagrams to another port, after a pause, push out any block still held.
-    std::thread::sleep(Duration::from_secs(2));
-    nudge();
-    std::thread::sleep(Duration::from_secs(1));
+    let (sent, backlog) = counted_run();
+    settle_capture_ring();
     let ctl = ctl.display();
     let stats = sh(&format!("softflowctl -c {ctl} statistics"));
     let own_drops = stats
@@ -566,7 +575,7 @@ fn softflowd_count(dir: &std::path::Path) -> Count {
     .filter_map(|l| l.trim().parse::<u64>().ok())
     .sum();
     Count {
-        sent: sent + 1,
+        sent,
         counted,
         own_drops,
         backlog,
@@ -592,12 +601,8 @@ fn pmacctd_count(dir: &std::path::Path) -> Count {
     .expect("pmacctd config");
     let mut pmacctd = spawn_in_b(&format!("pmacctd -f {}", conf.display()), &log);
     std::thread::sleep(Duration::from_millis(1500));
-    let b0 = backlog_drops();
-    let (_, sent) = udp_run();
-    let backlog = backlog_drops() - b0;
-    std::thread::sleep(Duration::from_secs(2));
-    nudge();
-    std::thread::sleep(Duration::from_secs(1));
+    let (sent, backlog) = counted_run();
+    settle_capture_ring();
     // SIGUSR1 logs the capture's counters; SIGINT writes the cache out and stops.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pmacctd.id() as i32, libc::SIGUSR1) };
@@ -623,7 +628,7 @@ fn pmacctd_count(dir: &std::path::Path) -> Count {
         .find_map(|w| w.strip_prefix("dropped_packets="))
         .and_then(|n| n.parse().ok());
     Count {
-        sent: sent + 1,
+        sent,
         counted,
         own_drops,
         backlog,
@@ -780,9 +785,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        stop(&mut self.child, libc::SIGTERM);
     }
 }
 
