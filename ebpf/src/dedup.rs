@@ -9,6 +9,9 @@
 use crate::records::{FlowKey, FlowValue};
 use std::collections::HashMap;
 
+/// `WEIR_DIR_EGRESS` (flow.h).
+const DIR_EGRESS: u8 = 1;
+
 /// A drained record and where it came from.
 #[derive(Debug, Clone)]
 pub struct Raw {
@@ -117,6 +120,19 @@ impl Iterator for Flows {
         let mut value = primary.value;
         for other in members[1..].iter().filter_map(|&i| at(i)) {
             value.merge_facts(&other.value);
+        }
+        // An RTT on an egress sighting is the sending socket's own; one on an ingress
+        // sighting is the receiving socket's, copied (flows.bpf.c, `rtt_to_reverse`), and
+        // it is the later of the two whenever a queue holds the packets between the ends.
+        // The flow keeps its sender's latest where a sighting has it.
+        if let Some(own) = members
+            .iter()
+            .filter_map(|&i| at(i))
+            .filter(|r| r.key.direction == DIR_EGRESS && r.value.rtt_ns_at > 0)
+            .max_by_key(|r| r.value.rtt_ns_at)
+        {
+            value.rtt_ns_at = own.value.rtt_ns_at;
+            value.rtt_us = own.value.rtt_us;
         }
         Some(Merged {
             key: primary.key,
@@ -291,6 +307,32 @@ mod tests {
             keep_all(vec![raw(5, 1, 0, 1, 1), raw(7, 0, 1, 2, 1)]).len(),
             2
         );
+    }
+
+    #[test]
+    fn the_senders_own_rtt_wins_over_a_later_copy_at_the_receiving_end() {
+        // Egress at one end (the sending socket's RTT, 80 ms), ingress at the other (the
+        // receiving socket's 11 µs, copied later: the packets sat in a queue between).
+        let mut sent = raw(5, DIR_EGRESS, 0, 100, 3);
+        sent.value.rtt_us = 80_000;
+        sent.value.rtt_ns_at = 150;
+        let mut got = raw(7, 0, 1, 90, 3);
+        got.value.rtt_us = 11;
+        got.value.rtt_ns_at = 400;
+        for records in [vec![sent.clone(), got.clone()], vec![got, sent]] {
+            let out: Vec<Merged> = dedup(records).collect();
+            assert_eq!(out.len(), 1);
+            assert_eq!((out[0].value.rtt_us, out[0].value.rtt_ns_at), (80_000, 150));
+        }
+        // With no egress sighting, the latest RTT stays.
+        let mut a = raw(5, 0, 0, 100, 3);
+        a.value.rtt_us = 7;
+        a.value.rtt_ns_at = 300;
+        let mut b = raw(7, 0, 1, 90, 3);
+        b.value.rtt_us = 9;
+        b.value.rtt_ns_at = 200;
+        let out: Vec<Merged> = dedup(vec![a, b]).collect();
+        assert_eq!(out[0].value.rtt_us, 7);
     }
 
     /// The grouping as it was first written (a vector per flow behind a hash map): what
