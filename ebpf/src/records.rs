@@ -67,6 +67,10 @@ pub struct WeirConfig {
     pub filter_default: u32,
     pub dns: u32,
     pub rtt: u32,
+    /// The tick clock (see `instance::clock`): CLOCK_MONOTONIC at the start of the current
+    /// jiffy is `tick_base_ns + jiffies * tick_ns`; 0 = not calibrated.
+    pub tick_ns: u64,
+    pub tick_base_ns: u64,
 }
 
 /// Mirror of `struct filter_rule`.
@@ -129,7 +133,7 @@ const _: () = assert!(std::mem::offset_of!(FlowValue, drop_bytes) == 64);
 const _: () = assert!(std::mem::offset_of!(FlowValue, rtt_us) == 96);
 const _: () = assert!(std::mem::size_of::<FlowRecord>() == 160);
 const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 48);
-const _: () = assert!(std::mem::size_of::<WeirConfig>() == 32);
+const _: () = assert!(std::mem::size_of::<WeirConfig>() == 48);
 const _: () = assert!(std::mem::size_of::<FilterRuleRecord>() == 80);
 const _: () = assert!(std::mem::offset_of!(FilterRuleRecord, sampling) == 76);
 const _: () = assert!(std::mem::size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);

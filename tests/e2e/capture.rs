@@ -168,6 +168,60 @@ fn ping_v4_and_v6_counted_exactly_on_both_ends() {
     assert_eq!(total, 10);
 }
 
+/// A flow's later packets are stamped by the tick clock (jiffies calibrated against
+/// CLOCK_MONOTONIC): its span must be its packets' span to within a tick, and its end not
+/// after the wall clock when the last packet had gone.
+#[test]
+fn a_flows_span_is_its_packets_span_to_a_tick() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(84);
+    // One record per conversation: no timer eviction inside the pings.
+    let a = agent_in_a(&pair, dir.path(), &["--active-timeout", "60s"]);
+    let st = a.ok("/api/v1/status", &[]);
+    let clock = st["capture"]["features"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == "tick-clock"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(clock["enabled"], true, "{st}");
+    a.flush();
+    let t0 = now_ms();
+    // 11 echo requests 200 ms apart: 2 s from the first to the last.
+    sh(&format!(
+        "ip netns exec {} ping -q -c 11 -i 0.2 {}",
+        pair.ns_a, pair.b4
+    ));
+    let t1 = now_ms();
+    a.flush();
+    let from = t0.to_string();
+    let filter = format!("SrcAddr={} and IcmpType=8", pair.a4);
+    let v = a.ok("/api/v1/flows", &[("filter", &filter), ("from", &from)]);
+    let flows = v["flows"].as_array().expect("flows");
+    let packets: u64 = flows.iter().filter_map(|f| f["Packets"].as_u64()).sum();
+    assert_eq!(packets, 11, "{v}");
+    let start = flows
+        .iter()
+        .filter_map(|f| f["TimeFlowStartMs"].as_u64())
+        .min()
+        .expect("start");
+    let end = flows
+        .iter()
+        .filter_map(|f| f["TimeFlowEndMs"].as_u64())
+        .max()
+        .expect("end");
+    let span = end.saturating_sub(start);
+    // At most one tick early (10 ms at HZ=100); ping's own delays make it only longer.
+    assert!(
+        (1_990..=2_300).contains(&span),
+        "span {span} ms from {start} to {end}: {v}"
+    );
+    assert!(
+        start + 1 >= t0 && end <= t1 + 1,
+        "{t0}..{t1} vs {start}..{end}"
+    );
+}
+
 #[test]
 fn iperf3_udp_packets_counted_exactly() {
     require(&["iperf3"]);

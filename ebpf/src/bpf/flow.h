@@ -88,6 +88,10 @@ struct weir_config {
 	__u32 filter_default; /* WEIR_FILTER_* when no rule matches */
 	__u32 dns;            /* 1: DNS payloads (port 53) are sent to user space */
 	__u32 rtt;            /* 1: TCP egress packets carry their socket's smoothed RTT */
+	/* The tick clock, calibrated by user space (`weir_clock`): CLOCK_MONOTONIC at the start
+	 * of the current jiffy is tick_base_ns + jiffies * tick_ns. 0: not calibrated. */
+	__u64 tick_ns;
+	__u64 tick_base_ns;
 };
 
 #define WEIR_FILTER_ACCEPT 0

@@ -80,6 +80,25 @@ pub(super) fn optional_features(
             enabled: rtt_on,
             detail: rtt_detail,
         },
+        match probed.map(|p| &p.tick_clock) {
+            Some(Ok(hz)) => Feature {
+                name: "tick-clock".into(),
+                enabled: true,
+                detail: format!(
+                    "packets after a flow's first are stamped from jiffies (HZ {hz}), calibrated against CLOCK_MONOTONIC"
+                ),
+            },
+            Some(Err(e)) => Feature {
+                name: "tick-clock".into(),
+                enabled: false,
+                detail: format!("{e}; packets read the coarse clock"),
+            },
+            None => Feature {
+                name: "tick-clock".into(),
+                enabled: false,
+                detail: "no namespace loaded".into(),
+            },
+        },
         Feature {
             name: "dns".into(),
             enabled: cfg.dns,

@@ -1,6 +1,7 @@
 //! One loaded copy of the capture programs per network namespace, and the threads that keep
 //! it attached and drained.
 
+mod clock;
 mod config;
 mod drain;
 mod evict;
@@ -64,6 +65,8 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> CaptureError + '
 struct Probed {
     drops: Result<(), String>,
     rtt: Result<(), String>,
+    /// The tick clock's HZ, or why packets read the coarse clock instead.
+    tick_clock: Result<u64, String>,
 }
 
 struct Attached {

@@ -1,0 +1,197 @@
+//! The tick clock: jiffies mapped onto CLOCK_MONOTONIC, so the TC programs stamp a flow's
+//! later packets with one cheap helper (`bpf_jiffies64`, a load of one word) and a multiply,
+//! instead of the coarse clock's call into the timekeeper (~23 ns a packet more here).
+//!
+//! The kernel advances jiffies by one every `TICK_NSEC` of CLOCK_MONOTONIC, counted from a
+//! fixed start (`last_jiffies_update += TICK_NSEC` per jiffy), so the start of the current
+//! jiffy is `base + jiffies * TICK_NSEC` for a `base` fixed since boot. Neither number is
+//! exported, so [`calibrate`] measures them: it runs the never-attached `weir_clock` program
+//! (`BPF_PROG_TEST_RUN`, which returns jiffies) back to back between two reads of
+//! CLOCK_MONOTONIC, finds the moments jiffies moves on, and takes `HZ` from their spacing and
+//! `base` from their phase. A packet's stamp is then the start of its tick, as the coarse
+//! clock's is, and never later than the time it was read (within the microseconds between a
+//! tick and the interrupt that counts it).
+
+use super::CaptureError;
+use crate::records::clock_ns;
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `base + jiffies * tick_ns` is CLOCK_MONOTONIC at the start of the current jiffy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TickClock {
+    pub(super) tick_ns: u64,
+    pub(super) base_ns: u64,
+    /// The kernel's `HZ` the spacing of ticks gave.
+    pub(super) hz: u64,
+}
+
+/// Why the tick clock could not be calibrated (the programs then read the coarse clock).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum ClockError {
+    #[error("running weir_clock (BPF_PROG_TEST_RUN): {0}")]
+    Run(String),
+    #[error("jiffies did not move on {wanted} times within {waited:?}")]
+    TooFewTicks { wanted: usize, waited: Duration },
+    #[error("ticks {spacing_ns} ns apart give HZ {hz}, outside 24..=10000")]
+    Implausible { spacing_ns: u64, hz: u64 },
+}
+
+impl From<ClockError> for CaptureError {
+    fn from(e: ClockError) -> Self {
+        CaptureError::Setup(format!("tick clock: {e}"))
+    }
+}
+
+/// The one calibration of the process: the relation is the kernel's, the same in every
+/// namespace, so the first namespace loaded measures it for all.
+static CALIBRATED: OnceLock<Result<TickClock, ClockError>> = OnceLock::new();
+
+/// The tick clock, calibrated with `prog` the first time it is asked for.
+pub(super) fn tick_clock(prog: &SchedClassifier) -> Result<TickClock, ClockError> {
+    CALIBRATED.get_or_init(|| calibrate(prog)).clone()
+}
+
+/// One reading of jiffies: the 64-bit value and the CLOCK_MONOTONIC times just before and
+/// just after the program read its low half.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    jiffies: u64,
+    before_ns: u64,
+    after_ns: u64,
+}
+
+fn run(prog: &SchedClassifier, high: bool) -> Result<u32, ClockError> {
+    // A 14-byte packet (an Ethernet header, the least a TC test run takes) asks for the low
+    // half, a 15-byte one for the high half.
+    let packet = [0u8; 15];
+    let len = if high { 15 } else { 14 };
+    let opts = TestRunOptions {
+        data_in: Some(&packet[..len]),
+        ..TestRunOptions::new()
+    };
+    prog.test_run(opts)
+        .map(|r| r.return_value)
+        .map_err(|e| ClockError::Run(e.to_string()))
+}
+
+fn read(prog: &SchedClassifier) -> Result<Reading, ClockError> {
+    loop {
+        let high = run(prog, true)?;
+        let before_ns = clock_ns(libc::CLOCK_MONOTONIC);
+        let low = run(prog, false)?;
+        let after_ns = clock_ns(libc::CLOCK_MONOTONIC);
+        // The high half changes once every 2^32 ticks; read again across the change.
+        if run(prog, true)? == high {
+            return Ok(Reading {
+                jiffies: (u64::from(high) << 32) | u64::from(low),
+                before_ns,
+                after_ns,
+            });
+        }
+    }
+}
+
+/// Ticks to see move on, and the least time they must span (HZ within 0.1 % at HZ=1000).
+const TRANSITIONS: usize = 4;
+const MIN_SPAN: Duration = Duration::from_millis(30);
+const GIVE_UP: Duration = Duration::from_secs(2);
+
+/// Measures the tick clock (30-40 ms of back-to-back test runs at HZ=250).
+fn calibrate(prog: &SchedClassifier) -> Result<TickClock, ClockError> {
+    let start = clock_ns(libc::CLOCK_MONOTONIC);
+    let mut prev = read(prog)?;
+    // (jiffies, earliest and latest time it can have moved on to this value)
+    let mut moves: Vec<(u64, u64, u64)> = Vec::new();
+    loop {
+        let r = read(prog)?;
+        // A reading that skipped a tick (the thread was preempted) dates no move.
+        if r.jiffies == prev.jiffies + 1 {
+            moves.push((r.jiffies, prev.before_ns, r.after_ns));
+        }
+        prev = r;
+        let spanned = match (moves.first(), moves.last()) {
+            (Some(a), Some(b)) => b.2.saturating_sub(a.2),
+            _ => 0,
+        };
+        if moves.len() >= TRANSITIONS && spanned >= MIN_SPAN.as_nanos() as u64 {
+            break;
+        }
+        let waited = clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(start);
+        if waited > GIVE_UP.as_nanos() as u64 {
+            return Err(ClockError::TooFewTicks {
+                wanted: TRANSITIONS,
+                waited: Duration::from_nanos(waited),
+            });
+        }
+    }
+    fit(&moves)
+}
+
+/// HZ and the base from the moments jiffies moved on: `(jiffies, not before, not after)`.
+fn fit(moves: &[(u64, u64, u64)]) -> Result<TickClock, ClockError> {
+    let (Some(first), Some(last)) = (moves.first(), moves.last()) else {
+        return Err(ClockError::TooFewTicks {
+            wanted: TRANSITIONS,
+            waited: Duration::ZERO,
+        });
+    };
+    let ticks = last.0.saturating_sub(first.0).max(1);
+    let mid = |m: &(u64, u64, u64)| m.1 / 2 + m.2 / 2;
+    let spacing_ns = mid(last).saturating_sub(mid(first)) / ticks;
+    let hz = (1_000_000_000 + spacing_ns / 2) / spacing_ns.max(1);
+    if !(24..=10_000).contains(&hz) {
+        return Err(ClockError::Implausible { spacing_ns, hz });
+    }
+    // The kernel's TICK_NSEC.
+    let tick_ns = (1_000_000_000 + hz / 2) / hz;
+    // Each move happened after its tick started, so `not before - jiffies * tick` is at most
+    // the base; the latest of those bounds is the closest.
+    let base_ns = moves
+        .iter()
+        .map(|m| m.1.wrapping_sub(m.0.wrapping_mul(tick_ns)))
+        .max_by_key(|b| *b as i64)
+        .unwrap_or(0);
+    Ok(TickClock {
+        tick_ns,
+        base_ns,
+        hz,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_finds_hz_and_base_from_moves() {
+        // HZ=250 (4 ms ticks), base 1 000 000 + jiffies 4 294 967 296 + k: each move seen
+        // 3 µs after its tick started, in a window of 2 µs.
+        let tick = 4_000_000u64;
+        let base = 7_000_000u64;
+        let j0 = 1u64 << 32;
+        let moves: Vec<_> = (0..10)
+            .map(|k| {
+                let start = base.wrapping_add((j0 + k).wrapping_mul(tick));
+                (j0 + k, start + 1_000, start + 3_000)
+            })
+            .collect();
+        let c = fit(&moves).expect("fits");
+        assert_eq!(c.hz, 250);
+        assert_eq!(c.tick_ns, tick);
+        assert_eq!(c.base_ns, base + 1_000);
+        // HZ=300: TICK_NSEC rounds to 3 333 333.
+        let tick = 3_333_333u64;
+        let moves: Vec<_> = (0..12)
+            .map(|k| {
+                let start = base.wrapping_add((j0 + k).wrapping_mul(tick));
+                (j0 + k, start, start + 2_000)
+            })
+            .collect();
+        assert_eq!(fit(&moves).expect("fits").hz, 300);
+        // One tick a minute is no kernel's.
+        let moves = [(10, 0, 1), (11, 60_000_000_000, 60_000_000_001)];
+        assert!(matches!(fit(&moves), Err(ClockError::Implausible { .. })));
+    }
+}
