@@ -34,8 +34,9 @@ pub struct FlowValue {
     pub tcp_flags: u16,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub _pad: u16,
-    pub _pad2: u32,
+    /// The kernel's cached filter decision for this CPU (kernel only).
+    pub filter_gen: u16,
+    pub filter_sampling: u32,
     pub drop_bytes: u64,
     pub drop_ns: u64,
     pub drop_packets: u32,
@@ -67,6 +68,11 @@ pub struct WeirConfig {
     pub filter_default: u32,
     pub dns: u32,
     pub rtt: u32,
+    /// Bumped with every configuration written (low 16 bits never 0): flows' cached filter
+    /// decisions hold while it stays.
+    pub filter_gen: u32,
+    /// OR of the filter rules' TCP flags: packets carrying any are never cached.
+    pub filter_flags: u32,
     /// The tick clock (see `instance::clock`): CLOCK_MONOTONIC at the start of the current
     /// jiffy is `tick_base_ns + jiffies * tick_ns`; 0 = not calibrated.
     pub tick_ns: u64,
@@ -133,7 +139,7 @@ const _: () = assert!(std::mem::offset_of!(FlowValue, drop_bytes) == 64);
 const _: () = assert!(std::mem::offset_of!(FlowValue, rtt_us) == 96);
 const _: () = assert!(std::mem::size_of::<FlowRecord>() == 160);
 const _: () = assert!(std::mem::offset_of!(FlowRecord, value) == 48);
-const _: () = assert!(std::mem::size_of::<WeirConfig>() == 48);
+const _: () = assert!(std::mem::size_of::<WeirConfig>() == 56);
 const _: () = assert!(std::mem::size_of::<FilterRuleRecord>() == 80);
 const _: () = assert!(std::mem::offset_of!(FilterRuleRecord, sampling) == 76);
 const _: () = assert!(std::mem::size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);

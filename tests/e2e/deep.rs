@@ -372,6 +372,52 @@ fn filter_cli(a: &Agent, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A flow's packets reuse the filter decision cached in the flow, and a rule change still
+/// reaches a live flow: one ping's echo flow admitted, then refused, then admitted again
+/// (rules change at a map flip, and every configuration written lapses the cached
+/// decisions; the timer evicts nothing meanwhile).
+#[test]
+fn a_live_flows_cached_filter_decision_lapses_when_the_rules_change() {
+    require(&["ping"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new(85);
+    let a = crate::capture::agent_in_a(&pair, dir.path(), &["--active-timeout", "60s"]);
+    let set = |rules: &[&str]| {
+        let mut args = vec!["set"];
+        args.extend_from_slice(rules);
+        let (code, _, err) = filter_cli(&a, &args);
+        assert_eq!(code, 0, "{err}");
+    };
+    set(&["accept proto=icmp"]);
+    let t0 = now_ms();
+    // 60 echo requests 50 ms apart: 3 s, the rules changed at 1 s and 2 s.
+    let mut ping = Command::new("ip")
+        .args([
+            "netns", "exec", &pair.ns_a, "ping", "-q", "-c", "60", "-i", "0.05",
+        ])
+        .arg(&pair.b4)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_secs(1));
+    let filtered = status_counter(&a, "kernel_filtered");
+    // The flow is in the kernel's map, its decision cached: the new rules must win.
+    set(&["reject proto=icmp", "accept"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let refused = status_counter(&a, "kernel_filtered") - filtered;
+    set(&["accept proto=icmp"]);
+    assert!(ping.wait().expect("ping").success());
+    a.flush();
+    let requests = format!("NetNs={} and IcmpType=8", pair.ns_a);
+    let counted = sum(&flows(&a, &requests, t0), "Packets");
+    // About 20 requests and 20 replies in the second; the first and third counted.
+    assert!(refused >= 20, "{refused} packets refused in the second");
+    assert!(
+        (25..=50).contains(&counted),
+        "{counted} of 60 echo requests counted, {refused} packets refused"
+    );
+}
+
 #[test]
 fn filter_rules_change_on_live_traffic() {
     require(&["python3", "ping"]);

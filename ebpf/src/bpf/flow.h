@@ -57,8 +57,11 @@ struct flow_value {
 	__u16 tcp_flags; /* OR of the TCP flags seen (FIN=0x1 ... CWR=0x80, NS=0x100) */
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
-	__u16 _pad;
-	__u32 _pad2;
+	/* This CPU's cached filter decision for the flow's packets without any of the rules'
+	 * TCP flags: admitted, 1-in-`filter_sampling`, while `config.filter_gen` equals
+	 * `filter_gen` (never 0, so a fresh slot holds none). Kernel only. */
+	__u16 filter_gen;
+	__u32 filter_sampling;
 	/* Drops (kfree_skb tracepoint) of this flow's packets; a flow may hold only drops. */
 	__u64 drop_bytes;
 	__u64 drop_ns;      /* time of the latest drop (picks the latest reason across CPUs) */
@@ -88,6 +91,10 @@ struct weir_config {
 	__u32 filter_default; /* WEIR_FILTER_* when no rule matches */
 	__u32 dns;            /* 1: DNS payloads (port 53) are sent to user space */
 	__u32 rtt;            /* 1: TCP egress packets carry their socket's smoothed RTT */
+	/* Changes with every configuration written (its low 16 bits never 0): a flow's cached
+	 * filter decision holds while they are equal (see flow_value.filter_gen). */
+	__u32 filter_gen;
+	__u32 filter_flags;   /* OR of the rules' tcp_flags: packets with any are never cached */
 	/* The tick clock, calibrated by user space (`weir_clock`): CLOCK_MONOTONIC at the start
 	 * of the current jiffy is tick_base_ns + jiffies * tick_ns. 0: not calibrated. */
 	__u64 tick_ns;

@@ -441,15 +441,27 @@ static __always_inline int accumulate(struct flow_value *v, __u64 now, __u32 len
 	return due;
 }
 
+/* Caches, in this CPU's slot of a flow, the filter rules' decision for its packets without
+ * any of the rules' TCP flags: admitted, 1-in-`sampling` (`fgen` 0: nothing to cache). */
+static __always_inline void remember_filter(struct flow_value *v, __u16 fgen, __u32 sampling)
+{
+	if (fgen) {
+		v->filter_gen = fgen;
+		v->filter_sampling = sampling;
+	}
+}
+
 /* Adds one skb to its flow in `map`, inserting the flow if new; the ring buffer takes it
  * when the map is full. */
 static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct flow_key *k,
 				       __u32 len, __u64 segs, __u16 flags, __u32 sampling,
-				       const struct l2 *macs, __u64 now, __u32 rtt_us)
+				       const struct l2 *macs, __u64 now, __u32 rtt_us, __u16 fgen)
 {
 	struct flow_value *v = bpf_map_lookup_elem(map, k);
-	if (v)
+	if (v) {
+		remember_filter(v, fgen, sampling);
 		return accumulate(v, now, len, segs, flags, sampling, macs, rtt_us);
+	}
 	/* A new flow starts at its first packet's precise time (the RTT fields keep the clock
 	 * every packet reads, so later samples compare with this one). */
 	__u64 first = precise_now();
@@ -465,6 +477,8 @@ static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct 
 		.rtt_us = rtt_us,
 		.rtt_ns_at = rtt_us ? now : 0,
 		.rtt_copied = rtt_us ? (__u32)(now >> RTT_TICK_SHIFT) : 0,
+		.filter_gen = fgen,
+		.filter_sampling = sampling,
 	};
 	__builtin_memcpy(nv.src_mac, macs->src, 6);
 	__builtin_memcpy(nv.dst_mac, macs->dst, 6);
@@ -473,8 +487,10 @@ static __always_inline int update_flow(struct __sk_buff *skb, void *map, struct 
 		return rtt_us != 0;
 	if (err == -17 /* EEXIST: another CPU inserted it meanwhile */) {
 		v = bpf_map_lookup_elem(map, k);
-		if (v)
+		if (v) {
+			remember_filter(v, fgen, sampling);
 			return accumulate(v, now, len, segs, flags, sampling, macs, rtt_us);
+		}
 	}
 	count(WEIR_CNT_MAP_FULL);
 	send_direct(k, &nv);
@@ -520,11 +536,28 @@ static __always_inline void rtt_to_reverse(void *map, const struct flow_key *k, 
 
 /* Counts one skb in `map` (a constant at each call site, so the verifier inlines lookups). */
 static __always_inline void count_skb(struct __sk_buff *skb, void *map, struct flow_key *k,
-				      __u32 len, __u64 segs, __u16 flags, __u32 sampling,
-				      const struct l2 *macs, __u64 now, __u32 rtt_us)
+				      struct flow_value *found, __u32 len, __u64 segs, __u16 flags,
+				      __u32 sampling, const struct l2 *macs, __u64 now,
+				      __u32 rtt_us, __u16 fgen)
 {
-	if (update_flow(skb, map, k, len, segs, flags, sampling, macs, now, rtt_us))
+	int due;
+	if (found) {
+		/* Looked up already, for its cached filter decision. */
+		remember_filter(found, fgen, sampling);
+		due = accumulate(found, now, len, segs, flags, sampling, macs, rtt_us);
+	} else {
+		due = update_flow(skb, map, k, len, segs, flags, sampling, macs, now, rtt_us, fgen);
+	}
+	if (due)
 		rtt_to_reverse(map, k, rtt_us, now);
+}
+
+/* The flow of `k` in the active map (two call sites with constant maps, see count_skb). */
+static __always_inline struct flow_value *active_flow(__u32 active, const struct flow_key *k)
+{
+	if (active)
+		return bpf_map_lookup_elem(&flows_b, k);
+	return bpf_map_lookup_elem(&flows_a, k);
 }
 
 /* Whether `addr` is in the network `net`/`mask` (a zero mask matches every address). */
@@ -671,10 +704,26 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	k.ifindex = skb->ifindex;
 	k.direction = direction;
 
+	/* With filter rules, a flow's packets reuse the decision its first admitted one cached
+	 * in the flow (this CPU's slot) while the configuration stays, instead of walking the
+	 * rules again; packets with a TCP flag some rule names always walk them. The
+	 * generation is read first: a configuration being written carries it after the count. */
+	struct flow_value *found = NULL;
+	__u16 fgen = 0;
 	if (cfg->filter_count != 0) {
-		if (!try_filter(cfg, &k, flags, 0, &sampling)) {
-			count(WEIR_CNT_FILTERED);
-			return TC_ACT_UNSPEC;
+		__u16 gen = (__u16)(*(volatile __u32 *)&cfg->filter_gen);
+		int plain = gen != 0 && !(flags & cfg->filter_flags);
+		if (plain)
+			found = active_flow(active, &k);
+		if (found && found->filter_gen == gen) {
+			sampling = found->filter_sampling;
+		} else {
+			if (!try_filter(cfg, &k, flags, 0, &sampling)) {
+				count(WEIR_CNT_FILTERED);
+				return TC_ACT_UNSPEC;
+			}
+			if (plain)
+				fgen = gen;
 		}
 		if (sampling > 1 && (bpf_get_prandom_u32() % sampling) != 0) {
 			count(WEIR_CNT_SAMPLED_OUT);
@@ -696,9 +745,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	/* Two call sites with constant maps: the verifier inlines lookups only when it knows
 	 * the map, so no map pointer is chosen at run time. */
 	if (active)
-		count_skb(skb, &flows_b, &k, skb->len, segs, flags, sampling, &macs, now, rtt_us);
+		count_skb(skb, &flows_b, &k, found, skb->len, segs, flags, sampling, &macs, now,
+			  rtt_us, fgen);
 	else
-		count_skb(skb, &flows_a, &k, skb->len, segs, flags, sampling, &macs, now, rtt_us);
+		count_skb(skb, &flows_a, &k, found, skb->len, segs, flags, sampling, &macs, now,
+			  rtt_us, fgen);
 	return TC_ACT_UNSPEC;
 }
 

@@ -72,6 +72,12 @@ impl FlowMaps {
     ) -> Result<(), CaptureError> {
         let mut next = self.cfg;
         change(&mut next);
+        // Any change may change a filter decision (rules, their count, the sampling): the
+        // flows' cached ones lapse. Its low 16 bits (what a flow keeps) are never 0.
+        next.filter_gen = next.filter_gen.wrapping_add(1);
+        if next.filter_gen & 0xffff == 0 {
+            next.filter_gen = next.filter_gen.wrapping_add(1);
+        }
         self.config
             .set(0, next, 0)
             .map_err(setup("writing config"))?;
@@ -115,8 +121,13 @@ impl FlowMaps {
             u32::from(FILTER_ACCEPT)
         };
         let n = rules.len().min(MAX_FILTERS) as u32;
+        let flags = rules
+            .iter()
+            .take(MAX_FILTERS)
+            .fold(0u32, |f, r| f | u32::from(r.tcp_flags));
         self.set_config(|c| {
             c.filter_default = default;
+            c.filter_flags = flags;
             c.filter_count = n;
         })
     }
