@@ -2,12 +2,13 @@
 //! two network namespaces joined by a veth pair, with interleaved runs without and with the
 //! agent, and side by side with softflowd and pmacctd (libpcap flow exporters): their CPU and
 //! the packets each counted against iperf3's; and weir's programs against a no-op and a
-//! counting TC program on the same hooks. Prints tables; see docs/PERFORMANCE.md.
+//! counting TC program on the same hooks; and what each exporter costs the machine per packet,
+//! kernel and process (`perf record`). Prints tables; see docs/PERFORMANCE.md.
 //! `WEIR_BENCH_RUNS` (default 5) sets the number of rounds.
 //!
 //! `cargo bench --bench capture` (after `bash scripts/deps.sh bench`).
 //! `WEIR_BENCH_SECTIONS` (comma-separated: overhead, rss, exporters, counts, kernel, features,
-//! sampling; default all) picks the tables.
+//! sampling, machine; default all) picks the tables.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
@@ -817,6 +818,167 @@ fn exporter_run(cmd: &str) -> (f64, f64, u64) {
     (pps, cpu, sent)
 }
 
+/// What a `perf record -a -g` of one full-speed run says about the receive path: the
+/// event count (ns of CPU sampled on all CPUs) and the inclusive shares (%) of the symbols
+/// asked for.
+fn perf_shares(data: &std::path::Path, symbols: &[&str]) -> (f64, Vec<f64>) {
+    let out = sh(&format!(
+        "perf report -i {} --children --sort sym --stdio -g none 2>/dev/null",
+        data.display()
+    ));
+    let events = out
+        .lines()
+        .find_map(|l| l.strip_prefix("# Event count (approx.): "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let share = |sym: &str| -> f64 {
+        // "     3.44%     1.67%  [k] tpacket_rcv": children, self, kind, symbol. A symbol
+        // starting with `*` matches every symbol containing the rest (the JIT names programs
+        // bpf_prog_<tag>_<name>), summed.
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (pct, name) = (f.first()?, f.get(3)?);
+                let hit = match sym.strip_prefix('*') {
+                    Some(part) => name.contains(part),
+                    None => *name == sym,
+                };
+                if hit {
+                    pct.trim_end_matches('%').parse::<f64>().ok()
+                } else {
+                    None
+                }
+            })
+            .sum()
+    };
+    (events, symbols.iter().map(|s| share(s)).collect())
+}
+
+/// What each exporter costs the machine per packet, kernel and process: `perf record -a -g`
+/// (cpu-clock) of a full-speed 64-byte UDP run of one million datagrams from A to B, each
+/// exporter watching B alone. The kernel time its capture adds is the inclusive time of
+/// `__netif_receive_skb_core` above the same run without an exporter (weir's TC program and
+/// its dispatch, or the packet socket's `tpacket_rcv` copy into the capture ring and the
+/// wake-ups); the process time is the exporter's own CPU (all threads) during the run.
+fn machine_section(runs: usize) {
+    if !have("perf") {
+        println!();
+        println!("machine: perf not installed (linux-perf); section skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    const PACKETS: u64 = 1_000_000;
+    let names = ["none", "weir (as shipped)", "softflowd", "pmacctd"];
+    let cmds = [
+        String::new(),
+        String::new(),
+        format!("softflowd -d -i {IF_B} -n 127.0.0.1:2055"),
+        format!("pmacctd -i {IF_B} -P print -c src_host,dst_host,src_port,dst_port,proto -r 60"),
+    ];
+    // [setup] -> (receive path ns/packet, capture symbols ns/packet, process ns/packet)
+    let mut m: [Vec<(f64, f64, f64)>; 4] = Default::default();
+    for r in 0..runs {
+        for k in 0..4 {
+            let which = (r + k) % 4;
+            if which >= 2 && !have(cmds[which].split_whitespace().next().unwrap_or("")) {
+                continue;
+            }
+            let mut child = None;
+            let mut agent = None;
+            let pid = match which {
+                0 => None,
+                1 => {
+                    let a = Agent::start_on(
+                        std::rc::Rc::new(tempfile::tempdir().expect("tempdir")),
+                        &[NS_B],
+                        &[],
+                    );
+                    // Past the start's own work (plugins compiled, the first eviction).
+                    std::thread::sleep(Duration::from_secs(3));
+                    let pid = a.child.id();
+                    agent = Some(a);
+                    Some(pid)
+                }
+                _ => {
+                    let c = spawn_in_b(&cmds[which], &dir.path().join("exporter.log"));
+                    std::thread::sleep(Duration::from_secs(1));
+                    let pid = c.id();
+                    child = Some(c);
+                    Some(pid)
+                }
+            };
+            let data = dir.path().join("perf.data");
+            let c0 = pid.map(cpu_ns).unwrap_or(0);
+            sh(&format!(
+                "perf record -q -a -g -F 4999 -o {} -- ip netns exec {NS_A} iperf3 -c {B4} -u -l 64 -b 0 -k {PACKETS} >/dev/null 2>&1",
+                data.display()
+            ));
+            let process = pid.map(cpu_ns).unwrap_or(0).saturating_sub(c0) as f64;
+            if let Some(mut c) = child {
+                stop(&mut c, libc::SIGTERM);
+            }
+            drop(agent);
+            let (events, shares) = perf_shares(
+                &data,
+                &[
+                    "__netif_receive_skb_core.constprop.0",
+                    "*_weir_",
+                    "__htab_map_lookup_elem",
+                    "tpacket_rcv",
+                ],
+            );
+            let per = |pct: f64| pct / 100.0 * events / PACKETS as f64;
+            // perf's unwinder does not get from the hash map's lookup (called by the JITed
+            // program) back into the program: the two are counted side by side.
+            let capture = if which == 1 {
+                shares[1] + shares[2]
+            } else {
+                shares[3]
+            };
+            m[which].push((per(shares[0]), per(capture), process / PACKETS as f64));
+        }
+    }
+    let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        median(&mut v.iter().map(f).collect::<Vec<_>>())
+    };
+    let base = med(&m[0], |x| x.0);
+    let total = |i: usize| med(&m[i], |x| x.0) - base + med(&m[i], |x| x.2);
+    let soft = total(2);
+    println!();
+    println!(
+        "machine: {runs} interleaved rounds, medians; perf record -a -g (cpu-clock, 4999 Hz) of {PACKETS} 64-byte UDP datagrams at full speed from A to B, each exporter watching B alone; ns per packet"
+    );
+    println!();
+    println!(
+        "| exporter | receive path (`__netif_receive_skb_core`, inclusive) | above none | of which its capture code | process CPU | kernel + process | ratio to softflowd |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, name) in names.iter().enumerate() {
+        if m[i].is_empty() {
+            println!("| {name} | not installed (bash scripts/deps.sh bench) | | | | | |");
+            continue;
+        }
+        let rx = med(&m[i], |x| x.0);
+        if i == 0 {
+            println!("| {name} | {rx:.0} | | | | | |");
+            continue;
+        }
+        let what = if i == 1 {
+            "weir's programs and their flow-map lookups"
+        } else {
+            "tpacket_rcv"
+        };
+        println!(
+            "| {name} | {rx:.0} | {:.0} | {:.0} ({what}) | {:.0} | {:.0} | {:.2} |",
+            rx - base,
+            med(&m[i], |x| x.1),
+            med(&m[i], |x| x.2),
+            total(i),
+            total(i) / soft
+        );
+    }
+}
+
 /// 100 k active flows: the agent's resident memory while it evicts and stores them, on a
 /// first start (the bundled plugins compiled then, cranelift's code paged in) and on a start
 /// that finds them compiled in its cache (every later start).
@@ -925,8 +1087,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let sections = std::env::var("WEIR_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "overhead,rss,exporters,counts,kernel,features,sampling".into());
+    let sections = std::env::var("WEIR_BENCH_SECTIONS").unwrap_or_else(|_| {
+        "overhead,rss,exporters,counts,kernel,features,sampling,machine".into()
+    });
     let want = |s: &str| sections.split(',').any(|x| x.trim() == s);
     setup();
     if !want("overhead") {
@@ -944,6 +1107,9 @@ fn main() {
         }
         if want("sampling") {
             sampling_section(runs);
+        }
+        if want("machine") {
+            machine_section(runs.min(3));
         }
         teardown();
         return;
@@ -1100,6 +1266,9 @@ fn main() {
     }
     if want("sampling") {
         sampling_section(runs);
+    }
+    if want("machine") {
+        machine_section(runs.min(3));
     }
     teardown();
 }

@@ -20,7 +20,7 @@ pkgs=(clang-19 libbpf-dev)
 case "$what" in
   build) ;;
   test) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl chromium nftables prometheus prometheus-alertmanager nats-server openvswitch-switch python3-venv ethtool systemd-journal-remote nfdump clickhouse-server systemd libfaketime) ;;
-  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool softflowd pmacct openvswitch-switch python3-venv clickhouse-server) ;;
+  bench) pkgs+=(iproute2 iperf3 iputils-ping curl python3 python3-pip python3-cryptography procps docker-registry apache2-utils openssl bpftool linux-perf softflowd pmacct openvswitch-switch python3-venv clickhouse-server) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()
