@@ -158,6 +158,8 @@ pub struct Plugin {
     limits: Limits,
     ctx: Arc<PluginCtx>,
     engine: Engine,
+    /// Advances the epoch while a call of this plugin runs (`run_in`).
+    ticker: Arc<crate::runtime::Ticker>,
     pre: Pre,
     health: Mutex<Health>,
     /// A summarizer's state between calls: a snapshot per time window (`summary.rs`).
@@ -385,6 +387,7 @@ impl Plugin {
             limits,
             ctx,
             engine,
+            ticker: rt.ticker().clone(),
             pre,
             health: Mutex::new(Health::default()),
             summary: Mutex::new(crate::summary::Windows::new(windowing)),
@@ -662,7 +665,10 @@ impl Plugin {
         let mark = store.data().stderr.contents().len();
         store.data_mut().destination_failed = false;
         let started = std::time::Instant::now();
+        // Guest code runs only here: the epoch (deadlines, cancelling) advances meanwhile.
+        let ticking = self.ticker.ticking();
         let result = f(store);
+        drop(ticking);
         let took = started.elapsed().as_micros() as u64;
         // A wait or host call cut at the deadline: the call timed out, whatever the guest
         // made of the error it got.

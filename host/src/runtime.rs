@@ -1,10 +1,12 @@
 //! The wasmtime engine shared by every plugin: component model on, epoch interruption for
-//! CPU deadlines (a ticker thread advances the epoch every [`TICK_MS`]), and a compiled-code
-//! cache on disk keyed by the plugin's sha256 and the engine's compatibility hash.
+//! CPU deadlines (a ticker thread advances the epoch every [`TICK_MS`] while a guest call
+//! runs, and sleeps otherwise: see [`Ticker`]), and a compiled-code cache on disk keyed by
+//! the plugin's sha256 and the engine's compatibility hash.
 
 use crate::HostError;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
@@ -112,8 +114,63 @@ impl Budget {
     }
 }
 
+/// Advances the engine's epoch every [`TICK_MS`] while any guest call holds a [`Ticking`],
+/// and parks otherwise: an idle agent's ticker woke 100 times a second for nothing. Every
+/// guest call runs inside `Plugin::run_in`, which holds one for the call.
+pub struct Ticker {
+    running: std::sync::Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+/// Keeps the epoch advancing while held (one per guest call running).
+pub struct Ticking(std::sync::Arc<Ticker>);
+
+impl Ticker {
+    /// Starts the ticker thread of `engine` (it ends once the engine is dropped).
+    fn start(engine: &Engine) -> Result<std::sync::Arc<Ticker>, HostError> {
+        let weak = engine.weak();
+        let running = std::sync::Arc::new(AtomicUsize::new(0));
+        let calls = running.clone();
+        let handle = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    if calls.load(Ordering::SeqCst) == 0 {
+                        drop(engine);
+                        // Unparked by the next call; the timeout only notices the engine
+                        // going away.
+                        std::thread::park_timeout(Duration::from_secs(5));
+                        continue;
+                    }
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(TICK_MS));
+                }
+            })?;
+        Ok(std::sync::Arc::new(Ticker {
+            running,
+            thread: handle.thread().clone(),
+        }))
+    }
+
+    /// Ticks until the returned guard is dropped.
+    pub fn ticking(self: &std::sync::Arc<Self>) -> Ticking {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self.clone())
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
+    ticker: std::sync::Arc<Ticker>,
     cache_dir: Option<PathBuf>,
     policy: SandboxPolicy,
     budget: std::sync::Arc<Budget>,
@@ -134,21 +191,13 @@ impl Runtime {
         }
         let engine =
             Engine::new(&cfg).map_err(|e| HostError::Load(format!("wasmtime engine: {e}")))?;
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("weir-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(Duration::from_millis(TICK_MS));
-                }
-            })?;
+        let ticker = Ticker::start(&engine)?;
         if let Some(d) = &cache_dir {
             std::fs::create_dir_all(d)?;
         }
         Ok(Runtime {
             engine,
+            ticker,
             cache_dir,
             policy: SandboxPolicy::default(),
             budget: Default::default(),
@@ -171,6 +220,11 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker: a guest call holds [`Ticker::ticking`] while it runs.
+    pub fn ticker(&self) -> &std::sync::Arc<Ticker> {
+        &self.ticker
     }
 
     fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
