@@ -66,6 +66,21 @@ struct {
 	__uint(max_entries, 1 << 18);
 } dns_events SEC(".maps");
 
+/* The last flow key the filter rules refused on this CPU, under the configuration
+ * generation then: back-to-back packets of a refused flow skip both the flow lookup and the
+ * rules (a refused flow is never in the flow map, where admitted ones cache theirs). */
+struct refused {
+	struct flow_key key;
+	__u32 gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct refused);
+} last_refused SEC(".maps");
+
 /* The connection's arriving flow takes the RTT once per 2^20 ns (~1 ms) of the packets' clock
  * per flow and CPU: with the coarse clock, once per kernel tick (4 ms at HZ=250). A bulk
  * transfer sends a segment every few microseconds. */
@@ -552,6 +567,19 @@ static __always_inline void count_skb(struct __sk_buff *skb, void *map, struct f
 		rtt_to_reverse(map, k, rtt_us, now);
 }
 
+/* Whether two keys are equal, word by word (keys are zeroed before they are filled, so
+ * their padding is equal too). */
+static __always_inline int same_key(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	const __u32 *y = (const __u32 *)b;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*a) / 4); i++)
+		if (x[i] != y[i])
+			return 0;
+	return 1;
+}
+
 /* The flow of `k` in the active map (two call sites with constant maps, see count_skb). */
 static __always_inline struct flow_value *active_flow(__u32 active, const struct flow_key *k)
 {
@@ -707,18 +735,32 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	/* With filter rules, a flow's packets reuse the decision its first admitted one cached
 	 * in the flow (this CPU's slot) while the configuration stays, instead of walking the
 	 * rules again; packets with a TCP flag some rule names always walk them. The
-	 * generation is read first: a configuration being written carries it after the count. */
+	 * generation is read before the count: a configuration being written lays the count
+	 * down before it, so a new generation comes with the new count (and rules, written
+	 * before the configuration); a new count with the old generation caches nothing that
+	 * outlives the write. */
 	struct flow_value *found = NULL;
 	__u16 fgen = 0;
+	__u16 gen = (__u16)(*(volatile __u32 *)&cfg->filter_gen);
 	if (cfg->filter_count != 0) {
-		__u16 gen = (__u16)(*(volatile __u32 *)&cfg->filter_gen);
 		int plain = gen != 0 && !(flags & cfg->filter_flags);
-		if (plain)
+		struct refused *rf = NULL;
+		if (plain) {
+			rf = bpf_map_lookup_elem(&last_refused, &zero);
+			if (rf && rf->gen == gen && same_key(&rf->key, &k)) {
+				count(WEIR_CNT_FILTERED);
+				return TC_ACT_UNSPEC;
+			}
 			found = active_flow(active, &k);
+		}
 		if (found && found->filter_gen == gen) {
 			sampling = found->filter_sampling;
 		} else {
 			if (!try_filter(cfg, &k, flags, 0, &sampling)) {
+				if (rf) {
+					rf->key = k;
+					rf->gen = gen;
+				}
 				count(WEIR_CNT_FILTERED);
 				return TC_ACT_UNSPEC;
 			}

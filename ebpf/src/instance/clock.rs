@@ -9,8 +9,9 @@
 //! (`BPF_PROG_TEST_RUN`, which returns jiffies) back to back between two reads of
 //! CLOCK_MONOTONIC, finds the moments jiffies moves on, and takes `HZ` from their spacing and
 //! `base` from their phase. A packet's stamp is then the start of its tick, as the coarse
-//! clock's is, and never later than the time it was read (within the microseconds between a
-//! tick and the interrupt that counts it).
+//! clock's is: never later than the time it was read by more than the tick interrupt's
+//! latency during calibration (a fit any move strays from by more than `SLACK_NS` is
+//! refused).
 
 use super::CaptureError;
 use crate::records::clock_ns;
@@ -38,6 +39,8 @@ pub(super) enum ClockError {
     Implausible { spacing_ns: u64, hz: u64 },
     #[error("jiffies moved {off_ns} ns away from where HZ {hz} puts the tick: not a fixed tick")]
     Inconsistent { hz: u64, off_ns: u64 },
+    #[error("drifted from CLOCK_MONOTONIC since calibrated (stamp {off_ns} ns off)")]
+    Drifted { off_ns: i64 },
 }
 
 impl From<ClockError> for CaptureError {
@@ -50,9 +53,62 @@ impl From<ClockError> for CaptureError {
 /// namespace, so the first namespace loaded measures it for all.
 static CALIBRATED: OnceLock<Result<TickClock, ClockError>> = OnceLock::new();
 
+/// Set once a check found the tick clock off CLOCK_MONOTONIC (a kernel whose jiffies do not
+/// follow it, such as one ticking periodically from a hardware timer): the programs read the
+/// coarse clock from then on, in every namespace.
+static DRIFTED: OnceLock<ClockError> = OnceLock::new();
+
+/// The calibration made already, if any (an error once the clock drifted).
+pub(super) fn calibrated() -> Option<Result<TickClock, ClockError>> {
+    if let Some(e) = DRIFTED.get() {
+        return Some(Err(e.clone()));
+    }
+    CALIBRATED.get().cloned()
+}
+
 /// The tick clock, calibrated with `prog` the first time it is asked for.
 pub(super) fn tick_clock(prog: &SchedClassifier) -> Result<TickClock, ClockError> {
+    if let Some(e) = DRIFTED.get() {
+        return Err(e.clone());
+    }
     CALIBRATED.get_or_init(|| calibrate(prog)).clone()
+}
+
+/// Why the tick clock was turned off after calibration, if it was.
+pub(super) fn drifted() -> Option<ClockError> {
+    DRIFTED.get().cloned()
+}
+
+/// How far (ns) the stamp of reading `r` lies outside what the tick clock promises: its tick
+/// started at most a tick before the reading and not after it (`SLACK_NS` either way).
+/// 0: within.
+fn stamp_off(t: &TickClock, r: &Reading) -> i64 {
+    let stamp = t.base_ns.wrapping_add(r.jiffies.wrapping_mul(t.tick_ns)) as i64;
+    let late = stamp.wrapping_sub(r.after_ns as i64);
+    let early = (r.before_ns as i64).wrapping_sub(stamp);
+    if late > SLACK_NS as i64 {
+        late
+    } else if early > (t.tick_ns + SLACK_NS) as i64 {
+        -early
+    } else {
+        0
+    }
+}
+
+/// Checks the tick clock against CLOCK_MONOTONIC with `prog` (two readings must both be off
+/// to call it drifted, so one preempted reading does not). `Ok(false)`: drifted, now
+/// recorded for every later caller.
+pub(super) fn still_agrees(prog: &SchedClassifier, t: &TickClock) -> Result<bool, ClockError> {
+    let first = stamp_off(t, &read(prog)?);
+    if first == 0 {
+        return Ok(true);
+    }
+    let second = stamp_off(t, &read(prog)?);
+    if second == 0 {
+        return Ok(true);
+    }
+    let _ = DRIFTED.set(ClockError::Drifted { off_ns: second });
+    Ok(false)
 }
 
 /// One reading of jiffies: the 64-bit value and the CLOCK_MONOTONIC times just before and
@@ -104,7 +160,7 @@ const GIVE_UP: Duration = Duration::from_secs(2);
 const TIGHT_NS: u64 = 50_000;
 /// A move may come this long after where the fitted tick puts it (the tick interrupt's
 /// latency) before the fit is refused.
-const SLACK_NS: u64 = 200_000;
+const SLACK_NS: u64 = 100_000;
 /// Every `CONFIG_HZ` a Linux architecture offers.
 const KNOWN_HZ: [u64; 15] = [
     24, 32, 48, 64, 100, 128, 200, 250, 256, 300, 500, 512, 1000, 1024, 1200,
@@ -140,6 +196,10 @@ fn measure(prog: &SchedClassifier) -> Result<TickClock, ClockError> {
     let mut moves: Vec<(u64, u64, u64)> = Vec::new();
     loop {
         let r = read(prog)?;
+        // jiffies starts at 2^32 - 300 HZ: 0 is a program that could not read it.
+        if r.jiffies == 0 {
+            return Err(ClockError::Run("weir_clock read jiffies as 0".into()));
+        }
         moves.extend(dated_move(&prev, &r));
         prev = r;
         let spanned = match (moves.first(), moves.last()) {
@@ -222,7 +282,7 @@ mod tests {
 
     #[test]
     fn fit_finds_hz_and_base_from_moves() {
-        // HZ=250 (4 ms ticks), base 1 000 000 + jiffies 4 294 967 296 + k: each move seen
+        // HZ=250 (4 ms ticks), base 7 000 000 + jiffies 4 294 967 296 + k: each move seen
         // 3 µs after its tick started, in a window of 2 µs.
         let tick = 4_000_000u64;
         let base = 7_000_000u64;
@@ -261,6 +321,28 @@ mod tests {
             fit(&moves),
             Err(ClockError::Inconsistent { hz: 250, .. })
         ));
+    }
+
+    #[test]
+    fn a_stamp_off_its_tick_is_told() {
+        let t = TickClock {
+            tick_ns: 4_000_000,
+            base_ns: 0u64.wrapping_sub(17_179_869_184_000_000),
+            hz: 250,
+        };
+        let j = 4_294_967_296u64 + 1_000;
+        let start = t.base_ns.wrapping_add(j * t.tick_ns);
+        let at = |before_ns: u64| Reading {
+            jiffies: j,
+            before_ns,
+            after_ns: before_ns + 3_000,
+        };
+        // Read 1 ms into the tick, or just as it started: within.
+        assert_eq!(stamp_off(&t, &at(start + 1_000_000)), 0);
+        assert_eq!(stamp_off(&t, &at(start - 2_000)), 0);
+        // The stamp 1 ms after the reading, or the reading 5 ms past the tick's start.
+        assert_eq!(stamp_off(&t, &at(start - 1_003_000)), 1_000_000);
+        assert_eq!(stamp_off(&t, &at(start + 5_000_000)), -5_000_000);
     }
 
     #[test]

@@ -88,7 +88,26 @@ impl FlowMaps {
     /// Writes filter rules, then the rule count: the kernel never reads a rule half written
     /// beyond the count in force.
     pub(super) fn set_filters(&mut self, rules: &[CompiledRule]) -> Result<(), CaptureError> {
-        self.set_config(|c| c.filter_count = 0)?;
+        // An allow-list (any accept rule) leaves out what matches no rule; sample rules
+        // decide nothing.
+        let default = if rules.iter().any(|r| r.action == FilterAction::Accept) {
+            u32::from(FILTER_REJECT)
+        } else {
+            u32::from(FILTER_ACCEPT)
+        };
+        let flags = rules
+            .iter()
+            .take(MAX_FILTERS)
+            .fold(0u32, |f, r| f | u32::from(r.tcp_flags));
+        // The default and the flags go in with the count at 0 (no filtering meanwhile), so
+        // the write that restores the count changes only it and the generation: a program
+        // reading the configuration as it is written never pairs a new generation with old
+        // flags.
+        self.set_config(|c| {
+            c.filter_count = 0;
+            c.filter_default = default;
+            c.filter_flags = flags;
+        })?;
         for (i, r) in rules.iter().enumerate().take(MAX_FILTERS) {
             let rec = FilterRuleRecord {
                 cidr: r.cidr.0,
@@ -113,22 +132,7 @@ impl FlowMaps {
                 .set(i as u32, rec, 0)
                 .map_err(setup("writing a filter rule"))?;
         }
-        // An allow-list (any accept rule) leaves out what matches no rule; sample rules
-        // decide nothing.
-        let default = if rules.iter().any(|r| r.action == FilterAction::Accept) {
-            u32::from(FILTER_REJECT)
-        } else {
-            u32::from(FILTER_ACCEPT)
-        };
         let n = rules.len().min(MAX_FILTERS) as u32;
-        let flags = rules
-            .iter()
-            .take(MAX_FILTERS)
-            .fold(0u32, |f, r| f | u32::from(r.tcp_flags));
-        self.set_config(|c| {
-            c.filter_default = default;
-            c.filter_flags = flags;
-            c.filter_count = n;
-        })
+        self.set_config(|c| c.filter_count = n)
     }
 }

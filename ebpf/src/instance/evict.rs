@@ -26,6 +26,8 @@ use weir_core::ingest::Batch;
 /// that programs that read the old index have finished their update (they run in well under a
 /// microsecond, with preemption off).
 const FLIP_GRACE: Duration = Duration::from_millis(20);
+/// How often the tick clock is checked against CLOCK_MONOTONIC (see `check_tick_clock`).
+const TICK_CHECK: Duration = Duration::from_secs(10);
 
 /// Flows handed to the ingest stage at a time while draining: a chunk is ~2 MB in memory,
 /// and the ingest queue is short, so an eviction waits for the store rather than holding
@@ -131,6 +133,8 @@ pub(super) struct Evictor {
     pub ring: Arc<RingQueue>,
     /// The clock of the last round (kernel times to Unix times), to notice steps.
     clock: Mutex<Clock>,
+    /// When the tick clock was last checked against CLOCK_MONOTONIC (ns, 0: never).
+    tick_checked_ns: AtomicU64,
 }
 
 impl Evictor {
@@ -144,6 +148,37 @@ impl Evictor {
             cgroups: Mutex::new(crate::cgroup::CgroupNames::new()),
             ring: Arc::new(RingQueue::default()),
             clock: Mutex::new(Clock::new()),
+            tick_checked_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Every 10 s, checks the tick clock the programs stamp packets with against
+    /// CLOCK_MONOTONIC (one namespace's `weir_clock`); once it is found off, every namespace's
+    /// programs go back to the coarse clock.
+    fn check_tick_clock(&self) {
+        let now = records::clock_ns(libc::CLOCK_MONOTONIC);
+        let last = self.tick_checked_ns.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < TICK_CHECK.as_nanos() as u64 {
+            return;
+        }
+        self.tick_checked_ns.store(now, Ordering::Relaxed);
+        let Some(Ok(t)) = super::clock::calibrated() else {
+            return;
+        };
+        let Some(agrees) = self.instances.iter().find_map(|i| i.tick_clock_agrees(&t)) else {
+            return;
+        };
+        if agrees {
+            return;
+        }
+        let why = super::clock::drifted()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        tracing::warn!(error = %why, "tick clock off: packets read the coarse clock (the precise one before 5.11) from now on");
+        for inst in &self.instances {
+            if let Err(e) = lock(&inst.maps).set_config(|c| c.tick_ns = 0) {
+                tracing::warn!(netns = %inst.netns, error = %e, "cannot turn the tick clock off");
+            }
         }
     }
 
@@ -234,6 +269,7 @@ impl Evictor {
         let flipped_at =
             records::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(FLIP_GRACE.as_nanos() as u64);
         let flipped: Vec<Option<u32>> = self.instances.iter().map(|i| i.flip()).collect();
+        self.check_tick_clock();
         std::thread::sleep(FLIP_GRACE);
         // DNS facts of events from here on belong to packets of the maps active now, however
         // long the round's slices take to finish.

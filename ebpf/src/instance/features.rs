@@ -91,7 +91,7 @@ pub(super) fn optional_features(
             Some(Err(e)) => Feature {
                 name: "tick-clock".into(),
                 enabled: false,
-                detail: format!("{e}; packets read the coarse clock"),
+                detail: e.clone(),
             },
             None => Feature {
                 name: "tick-clock".into(),

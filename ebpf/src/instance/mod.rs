@@ -288,8 +288,17 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 
 impl CaptureSource for Capture {
     fn status(&self) -> CaptureStatus {
+        let mut features = self.features.clone();
+        // The tick clock may have been turned off since the start (see `check_tick_clock`).
+        if let Some(e) = clock::drifted() {
+            for f in features.iter_mut().filter(|f| f.name == "tick-clock") {
+                f.enabled = false;
+                f.detail =
+                    format!("{e}; packets read the coarse clock (the precise one before 5.11)");
+            }
+        }
         let mut st = CaptureStatus {
-            features: self.features.clone(),
+            features,
             active_timeout_ms: self.cfg.active_timeout.as_millis() as u64,
             sampling: self.sampling.load(Ordering::SeqCst),
             max_flows: self.cfg.max_flows,

@@ -71,14 +71,17 @@ impl Instance {
         } else {
             0 // set when the watcher enters the namespace
         };
-        // Without the tick clock, the programs read the coarse clock: a little dearer.
+        // Without the tick clock, the programs read the coarse clock (a little dearer), or
+        // before 5.11 the precise one.
+        let fallback = if coarse == 1 { "coarse" } else { "precise" };
         let tick = if jiffies == 1 {
             tick_clock_of(&mut ebpf)
         } else {
             Err("kernel before 5.5 (no bpf_jiffies64)".to_string())
-        };
+        }
+        .map_err(|e| format!("{e}; packets read the {fallback} clock"));
         if let Err(e) = &tick {
-            tracing::warn!(netns = %netns, error = %e, "tick clock off: packets read the coarse clock");
+            tracing::warn!(netns = %netns, error = %e, "tick clock off");
         }
         maps.set_config(|c| {
             if let Ok(t) = &tick {
@@ -257,8 +260,12 @@ pub(super) fn detach(ebpf: &mut Ebpf, a: Attached) {
     tracing::info!(interface = %a.name, "detached");
 }
 
-/// Loads `weir_clock` and calibrates the tick clock with it (once per process).
+/// Loads `weir_clock` and calibrates the tick clock with it (once per process: later
+/// namespaces take the first one's figures without loading it).
 fn tick_clock_of(ebpf: &mut Ebpf) -> Result<clock::TickClock, String> {
+    if let Some(t) = clock::calibrated() {
+        return t.map_err(|e| e.to_string());
+    }
     let p: &mut SchedClassifier = ebpf
         .program_mut("weir_clock")
         .ok_or("program weir_clock missing")?
@@ -268,4 +275,14 @@ fn tick_clock_of(ebpf: &mut Ebpf) -> Result<clock::TickClock, String> {
     let t = clock::tick_clock(p).map_err(|e| e.to_string())?;
     tracing::debug!(hz = t.hz, tick_ns = t.tick_ns, "tick clock calibrated");
     Ok(t)
+}
+
+impl Instance {
+    /// Checks the tick clock with this namespace's `weir_clock`: None where it is not loaded
+    /// here (only the first namespace loads it) or cannot run.
+    pub(super) fn tick_clock_agrees(&self, t: &clock::TickClock) -> Option<bool> {
+        let ebpf = lock(&self.ebpf);
+        let p: &SchedClassifier = ebpf.program("weir_clock")?.try_into().ok()?;
+        clock::still_agrees(p, t).ok()
+    }
 }
