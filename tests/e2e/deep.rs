@@ -406,10 +406,17 @@ fn a_live_flows_cached_filter_decision_lapses_when_the_rules_change() {
     std::thread::sleep(Duration::from_secs(1));
     let refused = status_counter(&a, "kernel_filtered") - filtered;
     set(&["accept proto=icmp"]);
+    let t3 = now_ms();
     assert!(ping.wait().expect("ping").success());
     a.flush();
     let requests = format!("NetNs={} and IcmpType=8", pair.ns_a);
     let counted = sum(&flows(&a, &requests, t0), "Packets");
+    // Admitted again: the key refused in the second is not refused now.
+    let third = sum(&flows(&a, &requests, t3), "Packets");
+    assert!(
+        third >= 5,
+        "{third} echo requests counted in the third second"
+    );
     // About 20 requests and 20 replies in the second (less when the command is slow to
     // change the rules); the first and third counted.
     assert!(refused >= 10, "{refused} packets refused in the second");

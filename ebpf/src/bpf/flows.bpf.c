@@ -71,7 +71,7 @@ struct {
  * rules (a refused flow is never in the flow map, where admitted ones cache theirs). */
 struct refused {
 	struct flow_key key;
-	__u32 gen;
+	__u32 gen; /* the whole config.filter_gen: this slot lives as long as the programs */
 };
 
 struct {
@@ -569,10 +569,12 @@ static __always_inline void count_skb(struct __sk_buff *skb, void *map, struct f
 
 /* Whether two keys are equal, word by word (keys are zeroed before they are filled, so
  * their padding is equal too). */
+typedef __u32 __attribute__((may_alias)) key_word;
+
 static __always_inline int same_key(const struct flow_key *a, const struct flow_key *b)
 {
-	const __u32 *x = (const __u32 *)a;
-	const __u32 *y = (const __u32 *)b;
+	const key_word *x = (const key_word *)a;
+	const key_word *y = (const key_word *)b;
 #pragma unroll
 	for (int i = 0; i < (int)(sizeof(*a) / 4); i++)
 		if (x[i] != y[i])
@@ -712,6 +714,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	struct weir_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return TC_ACT_UNSPEC;
+	/* The configuration's generation, read before the rest: a decision cached under it was
+	 * made with settings no older than it (see the filter block below). */
+	__u32 gen32 = *(volatile __u32 *)&cfg->filter_gen;
 	sampling = cfg->sampling;
 	active = cfg->active_map;
 	/* Without filter rules, sampling is decided before any parsing. */
@@ -734,20 +739,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 
 	/* With filter rules, a flow's packets reuse the decision its first admitted one cached
 	 * in the flow (this CPU's slot) while the configuration stays, instead of walking the
-	 * rules again; packets with a TCP flag some rule names always walk them. The
-	 * generation is read before the count: a configuration being written lays the count
-	 * down before it, so a new generation comes with the new count (and rules, written
-	 * before the configuration); a new count with the old generation caches nothing that
-	 * outlives the write. */
+	 * rules again; packets with a TCP flag some rule names always walk them. A decision made
+	 * while a configuration is being written is cached under the generation read before it,
+	 * which the write ends: user space changes the rules' count, default and flags in two
+	 * writes (the count at 0 in the first), so no cached decision outlives the second. */
 	struct flow_value *found = NULL;
 	__u16 fgen = 0;
-	__u16 gen = (__u16)(*(volatile __u32 *)&cfg->filter_gen);
+	__u16 gen = (__u16)gen32;
 	if (cfg->filter_count != 0) {
 		int plain = gen != 0 && !(flags & cfg->filter_flags);
 		struct refused *rf = NULL;
 		if (plain) {
 			rf = bpf_map_lookup_elem(&last_refused, &zero);
-			if (rf && rf->gen == gen && same_key(&rf->key, &k)) {
+			if (rf && rf->gen == gen32 && same_key(&rf->key, &k)) {
 				count(WEIR_CNT_FILTERED);
 				return TC_ACT_UNSPEC;
 			}
@@ -759,7 +763,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 			if (!try_filter(cfg, &k, flags, 0, &sampling)) {
 				if (rf) {
 					rf->key = k;
-					rf->gen = gen;
+					rf->gen = gen32;
 				}
 				count(WEIR_CNT_FILTERED);
 				return TC_ACT_UNSPEC;

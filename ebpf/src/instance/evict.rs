@@ -26,8 +26,10 @@ use weir_core::ingest::Batch;
 /// that programs that read the old index have finished their update (they run in well under a
 /// microsecond, with preemption off).
 const FLIP_GRACE: Duration = Duration::from_millis(20);
-/// How often the tick clock is checked against CLOCK_MONOTONIC (see `check_tick_clock`).
+/// How often the tick clock is checked against CLOCK_MONOTONIC (see `check_tick_clock`), and
+/// how many checks in a row must find it off.
 const TICK_CHECK: Duration = Duration::from_secs(10);
+const TICK_MISSES: u64 = 3;
 
 /// Flows handed to the ingest stage at a time while draining: a chunk is ~2 MB in memory,
 /// and the ingest queue is short, so an eviction waits for the store rather than holding
@@ -135,6 +137,8 @@ pub(super) struct Evictor {
     clock: Mutex<Clock>,
     /// When the tick clock was last checked against CLOCK_MONOTONIC (ns, 0: never).
     tick_checked_ns: AtomicU64,
+    /// Checks in a row that found the tick clock off.
+    tick_misses: AtomicU64,
 }
 
 impl Evictor {
@@ -149,12 +153,13 @@ impl Evictor {
             ring: Arc::new(RingQueue::default()),
             clock: Mutex::new(Clock::new()),
             tick_checked_ns: AtomicU64::new(0),
+            tick_misses: AtomicU64::new(0),
         }
     }
 
-    /// Every 10 s, checks the tick clock the programs stamp packets with against
-    /// CLOCK_MONOTONIC (one namespace's `weir_clock`); once it is found off, every namespace's
-    /// programs go back to the coarse clock.
+    /// At most every 10 s (at rounds), checks the tick clock the programs stamp packets with
+    /// against CLOCK_MONOTONIC (one namespace's `weir_clock`); found off at three checks in
+    /// a row, every namespace's programs go back to the coarse clock for good.
     fn check_tick_clock(&self) {
         let now = records::clock_ns(libc::CLOCK_MONOTONIC);
         let last = self.tick_checked_ns.load(Ordering::Relaxed);
@@ -165,12 +170,19 @@ impl Evictor {
         let Some(Ok(t)) = super::clock::calibrated() else {
             return;
         };
-        let Some(agrees) = self.instances.iter().find_map(|i| i.tick_clock_agrees(&t)) else {
+        let Some(off) = self.instances.iter().find_map(|i| i.tick_clock_off(&t)) else {
             return;
         };
-        if agrees {
+        if off == 0 {
+            self.tick_misses.store(0, Ordering::Relaxed);
             return;
         }
+        let misses = self.tick_misses.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(off_ns = off, misses, "tick clock stamp off CLOCK_MONOTONIC");
+        if misses < TICK_MISSES {
+            return;
+        }
+        super::clock::mark_drifted(off);
         let why = super::clock::drifted()
             .map(|e| e.to_string())
             .unwrap_or_default();

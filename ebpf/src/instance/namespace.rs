@@ -278,11 +278,12 @@ fn tick_clock_of(ebpf: &mut Ebpf) -> Result<clock::TickClock, String> {
 }
 
 impl Instance {
-    /// Checks the tick clock with this namespace's `weir_clock`: None where it is not loaded
-    /// here (only the first namespace loads it) or cannot run.
-    pub(super) fn tick_clock_agrees(&self, t: &clock::TickClock) -> Option<bool> {
-        let ebpf = lock(&self.ebpf);
+    /// How far off the tick clock's stamp is now (0: within), read with this namespace's
+    /// `weir_clock`: None where it is not loaded here (only the first namespace loads it),
+    /// cannot run, or the namespace is busy (attaching interfaces holds its programs).
+    pub(super) fn tick_clock_off(&self, t: &clock::TickClock) -> Option<i64> {
+        let ebpf = self.ebpf.try_lock().ok()?;
         let p: &SchedClassifier = ebpf.program("weir_clock")?.try_into().ok()?;
-        clock::still_agrees(p, t).ok()
+        clock::stamp_off_now(p, t).ok()
     }
 }
