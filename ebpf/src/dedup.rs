@@ -6,11 +6,8 @@
 //! counters; drops, RTT and DNS facts of the others are folded in; every interface it was seen
 //! on is listed.
 
-use crate::records::{FlowKey, FlowValue};
+use crate::records::{DIR_EGRESS, FlowKey, FlowValue};
 use std::collections::HashMap;
-
-/// `WEIR_DIR_EGRESS` (flow.h).
-const DIR_EGRESS: u8 = 1;
 
 /// A drained record and where it came from.
 #[derive(Debug, Clone)]

@@ -98,6 +98,9 @@ pub struct FilterRuleRecord {
     pub sampling: u32,
 }
 
+/// `WEIR_DIR_INGRESS` / `WEIR_DIR_EGRESS` (`FlowKey::direction`).
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
 /// `WEIR_FILTER_ACCEPT` / `WEIR_FILTER_REJECT` / `WEIR_FILTER_SAMPLE`.
 pub const FILTER_ACCEPT: u8 = 0;
 pub const FILTER_REJECT: u8 = 1;

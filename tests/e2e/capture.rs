@@ -178,12 +178,7 @@ fn a_flows_span_is_its_packets_span_to_a_tick() {
     let pair = Pair::new(84);
     // One record per conversation: no timer eviction inside the pings.
     let a = agent_in_a(&pair, dir.path(), &["--active-timeout", "60s"]);
-    let st = a.ok("/api/v1/status", &[]);
-    let clock = st["capture"]["features"]
-        .as_array()
-        .and_then(|fs| fs.iter().find(|f| f["name"] == "tick-clock"))
-        .cloned()
-        .unwrap_or_default();
+    let (clock, st) = a.capture_feature("tick-clock");
     assert_eq!(clock["enabled"], true, "{st}");
     a.flush();
     let t0 = now_ms();

@@ -60,12 +60,7 @@ fn drops_carry_the_kernels_reason_and_exact_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new(60);
     let a = agent_for(&pair, dir.path());
-    let st = a.ok("/api/v1/status", &[]);
-    let drops = st["capture"]["features"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["name"] == "drops"))
-        .cloned()
-        .unwrap_or_default();
+    let (drops, st) = a.capture_feature("drops");
     assert_eq!(drops["enabled"], true, "{st}");
 
     // 1. A firewall drop: nftables in B drops UDP to port 9999.

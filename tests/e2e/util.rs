@@ -380,6 +380,18 @@ impl Agent {
         v
     }
 
+    /// The capture feature `name` from the status (`enabled`, `detail`; Null when absent),
+    /// with the whole status for messages.
+    pub fn capture_feature(&self, name: &str) -> (Value, Value) {
+        let st = self.ok("/api/v1/status", &[]);
+        let f = st["capture"]["features"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f["name"] == name))
+            .cloned()
+            .unwrap_or_default();
+        (f, st)
+    }
+
     /// DELETE; returns status and JSON (Null when the body is not JSON).
     pub fn delete(&self, path: &str) -> (u16, Value) {
         let mut r = Self::agent()

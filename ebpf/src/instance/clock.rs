@@ -13,7 +13,6 @@
 //! latency during calibration (a fit any move strays from by more than `SLACK_NS` is
 //! refused).
 
-use super::CaptureError;
 use crate::records::clock_ns;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use std::sync::OnceLock;
@@ -43,12 +42,6 @@ pub(super) enum ClockError {
     Drifted { off_ns: i64 },
 }
 
-impl From<ClockError> for CaptureError {
-    fn from(e: ClockError) -> Self {
-        CaptureError::Setup(format!("tick clock: {e}"))
-    }
-}
-
 /// The one calibration of the process: the relation is the kernel's, the same in every
 /// namespace, so the first namespace loaded measures it for all.
 static CALIBRATED: OnceLock<Result<TickClock, ClockError>> = OnceLock::new();
@@ -68,16 +61,16 @@ pub(super) fn calibrated() -> Option<Result<TickClock, ClockError>> {
 
 /// The tick clock, calibrated with `prog` the first time it is asked for.
 pub(super) fn tick_clock(prog: &SchedClassifier) -> Result<TickClock, ClockError> {
-    if let Some(e) = DRIFTED.get() {
-        return Err(e.clone());
-    }
-    CALIBRATED.get_or_init(|| calibrate(prog)).clone()
+    calibrated().unwrap_or_else(|| CALIBRATED.get_or_init(|| calibrate(prog)).clone())
 }
 
 /// Why the tick clock was turned off after calibration, if it was.
 pub(super) fn drifted() -> Option<ClockError> {
     DRIFTED.get().cloned()
 }
+
+/// What the programs read once the tick clock is off (said in the log and the status).
+pub(super) const AFTER_DRIFT: &str = "packets read the coarse clock (the precise one before 5.11)";
 
 /// A stamp may lie this far after its reading before a check calls it off: twice what a
 /// calibration lets the base be late, and a window's width.
@@ -111,9 +104,11 @@ pub(super) fn stamp_off_now(prog: &SchedClassifier, t: &TickClock) -> Result<i64
 }
 
 /// Records that the tick clock drifted, for every later caller (the programs then read the
-/// coarse clock).
-pub(super) fn mark_drifted(off_ns: i64) {
-    let _ = DRIFTED.set(ClockError::Drifted { off_ns });
+/// coarse clock), and says why.
+pub(super) fn mark_drifted(off_ns: i64) -> ClockError {
+    DRIFTED
+        .get_or_init(|| ClockError::Drifted { off_ns })
+        .clone()
 }
 
 /// One reading of jiffies: the 64-bit value and the CLOCK_MONOTONIC times just before and

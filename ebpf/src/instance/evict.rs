@@ -182,11 +182,8 @@ impl Evictor {
         if misses < TICK_MISSES {
             return;
         }
-        super::clock::mark_drifted(off);
-        let why = super::clock::drifted()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        tracing::warn!(error = %why, "tick clock off: packets read the coarse clock (the precise one before 5.11) from now on");
+        let why = super::clock::mark_drifted(off);
+        tracing::warn!(error = %why, "tick clock off from now on: {}", super::clock::AFTER_DRIFT);
         for inst in &self.instances {
             if let Err(e) = lock(&inst.maps).set_config(|c| c.tick_ns = 0) {
                 tracing::warn!(netns = %inst.netns, error = %e, "cannot turn the tick clock off");

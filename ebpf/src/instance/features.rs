@@ -69,6 +69,16 @@ pub(super) fn optional_features(
         probed.map(|p| &p.rtt),
         "TC egress: the sending socket's smoothed RTT (bpf_tcp_sock)".into(),
     );
+    let (tick_on, tick_detail) = match probed.map(|p| &p.tick_clock) {
+        Some(Ok(hz)) => (
+            true,
+            format!(
+                "packets after a flow's first are stamped from jiffies (HZ {hz}), calibrated against CLOCK_MONOTONIC"
+            ),
+        ),
+        Some(Err(e)) => (false, e.clone()),
+        None => (false, "no namespace loaded".into()),
+    };
     vec![
         Feature {
             name: "drops".into(),
@@ -80,24 +90,10 @@ pub(super) fn optional_features(
             enabled: rtt_on,
             detail: rtt_detail,
         },
-        match probed.map(|p| &p.tick_clock) {
-            Some(Ok(hz)) => Feature {
-                name: "tick-clock".into(),
-                enabled: true,
-                detail: format!(
-                    "packets after a flow's first are stamped from jiffies (HZ {hz}), calibrated against CLOCK_MONOTONIC"
-                ),
-            },
-            Some(Err(e)) => Feature {
-                name: "tick-clock".into(),
-                enabled: false,
-                detail: e.clone(),
-            },
-            None => Feature {
-                name: "tick-clock".into(),
-                enabled: false,
-                detail: "no namespace loaded".into(),
-            },
+        Feature {
+            name: "tick-clock".into(),
+            enabled: tick_on,
+            detail: tick_detail,
         },
         Feature {
             name: "dns".into(),

@@ -293,8 +293,7 @@ impl CaptureSource for Capture {
         if let Some(e) = clock::drifted() {
             for f in features.iter_mut().filter(|f| f.name == "tick-clock") {
                 f.enabled = false;
-                f.detail =
-                    format!("{e}; packets read the coarse clock (the precise one before 5.11)");
+                f.detail = format!("{e}; {}", clock::AFTER_DRIFT);
             }
         }
         let mut st = CaptureStatus {

@@ -156,6 +156,15 @@ impl Instance {
             .unwrap_or(0)
     }
 
+    /// How far off the tick clock's stamp is now (0: within), read with this namespace's
+    /// `weir_clock`: None where it is not loaded here (only the first namespace loads it),
+    /// cannot run, or the namespace is busy (attaching interfaces holds its programs).
+    pub(super) fn tick_clock_off(&self, t: &clock::TickClock) -> Option<i64> {
+        let ebpf = self.ebpf.try_lock().ok()?;
+        let p: &SchedClassifier = ebpf.program("weir_clock")?.try_into().ok()?;
+        clock::stamp_off_now(p, t).ok()
+    }
+
     pub(super) fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
         [
             (counter::SAMPLED_OUT, "kernel_sampled_out"),
@@ -275,15 +284,4 @@ fn tick_clock_of(ebpf: &mut Ebpf) -> Result<clock::TickClock, String> {
     let t = clock::tick_clock(p).map_err(|e| e.to_string())?;
     tracing::debug!(hz = t.hz, tick_ns = t.tick_ns, "tick clock calibrated");
     Ok(t)
-}
-
-impl Instance {
-    /// How far off the tick clock's stamp is now (0: within), read with this namespace's
-    /// `weir_clock`: None where it is not loaded here (only the first namespace loads it),
-    /// cannot run, or the namespace is busy (attaching interfaces holds its programs).
-    pub(super) fn tick_clock_off(&self, t: &clock::TickClock) -> Option<i64> {
-        let ebpf = self.ebpf.try_lock().ok()?;
-        let p: &SchedClassifier = ebpf.program("weir_clock")?.try_into().ok()?;
-        clock::stamp_off_now(p, t).ok()
-    }
 }
