@@ -83,14 +83,21 @@ struct Scratch {
     /// to higher, bit 1 higher to lower (so the source-to-peer pairs need no set of their own).
     convs: Map<(u128, u128), (Sums, u8)>,
     ports: Map<(u8, u16), Sums>,
-    workloads: Map<(u32, u32), Sums>,
+    /// (namespace, owner) text indexes to the sums and the workload's group slot.
+    workloads: Map<(u32, u32), (Sums, Option<usize>)>,
     dns: Map<u32, Sums>,
     dsts: Set<u128>,
     /// (destination, protocol, port)
     dst_ports: Set<(u128, u8, u16)>,
+    /// Interface index to its group slot (None inside: the interface has no name).
+    if_slots: Vec<Option<Option<usize>>>,
     /// (source, peer) and (destination, port item), sorted to group them by key.
     by_src: Vec<(u128, [u8; 16])>,
     by_dst: Vec<(u128, [u8; 3])>,
+    /// The batch's values of each of [`QUANTILES`], added to their sketches as runs.
+    runs: [Run; 4],
+    /// Scratch counts of [`feed`].
+    counts: Vec<u64>,
 }
 
 impl Scratch {
@@ -102,8 +109,10 @@ impl Scratch {
         self.dns.clear();
         self.dsts.clear();
         self.dst_ports.clear();
+        self.if_slots.clear();
         self.by_src.clear();
         self.by_dst.clear();
+        self.runs.iter_mut().for_each(Run::clear);
         // One huge batch does not keep its memory for the instance's life.
         if self.convs.capacity() > 1 << 18 {
             *self = Scratch::default();
@@ -178,14 +187,15 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
         dns,
         dsts,
         dst_ports,
+        if_slots,
         by_src,
         by_dst,
+        runs,
+        counts,
     } = scratch;
     // Per-group values (interface, source workload), gathered per group, added once per
     // group's sketch: (group, flow sizes, RTTs).
-    let mut slots: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
-    let mut if_slot: Map<u32, Option<usize>> = Map::default();
-    let mut wl_slot: Map<(u32, u32), Option<usize>> = Map::default();
+    let mut slots: Vec<(String, Run, Run)> = Vec::new();
     let idx = |c: &Option<TextColumn>, i: usize| c.as_ref().and_then(|t| t.index.get(i).copied());
     for i in 0..n {
         let scale = u64::from(sampling[i].max(1));
@@ -200,10 +210,20 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
             ports.entry((proto[i], dport[i])).or_default().add(b, p);
             dst_ports.insert((z, proto[i], dport[i]));
         }
-        let wl = match (idx(&ns, i), idx(&owner, i)) {
+        // Groups: the flow's interface and its source workload.
+        let wl_at = match (idx(&ns, i), idx(&owner, i)) {
             (Some(ni), Some(oi)) => {
-                workloads.entry((ni, oi)).or_default().add(b, p);
-                Some((ni, oi))
+                let (sums, at) = workloads.entry((ni, oi)).or_insert_with(|| {
+                    let o = text_at(&owner, oi);
+                    let at = (!o.is_empty()).then(|| {
+                        let g = format!("wl={}/{o}", text_at(&ns, ni));
+                        slots.push((g, Run::default(), Run::default()));
+                        slots.len() - 1
+                    });
+                    (Sums::default(), at)
+                });
+                sums.add(b, p);
+                *at
             }
             _ => None,
         };
@@ -215,43 +235,35 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
             .map(|r| r[i])
             .filter(|r| *r > 0)
             .map(|r| r as f64 / 1000.0);
-        add(&mut s.quantiles[2], b as f64);
-        add(&mut s.quantiles[3], end[i].saturating_sub(start[i]) as f64);
+        runs[2].push(b as f64);
+        runs[3].push(end[i].saturating_sub(start[i]) as f64);
         if let Some(r) = r {
-            add(&mut s.quantiles[0], r);
+            runs[0].push(r);
         }
         if let Some(l) = dns_lat.as_ref().map(|l| l[i]).filter(|l| *l > 0) {
-            add(&mut s.quantiles[1], l as f64);
+            runs[1].push(l as f64);
         }
-        // Groups: the flow's interface and its source workload.
-        let slot = *if_slot.entry(ifaces[i]).or_insert_with(|| {
-            let n = names.get(ifaces[i] as usize).filter(|n| !n.is_empty())?;
-            slots.push((format!("if={n}"), Vec::new(), Vec::new()));
+        let fi = ifaces[i] as usize;
+        if if_slots.len() <= fi {
+            if_slots.resize(fi + 1, None);
+        }
+        let if_at = *if_slots[fi].get_or_insert_with(|| {
+            let n = names.get(fi).filter(|n| !n.is_empty())?;
+            slots.push((format!("if={n}"), Run::default(), Run::default()));
             Some(slots.len() - 1)
         });
-        let wl_at = wl.and_then(|(ni, oi)| {
-            *wl_slot.entry((ni, oi)).or_insert_with(|| {
-                let o = text_at(&owner, oi);
-                if o.is_empty() {
-                    return None;
-                }
-                slots.push((
-                    format!("wl={}/{o}", text_at(&ns, ni)),
-                    Vec::new(),
-                    Vec::new(),
-                ));
-                Some(slots.len() - 1)
-            })
-        });
-        for at in [slot, wl_at].into_iter().flatten() {
+        for at in [if_at, wl_at].into_iter().flatten() {
             slots[at].1.push(b as f64);
             if let Some(r) = r {
                 slots[at].2.push(r);
             }
         }
     }
+    for (k, run) in s.quantiles.iter_mut().zip(runs.iter_mut()) {
+        add_run(k, run);
+    }
     for (g, sizes, rtts) in slots {
-        for (metric, values) in [("flow_bytes", sizes), ("rtt_us", rtts)] {
+        for (metric, mut values) in [("flow_bytes", sizes), ("rtt_us", rtts)] {
             if values.is_empty() {
                 continue;
             }
@@ -259,62 +271,75 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
             if !s.grouped.contains_key(&name) && s.grouped.len() >= GROUPS * GROUPED.len() * 2 {
                 continue;
             }
-            let k = s.grouped.entry(name).or_insert_with(kll);
-            for v in values {
-                add(k, v);
-            }
+            add_run(s.grouped.entry(name).or_insert_with(kll), &mut values);
         }
     }
 
     // Workloads by name, once (each name goes to three sketches).
     let workload_names: Vec<(String, Sums)> = workloads
         .iter()
-        .filter_map(|(&(ni, oi), &sums)| {
+        .filter_map(|(&(ni, oi), &(sums, _))| {
             let o = text_at(&owner, oi);
             (!o.is_empty()).then(|| (format!("{}/{o}", text_at(&ns, ni)), sums))
         })
         .collect();
-    // Each dimension's sketches (one per metric) take the batch's sums, items as integers.
+    let dns_names: Vec<(&str, Sums)> = dns
+        .iter()
+        .map(|(di, sums)| (text_at(&dns_name, *di), *sums))
+        .filter(|(name, _)| !name.is_empty())
+        .collect();
+    let talker_sums: Vec<(u128, Sums)> = talkers.iter().map(|(k, v)| (*k, *v)).collect();
+    let conv_sums: Vec<((u128, u128), Sums)> = convs.iter().map(|(k, v)| (*k, v.0)).collect();
+    let port_sums: Vec<((u8, u16), Sums)> = ports.iter().map(|(k, v)| (*k, *v)).collect();
+    // Each dimension's sketches (one per metric) take the batch's sums, items as integers,
+    // the batch reduced to its heaviest items first (see `feed`).
     for (d, row) in s.top.iter_mut().enumerate() {
         for (m, top) in row.iter_mut().enumerate() {
             let pick = |sums: &Sums| [sums.bytes, sums.packets, sums.flows][m];
             match (d, top) {
-                (0, Top::Talkers(t)) => {
-                    for (k, sums) in talkers.iter() {
-                        t.update_with_count(Addr(*k), pick(sums));
-                    }
-                }
-                (1, Top::Conversations(t)) => {
-                    for ((a, z), (sums, _)) in convs.iter() {
-                        t.update_with_count(Conv(*a, *z), pick(sums));
-                    }
-                }
-                (2, Top::Ports(t)) => {
-                    for ((p, port), sums) in ports.iter() {
-                        t.update_with_count(Port(*p, *port), pick(sums));
-                    }
-                }
-                (3, Top::Texts(t)) => {
-                    for (name, sums) in &workload_names {
-                        t.update_with_count_ref(name.as_str(), pick(sums));
-                    }
-                }
-                (4, Top::Texts(t)) => {
-                    for (di, sums) in dns.iter() {
-                        let name = text_at(&dns_name, *di);
-                        if !name.is_empty() {
-                            t.update_with_count_ref(name, pick(sums));
-                        }
-                    }
-                }
+                (0, Top::Talkers(t)) => feed(
+                    t,
+                    &talker_sums,
+                    |x| pick(&x.1),
+                    counts,
+                    |t, x, c| t.update_with_count(Addr(x.0), c),
+                ),
+                (1, Top::Conversations(t)) => feed(
+                    t,
+                    &conv_sums,
+                    |x| pick(&x.1),
+                    counts,
+                    |t, x, c| t.update_with_count(Conv(x.0.0, x.0.1), c),
+                ),
+                (2, Top::Ports(t)) => feed(
+                    t,
+                    &port_sums,
+                    |x| pick(&x.1),
+                    counts,
+                    |t, x, c| t.update_with_count(Port(x.0.0, x.0.1), c),
+                ),
+                (3, Top::Texts(t)) => feed(
+                    t,
+                    &workload_names,
+                    |x| pick(&x.1),
+                    counts,
+                    |t, x, c| t.update_with_count_ref(x.0.as_str(), c),
+                ),
+                (4, Top::Texts(t)) => feed(
+                    t,
+                    &dns_names,
+                    |x| pick(&x.1),
+                    counts,
+                    |t, x, c| t.update_with_count_ref(x.0, c),
+                ),
                 _ => {}
             }
         }
     }
-    for k in talkers.keys() {
+    for (k, _) in &talker_sums {
         add_distinct(&mut s.distinct[0], &k.to_be_bytes());
     }
-    for (a, z) in convs.keys() {
+    for ((a, z), _) in &conv_sums {
         let mut pair = [0u8; 32];
         pair[..16].copy_from_slice(&a.to_be_bytes());
         pair[16..].copy_from_slice(&z.to_be_bytes());
