@@ -36,20 +36,26 @@ pub fn column_of<'a>(flows: impl ExactSizeIterator<Item = &'a Flow>, field: &Fie
             let mut values: Vec<String> = Vec::new();
             // A fast hasher, randomly seeded (texts such as DNS names come from traffic).
             let mut ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
-            // Flows of a batch mostly repeat the previous value: compare before hashing (the
-            // lengths first: most texts differ in length or are empty, and then no bytes are
-            // compared).
+            // Most flows carry no value (no DNS name, no Kubernetes name): the empty text's
+            // id is kept aside. Flows of a batch mostly repeat the previous value otherwise:
+            // compare before hashing (the lengths first, so differing texts compare no bytes).
+            let mut empty: Option<u32> = None;
             let mut last: Option<(&str, u32)> = None;
             for f in flows {
                 let v = read(f);
-                let id = match last {
-                    Some((l, id)) if l.len() == v.len() && (v.is_empty() || l == v) => id,
+                let id = match (v.is_empty(), empty, last) {
+                    (true, Some(id), _) => id,
+                    (false, _, Some((l, id))) if l.len() == v.len() && l == v => id,
                     _ => {
                         let id = *ids.entry(v).or_insert_with(|| {
                             values.push(v.to_string());
                             values.len() as u32 - 1
                         });
-                        last = Some((v, id));
+                        if v.is_empty() {
+                            empty = Some(id);
+                        } else {
+                            last = Some((v, id));
+                        }
                         id
                     }
                 };
@@ -141,6 +147,24 @@ mod tests {
             Column::Texts(t) => {
                 assert_eq!(t.values, vec!["shop", "db"]);
                 assert_eq!(t.index, vec![0, 0, 1, 1]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Empty texts between others (most flows carry none) and values coming back: each
+        // text one id, ids in order of first sight.
+        let names = ["", "a", "", "bb", "a", "", "", "bb", "cc", ""];
+        let mixed: Vec<Flow> = names
+            .iter()
+            .map(|n| {
+                let mut f = Flow::empty();
+                f.dns_name = n.to_string();
+                f
+            })
+            .collect();
+        match column_of(mixed.iter(), field_named("DnsName").unwrap()) {
+            Column::Texts(t) => {
+                assert_eq!(t.values, vec!["", "a", "bb", "cc"]);
+                assert_eq!(t.index, vec![0, 1, 0, 2, 1, 0, 0, 2, 3, 0]);
             }
             other => panic!("{other:?}"),
         }
