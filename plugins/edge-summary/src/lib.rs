@@ -211,6 +211,15 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
             dst_ports.insert((z, proto[i], dport[i]));
         }
         // Groups: the flow's interface and its source workload.
+        let fi = ifaces[i] as usize;
+        if if_slots.len() <= fi {
+            if_slots.resize(fi + 1, None);
+        }
+        let if_at = *if_slots[fi].get_or_insert_with(|| {
+            let n = names.get(fi).filter(|n| !n.is_empty())?;
+            slots.push((format!("if={n}"), Run::default(), Run::default()));
+            Some(slots.len() - 1)
+        });
         let wl_at = match (idx(&ns, i), idx(&owner, i)) {
             (Some(ni), Some(oi)) => {
                 let (sums, at) = workloads.entry((ni, oi)).or_insert_with(|| {
@@ -243,15 +252,6 @@ fn update_with(s: &mut Summary, raw: &FlowBatch, scratch: &mut Scratch) {
         if let Some(l) = dns_lat.as_ref().map(|l| l[i]).filter(|l| *l > 0) {
             runs[1].push(l as f64);
         }
-        let fi = ifaces[i] as usize;
-        if if_slots.len() <= fi {
-            if_slots.resize(fi + 1, None);
-        }
-        let if_at = *if_slots[fi].get_or_insert_with(|| {
-            let n = names.get(fi).filter(|n| !n.is_empty())?;
-            slots.push((format!("if={n}"), Run::default(), Run::default()));
-            Some(slots.len() - 1)
-        });
         for at in [if_at, wl_at].into_iter().flatten() {
             slots[at].1.push(b as f64);
             if let Some(r) = r {
