@@ -1036,46 +1036,40 @@ mod tests {
         assert_eq!(top, want);
     }
 
-    #[test]
-    fn a_batch_the_map_holds_is_taken_whole_and_exactly() {
+    /// Feeds ports to a fresh sketch; returns it and the updates it took.
+    fn fed_ports(items: &[((u8, u16), u64)]) -> (FrequentItemsSketch<Port>, usize) {
         let mut sketch = frequent::<Port>();
-        let mut counts = Vec::new();
-        let items: Vec<((u8, u16), u64)> = (0..BATCH_ITEMS as u16)
-            .map(|p| ((6, p), 1 + u64::from(p % 5)))
-            .collect();
         let updates = std::cell::Cell::new(0);
         feed(
             &mut sketch,
-            &items,
+            items,
             |x| x.1,
-            &mut counts,
+            &mut Vec::new(),
             |t, x, c| {
                 updates.set(updates.get() + 1);
                 t.update_with_count(Port(x.0.0, x.0.1), c)
             },
         );
-        assert_eq!(updates.get(), BATCH_ITEMS, "every item, once");
+        (sketch, updates.get())
+    }
+
+    #[test]
+    fn a_batch_the_map_holds_is_taken_whole_and_exactly() {
+        let items: Vec<((u8, u16), u64)> = (0..BATCH_ITEMS as u16)
+            .map(|p| ((6, p), 1 + u64::from(p % 5)))
+            .collect();
+        let (sketch, updates) = fed_ports(&items);
+        assert_eq!(updates, BATCH_ITEMS, "every item, once");
         assert_eq!(sketch.maximum_error(), 0, "no error added");
         for ((p, port), c) in &items {
             assert_eq!(sketch.estimate(&Port(*p, *port)), *c);
         }
         // One item more than the map holds: at most BATCH_ITEMS updates, the rest an offset.
-        let mut sketch = frequent::<Port>();
         let items: Vec<((u8, u16), u64)> = (0..=BATCH_ITEMS as u16)
             .map(|p| ((17, p), 10 + u64::from(p)))
             .collect();
-        updates.set(0);
-        feed(
-            &mut sketch,
-            &items,
-            |x| x.1,
-            &mut counts,
-            |t, x, c| {
-                updates.set(updates.get() + 1);
-                t.update_with_count(Port(x.0.0, x.0.1), c)
-            },
-        );
-        assert!(updates.get() <= BATCH_ITEMS, "{} updates", updates.get());
+        let (sketch, updates) = fed_ports(&items);
+        assert!(updates <= BATCH_ITEMS, "{updates} updates");
         assert_eq!(
             sketch.maximum_error(),
             10,
