@@ -45,9 +45,9 @@ fn time<T>(mut f: impl FnMut() -> T) -> (f64, T) {
 
 /// The statement that makes flows `start..start + n`: every column an agent fills for such a
 /// flow, computed from the flow's number.
-fn generate(start: u64, n: u64, total: u64) -> String {
+fn generate(db: &str, start: u64, n: u64, total: u64) -> String {
     format!(
-        "INSERT INTO weir.flows_ingest (TimeFlowStartMs, TimeFlowEndMs, SrcAddr, DstAddr, \
+        "INSERT INTO `{db}`.flows_ingest (TimeFlowStartMs, TimeFlowEndMs, SrcAddr, DstAddr, \
          SrcPort, DstPort, Proto, Bytes, Packets, Node, Interface, SrcK8S_Namespace, \
          DstK8S_Namespace) \
          SELECT e - h % 30000, e, \
@@ -93,11 +93,32 @@ fn main() {
         tmp.path().display()
     );
 
+    // What flows_addr costs at ingest: the same flows (one statement's worth) made into a
+    // schema with it and into one without, alternately, twice each.
+    let mut ingest_cost = Vec::new();
+    for round in 0..4 {
+        let with = round % 2 == 0;
+        let db = if with { "weir_with" } else { "weir_without" };
+        let c = ClickHouse::new(&server.url(), db).expect("clickhouse");
+        let c = if with { c } else { c.without_address_table() };
+        c.migrate().expect("migrate");
+        let n = CHUNK.min(total);
+        let t = Instant::now();
+        c.query(&generate(db, 0, n, total)).expect("generate");
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        eprintln!(
+            "  ingest {} flows_addr: {rate:.0} flows/s",
+            if with { "with" } else { "without" }
+        );
+        ingest_cost.push((with, rate));
+        c.query(&format!("DROP DATABASE `{db}`")).expect("drop");
+    }
     let t = Instant::now();
     let mut start = 0;
     while start < total {
         let n = CHUNK.min(total - start);
-        ch.query(&generate(start, n, total)).expect("generate");
+        ch.query(&generate("weir", start, n, total))
+            .expect("generate");
         start += n;
         eprintln!(
             "  {start} of {total} flows ({:.0} s, {:.0} flows/s)",
@@ -118,6 +139,11 @@ fn main() {
     assert_eq!(rows, total, "every flow made");
     let minute_rows = number(&ch, "SELECT count() FROM weir.flows_1m");
     let hour_rows = number(&ch, "SELECT count() FROM weir.flows_1h");
+    let addr_rows = number(&ch, "SELECT count() FROM weir.flows_addr");
+    let addr_bytes = number(
+        &ch,
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'weir' AND table = 'flows_addr' AND active",
+    );
     let parts = number(
         &ch,
         "SELECT count() FROM system.parts WHERE database = 'weir' AND table = 'flows' AND active",
@@ -152,21 +178,44 @@ fn main() {
         "",
     ));
     let sort = SortBy::parse("-TimeFlowEndMs").expect("sort");
+    // Each listing filtered by an address twice: as weir asks it (counted and bounded in
+    // flows_addr), and from `flows` alone (`and Bytes>=0`: flows_addr has no Bytes), which
+    // must answer the same.
     let mut list = |name: &str, filter: &str, range: TimeRange| {
-        let req = ListRequest {
+        let req = |filter: &str| ListRequest {
             filter: parse(filter).expect("filter"),
             range,
             sort,
             limit: 100,
             offset: 0,
         };
-        let (ms, got) = time(|| ch.list(&req).expect("list"));
+        let (ms, got) = time(|| ch.list(&req(filter)).expect("list"));
         assert!(got.total > 0 && !got.flows.is_empty(), "{name}: matches");
         rows_out.push((
             format!("{name}: 100 newest and the count ({} match)", got.total),
             ms,
             "<= 200 ms",
         ));
+        if filter.contains("Addr=") {
+            let alone = format!("{filter} and Bytes>=0");
+            let (flows_ms, before) = time(|| ch.list(&req(&alone)).expect("list"));
+            let ends = |l: &weir_core::store::ListResult| {
+                l.flows
+                    .iter()
+                    .map(|f| f.time_flow_end_ms)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                (got.total, ends(&got)),
+                (before.total, ends(&before)),
+                "{name}: flows_addr answers as the flows"
+            );
+            rows_out.push((
+                format!("{name}, from the flows table alone (before)"),
+                flows_ms,
+                "",
+            ));
+        }
     };
     list("selective: one node, one hour", "Node=node-7", hour);
     list(
@@ -257,9 +306,50 @@ fn main() {
     );
     println!(
         "Made in {load:.0} s ({:.0} flows/s through flows_ingest and its views), merges settled in {settle:.0} s; \
-         {parts} parts, {:.1} bytes a flow on disk; flows_1m holds {minute_rows} rows, flows_1h {hour_rows}.\n",
+         {parts} parts, {:.1} bytes a flow on disk; flows_1m holds {minute_rows} rows, flows_1h {hour_rows}; \
+         flows_addr {addr_rows} rows, {:.1} bytes a flow.\n",
         total as f64 / load,
-        bytes as f64 / total as f64
+        bytes as f64 / total as f64,
+        addr_bytes as f64 / total as f64
+    );
+    let columns = ch
+        .query(
+            "SELECT name, data_compressed_bytes FROM system.columns WHERE database = 'weir' \
+             AND table = 'flows_addr' AND data_compressed_bytes > 0 FORMAT TSV",
+        )
+        .expect("columns");
+    let columns: Vec<String> = columns
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, b)| format!("{n} {:.1}", b.parse::<f64>().unwrap_or(0.0) / total as f64))
+        .collect();
+    println!(
+        "flows_addr's columns, compressed bytes a flow: {}.\n",
+        columns.join(", ")
+    );
+    let rates = |w: bool| {
+        ingest_cost
+            .iter()
+            .filter(|(with, _)| *with == w)
+            .map(|(_, r)| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let mean = |w: bool| {
+        let v: Vec<f64> = ingest_cost
+            .iter()
+            .filter(|(x, _)| *x == w)
+            .map(|(_, r)| *r)
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    println!(
+        "Ingest of {} flows through flows_ingest, alternated: with flows_addr {} flows/s, without {} flows/s \
+         (with / without: {:.2}).\n",
+        CHUNK.min(total),
+        rates(true),
+        rates(false),
+        mean(true) / mean(false)
     );
     println!(
         "| query (through weir's FlowQuery) | median of {RUNS} | ratio to baseline | target |"

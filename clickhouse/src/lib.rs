@@ -3,12 +3,14 @@
 //! `flows_ingest`); `weir server --clickhouse URL` answers the same flow API over all of
 //! them through [`ClickHouse`], which implements core's [`FlowQuery`] port with SQL (top-N,
 //! totals and time series over whole hours and minutes from the rollups, `flows_1h` and
-//! `flows_1m`, where the filter and group-by allow: [`rollups`]), and its summary-exchange
+//! `flows_1m`, where the filter and group-by allow: [`rollups`]; listings filtered by an
+//! address counted and bounded in `flows_addr`: [`addresses`]), and its summary-exchange
 //! port ([`summaries`]).
 //!
 //! Over ClickHouse's HTTP interface only (no native protocol, no client library); the schema
 //! is weir's own ([`schema`]), created and migrated by [`ClickHouse::migrate`].
 
+pub mod addresses;
 pub mod local;
 pub mod rollups;
 pub mod schema;
@@ -62,6 +64,9 @@ pub struct ClickHouse {
     agent: ureq::Agent,
     /// [`ClickHouse::marks`] and when they were read.
     marks: std::sync::Mutex<Option<(std::time::Instant, rollups::Marks)>>,
+    /// Whether [`ClickHouse::migrate`] keeps `flows_addr` and its views (the default), or
+    /// drops them ([`ClickHouse::without_address_table`]).
+    address_table: bool,
 }
 
 /// What [`ClickHouse::migrate`] did.
@@ -112,7 +117,16 @@ impl ClickHouse {
                 .build()
                 .into(),
             marks: std::sync::Mutex::new(None),
+            address_table: true,
         })
+    }
+
+    /// Migrations leave out `flows_addr` (each flow again by its two addresses, for listings
+    /// filtered by an address) and drop it where it was: inserts cost ClickHouse less, and
+    /// such listings scan the address columns of every flow in their range.
+    pub fn without_address_table(mut self) -> ClickHouse {
+        self.address_table = false;
+        self
     }
 
     pub fn database(&self) -> &str {
@@ -290,11 +304,18 @@ impl ClickHouse {
             || !added.is_empty()
             || !had_hourly
             || !minute_drops
+            || self.has_table("flows_addr_mv")? != self.address_table
         {
-            for s in schema::ingest(db) {
+            for s in schema::ingest(db, self.address_table) {
                 self.query(&s)?;
             }
             self.rollups_complete_from_now()?;
+        }
+        if !self.address_table {
+            // After the views into it: the ingest table's went with the rebuild above, a
+            // Kafka table's goes here (it writes only this table).
+            self.query(&format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_addr_mv"))?;
+            self.query(&format!("DROP TABLE IF EXISTS `{db}`.flows_addr"))?;
         }
         if from != schema::VERSION {
             self.query(&format!(
@@ -331,12 +352,13 @@ impl ClickHouse {
             if shown.contains(&engine)
                 && cols as usize == schema::columns(true).len()
                 && self.has_table("flows_kafka_1h_mv")?
+                && self.has_table("flows_kafka_addr_mv")? == self.address_table
                 && self.view_writes("flows_kafka_1m_mv", "DropPackets")?
             {
                 return Ok(false);
             }
         }
-        for s in schema::kafka(db, k) {
+        for s in schema::kafka(db, k, self.address_table) {
             self.query(&s)?;
         }
         self.rollups_complete_from_now()?;
@@ -344,9 +366,9 @@ impl ClickHouse {
     }
 
     /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`
-    /// only from the minute after next (a minute's slack for agents' clocks), after their
-    /// views were (re)made: an insert running meanwhile may have reached `flows` but not
-    /// them. Nothing to record while `flows` is empty (a new schema). The minutes' mark only
+    /// and `flows_addr` only from the minute after next (a minute's slack for agents'
+    /// clocks), after their views were (re)made: an insert running meanwhile may have
+    /// reached `flows` but not them. Nothing to record while `flows` is empty (a new schema). The minutes' mark only
     /// while [`Self::minute_views_current`] (a Kafka table's view from before version 4
     /// lasts until `weir server --kafka` makes it again): with no mark they are not read.
     fn rollups_complete_from_now(&self) -> Result<(), ClickHouseError> {
@@ -363,8 +385,10 @@ impl ClickHouse {
         } else {
             String::new()
         };
+        let addresses = if any { (now / MINUTE + 2) * MINUTE } else { 0 };
         self.query(&format!(
-            "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {hour}){minute}"
+            "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {hour}), \
+             ('flows_addr', {addresses}){minute}"
         ))?;
         *self.marks.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
@@ -406,8 +430,8 @@ impl ClickHouse {
         Ok(u64_of(self.rows(sql)?.first().and_then(|r| r.get("n"))))
     }
 
-    /// From when `flows_1h` and `flows_1m` hold every flow (`u64::MAX`: not usable, as before
-    /// the schema has them); read again after a minute (another `weir server` may have
+    /// From when `flows_1h`, `flows_1m` and `flows_addr` hold every flow (`u64::MAX`: not
+    /// usable, as before the schema has them); read again after a minute (another `weir server` may have
     /// migrated the schema since).
     fn marks(&self) -> rollups::Marks {
         let cached = *self.marks.lock().unwrap_or_else(|p| p.into_inner());
@@ -439,10 +463,24 @@ impl ClickHouse {
             } else {
                 u64::MAX
             },
+            addresses: if self.address_views_current().unwrap_or(false) {
+                mark("flows_addr")
+            } else {
+                u64::MAX
+            },
         };
         *self.marks.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), v));
         v
+    }
+
+    /// Whether every source of flows has its view into `flows_addr`: the ingest table's
+    /// (a migration without the table drops it), and a Kafka table's where there is one (a
+    /// Kafka table made before version 5, or left by a migration without the address table,
+    /// fills `flows` but not `flows_addr` until `weir server --kafka` makes it again).
+    fn address_views_current(&self) -> Result<bool, ClickHouseError> {
+        Ok(self.has_table("flows_addr_mv")?
+            && (!self.has_table("flows_kafka")? || self.has_table("flows_kafka_addr_mv")?))
     }
 
     /// Whether every view into `flows_1m` writes drops (a Kafka table's view made by a
@@ -549,6 +587,75 @@ impl ClickHouse {
         )
     }
 
+    /// A listing counted and bounded in `flows_addr` by `lookup`, or (None) in `flows`.
+    fn list_in(
+        &self,
+        req: &ListRequest,
+        lookup: Option<addresses::Lookup>,
+    ) -> Result<ListResult, StoreError> {
+        let w = sql::where_clause(&req.filter, &req.range);
+        let db = &self.db;
+        let sort = req.sort.field.name;
+        let (table, cw) = match &lookup {
+            Some(l) => ("flows_addr", format!("{} AND {w}", l.sql())),
+            None => ("flows", w.clone()),
+        };
+        let total = self.number(&format!(
+            "SELECT count() AS n FROM `{db}`.{table} WHERE {cw}"
+        ))?;
+        if total <= req.offset as u64 {
+            return Ok(ListResult {
+                total,
+                flows: Vec::new(),
+            });
+        }
+        let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
+        let (order, cut, op) = if req.sort.descending {
+            ("DESC", "min", ">=")
+        } else {
+            ("ASC", "max", "<=")
+        };
+        let n = req.offset.saturating_add(req.limit);
+        // Every column is read only where the page can be: the sort value of the page's last
+        // row is found first (one column), and the filter and that bound are a PREWHERE, so
+        // a match spread over the whole range does not read all columns of all its granules.
+        let bound = format!(
+            "(SELECT {cut}(weir_s) FROM (SELECT `{sort}` AS weir_s FROM `{db}`.{table} WHERE {cw} \
+             ORDER BY weir_s {order} LIMIT {n}))"
+        );
+        let (bound, narrow) = match (lookup.is_some(), sort, req.sort.descending) {
+            // The page's rows by `flows`' whole sort key, as `flows_addr` lists them: only
+            // the granules holding them are read.
+            (true, _, _) => (
+                bound,
+                format!(
+                    " AND ({KEY}) IN (SELECT {KEY} FROM `{db}`.flows_addr WHERE {cw} \
+                     ORDER BY `{sort}` {order} LIMIT {n})"
+                ),
+            ),
+            // A bound on the end time is also put on the end's minute, the first column of
+            // that key, so only the granules from (or up to) that minute are read (not on
+            // the start's: a record may end before it starts).
+            (false, "TimeFlowEndMs", _) => {
+                let b = self.number(&format!("SELECT {bound} AS n"))?;
+                (
+                    b.to_string(),
+                    format!(" AND intDiv(TimeFlowEndMs, {MINUTE}) {op} {}", b / MINUTE),
+                )
+            }
+            _ => (bound, String::new()),
+        };
+        let rows = self.rows(&format!(
+            "SELECT {} FROM `{db}`.flows PREWHERE ({w}) AND `{sort}` {op} {bound}{narrow} \
+             ORDER BY `{sort}` {order} LIMIT {}, {}",
+            cols.join(", "),
+            req.offset,
+            req.limit
+        ))?;
+        let flows = self.flows_of(rows)?;
+        Ok(ListResult { total, flows })
+    }
+
     /// Flows per node (for status and the cluster view).
     pub fn nodes(&self) -> Result<Vec<(String, u64)>, ClickHouseError> {
         Ok(self
@@ -644,6 +751,9 @@ fn filter_fields(e: &Expr) -> Vec<&'static str> {
     }
 }
 
+/// `flows`' sort key (`flows_addr` has each column of it).
+const KEY: &str = "intDiv(TimeFlowEndMs, 60000), Node, SrcAddr, DstAddr";
+
 /// [`SUMS`] over [`ClickHouse::source`]'s union of rollup sums and flows.
 const PART_SUMS: &str = "sum(weir_b) AS weir_bytes, sum(weir_p) AS weir_packets, \
      sum(weir_f) AS weir_flows, sum(weir_db) AS weir_drop_bytes, sum(weir_dp) AS weir_drop_packets";
@@ -656,32 +766,22 @@ const SUMS: &str = "sum(Bytes * greatest(Sampling, 1)) AS weir_bytes, \
 
 impl FlowQuery for ClickHouse {
     fn list(&self, req: &ListRequest) -> Result<ListResult, StoreError> {
-        let w = sql::where_clause(&req.filter, &req.range);
-        let db = &self.db;
-        let total = self.number(&format!("SELECT count() AS n FROM `{db}`.flows WHERE {w}"))?;
-        let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
-        let (order, cut, op) = if req.sort.descending {
-            ("DESC", "min", ">=")
-        } else {
-            ("ASC", "max", "<=")
-        };
-        // Every column is read only where the page can be: the sort value of the page's last
-        // row is found first (one column), and the filter and that bound are a PREWHERE, so
-        // a match spread over the whole range does not read all columns of all its granules
-        // (no match: the bound is 0, and nothing passes the filter anyway).
-        let sort = req.sort.field.name;
-        let rows = self.rows(&format!(
-            "SELECT {} FROM `{db}`.flows PREWHERE ({w}) AND `{sort}` {op} \
-             (SELECT {cut}(weir_s) FROM (SELECT `{sort}` AS weir_s FROM `{db}`.flows WHERE {w} \
-             ORDER BY weir_s {order} LIMIT {})) \
-             ORDER BY `{sort}` {order} LIMIT {}, {}",
-            cols.join(", "),
-            req.offset.saturating_add(req.limit),
-            req.offset,
-            req.limit
-        ))?;
-        let flows = self.flows_of(rows)?;
-        Ok(ListResult { total, flows })
+        // Counted and bounded among the address's rows of `flows_addr` when the filter
+        // requires one and the table holds every flow of the range; else in `flows`.
+        let lookup = addresses::lookup(&req.filter, req.sort.field.name)
+            .filter(|_| req.range.from_ms >= self.marks().addresses);
+        if lookup.is_some() {
+            match self.list_in(req, lookup) {
+                Ok(r) => return Ok(r),
+                // Dropped since the marks were read (another server migrated without
+                // it): read again, and `flows` answers.
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing through flows_addr failed: from flows");
+                    *self.marks.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+            }
+        }
+        self.list_in(req, None)
     }
 
     fn aggregate(
@@ -861,16 +961,7 @@ impl FlowQuery for ClickHouse {
         limit: usize,
     ) -> Result<Vec<(u64, weir_core::Flow)>, StoreError> {
         let cols: Vec<String> = FIELDS.iter().map(select_col).collect();
-        const FIRST: [&str; 8] = [
-            "TimeFlowEndMs",
-            "Node",
-            "SrcAddr",
-            "DstAddr",
-            "SrcPort",
-            "DstPort",
-            "Proto",
-            "TimeFlowStartMs",
-        ];
+        const FIRST: &[&str] = schema::ADDRESS_COLUMNS;
         let order: Vec<String> = FIRST
             .iter()
             .copied()

@@ -30,6 +30,8 @@ const MAX_GAPS: usize = 2_000;
 pub struct Marks {
     pub hour: u64,
     pub minute: u64,
+    /// From when `flows_addr` (not a rollup: the flows by address) holds every flow.
+    pub addresses: u64,
 }
 
 impl Marks {
@@ -37,6 +39,7 @@ impl Marks {
     pub const NONE: Marks = Marks {
         hour: u64::MAX,
         minute: u64::MAX,
+        addresses: u64::MAX,
     };
 }
 
@@ -185,7 +188,11 @@ mod tests {
         }
     }
 
-    const ALL: Marks = Marks { hour: 0, minute: 0 };
+    const ALL: Marks = Marks {
+        hour: 0,
+        minute: 0,
+        addresses: 0,
+    };
 
     // What the SQL of `Tier::sql` and `ClickHouse::source` computes, in Rust: the reference
     // the plans are checked against.
@@ -286,6 +293,7 @@ mod tests {
         let m = Marks {
             hour: T + 2 * HOUR + 1,
             minute: T + 30 * MINUTE,
+            addresses: u64::MAX,
         };
         let p = plan(&r, None, m);
         assert_eq!(p.hours, tier(HOUR, T + 3 * HOUR, T + 4 * HOUR, &[]));
@@ -391,6 +399,7 @@ mod tests {
             let m = Marks {
                 hour: [0, T + next(5 * HOUR), u64::MAX][next(3) as usize],
                 minute: [0, T + next(5 * HOUR), u64::MAX][next(3) as usize],
+                addresses: u64::MAX,
             };
             let b = [
                 None,

@@ -6,7 +6,7 @@
 //!   filters use first); addresses as `FixedString(16)` (IPv6, IPv4 mapped) so CIDRs are
 //!   byte ranges; strings `LowCardinality(String)`.
 //! - `flows_ingest`: what agents insert into (RowBinary, addresses as text): a `Null`
-//!   table whose materialized views fill `flows` and `flows_1m`.
+//!   table whose materialized views fill `flows`, `flows_1m`, `flows_1h` and `flows_addr`.
 //! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records,
 //!   and from version 4 drops) by node, addresses, protocol, destination port and namespaces
 //!   (SummingMergeTree).
@@ -14,8 +14,14 @@
 //!   Aggregations, top-N and time series read whole hours from `flows_1h` and whole minutes
 //!   from `flows_1m` instead of `flows` when the filter and the group-by name only their keys
 //!   (`crate::rollups` plans it; `weir_rollups` says from when each holds every flow).
+//! - `flows_addr` (version 5): each flow twice, once by its source address (`Side` 0) and once
+//!   by its destination (`Side` 1), with the few columns selective listings filter and sort
+//!   on ([`ADDRESS_COLUMNS`]; its addresses stored as `weir_SrcAddr` and `weir_DstAddr`,
+//!   read through ALIAS columns of the usual names), ordered by address, side and end: a listing whose filter names
+//!   an address finds its count and its page's bound here instead of scanning the address
+//!   columns of every flow in the range (`weir_rollups` says from when it holds every flow).
 //! - `flows_kafka` (only with `weir server --kafka`): ClickHouse's Kafka engine reading
-//!   agents' flows from a topic, with its own views into the three tables above.
+//!   agents' flows from a topic, with its own views into the four tables above.
 //! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
 //!   plugin and window start (ReplacingMergeTree by `UpdatedMs`), partitioned by day of the
 //!   window's start; `weir server` gathers and merges them.
@@ -26,7 +32,7 @@
 use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The per-minute and per-hour tables' key columns (besides `Minute` or `Hour`).
 pub const MINUTE_KEYS: &[&str] = &[
@@ -37,6 +43,21 @@ pub const MINUTE_KEYS: &[&str] = &[
     "DstPort",
     "SrcK8S_Namespace",
     "DstK8S_Namespace",
+];
+
+/// The columns of `flows` that `flows_addr` repeats beside `Addr` and `Side`: the time range,
+/// the node and the 5-tuple (a listing filtered and sorted on these alone is answered from it).
+/// In the order of `flows`' sort key, then the rest of the 5-tuple and the start: the order
+/// a cursor of `flow-fields`' select pages in begins with them too.
+pub const ADDRESS_COLUMNS: &[&str] = &[
+    "TimeFlowEndMs",
+    "Node",
+    "SrcAddr",
+    "DstAddr",
+    "SrcPort",
+    "DstPort",
+    "Proto",
+    "TimeFlowStartMs",
 ];
 
 /// A column's type in `flows` (`ingest`: in `flows_ingest`, where addresses are text).
@@ -66,23 +87,90 @@ fn column_list(ingest: bool) -> String {
         .join(", ")
 }
 
-/// An ingest column as `flows` takes it (addresses parsed from text).
+fn field_kind(name: &str) -> FieldKind {
+    weir_core::schema::field(name).map_or(FieldKind::Str, |f| f.kind)
+}
+
+/// `flows_addr`'s columns after `Addr` and `Side`: those stored, then the ALIAS columns.
+fn address_columns() -> String {
+    let specs: Vec<Stored> = ADDRESS_COLUMNS
+        .iter()
+        .map(|k| stored(k, &|c: &str| format!("`{c}`")))
+        .collect();
+    specs
+        .iter()
+        .map(|s| format!("`{}` {}", s.name, s.ty))
+        .chain(specs.iter().filter_map(|s| s.alias.clone()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Columns of `flows` by name, with their types in `flows`.
+fn typed(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|k| format!("`{k}` {}", column_type(field_kind(k), false)))
+        .collect()
+}
+
+/// How `flows_addr` stores a column of [`ADDRESS_COLUMNS`]: its stored name and type, the
+/// value stored (from `column`, which gives a column as `flows` takes it), and the ALIAS
+/// column reading it back under the field's name where the stored name differs.
+/// - Addresses as `weir_SrcAddr` and `weir_DstAddr`: the view names the values it selects,
+///   and a name equal to a source column's would stand for its expression wherever that
+///   column is named again, the view's ARRAY JOIN among them.
+/// - The start as its distance to the end (`weir_StartToEnd`, small and compressible; the
+///   UInt64 arithmetic wraps both ways, so any start comes back exactly).
+/// - Ports as UInt16 and the protocol as UInt8: the flow record's own types, all an agent
+///   sends.
+struct Stored {
+    name: String,
+    ty: &'static str,
+    value: String,
+    alias: Option<String>,
+}
+
+fn stored(name: &str, column: &dyn Fn(&str) -> String) -> Stored {
+    let same = |ty: &'static str, value: String| Stored {
+        name: name.to_string(),
+        ty,
+        value,
+        alias: None,
+    };
+    match name {
+        "TimeFlowStartMs" => Stored {
+            name: "weir_StartToEnd".into(),
+            ty: "UInt64",
+            value: format!("toUInt64({} - {})", column("TimeFlowEndMs"), column(name)),
+            alias: Some(format!(
+                "`{name}` UInt64 ALIAS TimeFlowEndMs - weir_StartToEnd"
+            )),
+        },
+        "SrcPort" | "DstPort" => same("UInt16", format!("toUInt16({})", column(name))),
+        "Proto" => same("UInt8", format!("toUInt8({})", column(name))),
+        _ => match field_kind(name) {
+            FieldKind::Ip => Stored {
+                name: format!("weir_{name}"),
+                ty: "FixedString(16)",
+                value: column(name),
+                alias: Some(format!("`{name}` FixedString(16) ALIAS `weir_{name}`")),
+            },
+            kind => same(column_type(kind, false), column(name)),
+        },
+    }
+}
+
+/// An ingest column as `flows` takes it (addresses parsed from text), unnamed.
 fn converted(name: &str) -> String {
     match weir_core::schema::field(name).map(|f| f.kind) {
-        Some(FieldKind::Ip) => format!("IPv6StringToNum(`{name}`) AS `{name}`"),
+        Some(FieldKind::Ip) => format!("IPv6StringToNum(`{name}`)"),
         _ => format!("`{name}`"),
     }
 }
 
 /// The statements that create the tables (each `IF NOT EXISTS`).
 pub fn tables(db: &str) -> Vec<String> {
-    let minute_cols: Vec<String> = MINUTE_KEYS
-        .iter()
-        .map(|k| {
-            let kind = weir_core::schema::field(k).map_or(FieldKind::Str, |f| f.kind);
-            format!("`{k}` {}", column_type(kind, false))
-        })
-        .collect();
+    let minute_cols = typed(MINUTE_KEYS);
     let keys = MINUTE_KEYS
         .iter()
         .map(|k| format!("`{k}`"))
@@ -114,6 +202,12 @@ pub fn tables(db: &str) -> Vec<String> {
             minute_cols.join(", ")
         ),
         format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.flows_addr (Addr FixedString(16), Side UInt8, {}) \
+             ENGINE = MergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(TimeFlowEndMs, 1000))) \
+             ORDER BY (Addr, Side, TimeFlowEndMs)",
+            address_columns()
+        ),
+        format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.weir_rollups (name String, from_ms UInt64) ENGINE = TinyLog"
         ),
         format!(
@@ -126,9 +220,9 @@ pub fn tables(db: &str) -> Vec<String> {
     ]
 }
 
-/// The ingest table and its views: dropped and created again when the columns change (they
-/// hold no data).
-pub fn ingest(db: &str) -> Vec<String> {
+/// The ingest table and its views (the one into `flows_addr` only with `address`): dropped
+/// and created again when the columns change (they hold no data).
+pub fn ingest(db: &str, address: bool) -> Vec<String> {
     // The table first: while it is gone inserts are refused (and retried by agents) rather
     // than reaching some views and not others. Views into `flows` first, so a row that
     // arrives while they are made reaches `flows` (the migration then uses the rollups only
@@ -139,19 +233,31 @@ pub fn ingest(db: &str) -> Vec<String> {
         format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1m_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_1h_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_addr_mv"),
         format!(
             "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
             column_list(true)
         ),
     ];
-    out.extend(views(
-        db,
-        "flows_ingest",
-        ["flows_ingest_mv", "flows_1m_mv", "flows_1h_mv"],
-        converted,
-    ));
+    out.extend(views(db, "flows_ingest", INGEST_VIEWS, address, converted));
     out
 }
+
+/// The ingest table's views, into `flows`, `flows_1m`, `flows_1h` and `flows_addr`.
+pub const INGEST_VIEWS: [&str; 4] = [
+    "flows_ingest_mv",
+    "flows_1m_mv",
+    "flows_1h_mv",
+    "flows_addr_mv",
+];
+
+/// The Kafka table's views, into the same tables.
+pub const KAFKA_VIEWS: [&str; 4] = [
+    "flows_kafka_mv",
+    "flows_kafka_1m_mv",
+    "flows_kafka_1h_mv",
+    "flows_kafka_addr_mv",
+];
 
 /// Where ClickHouse's Kafka engine reads agents' flows from: brokers, topic, consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +310,7 @@ impl KafkaSource {
 /// names) into the same tables as the ingest table, each through its own view: 18.16 does not
 /// pass rows a Kafka table's view writes on to the views of that view's target. Addresses
 /// come as text, IPv4 without the `::ffff:` prefix.
-pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
+pub fn kafka(db: &str, k: &KafkaSource, address: bool) -> Vec<String> {
     // The Kafka table first, so its consumer stops before any of its views goes; the view
     // into `flows` first, so what it consumes while the others are made reaches `flows`.
     let mut out = vec![
@@ -212,6 +318,7 @@ pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1m_mv"),
         format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1h_mv"),
+        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_addr_mv"),
         format!(
             "CREATE TABLE `{db}`.flows_kafka ({}) ENGINE = Kafka({}, {}, {}, 'JSONEachRow')",
             column_list(true),
@@ -223,11 +330,12 @@ pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
     out.extend(views(
         db,
         "flows_kafka",
-        ["flows_kafka_mv", "flows_kafka_1m_mv", "flows_kafka_1h_mv"],
+        KAFKA_VIEWS,
+        address,
         |name| match weir_core::schema::field(name).map(|f| f.kind) {
             Some(FieldKind::Ip) => format!(
                 "IPv6StringToNum(if(position(`{name}`, ':') = 0 AND `{name}` != '', \
-                 concat('::ffff:', `{name}`), `{name}`)) AS `{name}`"
+                 concat('::ffff:', `{name}`), `{name}`))"
             ),
             _ => format!("`{name}`"),
         },
@@ -235,13 +343,21 @@ pub fn kafka(db: &str, k: &KafkaSource) -> Vec<String> {
     out
 }
 
-/// The views from `source` (ingest columns) into `flows`, `flows_1m` and `flows_1h`, named
-/// `names`; `column` converts a column as `flows` takes it.
-fn views(db: &str, source: &str, names: [&str; 3], column: impl Fn(&str) -> String) -> Vec<String> {
-    let select: Vec<String> = columns(true).iter().map(|(n, _)| column(n)).collect();
-    let keys: Vec<String> = MINUTE_KEYS.iter().map(|k| column(k)).collect();
-    let [to_flows, to_minute, to_hour] = names;
-    vec![
+/// The views from `source` (ingest columns) into `flows`, `flows_1m`, `flows_1h` and
+/// `flows_addr` (only with `address`), named `names`; `column` converts a column as `flows`
+/// takes it (unnamed).
+fn views(
+    db: &str,
+    source: &str,
+    names: [&str; 4],
+    address: bool,
+    column: impl Fn(&str) -> String,
+) -> Vec<String> {
+    let named = |n: &str| format!("{} AS `{n}`", column(n));
+    let select: Vec<String> = columns(true).iter().map(|(n, _)| named(n)).collect();
+    let keys: Vec<String> = MINUTE_KEYS.iter().map(|k| named(k)).collect();
+    let [to_flows, to_minute, to_hour, to_addr] = names;
+    let mut out = vec![
         format!(
             "CREATE MATERIALIZED VIEW `{db}`.{to_flows} TO `{db}`.flows AS SELECT {} FROM `{db}`.{source}",
             select.join(", ")
@@ -262,7 +378,29 @@ fn views(db: &str, source: &str, names: [&str; 3], column: impl Fn(&str) -> Stri
              PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.{source}",
             keys.join(", ")
         ),
-    ]
+    ];
+    if address {
+        // Each flow twice (ARRAY JOIN over its two addresses), in one insert block. Its
+        // addresses go into `weir_SrcAddr` and `weir_DstAddr` (`SrcAddr` and `DstAddr` are
+        // ALIAS columns of those): an alias named as a source column would stand for its
+        // expression wherever the column is named again, the ARRAY JOIN among them.
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW `{db}`.{to_addr} TO `{db}`.flows_addr AS SELECT \
+             weir_addr AS Addr, weir_side AS Side, {} FROM `{db}`.{source} \
+             ARRAY JOIN [{}, {}] AS weir_addr, [0, 1] AS weir_side",
+            ADDRESS_COLUMNS
+                .iter()
+                .map(|k| {
+                    let s = stored(k, &column);
+                    format!("{} AS `{}`", s.value, s.name)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            column("SrcAddr"),
+            column("DstAddr")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -293,7 +431,12 @@ mod tests {
             let e = KafkaSource::parse(url, group).expect_err(url);
             assert!(e.contains(says), "{url}: {e}");
         }
-        let sql = kafka("weir", &k).join(";");
+        let sql = kafka("weir", &k, true).join(";");
+        assert!(
+            !kafka("weir", &k, false)
+                .join(";")
+                .contains("TO `weir`.flows_addr")
+        );
         assert!(
             sql.contains(
                 "ENGINE = Kafka('b1:9092,b2:9092', 'weir-flows', 'weir-clickhouse', 'JSONEachRow')"
@@ -304,6 +447,7 @@ mod tests {
             "flows_kafka_mv TO `weir`.flows ",
             "flows_kafka_1m_mv TO `weir`.flows_1m ",
             "flows_kafka_1h_mv TO `weir`.flows_1h ",
+            "flows_kafka_addr_mv TO `weir`.flows_addr ",
         ] {
             assert!(sql.contains(view), "{view}: {sql}");
         }
@@ -325,9 +469,21 @@ mod tests {
         for k in MINUTE_KEYS {
             assert!(weir_core::schema::field(k).is_some(), "{k} is a field");
         }
-        let sql = ingest("weir").join(";");
+        assert!(
+            !ingest("weir", false)
+                .join(";")
+                .contains("TO `weir`.flows_addr")
+        );
+        let sql = ingest("weir", true).join(";");
         assert!(
             sql.contains("IPv6StringToNum(`SrcAddr`) AS `SrcAddr`"),
+            "{sql}"
+        );
+        for k in ADDRESS_COLUMNS {
+            assert!(weir_core::schema::field(k).is_some(), "{k} is a field");
+        }
+        assert!(
+            sql.contains("IPv6StringToNum(`SrcAddr`) AS `weir_SrcAddr`"),
             "{sql}"
         );
     }
