@@ -85,12 +85,7 @@ struct AsAgent {
 }
 
 pub fn run(a: ServerArgs) -> Result<()> {
-    let ch = ClickHouse::new(&a.clickhouse, &a.database)?;
-    let ch = if a.no_address_table {
-        ch.without_address_table()
-    } else {
-        ch
-    };
+    let ch = ClickHouse::new(&a.clickhouse, &a.database)?.address_table(!a.no_address_table);
     let m = ch
         .migrate()
         .context("creating or migrating weir's schema in ClickHouse")?;

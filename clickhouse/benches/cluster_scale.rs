@@ -99,8 +99,9 @@ fn main() {
     for round in 0..4 {
         let with = round % 2 == 0;
         let db = if with { "weir_with" } else { "weir_without" };
-        let c = ClickHouse::new(&server.url(), db).expect("clickhouse");
-        let c = if with { c } else { c.without_address_table() };
+        let c = ClickHouse::new(&server.url(), db)
+            .expect("clickhouse")
+            .address_table(with);
         c.migrate().expect("migrate");
         let n = CHUNK.min(total);
         let t = Instant::now();
@@ -327,28 +328,30 @@ fn main() {
         "flows_addr's columns, compressed bytes a flow: {}.\n",
         columns.join(", ")
     );
-    let rates = |w: bool| {
+    let rates = |w: bool| -> Vec<f64> {
         ingest_cost
             .iter()
             .filter(|(with, _)| *with == w)
-            .map(|(_, r)| format!("{r:.0}"))
+            .map(|(_, r)| *r)
+            .collect()
+    };
+    let shown = |w: bool| {
+        rates(w)
+            .iter()
+            .map(|r| format!("{r:.0}"))
             .collect::<Vec<_>>()
             .join(" / ")
     };
     let mean = |w: bool| {
-        let v: Vec<f64> = ingest_cost
-            .iter()
-            .filter(|(x, _)| *x == w)
-            .map(|(_, r)| *r)
-            .collect();
+        let v = rates(w);
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     println!(
         "Ingest of {} flows through flows_ingest, alternated: with flows_addr {} flows/s, without {} flows/s \
          (with / without: {:.2}).\n",
         CHUNK.min(total),
-        rates(true),
-        rates(false),
+        shown(true),
+        shown(false),
         mean(true) / mean(false)
     );
     println!(

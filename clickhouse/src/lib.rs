@@ -65,7 +65,7 @@ pub struct ClickHouse {
     /// [`ClickHouse::marks`] and when they were read.
     marks: std::sync::Mutex<Option<(std::time::Instant, rollups::Marks)>>,
     /// Whether [`ClickHouse::migrate`] keeps `flows_addr` and its views (the default), or
-    /// drops them ([`ClickHouse::without_address_table`]).
+    /// drops them ([`ClickHouse::address_table`]).
     address_table: bool,
 }
 
@@ -121,11 +121,12 @@ impl ClickHouse {
         })
     }
 
-    /// Migrations leave out `flows_addr` (each flow again by its two addresses, for listings
-    /// filtered by an address) and drop it where it was: inserts cost ClickHouse less, and
-    /// such listings scan the address columns of every flow in their range.
-    pub fn without_address_table(mut self) -> ClickHouse {
-        self.address_table = false;
+    /// Whether migrations keep `flows_addr` (each flow again by its two addresses, for
+    /// listings filtered by an address; the default) or leave it out and drop it where it
+    /// was: inserts cost ClickHouse less, and such listings scan the address columns of
+    /// every flow in their range.
+    pub fn address_table(mut self, keep: bool) -> ClickHouse {
+        self.address_table = keep;
         self
     }
 
@@ -368,9 +369,10 @@ impl ClickHouse {
     /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`
     /// and `flows_addr` only from the minute after next (a minute's slack for agents'
     /// clocks), after their views were (re)made: an insert running meanwhile may have
-    /// reached `flows` but not them. Nothing to record while `flows` is empty (a new schema). The minutes' mark only
-    /// while [`Self::minute_views_current`] (a Kafka table's view from before version 4
-    /// lasts until `weir server --kafka` makes it again): with no mark they are not read.
+    /// reached `flows` but not them. Nothing to record while `flows` is empty (a new
+    /// schema). The minutes' mark only while [`Self::minute_views_current`] (a Kafka
+    /// table's view from before version 4 lasts until `weir server --kafka` makes it
+    /// again): with no mark they are not read.
     fn rollups_complete_from_now(&self) -> Result<(), ClickHouseError> {
         let db = &self.db;
         let any = self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
@@ -431,8 +433,8 @@ impl ClickHouse {
     }
 
     /// From when `flows_1h`, `flows_1m` and `flows_addr` hold every flow (`u64::MAX`: not
-    /// usable, as before the schema has them); read again after a minute (another `weir server` may have
-    /// migrated the schema since).
+    /// usable, as before the schema has them); read again after a minute (another `weir
+    /// server` may have migrated the schema since).
     fn marks(&self) -> rollups::Marks {
         let cached = *self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, v)) = cached
@@ -629,8 +631,9 @@ impl ClickHouse {
             (true, _, _) => (
                 bound,
                 format!(
-                    " AND ({KEY}) IN (SELECT {KEY} FROM `{db}`.flows_addr WHERE {cw} \
-                     ORDER BY `{sort}` {order} LIMIT {n})"
+                    " AND ({key}) IN (SELECT {key} FROM `{db}`.flows_addr WHERE {cw} \
+                     ORDER BY `{sort}` {order} LIMIT {n})",
+                    key = schema::FLOWS_KEY
                 ),
             ),
             // A bound on the end time is also put on the end's minute, the first column of
@@ -750,9 +753,6 @@ fn filter_fields(e: &Expr) -> Vec<&'static str> {
         Expr::Cmp(c) => vec![c.field.name],
     }
 }
-
-/// `flows`' sort key (`flows_addr` has each column of it).
-const KEY: &str = "intDiv(TimeFlowEndMs, 60000), Node, SrcAddr, DstAddr";
 
 /// [`SUMS`] over [`ClickHouse::source`]'s union of rollup sums and flows.
 const PART_SUMS: &str = "sum(weir_b) AS weir_bytes, sum(weir_p) AS weir_packets, \

@@ -17,8 +17,8 @@
 //! - `flows_addr` (version 5): each flow twice, once by its source address (`Side` 0) and once
 //!   by its destination (`Side` 1), with the few columns selective listings filter and sort
 //!   on ([`ADDRESS_COLUMNS`]; its addresses stored as `weir_SrcAddr` and `weir_DstAddr`,
-//!   read through ALIAS columns of the usual names), ordered by address, side and end: a listing whose filter names
-//!   an address finds its count and its page's bound here instead of scanning the address
+//!   read through ALIAS columns of the usual names), ordered by address, side and end: a
+//!   listing whose filter names an address finds its count and its page's bound here instead of scanning the address
 //!   columns of every flow in the range (`weir_rollups` says from when it holds every flow).
 //! - `flows_kafka` (only with `weir server --kafka`): ClickHouse's Kafka engine reading
 //!   agents' flows from a topic, with its own views into the four tables above.
@@ -33,6 +33,10 @@ use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
 pub const VERSION: u32 = 5;
+
+/// `flows`' sort key: the end's minute, the node, the addresses (a listing through
+/// `flows_addr` reads `flows` by it, `flows_addr` having each of its columns).
+pub const FLOWS_KEY: &str = "intDiv(TimeFlowEndMs, 60000), Node, SrcAddr, DstAddr";
 
 /// The per-minute and per-hour tables' key columns (besides `Minute` or `Hour`).
 pub const MINUTE_KEYS: &[&str] = &[
@@ -184,7 +188,7 @@ pub fn tables(db: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.flows ({}) ENGINE = MergeTree \
              PARTITION BY toYYYYMMDD(toDateTime(intDiv(TimeFlowEndMs, 1000))) \
-             ORDER BY (intDiv(TimeFlowEndMs, 60000), Node, SrcAddr, DstAddr)",
+             ORDER BY ({FLOWS_KEY})",
             column_list(false)
         ),
         format!(
@@ -228,23 +232,25 @@ pub fn ingest(db: &str, address: bool) -> Vec<String> {
     // arrives while they are made reaches `flows` (the migration then uses the rollups only
     // from a later hour and minute); an insert in the instant between the new table and its
     // first view is taken and reaches no table.
-    let mut out = vec![
-        format!("DROP TABLE IF EXISTS `{db}`.flows_ingest"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_ingest_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_1m_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_1h_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_addr_mv"),
-        format!(
-            "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
-            column_list(true)
-        ),
-    ];
+    let mut out = vec![format!("DROP TABLE IF EXISTS `{db}`.flows_ingest")];
+    out.extend(drops(db, INGEST_VIEWS));
+    out.push(format!(
+        "CREATE TABLE `{db}`.flows_ingest ({}) ENGINE = Null",
+        column_list(true)
+    ));
     out.extend(views(db, "flows_ingest", INGEST_VIEWS, address, converted));
     out
 }
 
+/// `DROP` of each view named.
+fn drops<'a>(db: &'a str, views: [&'a str; 4]) -> impl Iterator<Item = String> + 'a {
+    views
+        .into_iter()
+        .map(move |v| format!("DROP TABLE IF EXISTS `{db}`.{v}"))
+}
+
 /// The ingest table's views, into `flows`, `flows_1m`, `flows_1h` and `flows_addr`.
-pub const INGEST_VIEWS: [&str; 4] = [
+const INGEST_VIEWS: [&str; 4] = [
     "flows_ingest_mv",
     "flows_1m_mv",
     "flows_1h_mv",
@@ -252,7 +258,7 @@ pub const INGEST_VIEWS: [&str; 4] = [
 ];
 
 /// The Kafka table's views, into the same tables.
-pub const KAFKA_VIEWS: [&str; 4] = [
+const KAFKA_VIEWS: [&str; 4] = [
     "flows_kafka_mv",
     "flows_kafka_1m_mv",
     "flows_kafka_1h_mv",
@@ -313,20 +319,15 @@ impl KafkaSource {
 pub fn kafka(db: &str, k: &KafkaSource, address: bool) -> Vec<String> {
     // The Kafka table first, so its consumer stops before any of its views goes; the view
     // into `flows` first, so what it consumes while the others are made reaches `flows`.
-    let mut out = vec![
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1m_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_1h_mv"),
-        format!("DROP TABLE IF EXISTS `{db}`.flows_kafka_addr_mv"),
-        format!(
-            "CREATE TABLE `{db}`.flows_kafka ({}) ENGINE = Kafka({}, {}, {}, 'JSONEachRow')",
-            column_list(true),
-            crate::sql::quote(&k.brokers),
-            crate::sql::quote(&k.topic),
-            crate::sql::quote(&k.group)
-        ),
-    ];
+    let mut out = vec![format!("DROP TABLE IF EXISTS `{db}`.flows_kafka")];
+    out.extend(drops(db, KAFKA_VIEWS));
+    out.push(format!(
+        "CREATE TABLE `{db}`.flows_kafka ({}) ENGINE = Kafka({}, {}, {}, 'JSONEachRow')",
+        column_list(true),
+        crate::sql::quote(&k.brokers),
+        crate::sql::quote(&k.topic),
+        crate::sql::quote(&k.group)
+    ));
     out.extend(views(
         db,
         "flows_kafka",

@@ -243,7 +243,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     let expected = newest(&store, "SrcAddr=10.1.0.0/16", 3).total;
     let without = ClickHouse::new(&server.url(), "weir")
         .expect("new")
-        .without_address_table();
+        .address_table(false);
     without.migrate().expect("migrate");
     assert_eq!(tables(&without), "0");
     assert_eq!(newest(&without, "SrcAddr=10.1.0.0/16", 3).total, expected);

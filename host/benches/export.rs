@@ -520,8 +520,9 @@ fn main() {
             // manifest runs it: the schema migrated without it, then with it again, twice.
             for round in 0..4 {
                 let with = round % 2 == 1;
-                let c = weir_clickhouse::ClickHouse::new(&server.url(), "weir").expect("ch");
-                let c = if with { c } else { c.without_address_table() };
+                let c = weir_clickhouse::ClickHouse::new(&server.url(), "weir")
+                    .expect("ch")
+                    .address_table(with);
                 c.migrate().expect("migrate");
                 let http = weir_sinks::open(
                     &Destination::parse(&format!("out={}", ch.sink_url())).expect("d"),
