@@ -46,6 +46,17 @@ pub enum ClickHouseError {
     /// An answer that is not what the query asks for.
     #[error("clickhouse {url}: unexpected answer: {message}")]
     Decode { url: String, message: String },
+    /// The database's schema is newer than this weir's: a newer `weir server` migrated it.
+    #[error(
+        "clickhouse database {db:?} is at schema version {version}, newer than this weir's \
+         ({known}): run a weir of that version or later against it (a migration by this one \
+         would undo the newer views)"
+    )]
+    Newer {
+        db: String,
+        version: u32,
+        known: u32,
+    },
 }
 
 impl From<ClickHouseError> for StoreError {
@@ -269,6 +280,17 @@ impl ClickHouse {
         for s in schema::tables(db) {
             self.query(&s)?;
         }
+        // A newer weir's schema is left as it is: this one would drop the views it does not
+        // know of, or leave them writing where this one does not read.
+        let from =
+            self.number(&format!("SELECT max(version) AS n FROM `{db}`.weir_schema"))? as u32;
+        if from > schema::VERSION {
+            return Err(ClickHouseError::Newer {
+                db: db.clone(),
+                version: from,
+                known: schema::VERSION,
+            });
+        }
         // Version 4: drops in the per-minute sums (its rows from before hold none, so the
         // minutes are used only from the mark the rebuild below writes). Each column on its
         // own, and the rebuild decided by what the view writes, so a migration stopped
@@ -281,8 +303,6 @@ impl ClickHouse {
             }
         }
         let minute_drops = self.view_writes("flows_1m_mv", "DropPackets")?;
-        let from =
-            self.number(&format!("SELECT max(version) AS n FROM `{db}`.weir_schema"))? as u32;
         let have: Vec<String> = self
             .rows(&format!(
                 "SELECT name FROM system.columns WHERE database = {} AND table = 'flows'",
@@ -306,6 +326,7 @@ impl ClickHouse {
             || !had_hourly
             || !minute_drops
             || self.has_table("flows_addr_mv")? != self.address_table
+            || !self.has_table("flows_span_mv")?
         {
             for s in schema::ingest(db, self.address_table) {
                 self.query(&s)?;
@@ -354,6 +375,7 @@ impl ClickHouse {
                 && cols as usize == schema::columns(true).len()
                 && self.has_table("flows_kafka_1h_mv")?
                 && self.has_table("flows_kafka_addr_mv")? == self.address_table
+                && self.has_table("flows_kafka_span_mv")?
                 && self.view_writes("flows_kafka_1m_mv", "DropPackets")?
             {
                 return Ok(false);
@@ -366,10 +388,10 @@ impl ClickHouse {
         Ok(true)
     }
 
-    /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`
-    /// and `flows_addr` only from the minute after next (a minute's slack for agents'
-    /// clocks), after their views were (re)made: an insert running meanwhile may have
-    /// reached `flows` but not them. Nothing to record while `flows` is empty (a new
+    /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`,
+    /// `flows_addr` and `flows_span` only from the minute after next (a minute's slack for
+    /// agents' clocks), after their views were (re)made: an insert running meanwhile may
+    /// have reached `flows` but not them. Nothing to record while `flows` is empty (a new
     /// schema). The minutes' mark only while [`Self::minute_views_current`] (a Kafka
     /// table's view from before version 4 lasts until `weir server --kafka` makes it
     /// again): with no mark they are not read.
@@ -388,12 +410,49 @@ impl ClickHouse {
             String::new()
         };
         let addresses = if any { (now / MINUTE + 2) * MINUTE } else { 0 };
+        // The spans' mark only while every source of flows has its view into them (the
+        // mark from before then stays, and the views' check keeps them unread).
+        let spans = if self.span_views_current()? {
+            format!(", ('flows_span', {addresses})")
+        } else {
+            String::new()
+        };
         self.query(&format!(
             "INSERT INTO `{db}`.weir_rollups VALUES ('flows_1h', {hour}), \
-             ('flows_addr', {addresses}){minute}"
+             ('flows_addr', {addresses}){spans}{minute}"
         ))?;
         *self.marks.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
+    }
+
+    /// The latest a flow of `range` can end: the range's end plus the longest flow ending
+    /// on or after the range's first day (`flows_span`), or the spans' mark if later (a
+    /// flow ending before the mark may be missing from `flows_span`, but ends before it).
+    /// None for a range open at the end, or when that is not known: `flows_span` not in
+    /// use or not answering (the range then reads every later minute, as before it). One
+    /// small query (a row a day once merged); asked each time, as a longer flow may have
+    /// come in since.
+    fn ends_by(&self, range: &TimeRange) -> Option<u64> {
+        let mark = self.marks().spans;
+        if range.to_ms == u64::MAX || mark == u64::MAX {
+            return None;
+        }
+        match self.number(&format!(
+            "SELECT maxMerge(Span) AS n FROM `{}`.flows_span WHERE Day >= {}",
+            self.db,
+            range.from_ms / schema::DAY_MS
+        )) {
+            Ok(span) => range.to_ms.checked_add(span).map(|b| b.max(mark)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the longest flow is not known: no end bound");
+                None
+            }
+        }
+    }
+
+    /// [`sql::where_clause`] with the end bound [`Self::ends_by`] gives.
+    fn where_sql(&self, filter: &Expr, range: &TimeRange) -> String {
+        sql::where_clause(filter, range, self.ends_by(range))
     }
 
     /// Whether a view of weir's database exists and its definition names `column`.
@@ -432,9 +491,9 @@ impl ClickHouse {
         Ok(u64_of(self.rows(sql)?.first().and_then(|r| r.get("n"))))
     }
 
-    /// From when `flows_1h`, `flows_1m` and `flows_addr` hold every flow (`u64::MAX`: not
-    /// usable, as before the schema has them); read again after a minute (another `weir
-    /// server` may have migrated the schema since).
+    /// From when `flows_1h`, `flows_1m`, `flows_addr` and `flows_span` hold every flow
+    /// (`u64::MAX`: not usable, as before the schema has them); read again after a minute
+    /// (another `weir server` may have migrated the schema since).
     fn marks(&self) -> rollups::Marks {
         let cached = *self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, v)) = cached
@@ -470,6 +529,11 @@ impl ClickHouse {
             } else {
                 u64::MAX
             },
+            spans: if self.span_views_current().unwrap_or(false) {
+                mark("flows_span")
+            } else {
+                u64::MAX
+            },
         };
         *self.marks.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), v));
@@ -483,6 +547,14 @@ impl ClickHouse {
     fn address_views_current(&self) -> Result<bool, ClickHouseError> {
         Ok(self.has_table("flows_addr_mv")?
             && (!self.has_table("flows_kafka")? || self.has_table("flows_kafka_addr_mv")?))
+    }
+
+    /// Whether every source of flows has its view into `flows_span`: the ingest table's, and
+    /// a Kafka table's where there is one (made before version 6, it fills `flows` but not
+    /// `flows_span` until `weir server --kafka` makes it again).
+    fn span_views_current(&self) -> Result<bool, ClickHouseError> {
+        Ok(self.has_table("flows_span_mv")?
+            && (!self.has_table("flows_kafka")? || self.has_table("flows_kafka_span_mv")?))
     }
 
     /// Whether every view into `flows_1m` writes drops (a Kafka table's view made by a
@@ -531,7 +603,7 @@ impl ClickHouse {
         buckets: Option<Buckets>,
     ) -> (String, &'static str, &'static str) {
         let db = &self.db;
-        let w = sql::where_clause(filter, range);
+        let w = self.where_sql(filter, range);
         let key = |name: &str| schema::MINUTE_KEYS.contains(&name);
         let plan =
             if group_by.iter().all(|f| key(f.name)) && filter_fields(filter).into_iter().all(key) {
@@ -595,7 +667,7 @@ impl ClickHouse {
         req: &ListRequest,
         lookup: Option<addresses::Lookup>,
     ) -> Result<ListResult, StoreError> {
-        let w = sql::where_clause(&req.filter, &req.range);
+        let w = self.where_sql(&req.filter, &req.range);
         let db = &self.db;
         let sort = req.sort.field.name;
         let (table, cw) = match &lookup {
@@ -846,7 +918,7 @@ impl FlowQuery for ClickHouse {
     ) -> Result<GroupValues, StoreError> {
         weir_core::store::check_group_by(group_by)?;
         weir_core::store::check_number_field(value)?;
-        let w = sql::where_clause(filter, range);
+        let w = self.where_sql(filter, range);
         let v = format!("`{}`", value.name);
         let mut select: Vec<String> = group_by.iter().map(|f| select_col(f)).collect();
         select.push("groupArray(".to_string() + &v + ") AS weir_values");
@@ -972,7 +1044,7 @@ impl FlowQuery for ClickHouse {
             "SELECT {} FROM `{}`.flows WHERE {} ORDER BY {} LIMIT {after_seq}, {limit}",
             cols.join(", "),
             self.db,
-            sql::where_clause(filter, range),
+            self.where_sql(filter, range),
             order.join(", ")
         ))?;
         Ok(self

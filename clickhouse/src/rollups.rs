@@ -32,6 +32,8 @@ pub struct Marks {
     pub minute: u64,
     /// From when `flows_addr` (not a rollup: the flows by address) holds every flow.
     pub addresses: u64,
+    /// From when `flows_span` (the longest flow per day) holds every flow.
+    pub spans: u64,
 }
 
 impl Marks {
@@ -40,6 +42,7 @@ impl Marks {
         hour: u64::MAX,
         minute: u64::MAX,
         addresses: u64::MAX,
+        spans: u64::MAX,
     };
 }
 
@@ -192,6 +195,7 @@ mod tests {
         hour: 0,
         minute: 0,
         addresses: 0,
+        spans: 0,
     };
 
     // What the SQL of `Tier::sql` and `ClickHouse::source` computes, in Rust: the reference
@@ -294,6 +298,7 @@ mod tests {
             hour: T + 2 * HOUR + 1,
             minute: T + 30 * MINUTE,
             addresses: u64::MAX,
+            spans: u64::MAX,
         };
         let p = plan(&r, None, m);
         assert_eq!(p.hours, tier(HOUR, T + 3 * HOUR, T + 4 * HOUR, &[]));
@@ -400,6 +405,7 @@ mod tests {
                 hour: [0, T + next(5 * HOUR), u64::MAX][next(3) as usize],
                 minute: [0, T + next(5 * HOUR), u64::MAX][next(3) as usize],
                 addresses: u64::MAX,
+                spans: u64::MAX,
             };
             let b = [
                 None,

@@ -6,7 +6,8 @@
 //!   filters use first); addresses as `FixedString(16)` (IPv6, IPv4 mapped) so CIDRs are
 //!   byte ranges; strings `LowCardinality(String)`.
 //! - `flows_ingest`: what agents insert into (RowBinary, addresses as text): a `Null`
-//!   table whose materialized views fill `flows`, `flows_1m`, `flows_1h` and `flows_addr`.
+//!   table whose materialized views fill `flows`, `flows_1m`, `flows_1h`, `flows_addr` and
+//!   `flows_span`.
 //! - `flows_1m`: per-minute sums (bytes and packets scaled back by sampling, flow records,
 //!   and from version 4 drops) by node, addresses, protocol, destination port and namespaces
 //!   (SummingMergeTree).
@@ -20,8 +21,13 @@
 //!   read through ALIAS columns of the usual names), ordered by address, side and end: a
 //!   listing whose filter names an address finds its count and its page's bound here instead of scanning the address
 //!   columns of every flow in the range (`weir_rollups` says from when it holds every flow).
+//! - `flows_span` (version 6): the longest flow (end less start) per day of its end
+//!   (AggregatingMergeTree of `max`), so a range's end also bounds the end times it can hold
+//!   from above (a flow starting before the range's end ends before it plus that): a range
+//!   in the middle of the data reads its own minutes, not every later one (`weir_rollups`
+//!   says from when it holds every flow; flows ending before then end before that mark).
 //! - `flows_kafka` (only with `weir server --kafka`): ClickHouse's Kafka engine reading
-//!   agents' flows from a topic, with its own views into the four tables above.
+//!   agents' flows from a topic, with its own views into the five tables above.
 //! - `summaries`: summarizer windows agents publish (version 2): the latest copy per node,
 //!   plugin and window start (ReplacingMergeTree by `UpdatedMs`), partitioned by day of the
 //!   window's start; `weir server` gathers and merges them.
@@ -32,7 +38,7 @@
 use weir_core::schema::{FIELDS, FieldKind};
 
 /// The version [`ddl`] describes; recorded in `weir_schema` when applied.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// `flows`' sort key: the end's minute, the node, the addresses (a listing through
 /// `flows_addr` reads `flows` by it, `flows_addr` having each of its columns).
@@ -212,6 +218,10 @@ pub fn tables(db: &str) -> Vec<String> {
             address_columns()
         ),
         format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.flows_span (Day UInt64, Span AggregateFunction(max, UInt64)) \
+             ENGINE = AggregatingMergeTree ORDER BY Day"
+        ),
+        format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.weir_rollups (name String, from_ms UInt64) ENGINE = TinyLog"
         ),
         format!(
@@ -243,27 +253,42 @@ pub fn ingest(db: &str, address: bool) -> Vec<String> {
 }
 
 /// `DROP` of each view named.
-fn drops<'a>(db: &'a str, views: [&'a str; 4]) -> impl Iterator<Item = String> + 'a {
+fn drops<'a>(db: &'a str, views: [&'a str; 5]) -> impl Iterator<Item = String> + 'a {
     views
         .into_iter()
         .map(move |v| format!("DROP TABLE IF EXISTS `{db}`.{v}"))
 }
 
-/// The ingest table's views, into `flows`, `flows_1m`, `flows_1h` and `flows_addr`.
-const INGEST_VIEWS: [&str; 4] = [
+/// The ingest table's views, into `flows`, `flows_1m`, `flows_1h`, `flows_addr` and
+/// `flows_span`.
+const INGEST_VIEWS: [&str; 5] = [
     "flows_ingest_mv",
     "flows_1m_mv",
     "flows_1h_mv",
     "flows_addr_mv",
+    "flows_span_mv",
 ];
 
 /// The Kafka table's views, into the same tables.
-const KAFKA_VIEWS: [&str; 4] = [
+const KAFKA_VIEWS: [&str; 5] = [
     "flows_kafka_mv",
     "flows_kafka_1m_mv",
     "flows_kafka_1h_mv",
     "flows_kafka_addr_mv",
+    "flows_kafka_span_mv",
 ];
+
+/// A day, the unit of `flows_span` (by the end time's milliseconds: UTC days).
+pub const DAY_MS: u64 = 86_400_000;
+
+/// The longest flow ending on each day (a record ending before it starts counts as 0), from
+/// `source`'s flows: what `flows_span`'s views write.
+fn spans(source: &str) -> String {
+    format!(
+        "SELECT intDiv(TimeFlowEndMs, {DAY_MS}) AS Day, maxState(toUInt64(if(TimeFlowEndMs >= TimeFlowStartMs, \
+         TimeFlowEndMs - TimeFlowStartMs, 0))) AS Span FROM {source} GROUP BY Day"
+    )
+}
 
 /// Where ClickHouse's Kafka engine reads agents' flows from: brokers, topic, consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,20 +369,20 @@ pub fn kafka(db: &str, k: &KafkaSource, address: bool) -> Vec<String> {
     out
 }
 
-/// The views from `source` (ingest columns) into `flows`, `flows_1m`, `flows_1h` and
-/// `flows_addr` (only with `address`), named `names`; `column` converts a column as `flows`
-/// takes it (unnamed).
+/// The views from `source` (ingest columns) into `flows`, `flows_1m`, `flows_1h`,
+/// `flows_addr` (only with `address`) and `flows_span`, named `names`; `column` converts a
+/// column as `flows` takes it (unnamed).
 fn views(
     db: &str,
     source: &str,
-    names: [&str; 4],
+    names: [&str; 5],
     address: bool,
     column: impl Fn(&str) -> String,
 ) -> Vec<String> {
     let named = |n: &str| format!("{} AS `{n}`", column(n));
     let select: Vec<String> = columns(true).iter().map(|(n, _)| named(n)).collect();
     let keys: Vec<String> = MINUTE_KEYS.iter().map(|k| named(k)).collect();
-    let [to_flows, to_minute, to_hour, to_addr] = names;
+    let [to_flows, to_minute, to_hour, to_addr, to_span] = names;
     let mut out = vec![
         format!(
             "CREATE MATERIALIZED VIEW `{db}`.{to_flows} TO `{db}`.flows AS SELECT {} FROM `{db}`.{source}",
@@ -378,6 +403,10 @@ fn views(
              toUInt64(1) AS Flows, PktDropBytes * greatest(Sampling, 1) AS DropBytes, \
              PktDropPackets * greatest(Sampling, 1) AS DropPackets FROM `{db}`.{source}",
             keys.join(", ")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW `{db}`.{to_span} TO `{db}`.flows_span AS {}",
+            spans(&format!("`{db}`.{source}"))
         ),
     ];
     if address {
@@ -449,6 +478,7 @@ mod tests {
             "flows_kafka_1m_mv TO `weir`.flows_1m ",
             "flows_kafka_1h_mv TO `weir`.flows_1h ",
             "flows_kafka_addr_mv TO `weir`.flows_addr ",
+            "flows_kafka_span_mv TO `weir`.flows_span ",
         ] {
             assert!(sql.contains(view), "{view}: {sql}");
         }

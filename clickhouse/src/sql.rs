@@ -75,7 +75,9 @@ pub fn expr(e: &Expr) -> String {
 /// and ended at or after its start. The start's bound is also written on the end's minute,
 /// the first column of `flows`' sort key, as the key names it: ClickHouse 18.16 does not
 /// carry a bound on a column through `intDiv`, and without it reads every granule.
-pub fn where_clause(e: &Expr, range: &TimeRange) -> String {
+/// `ends_by`, the latest any flow of the range ends (known from how long flows last), bounds
+/// the end and its minute from above too.
+pub fn where_clause(e: &Expr, range: &TimeRange, ends_by: Option<u64>) -> String {
     let mut parts = Vec::new();
     if range.to_ms != u64::MAX {
         parts.push(format!("TimeFlowStartMs <= {}", range.to_ms));
@@ -85,6 +87,12 @@ pub fn where_clause(e: &Expr, range: &TimeRange) -> String {
             "intDiv(TimeFlowEndMs, 60000) >= {} AND TimeFlowEndMs >= {}",
             range.from_ms / 60_000,
             range.from_ms
+        ));
+    }
+    if let Some(b) = ends_by {
+        parts.push(format!(
+            "intDiv(TimeFlowEndMs, 60000) <= {} AND TimeFlowEndMs <= {b}",
+            b / 60_000
         ));
     }
     parts.push(expr(e));
@@ -102,7 +110,7 @@ mod tests {
             from_ms: 0,
             to_ms: u64::MAX,
         };
-        let sql = |q: &str| where_clause(&parse(q).expect(q), &all);
+        let sql = |q: &str| where_clause(&parse(q).expect(q), &all, None);
         assert_eq!(sql(""), "1");
         assert_eq!(sql("DstPort=443"), "`DstPort` = 443");
         assert_eq!(sql("DstPort!=443"), "(NOT `DstPort` = 443)");
@@ -134,8 +142,13 @@ mod tests {
             to_ms: 9,
         };
         assert_eq!(
-            where_clause(&parse("").expect("empty"), &r),
+            where_clause(&parse("").expect("empty"), &r, None),
             "TimeFlowStartMs <= 9 AND intDiv(TimeFlowEndMs, 60000) >= 0 AND TimeFlowEndMs >= 5 AND 1"
+        );
+        assert_eq!(
+            where_clause(&parse("").expect("empty"), &r, Some(120_009)),
+            "TimeFlowStartMs <= 9 AND intDiv(TimeFlowEndMs, 60000) >= 0 AND TimeFlowEndMs >= 5 \
+             AND intDiv(TimeFlowEndMs, 60000) <= 2 AND TimeFlowEndMs <= 120009 AND 1"
         );
         assert_eq!(quote("a\\'b"), "'a\\\\\\'b'");
     }

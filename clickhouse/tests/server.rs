@@ -93,6 +93,13 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
             .trim(),
         "0\t900\t900\t1\t1800"
     );
+    // The longest flow: node-c's, 25 minutes.
+    assert_eq!(
+        ch.query("SELECT maxMerge(Span) FROM weir.flows_span FORMAT TSV")
+            .expect("spans")
+            .trim(),
+        "1500000"
+    );
 
     // The same flows in a real local store: every answer must agree.
     let store_dir = tempfile::tempdir().expect("tempdir");
@@ -197,7 +204,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         ch.query("SELECT name FROM weir.weir_rollups WHERE from_ms > 0 FORMAT TSV")
             .expect("rollups")
             .trim(),
-        "flows_1h\nflows_addr",
+        "flows_1h\nflows_addr\nflows_span",
         "no mark for the minutes while a view writes them without drops"
     );
     ch.query("DROP TABLE weir.flows_kafka_1m_mv").expect("drop");
@@ -207,7 +214,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         .expect("new")
         .migrate()
         .expect("migrate");
-    assert_eq!(m.to, 5);
+    assert_eq!(m.to, 6);
     let marks = ch
         .query("SELECT name, max(from_ms) FROM weir.weir_rollups GROUP BY name ORDER BY name FORMAT TSV")
         .expect("rollups");
@@ -219,7 +226,7 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         assert!(from > now && from <= now + 3_600_000, "{line}");
         names.push(name.to_string());
     }
-    assert_eq!(names, ["flows_1h", "flows_1m", "flows_addr"]);
+    assert_eq!(names, ["flows_1h", "flows_1m", "flows_addr", "flows_span"]);
     assert!(
         ch.query("SHOW CREATE TABLE weir.flows_1m_mv FORMAT TSVRaw")
             .expect("view")
@@ -306,6 +313,89 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
     assert!(
         got.keys()
             .all(|(k, _)| k[0] != weir_core::schema::Value::Str("node-z".into()))
+    );
+
+    // flows_span is what bounds a range's end from above: a ten-hour flow put into `flows`
+    // alone, overlapping a range that ends long before it does, is listed while flows_span
+    // has no mark, is not once it has one (the longest flow it knows lasts 25 minutes) and
+    // every source of flows has its view into it (not with a Kafka table without one), and
+    // is again after a migration from version 5 (no flows_span), whose mark is after now.
+    ch.query(&format!(
+        "INSERT INTO weir.flows (Node, TimeFlowStartMs, TimeFlowEndMs) \
+         VALUES ('node-long', {}, {})",
+        base + 600_000,
+        base + 36_000_000
+    ))
+    .expect("long flow");
+    let long = |ch: &ClickHouse| {
+        let req = ListRequest {
+            filter: parse("Node=node-long").expect("filter"),
+            range: TimeRange {
+                from_ms: base,
+                to_ms: base + 20 * 60_000,
+            },
+            sort: SortBy::parse("-TimeFlowEndMs").expect("sort"),
+            limit: 10,
+            offset: 0,
+        };
+        let got = ch.list(&req).expect("list");
+        let counted = ch
+            .aggregate(&req.filter, &req.range, &node, None)
+            .expect("aggregate")
+            .values()
+            .map(|t| t.flows)
+            .sum::<u64>();
+        (got.total, got.flows.len() as u64, counted)
+    };
+    let fresh = || ClickHouse::new(&server.url(), "weir").expect("new");
+    assert_eq!(long(&fresh()), (1, 1, 1), "no mark: no end bound");
+    ch.query("INSERT INTO weir.weir_rollups VALUES ('flows_span', 0)")
+        .expect("mark");
+    assert_eq!(
+        long(&fresh()),
+        (0, 0, 0),
+        "bounded by the longest flow known"
+    );
+    ch.query("CREATE TABLE weir.flows_kafka (x UInt8) ENGINE = Memory")
+        .expect("kafka stand-in");
+    assert_eq!(long(&fresh()), (1, 1, 1), "a source without its view");
+    ch.query("DROP TABLE weir.flows_kafka").expect("drop");
+    assert_eq!(long(&fresh()), (0, 0, 0));
+    for t in ["flows_span_mv", "flows_span"] {
+        ch.query(&format!("DROP TABLE weir.{t}")).expect("drop");
+    }
+    fresh().migrate().expect("migrate");
+    let mark: u64 = ch
+        .query("SELECT max(from_ms) FROM weir.weir_rollups WHERE name = 'flows_span' FORMAT TSV")
+        .expect("mark")
+        .trim()
+        .parse()
+        .expect("from_ms");
+    assert!(mark > weir_core::query::now_ms(), "{mark}");
+    assert_eq!(long(&fresh()), (1, 1, 1), "flows ending before the mark");
+    // Flows inserted since reach it through its view.
+    let body = format!(
+        " FORMAT JSONEachRow\n{}\n",
+        serde_json::json!({"Node": "node-long", "TimeFlowStartMs": base, "TimeFlowEndMs": base + 35_400_000})
+    );
+    ureq::post(&ch.insert_url())
+        .send(body.as_bytes())
+        .expect("insert");
+    assert_eq!(
+        ch.query("SELECT maxMerge(Span) FROM weir.flows_span FORMAT TSV")
+            .expect("spans")
+            .trim(),
+        "35400000"
+    );
+
+    // A schema a newer weir made is left as it is, with an error saying so.
+    ch.query("INSERT INTO weir.weir_schema VALUES (99, 0)")
+        .expect("newer");
+    let e = fresh().migrate().expect_err("newer schema");
+    assert!(
+        e.to_string()
+            .contains("schema version 99, newer than this weir's (6)"),
+        "{e}"
     );
 }
 
