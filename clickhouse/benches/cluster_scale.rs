@@ -16,13 +16,13 @@
 use std::time::{Duration, Instant};
 use weir_clickhouse::ClickHouse;
 use weir_clickhouse::local::LocalServer;
+use weir_clickhouse::schema::DAY_MS;
 use weir_core::flowquery::FlowQuery;
 use weir_core::query::{Metric, SortBy, TimeRange, parse, parse_group_by};
 use weir_core::store::ListRequest;
 
 /// The day the flows cover (UTC midnight).
-const DAY0: u64 = 1_800_000_000_000 / 86_400_000 * 86_400_000;
-const DAY_MS: u64 = 86_400_000;
+const DAY0: u64 = 1_800_000_000_000 / DAY_MS * DAY_MS;
 /// Flows a statement: two million take 15-25 s here, well inside the client's 60 s timeout.
 const CHUNK: u64 = 2_000_000;
 const RUNS: usize = 5;

@@ -57,6 +57,17 @@ pub enum ClickHouseError {
         version: u32,
         known: u32,
     },
+    /// The Kafka table asked of a database not migrated to this weir's schema (its views
+    /// write into the tables the migration makes).
+    #[error(
+        "clickhouse database {db:?} is at schema version {version}, not this weir's ({known}): \
+         migrate it first (weir server --migrate-only)"
+    )]
+    NotMigrated {
+        db: String,
+        version: u32,
+        known: u32,
+    },
 }
 
 impl From<ClickHouseError> for StoreError {
@@ -276,20 +287,13 @@ impl ClickHouse {
     /// (to `flows`), and rebuilds the ingest table and its views; records the version.
     pub fn migrate(&self) -> Result<Migration, ClickHouseError> {
         let db = &self.db;
+        // A newer weir's schema is left as it is, before anything is made: this one would
+        // drop the views it does not know of, or leave them writing where this one does not
+        // read.
+        let from = self.schema_version()?;
         let had_hourly = self.has_table("flows_1h_mv")?;
         for s in schema::tables(db) {
             self.query(&s)?;
-        }
-        // A newer weir's schema is left as it is: this one would drop the views it does not
-        // know of, or leave them writing where this one does not read.
-        let from =
-            self.number(&format!("SELECT max(version) AS n FROM `{db}`.weir_schema"))? as u32;
-        if from > schema::VERSION {
-            return Err(ClickHouseError::Newer {
-                db: db.clone(),
-                version: from,
-                known: schema::VERSION,
-            });
         }
         // Version 4: drops in the per-minute sums (its rows from before hold none, so the
         // minutes are used only from the mark the rebuild below writes). Each column on its
@@ -331,7 +335,7 @@ impl ClickHouse {
             for s in schema::ingest(db, self.address_table) {
                 self.query(&s)?;
             }
-            self.rollups_complete_from_now()?;
+            self.rollups_complete_from_now(false)?;
         }
         if !self.address_table {
             // After the views into it: the ingest table's went with the rebuild above, a
@@ -360,6 +364,14 @@ impl ClickHouse {
     /// by the brokers, so a new table resumes where the old one stopped.
     pub fn migrate_kafka(&self, k: &schema::KafkaSource) -> Result<bool, ClickHouseError> {
         let db = &self.db;
+        let version = self.schema_version()?;
+        if version != schema::VERSION {
+            return Err(ClickHouseError::NotMigrated {
+                db: db.clone(),
+                version,
+                known: schema::VERSION,
+            });
+        }
         if self.has_table("flows_kafka")? {
             let shown = self.query(&format!(
                 "SHOW CREATE TABLE `{db}`.flows_kafka FORMAT TSVRaw"
@@ -384,20 +396,42 @@ impl ClickHouse {
         for s in schema::kafka(db, k, self.address_table) {
             self.query(&s)?;
         }
-        self.rollups_complete_from_now()?;
+        self.rollups_complete_from_now(true)?;
         Ok(true)
+    }
+
+    /// The schema version weir's database is at (0: none yet), or [`ClickHouseError::Newer`]
+    /// when a newer weir migrated it.
+    fn schema_version(&self) -> Result<u32, ClickHouseError> {
+        if !self.has_table("weir_schema")? {
+            return Ok(0);
+        }
+        let version = self.number(&format!(
+            "SELECT max(version) AS n FROM `{}`.weir_schema",
+            self.db
+        ))?;
+        if version > u64::from(schema::VERSION) {
+            return Err(ClickHouseError::Newer {
+                db: self.db.clone(),
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+                known: schema::VERSION,
+            });
+        }
+        // At most schema::VERSION, a u32.
+        Ok(version as u32)
     }
 
     /// Records that `flows_1h` holds every flow only from the next hour on, and `flows_1m`,
     /// `flows_addr` and `flows_span` only from the minute after next (a minute's slack for
     /// agents' clocks), after their views were (re)made: an insert running meanwhile may
     /// have reached `flows` but not them. Nothing to record while `flows` is empty (a new
-    /// schema). The minutes' mark only while [`Self::minute_views_current`] (a Kafka
-    /// table's view from before version 4 lasts until `weir server --kafka` makes it
-    /// again): with no mark they are not read.
-    fn rollups_complete_from_now(&self) -> Result<(), ClickHouseError> {
+    /// schema), unless `kafka`: after a Kafka table's views were remade, ClickHouse's own
+    /// consumer may be writing a block into `flows` while it is counted. The minutes' mark
+    /// only while [`Self::minute_views_current`] (a Kafka table's view from before version
+    /// 4 lasts until `weir server --kafka` makes it again): with no mark they are not read.
+    fn rollups_complete_from_now(&self, kafka: bool) -> Result<(), ClickHouseError> {
         let db = &self.db;
-        let any = self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
+        let any = kafka || self.number(&format!("SELECT count() AS n FROM `{db}`.flows"))? > 0;
         let now = weir_core::query::now_ms();
         let (hour, minute) = if any {
             ((now / HOUR + 1) * HOUR, (now / MINUTE + 2) * MINUTE)
@@ -437,11 +471,22 @@ impl ClickHouse {
         if range.to_ms == u64::MAX || mark == u64::MAX {
             return None;
         }
-        match self.number(&format!(
-            "SELECT maxMerge(Span) AS n FROM `{}`.flows_span WHERE Day >= {}",
-            self.db,
-            range.from_ms / schema::DAY_MS
-        )) {
+        let span = self
+            .rows(&format!(
+                "SELECT maxMerge(Span) AS n FROM `{}`.flows_span WHERE Day >= {}",
+                self.db,
+                range.from_ms / schema::DAY_MS
+            ))
+            .and_then(|rows| {
+                // Exactly one row with a number: anything else bounds nothing (read as 0 it
+                // would drop every flow ending after the range).
+                match rows.as_slice() {
+                    [row] => strict_u64(row.get("n")),
+                    _ => None,
+                }
+                .ok_or_else(|| self.decode(format!("the longest flow: {rows:?}")))
+            });
+        match span {
             Ok(span) => range.to_ms.checked_add(span).map(|b| b.max(mark)),
             Err(e) => {
                 tracing::warn!(error = %e, "the longest flow is not known: no end bound");
@@ -545,16 +590,23 @@ impl ClickHouse {
     /// Kafka table made before version 5, or left by a migration without the address table,
     /// fills `flows` but not `flows_addr` until `weir server --kafka` makes it again).
     fn address_views_current(&self) -> Result<bool, ClickHouseError> {
-        Ok(self.has_table("flows_addr_mv")?
-            && (!self.has_table("flows_kafka")? || self.has_table("flows_kafka_addr_mv")?))
+        self.views_current("flows_addr_mv", "flows_kafka_addr_mv")
     }
 
     /// Whether every source of flows has its view into `flows_span`: the ingest table's, and
     /// a Kafka table's where there is one (made before version 6, it fills `flows` but not
     /// `flows_span` until `weir server --kafka` makes it again).
     fn span_views_current(&self) -> Result<bool, ClickHouseError> {
-        Ok(self.has_table("flows_span_mv")?
-            && (!self.has_table("flows_kafka")? || self.has_table("flows_kafka_span_mv")?))
+        self.views_current("flows_span_mv", "flows_kafka_span_mv")
+    }
+
+    /// Whether the ingest table's view `ingest` exists, and the Kafka table's view `kafka`
+    /// too where there is a Kafka table.
+    fn views_current(&self, ingest: &str, kafka: &str) -> Result<bool, ClickHouseError> {
+        Ok(
+            self.has_table(ingest)?
+                && (!self.has_table("flows_kafka")? || self.has_table(kafka)?),
+        )
     }
 
     /// Whether every view into `flows_1m` writes drops (a Kafka table's view made by a
@@ -793,6 +845,16 @@ fn key_of(r: &serde_json::Map<String, Json>, group_by: &[&'static FieldDef]) -> 
 /// A column of an answer row, by field name.
 fn col<'a>(r: &'a serde_json::Map<String, Json>, name: &str) -> Option<&'a Json> {
     r.get(&format!("weir_{name}"))
+}
+
+/// A `UInt64` of an answer row (a JSON number: [`ClickHouse::query`] asks for 64-bit numbers
+/// unquoted; a string of digits taken too), None for anything else.
+fn strict_u64(v: Option<&Json>) -> Option<u64> {
+    match v {
+        Some(Json::Number(n)) => n.as_u64(),
+        Some(Json::String(s)) => s.parse().ok(),
+        _ => None,
+    }
 }
 
 fn u64_of(v: Option<&Json>) -> u64 {

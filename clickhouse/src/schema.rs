@@ -19,8 +19,9 @@
 //!   by its destination (`Side` 1), with the few columns selective listings filter and sort
 //!   on ([`ADDRESS_COLUMNS`]; its addresses stored as `weir_SrcAddr` and `weir_DstAddr`,
 //!   read through ALIAS columns of the usual names), ordered by address, side and end: a
-//!   listing whose filter names an address finds its count and its page's bound here instead of scanning the address
-//!   columns of every flow in the range (`weir_rollups` says from when it holds every flow).
+//!   listing whose filter names an address finds its count and its page's bound here
+//!   instead of scanning the address columns of every flow in the range (`weir_rollups`
+//!   says from when it holds every flow).
 //! - `flows_span` (version 6): the longest flow (end less start) per day of its end
 //!   (AggregatingMergeTree of `max`), so a range's end also bounds the end times it can hold
 //!   from above (a flow starting before the range's end ends before it plus that): a range

@@ -388,13 +388,39 @@ fn schema_insert_and_queries_agree_with_the_local_store() {
         "35400000"
     );
 
-    // A schema a newer weir made is left as it is, with an error saying so.
+    // A schema a newer weir made is left as it is, before anything is made (a table this
+    // weir makes, gone in the newer schema, stays gone), with an error saying so.
     ch.query("INSERT INTO weir.weir_schema VALUES (99, 0)")
         .expect("newer");
+    ch.query("DROP TABLE weir.weir_rollups").expect("drop");
     let e = fresh().migrate().expect_err("newer schema");
     assert!(
         e.to_string()
             .contains("schema version 99, newer than this weir's (6)"),
+        "{e}"
+    );
+    let kafka = weir_clickhouse::schema::KafkaSource {
+        brokers: "127.0.0.1:9".into(),
+        topic: "weir-flows".into(),
+        group: "weir".into(),
+    };
+    let e = fresh().migrate_kafka(&kafka).expect_err("newer schema");
+    assert!(e.to_string().contains("schema version 99"), "{e}");
+    for t in ["weir_rollups", "flows_kafka"] {
+        assert_eq!(
+            ch.query(&format!("EXISTS TABLE weir.{t} FORMAT TSV"))
+                .expect("exists")
+                .trim(),
+            "0",
+            "{t}"
+        );
+    }
+    // Nor is a Kafka table made in a database never migrated.
+    let other = ClickHouse::new(&server.url(), "weir_none").expect("client");
+    let e = other.migrate_kafka(&kafka).expect_err("not migrated");
+    assert!(
+        e.to_string()
+            .contains("schema version 0, not this weir's (6)"),
         "{e}"
     );
 }

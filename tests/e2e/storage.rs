@@ -315,8 +315,8 @@ fn a_full_disk_refuses_imports_then_recovers_with_nothing_acknowledged_lost() {
         acked += 5000;
     }
     // sled meets the full disk: a file takes every byte left while the agent is idle, so the
-    // next flush usually fails in sled's write before the index is touched. Removing the file must be
-    // enough: sled is opened again in place, no restart. The index may still be merging the
+    // next flush usually fails in sled's write before the index is touched. Removing the file
+    // must be enough: sled is opened again in place, no restart. The index may still be merging the
     // last commit's segments and free the old ones meanwhile (then sled found room once and
     // the index met the full disk first): the file takes what is freed for 5 s more (2 s
     // was once too short on a loaded machine).

@@ -324,7 +324,35 @@ fn events_logs_spans_and_flows_share_one_timeline_that_the_page_draws() {
     let oom_note = notes
         .iter()
         .find(|n| n["labels"]["reason"] == "OOMKilling")
-        .unwrap_or_else(|| panic!("no annotation for the OOM kill: {v}"));
+        .unwrap_or_else(|| {
+            // What the correlator had to go on: the events and the flows (times, drops).
+            let flows = a.ok(
+                "/api/v1/flows",
+                &[("from", &f), ("to", &to), ("limit", "100")],
+            );
+            let brief: Vec<String> = flows["flows"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|x| {
+                            format!(
+                                "{}..{} {}>{} p{} drop{}",
+                                x["TimeFlowStartMs"],
+                                x["TimeFlowEndMs"],
+                                x["SrcAddr"],
+                                x["DstAddr"],
+                                x["Packets"],
+                                x["PktDropPackets"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "no annotation for the OOM kill (at {t_oom}): {v}\nevents: {:?}\nflows: {brief:?}",
+                a.records("k8s-event")
+            )
+        });
     let l = &oom_note["labels"];
     let after: u64 = l["drop_packets_after"]
         .as_str()

@@ -8,9 +8,13 @@
 //! The window is the batch's (its first flow start to its last flow end), as for every
 //! correlator run (`weir plugin run event-drops --from -1h`; a run's batch holds at most the
 //! newest 100,000 flows of the range asked, so on a busy node the window can be shorter: the
-//! plugin logs the one it used). Events given with the run are used too when they carry a
-//! `flow_filter` label. A flow counts on the side of the event its end falls on, so a flow
-//! spanning the event is not counted before and after it.
+//! plugin logs the one it used). The events looked at are those whose `after` seconds reach
+//! into it: from `after` before its start to its end (an event stamped to the second, as
+//! Kubernetes does, can fall just before the first flow it caused). One from before the
+//! window is reported only when the drops after it include some in the window (a run over
+//! the hour before reported the rest). Events given with the run are used too when they
+//! carry a `flow_filter` label. A flow counts on the side of the event its end falls on, so
+//! a flow spanning the event is not counted before and after it.
 //!
 //! Config: `after` (seconds, default 300), `min_packets` (dropped packets after an event to
 //! report it, default 1), `top` (annotations, default 20), `max_events` (events looked at,
@@ -84,9 +88,12 @@ fn keep_first(events: &mut Vec<Happened>, max_events: usize) {
 /// The events after which drops rose, as annotations, most drops first, and the events that
 /// could not be judged (their filter refused), each with why: `drops(filter, from, to)`
 /// counts what was dropped on the flows `filter` selects that end between `from` and `to`
-/// (ms, inclusive).
+/// (ms, inclusive). An event before `window_from_ms` is reported only when at least
+/// `min_packets` of the drops after it end from `window_from_ms` on.
+#[allow(clippy::too_many_arguments)]
 pub fn correlate_events(
     mut events: Vec<Happened>,
+    window_from_ms: u64,
     after_ms: u64,
     min_packets: u64,
     top: usize,
@@ -105,6 +112,16 @@ pub fn correlate_events(
         .and_then(|then| {
             if then.packets < min_packets.max(1) {
                 return Ok(None);
+            }
+            if e.time_ms < window_from_ms {
+                let inside = drops(
+                    &e.flow_filter,
+                    window_from_ms,
+                    e.time_ms.saturating_add(after_ms),
+                )?;
+                if inside.packets < min_packets.max(1) {
+                    return Ok(None);
+                }
             }
             let before = drops(
                 &e.flow_filter,
@@ -286,6 +303,15 @@ fn kept_events(window: TimeRange, max_events: usize) -> Result<Vec<Happened>, Pl
     Ok(out)
 }
 
+/// The events that can be followed by drops in the batch's window `[from_ms, to_ms]`: those
+/// from `after_ms` before it to its end.
+pub fn events_window(from_ms: u64, to_ms: u64, after_ms: u64) -> TimeRange {
+    TimeRange {
+        from_ms: from_ms.saturating_sub(after_ms),
+        to_ms,
+    }
+}
+
 struct Plugin;
 
 impl Guest for Plugin {
@@ -297,9 +323,12 @@ impl Guest for Plugin {
         let max_events = config_u64("max_events", 200)? as usize;
         log::log(
             log::Level::Info,
-            &format!("window {from_ms}..{to_ms} (the run's flows)"),
+            &format!(
+                "window {from_ms}..{to_ms} (the run's flows); events from {}",
+                events_window(from_ms, to_ms, after_ms).from_ms
+            ),
         );
-        let mut happened = kept_events(TimeRange { from_ms, to_ms }, max_events)?;
+        let mut happened = kept_events(events_window(from_ms, to_ms, after_ms), max_events)?;
         // Events given with the run, when they say which flows they are about.
         for e in events {
             let Some((_, f)) = e
@@ -325,6 +354,7 @@ impl Guest for Plugin {
         }
         let (found, skipped) = correlate_events(
             happened,
+            from_ms,
             after_ms,
             config_u64("min_packets", 1)?,
             config_u64("top", 20)? as usize,
@@ -371,6 +401,68 @@ mod tests {
         }
     }
 
+    /// The batch's flows start at 1,000,400 ms. An event stamped to the second just before
+    /// (1,000,000) whose drops are in the batch is looked at and reported; so is one `after`
+    /// before the batch whose drops reach into it; one whose drops all ended before the batch
+    /// is looked at but left to the run that covered them; one earlier than `after` before
+    /// the batch is not looked at. Near zero the events' window starts at zero.
+    #[test]
+    fn events_just_before_the_batch_are_judged_on_the_drops_inside_it() {
+        let first = 1_000_400;
+        let w = events_window(first, 1_005_000, 300_000);
+        assert_eq!((w.from_ms, w.to_ms), (700_400, 1_005_000));
+        assert_eq!(events_window(100, 200, 300_000).from_ms, 0);
+        let drops: &'static [(&str, u64, u64, &str)] = &[
+            // web: ten pings dropped in the batch.
+            ("web", 1_002_000, 10, "NETFILTER_DROP"),
+            // db: dropped after its event, but all before the batch.
+            ("db", 800_000, 40, "NETFILTER_DROP"),
+            // api: its event is `after` before the batch, a drop at the batch's start.
+            ("api", 1_000_400, 3, "NO_SOCKET"),
+        ];
+        let events = vec![
+            ev(1_000_000, "critical", "web"),
+            ev(750_000, "warning", "db"),
+            ev(700_400, "warning", "api"),
+        ];
+        // What the plugin looks at: the events inside the events' window.
+        let looked: Vec<Happened> = events
+            .into_iter()
+            .filter(|e| e.time_ms >= w.from_ms && e.time_ms <= w.to_ms)
+            .collect();
+        assert_eq!(looked.len(), 3);
+        let (out, skipped) =
+            correlate_events(looked.clone(), first, 300_000, 1, 20, 200, fake(drops));
+        assert!(skipped.is_empty());
+        assert_eq!(
+            filters(&out),
+            ["(web) and PktDropPackets>0", "(api) and PktDropPackets>0"]
+        );
+        // Inside the window alone (as before), the web event is not reported.
+        let (out, _) = correlate_events(
+            looked.into_iter().filter(|e| e.time_ms >= first).collect(),
+            first,
+            300_000,
+            1,
+            20,
+            200,
+            fake(drops),
+        );
+        assert!(out.is_empty());
+        // An event just before an older window's start is still one run's: the run from 0
+        // reports the db event.
+        let (out, _) = correlate_events(
+            vec![ev(750_000, "warning", "db")],
+            0,
+            300_000,
+            1,
+            20,
+            200,
+            fake(drops),
+        );
+        assert_eq!(filters(&out), ["(db) and PktDropPackets>0"]);
+    }
+
     fn filters(out: &[Annotation]) -> Vec<&str> {
         out.iter()
             .map(|a| a.flow_filter.as_deref().unwrap_or(""))
@@ -397,7 +489,7 @@ mod tests {
             ev(1_000_000, "info", "cache"),
             ev(1_000_000, "warning", "api"),
         ];
-        let (out, skipped) = correlate_events(events.clone(), 300_000, 1, 20, 200, fake(drops));
+        let (out, skipped) = correlate_events(events.clone(), 0, 300_000, 1, 20, 200, fake(drops));
         assert!(skipped.is_empty());
         assert_eq!(
             filters(&out),
@@ -425,16 +517,16 @@ mod tests {
             out[1].text
         );
         // A floor of 10 packets leaves the cache event out.
-        let (out, _) = correlate_events(events.clone(), 300_000, 10, 20, 200, fake(drops));
+        let (out, _) = correlate_events(events.clone(), 0, 300_000, 10, 20, 200, fake(drops));
         assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
         // top 1 keeps the most drops.
-        let (out, _) = correlate_events(events.clone(), 300_000, 1, 1, 200, fake(drops));
+        let (out, _) = correlate_events(events.clone(), 0, 300_000, 1, 1, 200, fake(drops));
         assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
         // max_events looks at the most severe first: with the critical one first in line
         // last, only it is judged.
         let mut reversed = events;
         reversed.reverse();
-        let (out, _) = correlate_events(reversed, 300_000, 1, 20, 1, fake(drops));
+        let (out, _) = correlate_events(reversed, 0, 300_000, 1, 20, 1, fake(drops));
         assert_eq!(filters(&out), ["(web) and PktDropPackets>0"]);
     }
 
@@ -447,6 +539,7 @@ mod tests {
                 ev(1_000_000, "critical", "bad"),
                 ev(1_000_000, "info", "web"),
             ],
+            0,
             1000,
             1,
             5,
